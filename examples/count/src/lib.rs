@@ -1,0 +1,33 @@
+//! Keyed running count: for each event, emits `{"key":"<key>","count":<n>}` where n counts the
+//! events seen so far for that key. Needs a keyed input (`input = "hash"`).
+use serde::Serialize;
+use weir_guest::{Context, Description, Event, OpenContext, Operator, Result, ValueState};
+
+struct Count {
+    count: ValueState<u64>,
+}
+
+#[derive(Serialize)]
+struct Output<'a> {
+    key: &'a str,
+    count: u64,
+}
+
+impl Operator for Count {
+    fn describe() -> Description {
+        Description::new("count", env!("CARGO_PKG_VERSION")).value_state("count", 1)
+    }
+
+    fn open(ctx: &OpenContext) -> Result<Self> {
+        Ok(Count { count: ctx.value_state("count")? })
+    }
+
+    fn process(&mut self, ctx: &mut Context, event: &Event) -> Result<()> {
+        let count = self.count.get(ctx)?.unwrap_or(0) + 1;
+        self.count.set(ctx, &count)?;
+        let key = String::from_utf8_lossy(event.key.unwrap_or_default());
+        ctx.emit_json(&Output { key: &key, count })
+    }
+}
+
+weir_guest::export_operator!(Count);

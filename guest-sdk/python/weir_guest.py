@@ -1,0 +1,291 @@
+"""Write weir stream operators in Python (componentize-py).
+
+The Python twin of the Rust SDK in guest-sdk/: declare state in ``describe``, take handles in
+``open``, read and write the current key's state in ``process``. State values are JSON, so state
+written by the Rust version of an operator reads the same here. The batch frames
+(docs/batch-frames.md) are decoded and encoded here; operator authors never see them.
+
+    import weir_guest
+
+    class Count:
+        @staticmethod
+        def describe():
+            return weir_guest.Description("count", "1.0.0").value_state("count", 1)
+
+        def __init__(self, ctx):
+            self.count = ctx.value_state("count")
+
+        def process(self, ctx, event):
+            n = (self.count.get(ctx) or 0) + 1
+            self.count.set(ctx, n)
+            ctx.emit_json({"key": event.key.decode(), "count": n})
+
+    Operator = weir_guest.export(Count)   # in the app module componentize-py builds
+"""
+import json
+import struct
+
+from wit_world.imports import log as _log
+from wit_world.imports import state as _state
+from wit_world.imports import types as _types
+from componentize_py_types import Err
+
+NONE = 0xFFFFFFFF
+_U32 = struct.Struct("<I")
+_TS = struct.Struct("<Bq")
+
+
+def _dumps(value):
+    # Same bytes as serde_json: no spaces, UTF-8 kept as is.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class Description:
+    """Name, version and declared states, in order."""
+
+    def __init__(self, name, version):
+        self.name, self.version, self.states = name, version, []
+
+    def value_state(self, name, schema_version):
+        return self._state(name, _types.StateKind.VALUE, schema_version)
+
+    def map_state(self, name, schema_version):
+        return self._state(name, _types.StateKind.MAP, schema_version)
+
+    def list_state(self, name, schema_version):
+        return self._state(name, _types.StateKind.LIST, schema_version)
+
+    def _state(self, name, kind, schema_version):
+        self.states.append(_types.StateDescriptor(name, kind, schema_version))
+        return self
+
+
+class Event:
+    """One event: ``key`` (bytes or None), ``value`` (bytes), ``timestamp`` (ms or None)."""
+
+    __slots__ = ("key", "value", "timestamp")
+
+    def __init__(self, key, value, timestamp):
+        self.key, self.value, self.timestamp = key, value, timestamp
+
+    def json(self):
+        return json.loads(self.value)
+
+
+class OperatorError(Exception):
+    """Raise to fail the job (or refuse it, from ``__init__``) with this message."""
+
+
+class OpenContext:
+    def __init__(self, config, context, states):
+        self.config = json.loads(config)
+        self.uid = context.uid
+        self.subtask_index = context.subtask_index
+        self.parallelism = context.parallelism
+        self.max_parallelism = context.max_parallelism
+        self.attempt = context.attempt
+        self._states = states
+        self._values = [i for i, s in enumerate(states) if s.kind == _types.StateKind.VALUE]
+
+    def _declared(self, name, kind):
+        for i, s in enumerate(self._states):
+            if s.name == name:
+                if s.kind != kind:
+                    raise OperatorError(f"state '{name}' is declared as another kind of state")
+                return i
+        raise OperatorError(f"state '{name}' is not declared in describe()")
+
+    def value_state(self, name):
+        index = self._declared(name, _types.StateKind.VALUE)
+        return ValueState(name, self._values.index(index))
+
+    def map_state(self, name):
+        return MapState(name, self._declared(name, _types.StateKind.MAP))
+
+    def list_state(self, name):
+        return ListState(name, self._declared(name, _types.StateKind.LIST))
+
+
+class Context:
+    """The keyed context of the event being processed, and the output frame."""
+
+    def __init__(self, cells, value_count):
+        self._cells = cells  # per slot: list of [bytes or None, dirty]
+        self._value_count = value_count
+        self._out = bytearray(4)
+        self._emitted = 0
+        self.slot = None
+        self.key = None
+        self.timestamp = None
+
+    def _slot(self, state):
+        if self.slot is None:
+            raise OperatorError(
+                f"state '{state}' is keyed state, but this operator's input is not keyed: "
+                'set input = "hash" on it in the job file'
+            )
+        return self.slot
+
+    def emit(self, value, key=..., timestamp=...):
+        """Emits ``value`` (bytes) with the current key and timestamp unless given."""
+        key = self.key if key is ... else key
+        timestamp = self.timestamp if timestamp is ... else timestamp
+        out = self._out
+        if key is None:
+            out += _U32.pack(NONE)
+        else:
+            out += _U32.pack(len(key))
+            out += key
+        out += _TS.pack(timestamp is not None, timestamp or 0)
+        out += _U32.pack(len(value))
+        out += value
+        self._emitted += 1
+
+    def emit_json(self, value):
+        self.emit(_dumps(value))
+
+
+class ValueState:
+    def __init__(self, name, pos):
+        self.name, self.pos = name, pos
+
+    def get(self, ctx):
+        raw = ctx._cells[ctx._slot(self.name)][self.pos][0]
+        return None if raw is None else json.loads(raw)
+
+    def set(self, ctx, value):
+        cell = ctx._cells[ctx._slot(self.name)][self.pos]
+        cell[0], cell[1] = _dumps(value), True
+
+    def clear(self, ctx):
+        cell = ctx._cells[ctx._slot(self.name)][self.pos]
+        cell[0], cell[1] = None, True
+
+
+class MapState:
+    def __init__(self, name, index):
+        self.name, self.index = name, index
+
+    def get(self, ctx, map_key):
+        raw = _state.map_get(ctx._slot(self.name), self.index, _dumps(map_key))
+        return None if raw is None else json.loads(raw)
+
+    def insert(self, ctx, map_key, value):
+        _state.map_put(ctx._slot(self.name), self.index, _dumps(map_key), _dumps(value))
+
+    def remove(self, ctx, map_key):
+        _state.map_remove(ctx._slot(self.name), self.index, _dumps(map_key))
+
+    def entries(self, ctx):
+        return [(json.loads(k), json.loads(v)) for k, v in _state.map_entries(ctx._slot(self.name), self.index)]
+
+    def clear(self, ctx):
+        _state.clear(ctx._slot(self.name), self.index)
+
+
+class ListState:
+    def __init__(self, name, index):
+        self.name, self.index = name, index
+
+    def get(self, ctx):
+        return [json.loads(v) for v in _state.list_get(ctx._slot(self.name), self.index)]
+
+    def push(self, ctx, value):
+        _state.list_append(ctx._slot(self.name), self.index, _dumps(value))
+
+    def clear(self, ctx):
+        _state.clear(ctx._slot(self.name), self.index)
+
+
+def log(level, message):
+    _log.log(level, message)
+
+
+def info(message):
+    _log.log(_types.Level.INFO, message)
+
+
+def warn(message):
+    _log.log(_types.Level.WARN, message)
+
+
+def _process_batch(operator, value_states, batch):
+    buf = memoryview(batch)
+    key_count, value_count, event_count = struct.unpack_from("<III", buf, 0)
+    if value_count != len(value_states):
+        raise OperatorError(f"the host sent {value_count} value states but the operator declares {len(value_states)}")
+    pos = 12
+    keys, cells = [], []
+    for _ in range(key_count):
+        (n,) = _U32.unpack_from(buf, pos)
+        keys.append(bytes(buf[pos + 4 : pos + 4 + n]))
+        pos += 4 + n
+        row = []
+        for _ in range(value_count):
+            (n,) = _U32.unpack_from(buf, pos)
+            pos += 4
+            if n == NONE:
+                row.append([None, False])
+            else:
+                row.append([bytes(buf[pos : pos + n]), False])
+                pos += n
+        cells.append(row)
+    ctx = Context(cells, value_count)
+    for _ in range(event_count):
+        (slot,) = _U32.unpack_from(buf, pos)
+        pos += 4
+        if slot == NONE:
+            (n,) = _U32.unpack_from(buf, pos)
+            pos += 4
+            key = None if n == NONE else bytes(buf[pos : pos + n])
+            pos += 0 if n == NONE else n
+            ctx.slot = None
+        else:
+            key = keys[slot]
+            ctx.slot = slot
+        has_ts, ts = _TS.unpack_from(buf, pos)
+        pos += 9
+        (n,) = _U32.unpack_from(buf, pos)
+        value = bytes(buf[pos + 4 : pos + 4 + n])
+        pos += 4 + n
+        ctx.key, ctx.timestamp = key, (ts if has_ts else None)
+        operator.process(ctx, Event(key, value, ctx.timestamp))
+    out = ctx._out
+    out[0:4] = _U32.pack(ctx._emitted)
+    writes = [(s, p) for s, row in enumerate(cells) for p, cell in enumerate(row) if cell[1]]
+    out += _U32.pack(len(writes))
+    for s, p in writes:
+        raw = cells[s][p][0]
+        out += _U32.pack(s) + _U32.pack(value_states[p])
+        out += _U32.pack(NONE) if raw is None else _U32.pack(len(raw)) + raw
+    return bytes(out)
+
+
+def export(operator_class):
+    """Returns the class componentize-py exports as ``weir:operator/operator``."""
+
+    class Operator:
+        instance = None
+        value_states = []
+
+        def describe(self):
+            d = operator_class.describe()
+            return _types.Description(d.name, d.version, d.states)
+
+        def open(self, config, context):
+            states = operator_class.describe().states
+            try:
+                Operator.instance = operator_class(OpenContext(config, context, states))
+            except (OperatorError, ValueError, KeyError) as e:
+                raise Err(str(e))
+            Operator.value_states = [i for i, s in enumerate(states) if s.kind == _types.StateKind.VALUE]
+
+        def process_batch(self, batch):
+            if Operator.instance is None:
+                raise Err("process-batch called before open")
+            try:
+                return _process_batch(Operator.instance, Operator.value_states, batch)
+            except (OperatorError, ValueError, KeyError) as e:
+                raise Err(str(e))
+
+    return Operator

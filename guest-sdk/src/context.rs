@@ -1,0 +1,188 @@
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::bindings::weir::operator::types;
+use weir_frame as frame;
+use crate::state::{ListState, MapState, ValueState};
+use crate::{Error, Result, StateKind};
+
+/// One event handed to [`crate::Operator::process`].
+#[derive(Debug, Clone, Copy)]
+pub struct Event<'a> {
+    /// The key set by an upstream operator (for example `key_by`), if any.
+    pub key: Option<&'a [u8]>,
+    /// The payload; its encoding is the operators' choice (the examples use JSON lines).
+    pub value: &'a [u8],
+    /// Event time in milliseconds since the Unix epoch, if the source or an operator set one.
+    pub timestamp: Option<i64>,
+}
+
+impl Event<'_> {
+    /// The value parsed as JSON.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
+        Ok(serde_json::from_slice(self.value)?)
+    }
+}
+
+/// What `open` learns about the instance: its configuration and where it runs.
+pub struct OpenContext {
+    pub(crate) config: String,
+    pub(crate) context: types::Context,
+    pub(crate) states: Vec<(String, StateKind, u32)>,
+    pub(crate) value_states: Vec<u32>,
+}
+
+impl OpenContext {
+    /// The operator's `config` table from the job file, parsed from JSON into `T`.
+    pub fn config<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_str(&self.config).map_err(|e| Error::new(format!("invalid config: {e}")))
+    }
+
+    /// The raw configuration, a JSON object.
+    pub fn config_json(&self) -> &str {
+        &self.config
+    }
+
+    /// The operator's uid in the job.
+    pub fn uid(&self) -> &str {
+        &self.context.uid
+    }
+
+    /// This instance's subtask index, from 0.
+    pub fn subtask_index(&self) -> u32 {
+        self.context.subtask_index
+    }
+
+    /// The operator's parallelism.
+    pub fn parallelism(&self) -> u32 {
+        self.context.parallelism
+    }
+
+    /// The job's max parallelism (number of key groups).
+    pub fn max_parallelism(&self) -> u32 {
+        self.context.max_parallelism
+    }
+
+    /// How many times the job has been restarted.
+    pub fn attempt(&self) -> u32 {
+        self.context.attempt
+    }
+
+    /// A handle to the declared value state `name`.
+    pub fn value_state<T: Serialize + DeserializeOwned>(&self, name: &str) -> Result<ValueState<T>> {
+        let index = self.declared(name, StateKind::Value)?;
+        let pos = self.value_states.iter().position(|&i| i == index).unwrap_or_default();
+        Ok(ValueState::new(name, index, pos))
+    }
+
+    /// A handle to the declared map state `name`.
+    pub fn map_state<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<MapState<K, V>> {
+        Ok(MapState::new(name, self.declared(name, StateKind::Map)?))
+    }
+
+    /// A handle to the declared list state `name`.
+    pub fn list_state<T: Serialize + DeserializeOwned>(&self, name: &str) -> Result<ListState<T>> {
+        Ok(ListState::new(name, self.declared(name, StateKind::List)?))
+    }
+
+    fn declared(&self, name: &str, kind: StateKind) -> Result<u32> {
+        match self.states.iter().position(|(n, _, _)| n == name) {
+            Some(i) if self.states[i].1 == kind => Ok(i as u32),
+            Some(i) => Err(Error::new(format!(
+                "state '{name}' is declared as {:?} state, not {kind:?} state",
+                self.states[i].1
+            ))),
+            None => Err(Error::new(format!("state '{name}' is not declared in describe()"))),
+        }
+    }
+}
+
+/// One value state's cell for one key of the batch.
+#[derive(Default)]
+pub(crate) struct Cell {
+    pub(crate) value: CellValue,
+    /// Holds the value once written in this batch; reused across batches.
+    pub(crate) buf: Vec<u8>,
+    pub(crate) dirty: bool,
+}
+
+#[derive(Default, Clone, Copy)]
+pub(crate) enum CellValue {
+    #[default]
+    Absent,
+    /// A byte range of the input frame: the value the host prefetched.
+    Input(usize, usize),
+    /// In `Cell::buf`.
+    Written,
+}
+
+/// The keyed context of the event being processed: its key's state, and the output.
+pub struct Context<'a> {
+    pub(crate) input: &'a [u8],
+    /// `key-count × value-state-count` cells, slot-major.
+    pub(crate) cells: &'a mut [Cell],
+    pub(crate) value_state_count: usize,
+    pub(crate) slot: Option<u32>,
+    pub(crate) key: Option<&'a [u8]>,
+    pub(crate) timestamp: Option<i64>,
+    pub(crate) out: &'a mut Vec<u8>,
+    pub(crate) emitted: u32,
+}
+
+impl Context<'_> {
+    /// Emits `value` with the current event's key and timestamp.
+    pub fn emit(&mut self, value: &[u8]) {
+        self.emit_event(self.key, value, self.timestamp);
+    }
+
+    /// Emits `value` serialized as JSON, with the current event's key and timestamp.
+    pub fn emit_json<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        frame::put_opt_bytes(self.out, self.key);
+        frame::put_opt_ts(self.out, self.timestamp);
+        let len_at = self.out.len();
+        frame::put_u32(self.out, 0);
+        serde_json::to_writer(&mut *self.out, value)?;
+        let len = self.out.len() - len_at - 4;
+        frame::patch_u32(self.out, len_at, len as u32);
+        self.emitted += 1;
+        Ok(())
+    }
+
+    /// Emits an event with an explicit key and timestamp.
+    pub fn emit_event(&mut self, key: Option<&[u8]>, value: &[u8], timestamp: Option<i64>) {
+        frame::put_opt_bytes(self.out, key);
+        frame::put_opt_ts(self.out, timestamp);
+        frame::put_bytes(self.out, value);
+        self.emitted += 1;
+    }
+
+    /// The slot of the current event's key, or an error naming the state when the operator's
+    /// input is not keyed.
+    pub(crate) fn slot(&self, state: &str) -> Result<u32> {
+        self.slot.ok_or_else(|| {
+            Error::new(format!(
+                "state '{state}' is keyed state, but this operator's input is not keyed: \
+                 set input = \"hash\" on it in the job file"
+            ))
+        })
+    }
+
+    pub(crate) fn cell(&mut self, state: &str, pos: usize) -> Result<&mut Cell> {
+        let slot = self.slot(state)? as usize;
+        Ok(&mut self.cells[slot * self.value_state_count + pos])
+    }
+
+    pub(crate) fn value_bytes(&mut self, state: &str, pos: usize) -> Result<Option<&[u8]>> {
+        let input = self.input;
+        let cell = self.cell(state, pos)?;
+        Ok(match cell.value {
+            CellValue::Absent => None,
+            CellValue::Input(start, end) => Some(&input[start..end]),
+            CellValue::Written => Some(&cell.buf[..]),
+        })
+    }
+}
+

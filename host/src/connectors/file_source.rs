@@ -1,0 +1,71 @@
+//! The `file` source: one event per line (the line without its line break), no key. Its position
+//! is the byte offset of the next unread line, so a restore can seek straight to it.
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+
+use crate::runtime::{EventBatch, Source, SourceFactory, SubtaskInfo};
+
+/// Creates file source subtasks (the source has parallelism 1).
+pub struct FileSourceFactory {
+    path: PathBuf,
+    rate: Option<f64>,
+}
+
+impl FileSourceFactory {
+    /// A source reading `path`, at most `rate` events per second when set.
+    pub fn new(path: PathBuf, rate: Option<f64>) -> Self {
+        FileSourceFactory { path, rate }
+    }
+}
+
+impl SourceFactory for FileSourceFactory {
+    fn create(&self, _info: &SubtaskInfo) -> Result<Box<dyn Source>, String> {
+        let file = File::open(&self.path)
+            .map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
+        Ok(Box::new(FileSource {
+            path: self.path.clone(),
+            reader: BufReader::with_capacity(1 << 16, file),
+            position: 0,
+        }))
+    }
+
+    fn rate(&self) -> Option<f64> {
+        self.rate
+    }
+}
+
+struct FileSource {
+    path: PathBuf,
+    reader: BufReader<File>,
+    /// Byte offset of the next line to read.
+    position: u64,
+}
+
+impl Source for FileSource {
+    fn poll(&mut self, out: &mut EventBatch, max: usize) -> Result<bool, String> {
+        let mut line = Vec::with_capacity(256);
+        while out.len() < max {
+            line.clear();
+            let n = self.reader.read_until(b'\n', &mut line).map_err(|e| {
+                format!(
+                    "cannot read {} at byte {}: {e}",
+                    self.path.display(),
+                    self.position
+                )
+            })?;
+            if n == 0 {
+                return Ok(false);
+            }
+            self.position += n as u64;
+            let value = line.strip_suffix(b"\n").unwrap_or(&line);
+            let value = value.strip_suffix(b"\r").unwrap_or(value);
+            out.push(crate::runtime::Event {
+                key: None,
+                value,
+                timestamp: None,
+            });
+        }
+        Ok(true)
+    }
+}

@@ -1,0 +1,64 @@
+//! The `generator` source, for demos, tests and benchmarks: event i has key `k<i mod keys>` and
+//! value `{"seq":i}`. Subtask s of p produces the indices i with i mod p = s. Unbounded when no
+//! count is given.
+use std::io::Write;
+
+use crate::runtime::{EventBatch, Source, SourceFactory, SubtaskInfo};
+
+/// Creates generator subtasks.
+pub struct GeneratorSourceFactory {
+    count: Option<u64>,
+    keys: u64,
+    rate: Option<f64>,
+}
+
+impl GeneratorSourceFactory {
+    /// `count` events in all (unbounded when `None`) over `keys` distinct keys (at least 1).
+    pub fn new(count: Option<u64>, keys: u64, rate: Option<f64>) -> Self {
+        GeneratorSourceFactory {
+            count,
+            keys: keys.max(1),
+            rate,
+        }
+    }
+}
+
+impl SourceFactory for GeneratorSourceFactory {
+    fn create(&self, info: &SubtaskInfo) -> Result<Box<dyn Source>, String> {
+        Ok(Box::new(Generator {
+            next: u64::from(info.index),
+            step: u64::from(info.parallelism),
+            end: self.count.unwrap_or(u64::MAX),
+            keys: self.keys,
+            key: Vec::with_capacity(24),
+        }))
+    }
+
+    fn rate(&self) -> Option<f64> {
+        self.rate
+    }
+}
+
+struct Generator {
+    next: u64,
+    step: u64,
+    end: u64,
+    keys: u64,
+    key: Vec<u8>,
+}
+
+impl Source for Generator {
+    fn poll(&mut self, out: &mut EventBatch, max: usize) -> Result<bool, String> {
+        while out.len() < max && self.next < self.end {
+            let i = self.next;
+            self.key.clear();
+            let _ = write!(self.key, "k{}", i % self.keys);
+            // Writing to a Vec cannot fail.
+            out.push_with(Some(&self.key), None, |buf| {
+                let _ = write!(buf, "{{\"seq\":{i}}}");
+            });
+            self.next += self.step;
+        }
+        Ok(self.next < self.end)
+    }
+}

@@ -1,0 +1,15 @@
+//! Sources and sinks, each behind the runtime's [`Source`](crate::runtime::Source) and
+//! [`Sink`](crate::runtime::Sink) traits.
+//!
+//! Layering: depends on `runtime` only.
+mod blackhole;
+mod file_sink;
+mod file_source;
+mod generator;
+mod stdout;
+
+pub use blackhole::BlackholeSinkFactory;
+pub use file_sink::FileSinkFactory;
+pub use file_source::FileSourceFactory;
+pub use generator::GeneratorSourceFactory;
+pub use stdout::StdoutSinkFactory;

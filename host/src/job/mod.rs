@@ -1,0 +1,359 @@
+//! Jobs: read and check a job file, then turn it into a runnable [`JobGraph`] with its modules
+//! loaded and its connectors opened.
+//!
+//! Layering: the top of the library; uses `runtime`, `wasm`, `connectors` and `builtin`.
+pub mod spec;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use spec::JobSpec;
+use spec::{InputSpec, OperatorSpec, SinkType, SourceType};
+
+use crate::connectors::{
+    BlackholeSinkFactory, FileSinkFactory, FileSourceFactory, GeneratorSourceFactory,
+    StdoutSinkFactory,
+};
+use crate::runtime::key_group::UPPER_BOUND_MAX_PARALLELISM;
+use crate::runtime::{JobGraph, OperatorFactory, Partitioning, SinkFactory, SourceFactory, Vertex};
+use crate::wasm::{ModuleError, OperatorModule, SandboxLimits, WasmEngine, WasmOperatorFactory};
+
+/// Why a job file cannot be run. Every message names the file and the thing at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The file could not be read.
+    #[error("cannot read job file {file}: {cause}")]
+    Read {
+        /// The job file.
+        file: String,
+        /// The I/O error.
+        cause: String,
+    },
+    /// Not valid TOML, or not the job file's shape.
+    #[error("job file {file}: {cause}")]
+    Parse {
+        /// The job file.
+        file: String,
+        /// The parser's message, with line and column.
+        cause: String,
+    },
+    /// Valid TOML, but not a valid job.
+    #[error("job file {file}: {message}")]
+    Invalid {
+        /// The job file.
+        file: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// An operator's module cannot be used.
+    #[error("job file {file}: operator '{uid}': {source}")]
+    Module {
+        /// The job file.
+        file: String,
+        /// The operator.
+        uid: String,
+        /// Why.
+        source: ModuleError,
+    },
+}
+
+/// Reads and parses a job file.
+pub fn read(path: &Path) -> Result<JobSpec, JobError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| JobError::Read {
+        file: file.clone(),
+        cause: e.to_string(),
+    })?;
+    toml::from_str(&text).map_err(|e| JobError::Parse {
+        file,
+        cause: e.to_string().trim_end().to_string(),
+    })
+}
+
+/// Checks a job and builds its graph: modules are loaded and checked, sink directories prepared.
+/// Relative paths in the job are taken from `base` (the job file's directory).
+pub fn build(
+    spec: JobSpec,
+    file: &Path,
+    engine: &WasmEngine,
+    attempt: u32,
+) -> Result<JobGraph, JobError> {
+    let file_name = file.display().to_string();
+    let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let invalid = |message: String| JobError::Invalid {
+        file: file_name.clone(),
+        message,
+    };
+    check_shape(&spec).map_err(invalid)?;
+    let resolve = |p: &str| -> PathBuf { base.join(p) };
+
+    let mut sources = Vec::new();
+    for s in &spec.sources {
+        let (factory, parallelism): (Box<dyn SourceFactory>, u32) = match s.kind {
+            SourceType::File => {
+                let path = s.path.as_deref().ok_or_else(|| {
+                    invalid(format!(
+                        "source '{}': `path` is required for a file source",
+                        s.uid
+                    ))
+                })?;
+                if s.count.is_some() || s.keys.is_some() {
+                    return Err(invalid(format!(
+                        "source '{}': `count` and `keys` are settings of generator sources, not file sources",
+                        s.uid
+                    )));
+                }
+                if s.parallelism.is_some_and(|p| p != 1) {
+                    return Err(invalid(format!(
+                        "source '{}': a file source reads its file in one subtask; remove `parallelism`",
+                        s.uid
+                    )));
+                }
+                let path = resolve(path);
+                if !path.is_file() {
+                    return Err(invalid(format!(
+                        "source '{}': input file {} does not exist",
+                        s.uid,
+                        path.display()
+                    )));
+                }
+                (Box::new(FileSourceFactory::new(path, s.rate)), 1)
+            }
+            SourceType::Generator => {
+                if s.path.is_some() {
+                    return Err(invalid(format!(
+                        "source '{}': `path` is a setting of file sources, not generator sources",
+                        s.uid
+                    )));
+                }
+                if s.keys == Some(0) {
+                    return Err(invalid(format!(
+                        "source '{}': `keys` must be at least 1",
+                        s.uid
+                    )));
+                }
+                let parallelism = s.parallelism.unwrap_or(spec.parallelism);
+                (
+                    Box::new(GeneratorSourceFactory::new(
+                        s.count,
+                        s.keys.unwrap_or(1000),
+                        s.rate,
+                    )),
+                    parallelism,
+                )
+            }
+        };
+        if s.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+            return Err(invalid(format!(
+                "source '{}': `rate` must be a positive number of events per second",
+                s.uid
+            )));
+        }
+        check_parallelism(
+            &format!("source '{}'", s.uid),
+            parallelism,
+            spec.max_parallelism,
+        )
+        .map_err(invalid)?;
+        sources.push(Vertex {
+            uid: Arc::from(s.uid.as_str()),
+            parallelism,
+            input: Partitioning::Forward,
+            factory,
+        });
+    }
+
+    let mut modules: HashMap<PathBuf, Arc<OperatorModule>> = HashMap::new();
+    let mut operators = Vec::new();
+    for op in &spec.operators {
+        let parallelism = op.parallelism.unwrap_or(spec.parallelism);
+        check_parallelism(
+            &format!("operator '{}'", op.uid),
+            parallelism,
+            spec.max_parallelism,
+        )
+        .map_err(invalid)?;
+        let keyed = op.input == InputSpec::Hash;
+        let factory: Box<dyn OperatorFactory> = match (&op.module, &op.builtin) {
+            (Some(module), None) => {
+                let limits = sandbox_limits(op).map_err(invalid)?;
+                if module.starts_with("sha256:") {
+                    return Err(invalid(format!(
+                        "operator '{}': `module = \"{module}\"` names a module in a server's module store; \
+                         `weir run` needs a path to a .wasm file",
+                        op.uid
+                    )));
+                }
+                let path = resolve(module);
+                let loaded = match modules.get(&path) {
+                    Some(m) => m.clone(),
+                    None => {
+                        let m = Arc::new(engine.load_file(&path).map_err(|source| {
+                            JobError::Module {
+                                file: file_name.clone(),
+                                uid: op.uid.clone(),
+                                source,
+                            }
+                        })?);
+                        modules.insert(path, m.clone());
+                        m
+                    }
+                };
+                let config = serde_json::to_string(&op.config.clone().unwrap_or_default())
+                    .map_err(|e| {
+                        invalid(format!(
+                            "operator '{}': `config` cannot be passed as JSON: {e}",
+                            op.uid
+                        ))
+                    })?;
+                Box::new(WasmOperatorFactory::new(loaded, config, keyed, limits))
+            }
+            (None, Some(name)) => {
+                if op.config.is_some() || op.call_deadline.is_some() || op.memory_limit.is_some() {
+                    return Err(invalid(format!(
+                        "operator '{}': builtin operators take no `config`, `call-deadline` or `memory-limit`",
+                        op.uid
+                    )));
+                }
+                crate::builtin::factory(name, keyed).ok_or_else(|| {
+                    invalid(format!(
+                        "operator '{}': unknown builtin '{name}' (known: {})",
+                        op.uid,
+                        crate::builtin::NAMES.join(", ")
+                    ))
+                })?
+            }
+            _ => {
+                return Err(invalid(format!(
+                    "operator '{}': set exactly one of `module` (a .wasm component) and `builtin`",
+                    op.uid
+                )));
+            }
+        };
+        let input = if keyed {
+            Partitioning::Hash
+        } else {
+            Partitioning::Forward
+        };
+        operators.push(Vertex {
+            uid: Arc::from(op.uid.as_str()),
+            parallelism,
+            input,
+            factory,
+        });
+    }
+
+    // Sinks run at the parallelism of what feeds them, each subtask writing its own part.
+    let sink_parallelism = operators
+        .last()
+        .map_or(spec.parallelism, |v: &Vertex<dyn OperatorFactory>| {
+            v.parallelism
+        });
+    let mut sinks = Vec::new();
+    for s in &spec.sinks {
+        let factory: Box<dyn SinkFactory> = match (s.kind, &s.path) {
+            (SinkType::File, Some(path)) => Box::new(
+                FileSinkFactory::new(resolve(path))
+                    .map_err(|e| invalid(format!("sink '{}': {e}", s.uid)))?,
+            ),
+            (SinkType::File, None) => {
+                return Err(invalid(format!(
+                    "sink '{}': `path` is required for a file sink",
+                    s.uid
+                )));
+            }
+            (SinkType::Stdout, None) => Box::new(StdoutSinkFactory),
+            (SinkType::Blackhole, None) => Box::new(BlackholeSinkFactory),
+            (_, Some(_)) => {
+                return Err(invalid(format!(
+                    "sink '{}': `path` is a setting of file sinks only",
+                    s.uid
+                )));
+            }
+        };
+        sinks.push(Vertex {
+            uid: Arc::from(s.uid.as_str()),
+            parallelism: sink_parallelism,
+            input: Partitioning::Forward,
+            factory,
+        });
+    }
+
+    Ok(JobGraph {
+        name: spec.name,
+        max_parallelism: spec.max_parallelism,
+        attempt,
+        sources,
+        operators,
+        sinks,
+    })
+}
+
+/// Checks that hold before anything is opened: names, uids, counts.
+fn check_shape(spec: &JobSpec) -> Result<(), String> {
+    if spec.name.trim().is_empty() {
+        return Err("`name` must not be empty".to_string());
+    }
+    if !(1..=UPPER_BOUND_MAX_PARALLELISM).contains(&spec.max_parallelism) {
+        return Err(format!(
+            "`max-parallelism` must be between 1 and {UPPER_BOUND_MAX_PARALLELISM}, not {}",
+            spec.max_parallelism
+        ));
+    }
+    check_parallelism("the job", spec.parallelism, spec.max_parallelism)?;
+    if spec.sources.is_empty() {
+        return Err("the job has no [[source]]".to_string());
+    }
+    if spec.sinks.is_empty() {
+        return Err("the job has no [[sink]]".to_string());
+    }
+    let uids = spec
+        .sources
+        .iter()
+        .map(|s| &s.uid)
+        .chain(spec.operators.iter().map(|o| &o.uid))
+        .chain(spec.sinks.iter().map(|s| &s.uid));
+    let mut seen = HashSet::new();
+    for uid in uids {
+        if uid.is_empty() {
+            return Err("a uid must not be empty".to_string());
+        }
+        if !seen.insert(uid) {
+            return Err(format!(
+                "uid '{uid}' is used twice; every source, operator and sink needs its own uid"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_parallelism(what: &str, parallelism: u32, max_parallelism: u32) -> Result<(), String> {
+    if parallelism == 0 || parallelism > max_parallelism {
+        return Err(format!(
+            "{what}: parallelism must be between 1 and max-parallelism ({max_parallelism}), not {parallelism}"
+        ));
+    }
+    Ok(())
+}
+
+fn sandbox_limits(op: &OperatorSpec) -> Result<SandboxLimits, String> {
+    let mut limits = SandboxLimits::default();
+    if let Some(d) = &op.call_deadline {
+        limits.call_deadline = humantime::parse_duration(d)
+            .ok()
+            .filter(|d| *d > Duration::ZERO)
+            .ok_or_else(|| format!("operator '{}': call-deadline \"{d}\" is not a duration such as \"500ms\" or \"10s\"", op.uid))?;
+    }
+    if let Some(m) = &op.memory_limit {
+        let bytes = m
+            .parse::<bytesize::ByteSize>()
+            .ok()
+            .map(|b| b.as_u64())
+            .filter(|&b| b >= 1 << 20)
+            .ok_or_else(|| format!("operator '{}': memory-limit \"{m}\" is not a size of at least 1MiB, such as \"64MiB\"", op.uid))?;
+        limits.memory_limit = usize::try_from(bytes).unwrap_or(usize::MAX);
+    }
+    Ok(limits)
+}

@@ -1,0 +1,124 @@
+//! The job file (TOML, kebab-case keys), as written by users. Unknown keys are errors, so a typo
+//! never silently falls back to a default.
+use serde::Deserialize;
+
+/// A whole job file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct JobSpec {
+    /// The job's name.
+    pub name: String,
+    /// Default parallelism of operators and generator sources.
+    #[serde(default = "default_parallelism")]
+    pub parallelism: u32,
+    /// Number of key groups: the most any keyed operator can ever be scaled to.
+    #[serde(default = "default_max_parallelism")]
+    pub max_parallelism: u32,
+    /// `[[source]]` tables.
+    #[serde(default, rename = "source")]
+    pub sources: Vec<SourceSpec>,
+    /// `[[operator]]` tables, in pipeline order.
+    #[serde(default, rename = "operator")]
+    pub operators: Vec<OperatorSpec>,
+    /// `[[sink]]` tables.
+    #[serde(default, rename = "sink")]
+    pub sinks: Vec<SinkSpec>,
+}
+
+fn default_parallelism() -> u32 {
+    1
+}
+
+fn default_max_parallelism() -> u32 {
+    crate::runtime::key_group::DEFAULT_MAX_PARALLELISM
+}
+
+/// Source types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceType {
+    /// One event per line of a file.
+    File,
+    /// Synthetic keyed events.
+    Generator,
+}
+
+/// A `[[source]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SourceSpec {
+    /// Stable id.
+    pub uid: String,
+    /// `file` or `generator`.
+    #[serde(rename = "type")]
+    pub kind: SourceType,
+    /// File sources: the file, relative to the job file.
+    pub path: Option<String>,
+    /// Generator sources: how many events (unbounded when absent).
+    pub count: Option<u64>,
+    /// Generator sources: how many distinct keys (default 1000).
+    pub keys: Option<u64>,
+    /// Events per second over all subtasks.
+    pub rate: Option<f64>,
+    /// Subtasks (generator only; a file source has one).
+    pub parallelism: Option<u32>,
+}
+
+/// How an operator's input is partitioned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InputSpec {
+    /// Same subtask, or round-robin when parallelisms differ.
+    #[default]
+    Forward,
+    /// By key group of the event key (Flink's keyBy); gives the operator keyed state.
+    Hash,
+}
+
+/// An `[[operator]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct OperatorSpec {
+    /// Stable id: state is matched to operators by it.
+    pub uid: String,
+    /// Path of the component, relative to the job file.
+    pub module: Option<String>,
+    /// A native operator compiled into the host instead of a module.
+    pub builtin: Option<String>,
+    /// Passed to the operator's `open` as a JSON object.
+    pub config: Option<toml::Table>,
+    /// Input partitioning.
+    #[serde(default)]
+    pub input: InputSpec,
+    /// Subtasks (default: the job's parallelism).
+    pub parallelism: Option<u32>,
+    /// Longest one guest call may run, e.g. "500ms" (default 10s).
+    pub call_deadline: Option<String>,
+    /// Most linear memory per instance, e.g. "64MiB" (default 256MiB).
+    pub memory_limit: Option<String>,
+}
+
+/// Sink types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SinkType {
+    /// A directory of part files.
+    File,
+    /// Standard output.
+    Stdout,
+    /// Discards events.
+    Blackhole,
+}
+
+/// A `[[sink]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SinkSpec {
+    /// Stable id.
+    pub uid: String,
+    /// `file`, `stdout` or `blackhole`.
+    #[serde(rename = "type")]
+    pub kind: SinkType,
+    /// File sinks: the output directory, relative to the job file.
+    pub path: Option<String>,
+}

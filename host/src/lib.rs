@@ -1,0 +1,20 @@
+//! weir: a stream-processing host for operators compiled to WebAssembly components, with all keyed
+//! state owned by the host.
+//!
+//! Modules, lower layers first; each depends only on those above it in this list:
+//! - [`state`]: the `StateBackend` trait and the in-memory backend.
+//! - [`runtime`]: job graphs, subtasks, channels, key groups.
+//! - [`wasm`]: the engine, the `weir:operator` contract and Wasm operators.
+//! - [`connectors`]: sources and sinks.
+//! - [`builtin`]: native operators compiled into the host (for benchmarks).
+//! - [`job`]: the job file, and turning it into a runnable graph.
+//! - [`cli`]: the `weir` command line.
+#![deny(missing_docs)]
+
+pub mod builtin;
+pub mod cli;
+pub mod connectors;
+pub mod job;
+pub mod runtime;
+pub mod state;
+pub mod wasm;

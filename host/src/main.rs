@@ -1,0 +1,4 @@
+//! The `weir` binary; everything lives in the library.
+fn main() -> std::process::ExitCode {
+    weir::cli::main()
+}

@@ -1,0 +1,241 @@
+//! Bounded channels between subtasks: [`Inputs`] merges a subtask's input channels, [`Output`]
+//! routes a subtask's batches to the downstream subtasks (forward, round-robin or by key group).
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
+
+use super::batch::EventBatch;
+use super::key_group::{key_group, subtask_for_key_group};
+use super::{BATCH_SIZE, CHANNEL_CAPACITY};
+
+/// What flows through a channel.
+pub(crate) enum Message {
+    Batch(EventBatch),
+    /// The sender has no more events.
+    End,
+}
+
+pub(crate) fn channel() -> (Sender<Message>, Receiver<Message>) {
+    crossbeam_channel::bounded(CHANNEL_CAPACITY)
+}
+
+/// Why a subtask must stop sending or receiving.
+#[derive(Debug)]
+pub(crate) enum ChannelError {
+    /// A peer vanished: another subtask failed and the job is going down. Not a cause of its own.
+    Disconnected,
+    /// An event without a key reached a `hash` edge.
+    MissingKey { target: Arc<str> },
+}
+
+/// What [`Inputs::next`] found.
+pub(crate) enum Received {
+    Batch(EventBatch),
+    /// Nothing is ready right now (only when not blocking).
+    Idle,
+    /// Every input has ended.
+    Ended,
+}
+
+/// The input channels of one subtask; those that have sent `End` are dropped.
+pub(crate) struct Inputs {
+    live: Vec<Receiver<Message>>,
+}
+
+impl Inputs {
+    pub(crate) fn new(receivers: Vec<Receiver<Message>>) -> Self {
+        Inputs { live: receivers }
+    }
+
+    /// The next batch from any input, waiting for one when `block` is set.
+    pub(crate) fn next(&mut self, block: bool) -> Result<Received, ChannelError> {
+        loop {
+            let (i, message) = match self.live.len() {
+                0 => return Ok(Received::Ended),
+                1 if block => (
+                    0,
+                    self.live[0]
+                        .recv()
+                        .map_err(|_| ChannelError::Disconnected)?,
+                ),
+                1 => match self.live[0].try_recv() {
+                    Ok(m) => (0, m),
+                    Err(TryRecvError::Empty) => return Ok(Received::Idle),
+                    Err(TryRecvError::Disconnected) => return Err(ChannelError::Disconnected),
+                },
+                _ => {
+                    let mut select = Select::new();
+                    for r in &self.live {
+                        select.recv(r);
+                    }
+                    let op = if block {
+                        select.select()
+                    } else {
+                        match select.try_select() {
+                            Ok(op) => op,
+                            Err(_) => return Ok(Received::Idle),
+                        }
+                    };
+                    let i = op.index();
+                    (
+                        i,
+                        op.recv(&self.live[i])
+                            .map_err(|_| ChannelError::Disconnected)?,
+                    )
+                }
+            };
+            match message {
+                Message::Batch(batch) => return Ok(Received::Batch(batch)),
+                Message::End => {
+                    self.live.swap_remove(i);
+                }
+            }
+        }
+    }
+}
+
+enum Routing {
+    /// One downstream subtask.
+    Direct,
+    /// Whole batches, to each downstream subtask in turn.
+    RoundRobin { next: usize },
+    /// Event by event, to the subtask owning the event key's key group.
+    Hash {
+        pending: Vec<EventBatch>,
+        max_parallelism: u32,
+    },
+}
+
+/// The channels from one subtask to the subtasks of one downstream vertex.
+pub(crate) struct Route {
+    target: Arc<str>,
+    senders: Vec<Sender<Message>>,
+    routing: Routing,
+}
+
+impl Route {
+    pub(crate) fn direct(target: Arc<str>, sender: Sender<Message>) -> Self {
+        Route {
+            target,
+            senders: vec![sender],
+            routing: Routing::Direct,
+        }
+    }
+
+    pub(crate) fn round_robin(target: Arc<str>, senders: Vec<Sender<Message>>) -> Self {
+        Route {
+            target,
+            senders,
+            routing: Routing::RoundRobin { next: 0 },
+        }
+    }
+
+    pub(crate) fn hash(
+        target: Arc<str>,
+        senders: Vec<Sender<Message>>,
+        max_parallelism: u32,
+    ) -> Self {
+        let pending = senders.iter().map(|_| EventBatch::default()).collect();
+        Route {
+            target,
+            senders,
+            routing: Routing::Hash {
+                pending,
+                max_parallelism,
+            },
+        }
+    }
+
+    fn send(&mut self, batch: EventBatch) -> Result<(), ChannelError> {
+        match &mut self.routing {
+            Routing::Direct => send(&self.senders[0], batch),
+            Routing::RoundRobin { next } => {
+                let i = *next;
+                *next = (i + 1) % self.senders.len();
+                send(&self.senders[i], batch)
+            }
+            Routing::Hash {
+                pending,
+                max_parallelism,
+            } => {
+                let parallelism = self.senders.len() as u32;
+                for event in batch.iter() {
+                    let key = event.key.ok_or_else(|| ChannelError::MissingKey {
+                        target: self.target.clone(),
+                    })?;
+                    let kg = key_group(key, *max_parallelism);
+                    let i = subtask_for_key_group(*max_parallelism, parallelism, kg);
+                    pending[i].push(event);
+                    if pending[i].len() >= BATCH_SIZE {
+                        send(&self.senders[i], std::mem::take(&mut pending[i]))?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), ChannelError> {
+        if let Routing::Hash { pending, .. } = &mut self.routing {
+            for (i, batch) in pending
+                .iter_mut()
+                .enumerate()
+                .filter(|(_, b)| !b.is_empty())
+            {
+                send(&self.senders[i], std::mem::take(batch))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn end(&mut self) -> Result<(), ChannelError> {
+        self.flush()?;
+        for sender in &self.senders {
+            sender
+                .send(Message::End)
+                .map_err(|_| ChannelError::Disconnected)?;
+        }
+        Ok(())
+    }
+}
+
+fn send(sender: &Sender<Message>, batch: EventBatch) -> Result<(), ChannelError> {
+    sender
+        .send(Message::Batch(batch))
+        .map_err(|_| ChannelError::Disconnected)
+}
+
+/// Everything one subtask sends downstream: one route per downstream vertex.
+pub(crate) struct Output {
+    routes: Vec<Route>,
+}
+
+impl Output {
+    pub(crate) fn new(routes: Vec<Route>) -> Self {
+        Output { routes }
+    }
+
+    /// Sends a batch to every downstream vertex.
+    pub(crate) fn send(&mut self, batch: EventBatch) -> Result<(), ChannelError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let Some((last, rest)) = self.routes.split_last_mut() else {
+            return Ok(());
+        };
+        for route in rest {
+            route.send(batch.clone())?;
+        }
+        last.send(batch)
+    }
+
+    /// Sends batches that routing by key has held back to fill them.
+    pub(crate) fn flush(&mut self) -> Result<(), ChannelError> {
+        self.routes.iter_mut().try_for_each(Route::flush)
+    }
+
+    /// Flushes and tells every downstream subtask that no more events come.
+    pub(crate) fn end(&mut self) -> Result<(), ChannelError> {
+        self.routes.iter_mut().try_for_each(Route::end)
+    }
+}

@@ -1,0 +1,465 @@
+//! Runs a [`JobGraph`]: one thread per subtask (each owns its operator instance, so a Wasm store
+//! never crosses threads), bounded channels between them, and the first failure cancels the job.
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+
+use super::channel::{self, ChannelError, Inputs, Message, Output, Received, Route};
+use super::graph::{JobGraph, Partitioning, SubtaskInfo, TaskError};
+use super::{BATCH_SIZE, EventBatch};
+
+/// Events counted for one vertex over all its subtasks.
+#[derive(Debug, Clone)]
+pub struct VertexSummary {
+    /// "source", "operator" or "sink".
+    pub kind: &'static str,
+    /// The vertex's uid.
+    pub uid: String,
+    /// Its parallelism.
+    pub parallelism: u32,
+    /// Events received (sources: 0).
+    pub events_in: u64,
+    /// Events sent downstream (sinks: events written).
+    pub events_out: u64,
+}
+
+/// What a finished job did.
+#[derive(Debug, Clone)]
+pub struct JobSummary {
+    /// Per vertex: sources, then operators, then sinks.
+    pub vertices: Vec<VertexSummary>,
+    /// Wall time from start to the last sink's finish.
+    pub duration: Duration,
+}
+
+/// Why a job did not finish.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JobFailure {
+    /// A subtask failed.
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    /// The job was cancelled before its sources ended.
+    #[error("job was cancelled")]
+    Cancelled,
+}
+
+#[derive(Default)]
+struct Counters {
+    events_in: AtomicU64,
+    events_out: AtomicU64,
+}
+
+/// Shared by every subtask of a run: the first failure, and the flag that stops the sources.
+struct Control {
+    cancel: Arc<AtomicBool>,
+    failure: Mutex<Option<TaskError>>,
+}
+
+impl Control {
+    fn fail(&self, error: TaskError) {
+        if let Ok(mut failure) = self.failure.lock() {
+            failure.get_or_insert(error);
+        }
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+}
+
+/// A vertex's shape, enough to wire channels.
+#[derive(Clone)]
+struct Shape {
+    uid: Arc<str>,
+    parallelism: u32,
+    input: Partitioning,
+}
+
+/// Channels from every subtask of the upstream vertices to one downstream vertex. Returns, per
+/// upstream vertex and subtask, the route to it, and per downstream subtask, its receivers.
+fn wire(
+    upstream: &[Shape],
+    down: &Shape,
+    max_parallelism: u32,
+) -> (Vec<Vec<Route>>, Vec<Vec<Receiver<Message>>>) {
+    let mut receivers: Vec<Vec<_>> = (0..down.parallelism).map(|_| Vec::new()).collect();
+    let routes = upstream
+        .iter()
+        .map(|up| {
+            (0..up.parallelism as usize)
+                .map(|i| {
+                    if down.input == Partitioning::Forward && up.parallelism == down.parallelism {
+                        let (tx, rx) = channel::channel();
+                        receivers[i].push(rx);
+                        return Route::direct(down.uid.clone(), tx);
+                    }
+                    let senders = receivers
+                        .iter_mut()
+                        .map(|r| {
+                            let (tx, rx) = channel::channel();
+                            r.push(rx);
+                            tx
+                        })
+                        .collect();
+                    match down.input {
+                        Partitioning::Forward => Route::round_robin(down.uid.clone(), senders),
+                        Partitioning::Hash => {
+                            Route::hash(down.uid.clone(), senders, max_parallelism)
+                        }
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    (routes, receivers)
+}
+
+/// Runs the job until its sources are exhausted and the sinks have flushed, or until `cancel` is
+/// set or a subtask fails.
+pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>) -> Result<JobSummary, JobFailure> {
+    let started = Instant::now();
+    let control = Arc::new(Control {
+        cancel,
+        failure: Mutex::new(None),
+    });
+    let JobGraph {
+        max_parallelism,
+        attempt,
+        sources,
+        operators,
+        sinks,
+        ..
+    } = graph;
+
+    // Stages: all sources, then each operator, then all sinks. Stage k feeds every vertex of k+1.
+    let shape = |uid: &Arc<str>, parallelism, input| Shape {
+        uid: uid.clone(),
+        parallelism,
+        input,
+    };
+    let mut stages: Vec<Vec<Shape>> = vec![
+        sources
+            .iter()
+            .map(|v| shape(&v.uid, v.parallelism, v.input))
+            .collect(),
+    ];
+    stages.extend(
+        operators
+            .iter()
+            .map(|v| vec![shape(&v.uid, v.parallelism, v.input)]),
+    );
+    stages.push(
+        sinks
+            .iter()
+            .map(|v| shape(&v.uid, v.parallelism, v.input))
+            .collect(),
+    );
+
+    // routes[stage][vertex][subtask], inputs[stage][vertex][subtask]
+    let mut routes: Vec<Vec<Vec<Vec<Route>>>> = stages
+        .iter()
+        .map(|s| {
+            s.iter()
+                .map(|v| (0..v.parallelism).map(|_| Vec::new()).collect())
+                .collect()
+        })
+        .collect();
+    let mut inputs: Vec<Vec<Vec<Vec<Receiver<Message>>>>> = vec![Vec::new()];
+    for k in 1..stages.len() {
+        let mut stage_inputs = Vec::new();
+        for down in &stages[k] {
+            let (stage_routes, receivers) = wire(&stages[k - 1], down, max_parallelism);
+            for (v, per_subtask) in stage_routes.into_iter().enumerate() {
+                for (s, route) in per_subtask.into_iter().enumerate() {
+                    routes[k - 1][v][s].push(route);
+                }
+            }
+            stage_inputs.push(receivers);
+        }
+        inputs.push(stage_inputs);
+    }
+    let mut routes = routes.into_iter();
+    let mut inputs = inputs.into_iter().skip(1);
+
+    let mut runner = Runner {
+        control: control.clone(),
+        threads: Vec::new(),
+        counters: Vec::new(),
+        max_parallelism,
+        attempt,
+    };
+    let source_routes = routes.next().unwrap_or_default();
+    for (vertex, vertex_routes) in sources.into_iter().zip(source_routes) {
+        let factory: Arc<dyn super::SourceFactory> = Arc::from(vertex.factory);
+        let rate = factory.rate().map(|r| r / f64::from(vertex.parallelism));
+        runner.vertex(
+            "source",
+            &vertex.uid,
+            vertex.parallelism,
+            vertex_routes.into_iter().map(|r| (Vec::new(), r)),
+            {
+                move |info, _inputs, output, control, counters| {
+                    let source = factory.create(info)?;
+                    run_source(source, output, rate, control, counters)
+                }
+            },
+        );
+    }
+    for vertex in operators {
+        let vertex_inputs = inputs.next().and_then(|mut v| v.pop()).unwrap_or_default();
+        let vertex_routes = routes.next().and_then(|mut v| v.pop()).unwrap_or_default();
+        let factory: Arc<dyn super::OperatorFactory> = Arc::from(vertex.factory);
+        runner.vertex(
+            "operator",
+            &vertex.uid,
+            vertex.parallelism,
+            vertex_inputs.into_iter().zip(vertex_routes),
+            {
+                move |info, inputs, output, _control, counters| {
+                    let operator = factory.create(info)?;
+                    run_operator(operator, inputs, output, counters)
+                }
+            },
+        );
+    }
+    let sink_inputs = inputs.next().unwrap_or_default();
+    for (vertex, vertex_inputs) in sinks.into_iter().zip(sink_inputs) {
+        let factory: Arc<dyn super::SinkFactory> = Arc::from(vertex.factory);
+        let no_routes = std::iter::repeat_with(Vec::new);
+        runner.vertex(
+            "sink",
+            &vertex.uid,
+            vertex.parallelism,
+            vertex_inputs.into_iter().zip(no_routes),
+            {
+                move |info, inputs, _output, _control, counters| {
+                    let sink = factory.create(info)?;
+                    run_sink(sink, inputs, counters)
+                }
+            },
+        );
+    }
+
+    let Runner {
+        threads, counters, ..
+    } = runner;
+    for thread in threads {
+        if thread.join().is_err() {
+            control.cancel.store(true, Ordering::SeqCst);
+        }
+    }
+    if let Some(failure) = control.failure.lock().ok().and_then(|mut f| f.take()) {
+        return Err(failure.into());
+    }
+    if control.cancelled() {
+        return Err(JobFailure::Cancelled);
+    }
+    let vertices = counters
+        .into_iter()
+        .map(|(kind, uid, parallelism, subtasks)| VertexSummary {
+            kind,
+            uid: uid.to_string(),
+            parallelism,
+            events_in: subtasks
+                .iter()
+                .map(|c| c.events_in.load(Ordering::Relaxed))
+                .sum(),
+            events_out: subtasks
+                .iter()
+                .map(|c| c.events_out.load(Ordering::Relaxed))
+                .sum(),
+        })
+        .collect();
+    Ok(JobSummary {
+        vertices,
+        duration: started.elapsed(),
+    })
+}
+
+/// Spawns subtask threads and keeps their handles and counters.
+struct Runner {
+    control: Arc<Control>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    counters: Vec<(&'static str, Arc<str>, u32, Vec<Arc<Counters>>)>,
+    max_parallelism: u32,
+    attempt: u32,
+}
+
+impl Runner {
+    /// Spawns one thread per subtask of a vertex, each running `body` with its inputs and output.
+    fn vertex<B>(
+        &mut self,
+        kind: &'static str,
+        uid: &Arc<str>,
+        parallelism: u32,
+        wiring: impl Iterator<Item = (Vec<Receiver<Message>>, Vec<Route>)>,
+        body: B,
+    ) where
+        B: Fn(&SubtaskInfo, Inputs, Output, &Control, &Counters) -> Result<(), Stop>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let body = Arc::new(body);
+        let mut vertex_counters = Vec::new();
+        for (index, (receivers, routes)) in wiring.enumerate() {
+            let info = SubtaskInfo {
+                uid: uid.clone(),
+                index: index as u32,
+                parallelism,
+                max_parallelism: self.max_parallelism,
+                attempt: self.attempt,
+            };
+            let counters = Arc::new(Counters::default());
+            vertex_counters.push(counters.clone());
+            let (control, body) = (self.control.clone(), body.clone());
+            let thread_info = info.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("{uid}-{index}"))
+                .spawn(move || {
+                    let result = body(
+                        &thread_info,
+                        Inputs::new(receivers),
+                        Output::new(routes),
+                        &control,
+                        &counters,
+                    );
+                    if let Err(Stop::Failed(cause)) = result {
+                        control.fail(TaskError {
+                            kind,
+                            subtask: thread_info,
+                            cause,
+                        });
+                    }
+                });
+            match spawned {
+                Ok(handle) => self.threads.push(handle),
+                Err(e) => self.control.fail(TaskError {
+                    kind,
+                    subtask: info,
+                    cause: format!("cannot start thread: {e}"),
+                }),
+            }
+        }
+        self.counters
+            .push((kind, uid.clone(), parallelism, vertex_counters));
+    }
+}
+
+/// Why a subtask loop ended early.
+enum Stop {
+    /// A peer vanished: another subtask failed or the job was cancelled, and that is the job's
+    /// cause, so this subtask stops without one of its own.
+    Quiet,
+    /// This subtask failed.
+    Failed(String),
+}
+
+impl From<String> for Stop {
+    fn from(cause: String) -> Self {
+        Stop::Failed(cause)
+    }
+}
+
+impl From<ChannelError> for Stop {
+    fn from(e: ChannelError) -> Self {
+        match e {
+            ChannelError::Disconnected => Stop::Quiet,
+            ChannelError::MissingKey { target } => Stop::Failed(format!(
+                "an event without a key reached '{target}', which reads its input by key (input = \"hash\"); \
+                 set a key upstream, for example with a key_by operator"
+            )),
+        }
+    }
+}
+
+fn run_source(
+    mut source: Box<dyn super::Source>,
+    mut output: Output,
+    rate: Option<f64>,
+    control: &Control,
+    counters: &Counters,
+) -> Result<(), Stop> {
+    // A rate-limited source sends small batches (about 50 per second) on a schedule.
+    let max = rate.map_or(BATCH_SIZE, |r| ((r / 50.0) as usize).clamp(1, BATCH_SIZE));
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut batch = EventBatch::with_capacity(max, max * 64);
+    while !control.cancelled() {
+        if let Some(rate) = rate {
+            let due = started + Duration::from_secs_f64(sent as f64 / rate);
+            let now = Instant::now();
+            if due > now {
+                output.flush()?;
+                std::thread::sleep((due - now).min(Duration::from_millis(50)));
+                continue;
+            }
+        }
+        let more = source.poll(&mut batch, max)?;
+        sent += batch.len() as u64;
+        counters
+            .events_out
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        output.send(std::mem::take(&mut batch))?;
+        if !more {
+            return Ok(output.end()?);
+        }
+    }
+    Ok(())
+}
+
+fn run_operator(
+    mut operator: Box<dyn super::Operator>,
+    mut inputs: Inputs,
+    mut output: Output,
+    counters: &Counters,
+) -> Result<(), Stop> {
+    let mut out = EventBatch::default();
+    let mut block = false;
+    loop {
+        match inputs.next(block)? {
+            Received::Batch(batch) => {
+                block = false;
+                counters
+                    .events_in
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                operator.process(&batch, &mut out)?;
+                counters
+                    .events_out
+                    .fetch_add(out.len() as u64, Ordering::Relaxed);
+                output.send(std::mem::take(&mut out))?;
+            }
+            // Nothing waiting: send what routing held back before blocking for more.
+            Received::Idle => {
+                output.flush()?;
+                block = true;
+            }
+            Received::Ended => return Ok(output.end()?),
+        }
+    }
+}
+
+fn run_sink(
+    mut sink: Box<dyn super::Sink>,
+    mut inputs: Inputs,
+    counters: &Counters,
+) -> Result<(), Stop> {
+    loop {
+        match inputs.next(true)? {
+            Received::Batch(batch) => {
+                counters
+                    .events_in
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                sink.write(&batch)?;
+                counters
+                    .events_out
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            }
+            Received::Idle => {}
+            Received::Ended => return Ok(sink.finish()?),
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! The one place `bindgen!` runs over `wit/`; everything else imports from here.
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "weir:operator/operator-world",
+    imports: { default: trappable },
+});
+
+pub(crate) use weir::operator::types;

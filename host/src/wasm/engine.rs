@@ -1,0 +1,294 @@
+//! The wasmtime engine weir runs operators on, and loading a module: validate, check the
+//! contract, compile once (cached on disk by content hash), link, and read its description.
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, OptLevel, Store};
+
+use super::bindings::{OperatorWorldPre, types};
+use super::contract::{self, CONTRACT, CONTRACT_VERSION, ContractCheck};
+use super::host::HostState;
+use crate::state::StateKind;
+
+/// How often the epoch advances; call deadlines are counted in these ticks.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Why a module cannot be used, naming the module (its file or hash).
+#[derive(Debug, thiserror::Error)]
+#[error("module {module} {problem}")]
+pub struct ModuleError {
+    /// The file or hash at fault.
+    pub module: String,
+    /// What is wrong with it.
+    pub problem: ModuleProblem,
+}
+
+/// What is wrong with a module.
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleProblem {
+    /// The file could not be read.
+    #[error("cannot be read: {0}")]
+    Read(String),
+    /// Not WebAssembly at all.
+    #[error("is not a WebAssembly file (it does not start with the bytes \\0asm)")]
+    NotWasm,
+    /// A core module, not a component.
+    #[error(
+        "is a core WebAssembly module, not a component: build it for the wasm32-wasip2 target \
+         (or wrap it with `wasm-tools component new`)"
+    )]
+    CoreModule,
+    /// Malformed or truncated.
+    #[error("is not a valid WebAssembly component: {0}")]
+    Invalid(String),
+    /// Built against another contract version.
+    #[error(
+        "was built against {CONTRACT}@{0}, but this weir supports {CONTRACT}@{CONTRACT_VERSION}; \
+         rebuild it against this weir's wit/"
+    )]
+    ContractVersion(String),
+    /// Not a weir operator; lists what it exports.
+    #[error(
+        "is not a weir operator: it does not export {CONTRACT}/operator@{CONTRACT_VERSION} (it exports: {0})"
+    )]
+    NotAnOperator(String),
+    /// Imports something the host does not provide.
+    #[error("cannot be linked: {0}")]
+    Link(String),
+    /// `describe` trapped or returned an unusable description.
+    #[error("failed in describe(): {0}")]
+    Describe(String),
+}
+
+/// One declared state of an operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct StateDescriptor {
+    /// Its name.
+    pub name: String,
+    /// Value, map or list.
+    pub kind: StateKind,
+    /// The layout version of its stored bytes.
+    pub schema_version: u32,
+}
+
+/// What an operator module says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Description {
+    /// Operator name.
+    pub name: String,
+    /// Operator version.
+    pub version: String,
+    /// Declared states, in order.
+    pub states: Vec<StateDescriptor>,
+}
+
+impl Description {
+    /// The kinds of the declared states, in order.
+    pub fn kinds(&self) -> Vec<StateKind> {
+        self.states.iter().map(|s| s.kind).collect()
+    }
+}
+
+/// A validated, compiled and linked operator module, ready to instantiate per subtask.
+pub struct OperatorModule {
+    /// Hex SHA-256 of the module bytes: its identity.
+    pub sha256: String,
+    /// Its self-description.
+    pub description: Description,
+    pub(crate) pre: OperatorWorldPre<HostState>,
+    pub(crate) engine: Engine,
+}
+
+/// The engine shared by every operator of a process, with the thread that advances its epoch.
+pub struct WasmEngine {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache_dir: Option<PathBuf>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for WasmEngine {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl WasmEngine {
+    /// An engine caching compiled modules in `cache_dir` (none: compile every time).
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, String> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.cranelift_opt_level(OptLevel::Speed);
+        let engine =
+            Engine::new(&config).map_err(|e| format!("cannot create the wasm engine: {e}"))?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| format!("cannot link WASI: {e}"))?;
+        super::host::add_to_linker(&mut linker)
+            .map_err(|e| format!("cannot link weir imports: {e}"))?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (weak, stop) = (engine.weak(), ticker_stop.clone());
+        std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => return,
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the epoch ticker: {e}"))?;
+        Ok(WasmEngine {
+            engine,
+            linker,
+            cache_dir,
+            ticker_stop,
+        })
+    }
+
+    /// Loads the module at `path`.
+    pub fn load_file(&self, path: &Path) -> Result<OperatorModule, ModuleError> {
+        let module = path.display().to_string();
+        match std::fs::read(path) {
+            Ok(bytes) => self.load(&bytes, &module),
+            Err(e) => Err(ModuleError {
+                module,
+                problem: ModuleProblem::Read(e.to_string()),
+            }),
+        }
+    }
+
+    /// Validates, compiles (or takes from the cache), links and describes a module; `module` names
+    /// it in errors.
+    pub fn load(&self, bytes: &[u8], module: &str) -> Result<OperatorModule, ModuleError> {
+        let fail = |problem| ModuleError {
+            module: module.to_string(),
+            problem,
+        };
+        // Preamble: magic, then a 16-bit version and a 16-bit layer (0 core module, 1 component).
+        if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+            return Err(fail(ModuleProblem::NotWasm));
+        }
+        if bytes[6..8] == [0, 0] {
+            return Err(fail(ModuleProblem::CoreModule));
+        }
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let component = self
+            .compile(bytes, &sha256)
+            .map_err(|e| fail(ModuleProblem::Invalid(e)))?;
+        match contract::check(&self.engine, &component) {
+            ContractCheck::Compatible => {}
+            ContractCheck::OtherVersion(version) => {
+                return Err(fail(ModuleProblem::ContractVersion(version)));
+            }
+            ContractCheck::NotAnOperator(exports) => {
+                let exports = if exports.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    exports.join(", ")
+                };
+                return Err(fail(ModuleProblem::NotAnOperator(exports)));
+            }
+        }
+        let link = |e: wasmtime::Error| fail(ModuleProblem::Link(format!("{e:#}")));
+        let pre = OperatorWorldPre::new(self.linker.instantiate_pre(&component).map_err(link)?)
+            .map_err(link)?;
+        let description = self
+            .describe(&pre)
+            .map_err(|e| fail(ModuleProblem::Describe(e)))?;
+        Ok(OperatorModule {
+            sha256,
+            description,
+            pre,
+            engine: self.engine.clone(),
+        })
+    }
+
+    /// Compiles a component, or loads the machine code compiled for the same bytes and engine
+    /// settings earlier. Cached artifacts are written only by this function, atomically.
+    fn compile(&self, bytes: &[u8], sha256: &str) -> Result<Component, String> {
+        let Some(dir) = &self.cache_dir else {
+            return Component::new(&self.engine, bytes).map_err(|e| format!("{e:#}"));
+        };
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
+        let path = dir.join(format!("{sha256}-{:016x}.cwasm", hasher.finish()));
+        if path.exists() {
+            // SAFETY: the file was written by `serialize` below for this engine configuration
+            // (the name carries the content hash and the engine's compatibility hash), into the
+            // user's own cache directory.
+            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                Ok(component) => return Ok(component),
+                Err(e) => tracing::warn!(
+                    "ignoring unreadable compiled module {}: {e}",
+                    path.display()
+                ),
+            }
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| format!("{e:#}"))?;
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(dir)?;
+            let serialized = component.serialize().map_err(std::io::Error::other)?;
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&tmp, serialized)?;
+            std::fs::rename(&tmp, &path)
+        };
+        if let Err(e) = write() {
+            tracing::warn!("cannot cache the compiled module in {}: {e}", dir.display());
+        }
+        Ok(component)
+    }
+
+    fn describe(&self, pre: &OperatorWorldPre<HostState>) -> Result<Description, String> {
+        let mut store = Store::new(&self.engine, HostState::for_describe());
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(super::operator::ticks(Duration::from_secs(10)));
+        let instance = pre.instantiate(&mut store).map_err(|e| format!("{e:#}"))?;
+        let d = instance
+            .weir_operator_operator()
+            .call_describe(&mut store)
+            .map_err(|e| format!("{e:#}"))?;
+        let states: Vec<StateDescriptor> = d
+            .states
+            .into_iter()
+            .map(|s| StateDescriptor {
+                name: s.name,
+                kind: match s.kind {
+                    types::StateKind::Value => StateKind::Value,
+                    types::StateKind::Map => StateKind::Map,
+                    types::StateKind::List => StateKind::List,
+                },
+                schema_version: s.schema_version,
+            })
+            .collect();
+        for (i, s) in states.iter().enumerate() {
+            if states[..i].iter().any(|t| t.name == s.name) {
+                return Err(format!("state '{}' is declared twice", s.name));
+            }
+        }
+        Ok(Description {
+            name: d.name,
+            version: d.version,
+            states,
+        })
+    }
+
+    /// The underlying wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}

@@ -1,0 +1,126 @@
+//! The host side of the batch frames (`docs/batch-frames.md`): build an input frame with the
+//! batch's key table and prefetched value state, apply an output frame's emits and writes.
+use std::collections::HashMap;
+
+use weir_frame::{NONE, Reader, put_bytes, put_opt_bytes, put_opt_bytes_with, put_opt_ts, put_u32};
+
+use super::host::KeyedState;
+use crate::runtime::EventBatch;
+use crate::runtime::key_group::key_group;
+use crate::state::StateKind;
+
+/// Writes the input frame for `input` into `frame`. For a keyed operator (`max_parallelism` set)
+/// the key table holds each distinct key once, in order of first appearance, with the current
+/// value of every value state; `keyed` remembers the table so that host calls can resolve slots.
+pub(crate) fn encode_input(
+    input: &EventBatch,
+    keyed: &mut KeyedState,
+    value_states: &[u32],
+    max_parallelism: Option<u32>,
+    frame: &mut Vec<u8>,
+) -> Result<(), String> {
+    frame.clear();
+    keyed.slots.clear();
+    keyed.keys.clear();
+    let mut event_slots = Vec::with_capacity(input.len());
+    if let Some(max_parallelism) = max_parallelism {
+        let mut index: HashMap<&[u8], u32, foldhash::fast::RandomState> =
+            HashMap::with_capacity_and_hasher(input.len(), Default::default());
+        for event in input.iter() {
+            // The router only lets keyed events through to a keyed operator.
+            let key = event
+                .key
+                .ok_or("an event without a key reached a keyed operator")?;
+            let slot = *index.entry(key).or_insert_with(|| {
+                let start = keyed.keys.len() as u32;
+                keyed.keys.extend_from_slice(key);
+                keyed.slots.push((
+                    key_group(key, max_parallelism),
+                    start,
+                    keyed.keys.len() as u32,
+                ));
+                keyed.slots.len() as u32 - 1
+            });
+            event_slots.push(slot);
+        }
+    }
+
+    put_u32(frame, keyed.slots.len() as u32);
+    put_u32(frame, value_states.len() as u32);
+    put_u32(frame, input.len() as u32);
+    for &(kg, start, end) in &keyed.slots {
+        let key = &keyed.keys[start as usize..end as usize];
+        put_bytes(frame, key);
+        for &state in value_states {
+            let mut result = Ok(false);
+            put_opt_bytes_with(frame, |out| {
+                result = keyed.backend.value_get(state, kg, key, out);
+                *result.as_ref().unwrap_or(&false)
+            });
+            result.map_err(|e| format!("state backend: {e}"))?;
+        }
+    }
+    for (i, event) in input.iter().enumerate() {
+        match event_slots.get(i) {
+            Some(&slot) => put_u32(frame, slot),
+            None => {
+                put_u32(frame, NONE);
+                put_opt_bytes(frame, event.key);
+            }
+        }
+        put_opt_ts(frame, event.timestamp);
+        put_bytes(frame, event.value);
+    }
+    Ok(())
+}
+
+/// Appends the output frame's emitted events to `out` and applies its value-state writes.
+pub(crate) fn apply_output(
+    output: &[u8],
+    keyed: &mut KeyedState,
+    out: &mut EventBatch,
+) -> Result<(), String> {
+    let malformed = |what: String| format!("the guest returned a malformed output frame: {what}");
+    let mut r = Reader::new(output);
+    let emitted = r.u32()?;
+    for _ in 0..emitted {
+        let key = r.opt_bytes()?;
+        let timestamp = r.opt_ts()?;
+        let value = r.bytes()?;
+        out.push(crate::runtime::Event {
+            key,
+            value,
+            timestamp,
+        });
+    }
+    let writes = r.u32()?;
+    for _ in 0..writes {
+        let slot = r.u32()?;
+        let state = r.u32()?;
+        let value = r.opt_bytes()?;
+        let &(kg, start, end) = keyed.slots.get(slot as usize).ok_or_else(|| {
+            malformed(format!(
+                "a write to slot {slot}, but the batch has {} keys",
+                keyed.slots.len()
+            ))
+        })?;
+        if keyed.kinds.get(state as usize) != Some(&StateKind::Value) {
+            return Err(malformed(format!(
+                "a write to state #{state}, which is not a declared value state"
+            )));
+        }
+        let key = &keyed.keys[start as usize..end as usize];
+        match value {
+            Some(value) => keyed.backend.value_put(state, kg, key, value),
+            None => keyed.backend.clear(state, kg, key),
+        }
+        .map_err(|e| format!("state backend: {e}"))?;
+    }
+    if !r.is_at_end() {
+        return Err(malformed(format!(
+            "{} bytes after the write set",
+            output.len() - r.position()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,242 @@
+//! The store's data and the host side of the `weir:operator` imports (`state`, `log`).
+//!
+//! The `state` functions resolve a guest's slot through the current batch's key table, which holds
+//! only keys of events routed to this subtask: a guest cannot name another key, nor a key group
+//! its subtask does not own. Misuse is a trap (the outer error), so it fails the job with a message
+//! instead of being something a guest could ignore.
+use std::sync::Arc;
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{ResourceLimiter, format_err};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{self, types};
+use crate::runtime::key_group::KeyGroup;
+use crate::state::{MemoryBackend, StateBackend, StateKind};
+
+/// Memory limit of one instance; exceeding it traps with a message that says so.
+pub(crate) struct MemoryLimit {
+    pub(crate) bytes: usize,
+}
+
+impl ResourceLimiter for MemoryLimit {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.bytes {
+            return Err(format_err!(
+                "memory limit of {} exceeded (the guest asked for {}); raise `memory-limit` if this is expected",
+                bytesize::ByteSize(self.bytes as u64).display().iec(),
+                bytesize::ByteSize(desired as u64).display().iec()
+            ));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// Keyed state of one operator subtask, and the key table of the batch being processed.
+pub(crate) struct KeyedState {
+    pub(crate) backend: Box<dyn StateBackend>,
+    pub(crate) kinds: Vec<StateKind>,
+    /// Per slot: key group, and the key's byte range in `keys`.
+    pub(crate) slots: Vec<(KeyGroup, u32, u32)>,
+    pub(crate) keys: Vec<u8>,
+}
+
+impl KeyedState {
+    pub(crate) fn new(backend: Box<dyn StateBackend>, kinds: Vec<StateKind>) -> Self {
+        KeyedState {
+            backend,
+            kinds,
+            slots: Vec::new(),
+            keys: Vec::new(),
+        }
+    }
+
+    /// Runs `f` on the backend with the key group and key of `slot`, after checking that `state`
+    /// is a declared state of `kind` (any kind when `None`).
+    fn with_key<T>(
+        &mut self,
+        slot: u32,
+        state: u32,
+        kind: Option<StateKind>,
+        f: impl FnOnce(&mut dyn StateBackend, KeyGroup, &[u8]) -> Result<T, crate::state::StateError>,
+    ) -> wasmtime::Result<T> {
+        let Some(&(kg, start, end)) = self.slots.get(slot as usize) else {
+            return Err(format_err!(
+                "the guest used state slot {slot}, but the batch has {} keys",
+                self.slots.len()
+            ));
+        };
+        match (self.kinds.get(state as usize), kind) {
+            (Some(_), None) => {}
+            (Some(&k), Some(kind)) if k == kind => {}
+            (Some(k), Some(kind)) => {
+                return Err(format_err!(
+                    "the guest used state #{state} ({k:?} state) as {kind:?} state"
+                ));
+            }
+            (None, _) => {
+                return Err(format_err!(
+                    "the guest used state #{state}, but it declares {} states",
+                    self.kinds.len()
+                ));
+            }
+        }
+        f(
+            &mut *self.backend,
+            kg,
+            &self.keys[start as usize..end as usize],
+        )
+        .map_err(|e| format_err!("state backend: {e}"))
+    }
+}
+
+/// Everything a Wasm operator instance's store holds.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limits: MemoryLimit,
+    pub(crate) keyed: KeyedState,
+    /// "'uid' subtask i/p", for log lines.
+    pub(crate) subtask: Arc<str>,
+}
+
+impl HostState {
+    pub(crate) fn new(keyed: KeyedState, memory_limit: usize, subtask: Arc<str>) -> Self {
+        // No preopened directories, environment, arguments, network or stdin: guest stdout and
+        // stderr go to the host's stderr, for debugging.
+        let wasi = WasiCtx::builder()
+            .stdout(wasmtime_wasi::cli::stderr())
+            .inherit_stderr()
+            .build();
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limits: MemoryLimit {
+                bytes: memory_limit,
+            },
+            keyed,
+            subtask,
+        }
+    }
+
+    /// A state for calling `describe` on a fresh instance: no keyed state.
+    pub(crate) fn for_describe() -> Self {
+        let backend = Box::new(MemoryBackend::new(0..0, &[]));
+        HostState::new(
+            KeyedState::new(backend, Vec::new()),
+            256 << 20,
+            Arc::from("describe"),
+        )
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    bindings::OperatorWorld::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+}
+
+impl types::Host for HostState {}
+
+impl bindings::weir::operator::state::Host for HostState {
+    fn map_get(
+        &mut self,
+        slot: u32,
+        state: u32,
+        map_key: Vec<u8>,
+    ) -> wasmtime::Result<Option<Vec<u8>>> {
+        self.keyed
+            .with_key(slot, state, Some(StateKind::Map), |b, kg, key| {
+                let mut out = Vec::new();
+                Ok(b.map_get(state, kg, key, &map_key, &mut out)?
+                    .then_some(out))
+            })
+    }
+
+    fn map_put(
+        &mut self,
+        slot: u32,
+        state: u32,
+        map_key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<()> {
+        self.keyed
+            .with_key(slot, state, Some(StateKind::Map), |b, kg, key| {
+                b.map_put(state, kg, key, &map_key, &value)
+            })
+    }
+
+    fn map_remove(&mut self, slot: u32, state: u32, map_key: Vec<u8>) -> wasmtime::Result<()> {
+        self.keyed
+            .with_key(slot, state, Some(StateKind::Map), |b, kg, key| {
+                b.map_remove(state, kg, key, &map_key)
+            })
+    }
+
+    fn map_entries(&mut self, slot: u32, state: u32) -> wasmtime::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.keyed
+            .with_key(slot, state, Some(StateKind::Map), |b, kg, key| {
+                let mut entries = Vec::new();
+                b.map_entries(state, kg, key, &mut |k, v| {
+                    entries.push((k.to_vec(), v.to_vec()))
+                })?;
+                Ok(entries)
+            })
+    }
+
+    fn list_get(&mut self, slot: u32, state: u32) -> wasmtime::Result<Vec<Vec<u8>>> {
+        self.keyed
+            .with_key(slot, state, Some(StateKind::List), |b, kg, key| {
+                let mut items = Vec::new();
+                b.list_get(state, kg, key, &mut |v| items.push(v.to_vec()))?;
+                Ok(items)
+            })
+    }
+
+    fn list_append(&mut self, slot: u32, state: u32, value: Vec<u8>) -> wasmtime::Result<()> {
+        self.keyed
+            .with_key(slot, state, Some(StateKind::List), |b, kg, key| {
+                b.list_append(state, kg, key, &value)
+            })
+    }
+
+    fn clear(&mut self, slot: u32, state: u32) -> wasmtime::Result<()> {
+        self.keyed
+            .with_key(slot, state, None, |b, kg, key| b.clear(state, kg, key))
+    }
+}
+
+impl bindings::weir::operator::log::Host for HostState {
+    fn log(&mut self, level: types::Level, message: String) -> wasmtime::Result<()> {
+        let subtask = &*self.subtask;
+        match level {
+            types::Level::Trace => tracing::trace!(target: "weir::guest", %subtask, "{message}"),
+            types::Level::Debug => tracing::debug!(target: "weir::guest", %subtask, "{message}"),
+            types::Level::Info => tracing::info!(target: "weir::guest", %subtask, "{message}"),
+            types::Level::Warn => tracing::warn!(target: "weir::guest", %subtask, "{message}"),
+            types::Level::Error => tracing::error!(target: "weir::guest", %subtask, "{message}"),
+        }
+        Ok(())
+    }
+}

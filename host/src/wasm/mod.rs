@@ -1,0 +1,17 @@
+//! Operators as WebAssembly components: the engine (compilation, cache, epoch ticker), the
+//! contract check, the host side of the `weir:operator` imports, the batch frames and the
+//! [`Operator`](crate::runtime::Operator) that calls a guest.
+//!
+//! Layering: depends on `runtime` and `state`. The one `bindgen!` run lives in `bindings`.
+mod bindings;
+mod contract;
+mod engine;
+mod frame;
+mod host;
+mod operator;
+
+pub use contract::{CONTRACT, CONTRACT_VERSION};
+pub use engine::{
+    Description, ModuleError, ModuleProblem, OperatorModule, StateDescriptor, WasmEngine,
+};
+pub use operator::{SandboxLimits, WasmOperatorFactory};

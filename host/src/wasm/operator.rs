@@ -1,0 +1,160 @@
+//! A Wasm operator subtask: one store and instance per subtask, one guest call per batch, with a
+//! deadline on every call and a memory limit on the instance.
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::{Store, Trap};
+
+use super::bindings::{OperatorWorld, types};
+use super::engine::{EPOCH_TICK, OperatorModule};
+use super::frame;
+use super::host::{HostState, KeyedState};
+use crate::runtime::key_group::key_group_range;
+use crate::runtime::{EventBatch, Operator, OperatorFactory, SubtaskInfo};
+use crate::state::{MemoryBackend, StateKind};
+
+/// Limits of the sandbox each instance runs in.
+#[derive(Debug, Clone, Copy)]
+pub struct SandboxLimits {
+    /// Longest a single guest call (`open`, or one batch) may run.
+    pub call_deadline: Duration,
+    /// Most linear memory an instance may have.
+    pub memory_limit: usize,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        SandboxLimits {
+            call_deadline: Duration::from_secs(10),
+            memory_limit: 256 << 20,
+        }
+    }
+}
+
+/// Epoch ticks for a deadline, at least one.
+pub(crate) fn ticks(deadline: Duration) -> u64 {
+    (deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64).max(1)
+}
+
+/// Creates the subtasks of one Wasm operator.
+pub struct WasmOperatorFactory {
+    module: Arc<OperatorModule>,
+    config: String,
+    keyed: bool,
+    limits: SandboxLimits,
+}
+
+impl WasmOperatorFactory {
+    /// `config` is the operator's configuration as a JSON object; `keyed` is true when its input
+    /// is partitioned by key (only then does it get keyed state).
+    pub fn new(
+        module: Arc<OperatorModule>,
+        config: String,
+        keyed: bool,
+        limits: SandboxLimits,
+    ) -> Self {
+        WasmOperatorFactory {
+            module,
+            config,
+            keyed,
+            limits,
+        }
+    }
+}
+
+impl OperatorFactory for WasmOperatorFactory {
+    fn create(&self, info: &SubtaskInfo) -> Result<Box<dyn Operator>, String> {
+        let description = &self.module.description;
+        let kinds = description.kinds();
+        let key_groups = if self.keyed {
+            key_group_range(info.max_parallelism, info.parallelism, info.index)
+        } else {
+            0..0
+        };
+        let backend = Box::new(MemoryBackend::new(key_groups, &kinds));
+        let keyed = KeyedState::new(backend, kinds.clone());
+        let state = HostState::new(keyed, self.limits.memory_limit, Arc::from(info.to_string()));
+        let mut store = Store::new(&self.module.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let deadline = ticks(self.limits.call_deadline);
+        store.set_epoch_deadline(deadline);
+        let instance = self
+            .module
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| call_error("instantiation", &e, &self.limits))?;
+        let context = types::Context {
+            uid: info.uid.to_string(),
+            subtask_index: info.index,
+            parallelism: info.parallelism,
+            max_parallelism: info.max_parallelism,
+            attempt: info.attempt,
+        };
+        store.set_epoch_deadline(deadline);
+        instance
+            .weir_operator_operator()
+            .call_open(&mut store, &self.config, &context)
+            .map_err(|e| call_error("open", &e, &self.limits))?
+            .map_err(|message| {
+                format!("open refused the configuration {}: {message}", self.config)
+            })?;
+        let value_states = (0..kinds.len() as u32)
+            .filter(|&i| kinds[i as usize] == StateKind::Value)
+            .collect();
+        Ok(Box::new(WasmOperator {
+            store,
+            instance,
+            value_states,
+            max_parallelism: self.keyed.then_some(info.max_parallelism),
+            deadline,
+            limits: self.limits,
+            frame: Vec::new(),
+        }))
+    }
+}
+
+struct WasmOperator {
+    store: Store<HostState>,
+    instance: OperatorWorld,
+    /// Indices of the declared value states, in the frames' order.
+    value_states: Vec<u32>,
+    /// Set for a keyed operator.
+    max_parallelism: Option<u32>,
+    deadline: u64,
+    limits: SandboxLimits,
+    /// The input frame, reused from batch to batch.
+    frame: Vec<u8>,
+}
+
+impl Operator for WasmOperator {
+    fn process(&mut self, input: &EventBatch, out: &mut EventBatch) -> Result<(), String> {
+        let keyed = &mut self.store.data_mut().keyed;
+        frame::encode_input(
+            input,
+            keyed,
+            &self.value_states,
+            self.max_parallelism,
+            &mut self.frame,
+        )?;
+        self.store.set_epoch_deadline(self.deadline);
+        let output = self
+            .instance
+            .weir_operator_operator()
+            .call_process_batch(&mut self.store, &self.frame)
+            .map_err(|e| call_error("process-batch", &e, &self.limits))?
+            .map_err(|message| format!("the operator failed: {message}"))?;
+        frame::apply_output(&output, &mut self.store.data_mut().keyed, out)
+    }
+}
+
+/// Describes a failed guest call: a deadline, a memory limit, or another trap.
+fn call_error(call: &str, error: &wasmtime::Error, limits: &SandboxLimits) -> String {
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => format!(
+            "{call} exceeded its call deadline of {} and was stopped; raise `call-deadline` if this is expected",
+            humantime::format_duration(limits.call_deadline)
+        ),
+        Some(trap) => format!("the guest trapped in {call}: {trap}\n{error:?}"),
+        None => format!("{call} failed: {error:#}"),
+    }
+}
