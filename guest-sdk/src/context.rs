@@ -2,9 +2,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::bindings::weir::operator::types;
-use weir_frame as frame;
 use crate::state::{ListState, MapState, ValueState};
 use crate::{Error, Result, StateKind};
+use weir_frame as frame;
 
 /// One event handed to [`crate::Operator::process`].
 #[derive(Debug, Clone, Copy)]
@@ -185,4 +185,3 @@ impl Context<'_> {
         })
     }
 }
-

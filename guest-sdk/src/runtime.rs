@@ -2,8 +2,8 @@
 //! operator per event, encodes output frames. Called only by [`crate::export_operator!`].
 use crate::bindings::weir::operator::types;
 use crate::context::{Cell, CellValue, Context, OpenContext};
-use weir_frame::{self as frame, NONE, Reader};
 use crate::{Event, Operator, StateKind};
+use weir_frame::{self as frame, NONE, Reader};
 
 /// The operator instance and the buffers reused from batch to batch.
 pub struct Runtime<O> {
@@ -39,9 +39,7 @@ impl<O: Operator> Runtime<O> {
     /// Builds the operator from its configuration.
     pub fn open(config: String, context: types::Context) -> Result<Self, String> {
         let states = O::describe().states;
-        let value_states = (0..states.len() as u32)
-            .filter(|&i| states[i as usize].1 == StateKind::Value)
-            .collect();
+        let value_states = (0..states.len() as u32).filter(|&i| states[i as usize].1 == StateKind::Value).collect();
         let open = OpenContext { config, context, states, value_states };
         let operator = O::open(&open).map_err(|e| e.to_string())?;
         Ok(Runtime { operator, value_states: open.value_states, cells: Vec::new() })

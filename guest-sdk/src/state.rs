@@ -123,10 +123,7 @@ impl<T: Serialize + DeserializeOwned> ListState<T> {
     /// The elements for the current key, oldest first.
     pub fn get(&self, ctx: &Context) -> Result<Vec<T>> {
         let slot = ctx.slot(&self.name)?;
-        host::list_get(slot, self.index)
-            .iter()
-            .map(|bytes| Ok(serde_json::from_slice(bytes)?))
-            .collect()
+        host::list_get(slot, self.index).iter().map(|bytes| Ok(serde_json::from_slice(bytes)?)).collect()
     }
 
     /// Appends an element for the current key.

@@ -1,1 +1,231 @@
-fn main() {}
+//! `cargo xtask`: build orchestration for weir. Installs what is missing (the `wasm32-wasip2`
+//! target, componentize-py in a project-local virtual environment), builds the host and every
+//! guest, and runs the demo, the tests and the benchmarks.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::SystemTime;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+mod bench;
+
+/// The componentize-py release the Python guests are built with.
+const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+const WASM_TARGET: &str = "wasm32-wasip2";
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build the host (release) and every operator into target/operators/.
+    Build,
+    /// Build, run the clicks job and print the per-user counts.
+    Demo,
+    /// Build, then run every test (unit and end-to-end).
+    Test,
+    /// Build, then run the benchmarks and print the figures for BENCHMARKS.md.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let ws = Workspace::locate()?;
+    match cli.command {
+        Task::Build => ws.build().map(drop),
+        Task::Demo => ws.demo(),
+        Task::Test => ws.test(),
+        Task::Bench(args) => bench::run(&ws, &ws.build()?, &args),
+    }
+}
+
+/// Paths of the repository and of what a build produces.
+pub(crate) struct Workspace {
+    root: PathBuf,
+    /// Cargo's target directory (`CARGO_TARGET_DIR`, else `target/`).
+    cargo_target: PathBuf,
+}
+
+/// Where `build` left the binary and the operators.
+pub(crate) struct Artifacts {
+    pub(crate) weir: PathBuf,
+    pub(crate) operators: PathBuf,
+}
+
+impl Workspace {
+    fn locate() -> Result<Self> {
+        let root =
+            Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("xtask has no parent directory")?.to_path_buf();
+        let cargo_target =
+            std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+        Ok(Workspace { root, cargo_target })
+    }
+
+    /// The fixed place artifacts are copied to, whatever `CARGO_TARGET_DIR` says.
+    fn target(&self) -> PathBuf {
+        self.root.join("target")
+    }
+
+    fn build(&self) -> Result<Artifacts> {
+        self.ensure_wasm_target()?;
+        let operators = self.target().join("operators");
+        std::fs::create_dir_all(&operators)?;
+        let guests_target = self.cargo_target.join("guests");
+
+        step("building the example operators (Rust, wasm32-wasip2)");
+        self.build_guests(&self.root.join("examples"), &guests_target, &operators)?;
+        step("building the test operators (tests/guests)");
+        self.build_guests(&self.root.join("tests/guests"), &guests_target, &operators.join("test"))?;
+
+        step("building the Python example operator (componentize-py)");
+        self.build_python_guest(&operators.join("count_py.wasm"))?;
+
+        step("building the weir host (release)");
+        run(Command::new(cargo()).current_dir(&self.root).args(["build", "--release", "--locked", "-p", "weir"]))?;
+        let built = self.cargo_target.join("release/weir");
+        let weir = self.target().join("release/weir");
+        if built != weir {
+            std::fs::create_dir_all(weir.parent().context("no parent")?)?;
+            std::fs::copy(&built, &weir)
+                .with_context(|| format!("copying {} to {}", built.display(), weir.display()))?;
+        }
+        println!("weir binary: {}\noperators:   {}", weir.display(), operators.display());
+        Ok(Artifacts { weir, operators })
+    }
+
+    fn ensure_wasm_target(&self) -> Result<()> {
+        let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))
+            .context("rustup is needed to add the wasm32-wasip2 target")?;
+        if !installed.lines().any(|l| l.trim() == WASM_TARGET) {
+            step("adding the wasm32-wasip2 Rust target");
+            run(Command::new("rustup").args(["target", "add", WASM_TARGET]))?;
+        }
+        Ok(())
+    }
+
+    /// Builds every cdylib of a guest workspace and copies its components to `into`.
+    fn build_guests(&self, workspace: &Path, target_dir: &Path, into: &Path) -> Result<()> {
+        run(Command::new(cargo())
+            .current_dir(workspace)
+            .args(["build", "--release", "--target", WASM_TARGET])
+            .arg("--target-dir")
+            .arg(target_dir))?;
+        std::fs::create_dir_all(into)?;
+        let manifest = std::fs::read_to_string(workspace.join("Cargo.toml"))?;
+        let release = target_dir.join(WASM_TARGET).join("release");
+        for member in workspace_members(&manifest)? {
+            let name = Path::new(&member).file_name().context("bad member")?.to_string_lossy().replace('-', "_");
+            let built = release.join(format!("{name}.wasm"));
+            std::fs::copy(&built, into.join(format!("{name}.wasm")))
+                .with_context(|| format!("copying {}", built.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Builds examples/count_py with componentize-py from the project's `.venv`, installing it
+    /// there first if needed. Skipped when the component is newer than all its inputs.
+    fn build_python_guest(&self, out: &Path) -> Result<()> {
+        let inputs = [self.root.join("examples/count_py"), self.root.join("guest-sdk/python"), self.root.join("wit")];
+        if newer_than_all(out, &inputs) {
+            println!("  up to date: {}", out.display());
+            return Ok(());
+        }
+        let venv = self.root.join(".venv");
+        let componentize = venv.join("bin/componentize-py");
+        if !componentize.exists() {
+            step("installing componentize-py into .venv");
+            run(Command::new("python3").arg("-m").arg("venv").arg(&venv))
+                .context("creating .venv failed; on Debian, `apt-get install python3-venv` first")?;
+            run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", COMPONENTIZE_PY]))?;
+        }
+        run(Command::new(componentize)
+            .current_dir(&self.root)
+            .args(["-d", "wit", "-w", "weir:operator/operator-world@0.1.0", "componentize", "count"])
+            .args(["-p", "examples/count_py", "-p", "guest-sdk/python", "-o"])
+            .arg(out))
+    }
+
+    fn demo(&self) -> Result<()> {
+        let artifacts = self.build()?;
+        let job = self.root.join("examples/clicks/job.toml");
+        step(&format!("running {}", job.display()));
+        run(Command::new(&artifacts.weir).arg("run").arg(&job))?;
+        let out = self.root.join("examples/clicks/out/counts");
+        let mut finals = std::collections::BTreeMap::new();
+        for entry in std::fs::read_dir(&out)? {
+            for line in std::fs::read_to_string(entry?.path())?.lines() {
+                let record: serde_json::Value = serde_json::from_str(line)?;
+                let (Some(key), Some(count)) = (record["key"].as_str(), record["count"].as_u64()) else {
+                    bail!("unexpected output line {line}");
+                };
+                let best = finals.entry(key.to_string()).or_insert(0);
+                *best = (*best).max(count);
+            }
+        }
+        println!("\nclicks per logged-in user (from {}):", out.display());
+        for (user, count) in finals {
+            println!("  {user:<8} {count}");
+        }
+        Ok(())
+    }
+
+    fn test(&self) -> Result<()> {
+        let artifacts = self.build()?;
+        step("running the tests");
+        run(Command::new(cargo())
+            .current_dir(&self.root)
+            .args(["test", "--release", "--locked", "--workspace", "--no-fail-fast"])
+            .env("WEIR_BIN", &artifacts.weir)
+            .env("WEIR_OPERATORS", &artifacts.operators))
+    }
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string())
+}
+
+fn step(what: &str) {
+    println!("==> {what}");
+}
+
+pub(crate) fn run(command: &mut Command) -> Result<()> {
+    let status = command.status().with_context(|| format!("cannot start {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn output(command: &mut Command) -> Result<String> {
+    let out = command.output().with_context(|| format!("cannot start {command:?}"))?;
+    if !out.status.success() {
+        bail!("{command:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// The `workspace.members` of a manifest.
+fn workspace_members(manifest: &str) -> Result<Vec<String>> {
+    let manifest: toml::Table = toml::from_str(manifest)?;
+    let members = manifest.get("workspace").and_then(|w| w.get("members")).and_then(|m| m.as_array());
+    Ok(members.into_iter().flatten().filter_map(|m| m.as_str().map(str::to_string)).collect())
+}
+
+/// True when `file` exists and is newer than every file under `inputs`.
+fn newer_than_all(file: &Path, inputs: &[PathBuf]) -> bool {
+    fn newest(path: &Path) -> Option<SystemTime> {
+        let meta = std::fs::metadata(path).ok()?;
+        if meta.is_dir() {
+            std::fs::read_dir(path).ok()?.flatten().filter_map(|e| newest(&e.path())).max()
+        } else {
+            meta.modified().ok()
+        }
+    }
+    let Some(built) = std::fs::metadata(file).and_then(|m| m.modified()).ok() else { return false };
+    inputs.iter().filter_map(|i| newest(i)).all(|t| t < built)
+}

@@ -39,37 +39,22 @@ struct Output<'a> {
 impl Operator for KeyedCount {
     fn process(&mut self, input: &EventBatch, out: &mut EventBatch) -> Result<(), String> {
         for event in input.iter() {
-            let key = event
-                .key
-                .ok_or("an event without a key reached a keyed operator")?;
+            let key = event.key.ok_or("an event without a key reached a keyed operator")?;
             let kg = key_group(key, self.max_parallelism);
             self.buf.clear();
             let state = |e| format!("state backend: {e}");
-            let count = if self
-                .backend
-                .value_get(0, kg, key, &mut self.buf)
-                .map_err(state)?
-            {
-                serde_json::from_slice::<u64>(&self.buf)
-                    .map_err(|e| format!("stored count is not a number: {e}"))?
+            let count = if self.backend.value_get(0, kg, key, &mut self.buf).map_err(state)? {
+                serde_json::from_slice::<u64>(&self.buf).map_err(|e| format!("stored count is not a number: {e}"))?
             } else {
                 0
             } + 1;
             self.buf.clear();
             serde_json::to_writer(&mut self.buf, &count).map_err(|e| e.to_string())?;
-            self.backend
-                .value_put(0, kg, key, &self.buf)
-                .map_err(state)?;
+            self.backend.value_put(0, kg, key, &self.buf).map_err(state)?;
             let key_text = String::from_utf8_lossy(key);
             let mut result = Ok(());
             out.push_with(Some(key), event.timestamp, |buf| {
-                result = serde_json::to_writer(
-                    buf,
-                    &Output {
-                        key: &key_text,
-                        count,
-                    },
-                );
+                result = serde_json::to_writer(buf, &Output { key: &key_text, count });
             });
             result.map_err(|e| e.to_string())?;
         }

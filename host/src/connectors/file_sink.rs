@@ -14,16 +14,13 @@ impl FileSinkFactory {
     /// Creates `dir` if needed and removes part files an earlier run left in it, so the directory
     /// holds exactly this run's output.
     pub fn new(dir: PathBuf) -> Result<Self, String> {
-        fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
-        let entries =
-            fs::read_dir(&dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+        fs::create_dir_all(&dir).map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
+        let entries = fs::read_dir(&dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
         for entry in entries.flatten() {
             let name = entry.file_name();
             if name.to_string_lossy().starts_with("part-") {
                 let path = entry.path();
-                fs::remove_file(&path)
-                    .map_err(|e| format!("cannot remove old {}: {e}", path.display()))?;
+                fs::remove_file(&path).map_err(|e| format!("cannot remove old {}: {e}", path.display()))?;
             }
         }
         Ok(FileSinkFactory { dir })
@@ -38,12 +35,8 @@ pub fn part_file(dir: &Path, subtask: u32) -> PathBuf {
 impl SinkFactory for FileSinkFactory {
     fn create(&self, info: &SubtaskInfo) -> Result<Box<dyn Sink>, String> {
         let path = part_file(&self.dir, info.index);
-        let file =
-            File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-        Ok(Box::new(FileSink {
-            writer: BufWriter::with_capacity(1 << 16, file),
-            path,
-        }))
+        let file = File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        Ok(Box::new(FileSink { writer: BufWriter::with_capacity(1 << 16, file), path }))
     }
 }
 
@@ -61,9 +54,7 @@ impl FileSink {
 impl Sink for FileSink {
     fn write(&mut self, batch: &EventBatch) -> Result<(), String> {
         for event in batch.iter() {
-            self.writer
-                .write_all(event.value)
-                .map_err(|e| self.error(e))?;
+            self.writer.write_all(event.value).map_err(|e| self.error(e))?;
             self.writer.write_all(b"\n").map_err(|e| self.error(e))?;
         }
         Ok(())

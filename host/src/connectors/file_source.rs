@@ -21,8 +21,7 @@ impl FileSourceFactory {
 
 impl SourceFactory for FileSourceFactory {
     fn create(&self, _info: &SubtaskInfo) -> Result<Box<dyn Source>, String> {
-        let file = File::open(&self.path)
-            .map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
+        let file = File::open(&self.path).map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
         Ok(Box::new(FileSource {
             path: self.path.clone(),
             reader: BufReader::with_capacity(1 << 16, file),
@@ -47,24 +46,17 @@ impl Source for FileSource {
         let mut line = Vec::with_capacity(256);
         while out.len() < max {
             line.clear();
-            let n = self.reader.read_until(b'\n', &mut line).map_err(|e| {
-                format!(
-                    "cannot read {} at byte {}: {e}",
-                    self.path.display(),
-                    self.position
-                )
-            })?;
+            let n = self
+                .reader
+                .read_until(b'\n', &mut line)
+                .map_err(|e| format!("cannot read {} at byte {}: {e}", self.path.display(), self.position))?;
             if n == 0 {
                 return Ok(false);
             }
             self.position += n as u64;
             let value = line.strip_suffix(b"\n").unwrap_or(&line);
             let value = value.strip_suffix(b"\r").unwrap_or(value);
-            out.push(crate::runtime::Event {
-                key: None,
-                value,
-                timestamp: None,
-            });
+            out.push(crate::runtime::Event { key: None, value, timestamp: None });
         }
         Ok(true)
     }

@@ -15,11 +15,7 @@ pub struct GeneratorSourceFactory {
 impl GeneratorSourceFactory {
     /// `count` events in all (unbounded when `None`) over `keys` distinct keys (at least 1).
     pub fn new(count: Option<u64>, keys: u64, rate: Option<f64>) -> Self {
-        GeneratorSourceFactory {
-            count,
-            keys: keys.max(1),
-            rate,
-        }
+        GeneratorSourceFactory { count, keys: keys.max(1), rate }
     }
 }
 

@@ -24,16 +24,10 @@ impl Sink for StdoutSink {
             self.buf.extend_from_slice(event.value);
             self.buf.push(b'\n');
         }
-        std::io::stdout()
-            .lock()
-            .write_all(&self.buf)
-            .map_err(|e| format!("cannot write to stdout: {e}"))
+        std::io::stdout().lock().write_all(&self.buf).map_err(|e| format!("cannot write to stdout: {e}"))
     }
 
     fn finish(&mut self) -> Result<(), String> {
-        std::io::stdout()
-            .lock()
-            .flush()
-            .map_err(|e| format!("cannot write to stdout: {e}"))
+        std::io::stdout().lock().flush().map_err(|e| format!("cannot write to stdout: {e}"))
     }
 }

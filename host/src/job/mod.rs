@@ -13,8 +13,7 @@ pub use spec::JobSpec;
 use spec::{InputSpec, OperatorSpec, SinkType, SourceType};
 
 use crate::connectors::{
-    BlackholeSinkFactory, FileSinkFactory, FileSourceFactory, GeneratorSourceFactory,
-    StdoutSinkFactory,
+    BlackholeSinkFactory, FileSinkFactory, FileSourceFactory, GeneratorSourceFactory, StdoutSinkFactory,
 };
 use crate::runtime::key_group::UPPER_BOUND_MAX_PARALLELISM;
 use crate::runtime::{JobGraph, OperatorFactory, Partitioning, SinkFactory, SourceFactory, Vertex};
@@ -62,30 +61,17 @@ pub enum JobError {
 /// Reads and parses a job file.
 pub fn read(path: &Path) -> Result<JobSpec, JobError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| JobError::Read {
-        file: file.clone(),
-        cause: e.to_string(),
-    })?;
-    toml::from_str(&text).map_err(|e| JobError::Parse {
-        file,
-        cause: e.to_string().trim_end().to_string(),
-    })
+    let text =
+        std::fs::read_to_string(path).map_err(|e| JobError::Read { file: file.clone(), cause: e.to_string() })?;
+    toml::from_str(&text).map_err(|e| JobError::Parse { file, cause: e.to_string().trim_end().to_string() })
 }
 
 /// Checks a job and builds its graph: modules are loaded and checked, sink directories prepared.
 /// Relative paths in the job are taken from `base` (the job file's directory).
-pub fn build(
-    spec: JobSpec,
-    file: &Path,
-    engine: &WasmEngine,
-    attempt: u32,
-) -> Result<JobGraph, JobError> {
+pub fn build(spec: JobSpec, file: &Path, engine: &WasmEngine, attempt: u32) -> Result<JobGraph, JobError> {
     let file_name = file.display().to_string();
     let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    let invalid = |message: String| JobError::Invalid {
-        file: file_name.clone(),
-        message,
-    };
+    let invalid = |message: String| JobError::Invalid { file: file_name.clone(), message };
     check_shape(&spec).map_err(invalid)?;
     let resolve = |p: &str| -> PathBuf { base.join(p) };
 
@@ -93,12 +79,10 @@ pub fn build(
     for s in &spec.sources {
         let (factory, parallelism): (Box<dyn SourceFactory>, u32) = match s.kind {
             SourceType::File => {
-                let path = s.path.as_deref().ok_or_else(|| {
-                    invalid(format!(
-                        "source '{}': `path` is required for a file source",
-                        s.uid
-                    ))
-                })?;
+                let path = s
+                    .path
+                    .as_deref()
+                    .ok_or_else(|| invalid(format!("source '{}': `path` is required for a file source", s.uid)))?;
                 if s.count.is_some() || s.keys.is_some() {
                     return Err(invalid(format!(
                         "source '{}': `count` and `keys` are settings of generator sources, not file sources",
@@ -113,11 +97,7 @@ pub fn build(
                 }
                 let path = resolve(path);
                 if !path.is_file() {
-                    return Err(invalid(format!(
-                        "source '{}': input file {} does not exist",
-                        s.uid,
-                        path.display()
-                    )));
+                    return Err(invalid(format!("source '{}': input file {} does not exist", s.uid, path.display())));
                 }
                 (Box::new(FileSourceFactory::new(path, s.rate)), 1)
             }
@@ -129,52 +109,24 @@ pub fn build(
                     )));
                 }
                 if s.keys == Some(0) {
-                    return Err(invalid(format!(
-                        "source '{}': `keys` must be at least 1",
-                        s.uid
-                    )));
+                    return Err(invalid(format!("source '{}': `keys` must be at least 1", s.uid)));
                 }
                 let parallelism = s.parallelism.unwrap_or(spec.parallelism);
-                (
-                    Box::new(GeneratorSourceFactory::new(
-                        s.count,
-                        s.keys.unwrap_or(1000),
-                        s.rate,
-                    )),
-                    parallelism,
-                )
+                (Box::new(GeneratorSourceFactory::new(s.count, s.keys.unwrap_or(1000), s.rate)), parallelism)
             }
         };
         if s.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
-            return Err(invalid(format!(
-                "source '{}': `rate` must be a positive number of events per second",
-                s.uid
-            )));
+            return Err(invalid(format!("source '{}': `rate` must be a positive number of events per second", s.uid)));
         }
-        check_parallelism(
-            &format!("source '{}'", s.uid),
-            parallelism,
-            spec.max_parallelism,
-        )
-        .map_err(invalid)?;
-        sources.push(Vertex {
-            uid: Arc::from(s.uid.as_str()),
-            parallelism,
-            input: Partitioning::Forward,
-            factory,
-        });
+        check_parallelism(&format!("source '{}'", s.uid), parallelism, spec.max_parallelism).map_err(invalid)?;
+        sources.push(Vertex { uid: Arc::from(s.uid.as_str()), parallelism, input: Partitioning::Forward, factory });
     }
 
     let mut modules: HashMap<PathBuf, Arc<OperatorModule>> = HashMap::new();
     let mut operators = Vec::new();
     for op in &spec.operators {
         let parallelism = op.parallelism.unwrap_or(spec.parallelism);
-        check_parallelism(
-            &format!("operator '{}'", op.uid),
-            parallelism,
-            spec.max_parallelism,
-        )
-        .map_err(invalid)?;
+        check_parallelism(&format!("operator '{}'", op.uid), parallelism, spec.max_parallelism).map_err(invalid)?;
         let keyed = op.input == InputSpec::Hash;
         let factory: Box<dyn OperatorFactory> = match (&op.module, &op.builtin) {
             (Some(module), None) => {
@@ -190,24 +142,17 @@ pub fn build(
                 let loaded = match modules.get(&path) {
                     Some(m) => m.clone(),
                     None => {
-                        let m = Arc::new(engine.load_file(&path).map_err(|source| {
-                            JobError::Module {
-                                file: file_name.clone(),
-                                uid: op.uid.clone(),
-                                source,
-                            }
+                        let m = Arc::new(engine.load_file(&path).map_err(|source| JobError::Module {
+                            file: file_name.clone(),
+                            uid: op.uid.clone(),
+                            source,
                         })?);
                         modules.insert(path, m.clone());
                         m
                     }
                 };
                 let config = serde_json::to_string(&op.config.clone().unwrap_or_default())
-                    .map_err(|e| {
-                        invalid(format!(
-                            "operator '{}': `config` cannot be passed as JSON: {e}",
-                            op.uid
-                        ))
-                    })?;
+                    .map_err(|e| invalid(format!("operator '{}': `config` cannot be passed as JSON: {e}", op.uid)))?;
                 Box::new(WasmOperatorFactory::new(loaded, config, keyed, limits))
             }
             (None, Some(name)) => {
@@ -232,45 +177,25 @@ pub fn build(
                 )));
             }
         };
-        let input = if keyed {
-            Partitioning::Hash
-        } else {
-            Partitioning::Forward
-        };
-        operators.push(Vertex {
-            uid: Arc::from(op.uid.as_str()),
-            parallelism,
-            input,
-            factory,
-        });
+        let input = if keyed { Partitioning::Hash } else { Partitioning::Forward };
+        operators.push(Vertex { uid: Arc::from(op.uid.as_str()), parallelism, input, factory });
     }
 
     // Sinks run at the parallelism of what feeds them, each subtask writing its own part.
-    let sink_parallelism = operators
-        .last()
-        .map_or(spec.parallelism, |v: &Vertex<dyn OperatorFactory>| {
-            v.parallelism
-        });
+    let sink_parallelism = operators.last().map_or(spec.parallelism, |v: &Vertex<dyn OperatorFactory>| v.parallelism);
     let mut sinks = Vec::new();
     for s in &spec.sinks {
         let factory: Box<dyn SinkFactory> = match (s.kind, &s.path) {
-            (SinkType::File, Some(path)) => Box::new(
-                FileSinkFactory::new(resolve(path))
-                    .map_err(|e| invalid(format!("sink '{}': {e}", s.uid)))?,
-            ),
+            (SinkType::File, Some(path)) => {
+                Box::new(FileSinkFactory::new(resolve(path)).map_err(|e| invalid(format!("sink '{}': {e}", s.uid)))?)
+            }
             (SinkType::File, None) => {
-                return Err(invalid(format!(
-                    "sink '{}': `path` is required for a file sink",
-                    s.uid
-                )));
+                return Err(invalid(format!("sink '{}': `path` is required for a file sink", s.uid)));
             }
             (SinkType::Stdout, None) => Box::new(StdoutSinkFactory),
             (SinkType::Blackhole, None) => Box::new(BlackholeSinkFactory),
             (_, Some(_)) => {
-                return Err(invalid(format!(
-                    "sink '{}': `path` is a setting of file sinks only",
-                    s.uid
-                )));
+                return Err(invalid(format!("sink '{}': `path` is a setting of file sinks only", s.uid)));
             }
         };
         sinks.push(Vertex {
@@ -281,14 +206,7 @@ pub fn build(
         });
     }
 
-    Ok(JobGraph {
-        name: spec.name,
-        max_parallelism: spec.max_parallelism,
-        attempt,
-        sources,
-        operators,
-        sinks,
-    })
+    Ok(JobGraph { name: spec.name, max_parallelism: spec.max_parallelism, attempt, sources, operators, sinks })
 }
 
 /// Checks that hold before anything is opened: names, uids, counts.
@@ -321,9 +239,7 @@ fn check_shape(spec: &JobSpec) -> Result<(), String> {
             return Err("a uid must not be empty".to_string());
         }
         if !seen.insert(uid) {
-            return Err(format!(
-                "uid '{uid}' is used twice; every source, operator and sink needs its own uid"
-            ));
+            return Err(format!("uid '{uid}' is used twice; every source, operator and sink needs its own uid"));
         }
     }
     Ok(())
@@ -341,18 +257,15 @@ fn check_parallelism(what: &str, parallelism: u32, max_parallelism: u32) -> Resu
 fn sandbox_limits(op: &OperatorSpec) -> Result<SandboxLimits, String> {
     let mut limits = SandboxLimits::default();
     if let Some(d) = &op.call_deadline {
-        limits.call_deadline = humantime::parse_duration(d)
-            .ok()
-            .filter(|d| *d > Duration::ZERO)
-            .ok_or_else(|| format!("operator '{}': call-deadline \"{d}\" is not a duration such as \"500ms\" or \"10s\"", op.uid))?;
+        limits.call_deadline = humantime::parse_duration(d).ok().filter(|d| *d > Duration::ZERO).ok_or_else(|| {
+            format!("operator '{}': call-deadline \"{d}\" is not a duration such as \"500ms\" or \"10s\"", op.uid)
+        })?;
     }
     if let Some(m) = &op.memory_limit {
-        let bytes = m
-            .parse::<bytesize::ByteSize>()
-            .ok()
-            .map(|b| b.as_u64())
-            .filter(|&b| b >= 1 << 20)
-            .ok_or_else(|| format!("operator '{}': memory-limit \"{m}\" is not a size of at least 1MiB, such as \"64MiB\"", op.uid))?;
+        let bytes =
+            m.parse::<bytesize::ByteSize>().ok().map(|b| b.as_u64()).filter(|&b| b >= 1 << 20).ok_or_else(|| {
+                format!("operator '{}': memory-limit \"{m}\" is not a size of at least 1MiB, such as \"64MiB\"", op.uid)
+            })?;
         limits.memory_limit = usize::try_from(bytes).unwrap_or(usize::MAX);
     }
     Ok(limits)

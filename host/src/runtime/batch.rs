@@ -34,10 +34,7 @@ pub struct EventBatch {
 impl EventBatch {
     /// An empty batch with room for `events` events of about `bytes` bytes in all.
     pub fn with_capacity(events: usize, bytes: usize) -> Self {
-        EventBatch {
-            bytes: Vec::with_capacity(bytes),
-            events: Vec::with_capacity(events),
-        }
+        EventBatch { bytes: Vec::with_capacity(bytes), events: Vec::with_capacity(events) }
     }
 
     /// Appends a copy of an event.
@@ -57,12 +54,7 @@ impl EventBatch {
     }
 
     /// Appends an event whose value is written by `write` straight into the batch's buffer.
-    pub fn push_with(
-        &mut self,
-        key: Option<&[u8]>,
-        timestamp: Option<i64>,
-        write: impl FnOnce(&mut Vec<u8>),
-    ) {
+    pub fn push_with(&mut self, key: Option<&[u8]>, timestamp: Option<i64>, write: impl FnOnce(&mut Vec<u8>)) {
         let (key_start, key_len) = match key {
             Some(key) => (self.append(key), key.len() as u32),
             None => (0, NO_KEY),
@@ -70,13 +62,7 @@ impl EventBatch {
         let value_start = self.bytes.len() as u32;
         write(&mut self.bytes);
         let value_len = self.bytes.len() as u32 - value_start;
-        self.events.push(EventMeta {
-            key_start,
-            key_len,
-            value_start,
-            value_len,
-            timestamp,
-        });
+        self.events.push(EventMeta { key_start, key_len, value_start, value_len, timestamp });
     }
 
     fn append(&mut self, bytes: &[u8]) -> u32 {
@@ -89,8 +75,7 @@ impl EventBatch {
     pub fn get(&self, i: usize) -> Event<'_> {
         let m = self.events[i];
         Event {
-            key: (m.key_len != NO_KEY)
-                .then(|| &self.bytes[m.key_start as usize..(m.key_start + m.key_len) as usize]),
+            key: (m.key_len != NO_KEY).then(|| &self.bytes[m.key_start as usize..(m.key_start + m.key_len) as usize]),
             value: &self.bytes[m.value_start as usize..(m.value_start + m.value_len) as usize],
             timestamp: m.timestamp,
         }
@@ -130,36 +115,16 @@ mod tests {
     #[test]
     fn events_round_trip_in_order() {
         let mut batch = EventBatch::default();
-        batch.push(Event {
-            key: Some(b"k1"),
-            value: b"v1",
-            timestamp: Some(7),
-        });
-        batch.push(Event {
-            key: None,
-            value: b"",
-            timestamp: None,
-        });
+        batch.push(Event { key: Some(b"k1"), value: b"v1", timestamp: Some(7) });
+        batch.push(Event { key: None, value: b"", timestamp: None });
         batch.push_with(Some(b""), None, |buf| buf.extend_from_slice(b"written"));
         let events: Vec<_> = batch.iter().collect();
         assert_eq!(
             events,
             vec![
-                Event {
-                    key: Some(b"k1"),
-                    value: b"v1",
-                    timestamp: Some(7)
-                },
-                Event {
-                    key: None,
-                    value: b"",
-                    timestamp: None
-                },
-                Event {
-                    key: Some(b""),
-                    value: b"written",
-                    timestamp: None
-                },
+                Event { key: Some(b"k1"), value: b"v1", timestamp: Some(7) },
+                Event { key: None, value: b"", timestamp: None },
+                Event { key: Some(b""), value: b"written", timestamp: None },
             ]
         );
         assert_eq!(batch.byte_len(), 2 + 2 + 7);

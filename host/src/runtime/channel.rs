@@ -52,12 +52,7 @@ impl Inputs {
         loop {
             let (i, message) = match self.live.len() {
                 0 => return Ok(Received::Ended),
-                1 if block => (
-                    0,
-                    self.live[0]
-                        .recv()
-                        .map_err(|_| ChannelError::Disconnected)?,
-                ),
+                1 if block => (0, self.live[0].recv().map_err(|_| ChannelError::Disconnected)?),
                 1 => match self.live[0].try_recv() {
                     Ok(m) => (0, m),
                     Err(TryRecvError::Empty) => return Ok(Received::Idle),
@@ -77,11 +72,7 @@ impl Inputs {
                         }
                     };
                     let i = op.index();
-                    (
-                        i,
-                        op.recv(&self.live[i])
-                            .map_err(|_| ChannelError::Disconnected)?,
-                    )
+                    (i, op.recv(&self.live[i]).map_err(|_| ChannelError::Disconnected)?)
                 }
             };
             match message {
@@ -100,10 +91,7 @@ enum Routing {
     /// Whole batches, to each downstream subtask in turn.
     RoundRobin { next: usize },
     /// Event by event, to the subtask owning the event key's key group.
-    Hash {
-        pending: Vec<EventBatch>,
-        max_parallelism: u32,
-    },
+    Hash { pending: Vec<EventBatch>, max_parallelism: u32 },
 }
 
 /// The channels from one subtask to the subtasks of one downstream vertex.
@@ -115,35 +103,16 @@ pub(crate) struct Route {
 
 impl Route {
     pub(crate) fn direct(target: Arc<str>, sender: Sender<Message>) -> Self {
-        Route {
-            target,
-            senders: vec![sender],
-            routing: Routing::Direct,
-        }
+        Route { target, senders: vec![sender], routing: Routing::Direct }
     }
 
     pub(crate) fn round_robin(target: Arc<str>, senders: Vec<Sender<Message>>) -> Self {
-        Route {
-            target,
-            senders,
-            routing: Routing::RoundRobin { next: 0 },
-        }
+        Route { target, senders, routing: Routing::RoundRobin { next: 0 } }
     }
 
-    pub(crate) fn hash(
-        target: Arc<str>,
-        senders: Vec<Sender<Message>>,
-        max_parallelism: u32,
-    ) -> Self {
+    pub(crate) fn hash(target: Arc<str>, senders: Vec<Sender<Message>>, max_parallelism: u32) -> Self {
         let pending = senders.iter().map(|_| EventBatch::default()).collect();
-        Route {
-            target,
-            senders,
-            routing: Routing::Hash {
-                pending,
-                max_parallelism,
-            },
-        }
+        Route { target, senders, routing: Routing::Hash { pending, max_parallelism } }
     }
 
     fn send(&mut self, batch: EventBatch) -> Result<(), ChannelError> {
@@ -154,15 +123,10 @@ impl Route {
                 *next = (i + 1) % self.senders.len();
                 send(&self.senders[i], batch)
             }
-            Routing::Hash {
-                pending,
-                max_parallelism,
-            } => {
+            Routing::Hash { pending, max_parallelism } => {
                 let parallelism = self.senders.len() as u32;
                 for event in batch.iter() {
-                    let key = event.key.ok_or_else(|| ChannelError::MissingKey {
-                        target: self.target.clone(),
-                    })?;
+                    let key = event.key.ok_or_else(|| ChannelError::MissingKey { target: self.target.clone() })?;
                     let kg = key_group(key, *max_parallelism);
                     let i = subtask_for_key_group(*max_parallelism, parallelism, kg);
                     pending[i].push(event);
@@ -177,11 +141,7 @@ impl Route {
 
     fn flush(&mut self) -> Result<(), ChannelError> {
         if let Routing::Hash { pending, .. } = &mut self.routing {
-            for (i, batch) in pending
-                .iter_mut()
-                .enumerate()
-                .filter(|(_, b)| !b.is_empty())
-            {
+            for (i, batch) in pending.iter_mut().enumerate().filter(|(_, b)| !b.is_empty()) {
                 send(&self.senders[i], std::mem::take(batch))?;
             }
         }
@@ -191,18 +151,14 @@ impl Route {
     fn end(&mut self) -> Result<(), ChannelError> {
         self.flush()?;
         for sender in &self.senders {
-            sender
-                .send(Message::End)
-                .map_err(|_| ChannelError::Disconnected)?;
+            sender.send(Message::End).map_err(|_| ChannelError::Disconnected)?;
         }
         Ok(())
     }
 }
 
 fn send(sender: &Sender<Message>, batch: EventBatch) -> Result<(), ChannelError> {
-    sender
-        .send(Message::Batch(batch))
-        .map_err(|_| ChannelError::Disconnected)
+    sender.send(Message::Batch(batch)).map_err(|_| ChannelError::Disconnected)
 }
 
 /// Everything one subtask sends downstream: one route per downstream vertex.

@@ -80,11 +80,7 @@ struct Shape {
 
 /// Channels from every subtask of the upstream vertices to one downstream vertex. Returns, per
 /// upstream vertex and subtask, the route to it, and per downstream subtask, its receivers.
-fn wire(
-    upstream: &[Shape],
-    down: &Shape,
-    max_parallelism: u32,
-) -> (Vec<Vec<Route>>, Vec<Vec<Receiver<Message>>>) {
+fn wire(upstream: &[Shape], down: &Shape, max_parallelism: u32) -> (Vec<Vec<Route>>, Vec<Vec<Receiver<Message>>>) {
     let mut receivers: Vec<Vec<_>> = (0..down.parallelism).map(|_| Vec::new()).collect();
     let routes = upstream
         .iter()
@@ -106,9 +102,7 @@ fn wire(
                         .collect();
                     match down.input {
                         Partitioning::Forward => Route::round_robin(down.uid.clone(), senders),
-                        Partitioning::Hash => {
-                            Route::hash(down.uid.clone(), senders, max_parallelism)
-                        }
+                        Partitioning::Hash => Route::hash(down.uid.clone(), senders, max_parallelism),
                     }
                 })
                 .collect()
@@ -121,52 +115,18 @@ fn wire(
 /// set or a subtask fails.
 pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>) -> Result<JobSummary, JobFailure> {
     let started = Instant::now();
-    let control = Arc::new(Control {
-        cancel,
-        failure: Mutex::new(None),
-    });
-    let JobGraph {
-        max_parallelism,
-        attempt,
-        sources,
-        operators,
-        sinks,
-        ..
-    } = graph;
+    let control = Arc::new(Control { cancel, failure: Mutex::new(None) });
+    let JobGraph { max_parallelism, attempt, sources, operators, sinks, .. } = graph;
 
     // Stages: all sources, then each operator, then all sinks. Stage k feeds every vertex of k+1.
-    let shape = |uid: &Arc<str>, parallelism, input| Shape {
-        uid: uid.clone(),
-        parallelism,
-        input,
-    };
-    let mut stages: Vec<Vec<Shape>> = vec![
-        sources
-            .iter()
-            .map(|v| shape(&v.uid, v.parallelism, v.input))
-            .collect(),
-    ];
-    stages.extend(
-        operators
-            .iter()
-            .map(|v| vec![shape(&v.uid, v.parallelism, v.input)]),
-    );
-    stages.push(
-        sinks
-            .iter()
-            .map(|v| shape(&v.uid, v.parallelism, v.input))
-            .collect(),
-    );
+    let shape = |uid: &Arc<str>, parallelism, input| Shape { uid: uid.clone(), parallelism, input };
+    let mut stages: Vec<Vec<Shape>> = vec![sources.iter().map(|v| shape(&v.uid, v.parallelism, v.input)).collect()];
+    stages.extend(operators.iter().map(|v| vec![shape(&v.uid, v.parallelism, v.input)]));
+    stages.push(sinks.iter().map(|v| shape(&v.uid, v.parallelism, v.input)).collect());
 
     // routes[stage][vertex][subtask], inputs[stage][vertex][subtask]
-    let mut routes: Vec<Vec<Vec<Vec<Route>>>> = stages
-        .iter()
-        .map(|s| {
-            s.iter()
-                .map(|v| (0..v.parallelism).map(|_| Vec::new()).collect())
-                .collect()
-        })
-        .collect();
+    let mut routes: Vec<Vec<Vec<Vec<Route>>>> =
+        stages.iter().map(|s| s.iter().map(|v| (0..v.parallelism).map(|_| Vec::new()).collect()).collect()).collect();
     let mut inputs: Vec<Vec<Vec<Vec<Receiver<Message>>>>> = vec![Vec::new()];
     for k in 1..stages.len() {
         let mut stage_inputs = Vec::new();
@@ -184,68 +144,43 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>) -> Result<JobSummary, J
     let mut routes = routes.into_iter();
     let mut inputs = inputs.into_iter().skip(1);
 
-    let mut runner = Runner {
-        control: control.clone(),
-        threads: Vec::new(),
-        counters: Vec::new(),
-        max_parallelism,
-        attempt,
-    };
+    let mut runner =
+        Runner { control: control.clone(), threads: Vec::new(), counters: Vec::new(), max_parallelism, attempt };
     let source_routes = routes.next().unwrap_or_default();
     for (vertex, vertex_routes) in sources.into_iter().zip(source_routes) {
         let factory: Arc<dyn super::SourceFactory> = Arc::from(vertex.factory);
         let rate = factory.rate().map(|r| r / f64::from(vertex.parallelism));
-        runner.vertex(
-            "source",
-            &vertex.uid,
-            vertex.parallelism,
-            vertex_routes.into_iter().map(|r| (Vec::new(), r)),
-            {
-                move |info, _inputs, output, control, counters| {
-                    let source = factory.create(info)?;
-                    run_source(source, output, rate, control, counters)
-                }
-            },
-        );
+        runner.vertex("source", &vertex.uid, vertex.parallelism, vertex_routes.into_iter().map(|r| (Vec::new(), r)), {
+            move |info, _inputs, output, control, counters| {
+                let source = factory.create(info)?;
+                run_source(source, output, rate, control, counters)
+            }
+        });
     }
     for vertex in operators {
         let vertex_inputs = inputs.next().and_then(|mut v| v.pop()).unwrap_or_default();
         let vertex_routes = routes.next().and_then(|mut v| v.pop()).unwrap_or_default();
         let factory: Arc<dyn super::OperatorFactory> = Arc::from(vertex.factory);
-        runner.vertex(
-            "operator",
-            &vertex.uid,
-            vertex.parallelism,
-            vertex_inputs.into_iter().zip(vertex_routes),
-            {
-                move |info, inputs, output, _control, counters| {
-                    let operator = factory.create(info)?;
-                    run_operator(operator, inputs, output, counters)
-                }
-            },
-        );
+        runner.vertex("operator", &vertex.uid, vertex.parallelism, vertex_inputs.into_iter().zip(vertex_routes), {
+            move |info, inputs, output, _control, counters| {
+                let operator = factory.create(info)?;
+                run_operator(operator, inputs, output, counters)
+            }
+        });
     }
     let sink_inputs = inputs.next().unwrap_or_default();
     for (vertex, vertex_inputs) in sinks.into_iter().zip(sink_inputs) {
         let factory: Arc<dyn super::SinkFactory> = Arc::from(vertex.factory);
         let no_routes = std::iter::repeat_with(Vec::new);
-        runner.vertex(
-            "sink",
-            &vertex.uid,
-            vertex.parallelism,
-            vertex_inputs.into_iter().zip(no_routes),
-            {
-                move |info, inputs, _output, _control, counters| {
-                    let sink = factory.create(info)?;
-                    run_sink(sink, inputs, counters)
-                }
-            },
-        );
+        runner.vertex("sink", &vertex.uid, vertex.parallelism, vertex_inputs.into_iter().zip(no_routes), {
+            move |info, inputs, _output, _control, counters| {
+                let sink = factory.create(info)?;
+                run_sink(sink, inputs, counters)
+            }
+        });
     }
 
-    let Runner {
-        threads, counters, ..
-    } = runner;
+    let Runner { threads, counters, .. } = runner;
     for thread in threads {
         if thread.join().is_err() {
             control.cancel.store(true, Ordering::SeqCst);
@@ -263,20 +198,11 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>) -> Result<JobSummary, J
             kind,
             uid: uid.to_string(),
             parallelism,
-            events_in: subtasks
-                .iter()
-                .map(|c| c.events_in.load(Ordering::Relaxed))
-                .sum(),
-            events_out: subtasks
-                .iter()
-                .map(|c| c.events_out.load(Ordering::Relaxed))
-                .sum(),
+            events_in: subtasks.iter().map(|c| c.events_in.load(Ordering::Relaxed)).sum(),
+            events_out: subtasks.iter().map(|c| c.events_out.load(Ordering::Relaxed)).sum(),
         })
         .collect();
-    Ok(JobSummary {
-        vertices,
-        duration: started.elapsed(),
-    })
+    Ok(JobSummary { vertices, duration: started.elapsed() })
 }
 
 /// Spawns subtask threads and keeps their handles and counters.
@@ -298,10 +224,7 @@ impl Runner {
         wiring: impl Iterator<Item = (Vec<Receiver<Message>>, Vec<Route>)>,
         body: B,
     ) where
-        B: Fn(&SubtaskInfo, Inputs, Output, &Control, &Counters) -> Result<(), Stop>
-            + Send
-            + Sync
-            + 'static,
+        B: Fn(&SubtaskInfo, Inputs, Output, &Control, &Counters) -> Result<(), Stop> + Send + Sync + 'static,
     {
         let body = Arc::new(body);
         let mut vertex_counters = Vec::new();
@@ -317,35 +240,20 @@ impl Runner {
             vertex_counters.push(counters.clone());
             let (control, body) = (self.control.clone(), body.clone());
             let thread_info = info.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("{uid}-{index}"))
-                .spawn(move || {
-                    let result = body(
-                        &thread_info,
-                        Inputs::new(receivers),
-                        Output::new(routes),
-                        &control,
-                        &counters,
-                    );
-                    if let Err(Stop::Failed(cause)) = result {
-                        control.fail(TaskError {
-                            kind,
-                            subtask: thread_info,
-                            cause,
-                        });
-                    }
-                });
+            let spawned = std::thread::Builder::new().name(format!("{uid}-{index}")).spawn(move || {
+                let result = body(&thread_info, Inputs::new(receivers), Output::new(routes), &control, &counters);
+                if let Err(Stop::Failed(cause)) = result {
+                    control.fail(TaskError { kind, subtask: thread_info, cause });
+                }
+            });
             match spawned {
                 Ok(handle) => self.threads.push(handle),
-                Err(e) => self.control.fail(TaskError {
-                    kind,
-                    subtask: info,
-                    cause: format!("cannot start thread: {e}"),
-                }),
+                Err(e) => {
+                    self.control.fail(TaskError { kind, subtask: info, cause: format!("cannot start thread: {e}") })
+                }
             }
         }
-        self.counters
-            .push((kind, uid.clone(), parallelism, vertex_counters));
+        self.counters.push((kind, uid.clone(), parallelism, vertex_counters));
     }
 }
 
@@ -400,9 +308,7 @@ fn run_source(
         }
         let more = source.poll(&mut batch, max)?;
         sent += batch.len() as u64;
-        counters
-            .events_out
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        counters.events_out.fetch_add(batch.len() as u64, Ordering::Relaxed);
         output.send(std::mem::take(&mut batch))?;
         if !more {
             return Ok(output.end()?);
@@ -423,13 +329,9 @@ fn run_operator(
         match inputs.next(block)? {
             Received::Batch(batch) => {
                 block = false;
-                counters
-                    .events_in
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                counters.events_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 operator.process(&batch, &mut out)?;
-                counters
-                    .events_out
-                    .fetch_add(out.len() as u64, Ordering::Relaxed);
+                counters.events_out.fetch_add(out.len() as u64, Ordering::Relaxed);
                 output.send(std::mem::take(&mut out))?;
             }
             // Nothing waiting: send what routing held back before blocking for more.
@@ -442,21 +344,13 @@ fn run_operator(
     }
 }
 
-fn run_sink(
-    mut sink: Box<dyn super::Sink>,
-    mut inputs: Inputs,
-    counters: &Counters,
-) -> Result<(), Stop> {
+fn run_sink(mut sink: Box<dyn super::Sink>, mut inputs: Inputs, counters: &Counters) -> Result<(), Stop> {
     loop {
         match inputs.next(true)? {
             Received::Batch(batch) => {
-                counters
-                    .events_in
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                counters.events_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 sink.write(&batch)?;
-                counters
-                    .events_out
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                counters.events_out.fetch_add(batch.len() as u64, Ordering::Relaxed);
             }
             Received::Idle => {}
             Received::Ended => return Ok(sink.finish()?),

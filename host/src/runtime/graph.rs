@@ -22,13 +22,7 @@ pub struct SubtaskInfo {
 
 impl fmt::Display for SubtaskInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "'{}' subtask {}/{}",
-            self.uid,
-            self.index + 1,
-            self.parallelism
-        )
+        write!(f, "'{}' subtask {}/{}", self.uid, self.index + 1, self.parallelism)
     }
 }
 

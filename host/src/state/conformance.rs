@@ -21,9 +21,7 @@ pub(crate) fn run(make: &Factory) {
 
 fn get(b: &dyn StateBackend, kg: u16, key: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
-    b.value_get(VALUE, kg, key, &mut out)
-        .unwrap()
-        .then_some(out)
+    b.value_get(VALUE, kg, key, &mut out).unwrap().then_some(out)
 }
 
 fn value_state(make: &Factory) {
@@ -35,11 +33,7 @@ fn value_state(make: &Factory) {
     b.value_put(VALUE, 1, b"a", b"longer value").unwrap();
     assert_eq!(get(&*b, 1, b"a").as_deref(), Some(&b"longer value"[..]));
     b.value_put(VALUE, 1, b"", b"").unwrap();
-    assert_eq!(
-        get(&*b, 1, b"").as_deref(),
-        Some(&b""[..]),
-        "empty key and value are stored"
-    );
+    assert_eq!(get(&*b, 1, b"").as_deref(), Some(&b""[..]), "empty key and value are stored");
     // Reads append: the caller's buffer is extended, not replaced.
     let mut out = b"prefix:".to_vec();
     assert!(b.value_get(VALUE, 1, b"a", &mut out).unwrap());
@@ -59,30 +53,17 @@ fn map_state(make: &Factory) {
     let mut out = Vec::new();
     assert!(b.map_get(MAP, 3, b"k", b"a", &mut out).unwrap());
     assert_eq!(out, b"one");
-    assert!(
-        !b.map_get(MAP, 3, b"k", b"missing", &mut Vec::new())
-            .unwrap()
-    );
+    assert!(!b.map_get(MAP, 3, b"k", b"missing", &mut Vec::new()).unwrap());
     let mut entries = Vec::new();
-    b.map_entries(MAP, 3, b"k", &mut |k, v| {
-        entries.push((k.to_vec(), v.to_vec()))
-    })
-    .unwrap();
-    assert_eq!(
-        entries,
-        vec![
-            (b"a".to_vec(), b"one".to_vec()),
-            (b"z".to_vec(), b"26".to_vec())
-        ]
-    );
+    b.map_entries(MAP, 3, b"k", &mut |k, v| entries.push((k.to_vec(), v.to_vec()))).unwrap();
+    assert_eq!(entries, vec![(b"a".to_vec(), b"one".to_vec()), (b"z".to_vec(), b"26".to_vec())]);
     b.map_remove(MAP, 3, b"k", b"a").unwrap();
     b.map_remove(MAP, 3, b"k", b"never there").unwrap();
     let mut n = 0;
     b.map_entries(MAP, 3, b"k", &mut |_, _| n += 1).unwrap();
     assert_eq!(n, 1);
     b.clear(MAP, 3, b"k").unwrap();
-    b.map_entries(MAP, 3, b"k", &mut |_, _| panic!("cleared"))
-        .unwrap();
+    b.map_entries(MAP, 3, b"k", &mut |_, _| panic!("cleared")).unwrap();
     assert!(b.map_get(MAP, 3, b"other", b"a", &mut Vec::new()).unwrap());
 }
 
@@ -92,49 +73,28 @@ fn list_state(make: &Factory) {
         b.list_append(LIST, 0, b"k", v).unwrap();
     }
     let mut items = Vec::new();
-    b.list_get(LIST, 0, b"k", &mut |v| items.push(v.to_vec()))
-        .unwrap();
-    assert_eq!(
-        items,
-        vec![b"first".to_vec(), b"second".to_vec(), b"third".to_vec()]
-    );
+    b.list_get(LIST, 0, b"k", &mut |v| items.push(v.to_vec())).unwrap();
+    assert_eq!(items, vec![b"first".to_vec(), b"second".to_vec(), b"third".to_vec()]);
     b.clear(LIST, 0, b"k").unwrap();
-    b.list_get(LIST, 0, b"k", &mut |_| panic!("cleared"))
-        .unwrap();
+    b.list_get(LIST, 0, b"k", &mut |_| panic!("cleared")).unwrap();
 }
 
 fn misuse_is_an_error(make: &Factory) {
     let mut b = make(4..8, &KINDS);
     assert!(matches!(
         b.value_put(MAP, 4, b"k", b"v"),
-        Err(StateError::WrongState {
-            state: MAP,
-            expected: StateKind::Value
-        })
+        Err(StateError::WrongState { state: MAP, expected: StateKind::Value })
     ));
-    assert!(matches!(
-        b.list_append(9, 4, b"k", b"v"),
-        Err(StateError::WrongState { state: 9, .. })
-    ));
-    assert!(matches!(
-        b.value_put(VALUE, 3, b"k", b"v"),
-        Err(StateError::KeyGroupNotOwned { key_group: 3, .. })
-    ));
-    assert!(matches!(
-        b.value_get(VALUE, 8, b"k", &mut Vec::new()),
-        Err(StateError::KeyGroupNotOwned { .. })
-    ));
+    assert!(matches!(b.list_append(9, 4, b"k", b"v"), Err(StateError::WrongState { state: 9, .. })));
+    assert!(matches!(b.value_put(VALUE, 3, b"k", b"v"), Err(StateError::KeyGroupNotOwned { key_group: 3, .. })));
+    assert!(matches!(b.value_get(VALUE, 8, b"k", &mut Vec::new()), Err(StateError::KeyGroupNotOwned { .. })));
     assert_eq!(b.key_count(), 0);
 }
 
 fn owned(entry: StateEntry<'_>) -> (u16, u32, Vec<u8>, String) {
     let item = match entry.item {
         StateItem::Value(v) => format!("value {}", String::from_utf8_lossy(v)),
-        StateItem::MapEntry(k, v) => format!(
-            "map {}={}",
-            String::from_utf8_lossy(k),
-            String::from_utf8_lossy(v)
-        ),
+        StateItem::MapEntry(k, v) => format!("map {}={}", String::from_utf8_lossy(k), String::from_utf8_lossy(v)),
         StateItem::ListElement(v) => format!("list {}", String::from_utf8_lossy(v)),
     };
     (entry.key_group, entry.state, entry.key.to_vec(), item)
@@ -151,19 +111,14 @@ fn scan_insert_move_and_drop(make: &Factory) {
     let mut a = make(0..8, &KINDS);
     for kg in 0..8u16 {
         let key = format!("key{kg}");
-        a.value_put(VALUE, kg, key.as_bytes(), format!("v{kg}").as_bytes())
-            .unwrap();
+        a.value_put(VALUE, kg, key.as_bytes(), format!("v{kg}").as_bytes()).unwrap();
         a.map_put(MAP, kg, key.as_bytes(), b"m", b"1").unwrap();
         a.list_append(LIST, kg, key.as_bytes(), b"x").unwrap();
         a.list_append(LIST, kg, key.as_bytes(), b"y").unwrap();
     }
     assert_eq!(a.key_count(), 24);
     let upper = scan_all(&*a, 4..8);
-    assert_eq!(
-        upper.len(),
-        4 * 4,
-        "one value, one map entry, two list elements per key group"
-    );
+    assert_eq!(upper.len(), 4 * 4, "one value, one map entry, two list elements per key group");
     assert!(upper.iter().all(|(kg, ..)| (4..8).contains(kg)));
     assert!(upper.contains(&(5, LIST, b"key5".to_vec(), "list y".to_string())));
 
@@ -172,8 +127,7 @@ fn scan_insert_move_and_drop(make: &Factory) {
     move_key_groups(&mut *a, &mut *b, 4..8).unwrap();
     assert_eq!(scan_all(&*b, 4..8), upper);
     let mut list = Vec::new();
-    b.list_get(LIST, 6, b"key6", &mut |v| list.push(v.to_vec()))
-        .unwrap();
+    b.list_get(LIST, 6, b"key6", &mut |v| list.push(v.to_vec())).unwrap();
     assert_eq!(list, vec![b"x".to_vec(), b"y".to_vec()]);
     assert!(scan_all(&*a, 4..8).is_empty());
     assert_eq!(scan_all(&*a, 0..4).len(), 16);
@@ -181,8 +135,5 @@ fn scan_insert_move_and_drop(make: &Factory) {
 
     a.drop_key_groups(0..2).unwrap();
     assert_eq!(scan_all(&*a, 0..4).len(), 8);
-    assert!(
-        a.drop_key_groups(7..9).is_err(),
-        "dropping key groups not held is an error"
-    );
+    assert!(a.drop_key_groups(7..9).is_err(), "dropping key groups not held is an error");
 }

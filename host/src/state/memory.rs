@@ -44,15 +44,8 @@ pub struct MemoryBackend {
 impl MemoryBackend {
     /// An empty backend for the key groups `key_groups` and the declared states `kinds`.
     pub fn new(key_groups: Range<u32>, kinds: &[StateKind]) -> Self {
-        let tables = key_groups
-            .clone()
-            .map(|_| kinds.iter().map(|&k| Table::new(k)).collect())
-            .collect();
-        MemoryBackend {
-            key_groups,
-            kinds: kinds.to_vec(),
-            tables,
-        }
+        let tables = key_groups.clone().map(|_| kinds.iter().map(|&k| Table::new(k)).collect()).collect();
+        MemoryBackend { key_groups, kinds: kinds.to_vec(), tables }
     }
 
     fn table(&self, state: u32, kg: KeyGroup, kind: StateKind) -> Result<&Table, StateError> {
@@ -60,12 +53,7 @@ impl MemoryBackend {
         Ok(&self.tables[i][state as usize])
     }
 
-    fn table_mut(
-        &mut self,
-        state: u32,
-        kg: KeyGroup,
-        kind: StateKind,
-    ) -> Result<&mut Table, StateError> {
+    fn table_mut(&mut self, state: u32, kg: KeyGroup, kind: StateKind) -> Result<&mut Table, StateError> {
         let i = self.check(state, kg, kind)?;
         Ok(&mut self.tables[i][state as usize])
     }
@@ -73,10 +61,7 @@ impl MemoryBackend {
     /// The index of `kg` in `tables`, after checking that `state` has kind `kind`.
     fn check(&self, state: u32, kg: KeyGroup, kind: StateKind) -> Result<usize, StateError> {
         if self.kinds.get(state as usize) != Some(&kind) {
-            return Err(StateError::WrongState {
-                state,
-                expected: kind,
-            });
+            return Err(StateError::WrongState { state, expected: kind });
         }
         self.group_index(kg)
     }
@@ -84,39 +69,20 @@ impl MemoryBackend {
     fn group_index(&self, kg: KeyGroup) -> Result<usize, StateError> {
         let kg32 = u32::from(kg);
         if !self.key_groups.contains(&kg32) {
-            return Err(StateError::KeyGroupNotOwned {
-                key_group: kg,
-                range: self.key_groups.clone(),
-            });
+            return Err(StateError::KeyGroupNotOwned { key_group: kg, range: self.key_groups.clone() });
         }
         Ok((kg32 - self.key_groups.start) as usize)
     }
 }
 
 impl StateBackend for MemoryBackend {
-    fn value_get(
-        &self,
-        state: u32,
-        kg: KeyGroup,
-        key: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<bool, StateError> {
-        let Table::Value(t) = self.table(state, kg, StateKind::Value)? else {
-            unreachable!("checked kind")
-        };
+    fn value_get(&self, state: u32, kg: KeyGroup, key: &[u8], out: &mut Vec<u8>) -> Result<bool, StateError> {
+        let Table::Value(t) = self.table(state, kg, StateKind::Value)? else { unreachable!("checked kind") };
         Ok(t.get(key).map(|v| out.extend_from_slice(v)).is_some())
     }
 
-    fn value_put(
-        &mut self,
-        state: u32,
-        kg: KeyGroup,
-        key: &[u8],
-        value: &[u8],
-    ) -> Result<(), StateError> {
-        let Table::Value(t) = self.table_mut(state, kg, StateKind::Value)? else {
-            unreachable!("checked kind")
-        };
+    fn value_put(&mut self, state: u32, kg: KeyGroup, key: &[u8], value: &[u8]) -> Result<(), StateError> {
+        let Table::Value(t) = self.table_mut(state, kg, StateKind::Value)? else { unreachable!("checked kind") };
         match t.get_mut(key) {
             Some(old) if old.len() == value.len() => old.copy_from_slice(value),
             Some(old) => *old = value.into(),
@@ -135,13 +101,8 @@ impl StateBackend for MemoryBackend {
         map_key: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<bool, StateError> {
-        let Table::Map(t) = self.table(state, kg, StateKind::Map)? else {
-            unreachable!("checked kind")
-        };
-        Ok(t.get(key)
-            .and_then(|m| m.get(map_key))
-            .map(|v| out.extend_from_slice(v))
-            .is_some())
+        let Table::Map(t) = self.table(state, kg, StateKind::Map)? else { unreachable!("checked kind") };
+        Ok(t.get(key).and_then(|m| m.get(map_key)).map(|v| out.extend_from_slice(v)).is_some())
     }
 
     fn map_put(
@@ -152,25 +113,13 @@ impl StateBackend for MemoryBackend {
         map_key: &[u8],
         value: &[u8],
     ) -> Result<(), StateError> {
-        let Table::Map(t) = self.table_mut(state, kg, StateKind::Map)? else {
-            unreachable!("checked kind")
-        };
-        t.entry(key.into())
-            .or_default()
-            .insert(map_key.into(), value.into());
+        let Table::Map(t) = self.table_mut(state, kg, StateKind::Map)? else { unreachable!("checked kind") };
+        t.entry(key.into()).or_default().insert(map_key.into(), value.into());
         Ok(())
     }
 
-    fn map_remove(
-        &mut self,
-        state: u32,
-        kg: KeyGroup,
-        key: &[u8],
-        map_key: &[u8],
-    ) -> Result<(), StateError> {
-        let Table::Map(t) = self.table_mut(state, kg, StateKind::Map)? else {
-            unreachable!("checked kind")
-        };
+    fn map_remove(&mut self, state: u32, kg: KeyGroup, key: &[u8], map_key: &[u8]) -> Result<(), StateError> {
+        let Table::Map(t) = self.table_mut(state, kg, StateKind::Map)? else { unreachable!("checked kind") };
         if let Some(m) = t.get_mut(key) {
             m.remove(map_key);
             if m.is_empty() {
@@ -187,53 +136,30 @@ impl StateBackend for MemoryBackend {
         key: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]),
     ) -> Result<(), StateError> {
-        let Table::Map(t) = self.table(state, kg, StateKind::Map)? else {
-            unreachable!("checked kind")
-        };
+        let Table::Map(t) = self.table(state, kg, StateKind::Map)? else { unreachable!("checked kind") };
         for (k, v) in t.get(key).into_iter().flatten() {
             visit(k, v);
         }
         Ok(())
     }
 
-    fn list_get(
-        &self,
-        state: u32,
-        kg: KeyGroup,
-        key: &[u8],
-        visit: &mut dyn FnMut(&[u8]),
-    ) -> Result<(), StateError> {
-        let Table::List(t) = self.table(state, kg, StateKind::List)? else {
-            unreachable!("checked kind")
-        };
+    fn list_get(&self, state: u32, kg: KeyGroup, key: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<(), StateError> {
+        let Table::List(t) = self.table(state, kg, StateKind::List)? else { unreachable!("checked kind") };
         for v in t.get(key).into_iter().flatten() {
             visit(v);
         }
         Ok(())
     }
 
-    fn list_append(
-        &mut self,
-        state: u32,
-        kg: KeyGroup,
-        key: &[u8],
-        value: &[u8],
-    ) -> Result<(), StateError> {
-        let Table::List(t) = self.table_mut(state, kg, StateKind::List)? else {
-            unreachable!("checked kind")
-        };
+    fn list_append(&mut self, state: u32, kg: KeyGroup, key: &[u8], value: &[u8]) -> Result<(), StateError> {
+        let Table::List(t) = self.table_mut(state, kg, StateKind::List)? else { unreachable!("checked kind") };
         t.entry(key.into()).or_default().push(value.into());
         Ok(())
     }
 
     fn clear(&mut self, state: u32, kg: KeyGroup, key: &[u8]) -> Result<(), StateError> {
-        let kind = *self
-            .kinds
-            .get(state as usize)
-            .ok_or(StateError::WrongState {
-                state,
-                expected: StateKind::Value,
-            })?;
+        let kind =
+            *self.kinds.get(state as usize).ok_or(StateError::WrongState { state, expected: StateKind::Value })?;
         match self.table_mut(state, kg, kind)? {
             Table::Value(t) => t.remove(key).map(drop),
             Table::Map(t) => t.remove(key).map(drop),
@@ -242,29 +168,17 @@ impl StateBackend for MemoryBackend {
         Ok(())
     }
 
-    fn scan(
-        &self,
-        key_groups: Range<u32>,
-        visit: &mut dyn FnMut(StateEntry<'_>),
-    ) -> Result<(), StateError> {
+    fn scan(&self, key_groups: Range<u32>, visit: &mut dyn FnMut(StateEntry<'_>)) -> Result<(), StateError> {
         for kg in key_groups {
             let key_group = kg as KeyGroup;
             for (state, table) in self.tables[self.group_index(key_group)?].iter().enumerate() {
                 let state = state as u32;
-                let mut emit = |key: &[u8], item| {
-                    visit(StateEntry {
-                        key_group,
-                        state,
-                        key,
-                        item,
-                    })
-                };
+                let mut emit = |key: &[u8], item| visit(StateEntry { key_group, state, key, item });
                 match table {
                     Table::Value(t) => t.iter().for_each(|(k, v)| emit(k, StateItem::Value(v))),
                     Table::Map(t) => {
                         for (k, m) in t {
-                            m.iter()
-                                .for_each(|(mk, v)| emit(k, StateItem::MapEntry(mk, v)));
+                            m.iter().for_each(|(mk, v)| emit(k, StateItem::MapEntry(mk, v)));
                         }
                     }
                     Table::List(t) => {
@@ -279,12 +193,7 @@ impl StateBackend for MemoryBackend {
     }
 
     fn insert(&mut self, entry: StateEntry<'_>) -> Result<(), StateError> {
-        let StateEntry {
-            key_group,
-            state,
-            key,
-            item,
-        } = entry;
+        let StateEntry { key_group, state, key, item } = entry;
         match item {
             StateItem::Value(v) => self.value_put(state, key_group, key, v),
             StateItem::MapEntry(mk, v) => self.map_put(state, key_group, key, mk, v),

@@ -81,21 +81,9 @@ pub enum StateItem<'a> {
 /// and a disk-backed implementation can hand out bytes it does not keep.
 pub trait StateBackend: Send {
     /// Appends the value of value state `state` for `key` to `out`; false when there is none.
-    fn value_get(
-        &self,
-        state: u32,
-        kg: KeyGroup,
-        key: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<bool, StateError>;
+    fn value_get(&self, state: u32, kg: KeyGroup, key: &[u8], out: &mut Vec<u8>) -> Result<bool, StateError>;
     /// Sets the value.
-    fn value_put(
-        &mut self,
-        state: u32,
-        kg: KeyGroup,
-        key: &[u8],
-        value: &[u8],
-    ) -> Result<(), StateError>;
+    fn value_put(&mut self, state: u32, kg: KeyGroup, key: &[u8], value: &[u8]) -> Result<(), StateError>;
 
     /// Appends the value under `map_key` to `out`; false when there is none.
     fn map_get(
@@ -107,22 +95,10 @@ pub trait StateBackend: Send {
         out: &mut Vec<u8>,
     ) -> Result<bool, StateError>;
     /// Stores `value` under `map_key`.
-    fn map_put(
-        &mut self,
-        state: u32,
-        kg: KeyGroup,
-        key: &[u8],
-        map_key: &[u8],
-        value: &[u8],
-    ) -> Result<(), StateError>;
+    fn map_put(&mut self, state: u32, kg: KeyGroup, key: &[u8], map_key: &[u8], value: &[u8])
+    -> Result<(), StateError>;
     /// Removes `map_key`.
-    fn map_remove(
-        &mut self,
-        state: u32,
-        kg: KeyGroup,
-        key: &[u8],
-        map_key: &[u8],
-    ) -> Result<(), StateError>;
+    fn map_remove(&mut self, state: u32, kg: KeyGroup, key: &[u8], map_key: &[u8]) -> Result<(), StateError>;
     /// Calls `visit` with every entry of the map, ordered by map key bytes.
     fn map_entries(
         &self,
@@ -133,31 +109,15 @@ pub trait StateBackend: Send {
     ) -> Result<(), StateError>;
 
     /// Calls `visit` with every element of the list, oldest first.
-    fn list_get(
-        &self,
-        state: u32,
-        kg: KeyGroup,
-        key: &[u8],
-        visit: &mut dyn FnMut(&[u8]),
-    ) -> Result<(), StateError>;
+    fn list_get(&self, state: u32, kg: KeyGroup, key: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<(), StateError>;
     /// Appends an element.
-    fn list_append(
-        &mut self,
-        state: u32,
-        kg: KeyGroup,
-        key: &[u8],
-        value: &[u8],
-    ) -> Result<(), StateError>;
+    fn list_append(&mut self, state: u32, kg: KeyGroup, key: &[u8], value: &[u8]) -> Result<(), StateError>;
 
     /// Removes whatever state `state` holds for `key` (value, map or list).
     fn clear(&mut self, state: u32, kg: KeyGroup, key: &[u8]) -> Result<(), StateError>;
 
     /// Calls `visit` with every entry in `key_groups`, key group by key group.
-    fn scan(
-        &self,
-        key_groups: Range<u32>,
-        visit: &mut dyn FnMut(StateEntry<'_>),
-    ) -> Result<(), StateError>;
+    fn scan(&self, key_groups: Range<u32>, visit: &mut dyn FnMut(StateEntry<'_>)) -> Result<(), StateError>;
     /// Adds one scanned entry (restore, or the receiving side of a move).
     fn insert(&mut self, entry: StateEntry<'_>) -> Result<(), StateError>;
     /// Drops every entry in `key_groups` (the sending side of a move).

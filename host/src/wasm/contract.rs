@@ -19,11 +19,7 @@ pub(crate) enum ContractCheck {
 
 /// Whether two contract versions are compatible: same major, and same minor while major is 0.
 fn compatible(a: &str, b: &str) -> bool {
-    let parts = |v: &str| {
-        v.split('.')
-            .map(|p| p.parse::<u64>().ok())
-            .collect::<Vec<_>>()
-    };
+    let parts = |v: &str| v.split('.').map(|p| p.parse::<u64>().ok()).collect::<Vec<_>>();
     match (parts(a).as_slice(), parts(b).as_slice()) {
         ([Some(0), Some(minor_a), ..], [Some(0), Some(minor_b), ..]) => minor_a == minor_b,
         ([Some(major_a), ..], [Some(major_b), ..]) => major_a == major_b,
@@ -34,17 +30,11 @@ fn compatible(a: &str, b: &str) -> bool {
 pub(crate) fn check(engine: &Engine, component: &Component) -> ContractCheck {
     let ty = component.component_type();
     let prefix = format!("{CONTRACT}/");
-    let exports: Vec<String> = ty
-        .exports(engine)
-        .map(|(name, _)| name.to_string())
-        .collect();
+    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
     let imports = ty.imports(engine).map(|(name, _)| name.to_string());
     let mut exports_operator = false;
     for name in exports.iter().cloned().chain(imports) {
-        let Some((interface, version)) = name
-            .strip_prefix(&prefix)
-            .and_then(|rest| rest.split_once('@'))
-        else {
+        let Some((interface, version)) = name.strip_prefix(&prefix).and_then(|rest| rest.split_once('@')) else {
             continue;
         };
         if !compatible(version, CONTRACT_VERSION) {
@@ -52,11 +42,7 @@ pub(crate) fn check(engine: &Engine, component: &Component) -> ContractCheck {
         }
         exports_operator |= interface == "operator" && exports.contains(&name);
     }
-    if exports_operator {
-        ContractCheck::Compatible
-    } else {
-        ContractCheck::NotAnOperator(exports)
-    }
+    if exports_operator { ContractCheck::Compatible } else { ContractCheck::NotAnOperator(exports) }
 }
 
 #[cfg(test)]

@@ -54,9 +54,7 @@ pub enum ModuleProblem {
     )]
     ContractVersion(String),
     /// Not a weir operator; lists what it exports.
-    #[error(
-        "is not a weir operator: it does not export {CONTRACT}/operator@{CONTRACT_VERSION} (it exports: {0})"
-    )]
+    #[error("is not a weir operator: it does not export {CONTRACT}/operator@{CONTRACT_VERSION} (it exports: {0})")]
     NotAnOperator(String),
     /// Imports something the host does not provide.
     #[error("cannot be linked: {0}")]
@@ -127,14 +125,11 @@ impl WasmEngine {
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         config.cranelift_opt_level(OptLevel::Speed);
-        let engine =
-            Engine::new(&config).map_err(|e| format!("cannot create the wasm engine: {e}"))?;
+        let engine = Engine::new(&config).map_err(|e| format!("cannot create the wasm engine: {e}"))?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| format!("cannot link WASI: {e}"))?;
-        super::host::add_to_linker(&mut linker)
-            .map_err(|e| format!("cannot link weir imports: {e}"))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| format!("cannot link WASI: {e}"))?;
+        super::host::add_to_linker(&mut linker).map_err(|e| format!("cannot link weir imports: {e}"))?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (weak, stop) = (engine.weak(), ticker_stop.clone());
@@ -150,12 +145,7 @@ impl WasmEngine {
                 }
             })
             .map_err(|e| format!("cannot start the epoch ticker: {e}"))?;
-        Ok(WasmEngine {
-            engine,
-            linker,
-            cache_dir,
-            ticker_stop,
-        })
+        Ok(WasmEngine { engine, linker, cache_dir, ticker_stop })
     }
 
     /// Loads the module at `path`.
@@ -163,20 +153,14 @@ impl WasmEngine {
         let module = path.display().to_string();
         match std::fs::read(path) {
             Ok(bytes) => self.load(&bytes, &module),
-            Err(e) => Err(ModuleError {
-                module,
-                problem: ModuleProblem::Read(e.to_string()),
-            }),
+            Err(e) => Err(ModuleError { module, problem: ModuleProblem::Read(e.to_string()) }),
         }
     }
 
     /// Validates, compiles (or takes from the cache), links and describes a module; `module` names
     /// it in errors.
     pub fn load(&self, bytes: &[u8], module: &str) -> Result<OperatorModule, ModuleError> {
-        let fail = |problem| ModuleError {
-            module: module.to_string(),
-            problem,
-        };
+        let fail = |problem| ModuleError { module: module.to_string(), problem };
         // Preamble: magic, then a 16-bit version and a 16-bit layer (0 core module, 1 component).
         if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
             return Err(fail(ModuleProblem::NotWasm));
@@ -185,35 +169,21 @@ impl WasmEngine {
             return Err(fail(ModuleProblem::CoreModule));
         }
         let sha256 = hex::encode(Sha256::digest(bytes));
-        let component = self
-            .compile(bytes, &sha256)
-            .map_err(|e| fail(ModuleProblem::Invalid(e)))?;
+        let component = self.compile(bytes, &sha256).map_err(|e| fail(ModuleProblem::Invalid(e)))?;
         match contract::check(&self.engine, &component) {
             ContractCheck::Compatible => {}
             ContractCheck::OtherVersion(version) => {
                 return Err(fail(ModuleProblem::ContractVersion(version)));
             }
             ContractCheck::NotAnOperator(exports) => {
-                let exports = if exports.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    exports.join(", ")
-                };
+                let exports = if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") };
                 return Err(fail(ModuleProblem::NotAnOperator(exports)));
             }
         }
         let link = |e: wasmtime::Error| fail(ModuleProblem::Link(format!("{e:#}")));
-        let pre = OperatorWorldPre::new(self.linker.instantiate_pre(&component).map_err(link)?)
-            .map_err(link)?;
-        let description = self
-            .describe(&pre)
-            .map_err(|e| fail(ModuleProblem::Describe(e)))?;
-        Ok(OperatorModule {
-            sha256,
-            description,
-            pre,
-            engine: self.engine.clone(),
-        })
+        let pre = OperatorWorldPre::new(self.linker.instantiate_pre(&component).map_err(link)?).map_err(link)?;
+        let description = self.describe(&pre).map_err(|e| fail(ModuleProblem::Describe(e)))?;
+        Ok(OperatorModule { sha256, description, pre, engine: self.engine.clone() })
     }
 
     /// Compiles a component, or loads the machine code compiled for the same bytes and engine
@@ -223,9 +193,7 @@ impl WasmEngine {
             return Component::new(&self.engine, bytes).map_err(|e| format!("{e:#}"));
         };
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        self.engine
-            .precompile_compatibility_hash()
-            .hash(&mut hasher);
+        self.engine.precompile_compatibility_hash().hash(&mut hasher);
         let path = dir.join(format!("{sha256}-{:016x}.cwasm", hasher.finish()));
         if path.exists() {
             // SAFETY: the file was written by `serialize` below for this engine configuration
@@ -233,10 +201,7 @@ impl WasmEngine {
             // user's own cache directory.
             match unsafe { Component::deserialize_file(&self.engine, &path) } {
                 Ok(component) => return Ok(component),
-                Err(e) => tracing::warn!(
-                    "ignoring unreadable compiled module {}: {e}",
-                    path.display()
-                ),
+                Err(e) => tracing::warn!("ignoring unreadable compiled module {}: {e}", path.display()),
             }
         }
         let component = Component::new(&self.engine, bytes).map_err(|e| format!("{e:#}"))?;
@@ -258,10 +223,7 @@ impl WasmEngine {
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(super::operator::ticks(Duration::from_secs(10)));
         let instance = pre.instantiate(&mut store).map_err(|e| format!("{e:#}"))?;
-        let d = instance
-            .weir_operator_operator()
-            .call_describe(&mut store)
-            .map_err(|e| format!("{e:#}"))?;
+        let d = instance.weir_operator_operator().call_describe(&mut store).map_err(|e| format!("{e:#}"))?;
         let states: Vec<StateDescriptor> = d
             .states
             .into_iter()
@@ -280,11 +242,7 @@ impl WasmEngine {
                 return Err(format!("state '{}' is declared twice", s.name));
             }
         }
-        Ok(Description {
-            name: d.name,
-            version: d.version,
-            states,
-        })
+        Ok(Description { name: d.name, version: d.version, states })
     }
 
     /// The underlying wasmtime engine.

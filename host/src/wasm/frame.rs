@@ -28,17 +28,11 @@ pub(crate) fn encode_input(
             HashMap::with_capacity_and_hasher(input.len(), Default::default());
         for event in input.iter() {
             // The router only lets keyed events through to a keyed operator.
-            let key = event
-                .key
-                .ok_or("an event without a key reached a keyed operator")?;
+            let key = event.key.ok_or("an event without a key reached a keyed operator")?;
             let slot = *index.entry(key).or_insert_with(|| {
                 let start = keyed.keys.len() as u32;
                 keyed.keys.extend_from_slice(key);
-                keyed.slots.push((
-                    key_group(key, max_parallelism),
-                    start,
-                    keyed.keys.len() as u32,
-                ));
+                keyed.slots.push((key_group(key, max_parallelism), start, keyed.keys.len() as u32));
                 keyed.slots.len() as u32 - 1
             });
             event_slots.push(slot);
@@ -75,11 +69,7 @@ pub(crate) fn encode_input(
 }
 
 /// Appends the output frame's emitted events to `out` and applies its value-state writes.
-pub(crate) fn apply_output(
-    output: &[u8],
-    keyed: &mut KeyedState,
-    out: &mut EventBatch,
-) -> Result<(), String> {
+pub(crate) fn apply_output(output: &[u8], keyed: &mut KeyedState, out: &mut EventBatch) -> Result<(), String> {
     let malformed = |what: String| format!("the guest returned a malformed output frame: {what}");
     let mut r = Reader::new(output);
     let emitted = r.u32()?;
@@ -87,11 +77,7 @@ pub(crate) fn apply_output(
         let key = r.opt_bytes()?;
         let timestamp = r.opt_ts()?;
         let value = r.bytes()?;
-        out.push(crate::runtime::Event {
-            key,
-            value,
-            timestamp,
-        });
+        out.push(crate::runtime::Event { key, value, timestamp });
     }
     let writes = r.u32()?;
     for _ in 0..writes {
@@ -99,15 +85,10 @@ pub(crate) fn apply_output(
         let state = r.u32()?;
         let value = r.opt_bytes()?;
         let &(kg, start, end) = keyed.slots.get(slot as usize).ok_or_else(|| {
-            malformed(format!(
-                "a write to slot {slot}, but the batch has {} keys",
-                keyed.slots.len()
-            ))
+            malformed(format!("a write to slot {slot}, but the batch has {} keys", keyed.slots.len()))
         })?;
         if keyed.kinds.get(state as usize) != Some(&StateKind::Value) {
-            return Err(malformed(format!(
-                "a write to state #{state}, which is not a declared value state"
-            )));
+            return Err(malformed(format!("a write to state #{state}, which is not a declared value state")));
         }
         let key = &keyed.keys[start as usize..end as usize];
         match value {
@@ -117,10 +98,7 @@ pub(crate) fn apply_output(
         .map_err(|e| format!("state backend: {e}"))?;
     }
     if !r.is_at_end() {
-        return Err(malformed(format!(
-            "{} bytes after the write set",
-            output.len() - r.position()
-        )));
+        return Err(malformed(format!("{} bytes after the write set", output.len() - r.position())));
     }
     Ok(())
 }

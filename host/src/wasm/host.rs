@@ -20,30 +20,26 @@ pub(crate) struct MemoryLimit {
 }
 
 impl ResourceLimiter for MemoryLimit {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.bytes {
             return Err(format_err!(
                 "memory limit of {} exceeded (the guest asked for {}); raise `memory-limit` if this is expected",
-                bytesize::ByteSize(self.bytes as u64).display().iec(),
-                bytesize::ByteSize(desired as u64).display().iec()
+                mib(self.bytes),
+                mib(desired)
             ));
         }
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000)
     }
+}
+
+/// A size in MiB, without decimals when whole.
+fn mib(bytes: usize) -> String {
+    let mib = bytes as f64 / f64::from(1 << 20);
+    if mib.fract() == 0.0 { format!("{mib:.0} MiB") } else { format!("{mib:.1} MiB") }
 }
 
 /// Keyed state of one operator subtask, and the key table of the batch being processed.
@@ -57,12 +53,7 @@ pub(crate) struct KeyedState {
 
 impl KeyedState {
     pub(crate) fn new(backend: Box<dyn StateBackend>, kinds: Vec<StateKind>) -> Self {
-        KeyedState {
-            backend,
-            kinds,
-            slots: Vec::new(),
-            keys: Vec::new(),
-        }
+        KeyedState { backend, kinds, slots: Vec::new(), keys: Vec::new() }
     }
 
     /// Runs `f` on the backend with the key group and key of `slot`, after checking that `state`
@@ -75,32 +66,20 @@ impl KeyedState {
         f: impl FnOnce(&mut dyn StateBackend, KeyGroup, &[u8]) -> Result<T, crate::state::StateError>,
     ) -> wasmtime::Result<T> {
         let Some(&(kg, start, end)) = self.slots.get(slot as usize) else {
-            return Err(format_err!(
-                "the guest used state slot {slot}, but the batch has {} keys",
-                self.slots.len()
-            ));
+            return Err(format_err!("the guest used state slot {slot}, but the batch has {} keys", self.slots.len()));
         };
         match (self.kinds.get(state as usize), kind) {
             (Some(_), None) => {}
             (Some(&k), Some(kind)) if k == kind => {}
             (Some(k), Some(kind)) => {
-                return Err(format_err!(
-                    "the guest used state #{state} ({k:?} state) as {kind:?} state"
-                ));
+                return Err(format_err!("the guest used state #{state} ({k:?} state) as {kind:?} state"));
             }
             (None, _) => {
-                return Err(format_err!(
-                    "the guest used state #{state}, but it declares {} states",
-                    self.kinds.len()
-                ));
+                return Err(format_err!("the guest used state #{state}, but it declares {} states", self.kinds.len()));
             }
         }
-        f(
-            &mut *self.backend,
-            kg,
-            &self.keys[start as usize..end as usize],
-        )
-        .map_err(|e| format_err!("state backend: {e}"))
+        f(&mut *self.backend, kg, &self.keys[start as usize..end as usize])
+            .map_err(|e| format_err!("state backend: {e}"))
     }
 }
 
@@ -118,38 +97,20 @@ impl HostState {
     pub(crate) fn new(keyed: KeyedState, memory_limit: usize, subtask: Arc<str>) -> Self {
         // No preopened directories, environment, arguments, network or stdin: guest stdout and
         // stderr go to the host's stderr, for debugging.
-        let wasi = WasiCtx::builder()
-            .stdout(wasmtime_wasi::cli::stderr())
-            .inherit_stderr()
-            .build();
-        HostState {
-            wasi,
-            table: ResourceTable::new(),
-            limits: MemoryLimit {
-                bytes: memory_limit,
-            },
-            keyed,
-            subtask,
-        }
+        let wasi = WasiCtx::builder().stdout(wasmtime_wasi::cli::stderr()).inherit_stderr().build();
+        HostState { wasi, table: ResourceTable::new(), limits: MemoryLimit { bytes: memory_limit }, keyed, subtask }
     }
 
     /// A state for calling `describe` on a fresh instance: no keyed state.
     pub(crate) fn for_describe() -> Self {
         let backend = Box::new(MemoryBackend::new(0..0, &[]));
-        HostState::new(
-            KeyedState::new(backend, Vec::new()),
-            256 << 20,
-            Arc::from("describe"),
-        )
+        HostState::new(KeyedState::new(backend, Vec::new()), 256 << 20, Arc::from("describe"))
     }
 }
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
@@ -160,70 +121,43 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 impl types::Host for HostState {}
 
 impl bindings::weir::operator::state::Host for HostState {
-    fn map_get(
-        &mut self,
-        slot: u32,
-        state: u32,
-        map_key: Vec<u8>,
-    ) -> wasmtime::Result<Option<Vec<u8>>> {
-        self.keyed
-            .with_key(slot, state, Some(StateKind::Map), |b, kg, key| {
-                let mut out = Vec::new();
-                Ok(b.map_get(state, kg, key, &map_key, &mut out)?
-                    .then_some(out))
-            })
+    fn map_get(&mut self, slot: u32, state: u32, map_key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
+        self.keyed.with_key(slot, state, Some(StateKind::Map), |b, kg, key| {
+            let mut out = Vec::new();
+            Ok(b.map_get(state, kg, key, &map_key, &mut out)?.then_some(out))
+        })
     }
 
-    fn map_put(
-        &mut self,
-        slot: u32,
-        state: u32,
-        map_key: Vec<u8>,
-        value: Vec<u8>,
-    ) -> wasmtime::Result<()> {
-        self.keyed
-            .with_key(slot, state, Some(StateKind::Map), |b, kg, key| {
-                b.map_put(state, kg, key, &map_key, &value)
-            })
+    fn map_put(&mut self, slot: u32, state: u32, map_key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
+        self.keyed.with_key(slot, state, Some(StateKind::Map), |b, kg, key| b.map_put(state, kg, key, &map_key, &value))
     }
 
     fn map_remove(&mut self, slot: u32, state: u32, map_key: Vec<u8>) -> wasmtime::Result<()> {
-        self.keyed
-            .with_key(slot, state, Some(StateKind::Map), |b, kg, key| {
-                b.map_remove(state, kg, key, &map_key)
-            })
+        self.keyed.with_key(slot, state, Some(StateKind::Map), |b, kg, key| b.map_remove(state, kg, key, &map_key))
     }
 
     fn map_entries(&mut self, slot: u32, state: u32) -> wasmtime::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.keyed
-            .with_key(slot, state, Some(StateKind::Map), |b, kg, key| {
-                let mut entries = Vec::new();
-                b.map_entries(state, kg, key, &mut |k, v| {
-                    entries.push((k.to_vec(), v.to_vec()))
-                })?;
-                Ok(entries)
-            })
+        self.keyed.with_key(slot, state, Some(StateKind::Map), |b, kg, key| {
+            let mut entries = Vec::new();
+            b.map_entries(state, kg, key, &mut |k, v| entries.push((k.to_vec(), v.to_vec())))?;
+            Ok(entries)
+        })
     }
 
     fn list_get(&mut self, slot: u32, state: u32) -> wasmtime::Result<Vec<Vec<u8>>> {
-        self.keyed
-            .with_key(slot, state, Some(StateKind::List), |b, kg, key| {
-                let mut items = Vec::new();
-                b.list_get(state, kg, key, &mut |v| items.push(v.to_vec()))?;
-                Ok(items)
-            })
+        self.keyed.with_key(slot, state, Some(StateKind::List), |b, kg, key| {
+            let mut items = Vec::new();
+            b.list_get(state, kg, key, &mut |v| items.push(v.to_vec()))?;
+            Ok(items)
+        })
     }
 
     fn list_append(&mut self, slot: u32, state: u32, value: Vec<u8>) -> wasmtime::Result<()> {
-        self.keyed
-            .with_key(slot, state, Some(StateKind::List), |b, kg, key| {
-                b.list_append(state, kg, key, &value)
-            })
+        self.keyed.with_key(slot, state, Some(StateKind::List), |b, kg, key| b.list_append(state, kg, key, &value))
     }
 
     fn clear(&mut self, slot: u32, state: u32) -> wasmtime::Result<()> {
-        self.keyed
-            .with_key(slot, state, None, |b, kg, key| b.clear(state, kg, key))
+        self.keyed.with_key(slot, state, None, |b, kg, key| b.clear(state, kg, key))
     }
 }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, WasmBacktrace};
 
 use super::bindings::{OperatorWorld, types};
 use super::engine::{EPOCH_TICK, OperatorModule};
@@ -24,10 +24,7 @@ pub struct SandboxLimits {
 
 impl Default for SandboxLimits {
     fn default() -> Self {
-        SandboxLimits {
-            call_deadline: Duration::from_secs(10),
-            memory_limit: 256 << 20,
-        }
+        SandboxLimits { call_deadline: Duration::from_secs(10), memory_limit: 256 << 20 }
     }
 }
 
@@ -47,18 +44,8 @@ pub struct WasmOperatorFactory {
 impl WasmOperatorFactory {
     /// `config` is the operator's configuration as a JSON object; `keyed` is true when its input
     /// is partitioned by key (only then does it get keyed state).
-    pub fn new(
-        module: Arc<OperatorModule>,
-        config: String,
-        keyed: bool,
-        limits: SandboxLimits,
-    ) -> Self {
-        WasmOperatorFactory {
-            module,
-            config,
-            keyed,
-            limits,
-        }
+    pub fn new(module: Arc<OperatorModule>, config: String, keyed: bool, limits: SandboxLimits) -> Self {
+        WasmOperatorFactory { module, config, keyed, limits }
     }
 }
 
@@ -66,11 +53,8 @@ impl OperatorFactory for WasmOperatorFactory {
     fn create(&self, info: &SubtaskInfo) -> Result<Box<dyn Operator>, String> {
         let description = &self.module.description;
         let kinds = description.kinds();
-        let key_groups = if self.keyed {
-            key_group_range(info.max_parallelism, info.parallelism, info.index)
-        } else {
-            0..0
-        };
+        let key_groups =
+            if self.keyed { key_group_range(info.max_parallelism, info.parallelism, info.index) } else { 0..0 };
         let backend = Box::new(MemoryBackend::new(key_groups, &kinds));
         let keyed = KeyedState::new(backend, kinds.clone());
         let state = HostState::new(keyed, self.limits.memory_limit, Arc::from(info.to_string()));
@@ -78,11 +62,8 @@ impl OperatorFactory for WasmOperatorFactory {
         store.limiter(|s| &mut s.limits);
         let deadline = ticks(self.limits.call_deadline);
         store.set_epoch_deadline(deadline);
-        let instance = self
-            .module
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| call_error("instantiation", &e, &self.limits))?;
+        let instance =
+            self.module.pre.instantiate(&mut store).map_err(|e| call_error("instantiation", &e, &self.limits))?;
         let context = types::Context {
             uid: info.uid.to_string(),
             subtask_index: info.index,
@@ -95,12 +76,8 @@ impl OperatorFactory for WasmOperatorFactory {
             .weir_operator_operator()
             .call_open(&mut store, &self.config, &context)
             .map_err(|e| call_error("open", &e, &self.limits))?
-            .map_err(|message| {
-                format!("open refused the configuration {}: {message}", self.config)
-            })?;
-        let value_states = (0..kinds.len() as u32)
-            .filter(|&i| kinds[i as usize] == StateKind::Value)
-            .collect();
+            .map_err(|message| format!("open refused the configuration {}: {message}", self.config))?;
+        let value_states = (0..kinds.len() as u32).filter(|&i| kinds[i as usize] == StateKind::Value).collect();
         Ok(Box::new(WasmOperator {
             store,
             instance,
@@ -129,13 +106,7 @@ struct WasmOperator {
 impl Operator for WasmOperator {
     fn process(&mut self, input: &EventBatch, out: &mut EventBatch) -> Result<(), String> {
         let keyed = &mut self.store.data_mut().keyed;
-        frame::encode_input(
-            input,
-            keyed,
-            &self.value_states,
-            self.max_parallelism,
-            &mut self.frame,
-        )?;
+        frame::encode_input(input, keyed, &self.value_states, self.max_parallelism, &mut self.frame)?;
         self.store.set_epoch_deadline(self.deadline);
         let output = self
             .instance
@@ -147,14 +118,21 @@ impl Operator for WasmOperator {
     }
 }
 
-/// Describes a failed guest call: a deadline, a memory limit, or another trap.
+/// Describes a failed guest call: the deadline, or the cause (a trap, or a host limit such as the
+/// memory limit) followed by the guest's backtrace.
 fn call_error(call: &str, error: &wasmtime::Error, limits: &SandboxLimits) -> String {
-    match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => format!(
+    if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
+        return format!(
             "{call} exceeded its call deadline of {} and was stopped; raise `call-deadline` if this is expected",
             humantime::format_duration(limits.call_deadline)
-        ),
-        Some(trap) => format!("the guest trapped in {call}: {trap}\n{error:?}"),
-        None => format!("{call} failed: {error:#}"),
+        );
+    }
+    let cause = match error.downcast_ref::<Trap>() {
+        Some(trap) => format!("the guest trapped in {call}: {trap}"),
+        None => format!("{call} failed: {}", error.root_cause()),
+    };
+    match error.downcast_ref::<WasmBacktrace>() {
+        Some(backtrace) => format!("{cause}\n{backtrace}"),
+        None => cause,
     }
 }

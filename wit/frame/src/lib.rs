@@ -51,11 +51,7 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], Truncated> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&end| end <= self.buf.len())
-            .ok_or(Truncated { at: self.pos })?;
+        let end = self.pos.checked_add(n).filter(|&end| end <= self.buf.len()).ok_or(Truncated { at: self.pos })?;
         let bytes = &self.buf[self.pos..end];
         self.pos = end;
         Ok(bytes)

@@ -1,0 +1,47 @@
+//! Misbehaves on its first event as config `do` says: `spin` loops forever, `hog` allocates
+//! without bound, `foreign-slot` asks the host for state of a key it was not given.
+use serde::Deserialize;
+use weir_guest::{Context, Description, Event, OpenContext, Operator, Result};
+
+#[derive(Deserialize)]
+struct Config {
+    r#do: String,
+}
+
+struct Misbehave {
+    what: String,
+}
+
+impl Operator for Misbehave {
+    fn describe() -> Description {
+        Description::new("misbehave", "0.1.0").map_state("m", 1)
+    }
+
+    fn open(ctx: &OpenContext) -> Result<Self> {
+        Ok(Misbehave { what: ctx.config::<Config>()?.r#do })
+    }
+
+    fn process(&mut self, _ctx: &mut Context, _event: &Event) -> Result<()> {
+        match self.what.as_str() {
+            "spin" => {
+                let mut n = 0u64;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "hog" => {
+                let mut hoard = Vec::new();
+                loop {
+                    hoard.push(std::hint::black_box(vec![1u8; 1 << 20]));
+                }
+            }
+            "foreign-slot" => {
+                weir_guest::bindings::weir::operator::state::map_get(99, 0, b"x");
+                Ok(())
+            }
+            other => Err(format!("unknown misbehaviour '{other}'").into()),
+        }
+    }
+}
+
+weir_guest::export_operator!(Misbehave);

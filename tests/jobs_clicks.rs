@@ -1,0 +1,158 @@
+//! The clicks job end to end: filter logged-in users, key by user, count per user.
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use weir_e2e::{clicks_job, part_files, repo, sink_lines, weir, write_job};
+
+/// Per-user counts of logged-in clicks, computed from the input without weir.
+fn expected_counts(input: &Path) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for line in std::fs::read_to_string(input).expect("read input").lines() {
+        let click: serde_json::Value = serde_json::from_str(line).expect("input is JSON");
+        if click["logged_in"] == serde_json::Value::Bool(true) {
+            *counts.entry(click["user"].as_str().expect("user").to_string()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// The lines a running count must emit: for a user with n clicks, counts 1 to n, once each.
+fn expected_lines(counts: &BTreeMap<String, u64>) -> Vec<String> {
+    let mut lines: Vec<String> = counts
+        .iter()
+        .flat_map(|(user, &n)| (1..=n).map(move |c| format!(r#"{{"key":"{user}","count":{c}}}"#)))
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// A larger, deterministic clicks file: `n` clicks by `users` users.
+fn generate_clicks(path: &Path, n: u64, users: u64) {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut text = String::new();
+    for i in 0..n {
+        let user = next() % users;
+        let logged_in = next() % 10 < 7;
+        text.push_str(&format!(
+            "{{\"ts\":{},\"user\":\"user-{user}\",\"page\":\"/p/{}\",\"logged_in\":{logged_in}}}\n",
+            1_763_700_000_000u64 + i,
+            next() % 50
+        ));
+    }
+    std::fs::write(path, text).expect("write clicks");
+}
+
+fn run_clicks(input: &Path, count_module: &str, parallelism: u32, dir: &Path) -> Vec<String> {
+    let out = dir.join(format!("out-{count_module}-p{parallelism}"));
+    let job_dir = dir.join(format!("job-{count_module}-p{parallelism}"));
+    std::fs::create_dir_all(&job_dir).expect("job dir");
+    let job = write_job(&job_dir, &clicks_job(input, count_module, parallelism, &out));
+    let run = weir(&["run", &job]);
+    assert_eq!(run.code, 0, "weir run failed:\n{}", run.stderr);
+    assert_eq!(part_files(&out).len(), parallelism as usize, "one part file per sink subtask");
+    sink_lines(&out)
+}
+
+#[test]
+fn example_clicks_give_exact_per_user_counts_at_parallelism_1_and_4() {
+    let input = repo().join("examples/clicks/clicks.jsonl");
+    let expected = expected_lines(&expected_counts(&input));
+    assert_eq!(expected.len(), 42, "the shipped example has 42 logged-in clicks");
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(run_clicks(&input, "count", 1, dir.path()), expected);
+    assert_eq!(run_clicks(&input, "count", 4, dir.path()), expected);
+}
+
+#[test]
+fn large_clicks_give_the_same_counts_at_every_parallelism() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("clicks.jsonl");
+    generate_clicks(&input, 50_000, 997);
+    let counts = expected_counts(&input);
+    let expected = expected_lines(&counts);
+    assert_eq!(expected.len() as u64, counts.values().sum::<u64>());
+    for parallelism in [1, 2, 3, 4] {
+        assert_eq!(run_clicks(&input, "count", parallelism, dir.path()), expected, "parallelism {parallelism}");
+    }
+}
+
+/// At parallelism 1 the order of events is deterministic, so the outputs must be equal byte for
+/// byte; above it, subtasks interleave upstream batches differently run to run, so the lines must
+/// be equal as sorted lists.
+#[test]
+fn python_count_writes_the_same_bytes_as_rust_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("clicks.jsonl");
+    generate_clicks(&input, 5_000, 101);
+    run_clicks(&input, "count", 1, dir.path());
+    run_clicks(&input, "count_py", 1, dir.path());
+    let rust = std::fs::read(dir.path().join("out-count-p1/part-0-0")).unwrap();
+    let python = std::fs::read(dir.path().join("out-count_py-p1/part-0-0")).unwrap();
+    assert_eq!(rust.iter().filter(|&&b| b == b'\n').count(), expected_counts(&input).values().sum::<u64>() as usize);
+    assert!(rust == python, "count and count_py wrote different bytes");
+
+    let rust = run_clicks(&input, "count", 2, dir.path());
+    assert_eq!(run_clicks(&input, "count_py", 2, dir.path()), rust);
+}
+
+#[test]
+fn shipped_example_job_runs_as_is() {
+    let job = repo().join("examples/clicks/job.toml");
+    let run = weir(&["run", &job.to_string_lossy()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("job 'clicks-per-user' finished"), "{}", run.stderr);
+    let lines = sink_lines(&repo().join("examples/clicks/out/counts"));
+    assert_eq!(lines, expected_lines(&expected_counts(&repo().join("examples/clicks/clicks.jsonl"))));
+}
+
+#[test]
+fn generator_source_feeds_keyed_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let job = write_job(
+        dir.path(),
+        &format!(
+            r#"
+name = "generated"
+parallelism = 3
+
+[[source]]
+uid = "events"
+type = "generator"
+count = 10000
+keys = 7
+
+[[operator]]
+uid = "count"
+module = {count}
+input = "hash"
+
+[[sink]]
+uid = "out"
+type = "file"
+path = {out}
+"#,
+            count = weir_e2e::toml_path(&weir_e2e::operator("count")),
+            out = weir_e2e::toml_path(&out),
+        ),
+    );
+    let run = weir(&["run", &job]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lines = sink_lines(&out);
+    assert_eq!(lines.len(), 10_000);
+    // Key k<j> gets the events i with i mod 7 = j: 1429 for j < 4, 1428 for j = 4, 5 and 6.
+    let mut finals = BTreeMap::new();
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let best = finals.entry(v["key"].as_str().unwrap().to_string()).or_insert(0);
+        *best = (*best).max(v["count"].as_u64().unwrap());
+    }
+    let expected: BTreeMap<String, u64> = (0..7).map(|j| (format!("k{j}"), if j < 4 { 1429 } else { 1428 })).collect();
+    assert_eq!(finals, expected);
+}

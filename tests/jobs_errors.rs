@@ -1,0 +1,132 @@
+//! Bad input gets a clear error naming the thing at fault, exit code 1, and no panic.
+use std::path::Path;
+
+use weir_e2e::{Output, clicks_job, operator, repo, toml_path, weir, write_job};
+
+fn run_job(toml: &str) -> (tempfile::TempDir, Output) {
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_job(dir.path(), toml);
+    let out = weir(&["run", &job]);
+    (dir, out)
+}
+
+/// Runs a job and checks it failed with every one of `needles` in its message.
+fn assert_fails(toml: &str, needles: &[&str]) {
+    let (_dir, out) = run_job(toml);
+    assert_eq!(out.code, 1, "expected exit code 1, got {}:\n{}", out.code, out.stderr);
+    for needle in needles {
+        assert!(out.stderr.contains(needle), "stderr lacks {needle:?}:\n{}", out.stderr);
+    }
+}
+
+fn clicks() -> std::path::PathBuf {
+    repo().join("examples/clicks/clicks.jsonl")
+}
+
+/// The clicks job with its counting operator's module replaced by `module`.
+fn clicks_with_count_module(module: &Path) -> String {
+    clicks_job(&clicks(), "count", 1, Path::new("/tmp/weir-never-written"))
+        .replace(&toml_path(&operator("count")), &toml_path(module))
+}
+
+#[test]
+fn unknown_key_is_named_with_its_line() {
+    let job = clicks_job(&clicks(), "count", 1, Path::new("out")).replace("parallelism = 1", "paralelism = 1");
+    assert_fails(&job, &["job.toml", "line 3", "unknown field `paralelism`", "expected one of"]);
+}
+
+#[test]
+fn malformed_toml_is_reported() {
+    assert_fails("name = \"x\"\n[[source]\nuid = 1", &["job.toml", "TOML parse error", "line 2"]);
+}
+
+#[test]
+fn duplicate_uid_is_refused() {
+    let job = clicks_job(&clicks(), "count", 1, Path::new("out")).replace("uid = \"by-user\"", "uid = \"logged-in\"");
+    assert_fails(&job, &["uid 'logged-in' is used twice"]);
+}
+
+#[test]
+fn missing_module_file_is_named() {
+    let missing = Path::new("/nonexistent/count.wasm");
+    assert_fails(
+        &clicks_with_count_module(missing),
+        &["operator 'count-per-user'", "/nonexistent/count.wasm", "cannot be read"],
+    );
+}
+
+#[test]
+fn a_file_that_is_not_wasm_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.wasm");
+    std::fs::write(&text, "this is not wasm").unwrap();
+    assert_fails(&clicks_with_count_module(&text), &["notes.wasm is not a WebAssembly file"]);
+}
+
+#[test]
+fn a_core_module_is_refused_as_not_a_component() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    assert_fails(
+        &clicks_with_count_module(&core),
+        &["core.wasm is a core WebAssembly module, not a component", "wasm32-wasip2"],
+    );
+}
+
+#[test]
+fn a_truncated_component_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(operator("count")).unwrap();
+    let truncated = dir.path().join("truncated.wasm");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    assert_fails(&clicks_with_count_module(&truncated), &["truncated.wasm is not a valid WebAssembly component"]);
+}
+
+#[test]
+fn another_contract_version_names_both_versions() {
+    let future = operator("test/future_contract");
+    assert_fails(
+        &clicks_with_count_module(&future),
+        &["future_contract.wasm was built against weir:operator@0.2.0", "this weir supports weir:operator@0.1.0"],
+    );
+}
+
+#[test]
+fn config_rejected_in_open_fails_the_job_with_the_guest_message() {
+    let job = clicks_job(&clicks(), "count", 1, Path::new("out")).replace("config = { field = \"logged_in\" }", "");
+    assert_fails(
+        &job,
+        &["operator 'logged-in' subtask 1/1", "open refused the configuration {}", "missing field `field`"],
+    );
+}
+
+#[test]
+fn keyed_operator_without_keys_upstream_says_what_to_do() {
+    // Drop the key_by operator: events reach the hash edge without a key.
+    let job = clicks_job(&clicks(), "count", 2, Path::new("out"));
+    let start = job.find("[[operator]]\nuid = \"by-user\"").unwrap();
+    let end = start + job[start..].find("\n\n").unwrap();
+    let job = format!("{}{}", &job[..start], &job[end + 2..]);
+    assert_fails(&job, &["an event without a key reached 'count-per-user'", "key_by"]);
+}
+
+#[test]
+fn missing_input_file_is_named() {
+    let job = clicks_job(Path::new("/nonexistent/clicks.jsonl"), "count", 1, Path::new("out"));
+    assert_fails(&job, &["source 'clicks'", "/nonexistent/clicks.jsonl does not exist"]);
+}
+
+#[test]
+fn missing_job_file_is_named() {
+    let out = weir(&["run", "/nonexistent/job.toml"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("cannot read job file /nonexistent/job.toml"), "{}", out.stderr);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = weir(&["run"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("JOB"), "{}", out.stderr);
+}

@@ -1,0 +1,64 @@
+//! The sandbox: a guest that runs forever, allocates without bound or reaches for another key's
+//! state is stopped, and the job fails with a message naming the operator, subtask and cause.
+use std::time::Duration;
+
+use weir_e2e::{operator, repo, toml_path, weir_with_limit, write_job};
+
+fn misbehaving_job(what: &str, limits: &str) -> String {
+    format!(
+        r#"
+name = "misbehaving"
+
+[[source]]
+uid = "clicks"
+type = "file"
+path = {input}
+
+[[operator]]
+uid = "by-user"
+module = {key_by}
+config = {{ field = "user" }}
+
+[[operator]]
+uid = "bad"
+module = {misbehave}
+input = "hash"
+config = {{ do = "{what}" }}
+{limits}
+
+[[sink]]
+uid = "out"
+type = "blackhole"
+"#,
+        input = toml_path(&repo().join("examples/clicks/clicks.jsonl")),
+        key_by = toml_path(&operator("key_by")),
+        misbehave = toml_path(&operator("test/misbehave")),
+    )
+}
+
+fn assert_stopped(what: &str, limits: &str, needles: &[&str]) -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_job(dir.path(), &misbehaving_job(what, limits));
+    let out = weir_with_limit(&["run", &job], Duration::from_secs(60));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    for needle in ["job 'misbehaving' failed", "operator 'bad' subtask 1/1"].iter().chain(needles) {
+        assert!(out.stderr.contains(needle), "stderr lacks {needle:?}:\n{}", out.stderr);
+    }
+    out.elapsed
+}
+
+#[test]
+fn a_guest_that_loops_forever_is_stopped_by_its_deadline() {
+    let elapsed = assert_stopped("spin", "call-deadline = \"300ms\"", &["exceeded its call deadline of 300ms"]);
+    assert!(elapsed < Duration::from_secs(30), "took {elapsed:?}");
+}
+
+#[test]
+fn a_guest_that_allocates_without_bound_is_stopped_by_its_memory_limit() {
+    assert_stopped("hog", "memory-limit = \"32MiB\"", &["memory limit of 32 MiB exceeded"]);
+}
+
+#[test]
+fn a_guest_cannot_address_state_of_a_key_it_was_not_given() {
+    assert_stopped("foreign-slot", "", &["the guest used state slot 99, but the batch has"]);
+}

@@ -1,0 +1,148 @@
+//! Helpers for the end-to-end tests: where the built `weir` binary and operators are, and running
+//! the binary with a time limit so that a hang fails the test instead of CI.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// The `weir` binary: `$WEIR_BIN` (set by `cargo xtask test`), else `target/release/weir`.
+pub fn weir_bin() -> PathBuf {
+    std::env::var_os("WEIR_BIN").map(PathBuf::from).unwrap_or_else(|| repo().join("target/release/weir"))
+}
+
+/// A built operator: `$WEIR_OPERATORS/<name>.wasm`, else `target/operators/<name>.wasm`.
+pub fn operator(name: &str) -> PathBuf {
+    let dir = std::env::var_os("WEIR_OPERATORS").map(PathBuf::from).unwrap_or_else(|| repo().join("target/operators"));
+    let path = dir.join(format!("{name}.wasm"));
+    assert!(path.exists(), "{} is missing: run `cargo xtask build` first", path.display());
+    path
+}
+
+/// What a run of the binary did.
+#[derive(Debug)]
+pub struct Output {
+    /// Exit code.
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Runs `weir ARGS` and waits at most `limit`; a run that takes longer is killed and fails the test.
+pub fn weir_with_limit(args: &[&str], limit: Duration) -> Output {
+    let started = Instant::now();
+    let out_dir = tempfile::tempdir().expect("temp dir");
+    let (stdout_path, stderr_path) = (out_dir.path().join("stdout"), out_dir.path().join("stderr"));
+    let mut child = Command::new(weir_bin())
+        .args(args)
+        .env("WEIR_CACHE_DIR", repo().join("target/test-module-cache"))
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout_path).expect("stdout file"))
+        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
+        .spawn()
+        .expect("weir starts");
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("weir {args:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = Output {
+        code: status.code().unwrap_or(-1),
+        stdout: std::fs::read_to_string(&stdout_path).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&stderr_path).unwrap_or_default(),
+        elapsed: started.elapsed(),
+    };
+    assert!(!output.stderr.contains("panicked"), "weir panicked:\n{}", output.stderr);
+    output
+}
+
+/// Runs `weir ARGS` with a two-minute limit.
+pub fn weir(args: &[&str]) -> Output {
+    weir_with_limit(args, Duration::from_secs(120))
+}
+
+/// Writes `toml` as `job.toml` in `dir` and returns its path as a string.
+pub fn write_job(dir: &Path, toml: &str) -> String {
+    let path = dir.join("job.toml");
+    std::fs::write(&path, toml).expect("write job file");
+    path.to_string_lossy().into_owned()
+}
+
+/// Every line of every part file in a file sink's directory, sorted.
+pub fn sink_lines(dir: &Path) -> Vec<String> {
+    let mut lines: Vec<String> = part_files(dir)
+        .iter()
+        .flat_map(|p| std::fs::read_to_string(p).expect("read part").lines().map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// The part files of a file sink's directory, sorted by name.
+pub fn part_files(dir: &Path) -> Vec<PathBuf> {
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("part-")))
+        .collect();
+    parts.sort();
+    parts
+}
+
+/// A path as a TOML string literal.
+pub fn toml_path(path: &Path) -> String {
+    serde_json::to_string(&path.to_string_lossy()).expect("path as string")
+}
+
+/// The clicks job of `examples/clicks`, reading `input`, with `count_module` as the counting
+/// operator, at `parallelism`, writing to `out`.
+pub fn clicks_job(input: &Path, count_module: &str, parallelism: u32, out: &Path) -> String {
+    format!(
+        r#"
+name = "clicks-per-user"
+parallelism = {parallelism}
+
+[[source]]
+uid = "clicks"
+type = "file"
+path = {input}
+
+[[operator]]
+uid = "logged-in"
+module = {filter}
+config = {{ field = "logged_in" }}
+
+[[operator]]
+uid = "by-user"
+module = {key_by}
+config = {{ field = "user" }}
+
+[[operator]]
+uid = "count-per-user"
+module = {count}
+input = "hash"
+
+[[sink]]
+uid = "counts"
+type = "file"
+path = {out}
+"#,
+        input = toml_path(input),
+        filter = toml_path(&operator("filter")),
+        key_by = toml_path(&operator("key_by")),
+        count = toml_path(&operator(count_module)),
+        out = toml_path(out),
+    )
+}

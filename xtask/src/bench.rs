@@ -1,0 +1,126 @@
+//! `cargo xtask bench`: the performance targets, measured through the real `weir` binary. Prints
+//! the figures and whether each target is met; BENCHMARKS.md records them.
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::{Artifacts, Workspace, step};
+
+#[derive(clap::Args)]
+pub(crate) struct BenchArgs {
+    /// Events per throughput run.
+    #[arg(long, default_value_t = 20_000_000)]
+    events: u64,
+    /// Distinct keys in throughput runs.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    /// Keys (one event each) in the state-memory run.
+    #[arg(long, default_value_t = 1_000_000)]
+    memory_keys: u64,
+}
+
+/// What one `weir run` reported.
+struct Run {
+    seconds: f64,
+    events: u64,
+    peak_mib: f64,
+}
+
+impl Run {
+    fn rate(&self) -> f64 {
+        self.events as f64 / self.seconds
+    }
+}
+
+fn keyed_count_job(
+    dir: &Path,
+    name: &str,
+    operator: &str,
+    parallelism: u32,
+    events: u64,
+    keys: u64,
+) -> Result<std::path::PathBuf> {
+    let path = dir.join(format!("{name}.toml"));
+    let job = format!(
+        "name = \"{name}\"\nparallelism = {parallelism}\n\n\
+         [[source]]\nuid = \"events\"\ntype = \"generator\"\ncount = {events}\nkeys = {keys}\n\n\
+         [[operator]]\nuid = \"count\"\n{operator}\ninput = \"hash\"\n\n\
+         [[sink]]\nuid = \"discard\"\ntype = \"blackhole\"\n"
+    );
+    std::fs::write(&path, job)?;
+    Ok(path)
+}
+
+fn run_job(weir: &Path, job: &Path) -> Result<Run> {
+    let out = Command::new(weir).arg("run").arg(job).output().with_context(|| format!("running {}", weir.display()))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        bail!("{} failed:\n{stderr}", job.display());
+    }
+    let field = |prefix: &str, line_has: &str| -> Option<f64> {
+        let line = stderr.lines().find(|l| l.contains(line_has))?;
+        let rest = &line[line.find(prefix)? + prefix.len()..];
+        rest.split_whitespace().next()?.parse().ok()
+    };
+    let seconds = field("finished in ", "finished in").context("no duration in weir's summary")?;
+    let events = field(" out ", "sink ").context("no sink count in weir's summary")? as u64;
+    let peak_mib = field("peak memory ", "peak memory").unwrap_or(f64::NAN);
+    Ok(Run { seconds, events, peak_mib })
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "NOT MET" }
+}
+
+pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Result<()> {
+    let dir = ws.target().join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let count = format!("module = \"{}\"", artifacts.operators.join("count.wasm").display());
+    let native = "builtin = \"keyed-count\"".to_string();
+    let (n, k) = (args.events, args.keys);
+
+    step(&format!("keyed count, {n} events, {k} keys, Wasm count operator, parallelism 1"));
+    let wasm1 = run_job(&artifacts.weir, &keyed_count_job(&dir, "wasm-p1", &count, 1, n, k)?)?;
+    step("the same with the native keyed-count operator");
+    let native1 = run_job(&artifacts.weir, &keyed_count_job(&dir, "native-p1", &native, 1, n, k)?)?;
+    step("the Wasm count operator at parallelism 2");
+    let wasm2 = run_job(&artifacts.weir, &keyed_count_job(&dir, "wasm-p2", &count, 2, n, k)?)?;
+    let m = args.memory_keys;
+    step(&format!("state memory: {m} keys in the memory backend (Wasm count, one event per key)"));
+    let memory = run_job(&artifacts.weir, &keyed_count_job(&dir, "memory", &count, 1, m, m)?)?;
+
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("\nresults ({cores} cores)");
+    println!(
+        "  Wasm count, p=1:      {:>12.0} events/s ({} events in {:.2} s)",
+        wasm1.rate(),
+        wasm1.events,
+        wasm1.seconds
+    );
+    println!(
+        "  native count, p=1:    {:>12.0} events/s ({} events in {:.2} s)",
+        native1.rate(),
+        native1.events,
+        native1.seconds
+    );
+    println!(
+        "  Wasm count, p=2:      {:>12.0} events/s ({} events in {:.2} s)",
+        wasm2.rate(),
+        wasm2.events,
+        wasm2.seconds
+    );
+    println!("  peak RSS, {m} keys: {:.1} MiB", memory.peak_mib);
+    let ratio = wasm1.rate() / native1.rate();
+    let scale = wasm2.rate() / wasm1.rate();
+    println!("\ntargets");
+    println!("  Wasm p=1 >= 3,000,000 events/s:        {:>12.0}  {}", wasm1.rate(), verdict(wasm1.rate() >= 3e6));
+    println!("  Wasm / native >= 0.5:                  {ratio:>12.2}  {}", verdict(ratio >= 0.5));
+    println!("  p=2 / p=1 >= 1.6:                      {scale:>12.2}  {}", verdict(scale >= 1.6));
+    println!(
+        "  peak RSS with {m} keys < 200 MB: {:>9.1} MiB  {}",
+        memory.peak_mib,
+        verdict(memory.peak_mib * 1.048576 < 200.0)
+    );
+    Ok(())
+}
