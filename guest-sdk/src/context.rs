@@ -161,6 +161,7 @@ impl Context<'_> {
 
     /// The slot of the current event's key, or an error naming the state when the operator's
     /// input is not keyed.
+    #[inline]
     pub(crate) fn slot(&self, state: &str) -> Result<u32> {
         self.slot.ok_or_else(|| {
             Error::new(format!(
@@ -170,11 +171,13 @@ impl Context<'_> {
         })
     }
 
+    #[inline]
     pub(crate) fn cell(&mut self, state: &str, pos: usize) -> Result<&mut Cell> {
         let slot = self.slot(state)? as usize;
         Ok(&mut self.cells[slot * self.value_state_count + pos])
     }
 
+    #[inline]
     pub(crate) fn value_bytes(&mut self, state: &str, pos: usize) -> Result<Option<&[u8]>> {
         let input = self.input;
         let cell = self.cell(state, pos)?;

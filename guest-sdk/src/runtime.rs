@@ -11,6 +11,8 @@ pub struct Runtime<O> {
     /// Global state index of each value state, in declaration order (the frames' order).
     value_states: Vec<u32>,
     cells: Vec<Cell>,
+    /// Byte range of each slot's key in the input frame.
+    keys: Vec<(usize, usize)>,
 }
 
 /// Converts the operator's description to the WIT record.
@@ -42,7 +44,7 @@ impl<O: Operator> Runtime<O> {
         let value_states = (0..states.len() as u32).filter(|&i| states[i as usize].1 == StateKind::Value).collect();
         let open = OpenContext { config, context, states, value_states };
         let operator = O::open(&open).map_err(|e| e.to_string())?;
-        Ok(Runtime { operator, value_states: open.value_states, cells: Vec::new() })
+        Ok(Runtime { operator, value_states: open.value_states, cells: Vec::new(), keys: Vec::new() })
     }
 
     /// Processes one input frame and returns the output frame.
@@ -63,7 +65,8 @@ impl<O: Operator> Runtime<O> {
         if self.cells.len() < cell_count {
             self.cells.resize_with(cell_count, Cell::default);
         }
-        let mut keys = Vec::with_capacity(key_count);
+        let keys = &mut self.keys;
+        keys.clear();
         for slot in 0..key_count {
             let key = r.bytes()?;
             keys.push((r.position() - key.len(), r.position()));

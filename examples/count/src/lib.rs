@@ -25,7 +25,8 @@ impl Operator for Count {
     fn process(&mut self, ctx: &mut Context, event: &Event) -> Result<()> {
         let count = self.count.get(ctx)?.unwrap_or(0) + 1;
         self.count.set(ctx, &count)?;
-        let key = String::from_utf8_lossy(event.key.unwrap_or_default());
+        let key = event.key.unwrap_or_default();
+        let key = std::str::from_utf8(key).map_or_else(|_| String::from_utf8_lossy(key), Into::into);
         ctx.emit_json(&Output { key: &key, count })
     }
 }

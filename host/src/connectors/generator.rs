@@ -1,8 +1,6 @@
 //! The `generator` source, for demos, tests and benchmarks: event i has key `k<i mod keys>` and
 //! value `{"seq":i}`. Subtask s of p produces the indices i with i mod p = s. Unbounded when no
 //! count is given.
-use std::io::Write;
-
 use crate::runtime::{EventBatch, Source, SourceFactory, SubtaskInfo};
 
 /// Creates generator subtasks.
@@ -27,6 +25,7 @@ impl SourceFactory for GeneratorSourceFactory {
             end: self.count.unwrap_or(u64::MAX),
             keys: self.keys,
             key: Vec::with_capacity(24),
+            digits: itoa::Buffer::new(),
         }))
     }
 
@@ -41,6 +40,7 @@ struct Generator {
     end: u64,
     keys: u64,
     key: Vec<u8>,
+    digits: itoa::Buffer,
 }
 
 impl Source for Generator {
@@ -48,10 +48,13 @@ impl Source for Generator {
         while out.len() < max && self.next < self.end {
             let i = self.next;
             self.key.clear();
-            let _ = write!(self.key, "k{}", i % self.keys);
-            // Writing to a Vec cannot fail.
+            self.key.push(b'k');
+            self.key.extend_from_slice(self.digits.format(i % self.keys).as_bytes());
+            let digits = &mut self.digits;
             out.push_with(Some(&self.key), None, |buf| {
-                let _ = write!(buf, "{{\"seq\":{i}}}");
+                buf.extend_from_slice(b"{\"seq\":");
+                buf.extend_from_slice(digits.format(i).as_bytes());
+                buf.push(b'}');
             });
             self.next += self.step;
         }

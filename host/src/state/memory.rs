@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 
+use super::value_table::ValueTable;
 use super::{StateBackend, StateEntry, StateError, StateItem, StateKind};
 use crate::runtime::key_group::KeyGroup;
 
@@ -10,7 +11,7 @@ type Bytes = Box<[u8]>;
 type Map<V> = HashMap<Bytes, V, foldhash::fast::RandomState>;
 
 enum Table {
-    Value(Map<Bytes>),
+    Value(ValueTable),
     Map(Map<BTreeMap<Bytes, Bytes>>),
     List(Map<Vec<Bytes>>),
 }
@@ -18,7 +19,7 @@ enum Table {
 impl Table {
     fn new(kind: StateKind) -> Self {
         match kind {
-            StateKind::Value => Table::Value(Map::default()),
+            StateKind::Value => Table::Value(ValueTable::new(Default::default())),
             StateKind::Map => Table::Map(Map::default()),
             StateKind::List => Table::List(Map::default()),
         }
@@ -83,13 +84,7 @@ impl StateBackend for MemoryBackend {
 
     fn value_put(&mut self, state: u32, kg: KeyGroup, key: &[u8], value: &[u8]) -> Result<(), StateError> {
         let Table::Value(t) = self.table_mut(state, kg, StateKind::Value)? else { unreachable!("checked kind") };
-        match t.get_mut(key) {
-            Some(old) if old.len() == value.len() => old.copy_from_slice(value),
-            Some(old) => *old = value.into(),
-            None => {
-                t.insert(key.into(), value.into());
-            }
-        }
+        t.put(key, value);
         Ok(())
     }
 
@@ -161,7 +156,7 @@ impl StateBackend for MemoryBackend {
         let kind =
             *self.kinds.get(state as usize).ok_or(StateError::WrongState { state, expected: StateKind::Value })?;
         match self.table_mut(state, kg, kind)? {
-            Table::Value(t) => t.remove(key).map(drop),
+            Table::Value(t) => Some(t.remove(key)),
             Table::Map(t) => t.remove(key).map(drop),
             Table::List(t) => t.remove(key).map(drop),
         };

@@ -12,6 +12,7 @@ use std::ops::Range;
 #[cfg(test)]
 pub(crate) mod conformance;
 mod memory;
+mod value_table;
 
 pub use memory::MemoryBackend;
 

@@ -18,11 +18,12 @@ pub(crate) fn encode_input(
     value_states: &[u32],
     max_parallelism: Option<u32>,
     frame: &mut Vec<u8>,
+    event_slots: &mut Vec<u32>,
 ) -> Result<(), String> {
     frame.clear();
     keyed.slots.clear();
     keyed.keys.clear();
-    let mut event_slots = Vec::with_capacity(input.len());
+    event_slots.clear();
     if let Some(max_parallelism) = max_parallelism {
         let mut index: HashMap<&[u8], u32, foldhash::fast::RandomState> =
             HashMap::with_capacity_and_hasher(input.len(), Default::default());

@@ -86,6 +86,7 @@ impl OperatorFactory for WasmOperatorFactory {
             deadline,
             limits: self.limits,
             frame: Vec::new(),
+            event_slots: Vec::new(),
         }))
     }
 }
@@ -99,14 +100,22 @@ struct WasmOperator {
     max_parallelism: Option<u32>,
     deadline: u64,
     limits: SandboxLimits,
-    /// The input frame, reused from batch to batch.
+    /// The input frame and each event's slot, reused from batch to batch.
     frame: Vec<u8>,
+    event_slots: Vec<u32>,
 }
 
 impl Operator for WasmOperator {
     fn process(&mut self, input: &EventBatch, out: &mut EventBatch) -> Result<(), String> {
         let keyed = &mut self.store.data_mut().keyed;
-        frame::encode_input(input, keyed, &self.value_states, self.max_parallelism, &mut self.frame)?;
+        frame::encode_input(
+            input,
+            keyed,
+            &self.value_states,
+            self.max_parallelism,
+            &mut self.frame,
+            &mut self.event_slots,
+        )?;
         self.store.set_epoch_deadline(self.deadline);
         let output = self
             .instance

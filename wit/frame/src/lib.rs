@@ -50,6 +50,7 @@ impl<'a> Reader<'a> {
         self.pos == self.buf.len()
     }
 
+    #[inline]
     fn take(&mut self, n: usize) -> Result<&'a [u8], Truncated> {
         let end = self.pos.checked_add(n).filter(|&end| end <= self.buf.len()).ok_or(Truncated { at: self.pos })?;
         let bytes = &self.buf[self.pos..end];
@@ -58,18 +59,21 @@ impl<'a> Reader<'a> {
     }
 
     /// A little-endian `u32`.
+    #[inline]
     pub fn u32(&mut self) -> Result<u32, Truncated> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
     /// A `bytes` item.
+    #[inline]
     pub fn bytes(&mut self) -> Result<&'a [u8], Truncated> {
         let len = self.u32()?;
         self.take(len as usize)
     }
 
     /// An `opt-bytes` item.
+    #[inline]
     pub fn opt_bytes(&mut self) -> Result<Option<&'a [u8]>, Truncated> {
         match self.u32()? {
             NONE => Ok(None),
@@ -78,6 +82,7 @@ impl<'a> Reader<'a> {
     }
 
     /// An `opt-ts` item.
+    #[inline]
     pub fn opt_ts(&mut self) -> Result<Option<i64>, Truncated> {
         let b = self.take(9)?;
         let mut ts = [0u8; 8];
@@ -87,17 +92,20 @@ impl<'a> Reader<'a> {
 }
 
 /// Writes a little-endian `u32`.
+#[inline]
 pub fn put_u32(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
 /// Writes a `bytes` item.
+#[inline]
 pub fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     put_u32(out, bytes.len() as u32);
     out.extend_from_slice(bytes);
 }
 
 /// Writes an `opt-bytes` item.
+#[inline]
 pub fn put_opt_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
     match bytes {
         Some(bytes) => put_bytes(out, bytes),
@@ -106,17 +114,20 @@ pub fn put_opt_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
 }
 
 /// Writes an `opt-ts` item.
+#[inline]
 pub fn put_opt_ts(out: &mut Vec<u8>, ts: Option<i64>) {
     out.push(ts.is_some() as u8);
     out.extend_from_slice(&ts.unwrap_or(0).to_le_bytes());
 }
 
 /// Overwrites the `u32` at `at`: a count or length written before it was known.
+#[inline]
 pub fn patch_u32(out: &mut [u8], at: usize, v: u32) {
     out[at..at + 4].copy_from_slice(&v.to_le_bytes());
 }
 
 /// Writes an `opt-bytes` whose content `fill` appends; `fill` returns false for *absent*.
+#[inline]
 pub fn put_opt_bytes_with(out: &mut Vec<u8>, fill: impl FnOnce(&mut Vec<u8>) -> bool) -> usize {
     let at = out.len();
     put_u32(out, 0);
