@@ -18,6 +18,10 @@ pub(crate) struct BenchArgs {
     /// Keys (one event each) in the state-memory run.
     #[arg(long, default_value_t = 1_000_000)]
     memory_keys: u64,
+    /// Rounds of the throughput runs; each round runs every configuration once, interleaved, and
+    /// the median per configuration is reported (the machines are shared and noisy).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 /// What one `weir run` reported.
@@ -80,47 +84,42 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     let native = "builtin = \"keyed-count\"".to_string();
     let (n, k) = (args.events, args.keys);
 
-    step(&format!("keyed count, {n} events, {k} keys, Wasm count operator, parallelism 1"));
-    let wasm1 = run_job(&artifacts.weir, &keyed_count_job(&dir, "wasm-p1", &count, 1, n, k)?)?;
-    step("the same with the native keyed-count operator");
-    let native1 = run_job(&artifacts.weir, &keyed_count_job(&dir, "native-p1", &native, 1, n, k)?)?;
-    step("the Wasm count operator at parallelism 2");
-    let wasm2 = run_job(&artifacts.weir, &keyed_count_job(&dir, "wasm-p2", &count, 2, n, k)?)?;
+    let configs = [
+        ("Wasm count, p=1", keyed_count_job(&dir, "wasm-p1", &count, 1, n, k)?),
+        ("native count, p=1", keyed_count_job(&dir, "native-p1", &native, 1, n, k)?),
+        ("Wasm count, p=2", keyed_count_job(&dir, "wasm-p2", &count, 2, n, k)?),
+    ];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    for round in 1..=args.rounds {
+        for (i, (name, job)) in configs.iter().enumerate() {
+            step(&format!("round {round}/{}: {name}, {n} events over {k} keys", args.rounds));
+            let run = run_job(&artifacts.weir, job)?;
+            println!("    {:.0} events/s ({} events in {:.2} s)", run.rate(), run.events, run.seconds);
+            rates[i].push(run.rate());
+        }
+    }
+    let [wasm1, native1, wasm2] = [0, 1, 2].map(|i| median(&mut rates[i]));
     let m = args.memory_keys;
     step(&format!("state memory: {m} keys in the memory backend (Wasm count, one event per key)"));
     let memory = run_job(&artifacts.weir, &keyed_count_job(&dir, "memory", &count, 1, m, m)?)?;
 
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!("\nresults ({cores} cores)");
-    println!(
-        "  Wasm count, p=1:      {:>12.0} events/s ({} events in {:.2} s)",
-        wasm1.rate(),
-        wasm1.events,
-        wasm1.seconds
-    );
-    println!(
-        "  native count, p=1:    {:>12.0} events/s ({} events in {:.2} s)",
-        native1.rate(),
-        native1.events,
-        native1.seconds
-    );
-    println!(
-        "  Wasm count, p=2:      {:>12.0} events/s ({} events in {:.2} s)",
-        wasm2.rate(),
-        wasm2.events,
-        wasm2.seconds
-    );
+    println!("\nresults ({cores} cores, median of {} rounds)", args.rounds);
+    println!("  Wasm count, p=1:      {wasm1:>12.0} events/s");
+    println!("  native count, p=1:    {native1:>12.0} events/s");
+    println!("  Wasm count, p=2:      {wasm2:>12.0} events/s");
     println!("  peak RSS, {m} keys: {:.1} MiB", memory.peak_mib);
-    let ratio = wasm1.rate() / native1.rate();
-    let scale = wasm2.rate() / wasm1.rate();
+    let ratio = wasm1 / native1;
+    let scale = wasm2 / wasm1;
     println!("\ntargets");
-    println!("  Wasm p=1 >= 3,000,000 events/s:        {:>12.0}  {}", wasm1.rate(), verdict(wasm1.rate() >= 3e6));
+    println!("  Wasm p=1 >= 3,000,000 events/s:        {wasm1:>12.0}  {}", verdict(wasm1 >= 3e6));
     println!("  Wasm / native >= 0.5:                  {ratio:>12.2}  {}", verdict(ratio >= 0.5));
     println!("  p=2 / p=1 >= 1.6:                      {scale:>12.2}  {}", verdict(scale >= 1.6));
-    println!(
-        "  peak RSS with {m} keys < 200 MB: {:>9.1} MiB  {}",
-        memory.peak_mib,
-        verdict(memory.peak_mib * 1.048576 < 200.0)
-    );
+    println!("  peak RSS with {m} keys < 200 MB: {:>9.1} MiB  {}", memory.peak_mib, verdict(memory.peak_mib * 1.048576 < 200.0));
     Ok(())
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
