@@ -115,7 +115,11 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     println!("  Wasm p=1 >= 3,000,000 events/s:        {wasm1:>12.0}  {}", verdict(wasm1 >= 3e6));
     println!("  Wasm / native >= 0.5:                  {ratio:>12.2}  {}", verdict(ratio >= 0.5));
     println!("  p=2 / p=1 >= 1.6:                      {scale:>12.2}  {}", verdict(scale >= 1.6));
-    println!("  peak RSS with {m} keys < 200 MB: {:>9.1} MiB  {}", memory.peak_mib, verdict(memory.peak_mib * 1.048576 < 200.0));
+    println!(
+        "  peak RSS with {m} keys < 200 MB: {:>9.1} MiB  {}",
+        memory.peak_mib,
+        verdict(memory.peak_mib * 1.048576 < 200.0)
+    );
     Ok(())
 }
 

@@ -43,12 +43,23 @@ pub enum JobFailure {
     /// The job was cancelled before its sources ended.
     #[error("job was cancelled")]
     Cancelled,
+    /// A subtask thread panicked: a bug in weir, not in the job.
+    #[error("internal error: subtask thread '{0}' panicked; please report this as a weir bug")]
+    Panicked(String),
 }
 
 #[derive(Default)]
 struct Counters {
     events_in: AtomicU64,
     events_out: AtomicU64,
+}
+
+/// The counters of every subtask of one vertex.
+struct VertexCounters {
+    kind: &'static str,
+    uid: Arc<str>,
+    parallelism: u32,
+    subtasks: Vec<Arc<Counters>>,
 }
 
 /// Shared by every subtask of a run: the first failure, and the flag that stops the sources.
@@ -181,10 +192,16 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>) -> Result<JobSummary, J
     }
 
     let Runner { threads, counters, .. } = runner;
+    let mut panicked = None;
     for thread in threads {
+        let name = thread.thread().name().unwrap_or_default().to_string();
         if thread.join().is_err() {
             control.cancel.store(true, Ordering::SeqCst);
+            panicked.get_or_insert(name);
         }
+    }
+    if let Some(name) = panicked {
+        return Err(JobFailure::Panicked(name));
     }
     if let Some(failure) = control.failure.lock().ok().and_then(|mut f| f.take()) {
         return Err(failure.into());
@@ -194,12 +211,12 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>) -> Result<JobSummary, J
     }
     let vertices = counters
         .into_iter()
-        .map(|(kind, uid, parallelism, subtasks)| VertexSummary {
-            kind,
-            uid: uid.to_string(),
-            parallelism,
-            events_in: subtasks.iter().map(|c| c.events_in.load(Ordering::Relaxed)).sum(),
-            events_out: subtasks.iter().map(|c| c.events_out.load(Ordering::Relaxed)).sum(),
+        .map(|v| VertexSummary {
+            kind: v.kind,
+            uid: v.uid.to_string(),
+            parallelism: v.parallelism,
+            events_in: v.subtasks.iter().map(|c| c.events_in.load(Ordering::Relaxed)).sum(),
+            events_out: v.subtasks.iter().map(|c| c.events_out.load(Ordering::Relaxed)).sum(),
         })
         .collect();
     Ok(JobSummary { vertices, duration: started.elapsed() })
@@ -209,7 +226,7 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>) -> Result<JobSummary, J
 struct Runner {
     control: Arc<Control>,
     threads: Vec<std::thread::JoinHandle<()>>,
-    counters: Vec<(&'static str, Arc<str>, u32, Vec<Arc<Counters>>)>,
+    counters: Vec<VertexCounters>,
     max_parallelism: u32,
     attempt: u32,
 }
@@ -253,7 +270,7 @@ impl Runner {
                 }
             }
         }
-        self.counters.push((kind, uid.clone(), parallelism, vertex_counters));
+        self.counters.push(VertexCounters { kind, uid: uid.clone(), parallelism, subtasks: vertex_counters });
     }
 }
 

@@ -156,10 +156,10 @@ impl StateBackend for MemoryBackend {
         let kind =
             *self.kinds.get(state as usize).ok_or(StateError::WrongState { state, expected: StateKind::Value })?;
         match self.table_mut(state, kg, kind)? {
-            Table::Value(t) => Some(t.remove(key)),
-            Table::Map(t) => t.remove(key).map(drop),
-            Table::List(t) => t.remove(key).map(drop),
-        };
+            Table::Value(t) => t.remove(key),
+            Table::Map(t) => drop(t.remove(key)),
+            Table::List(t) => drop(t.remove(key)),
+        }
         Ok(())
     }
 
