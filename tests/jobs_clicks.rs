@@ -2,7 +2,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use weir_e2e::{clicks_job, part_files, repo, sink_lines, weir, write_job};
+use weir_e2e::{
+    clicks_job, file_sink, generator_source, job, part_files, repo, sink_lines, wasm_operator, weir, write_job,
+};
 
 /// Per-user counts of logged-in clicks, computed from the input without weir.
 fn expected_counts(input: &Path) -> BTreeMap<String, u64> {
@@ -115,33 +117,12 @@ fn shipped_example_job_runs_as_is() {
 fn generator_source_feeds_keyed_counts() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let job = write_job(
-        dir.path(),
-        &format!(
-            r#"
-name = "generated"
-parallelism = 3
-
-[[source]]
-uid = "events"
-type = "generator"
-count = 10000
-keys = 7
-
-[[operator]]
-uid = "count"
-module = {count}
-input = "hash"
-
-[[sink]]
-uid = "out"
-type = "file"
-path = {out}
-"#,
-            count = weir_e2e::toml_path(&weir_e2e::operator("count")),
-            out = weir_e2e::toml_path(&out),
-        ),
-    );
+    let sections = [
+        generator_source("events", 10_000, 7),
+        wasm_operator("count", "count", &["input = \"hash\""]),
+        file_sink("out", &out),
+    ];
+    let job = write_job(dir.path(), &job("generated", 3, &sections));
     let run = weir(&["run", &job]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let lines = sink_lines(&out);

@@ -32,7 +32,7 @@ fn clicks_with_count_module(module: &Path) -> String {
 #[test]
 fn unknown_key_is_named_with_its_line() {
     let job = clicks_job(&clicks(), "count", 1, Path::new("out")).replace("parallelism = 1", "paralelism = 1");
-    assert_fails(&job, &["job.toml", "line 3", "unknown field `paralelism`", "expected one of"]);
+    assert_fails(&job, &["job.toml", "line 2", "unknown field `paralelism`", "expected one of"]);
 }
 
 #[test]

@@ -2,37 +2,19 @@
 //! state is stopped, and the job fails with a message naming the operator, subtask and cause.
 use std::time::Duration;
 
-use weir_e2e::{operator, repo, toml_path, weir_with_limit, write_job};
+use weir_e2e::{blackhole_sink, file_source, job, repo, wasm_operator, weir_with_limit, write_job};
 
 fn misbehaving_job(what: &str, limits: &str) -> String {
-    format!(
-        r#"
-name = "misbehaving"
-
-[[source]]
-uid = "clicks"
-type = "file"
-path = {input}
-
-[[operator]]
-uid = "by-user"
-module = {key_by}
-config = {{ field = "user" }}
-
-[[operator]]
-uid = "bad"
-module = {misbehave}
-input = "hash"
-config = {{ do = "{what}" }}
-{limits}
-
-[[sink]]
-uid = "out"
-type = "blackhole"
-"#,
-        input = toml_path(&repo().join("examples/clicks/clicks.jsonl")),
-        key_by = toml_path(&operator("key_by")),
-        misbehave = toml_path(&operator("test/misbehave")),
+    let config = format!("config = {{ do = \"{what}\" }}");
+    job(
+        "misbehaving",
+        1,
+        &[
+            file_source("clicks", &repo().join("examples/clicks/clicks.jsonl")),
+            wasm_operator("by-user", "key_by", &["config = { field = \"user\" }"]),
+            wasm_operator("bad", "test/misbehave", &["input = \"hash\"", &config, limits]),
+            blackhole_sink("out"),
+        ],
     )
 }
 

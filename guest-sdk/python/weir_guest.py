@@ -1,26 +1,11 @@
 """Write weir stream operators in Python (componentize-py).
 
 The Python twin of the Rust SDK in guest-sdk/: declare state in ``describe``, take handles in
-``open``, read and write the current key's state in ``process``. State values are JSON, so state
-written by the Rust version of an operator reads the same here. The batch frames
-(docs/batch-frames.md) are decoded and encoded here; operator authors never see them.
-
-    import weir_guest
-
-    class Count:
-        @staticmethod
-        def describe():
-            return weir_guest.Description("count", "1.0.0").value_state("count", 1)
-
-        def __init__(self, ctx):
-            self.count = ctx.value_state("count")
-
-        def process(self, ctx, event):
-            n = (self.count.get(ctx) or 0) + 1
-            self.count.set(ctx, n)
-            ctx.emit_json({"key": event.key.decode(), "count": n})
-
-    Operator = weir_guest.export(Count)   # in the app module componentize-py builds
+``__init__``, read and write the current key's state in ``process``, and export the class with
+``Operator = weir_guest.export(MyOperator)`` in the module componentize-py builds; see
+examples/count_py/count.py. State values are JSON, so state written by the Rust version of an
+operator reads the same here. The batch frames (docs/batch-frames.md) are decoded and encoded
+here; operator authors never see them.
 """
 import json
 import struct

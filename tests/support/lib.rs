@@ -106,43 +106,50 @@ pub fn toml_path(path: &Path) -> String {
     serde_json::to_string(&path.to_string_lossy()).expect("path as string")
 }
 
+/// A job file: a header and `[[source]]`, `[[operator]]` and `[[sink]]` sections built by the
+/// functions below.
+pub fn job(name: &str, parallelism: u32, sections: &[String]) -> String {
+    format!("name = \"{name}\"\nparallelism = {parallelism}\n\n{}", sections.join("\n"))
+}
+
+/// A `file` source section.
+pub fn file_source(uid: &str, path: &Path) -> String {
+    format!("[[source]]\nuid = \"{uid}\"\ntype = \"file\"\npath = {}\n", toml_path(path))
+}
+
+/// A `generator` source section.
+pub fn generator_source(uid: &str, count: u64, keys: u64) -> String {
+    format!("[[source]]\nuid = \"{uid}\"\ntype = \"generator\"\ncount = {count}\nkeys = {keys}\n")
+}
+
+/// An operator section running `module` (a name under the built operators), with extra lines
+/// such as `input = "hash"` or `config = { … }`.
+pub fn wasm_operator(uid: &str, module: &str, extra: &[&str]) -> String {
+    format!("[[operator]]\nuid = \"{uid}\"\nmodule = {}\n{}\n", toml_path(&operator(module)), extra.join("\n"))
+}
+
+/// A `file` sink section.
+pub fn file_sink(uid: &str, path: &Path) -> String {
+    format!("[[sink]]\nuid = \"{uid}\"\ntype = \"file\"\npath = {}\n", toml_path(path))
+}
+
+/// A `blackhole` sink section.
+pub fn blackhole_sink(uid: &str) -> String {
+    format!("[[sink]]\nuid = \"{uid}\"\ntype = \"blackhole\"\n")
+}
+
 /// The clicks job of `examples/clicks`, reading `input`, with `count_module` as the counting
 /// operator, at `parallelism`, writing to `out`.
 pub fn clicks_job(input: &Path, count_module: &str, parallelism: u32, out: &Path) -> String {
-    format!(
-        r#"
-name = "clicks-per-user"
-parallelism = {parallelism}
-
-[[source]]
-uid = "clicks"
-type = "file"
-path = {input}
-
-[[operator]]
-uid = "logged-in"
-module = {filter}
-config = {{ field = "logged_in" }}
-
-[[operator]]
-uid = "by-user"
-module = {key_by}
-config = {{ field = "user" }}
-
-[[operator]]
-uid = "count-per-user"
-module = {count}
-input = "hash"
-
-[[sink]]
-uid = "counts"
-type = "file"
-path = {out}
-"#,
-        input = toml_path(input),
-        filter = toml_path(&operator("filter")),
-        key_by = toml_path(&operator("key_by")),
-        count = toml_path(&operator(count_module)),
-        out = toml_path(out),
+    job(
+        "clicks-per-user",
+        parallelism,
+        &[
+            file_source("clicks", input),
+            wasm_operator("logged-in", "filter", &["config = { field = \"logged_in\" }"]),
+            wasm_operator("by-user", "key_by", &["config = { field = \"user\" }"]),
+            wasm_operator("count-per-user", count_module, &["input = \"hash\""]),
+            file_sink("counts", out),
+        ],
     )
 }

@@ -5,4 +5,4 @@ wasmtime::component::bindgen!({
     imports: { default: trappable },
 });
 
-pub(crate) use weir::operator::types;
+pub(crate) use self::weir::operator::types;
