@@ -33,8 +33,13 @@ fn print_summary(name: &str, summary: &JobSummary) {
     }
     for v in &summary.vertices {
         eprintln!(
-            "  {:<8} {:<24} parallelism {:<3} events in {:<10} out {}",
-            v.kind, v.uid, v.parallelism, v.events_in, v.events_out
+            "  {:<8} {:<24} parallelism {:<3} events in {:<10} out {:<10} cpu {:.3} s",
+            v.kind,
+            v.uid,
+            v.parallelism,
+            v.events_in,
+            v.events_out,
+            v.cpu.as_secs_f64()
         );
     }
 }

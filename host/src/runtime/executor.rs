@@ -23,6 +23,8 @@ pub struct VertexSummary {
     pub events_in: u64,
     /// Events sent downstream (sinks: events written).
     pub events_out: u64,
+    /// CPU time its subtask threads used, over all subtasks.
+    pub cpu: Duration,
 }
 
 /// What a finished job did.
@@ -52,6 +54,17 @@ pub enum JobFailure {
 struct Counters {
     events_in: AtomicU64,
     events_out: AtomicU64,
+    cpu_ns: AtomicU64,
+}
+
+/// CPU time used by the calling thread so far (Linux and other Unixes: its CPU-time clock).
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID needs nothing else.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// The counters of every subtask of one vertex.
@@ -217,6 +230,7 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>) -> Result<JobSummary, J
             parallelism: v.parallelism,
             events_in: v.subtasks.iter().map(|c| c.events_in.load(Ordering::Relaxed)).sum(),
             events_out: v.subtasks.iter().map(|c| c.events_out.load(Ordering::Relaxed)).sum(),
+            cpu: Duration::from_nanos(v.subtasks.iter().map(|c| c.cpu_ns.load(Ordering::Relaxed)).sum()),
         })
         .collect();
     Ok(JobSummary { vertices, duration: started.elapsed() })
@@ -259,6 +273,7 @@ impl Runner {
             let thread_info = info.clone();
             let spawned = std::thread::Builder::new().name(format!("{uid}-{index}")).spawn(move || {
                 let result = body(&thread_info, Inputs::new(receivers), Output::new(routes), &control, &counters);
+                counters.cpu_ns.store(thread_cpu_time().as_nanos() as u64, Ordering::Relaxed);
                 if let Err(Stop::Failed(cause)) = result {
                     control.fail(TaskError { kind, subtask: thread_info, cause });
                 }

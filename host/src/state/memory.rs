@@ -82,6 +82,12 @@ impl StateBackend for MemoryBackend {
         Ok(t.get(key).map(|v| out.extend_from_slice(v)).is_some())
     }
 
+    fn value_prefetch(&self, state: u32, kg: KeyGroup, key: &[u8]) {
+        if let Ok(Table::Value(t)) = self.table(state, kg, StateKind::Value) {
+            t.prefetch(key);
+        }
+    }
+
     fn value_put(&mut self, state: u32, kg: KeyGroup, key: &[u8], value: &[u8]) -> Result<(), StateError> {
         let Table::Value(t) = self.table_mut(state, kg, StateKind::Value)? else { unreachable!("checked kind") };
         t.put(key, value);

@@ -85,6 +85,9 @@ pub trait StateBackend: Send {
     fn value_get(&self, state: u32, kg: KeyGroup, key: &[u8], out: &mut Vec<u8>) -> Result<bool, StateError>;
     /// Sets the value.
     fn value_put(&mut self, state: u32, kg: KeyGroup, key: &[u8], value: &[u8]) -> Result<(), StateError>;
+    /// A hint that `key`'s value is read or written soon: a backend that can start loading it
+    /// early does, so that the lookups of a whole batch overlap their memory latency.
+    fn value_prefetch(&self, _state: u32, _kg: KeyGroup, _key: &[u8]) {}
 
     /// Appends the value under `map_key` to `out`; false when there is none.
     fn map_get(

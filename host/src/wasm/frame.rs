@@ -40,6 +40,7 @@ pub(crate) fn encode_input(
         }
     }
 
+    keyed.prefetch_values(value_states);
     put_u32(frame, keyed.slots.len() as u32);
     put_u32(frame, value_states.len() as u32);
     put_u32(frame, input.len() as u32);
@@ -70,7 +71,12 @@ pub(crate) fn encode_input(
 }
 
 /// Appends the output frame's emitted events to `out` and applies its value-state writes.
-pub(crate) fn apply_output(output: &[u8], keyed: &mut KeyedState, out: &mut EventBatch) -> Result<(), String> {
+pub(crate) fn apply_output(
+    output: &[u8],
+    keyed: &mut KeyedState,
+    value_states: &[u32],
+    out: &mut EventBatch,
+) -> Result<(), String> {
     let malformed = |what: String| format!("the guest returned a malformed output frame: {what}");
     let mut r = Reader::new(output);
     let emitted = r.u32()?;
@@ -81,6 +87,9 @@ pub(crate) fn apply_output(output: &[u8], keyed: &mut KeyedState, out: &mut Even
         out.push(crate::runtime::Event { key, value, timestamp });
     }
     let writes = r.u32()?;
+    if writes > 0 {
+        keyed.prefetch_values(value_states);
+    }
     for _ in 0..writes {
         let slot = r.u32()?;
         let state = r.u32()?;

@@ -56,6 +56,15 @@ impl KeyedState {
         KeyedState { backend, kinds, slots: Vec::new(), keys: Vec::new() }
     }
 
+    /// Hints the backend to load the value states of every key of the batch.
+    pub(crate) fn prefetch_values(&self, value_states: &[u32]) {
+        for &(kg, start, end) in &self.slots {
+            for &state in value_states {
+                self.backend.value_prefetch(state, kg, &self.keys[start as usize..end as usize]);
+            }
+        }
+    }
+
     /// Runs `f` on the backend with the key group and key of `slot`, after checking that `state`
     /// is a declared state of `kind` (any kind when `None`).
     fn with_key<T>(
