@@ -4,9 +4,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The repository root.
+/// The repository root: from `CARGO_MANIFEST_DIR` at run time (set by `cargo test`), so that a
+/// test binary built from another clone sharing the target directory still tests this one.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    let manifest_dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), PathBuf::from);
+    manifest_dir.parent().expect("tests/ has a parent").to_path_buf()
 }
 
 /// The `weir` binary: `$WEIR_BIN` (set by `cargo xtask test`), else `target/release/weir`.

@@ -32,14 +32,13 @@ fn print_summary(name: &str, summary: &JobSummary) {
         eprintln!("  peak memory {:.1} MiB", kib as f64 / 1024.0);
     }
     for v in &summary.vertices {
+        let cpu = match &v.chained_into {
+            Some(uid) => format!("runs in '{uid}'"),
+            None => format!("cpu {:.3} s", v.cpu.as_secs_f64()),
+        };
         eprintln!(
-            "  {:<8} {:<24} parallelism {:<3} events in {:<10} out {:<10} cpu {:.3} s",
-            v.kind,
-            v.uid,
-            v.parallelism,
-            v.events_in,
-            v.events_out,
-            v.cpu.as_secs_f64()
+            "  {:<8} {:<24} parallelism {:<3} events in {:<10} out {:<10} {cpu}",
+            v.kind, v.uid, v.parallelism, v.events_in, v.events_out
         );
     }
 }

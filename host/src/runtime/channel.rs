@@ -171,6 +171,11 @@ impl Output {
         Output { routes }
     }
 
+    /// True when nothing is downstream (the last operator, whose sinks are chained into it).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
     /// Sends a batch to every downstream vertex.
     pub(crate) fn send(&mut self, batch: EventBatch) -> Result<(), ChannelError> {
         if batch.is_empty() {

@@ -25,6 +25,9 @@ pub struct VertexSummary {
     pub events_out: u64,
     /// CPU time its subtask threads used, over all subtasks.
     pub cpu: Duration,
+    /// For a sink chained into its upstream operator's threads: that operator's uid (its CPU
+    /// time then includes the sink's).
+    pub chained_into: Option<String>,
 }
 
 /// What a finished job did.
@@ -73,6 +76,7 @@ struct VertexCounters {
     uid: Arc<str>,
     parallelism: u32,
     subtasks: Vec<Arc<Counters>>,
+    chained_into: Option<Arc<str>>,
 }
 
 /// Shared by every subtask of a run: the first failure, and the flag that stops the sources.
@@ -143,10 +147,15 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>) -> Result<JobSummary, J
     let JobGraph { max_parallelism, attempt, sources, operators, sinks, .. } = graph;
 
     // Stages: all sources, then each operator, then all sinks. Stage k feeds every vertex of k+1.
+    // Sinks after an operator are chained into its threads instead (as Flink chains forward edges
+    // of equal parallelism): a channel hop and a cross-thread wake-up per batch buy nothing there.
+    let chain_sinks = !operators.is_empty();
     let shape = |uid: &Arc<str>, parallelism, input| Shape { uid: uid.clone(), parallelism, input };
     let mut stages: Vec<Vec<Shape>> = vec![sources.iter().map(|v| shape(&v.uid, v.parallelism, v.input)).collect()];
     stages.extend(operators.iter().map(|v| vec![shape(&v.uid, v.parallelism, v.input)]));
-    stages.push(sinks.iter().map(|v| shape(&v.uid, v.parallelism, v.input)).collect());
+    if !chain_sinks {
+        stages.push(sinks.iter().map(|v| shape(&v.uid, v.parallelism, v.input)).collect());
+    }
 
     // routes[stage][vertex][subtask], inputs[stage][vertex][subtask]
     let mut routes: Vec<Vec<Vec<Vec<Route>>>> =
@@ -181,19 +190,57 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>) -> Result<JobSummary, J
             }
         });
     }
-    for vertex in operators {
+    // Chained sinks: each sink's factory and per-subtask counters, shared by the last operator's
+    // subtask threads, which open their own sink instances.
+    let mut chained_sinks = Vec::new();
+    let mut sink_counters = Vec::new();
+    let last_operator_uid = operators.last().map(|v| v.uid.clone());
+    let mut sink_threads = Vec::new();
+    for vertex in sinks {
+        if chain_sinks {
+            let subtasks: Vec<Arc<Counters>> = (0..vertex.parallelism).map(|_| Arc::default()).collect();
+            let factory: Arc<dyn super::SinkFactory> = Arc::from(vertex.factory);
+            chained_sinks.push((factory, vertex.uid.clone(), subtasks.clone()));
+            sink_counters.push(VertexCounters {
+                kind: "sink",
+                uid: vertex.uid,
+                parallelism: vertex.parallelism,
+                subtasks,
+                chained_into: last_operator_uid.clone(),
+            });
+        } else {
+            sink_threads.push(vertex);
+        }
+    }
+    let chained_sinks = Arc::new(chained_sinks);
+    let last_operator = operators.len().checked_sub(1);
+    for (i, vertex) in operators.into_iter().enumerate() {
         let vertex_inputs = inputs.next().and_then(|mut v| v.pop()).unwrap_or_default();
         let vertex_routes = routes.next().and_then(|mut v| v.pop()).unwrap_or_default();
         let factory: Arc<dyn super::OperatorFactory> = Arc::from(vertex.factory);
+        let chained = if Some(i) == last_operator { chained_sinks.clone() } else { Arc::default() };
         runner.vertex("operator", &vertex.uid, vertex.parallelism, vertex_inputs.into_iter().zip(vertex_routes), {
-            move |info, inputs, output, _control, counters| {
+            move |info, inputs, output, control, counters| {
                 let operator = factory.create(info)?;
-                run_operator(operator, inputs, output, counters)
+                let sinks = chained
+                    .iter()
+                    .map(|(factory, uid, subtasks)| {
+                        let counters = subtasks[info.index as usize].clone();
+                        ChainedSink::open(
+                            &**factory,
+                            SubtaskInfo { uid: uid.clone(), ..info.clone() },
+                            counters,
+                            control,
+                        )
+                    })
+                    .collect::<Result<Vec<_>, Stop>>()?;
+                run_operator(operator, inputs, output, sinks, control, counters)
             }
         });
     }
+    runner.counters.extend(sink_counters);
     let sink_inputs = inputs.next().unwrap_or_default();
-    for (vertex, vertex_inputs) in sinks.into_iter().zip(sink_inputs) {
+    for (vertex, vertex_inputs) in sink_threads.into_iter().zip(sink_inputs) {
         let factory: Arc<dyn super::SinkFactory> = Arc::from(vertex.factory);
         let no_routes = std::iter::repeat_with(Vec::new);
         runner.vertex("sink", &vertex.uid, vertex.parallelism, vertex_inputs.into_iter().zip(no_routes), {
@@ -231,6 +278,7 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>) -> Result<JobSummary, J
             events_in: v.subtasks.iter().map(|c| c.events_in.load(Ordering::Relaxed)).sum(),
             events_out: v.subtasks.iter().map(|c| c.events_out.load(Ordering::Relaxed)).sum(),
             cpu: Duration::from_nanos(v.subtasks.iter().map(|c| c.cpu_ns.load(Ordering::Relaxed)).sum()),
+            chained_into: v.chained_into.map(|uid| uid.to_string()),
         })
         .collect();
     Ok(JobSummary { vertices, duration: started.elapsed() })
@@ -285,7 +333,13 @@ impl Runner {
                 }
             }
         }
-        self.counters.push(VertexCounters { kind, uid: uid.clone(), parallelism, subtasks: vertex_counters });
+        self.counters.push(VertexCounters {
+            kind,
+            uid: uid.clone(),
+            parallelism,
+            subtasks: vertex_counters,
+            chained_into: None,
+        });
     }
 }
 
@@ -349,10 +403,55 @@ fn run_source(
     Ok(())
 }
 
+/// Writes a batch to a sink and counts it.
+fn write_counted(sink: &mut dyn super::Sink, counters: &Counters, batch: &EventBatch) -> Result<(), String> {
+    counters.events_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    sink.write(batch)?;
+    counters.events_out.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    Ok(())
+}
+
+/// A sink running in its upstream operator's thread. Its failures are its own: they are reported
+/// under the sink's uid, not the operator's.
+struct ChainedSink {
+    sink: Box<dyn super::Sink>,
+    info: SubtaskInfo,
+    counters: Arc<Counters>,
+}
+
+impl ChainedSink {
+    fn open(
+        factory: &dyn super::SinkFactory,
+        info: SubtaskInfo,
+        counters: Arc<Counters>,
+        control: &Control,
+    ) -> Result<Self, Stop> {
+        match factory.create(&info) {
+            Ok(sink) => Ok(ChainedSink { sink, info, counters }),
+            Err(cause) => Err(Self::failed(info, cause, control)),
+        }
+    }
+
+    fn failed(subtask: SubtaskInfo, cause: String, control: &Control) -> Stop {
+        control.fail(TaskError { kind: "sink", subtask, cause });
+        Stop::Quiet
+    }
+
+    fn write(&mut self, batch: &EventBatch, control: &Control) -> Result<(), Stop> {
+        write_counted(&mut *self.sink, &self.counters, batch)
+            .map_err(|cause| Self::failed(self.info.clone(), cause, control))
+    }
+
+    fn finish(&mut self, control: &Control) -> Result<(), Stop> {
+        self.sink.finish().map_err(|cause| Self::failed(self.info.clone(), cause, control))
+    }
+}
 fn run_operator(
     mut operator: Box<dyn super::Operator>,
     mut inputs: Inputs,
     mut output: Output,
+    mut sinks: Vec<ChainedSink>,
+    control: &Control,
     counters: &Counters,
 ) -> Result<(), Stop> {
     let mut out = EventBatch::default();
@@ -364,14 +463,26 @@ fn run_operator(
                 counters.events_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 operator.process(&batch, &mut out)?;
                 counters.events_out.fetch_add(out.len() as u64, Ordering::Relaxed);
-                output.send(std::mem::take(&mut out))?;
+                for sink in &mut sinks {
+                    sink.write(&out, control)?;
+                }
+                if output.is_empty() {
+                    out.clear();
+                } else {
+                    output.send(std::mem::take(&mut out))?;
+                }
             }
             // Nothing waiting: send what routing held back before blocking for more.
             Received::Idle => {
                 output.flush()?;
                 block = true;
             }
-            Received::Ended => return Ok(output.end()?),
+            Received::Ended => {
+                for sink in &mut sinks {
+                    sink.finish(control)?;
+                }
+                return Ok(output.end()?);
+            }
         }
     }
 }
@@ -379,11 +490,7 @@ fn run_operator(
 fn run_sink(mut sink: Box<dyn super::Sink>, mut inputs: Inputs, counters: &Counters) -> Result<(), Stop> {
     loop {
         match inputs.next(true)? {
-            Received::Batch(batch) => {
-                counters.events_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                sink.write(&batch)?;
-                counters.events_out.fetch_add(batch.len() as u64, Ordering::Relaxed);
-            }
+            Received::Batch(batch) => write_counted(&mut *sink, counters, &batch)?,
             Received::Idle => {}
             Received::Ended => return Ok(sink.finish()?),
         }
