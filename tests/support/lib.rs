@@ -4,12 +4,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The repository root: from `CARGO_MANIFEST_DIR` at run time (set by `cargo test`), so that a
-/// test binary built from another clone sharing the target directory still tests this one.
+/// The repository root, found from the working directory (`cargo test` runs tests in the package
+/// root, `tests/`). Not a path baked in at build time: a test binary built from another clone
+/// sharing the target directory must still test this one.
 pub fn repo() -> PathBuf {
-    let manifest_dir =
-        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), PathBuf::from);
-    manifest_dir.parent().expect("tests/ has a parent").to_path_buf()
+    let cwd = std::env::current_dir().expect("working directory");
+    cwd.ancestors()
+        .find(|dir| dir.join("wit/operator.wit").is_file())
+        .unwrap_or_else(|| panic!("{} is not inside a weir repository", cwd.display()))
+        .to_path_buf()
 }
 
 /// The `weir` binary: `$WEIR_BIN` (set by `cargo xtask test`), else `target/release/weir`.
