@@ -58,9 +58,16 @@ pub(crate) struct Artifacts {
 }
 
 impl Workspace {
+    /// The repository containing the working directory, found by its `wit/operator.wit`. Not a
+    /// path baked in at build time: a target directory shared between clones can hand this clone
+    /// an xtask built from another one.
     fn locate() -> Result<Self> {
-        let root =
-            Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("xtask has no parent directory")?.to_path_buf();
+        let cwd = std::env::current_dir()?;
+        let root = cwd
+            .ancestors()
+            .find(|dir| dir.join("wit/operator.wit").is_file() && dir.join("xtask").is_dir())
+            .with_context(|| format!("{} is not inside a weir repository", cwd.display()))?
+            .to_path_buf();
         let cargo_target =
             std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
         Ok(Workspace { root, cargo_target })
