@@ -137,3 +137,38 @@ fn generator_source_feeds_keyed_counts() {
     let expected: BTreeMap<String, u64> = (0..7).map(|j| (format!("k{j}"), if j < 4 { 1429 } else { 1428 })).collect();
     assert_eq!(finals, expected);
 }
+
+#[test]
+fn stdout_sink_prints_one_line_per_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let sections = [
+        weir_e2e::file_source("clicks", &repo().join("examples/clicks/clicks.jsonl")),
+        wasm_operator("by-user", "key_by", &["config = { field = \"user\" }"]),
+        wasm_operator("count", "count", &["input = \"hash\""]),
+        "[[sink]]\nuid = \"print\"\ntype = \"stdout\"\n".to_string(),
+    ];
+    let run = weir(&["run", &write_job(dir.path(), &job("printed", 2, &sections))]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mut printed: Vec<&str> = run.stdout.lines().collect();
+    printed.sort();
+    let mut users: BTreeMap<String, u64> = BTreeMap::new();
+    for line in std::fs::read_to_string(repo().join("examples/clicks/clicks.jsonl")).unwrap().lines() {
+        let click: serde_json::Value = serde_json::from_str(line).unwrap();
+        *users.entry(click["user"].as_str().unwrap().to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(printed, expected_lines(&users).iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+/// `rate` paces a source: 600 events at 1,000 per second cannot finish in under 0.5 s (a lower
+/// bound only, so a slow machine cannot make this fail).
+#[test]
+fn rate_limits_a_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let source = format!("{}rate = 1000\n", generator_source("paced", 600, 10));
+    let sections = [source, wasm_operator("count", "count", &["input = \"hash\""]), file_sink("out", &out)];
+    let run = weir(&["run", &write_job(dir.path(), &job("paced", 1, &sections))]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(sink_lines(&out).len(), 600);
+    assert!(run.elapsed >= std::time::Duration::from_millis(500), "took only {:?}", run.elapsed);
+}
