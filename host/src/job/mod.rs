@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use spec::JobSpec;
-use spec::{InputSpec, OperatorSpec, SinkType, SourceType};
+use spec::{InputSpec, OperatorSpec, SinkSpec, SinkType, SourceSpec, SourceType};
 
 use crate::connectors::{
     BlackholeSinkFactory, FileSinkFactory, FileSourceFactory, GeneratorSourceFactory, StdoutSinkFactory,
@@ -67,66 +67,91 @@ pub fn read(path: &Path) -> Result<JobSpec, JobError> {
 }
 
 /// Checks a job and builds its graph: modules are loaded and checked, sink directories prepared.
-/// Relative paths in the job are taken from `base` (the job file's directory).
+/// Relative paths in the job are taken from the job file's directory.
 pub fn build(spec: JobSpec, file: &Path, engine: &WasmEngine, attempt: u32) -> Result<JobGraph, JobError> {
     let file_name = file.display().to_string();
-    let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
     let invalid = |message: String| JobError::Invalid { file: file_name.clone(), message };
     check_shape(&spec).map_err(invalid)?;
-    let resolve = |p: &str| -> PathBuf { base.join(p) };
+    let mut ctx = Builder {
+        base: file.parent().map(Path::to_path_buf).unwrap_or_default(),
+        file_name: file_name.clone(),
+        engine,
+        parallelism: spec.parallelism,
+        max_parallelism: spec.max_parallelism,
+        modules: HashMap::new(),
+    };
+    let sources = spec.sources.iter().map(|s| ctx.source(s).map_err(invalid)).collect::<Result<Vec<_>, _>>()?;
+    let operators = spec.operators.iter().map(|op| ctx.operator(op)).collect::<Result<Vec<_>, _>>()?;
+    // Sinks run at the parallelism of what feeds them, each subtask writing its own part.
+    let sink_parallelism = operators.last().map_or(spec.parallelism, |v| v.parallelism);
+    let sinks = spec.sinks.iter().map(|s| ctx.sink(s, sink_parallelism).map_err(invalid)).collect::<Result<_, _>>()?;
+    Ok(JobGraph { name: spec.name, max_parallelism: spec.max_parallelism, attempt, sources, operators, sinks })
+}
 
-    let mut sources = Vec::new();
-    for s in &spec.sources {
+/// What building the vertices of one job file shares.
+struct Builder<'a> {
+    /// The job file's directory: relative paths start here.
+    base: PathBuf,
+    file_name: String,
+    engine: &'a WasmEngine,
+    parallelism: u32,
+    max_parallelism: u32,
+    /// Modules loaded so far, so that operators naming the same file share one compilation.
+    modules: HashMap<PathBuf, Arc<OperatorModule>>,
+}
+
+impl Builder<'_> {
+    fn source(&self, s: &SourceSpec) -> Result<Vertex<dyn SourceFactory>, String> {
         let (factory, parallelism): (Box<dyn SourceFactory>, u32) = match s.kind {
             SourceType::File => {
                 let path = s
                     .path
                     .as_deref()
-                    .ok_or_else(|| invalid(format!("source '{}': `path` is required for a file source", s.uid)))?;
+                    .ok_or_else(|| format!("source '{}': `path` is required for a file source", s.uid))?;
                 if s.count.is_some() || s.keys.is_some() {
-                    return Err(invalid(format!(
+                    return Err(format!(
                         "source '{}': `count` and `keys` are settings of generator sources, not file sources",
                         s.uid
-                    )));
+                    ));
                 }
                 if s.parallelism.is_some_and(|p| p != 1) {
-                    return Err(invalid(format!(
+                    return Err(format!(
                         "source '{}': a file source reads its file in one subtask; remove `parallelism`",
                         s.uid
-                    )));
+                    ));
                 }
-                let path = resolve(path);
+                let path = self.base.join(path);
                 if !path.is_file() {
-                    return Err(invalid(format!("source '{}': input file {} does not exist", s.uid, path.display())));
+                    return Err(format!("source '{}': input file {} does not exist", s.uid, path.display()));
                 }
                 (Box::new(FileSourceFactory::new(path, s.rate)), 1)
             }
             SourceType::Generator => {
                 if s.path.is_some() {
-                    return Err(invalid(format!(
+                    return Err(format!(
                         "source '{}': `path` is a setting of file sources, not generator sources",
                         s.uid
-                    )));
+                    ));
                 }
                 if s.keys == Some(0) {
-                    return Err(invalid(format!("source '{}': `keys` must be at least 1", s.uid)));
+                    return Err(format!("source '{}': `keys` must be at least 1", s.uid));
                 }
-                let parallelism = s.parallelism.unwrap_or(spec.parallelism);
+                let parallelism = s.parallelism.unwrap_or(self.parallelism);
                 (Box::new(GeneratorSourceFactory::new(s.count, s.keys.unwrap_or(1000), s.rate)), parallelism)
             }
         };
         if s.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
-            return Err(invalid(format!("source '{}': `rate` must be a positive number of events per second", s.uid)));
+            return Err(format!("source '{}': `rate` must be a positive number of events per second", s.uid));
         }
-        check_parallelism(&format!("source '{}'", s.uid), parallelism, spec.max_parallelism).map_err(invalid)?;
-        sources.push(Vertex { uid: Arc::from(s.uid.as_str()), parallelism, input: Partitioning::Forward, factory });
+        check_parallelism(&format!("source '{}'", s.uid), parallelism, self.max_parallelism)?;
+        Ok(Vertex { uid: Arc::from(s.uid.as_str()), parallelism, input: Partitioning::Forward, factory })
     }
 
-    let mut modules: HashMap<PathBuf, Arc<OperatorModule>> = HashMap::new();
-    let mut operators = Vec::new();
-    for op in &spec.operators {
-        let parallelism = op.parallelism.unwrap_or(spec.parallelism);
-        check_parallelism(&format!("operator '{}'", op.uid), parallelism, spec.max_parallelism).map_err(invalid)?;
+    fn operator(&mut self, op: &OperatorSpec) -> Result<Vertex<dyn OperatorFactory>, JobError> {
+        let file = self.file_name.clone();
+        let invalid = |message: String| JobError::Invalid { file: file.clone(), message };
+        let parallelism = op.parallelism.unwrap_or(self.parallelism);
+        check_parallelism(&format!("operator '{}'", op.uid), parallelism, self.max_parallelism).map_err(invalid)?;
         let keyed = op.input == InputSpec::Hash;
         let factory: Box<dyn OperatorFactory> = match (&op.module, &op.builtin) {
             (Some(module), None) => {
@@ -138,22 +163,10 @@ pub fn build(spec: JobSpec, file: &Path, engine: &WasmEngine, attempt: u32) -> R
                         op.uid
                     )));
                 }
-                let path = resolve(module);
-                let loaded = match modules.get(&path) {
-                    Some(m) => m.clone(),
-                    None => {
-                        let m = Arc::new(engine.load_file(&path).map_err(|source| JobError::Module {
-                            file: file_name.clone(),
-                            uid: op.uid.clone(),
-                            source,
-                        })?);
-                        modules.insert(path, m.clone());
-                        m
-                    }
-                };
+                let module = self.module(&op.uid, self.base.join(module))?;
                 let config = serde_json::to_string(&op.config.clone().unwrap_or_default())
                     .map_err(|e| invalid(format!("operator '{}': `config` cannot be passed as JSON: {e}", op.uid)))?;
-                Box::new(WasmOperatorFactory::new(loaded, config, keyed, limits))
+                Box::new(WasmOperatorFactory::new(module, config, keyed, limits))
             }
             (None, Some(name)) => {
                 if op.config.is_some() || op.call_deadline.is_some() || op.memory_limit.is_some() {
@@ -178,35 +191,35 @@ pub fn build(spec: JobSpec, file: &Path, engine: &WasmEngine, attempt: u32) -> R
             }
         };
         let input = if keyed { Partitioning::Hash } else { Partitioning::Forward };
-        operators.push(Vertex { uid: Arc::from(op.uid.as_str()), parallelism, input, factory });
+        Ok(Vertex { uid: Arc::from(op.uid.as_str()), parallelism, input, factory })
     }
 
-    // Sinks run at the parallelism of what feeds them, each subtask writing its own part.
-    let sink_parallelism = operators.last().map_or(spec.parallelism, |v: &Vertex<dyn OperatorFactory>| v.parallelism);
-    let mut sinks = Vec::new();
-    for s in &spec.sinks {
+    /// Loads the module at `path` once, however many operators name it.
+    fn module(&mut self, uid: &str, path: PathBuf) -> Result<Arc<OperatorModule>, JobError> {
+        if let Some(module) = self.modules.get(&path) {
+            return Ok(module.clone());
+        }
+        let module = Arc::new(self.engine.load_file(&path).map_err(|source| JobError::Module {
+            file: self.file_name.clone(),
+            uid: uid.to_string(),
+            source,
+        })?);
+        self.modules.insert(path, module.clone());
+        Ok(module)
+    }
+
+    fn sink(&self, s: &SinkSpec, parallelism: u32) -> Result<Vertex<dyn SinkFactory>, String> {
         let factory: Box<dyn SinkFactory> = match (s.kind, &s.path) {
             (SinkType::File, Some(path)) => {
-                Box::new(FileSinkFactory::new(resolve(path)).map_err(|e| invalid(format!("sink '{}': {e}", s.uid)))?)
+                Box::new(FileSinkFactory::new(self.base.join(path)).map_err(|e| format!("sink '{}': {e}", s.uid))?)
             }
-            (SinkType::File, None) => {
-                return Err(invalid(format!("sink '{}': `path` is required for a file sink", s.uid)));
-            }
+            (SinkType::File, None) => return Err(format!("sink '{}': `path` is required for a file sink", s.uid)),
             (SinkType::Stdout, None) => Box::new(StdoutSinkFactory),
             (SinkType::Blackhole, None) => Box::new(BlackholeSinkFactory),
-            (_, Some(_)) => {
-                return Err(invalid(format!("sink '{}': `path` is a setting of file sinks only", s.uid)));
-            }
+            (_, Some(_)) => return Err(format!("sink '{}': `path` is a setting of file sinks only", s.uid)),
         };
-        sinks.push(Vertex {
-            uid: Arc::from(s.uid.as_str()),
-            parallelism: sink_parallelism,
-            input: Partitioning::Forward,
-            factory,
-        });
+        Ok(Vertex { uid: Arc::from(s.uid.as_str()), parallelism, input: Partitioning::Forward, factory })
     }
-
-    Ok(JobGraph { name: spec.name, max_parallelism: spec.max_parallelism, attempt, sources, operators, sinks })
 }
 
 /// Checks that hold before anything is opened: names, uids, counts.

@@ -96,11 +96,6 @@ impl EventBatch {
         self.events.is_empty()
     }
 
-    /// Bytes of keys and values held.
-    pub fn byte_len(&self) -> usize {
-        self.bytes.len()
-    }
-
     /// Empties the batch, keeping its allocations.
     pub fn clear(&mut self) {
         self.bytes.clear();
@@ -127,7 +122,6 @@ mod tests {
                 Event { key: Some(b""), value: b"written", timestamp: None },
             ]
         );
-        assert_eq!(batch.byte_len(), 2 + 2 + 7);
         batch.clear();
         assert!(batch.is_empty());
     }

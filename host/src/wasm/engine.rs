@@ -244,9 +244,4 @@ impl WasmEngine {
         }
         Ok(Description { name: d.name, version: d.version, states })
     }
-
-    /// The underlying wasmtime engine.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
 }
