@@ -11,9 +11,11 @@
 //! - [`cli`]: the `weir` command line.
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod builtin;
 pub mod cli;
 pub mod connectors;
+pub mod control;
 pub mod job;
 pub mod runtime;
 pub mod state;

@@ -159,3 +159,97 @@ pub fn clicks_job(input: &Path, count_module: &str, parallelism: u32, out: &Path
         ],
     )
 }
+
+/// A `weir serve` on a free loopback port, killed when dropped.
+pub struct Server {
+    child: std::process::Child,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    log: PathBuf,
+}
+
+/// A free loopback port (free when asked; good enough for tests on one machine).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+}
+
+impl Server {
+    /// Starts `weir serve` on `data_dir` with `extra` arguments and waits until it answers.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let log = data_dir.with_extension(format!("serve-{port}.log"));
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new(weir_bin())
+            .args(["serve", "--listen", &listen, "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("WEIR_CACHE_DIR", repo().join("target/test-module-cache"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("weir serve starts");
+        let server = Server { child, url, data_dir: data_dir.to_path_buf(), log };
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "weir serve did not start:\n{}", server.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    /// What the server wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs a client verb against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut all = vec!["--server", &self.url];
+        all.extend_from_slice(args);
+        weir(&all)
+    }
+
+    /// Sends a request; returns the status and the JSON body.
+    pub fn http(&self, method: &str, path: &str, body: &[u8], token: Option<&str>) -> (u16, serde_json::Value) {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let mut request = ureq::http::Request::builder().method(method).uri(format!("{}{path}", self.url));
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let response = agent.run(request.body(body.to_vec()).expect("request")).expect("the server answers");
+        let status = response.status().as_u16();
+        let text = response.into_body().read_to_string().expect("body");
+        (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")))
+    }
+
+    /// Polls a job until it reaches a terminal state, and returns its record.
+    pub fn wait_for_job(&self, id: &str) -> serde_json::Value {
+        let started = Instant::now();
+        loop {
+            let (status, job) = self.http("GET", &format!("/v1/jobs/{id}"), b"", None);
+            assert_eq!(status, 200, "{job}");
+            if ["finished", "canceled", "failed"].contains(&job["state"].as_str().unwrap_or("")) {
+                return job;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "job {id} did not end: {job}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server (SIGKILL: the data directory must survive a crash, not just a shutdown).
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,5 +1,10 @@
-//! The `weir` command line: thin verbs over the library.
+//! The `weir` command line: thin verbs over the library and, for the client verbs, the REST API.
+//!
+//! Exit codes: 0 ok; 1 the job, its file or the server said no (the message is printed); 2 usage
+//! error; 3 the server cannot be reached.
+mod client;
 mod run;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,12 +17,56 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// The server client verbs talk to.
+    #[arg(long, global = true, env = "WEIR_SERVER", default_value = "http://127.0.0.1:8081")]
+    server: String,
+    /// Bearer token: the one `serve` and `run` require, and the one client verbs send.
+    #[arg(long, global = true, env = "WEIR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print JSON instead of tables (client verbs).
+    #[arg(long, global = true)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a job in the foreground until its bounded sources are exhausted.
+    /// Run a job in the foreground until its bounded sources are exhausted, serving its API.
     Run(run::RunArgs),
+    /// Run a long-lived host with the REST API, a module store and a job registry.
+    Serve(serve::ServeArgs),
+    /// Upload or list modules on a server.
+    #[command(subcommand)]
+    Modules(client::ModulesCommand),
+    /// Upload the modules a job file names and submit the job to a server; prints its id.
+    Submit {
+        /// The job file (TOML).
+        job: PathBuf,
+    },
+    /// List a server's jobs.
+    Jobs,
+    /// Show a job's state and per-operator event counts.
+    Status {
+        /// The job's id.
+        job_id: String,
+    },
+    /// Cancel a running job.
+    Cancel {
+        /// The job's id.
+        job_id: String,
+    },
+}
+
+/// A failure the CLI reports with a specific exit code.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CliError {
+    /// The server could not be reached (exit code 3).
+    #[error("cannot reach the weir server at {server}: {cause}")]
+    Unreachable {
+        /// The server URL.
+        server: String,
+        /// Why.
+        cause: String,
+    },
 }
 
 /// Where compiled modules are cached: `$WEIR_CACHE_DIR`, else `$XDG_CACHE_HOME/weir/modules`,
@@ -32,8 +81,7 @@ pub(crate) fn module_cache_dir() -> Option<PathBuf> {
     Some(base.join("weir").join("modules"))
 }
 
-/// Runs the CLI; the exit code is 0 on success, 1 when the job or its file is at fault, 2 for a
-/// usage error.
+/// Runs the CLI and returns its exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -43,14 +91,22 @@ pub fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,weir=info")),
         )
         .init();
-    let result = match cli.command {
-        Command::Run(args) => run::run(args),
+    let client = || client::Client::new(&cli.server, cli.token.clone(), cli.json);
+    let result = match &cli.command {
+        Command::Run(args) => run::run(args, cli.token.clone()),
+        Command::Serve(args) => serve::serve(args, cli.token.clone()),
+        Command::Modules(command) => client().modules(command),
+        Command::Submit { job } => client().submit(job),
+        Command::Jobs => client().jobs(),
+        Command::Status { job_id } => client().status(job_id),
+        Command::Cancel { job_id } => client().cancel(job_id),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            let unreachable = e.downcast_ref::<CliError>().is_some_and(|c| matches!(c, CliError::Unreachable { .. }));
+            ExitCode::from(if unreachable { 3 } else { 1 })
         }
     }
 }

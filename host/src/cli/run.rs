@@ -1,40 +1,105 @@
-//! `weir run JOB.toml`.
-use std::path::PathBuf;
+//! `weir run JOB.toml`: runs one job in the foreground and serves its API meanwhile, so it can be
+//! watched or canceled from another terminal (like Flink's MiniCluster).
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 
-use crate::job;
-use crate::runtime::{self, JobSummary};
+use super::serve::{check_exposure, serve_api};
+use crate::api::{ApiState, DEFAULT_BODY_LIMIT};
+use crate::control::{JobInfo, JobState, Jobs};
+use crate::job::{self, ModuleFiles};
 use crate::wasm::WasmEngine;
+
+/// The API's address when none is given; taken only if free.
+const DEFAULT_LISTEN: &str = "127.0.0.1:8081";
 
 #[derive(clap::Args)]
 pub(super) struct RunArgs {
     /// The job file (TOML).
     job: PathBuf,
+    /// Address of this job's API, or "none". By default 127.0.0.1:8081, or a free port when that
+    /// one is busy.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Serve the API on a non-loopback address without a token.
+    #[arg(long)]
+    insecure: bool,
 }
 
-pub(super) fn run(args: RunArgs) -> anyhow::Result<()> {
-    let spec = job::read(&args.job)?;
+/// The listener for the job's API, if any.
+fn listener(args: &RunArgs, token: &Option<String>) -> anyhow::Result<Option<TcpListener>> {
+    match args.listen.as_deref() {
+        Some("none") => Ok(None),
+        Some(addr) => {
+            let addr: SocketAddr = addr
+                .parse()
+                .with_context(|| format!("--listen {addr}: not an address like 127.0.0.1:8081, nor none"))?;
+            check_exposure(addr, token, args.insecure)?;
+            Ok(Some(TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?))
+        }
+        None => match TcpListener::bind(DEFAULT_LISTEN) {
+            Ok(l) => Ok(Some(l)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                Ok(Some(TcpListener::bind("127.0.0.1:0").context("cannot listen on a free loopback port")?))
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot listen on {DEFAULT_LISTEN}")),
+        },
+    }
+}
+
+pub(super) fn run(args: &RunArgs, token: Option<String>) -> anyhow::Result<()> {
+    let (text, spec) = job::read(&args.job)?;
     let name = spec.name.clone();
     let engine = WasmEngine::new(super::module_cache_dir()).map_err(anyhow::Error::msg)?;
-    let graph = job::build(spec, &args.job, &engine, 0)?;
-    let summary =
-        runtime::execute(graph, Arc::new(AtomicBool::new(false))).with_context(|| format!("job '{name}' failed"))?;
-    print_summary(&name, &summary);
-    Ok(())
+    let base = args.job.parent().map(Path::to_path_buf).unwrap_or_default();
+    let label = format!("job file {}", args.job.display());
+    let graph = job::build(spec, &label, &base, &mut ModuleFiles::new(base.clone(), &engine), 0)?;
+
+    let jobs = Arc::new(Jobs::open(None)?);
+    let listener = listener(args, &token)?;
+    let info = jobs.start(name.clone(), graph, text);
+    if let Some(listener) = listener {
+        eprintln!("weir run: job {} API at http://{}/v1/jobs/{}", info.id, listener.local_addr()?, info.id);
+        let state = Arc::new(ApiState { jobs: jobs.clone(), modules: None, token, base });
+        std::thread::Builder::new()
+            .name("weir-api".into())
+            .spawn(move || {
+                if let Err(e) = serve_api(listener, state, DEFAULT_BODY_LIMIT) {
+                    tracing::warn!("the job's API stopped: {e:#}");
+                }
+            })
+            .context("cannot start the API thread")?;
+    }
+
+    let info = loop {
+        match jobs.get(&info.id) {
+            Some(info) if info.state.is_terminal() => break info,
+            _ => std::thread::sleep(Duration::from_millis(5)),
+        }
+    };
+    match info.state {
+        JobState::Finished => {
+            print_summary(&info);
+            Ok(())
+        }
+        JobState::Canceled => bail!("job '{name}' was canceled"),
+        _ => bail!("job '{name}' failed: {}", info.failure.as_deref().unwrap_or("unknown cause")),
+    }
 }
 
-fn print_summary(name: &str, summary: &JobSummary) {
-    eprintln!("job '{name}' finished in {:.3} s", summary.duration.as_secs_f64());
+fn print_summary(info: &JobInfo) {
+    let millis = info.ended_at.unwrap_or(info.submitted_at).saturating_sub(info.submitted_at);
+    eprintln!("job '{}' finished in {:.3} s", info.name, millis as f64 / 1000.0);
     if let Some(kib) = peak_rss_kib() {
         eprintln!("  peak memory {:.1} MiB", kib as f64 / 1024.0);
     }
-    for v in &summary.vertices {
+    for v in &info.vertices {
         let cpu = match &v.chained_into {
             Some(uid) => format!("runs in '{uid}'"),
-            None => format!("cpu {:.3} s", v.cpu.as_secs_f64()),
+            None => format!("cpu {:.3} s", v.cpu_seconds),
         };
         eprintln!(
             "  {:<8} {:<24} parallelism {:<3} events in {:<10} out {:<10} {cpu}",

@@ -25,31 +25,31 @@ pub enum JobError {
     /// The file could not be read.
     #[error("cannot read job file {file}: {cause}")]
     Read {
-        /// The job file.
+        /// Names the job in messages: "job file <path>", or "submitted job".
         file: String,
         /// The I/O error.
         cause: String,
     },
     /// Not valid TOML, or not the job file's shape.
-    #[error("job file {file}: {cause}")]
+    #[error("{file}: {cause}")]
     Parse {
-        /// The job file.
+        /// Names the job in messages: "job file <path>", or "submitted job".
         file: String,
         /// The parser's message, with line and column.
         cause: String,
     },
     /// Valid TOML, but not a valid job.
-    #[error("job file {file}: {message}")]
+    #[error("{file}: {message}")]
     Invalid {
-        /// The job file.
+        /// Names the job in messages: "job file <path>", or "submitted job".
         file: String,
         /// What is wrong and what to do.
         message: String,
     },
     /// An operator's module cannot be used.
-    #[error("job file {file}: operator '{uid}': {source}")]
+    #[error("{file}: operator '{uid}': {source}")]
     Module {
-        /// The job file.
+        /// Names the job in messages: "job file <path>", or "submitted job".
         file: String,
         /// The operator.
         uid: String,
@@ -58,27 +58,85 @@ pub enum JobError {
     },
 }
 
-/// Reads and parses a job file.
-pub fn read(path: &Path) -> Result<JobSpec, JobError> {
+/// Reads and parses a job file; returns its text too.
+pub fn read(path: &Path) -> Result<(String, JobSpec), JobError> {
     let file = path.display().to_string();
     let text =
         std::fs::read_to_string(path).map_err(|e| JobError::Read { file: file.clone(), cause: e.to_string() })?;
-    toml::from_str(&text).map_err(|e| JobError::Parse { file, cause: e.to_string().trim_end().to_string() })
+    let spec = parse(&text, &format!("job file {file}"))?;
+    Ok((text, spec))
 }
 
-/// Checks a job and builds its graph: modules are loaded and checked, sink directories prepared.
-/// Relative paths in the job are taken from the job file's directory.
-pub fn build(spec: JobSpec, file: &Path, engine: &WasmEngine, attempt: u32) -> Result<JobGraph, JobError> {
-    let file_name = file.display().to_string();
-    let invalid = |message: String| JobError::Invalid { file: file_name.clone(), message };
+/// Parses job TOML; `label` names the job in errors.
+pub fn parse(text: &str, label: &str) -> Result<JobSpec, JobError> {
+    toml::from_str(text)
+        .map_err(|e| JobError::Parse { file: label.to_string(), cause: e.to_string().trim_end().to_string() })
+}
+
+/// Why a job's `module = "…"` cannot be used.
+pub enum ModuleRefError {
+    /// The module was found but cannot be used.
+    Module(ModuleError),
+    /// The reference itself is wrong here; the message says what to do.
+    Reference(String),
+}
+
+/// Where the `module = "…"` references of a job are loaded from.
+pub trait Modules {
+    /// The module `reference` names.
+    fn resolve(&mut self, reference: &str) -> Result<Arc<OperatorModule>, ModuleRefError>;
+}
+
+/// Modules named by path, relative to the job file (`weir run`). Each file is loaded once, however
+/// many operators name it.
+pub struct ModuleFiles<'a> {
+    base: PathBuf,
+    engine: &'a WasmEngine,
+    loaded: HashMap<PathBuf, Arc<OperatorModule>>,
+}
+
+impl<'a> ModuleFiles<'a> {
+    /// Modules relative to `base`, compiled by `engine`.
+    pub fn new(base: PathBuf, engine: &'a WasmEngine) -> Self {
+        ModuleFiles { base, engine, loaded: HashMap::new() }
+    }
+}
+
+impl Modules for ModuleFiles<'_> {
+    fn resolve(&mut self, reference: &str) -> Result<Arc<OperatorModule>, ModuleRefError> {
+        if reference.starts_with("sha256:") {
+            return Err(ModuleRefError::Reference(format!(
+                "`module = \"{reference}\"` names a module in a server's module store; \
+                 `weir run` needs a path to a .wasm file"
+            )));
+        }
+        let path = self.base.join(reference);
+        if let Some(module) = self.loaded.get(&path) {
+            return Ok(module.clone());
+        }
+        let module = Arc::new(self.engine.load_file(&path).map_err(ModuleRefError::Module)?);
+        self.loaded.insert(path, module.clone());
+        Ok(module)
+    }
+}
+
+/// Checks a job and builds its graph: modules are resolved and checked, sink directories
+/// prepared. `label` names the job in errors; relative source and sink paths start at `base`.
+pub fn build(
+    spec: JobSpec,
+    label: &str,
+    base: &Path,
+    modules: &mut dyn Modules,
+    attempt: u32,
+) -> Result<JobGraph, JobError> {
+    let invalid = |message: String| JobError::Invalid { file: label.to_string(), message };
     check_shape(&spec).map_err(invalid)?;
     let mut ctx = Builder {
-        base: file.parent().map(Path::to_path_buf).unwrap_or_default(),
-        file_name: file_name.clone(),
-        engine,
+        base: base.to_path_buf(),
+        label: label.to_string(),
+        modules,
         parallelism: spec.parallelism,
         max_parallelism: spec.max_parallelism,
-        modules: HashMap::new(),
     };
     let sources = spec.sources.iter().map(|s| ctx.source(s).map_err(invalid)).collect::<Result<Vec<_>, _>>()?;
     let operators = spec.operators.iter().map(|op| ctx.operator(op)).collect::<Result<Vec<_>, _>>()?;
@@ -88,16 +146,14 @@ pub fn build(spec: JobSpec, file: &Path, engine: &WasmEngine, attempt: u32) -> R
     Ok(JobGraph { name: spec.name, max_parallelism: spec.max_parallelism, attempt, sources, operators, sinks })
 }
 
-/// What building the vertices of one job file shares.
+/// What building the vertices of one job shares.
 struct Builder<'a> {
-    /// The job file's directory: relative paths start here.
+    /// Relative source and sink paths start here.
     base: PathBuf,
-    file_name: String,
-    engine: &'a WasmEngine,
+    label: String,
+    modules: &'a mut dyn Modules,
     parallelism: u32,
     max_parallelism: u32,
-    /// Modules loaded so far, so that operators naming the same file share one compilation.
-    modules: HashMap<PathBuf, Arc<OperatorModule>>,
 }
 
 impl Builder<'_> {
@@ -148,7 +204,7 @@ impl Builder<'_> {
     }
 
     fn operator(&mut self, op: &OperatorSpec) -> Result<Vertex<dyn OperatorFactory>, JobError> {
-        let file = self.file_name.clone();
+        let file = self.label.clone();
         let invalid = |message: String| JobError::Invalid { file: file.clone(), message };
         let parallelism = op.parallelism.unwrap_or(self.parallelism);
         check_parallelism(&format!("operator '{}'", op.uid), parallelism, self.max_parallelism).map_err(invalid)?;
@@ -156,14 +212,12 @@ impl Builder<'_> {
         let factory: Box<dyn OperatorFactory> = match (&op.module, &op.builtin) {
             (Some(module), None) => {
                 let limits = sandbox_limits(op).map_err(invalid)?;
-                if module.starts_with("sha256:") {
-                    return Err(invalid(format!(
-                        "operator '{}': `module = \"{module}\"` names a module in a server's module store; \
-                         `weir run` needs a path to a .wasm file",
-                        op.uid
-                    )));
-                }
-                let module = self.module(&op.uid, self.base.join(module))?;
+                let module = self.modules.resolve(module).map_err(|e| match e {
+                    ModuleRefError::Module(source) => {
+                        JobError::Module { file: file.clone(), uid: op.uid.clone(), source }
+                    }
+                    ModuleRefError::Reference(message) => invalid(format!("operator '{}': {message}", op.uid)),
+                })?;
                 let config = serde_json::to_string(&op.config.clone().unwrap_or_default())
                     .map_err(|e| invalid(format!("operator '{}': `config` cannot be passed as JSON: {e}", op.uid)))?;
                 Box::new(WasmOperatorFactory::new(module, config, keyed, limits))
@@ -192,20 +246,6 @@ impl Builder<'_> {
         };
         let input = if keyed { Partitioning::Hash } else { Partitioning::Forward };
         Ok(Vertex { uid: Arc::from(op.uid.as_str()), parallelism, input, factory })
-    }
-
-    /// Loads the module at `path` once, however many operators name it.
-    fn module(&mut self, uid: &str, path: PathBuf) -> Result<Arc<OperatorModule>, JobError> {
-        if let Some(module) = self.modules.get(&path) {
-            return Ok(module.clone());
-        }
-        let module = Arc::new(self.engine.load_file(&path).map_err(|source| JobError::Module {
-            file: self.file_name.clone(),
-            uid: uid.to_string(),
-            source,
-        })?);
-        self.modules.insert(path, module.clone());
-        Ok(module)
     }
 
     fn sink(&self, s: &SinkSpec, parallelism: u32) -> Result<Vertex<dyn SinkFactory>, String> {

@@ -10,11 +10,22 @@ use super::channel::{self, ChannelError, Inputs, Message, Output, Received, Rout
 use super::graph::{JobGraph, Partitioning, SubtaskInfo, TaskError};
 use super::{BATCH_SIZE, EventBatch};
 
+/// Events counted for one subtask.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SubtaskSummary {
+    /// Events received.
+    pub events_in: u64,
+    /// Events sent downstream (sinks: events written).
+    pub events_out: u64,
+}
+
 /// Events counted for one vertex over all its subtasks.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct VertexSummary {
     /// "source", "operator" or "sink".
-    pub kind: &'static str,
+    pub kind: String,
     /// The vertex's uid.
     pub uid: String,
     /// Its parallelism.
@@ -23,20 +34,53 @@ pub struct VertexSummary {
     pub events_in: u64,
     /// Events sent downstream (sinks: events written).
     pub events_out: u64,
-    /// CPU time its subtask threads used, over all subtasks.
-    pub cpu: Duration,
+    /// Per subtask, in subtask order.
+    pub subtasks: Vec<SubtaskSummary>,
+    /// CPU seconds its finished subtask threads used, over all subtasks.
+    pub cpu_seconds: f64,
     /// For a sink chained into its upstream operator's threads: that operator's uid (its CPU
     /// time then includes the sink's).
     pub chained_into: Option<String>,
 }
 
-/// What a finished job did.
-#[derive(Debug, Clone)]
-pub struct JobSummary {
-    /// Per vertex: sources, then operators, then sinks.
-    pub vertices: Vec<VertexSummary>,
-    /// Wall time from start to the last sink's finish.
-    pub duration: Duration,
+/// Live event counts of a job, readable from any thread while it runs and after it ends.
+#[derive(Default)]
+pub struct JobMetrics {
+    vertices: Mutex<Vec<VertexCounters>>,
+}
+
+impl JobMetrics {
+    /// The counts so far: sources, then operators, then sinks.
+    pub fn snapshot(&self) -> Vec<VertexSummary> {
+        let Ok(vertices) = self.vertices.lock() else { return Vec::new() };
+        vertices
+            .iter()
+            .map(|v| {
+                let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+                let subtasks: Vec<SubtaskSummary> = v
+                    .subtasks
+                    .iter()
+                    .map(|c| SubtaskSummary { events_in: load(&c.events_in), events_out: load(&c.events_out) })
+                    .collect();
+                VertexSummary {
+                    kind: v.kind.to_string(),
+                    uid: v.uid.to_string(),
+                    parallelism: v.parallelism,
+                    events_in: subtasks.iter().map(|c| c.events_in).sum(),
+                    events_out: subtasks.iter().map(|c| c.events_out).sum(),
+                    subtasks,
+                    cpu_seconds: v.subtasks.iter().map(|c| load(&c.cpu_ns)).sum::<u64>() as f64 / 1e9,
+                    chained_into: v.chained_into.as_ref().map(|uid| uid.to_string()),
+                }
+            })
+            .collect()
+    }
+
+    fn push(&self, vertex: VertexCounters) {
+        if let Ok(mut vertices) = self.vertices.lock() {
+            vertices.push(vertex);
+        }
+    }
 }
 
 /// Why a job did not finish.
@@ -140,9 +184,8 @@ fn wire(upstream: &[Shape], down: &Shape, max_parallelism: u32) -> (Vec<Vec<Rout
 }
 
 /// Runs the job until its sources are exhausted and the sinks have flushed, or until `cancel` is
-/// set or a subtask fails.
-pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>) -> Result<JobSummary, JobFailure> {
-    let started = Instant::now();
+/// set or a subtask fails. `metrics` fills in as subtasks start, so others can watch the job.
+pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics>) -> Result<(), JobFailure> {
     let control = Arc::new(Control { cancel, failure: Mutex::new(None) });
     let JobGraph { max_parallelism, attempt, sources, operators, sinks, .. } = graph;
 
@@ -178,7 +221,7 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>) -> Result<JobSummary, J
     let mut inputs = inputs.into_iter().skip(1);
 
     let mut runner =
-        Runner { control: control.clone(), threads: Vec::new(), counters: Vec::new(), max_parallelism, attempt };
+        Runner { control: control.clone(), threads: Vec::new(), metrics: metrics.clone(), max_parallelism, attempt };
     let source_routes = routes.next().unwrap_or_default();
     for (vertex, vertex_routes) in sources.into_iter().zip(source_routes) {
         let factory: Arc<dyn super::SourceFactory> = Arc::from(vertex.factory);
@@ -238,7 +281,9 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>) -> Result<JobSummary, J
             }
         });
     }
-    runner.counters.extend(sink_counters);
+    for vertex in sink_counters {
+        runner.metrics.push(vertex);
+    }
     let sink_inputs = inputs.next().unwrap_or_default();
     for (vertex, vertex_inputs) in sink_threads.into_iter().zip(sink_inputs) {
         let factory: Arc<dyn super::SinkFactory> = Arc::from(vertex.factory);
@@ -251,7 +296,7 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>) -> Result<JobSummary, J
         });
     }
 
-    let Runner { threads, counters, .. } = runner;
+    let Runner { threads, .. } = runner;
     let mut panicked = None;
     for thread in threads {
         let name = thread.thread().name().unwrap_or_default().to_string();
@@ -269,26 +314,14 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>) -> Result<JobSummary, J
     if control.cancelled() {
         return Err(JobFailure::Cancelled);
     }
-    let vertices = counters
-        .into_iter()
-        .map(|v| VertexSummary {
-            kind: v.kind,
-            uid: v.uid.to_string(),
-            parallelism: v.parallelism,
-            events_in: v.subtasks.iter().map(|c| c.events_in.load(Ordering::Relaxed)).sum(),
-            events_out: v.subtasks.iter().map(|c| c.events_out.load(Ordering::Relaxed)).sum(),
-            cpu: Duration::from_nanos(v.subtasks.iter().map(|c| c.cpu_ns.load(Ordering::Relaxed)).sum()),
-            chained_into: v.chained_into.map(|uid| uid.to_string()),
-        })
-        .collect();
-    Ok(JobSummary { vertices, duration: started.elapsed() })
+    Ok(())
 }
 
 /// Spawns subtask threads and keeps their handles and counters.
 struct Runner {
     control: Arc<Control>,
     threads: Vec<std::thread::JoinHandle<()>>,
-    counters: Vec<VertexCounters>,
+    metrics: Arc<JobMetrics>,
     max_parallelism: u32,
     attempt: u32,
 }
@@ -333,7 +366,7 @@ impl Runner {
                 }
             }
         }
-        self.counters.push(VertexCounters {
+        self.metrics.push(VertexCounters {
             kind,
             uid: uid.clone(),
             parallelism,

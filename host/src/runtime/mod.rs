@@ -10,7 +10,7 @@ pub mod graph;
 pub mod key_group;
 
 pub use batch::{Event, EventBatch};
-pub use executor::{JobFailure, JobSummary, VertexSummary, execute};
+pub use executor::{JobFailure, JobMetrics, SubtaskSummary, VertexSummary, execute};
 pub use graph::{
     JobGraph, Operator, OperatorFactory, Partitioning, Sink, SinkFactory, Source, SourceFactory, SubtaskInfo,
     TaskError, Vertex,

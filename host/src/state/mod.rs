@@ -19,7 +19,7 @@ pub use memory::MemoryBackend;
 use crate::runtime::key_group::KeyGroup;
 
 /// The shape of a declared state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StateKind {
     /// One value per key.

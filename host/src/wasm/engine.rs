@@ -65,7 +65,7 @@ pub enum ModuleProblem {
 }
 
 /// One declared state of an operator.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct StateDescriptor {
     /// Its name.
@@ -77,7 +77,7 @@ pub struct StateDescriptor {
 }
 
 /// What an operator module says about itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Description {
     /// Operator name.
     pub name: String,

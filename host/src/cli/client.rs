@@ -1,0 +1,202 @@
+//! The client verbs: `modules upload|list`, `submit`, `jobs`, `status`, `cancel`, over the REST API.
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use super::CliError;
+
+#[derive(clap::Subcommand)]
+pub(super) enum ModulesCommand {
+    /// Upload a .wasm component; prints its sha256, to name it in job files as `sha256:<hex>`.
+    Upload {
+        /// The component file.
+        file: PathBuf,
+    },
+    /// List the server's modules.
+    List,
+}
+
+/// A connection to a weir server.
+pub(super) struct Client {
+    server: String,
+    token: Option<String>,
+    json: bool,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    pub(super) fn new(server: &str, token: Option<String>, json: bool) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(600)))
+            .build()
+            .into();
+        Client { server: server.trim_end_matches('/').to_string(), token, json, agent }
+    }
+
+    /// Sends a request and returns the JSON answer; a non-2xx answer is an error carrying the
+    /// server's message, a connection failure a [`CliError::Unreachable`].
+    fn call(&self, method: &str, path: &str, body: Option<(&str, Vec<u8>)>) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.server);
+        let mut request = ureq::http::Request::builder().method(method).uri(&url);
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let (content_type, bytes) = body.unwrap_or(("application/octet-stream", Vec::new()));
+        let request = request.header("Content-Type", content_type).body(bytes).context("building the request")?;
+        let response = self.agent.run(request).map_err(|e| match e {
+            ureq::Error::Io(_)
+            | ureq::Error::ConnectionFailed
+            | ureq::Error::HostNotFound
+            | ureq::Error::Timeout(_) => {
+                anyhow::Error::new(CliError::Unreachable { server: self.server.clone(), cause: e.to_string() })
+            }
+            other => anyhow::Error::new(other).context(format!("{method} {url}")),
+        })?;
+        let status = response.status();
+        let text = response.into_body().read_to_string().context("reading the server's answer")?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if !status.is_success() {
+            let message = value["error"].as_str().map(str::to_string).unwrap_or_else(|| value.to_string());
+            bail!("{message} (HTTP {})", status.as_u16());
+        }
+        Ok(value)
+    }
+
+    fn print_json(&self, value: &Value) -> anyhow::Result<bool> {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(value)?);
+        }
+        Ok(self.json)
+    }
+
+    fn upload(&self, file: &Path) -> anyhow::Result<Value> {
+        let bytes = std::fs::read(file).with_context(|| format!("cannot read module file {}", file.display()))?;
+        self.call("POST", "/v1/modules", Some(("application/wasm", bytes)))
+            .with_context(|| format!("uploading {}", file.display()))
+    }
+
+    pub(super) fn modules(&self, command: &ModulesCommand) -> anyhow::Result<()> {
+        match command {
+            ModulesCommand::Upload { file } => {
+                let info = self.upload(file)?;
+                if !self.print_json(&info)? {
+                    println!("sha256:{}  {} {}", str(&info["sha256"]), str(&info["name"]), str(&info["version"]));
+                }
+            }
+            ModulesCommand::List => {
+                let list = self.call("GET", "/v1/modules", None)?;
+                if !self.print_json(&list)? {
+                    println!("{:<71} {:<16} {:<10} {:>10}", "MODULE", "NAME", "VERSION", "BYTES");
+                    for m in list["modules"].as_array().into_iter().flatten() {
+                        let module = format!("sha256:{}", str(&m["sha256"]));
+                        let size = m["size"].to_string();
+                        println!("{module:<71} {:<16} {:<10} {size:>10}", str(&m["name"]), str(&m["version"]));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Uploads the modules a job file names by path, makes its source and sink paths absolute,
+    /// and submits it.
+    pub(super) fn submit(&self, job: &Path) -> anyhow::Result<()> {
+        let text = std::fs::read_to_string(job).with_context(|| format!("cannot read job file {}", job.display()))?;
+        let mut table: toml::Table =
+            toml::from_str(&text).with_context(|| format!("job file {} is not valid TOML", job.display()))?;
+        let base = job.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = std::path::absolute(&base).unwrap_or(base);
+        for operator in tables(&mut table, "operator") {
+            if let Some(toml::Value::String(module)) = operator.get("module")
+                && !module.starts_with("sha256:")
+            {
+                let info = self.upload(&base.join(module))?;
+                let reference = format!("sha256:{}", str(&info["sha256"]));
+                operator.insert("module".into(), toml::Value::String(reference));
+            }
+        }
+        for kind in ["source", "sink"] {
+            for vertex in tables(&mut table, kind) {
+                if let Some(toml::Value::String(path)) = vertex.get("path") {
+                    let absolute = base.join(path).to_string_lossy().into_owned();
+                    vertex.insert("path".into(), toml::Value::String(absolute));
+                }
+            }
+        }
+        let body = toml::to_string(&table).context("rewriting the job file")?;
+        let answer = self.call("POST", "/v1/jobs", Some(("application/toml", body.into_bytes())))?;
+        if !self.print_json(&answer)? {
+            println!("{}", str(&answer["id"]));
+        }
+        Ok(())
+    }
+
+    pub(super) fn jobs(&self) -> anyhow::Result<()> {
+        let list = self.call("GET", "/v1/jobs", None)?;
+        if !self.print_json(&list)? {
+            println!("{:<32}  {:<24} {:<9} {:<20}", "ID", "NAME", "STATE", "SUBMITTED (UTC)");
+            for j in list["jobs"].as_array().into_iter().flatten() {
+                let submitted = time(&j["submitted-at"]);
+                println!("{:<32}  {:<24} {:<9} {submitted:<20}", str(&j["id"]), str(&j["name"]), str(&j["state"]));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn status(&self, id: &str) -> anyhow::Result<()> {
+        let job = self.call("GET", &format!("/v1/jobs/{id}"), None)?;
+        if self.print_json(&job)? {
+            return Ok(());
+        }
+        println!("job {} '{}': {}", str(&job["id"]), str(&job["name"]), str(&job["state"]));
+        println!("submitted {}", time(&job["submitted-at"]));
+        if let Some(failure) = job["failure"].as_str() {
+            println!("failure: {failure}");
+        }
+        println!("{:<8} {:<24} {:>11} {:>12} {:>12}  per subtask in/out", "KIND", "UID", "PARALLELISM", "IN", "OUT");
+        for v in job["vertices"].as_array().into_iter().flatten() {
+            let subtasks: Vec<String> = v["subtasks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| format!("{}/{}", s["events-in"], s["events-out"]))
+                .collect();
+            // `Value`'s Display ignores width: format the numbers as strings first.
+            let [parallelism, events_in, events_out] =
+                [&v["parallelism"], &v["events-in"], &v["events-out"]].map(Value::to_string);
+            println!(
+                "{:<8} {:<24} {parallelism:>11} {events_in:>12} {events_out:>12}  {}",
+                str(&v["kind"]),
+                str(&v["uid"]),
+                subtasks.join(" ")
+            );
+        }
+        Ok(())
+    }
+
+    pub(super) fn cancel(&self, id: &str) -> anyhow::Result<()> {
+        let job = self.call("POST", &format!("/v1/jobs/{id}/cancel"), None)?;
+        if !self.print_json(&job)? {
+            println!("canceling job {} '{}'", str(&job["id"]), str(&job["name"]));
+        }
+        Ok(())
+    }
+}
+
+/// The `[[kind]]` tables of a job file.
+fn tables<'a>(table: &'a mut toml::Table, kind: &str) -> impl Iterator<Item = &'a mut toml::Table> {
+    table.get_mut(kind).and_then(toml::Value::as_array_mut).into_iter().flatten().filter_map(toml::Value::as_table_mut)
+}
+
+fn str(v: &Value) -> &str {
+    v.as_str().unwrap_or("-")
+}
+
+fn time(ms: &Value) -> String {
+    ms.as_u64().map_or("-".to_string(), |ms| {
+        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string().replace('T', " ")
+    })
+}

@@ -1,0 +1,77 @@
+//! `weir serve`, and the listener `weir run` shares with it.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+
+use crate::api::{self, ApiState};
+use crate::control::{Jobs, ModuleStore};
+use crate::wasm::WasmEngine;
+
+#[derive(clap::Args)]
+pub(super) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    listen: SocketAddr,
+    /// Where modules, compiled code and job records are kept.
+    #[arg(long, default_value = "./weir-data")]
+    data_dir: PathBuf,
+    /// Serve on a non-loopback address without a token (anyone who can connect can run code).
+    #[arg(long)]
+    insecure: bool,
+    /// Largest request body accepted, e.g. "64MiB".
+    #[arg(long, default_value = "64MiB")]
+    body_limit: bytesize::ByteSize,
+}
+
+/// Refuses to expose the API beyond this machine without a token, unless told to.
+pub(super) fn check_exposure(addr: SocketAddr, token: &Option<String>, insecure: bool) -> anyhow::Result<()> {
+    if !addr.ip().is_loopback() && token.is_none() && !insecure {
+        bail!(
+            "refusing to serve on {addr} without a token: anyone who can connect could run code here; \
+             pass --token (or WEIR_TOKEN), listen on 127.0.0.1, or pass --insecure"
+        );
+    }
+    Ok(())
+}
+
+/// Serves the API on `listener` until Ctrl-C, on a small tokio runtime of its own.
+pub(super) fn serve_api(
+    listener: std::net::TcpListener,
+    state: Arc<ApiState>,
+    body_limit: usize,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("weir-api")
+        .enable_all()
+        .build()
+        .context("cannot start the API runtime")?;
+    runtime.block_on(async move {
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        axum::serve(listener, api::router(state, body_limit))
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+    })?;
+    Ok(())
+}
+
+pub(super) fn serve(args: &ServeArgs, token: Option<String>) -> anyhow::Result<()> {
+    check_exposure(args.listen, &token, args.insecure)?;
+    let data = &args.data_dir;
+    let engine = Arc::new(WasmEngine::new(Some(data.join("compiled"))).map_err(anyhow::Error::msg)?);
+    let modules = ModuleStore::open(data.join("modules"), engine)
+        .with_context(|| format!("cannot open the module store in {}", data.display()))?;
+    let jobs = Jobs::open(Some(data.join("jobs")))
+        .with_context(|| format!("cannot open the job registry in {}", data.display()))?;
+    let listener =
+        std::net::TcpListener::bind(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
+    let base = std::env::current_dir()?;
+    eprintln!("weir serve: listening on http://{} (data in {})", listener.local_addr()?, data.display());
+    let state = Arc::new(ApiState { jobs: Arc::new(jobs), modules: Some(Arc::new(modules)), token, base });
+    serve_api(listener, state, args.body_limit.as_u64() as usize)
+}
