@@ -47,6 +47,8 @@ fn upload_submit_watch_cancel_and_restart() {
     assert_eq!(id.len(), 32, "{id}");
     let done = server.wait_for_job(&id);
     assert_eq!(done["state"], "finished", "{done}");
+    let [submitted, first, ended] = ["submitted-at", "first-event-at", "ended-at"].map(|k| done[k].as_u64().unwrap());
+    assert!(submitted <= first && first <= ended, "{done}");
     let counts = &done["vertices"][3];
     assert_eq!((counts["uid"].as_str(), counts["events-in"].as_u64()), (Some("count-per-user"), Some(42)));
     assert_eq!(counts["subtasks"].as_array().map(Vec::len), Some(2));

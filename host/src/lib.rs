@@ -8,6 +8,8 @@
 //! - [`connectors`]: sources and sinks.
 //! - [`builtin`]: native operators compiled into the host (for benchmarks).
 //! - [`job`]: the job file, and turning it into a runnable graph.
+//! - [`control`]: the module store and the job registry.
+//! - [`api`]: the REST API.
 //! - [`cli`]: the `weir` command line.
 #![deny(missing_docs)]
 

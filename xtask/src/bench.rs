@@ -103,6 +103,8 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     step(&format!("state memory: {m} keys in the memory backend (Wasm count, one event per key)"));
     let memory = run_job(&artifacts.weir, &keyed_count_job(&dir, "memory", &count, 1, m, m)?)?;
 
+    let control = control_plane(artifacts, &dir, args.rounds)?;
+
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("\nresults ({cores} cores, median of {} rounds)", args.rounds);
     println!("  Wasm count, p=1:      {wasm1:>12.0} events/s");
@@ -120,10 +122,112 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
         memory.peak_mib,
         verdict(memory.peak_mib * 1.048576 < 200.0)
     );
+    println!(
+        "  submit to first event < 100 ms:      {:>9} ms  {}",
+        control.submit_to_first_event_ms,
+        verdict(control.submit_to_first_event_ms < 100)
+    );
+    println!("\ncontrol plane (weir serve, through the CLI)");
+    println!("  upload + precompile of count.wasm:   {:>9} ms", control.first_upload_ms);
+    println!("  the same bytes again (no compile):   {:>9} ms", control.second_upload_ms);
     Ok(())
 }
 
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
+}
+
+/// What the control-plane bench measured.
+struct ControlPlane {
+    first_upload_ms: u128,
+    second_upload_ms: u128,
+    /// Median over the rounds.
+    submit_to_first_event_ms: u64,
+}
+
+fn weir_cli(weir: &Path, server: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(weir).arg("--server").arg(server).args(args).output()?;
+    if !out.status.success() {
+        bail!("weir {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+fn sha_of(upload_output: &str) -> Result<String> {
+    upload_output.split_whitespace().next().map(str::to_string).context("no sha256 in the upload output")
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Starts `weir serve` on a fresh data directory; measures module upload (with and without
+/// compiling) and, with the modules uploaded, the time from `weir submit` of the clicks job to its
+/// first event at a sink, as the server records it.
+fn control_plane(artifacts: &Artifacts, dir: &Path, rounds: usize) -> Result<ControlPlane> {
+    step("control plane: module upload and submit-to-first-event latency");
+    let data = dir.join("serve-data");
+    let _ = std::fs::remove_dir_all(&data);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let server = format!("http://127.0.0.1:{port}");
+    let mut child = Command::new(&artifacts.weir)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(&data)
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let result = (|| {
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if started.elapsed() > std::time::Duration::from_secs(30) {
+                bail!("weir serve did not start");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let module = |name: &str| artifacts.operators.join(format!("{name}.wasm")).to_string_lossy().into_owned();
+        let timed = std::time::Instant::now();
+        let count = sha_of(&weir_cli(&artifacts.weir, &server, &["modules", "upload", &module("count")])?)?;
+        let first_upload_ms = timed.elapsed().as_millis();
+        let timed = std::time::Instant::now();
+        weir_cli(&artifacts.weir, &server, &["modules", "upload", &module("count")])?;
+        let second_upload_ms = timed.elapsed().as_millis();
+        let filter = sha_of(&weir_cli(&artifacts.weir, &server, &["modules", "upload", &module("filter")])?)?;
+        let key_by = sha_of(&weir_cli(&artifacts.weir, &server, &["modules", "upload", &module("key_by")])?)?;
+
+        let clicks = std::path::absolute(artifacts.operators.join("../../examples/clicks/clicks.jsonl"))?;
+        let job = format!(
+            "name = \"clicks-per-user\"\nparallelism = 2\n\n\
+             [[source]]\nuid = \"clicks\"\ntype = \"file\"\npath = {clicks:?}\n\n\
+             [[operator]]\nuid = \"logged-in\"\nmodule = \"{filter}\"\nconfig = {{ field = \"logged_in\" }}\n\n\
+             [[operator]]\nuid = \"by-user\"\nmodule = \"{key_by}\"\nconfig = {{ field = \"user\" }}\n\n\
+             [[operator]]\nuid = \"count-per-user\"\nmodule = \"{count}\"\ninput = \"hash\"\n\n\
+             [[sink]]\nuid = \"counts\"\ntype = \"blackhole\"\n",
+            clicks = clicks.to_string_lossy(),
+        );
+        let job_file = dir.join("submit-clicks.toml");
+        std::fs::write(&job_file, job)?;
+        let job_file = job_file.to_string_lossy().into_owned();
+        let mut latencies = Vec::new();
+        for round in 1..=rounds.max(1) {
+            let submitted = now_ms();
+            let id = weir_cli(&artifacts.weir, &server, &["submit", &job_file])?.trim().to_string();
+            let first = loop {
+                let status: serde_json::Value =
+                    serde_json::from_str(&weir_cli(&artifacts.weir, &server, &["--json", "status", &id])?)?;
+                if let Some(first) = status["first-event-at"].as_u64() {
+                    break first;
+                }
+                if status["state"] == "failed" {
+                    bail!("the submitted job failed: {}", status["failure"]);
+                }
+            };
+            println!("    round {round}: first event {} ms after submit", first.saturating_sub(submitted));
+            latencies.push(first.saturating_sub(submitted));
+        }
+        latencies.sort();
+        Ok(ControlPlane { first_upload_ms, second_upload_ms, submit_to_first_event_ms: latencies[latencies.len() / 2] })
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result
 }

@@ -48,6 +48,8 @@ pub struct JobInfo {
     pub state: JobState,
     /// Milliseconds since the Unix epoch.
     pub submitted_at: u64,
+    /// When the first event reached a sink.
+    pub first_event_at: Option<u64>,
     /// When the job reached a terminal state.
     pub ended_at: Option<u64>,
     /// Why the job failed.
@@ -141,6 +143,7 @@ impl Jobs {
             name,
             state: JobState::Created,
             submitted_at: now_ms(),
+            first_event_at: None,
             ended_at: None,
             failure: None,
             vertices: Vec::new(),
@@ -154,6 +157,7 @@ impl Jobs {
             let result = runtime::execute(graph, runner.cancel.clone(), runner.metrics.clone());
             let mut info = lock(&runner.info);
             info.vertices = runner.metrics.snapshot();
+            info.first_event_at = runner.metrics.first_sink_event_at();
             info.ended_at = Some(now_ms());
             (info.state, info.failure) = match result {
                 Ok(_) => (JobState::Finished, None),
@@ -200,6 +204,7 @@ impl Jobs {
         let mut info = lock(&job.info).clone();
         if !info.state.is_terminal() {
             info.vertices = job.metrics.snapshot();
+            info.first_event_at = job.metrics.first_sink_event_at();
         }
         info
     }

@@ -47,9 +47,16 @@ pub struct VertexSummary {
 #[derive(Default)]
 pub struct JobMetrics {
     vertices: Mutex<Vec<VertexCounters>>,
+    /// When the first event reached a sink, in milliseconds since the Unix epoch.
+    first_sink_event: std::sync::OnceLock<u64>,
 }
 
 impl JobMetrics {
+    /// When the first event reached a sink (milliseconds since the Unix epoch), if one has.
+    pub fn first_sink_event_at(&self) -> Option<u64> {
+        self.first_sink_event.get().copied()
+    }
+
     /// The counts so far: sources, then operators, then sinks.
     pub fn snapshot(&self) -> Vec<VertexSummary> {
         let Ok(vertices) = self.vertices.lock() else { return Vec::new() };
@@ -262,6 +269,7 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics
         let vertex_routes = routes.next().and_then(|mut v| v.pop()).unwrap_or_default();
         let factory: Arc<dyn super::OperatorFactory> = Arc::from(vertex.factory);
         let chained = if Some(i) == last_operator { chained_sinks.clone() } else { Arc::default() };
+        let metrics = metrics.clone();
         runner.vertex("operator", &vertex.uid, vertex.parallelism, vertex_inputs.into_iter().zip(vertex_routes), {
             move |info, inputs, output, control, counters| {
                 let operator = factory.create(info)?;
@@ -269,12 +277,8 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics
                     .iter()
                     .map(|(factory, uid, subtasks)| {
                         let counters = subtasks[info.index as usize].clone();
-                        ChainedSink::open(
-                            &**factory,
-                            SubtaskInfo { uid: uid.clone(), ..info.clone() },
-                            counters,
-                            control,
-                        )
+                        let info = SubtaskInfo { uid: uid.clone(), ..info.clone() };
+                        ChainedSink::open(&**factory, info, counters, metrics.clone(), control)
                     })
                     .collect::<Result<Vec<_>, Stop>>()?;
                 run_operator(operator, inputs, output, sinks, control, counters)
@@ -288,10 +292,11 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics
     for (vertex, vertex_inputs) in sink_threads.into_iter().zip(sink_inputs) {
         let factory: Arc<dyn super::SinkFactory> = Arc::from(vertex.factory);
         let no_routes = std::iter::repeat_with(Vec::new);
+        let metrics = metrics.clone();
         runner.vertex("sink", &vertex.uid, vertex.parallelism, vertex_inputs.into_iter().zip(no_routes), {
             move |info, inputs, _output, _control, counters| {
                 let sink = factory.create(info)?;
-                run_sink(sink, inputs, counters)
+                run_sink(sink, inputs, counters, &metrics)
             }
         });
     }
@@ -437,7 +442,17 @@ fn run_source(
 }
 
 /// Writes a batch to a sink and counts it.
-fn write_counted(sink: &mut dyn super::Sink, counters: &Counters, batch: &EventBatch) -> Result<(), String> {
+fn write_counted(
+    sink: &mut dyn super::Sink,
+    counters: &Counters,
+    metrics: &JobMetrics,
+    batch: &EventBatch,
+) -> Result<(), String> {
+    if !batch.is_empty() {
+        metrics.first_sink_event.get_or_init(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+        });
+    }
     counters.events_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
     sink.write(batch)?;
     counters.events_out.fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -450,6 +465,7 @@ struct ChainedSink {
     sink: Box<dyn super::Sink>,
     info: SubtaskInfo,
     counters: Arc<Counters>,
+    metrics: Arc<JobMetrics>,
 }
 
 impl ChainedSink {
@@ -457,10 +473,11 @@ impl ChainedSink {
         factory: &dyn super::SinkFactory,
         info: SubtaskInfo,
         counters: Arc<Counters>,
+        metrics: Arc<JobMetrics>,
         control: &Control,
     ) -> Result<Self, Stop> {
         match factory.create(&info) {
-            Ok(sink) => Ok(ChainedSink { sink, info, counters }),
+            Ok(sink) => Ok(ChainedSink { sink, info, counters, metrics }),
             Err(cause) => Err(Self::failed(info, cause, control)),
         }
     }
@@ -471,7 +488,7 @@ impl ChainedSink {
     }
 
     fn write(&mut self, batch: &EventBatch, control: &Control) -> Result<(), Stop> {
-        write_counted(&mut *self.sink, &self.counters, batch)
+        write_counted(&mut *self.sink, &self.counters, &self.metrics, batch)
             .map_err(|cause| Self::failed(self.info.clone(), cause, control))
     }
 
@@ -520,10 +537,15 @@ fn run_operator(
     }
 }
 
-fn run_sink(mut sink: Box<dyn super::Sink>, mut inputs: Inputs, counters: &Counters) -> Result<(), Stop> {
+fn run_sink(
+    mut sink: Box<dyn super::Sink>,
+    mut inputs: Inputs,
+    counters: &Counters,
+    metrics: &JobMetrics,
+) -> Result<(), Stop> {
     loop {
         match inputs.next(true)? {
-            Received::Batch(batch) => write_counted(&mut *sink, counters, &batch)?,
+            Received::Batch(batch) => write_counted(&mut *sink, counters, metrics, &batch)?,
             Received::Idle => {}
             Received::Ended => return Ok(sink.finish()?),
         }
