@@ -1,7 +1,10 @@
 //! `weir serve`, its REST API and the client verbs, end to end on loopback.
 use std::path::Path;
 
-use weir_e2e::{Server, clicks_job, job, operator, repo, sink_lines, wasm_operator, weir, write_job};
+use weir_e2e::{
+    Server, clicks_job, expected_counts, expected_lines, job, operator, repo, sink_lines, wasm_operator, weir,
+    write_job,
+};
 
 fn sha256_of(output: &str) -> String {
     let line = output.lines().next().unwrap_or_default();
@@ -52,7 +55,8 @@ fn upload_submit_watch_cancel_and_restart() {
     let counts = &done["vertices"][3];
     assert_eq!((counts["uid"].as_str(), counts["events-in"].as_u64()), (Some("count-per-user"), Some(42)));
     assert_eq!(counts["subtasks"].as_array().map(Vec::len), Some(2));
-    assert_eq!(sink_lines(&out).len(), 42);
+    let clicks = repo().join("examples/clicks/clicks.jsonl");
+    assert_eq!(sink_lines(&out), expected_lines(&expected_counts(&clicks)));
     let status = server.cli(&["status", &id]);
     assert!(status.stdout.contains("finished") && status.stdout.contains("count-per-user"), "{}", status.stdout);
 

@@ -3,30 +3,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use weir_e2e::{
-    clicks_job, file_sink, generator_source, job, part_files, repo, sink_lines, wasm_operator, weir, write_job,
+    clicks_job, expected_counts, expected_lines, file_sink, generator_source, job, part_files, repo, sink_lines,
+    wasm_operator, weir, write_job,
 };
-
-/// Per-user counts of logged-in clicks, computed from the input without weir.
-fn expected_counts(input: &Path) -> BTreeMap<String, u64> {
-    let mut counts = BTreeMap::new();
-    for line in std::fs::read_to_string(input).expect("read input").lines() {
-        let click: serde_json::Value = serde_json::from_str(line).expect("input is JSON");
-        if click["logged_in"] == serde_json::Value::Bool(true) {
-            *counts.entry(click["user"].as_str().expect("user").to_string()).or_insert(0) += 1;
-        }
-    }
-    counts
-}
-
-/// The lines a running count must emit: for a user with n clicks, counts 1 to n, once each.
-fn expected_lines(counts: &BTreeMap<String, u64>) -> Vec<String> {
-    let mut lines: Vec<String> = counts
-        .iter()
-        .flat_map(|(user, &n)| (1..=n).map(move |c| format!(r#"{{"key":"{user}","count":{c}}}"#)))
-        .collect();
-    lines.sort();
-    lines
-}
 
 /// A larger, deterministic clicks file: `n` clicks by `users` users.
 fn generate_clicks(path: &Path, n: u64, users: u64) {

@@ -1,5 +1,6 @@
 //! Helpers for the end-to-end tests: where the built `weir` binary and operators are, and running
 //! the binary with a time limit so that a hang fails the test instead of CI.
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -158,6 +159,28 @@ pub fn clicks_job(input: &Path, count_module: &str, parallelism: u32, out: &Path
             file_sink("counts", out),
         ],
     )
+}
+
+/// Per-user counts of logged-in clicks, computed from the input without weir.
+pub fn expected_counts(input: &Path) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for line in std::fs::read_to_string(input).expect("read input").lines() {
+        let click: serde_json::Value = serde_json::from_str(line).expect("input is JSON");
+        if click["logged_in"] == serde_json::Value::Bool(true) {
+            *counts.entry(click["user"].as_str().expect("user").to_string()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// The lines a running count must emit: for a user with n clicks, counts 1 to n, once each.
+pub fn expected_lines(counts: &BTreeMap<String, u64>) -> Vec<String> {
+    let mut lines: Vec<String> = counts
+        .iter()
+        .flat_map(|(user, &n)| (1..=n).map(move |c| format!(r#"{{"key":"{user}","count":{c}}}"#)))
+        .collect();
+    lines.sort();
+    lines
 }
 
 /// A `weir serve` on a free loopback port, killed when dropped.
