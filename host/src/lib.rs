@@ -4,6 +4,7 @@
 //! Modules, lower layers first; each depends only on those above it in this list:
 //! - [`state`]: the `StateBackend` trait and the in-memory backend.
 //! - [`runtime`]: job graphs, subtasks, channels, key groups.
+//! - [`checkpoint`]: the checkpoint storage layout and the keyed-state snapshot format.
 //! - [`wasm`]: the engine, the `weir:operator` contract and Wasm operators.
 //! - [`connectors`]: sources and sinks.
 //! - [`builtin`]: native operators compiled into the host (for benchmarks).
@@ -15,6 +16,7 @@
 
 pub mod api;
 pub mod builtin;
+pub mod checkpoint;
 pub mod cli;
 pub mod connectors;
 pub mod control;

@@ -50,8 +50,9 @@ impl<'a> Reader<'a> {
         self.pos == self.buf.len()
     }
 
+    /// The next `n` bytes.
     #[inline]
-    fn take(&mut self, n: usize) -> Result<&'a [u8], Truncated> {
+    pub fn fixed(&mut self, n: usize) -> Result<&'a [u8], Truncated> {
         let end = self.pos.checked_add(n).filter(|&end| end <= self.buf.len()).ok_or(Truncated { at: self.pos })?;
         let bytes = &self.buf[self.pos..end];
         self.pos = end;
@@ -61,7 +62,7 @@ impl<'a> Reader<'a> {
     /// A little-endian `u32`.
     #[inline]
     pub fn u32(&mut self) -> Result<u32, Truncated> {
-        let b = self.take(4)?;
+        let b = self.fixed(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
@@ -69,7 +70,7 @@ impl<'a> Reader<'a> {
     #[inline]
     pub fn bytes(&mut self) -> Result<&'a [u8], Truncated> {
         let len = self.u32()?;
-        self.take(len as usize)
+        self.fixed(len as usize)
     }
 
     /// An `opt-bytes` item.
@@ -77,14 +78,14 @@ impl<'a> Reader<'a> {
     pub fn opt_bytes(&mut self) -> Result<Option<&'a [u8]>, Truncated> {
         match self.u32()? {
             NONE => Ok(None),
-            len => self.take(len as usize).map(Some),
+            len => self.fixed(len as usize).map(Some),
         }
     }
 
     /// An `opt-ts` item.
     #[inline]
     pub fn opt_ts(&mut self) -> Result<Option<i64>, Truncated> {
-        let b = self.take(9)?;
+        let b = self.fixed(9)?;
         let mut ts = [0u8; 8];
         ts.copy_from_slice(&b[1..9]);
         Ok((b[0] != 0).then_some(i64::from_le_bytes(ts)))

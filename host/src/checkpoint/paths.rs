@@ -1,0 +1,75 @@
+//! Where checkpoint files live, as pure functions: nothing else formats a storage path.
+//!
+//! Layout, in Flink's spirit, relative to the job's checkpoint storage:
+//! ```text
+//! <job-name>/chk-<n>/_metadata                 what the checkpoint holds, with checksums
+//! <job-name>/chk-<n>/<uid>-<subtask>.state     one operator subtask's keyed state
+//! ```
+//! Checkpoint ids are zero-padded so that names sort in id order.
+
+/// The directory of checkpoint `id` of job `job`.
+pub fn checkpoint_dir(job: &str, id: u64) -> String {
+    format!("{}/chk-{id:010}", escape(job))
+}
+
+/// The metadata file of a checkpoint.
+pub fn metadata(job: &str, id: u64) -> String {
+    format!("{}/_metadata", checkpoint_dir(job, id))
+}
+
+/// The keyed-state file of one operator subtask in a checkpoint.
+pub fn state_file(job: &str, id: u64, uid: &str, subtask: u32) -> String {
+    format!("{}/{}-{subtask}.state", checkpoint_dir(job, id), escape(uid))
+}
+
+/// The checkpoint id of a `chk-<n>` directory name, if it is one.
+pub fn parse_checkpoint_dir(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("chk-")?;
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
+}
+
+/// Job names and uids are free text; in a path, anything but `[A-Za-z0-9._-]` becomes `%XX`, so
+/// that no name can climb out of its directory or collide with another after escaping.
+fn escape(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' => out.push(b as char),
+            b'.' if !out.is_empty() => out.push('.'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout() {
+        assert_eq!(checkpoint_dir("clicks-per-user", 7), "clicks-per-user/chk-0000000007");
+        assert_eq!(metadata("clicks-per-user", 7), "clicks-per-user/chk-0000000007/_metadata");
+        assert_eq!(state_file("j", 12, "count-per-user", 1), "j/chk-0000000012/count-per-user-1.state");
+    }
+
+    #[test]
+    fn names_cannot_escape_their_directory() {
+        assert_eq!(checkpoint_dir("../etc", 1), "%2E.%2Fetc/chk-0000000001");
+        assert_eq!(checkpoint_dir(".", 1), "%2E/chk-0000000001");
+        assert_eq!(state_file("a b", 1, "x/y", 0), "a%20b/chk-0000000001/x%2Fy-0.state");
+        assert_eq!(checkpoint_dir("v1.2", 1), "v1.2/chk-0000000001");
+        assert_ne!(checkpoint_dir("a%2F", 1), checkpoint_dir("a/", 1));
+    }
+
+    #[test]
+    fn ids_round_trip_and_sort() {
+        assert_eq!(parse_checkpoint_dir("chk-0000000042"), Some(42));
+        assert_eq!(parse_checkpoint_dir("chk-"), None);
+        assert_eq!(parse_checkpoint_dir("chk-12a"), None);
+        assert_eq!(parse_checkpoint_dir("shared"), None);
+        let mut names: Vec<String> = [10, 9, 100].iter().map(|&id| checkpoint_dir("j", id)).collect();
+        names.sort();
+        assert_eq!(names, ["j/chk-0000000009", "j/chk-0000000010", "j/chk-0000000100"]);
+    }
+}
