@@ -199,7 +199,9 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics
     // Stages: all sources, then each operator, then all sinks. Stage k feeds every vertex of k+1.
     // Sinks after an operator are chained into its threads instead (as Flink chains forward edges
     // of equal parallelism): a channel hop and a cross-thread wake-up per batch buy nothing there.
-    let chain_sinks = !operators.is_empty();
+    let chain_sinks = operators.last().is_some_and(|last| {
+        sinks.iter().all(|s| s.input == Partitioning::Forward && s.parallelism == last.parallelism)
+    });
     let shape = |uid: &Arc<str>, parallelism, input| Shape { uid: uid.clone(), parallelism, input };
     let mut stages: Vec<Vec<Shape>> = vec![sources.iter().map(|v| shape(&v.uid, v.parallelism, v.input)).collect()];
     stages.extend(operators.iter().map(|v| vec![shape(&v.uid, v.parallelism, v.input)]));

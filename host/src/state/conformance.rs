@@ -86,6 +86,7 @@ fn misuse_is_an_error(make: &Factory) {
         Err(StateError::WrongState { state: MAP, expected: StateKind::Value })
     ));
     assert!(matches!(b.list_append(9, 4, b"k", b"v"), Err(StateError::WrongState { state: 9, .. })));
+    assert!(matches!(b.clear(9, 4, b"k"), Err(StateError::UnknownState { state: 9 })));
     assert!(matches!(b.value_put(VALUE, 3, b"k", b"v"), Err(StateError::KeyGroupNotOwned { key_group: 3, .. })));
     assert!(matches!(b.value_get(VALUE, 8, b"k", &mut Vec::new()), Err(StateError::KeyGroupNotOwned { .. })));
     assert_eq!(b.key_count(), 0);

@@ -49,22 +49,13 @@ impl MemoryBackend {
         MemoryBackend { key_groups, kinds: kinds.to_vec(), tables }
     }
 
-    fn table(&self, state: u32, kg: KeyGroup, kind: StateKind) -> Result<&Table, StateError> {
-        let i = self.check(state, kg, kind)?;
-        Ok(&self.tables[i][state as usize])
+    fn group(&self, kg: KeyGroup) -> Result<&[Table], StateError> {
+        Ok(&self.tables[self.group_index(kg)?])
     }
 
-    fn table_mut(&mut self, state: u32, kg: KeyGroup, kind: StateKind) -> Result<&mut Table, StateError> {
-        let i = self.check(state, kg, kind)?;
-        Ok(&mut self.tables[i][state as usize])
-    }
-
-    /// The index of `kg` in `tables`, after checking that `state` has kind `kind`.
-    fn check(&self, state: u32, kg: KeyGroup, kind: StateKind) -> Result<usize, StateError> {
-        if self.kinds.get(state as usize) != Some(&kind) {
-            return Err(StateError::WrongState { state, expected: kind });
-        }
-        self.group_index(kg)
+    fn group_mut(&mut self, kg: KeyGroup) -> Result<&mut [Table], StateError> {
+        let i = self.group_index(kg)?;
+        Ok(&mut self.tables[i])
     }
 
     fn group_index(&self, kg: KeyGroup) -> Result<usize, StateError> {
@@ -76,20 +67,50 @@ impl MemoryBackend {
     }
 }
 
+/// Typed access to state `state`'s table in key group `kg`: the table's own variant is the check
+/// that the state is declared with that kind.
+macro_rules! typed_tables {
+    ($($get:ident, $get_mut:ident, $variant:ident => $table:ty;)*) => {
+        impl MemoryBackend {
+            $(
+                fn $get(&self, state: u32, kg: KeyGroup) -> Result<&$table, StateError> {
+                    match self.group(kg)?.get(state as usize) {
+                        Some(Table::$variant(t)) => Ok(t),
+                        _ => Err(StateError::WrongState { state, expected: StateKind::$variant }),
+                    }
+                }
+
+                fn $get_mut(&mut self, state: u32, kg: KeyGroup) -> Result<&mut $table, StateError> {
+                    match self.group_mut(kg)?.get_mut(state as usize) {
+                        Some(Table::$variant(t)) => Ok(t),
+                        _ => Err(StateError::WrongState { state, expected: StateKind::$variant }),
+                    }
+                }
+            )*
+        }
+    };
+}
+
+typed_tables! {
+    values, values_mut, Value => ValueTable;
+    maps, maps_mut, Map => Map<BTreeMap<Bytes, Bytes>>;
+    lists, lists_mut, List => Map<Vec<Bytes>>;
+}
+
 impl StateBackend for MemoryBackend {
     fn value_get(&self, state: u32, kg: KeyGroup, key: &[u8], out: &mut Vec<u8>) -> Result<bool, StateError> {
-        let Table::Value(t) = self.table(state, kg, StateKind::Value)? else { unreachable!("checked kind") };
+        let t = self.values(state, kg)?;
         Ok(t.get(key).map(|v| out.extend_from_slice(v)).is_some())
     }
 
     fn value_prefetch(&self, state: u32, kg: KeyGroup, key: &[u8]) {
-        if let Ok(Table::Value(t)) = self.table(state, kg, StateKind::Value) {
+        if let Ok(t) = self.values(state, kg) {
             t.prefetch(key);
         }
     }
 
     fn value_put(&mut self, state: u32, kg: KeyGroup, key: &[u8], value: &[u8]) -> Result<(), StateError> {
-        let Table::Value(t) = self.table_mut(state, kg, StateKind::Value)? else { unreachable!("checked kind") };
+        let t = self.values_mut(state, kg)?;
         t.put(key, value);
         Ok(())
     }
@@ -102,7 +123,7 @@ impl StateBackend for MemoryBackend {
         map_key: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<bool, StateError> {
-        let Table::Map(t) = self.table(state, kg, StateKind::Map)? else { unreachable!("checked kind") };
+        let t = self.maps(state, kg)?;
         Ok(t.get(key).and_then(|m| m.get(map_key)).map(|v| out.extend_from_slice(v)).is_some())
     }
 
@@ -114,13 +135,13 @@ impl StateBackend for MemoryBackend {
         map_key: &[u8],
         value: &[u8],
     ) -> Result<(), StateError> {
-        let Table::Map(t) = self.table_mut(state, kg, StateKind::Map)? else { unreachable!("checked kind") };
+        let t = self.maps_mut(state, kg)?;
         t.entry(key.into()).or_default().insert(map_key.into(), value.into());
         Ok(())
     }
 
     fn map_remove(&mut self, state: u32, kg: KeyGroup, key: &[u8], map_key: &[u8]) -> Result<(), StateError> {
-        let Table::Map(t) = self.table_mut(state, kg, StateKind::Map)? else { unreachable!("checked kind") };
+        let t = self.maps_mut(state, kg)?;
         if let Some(m) = t.get_mut(key) {
             m.remove(map_key);
             if m.is_empty() {
@@ -137,7 +158,7 @@ impl StateBackend for MemoryBackend {
         key: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]),
     ) -> Result<(), StateError> {
-        let Table::Map(t) = self.table(state, kg, StateKind::Map)? else { unreachable!("checked kind") };
+        let t = self.maps(state, kg)?;
         for (k, v) in t.get(key).into_iter().flatten() {
             visit(k, v);
         }
@@ -145,7 +166,7 @@ impl StateBackend for MemoryBackend {
     }
 
     fn list_get(&self, state: u32, kg: KeyGroup, key: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<(), StateError> {
-        let Table::List(t) = self.table(state, kg, StateKind::List)? else { unreachable!("checked kind") };
+        let t = self.lists(state, kg)?;
         for v in t.get(key).into_iter().flatten() {
             visit(v);
         }
@@ -153,18 +174,17 @@ impl StateBackend for MemoryBackend {
     }
 
     fn list_append(&mut self, state: u32, kg: KeyGroup, key: &[u8], value: &[u8]) -> Result<(), StateError> {
-        let Table::List(t) = self.table_mut(state, kg, StateKind::List)? else { unreachable!("checked kind") };
+        let t = self.lists_mut(state, kg)?;
         t.entry(key.into()).or_default().push(value.into());
         Ok(())
     }
 
     fn clear(&mut self, state: u32, kg: KeyGroup, key: &[u8]) -> Result<(), StateError> {
-        let kind =
-            *self.kinds.get(state as usize).ok_or(StateError::WrongState { state, expected: StateKind::Value })?;
-        match self.table_mut(state, kg, kind)? {
-            Table::Value(t) => t.remove(key),
-            Table::Map(t) => drop(t.remove(key)),
-            Table::List(t) => drop(t.remove(key)),
+        match self.group_mut(kg)?.get_mut(state as usize) {
+            Some(Table::Value(t)) => t.remove(key),
+            Some(Table::Map(t)) => drop(t.remove(key)),
+            Some(Table::List(t)) => drop(t.remove(key)),
+            None => return Err(StateError::UnknownState { state }),
         }
         Ok(())
     }

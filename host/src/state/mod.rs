@@ -42,6 +42,12 @@ pub enum StateError {
         /// The kind the call needs.
         expected: StateKind,
     },
+    /// No state has this index.
+    #[error("state #{state} is not declared")]
+    UnknownState {
+        /// The index used.
+        state: u32,
+    },
     /// The key group is outside the range this backend holds.
     #[error("key group {key_group} is outside this subtask's key groups {range:?}")]
     KeyGroupNotOwned {
