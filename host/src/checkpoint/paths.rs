@@ -7,9 +7,14 @@
 //! ```
 //! Checkpoint ids are zero-padded so that names sort in id order.
 
+/// The directory of all of job `job`'s checkpoints.
+pub fn job_dir(job: &str) -> String {
+    escape(job)
+}
+
 /// The directory of checkpoint `id` of job `job`.
 pub fn checkpoint_dir(job: &str, id: u64) -> String {
-    format!("{}/chk-{id:010}", escape(job))
+    format!("{}/chk-{id:010}", job_dir(job))
 }
 
 /// The metadata file of a checkpoint.

@@ -1,0 +1,170 @@
+//! Checkpoint storage through `object_store`, for the synchronous subtask threads: each call
+//! blocks on the store's future on a small runtime of the storage's own.
+//!
+//! URLs: `file://<path>` (a relative path starts at the job file's directory) and `memory://`
+//! (for tests). Other schemes are refused with a message until their support is built.
+use std::path::Path;
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use super::paths;
+
+/// Why storage cannot be opened or used. Messages name the storage URL and the file.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The URL is not one weir can use.
+    #[error("checkpoint storage {url}: {reason}")]
+    Url {
+        /// The storage URL.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A read, write, list or delete failed.
+    #[error("checkpoint storage {url}: {operation} {path}: {cause}")]
+    Io {
+        /// The storage URL.
+        url: String,
+        /// What was being done.
+        operation: &'static str,
+        /// The file or directory.
+        path: String,
+        /// The store's error.
+        cause: String,
+    },
+}
+
+/// Where a job's checkpoints are stored.
+pub struct Storage {
+    url: String,
+    store: Arc<dyn ObjectStore>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Storage {
+    /// Opens storage at `url`; a relative `file://` path starts at `base`.
+    pub fn open(url: &str, base: &Path) -> Result<Self, StorageError> {
+        let error = |reason: String| StorageError::Url { url: url.to_string(), reason };
+        let store: Arc<dyn ObjectStore> = if let Some(path) = url.strip_prefix("file://") {
+            if path.is_empty() {
+                return Err(error("no path after file://".to_string()));
+            }
+            let dir = base.join(path);
+            std::fs::create_dir_all(&dir).map_err(|e| error(format!("cannot create {}: {e}", dir.display())))?;
+            Arc::new(LocalFileSystem::new_with_prefix(&dir).map_err(|e| error(e.to_string()))?)
+        } else if url == "memory://" {
+            Arc::new(InMemory::new())
+        } else {
+            return Err(error(
+                "only file://<path> and memory:// are supported so far (s3:// comes with S3 support)".to_string(),
+            ));
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| error(format!("cannot start its I/O runtime: {e}")))?;
+        Ok(Storage { url: url.to_string(), store, runtime })
+    }
+
+    fn io(&self, operation: &'static str, path: &str, cause: impl std::fmt::Display) -> StorageError {
+        StorageError::Io { url: self.url.clone(), operation, path: path.to_string(), cause: cause.to_string() }
+    }
+
+    /// Writes a whole file; readers see all of it or none of it.
+    pub fn put(&self, path: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
+        let location = StorePath::from(path);
+        self.runtime
+            .block_on(self.store.put(&location, PutPayload::from(bytes)))
+            .map(drop)
+            .map_err(|e| self.io("writing", path, e))
+    }
+
+    /// Reads a whole file.
+    pub fn get(&self, path: &str) -> Result<Vec<u8>, StorageError> {
+        let location = StorePath::from(path);
+        self.runtime
+            .block_on(async { self.store.get(&location).await?.bytes().await })
+            .map(|b| b.to_vec())
+            .map_err(|e| self.io("reading", path, e))
+    }
+
+    /// Every file under `prefix`, sorted.
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let location = StorePath::from(prefix);
+        let metas: Vec<_> = self
+            .runtime
+            .block_on(self.store.list(Some(&location)).try_collect())
+            .map_err(|e| self.io("listing", prefix, e))?;
+        let mut files: Vec<String> = metas.into_iter().map(|m| m.location.to_string()).collect();
+        files.sort();
+        Ok(files)
+    }
+
+    /// The ids of job `job`'s checkpoint directories, ascending (complete or not).
+    pub fn checkpoints(&self, job: &str) -> Result<Vec<u64>, StorageError> {
+        let prefix = paths::job_dir(job);
+        let mut ids: Vec<u64> = self
+            .list(&prefix)?
+            .iter()
+            .filter_map(|file| file.strip_prefix(&format!("{prefix}/"))?.split('/').next())
+            .filter_map(paths::parse_checkpoint_dir)
+            .collect();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// Deletes every file of checkpoint `id` of job `job`.
+    pub fn delete_checkpoint(&self, job: &str, id: u64) -> Result<(), StorageError> {
+        for file in self.list(&paths::checkpoint_dir(job, id))? {
+            let location = StorePath::from(file.as_str());
+            self.runtime.block_on(self.store.delete(&location)).map_err(|e| self.io("deleting", &file, e))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exercise(storage: &Storage) {
+        storage.put(&paths::state_file("job", 2, "count", 0), b"two".to_vec()).unwrap();
+        storage.put(&paths::metadata("job", 2), b"meta".to_vec()).unwrap();
+        storage.put(&paths::metadata("job", 10), b"ten".to_vec()).unwrap();
+        storage.put(&paths::metadata("other", 1), b"x".to_vec()).unwrap();
+        assert_eq!(storage.get(&paths::state_file("job", 2, "count", 0)).unwrap(), b"two");
+        assert_eq!(storage.checkpoints("job").unwrap(), vec![2, 10]);
+        storage.delete_checkpoint("job", 2).unwrap();
+        assert_eq!(storage.checkpoints("job").unwrap(), vec![10]);
+        assert_eq!(storage.checkpoints("other").unwrap(), vec![1]);
+        let missing = storage.get(&paths::metadata("job", 2)).unwrap_err().to_string();
+        assert!(missing.contains("reading job/chk-0000000002/_metadata"), "{missing}");
+    }
+
+    #[test]
+    fn local_files_relative_to_the_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open("file://checkpoints", dir.path()).unwrap();
+        exercise(&storage);
+        assert!(dir.path().join("checkpoints/job/chk-0000000010/_metadata").is_file());
+        assert!(!dir.path().join("checkpoints/job/chk-0000000002/_metadata").exists());
+    }
+
+    #[test]
+    fn in_memory() {
+        exercise(&Storage::open("memory://", Path::new(".")).unwrap());
+    }
+
+    #[test]
+    fn unsupported_urls_are_named() {
+        for url in ["s3://bucket/path", "file://", "ftp://x"] {
+            let err = Storage::open(url, Path::new(".")).err().expect("refused").to_string();
+            assert!(err.starts_with(&format!("checkpoint storage {url}: ")), "{err}");
+        }
+    }
+}
