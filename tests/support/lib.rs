@@ -276,3 +276,62 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// The JSON of a checkpoint's `_metadata`, after checking its `sha256:` line.
+pub fn read_metadata(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).expect("read _metadata");
+    let (json, checksum) = text.trim_end().rsplit_once("\nsha256:").expect("a sha256 line");
+    let actual = sha256_hex(json.as_bytes());
+    assert_eq!(actual, checksum, "{} does not match its checksum", path.display());
+    serde_json::from_str(json).expect("_metadata is JSON")
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    // A test-side SHA-256 through the weir binary would be circular; `sha256sum` is on every
+    // machine this runs on.
+    let mut child = Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("sha256sum");
+    std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), bytes).expect("write");
+    let out = child.wait_with_output().expect("sha256sum output");
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
+}
+
+/// The value-state entries of a snapshot file (docs: `host/src/checkpoint/snapshot.rs`), as
+/// (state index, key, value), decoded independently of weir's own reader.
+pub fn snapshot_values(bytes: &[u8]) -> Vec<(u32, Vec<u8>, Vec<u8>)> {
+    let mut at = 8;
+    assert_eq!(&bytes[..8], b"WEIRSNP1");
+    let body_end = bytes.len() - 32;
+    let u32_at = |at: &mut usize| {
+        let v = u32::from_le_bytes(bytes[*at..*at + 4].try_into().unwrap());
+        *at += 4;
+        v
+    };
+    let take = |at: &mut usize, n: usize| {
+        let v = bytes[*at..*at + n].to_vec();
+        *at += n;
+        v
+    };
+    let states = u32_at(&mut at);
+    for _ in 0..states {
+        let name_len = u32_at(&mut at) as usize;
+        at += name_len + 1 + 4;
+    }
+    let mut values = Vec::new();
+    let groups = u32_at(&mut at);
+    for _ in 0..groups {
+        at += 2;
+        let count = u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+        at += 8;
+        for _ in 0..count {
+            let state = u32_at(&mut at);
+            let key_len = u32_at(&mut at) as usize;
+            let key = take(&mut at, key_len);
+            let item = take(&mut at, 1)[0];
+            assert_eq!(item, 0, "only value state expected here");
+            let value_len = u32_at(&mut at) as usize;
+            values.push((state, key, take(&mut at, value_len)));
+        }
+    }
+    assert_eq!(at, body_end, "the snapshot has no trailing bytes before its checksum");
+    values
+}

@@ -2,6 +2,7 @@
 //! Same state layout (a JSON number in value state 0) and same output lines.
 use serde::Serialize;
 
+use crate::checkpoint::snapshot::{self, SnapshotState};
 use crate::runtime::key_group::{key_group, key_group_range};
 use crate::runtime::{EventBatch, Operator, OperatorFactory, SubtaskInfo};
 use crate::state::{MemoryBackend, StateBackend, StateKind};
@@ -17,7 +18,8 @@ impl OperatorFactory for KeyedCountFactory {
         }
         let range = key_group_range(info.max_parallelism, info.parallelism, info.index);
         Ok(Box::new(KeyedCount {
-            backend: MemoryBackend::new(range, &[StateKind::Value]),
+            backend: MemoryBackend::new(range.clone(), &[StateKind::Value]),
+            key_groups: range,
             max_parallelism: info.max_parallelism,
             buf: Vec::new(),
         }))
@@ -26,6 +28,7 @@ impl OperatorFactory for KeyedCountFactory {
 
 struct KeyedCount {
     backend: MemoryBackend,
+    key_groups: std::ops::Range<u32>,
     max_parallelism: u32,
     buf: Vec<u8>,
 }
@@ -59,5 +62,12 @@ impl Operator for KeyedCount {
             result.map_err(|e| e.to_string())?;
         }
         Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Option<Vec<u8>>, String> {
+        let states = [SnapshotState { name: "count".to_string(), kind: StateKind::Value, schema_version: 1 }];
+        let mut out = Vec::new();
+        snapshot::write(&self.backend, self.key_groups.clone(), &states, &mut out).map_err(|e| e.to_string())?;
+        Ok(Some(out))
     }
 }

@@ -4,7 +4,10 @@
 //! tested; the barrier coordinator that takes checkpoints while a job runs, retention and recovery
 //! are the rest of issue 4 and are not built yet (`docs/checkpoints.md` has the design).
 //!
-//! Layering: uses `state` and `runtime::key_group`; knows nothing of wasm, channels or HTTP.
+//! Layering: uses `state` and `runtime` (its checkpoint traits); knows nothing of wasm or HTTP.
 pub mod paths;
+mod sink;
 pub mod snapshot;
 pub mod storage;
+
+pub use sink::StorageSink;

@@ -43,6 +43,9 @@ pub enum StorageError {
 pub struct Storage {
     url: String,
     store: Arc<dyn ObjectStore>,
+    /// For `file://` storage, its directory: objects are files there, and deleting a checkpoint
+    /// also removes the directory its files leave empty.
+    local_root: Option<std::path::PathBuf>,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -50,12 +53,14 @@ impl Storage {
     /// Opens storage at `url`; a relative `file://` path starts at `base`.
     pub fn open(url: &str, base: &Path) -> Result<Self, StorageError> {
         let error = |reason: String| StorageError::Url { url: url.to_string(), reason };
+        let mut local_root = None;
         let store: Arc<dyn ObjectStore> = if let Some(path) = url.strip_prefix("file://") {
             if path.is_empty() {
                 return Err(error("no path after file://".to_string()));
             }
             let dir = base.join(path);
             std::fs::create_dir_all(&dir).map_err(|e| error(format!("cannot create {}: {e}", dir.display())))?;
+            local_root = Some(dir.clone());
             Arc::new(LocalFileSystem::new_with_prefix(&dir).map_err(|e| error(e.to_string()))?)
         } else if url == "memory://" {
             Arc::new(InMemory::new())
@@ -68,7 +73,7 @@ impl Storage {
             .enable_all()
             .build()
             .map_err(|e| error(format!("cannot start its I/O runtime: {e}")))?;
-        Ok(Storage { url: url.to_string(), store, runtime })
+        Ok(Storage { url: url.to_string(), store, local_root, runtime })
     }
 
     fn io(&self, operation: &'static str, path: &str, cause: impl std::fmt::Display) -> StorageError {
@@ -120,9 +125,14 @@ impl Storage {
 
     /// Deletes every file of checkpoint `id` of job `job`.
     pub fn delete_checkpoint(&self, job: &str, id: u64) -> Result<(), StorageError> {
-        for file in self.list(&paths::checkpoint_dir(job, id))? {
+        let dir = paths::checkpoint_dir(job, id);
+        for file in self.list(&dir)? {
             let location = StorePath::from(file.as_str());
             self.runtime.block_on(self.store.delete(&location)).map_err(|e| self.io("deleting", &file, e))?;
+        }
+        if let Some(root) = &self.local_root {
+            // Only if empty: a file written meanwhile is not ours to lose.
+            let _ = std::fs::remove_dir(root.join(&dir));
         }
         Ok(())
     }
@@ -152,7 +162,7 @@ mod tests {
         let storage = Storage::open("file://checkpoints", dir.path()).unwrap();
         exercise(&storage);
         assert!(dir.path().join("checkpoints/job/chk-0000000010/_metadata").is_file());
-        assert!(!dir.path().join("checkpoints/job/chk-0000000002/_metadata").exists());
+        assert!(!dir.path().join("checkpoints/job/chk-0000000002").exists(), "the emptied directory goes too");
     }
 
     #[test]

@@ -60,4 +60,8 @@ impl Source for FileSource {
         }
         Ok(true)
     }
+
+    fn position(&self) -> u64 {
+        self.position
+    }
 }

@@ -60,4 +60,8 @@ impl Source for Generator {
         }
         Ok(self.next < self.end)
     }
+
+    fn position(&self) -> u64 {
+        self.next
+    }
 }

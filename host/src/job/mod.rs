@@ -10,13 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use spec::JobSpec;
-use spec::{InputSpec, OperatorSpec, SinkSpec, SinkType, SourceSpec, SourceType};
+use spec::{CheckpointMode, CheckpointingSpec, InputSpec, OperatorSpec, SinkSpec, SinkType, SourceSpec, SourceType};
+
+use crate::checkpoint::StorageSink;
+use crate::checkpoint::storage::Storage;
 
 use crate::connectors::{
     BlackholeSinkFactory, FileSinkFactory, FileSourceFactory, GeneratorSourceFactory, StdoutSinkFactory,
 };
 use crate::runtime::key_group::UPPER_BOUND_MAX_PARALLELISM;
-use crate::runtime::{JobGraph, OperatorFactory, Partitioning, SinkFactory, SourceFactory, Vertex};
+use crate::runtime::{CheckpointConfig, JobGraph, OperatorFactory, Partitioning, SinkFactory, SourceFactory, Vertex};
 use crate::wasm::{ModuleError, OperatorModule, SandboxLimits, WasmEngine, WasmOperatorFactory};
 
 /// Why a job file cannot be run. Every message names the file and the thing at fault.
@@ -143,7 +146,45 @@ pub fn build(
     // Sinks run at the parallelism of what feeds them, each subtask writing its own part.
     let sink_parallelism = operators.last().map_or(spec.parallelism, |v| v.parallelism);
     let sinks = spec.sinks.iter().map(|s| ctx.sink(s, sink_parallelism).map_err(invalid)).collect::<Result<_, _>>()?;
-    Ok(JobGraph { name: spec.name, max_parallelism: spec.max_parallelism, attempt, sources, operators, sinks })
+    let checkpointing = match &spec.checkpointing {
+        Some(c) => checkpointing(c, &spec.name, spec.max_parallelism, base).map_err(invalid)?,
+        None => None,
+    };
+    Ok(JobGraph {
+        name: spec.name,
+        max_parallelism: spec.max_parallelism,
+        attempt,
+        sources,
+        operators,
+        sinks,
+        checkpointing,
+    })
+}
+
+/// The run's checkpointing from a `[checkpointing]` table; `None` when its interval is 0.
+fn checkpointing(
+    spec: &CheckpointingSpec,
+    job: &str,
+    max_parallelism: u32,
+    base: &Path,
+) -> Result<Option<CheckpointConfig>, String> {
+    let interval = humantime::parse_duration(&spec.interval).map_err(|_| {
+        format!("[checkpointing] interval \"{}\" is not a duration such as \"1s\" or \"500ms\"", spec.interval)
+    })?;
+    if interval.is_zero() {
+        return Ok(None);
+    }
+    if spec.retained == Some(0) {
+        return Err("[checkpointing] retained must be at least 1".to_string());
+    }
+    let url = spec.storage.as_deref().unwrap_or("file://weir-data/checkpoints");
+    let storage = Storage::open(url, base).map_err(|e| e.to_string())?;
+    let sink = StorageSink::new(storage, job, max_parallelism, spec.retained.unwrap_or(1));
+    Ok(Some(CheckpointConfig {
+        interval,
+        exactly_once: spec.mode == CheckpointMode::ExactlyOnce,
+        sink: Arc::new(sink),
+    }))
 }
 
 /// What building the vertices of one job shares.

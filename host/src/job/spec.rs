@@ -23,6 +23,36 @@ pub struct JobSpec {
     /// `[[sink]]` tables.
     #[serde(default, rename = "sink")]
     pub sinks: Vec<SinkSpec>,
+    /// `[checkpointing]`: absent, or an interval of 0, means off.
+    pub checkpointing: Option<CheckpointingSpec>,
+}
+
+/// Checkpoint consistency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckpointMode {
+    /// Barriers are aligned: each checkpoint holds exactly the effects of the events before it.
+    #[default]
+    ExactlyOnce,
+    /// Barriers are not aligned: faster, but a restore may replay some events twice.
+    AtLeastOnce,
+}
+
+/// The `[checkpointing]` table. Flink's names; the settings not listed here (`timeout`,
+/// `min-pause`, `max-concurrent`, `tolerable-failures`, `retention`) arrive with the rest of
+/// checkpointing and are refused as unknown until then.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CheckpointingSpec {
+    /// Time between checkpoints, e.g. "1s"; "0s" turns checkpointing off.
+    pub interval: String,
+    /// `exactly-once` (default) or `at-least-once`.
+    #[serde(default)]
+    pub mode: CheckpointMode,
+    /// Completed checkpoints kept (default 1).
+    pub retained: Option<u32>,
+    /// Where checkpoints go (default `file://weir-data/checkpoints`, relative to the job file).
+    pub storage: Option<String>,
 }
 
 fn default_parallelism() -> u32 {

@@ -11,6 +11,8 @@ use super::{BATCH_SIZE, CHANNEL_CAPACITY};
 /// What flows through a channel.
 pub(crate) enum Message {
     Batch(EventBatch),
+    /// Checkpoint barrier n: everything before it belongs to checkpoint n, everything after to n+1.
+    Barrier(u64),
     /// The sender has no more events.
     End,
 }
@@ -31,6 +33,8 @@ pub(crate) enum ChannelError {
 /// What [`Inputs::next`] found.
 pub(crate) enum Received {
     Batch(EventBatch),
+    /// Barrier n has arrived on every live input (aligned).
+    Barrier(u64),
     /// Nothing is ready right now (only when not blocking).
     Idle,
     /// Every input has ended.
@@ -38,30 +42,64 @@ pub(crate) enum Received {
 }
 
 /// The input channels of one subtask; those that have sent `End` are dropped.
+///
+/// Barriers are aligned here. In exactly-once mode an input that has delivered barrier n is not
+/// read again until barrier n has arrived on every live input, so that nothing after the barrier
+/// is processed before the snapshot; in at-least-once mode it keeps being read.
 pub(crate) struct Inputs {
     live: Vec<Receiver<Message>>,
+    /// Per live input: it has delivered the barrier being aligned.
+    arrived: Vec<bool>,
+    aligning: Option<u64>,
+    exactly_once: bool,
+    /// Indices of the inputs to select from, rebuilt per call (kept to reuse its allocation).
+    readable: Vec<usize>,
 }
 
 impl Inputs {
-    pub(crate) fn new(receivers: Vec<Receiver<Message>>) -> Self {
-        Inputs { live: receivers }
+    pub(crate) fn new(receivers: Vec<Receiver<Message>>, exactly_once: bool) -> Self {
+        let arrived = vec![false; receivers.len()];
+        Inputs { live: receivers, arrived, aligning: None, exactly_once, readable: Vec::new() }
     }
 
-    /// The next batch from any input, waiting for one when `block` is set.
+    /// Barrier n once every live input has delivered it.
+    fn aligned(&mut self) -> Option<u64> {
+        let id = self.aligning?;
+        if !self.arrived.iter().all(|&a| a) {
+            return None;
+        }
+        self.aligning = None;
+        self.arrived.iter_mut().for_each(|a| *a = false);
+        Some(id)
+    }
+
+    /// The next batch or aligned barrier from any input, waiting for one when `block` is set.
     pub(crate) fn next(&mut self, block: bool) -> Result<Received, ChannelError> {
         loop {
-            let (i, message) = match self.live.len() {
-                0 => return Ok(Received::Ended),
-                1 if block => (0, self.live[0].recv().map_err(|_| ChannelError::Disconnected)?),
-                1 => match self.live[0].try_recv() {
-                    Ok(m) => (0, m),
+            if let Some(id) = self.aligned() {
+                return Ok(Received::Barrier(id));
+            }
+            // Inputs blocked by alignment are left out of the selection.
+            let blocked = |i: &usize| self.exactly_once && self.arrived[*i];
+            self.readable.clear();
+            self.readable.extend((0..self.live.len()).filter(|i| !blocked(i)));
+            let readable = &self.readable;
+            let (i, message) = match readable.len() {
+                0 if self.live.is_empty() => return Ok(Received::Ended),
+                0 => return Err(ChannelError::Disconnected),
+                1 if block => {
+                    let i = readable[0];
+                    (i, self.live[i].recv().map_err(|_| ChannelError::Disconnected)?)
+                }
+                1 => match self.live[readable[0]].try_recv() {
+                    Ok(m) => (readable[0], m),
                     Err(TryRecvError::Empty) => return Ok(Received::Idle),
                     Err(TryRecvError::Disconnected) => return Err(ChannelError::Disconnected),
                 },
                 _ => {
                     let mut select = Select::new();
-                    for r in &self.live {
-                        select.recv(r);
+                    for &i in readable {
+                        select.recv(&self.live[i]);
                     }
                     let op = if block {
                         select.select()
@@ -71,14 +109,19 @@ impl Inputs {
                             Err(_) => return Ok(Received::Idle),
                         }
                     };
-                    let i = op.index();
+                    let i = readable[op.index()];
                     (i, op.recv(&self.live[i]).map_err(|_| ChannelError::Disconnected)?)
                 }
             };
             match message {
                 Message::Batch(batch) => return Ok(Received::Batch(batch)),
+                Message::Barrier(id) => {
+                    self.aligning = Some(id);
+                    self.arrived[i] = true;
+                }
                 Message::End => {
                     self.live.swap_remove(i);
+                    self.arrived.swap_remove(i);
                 }
             }
         }
@@ -148,10 +191,11 @@ impl Route {
         Ok(())
     }
 
-    fn end(&mut self) -> Result<(), ChannelError> {
+    /// Flushes, then sends `message` to every downstream subtask.
+    fn broadcast(&mut self, message: impl Fn() -> Message) -> Result<(), ChannelError> {
         self.flush()?;
         for sender in &self.senders {
-            sender.send(Message::End).map_err(|_| ChannelError::Disconnected)?;
+            sender.send(message()).map_err(|_| ChannelError::Disconnected)?;
         }
         Ok(())
     }
@@ -195,8 +239,13 @@ impl Output {
         self.routes.iter_mut().try_for_each(Route::flush)
     }
 
+    /// Flushes and sends barrier `id` to every downstream subtask.
+    pub(crate) fn barrier(&mut self, id: u64) -> Result<(), ChannelError> {
+        self.routes.iter_mut().try_for_each(|r| r.broadcast(|| Message::Barrier(id)))
+    }
+
     /// Flushes and tells every downstream subtask that no more events come.
     pub(crate) fn end(&mut self) -> Result<(), ChannelError> {
-        self.routes.iter_mut().try_for_each(Route::end)
+        self.routes.iter_mut().try_for_each(|r| r.broadcast(|| Message::End))
     }
 }

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use super::channel::{self, ChannelError, Inputs, Message, Output, Received, Route};
-use super::graph::{JobGraph, Partitioning, SubtaskInfo, TaskError};
+use super::graph::{
+    CheckpointConfig, CheckpointSink, JobGraph, Partitioning, SourcePosition, StateFile, SubtaskInfo, TaskError,
+};
 use super::{BATCH_SIZE, EventBatch};
 
 /// Events counted for one subtask.
@@ -99,6 +101,14 @@ pub enum JobFailure {
     /// The job was cancelled before its sources ended.
     #[error("job was cancelled")]
     Cancelled,
+    /// A checkpoint could not be stored.
+    #[error("checkpoint {id} failed: {cause}")]
+    Checkpoint {
+        /// The checkpoint.
+        id: u64,
+        /// Why.
+        cause: String,
+    },
     /// A subtask thread panicked: a bug in weir, not in the job.
     #[error("internal error: subtask thread '{0}' panicked; please report this as a weir bug")]
     Panicked(String),
@@ -133,19 +143,130 @@ struct VertexCounters {
 /// Shared by every subtask of a run: the first failure, and the flag that stops the sources.
 struct Control {
     cancel: Arc<AtomicBool>,
-    failure: Mutex<Option<TaskError>>,
+    failure: Mutex<Option<JobFailure>>,
+    /// The latest checkpoint the coordinator asked the sources for (0: none yet).
+    requested: AtomicU64,
+    /// Align barriers before snapshotting.
+    exactly_once: bool,
+    /// Acknowledgements to the checkpoint coordinator, when checkpointing.
+    acks: Option<crossbeam_channel::Sender<Ack>>,
+    /// Snapshots to the uploader, when checkpointing.
+    uploads: Option<crossbeam_channel::Sender<Upload>>,
 }
 
 impl Control {
-    fn fail(&self, error: TaskError) {
+    fn fail(&self, error: impl Into<JobFailure>) {
         if let Ok(mut failure) = self.failure.lock() {
-            failure.get_or_insert(error);
+            failure.get_or_insert(error.into());
         }
         self.cancel.store(true, Ordering::SeqCst);
     }
 
+    fn ack(&self, ack: Ack) {
+        if let Some(acks) = &self.acks {
+            let _ = acks.send(ack);
+        }
+    }
+
     fn cancelled(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)
+    }
+}
+
+/// What the checkpoint coordinator hears from subtasks.
+enum Ack {
+    /// A source injected the barrier at this position.
+    Source(u64, SourcePosition),
+    /// An operator's snapshot is stored (`None`: it keeps no state).
+    State(u64, Option<StateFile>),
+    /// A sink received the aligned barrier.
+    Sink(u64),
+    /// A source is exhausted: it injects no more barriers.
+    SourceFinished,
+    /// Storing a snapshot failed.
+    Failed(u64, String),
+    /// Every subtask has stopped.
+    JobEnded,
+}
+
+/// A snapshot on its way to storage: the asynchronous part of a checkpoint.
+enum Upload {
+    State { id: u64, uid: Arc<str>, subtask: u32, bytes: Vec<u8> },
+    Stop,
+}
+
+/// How many acknowledgements of each kind complete a checkpoint.
+struct Expected {
+    sources: usize,
+    states: usize,
+    sinks: usize,
+}
+
+/// Stores snapshots as operators hand them over, so that their threads go on processing.
+fn upload(uploads: Receiver<Upload>, sink: &dyn CheckpointSink, control: &Control) {
+    while let Ok(Upload::State { id, uid, subtask, bytes }) = uploads.recv() {
+        match sink.write_state(id, &uid, subtask, bytes) {
+            Ok(file) => control.ack(Ack::State(id, Some(file))),
+            Err(cause) => control.ack(Ack::Failed(id, cause)),
+        }
+    }
+}
+
+/// Triggers a checkpoint every interval (one at a time), collects the acknowledgements and
+/// completes it once every source, operator and sink has acknowledged. Stops triggering once a
+/// source is exhausted: a checkpoint needs a barrier from every source.
+fn coordinate(config: &CheckpointConfig, expected: Expected, acks: Receiver<Ack>, control: &Control) {
+    struct Pending {
+        id: u64,
+        sources: Vec<SourcePosition>,
+        states: Vec<StateFile>,
+        state_acks: usize,
+        sink_acks: usize,
+    }
+    let mut pending: Option<Pending> = None;
+    let mut next_trigger = Instant::now() + config.interval;
+    let mut sources_finished = false;
+    loop {
+        let ack = match acks.recv_timeout(next_trigger.saturating_duration_since(Instant::now())) {
+            Ok(Ack::JobEnded) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            Ok(ack) => ack,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                next_trigger = Instant::now() + config.interval;
+                if pending.is_none() && !sources_finished && !control.cancelled() {
+                    let id = control.requested.load(Ordering::SeqCst) + 1;
+                    pending =
+                        Some(Pending { id, sources: Vec::new(), states: Vec::new(), state_acks: 0, sink_acks: 0 });
+                    control.requested.store(id, Ordering::SeqCst);
+                }
+                continue;
+            }
+        };
+        let current = pending.as_ref().map(|p| p.id);
+        match ack {
+            Ack::SourceFinished => sources_finished = true,
+            Ack::Failed(id, cause) if Some(id) == current => {
+                control.fail(JobFailure::Checkpoint { id, cause });
+                return;
+            }
+            Ack::Source(id, position) if Some(id) == current => {
+                pending.iter_mut().for_each(|p| p.sources.push(position.clone()))
+            }
+            Ack::State(id, file) if Some(id) == current => pending.iter_mut().for_each(|p| {
+                p.state_acks += 1;
+                p.states.extend(file.clone());
+            }),
+            Ack::Sink(id) if Some(id) == current => pending.iter_mut().for_each(|p| p.sink_acks += 1),
+            _ => {}
+        }
+        let complete = pending.as_ref().is_some_and(|p| {
+            p.sources.len() == expected.sources && p.state_acks == expected.states && p.sink_acks == expected.sinks
+        });
+        if let Some(p) = pending.take_if(|_| complete)
+            && let Err(cause) = config.sink.complete(p.id, p.sources, p.states)
+        {
+            control.fail(JobFailure::Checkpoint { id: p.id, cause });
+            return;
+        }
     }
 }
 
@@ -193,8 +314,29 @@ fn wire(upstream: &[Shape], down: &Shape, max_parallelism: u32) -> (Vec<Vec<Rout
 /// Runs the job until its sources are exhausted and the sinks have flushed, or until `cancel` is
 /// set or a subtask fails. `metrics` fills in as subtasks start, so others can watch the job.
 pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics>) -> Result<(), JobFailure> {
-    let control = Arc::new(Control { cancel, failure: Mutex::new(None) });
-    let JobGraph { max_parallelism, attempt, sources, operators, sinks, .. } = graph;
+    let JobGraph { max_parallelism, attempt, sources, operators, sinks, checkpointing, .. } = graph;
+    let (acks, ack_receiver) = crossbeam_channel::unbounded();
+    let (uploads, upload_receiver) = crossbeam_channel::unbounded();
+    let control = Arc::new(Control {
+        cancel,
+        failure: Mutex::new(None),
+        requested: AtomicU64::new(0),
+        exactly_once: checkpointing.as_ref().is_none_or(|c| c.exactly_once),
+        acks: checkpointing.is_some().then_some(acks),
+        uploads: checkpointing.is_some().then_some(uploads),
+    });
+    let coordination = checkpointing.map(|config| {
+        let expected = Expected {
+            sources: sources.iter().map(|v| v.parallelism as usize).sum(),
+            states: operators.iter().map(|v| v.parallelism as usize).sum(),
+            sinks: sinks.iter().map(|v| v.parallelism as usize).sum(),
+        };
+        let (c, sink) = (control.clone(), config.sink.clone());
+        let uploader = std::thread::spawn(move || upload(upload_receiver, &*sink, &c));
+        let c = control.clone();
+        let coordinator = std::thread::spawn(move || coordinate(&config, expected, ack_receiver, &c));
+        (uploader, coordinator)
+    });
 
     // Stages: all sources, then each operator, then all sinks. Stage k feeds every vertex of k+1.
     // Sinks after an operator are chained into its threads instead (as Flink chains forward edges
@@ -238,7 +380,7 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics
         runner.vertex("source", &vertex.uid, vertex.parallelism, vertex_routes.into_iter().map(|r| (Vec::new(), r)), {
             move |info, _inputs, output, control, counters| {
                 let source = factory.create(info)?;
-                run_source(source, output, rate, control, counters)
+                run_source(source, info, output, rate, control, counters)
             }
         });
     }
@@ -283,7 +425,7 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics
                         ChainedSink::open(&**factory, info, counters, metrics.clone(), control)
                     })
                     .collect::<Result<Vec<_>, Stop>>()?;
-                run_operator(operator, inputs, output, sinks, control, counters)
+                run_operator(operator, info, inputs, output, sinks, control, counters)
             }
         });
     }
@@ -296,9 +438,9 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics
         let no_routes = std::iter::repeat_with(Vec::new);
         let metrics = metrics.clone();
         runner.vertex("sink", &vertex.uid, vertex.parallelism, vertex_inputs.into_iter().zip(no_routes), {
-            move |info, inputs, _output, _control, counters| {
+            move |info, inputs, _output, control, counters| {
                 let sink = factory.create(info)?;
-                run_sink(sink, inputs, counters, &metrics)
+                run_sink(sink, inputs, control, counters, &metrics)
             }
         });
     }
@@ -312,11 +454,20 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics
             panicked.get_or_insert(name);
         }
     }
+    if let Some((uploader, coordinator)) = coordination {
+        // Pending snapshots are stored (and acknowledged) before the coordinator hears the end.
+        if let Some(uploads) = &control.uploads {
+            let _ = uploads.send(Upload::Stop);
+        }
+        let _ = uploader.join();
+        control.ack(Ack::JobEnded);
+        let _ = coordinator.join();
+    }
     if let Some(name) = panicked {
         return Err(JobFailure::Panicked(name));
     }
     if let Some(failure) = control.failure.lock().ok().and_then(|mut f| f.take()) {
-        return Err(failure.into());
+        return Err(failure);
     }
     if control.cancelled() {
         return Err(JobFailure::Cancelled);
@@ -360,7 +511,8 @@ impl Runner {
             let (control, body) = (self.control.clone(), body.clone());
             let thread_info = info.clone();
             let spawned = std::thread::Builder::new().name(format!("{uid}-{index}")).spawn(move || {
-                let result = body(&thread_info, Inputs::new(receivers), Output::new(routes), &control, &counters);
+                let inputs = Inputs::new(receivers, control.exactly_once);
+                let result = body(&thread_info, inputs, Output::new(routes), &control, &counters);
                 counters.cpu_ns.store(thread_cpu_time().as_nanos() as u64, Ordering::Relaxed);
                 if let Err(Stop::Failed(cause)) = result {
                     control.fail(TaskError { kind, subtask: thread_info, cause });
@@ -412,6 +564,7 @@ impl From<ChannelError> for Stop {
 
 fn run_source(
     mut source: Box<dyn super::Source>,
+    info: &SubtaskInfo,
     mut output: Output,
     rate: Option<f64>,
     control: &Control,
@@ -422,7 +575,17 @@ fn run_source(
     let started = Instant::now();
     let mut sent = 0u64;
     let mut batch = EventBatch::with_capacity(max, max * 64);
+    let mut injected = 0;
     while !control.cancelled() {
+        let requested = control.requested.load(Ordering::SeqCst);
+        if requested > injected {
+            // Everything sent so far is before the barrier, everything after is after it.
+            let position =
+                SourcePosition { uid: info.uid.to_string(), subtask: info.index, position: source.position() };
+            output.barrier(requested)?;
+            control.ack(Ack::Source(requested, position));
+            injected = requested;
+        }
         if let Some(rate) = rate {
             let due = started + Duration::from_secs_f64(sent as f64 / rate);
             let now = Instant::now();
@@ -437,6 +600,7 @@ fn run_source(
         counters.events_out.fetch_add(batch.len() as u64, Ordering::Relaxed);
         output.send(std::mem::take(&mut batch))?;
         if !more {
+            control.ack(Ack::SourceFinished);
             return Ok(output.end()?);
         }
     }
@@ -500,6 +664,7 @@ impl ChainedSink {
 }
 fn run_operator(
     mut operator: Box<dyn super::Operator>,
+    info: &SubtaskInfo,
     mut inputs: Inputs,
     mut output: Output,
     mut sinks: Vec<ChainedSink>,
@@ -529,6 +694,20 @@ fn run_operator(
                 output.flush()?;
                 block = true;
             }
+            Received::Barrier(id) => {
+                // The synchronous part: a copy of the state; storing it is the uploader's work.
+                match (operator.snapshot()?, &control.uploads) {
+                    (Some(bytes), Some(uploads)) => {
+                        let upload = Upload::State { id, uid: info.uid.clone(), subtask: info.index, bytes };
+                        let _ = uploads.send(upload);
+                    }
+                    _ => control.ack(Ack::State(id, None)),
+                }
+                for _ in &sinks {
+                    control.ack(Ack::Sink(id));
+                }
+                output.barrier(id)?;
+            }
             Received::Ended => {
                 for sink in &mut sinks {
                     sink.finish(control)?;
@@ -542,12 +721,14 @@ fn run_operator(
 fn run_sink(
     mut sink: Box<dyn super::Sink>,
     mut inputs: Inputs,
+    control: &Control,
     counters: &Counters,
     metrics: &JobMetrics,
 ) -> Result<(), Stop> {
     loop {
         match inputs.next(true)? {
             Received::Batch(batch) => write_counted(&mut *sink, counters, metrics, &batch)?,
+            Received::Barrier(id) => control.ack(Ack::Sink(id)),
             Received::Idle => {}
             Received::Ended => return Ok(sink.finish()?),
         }

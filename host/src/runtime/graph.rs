@@ -42,12 +42,65 @@ pub struct TaskError {
 pub trait Source: Send {
     /// Appends up to `max` events to `out`; returns false once the source is exhausted.
     fn poll(&mut self, out: &mut EventBatch, max: usize) -> Result<bool, String>;
+    /// Where the next poll starts (a file's byte offset, a generator's index): recorded with
+    /// every checkpoint so that a restore can resume exactly there.
+    fn position(&self) -> u64;
 }
 
 /// A running operator subtask.
 pub trait Operator: Send {
     /// Processes a batch, appending what it emits to `out`.
     fn process(&mut self, input: &EventBatch, out: &mut EventBatch) -> Result<(), String>;
+    /// The snapshot file of its keyed state (the checkpoint snapshot format), or `None` when it
+    /// keeps no state.
+    fn snapshot(&self) -> Result<Option<Vec<u8>>, String>;
+}
+
+/// Checkpointing settings of a job run.
+#[derive(Clone)]
+pub struct CheckpointConfig {
+    /// Time between checkpoints.
+    pub interval: std::time::Duration,
+    /// Align barriers (exactly-once) or not (at-least-once).
+    pub exactly_once: bool,
+    /// Where snapshots and metadata go.
+    pub sink: Arc<dyn CheckpointSink>,
+}
+
+/// One operator subtask's stored snapshot.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct StateFile {
+    /// Operator uid.
+    pub uid: String,
+    /// Subtask index.
+    pub subtask: u32,
+    /// Path relative to the checkpoint's directory.
+    pub file: String,
+    /// Hex SHA-256 of the file.
+    pub sha256: String,
+    /// Bytes.
+    pub size: u64,
+}
+
+/// One source subtask's position at a checkpoint.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SourcePosition {
+    /// Source uid.
+    pub uid: String,
+    /// Subtask index.
+    pub subtask: u32,
+    /// Where it resumes.
+    pub position: u64,
+}
+
+/// Where checkpoints are stored: the runtime hands it snapshots and completed checkpoints.
+pub trait CheckpointSink: Send + Sync {
+    /// Stores one operator subtask's snapshot of checkpoint `id` (on an uploader thread).
+    fn write_state(&self, id: u64, uid: &str, subtask: u32, bytes: Vec<u8>) -> Result<StateFile, String>;
+    /// Records checkpoint `id` as complete (its metadata is written last) and drops old ones.
+    fn complete(&self, id: u64, sources: Vec<SourcePosition>, states: Vec<StateFile>) -> Result<(), String>;
 }
 
 /// A running sink subtask.
@@ -115,4 +168,6 @@ pub struct JobGraph {
     pub operators: Vec<Vertex<dyn OperatorFactory>>,
     /// Sinks.
     pub sinks: Vec<Vertex<dyn SinkFactory>>,
+    /// Checkpointing, when enabled.
+    pub checkpointing: Option<CheckpointConfig>,
 }

@@ -9,6 +9,7 @@ use super::bindings::{OperatorWorld, types};
 use super::engine::{EPOCH_TICK, OperatorModule};
 use super::frame;
 use super::host::{HostState, KeyedState};
+use crate::checkpoint::snapshot::{self, SnapshotState};
 use crate::runtime::key_group::key_group_range;
 use crate::runtime::{EventBatch, Operator, OperatorFactory, SubtaskInfo};
 use crate::state::{MemoryBackend, StateKind};
@@ -55,7 +56,7 @@ impl OperatorFactory for WasmOperatorFactory {
         let kinds = description.kinds();
         let key_groups =
             if self.keyed { key_group_range(info.max_parallelism, info.parallelism, info.index) } else { 0..0 };
-        let backend = Box::new(MemoryBackend::new(key_groups, &kinds));
+        let backend = Box::new(MemoryBackend::new(key_groups.clone(), &kinds));
         let keyed = KeyedState::new(backend, kinds.clone());
         let state = HostState::new(keyed, self.limits.memory_limit, Arc::from(info.to_string()));
         let mut store = Store::new(&self.module.engine, state);
@@ -78,7 +79,14 @@ impl OperatorFactory for WasmOperatorFactory {
             .map_err(|e| call_error("open", &e, &self.limits))?
             .map_err(|message| format!("open refused the configuration {}: {message}", self.config))?;
         let value_states = (0..kinds.len() as u32).filter(|&i| kinds[i as usize] == StateKind::Value).collect();
+        let states = description
+            .states
+            .iter()
+            .map(|s| SnapshotState { name: s.name.clone(), kind: s.kind, schema_version: s.schema_version })
+            .collect();
         Ok(Box::new(WasmOperator {
+            key_groups,
+            states,
             store,
             instance,
             value_states,
@@ -92,6 +100,10 @@ impl OperatorFactory for WasmOperatorFactory {
 }
 
 struct WasmOperator {
+    /// The key groups this subtask owns (none when its input is not keyed).
+    key_groups: std::ops::Range<u32>,
+    /// Declared states, as snapshots record them.
+    states: Vec<SnapshotState>,
     store: Store<HostState>,
     instance: OperatorWorld,
     /// Indices of the declared value states, in the frames' order.
@@ -124,6 +136,16 @@ impl Operator for WasmOperator {
             .map_err(|e| call_error("process-batch", &e, &self.limits))?
             .map_err(|message| format!("the operator failed: {message}"))?;
         frame::apply_output(output, &mut self.store.data_mut().keyed, &self.value_states, out)
+    }
+
+    fn snapshot(&self) -> Result<Option<Vec<u8>>, String> {
+        if self.states.is_empty() {
+            return Ok(None);
+        }
+        let backend = &*self.store.data().keyed.backend;
+        let mut out = Vec::new();
+        snapshot::write(backend, self.key_groups.clone(), &self.states, &mut out).map_err(|e| e.to_string())?;
+        Ok(Some(out))
     }
 }
 

@@ -1,0 +1,80 @@
+//! [`StorageSink`]: where a running job's checkpoints go. State files are written as operators
+//! hand them over; `_metadata` is written last, so a checkpoint directory without a valid
+//! `_metadata` is not a checkpoint. After each completion, checkpoints beyond `retained` are
+//! deleted, oldest first.
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::paths;
+use super::storage::Storage;
+use crate::runtime::{CheckpointSink, SourcePosition, StateFile};
+
+/// Version of the `_metadata` layout.
+pub const METADATA_FORMAT: u32 = 1;
+
+/// The `_metadata` of a completed checkpoint: a JSON object, then a line `sha256:<hex>` of the
+/// JSON's bytes.
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct Metadata<'a> {
+    format: u32,
+    job: &'a str,
+    checkpoint: u64,
+    max_parallelism: u32,
+    /// Milliseconds since the Unix epoch.
+    completed_at: u64,
+    sources: Vec<SourcePosition>,
+    states: Vec<StateFile>,
+}
+
+/// Stores one job's checkpoints.
+pub struct StorageSink {
+    storage: Storage,
+    job: String,
+    max_parallelism: u32,
+    retained: u32,
+}
+
+impl StorageSink {
+    /// Checkpoints of `job` in `storage`, keeping the newest `retained` (at least 1).
+    pub fn new(storage: Storage, job: &str, max_parallelism: u32, retained: u32) -> Self {
+        StorageSink { storage, job: job.to_string(), max_parallelism, retained: retained.max(1) }
+    }
+}
+
+impl CheckpointSink for StorageSink {
+    fn write_state(&self, id: u64, uid: &str, subtask: u32, bytes: Vec<u8>) -> Result<StateFile, String> {
+        let path = paths::state_file(&self.job, id, uid, subtask);
+        let file = path.rsplit('/').next().unwrap_or_default().to_string();
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let size = bytes.len() as u64;
+        self.storage.put(&path, bytes).map_err(|e| e.to_string())?;
+        Ok(StateFile { uid: uid.to_string(), subtask, file, sha256, size })
+    }
+
+    fn complete(&self, id: u64, sources: Vec<SourcePosition>, states: Vec<StateFile>) -> Result<(), String> {
+        let completed_at =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let metadata = Metadata {
+            format: METADATA_FORMAT,
+            job: &self.job,
+            checkpoint: id,
+            max_parallelism: self.max_parallelism,
+            completed_at,
+            sources,
+            states,
+        };
+        let mut bytes = serde_json::to_vec_pretty(&metadata).map_err(|e| e.to_string())?;
+        let checksum = hex::encode(Sha256::digest(&bytes));
+        bytes.extend_from_slice(format!("\nsha256:{checksum}\n").as_bytes());
+        self.storage.put(&paths::metadata(&self.job, id), bytes).map_err(|e| e.to_string())?;
+        // Keep the newest `retained`; older directories, complete or abandoned, go.
+        let keep_from = (id + 1).saturating_sub(u64::from(self.retained));
+        for old in self.storage.checkpoints(&self.job).map_err(|e| e.to_string())? {
+            if old < keep_from {
+                self.storage.delete_checkpoint(&self.job, old).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+}
