@@ -5,10 +5,11 @@ use serde::Serialize;
 use crate::checkpoint::snapshot::{self, SnapshotState};
 use crate::runtime::key_group::{key_group, key_group_range};
 use crate::runtime::{EventBatch, Operator, OperatorFactory, SubtaskInfo};
-use crate::state::{MemoryBackend, StateBackend, StateKind};
+use crate::state::{MemoryBackend, StateBackend, StateKind, StateRestore};
 
 pub(super) struct KeyedCountFactory {
     pub(super) keyed: bool,
+    pub(super) restore: Option<StateRestore>,
 }
 
 impl OperatorFactory for KeyedCountFactory {
@@ -17,12 +18,11 @@ impl OperatorFactory for KeyedCountFactory {
             return Err("keyed-count keeps keyed state: set input = \"hash\" on it".to_string());
         }
         let range = key_group_range(info.max_parallelism, info.parallelism, info.index);
-        Ok(Box::new(KeyedCount {
-            backend: MemoryBackend::new(range.clone(), &[StateKind::Value]),
-            key_groups: range,
-            max_parallelism: info.max_parallelism,
-            buf: Vec::new(),
-        }))
+        let mut backend = MemoryBackend::new(range.clone(), &[StateKind::Value]);
+        if let Some(restore) = &self.restore {
+            restore(&mut backend, range.clone()).map_err(|e| format!("cannot restore its state: {e}"))?;
+        }
+        Ok(Box::new(KeyedCount { backend, key_groups: range, max_parallelism: info.max_parallelism, buf: Vec::new() }))
     }
 }
 

@@ -6,8 +6,10 @@
 //!
 //! Layering: uses `state` and `runtime` (its checkpoint traits); knows nothing of wasm or HTTP.
 pub mod paths;
+mod restore;
 mod sink;
 pub mod snapshot;
 pub mod storage;
 
+pub use restore::Restore;
 pub use sink::StorageSink;

@@ -9,6 +9,8 @@ use anyhow::{Context, bail};
 
 use super::serve::{check_exposure, serve_api};
 use crate::api::{ApiState, DEFAULT_BODY_LIMIT};
+use crate::checkpoint::storage::Storage;
+use crate::checkpoint::{Restore, paths};
 use crate::control::{JobInfo, JobState, Jobs};
 use crate::job::{self, ModuleFiles};
 use crate::wasm::WasmEngine;
@@ -27,6 +29,32 @@ pub(super) struct RunArgs {
     /// Serve the API on a non-loopback address without a token.
     #[arg(long)]
     insecure: bool,
+    /// Resume from a checkpoint: "latest" (the newest intact one in the job's checkpoint
+    /// storage) or the path of a checkpoint directory (`.../<job>/chk-<n>`).
+    #[arg(long, value_name = "latest|PATH")]
+    from_checkpoint: Option<String>,
+}
+
+/// The checkpoint `--from-checkpoint` names.
+fn checkpoint_to_resume(from: &str, spec: &job::JobSpec, base: &Path) -> anyhow::Result<Restore> {
+    if from == "latest" {
+        let url = job::checkpoint_storage(spec);
+        let storage = Storage::open(url, base)?;
+        return Restore::latest(storage, &spec.name)
+            .map_err(anyhow::Error::msg)?
+            .with_context(|| format!("no completed checkpoint of job '{}' in {url}", spec.name));
+    }
+    let dir = std::path::absolute(from)?;
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let id = paths::parse_checkpoint_dir(&name)
+        .with_context(|| format!("--from-checkpoint {from}: not \"latest\" nor a checkpoint directory (chk-<n>)"))?;
+    let job_dir = dir.parent().context("a checkpoint directory lies in its job's directory")?;
+    if job_dir.file_name().map(|n| n.to_string_lossy().into_owned()) != Some(paths::job_dir(&spec.name)) {
+        bail!("--from-checkpoint {from}: it is not a checkpoint of job '{}' (wrong job directory)", spec.name);
+    }
+    let root = job_dir.parent().context("no storage directory above the job's")?;
+    let storage = Storage::open(&format!("file://{}", root.display()), base)?;
+    Restore::at(storage, &spec.name, id).map_err(anyhow::Error::msg)
 }
 
 /// The listener for the job's API, if any.
@@ -56,7 +84,15 @@ pub(super) fn run(args: &RunArgs, token: Option<String>) -> anyhow::Result<()> {
     let engine = WasmEngine::new(super::module_cache_dir()).map_err(anyhow::Error::msg)?;
     let base = args.job.parent().map(Path::to_path_buf).unwrap_or_default();
     let label = format!("job file {}", args.job.display());
-    let graph = job::build(spec, &label, &base, &mut ModuleFiles::new(base.clone(), &engine), 0)?;
+    let restore = match &args.from_checkpoint {
+        Some(from) => {
+            let restore = checkpoint_to_resume(from, &spec, &base)?;
+            eprintln!("weir run: resuming job '{name}' from checkpoint {}", restore.id());
+            Some(Arc::new(restore))
+        }
+        None => None,
+    };
+    let graph = job::build(spec, &label, &base, &mut ModuleFiles::new(base.clone(), &engine), 0, restore)?;
 
     let jobs = Arc::new(Jobs::open(None)?);
     let listener = listener(args, &token)?;

@@ -1,7 +1,7 @@
 //! The `file` source: one event per line (the line without its line break), no key. Its position
 //! is the byte offset of the next unread line, so a restore can seek straight to it.
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::PathBuf;
 
 use crate::runtime::{EventBatch, Source, SourceFactory, SubtaskInfo};
@@ -10,22 +10,39 @@ use crate::runtime::{EventBatch, Source, SourceFactory, SubtaskInfo};
 pub struct FileSourceFactory {
     path: PathBuf,
     rate: Option<f64>,
+    /// Byte offset to start at (a checkpoint's position).
+    start: u64,
 }
 
 impl FileSourceFactory {
     /// A source reading `path`, at most `rate` events per second when set.
     pub fn new(path: PathBuf, rate: Option<f64>) -> Self {
-        FileSourceFactory { path, rate }
+        FileSourceFactory { path, rate, start: 0 }
+    }
+
+    /// Starts reading at byte `offset` instead of the beginning.
+    pub fn resume_at(mut self, offset: u64) -> Self {
+        self.start = offset;
+        self
     }
 }
 
 impl SourceFactory for FileSourceFactory {
     fn create(&self, _info: &SubtaskInfo) -> Result<Box<dyn Source>, String> {
-        let file = File::open(&self.path).map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
+        let mut file = File::open(&self.path).map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
+        let length = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if self.start > length {
+            return Err(format!(
+                "cannot resume {} at byte {}: the file has only {length} bytes now",
+                self.path.display(),
+                self.start
+            ));
+        }
+        file.seek(SeekFrom::Start(self.start)).map_err(|e| format!("cannot seek in {}: {e}", self.path.display()))?;
         Ok(Box::new(FileSource {
             path: self.path.clone(),
             reader: BufReader::with_capacity(1 << 16, file),
-            position: 0,
+            position: self.start,
         }))
     }
 

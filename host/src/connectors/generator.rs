@@ -8,19 +8,27 @@ pub struct GeneratorSourceFactory {
     count: Option<u64>,
     keys: u64,
     rate: Option<f64>,
+    /// Per subtask, the index to continue from (a checkpoint's positions).
+    starts: Vec<u64>,
 }
 
 impl GeneratorSourceFactory {
     /// `count` events in all (unbounded when `None`) over `keys` distinct keys (at least 1).
     pub fn new(count: Option<u64>, keys: u64, rate: Option<f64>) -> Self {
-        GeneratorSourceFactory { count, keys: keys.max(1), rate }
+        GeneratorSourceFactory { count, keys: keys.max(1), rate, starts: Vec::new() }
+    }
+
+    /// Continues each subtask from its index in `starts` instead of from the beginning.
+    pub fn resume_at(mut self, starts: Vec<u64>) -> Self {
+        self.starts = starts;
+        self
     }
 }
 
 impl SourceFactory for GeneratorSourceFactory {
     fn create(&self, info: &SubtaskInfo) -> Result<Box<dyn Source>, String> {
         Ok(Box::new(Generator {
-            next: u64::from(info.index),
+            next: self.starts.get(info.index as usize).copied().unwrap_or(u64::from(info.index)),
             step: u64::from(info.parallelism),
             end: self.count.unwrap_or(u64::MAX),
             keys: self.keys,

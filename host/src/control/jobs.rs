@@ -132,7 +132,7 @@ impl Jobs {
         let label = "submitted job";
         let spec = job::parse(text, label)?;
         let name = spec.name.clone();
-        let graph = job::build(spec, label, base, modules, 0)?;
+        let graph = job::build(spec, label, base, modules, 0, None)?;
         Ok(self.start(name, graph, text.to_string()))
     }
 

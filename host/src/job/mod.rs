@@ -12,8 +12,9 @@ use std::time::Duration;
 pub use spec::JobSpec;
 use spec::{CheckpointMode, CheckpointingSpec, InputSpec, OperatorSpec, SinkSpec, SinkType, SourceSpec, SourceType};
 
-use crate::checkpoint::StorageSink;
 use crate::checkpoint::storage::Storage;
+use crate::checkpoint::{Restore, StorageSink};
+use crate::state::{StateBackend, StateRestore};
 
 use crate::connectors::{
     BlackholeSinkFactory, FileSinkFactory, FileSourceFactory, GeneratorSourceFactory, StdoutSinkFactory,
@@ -21,6 +22,9 @@ use crate::connectors::{
 use crate::runtime::key_group::UPPER_BOUND_MAX_PARALLELISM;
 use crate::runtime::{CheckpointConfig, JobGraph, OperatorFactory, Partitioning, SinkFactory, SourceFactory, Vertex};
 use crate::wasm::{ModuleError, OperatorModule, SandboxLimits, WasmEngine, WasmOperatorFactory};
+
+/// Where checkpoints go when `[checkpointing]` names no `storage`, relative to the job file.
+pub const DEFAULT_CHECKPOINT_STORAGE: &str = "file://weir-data/checkpoints";
 
 /// Why a job file cannot be run. Every message names the file and the thing at fault.
 #[derive(Debug, thiserror::Error)]
@@ -131,15 +135,27 @@ pub fn build(
     base: &Path,
     modules: &mut dyn Modules,
     attempt: u32,
+    restore: Option<Arc<Restore>>,
 ) -> Result<JobGraph, JobError> {
     let invalid = |message: String| JobError::Invalid { file: label.to_string(), message };
     check_shape(&spec).map_err(invalid)?;
+    if let Some(r) = &restore
+        && r.max_parallelism() != spec.max_parallelism
+    {
+        return Err(invalid(format!(
+            "checkpoint {} was taken with max-parallelism {}, and the job now says {}; it cannot change",
+            r.id(),
+            r.max_parallelism(),
+            spec.max_parallelism
+        )));
+    }
     let mut ctx = Builder {
         base: base.to_path_buf(),
         label: label.to_string(),
         modules,
         parallelism: spec.parallelism,
         max_parallelism: spec.max_parallelism,
+        restore,
     };
     let sources = spec.sources.iter().map(|s| ctx.source(s).map_err(invalid)).collect::<Result<Vec<_>, _>>()?;
     let operators = spec.operators.iter().map(|op| ctx.operator(op)).collect::<Result<Vec<_>, _>>()?;
@@ -177,14 +193,21 @@ fn checkpointing(
     if spec.retained == Some(0) {
         return Err("[checkpointing] retained must be at least 1".to_string());
     }
-    let url = spec.storage.as_deref().unwrap_or("file://weir-data/checkpoints");
+    let url = spec.storage.as_deref().unwrap_or(DEFAULT_CHECKPOINT_STORAGE);
     let storage = Storage::open(url, base).map_err(|e| e.to_string())?;
+    let first_id = storage.checkpoints(job).map_err(|e| e.to_string())?.last().map_or(1, |id| id + 1);
     let sink = StorageSink::new(storage, job, max_parallelism, spec.retained.unwrap_or(1));
     Ok(Some(CheckpointConfig {
         interval,
         exactly_once: spec.mode == CheckpointMode::ExactlyOnce,
+        first_id,
         sink: Arc::new(sink),
     }))
+}
+
+/// The checkpoint storage URL of a job: its `[checkpointing] storage`, or the default.
+pub fn checkpoint_storage(spec: &JobSpec) -> &str {
+    spec.checkpointing.as_ref().and_then(|c| c.storage.as_deref()).unwrap_or(DEFAULT_CHECKPOINT_STORAGE)
 }
 
 /// What building the vertices of one job shares.
@@ -195,6 +218,8 @@ struct Builder<'a> {
     modules: &'a mut dyn Modules,
     parallelism: u32,
     max_parallelism: u32,
+    /// The checkpoint the job resumes from, if any.
+    restore: Option<Arc<Restore>>,
 }
 
 impl Builder<'_> {
@@ -221,7 +246,11 @@ impl Builder<'_> {
                 if !path.is_file() {
                     return Err(format!("source '{}': input file {} does not exist", s.uid, path.display()));
                 }
-                (Box::new(FileSourceFactory::new(path, s.rate)), 1)
+                let factory = FileSourceFactory::new(path, s.rate);
+                match self.positions(&s.uid, 1)? {
+                    Some(positions) => (Box::new(factory.resume_at(positions[0])), 1),
+                    None => (Box::new(factory), 1),
+                }
             }
             SourceType::Generator => {
                 if s.path.is_some() {
@@ -234,7 +263,11 @@ impl Builder<'_> {
                     return Err(format!("source '{}': `keys` must be at least 1", s.uid));
                 }
                 let parallelism = s.parallelism.unwrap_or(self.parallelism);
-                (Box::new(GeneratorSourceFactory::new(s.count, s.keys.unwrap_or(1000), s.rate)), parallelism)
+                let factory = GeneratorSourceFactory::new(s.count, s.keys.unwrap_or(1000), s.rate);
+                match self.positions(&s.uid, parallelism)? {
+                    Some(positions) => (Box::new(factory.resume_at(positions)), parallelism),
+                    None => (Box::new(factory), parallelism),
+                }
             }
         };
         if s.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
@@ -261,7 +294,11 @@ impl Builder<'_> {
                 })?;
                 let config = serde_json::to_string(&op.config.clone().unwrap_or_default())
                     .map_err(|e| invalid(format!("operator '{}': `config` cannot be passed as JSON: {e}", op.uid)))?;
-                Box::new(WasmOperatorFactory::new(module, config, keyed, limits))
+                let factory = WasmOperatorFactory::new(module, config, keyed, limits);
+                match self.state_restore(&op.uid) {
+                    Some(restore) => Box::new(factory.restoring(restore)),
+                    None => Box::new(factory),
+                }
             }
             (None, Some(name)) => {
                 if op.config.is_some() || op.call_deadline.is_some() || op.memory_limit.is_some() {
@@ -270,7 +307,7 @@ impl Builder<'_> {
                         op.uid
                     )));
                 }
-                crate::builtin::factory(name, keyed).ok_or_else(|| {
+                crate::builtin::factory(name, keyed, self.state_restore(&op.uid)).ok_or_else(|| {
                     invalid(format!(
                         "operator '{}': unknown builtin '{name}' (known: {})",
                         op.uid,
@@ -287,6 +324,26 @@ impl Builder<'_> {
         };
         let input = if keyed { Partitioning::Hash } else { Partitioning::Forward };
         Ok(Vertex { uid: Arc::from(op.uid.as_str()), parallelism, input, factory })
+    }
+
+    /// Where each subtask of source `uid` resumes, when the job resumes from a checkpoint.
+    fn positions(&self, uid: &str, parallelism: u32) -> Result<Option<Vec<u64>>, String> {
+        let Some(restore) = &self.restore else { return Ok(None) };
+        if restore.source_parallelism(uid) != parallelism as usize {
+            return Err(format!(
+                "source '{uid}' had {} subtasks in checkpoint {} and has {parallelism} now; resuming needs the same",
+                restore.source_parallelism(uid),
+                restore.id()
+            ));
+        }
+        Ok(Some((0..parallelism).map(|i| restore.source_position(uid, i).unwrap_or_default()).collect()))
+    }
+
+    /// Fills operator `uid`'s state from the checkpoint the job resumes from.
+    fn state_restore(&self, uid: &str) -> Option<StateRestore> {
+        let restore = self.restore.clone()?;
+        let uid = uid.to_string();
+        Some(Arc::new(move |backend: &mut dyn StateBackend, range| restore.restore_state(&uid, backend, range)))
     }
 
     fn sink(&self, s: &SinkSpec, parallelism: u32) -> Result<Vertex<dyn SinkFactory>, String> {

@@ -320,7 +320,7 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics
     let control = Arc::new(Control {
         cancel,
         failure: Mutex::new(None),
-        requested: AtomicU64::new(0),
+        requested: AtomicU64::new(checkpointing.as_ref().map_or(0, |c| c.first_id.saturating_sub(1))),
         exactly_once: checkpointing.as_ref().is_none_or(|c| c.exactly_once),
         acks: checkpointing.is_some().then_some(acks),
         uploads: checkpointing.is_some().then_some(uploads),
@@ -575,7 +575,8 @@ fn run_source(
     let started = Instant::now();
     let mut sent = 0u64;
     let mut batch = EventBatch::with_capacity(max, max * 64);
-    let mut injected = 0;
+    // Checkpoint ids continue from earlier runs: only barriers requested from now on are new.
+    let mut injected = control.requested.load(Ordering::SeqCst);
     while !control.cancelled() {
         let requested = control.requested.load(Ordering::SeqCst);
         if requested > injected {

@@ -63,6 +63,8 @@ pub struct CheckpointConfig {
     pub interval: std::time::Duration,
     /// Align barriers (exactly-once) or not (at-least-once).
     pub exactly_once: bool,
+    /// The id of the first checkpoint: one past those already stored, so ids only grow.
+    pub first_id: u64,
     /// Where snapshots and metadata go.
     pub sink: Arc<dyn CheckpointSink>,
 }

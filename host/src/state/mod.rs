@@ -137,6 +137,10 @@ pub trait StateBackend: Send {
     fn key_count(&self) -> usize;
 }
 
+/// Fills a fresh backend with saved entries of the key groups it owns (from a checkpoint);
+/// returns how many.
+pub type StateRestore = std::sync::Arc<dyn Fn(&mut dyn StateBackend, Range<u32>) -> Result<u64, String> + Send + Sync>;
+
 /// Moves the entries of `key_groups` from one backend to another: how a rescale hands key groups
 /// from one subtask to the next.
 pub fn move_key_groups(

@@ -12,7 +12,7 @@ use super::host::{HostState, KeyedState};
 use crate::checkpoint::snapshot::{self, SnapshotState};
 use crate::runtime::key_group::key_group_range;
 use crate::runtime::{EventBatch, Operator, OperatorFactory, SubtaskInfo};
-use crate::state::{MemoryBackend, StateKind};
+use crate::state::{MemoryBackend, StateKind, StateRestore};
 
 /// Limits of the sandbox each instance runs in.
 #[derive(Debug, Clone, Copy)]
@@ -40,13 +40,20 @@ pub struct WasmOperatorFactory {
     config: String,
     keyed: bool,
     limits: SandboxLimits,
+    restore: Option<StateRestore>,
 }
 
 impl WasmOperatorFactory {
     /// `config` is the operator's configuration as a JSON object; `keyed` is true when its input
     /// is partitioned by key (only then does it get keyed state).
     pub fn new(module: Arc<OperatorModule>, config: String, keyed: bool, limits: SandboxLimits) -> Self {
-        WasmOperatorFactory { module, config, keyed, limits }
+        WasmOperatorFactory { module, config, keyed, limits, restore: None }
+    }
+
+    /// Fills each subtask's state from a checkpoint before `open`.
+    pub fn restoring(mut self, restore: StateRestore) -> Self {
+        self.restore = Some(restore);
+        self
     }
 }
 
@@ -56,7 +63,10 @@ impl OperatorFactory for WasmOperatorFactory {
         let kinds = description.kinds();
         let key_groups =
             if self.keyed { key_group_range(info.max_parallelism, info.parallelism, info.index) } else { 0..0 };
-        let backend = Box::new(MemoryBackend::new(key_groups.clone(), &kinds));
+        let mut backend = Box::new(MemoryBackend::new(key_groups.clone(), &kinds));
+        if let Some(restore) = &self.restore {
+            restore(&mut *backend, key_groups.clone()).map_err(|e| format!("cannot restore its state: {e}"))?;
+        }
         let keyed = KeyedState::new(backend, kinds.clone());
         let state = HostState::new(keyed, self.limits.memory_limit, Arc::from(info.to_string()));
         let mut store = Store::new(&self.module.engine, state);

@@ -1,0 +1,107 @@
+//! Restoring from a completed checkpoint: find the newest one whose `_metadata` is intact,
+//! give sources their positions and operators the key groups they own, checking every state
+//! file against the checksum `_metadata` recorded for it.
+use std::ops::Range;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::storage::Storage;
+use super::{paths, snapshot};
+use crate::runtime::{SourcePosition, StateFile};
+use crate::state::StateBackend;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct Metadata {
+    format: u32,
+    checkpoint: u64,
+    max_parallelism: u32,
+    sources: Vec<SourcePosition>,
+    states: Vec<StateFile>,
+}
+
+/// A completed checkpoint to resume from.
+pub struct Restore {
+    storage: Storage,
+    job: String,
+    metadata: Metadata,
+}
+
+/// Reads and checks `_metadata`: its JSON must match its `sha256:` line.
+fn read_metadata(storage: &Storage, job: &str, id: u64) -> Result<Metadata, String> {
+    let path = paths::metadata(job, id);
+    let bytes = storage.get(&path).map_err(|e| e.to_string())?;
+    let text = String::from_utf8(bytes).map_err(|_| format!("{path} is not UTF-8"))?;
+    let (json, checksum) =
+        text.trim_end().rsplit_once("\nsha256:").ok_or_else(|| format!("{path} has no sha256 line"))?;
+    if hex::encode(Sha256::digest(json.as_bytes())) != checksum {
+        return Err(format!("{path} does not match its checksum (torn or changed)"));
+    }
+    let metadata: Metadata = serde_json::from_str(json).map_err(|e| format!("{path}: {e}"))?;
+    if metadata.format != super::sink::METADATA_FORMAT {
+        return Err(format!("{path} has format {}, this weir reads {}", metadata.format, super::sink::METADATA_FORMAT));
+    }
+    Ok(metadata)
+}
+
+impl Restore {
+    /// The newest checkpoint of `job` in `storage` whose metadata is intact; older ones are tried,
+    /// with a warning, when a newer one is torn or corrupt. `None` when there is none.
+    pub fn latest(storage: Storage, job: &str) -> Result<Option<Restore>, String> {
+        for id in storage.checkpoints(job).map_err(|e| e.to_string())?.into_iter().rev() {
+            match read_metadata(&storage, job, id) {
+                Ok(metadata) => return Ok(Some(Restore { storage, job: job.to_string(), metadata })),
+                Err(e) => tracing::warn!("skipping checkpoint {id}: {e}"),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Checkpoint `id` of `job`.
+    pub fn at(storage: Storage, job: &str, id: u64) -> Result<Restore, String> {
+        let metadata = read_metadata(&storage, job, id)?;
+        Ok(Restore { storage, job: job.to_string(), metadata })
+    }
+
+    /// The checkpoint's id.
+    pub fn id(&self) -> u64 {
+        self.metadata.checkpoint
+    }
+
+    /// The max parallelism the checkpoint was taken with (key groups cannot change).
+    pub fn max_parallelism(&self) -> u32 {
+        self.metadata.max_parallelism
+    }
+
+    /// Where source `uid`'s subtask resumes, if the checkpoint has it.
+    pub fn source_position(&self, uid: &str, subtask: u32) -> Option<u64> {
+        self.metadata.sources.iter().find(|s| s.uid == uid && s.subtask == subtask).map(|s| s.position)
+    }
+
+    /// How many subtasks source `uid` had.
+    pub fn source_parallelism(&self, uid: &str) -> usize {
+        self.metadata.sources.iter().filter(|s| s.uid == uid).count()
+    }
+
+    /// Inserts operator `uid`'s state in `key_groups` into `backend`, from every state file of
+    /// that operator (any parallelism); returns the number of entries.
+    pub fn restore_state(
+        &self,
+        uid: &str,
+        backend: &mut dyn StateBackend,
+        key_groups: Range<u32>,
+    ) -> Result<u64, String> {
+        let mut restored = 0;
+        for state in self.metadata.states.iter().filter(|s| s.uid == uid) {
+            let path = format!("{}/{}", paths::checkpoint_dir(&self.job, self.id()), state.file);
+            let bytes = self.storage.get(&path).map_err(|e| e.to_string())?;
+            if hex::encode(Sha256::digest(&bytes)) != state.sha256 {
+                return Err(format!("{path} does not match the checksum in _metadata (torn or changed)"));
+            }
+            let snapshot = snapshot::read(&bytes, &path).map_err(|e| e.to_string())?;
+            restored += snapshot.restore_into(backend, key_groups.clone()).map_err(|e| e.to_string())?;
+        }
+        Ok(restored)
+    }
+}
