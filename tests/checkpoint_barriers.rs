@@ -4,36 +4,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use weir_e2e::{clicks_job, read_metadata, snapshot_values, weir, write_job};
-
-/// `n` clicks by `users` users, as one JSON object a line.
-fn clicks(path: &Path, n: usize, users: usize) {
-    let mut text = String::new();
-    for i in 0..n {
-        let logged_in = (i * 7919) % 10 < 7;
-        text.push_str(&format!("{{\"ts\":{i},\"user\":\"u{}\",\"logged_in\":{logged_in}}}\n", (i * 31) % users));
-    }
-    std::fs::write(path, text).unwrap();
-}
-
-/// Per-user counts of logged-in clicks in the first `position` bytes of the input.
-fn counts_before(input: &Path, position: u64) -> BTreeMap<String, u64> {
-    let text = std::fs::read(input).unwrap();
-    let mut counts = BTreeMap::new();
-    for line in String::from_utf8_lossy(&text[..position as usize]).lines() {
-        let click: serde_json::Value = serde_json::from_str(line).unwrap();
-        if click["logged_in"] == true {
-            *counts.entry(click["user"].as_str().unwrap().to_string()).or_insert(0) += 1;
-        }
-    }
-    counts
-}
+use weir_e2e::{clicks_job, counts_before, generated_clicks, read_metadata, snapshot_values, weir, write_job};
 
 /// Runs the clicks job slowly at parallelism 2 with checkpoints every 50 ms; returns the
 /// directory holding the job's checkpoints.
 fn run_with_checkpoints(dir: &Path, checkpointing: &str) -> std::path::PathBuf {
     let input = dir.join("clicks.jsonl");
-    clicks(&input, 4000, 40);
+    generated_clicks(&input, 4000, 40);
     let job = clicks_job(&input, "count", 2, &dir.join("out")).replacen(
         "type = \"file\"\npath = ",
         "type = \"file\"\nrate = 4000\npath = ",

@@ -1,36 +1,14 @@
 //! Resuming from checkpoints: after kill -9, `weir run --from-checkpoint` continues every count
 //! from the checkpoint's state and its sources from the checkpoint's positions.
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use weir_e2e::{clicks_job, read_metadata, sink_lines, weir, weir_bin, write_job};
-
-fn clicks(path: &Path, n: usize, users: usize) {
-    let mut text = String::new();
-    for i in 0..n {
-        let logged_in = (i * 7919) % 10 < 7;
-        text.push_str(&format!("{{\"ts\":{i},\"user\":\"u{}\",\"logged_in\":{logged_in}}}\n", (i * 31) % users));
-    }
-    std::fs::write(path, text).unwrap();
-}
-
-fn counts_before(input: &Path, position: u64) -> BTreeMap<String, u64> {
-    let text = std::fs::read(input).unwrap();
-    let mut counts = BTreeMap::new();
-    for line in String::from_utf8_lossy(&text[..position as usize]).lines() {
-        let click: serde_json::Value = serde_json::from_str(line).unwrap();
-        if click["logged_in"] == true {
-            *counts.entry(click["user"].as_str().unwrap().to_string()).or_insert(0) += 1;
-        }
-    }
-    counts
-}
+use weir_e2e::{clicks_job, counts_before, generated_clicks, read_metadata, sink_lines, weir, weir_bin, write_job};
 
 /// The slow clicks job with checkpoints every 50 ms, written into `dir`.
 fn job_file(dir: &Path) -> String {
     let input = dir.join("clicks.jsonl");
-    clicks(&input, 8000, 40);
+    generated_clicks(&input, 8000, 40);
     let job = clicks_job(&input, "count", 2, &dir.join("out")).replacen(
         "type = \"file\"\npath = ",
         "type = \"file\"\nrate = 4000\npath = ",

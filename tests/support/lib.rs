@@ -183,6 +183,30 @@ pub fn expected_lines(counts: &BTreeMap<String, u64>) -> Vec<String> {
     lines
 }
 
+/// `n` clicks by `users` users, one JSON object a line, 70% of them logged in (deterministic).
+pub fn generated_clicks(path: &Path, n: usize, users: usize) {
+    let mut text = String::new();
+    for i in 0..n {
+        let logged_in = (i * 7919) % 10 < 7;
+        text.push_str(&format!("{{\"ts\":{i},\"user\":\"u{}\",\"logged_in\":{logged_in}}}\n", (i * 31) % users));
+    }
+    std::fs::write(path, text).expect("write clicks");
+}
+
+/// Per-user counts of logged-in clicks in the first `position` bytes of a clicks file: what a
+/// checkpoint taken at that source position must hold.
+pub fn counts_before(input: &Path, position: u64) -> BTreeMap<String, u64> {
+    let text = std::fs::read(input).expect("read input");
+    let mut counts = BTreeMap::new();
+    for line in String::from_utf8_lossy(&text[..position as usize]).lines() {
+        let click: serde_json::Value = serde_json::from_str(line).expect("input is JSON");
+        if click["logged_in"] == true {
+            *counts.entry(click["user"].as_str().expect("user").to_string()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
 /// A `weir serve` on a free loopback port, killed when dropped.
 pub struct Server {
     child: std::process::Child,
