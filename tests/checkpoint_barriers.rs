@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use weir_e2e::{clicks_job, counts_before, generated_clicks, read_metadata, snapshot_values, weir, write_job};
+use weir_e2e::{
+    clicks_job, completed_checkpoints, counts_before, generated_clicks, read_metadata, snapshot_values, weir, write_job,
+};
 
 /// Runs the clicks job slowly at parallelism 2 with checkpoints every 50 ms; returns the
 /// directory holding the job's checkpoints.
@@ -20,17 +22,6 @@ fn run_with_checkpoints(dir: &Path, checkpointing: &str) -> std::path::PathBuf {
     let run = weir(&["run", &write_job(dir, &job), "--listen", "none"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     dir.join("chk/clicks-per-user")
-}
-
-/// Completed checkpoints (those with `_metadata`), oldest first.
-fn completed(checkpoints: &Path) -> Vec<std::path::PathBuf> {
-    let mut dirs: Vec<_> = std::fs::read_dir(checkpoints)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|d| d.join("_metadata").is_file())
-        .collect();
-    dirs.sort();
-    dirs
 }
 
 /// Counts per user in a checkpoint's `count-per-user` state files (value state 0, JSON numbers).
@@ -53,7 +44,7 @@ fn checkpointed_counts(checkpoint: &Path, metadata: &serde_json::Value) -> BTree
 fn every_checkpoint_holds_exactly_the_events_before_its_barrier() {
     let dir = tempfile::tempdir().unwrap();
     let checkpoints = run_with_checkpoints(dir.path(), "retained = 1000");
-    let done = completed(&checkpoints);
+    let done = completed_checkpoints(&checkpoints);
     assert!(done.len() >= 5, "only {} checkpoints completed", done.len());
     let mut last_position = 0;
     for checkpoint in &done {
@@ -64,7 +55,14 @@ fn every_checkpoint_holds_exactly_the_events_before_its_barrier() {
         let position = sources[0]["position"].as_u64().unwrap();
         assert!(position >= last_position, "positions move forward");
         last_position = position;
-        assert_eq!(metadata["states"].as_array().unwrap().len(), 2, "one file per count-per-user subtask");
+        let mut ranges: Vec<(u64, u64)> = metadata["states"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["key-groups"]["start"].as_u64().unwrap(), s["key-groups"]["end"].as_u64().unwrap()))
+            .collect();
+        ranges.sort();
+        assert_eq!(ranges, vec![(0, 64), (64, 128)], "one file per count-per-user subtask, by key groups");
         assert_eq!(
             checkpointed_counts(checkpoint, &metadata),
             counts_before(&dir.path().join("clicks.jsonl"), position),
@@ -79,7 +77,7 @@ fn every_checkpoint_holds_exactly_the_events_before_its_barrier() {
 fn only_the_retained_checkpoints_are_kept() {
     let dir = tempfile::tempdir().unwrap();
     let checkpoints = run_with_checkpoints(dir.path(), "retained = 2");
-    let done = completed(&checkpoints);
+    let done = completed_checkpoints(&checkpoints);
     assert_eq!(done.len(), 2, "{done:?}");
     let ids: Vec<u64> = done
         .iter()
@@ -98,7 +96,7 @@ fn only_the_retained_checkpoints_are_kept() {
 fn at_least_once_checkpoints_never_miss_an_event_before_the_barrier() {
     let dir = tempfile::tempdir().unwrap();
     let checkpoints = run_with_checkpoints(dir.path(), "mode = \"at-least-once\"\nretained = 1000");
-    let done = completed(&checkpoints);
+    let done = completed_checkpoints(&checkpoints);
     assert!(!done.is_empty());
     for checkpoint in &done {
         let metadata = read_metadata(&checkpoint.join("_metadata"));

@@ -3,7 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use weir_e2e::{clicks_job, counts_before, generated_clicks, read_metadata, sink_lines, weir, weir_bin, write_job};
+use weir_e2e::{
+    clicks_job, completed_checkpoints, counts_before, generated_clicks, read_metadata, sink_lines, weir, weir_bin,
+    write_job,
+};
 
 /// The slow clicks job with checkpoints every 50 ms, written into `dir`.
 fn job_file(dir: &Path) -> String {
@@ -17,14 +20,9 @@ fn job_file(dir: &Path) -> String {
     write_job(dir, &format!("{job}\n[checkpointing]\ninterval = \"50ms\"\nretained = 3\nstorage = \"file://chk\"\n"))
 }
 
-/// Completed checkpoints, oldest first.
+/// Completed checkpoints of the test's job, oldest first.
 fn completed(dir: &Path) -> Vec<PathBuf> {
-    let root = dir.join("chk/clicks-per-user");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .map(|entries| entries.map(|e| e.unwrap().path()).filter(|d| d.join("_metadata").is_file()).collect())
-        .unwrap_or_default();
-    dirs.sort();
-    dirs
+    completed_checkpoints(&dir.join("chk/clicks-per-user"))
 }
 
 /// Starts the job, waits for `checkpoints` completed checkpoints (at most `retained` = 3 exist at

@@ -207,6 +207,16 @@ pub fn counts_before(input: &Path, position: u64) -> BTreeMap<String, u64> {
     counts
 }
 
+/// The completed checkpoints (directories with a `_metadata`) in a job's checkpoint directory,
+/// oldest first; none while the directory does not exist yet.
+pub fn completed_checkpoints(job_dir: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(job_dir)
+        .map(|entries| entries.flatten().map(|e| e.path()).filter(|d| d.join("_metadata").is_file()).collect())
+        .unwrap_or_default();
+    dirs.sort();
+    dirs
+}
+
 /// A `weir serve` on a free loopback port, killed when dropped.
 pub struct Server {
     child: std::process::Child,

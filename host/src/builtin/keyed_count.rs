@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use crate::checkpoint::snapshot::{self, SnapshotState};
 use crate::runtime::key_group::{key_group, key_group_range};
-use crate::runtime::{EventBatch, Operator, OperatorFactory, SubtaskInfo};
+use crate::runtime::{EventBatch, Operator, OperatorFactory, StateSnapshot, SubtaskInfo};
 use crate::state::{MemoryBackend, StateBackend, StateKind, StateRestore};
 
 pub(super) struct KeyedCountFactory {
@@ -64,10 +64,10 @@ impl Operator for KeyedCount {
         Ok(())
     }
 
-    fn snapshot(&self) -> Result<Option<Vec<u8>>, String> {
+    fn snapshot(&self) -> Result<Option<StateSnapshot>, String> {
         let states = [SnapshotState { name: "count".to_string(), kind: StateKind::Value, schema_version: 1 }];
         let mut out = Vec::new();
         snapshot::write(&self.backend, self.key_groups.clone(), &states, &mut out).map_err(|e| e.to_string())?;
-        Ok(Some(out))
+        Ok(Some(StateSnapshot { key_groups: self.key_groups.clone(), bytes: out }))
     }
 }

@@ -84,8 +84,9 @@ impl Restore {
         self.metadata.sources.iter().filter(|s| s.uid == uid).count()
     }
 
-    /// Inserts operator `uid`'s state in `key_groups` into `backend`, from every state file of
-    /// that operator (any parallelism); returns the number of entries.
+    /// Inserts operator `uid`'s state in `key_groups` into `backend`, from the state files of that
+    /// operator that cover any of those key groups (at any parallelism); returns the number of
+    /// entries.
     pub fn restore_state(
         &self,
         uid: &str,
@@ -93,7 +94,8 @@ impl Restore {
         key_groups: Range<u32>,
     ) -> Result<u64, String> {
         let mut restored = 0;
-        for state in self.metadata.states.iter().filter(|s| s.uid == uid) {
+        let overlaps = |s: &&StateFile| s.key_groups.start < key_groups.end && key_groups.start < s.key_groups.end;
+        for state in self.metadata.states.iter().filter(|s| s.uid == uid).filter(overlaps) {
             let path = format!("{}/{}", paths::checkpoint_dir(&self.job, self.id()), state.file);
             let bytes = self.storage.get(&path).map_err(|e| e.to_string())?;
             if hex::encode(Sha256::digest(&bytes)) != state.sha256 {

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 
 use super::paths;
 use super::storage::Storage;
-use crate::runtime::{CheckpointSink, SourcePosition, StateFile};
+use crate::runtime::{CheckpointSink, SourcePosition, StateFile, StateSnapshot};
 
 /// Version of the `_metadata` layout.
 pub const METADATA_FORMAT: u32 = 1;
@@ -43,18 +43,18 @@ impl StorageSink {
 }
 
 impl CheckpointSink for StorageSink {
-    fn write_state(&self, id: u64, uid: &str, subtask: u32, bytes: Vec<u8>) -> Result<StateFile, String> {
+    fn write_state(&self, id: u64, uid: &str, subtask: u32, snapshot: StateSnapshot) -> Result<StateFile, String> {
+        let StateSnapshot { key_groups, bytes } = snapshot;
         let path = paths::state_file(&self.job, id, uid, subtask);
         let file = path.rsplit('/').next().unwrap_or_default().to_string();
         let sha256 = hex::encode(Sha256::digest(&bytes));
         let size = bytes.len() as u64;
         self.storage.put(&path, bytes).map_err(|e| e.to_string())?;
-        Ok(StateFile { uid: uid.to_string(), subtask, file, sha256, size })
+        Ok(StateFile { uid: uid.to_string(), subtask, file, key_groups, sha256, size })
     }
 
     fn complete(&self, id: u64, sources: Vec<SourcePosition>, states: Vec<StateFile>) -> Result<(), String> {
-        let completed_at =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let completed_at = crate::runtime::now_ms();
         let metadata = Metadata {
             format: METADATA_FORMAT,
             job: &self.job,

@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{lock, now_ms, write_atomically};
+use super::{lock, write_atomically};
 use crate::job::{self, JobError, Modules};
+use crate::runtime::now_ms;
 use crate::runtime::{self, JobFailure, JobGraph, JobMetrics, VertexSummary};
 
 /// A job's state, in Flink's words. `failing` and `restarting` arrive with restart strategies.

@@ -11,12 +11,6 @@ pub(crate) use modules::StoreModules;
 pub use modules::{ModuleInfo, ModuleStore};
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
 
 /// Writes a file so that readers see the old content or the new, never a torn one.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{lock, now_ms, write_atomically};
+use super::{lock, write_atomically};
 use crate::job::{ModuleRefError, Modules};
+use crate::runtime::now_ms;
 use crate::wasm::{ModuleError, OperatorModule, StateDescriptor, WasmEngine};
 
 /// What the store knows of a module.

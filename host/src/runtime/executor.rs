@@ -8,7 +8,8 @@ use crossbeam_channel::Receiver;
 
 use super::channel::{self, ChannelError, Inputs, Message, Output, Received, Route};
 use super::graph::{
-    CheckpointConfig, CheckpointSink, JobGraph, Partitioning, SourcePosition, StateFile, SubtaskInfo, TaskError,
+    CheckpointConfig, CheckpointSink, JobGraph, Partitioning, SourcePosition, StateFile, StateSnapshot, SubtaskInfo,
+    TaskError,
 };
 use super::{BATCH_SIZE, EventBatch};
 
@@ -189,9 +190,19 @@ enum Ack {
     JobEnded,
 }
 
+impl Ack {
+    /// The checkpoint it is about, if any.
+    fn checkpoint(&self) -> Option<u64> {
+        match self {
+            Ack::Source(id, _) | Ack::State(id, _) | Ack::Sink(id) | Ack::Failed(id, _) => Some(*id),
+            Ack::SourceFinished | Ack::JobEnded => None,
+        }
+    }
+}
+
 /// A snapshot on its way to storage: the asynchronous part of a checkpoint.
 enum Upload {
-    State { id: u64, uid: Arc<str>, subtask: u32, bytes: Vec<u8> },
+    State { id: u64, uid: Arc<str>, subtask: u32, snapshot: StateSnapshot },
     Stop,
 }
 
@@ -204,8 +215,8 @@ struct Expected {
 
 /// Stores snapshots as operators hand them over, so that their threads go on processing.
 fn upload(uploads: Receiver<Upload>, sink: &dyn CheckpointSink, control: &Control) {
-    while let Ok(Upload::State { id, uid, subtask, bytes }) = uploads.recv() {
-        match sink.write_state(id, &uid, subtask, bytes) {
+    while let Ok(Upload::State { id, uid, subtask, snapshot }) = uploads.recv() {
+        match sink.write_state(id, &uid, subtask, snapshot) {
             Ok(file) => control.ack(Ack::State(id, Some(file))),
             Err(cause) => control.ack(Ack::Failed(id, cause)),
         }
@@ -241,26 +252,27 @@ fn coordinate(config: &CheckpointConfig, expected: Expected, acks: Receiver<Ack>
                 continue;
             }
         };
-        let current = pending.as_ref().map(|p| p.id);
+        if let Ack::SourceFinished = ack {
+            sources_finished = true;
+            continue;
+        }
+        // Acknowledgements of a checkpoint that is no longer pending are ignored.
+        let Some(p) = pending.as_mut().filter(|p| ack.checkpoint() == Some(p.id)) else { continue };
         match ack {
-            Ack::SourceFinished => sources_finished = true,
-            Ack::Failed(id, cause) if Some(id) == current => {
+            Ack::Failed(id, cause) => {
                 control.fail(JobFailure::Checkpoint { id, cause });
                 return;
             }
-            Ack::Source(id, position) if Some(id) == current => {
-                pending.iter_mut().for_each(|p| p.sources.push(position.clone()))
-            }
-            Ack::State(id, file) if Some(id) == current => pending.iter_mut().for_each(|p| {
+            Ack::Source(_, position) => p.sources.push(position),
+            Ack::State(_, file) => {
                 p.state_acks += 1;
-                p.states.extend(file.clone());
-            }),
-            Ack::Sink(id) if Some(id) == current => pending.iter_mut().for_each(|p| p.sink_acks += 1),
-            _ => {}
+                p.states.extend(file);
+            }
+            Ack::Sink(_) => p.sink_acks += 1,
+            Ack::SourceFinished | Ack::JobEnded => {}
         }
-        let complete = pending.as_ref().is_some_and(|p| {
-            p.sources.len() == expected.sources && p.state_acks == expected.states && p.sink_acks == expected.sinks
-        });
+        let complete =
+            p.sources.len() == expected.sources && p.state_acks == expected.states && p.sink_acks == expected.sinks;
         if let Some(p) = pending.take_if(|_| complete)
             && let Err(cause) = config.sink.complete(p.id, p.sources, p.states)
         {
@@ -616,9 +628,7 @@ fn write_counted(
     batch: &EventBatch,
 ) -> Result<(), String> {
     if !batch.is_empty() {
-        metrics.first_sink_event.get_or_init(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-        });
+        metrics.first_sink_event.get_or_init(super::now_ms);
     }
     counters.events_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
     sink.write(batch)?;
@@ -698,8 +708,8 @@ fn run_operator(
             Received::Barrier(id) => {
                 // The synchronous part: a copy of the state; storing it is the uploader's work.
                 match (operator.snapshot()?, &control.uploads) {
-                    (Some(bytes), Some(uploads)) => {
-                        let upload = Upload::State { id, uid: info.uid.clone(), subtask: info.index, bytes };
+                    (Some(snapshot), Some(uploads)) => {
+                        let upload = Upload::State { id, uid: info.uid.clone(), subtask: info.index, snapshot };
                         let _ = uploads.send(upload);
                     }
                     _ => control.ack(Ack::State(id, None)),

@@ -51,9 +51,16 @@ pub trait Source: Send {
 pub trait Operator: Send {
     /// Processes a batch, appending what it emits to `out`.
     fn process(&mut self, input: &EventBatch, out: &mut EventBatch) -> Result<(), String>;
-    /// The snapshot file of its keyed state (the checkpoint snapshot format), or `None` when it
-    /// keeps no state.
-    fn snapshot(&self) -> Result<Option<Vec<u8>>, String>;
+    /// The snapshot of its keyed state, or `None` when it keeps no state.
+    fn snapshot(&self) -> Result<Option<StateSnapshot>, String>;
+}
+
+/// An operator subtask's keyed state at a barrier.
+pub struct StateSnapshot {
+    /// The key groups it covers, so that a restore reads only the snapshots it needs.
+    pub key_groups: std::ops::Range<u32>,
+    /// The snapshot file (the checkpoint snapshot format).
+    pub bytes: Vec<u8>,
 }
 
 /// Checkpointing settings of a job run.
@@ -79,6 +86,8 @@ pub struct StateFile {
     pub subtask: u32,
     /// Path relative to the checkpoint's directory.
     pub file: String,
+    /// The key groups it covers.
+    pub key_groups: std::ops::Range<u32>,
     /// Hex SHA-256 of the file.
     pub sha256: String,
     /// Bytes.
@@ -100,7 +109,7 @@ pub struct SourcePosition {
 /// Where checkpoints are stored: the runtime hands it snapshots and completed checkpoints.
 pub trait CheckpointSink: Send + Sync {
     /// Stores one operator subtask's snapshot of checkpoint `id` (on an uploader thread).
-    fn write_state(&self, id: u64, uid: &str, subtask: u32, bytes: Vec<u8>) -> Result<StateFile, String>;
+    fn write_state(&self, id: u64, uid: &str, subtask: u32, snapshot: StateSnapshot) -> Result<StateFile, String>;
     /// Records checkpoint `id` as complete (its metadata is written last) and drops old ones.
     fn complete(&self, id: u64, sources: Vec<SourcePosition>, states: Vec<StateFile>) -> Result<(), String>;
 }

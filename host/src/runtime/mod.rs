@@ -13,7 +13,7 @@ pub use batch::{Event, EventBatch};
 pub use executor::{JobFailure, JobMetrics, SubtaskSummary, VertexSummary, execute};
 pub use graph::{
     CheckpointConfig, CheckpointSink, JobGraph, Operator, OperatorFactory, Partitioning, Sink, SinkFactory, Source,
-    SourceFactory, SourcePosition, StateFile, SubtaskInfo, TaskError, Vertex,
+    SourceFactory, SourcePosition, StateFile, StateSnapshot, SubtaskInfo, TaskError, Vertex,
 };
 
 /// Events per batch that sources and routers aim for: large enough to amortise a Wasm call and a
@@ -22,3 +22,8 @@ pub const BATCH_SIZE: usize = 1024;
 
 /// Batches a channel holds before its sender blocks (backpressure).
 pub const CHANNEL_CAPACITY: usize = 8;
+
+/// Milliseconds since the Unix epoch: the timestamps weir records (jobs, checkpoints).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

@@ -11,7 +11,7 @@ use super::frame;
 use super::host::{HostState, KeyedState};
 use crate::checkpoint::snapshot::{self, SnapshotState};
 use crate::runtime::key_group::key_group_range;
-use crate::runtime::{EventBatch, Operator, OperatorFactory, SubtaskInfo};
+use crate::runtime::{EventBatch, Operator, OperatorFactory, StateSnapshot, SubtaskInfo};
 use crate::state::{MemoryBackend, StateKind, StateRestore};
 
 /// Limits of the sandbox each instance runs in.
@@ -148,14 +148,14 @@ impl Operator for WasmOperator {
         frame::apply_output(output, &mut self.store.data_mut().keyed, &self.value_states, out)
     }
 
-    fn snapshot(&self) -> Result<Option<Vec<u8>>, String> {
+    fn snapshot(&self) -> Result<Option<StateSnapshot>, String> {
         if self.states.is_empty() {
             return Ok(None);
         }
         let backend = &*self.store.data().keyed.backend;
         let mut out = Vec::new();
         snapshot::write(backend, self.key_groups.clone(), &self.states, &mut out).map_err(|e| e.to_string())?;
-        Ok(Some(out))
+        Ok(Some(StateSnapshot { key_groups: self.key_groups.clone(), bytes: out }))
     }
 }
 
