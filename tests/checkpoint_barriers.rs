@@ -115,7 +115,16 @@ fn bad_checkpointing_settings_are_named() {
     for (settings, needle) in [
         ("interval = \"soon\"", "[checkpointing] interval \"soon\" is not a duration"),
         ("interval = \"1s\"\nretained = 0", "retained must be at least 1"),
-        ("interval = \"1s\"\ntimeout = \"1m\"", "unknown field `timeout`"),
+        ("interval = \"1s\"\ntimeout = \"0s\"", "timeout must be longer than 0s"),
+        ("interval = \"1s\"\nmin-pause = \"a bit\"", "[checkpointing] min-pause \"a bit\" is not a duration"),
+        ("interval = \"1s\"\nmax-concurrent = 0", "max-concurrent must be at least 1"),
+        ("interval = \"1s\"\nretention = \"forever\"", "unknown variant `forever`"),
+        ("interval = \"1s\"\ntimout = \"1m\"", "unknown field `timout`"),
+        (
+            "interval = \"1s\"\n[restart]\nstrategy = \"fixed-delay\"\ninitial-backoff = \"1s\"",
+            "[restart] `initial-backoff` is not a setting of the fixed-delay strategy",
+        ),
+        ("interval = \"1s\"\n[restart]\nstrategy = \"always\"", "unknown variant `always`"),
         ("interval = \"1s\"\nstorage = \"s3://bucket/x\"", "checkpoint storage s3://bucket/x: only file://"),
         ("interval = \"1s\"\nmode = \"sometimes\"", "unknown variant `sometimes`"),
     ] {

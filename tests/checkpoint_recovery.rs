@@ -1,23 +1,34 @@
-//! Resuming from checkpoints: after kill -9, `weir run --from-checkpoint` continues every count
-//! from the checkpoint's state and its sources from the checkpoint's positions.
+//! Recovery with exactly-once output. A job killed with SIGKILL, again and again at random
+//! moments, and resumed each time with `weir run --from-checkpoint latest`, commits exactly the
+//! output of an undisturbed run; so does a job whose guest traps and that restarts in-process.
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use weir_e2e::{
-    clicks_job, completed_checkpoints, counts_before, generated_clicks, read_metadata, sink_lines, weir, weir_bin,
-    write_job,
+    clicks_job, completed_checkpoints, expected_counts, expected_lines, file_sink, file_source, generated_clicks, job,
+    read_metadata, sink_lines, wasm_operator, weir, weir_bin, write_job,
 };
 
-/// The slow clicks job with checkpoints every 50 ms, written into `dir`.
-fn job_file(dir: &Path) -> String {
+const CLICKS: usize = 8000;
+
+/// The clicks job at parallelism 2, its source limited to 4000 events/s (about 2 s in all), with
+/// checkpoints every 100 ms; `checkpointing` adds settings. Returns the job file.
+fn job_file(dir: &Path, checkpointing: &str) -> String {
     let input = dir.join("clicks.jsonl");
-    generated_clicks(&input, 8000, 40);
-    let job = clicks_job(&input, "count", 2, &dir.join("out")).replacen(
-        "type = \"file\"\npath = ",
-        "type = \"file\"\nrate = 4000\npath = ",
-        1,
-    );
-    write_job(dir, &format!("{job}\n[checkpointing]\ninterval = \"50ms\"\nretained = 3\nstorage = \"file://chk\"\n"))
+    if !input.exists() {
+        generated_clicks(&input, CLICKS, 40);
+    }
+    let job = with_rate(clicks_job(&input, "count", 2, &dir.join("out")));
+    write_job(
+        dir,
+        &format!(
+            "{job}\n[checkpointing]\ninterval = \"100ms\"\nretained = 3\nstorage = \"file://chk\"\n{checkpointing}\n"
+        ),
+    )
+}
+
+fn with_rate(job: String) -> String {
+    job.replacen("type = \"file\"\npath = ", "type = \"file\"\nrate = 4000\npath = ", 1)
 }
 
 /// Completed checkpoints of the test's job, oldest first.
@@ -25,108 +36,189 @@ fn completed(dir: &Path) -> Vec<PathBuf> {
     completed_checkpoints(&dir.join("chk/clicks-per-user"))
 }
 
-/// Starts the job, waits for `checkpoints` completed checkpoints (at most `retained` = 3 exist at
-/// a time), and kills it with SIGKILL.
-fn run_and_kill(dir: &Path, job: &str, checkpoints: usize) {
+/// What an undisturbed run of the clicks job commits.
+fn undisturbed_output(dir: &Path) -> Vec<String> {
+    expected_lines(&expected_counts(&dir.join("clicks.jsonl")))
+}
+
+/// Files the file sink has not committed (in progress or pending) in `out`.
+fn uncommitted(out: &Path) -> Vec<String> {
+    let names = std::fs::read_dir(out).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned());
+    names.filter(|n| n.starts_with(".part-")).collect()
+}
+
+/// Starts `weir run JOB ARGS…` and kills it with SIGKILL once `until` holds; false when the job
+/// ended by itself first.
+fn run_and_kill(job: &str, args: &[&str], until: impl Fn(Duration) -> bool) -> bool {
     let mut child = std::process::Command::new(weir_bin())
         .args(["run", job, "--listen", "none"])
+        .args(args)
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let started = Instant::now();
-    while completed(dir).len() < checkpoints {
-        assert!(started.elapsed() < Duration::from_secs(30), "no checkpoints");
-        assert!(child.try_wait().unwrap().is_none(), "the job ended before it was killed");
-        std::thread::sleep(Duration::from_millis(10));
+    while !until(started.elapsed()) {
+        assert!(started.elapsed() < Duration::from_secs(30), "the kill condition never held");
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
     child.kill().unwrap();
     child.wait().unwrap();
+    true
 }
 
-/// For each user, the counts a run resumed at `position` emits: from the checkpoint's count + 1
-/// to the final count.
-fn lines_after(input: &Path, position: u64) -> Vec<String> {
-    let before = counts_before(input, position);
-    let total = counts_before(input, std::fs::metadata(input).unwrap().len());
-    let mut lines: Vec<String> = total
-        .iter()
-        .flat_map(|(user, &n)| {
-            let from = before.get(user).copied().unwrap_or(0) + 1;
-            (from..=n).map(move |c| format!(r#"{{"key":"{user}","count":{c}}}"#))
+/// Resumes the job from checkpoint `from` and waits until it has finished.
+fn resume(job: &str, from: &str) -> weir_e2e::Output {
+    let resumed = weir(&["run", job, "--listen", "none", "--from-checkpoint", from]);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    resumed
+}
+
+/// A small xorshift generator: the kill moments vary from run to run, and the seed is printed so
+/// that a failing sequence can be replayed with WEIR_TEST_SEED.
+fn kill_moments(n: usize) -> Vec<Duration> {
+    let seed = std::env::var("WEIR_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    });
+    eprintln!("kill moments from WEIR_TEST_SEED={seed}");
+    let mut x: u64 = seed;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            Duration::from_millis(250 + x % 500)
         })
-        .collect();
-    lines.sort();
-    lines
+        .collect()
 }
 
 #[test]
-fn after_kill_9_the_job_resumes_from_its_latest_checkpoint() {
+fn killed_again_and_again_the_job_commits_exactly_the_undisturbed_output() {
     let dir = tempfile::tempdir().unwrap();
-    let job = job_file(dir.path());
-    run_and_kill(dir.path(), &job, 3);
-    let latest = completed(dir.path()).pop().unwrap();
-    let metadata = read_metadata(&latest.join("_metadata"));
-    let (id, position) =
-        (metadata["checkpoint"].as_u64().unwrap(), metadata["sources"][0]["position"].as_u64().unwrap());
+    let job = job_file(dir.path(), "");
+    let mut kills = 0;
+    for moment in kill_moments(4) {
+        let resume: &[&str] = if completed(dir.path()).is_empty() { &[] } else { &["--from-checkpoint", "latest"] };
+        kills += usize::from(run_and_kill(&job, resume, |elapsed| elapsed >= moment));
+    }
+    assert!(kills >= 3, "the job was killed {kills} times of 4");
+    let resumed = resume(&job, "latest");
+    assert!(resumed.stderr.contains("resuming job 'clicks-per-user' from checkpoint"), "{}", resumed.stderr);
 
-    let resumed = weir(&["run", &job, "--listen", "none", "--from-checkpoint", "latest"]);
-    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
-    assert!(
-        resumed.stderr.contains(&format!("resuming job 'clicks-per-user' from checkpoint {id}")),
-        "{}",
-        resumed.stderr
-    );
-    assert_eq!(sink_lines(&dir.path().join("out")), lines_after(&dir.path().join("clicks.jsonl"), position));
-    // Checkpoint ids go on from the restored one.
-    let newest = completed(dir.path()).pop().unwrap();
-    assert!(read_metadata(&newest.join("_metadata"))["checkpoint"].as_u64().unwrap() > id);
+    let out = dir.path().join("out");
+    assert_eq!(sink_lines(&out), undisturbed_output(dir.path()), "every expected line once, none twice");
+    assert_eq!(uncommitted(&out), Vec::<String>::new(), "the final checkpoint commits everything");
+    // The final checkpoint covers the whole input: resuming from it adds nothing.
+    resume(&job, "latest");
+    assert_eq!(sink_lines(&out), undisturbed_output(dir.path()));
 }
 
 #[test]
 fn a_corrupt_newest_checkpoint_falls_back_to_the_one_before() {
     let dir = tempfile::tempdir().unwrap();
-    let job = job_file(dir.path());
-    run_and_kill(dir.path(), &job, 3);
+    let job = job_file(dir.path(), "");
+    assert!(run_and_kill(&job, &[], |_| completed(dir.path()).len() >= 3));
     let done = completed(dir.path());
     let (newest, previous) = (&done[done.len() - 1], &done[done.len() - 2]);
     let mut metadata = std::fs::read(newest.join("_metadata")).unwrap();
     metadata[20] ^= 0x20;
     std::fs::write(newest.join("_metadata"), metadata).unwrap();
-    let previous = read_metadata(&previous.join("_metadata"));
+    let previous = read_metadata(&previous.join("_metadata"))["checkpoint"].as_u64().unwrap();
 
-    let resumed = weir(&["run", &job, "--listen", "none", "--from-checkpoint", "latest"]);
-    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    let resumed = resume(&job, "latest");
     assert!(
         resumed.stderr.contains("does not match its checksum"),
         "a warning names the corrupt file: {}",
         resumed.stderr
     );
-    let id = previous["checkpoint"].as_u64().unwrap();
-    assert!(resumed.stderr.contains(&format!("from checkpoint {id}")), "{}", resumed.stderr);
-    let position = previous["sources"][0]["position"].as_u64().unwrap();
-    assert_eq!(sink_lines(&dir.path().join("out")), lines_after(&dir.path().join("clicks.jsonl"), position));
+    assert!(resumed.stderr.contains(&format!("from checkpoint {previous}")), "{}", resumed.stderr);
+    // Output committed with the corrupt checkpoint is written again, not twice.
+    assert_eq!(sink_lines(&dir.path().join("out")), undisturbed_output(dir.path()));
 }
 
 #[test]
 fn a_checkpoint_directory_can_be_named() {
     let dir = tempfile::tempdir().unwrap();
-    let job = job_file(dir.path());
-    run_and_kill(dir.path(), &job, 2);
+    let job = job_file(dir.path(), "");
+    assert!(run_and_kill(&job, &[], |_| completed(dir.path()).len() >= 2));
     let chosen = completed(dir.path()).remove(0);
-    let position = read_metadata(&chosen.join("_metadata"))["sources"][0]["position"].as_u64().unwrap();
-    let resumed = weir(&["run", &job, "--listen", "none", "--from-checkpoint", &chosen.to_string_lossy()]);
-    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
-    assert_eq!(sink_lines(&dir.path().join("out")), lines_after(&dir.path().join("clicks.jsonl"), position));
+    resume(&job, &chosen.to_string_lossy());
+    assert_eq!(sink_lines(&dir.path().join("out")), undisturbed_output(dir.path()));
+}
+
+#[test]
+fn at_least_once_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = job_file(dir.path(), "mode = \"at-least-once\"");
+    assert!(run_and_kill(&job, &[], |_| completed(dir.path()).len() >= 3));
+    resume(&job, "latest");
+    let lines = sink_lines(&dir.path().join("out"));
+    for line in undisturbed_output(dir.path()) {
+        assert!(lines.binary_search(&line).is_ok(), "{line} is missing");
+    }
 }
 
 #[test]
 fn resuming_without_a_checkpoint_says_so() {
     let dir = tempfile::tempdir().unwrap();
-    let job = job_file(dir.path());
+    let job = job_file(dir.path(), "");
     let run = weir(&["run", &job, "--listen", "none", "--from-checkpoint", "latest"]);
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("no completed checkpoint of job 'clicks-per-user' in file://chk"), "{}", run.stderr);
     let run = weir(&["run", &job, "--listen", "none", "--from-checkpoint", "/tmp/not-a-checkpoint"]);
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("not \"latest\" nor a checkpoint directory"), "{}", run.stderr);
+}
+
+/// The clicks job with `flaky_count` counting: it traps when a user's count reaches 60 in
+/// attempts below `trap_attempts`; `restart` is the `[restart]` table.
+fn flaky_job(dir: &Path, trap_attempts: u32, restart: &str) -> String {
+    let input = dir.join("clicks.jsonl");
+    generated_clicks(&input, CLICKS, 40);
+    let config = format!("config = {{ trap-at = 60, attempts = {trap_attempts} }}");
+    let job = job(
+        "clicks-per-user",
+        2,
+        &[
+            file_source("clicks", &input),
+            wasm_operator("logged-in", "filter", &["config = { field = \"logged_in\" }"]),
+            wasm_operator("by-user", "key_by", &["config = { field = \"user\" }"]),
+            wasm_operator("count-per-user", "test/flaky_count", &["input = \"hash\"", &config]),
+            file_sink("counts", &dir.join("out")),
+        ],
+    );
+    let checkpointing = "[checkpointing]\ninterval = \"100ms\"\nstorage = \"file://chk\"";
+    write_job(dir, &format!("{}\n{checkpointing}\n[restart]\n{restart}\n", with_rate(job)))
+}
+
+#[test]
+fn a_trapping_guest_restarts_from_the_latest_checkpoint_with_exactly_once_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = flaky_job(dir.path(), 1, "strategy = \"fixed-delay\"\nattempts = 3\ndelay = \"10ms\"");
+    let run = weir(&["run", &job, "--listen", "none"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("traps at count 60"), "the trap's message is logged: {}", run.stderr);
+    assert_eq!(run.stderr.matches("restarting from checkpoint").count(), 1, "{}", run.stderr);
+    assert!(run.stderr.contains("(attempt 1)"), "{}", run.stderr);
+    assert_eq!(sink_lines(&dir.path().join("out")), undisturbed_output(dir.path()));
+}
+
+#[test]
+fn the_restart_strategy_decides_when_to_give_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = flaky_job(dir.path(), 3, "strategy = \"fixed-delay\"\nattempts = 2\ndelay = \"10ms\"");
+    let run = weir(&["run", &job, "--listen", "none"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.stderr.matches("restarting from checkpoint").count(), 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("not restarted again: the fixed-delay restart strategy (attempts 2, delay 10ms)"),
+        "{}",
+        run.stderr
+    );
+    let job = flaky_job(dir.path(), 1, "strategy = \"none\"");
+    let run = weir(&["run", &job, "--listen", "none"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("traps at count 60") && !run.stderr.contains("restarting"), "{}", run.stderr);
 }

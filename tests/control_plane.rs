@@ -73,7 +73,8 @@ fn upload_submit_watch_cancel_and_restart() {
     assert_eq!(again.code, 1);
     assert!(again.stderr.contains("already Canceled") && again.stderr.contains("HTTP 409"), "{}", again.stderr);
 
-    // A job still running when the server dies comes back as failed; everything else as it was.
+    // A job without checkpoints still running when the server dies comes back as failed; everything
+    // else as it was.
     let orphan = server.cli(&["submit", &write_job(&forever, &forever_job())]).stdout.trim().to_string();
     server.kill();
     let server = Server::start(&data, &[]);
@@ -87,7 +88,11 @@ fn upload_submit_watch_cancel_and_restart() {
         .collect();
     assert_eq!(states, vec![(id.as_str(), "finished"), (running_id.as_str(), "canceled"), (orphan.as_str(), "failed")]);
     let (_, orphan_job) = server.http("GET", &format!("/v1/jobs/{orphan}"), b"", None);
-    assert_eq!(orphan_job["failure"], "the server stopped while the job was running");
+    assert_eq!(
+        orphan_job["failure"],
+        "the server stopped while the job was running; it has no [checkpointing], so it cannot be resumed without \
+         repeating its output"
+    );
     let (_, list) = server.http("GET", "/v1/modules", b"", None);
     assert_eq!(list["modules"].as_array().map(Vec::len), Some(3), "count, filter and key_by: {list}");
 }
@@ -133,7 +138,7 @@ fn bad_requests_get_their_status_and_message_and_the_server_keeps_serving() {
     assert_eq!(server.http("GET", "/v1/modules", b"", None).0, 200);
     let (status, openapi) = server.http("GET", "/v1/openapi.json", b"", None);
     assert_eq!(status, 200);
-    for path in ["/v1/modules", "/v1/jobs", "/v1/jobs/{id}", "/v1/jobs/{id}/cancel"] {
+    for path in ["/v1/modules", "/v1/jobs", "/v1/jobs/{id}", "/v1/jobs/{id}/cancel", "/v1/jobs/{id}/checkpoints"] {
         assert!(openapi["paths"].get(path).is_some(), "openapi.json lacks {path}");
     }
 }

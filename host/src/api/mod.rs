@@ -19,6 +19,7 @@ pub use error::ApiError;
 use serde_json::json;
 
 use crate::control::{CancelError, JobInfo, Jobs, ModuleStore, StoreModules, SubmitError};
+use crate::runtime::checkpoint_stats::CheckpointStats;
 
 /// What the handlers share.
 pub struct ApiState {
@@ -43,6 +44,7 @@ pub fn router(state: Arc<ApiState>, body_limit: usize) -> Router {
         .route("/v1/jobs", post(submit_job).get(list_jobs))
         .route("/v1/jobs/{id}", get(job_status))
         .route("/v1/jobs/{id}/cancel", post(cancel_job))
+        .route("/v1/jobs/{id}/checkpoints", get(job_checkpoints))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(DefaultBodyLimit::max(body_limit))
@@ -136,6 +138,13 @@ fn unknown_job(id: &str) -> ApiError {
 
 async fn job_status(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<Json<JobInfo>, ApiError> {
     state.jobs.get(&id).map(Json).ok_or_else(|| unknown_job(&id))
+}
+
+async fn job_checkpoints(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Json<CheckpointStats>, ApiError> {
+    state.jobs.checkpoints(&id).map(Json).ok_or_else(|| unknown_job(&id))
 }
 
 async fn cancel_job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<Response, ApiError> {

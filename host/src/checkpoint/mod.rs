@@ -1,8 +1,7 @@
-//! Checkpoints: the storage layout and the snapshot file format of keyed state.
-//!
-//! Status: the layout, the snapshot format and storage through `object_store` are here and
-//! tested; the barrier coordinator that takes checkpoints while a job runs, retention and recovery
-//! are the rest of issue 4 and are not built yet (`docs/checkpoints.md` has the design).
+//! Checkpoints at rest: the storage layout, the snapshot file format of keyed state, storage
+//! through `object_store`, writing completed checkpoints ([`StorageSink`]) and reading them back
+//! ([`Restore`]). Taking them while a job runs is the runtime's coordinator; the design is in
+//! `docs/checkpoints.md`.
 //!
 //! Layering: uses `state` and `runtime` (its checkpoint traits); knows nothing of wasm or HTTP.
 pub mod paths;

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::storage::Storage;
 use super::{paths, snapshot};
+use crate::runtime::checkpoint_stats::RestoredCheckpoint;
 use crate::runtime::{SourcePosition, StateFile};
 use crate::state::StateBackend;
 
@@ -67,6 +68,20 @@ impl Restore {
     /// The checkpoint's id.
     pub fn id(&self) -> u64 {
         self.metadata.checkpoint
+    }
+
+    /// Where it is: the storage URL and the checkpoint's directory.
+    pub fn location(&self) -> String {
+        format!("{}/{}", self.storage.url().trim_end_matches('/'), paths::checkpoint_dir(&self.job, self.id()))
+    }
+
+    /// What the checkpoint statistics record of a restore from it, starting now.
+    pub fn stats(&self) -> RestoredCheckpoint {
+        RestoredCheckpoint {
+            id: self.id(),
+            restore_timestamp: crate::runtime::now_ms(),
+            external_path: self.location(),
+        }
     }
 
     /// The max parallelism the checkpoint was taken with (key groups cannot change).

@@ -39,17 +39,23 @@ pub enum StorageError {
     },
 }
 
-/// Where a job's checkpoints are stored.
+/// Where a job's checkpoints are stored. Clones share the store.
+#[derive(Clone)]
 pub struct Storage {
     url: String,
     store: Arc<dyn ObjectStore>,
     /// For `file://` storage, its directory: objects are files there, and deleting a checkpoint
     /// also removes the directory its files leave empty.
     local_root: Option<std::path::PathBuf>,
-    runtime: tokio::runtime::Runtime,
+    runtime: Arc<tokio::runtime::Runtime>,
 }
 
 impl Storage {
+    /// The URL it was opened with.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// Opens storage at `url`; a relative `file://` path starts at `base`.
     pub fn open(url: &str, base: &Path) -> Result<Self, StorageError> {
         let error = |reason: String| StorageError::Url { url: url.to_string(), reason };
@@ -73,7 +79,7 @@ impl Storage {
             .enable_all()
             .build()
             .map_err(|e| error(format!("cannot start its I/O runtime: {e}")))?;
-        Ok(Storage { url: url.to_string(), store, local_root, runtime })
+        Ok(Storage { url: url.to_string(), store, local_root, runtime: Arc::new(runtime) })
     }
 
     fn io(&self, operation: &'static str, path: &str, cause: impl std::fmt::Display) -> StorageError {

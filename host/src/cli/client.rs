@@ -126,6 +126,14 @@ impl Client {
                 }
             }
         }
+        // Relative checkpoint storage is relative to the job file too, not to the server.
+        if let Some(toml::Value::Table(checkpointing)) = table.get_mut("checkpointing")
+            && let Some(toml::Value::String(url)) = checkpointing.get("storage")
+            && let Some(path) = url.strip_prefix("file://").filter(|p| !Path::new(p).is_absolute())
+        {
+            let absolute = format!("file://{}", base.join(path).display());
+            checkpointing.insert("storage".into(), toml::Value::String(absolute));
+        }
         let body = toml::to_string(&table).context("rewriting the job file")?;
         let answer = self.call("POST", "/v1/jobs", Some(("application/toml", body.into_bytes())))?;
         if !self.print_json(&answer)? {
@@ -156,6 +164,13 @@ impl Client {
         if let Some(failure) = job["failure"].as_str() {
             println!("failure: {failure}");
         }
+        let failures = job["failures"].as_array().map_or(0, Vec::len);
+        if job["attempt"].as_u64().unwrap_or(0) > 0 || failures > 0 {
+            println!("attempt {} ({failures} failures):", job["attempt"]);
+            for f in job["failures"].as_array().into_iter().flatten() {
+                println!("  {} attempt {}: {}", time(&f["timestamp"]), f["attempt"], str(&f["cause"]));
+            }
+        }
         println!("{:<8} {:<24} {:>11} {:>12} {:>12}  per subtask in/out", "KIND", "UID", "PARALLELISM", "IN", "OUT");
         for v in job["vertices"].as_array().into_iter().flatten() {
             let subtasks: Vec<String> = v["subtasks"]
@@ -172,6 +187,41 @@ impl Client {
                 str(&v["kind"]),
                 str(&v["uid"]),
                 subtasks.join(" ")
+            );
+        }
+        Ok(())
+    }
+
+    pub(super) fn checkpoints(&self, id: &str) -> anyhow::Result<()> {
+        let stats = self.call("GET", &format!("/v1/jobs/{id}/checkpoints"), None)?;
+        if self.print_json(&stats)? {
+            return Ok(());
+        }
+        let c = &stats["counts"];
+        println!(
+            "checkpoints: {} triggered, {} completed, {} failed, {} in progress, {} restored",
+            c["total"], c["completed"], c["failed"], c["in-progress"], c["restored"]
+        );
+        if let Some(r) = stats["latest"]["restored"].as_object() {
+            println!("restored from checkpoint {} ({})", r["id"], str(&r["external-path"]));
+        }
+        if let Some(f) = stats["latest"]["failed"]["failure-message"].as_str() {
+            println!("latest failure (checkpoint {}): {f}", stats["latest"]["failed"]["id"]);
+        }
+        println!(
+            "{:>10}  {:<11} {:<20} {:>12} {:>12} {:>13}",
+            "ID", "STATUS", "TRIGGERED (UTC)", "DURATION", "SIZE", "ALIGNMENT"
+        );
+        for r in stats["history"].as_array().into_iter().flatten() {
+            let ms = |v: &Value| format!("{:.1} ms", v.as_f64().unwrap_or(0.0));
+            println!(
+                "{:>10}  {:<11} {:<20} {:>12} {:>12} {:>13}",
+                r["id"].to_string(),
+                str(&r["status"]),
+                time(&r["trigger-timestamp"]),
+                ms(&r["end-to-end-duration-ms"]),
+                r["state-size"].to_string(),
+                ms(&r["alignment-duration-ms"]),
             );
         }
         Ok(())

@@ -54,6 +54,11 @@ enum Command {
         /// The job's id.
         job_id: String,
     },
+    /// Show a job's checkpoint statistics: counts, latest, history.
+    Checkpoints {
+        /// The job's id.
+        job_id: String,
+    },
 }
 
 /// A failure the CLI reports with a specific exit code.
@@ -100,6 +105,7 @@ pub fn main() -> ExitCode {
         Command::Jobs => client().jobs(),
         Command::Status { job_id } => client().status(job_id),
         Command::Cancel { job_id } => client().cancel(job_id),
+        Command::Checkpoints { job_id } => client().checkpoints(job_id),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

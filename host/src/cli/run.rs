@@ -12,7 +12,7 @@ use crate::api::{ApiState, DEFAULT_BODY_LIMIT};
 use crate::checkpoint::storage::Storage;
 use crate::checkpoint::{Restore, paths};
 use crate::control::{JobInfo, JobState, Jobs};
-use crate::job::{self, ModuleFiles};
+use crate::job::{self, JobPlan, ModuleFiles};
 use crate::wasm::WasmEngine;
 
 /// The API's address when none is given; taken only if free.
@@ -36,25 +36,28 @@ pub(super) struct RunArgs {
 }
 
 /// The checkpoint `--from-checkpoint` names.
-fn checkpoint_to_resume(from: &str, spec: &job::JobSpec, base: &Path) -> anyhow::Result<Restore> {
+fn checkpoint_to_resume(from: &str, plan: &JobPlan, base: &Path) -> anyhow::Result<Restore> {
+    let name = plan.name();
+    let Some(storage) = plan.checkpoint_storage() else {
+        bail!("--from-checkpoint: job '{name}' has no [checkpointing] (with an interval above 0s) to resume with");
+    };
     if from == "latest" {
-        let url = job::checkpoint_storage(spec);
-        let storage = Storage::open(url, base)?;
-        return Restore::latest(storage, &spec.name)
+        return plan
+            .latest_checkpoint()
             .map_err(anyhow::Error::msg)?
-            .with_context(|| format!("no completed checkpoint of job '{}' in {url}", spec.name));
+            .with_context(|| format!("no completed checkpoint of job '{name}' in {}", storage.url()));
     }
     let dir = std::path::absolute(from)?;
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let id = paths::parse_checkpoint_dir(&name)
+    let dir_name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let id = paths::parse_checkpoint_dir(&dir_name)
         .with_context(|| format!("--from-checkpoint {from}: not \"latest\" nor a checkpoint directory (chk-<n>)"))?;
     let job_dir = dir.parent().context("a checkpoint directory lies in its job's directory")?;
-    if job_dir.file_name().map(|n| n.to_string_lossy().into_owned()) != Some(paths::job_dir(&spec.name)) {
-        bail!("--from-checkpoint {from}: it is not a checkpoint of job '{}' (wrong job directory)", spec.name);
+    if job_dir.file_name().map(|n| n.to_string_lossy().into_owned()) != Some(paths::job_dir(name)) {
+        bail!("--from-checkpoint {from}: it is not a checkpoint of job '{name}' (wrong job directory)");
     }
     let root = job_dir.parent().context("no storage directory above the job's")?;
     let storage = Storage::open(&format!("file://{}", root.display()), base)?;
-    Restore::at(storage, &spec.name, id).map_err(anyhow::Error::msg)
+    Restore::at(storage, name, id).map_err(anyhow::Error::msg)
 }
 
 /// The listener for the job's API, if any.
@@ -79,24 +82,25 @@ fn listener(args: &RunArgs, token: &Option<String>) -> anyhow::Result<Option<Tcp
 }
 
 pub(super) fn run(args: &RunArgs, token: Option<String>) -> anyhow::Result<()> {
-    let (text, spec) = job::read(&args.job)?;
-    let name = spec.name.clone();
+    let text = job::read(&args.job)?;
     let engine = WasmEngine::new(super::module_cache_dir()).map_err(anyhow::Error::msg)?;
     let base = args.job.parent().map(Path::to_path_buf).unwrap_or_default();
     let label = format!("job file {}", args.job.display());
+    let plan = JobPlan::new(text, &label, &base, &mut ModuleFiles::new(base.clone(), &engine))?;
+    let name = plan.name().to_string();
     let restore = match &args.from_checkpoint {
         Some(from) => {
-            let restore = checkpoint_to_resume(from, &spec, &base)?;
+            let restore = checkpoint_to_resume(from, &plan, &base)?;
             eprintln!("weir run: resuming job '{name}' from checkpoint {}", restore.id());
             Some(Arc::new(restore))
         }
         None => None,
     };
-    let graph = job::build(spec, &label, &base, &mut ModuleFiles::new(base.clone(), &engine), 0, restore)?;
+    let graph = plan.build(0, restore.clone())?;
 
     let jobs = Arc::new(Jobs::open(None)?);
     let listener = listener(args, &token)?;
-    let info = jobs.start(name.clone(), graph, text);
+    let info = jobs.start(plan, graph, restore.as_deref());
     if let Some(listener) = listener {
         eprintln!("weir run: job {} API at http://{}/v1/jobs/{}", info.id, listener.local_addr()?, info.id);
         let state = Arc::new(ApiState { jobs: jobs.clone(), modules: None, token, base });

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 
 use crate::api::{self, ApiState};
-use crate::control::{Jobs, ModuleStore};
+use crate::control::{Jobs, ModuleStore, StoreModules};
 use crate::wasm::WasmEngine;
 
 #[derive(clap::Args)]
@@ -71,6 +71,7 @@ pub(super) fn serve(args: &ServeArgs, token: Option<String>) -> anyhow::Result<(
     let listener =
         std::net::TcpListener::bind(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
     let base = std::env::current_dir()?;
+    jobs.resume_interrupted(&mut StoreModules(&modules), &base);
     eprintln!("weir serve: listening on http://{} (data in {})", listener.local_addr()?, data.display());
     let state = Arc::new(ApiState { jobs: Arc::new(jobs), modules: Some(Arc::new(modules)), token, base });
     serve_api(listener, state, args.body_limit.as_u64() as usize)

@@ -5,16 +5,21 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{lock, write_atomically};
-use crate::job::{self, JobError, Modules};
+use crate::checkpoint::Restore;
+use crate::job::restart::{RestartStrategy, Restarts};
+use crate::job::{JobError, JobPlan, Modules};
+use crate::runtime::checkpoint_stats::CheckpointStats;
 use crate::runtime::now_ms;
 use crate::runtime::{self, JobFailure, JobGraph, JobMetrics, VertexSummary};
 
-/// A job's state, in Flink's words. `failing` and `restarting` arrive with restart strategies.
+/// A job's state, in Flink's words. (Flink's `failing`, the moment between a failure and the
+/// end of the attempt's tasks, lasts only as long as joining threads here, so it is not shown.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum JobState {
@@ -22,6 +27,8 @@ pub enum JobState {
     Created,
     /// Subtasks are running.
     Running,
+    /// An attempt failed; the next one starts after the restart strategy's delay.
+    Restarting,
     /// Bounded sources ended and every event reached the sinks.
     Finished,
     /// Stopped by a cancel request.
@@ -55,10 +62,31 @@ pub struct JobInfo {
     pub ended_at: Option<u64>,
     /// Why the job failed.
     pub failure: Option<String>,
+    /// The current attempt, from 0: each restart adds one.
+    #[serde(default)]
+    pub attempt: u32,
+    /// The failures that made it restart (or fail), oldest first, at most [`FAILURE_HISTORY`].
+    #[serde(default)]
+    pub failures: Vec<FailureRecord>,
     /// Per vertex (sources, operators, sinks), events in and out per subtask.
     pub vertices: Vec<VertexSummary>,
     /// The job file as submitted.
     pub job: String,
+}
+
+/// Failures kept in a job's record.
+pub const FAILURE_HISTORY: usize = 16;
+
+/// One failed attempt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct FailureRecord {
+    /// When, in milliseconds since the Unix epoch.
+    pub timestamp: u64,
+    /// The attempt that failed.
+    pub attempt: u32,
+    /// Which subtask failed and why.
+    pub cause: String,
 }
 
 /// Why a job was not accepted.
@@ -97,13 +125,16 @@ pub struct Jobs {
     dir: Option<PathBuf>,
     jobs: Mutex<BTreeMap<String, Arc<Job>>>,
     sequence: AtomicU64,
+    /// Jobs that were running when the previous server stopped, not yet resumed.
+    interrupted: Mutex<Vec<String>>,
 }
 
 impl Jobs {
     /// A registry persisting under `dir`, with the jobs recorded there. Jobs that were running when
-    /// the previous server stopped are marked failed: resuming them needs checkpoints.
+    /// the previous server stopped are kept aside for [`Jobs::resume_interrupted`].
     pub fn open(dir: Option<PathBuf>) -> std::io::Result<Self> {
         let mut jobs = BTreeMap::new();
+        let mut interrupted = Vec::new();
         if let Some(dir) = &dir {
             std::fs::create_dir_all(dir)?;
             for entry in std::fs::read_dir(dir)?.flatten() {
@@ -111,69 +142,107 @@ impl Jobs {
                 if path.extension().is_none_or(|e| e != "json") {
                     continue;
                 }
-                let Ok(Ok(mut info)) = std::fs::read(&path).map(|b| serde_json::from_slice::<JobInfo>(&b)) else {
+                let Ok(Ok(info)) = std::fs::read(&path).map(|b| serde_json::from_slice::<JobInfo>(&b)) else {
                     tracing::warn!("ignoring unreadable job record {}", path.display());
                     continue;
                 };
                 if !info.state.is_terminal() {
-                    info.state = JobState::Failed;
-                    info.ended_at = Some(now_ms());
-                    info.failure = Some("the server stopped while the job was running".to_string());
-                    persist(Some(dir), &info);
+                    interrupted.push(info.id.clone());
                 }
                 let job = Job { info: Mutex::new(info.clone()), cancel: Arc::default(), metrics: Arc::default() };
                 jobs.insert(info.id, Arc::new(job));
             }
         }
-        Ok(Jobs { dir, jobs: Mutex::new(jobs), sequence: AtomicU64::new(0) })
+        Ok(Jobs { dir, jobs: Mutex::new(jobs), sequence: AtomicU64::new(0), interrupted: Mutex::new(interrupted) })
+    }
+
+    /// Resumes the jobs that were running when the previous server stopped, each from its latest
+    /// checkpoint (or from the start, when it had none yet). A job without checkpointing cannot
+    /// be resumed without repeating its output, so it is marked failed, saying so.
+    pub fn resume_interrupted(&self, modules: &mut dyn Modules, base: &Path) {
+        let ids = std::mem::take(&mut *lock(&self.interrupted));
+        for id in ids {
+            let Some(job) = lock(&self.jobs).get(&id).cloned() else { continue };
+            let text = lock(&job.info).job.clone();
+            let resumed =
+                JobPlan::new(text, "resumed job", base, modules).map_err(|e| e.to_string()).and_then(|plan| {
+                    if plan.checkpoint_storage().is_none() {
+                        return Err("it has no [checkpointing], so it cannot be resumed without repeating its output"
+                            .to_string());
+                    }
+                    let restore = plan.latest_checkpoint()?.map(Arc::new);
+                    let attempt = lock(&job.info).attempt + 1;
+                    let graph = plan.build(attempt, restore.clone()).map_err(|e| e.to_string())?;
+                    Ok((plan, graph, restore))
+                });
+            match resumed {
+                Ok((plan, graph, restore)) => {
+                    let from = restore.as_ref().map_or("the start".to_string(), |r| format!("checkpoint {}", r.id()));
+                    tracing::info!("resuming job {id} ('{}') from {from}", plan.name());
+                    self.launch(job, plan, graph, restore.as_deref());
+                }
+                Err(cause) => self.update(&job, |i| {
+                    i.state = JobState::Failed;
+                    i.ended_at = Some(now_ms());
+                    i.failure = Some(format!("the server stopped while the job was running; {cause}"));
+                }),
+            }
+        }
     }
 
     /// Parses, checks and starts a submitted job. Relative source and sink paths start at `base`.
     pub fn submit(&self, text: &str, modules: &mut dyn Modules, base: &Path) -> Result<JobInfo, SubmitError> {
-        let label = "submitted job";
-        let spec = job::parse(text, label)?;
-        let name = spec.name.clone();
-        let graph = job::build(spec, label, base, modules, 0, None)?;
-        Ok(self.start(name, graph, text.to_string()))
+        let plan = JobPlan::new(text.to_string(), "submitted job", base, modules)?;
+        let graph = plan.build(0, None)?;
+        Ok(self.start(plan, graph, None))
     }
 
-    /// Starts a built job on its own thread and returns its record.
-    pub fn start(&self, name: String, graph: JobGraph, job: String) -> JobInfo {
+    /// Starts a job's first attempt (resuming from `restore`, if given) and returns its record.
+    pub fn start(&self, plan: JobPlan, graph: JobGraph, restore: Option<&Restore>) -> JobInfo {
         let info = JobInfo {
-            id: self.new_id(&name),
-            name,
+            id: self.new_id(plan.name()),
+            name: plan.name().to_string(),
             state: JobState::Created,
             submitted_at: now_ms(),
             first_event_at: None,
             ended_at: None,
             failure: None,
+            attempt: 0,
+            failures: Vec::new(),
             vertices: Vec::new(),
-            job,
+            job: plan.text().to_string(),
         };
         let job = Arc::new(Job { info: Mutex::new(info.clone()), cancel: Arc::default(), metrics: Arc::default() });
         lock(&self.jobs).insert(info.id.clone(), job.clone());
-        self.update(&job, |i| i.state = JobState::Running);
-        let (dir, runner) = (self.dir.clone(), job.clone());
-        let spawned = std::thread::Builder::new().name(format!("job-{}", &info.id[..8])).spawn(move || {
-            let result = runtime::execute(graph, runner.cancel.clone(), runner.metrics.clone());
-            let mut info = lock(&runner.info);
-            info.vertices = runner.metrics.snapshot();
-            info.first_event_at = runner.metrics.first_sink_event_at();
-            info.ended_at = Some(now_ms());
-            (info.state, info.failure) = match result {
-                Ok(_) => (JobState::Finished, None),
-                Err(JobFailure::Cancelled) => (JobState::Canceled, None),
-                Err(failure) => (JobState::Failed, Some(failure.to_string())),
-            };
-            persist(dir.as_deref(), &info);
+        self.launch(job.clone(), plan, graph, restore);
+        self.info(&job)
+    }
+
+    /// Runs a job on its own thread: attempt after attempt, as its restart strategy allows.
+    fn launch(&self, job: Arc<Job>, plan: JobPlan, graph: JobGraph, restore: Option<&Restore>) {
+        if let Some(restore) = restore {
+            job.metrics.checkpoint_stats(|s| s.restored(restore.stats()));
+        }
+        self.update(&job, |i| {
+            i.state = JobState::Running;
+            i.attempt = graph.attempt;
         });
+        let (dir, runner) = (self.dir.clone(), job.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("job-{}", &lock(&job.info).id[..8]))
+            .spawn(move || run_attempts(dir.as_deref(), &runner, &plan, graph));
         if let Err(e) = spawned {
             self.update(&job, |i| {
                 i.state = JobState::Failed;
                 i.failure = Some(format!("cannot start the job's thread: {e}"));
             });
         }
-        self.info(&job)
+    }
+
+    /// The checkpoint statistics of a job, if there is such a job.
+    pub fn checkpoints(&self, id: &str) -> Option<CheckpointStats> {
+        let job = lock(&self.jobs).get(id).cloned()?;
+        Some(job.metrics.checkpoints())
     }
 
     /// The job's record with its live counts, if there is such a job.
@@ -211,9 +280,7 @@ impl Jobs {
     }
 
     fn update(&self, job: &Job, change: impl FnOnce(&mut JobInfo)) {
-        let mut info = lock(&job.info);
-        change(&mut info);
-        persist(self.dir.as_deref(), &info);
+        update(self.dir.as_deref(), job, change);
     }
 
     /// 32 hex digits, unique within this process and, with the time in it, across restarts.
@@ -223,6 +290,91 @@ impl Jobs {
         let digest = Sha256::digest(format!("{name}/{nanos}/{seq}/{}", std::process::id()));
         hex::encode(&digest[..16])
     }
+}
+
+fn update(dir: Option<&Path>, job: &Job, change: impl FnOnce(&mut JobInfo)) {
+    let mut info = lock(&job.info);
+    change(&mut info);
+    persist(dir, &info);
+}
+
+/// Runs a job's attempts until one finishes, it is canceled, or the restart strategy gives up.
+/// Each restart resumes from the latest completed checkpoint, with the next attempt number.
+fn run_attempts(dir: Option<&Path>, job: &Job, plan: &JobPlan, first: JobGraph) {
+    let mut restarts = Restarts::new(plan.restart_strategy().clone());
+    let mut graph = first;
+    let (state, failure) = loop {
+        let (started, attempt) = (Instant::now(), graph.attempt);
+        let failure = match runtime::execute(graph, job.cancel.clone(), job.metrics.clone()) {
+            Ok(()) => break (JobState::Finished, None),
+            Err(JobFailure::Cancelled) => {
+                plan.canceled();
+                break (JobState::Canceled, None);
+            }
+            Err(failure) => failure.to_string(),
+        };
+        update(dir, job, |i| {
+            i.failures.push(FailureRecord { timestamp: now_ms(), attempt, cause: failure.clone() });
+            let excess = i.failures.len().saturating_sub(FAILURE_HISTORY);
+            i.failures.drain(..excess);
+        });
+        let Some(delay) = restarts.next_delay(started, Instant::now()) else {
+            let cause = match plan.restart_strategy() {
+                RestartStrategy::None => failure,
+                strategy => format!("{failure} (not restarted again: the {strategy} allows no more restarts)"),
+            };
+            break (JobState::Failed, Some(cause));
+        };
+        let next = attempt + 1;
+        let restore = match plan.latest_checkpoint() {
+            Ok(restore) => restore,
+            Err(e) => break (JobState::Failed, Some(format!("{failure}; the restart failed: {e}"))),
+        };
+        tracing::warn!(
+            "job '{}' failed: {failure}; restarting from {} in {} (attempt {next})",
+            plan.name(),
+            restore
+                .as_ref()
+                .map_or("the start (no checkpoint completed yet)".to_string(), |r| format!("checkpoint {}", r.id())),
+            humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
+        );
+        update(dir, job, |i| {
+            i.state = JobState::Restarting;
+            i.attempt = next;
+        });
+        if !sleep_unless_canceled(delay, &job.cancel) {
+            plan.canceled();
+            break (JobState::Canceled, None);
+        }
+        if let Some(r) = &restore {
+            job.metrics.checkpoint_stats(|s| s.restored(r.stats()));
+        }
+        graph = match plan.build(next, restore.map(Arc::new)) {
+            Ok(graph) => graph,
+            Err(e) => break (JobState::Failed, Some(format!("{failure}; the restart failed: {e}"))),
+        };
+        update(dir, job, |i| i.state = JobState::Running);
+    };
+    update(dir, job, |info| {
+        info.vertices = job.metrics.snapshot();
+        info.first_event_at = job.metrics.first_sink_event_at();
+        info.ended_at = Some(now_ms());
+        info.state = state;
+        info.failure = failure;
+    });
+}
+
+/// Sleeps for `delay`; false when the job was canceled meanwhile.
+fn sleep_unless_canceled(delay: Duration, cancel: &AtomicBool) -> bool {
+    let until = Instant::now() + delay;
+    while !cancel.load(Ordering::SeqCst) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(20)));
+    }
+    false
 }
 
 fn persist(dir: Option<&Path>, info: &JobInfo) {

@@ -2,6 +2,8 @@
 //! loaded and its connectors opened.
 //!
 //! Layering: the top of the library; uses `runtime`, `wasm`, `connectors` and `builtin`.
+mod plan;
+pub mod restart;
 pub mod spec;
 
 use std::collections::{HashMap, HashSet};
@@ -9,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use plan::{DEFAULT_CHECKPOINT_STORAGE, JobPlan};
 pub use spec::JobSpec;
 use spec::{CheckpointMode, CheckpointingSpec, InputSpec, OperatorSpec, SinkSpec, SinkType, SourceSpec, SourceType};
 
@@ -17,14 +20,11 @@ use crate::checkpoint::{Restore, StorageSink};
 use crate::state::{StateBackend, StateRestore};
 
 use crate::connectors::{
-    BlackholeSinkFactory, FileSinkFactory, FileSourceFactory, GeneratorSourceFactory, StdoutSinkFactory,
+    BlackholeSinkFactory, FileCommit, FileSinkFactory, FileSourceFactory, GeneratorSourceFactory, StdoutSinkFactory,
 };
 use crate::runtime::key_group::UPPER_BOUND_MAX_PARALLELISM;
 use crate::runtime::{CheckpointConfig, JobGraph, OperatorFactory, Partitioning, SinkFactory, SourceFactory, Vertex};
 use crate::wasm::{ModuleError, OperatorModule, SandboxLimits, WasmEngine, WasmOperatorFactory};
-
-/// Where checkpoints go when `[checkpointing]` names no `storage`, relative to the job file.
-pub const DEFAULT_CHECKPOINT_STORAGE: &str = "file://weir-data/checkpoints";
 
 /// Why a job file cannot be run. Every message names the file and the thing at fault.
 #[derive(Debug, thiserror::Error)]
@@ -65,13 +65,9 @@ pub enum JobError {
     },
 }
 
-/// Reads and parses a job file; returns its text too.
-pub fn read(path: &Path) -> Result<(String, JobSpec), JobError> {
-    let file = path.display().to_string();
-    let text =
-        std::fs::read_to_string(path).map_err(|e| JobError::Read { file: file.clone(), cause: e.to_string() })?;
-    let spec = parse(&text, &format!("job file {file}"))?;
-    Ok((text, spec))
+/// Reads a job file's text.
+pub fn read(path: &Path) -> Result<String, JobError> {
+    std::fs::read_to_string(path).map_err(|e| JobError::Read { file: path.display().to_string(), cause: e.to_string() })
 }
 
 /// Parses job TOML; `label` names the job in errors.
@@ -127,18 +123,19 @@ impl Modules for ModuleFiles<'_> {
     }
 }
 
-/// Checks a job and builds its graph: modules are resolved and checked, sink directories
-/// prepared. `label` names the job in errors; relative source and sink paths start at `base`.
-pub fn build(
+/// Builds a checked job's graph: sources and sinks opened, modules from `modules` (resolved
+/// beforehand by [`JobPlan`]), checkpoints into `storage`. `label` names the job in errors;
+/// relative source and sink paths start at `base`.
+fn build(
     spec: JobSpec,
     label: &str,
     base: &Path,
-    modules: &mut dyn Modules,
+    modules: &HashMap<String, Arc<OperatorModule>>,
+    storage: Option<&Storage>,
     attempt: u32,
     restore: Option<Arc<Restore>>,
 ) -> Result<JobGraph, JobError> {
     let invalid = |message: String| JobError::Invalid { file: label.to_string(), message };
-    check_shape(&spec).map_err(invalid)?;
     if let Some(r) = &restore
         && r.max_parallelism() != spec.max_parallelism
     {
@@ -149,6 +146,14 @@ pub fn build(
             spec.max_parallelism
         )));
     }
+    let checkpointing = match (&spec.checkpointing, storage) {
+        (Some(c), Some(storage)) => Some(checkpointing(c, &spec.name, spec.max_parallelism, storage).map_err(invalid)?),
+        _ => None,
+    };
+    let sink_commit = match checkpointing {
+        Some(_) => FileCommit::TwoPhase { restored: restore.as_ref().map(|r| r.id()) },
+        None => FileCommit::Direct,
+    };
     let mut ctx = Builder {
         base: base.to_path_buf(),
         label: label.to_string(),
@@ -156,16 +161,13 @@ pub fn build(
         parallelism: spec.parallelism,
         max_parallelism: spec.max_parallelism,
         restore,
+        sink_commit,
     };
     let sources = spec.sources.iter().map(|s| ctx.source(s).map_err(invalid)).collect::<Result<Vec<_>, _>>()?;
     let operators = spec.operators.iter().map(|op| ctx.operator(op)).collect::<Result<Vec<_>, _>>()?;
     // Sinks run at the parallelism of what feeds them, each subtask writing its own part.
     let sink_parallelism = operators.last().map_or(spec.parallelism, |v| v.parallelism);
     let sinks = spec.sinks.iter().map(|s| ctx.sink(s, sink_parallelism).map_err(invalid)).collect::<Result<_, _>>()?;
-    let checkpointing = match &spec.checkpointing {
-        Some(c) => checkpointing(c, &spec.name, spec.max_parallelism, base).map_err(invalid)?,
-        None => None,
-    };
     Ok(JobGraph {
         name: spec.name,
         max_parallelism: spec.max_parallelism,
@@ -177,37 +179,47 @@ pub fn build(
     })
 }
 
-/// The run's checkpointing from a `[checkpointing]` table; `None` when its interval is 0.
+/// The checkpoint interval of a `[checkpointing]` table; zero means off.
+fn checkpoint_interval(spec: &CheckpointingSpec) -> Result<Duration, String> {
+    checkpoint_duration("interval", &spec.interval)
+}
+
+fn checkpoint_duration(key: &str, value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value)
+        .map_err(|_| format!("[checkpointing] {key} \"{value}\" is not a duration such as \"1s\" or \"500ms\""))
+}
+
+/// The run's checkpointing from an enabled `[checkpointing]` table.
 fn checkpointing(
     spec: &CheckpointingSpec,
     job: &str,
     max_parallelism: u32,
-    base: &Path,
-) -> Result<Option<CheckpointConfig>, String> {
-    let interval = humantime::parse_duration(&spec.interval).map_err(|_| {
-        format!("[checkpointing] interval \"{}\" is not a duration such as \"1s\" or \"500ms\"", spec.interval)
-    })?;
-    if interval.is_zero() {
-        return Ok(None);
+    storage: &Storage,
+) -> Result<CheckpointConfig, String> {
+    let optional =
+        |key, value: &Option<String>, default| value.as_deref().map_or(Ok(default), |v| checkpoint_duration(key, v));
+    let timeout = optional("timeout", &spec.timeout, Duration::from_secs(600))?;
+    if timeout.is_zero() {
+        return Err("[checkpointing] timeout must be longer than 0s".to_string());
     }
     if spec.retained == Some(0) {
         return Err("[checkpointing] retained must be at least 1".to_string());
     }
-    let url = spec.storage.as_deref().unwrap_or(DEFAULT_CHECKPOINT_STORAGE);
-    let storage = Storage::open(url, base).map_err(|e| e.to_string())?;
+    if spec.max_concurrent == Some(0) {
+        return Err("[checkpointing] max-concurrent must be at least 1".to_string());
+    }
     let first_id = storage.checkpoints(job).map_err(|e| e.to_string())?.last().map_or(1, |id| id + 1);
-    let sink = StorageSink::new(storage, job, max_parallelism, spec.retained.unwrap_or(1));
-    Ok(Some(CheckpointConfig {
-        interval,
+    let sink = StorageSink::new(storage.clone(), job, max_parallelism, spec.retained.unwrap_or(1));
+    Ok(CheckpointConfig {
+        interval: checkpoint_interval(spec)?,
         exactly_once: spec.mode == CheckpointMode::ExactlyOnce,
+        timeout,
+        min_pause: optional("min-pause", &spec.min_pause, Duration::ZERO)?,
+        max_concurrent: spec.max_concurrent.unwrap_or(1),
+        tolerable_failures: spec.tolerable_failures.unwrap_or(0),
         first_id,
         sink: Arc::new(sink),
-    }))
-}
-
-/// The checkpoint storage URL of a job: its `[checkpointing] storage`, or the default.
-pub fn checkpoint_storage(spec: &JobSpec) -> &str {
-    spec.checkpointing.as_ref().and_then(|c| c.storage.as_deref()).unwrap_or(DEFAULT_CHECKPOINT_STORAGE)
+    })
 }
 
 /// What building the vertices of one job shares.
@@ -215,11 +227,13 @@ struct Builder<'a> {
     /// Relative source and sink paths start here.
     base: PathBuf,
     label: String,
-    modules: &'a mut dyn Modules,
+    modules: &'a HashMap<String, Arc<OperatorModule>>,
     parallelism: u32,
     max_parallelism: u32,
     /// The checkpoint the job resumes from, if any.
     restore: Option<Arc<Restore>>,
+    /// How file sinks publish: two-phase commit when checkpointing.
+    sink_commit: FileCommit,
 }
 
 impl Builder<'_> {
@@ -286,11 +300,8 @@ impl Builder<'_> {
         let factory: Box<dyn OperatorFactory> = match (&op.module, &op.builtin) {
             (Some(module), None) => {
                 let limits = sandbox_limits(op).map_err(invalid)?;
-                let module = self.modules.resolve(module).map_err(|e| match e {
-                    ModuleRefError::Module(source) => {
-                        JobError::Module { file: file.clone(), uid: op.uid.clone(), source }
-                    }
-                    ModuleRefError::Reference(message) => invalid(format!("operator '{}': {message}", op.uid)),
+                let module = self.modules.get(module).cloned().ok_or_else(|| {
+                    invalid(format!("operator '{}': module {module} was not resolved (a weir bug)", op.uid))
                 })?;
                 let config = serde_json::to_string(&op.config.clone().unwrap_or_default())
                     .map_err(|e| invalid(format!("operator '{}': `config` cannot be passed as JSON: {e}", op.uid)))?;
@@ -349,7 +360,8 @@ impl Builder<'_> {
     fn sink(&self, s: &SinkSpec, parallelism: u32) -> Result<Vertex<dyn SinkFactory>, String> {
         let factory: Box<dyn SinkFactory> = match (s.kind, &s.path) {
             (SinkType::File, Some(path)) => {
-                Box::new(FileSinkFactory::new(self.base.join(path)).map_err(|e| format!("sink '{}': {e}", s.uid))?)
+                let dir = self.base.join(path);
+                Box::new(FileSinkFactory::new(dir, self.sink_commit).map_err(|e| format!("sink '{}': {e}", s.uid))?)
             }
             (SinkType::File, None) => return Err(format!("sink '{}': `path` is required for a file sink", s.uid)),
             (SinkType::Stdout, None) => Box::new(StdoutSinkFactory),
@@ -361,7 +373,7 @@ impl Builder<'_> {
 }
 
 /// Checks that hold before anything is opened: names, uids, counts.
-fn check_shape(spec: &JobSpec) -> Result<(), String> {
+pub(crate) fn check_shape(spec: &JobSpec) -> Result<(), String> {
     if spec.name.trim().is_empty() {
         return Err("`name` must not be empty".to_string());
     }

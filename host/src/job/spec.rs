@@ -25,6 +25,8 @@ pub struct JobSpec {
     pub sinks: Vec<SinkSpec>,
     /// `[checkpointing]`: absent, or an interval of 0, means off.
     pub checkpointing: Option<CheckpointingSpec>,
+    /// `[restart]`: what happens when a subtask fails.
+    pub restart: Option<RestartSpec>,
 }
 
 /// Checkpoint consistency.
@@ -38,9 +40,19 @@ pub enum CheckpointMode {
     AtLeastOnce,
 }
 
-/// The `[checkpointing]` table. Flink's names; the settings not listed here (`timeout`,
-/// `min-pause`, `max-concurrent`, `tolerable-failures`, `retention`) arrive with the rest of
-/// checkpointing and are refused as unknown until then.
+/// What happens to a job's checkpoints when it is canceled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Retention {
+    /// Canceling deletes them (they are kept when the job fails or finishes).
+    #[default]
+    DeleteOnCancellation,
+    /// They are always kept.
+    RetainOnCancellation,
+}
+
+/// The `[checkpointing]` table, with Flink's names and defaults. Durations are strings such as
+/// "500ms" or "10m".
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct CheckpointingSpec {
@@ -49,10 +61,66 @@ pub struct CheckpointingSpec {
     /// `exactly-once` (default) or `at-least-once`.
     #[serde(default)]
     pub mode: CheckpointMode,
+    /// A checkpoint not complete after this long fails (default "10m").
+    pub timeout: Option<String>,
+    /// Least time between the end of one checkpoint and the start of the next (default "0s").
+    pub min_pause: Option<String>,
+    /// Most checkpoints in progress at once (default 1).
+    pub max_concurrent: Option<u32>,
+    /// Consecutive failed checkpoints the job survives (default 0).
+    pub tolerable_failures: Option<u32>,
     /// Completed checkpoints kept (default 1).
     pub retained: Option<u32>,
+    /// Whether canceling the job deletes its checkpoints (default: it does).
+    #[serde(default)]
+    pub retention: Retention,
     /// Where checkpoints go (default `file://weir-data/checkpoints`, relative to the job file).
     pub storage: Option<String>,
+}
+
+/// Restart strategies, as Flink's `restart-strategy.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartStrategyType {
+    /// A failure fails the job.
+    None,
+    /// Up to `attempts` restarts, `delay` apart.
+    FixedDelay,
+    /// Restarts with a growing delay, without limit unless `attempts` is set.
+    ExponentialDelay,
+    /// Restarts while fewer than `max-failures-per-interval` failures fall in `failure-rate-interval`.
+    FailureRate,
+}
+
+/// The `[restart]` table: Flink's `restart-strategy.*` options without the prefix. Settings of
+/// another strategy than the chosen one are refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RestartSpec {
+    /// Default: `exponential-delay` when checkpointing, else `none`.
+    pub strategy: Option<RestartStrategyType>,
+    /// fixed-delay: restarts before the job fails (default 1).
+    pub attempts: Option<u32>,
+    /// exponential-delay: restarts without a reset of the backoff before the job fails
+    /// (default unlimited).
+    pub attempts_before_reset_backoff: Option<u32>,
+    /// fixed-delay and failure-rate: time before a restart (default "1s").
+    pub delay: Option<String>,
+    /// exponential-delay: the first delay (default "1s").
+    pub initial_backoff: Option<String>,
+    /// exponential-delay: the longest delay (default "1min").
+    pub max_backoff: Option<String>,
+    /// exponential-delay: growth per failure (default 1.5).
+    pub backoff_multiplier: Option<f64>,
+    /// exponential-delay: a job running this long without failure starts from the initial
+    /// backoff again (default "1h").
+    pub reset_backoff_threshold: Option<String>,
+    /// exponential-delay: random spread of each delay, as a fraction (default 0.1).
+    pub jitter_factor: Option<f64>,
+    /// failure-rate: failures allowed per interval (default 1).
+    pub max_failures_per_interval: Option<u32>,
+    /// failure-rate: the interval (default "1min").
+    pub failure_rate_interval: Option<String>,
 }
 
 fn default_parallelism() -> u32 {

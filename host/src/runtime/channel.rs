@@ -51,6 +51,10 @@ pub(crate) struct Inputs {
     /// Per live input: it has delivered the barrier being aligned.
     arrived: Vec<bool>,
     aligning: Option<u64>,
+    /// When the first barrier of the alignment under way arrived.
+    alignment_started: Option<std::time::Instant>,
+    /// How long the last completed alignment took.
+    last_alignment: std::time::Duration,
     exactly_once: bool,
     /// Indices of the inputs to select from, rebuilt per call (kept to reuse its allocation).
     readable: Vec<usize>,
@@ -59,7 +63,20 @@ pub(crate) struct Inputs {
 impl Inputs {
     pub(crate) fn new(receivers: Vec<Receiver<Message>>, exactly_once: bool) -> Self {
         let arrived = vec![false; receivers.len()];
-        Inputs { live: receivers, arrived, aligning: None, exactly_once, readable: Vec::new() }
+        Inputs {
+            live: receivers,
+            arrived,
+            aligning: None,
+            alignment_started: None,
+            last_alignment: std::time::Duration::ZERO,
+            exactly_once,
+            readable: Vec::new(),
+        }
+    }
+
+    /// How long the last aligned barrier waited from its first input to its last.
+    pub(crate) fn alignment(&self) -> std::time::Duration {
+        self.last_alignment
     }
 
     /// Barrier n once every live input has delivered it.
@@ -69,6 +86,7 @@ impl Inputs {
             return None;
         }
         self.aligning = None;
+        self.last_alignment = self.alignment_started.take().map_or(std::time::Duration::ZERO, |t| t.elapsed());
         self.arrived.iter_mut().for_each(|a| *a = false);
         Some(id)
     }
@@ -116,6 +134,9 @@ impl Inputs {
             match message {
                 Message::Batch(batch) => return Ok(Received::Batch(batch)),
                 Message::Barrier(id) => {
+                    if self.aligning.is_none() {
+                        self.alignment_started = Some(std::time::Instant::now());
+                    }
                     self.aligning = Some(id);
                     self.arrived[i] = true;
                 }

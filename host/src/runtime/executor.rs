@@ -1,5 +1,6 @@
 //! Runs a [`JobGraph`]: one thread per subtask (each owns its operator instance, so a Wasm store
 //! never crosses threads), bounded channels between them, and the first failure cancels the job.
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -7,10 +8,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use super::channel::{self, ChannelError, Inputs, Message, Output, Received, Route};
+use super::checkpoint_stats::{CheckpointStats, SubtaskCheckpoint};
 use super::graph::{
-    CheckpointConfig, CheckpointSink, JobGraph, Partitioning, SourcePosition, StateFile, StateSnapshot, SubtaskInfo,
-    TaskError,
+    CheckpointConfig, CheckpointSink, JobGraph, Partitioning, SinkFactory, SourcePosition, StateFile, StateSnapshot,
+    SubtaskInfo, TaskError, Vertex,
 };
+use super::now_ms;
 use super::{BATCH_SIZE, EventBatch};
 
 /// Events counted for one subtask.
@@ -52,9 +55,30 @@ pub struct JobMetrics {
     vertices: Mutex<Vec<VertexCounters>>,
     /// When the first event reached a sink, in milliseconds since the Unix epoch.
     first_sink_event: std::sync::OnceLock<u64>,
+    /// Over all attempts.
+    checkpoints: Mutex<CheckpointStats>,
 }
 
 impl JobMetrics {
+    /// The checkpoint statistics so far.
+    pub fn checkpoints(&self) -> CheckpointStats {
+        self.checkpoints.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Updates the checkpoint statistics.
+    pub fn checkpoint_stats(&self, update: impl FnOnce(&mut CheckpointStats)) {
+        if let Ok(mut stats) = self.checkpoints.lock() {
+            update(&mut stats);
+        }
+    }
+
+    /// A new attempt starts: the vertices' counts start again (checkpoint statistics go on).
+    fn begin_attempt(&self) {
+        if let Ok(mut vertices) = self.vertices.lock() {
+            vertices.clear();
+        }
+    }
+
     /// When the first event reached a sink (milliseconds since the Unix epoch), if one has.
     pub fn first_sink_event_at(&self) -> Option<u64> {
         self.first_sink_event.get().copied()
@@ -143,7 +167,10 @@ struct VertexCounters {
 
 /// Shared by every subtask of a run: the first failure, and the flag that stops the sources.
 struct Control {
+    /// Set from outside to cancel the job.
     cancel: Arc<AtomicBool>,
+    /// Set when this attempt fails: it stops this attempt only, not the ones a restart brings.
+    stop: AtomicBool,
     failure: Mutex<Option<JobFailure>>,
     /// The latest checkpoint the coordinator asked the sources for (0: none yet).
     requested: AtomicU64,
@@ -152,7 +179,10 @@ struct Control {
     /// Acknowledgements to the checkpoint coordinator, when checkpointing.
     acks: Option<crossbeam_channel::Sender<Ack>>,
     /// Snapshots to the uploader, when checkpointing.
-    uploads: Option<crossbeam_channel::Sender<Upload>>,
+    uploads: Option<crossbeam_channel::Sender<Option<Upload>>>,
+    /// Set once a checkpoint taken after every source finished has completed: exhausted sources
+    /// wait for it, so that the output after the last periodic checkpoint is committed too.
+    final_checkpoint_done: AtomicBool,
 }
 
 impl Control {
@@ -160,7 +190,7 @@ impl Control {
         if let Ok(mut failure) = self.failure.lock() {
             failure.get_or_insert(error.into());
         }
-        self.cancel.store(true, Ordering::SeqCst);
+        self.stop.store(true, Ordering::SeqCst);
     }
 
     fn ack(&self, ack: Ack) {
@@ -169,116 +199,248 @@ impl Control {
         }
     }
 
+    /// True once the attempt must stop: canceled, or failed.
     fn cancelled(&self) -> bool {
-        self.cancel.load(Ordering::Relaxed)
+        self.stop.load(Ordering::Relaxed) || self.cancel.load(Ordering::Relaxed)
+    }
+
+    fn checkpointing(&self) -> bool {
+        self.acks.is_some()
+    }
+}
+
+/// One subtask's acknowledgement of a checkpoint.
+struct TaskAck {
+    uid: Arc<str>,
+    subtask: u32,
+    /// Sources: where they resume.
+    position: Option<SourcePosition>,
+    /// Operators with state: the stored snapshot.
+    state: Option<StateFile>,
+    /// Timings and size, for the statistics.
+    stats: SubtaskCheckpoint,
+}
+
+impl TaskAck {
+    fn new(info: &SubtaskInfo) -> Self {
+        TaskAck { uid: info.uid.clone(), subtask: info.index, position: None, state: None, stats: Default::default() }
     }
 }
 
 /// What the checkpoint coordinator hears from subtasks.
 enum Ack {
-    /// A source injected the barrier at this position.
-    Source(u64, SourcePosition),
-    /// An operator's snapshot is stored (`None`: it keeps no state).
-    State(u64, Option<StateFile>),
-    /// A sink received the aligned barrier.
-    Sink(u64),
-    /// A source is exhausted: it injects no more barriers.
+    /// A subtask has done its part of checkpoint n.
+    Task(u64, TaskAck),
+    /// A source is exhausted.
     SourceFinished,
-    /// Storing a snapshot failed.
+    /// Storing a snapshot of checkpoint n failed.
     Failed(u64, String),
     /// Every subtask has stopped.
     JobEnded,
 }
 
-impl Ack {
-    /// The checkpoint it is about, if any.
-    fn checkpoint(&self) -> Option<u64> {
-        match self {
-            Ack::Source(id, _) | Ack::State(id, _) | Ack::Sink(id) | Ack::Failed(id, _) => Some(*id),
-            Ack::SourceFinished | Ack::JobEnded => None,
-        }
-    }
-}
-
-/// A snapshot on its way to storage: the asynchronous part of a checkpoint.
-enum Upload {
-    State { id: u64, uid: Arc<str>, subtask: u32, snapshot: StateSnapshot },
-    Stop,
-}
-
-/// How many acknowledgements of each kind complete a checkpoint.
-struct Expected {
-    sources: usize,
-    states: usize,
-    sinks: usize,
+/// A snapshot on its way to storage: the asynchronous part of a checkpoint. `None` on the
+/// uploads channel stops the uploader.
+struct Upload {
+    id: u64,
+    snapshot: StateSnapshot,
+    ack: TaskAck,
 }
 
 /// Stores snapshots as operators hand them over, so that their threads go on processing.
-fn upload(uploads: Receiver<Upload>, sink: &dyn CheckpointSink, control: &Control) {
-    while let Ok(Upload::State { id, uid, subtask, snapshot }) = uploads.recv() {
-        match sink.write_state(id, &uid, subtask, snapshot) {
-            Ok(file) => control.ack(Ack::State(id, Some(file))),
+fn upload(uploads: Receiver<Option<Upload>>, sink: &dyn CheckpointSink, control: &Control) {
+    while let Ok(Some(Upload { id, snapshot, mut ack })) = uploads.recv() {
+        let started = Instant::now();
+        match sink.write_state(id, &ack.uid, ack.subtask, snapshot) {
+            Ok(file) => {
+                ack.stats.upload = started.elapsed();
+                ack.stats.state_size = file.size;
+                ack.state = Some(file);
+                control.ack(Ack::Task(id, ack));
+            }
             Err(cause) => control.ack(Ack::Failed(id, cause)),
         }
     }
 }
 
-/// Triggers a checkpoint every interval (one at a time), collects the acknowledgements and
-/// completes it once every source, operator and sink has acknowledged. Stops triggering once a
-/// source is exhausted: a checkpoint needs a barrier from every source.
-fn coordinate(config: &CheckpointConfig, expected: Expected, acks: Receiver<Ack>, control: &Control) {
-    struct Pending {
-        id: u64,
-        sources: Vec<SourcePosition>,
-        states: Vec<StateFile>,
-        state_acks: usize,
-        sink_acks: usize,
-    }
-    let mut pending: Option<Pending> = None;
-    let mut next_trigger = Instant::now() + config.interval;
-    let mut sources_finished = false;
-    loop {
-        let ack = match acks.recv_timeout(next_trigger.saturating_duration_since(Instant::now())) {
-            Ok(Ack::JobEnded) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
-            Ok(ack) => ack,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                next_trigger = Instant::now() + config.interval;
-                if pending.is_none() && !sources_finished && !control.cancelled() {
-                    let id = control.requested.load(Ordering::SeqCst) + 1;
-                    pending =
-                        Some(Pending { id, sources: Vec::new(), states: Vec::new(), state_acks: 0, sink_acks: 0 });
-                    control.requested.store(id, Ordering::SeqCst);
+/// A checkpoint waiting for acknowledgements.
+struct Pending {
+    started: Instant,
+    sources: Vec<SourcePosition>,
+    states: Vec<StateFile>,
+    acks: usize,
+}
+
+/// Triggers checkpoints (every `interval`, at most `max-concurrent` at once, `min-pause` apart),
+/// completes each once every subtask has acknowledged it, then has the sinks publish their
+/// output; abandons those that fail or exceed `timeout`, and fails the job after more than
+/// `tolerable-failures` failures in a row. Once every source is exhausted it triggers a final
+/// checkpoint at once, and lets the sources end when one completes.
+struct Coordinator<'a> {
+    config: &'a CheckpointConfig,
+    control: &'a Control,
+    metrics: &'a JobMetrics,
+    /// Sinks, which publish what a completed checkpoint covers.
+    committers: Vec<Arc<dyn SinkFactory>>,
+    /// Acknowledgements that complete a checkpoint: one per source, operator and sink subtask.
+    expected: usize,
+    sources: usize,
+    sources_finished: usize,
+    pending: BTreeMap<u64, Pending>,
+    next_trigger: Instant,
+    /// When the last checkpoint completed or failed, for `min-pause`.
+    last_end: Option<Instant>,
+    consecutive_failures: u32,
+    /// The checkpoint triggered after every source finished, while it is pending.
+    final_pending: Option<u64>,
+}
+
+impl Coordinator<'_> {
+    fn run(mut self, acks: Receiver<Ack>) {
+        loop {
+            let result = match acks.recv_deadline(self.wake_at()) {
+                Ok(Ack::JobEnded) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+                Ok(Ack::SourceFinished) => {
+                    self.sources_finished += 1;
+                    Ok(())
                 }
-                continue;
-            }
-        };
-        if let Ack::SourceFinished = ack {
-            sources_finished = true;
-            continue;
-        }
-        // Acknowledgements of a checkpoint that is no longer pending are ignored.
-        let Some(p) = pending.as_mut().filter(|p| ack.checkpoint() == Some(p.id)) else { continue };
-        match ack {
-            Ack::Failed(id, cause) => {
-                control.fail(JobFailure::Checkpoint { id, cause });
+                Ok(Ack::Task(id, ack)) => self.acknowledged(id, ack),
+                Ok(Ack::Failed(id, cause)) => self.failed(id, cause),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => Ok(()),
+            };
+            if let Err(failure) = result.and_then(|_| self.tick()) {
+                self.control.fail(failure);
                 return;
             }
-            Ack::Source(_, position) => p.sources.push(position),
-            Ack::State(_, file) => {
-                p.state_acks += 1;
-                p.states.extend(file);
+        }
+    }
+
+    /// When something is due: a pending checkpoint's timeout or the next trigger.
+    fn wake_at(&self) -> Instant {
+        let timeouts = self.pending.values().map(|p| p.started + self.config.timeout);
+        let trigger = (self.pending.len() < self.config.max_concurrent as usize).then(|| self.trigger_due());
+        timeouts.chain(trigger).min().unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+    }
+
+    fn trigger_due(&self) -> Instant {
+        let after_pause = self.last_end.map(|end| end + self.config.min_pause);
+        after_pause.map_or(self.next_trigger, |p| p.max(self.next_trigger))
+    }
+
+    /// Expires overdue checkpoints and triggers the next one when it is due.
+    fn tick(&mut self) -> Result<(), JobFailure> {
+        let now = Instant::now();
+        let overdue: Vec<u64> =
+            self.pending.iter().filter(|(_, p)| now >= p.started + self.config.timeout).map(|(&id, _)| id).collect();
+        for id in overdue {
+            let acks = self.pending.get(&id).map_or(0, |p| p.acks);
+            let timeout = humantime::format_duration(self.config.timeout);
+            let cause = format!("expired after {timeout} with {acks} of {} acknowledgements", self.expected);
+            self.failed(id, cause)?;
+        }
+        if self.control.cancelled() {
+            return Ok(());
+        }
+        if self.sources_finished == self.sources {
+            if self.final_pending.is_none() {
+                self.final_pending = Some(self.trigger());
             }
-            Ack::Sink(_) => p.sink_acks += 1,
-            Ack::SourceFinished | Ack::JobEnded => {}
+        } else if self.pending.len() < self.config.max_concurrent as usize && now >= self.trigger_due() {
+            self.trigger();
+            self.next_trigger = now + self.config.interval;
         }
-        let complete =
-            p.sources.len() == expected.sources && p.state_acks == expected.states && p.sink_acks == expected.sinks;
-        if let Some(p) = pending.take_if(|_| complete)
-            && let Err(cause) = config.sink.complete(p.id, p.sources, p.states)
-        {
-            control.fail(JobFailure::Checkpoint { id: p.id, cause });
-            return;
+        Ok(())
+    }
+
+    fn trigger(&mut self) -> u64 {
+        let id = self.control.requested.load(Ordering::SeqCst) + 1;
+        self.pending.insert(id, Pending { started: Instant::now(), sources: Vec::new(), states: Vec::new(), acks: 0 });
+        self.metrics.checkpoint_stats(|s| s.triggered(id, now_ms(), self.expected as u64));
+        self.control.requested.store(id, Ordering::SeqCst);
+        id
+    }
+
+    fn acknowledged(&mut self, id: u64, ack: TaskAck) -> Result<(), JobFailure> {
+        // Acknowledgements of a checkpoint that is no longer pending are ignored.
+        let Some(p) = self.pending.get_mut(&id) else { return Ok(()) };
+        self.metrics.checkpoint_stats(|s| s.acknowledged(id, &ack.uid, now_ms(), &ack.stats));
+        p.acks += 1;
+        p.sources.extend(ack.position);
+        p.states.extend(ack.state);
+        if p.acks < self.expected {
+            return Ok(());
         }
+        let Some(Pending { started, sources, states, .. }) = self.pending.remove(&id) else { return Ok(()) };
+        if let Err(cause) = self.config.sink.complete(id, sources, states) {
+            return self.abandon(id, started, cause);
+        }
+        self.metrics.checkpoint_stats(|s| s.completed(id, started.elapsed()));
+        self.last_end = Some(Instant::now());
+        self.consecutive_failures = 0;
+        // Older checkpoints still pending are covered by this one.
+        let older: Vec<u64> = self.pending.range(..id).map(|(&old, _)| old).collect();
+        for old in older {
+            self.pending.remove(&old);
+            self.metrics.checkpoint_stats(|s| s.failed(old, Duration::ZERO, &format!("subsumed by checkpoint {id}")));
+        }
+        for sink in &self.committers {
+            sink.commit(id).map_err(|cause| JobFailure::Checkpoint {
+                id,
+                cause: format!("it completed, but a sink cannot publish its output: {cause}"),
+            })?;
+        }
+        if self.final_pending.is_some_and(|f| id >= f) {
+            self.control.final_checkpoint_done.store(true, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    fn failed(&mut self, id: u64, cause: String) -> Result<(), JobFailure> {
+        match self.pending.remove(&id) {
+            Some(p) => self.abandon(id, p.started, cause),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts checkpoint `id`, triggered at `started`, as failed.
+    fn abandon(&mut self, id: u64, started: Instant, cause: String) -> Result<(), JobFailure> {
+        self.metrics.checkpoint_stats(|s| s.failed(id, started.elapsed(), &cause));
+        self.last_end = Some(Instant::now());
+        self.consecutive_failures += 1;
+        if self.final_pending == Some(id) {
+            self.final_pending = None;
+        }
+        let tolerable = self.config.tolerable_failures;
+        if self.consecutive_failures > tolerable {
+            let cause = match tolerable {
+                0 => cause,
+                _ => format!(
+                    "{cause} ({} checkpoints in a row failed; tolerable-failures is {tolerable})",
+                    self.consecutive_failures
+                ),
+            };
+            return Err(JobFailure::Checkpoint { id, cause });
+        }
+        tracing::warn!(
+            "checkpoint {id} failed: {cause} ({} of {tolerable} tolerable failures in a row)",
+            self.consecutive_failures
+        );
+        Ok(())
+    }
+}
+
+/// A sink vertex whose factory is shared: subtasks open sinks with it, the checkpoint
+/// coordinator has it commit.
+struct SinkVertex {
+    uid: Arc<str>,
+    parallelism: u32,
+    input: Partitioning,
+    factory: Arc<dyn SinkFactory>,
+}
+
+impl From<Vertex<dyn SinkFactory>> for SinkVertex {
+    fn from(v: Vertex<dyn SinkFactory>) -> Self {
+        SinkVertex { uid: v.uid, parallelism: v.parallelism, input: v.input, factory: Arc::from(v.factory) }
     }
 }
 
@@ -327,26 +489,47 @@ fn wire(upstream: &[Shape], down: &Shape, max_parallelism: u32) -> (Vec<Vec<Rout
 /// set or a subtask fails. `metrics` fills in as subtasks start, so others can watch the job.
 pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics>) -> Result<(), JobFailure> {
     let JobGraph { max_parallelism, attempt, sources, operators, sinks, checkpointing, .. } = graph;
+    metrics.begin_attempt();
+    let sinks: Vec<SinkVertex> = sinks.into_iter().map(SinkVertex::from).collect();
     let (acks, ack_receiver) = crossbeam_channel::unbounded();
     let (uploads, upload_receiver) = crossbeam_channel::unbounded();
     let control = Arc::new(Control {
         cancel,
+        stop: AtomicBool::new(false),
         failure: Mutex::new(None),
         requested: AtomicU64::new(checkpointing.as_ref().map_or(0, |c| c.first_id.saturating_sub(1))),
         exactly_once: checkpointing.as_ref().is_none_or(|c| c.exactly_once),
         acks: checkpointing.is_some().then_some(acks),
         uploads: checkpointing.is_some().then_some(uploads),
+        final_checkpoint_done: AtomicBool::new(false),
     });
     let coordination = checkpointing.map(|config| {
-        let expected = Expected {
-            sources: sources.iter().map(|v| v.parallelism as usize).sum(),
-            states: operators.iter().map(|v| v.parallelism as usize).sum(),
-            sinks: sinks.iter().map(|v| v.parallelism as usize).sum(),
-        };
+        let subtasks = |parallelisms: &mut dyn Iterator<Item = u32>| parallelisms.map(|p| p as usize).sum::<usize>();
+        let sources = subtasks(&mut sources.iter().map(|v| v.parallelism));
+        let expected = sources
+            + subtasks(&mut operators.iter().map(|v| v.parallelism))
+            + subtasks(&mut sinks.iter().map(|v| v.parallelism));
+        let committers = sinks.iter().map(|v| v.factory.clone()).collect();
         let (c, sink) = (control.clone(), config.sink.clone());
         let uploader = std::thread::spawn(move || upload(upload_receiver, &*sink, &c));
-        let c = control.clone();
-        let coordinator = std::thread::spawn(move || coordinate(&config, expected, ack_receiver, &c));
+        let (c, m) = (control.clone(), metrics.clone());
+        let coordinator = std::thread::spawn(move || {
+            let coordinator = Coordinator {
+                next_trigger: Instant::now() + config.interval,
+                config: &config,
+                control: &c,
+                metrics: &m,
+                committers,
+                expected,
+                sources,
+                sources_finished: 0,
+                pending: BTreeMap::new(),
+                last_end: None,
+                consecutive_failures: 0,
+                final_pending: None,
+            };
+            coordinator.run(ack_receiver)
+        });
         (uploader, coordinator)
     });
 
@@ -405,8 +588,7 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics
     for vertex in sinks {
         if chain_sinks {
             let subtasks: Vec<Arc<Counters>> = (0..vertex.parallelism).map(|_| Arc::default()).collect();
-            let factory: Arc<dyn super::SinkFactory> = Arc::from(vertex.factory);
-            chained_sinks.push((factory, vertex.uid.clone(), subtasks.clone()));
+            chained_sinks.push((vertex.factory, vertex.uid.clone(), subtasks.clone()));
             sink_counters.push(VertexCounters {
                 kind: "sink",
                 uid: vertex.uid,
@@ -446,13 +628,12 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics
     }
     let sink_inputs = inputs.next().unwrap_or_default();
     for (vertex, vertex_inputs) in sink_threads.into_iter().zip(sink_inputs) {
-        let factory: Arc<dyn super::SinkFactory> = Arc::from(vertex.factory);
         let no_routes = std::iter::repeat_with(Vec::new);
-        let metrics = metrics.clone();
+        let (metrics, factory) = (metrics.clone(), vertex.factory);
         runner.vertex("sink", &vertex.uid, vertex.parallelism, vertex_inputs.into_iter().zip(no_routes), {
             move |info, inputs, _output, control, counters| {
                 let sink = factory.create(info)?;
-                run_sink(sink, inputs, control, counters, &metrics)
+                run_sink(sink, info, inputs, control, counters, &metrics)
             }
         });
     }
@@ -462,18 +643,19 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics
     for thread in threads {
         let name = thread.thread().name().unwrap_or_default().to_string();
         if thread.join().is_err() {
-            control.cancel.store(true, Ordering::SeqCst);
+            control.stop.store(true, Ordering::SeqCst);
             panicked.get_or_insert(name);
         }
     }
     if let Some((uploader, coordinator)) = coordination {
         // Pending snapshots are stored (and acknowledged) before the coordinator hears the end.
         if let Some(uploads) = &control.uploads {
-            let _ = uploads.send(Upload::Stop);
+            let _ = uploads.send(None);
         }
         let _ = uploader.join();
         control.ack(Ack::JobEnded);
         let _ = coordinator.join();
+        metrics.checkpoint_stats(CheckpointStats::attempt_ended);
     }
     if let Some(name) = panicked {
         return Err(JobFailure::Panicked(name));
@@ -589,16 +771,20 @@ fn run_source(
     let mut batch = EventBatch::with_capacity(max, max * 64);
     // Checkpoint ids continue from earlier runs: only barriers requested from now on are new.
     let mut injected = control.requested.load(Ordering::SeqCst);
-    while !control.cancelled() {
+    // Everything sent so far is before the barrier, everything after is after it.
+    let mut inject = |output: &mut Output, source: &dyn super::Source| -> Result<(), Stop> {
         let requested = control.requested.load(Ordering::SeqCst);
         if requested > injected {
-            // Everything sent so far is before the barrier, everything after is after it.
             let position =
                 SourcePosition { uid: info.uid.to_string(), subtask: info.index, position: source.position() };
             output.barrier(requested)?;
-            control.ack(Ack::Source(requested, position));
+            control.ack(Ack::Task(requested, TaskAck { position: Some(position), ..TaskAck::new(info) }));
             injected = requested;
         }
+        Ok(())
+    };
+    while !control.cancelled() {
+        inject(&mut output, &*source)?;
         if let Some(rate) = rate {
             let due = started + Duration::from_secs_f64(sent as f64 / rate);
             let now = Instant::now();
@@ -613,7 +799,19 @@ fn run_source(
         counters.events_out.fetch_add(batch.len() as u64, Ordering::Relaxed);
         output.send(std::mem::take(&mut batch))?;
         if !more {
-            control.ack(Ack::SourceFinished);
+            if control.checkpointing() {
+                // Exhausted, it still takes part in checkpoints until one taken after every
+                // source finished has completed: that one commits the sinks' last output.
+                output.flush()?;
+                control.ack(Ack::SourceFinished);
+                while !control.final_checkpoint_done.load(Ordering::SeqCst) {
+                    if control.cancelled() {
+                        return Ok(());
+                    }
+                    inject(&mut output, &*source)?;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
             return Ok(output.end()?);
         }
     }
@@ -672,7 +870,28 @@ impl ChainedSink {
     fn finish(&mut self, control: &Control) -> Result<(), Stop> {
         self.sink.finish().map_err(|cause| Self::failed(self.info.clone(), cause, control))
     }
+
+    fn pre_commit(&mut self, id: u64, alignment: Duration, control: &Control) -> Result<(), Stop> {
+        pre_commit(&mut *self.sink, &self.info, id, alignment, control)
+            .map_err(|cause| Self::failed(self.info.clone(), cause, control))
+    }
 }
+
+/// A sink's part of checkpoint `id`: pre-commit, then acknowledge.
+fn pre_commit(
+    sink: &mut dyn super::Sink,
+    info: &SubtaskInfo,
+    id: u64,
+    alignment: Duration,
+    control: &Control,
+) -> Result<(), String> {
+    let started = Instant::now();
+    sink.pre_commit(id)?;
+    let stats = SubtaskCheckpoint { alignment, sync: started.elapsed(), ..Default::default() };
+    control.ack(Ack::Task(id, TaskAck { stats, ..TaskAck::new(info) }));
+    Ok(())
+}
+
 fn run_operator(
     mut operator: Box<dyn super::Operator>,
     info: &SubtaskInfo,
@@ -707,15 +926,19 @@ fn run_operator(
             }
             Received::Barrier(id) => {
                 // The synchronous part: a copy of the state; storing it is the uploader's work.
-                match (operator.snapshot()?, &control.uploads) {
+                let alignment = inputs.alignment();
+                let started = Instant::now();
+                let snapshot = operator.snapshot()?;
+                let stats = SubtaskCheckpoint { alignment, sync: started.elapsed(), ..Default::default() };
+                let ack = TaskAck { stats, ..TaskAck::new(info) };
+                match (snapshot, &control.uploads) {
                     (Some(snapshot), Some(uploads)) => {
-                        let upload = Upload::State { id, uid: info.uid.clone(), subtask: info.index, snapshot };
-                        let _ = uploads.send(upload);
+                        let _ = uploads.send(Some(Upload { id, snapshot, ack }));
                     }
-                    _ => control.ack(Ack::State(id, None)),
+                    _ => control.ack(Ack::Task(id, ack)),
                 }
-                for _ in &sinks {
-                    control.ack(Ack::Sink(id));
+                for sink in &mut sinks {
+                    sink.pre_commit(id, alignment, control)?;
                 }
                 output.barrier(id)?;
             }
@@ -731,6 +954,7 @@ fn run_operator(
 
 fn run_sink(
     mut sink: Box<dyn super::Sink>,
+    info: &SubtaskInfo,
     mut inputs: Inputs,
     control: &Control,
     counters: &Counters,
@@ -739,7 +963,7 @@ fn run_sink(
     loop {
         match inputs.next(true)? {
             Received::Batch(batch) => write_counted(&mut *sink, counters, metrics, &batch)?,
-            Received::Barrier(id) => control.ack(Ack::Sink(id)),
+            Received::Barrier(id) => pre_commit(&mut *sink, info, id, inputs.alignment(), control)?,
             Received::Idle => {}
             Received::Ended => return Ok(sink.finish()?),
         }

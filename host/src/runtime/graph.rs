@@ -70,6 +70,14 @@ pub struct CheckpointConfig {
     pub interval: std::time::Duration,
     /// Align barriers (exactly-once) or not (at-least-once).
     pub exactly_once: bool,
+    /// A checkpoint not complete after this long is abandoned (it counts as a failure).
+    pub timeout: std::time::Duration,
+    /// Least time from one checkpoint's end to the next one's start.
+    pub min_pause: std::time::Duration,
+    /// Most checkpoints in progress at once.
+    pub max_concurrent: u32,
+    /// Consecutive failed checkpoints the job survives; one more fails it.
+    pub tolerable_failures: u32,
     /// The id of the first checkpoint: one past those already stored, so ids only grow.
     pub first_id: u64,
     /// Where snapshots and metadata go.
@@ -118,6 +126,12 @@ pub trait CheckpointSink: Send + Sync {
 pub trait Sink: Send {
     /// Writes a batch.
     fn write(&mut self, batch: &EventBatch) -> Result<(), String>;
+    /// At aligned barrier `id`: makes everything written so far durable, ready to be published
+    /// when checkpoint `id` completes (the first phase of a two-phase commit). Sinks that cannot
+    /// hold output back (stdout) do nothing: they are at-least-once.
+    fn pre_commit(&mut self, _id: u64) -> Result<(), String> {
+        Ok(())
+    }
     /// Flushes everything once the input has ended.
     fn finish(&mut self) -> Result<(), String>;
 }
@@ -140,6 +154,11 @@ pub trait OperatorFactory: Send + Sync {
 pub trait SinkFactory: Send + Sync {
     /// Opens subtask `info`.
     fn create(&self, info: &SubtaskInfo) -> Result<Box<dyn Sink>, String>;
+    /// Publishes what every subtask pre-committed up to checkpoint `id`, once that checkpoint is
+    /// complete (the second phase). Must be idempotent: a restore commits again.
+    fn commit(&self, _id: u64) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// How a vertex's input is distributed over its subtasks.

@@ -5,6 +5,7 @@
 //! objects), of file formats (connectors implement [`Source`] and [`Sink`]) or of HTTP.
 pub mod batch;
 mod channel;
+pub mod checkpoint_stats;
 mod executor;
 pub mod graph;
 pub mod key_group;
