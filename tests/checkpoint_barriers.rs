@@ -125,7 +125,7 @@ fn bad_checkpointing_settings_are_named() {
             "[restart] `initial-backoff` is not a setting of the fixed-delay strategy",
         ),
         ("interval = \"1s\"\n[restart]\nstrategy = \"always\"", "unknown variant `always`"),
-        ("interval = \"1s\"\nstorage = \"s3://bucket/x\"", "checkpoint storage s3://bucket/x: only file://"),
+        ("interval = \"1s\"\nstorage = \"ftp://x\"", "checkpoint storage ftp://x: the URL must start with file://"),
         ("interval = \"1s\"\nmode = \"sometimes\"", "unknown variant `sometimes`"),
     ] {
         let job = write_job(dir.path(), &format!("{base}\n[checkpointing]\n{settings}\n"));

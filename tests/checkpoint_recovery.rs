@@ -2,11 +2,10 @@
 //! moments, and resumed each time with `weir run --from-checkpoint latest`, commits exactly the
 //! output of an undisturbed run; so does a job whose guest traps and that restarts in-process.
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use weir_e2e::{
     clicks_job, completed_checkpoints, expected_counts, expected_lines, file_sink, file_source, generated_clicks, job,
-    read_metadata, sink_lines, wasm_operator, weir, weir_bin, write_job,
+    kill_repeatedly, read_metadata, run_and_kill, sink_lines, wasm_operator, weir, write_job,
 };
 
 const CLICKS: usize = 8000;
@@ -47,28 +46,6 @@ fn uncommitted(out: &Path) -> Vec<String> {
     names.filter(|n| n.starts_with(".part-")).collect()
 }
 
-/// Starts `weir run JOB ARGS…` and kills it with SIGKILL once `until` holds; false when the job
-/// ended by itself first.
-fn run_and_kill(job: &str, args: &[&str], until: impl Fn(Duration) -> bool) -> bool {
-    let mut child = std::process::Command::new(weir_bin())
-        .args(["run", job, "--listen", "none"])
-        .args(args)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while !until(started.elapsed()) {
-        assert!(started.elapsed() < Duration::from_secs(30), "the kill condition never held");
-        if child.try_wait().unwrap().is_some() {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    true
-}
-
 /// Resumes the job from checkpoint `from` and waits until it has finished.
 fn resume(job: &str, from: &str) -> weir_e2e::Output {
     let resumed = weir(&["run", job, "--listen", "none", "--from-checkpoint", from]);
@@ -76,33 +53,11 @@ fn resume(job: &str, from: &str) -> weir_e2e::Output {
     resumed
 }
 
-/// A small xorshift generator: the kill moments vary from run to run, and the seed is printed so
-/// that a failing sequence can be replayed with WEIR_TEST_SEED.
-fn kill_moments(n: usize) -> Vec<Duration> {
-    let seed = std::env::var("WEIR_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-    });
-    eprintln!("kill moments from WEIR_TEST_SEED={seed}");
-    let mut x: u64 = seed;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            Duration::from_millis(250 + x % 500)
-        })
-        .collect()
-}
-
 #[test]
 fn killed_again_and_again_the_job_commits_exactly_the_undisturbed_output() {
     let dir = tempfile::tempdir().unwrap();
     let job = job_file(dir.path(), "");
-    let mut kills = 0;
-    for moment in kill_moments(4) {
-        let resume: &[&str] = if completed(dir.path()).is_empty() { &[] } else { &["--from-checkpoint", "latest"] };
-        kills += usize::from(run_and_kill(&job, resume, |elapsed| elapsed >= moment));
-    }
+    let kills = kill_repeatedly(&job, &[], 4, || !completed(dir.path()).is_empty());
     assert!(kills >= 3, "the job was killed {kills} times of 4");
     let resumed = resume(&job, "latest");
     assert!(resumed.stderr.contains("resuming job 'clicks-per-user' from checkpoint"), "{}", resumed.stderr);
@@ -119,7 +74,7 @@ fn killed_again_and_again_the_job_commits_exactly_the_undisturbed_output() {
 fn a_corrupt_newest_checkpoint_falls_back_to_the_one_before() {
     let dir = tempfile::tempdir().unwrap();
     let job = job_file(dir.path(), "");
-    assert!(run_and_kill(&job, &[], |_| completed(dir.path()).len() >= 3));
+    assert!(run_and_kill(&job, &[], &[], |_| completed(dir.path()).len() >= 3));
     let done = completed(dir.path());
     let (newest, previous) = (&done[done.len() - 1], &done[done.len() - 2]);
     let mut metadata = std::fs::read(newest.join("_metadata")).unwrap();
@@ -142,7 +97,7 @@ fn a_corrupt_newest_checkpoint_falls_back_to_the_one_before() {
 fn a_checkpoint_directory_can_be_named() {
     let dir = tempfile::tempdir().unwrap();
     let job = job_file(dir.path(), "");
-    assert!(run_and_kill(&job, &[], |_| completed(dir.path()).len() >= 2));
+    assert!(run_and_kill(&job, &[], &[], |_| completed(dir.path()).len() >= 2));
     let chosen = completed(dir.path()).remove(0);
     resume(&job, &chosen.to_string_lossy());
     assert_eq!(sink_lines(&dir.path().join("out")), undisturbed_output(dir.path()));
@@ -152,7 +107,7 @@ fn a_checkpoint_directory_can_be_named() {
 fn at_least_once_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let job = job_file(dir.path(), "mode = \"at-least-once\"");
-    assert!(run_and_kill(&job, &[], |_| completed(dir.path()).len() >= 3));
+    assert!(run_and_kill(&job, &[], &[], |_| completed(dir.path()).len() >= 3));
     resume(&job, "latest");
     let lines = sink_lines(&dir.path().join("out"));
     for line in undisturbed_output(dir.path()) {

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod s3;
+
 /// The repository root, found from the working directory (`cargo test` runs tests in the package
 /// root, `tests/`). Not a path baked in at build time: a test binary built from another clone
 /// sharing the target directory must still test this one.
@@ -44,11 +46,17 @@ pub struct Output {
 
 /// Runs `weir ARGS` and waits at most `limit`; a run that takes longer is killed and fails the test.
 pub fn weir_with_limit(args: &[&str], limit: Duration) -> Output {
+    weir_with_env(args, &[], limit)
+}
+
+/// Runs `weir ARGS` with extra environment variables, waiting at most `limit`.
+pub fn weir_with_env(args: &[&str], env: &[(String, String)], limit: Duration) -> Output {
     let started = Instant::now();
     let out_dir = tempfile::tempdir().expect("temp dir");
     let (stdout_path, stderr_path) = (out_dir.path().join("stdout"), out_dir.path().join("stderr"));
     let mut child = Command::new(weir_bin())
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("WEIR_CACHE_DIR", repo().join("target/test-module-cache"))
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&stdout_path).expect("stdout file"))
@@ -217,6 +225,59 @@ pub fn completed_checkpoints(job_dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default();
     dirs.sort();
     dirs
+}
+
+/// Starts `weir run JOB ARGS…` (with `env`) and kills it with SIGKILL once `until` holds; false
+/// when the job ended by itself first.
+pub fn run_and_kill(job: &str, args: &[&str], env: &[(String, String)], until: impl Fn(Duration) -> bool) -> bool {
+    let mut child = Command::new(weir_bin())
+        .args(["run", job, "--listen", "none"])
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !until(started.elapsed()) {
+        assert!(started.elapsed() < Duration::from_secs(30), "the kill condition never held");
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    true
+}
+
+/// A small xorshift generator: the kill moments vary from run to run, and the seed is printed so
+/// that a failing sequence can be replayed with WEIR_TEST_SEED.
+fn kill_moments(n: usize) -> Vec<Duration> {
+    let seed = std::env::var("WEIR_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    });
+    eprintln!("kill moments from WEIR_TEST_SEED={seed}");
+    let mut x: u64 = seed;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            Duration::from_millis(250 + x % 500)
+        })
+        .collect()
+}
+
+/// Runs the job `kills` times, killing it with SIGKILL at random moments; each run after the
+/// first checkpoint resumes from the latest. Returns how many runs were killed (a run may finish
+/// before its moment).
+pub fn kill_repeatedly(job: &str, env: &[(String, String)], kills: usize, checkpointed: impl Fn() -> bool) -> usize {
+    let mut killed = 0;
+    for moment in kill_moments(kills) {
+        let resume: &[&str] = if checkpointed() { &["--from-checkpoint", "latest"] } else { &[] };
+        killed += usize::from(run_and_kill(job, resume, env, |elapsed| elapsed >= moment));
+    }
+    killed
 }
 
 /// A `weir serve` on a free loopback port, killed when dropped.

@@ -1,6 +1,6 @@
 //! `cargo xtask`: build orchestration for weir. Installs what is missing (the `wasm32-wasip2`
-//! target, componentize-py in a project-local virtual environment), builds the host and every
-//! guest, and runs the demo, the tests and the benchmarks.
+//! target; componentize-py and moto's S3 server, which the tests use, in a project-local virtual
+//! environment), builds the host and every guest, and runs the demo, the tests and the benchmarks.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::SystemTime;
@@ -12,6 +12,8 @@ mod bench;
 
 /// The componentize-py release the Python guests are built with.
 const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+/// The S3-compatible server the checkpoint tests run on loopback.
+const MOTO: &str = "moto[server]==5.1.18";
 const WASM_TARGET: &str = "wasm32-wasip2";
 
 #[derive(Parser)]
@@ -91,6 +93,7 @@ impl Workspace {
 
         step("building the Python example operator (componentize-py)");
         self.build_python_guest(&operators.join("count_py.wasm"))?;
+        self.venv_tool("moto_server", MOTO)?;
 
         step("building the weir host (release)");
         run(Command::new(cargo()).current_dir(&self.root).args(["build", "--release", "--locked", "-p", "weir"]))?;
@@ -142,19 +145,27 @@ impl Workspace {
             println!("  up to date: {}", out.display());
             return Ok(());
         }
-        let venv = self.root.join(".venv");
-        let componentize = venv.join("bin/componentize-py");
-        if !componentize.exists() {
-            step("installing componentize-py into .venv");
-            run(Command::new("python3").arg("-m").arg("venv").arg(&venv))
-                .context("creating .venv failed; on Debian, `apt-get install python3-venv` first")?;
-            run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", COMPONENTIZE_PY]))?;
-        }
+        let componentize = self.venv_tool("componentize-py", COMPONENTIZE_PY)?;
         run(Command::new(componentize)
             .current_dir(&self.root)
             .args(["-d", "wit", "-w", "weir:operator/operator-world@0.1.0", "componentize", "count"])
             .args(["-p", "examples/count_py", "-p", "guest-sdk/python", "-o"])
             .arg(out))
+    }
+
+    /// The path of `tool` in the project's `.venv`, after installing `package` there if needed.
+    fn venv_tool(&self, tool: &str, package: &str) -> Result<PathBuf> {
+        let venv = self.root.join(".venv");
+        if !venv.join("bin/pip").exists() {
+            run(Command::new("python3").arg("-m").arg("venv").arg(&venv))
+                .context("creating .venv failed; on Debian, `apt-get install python3-venv` first")?;
+        }
+        let path = venv.join("bin").join(tool);
+        if !path.exists() {
+            step(&format!("installing {package} into .venv"));
+            run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", package]))?;
+        }
+        Ok(path)
     }
 
     fn demo(&self) -> Result<()> {

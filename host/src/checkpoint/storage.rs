@@ -1,16 +1,25 @@
 //! Checkpoint storage through `object_store`, for the synchronous subtask threads: each call
 //! blocks on the store's future on a small runtime of the storage's own.
 //!
-//! URLs: `file://<path>` (a relative path starts at the job file's directory) and `memory://`
-//! (for tests). Other schemes are refused with a message until their support is built.
+//! URLs: `file://<path>` (a relative path starts at the job file's directory), `memory://`
+//! (for tests) and `s3://<bucket>[/<prefix>]` with the usual AWS environment variables
+//! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL` for
+//! S3-compatible servers, `AWS_ALLOW_HTTP=true` for plain HTTP).
+//!
+//! S3 requests are retried briefly ([`S3_RETRY`]): a checkpoint whose storage is down fails within
+//! seconds and counts against `tolerable-failures`, instead of hanging for object_store's default
+//! three minutes of retries.
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::TryStreamExt;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path as StorePath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::prefix::PrefixStore;
+use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 
 use super::paths;
 
@@ -38,6 +47,13 @@ pub enum StorageError {
         cause: String,
     },
 }
+
+/// Retries of S3 requests: three, 100 ms to 1 s apart, within 5 s.
+pub const S3_RETRY: RetryConfig = RetryConfig {
+    backoff: BackoffConfig { init_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(1), base: 2.0 },
+    max_retries: 3,
+    retry_timeout: Duration::from_secs(5),
+};
 
 /// Where a job's checkpoints are stored. Clones share the store.
 #[derive(Clone)]
@@ -70,10 +86,26 @@ impl Storage {
             Arc::new(LocalFileSystem::new_with_prefix(&dir).map_err(|e| error(e.to_string()))?)
         } else if url == "memory://" {
             Arc::new(InMemory::new())
+        } else if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(error("no bucket after s3://".to_string()));
+            }
+            let s3 = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(S3_RETRY)
+                // Client settings one by one: `with_client_options` would drop those from the
+                // environment, such as AWS_ALLOW_HTTP.
+                .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout), "2s")
+                .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "60s")
+                .build()
+                .map_err(|e| error(e.to_string()))?;
+            match prefix.trim_matches('/') {
+                "" => Arc::new(s3),
+                prefix => Arc::new(PrefixStore::new(s3, prefix)),
+            }
         } else {
-            return Err(error(
-                "only file://<path> and memory:// are supported so far (s3:// comes with S3 support)".to_string(),
-            ));
+            return Err(error("the URL must start with file://, s3:// or memory://".to_string()));
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -178,7 +210,7 @@ mod tests {
 
     #[test]
     fn unsupported_urls_are_named() {
-        for url in ["s3://bucket/path", "file://", "ftp://x"] {
+        for url in ["s3://", "file://", "ftp://x"] {
             let err = Storage::open(url, Path::new(".")).err().expect("refused").to_string();
             assert!(err.starts_with(&format!("checkpoint storage {url}: ")), "{err}");
         }
