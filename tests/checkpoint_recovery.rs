@@ -70,27 +70,41 @@ fn killed_again_and_again_the_job_commits_exactly_the_undisturbed_output() {
     assert_eq!(sink_lines(&out), undisturbed_output(dir.path()));
 }
 
-#[test]
-fn a_corrupt_newest_checkpoint_falls_back_to_the_one_before() {
+/// Damages the newest of three checkpoints with `damage`, resumes, and checks that the job warned
+/// with `warning` and resumed from the one before, with exactly-once output.
+fn falls_back_to_the_previous_checkpoint(damage: impl Fn(&Path), warning: &str) {
     let dir = tempfile::tempdir().unwrap();
     let job = job_file(dir.path(), "");
     assert!(run_and_kill(&job, &[], &[], |_| completed(dir.path()).len() >= 3));
     let done = completed(dir.path());
-    let (newest, previous) = (&done[done.len() - 1], &done[done.len() - 2]);
-    let mut metadata = std::fs::read(newest.join("_metadata")).unwrap();
-    metadata[20] ^= 0x20;
-    std::fs::write(newest.join("_metadata"), metadata).unwrap();
-    let previous = read_metadata(&previous.join("_metadata"))["checkpoint"].as_u64().unwrap();
+    damage(&done[done.len() - 1]);
+    let previous = read_metadata(&done[done.len() - 2].join("_metadata"))["checkpoint"].as_u64().unwrap();
 
     let resumed = resume(&job, "latest");
-    assert!(
-        resumed.stderr.contains("does not match its checksum"),
-        "a warning names the corrupt file: {}",
-        resumed.stderr
-    );
+    assert!(resumed.stderr.contains(warning), "a warning names the damaged file: {}", resumed.stderr);
     assert!(resumed.stderr.contains(&format!("from checkpoint {previous}")), "{}", resumed.stderr);
-    // Output committed with the corrupt checkpoint is written again, not twice.
+    // Output committed with the damaged checkpoint is written again, not twice.
     assert_eq!(sink_lines(&dir.path().join("out")), undisturbed_output(dir.path()));
+}
+
+#[test]
+fn a_corrupt_newest_checkpoint_falls_back_to_the_one_before() {
+    let flip = |checkpoint: &Path| {
+        let mut metadata = std::fs::read(checkpoint.join("_metadata")).unwrap();
+        metadata[20] ^= 0x20;
+        std::fs::write(checkpoint.join("_metadata"), metadata).unwrap();
+    };
+    falls_back_to_the_previous_checkpoint(flip, "_metadata does not match its checksum");
+}
+
+#[test]
+fn a_torn_state_file_falls_back_to_the_checkpoint_before() {
+    let tear = |checkpoint: &Path| {
+        let state = checkpoint.join("count-per-user-1.state");
+        let bytes = std::fs::read(&state).unwrap();
+        std::fs::write(&state, &bytes[..bytes.len() / 2]).unwrap();
+    };
+    falls_back_to_the_previous_checkpoint(tear, "count-per-user-1.state does not match the checksum in _metadata");
 }
 
 #[test]
@@ -155,8 +169,8 @@ fn a_trapping_guest_restarts_from_the_latest_checkpoint_with_exactly_once_output
     let run = weir(&["run", &job, "--listen", "none"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stderr.contains("traps at count 60"), "the trap's message is logged: {}", run.stderr);
-    assert_eq!(run.stderr.matches("restarting from checkpoint").count(), 1, "{}", run.stderr);
-    assert!(run.stderr.contains("(attempt 1)"), "{}", run.stderr);
+    assert_eq!(run.stderr.matches("restarting in 10ms (attempt 1)").count(), 1, "{}", run.stderr);
+    assert_eq!(run.stderr.matches("attempt 1 resumes from checkpoint").count(), 1, "{}", run.stderr);
     assert_eq!(sink_lines(&dir.path().join("out")), undisturbed_output(dir.path()));
 }
 
@@ -166,7 +180,7 @@ fn the_restart_strategy_decides_when_to_give_up() {
     let job = flaky_job(dir.path(), 3, "strategy = \"fixed-delay\"\nattempts = 2\ndelay = \"10ms\"");
     let run = weir(&["run", &job, "--listen", "none"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert_eq!(run.stderr.matches("restarting from checkpoint").count(), 2, "{}", run.stderr);
+    assert_eq!(run.stderr.matches("resumes from checkpoint").count(), 2, "{}", run.stderr);
     assert!(
         run.stderr.contains("not restarted again: the fixed-delay restart strategy (attempts 2, delay 10ms)"),
         "{}",

@@ -29,11 +29,41 @@ struct Run {
     seconds: f64,
     events: u64,
     peak_mib: f64,
+    /// Milliseconds from spawning `weir run` to the first event at a sink.
+    spawn_to_first_event_ms: Option<u64>,
+    /// The latest completed checkpoint: size (MiB), end-to-end (s), synchronous part (ms).
+    checkpoint: Option<(f64, f64, f64)>,
 }
 
 impl Run {
     fn rate(&self) -> f64 {
         self.events as f64 / self.seconds
+    }
+}
+
+/// The keyed-count job: a generator of `events` over `keys`, `operator` counting per key, a
+/// blackhole sink; `extra` is appended (a `[checkpointing]` table).
+struct CountJob<'a> {
+    name: &'a str,
+    operator: &'a str,
+    parallelism: u32,
+    events: u64,
+    keys: u64,
+    extra: &'a str,
+}
+
+impl CountJob<'_> {
+    fn write(&self, dir: &Path, file: &str) -> Result<std::path::PathBuf> {
+        let CountJob { name, operator, parallelism, events, keys, extra } = self;
+        let path = dir.join(format!("{file}.toml"));
+        let job = format!(
+            "name = \"{name}\"\nparallelism = {parallelism}\n\n\
+             [[source]]\nuid = \"events\"\ntype = \"generator\"\ncount = {events}\nkeys = {keys}\n\n\
+             [[operator]]\nuid = \"count\"\n{operator}\ninput = \"hash\"\n\n\
+             [[sink]]\nuid = \"discard\"\ntype = \"blackhole\"\n\n{extra}\n"
+        );
+        std::fs::write(&path, job)?;
+        Ok(path)
     }
 }
 
@@ -45,19 +75,22 @@ fn keyed_count_job(
     events: u64,
     keys: u64,
 ) -> Result<std::path::PathBuf> {
-    let path = dir.join(format!("{name}.toml"));
-    let job = format!(
-        "name = \"{name}\"\nparallelism = {parallelism}\n\n\
-         [[source]]\nuid = \"events\"\ntype = \"generator\"\ncount = {events}\nkeys = {keys}\n\n\
-         [[operator]]\nuid = \"count\"\n{operator}\ninput = \"hash\"\n\n\
-         [[sink]]\nuid = \"discard\"\ntype = \"blackhole\"\n"
-    );
-    std::fs::write(&path, job)?;
-    Ok(path)
+    CountJob { name, operator, parallelism, events, keys, extra: "" }.write(dir, name)
 }
 
 fn run_job(weir: &Path, job: &Path) -> Result<Run> {
-    let out = Command::new(weir).arg("run").arg(job).output().with_context(|| format!("running {}", weir.display()))?;
+    run_job_with(weir, job, &[])
+}
+
+fn run_job_with(weir: &Path, job: &Path, args: &[&str]) -> Result<Run> {
+    let spawned = now_ms();
+    let out = Command::new(weir)
+        .arg("run")
+        .arg(job)
+        .args(["--listen", "none"])
+        .args(args)
+        .output()
+        .with_context(|| format!("running {}", weir.display()))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         bail!("{} failed:\n{stderr}", job.display());
@@ -68,9 +101,19 @@ fn run_job(weir: &Path, job: &Path) -> Result<Run> {
         rest.split_whitespace().next()?.parse().ok()
     };
     let seconds = field("finished in ", "finished in").context("no duration in weir's summary")?;
-    let events = field(" out ", "sink ").context("no sink count in weir's summary")? as u64;
+    let events = field(" out ", "  sink ").context("no sink count in weir's summary")? as u64;
     let peak_mib = field("peak memory ", "peak memory").unwrap_or(f64::NAN);
-    Ok(Run { seconds, events, peak_mib })
+    let first_event = field("(at ", "first event at a sink").map(|ms| ms as u64);
+    let checkpoint =
+        (|| Some((field("size ", "end-to-end")?, field("end-to-end ", "end-to-end")?, field("sync ", "end-to-end")?)))(
+        );
+    Ok(Run {
+        seconds,
+        events,
+        peak_mib,
+        spawn_to_first_event_ms: first_event.map(|ms| ms.saturating_sub(spawned)),
+        checkpoint,
+    })
 }
 
 fn verdict(met: bool) -> &'static str {
@@ -84,10 +127,20 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     let native = "builtin = \"keyed-count\"".to_string();
     let (n, k) = (args.events, args.keys);
 
+    let checkpointing = "[checkpointing]\ninterval = \"1s\"\nstorage = \"file://checkpoints\"";
+    let with_checkpoints = CountJob {
+        name: "wasm-p1-checkpoints",
+        operator: &count,
+        parallelism: 1,
+        events: n,
+        keys: k,
+        extra: checkpointing,
+    };
     let configs = [
         ("Wasm count, p=1", keyed_count_job(&dir, "wasm-p1", &count, 1, n, k)?),
         ("native count, p=1", keyed_count_job(&dir, "native-p1", &native, 1, n, k)?),
         ("Wasm count, p=2", keyed_count_job(&dir, "wasm-p2", &count, 2, n, k)?),
+        ("Wasm count, p=1, exactly-once checkpoints every 1 s", with_checkpoints.write(&dir, "wasm-p1-checkpoints")?),
     ];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     for round in 1..=args.rounds {
@@ -98,10 +151,11 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
             rates[i].push(run.rate());
         }
     }
-    let [wasm1, native1, wasm2] = [0, 1, 2].map(|i| median(&mut rates[i]));
+    let [wasm1, native1, wasm2, checkpointed1] = [0, 1, 2, 3].map(|i| median(&mut rates[i]));
     let m = args.memory_keys;
     step(&format!("state memory: {m} keys in the memory backend (Wasm count, one event per key)"));
     let memory = run_job(&artifacts.weir, &keyed_count_job(&dir, "memory", &count, 1, m, m)?)?;
+    let big = checkpoint_of_many_keys(artifacts, &dir, &count, m, args.rounds)?;
 
     let control = control_plane(artifacts, &dir, args.rounds)?;
 
@@ -110,9 +164,15 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     println!("  Wasm count, p=1:      {wasm1:>12.0} events/s");
     println!("  native count, p=1:    {native1:>12.0} events/s");
     println!("  Wasm count, p=2:      {wasm2:>12.0} events/s");
+    println!("  Wasm count, p=1, checkpoints every 1 s: {checkpointed1:>12.0} events/s");
     println!("  peak RSS, {m} keys: {:.1} MiB", memory.peak_mib);
+    println!(
+        "  checkpoint of {m} keys: {:.1} MiB, synchronous part {:.1} ms, whole {:.3} s; resume to first event {} ms",
+        big.size_mib, big.sync_ms, big.whole_s, big.resume_ms
+    );
     let ratio = wasm1 / native1;
     let scale = wasm2 / wasm1;
+    let loss = 1.0 - checkpointed1 / wasm1;
     println!("\ntargets");
     println!("  Wasm p=1 >= 3,000,000 events/s:        {wasm1:>12.0}  {}", verdict(wasm1 >= 3e6));
     println!("  Wasm / native >= 0.5:                  {ratio:>12.2}  {}", verdict(ratio >= 0.5));
@@ -122,6 +182,10 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
         memory.peak_mib,
         verdict(memory.peak_mib * 1.048576 < 200.0)
     );
+    println!("  checkpoints every 1 s cost <= 5%:      {:>11.1}%  {}", loss * 100.0, verdict(loss <= 0.05));
+    println!("  {m} keys: sync part < 50 ms:     {:>9.1} ms  {}", big.sync_ms, verdict(big.sync_ms < 50.0));
+    println!("  {m} keys: whole checkpoint < 1 s: {:>9.3} s   {}", big.whole_s, verdict(big.whole_s < 1.0));
+    println!("  {m} keys: resume to first event < 1 s: {:>6} ms  {}", big.resume_ms, verdict(big.resume_ms < 1000));
     println!(
         "  submit to first event < 100 ms:      {:>9} ms  {}",
         control.submit_to_first_event_ms,
@@ -131,6 +195,49 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     println!("  upload + precompile of count.wasm:   {:>9} ms", control.first_upload_ms);
     println!("  the same bytes again (no compile):   {:>9} ms", control.second_upload_ms);
     Ok(())
+}
+
+/// What the checkpoint bench of many keys measured (medians over the rounds).
+struct BigCheckpoint {
+    size_mib: f64,
+    sync_ms: f64,
+    whole_s: f64,
+    resume_ms: u64,
+}
+
+/// Counts `keys` keys (one event each) and takes the job's final checkpoint of them to local
+/// disk; then resumes a longer run of the same job from it and times spawn to first event.
+fn checkpoint_of_many_keys(
+    artifacts: &Artifacts,
+    dir: &Path,
+    count: &str,
+    keys: u64,
+    rounds: usize,
+) -> Result<BigCheckpoint> {
+    // Interval 1 h: only the final checkpoint, taken once every key is in the state.
+    let extra = "[checkpointing]\ninterval = \"1h\"\nstorage = \"file://checkpoints\"";
+    let job = CountJob { name: "checkpoint-many-keys", operator: count, parallelism: 1, events: keys, keys, extra };
+    let first = job.write(dir, "checkpoint-many-keys")?;
+    let resume = CountJob { events: keys + keys / 10, ..job }.write(dir, "checkpoint-many-keys-resume")?;
+    let (mut sizes, mut syncs, mut wholes, mut resumes) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=rounds.max(1) {
+        step(&format!("round {round}/{rounds}: checkpoint of {keys} keys, then resume from it"));
+        let run = run_job(&artifacts.weir, &first)?;
+        let (size, whole, sync) = run.checkpoint.context("no checkpoint in weir's summary")?;
+        let resumed = run_job_with(&artifacts.weir, &resume, &["--from-checkpoint", "latest"])?;
+        let resume_ms = resumed.spawn_to_first_event_ms.context("no first event in weir's summary")?;
+        println!("    {size:.1} MiB, sync {sync:.1} ms, whole {whole:.3} s; resume to first event {resume_ms} ms");
+        sizes.push(size);
+        syncs.push(sync);
+        wholes.push(whole);
+        resumes.push(resume_ms as f64);
+    }
+    Ok(BigCheckpoint {
+        size_mib: median(&mut sizes),
+        sync_ms: median(&mut syncs),
+        whole_s: median(&mut wholes),
+        resume_ms: median(&mut resumes) as u64,
+    })
 }
 
 fn median(values: &mut [f64]) -> f64 {

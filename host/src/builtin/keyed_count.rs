@@ -66,8 +66,6 @@ impl Operator for KeyedCount {
 
     fn snapshot(&self) -> Result<Option<StateSnapshot>, String> {
         let states = [SnapshotState { name: "count".to_string(), kind: StateKind::Value, schema_version: 1 }];
-        let mut out = Vec::new();
-        snapshot::write(&self.backend, self.key_groups.clone(), &states, &mut out).map_err(|e| e.to_string())?;
-        Ok(Some(StateSnapshot { key_groups: self.key_groups.clone(), bytes: out }))
+        snapshot::take(&self.backend, self.key_groups.clone(), &states).map(Some).map_err(|e| e.to_string())
     }
 }

@@ -6,7 +6,7 @@ use std::ops::Range;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::storage::Storage;
+use super::storage::{Storage, StorageError};
 use super::{paths, snapshot};
 use crate::runtime::checkpoint_stats::RestoredCheckpoint;
 use crate::runtime::{SourcePosition, StateFile};
@@ -29,40 +29,90 @@ pub struct Restore {
     metadata: Metadata,
 }
 
+/// Why a checkpoint cannot be restored.
+enum Unusable {
+    /// A file is missing, torn or altered: an older checkpoint may do.
+    Torn(String),
+    /// The storage failed: no checkpoint can be read now.
+    Storage(StorageError),
+}
+
+impl From<StorageError> for Unusable {
+    fn from(e: StorageError) -> Self {
+        if e.is_not_found() { Unusable::Torn(e.to_string()) } else { Unusable::Storage(e) }
+    }
+}
+
+impl From<String> for Unusable {
+    fn from(cause: String) -> Self {
+        Unusable::Torn(cause)
+    }
+}
+
+impl From<Unusable> for String {
+    fn from(e: Unusable) -> Self {
+        match e {
+            Unusable::Torn(cause) => cause,
+            Unusable::Storage(e) => e.to_string(),
+        }
+    }
+}
+
 /// Reads and checks `_metadata`: its JSON must match its `sha256:` line.
-fn read_metadata(storage: &Storage, job: &str, id: u64) -> Result<Metadata, String> {
+fn read_metadata(storage: &Storage, job: &str, id: u64) -> Result<Metadata, Unusable> {
     let path = paths::metadata(job, id);
-    let bytes = storage.get(&path).map_err(|e| e.to_string())?;
+    let bytes = storage.get(&path)?;
     let text = String::from_utf8(bytes).map_err(|_| format!("{path} is not UTF-8"))?;
     let (json, checksum) =
         text.trim_end().rsplit_once("\nsha256:").ok_or_else(|| format!("{path} has no sha256 line"))?;
     if hex::encode(Sha256::digest(json.as_bytes())) != checksum {
-        return Err(format!("{path} does not match its checksum (torn or changed)"));
+        return Err(format!("{path} does not match its checksum (torn or changed)").into());
     }
     let metadata: Metadata = serde_json::from_str(json).map_err(|e| format!("{path}: {e}"))?;
     if metadata.format != super::sink::METADATA_FORMAT {
-        return Err(format!("{path} has format {}, this weir reads {}", metadata.format, super::sink::METADATA_FORMAT));
+        let supported = super::sink::METADATA_FORMAT;
+        return Err(format!("{path} has format {}, this weir reads {supported}", metadata.format).into());
     }
     Ok(metadata)
 }
 
 impl Restore {
-    /// The newest checkpoint of `job` in `storage` whose metadata is intact; older ones are tried,
-    /// with a warning, when a newer one is torn or corrupt. `None` when there is none.
+    /// The newest intact checkpoint of `job` in `storage`; older ones are tried, with a warning,
+    /// when a newer one is torn or corrupt. `None` when there is none.
     pub fn latest(storage: Storage, job: &str) -> Result<Option<Restore>, String> {
         for id in storage.checkpoints(job).map_err(|e| e.to_string())?.into_iter().rev() {
-            match read_metadata(&storage, job, id) {
-                Ok(metadata) => return Ok(Some(Restore { storage, job: job.to_string(), metadata })),
-                Err(e) => tracing::warn!("skipping checkpoint {id}: {e}"),
+            match Self::check(storage.clone(), job, id) {
+                Ok(restore) => return Ok(Some(restore)),
+                Err(Unusable::Torn(cause)) => tracing::warn!("skipping checkpoint {id}: {cause}"),
+                // Storage that cannot be reached says nothing about this checkpoint: falling back
+                // to older ones (or to none, and a fresh start) would be wrong.
+                Err(Unusable::Storage(e)) => return Err(e.to_string()),
             }
         }
         Ok(None)
     }
 
-    /// Checkpoint `id` of `job`.
+    /// Checkpoint `id` of `job`, after checking that its `_metadata` and every state file it
+    /// lists are intact: a torn or altered file is found here, before anything runs, and named.
     pub fn at(storage: Storage, job: &str, id: u64) -> Result<Restore, String> {
+        Ok(Self::check(storage, job, id)?)
+    }
+
+    fn check(storage: Storage, job: &str, id: u64) -> Result<Restore, Unusable> {
         let metadata = read_metadata(&storage, job, id)?;
-        Ok(Restore { storage, job: job.to_string(), metadata })
+        let restore = Restore { storage, job: job.to_string(), metadata };
+        for state in &restore.metadata.states {
+            let path = restore.state_path(state);
+            let bytes = restore.storage.get(&path)?;
+            if hex::encode(Sha256::digest(&bytes)) != state.sha256 {
+                return Err(format!("{path} does not match the checksum in _metadata (torn or changed)").into());
+            }
+        }
+        Ok(restore)
+    }
+
+    fn state_path(&self, state: &StateFile) -> String {
+        format!("{}/{}", paths::checkpoint_dir(&self.job, self.id()), state.file)
     }
 
     /// The checkpoint's id.
@@ -111,11 +161,10 @@ impl Restore {
         let mut restored = 0;
         let overlaps = |s: &&StateFile| s.key_groups.start < key_groups.end && key_groups.start < s.key_groups.end;
         for state in self.metadata.states.iter().filter(|s| s.uid == uid).filter(overlaps) {
-            let path = format!("{}/{}", paths::checkpoint_dir(&self.job, self.id()), state.file);
+            // Checked against _metadata when the checkpoint was chosen; the snapshot's own
+            // trailer is checked as it is read.
+            let path = self.state_path(state);
             let bytes = self.storage.get(&path).map_err(|e| e.to_string())?;
-            if hex::encode(Sha256::digest(&bytes)) != state.sha256 {
-                return Err(format!("{path} does not match the checksum in _metadata (torn or changed)"));
-            }
             let snapshot = snapshot::read(&bytes, &path).map_err(|e| e.to_string())?;
             restored += snapshot.restore_into(backend, key_groups.clone()).map_err(|e| e.to_string())?;
         }

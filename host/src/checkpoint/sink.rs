@@ -44,7 +44,8 @@ impl StorageSink {
 
 impl CheckpointSink for StorageSink {
     fn write_state(&self, id: u64, uid: &str, subtask: u32, snapshot: StateSnapshot) -> Result<StateFile, String> {
-        let StateSnapshot { key_groups, bytes } = snapshot;
+        let StateSnapshot { key_groups, mut bytes } = snapshot;
+        super::snapshot::seal(&mut bytes);
         let path = paths::state_file(&self.job, id, uid, subtask);
         let file = path.rsplit('/').next().unwrap_or_default().to_string();
         let sha256 = hex::encode(Sha256::digest(&bytes));

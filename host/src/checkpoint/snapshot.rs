@@ -18,6 +18,7 @@ use std::ops::Range;
 use sha2::{Digest, Sha256};
 use weir_frame::{Reader, put_bytes, put_u32};
 
+use crate::runtime::StateSnapshot;
 use crate::runtime::key_group::KeyGroup;
 use crate::state::{StateBackend, StateEntry, StateError, StateItem, StateKind};
 
@@ -64,8 +65,26 @@ fn kind_code(kind: StateKind) -> u8 {
     }
 }
 
-/// Writes the snapshot of `key_groups` of `backend` into `out`.
-pub fn write(
+/// The synchronous part of a checkpoint: a copy of `key_groups` of `backend` in the snapshot
+/// format, without its checksum. [`seal`] adds that later, off the processing thread (hashing
+/// tens of megabytes would take longer than copying them).
+pub fn take(
+    backend: &dyn StateBackend,
+    key_groups: Range<u32>,
+    states: &[SnapshotState],
+) -> Result<StateSnapshot, StateError> {
+    let mut out = Vec::new();
+    write_body(backend, key_groups.clone(), states, &mut out)?;
+    Ok(StateSnapshot { key_groups, bytes: out })
+}
+
+/// Appends the SHA-256 trailer to a snapshot from [`take`], completing the file.
+pub fn seal(bytes: &mut Vec<u8>) {
+    let checksum = Sha256::digest(&bytes[..]);
+    bytes.extend_from_slice(&checksum);
+}
+
+fn write_body(
     backend: &dyn StateBackend,
     key_groups: Range<u32>,
     states: &[SnapshotState],
@@ -106,8 +125,6 @@ pub fn write(
         })?;
         out[count_at..count_at + 8].copy_from_slice(&count.to_le_bytes());
     }
-    let checksum = Sha256::digest(&out[..]);
-    out.extend_from_slice(&checksum);
     Ok(())
 }
 
@@ -206,6 +223,13 @@ mod tests {
 
     const STATES: [StateKind; 3] = [StateKind::Value, StateKind::Map, StateKind::List];
 
+    /// A complete snapshot file of `key_groups` of `backend`.
+    fn sealed(backend: &dyn StateBackend, key_groups: Range<u32>, states: &[SnapshotState]) -> Vec<u8> {
+        let mut bytes = take(backend, key_groups, states).unwrap().bytes;
+        seal(&mut bytes);
+        bytes
+    }
+
     fn declared() -> Vec<SnapshotState> {
         ["count", "seen", "history"]
             .iter()
@@ -238,8 +262,7 @@ mod tests {
     #[test]
     fn round_trip_whole_and_by_key_group_range() {
         let source = filled();
-        let mut bytes = Vec::new();
-        write(&source, 0..8, &declared(), &mut bytes).unwrap();
+        let bytes = sealed(&source, 0..8, &declared());
         let snapshot = read(&bytes, "op-0.state").unwrap();
         assert_eq!(snapshot.states, declared());
         assert_eq!(snapshot.key_groups().collect::<Vec<_>>(), (0..8).collect::<Vec<_>>());
@@ -259,8 +282,7 @@ mod tests {
 
     #[test]
     fn empty_state_round_trips() {
-        let mut bytes = Vec::new();
-        write(&MemoryBackend::new(4..6, &STATES), 4..6, &declared(), &mut bytes).unwrap();
+        let bytes = sealed(&MemoryBackend::new(4..6, &STATES), 4..6, &declared());
         let snapshot = read(&bytes, "empty.state").unwrap();
         assert_eq!(snapshot.key_groups().collect::<Vec<_>>(), vec![4, 5]);
         assert_eq!(snapshot.restore_into(&mut MemoryBackend::new(4..6, &STATES), 4..6).unwrap(), 0);
@@ -268,8 +290,7 @@ mod tests {
 
     #[test]
     fn any_corruption_is_detected_and_names_the_file() {
-        let mut bytes = Vec::new();
-        write(&filled(), 0..8, &declared(), &mut bytes).unwrap();
+        let bytes = sealed(&filled(), 0..8, &declared());
         for at in [0, 9, bytes.len() / 2, bytes.len() - 1] {
             let mut flipped = bytes.clone();
             flipped[at] ^= 0x40;

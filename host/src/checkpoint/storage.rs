@@ -45,7 +45,16 @@ pub enum StorageError {
         path: String,
         /// The store's error.
         cause: String,
+        /// The file does not exist (as opposed to storage that cannot be reached).
+        not_found: bool,
     },
+}
+
+impl StorageError {
+    /// True when a file that was read does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::Io { not_found: true, .. })
+    }
 }
 
 /// Retries of S3 requests: three, 100 ms to 1 s apart, within 5 s.
@@ -114,8 +123,15 @@ impl Storage {
         Ok(Storage { url: url.to_string(), store, local_root, runtime: Arc::new(runtime) })
     }
 
-    fn io(&self, operation: &'static str, path: &str, cause: impl std::fmt::Display) -> StorageError {
-        StorageError::Io { url: self.url.clone(), operation, path: path.to_string(), cause: cause.to_string() }
+    fn io(&self, operation: &'static str, path: &str, cause: object_store::Error) -> StorageError {
+        let not_found = matches!(cause, object_store::Error::NotFound { .. });
+        StorageError::Io {
+            url: self.url.clone(),
+            operation,
+            path: path.to_string(),
+            cause: cause.to_string(),
+            not_found,
+        }
     }
 
     /// Writes a whole file; readers see all of it or none of it.

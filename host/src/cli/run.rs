@@ -13,6 +13,7 @@ use crate::checkpoint::storage::Storage;
 use crate::checkpoint::{Restore, paths};
 use crate::control::{JobInfo, JobState, Jobs};
 use crate::job::{self, JobPlan, ModuleFiles};
+use crate::runtime::checkpoint_stats::{CheckpointStats, TaskCheckpointStats};
 use crate::wasm::WasmEngine;
 
 /// The API's address when none is given; taken only if free.
@@ -122,7 +123,7 @@ pub(super) fn run(args: &RunArgs, token: Option<String>) -> anyhow::Result<()> {
     };
     match info.state {
         JobState::Finished => {
-            print_summary(&info);
+            print_summary(&info, &jobs.checkpoints(&info.id).unwrap_or_default());
             Ok(())
         }
         JobState::Canceled => bail!("job '{name}' was canceled"),
@@ -130,11 +131,27 @@ pub(super) fn run(args: &RunArgs, token: Option<String>) -> anyhow::Result<()> {
     }
 }
 
-fn print_summary(info: &JobInfo) {
-    let millis = info.ended_at.unwrap_or(info.submitted_at).saturating_sub(info.submitted_at);
-    eprintln!("job '{}' finished in {:.3} s", info.name, millis as f64 / 1000.0);
+fn print_summary(info: &JobInfo, checkpoints: &CheckpointStats) {
+    let seconds = |ms: u64| ms.saturating_sub(info.submitted_at) as f64 / 1000.0;
+    eprintln!("job '{}' finished in {:.3} s", info.name, seconds(info.ended_at.unwrap_or(info.submitted_at)));
     if let Some(kib) = peak_rss_kib() {
         eprintln!("  peak memory {:.1} MiB", kib as f64 / 1024.0);
+    }
+    if let Some(first) = info.first_event_at {
+        eprintln!("  first event at a sink {:.3} s after the start (at {first} ms since the epoch)", seconds(first));
+    }
+    if let Some(c) = &checkpoints.latest.completed {
+        let longest = |f: fn(&TaskCheckpointStats) -> f64| c.tasks.values().map(f).fold(0.0, f64::max);
+        eprintln!(
+            "  checkpoint {}: size {:.1} MiB, end-to-end {:.3} s, sync {:.1} ms, async {:.1} ms ({} completed, {} failed)",
+            c.id,
+            c.state_size as f64 / (1 << 20) as f64,
+            c.end_to_end_duration_ms / 1000.0,
+            longest(|t| t.sync_duration_ms),
+            longest(|t| t.async_duration_ms),
+            checkpoints.counts.completed,
+            checkpoints.counts.failed,
+        );
     }
     for v in &info.vertices {
         let cpu = match &v.chained_into {

@@ -302,16 +302,22 @@ fn update(dir: Option<&Path>, job: &Job, change: impl FnOnce(&mut JobInfo)) {
 /// Each restart resumes from the latest completed checkpoint, with the next attempt number.
 fn run_attempts(dir: Option<&Path>, job: &Job, plan: &JobPlan, first: JobGraph) {
     let mut restarts = Restarts::new(plan.restart_strategy().clone());
-    let mut graph = first;
+    let mut attempt = first.attempt;
+    // An attempt's graph, or why it could not be built (the storage may be down): that fails the
+    // attempt like a failing subtask, and the restart strategy decides what comes next.
+    let mut next: Result<JobGraph, String> = Ok(first);
     let (state, failure) = loop {
-        let (started, attempt) = (Instant::now(), graph.attempt);
-        let failure = match runtime::execute(graph, job.cancel.clone(), job.metrics.clone()) {
-            Ok(()) => break (JobState::Finished, None),
-            Err(JobFailure::Cancelled) => {
-                plan.canceled();
-                break (JobState::Canceled, None);
-            }
-            Err(failure) => failure.to_string(),
+        let started = Instant::now();
+        let failure = match next {
+            Ok(graph) => match runtime::execute(graph, job.cancel.clone(), job.metrics.clone()) {
+                Ok(()) => break (JobState::Finished, None),
+                Err(JobFailure::Cancelled) => {
+                    plan.canceled();
+                    break (JobState::Canceled, None);
+                }
+                Err(failure) => failure.to_string(),
+            },
+            Err(cause) => cause,
         };
         update(dir, job, |i| {
             i.failures.push(FailureRecord { timestamp: now_ms(), attempt, cause: failure.clone() });
@@ -325,35 +331,21 @@ fn run_attempts(dir: Option<&Path>, job: &Job, plan: &JobPlan, first: JobGraph) 
             };
             break (JobState::Failed, Some(cause));
         };
-        let next = attempt + 1;
-        let restore = match plan.latest_checkpoint() {
-            Ok(restore) => restore,
-            Err(e) => break (JobState::Failed, Some(format!("{failure}; the restart failed: {e}"))),
-        };
-        tracing::warn!(
-            "job '{}' failed: {failure}; restarting from {} in {} (attempt {next})",
-            plan.name(),
-            restore
-                .as_ref()
-                .map_or("the start (no checkpoint completed yet)".to_string(), |r| format!("checkpoint {}", r.id())),
-            humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
-        );
+        attempt += 1;
+        let delay_text = humantime::format_duration(Duration::from_millis(delay.as_millis() as u64));
+        tracing::warn!("job '{}' failed: {failure}; restarting in {delay_text} (attempt {attempt})", plan.name());
         update(dir, job, |i| {
             i.state = JobState::Restarting;
-            i.attempt = next;
+            i.attempt = attempt;
         });
         if !sleep_unless_canceled(delay, &job.cancel) {
             plan.canceled();
             break (JobState::Canceled, None);
         }
-        if let Some(r) = &restore {
-            job.metrics.checkpoint_stats(|s| s.restored(r.stats()));
+        next = restart(job, plan, attempt);
+        if next.is_ok() {
+            update(dir, job, |i| i.state = JobState::Running);
         }
-        graph = match plan.build(next, restore.map(Arc::new)) {
-            Ok(graph) => graph,
-            Err(e) => break (JobState::Failed, Some(format!("{failure}; the restart failed: {e}"))),
-        };
-        update(dir, job, |i| i.state = JobState::Running);
     };
     update(dir, job, |info| {
         info.vertices = job.metrics.snapshot();
@@ -362,6 +354,17 @@ fn run_attempts(dir: Option<&Path>, job: &Job, plan: &JobPlan, first: JobGraph) 
         info.state = state;
         info.failure = failure;
     });
+}
+
+/// The graph of attempt `attempt`, resuming from the job's latest checkpoint.
+fn restart(job: &Job, plan: &JobPlan, attempt: u32) -> Result<JobGraph, String> {
+    let restore = plan.latest_checkpoint().map_err(|e| format!("the restart failed: {e}"))?;
+    let from = restore.as_ref().map_or("the start (no checkpoint completed yet)".to_string(), |r| {
+        job.metrics.checkpoint_stats(|s| s.restored(r.stats()));
+        format!("checkpoint {}", r.id())
+    });
+    tracing::warn!("job '{}': attempt {attempt} resumes from {from}", plan.name());
+    plan.build(attempt, restore.map(Arc::new)).map_err(|e| format!("the restart failed: {e}"))
 }
 
 /// Sleeps for `delay`; false when the job was canceled meanwhile.

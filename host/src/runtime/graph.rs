@@ -59,7 +59,8 @@ pub trait Operator: Send {
 pub struct StateSnapshot {
     /// The key groups it covers, so that a restore reads only the snapshots it needs.
     pub key_groups: std::ops::Range<u32>,
-    /// The snapshot file (the checkpoint snapshot format).
+    /// The snapshot file (the checkpoint snapshot format) without its checksum trailer, which
+    /// the checkpoint sink adds on the uploader thread.
     pub bytes: Vec<u8>,
 }
 

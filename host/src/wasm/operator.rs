@@ -153,9 +153,7 @@ impl Operator for WasmOperator {
             return Ok(None);
         }
         let backend = &*self.store.data().keyed.backend;
-        let mut out = Vec::new();
-        snapshot::write(backend, self.key_groups.clone(), &self.states, &mut out).map_err(|e| e.to_string())?;
-        Ok(Some(StateSnapshot { key_groups: self.key_groups.clone(), bytes: out }))
+        snapshot::take(backend, self.key_groups.clone(), &self.states).map(Some).map_err(|e| e.to_string())
     }
 }
 
