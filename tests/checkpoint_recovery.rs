@@ -141,9 +141,9 @@ fn resuming_without_a_checkpoint_says_so() {
     assert!(run.stderr.contains("not \"latest\" nor a checkpoint directory"), "{}", run.stderr);
 }
 
-/// The clicks job with `flaky_count` counting: it traps when a user's count reaches 60 in
-/// attempts below `trap_attempts`; `restart` is the `[restart]` table.
-fn flaky_job(dir: &Path, trap_attempts: u32, restart: &str) -> String {
+/// The clicks job with `flaky_count` counting, checkpointing every `interval`: it traps when a
+/// user's count reaches 60 in attempts below `trap_attempts`; `restart` is the `[restart]` table.
+fn flaky_job(dir: &Path, trap_attempts: u32, restart: &str, interval: &str) -> String {
     let input = dir.join("clicks.jsonl");
     generated_clicks(&input, CLICKS, 40);
     let config = format!("config = {{ trap-at = 60, attempts = {trap_attempts} }}");
@@ -158,14 +158,14 @@ fn flaky_job(dir: &Path, trap_attempts: u32, restart: &str) -> String {
             file_sink("counts", &dir.join("out")),
         ],
     );
-    let checkpointing = "[checkpointing]\ninterval = \"100ms\"\nstorage = \"file://chk\"";
+    let checkpointing = format!("[checkpointing]\ninterval = \"{interval}\"\nstorage = \"file://chk\"");
     write_job(dir, &format!("{}\n{checkpointing}\n[restart]\n{restart}\n", with_rate(job)))
 }
 
 #[test]
 fn a_trapping_guest_restarts_from_the_latest_checkpoint_with_exactly_once_output() {
     let dir = tempfile::tempdir().unwrap();
-    let job = flaky_job(dir.path(), 1, "strategy = \"fixed-delay\"\nattempts = 3\ndelay = \"10ms\"");
+    let job = flaky_job(dir.path(), 1, "strategy = \"fixed-delay\"\nattempts = 3\ndelay = \"10ms\"", "100ms");
     let run = weir(&["run", &job, "--listen", "none"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stderr.contains("traps at count 60"), "the trap's message is logged: {}", run.stderr);
@@ -177,7 +177,7 @@ fn a_trapping_guest_restarts_from_the_latest_checkpoint_with_exactly_once_output
 #[test]
 fn the_restart_strategy_decides_when_to_give_up() {
     let dir = tempfile::tempdir().unwrap();
-    let job = flaky_job(dir.path(), 3, "strategy = \"fixed-delay\"\nattempts = 2\ndelay = \"10ms\"");
+    let job = flaky_job(dir.path(), 3, "strategy = \"fixed-delay\"\nattempts = 2\ndelay = \"10ms\"", "100ms");
     let run = weir(&["run", &job, "--listen", "none"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert_eq!(run.stderr.matches("resumes from checkpoint").count(), 2, "{}", run.stderr);
@@ -186,8 +186,22 @@ fn the_restart_strategy_decides_when_to_give_up() {
         "{}",
         run.stderr
     );
-    let job = flaky_job(dir.path(), 1, "strategy = \"none\"");
+    let job = flaky_job(dir.path(), 1, "strategy = \"none\"", "100ms");
     let run = weir(&["run", &job, "--listen", "none"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("traps at count 60") && !run.stderr.contains("restarting"), "{}", run.stderr);
+}
+
+#[test]
+fn a_restart_never_resumes_from_an_earlier_run_of_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let restart = "strategy = \"fixed-delay\"\nattempts = 1\ndelay = \"10ms\"";
+    // A first run completes and leaves its final checkpoint, at the end of the input.
+    let run = weir(&["run", &flaky_job(dir.path(), 0, restart, "100ms"), "--listen", "none"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // A fresh run fails before its own first checkpoint: it restarts from the start.
+    let run = weir(&["run", &flaky_job(dir.path(), 1, restart, "1h"), "--listen", "none"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("attempt 1 resumes from the start"), "{}", run.stderr);
+    assert_eq!(sink_lines(&dir.path().join("out")), undisturbed_output(dir.path()));
 }

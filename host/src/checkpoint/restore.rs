@@ -77,10 +77,12 @@ fn read_metadata(storage: &Storage, job: &str, id: u64) -> Result<Metadata, Unus
 }
 
 impl Restore {
-    /// The newest intact checkpoint of `job` in `storage`; older ones are tried, with a warning,
-    /// when a newer one is torn or corrupt. `None` when there is none.
-    pub fn latest(storage: Storage, job: &str) -> Result<Option<Restore>, String> {
-        for id in storage.checkpoints(job).map_err(|e| e.to_string())?.into_iter().rev() {
+    /// The newest intact checkpoint of `job` in `storage` with an id of at least `since`; older
+    /// ones are tried, with a warning, when a newer one is torn or corrupt. `None` when there is
+    /// none.
+    pub fn latest(storage: Storage, job: &str, since: u64) -> Result<Option<Restore>, String> {
+        let ids = storage.checkpoints(job).map_err(|e| e.to_string())?;
+        for id in ids.into_iter().rev().take_while(|&id| id >= since) {
             match Self::check(storage.clone(), job, id) {
                 Ok(restore) => return Ok(Some(restore)),
                 Err(Unusable::Torn(cause)) => tracing::warn!("skipping checkpoint {id}: {cause}"),

@@ -44,7 +44,7 @@ fn checkpoint_to_resume(from: &str, plan: &JobPlan, base: &Path) -> anyhow::Resu
     };
     if from == "latest" {
         return plan
-            .latest_checkpoint()
+            .latest_checkpoint(0)
             .map_err(anyhow::Error::msg)?
             .with_context(|| format!("no completed checkpoint of job '{name}' in {}", storage.url()));
     }

@@ -68,6 +68,10 @@ pub struct JobInfo {
     /// The failures that made it restart (or fail), oldest first, at most [`FAILURE_HISTORY`].
     #[serde(default)]
     pub failures: Vec<FailureRecord>,
+    /// The oldest checkpoint a restart may resume from: the one the job started from, or else
+    /// its own first. Older checkpoints under the job's name belong to earlier runs.
+    #[serde(default)]
+    pub first_checkpoint: u64,
     /// Per vertex (sources, operators, sinks), events in and out per subtask.
     pub vertices: Vec<VertexSummary>,
     /// The job file as submitted.
@@ -170,7 +174,7 @@ impl Jobs {
                         return Err("it has no [checkpointing], so it cannot be resumed without repeating its output"
                             .to_string());
                     }
-                    let restore = plan.latest_checkpoint()?.map(Arc::new);
+                    let restore = plan.latest_checkpoint(lock(&job.info).first_checkpoint)?.map(Arc::new);
                     let attempt = lock(&job.info).attempt + 1;
                     let graph = plan.build(attempt, restore.clone()).map_err(|e| e.to_string())?;
                     Ok((plan, graph, restore))
@@ -209,6 +213,7 @@ impl Jobs {
             failure: None,
             attempt: 0,
             failures: Vec::new(),
+            first_checkpoint: 0,
             vertices: Vec::new(),
             job: plan.text().to_string(),
         };
@@ -223,9 +228,11 @@ impl Jobs {
         if let Some(restore) = restore {
             job.metrics.checkpoint_stats(|s| s.restored(restore.stats()));
         }
+        let own_first = graph.checkpointing.as_ref().map_or(0, |c| c.first_id);
         self.update(&job, |i| {
             i.state = JobState::Running;
             i.attempt = graph.attempt;
+            i.first_checkpoint = restore.map_or(own_first, Restore::id);
         });
         let (dir, runner) = (self.dir.clone(), job.clone());
         let spawned = std::thread::Builder::new()
@@ -342,7 +349,7 @@ fn run_attempts(dir: Option<&Path>, job: &Job, plan: &JobPlan, first: JobGraph) 
             plan.canceled();
             break (JobState::Canceled, None);
         }
-        next = restart(job, plan, attempt);
+        next = restart(job, plan, attempt, lock(&job.info).first_checkpoint);
         if next.is_ok() {
             update(dir, job, |i| i.state = JobState::Running);
         }
@@ -356,9 +363,9 @@ fn run_attempts(dir: Option<&Path>, job: &Job, plan: &JobPlan, first: JobGraph) 
     });
 }
 
-/// The graph of attempt `attempt`, resuming from the job's latest checkpoint.
-fn restart(job: &Job, plan: &JobPlan, attempt: u32) -> Result<JobGraph, String> {
-    let restore = plan.latest_checkpoint().map_err(|e| format!("the restart failed: {e}"))?;
+/// The graph of attempt `attempt`, resuming from the job's latest checkpoint since `since`.
+fn restart(job: &Job, plan: &JobPlan, attempt: u32, since: u64) -> Result<JobGraph, String> {
+    let restore = plan.latest_checkpoint(since).map_err(|e| format!("the restart failed: {e}"))?;
     let from = restore.as_ref().map_or("the start (no checkpoint completed yet)".to_string(), |r| {
         job.metrics.checkpoint_stats(|s| s.restored(r.stats()));
         format!("checkpoint {}", r.id())

@@ -99,11 +99,12 @@ impl JobPlan {
         self.checkpoints.as_ref().map(|c| &c.storage)
     }
 
-    /// The newest intact checkpoint to resume from (older ones are tried when newer ones are
-    /// torn, with a warning); `None` when the job does not checkpoint or has none yet.
-    pub fn latest_checkpoint(&self) -> Result<Option<Restore>, String> {
+    /// The newest intact checkpoint to resume from, with an id of at least `since` (older ones
+    /// belong to earlier runs of a job of this name); older ones are tried when newer ones are
+    /// torn, with a warning. `None` when the job does not checkpoint or has none yet.
+    pub fn latest_checkpoint(&self, since: u64) -> Result<Option<Restore>, String> {
         match &self.checkpoints {
-            Some(c) => Restore::latest(c.storage.clone(), &self.name),
+            Some(c) => Restore::latest(c.storage.clone(), &self.name, since),
             None => Ok(None),
         }
     }
