@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, StringRejection};
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +18,7 @@ use axum::{Json, Router};
 pub use error::ApiError;
 use serde_json::json;
 
-use crate::control::{CancelError, JobInfo, Jobs, ModuleStore, StoreModules, SubmitError};
+use crate::control::{CancelError, JobInfo, Jobs, ModuleStore, SavepointError, SavepointStatus, StoreModules};
 use crate::runtime::checkpoint_stats::CheckpointStats;
 
 /// What the handlers share.
@@ -45,6 +45,10 @@ pub fn router(state: Arc<ApiState>, body_limit: usize) -> Router {
         .route("/v1/jobs/{id}", get(job_status))
         .route("/v1/jobs/{id}/cancel", post(cancel_job))
         .route("/v1/jobs/{id}/checkpoints", get(job_checkpoints))
+        .route("/v1/jobs/{id}/savepoints", post(trigger_savepoint))
+        .route("/v1/jobs/{id}/savepoints/{trigger}", get(savepoint_status))
+        .route("/v1/jobs/{id}/stop", post(stop_job))
+        .route("/v1/savepoints", get(list_savepoints))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(DefaultBodyLimit::max(body_limit))
@@ -105,14 +109,30 @@ async fn list_modules(State(state): State<Arc<ApiState>>) -> Result<Response, Ap
     Ok(Json(json!({ "modules": store(&state)?.list() })).into_response())
 }
 
+/// Query parameters of `POST /v1/jobs`.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct SubmitQuery {
+    /// Start from this savepoint (a path on the server, or a URL).
+    from_savepoint: Option<String>,
+    /// Start even if some of the savepoint's state has nowhere to go.
+    #[serde(default)]
+    allow_non_restored_state: bool,
+}
+
 async fn submit_job(
     State(state): State<Arc<ApiState>>,
+    Query(query): Query<SubmitQuery>,
     body: Result<String, StringRejection>,
 ) -> Result<Response, ApiError> {
     let text = body?;
     let store = store(&state)?;
-    let submitted = blocking(move || state.jobs.submit(&text, &mut StoreModules(&store), &state.base)).await?;
-    let info = submitted.map_err(|SubmitError::Job(e)| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let submitted = blocking(move || {
+        let from = query.from_savepoint.as_deref().map(|path| (path, query.allow_non_restored_state));
+        state.jobs.submit(&text, &mut StoreModules(&store), &state.base, from)
+    })
+    .await?;
+    let info = submitted.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     Ok((StatusCode::CREATED, Json(json!({ "id": info.id, "state": info.state }))).into_response())
 }
 
@@ -145,6 +165,66 @@ async fn job_checkpoints(
     Path(id): Path<String>,
 ) -> Result<Json<CheckpointStats>, ApiError> {
     state.jobs.checkpoints(&id).map(Json).ok_or_else(|| unknown_job(&id))
+}
+
+/// The body of `POST /v1/jobs/{id}/savepoints` and `/stop`, all optional.
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct SavepointBody {
+    /// Where the savepoint goes (else the job's savepoint directory).
+    target_directory: Option<String>,
+    /// Stop only: flush pending work first (weir has no timers yet, so nothing more to flush).
+    #[serde(default)]
+    drain: bool,
+}
+
+async fn savepoint_request(state: Arc<ApiState>, id: String, body: Bytes, stop: bool) -> Result<Response, ApiError> {
+    let body: SavepointBody = if body.is_empty() {
+        SavepointBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("the request body is not valid: {e}")))?
+    };
+    let _ = body.drain;
+    let jobs = state.jobs.clone();
+    let trigger = blocking(move || jobs.savepoint(&id, body.target_directory.as_deref(), stop)).await?;
+    match trigger {
+        Ok(trigger) => Ok((StatusCode::ACCEPTED, Json(json!({ "request-id": trigger }))).into_response()),
+        Err(SavepointError::NotFound(id)) => Err(unknown_job(&id)),
+        Err(e @ SavepointError::NotRunning { .. }) => Err(ApiError::new(StatusCode::CONFLICT, e.to_string())),
+        Err(e @ SavepointError::Target(_)) => Err(ApiError::new(StatusCode::BAD_REQUEST, e.to_string())),
+    }
+}
+
+async fn trigger_savepoint(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    savepoint_request(state, id, body?, false).await
+}
+
+async fn stop_job(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    savepoint_request(state, id, body?, true).await
+}
+
+async fn savepoint_status(
+    State(state): State<Arc<ApiState>>,
+    Path((id, trigger)): Path<(String, String)>,
+) -> Result<Json<SavepointStatus>, ApiError> {
+    state
+        .jobs
+        .savepoint_status(&id, &trigger)
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("job {id} has no savepoint request {trigger}")))
+}
+
+async fn list_savepoints(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
+    Json(json!({ "savepoints": state.jobs.savepoints() }))
 }
 
 async fn cancel_job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<Response, ApiError> {

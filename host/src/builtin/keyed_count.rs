@@ -2,10 +2,15 @@
 //! Same state layout (a JSON number in value state 0) and same output lines.
 use serde::Serialize;
 
-use crate::checkpoint::snapshot::{self, SnapshotState};
+use crate::checkpoint::snapshot;
 use crate::runtime::key_group::{key_group, key_group_range};
 use crate::runtime::{EventBatch, Operator, OperatorFactory, StateSnapshot, SubtaskInfo};
-use crate::state::{MemoryBackend, StateBackend, StateKind, StateRestore};
+use crate::state::{MemoryBackend, StateBackend, StateDescriptor, StateKind, StateRestore};
+
+/// What it declares: like the `count` example, one value state holding a JSON number.
+pub(super) fn states() -> Vec<StateDescriptor> {
+    vec![StateDescriptor { name: "count".to_string(), kind: StateKind::Value, schema_version: 1 }]
+}
 
 pub(super) struct KeyedCountFactory {
     pub(super) keyed: bool,
@@ -65,7 +70,6 @@ impl Operator for KeyedCount {
     }
 
     fn snapshot(&self) -> Result<Option<StateSnapshot>, String> {
-        let states = [SnapshotState { name: "count".to_string(), kind: StateKind::Value, schema_version: 1 }];
-        snapshot::take(&self.backend, self.key_groups.clone(), &states).map(Some).map_err(|e| e.to_string())
+        snapshot::take(&self.backend, self.key_groups.clone(), &states()).map(Some).map_err(|e| e.to_string())
     }
 }

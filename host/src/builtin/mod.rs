@@ -4,7 +4,7 @@
 mod keyed_count;
 
 use crate::runtime::OperatorFactory;
-use crate::state::StateRestore;
+use crate::state::{StateDescriptor, StateRestore};
 
 /// Names accepted by `builtin = "…"`.
 pub const NAMES: &[&str] = &["keyed-count"];
@@ -14,6 +14,14 @@ pub const NAMES: &[&str] = &["keyed-count"];
 pub fn factory(name: &str, keyed: bool, restore: Option<StateRestore>) -> Option<Box<dyn OperatorFactory>> {
     match name {
         "keyed-count" => Some(Box::new(keyed_count::KeyedCountFactory { keyed, restore })),
+        _ => None,
+    }
+}
+
+/// The states builtin `name` declares, if there is such a builtin.
+pub fn states(name: &str) -> Option<Vec<StateDescriptor>> {
+    match name {
+        "keyed-count" => Some(keyed_count::states()),
         _ => None,
     }
 }

@@ -4,8 +4,10 @@
 //! `docs/checkpoints.md`.
 //!
 //! Layering: uses `state` and `runtime` (its checkpoint traits); knows nothing of wasm or HTTP.
+mod checked;
 pub mod paths;
 mod restore;
+pub mod savepoint;
 mod sink;
 pub mod snapshot;
 pub mod storage;

@@ -5,6 +5,11 @@
 //! <job-name>/chk-<n>/_metadata                 what the checkpoint holds, with checksums
 //! <job-name>/chk-<n>/<uid>-<subtask>.state     one operator subtask's keyed state
 //! ```
+//! and for savepoints, relative to the savepoint directory (see `docs/savepoint-format.md`):
+//! ```text
+//! savepoint-<job-name>-<suffix>/_metadata
+//! savepoint-<job-name>-<suffix>/<uid>-<subtask>.state
+//! ```
 //! Checkpoint ids are zero-padded so that names sort in id order.
 
 /// The directory of all of job `job`'s checkpoints.
@@ -24,7 +29,17 @@ pub fn metadata(job: &str, id: u64) -> String {
 
 /// The keyed-state file of one operator subtask in a checkpoint.
 pub fn state_file(job: &str, id: u64, uid: &str, subtask: u32) -> String {
-    format!("{}/{}-{subtask}.state", checkpoint_dir(job, id), escape(uid))
+    format!("{}/{}", checkpoint_dir(job, id), state_file_name(uid, subtask))
+}
+
+/// The name of one operator subtask's keyed-state file, in a checkpoint or savepoint directory.
+pub fn state_file_name(uid: &str, subtask: u32) -> String {
+    format!("{}-{subtask}.state", escape(uid))
+}
+
+/// The directory of a savepoint of job `job`, inside the savepoint directory it goes to.
+pub fn savepoint_dir(job: &str, suffix: &str) -> String {
+    format!("savepoint-{}-{suffix}", escape(job))
 }
 
 /// The checkpoint id of a `chk-<n>` directory name, if it is one.

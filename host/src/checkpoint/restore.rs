@@ -1,20 +1,24 @@
-//! Restoring from a completed checkpoint: find the newest one whose `_metadata` is intact,
-//! give sources their positions and operators the key groups they own, checking every state
-//! file against the checksum `_metadata` recorded for it.
+//! Restoring from a completed checkpoint or a savepoint: find it (for checkpoints, the newest
+//! one that is intact), check every file against the checksum its `_metadata` records, then give
+//! sources their positions and operators the key groups they own, state matched by name.
 use std::ops::Range;
+use std::path::Path;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::storage::{Storage, StorageError};
+use super::checked::{self, Unusable};
+use super::savepoint::{SavepointLocation, SavepointOperator};
+use super::storage::Storage;
 use super::{paths, snapshot};
 use crate::runtime::checkpoint_stats::RestoredCheckpoint;
 use crate::runtime::{SourcePosition, StateFile};
-use crate::state::StateBackend;
+use crate::state::{StateBackend, StateDescriptor};
 
+/// A checkpoint's `_metadata`, as far as a restore reads it.
 #[derive(Deserialize)]
 #[serde(rename_all = "kebab-case")]
-struct Metadata {
+struct CheckpointMetadata {
     format: u32,
     checkpoint: u64,
     max_parallelism: u32,
@@ -22,58 +26,20 @@ struct Metadata {
     states: Vec<StateFile>,
 }
 
-/// A completed checkpoint to resume from.
+/// A completed checkpoint or a savepoint to start from.
 pub struct Restore {
     storage: Storage,
-    job: String,
-    metadata: Metadata,
-}
-
-/// Why a checkpoint cannot be restored.
-enum Unusable {
-    /// A file is missing, torn or altered: an older checkpoint may do.
-    Torn(String),
-    /// The storage failed: no checkpoint can be read now.
-    Storage(StorageError),
-}
-
-impl From<StorageError> for Unusable {
-    fn from(e: StorageError) -> Self {
-        if e.is_not_found() { Unusable::Torn(e.to_string()) } else { Unusable::Storage(e) }
-    }
-}
-
-impl From<String> for Unusable {
-    fn from(cause: String) -> Self {
-        Unusable::Torn(cause)
-    }
-}
-
-impl From<Unusable> for String {
-    fn from(e: Unusable) -> Self {
-        match e {
-            Unusable::Torn(cause) => cause,
-            Unusable::Storage(e) => e.to_string(),
-        }
-    }
-}
-
-/// Reads and checks `_metadata`: its JSON must match its `sha256:` line.
-fn read_metadata(storage: &Storage, job: &str, id: u64) -> Result<Metadata, Unusable> {
-    let path = paths::metadata(job, id);
-    let bytes = storage.get(&path)?;
-    let text = String::from_utf8(bytes).map_err(|_| format!("{path} is not UTF-8"))?;
-    let (json, checksum) =
-        text.trim_end().rsplit_once("\nsha256:").ok_or_else(|| format!("{path} has no sha256 line"))?;
-    if hex::encode(Sha256::digest(json.as_bytes())) != checksum {
-        return Err(format!("{path} does not match its checksum (torn or changed)").into());
-    }
-    let metadata: Metadata = serde_json::from_str(json).map_err(|e| format!("{path}: {e}"))?;
-    if metadata.format != super::sink::METADATA_FORMAT {
-        let supported = super::sink::METADATA_FORMAT;
-        return Err(format!("{path} has format {}, this weir reads {supported}", metadata.format).into());
-    }
-    Ok(metadata)
+    /// Its directory in `storage`.
+    dir: String,
+    /// The barrier id it was taken at.
+    id: u64,
+    max_parallelism: u32,
+    sources: Vec<SourcePosition>,
+    states: Vec<StateFile>,
+    /// For a savepoint: what it records of every operator (code and declared states).
+    operators: Option<Vec<SavepointOperator>>,
+    /// Start even though some of its state has no operator to go to.
+    allow_non_restored_state: bool,
 }
 
 impl Restore {
@@ -83,7 +49,7 @@ impl Restore {
     pub fn latest(storage: Storage, job: &str, since: u64) -> Result<Option<Restore>, String> {
         let ids = storage.checkpoints(job).map_err(|e| e.to_string())?;
         for id in ids.into_iter().rev().take_while(|&id| id >= since) {
-            match Self::check(storage.clone(), job, id) {
+            match Self::checkpoint(storage.clone(), job, id) {
                 Ok(restore) => return Ok(Some(restore)),
                 Err(Unusable::Torn(cause)) => tracing::warn!("skipping checkpoint {id}: {cause}"),
                 // Storage that cannot be reached says nothing about this checkpoint: falling back
@@ -97,34 +63,85 @@ impl Restore {
     /// Checkpoint `id` of `job`, after checking that its `_metadata` and every state file it
     /// lists are intact: a torn or altered file is found here, before anything runs, and named.
     pub fn at(storage: Storage, job: &str, id: u64) -> Result<Restore, String> {
-        Ok(Self::check(storage, job, id)?)
+        Ok(Self::checkpoint(storage, job, id)?)
     }
 
-    fn check(storage: Storage, job: &str, id: u64) -> Result<Restore, Unusable> {
-        let metadata = read_metadata(&storage, job, id)?;
-        let restore = Restore { storage, job: job.to_string(), metadata };
-        for state in &restore.metadata.states {
-            let path = restore.state_path(state);
-            let bytes = restore.storage.get(&path)?;
+    fn checkpoint(storage: Storage, job: &str, id: u64) -> Result<Restore, Unusable> {
+        let path = paths::metadata(job, id);
+        let json = checked::get(&storage, &path)?;
+        let m: CheckpointMetadata = serde_json::from_str(&json).map_err(|e| format!("{path}: {e}"))?;
+        if m.format != super::sink::METADATA_FORMAT {
+            let supported = super::sink::METADATA_FORMAT;
+            return Err(format!("{path} has format {}, this weir reads {supported}", m.format).into());
+        }
+        let dir = paths::checkpoint_dir(job, id);
+        let restore = Restore {
+            storage,
+            dir,
+            id: m.checkpoint,
+            max_parallelism: m.max_parallelism,
+            sources: m.sources,
+            states: m.states,
+            operators: None,
+            allow_non_restored_state: false,
+        };
+        restore.verify()?;
+        Ok(restore)
+    }
+
+    /// The savepoint at `location` (a directory, relative to `base`, or a URL), checked.
+    pub fn savepoint(location: &str, base: &Path) -> Result<Restore, String> {
+        let at = SavepointLocation::parse(location, base)?;
+        let m = at.metadata()?;
+        let restore = Restore {
+            states: m.state_files(),
+            storage: at.storage,
+            dir: at.dir,
+            id: m.savepoint_id,
+            max_parallelism: m.max_parallelism,
+            sources: m.sources,
+            operators: Some(m.operators),
+            allow_non_restored_state: false,
+        };
+        restore.verify()?;
+        Ok(restore)
+    }
+
+    /// Lets a job start although some of this state has no operator (or declared state) to go to.
+    pub fn allowing_non_restored_state(mut self, allow: bool) -> Self {
+        self.allow_non_restored_state = allow;
+        self
+    }
+
+    /// Checks every state file against the checksum `_metadata` records.
+    fn verify(&self) -> Result<(), Unusable> {
+        for state in &self.states {
+            let path = self.state_path(state);
+            let bytes = self.storage.get(&path)?;
             if hex::encode(Sha256::digest(&bytes)) != state.sha256 {
                 return Err(format!("{path} does not match the checksum in _metadata (torn or changed)").into());
             }
         }
-        Ok(restore)
+        Ok(())
     }
 
     fn state_path(&self, state: &StateFile) -> String {
-        format!("{}/{}", paths::checkpoint_dir(&self.job, self.id()), state.file)
+        format!("{}/{}", self.dir, state.file)
     }
 
-    /// The checkpoint's id.
+    /// The barrier id it was taken at.
     pub fn id(&self) -> u64 {
-        self.metadata.checkpoint
+        self.id
     }
 
-    /// Where it is: the storage URL and the checkpoint's directory.
+    /// True for a savepoint, false for a checkpoint.
+    pub fn is_savepoint(&self) -> bool {
+        self.operators.is_some()
+    }
+
+    /// Where it is: a local path, or the storage URL and its directory.
     pub fn location(&self) -> String {
-        format!("{}/{}", self.storage.url().trim_end_matches('/'), paths::checkpoint_dir(&self.job, self.id()))
+        self.storage.display(&self.dir)
     }
 
     /// What the checkpoint statistics record of a restore from it, starting now.
@@ -136,39 +153,70 @@ impl Restore {
         }
     }
 
-    /// The max parallelism the checkpoint was taken with (key groups cannot change).
+    /// The max parallelism it was taken with (key groups cannot change).
     pub fn max_parallelism(&self) -> u32 {
-        self.metadata.max_parallelism
+        self.max_parallelism
     }
 
-    /// Where source `uid`'s subtask resumes, if the checkpoint has it.
+    /// The sources it has positions for.
+    pub fn source_uids(&self) -> Vec<&str> {
+        let mut uids: Vec<&str> = self.sources.iter().map(|s| s.uid.as_str()).collect();
+        uids.dedup();
+        uids
+    }
+
+    /// The operators it has state for.
+    pub fn operator_uids(&self) -> Vec<&str> {
+        let mut uids: Vec<&str> = self.states.iter().map(|s| s.uid.as_str()).collect();
+        uids.dedup();
+        uids
+    }
+
+    /// Whether state without an operator to go to may be left behind.
+    pub fn allows_non_restored_state(&self) -> bool {
+        self.allow_non_restored_state
+    }
+
+    /// For a savepoint: what it records of operator `uid`.
+    pub fn saved_operator(&self, uid: &str) -> Option<&SavepointOperator> {
+        self.operators.as_ref()?.iter().find(|op| op.uid == uid)
+    }
+
+    /// Where source `uid`'s subtask resumes, if it has it.
     pub fn source_position(&self, uid: &str, subtask: u32) -> Option<u64> {
-        self.metadata.sources.iter().find(|s| s.uid == uid && s.subtask == subtask).map(|s| s.position)
+        self.sources.iter().find(|s| s.uid == uid && s.subtask == subtask).map(|s| s.position)
     }
 
     /// How many subtasks source `uid` had.
     pub fn source_parallelism(&self, uid: &str) -> usize {
-        self.metadata.sources.iter().filter(|s| s.uid == uid).count()
+        self.sources.iter().filter(|s| s.uid == uid).count()
     }
 
     /// Inserts operator `uid`'s state in `key_groups` into `backend`, from the state files of that
-    /// operator that cover any of those key groups (at any parallelism); returns the number of
-    /// entries.
+    /// operator that cover any of those key groups (at any parallelism), each saved state going
+    /// to the declared state of the same name (a saved state the operator no longer declares is
+    /// left behind: the job was built knowing that); returns the number of entries.
     pub fn restore_state(
         &self,
         uid: &str,
+        declared: &[StateDescriptor],
         backend: &mut dyn StateBackend,
         key_groups: Range<u32>,
     ) -> Result<u64, String> {
         let mut restored = 0;
         let overlaps = |s: &&StateFile| s.key_groups.start < key_groups.end && key_groups.start < s.key_groups.end;
-        for state in self.metadata.states.iter().filter(|s| s.uid == uid).filter(overlaps) {
+        for state in self.states.iter().filter(|s| s.uid == uid).filter(overlaps) {
             // Checked against _metadata when the checkpoint was chosen; the snapshot's own
             // trailer is checked as it is read.
             let path = self.state_path(state);
             let bytes = self.storage.get(&path).map_err(|e| e.to_string())?;
             let snapshot = snapshot::read(&bytes, &path).map_err(|e| e.to_string())?;
-            restored += snapshot.restore_into(backend, key_groups.clone()).map_err(|e| e.to_string())?;
+            let to: Vec<Option<u32>> = snapshot
+                .states
+                .iter()
+                .map(|saved| declared.iter().position(|d| d.name == saved.name).map(|i| i as u32))
+                .collect();
+            restored += snapshot.restore_into(backend, key_groups.clone(), &to).map_err(|e| e.to_string())?;
         }
         Ok(restored)
     }

@@ -3,10 +3,9 @@
 //! `_metadata` is not a checkpoint. After each completion, checkpoints beyond `retained` are
 //! deleted, oldest first.
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
-use super::paths;
 use super::storage::Storage;
+use super::{checked, paths};
 use crate::runtime::{CheckpointSink, SourcePosition, StateFile, StateSnapshot};
 
 /// Version of the `_metadata` layout.
@@ -44,14 +43,7 @@ impl StorageSink {
 
 impl CheckpointSink for StorageSink {
     fn write_state(&self, id: u64, uid: &str, subtask: u32, snapshot: StateSnapshot) -> Result<StateFile, String> {
-        let StateSnapshot { key_groups, mut bytes } = snapshot;
-        super::snapshot::seal(&mut bytes);
-        let path = paths::state_file(&self.job, id, uid, subtask);
-        let file = path.rsplit('/').next().unwrap_or_default().to_string();
-        let sha256 = hex::encode(Sha256::digest(&bytes));
-        let size = bytes.len() as u64;
-        self.storage.put(&path, bytes).map_err(|e| e.to_string())?;
-        Ok(StateFile { uid: uid.to_string(), subtask, file, key_groups, sha256, size })
+        checked::put_state(&self.storage, &paths::state_file(&self.job, id, uid, subtask), uid, subtask, snapshot)
     }
 
     fn complete(&self, id: u64, sources: Vec<SourcePosition>, states: Vec<StateFile>) -> Result<(), String> {
@@ -65,10 +57,7 @@ impl CheckpointSink for StorageSink {
             sources,
             states,
         };
-        let mut bytes = serde_json::to_vec_pretty(&metadata).map_err(|e| e.to_string())?;
-        let checksum = hex::encode(Sha256::digest(&bytes));
-        bytes.extend_from_slice(format!("\nsha256:{checksum}\n").as_bytes());
-        self.storage.put(&paths::metadata(&self.job, id), bytes).map_err(|e| e.to_string())?;
+        checked::put(&self.storage, &paths::metadata(&self.job, id), &metadata)?;
         // Keep the newest `retained`; older directories, complete or abandoned, go.
         let keep_from = (id + 1).saturating_sub(u64::from(self.retained));
         for old in self.storage.checkpoints(&self.job).map_err(|e| e.to_string())? {

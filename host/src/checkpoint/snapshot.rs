@@ -20,21 +20,10 @@ use weir_frame::{Reader, put_bytes, put_u32};
 
 use crate::runtime::StateSnapshot;
 use crate::runtime::key_group::KeyGroup;
-use crate::state::{StateBackend, StateEntry, StateError, StateItem, StateKind};
+use crate::state::{StateBackend, StateDescriptor, StateEntry, StateError, StateItem, StateKind};
 
 const MAGIC: &[u8; 8] = b"WEIRSNP1";
 const CHECKSUM_LEN: usize = 32;
-
-/// A declared state, as recorded in a snapshot.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SnapshotState {
-    /// Its name.
-    pub name: String,
-    /// Value, map or list.
-    pub kind: StateKind,
-    /// The layout version of its stored bytes.
-    pub schema_version: u32,
-}
 
 /// Why a snapshot file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +60,7 @@ fn kind_code(kind: StateKind) -> u8 {
 pub fn take(
     backend: &dyn StateBackend,
     key_groups: Range<u32>,
-    states: &[SnapshotState],
+    states: &[StateDescriptor],
 ) -> Result<StateSnapshot, StateError> {
     let mut out = Vec::new();
     write_body(backend, key_groups.clone(), states, &mut out)?;
@@ -87,7 +76,7 @@ pub fn seal(bytes: &mut Vec<u8>) {
 fn write_body(
     backend: &dyn StateBackend,
     key_groups: Range<u32>,
-    states: &[SnapshotState],
+    states: &[StateDescriptor],
     out: &mut Vec<u8>,
 ) -> Result<(), StateError> {
     out.extend_from_slice(MAGIC);
@@ -132,7 +121,7 @@ fn write_body(
 pub struct Snapshot<'a> {
     file: String,
     /// The declared states it was written with.
-    pub states: Vec<SnapshotState>,
+    pub states: Vec<StateDescriptor>,
     /// Per key group: the key group, its entry count and its entries' bytes.
     key_groups: Vec<(KeyGroup, u64, &'a [u8])>,
 }
@@ -160,7 +149,7 @@ pub fn read<'a>(bytes: &'a [u8], file: &str) -> Result<Snapshot<'a>, SnapshotErr
             2 => StateKind::List,
             other => return Err(corrupt(format!("state '{name}' has unknown kind {other}"))),
         };
-        states.push(SnapshotState { name, kind, schema_version: r.u32().map_err(truncated)? });
+        states.push(StateDescriptor { name, kind, schema_version: r.u32().map_err(truncated)? });
     }
     let mut key_groups = Vec::new();
     for _ in 0..r.u32().map_err(truncated)? {
@@ -178,7 +167,11 @@ pub fn read<'a>(bytes: &'a [u8], file: &str) -> Result<Snapshot<'a>, SnapshotErr
     Ok(Snapshot { file: file.to_string(), states, key_groups })
 }
 
-fn read_entry<'a>(r: &mut Reader<'a>, key_group: KeyGroup, states: &[SnapshotState]) -> Result<StateEntry<'a>, String> {
+fn read_entry<'a>(
+    r: &mut Reader<'a>,
+    key_group: KeyGroup,
+    states: &[StateDescriptor],
+) -> Result<StateEntry<'a>, String> {
     let state = r.u32()?;
     let key = r.bytes()?;
     let item = match r.fixed(1)?[0] {
@@ -193,24 +186,41 @@ fn read_entry<'a>(r: &mut Reader<'a>, key_group: KeyGroup, states: &[SnapshotSta
     Ok(StateEntry { key_group, state, key, item })
 }
 
-impl Snapshot<'_> {
+impl<'a> Snapshot<'a> {
+    /// Its entries in the key groups of `range`, key group by key group. (Checked by `read`, so
+    /// an error here means the bytes changed since.)
+    pub fn entries(&self, range: Range<u32>) -> impl Iterator<Item = Result<StateEntry<'a>, SnapshotError>> + '_ {
+        let wanted = self.key_groups.iter().filter(move |(kg, _, _)| range.contains(&u32::from(*kg)));
+        wanted.flat_map(move |&(kg, count, bytes)| {
+            let mut r = Reader::new(bytes);
+            (0..count).map(move |_| {
+                read_entry(&mut r, kg, &self.states)
+                    .map_err(|reason| SnapshotError::Corrupt { file: self.file.clone(), reason })
+            })
+        })
+    }
+
     /// The key groups it holds, ascending.
     pub fn key_groups(&self) -> impl Iterator<Item = KeyGroup> + '_ {
         self.key_groups.iter().map(|(kg, _, _)| *kg)
     }
 
-    /// Inserts the entries of the key groups in `range` into `backend`; returns how many.
-    pub fn restore_into(&self, backend: &mut dyn StateBackend, range: Range<u32>) -> Result<u64, SnapshotError> {
+    /// Inserts the entries of the key groups in `range` into `backend`, each entry of saved state
+    /// i into the backend's state `to[i]` (entries of a state mapped to `None` are left out);
+    /// returns how many were inserted.
+    pub fn restore_into(
+        &self,
+        backend: &mut dyn StateBackend,
+        range: Range<u32>,
+        to: &[Option<u32>],
+    ) -> Result<u64, SnapshotError> {
         let mut restored = 0;
-        for &(kg, count, bytes) in self.key_groups.iter().filter(|(kg, _, _)| range.contains(&u32::from(*kg))) {
-            let mut r = Reader::new(bytes);
-            for _ in 0..count {
-                // Checked by `read`, so an error here means the bytes changed since.
-                let entry = read_entry(&mut r, kg, &self.states)
-                    .map_err(|reason| SnapshotError::Corrupt { file: self.file.clone(), reason })?;
-                backend.insert(entry).map_err(|source| SnapshotError::State { file: self.file.clone(), source })?;
-                restored += 1;
-            }
+        for entry in self.entries(range) {
+            let entry = entry?;
+            let Some(state) = to.get(entry.state as usize).copied().flatten() else { continue };
+            let entry = StateEntry { state, ..entry };
+            backend.insert(entry).map_err(|source| SnapshotError::State { file: self.file.clone(), source })?;
+            restored += 1;
         }
         Ok(restored)
     }
@@ -222,19 +232,21 @@ mod tests {
     use crate::state::MemoryBackend;
 
     const STATES: [StateKind; 3] = [StateKind::Value, StateKind::Map, StateKind::List];
+    /// Each saved state into the backend's state of the same index.
+    const SAME: [Option<u32>; 3] = [Some(0), Some(1), Some(2)];
 
     /// A complete snapshot file of `key_groups` of `backend`.
-    fn sealed(backend: &dyn StateBackend, key_groups: Range<u32>, states: &[SnapshotState]) -> Vec<u8> {
+    fn sealed(backend: &dyn StateBackend, key_groups: Range<u32>, states: &[StateDescriptor]) -> Vec<u8> {
         let mut bytes = take(backend, key_groups, states).unwrap().bytes;
         seal(&mut bytes);
         bytes
     }
 
-    fn declared() -> Vec<SnapshotState> {
+    fn declared() -> Vec<StateDescriptor> {
         ["count", "seen", "history"]
             .iter()
             .zip(STATES)
-            .map(|(name, kind)| SnapshotState { name: name.to_string(), kind, schema_version: 1 })
+            .map(|(name, kind)| StateDescriptor { name: name.to_string(), kind, schema_version: 1 })
             .collect()
     }
 
@@ -268,7 +280,7 @@ mod tests {
         assert_eq!(snapshot.key_groups().collect::<Vec<_>>(), (0..8).collect::<Vec<_>>());
 
         let mut whole = MemoryBackend::new(0..8, &STATES);
-        assert_eq!(snapshot.restore_into(&mut whole, 0..8).unwrap(), 8 * 3 * 4);
+        assert_eq!(snapshot.restore_into(&mut whole, 0..8, &SAME).unwrap(), 8 * 3 * 4);
         assert_eq!(entries(&whole, 0..8), entries(&source, 0..8));
         let mut list = Vec::new();
         whole.list_get(2, 5, b"key5-1", &mut |v| list.push(v.to_vec())).unwrap();
@@ -276,8 +288,21 @@ mod tests {
 
         // A rescaled subtask owning key groups 2..5 takes exactly those.
         let mut part = MemoryBackend::new(2..5, &STATES);
-        assert_eq!(snapshot.restore_into(&mut part, 2..5).unwrap(), 3 * 3 * 4);
+        assert_eq!(snapshot.restore_into(&mut part, 2..5, &SAME).unwrap(), 3 * 3 * 4);
         assert_eq!(entries(&part, 2..5), entries(&source, 2..5));
+    }
+
+    #[test]
+    fn saved_states_go_where_they_are_mapped_or_are_left_out() {
+        let source = filled();
+        let bytes = sealed(&source, 0..8, &declared());
+        let snapshot = read(&bytes, "op-0.state").unwrap();
+        // A backend with only the list state, now at index 0.
+        let mut only_list = MemoryBackend::new(0..8, &[StateKind::List]);
+        assert_eq!(snapshot.restore_into(&mut only_list, 0..8, &[None, None, Some(0)]).unwrap(), 8 * 3 * 2);
+        let mut list = Vec::new();
+        only_list.list_get(0, 5, b"key5-1", &mut |v| list.push(v.to_vec())).unwrap();
+        assert_eq!(list, vec![b"a".to_vec(), b"b".to_vec()]);
     }
 
     #[test]
@@ -285,7 +310,7 @@ mod tests {
         let bytes = sealed(&MemoryBackend::new(4..6, &STATES), 4..6, &declared());
         let snapshot = read(&bytes, "empty.state").unwrap();
         assert_eq!(snapshot.key_groups().collect::<Vec<_>>(), vec![4, 5]);
-        assert_eq!(snapshot.restore_into(&mut MemoryBackend::new(4..6, &STATES), 4..6).unwrap(), 0);
+        assert_eq!(snapshot.restore_into(&mut MemoryBackend::new(4..6, &STATES), 4..6, &SAME).unwrap(), 0);
     }
 
     #[test]

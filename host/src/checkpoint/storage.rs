@@ -89,7 +89,7 @@ impl Storage {
             if path.is_empty() {
                 return Err(error("no path after file://".to_string()));
             }
-            let dir = base.join(path);
+            let dir = std::path::absolute(base.join(path)).map_err(|e| error(e.to_string()))?;
             std::fs::create_dir_all(&dir).map_err(|e| error(format!("cannot create {}: {e}", dir.display())))?;
             local_root = Some(dir.clone());
             Arc::new(LocalFileSystem::new_with_prefix(&dir).map_err(|e| error(e.to_string()))?)
@@ -131,6 +131,14 @@ impl Storage {
             path: path.to_string(),
             cause: cause.to_string(),
             not_found,
+        }
+    }
+
+    /// A path in this storage as people should see it: a local path for `file://`, else the URL.
+    pub fn display(&self, path: &str) -> String {
+        match &self.local_root {
+            Some(root) => root.join(path).display().to_string(),
+            None => format!("{}/{path}", self.url.trim_end_matches('/')),
         }
     }
 
@@ -179,14 +187,18 @@ impl Storage {
 
     /// Deletes every file of checkpoint `id` of job `job`.
     pub fn delete_checkpoint(&self, job: &str, id: u64) -> Result<(), StorageError> {
-        let dir = paths::checkpoint_dir(job, id);
-        for file in self.list(&dir)? {
+        self.delete_dir(&paths::checkpoint_dir(job, id))
+    }
+
+    /// Deletes every file under directory `dir`, and the directory itself when local.
+    pub fn delete_dir(&self, dir: &str) -> Result<(), StorageError> {
+        for file in self.list(dir)? {
             let location = StorePath::from(file.as_str());
             self.runtime.block_on(self.store.delete(&location)).map_err(|e| self.io("deleting", &file, e))?;
         }
         if let Some(root) = &self.local_root {
             // Only if empty: a file written meanwhile is not ours to lose.
-            let _ = std::fs::remove_dir(root.join(&dir));
+            let _ = std::fs::remove_dir(root.join(dir));
         }
         Ok(())
     }

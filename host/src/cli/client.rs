@@ -103,7 +103,12 @@ impl Client {
 
     /// Uploads the modules a job file names by path, makes its source and sink paths absolute,
     /// and submits it.
-    pub(super) fn submit(&self, job: &Path) -> anyhow::Result<()> {
+    pub(super) fn submit(
+        &self,
+        job: &Path,
+        from_savepoint: Option<&str>,
+        allow_non_restored: bool,
+    ) -> anyhow::Result<()> {
         let text = std::fs::read_to_string(job).with_context(|| format!("cannot read job file {}", job.display()))?;
         let mut table: toml::Table =
             toml::from_str(&text).with_context(|| format!("job file {} is not valid TOML", job.display()))?;
@@ -135,7 +140,14 @@ impl Client {
             checkpointing.insert("storage".into(), toml::Value::String(absolute));
         }
         let body = toml::to_string(&table).context("rewriting the job file")?;
-        let answer = self.call("POST", "/v1/jobs", Some(("application/toml", body.into_bytes())))?;
+        let mut path = "/v1/jobs".to_string();
+        if let Some(savepoint) = from_savepoint {
+            path = format!("{path}?from-savepoint={}", query_value(&local_or_url(savepoint)));
+            if allow_non_restored {
+                path.push_str("&allow-non-restored-state=true");
+            }
+        }
+        let answer = self.call("POST", &path, Some(("application/toml", body.into_bytes())))?;
         if !self.print_json(&answer)? {
             println!("{}", str(&answer["id"]));
         }
@@ -227,6 +239,70 @@ impl Client {
         Ok(())
     }
 
+    /// Asks for a savepoint of job `id` (with `stop`, its drain flag: stop-with-savepoint), waits
+    /// for it and prints where it is.
+    pub(super) fn savepoint(&self, id: &str, dir: Option<&str>, stop: Option<bool>) -> anyhow::Result<()> {
+        let mut body = serde_json::json!({});
+        if let Some(dir) = dir {
+            body["target-directory"] = Value::String(local_or_url(dir));
+        }
+        let verb = match stop {
+            Some(drain) => {
+                body["drain"] = Value::Bool(drain);
+                "stop"
+            }
+            None => "savepoints",
+        };
+        let answer = self.call(
+            "POST",
+            &format!("/v1/jobs/{id}/{verb}"),
+            Some(("application/json", body.to_string().into_bytes())),
+        )?;
+        let trigger = str(&answer["request-id"]).to_string();
+        let status = loop {
+            let status = self.call("GET", &format!("/v1/jobs/{id}/savepoints/{trigger}"), None)?;
+            if status["status"] != "in-progress" {
+                break status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if self.print_json(&status)? {
+            return Ok(());
+        }
+        match str(&status["status"]) {
+            "completed" => {
+                println!("{}", str(&status["location"]));
+                Ok(())
+            }
+            _ => bail!("the savepoint of job {id} failed: {}", str(&status["cause"])),
+        }
+    }
+
+    pub(super) fn savepoints(&self) -> anyhow::Result<()> {
+        let list = self.call("GET", "/v1/savepoints", None)?;
+        if self.print_json(&list)? {
+            return Ok(());
+        }
+        println!("{:<20} {:<24} {:>10}  {:<40} PATH", "TAKEN (UTC)", "JOB", "BYTES", "MODULES");
+        for s in list["savepoints"].as_array().into_iter().flatten() {
+            let modules: Vec<String> = s["operators"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|op| format!("{}={}", str(&op[0]), str(&op[1])))
+                .collect();
+            println!(
+                "{:<20} {:<24} {:>10}  {:<40} {}",
+                time(&s["taken-at"]),
+                str(&s["job-name"]),
+                s["size"].to_string(),
+                modules.join(" "),
+                str(&s["location"])
+            );
+        }
+        Ok(())
+    }
+
     pub(super) fn cancel(&self, id: &str) -> anyhow::Result<()> {
         let job = self.call("POST", &format!("/v1/jobs/{id}/cancel"), None)?;
         if !self.print_json(&job)? {
@@ -239,6 +315,25 @@ impl Client {
 /// The `[[kind]]` tables of a job file.
 fn tables<'a>(table: &'a mut toml::Table, kind: &str) -> impl Iterator<Item = &'a mut toml::Table> {
     table.get_mut(kind).and_then(toml::Value::as_array_mut).into_iter().flatten().filter_map(toml::Value::as_table_mut)
+}
+
+/// A savepoint path as the server should see it: URLs as they are, local paths made absolute.
+fn local_or_url(path: &str) -> String {
+    if path.contains("://") {
+        return path.to_string();
+    }
+    std::path::absolute(path).map_or_else(|_| path.to_string(), |p| p.display().to_string())
+}
+
+/// Percent-encodes a query parameter's value.
+fn query_value(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn str(v: &Value) -> &str {

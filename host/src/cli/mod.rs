@@ -4,6 +4,7 @@
 //! error; 3 the server cannot be reached.
 mod client;
 mod run;
+mod savepoint;
 mod serve;
 
 use std::path::PathBuf;
@@ -41,6 +42,12 @@ enum Command {
     Submit {
         /// The job file (TOML).
         job: PathBuf,
+        /// Start from this savepoint directory (or URL), as the server sees it.
+        #[arg(long, value_name = "PATH")]
+        from_savepoint: Option<String>,
+        /// Start even if some of the savepoint's state has no operator to go to.
+        #[arg(long, requires = "from_savepoint")]
+        allow_non_restored_state: bool,
     },
     /// List a server's jobs.
     Jobs,
@@ -58,6 +65,57 @@ enum Command {
     Checkpoints {
         /// The job's id.
         job_id: String,
+    },
+    /// Take a savepoint of a running job (prints where it is), or inspect or dispose of one.
+    Savepoint(SavepointArgs),
+    /// Stop a running job with a savepoint: its sources stop at the savepoint's barrier, the
+    /// sinks commit everything before it, and the job finishes. Prints the savepoint's path.
+    Stop {
+        /// The job's id.
+        job_id: String,
+        /// Take a savepoint (always: stopping is stop-with-savepoint, as in Flink).
+        #[arg(long)]
+        savepoint: bool,
+        /// Flush pending work before the savepoint (weir has no timers yet: nothing to flush).
+        #[arg(long)]
+        drain: bool,
+        /// Where the savepoint goes (default: the job's `savepoint-dir`).
+        #[arg(long, value_name = "URL|DIR")]
+        dir: Option<String>,
+    },
+    /// List the savepoints a server has taken: job, time, size, modules, path.
+    Savepoints,
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct SavepointArgs {
+    #[command(subcommand)]
+    action: Option<SavepointAction>,
+    /// The running job to take a savepoint of.
+    job_id: Option<String>,
+    /// Where the savepoint goes (default: the job's `savepoint-dir`).
+    #[arg(long, value_name = "URL|DIR")]
+    dir: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum SavepointAction {
+    /// Print a savepoint's state as JSON lines, without running anything.
+    Inspect {
+        /// The savepoint's directory (or URL).
+        path: String,
+        /// Only this operator.
+        #[arg(long, value_name = "UID")]
+        operator: Option<String>,
+        /// Only this state.
+        #[arg(long, value_name = "NAME")]
+        state: Option<String>,
+    },
+    /// Delete a savepoint (weir never deletes savepoints by itself).
+    Dispose {
+        /// The savepoint's directory (or URL).
+        path: String,
     },
 }
 
@@ -101,11 +159,27 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args, cli.token.clone()),
         Command::Serve(args) => serve::serve(args, cli.token.clone()),
         Command::Modules(command) => client().modules(command),
-        Command::Submit { job } => client().submit(job),
+        Command::Submit { job, from_savepoint, allow_non_restored_state } => {
+            client().submit(job, from_savepoint.as_deref(), *allow_non_restored_state)
+        }
         Command::Jobs => client().jobs(),
         Command::Status { job_id } => client().status(job_id),
         Command::Cancel { job_id } => client().cancel(job_id),
         Command::Checkpoints { job_id } => client().checkpoints(job_id),
+        Command::Savepoint(SavepointArgs { action: Some(action), .. }) => match action {
+            SavepointAction::Inspect { path, operator, state } => {
+                savepoint::inspect(path, operator.as_deref(), state.as_deref())
+            }
+            SavepointAction::Dispose { path } => savepoint::dispose(path),
+        },
+        Command::Savepoint(SavepointArgs { job_id: Some(job_id), dir, .. }) => {
+            client().savepoint(job_id, dir.as_deref(), None)
+        }
+        Command::Savepoint(SavepointArgs { .. }) => {
+            Err(anyhow::anyhow!("name a running job (weir savepoint JOB_ID), or use `savepoint inspect|dispose PATH`"))
+        }
+        Command::Stop { job_id, drain, dir, .. } => client().savepoint(job_id, dir.as_deref(), Some(*drain)),
+        Command::Savepoints => client().savepoints(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

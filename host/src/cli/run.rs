@@ -32,8 +32,16 @@ pub(super) struct RunArgs {
     insecure: bool,
     /// Resume from a checkpoint: "latest" (the newest intact one in the job's checkpoint
     /// storage) or the path of a checkpoint directory (`.../<job>/chk-<n>`).
-    #[arg(long, value_name = "latest|PATH")]
+    #[arg(long, value_name = "latest|PATH", conflicts_with = "from_savepoint")]
     from_checkpoint: Option<String>,
+    /// Start from a savepoint: its directory (`.../savepoint-<job>-<suffix>`) or URL. State goes
+    /// to operators by uid, and to their declared states by name.
+    #[arg(long, value_name = "PATH")]
+    from_savepoint: Option<String>,
+    /// With --from-savepoint: start even if some of its state has no operator (or declared
+    /// state) to go to; that state is left behind.
+    #[arg(long, requires = "from_savepoint")]
+    allow_non_restored_state: bool,
 }
 
 /// The checkpoint `--from-checkpoint` names.
@@ -89,13 +97,18 @@ pub(super) fn run(args: &RunArgs, token: Option<String>) -> anyhow::Result<()> {
     let label = format!("job file {}", args.job.display());
     let plan = JobPlan::new(text, &label, &base, &mut ModuleFiles::new(base.clone(), &engine))?;
     let name = plan.name().to_string();
-    let restore = match &args.from_checkpoint {
-        Some(from) => {
+    let restore = match (&args.from_checkpoint, &args.from_savepoint) {
+        (Some(from), _) => {
             let restore = checkpoint_to_resume(from, &plan, &base)?;
             eprintln!("weir run: resuming job '{name}' from checkpoint {}", restore.id());
             Some(Arc::new(restore))
         }
-        None => None,
+        (None, Some(path)) => {
+            let restore = Restore::savepoint(path, Path::new(".")).map_err(anyhow::Error::msg)?;
+            eprintln!("weir run: starting job '{name}' from savepoint {}", restore.location());
+            Some(Arc::new(restore.allowing_non_restored_state(args.allow_non_restored_state)))
+        }
+        (None, None) => None,
     };
     let graph = plan.build(0, restore.clone())?;
 
@@ -122,6 +135,14 @@ pub(super) fn run(args: &RunArgs, token: Option<String>) -> anyhow::Result<()> {
         }
     };
     match info.state {
+        JobState::Finished if info.savepoints.last().is_some_and(|s| s.stopped) => {
+            let location = info.savepoints.last().map(|s| s.location.as_str()).unwrap_or_default();
+            eprintln!("weir run: job '{name}' stopped with savepoint {location}");
+            print_summary(&info, &jobs.checkpoints(&info.id).unwrap_or_default());
+            // The client that asked for the stop is still asking where the savepoint went.
+            std::thread::sleep(Duration::from_millis(500));
+            Ok(())
+        }
         JobState::Finished => {
             print_summary(&info, &jobs.checkpoints(&info.id).unwrap_or_default());
             Ok(())

@@ -16,7 +16,7 @@ use crate::job::restart::{RestartStrategy, Restarts};
 use crate::job::{JobError, JobPlan, Modules};
 use crate::runtime::checkpoint_stats::CheckpointStats;
 use crate::runtime::now_ms;
-use crate::runtime::{self, JobFailure, JobGraph, JobMetrics, VertexSummary};
+use crate::runtime::{self, JobFailure, JobGraph, JobMetrics, SavepointRequest, VertexSummary};
 
 /// A job's state, in Flink's words. (Flink's `failing`, the moment between a failure and the
 /// end of the attempt's tasks, lasts only as long as joining threads here, so it is not shown.)
@@ -72,6 +72,9 @@ pub struct JobInfo {
     /// its own first. Older checkpoints under the job's name belong to earlier runs.
     #[serde(default)]
     pub first_checkpoint: u64,
+    /// Its completed savepoints, oldest first.
+    #[serde(default)]
+    pub savepoints: Vec<SavepointRecord>,
     /// Per vertex (sources, operators, sinks), events in and out per subtask.
     pub vertices: Vec<VertexSummary>,
     /// The job file as submitted.
@@ -99,6 +102,9 @@ pub enum SubmitError {
     /// The job file is invalid or names unusable modules.
     #[error(transparent)]
     Job(#[from] JobError),
+    /// The savepoint to start from cannot be used.
+    #[error("{0}")]
+    Savepoint(String),
 }
 
 /// Why a job cannot be canceled.
@@ -121,6 +127,82 @@ struct Job {
     info: Mutex<JobInfo>,
     cancel: Arc<AtomicBool>,
     metrics: Arc<JobMetrics>,
+    /// What the running job was built from; none once it ended (or before it started).
+    plan: Mutex<Option<Arc<JobPlan>>>,
+    /// Savepoints asked of the running job: each attempt's coordinator takes them.
+    savepoint_requests: (crossbeam_channel::Sender<SavepointRequest>, crossbeam_channel::Receiver<SavepointRequest>),
+    /// Savepoints asked for, by trigger id.
+    triggers: Mutex<BTreeMap<String, SavepointStatus>>,
+}
+
+impl Job {
+    fn new(info: JobInfo) -> Job {
+        Job {
+            info: Mutex::new(info),
+            cancel: Arc::default(),
+            metrics: Arc::default(),
+            plan: Mutex::new(None),
+            savepoint_requests: crossbeam_channel::unbounded(),
+            triggers: Mutex::default(),
+        }
+    }
+}
+
+/// Where a savepoint asked for stands.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "status")]
+pub enum SavepointStatus {
+    /// Its barrier is on its way.
+    InProgress,
+    /// Stored.
+    Completed {
+        /// Where: a local path, or a URL.
+        location: String,
+    },
+    /// Not stored; the job goes on (a stop is called off).
+    Failed {
+        /// Why.
+        cause: String,
+    },
+}
+
+/// A completed savepoint, as the job's record keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SavepointRecord {
+    /// Where: a local path, or a URL.
+    pub location: String,
+    /// The job it was taken of.
+    pub job_id: String,
+    /// The job's name.
+    pub job_name: String,
+    /// Milliseconds since the Unix epoch.
+    pub taken_at: u64,
+    /// Bytes of state.
+    pub size: u64,
+    /// Whether it stopped the job.
+    pub stopped: bool,
+    /// Each operator's uid and code.
+    pub operators: Vec<(String, String)>,
+}
+
+/// Why a savepoint cannot be asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum SavepointError {
+    /// No job has this id.
+    #[error("no job with id {0}")]
+    NotFound(String),
+    /// The job is not running.
+    #[error("job {id} is {state:?}; only a running job can take a savepoint")]
+    NotRunning {
+        /// The job.
+        id: String,
+        /// Its state.
+        state: JobState,
+    },
+    /// The savepoint directory cannot be used.
+    #[error("{0}")]
+    Target(String),
 }
 
 /// Every job of this server.
@@ -153,8 +235,7 @@ impl Jobs {
                 if !info.state.is_terminal() {
                     interrupted.push(info.id.clone());
                 }
-                let job = Job { info: Mutex::new(info.clone()), cancel: Arc::default(), metrics: Arc::default() };
-                jobs.insert(info.id, Arc::new(job));
+                jobs.insert(info.id.clone(), Arc::new(Job::new(info)));
             }
         }
         Ok(Jobs { dir, jobs: Mutex::new(jobs), sequence: AtomicU64::new(0), interrupted: Mutex::new(interrupted) })
@@ -194,11 +275,25 @@ impl Jobs {
         }
     }
 
-    /// Parses, checks and starts a submitted job. Relative source and sink paths start at `base`.
-    pub fn submit(&self, text: &str, modules: &mut dyn Modules, base: &Path) -> Result<JobInfo, SubmitError> {
+    /// Parses, checks and starts a submitted job, from a savepoint if `from` names one (with
+    /// whether non-restored state is allowed). Relative paths start at `base`.
+    pub fn submit(
+        &self,
+        text: &str,
+        modules: &mut dyn Modules,
+        base: &Path,
+        from: Option<(&str, bool)>,
+    ) -> Result<JobInfo, SubmitError> {
         let plan = JobPlan::new(text.to_string(), "submitted job", base, modules)?;
-        let graph = plan.build(0, None)?;
-        Ok(self.start(plan, graph, None))
+        let restore = match from {
+            Some((path, allow)) => {
+                let restore = Restore::savepoint(path, base).map_err(SubmitError::Savepoint)?;
+                Some(Arc::new(restore.allowing_non_restored_state(allow)))
+            }
+            None => None,
+        };
+        let graph = plan.build(0, restore.clone())?;
+        Ok(self.start(plan, graph, restore.as_deref()))
     }
 
     /// Starts a job's first attempt (resuming from `restore`, if given) and returns its record.
@@ -214,10 +309,11 @@ impl Jobs {
             attempt: 0,
             failures: Vec::new(),
             first_checkpoint: 0,
+            savepoints: Vec::new(),
             vertices: Vec::new(),
             job: plan.text().to_string(),
         };
-        let job = Arc::new(Job { info: Mutex::new(info.clone()), cancel: Arc::default(), metrics: Arc::default() });
+        let job = Arc::new(Job::new(info.clone()));
         lock(&self.jobs).insert(info.id.clone(), job.clone());
         self.launch(job.clone(), plan, graph, restore);
         self.info(&job)
@@ -234,16 +330,75 @@ impl Jobs {
             i.attempt = graph.attempt;
             i.first_checkpoint = restore.map_or(own_first, Restore::id);
         });
+        let plan = Arc::new(plan);
+        *lock(&job.plan) = Some(plan.clone());
         let (dir, runner) = (self.dir.clone(), job.clone());
-        let spawned = std::thread::Builder::new()
-            .name(format!("job-{}", &lock(&job.info).id[..8]))
-            .spawn(move || run_attempts(dir.as_deref(), &runner, &plan, graph));
+        let spawned = std::thread::Builder::new().name(format!("job-{}", &lock(&job.info).id[..8])).spawn(move || {
+            run_attempts(dir.as_deref(), &runner, &plan, graph);
+            *lock(&runner.plan) = None;
+        });
         if let Err(e) = spawned {
             self.update(&job, |i| {
                 i.state = JobState::Failed;
                 i.failure = Some(format!("cannot start the job's thread: {e}"));
             });
         }
+    }
+
+    /// Asks running job `id` for a savepoint into `dir` (else the job's savepoint directory);
+    /// with `stop`, the job then stops (stop-with-savepoint). Returns the trigger id to ask
+    /// [`Jobs::savepoint_status`] with.
+    pub fn savepoint(&self, id: &str, dir: Option<&str>, stop: bool) -> Result<String, SavepointError> {
+        let job = lock(&self.jobs).get(id).cloned().ok_or_else(|| SavepointError::NotFound(id.to_string()))?;
+        let state = lock(&job.info).state;
+        let plan = lock(&job.plan).clone().filter(|_| state == JobState::Running);
+        let Some(plan) = plan else { return Err(SavepointError::NotRunning { id: id.to_string(), state }) };
+        let sink = Arc::new(plan.savepoint_sink(dir).map_err(SavepointError::Target)?);
+        let digest = Sha256::digest(format!("{id}/{}/{:?}", self.sequence.fetch_add(1, Ordering::Relaxed), now_ms()));
+        let trigger = hex::encode(&digest[..8]);
+        lock(&job.triggers).insert(trigger.clone(), SavepointStatus::InProgress);
+        let (runner, dir, key, written) = (job.clone(), self.dir.clone(), trigger.clone(), sink.clone());
+        let done = Box::new(move |result: Result<u64, String>| {
+            let status = match result {
+                Ok(_) => {
+                    let location = written.location();
+                    if let Some(m) = written.metadata() {
+                        update(dir.as_deref(), &runner, |i| {
+                            i.savepoints.push(SavepointRecord {
+                                location: location.clone(),
+                                job_id: i.id.clone(),
+                                job_name: i.name.clone(),
+                                taken_at: m.taken_at,
+                                size: m.size(),
+                                stopped: stop,
+                                operators: m.operators.iter().map(|o| (o.uid.clone(), o.module.to_string())).collect(),
+                            })
+                        });
+                    }
+                    SavepointStatus::Completed { location }
+                }
+                Err(cause) => SavepointStatus::Failed { cause },
+            };
+            lock(&runner.triggers).insert(key, status);
+        });
+        let request = SavepointRequest { sink, stop, done };
+        if job.savepoint_requests.0.send(request).is_err() {
+            lock(&job.triggers).insert(trigger.clone(), SavepointStatus::Failed { cause: "the job ended".into() });
+        }
+        Ok(trigger)
+    }
+
+    /// Where savepoint `trigger` of job `id` stands, if both exist.
+    pub fn savepoint_status(&self, id: &str, trigger: &str) -> Option<SavepointStatus> {
+        let job = lock(&self.jobs).get(id).cloned()?;
+        lock(&job.triggers).get(trigger).cloned()
+    }
+
+    /// Every completed savepoint of every job, oldest first.
+    pub fn savepoints(&self) -> Vec<SavepointRecord> {
+        let mut all: Vec<SavepointRecord> = self.list().into_iter().flat_map(|j| j.savepoints).collect();
+        all.sort_by_key(|s| s.taken_at);
+        all
     }
 
     /// The checkpoint statistics of a job, if there is such a job.
@@ -316,14 +471,17 @@ fn run_attempts(dir: Option<&Path>, job: &Job, plan: &JobPlan, first: JobGraph) 
     let (state, failure) = loop {
         let started = Instant::now();
         let failure = match next {
-            Ok(graph) => match runtime::execute(graph, job.cancel.clone(), job.metrics.clone()) {
-                Ok(()) => break (JobState::Finished, None),
-                Err(JobFailure::Cancelled) => {
-                    plan.canceled();
-                    break (JobState::Canceled, None);
+            Ok(mut graph) => {
+                graph.savepoints = Some(job.savepoint_requests.1.clone());
+                match runtime::execute(graph, job.cancel.clone(), job.metrics.clone()) {
+                    Ok(()) => break (JobState::Finished, None),
+                    Err(JobFailure::Cancelled) => {
+                        plan.canceled();
+                        break (JobState::Canceled, None);
+                    }
+                    Err(failure) => failure.to_string(),
                 }
-                Err(failure) => failure.to_string(),
-            },
+            }
             Err(cause) => cause,
         };
         update(dir, job, |i| {
@@ -354,6 +512,9 @@ fn run_attempts(dir: Option<&Path>, job: &Job, plan: &JobPlan, first: JobGraph) 
             update(dir, job, |i| i.state = JobState::Running);
         }
     };
+    while let Ok(request) = job.savepoint_requests.1.try_recv() {
+        (request.done)(Err("the job ended before the savepoint was taken".to_string()));
+    }
     update(dir, job, |info| {
         info.vertices = job.metrics.snapshot();
         info.first_event_at = job.metrics.first_sink_event_at();

@@ -6,7 +6,7 @@
 mod jobs;
 mod modules;
 
-pub use jobs::{CancelError, JobInfo, JobState, Jobs, SubmitError};
+pub use jobs::{CancelError, JobInfo, JobState, Jobs, SavepointError, SavepointRecord, SavepointStatus, SubmitError};
 pub(crate) use modules::StoreModules;
 pub use modules::{ModuleInfo, ModuleStore};
 

@@ -11,7 +11,8 @@ use sha2::{Digest, Sha256};
 use super::{lock, write_atomically};
 use crate::job::{ModuleRefError, Modules};
 use crate::runtime::now_ms;
-use crate::wasm::{ModuleError, OperatorModule, StateDescriptor, WasmEngine};
+use crate::state::StateDescriptor;
+use crate::wasm::{ModuleError, OperatorModule, WasmEngine};
 
 /// What the store knows of a module.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -15,9 +15,10 @@ pub use plan::{DEFAULT_CHECKPOINT_STORAGE, JobPlan};
 pub use spec::JobSpec;
 use spec::{CheckpointMode, CheckpointingSpec, InputSpec, OperatorSpec, SinkSpec, SinkType, SourceSpec, SourceType};
 
+use crate::checkpoint::savepoint::OperatorCode;
 use crate::checkpoint::storage::Storage;
 use crate::checkpoint::{Restore, StorageSink};
-use crate::state::{StateBackend, StateRestore};
+use crate::state::{StateBackend, StateDescriptor, StateRestore};
 
 use crate::connectors::{
     BlackholeSinkFactory, FileCommit, FileSinkFactory, FileSourceFactory, GeneratorSourceFactory, StdoutSinkFactory,
@@ -147,7 +148,10 @@ fn build(
         )));
     }
     let checkpointing = match (&spec.checkpointing, storage) {
-        (Some(c), Some(storage)) => Some(checkpointing(c, &spec.name, spec.max_parallelism, storage).map_err(invalid)?),
+        (Some(c), Some(storage)) => {
+            let after = restore.as_ref().map_or(0, |r| r.id());
+            Some(checkpointing(c, &spec.name, spec.max_parallelism, storage, after).map_err(invalid)?)
+        }
         _ => None,
     };
     let sink_commit = match checkpointing {
@@ -168,6 +172,9 @@ fn build(
     // Sinks run at the parallelism of what feeds them, each subtask writing its own part.
     let sink_parallelism = operators.last().map_or(spec.parallelism, |v| v.parallelism);
     let sinks = spec.sinks.iter().map(|s| ctx.sink(s, sink_parallelism).map_err(invalid)).collect::<Result<_, _>>()?;
+    if let Some(restore) = &ctx.restore {
+        check_all_state_restored(&spec, restore).map_err(invalid)?;
+    }
     Ok(JobGraph {
         name: spec.name,
         max_parallelism: spec.max_parallelism,
@@ -176,6 +183,7 @@ fn build(
         operators,
         sinks,
         checkpointing,
+        savepoints: None,
     })
 }
 
@@ -189,12 +197,14 @@ fn checkpoint_duration(key: &str, value: &str) -> Result<Duration, String> {
         .map_err(|_| format!("[checkpointing] {key} \"{value}\" is not a duration such as \"1s\" or \"500ms\""))
 }
 
-/// The run's checkpointing from an enabled `[checkpointing]` table.
+/// The run's checkpointing from an enabled `[checkpointing]` table; its barrier ids start past
+/// `after`.
 fn checkpointing(
     spec: &CheckpointingSpec,
     job: &str,
     max_parallelism: u32,
     storage: &Storage,
+    after: u64,
 ) -> Result<CheckpointConfig, String> {
     let optional =
         |key, value: &Option<String>, default| value.as_deref().map_or(Ok(default), |v| checkpoint_duration(key, v));
@@ -208,7 +218,10 @@ fn checkpointing(
     if spec.max_concurrent == Some(0) {
         return Err("[checkpointing] max-concurrent must be at least 1".to_string());
     }
-    let first_id = storage.checkpoints(job).map_err(|e| e.to_string())?.last().map_or(1, |id| id + 1);
+    // Barrier ids never repeat: past every stored checkpoint and the checkpoint or savepoint
+    // the job starts from (a sink names its committed files by them).
+    let stored = storage.checkpoints(job).map_err(|e| e.to_string())?.last().copied().unwrap_or(0);
+    let first_id = stored.max(after) + 1;
     let sink = StorageSink::new(storage.clone(), job, max_parallelism, spec.retained.unwrap_or(1));
     Ok(CheckpointConfig {
         interval: checkpoint_interval(spec)?,
@@ -297,6 +310,21 @@ impl Builder<'_> {
         let parallelism = op.parallelism.unwrap_or(self.parallelism);
         check_parallelism(&format!("operator '{}'", op.uid), parallelism, self.max_parallelism).map_err(invalid)?;
         let keyed = op.input == InputSpec::Hash;
+        let (code, declared) = operator_code(op, self.modules).ok_or_else(|| match (&op.module, &op.builtin) {
+            (Some(module), None) => {
+                invalid(format!("operator '{}': module {module} was not resolved (a weir bug)", op.uid))
+            }
+            (None, Some(name)) => invalid(format!(
+                "operator '{}': unknown builtin '{name}' (known: {})",
+                op.uid,
+                crate::builtin::NAMES.join(", ")
+            )),
+            _ => {
+                invalid(format!("operator '{}': set exactly one of `module` (a .wasm component) and `builtin`", op.uid))
+            }
+        })?;
+        self.check_saved_state(&op.uid, &code, &declared).map_err(invalid)?;
+        let restore = self.state_restore(&op.uid, declared);
         let factory: Box<dyn OperatorFactory> = match (&op.module, &op.builtin) {
             (Some(module), None) => {
                 let limits = sandbox_limits(op).map_err(invalid)?;
@@ -306,7 +334,7 @@ impl Builder<'_> {
                 let config = serde_json::to_string(&op.config.clone().unwrap_or_default())
                     .map_err(|e| invalid(format!("operator '{}': `config` cannot be passed as JSON: {e}", op.uid)))?;
                 let factory = WasmOperatorFactory::new(module, config, keyed, limits);
-                match self.state_restore(&op.uid) {
+                match restore {
                     Some(restore) => Box::new(factory.restoring(restore)),
                     None => Box::new(factory),
                 }
@@ -318,28 +346,53 @@ impl Builder<'_> {
                         op.uid
                     )));
                 }
-                crate::builtin::factory(name, keyed, self.state_restore(&op.uid)).ok_or_else(|| {
-                    invalid(format!(
-                        "operator '{}': unknown builtin '{name}' (known: {})",
-                        op.uid,
-                        crate::builtin::NAMES.join(", ")
-                    ))
-                })?
+                crate::builtin::factory(name, keyed, restore)
+                    .ok_or_else(|| invalid(format!("operator '{}': unknown builtin '{name}'", op.uid)))?
             }
-            _ => {
-                return Err(invalid(format!(
-                    "operator '{}': set exactly one of `module` (a .wasm component) and `builtin`",
-                    op.uid
-                )));
-            }
+            _ => return Err(invalid(format!("operator '{}': neither a module nor a builtin", op.uid))),
         };
         let input = if keyed { Partitioning::Hash } else { Partitioning::Forward };
         Ok(Vertex { uid: Arc::from(op.uid.as_str()), parallelism, input, factory })
     }
 
-    /// Where each subtask of source `uid` resumes, when the job resumes from a checkpoint.
+    /// A savepoint's state for operator `uid` must be readable by the code the operator runs now:
+    /// every saved state declared again with the same kind and schema version. A saved state
+    /// the code no longer declares is refused unless non-restored state is allowed.
+    fn check_saved_state(&self, uid: &str, code: &OperatorCode, declared: &[StateDescriptor]) -> Result<(), String> {
+        let Some(restore) = &self.restore else { return Ok(()) };
+        let Some(saved) = restore.saved_operator(uid) else { return Ok(()) };
+        let kind =
+            |s: &StateDescriptor| format!("{:?} state, schema version {}", s.kind, s.schema_version).to_lowercase();
+        for s in &saved.states {
+            match declared.iter().find(|d| d.name == s.name) {
+                Some(d) if d.kind == s.kind && d.schema_version == s.schema_version => {}
+                Some(d) => {
+                    return Err(format!(
+                        "operator '{uid}': state '{}' was saved as {} by {}, and {code} declares it as {}; \
+                         that code cannot read it",
+                        s.name,
+                        kind(s),
+                        saved.module,
+                        kind(d)
+                    ));
+                }
+                None if !saved.files.is_empty() && !restore.allows_non_restored_state() => {
+                    return Err(format!(
+                        "operator '{uid}': the savepoint holds state '{}' (saved by {}), which {code} does not \
+                         declare; pass --allow-non-restored-state to start without it",
+                        s.name, saved.module
+                    ));
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Where each subtask of source `uid` resumes, when the job resumes from a checkpoint or
+    /// savepoint (a source it has no position for starts from the beginning).
     fn positions(&self, uid: &str, parallelism: u32) -> Result<Option<Vec<u64>>, String> {
-        let Some(restore) = &self.restore else { return Ok(None) };
+        let Some(restore) = self.restore.as_ref().filter(|r| r.source_parallelism(uid) > 0) else { return Ok(None) };
         if restore.source_parallelism(uid) != parallelism as usize {
             return Err(format!(
                 "source '{uid}' had {} subtasks in checkpoint {} and has {parallelism} now; resuming needs the same",
@@ -350,11 +403,14 @@ impl Builder<'_> {
         Ok(Some((0..parallelism).map(|i| restore.source_position(uid, i).unwrap_or_default()).collect()))
     }
 
-    /// Fills operator `uid`'s state from the checkpoint the job resumes from.
-    fn state_restore(&self, uid: &str) -> Option<StateRestore> {
+    /// Fills operator `uid`'s state, which it declares as `declared`, from the checkpoint or
+    /// savepoint the job starts from.
+    fn state_restore(&self, uid: &str, declared: Vec<StateDescriptor>) -> Option<StateRestore> {
         let restore = self.restore.clone()?;
         let uid = uid.to_string();
-        Some(Arc::new(move |backend: &mut dyn StateBackend, range| restore.restore_state(&uid, backend, range)))
+        Some(Arc::new(move |backend: &mut dyn StateBackend, range| {
+            restore.restore_state(&uid, &declared, backend, range)
+        }))
     }
 
     fn sink(&self, s: &SinkSpec, parallelism: u32) -> Result<Vertex<dyn SinkFactory>, String> {
@@ -370,6 +426,49 @@ impl Builder<'_> {
         };
         Ok(Vertex { uid: Arc::from(s.uid.as_str()), parallelism, input: Partitioning::Forward, factory })
     }
+}
+
+/// The code operator `op` runs and the states it declares; `None` for an unknown builtin or an
+/// unresolved module.
+pub(crate) fn operator_code(
+    op: &OperatorSpec,
+    modules: &HashMap<String, Arc<OperatorModule>>,
+) -> Option<(OperatorCode, Vec<StateDescriptor>)> {
+    match (&op.module, &op.builtin) {
+        (Some(reference), None) => {
+            let module = modules.get(reference)?;
+            let d = &module.description;
+            let code = OperatorCode::Module {
+                sha256: module.sha256.clone(),
+                name: d.name.clone(),
+                version: d.version.clone(),
+            };
+            Some((code, d.states.clone()))
+        }
+        (None, Some(name)) => Some((OperatorCode::Builtin { builtin: name.clone() }, crate::builtin::states(name)?)),
+        _ => None,
+    }
+}
+
+/// State the job starts from must all go somewhere: positions to sources, state to operators,
+/// unless non-restored state is allowed.
+fn check_all_state_restored(spec: &JobSpec, restore: &Restore) -> Result<(), String> {
+    if restore.allows_non_restored_state() {
+        return Ok(());
+    }
+    let what = if restore.is_savepoint() {
+        format!("savepoint {}", restore.location())
+    } else {
+        format!("checkpoint {}", restore.id())
+    };
+    let hint = "pass --allow-non-restored-state to start without it";
+    if let Some(uid) = restore.operator_uids().into_iter().find(|uid| !spec.operators.iter().any(|o| o.uid == *uid)) {
+        return Err(format!("{what} holds state of operator '{uid}', which this job does not have; {hint}"));
+    }
+    if let Some(uid) = restore.source_uids().into_iter().find(|uid| !spec.sources.iter().any(|s| s.uid == *uid)) {
+        return Err(format!("{what} holds the position of source '{uid}', which this job does not have; {hint}"));
+    }
+    Ok(())
 }
 
 /// Checks that hold before anything is opened: names, uids, counts.

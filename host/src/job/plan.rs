@@ -7,14 +7,18 @@ use std::sync::Arc;
 
 use super::restart::RestartStrategy;
 use super::spec::{JobSpec, Retention};
-use super::{JobError, ModuleRefError, Modules, build, check_shape, checkpoint_interval, parse};
+use super::{JobError, ModuleRefError, Modules, build, check_shape, checkpoint_interval, operator_code, parse};
 use crate::checkpoint::Restore;
+use crate::checkpoint::savepoint::{SavepointOperator, SavepointSink};
 use crate::checkpoint::storage::Storage;
 use crate::runtime::JobGraph;
 use crate::wasm::OperatorModule;
 
 /// Where checkpoints go when `[checkpointing]` names no `storage`, relative to the job file.
 pub const DEFAULT_CHECKPOINT_STORAGE: &str = "file://weir-data/checkpoints";
+/// Where savepoints go when neither the request nor `[checkpointing] savepoint-dir` names a
+/// directory, relative to the job file.
+pub const DEFAULT_SAVEPOINT_DIR: &str = "file://weir-data/savepoints";
 
 /// A job's checkpoint storage and what canceling does to it.
 struct Checkpoints {
@@ -92,6 +96,29 @@ impl JobPlan {
         let spec: JobSpec = parse(&self.text, &self.label)?;
         let storage = self.checkpoints.as_ref().map(|c| &c.storage);
         build(spec, &self.label, &self.base, &self.modules, storage, attempt, restore)
+    }
+
+    /// A savepoint of the running job into `dir` (a URL or a local directory), or else the job's
+    /// `savepoint-dir`, or else [`DEFAULT_SAVEPOINT_DIR`].
+    pub fn savepoint_sink(&self, dir: Option<&str>) -> Result<SavepointSink, String> {
+        let spec = parse(&self.text, &self.label).map_err(|e| e.to_string())?;
+        let configured = spec.checkpointing.as_ref().and_then(|c| c.savepoint_dir.clone());
+        let url = match dir.map(str::to_string).or(configured) {
+            Some(dir) if dir.contains("://") => dir,
+            Some(dir) => format!("file://{dir}"),
+            None => DEFAULT_SAVEPOINT_DIR.to_string(),
+        };
+        let storage = Storage::open(&url, &self.base).map_err(|e| e.to_string())?;
+        let operators = spec
+            .operators
+            .iter()
+            .filter_map(|op| {
+                let (module, states) = operator_code(op, &self.modules)?;
+                let parallelism = op.parallelism.unwrap_or(spec.parallelism);
+                Some(SavepointOperator { uid: op.uid.clone(), parallelism, module, states, files: Vec::new() })
+            })
+            .collect();
+        Ok(SavepointSink::new(storage, &self.name, spec.max_parallelism, operators))
     }
 
     /// The job's checkpoint storage, when it checkpoints.

@@ -76,6 +76,8 @@ pub struct CheckpointingSpec {
     pub retention: Retention,
     /// Where checkpoints go (default `file://weir-data/checkpoints`, relative to the job file).
     pub storage: Option<String>,
+    /// Where savepoints go when none is named (default `file://weir-data/savepoints`).
+    pub savepoint_dir: Option<String>,
 }
 
 /// Restart strategies, as Flink's `restart-strategy.type`.

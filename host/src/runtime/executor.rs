@@ -1,6 +1,6 @@
 //! Runs a [`JobGraph`]: one thread per subtask (each owns its operator instance, so a Wasm store
 //! never crosses threads), bounded channels between them, and the first failure cancels the job.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -10,8 +10,8 @@ use crossbeam_channel::Receiver;
 use super::channel::{self, ChannelError, Inputs, Message, Output, Received, Route};
 use super::checkpoint_stats::{CheckpointStats, SubtaskCheckpoint};
 use super::graph::{
-    CheckpointConfig, CheckpointSink, JobGraph, Partitioning, SinkFactory, SourcePosition, StateFile, StateSnapshot,
-    SubtaskInfo, TaskError, Vertex,
+    CheckpointConfig, CheckpointSink, JobGraph, Partitioning, SavepointRequest, SinkFactory, SourcePosition, StateFile,
+    StateSnapshot, SubtaskInfo, TaskError, Vertex,
 };
 use super::now_ms;
 use super::{BATCH_SIZE, EventBatch};
@@ -176,12 +176,18 @@ struct Control {
     requested: AtomicU64,
     /// Align barriers before snapshotting.
     exactly_once: bool,
-    /// Acknowledgements to the checkpoint coordinator, when checkpointing.
-    acks: Option<crossbeam_channel::Sender<Ack>>,
-    /// Snapshots to the uploader, when checkpointing.
-    uploads: Option<crossbeam_channel::Sender<Option<Upload>>>,
-    /// Set once a checkpoint taken after every source finished has completed: exhausted sources
-    /// wait for it, so that the output after the last periodic checkpoint is committed too.
+    /// Periodic checkpoints are on: exhausted sources wait for a final checkpoint.
+    checkpointing: bool,
+    /// Acknowledgements to the checkpoint coordinator.
+    acks: crossbeam_channel::Sender<Ack>,
+    /// Snapshots to the uploader.
+    uploads: crossbeam_channel::Sender<Option<Upload>>,
+    /// Where each checkpoint or savepoint in progress is stored, by barrier id.
+    targets: Mutex<HashMap<u64, Arc<dyn CheckpointSink>>>,
+    /// The barrier of a stop-with-savepoint in progress (0: none): sources stop after it.
+    stop_at: AtomicU64,
+    /// Set once the checkpoint or savepoint that ends the job has completed (a final checkpoint
+    /// taken after every source finished, or a stop's savepoint): the waiting sources end then.
     final_checkpoint_done: AtomicBool,
 }
 
@@ -194,9 +200,7 @@ impl Control {
     }
 
     fn ack(&self, ack: Ack) {
-        if let Some(acks) = &self.acks {
-            let _ = acks.send(ack);
-        }
+        let _ = self.acks.send(ack);
     }
 
     /// True once the attempt must stop: canceled, or failed.
@@ -204,8 +208,9 @@ impl Control {
         self.stop.load(Ordering::Relaxed) || self.cancel.load(Ordering::Relaxed)
     }
 
-    fn checkpointing(&self) -> bool {
-        self.acks.is_some()
+    /// Where barrier `id`'s snapshots go, while it is in progress.
+    fn target(&self, id: u64) -> Option<Arc<dyn CheckpointSink>> {
+        self.targets.lock().ok()?.get(&id).cloned()
     }
 }
 
@@ -248,8 +253,10 @@ struct Upload {
 }
 
 /// Stores snapshots as operators hand them over, so that their threads go on processing.
-fn upload(uploads: Receiver<Option<Upload>>, sink: &dyn CheckpointSink, control: &Control) {
+fn upload(uploads: Receiver<Option<Upload>>, control: &Control) {
     while let Ok(Some(Upload { id, snapshot, mut ack })) = uploads.recv() {
+        // A checkpoint abandoned meanwhile needs nothing stored.
+        let Some(sink) = control.target(id) else { continue };
         let started = Instant::now();
         match sink.write_state(id, &ack.uid, ack.subtask, snapshot) {
             Ok(file) => {
@@ -263,21 +270,28 @@ fn upload(uploads: Receiver<Option<Upload>>, sink: &dyn CheckpointSink, control:
     }
 }
 
-/// A checkpoint waiting for acknowledgements.
+/// A checkpoint or savepoint waiting for acknowledgements.
 struct Pending {
     started: Instant,
     sources: Vec<SourcePosition>,
     states: Vec<StateFile>,
     acks: usize,
+    /// Where it is stored: the job's checkpoint storage, or a savepoint directory.
+    sink: Arc<dyn CheckpointSink>,
+    /// For a savepoint: who asked for it.
+    savepoint: Option<SavepointRequest>,
 }
 
-/// Triggers checkpoints (every `interval`, at most `max-concurrent` at once, `min-pause` apart),
-/// completes each once every subtask has acknowledged it, then has the sinks publish their
-/// output; abandons those that fail or exceed `timeout`, and fails the job after more than
-/// `tolerable-failures` failures in a row. Once every source is exhausted it triggers a final
-/// checkpoint at once, and lets the sources end when one completes.
+/// Triggers checkpoints (every `interval`, at most `max-concurrent` at once, `min-pause` apart)
+/// and the savepoints asked for, completes each once every subtask has acknowledged it, then has
+/// the sinks publish their output; abandons those that fail or exceed `timeout`, and fails the
+/// job after more than `tolerable-failures` checkpoint failures in a row (a failed savepoint is
+/// reported to whoever asked for it instead). Once every source is exhausted it triggers a
+/// final checkpoint at once, and lets the sources end when one completes; a stop's savepoint
+/// ends them the same way.
 struct Coordinator<'a> {
-    config: &'a CheckpointConfig,
+    /// Periodic checkpoints, when on.
+    config: Option<&'a CheckpointConfig>,
     control: &'a Control,
     metrics: &'a JobMetrics,
     /// Sinks, which publish what a completed checkpoint covers.
@@ -295,35 +309,61 @@ struct Coordinator<'a> {
     final_pending: Option<u64>,
 }
 
+/// How long a savepoint may take when the job has no checkpoint `timeout`.
+const SAVEPOINT_TIMEOUT: Duration = Duration::from_secs(600);
+
 impl Coordinator<'_> {
-    fn run(mut self, acks: Receiver<Ack>) {
+    fn run(mut self, acks: Receiver<Ack>, savepoints: Receiver<SavepointRequest>) {
         loop {
-            let result = match acks.recv_deadline(self.wake_at()) {
-                Ok(Ack::JobEnded) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
-                Ok(Ack::SourceFinished) => {
-                    self.sources_finished += 1;
+            let timeout = self.wake_at().saturating_duration_since(Instant::now());
+            let result = crossbeam_channel::select! {
+                recv(acks) -> ack => match ack {
+                    Ok(Ack::JobEnded) | Err(_) => break,
+                    Ok(Ack::SourceFinished) => {
+                        self.sources_finished += 1;
+                        Ok(())
+                    }
+                    Ok(Ack::Task(id, ack)) => self.acknowledged(id, ack),
+                    Ok(Ack::Failed(id, cause)) => self.failed(id, cause),
+                },
+                recv(savepoints) -> request => {
+                    if let Ok(request) = request {
+                        self.savepoint(request);
+                    }
                     Ok(())
-                }
-                Ok(Ack::Task(id, ack)) => self.acknowledged(id, ack),
-                Ok(Ack::Failed(id, cause)) => self.failed(id, cause),
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => Ok(()),
+                },
+                default(timeout) => Ok(()),
             };
             if let Err(failure) = result.and_then(|_| self.tick()) {
                 self.control.fail(failure);
-                return;
+                break;
+            }
+        }
+        for (_, pending) in std::mem::take(&mut self.pending) {
+            if let Some(request) = pending.savepoint {
+                (request.done)(Err("the job stopped before the savepoint completed".to_string()));
             }
         }
     }
 
+    fn timeout(&self) -> Duration {
+        self.config.map_or(SAVEPOINT_TIMEOUT, |c| c.timeout)
+    }
+
     /// When something is due: a pending checkpoint's timeout or the next trigger.
     fn wake_at(&self) -> Instant {
-        let timeouts = self.pending.values().map(|p| p.started + self.config.timeout);
-        let trigger = (self.pending.len() < self.config.max_concurrent as usize).then(|| self.trigger_due());
+        let timeouts = self.pending.values().map(|p| p.started + self.timeout());
+        let trigger =
+            self.config.filter(|c| self.checkpoints_pending() < c.max_concurrent as usize).map(|c| self.trigger_due(c));
         timeouts.chain(trigger).min().unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
     }
 
-    fn trigger_due(&self) -> Instant {
-        let after_pause = self.last_end.map(|end| end + self.config.min_pause);
+    fn checkpoints_pending(&self) -> usize {
+        self.pending.values().filter(|p| p.savepoint.is_none()).count()
+    }
+
+    fn trigger_due(&self, config: &CheckpointConfig) -> Instant {
+        let after_pause = self.last_end.map(|end| end + config.min_pause);
         after_pause.map_or(self.next_trigger, |p| p.max(self.next_trigger))
     }
 
@@ -331,33 +371,57 @@ impl Coordinator<'_> {
     fn tick(&mut self) -> Result<(), JobFailure> {
         let now = Instant::now();
         let overdue: Vec<u64> =
-            self.pending.iter().filter(|(_, p)| now >= p.started + self.config.timeout).map(|(&id, _)| id).collect();
+            self.pending.iter().filter(|(_, p)| now >= p.started + self.timeout()).map(|(&id, _)| id).collect();
         for id in overdue {
             let acks = self.pending.get(&id).map_or(0, |p| p.acks);
-            let timeout = humantime::format_duration(self.config.timeout);
+            let timeout = humantime::format_duration(self.timeout());
             let cause = format!("expired after {timeout} with {acks} of {} acknowledgements", self.expected);
             self.failed(id, cause)?;
         }
-        if self.control.cancelled() {
-            return Ok(());
-        }
+        let Some(config) = self.config.filter(|_| !self.control.cancelled()) else { return Ok(()) };
         if self.sources_finished == self.sources {
             if self.final_pending.is_none() {
-                self.final_pending = Some(self.trigger());
+                self.final_pending = Some(self.trigger(config.sink.clone(), None));
             }
-        } else if self.pending.len() < self.config.max_concurrent as usize && now >= self.trigger_due() {
-            self.trigger();
-            self.next_trigger = now + self.config.interval;
+        } else if self.checkpoints_pending() < config.max_concurrent as usize && now >= self.trigger_due(config) {
+            self.trigger(config.sink.clone(), None);
+            self.next_trigger = now + config.interval;
         }
         Ok(())
     }
 
-    fn trigger(&mut self) -> u64 {
+    /// Starts barrier n for a checkpoint or a savepoint; returns n.
+    fn trigger(&mut self, sink: Arc<dyn CheckpointSink>, savepoint: Option<SavepointRequest>) -> u64 {
         let id = self.control.requested.load(Ordering::SeqCst) + 1;
-        self.pending.insert(id, Pending { started: Instant::now(), sources: Vec::new(), states: Vec::new(), acks: 0 });
+        if let Ok(mut targets) = self.control.targets.lock() {
+            targets.insert(id, sink.clone());
+        }
+        if savepoint.as_ref().is_some_and(|s| s.stop) {
+            self.control.stop_at.store(id, Ordering::SeqCst);
+        }
+        let pending =
+            Pending { started: Instant::now(), sources: Vec::new(), states: Vec::new(), acks: 0, sink, savepoint };
+        self.pending.insert(id, pending);
         self.metrics.checkpoint_stats(|s| s.triggered(id, now_ms(), self.expected as u64));
         self.control.requested.store(id, Ordering::SeqCst);
         id
+    }
+
+    /// A savepoint asked for: its barrier goes out at once, whatever the checkpoint schedule.
+    fn savepoint(&mut self, request: SavepointRequest) {
+        if self.control.cancelled() || self.control.stop_at.load(Ordering::SeqCst) != 0 {
+            (request.done)(Err("the job is stopping".to_string()));
+            return;
+        }
+        self.trigger(request.sink.clone(), Some(request));
+    }
+
+    /// Forgets barrier `id`: the uploader stores nothing more of it.
+    fn end(&mut self, id: u64) -> Option<Pending> {
+        if let Ok(mut targets) = self.control.targets.lock() {
+            targets.remove(&id);
+        }
+        self.pending.remove(&id)
     }
 
     fn acknowledged(&mut self, id: u64, ack: TaskAck) -> Result<(), JobFailure> {
@@ -370,18 +434,26 @@ impl Coordinator<'_> {
         if p.acks < self.expected {
             return Ok(());
         }
-        let Some(Pending { started, sources, states, .. }) = self.pending.remove(&id) else { return Ok(()) };
-        if let Err(cause) = self.config.sink.complete(id, sources, states) {
-            return self.abandon(id, started, cause);
+        let Some(Pending { started, sources, states, sink, savepoint, .. }) = self.end(id) else { return Ok(()) };
+        if let Err(cause) = sink.complete(id, sources, states) {
+            return self.abandon(id, started, savepoint, cause);
         }
         self.metrics.checkpoint_stats(|s| s.completed(id, started.elapsed()));
-        self.last_end = Some(Instant::now());
-        self.consecutive_failures = 0;
-        // Older checkpoints still pending are covered by this one.
-        let older: Vec<u64> = self.pending.range(..id).map(|(&old, _)| old).collect();
-        for old in older {
-            self.pending.remove(&old);
-            self.metrics.checkpoint_stats(|s| s.failed(old, Duration::ZERO, &format!("subsumed by checkpoint {id}")));
+        let stop = savepoint.as_ref().is_some_and(|s| s.stop);
+        match savepoint {
+            Some(request) => (request.done)(Ok(id)),
+            None => {
+                self.last_end = Some(Instant::now());
+                self.consecutive_failures = 0;
+                // Older checkpoints still pending are covered by this one (savepoints are not).
+                let older: Vec<u64> =
+                    self.pending.range(..id).filter(|(_, p)| p.savepoint.is_none()).map(|(&old, _)| old).collect();
+                for old in older {
+                    self.end(old);
+                    let cause = format!("subsumed by checkpoint {id}");
+                    self.metrics.checkpoint_stats(|s| s.failed(old, Duration::ZERO, &cause));
+                }
+            }
         }
         for sink in &self.committers {
             sink.commit(id).map_err(|cause| JobFailure::Checkpoint {
@@ -389,28 +461,43 @@ impl Coordinator<'_> {
                 cause: format!("it completed, but a sink cannot publish its output: {cause}"),
             })?;
         }
-        if self.final_pending.is_some_and(|f| id >= f) {
+        if stop || self.final_pending.is_some_and(|f| id >= f) {
             self.control.final_checkpoint_done.store(true, Ordering::SeqCst);
         }
         Ok(())
     }
 
     fn failed(&mut self, id: u64, cause: String) -> Result<(), JobFailure> {
-        match self.pending.remove(&id) {
-            Some(p) => self.abandon(id, p.started, cause),
+        match self.end(id) {
+            Some(p) => self.abandon(id, p.started, p.savepoint, cause),
             None => Ok(()),
         }
     }
 
-    /// Counts checkpoint `id`, triggered at `started`, as failed.
-    fn abandon(&mut self, id: u64, started: Instant, cause: String) -> Result<(), JobFailure> {
+    /// Counts barrier `id`, triggered at `started`, as failed: a savepoint is reported to its
+    /// requester (and a stop is called off); a checkpoint counts against `tolerable-failures`.
+    fn abandon(
+        &mut self,
+        id: u64,
+        started: Instant,
+        savepoint: Option<SavepointRequest>,
+        cause: String,
+    ) -> Result<(), JobFailure> {
         self.metrics.checkpoint_stats(|s| s.failed(id, started.elapsed(), &cause));
+        if let Some(request) = savepoint {
+            if request.stop {
+                self.control.stop_at.store(0, Ordering::SeqCst);
+            }
+            tracing::warn!("savepoint {id} failed: {cause}");
+            (request.done)(Err(cause));
+            return Ok(());
+        }
         self.last_end = Some(Instant::now());
         self.consecutive_failures += 1;
         if self.final_pending == Some(id) {
             self.final_pending = None;
         }
-        let tolerable = self.config.tolerable_failures;
+        let tolerable = self.config.map_or(0, |c| c.tolerable_failures);
         if self.consecutive_failures > tolerable {
             let cause = match tolerable {
                 0 => cause,
@@ -488,7 +575,7 @@ fn wire(upstream: &[Shape], down: &Shape, max_parallelism: u32) -> (Vec<Vec<Rout
 /// Runs the job until its sources are exhausted and the sinks have flushed, or until `cancel` is
 /// set or a subtask fails. `metrics` fills in as subtasks start, so others can watch the job.
 pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics>) -> Result<(), JobFailure> {
-    let JobGraph { max_parallelism, attempt, sources, operators, sinks, checkpointing, .. } = graph;
+    let JobGraph { max_parallelism, attempt, sources, operators, sinks, checkpointing, savepoints, .. } = graph;
     metrics.begin_attempt();
     let sinks: Vec<SinkVertex> = sinks.into_iter().map(SinkVertex::from).collect();
     let (acks, ack_receiver) = crossbeam_channel::unbounded();
@@ -499,24 +586,28 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics
         failure: Mutex::new(None),
         requested: AtomicU64::new(checkpointing.as_ref().map_or(0, |c| c.first_id.saturating_sub(1))),
         exactly_once: checkpointing.as_ref().is_none_or(|c| c.exactly_once),
-        acks: checkpointing.is_some().then_some(acks),
-        uploads: checkpointing.is_some().then_some(uploads),
+        checkpointing: checkpointing.is_some(),
+        acks,
+        uploads,
+        targets: Mutex::default(),
+        stop_at: AtomicU64::new(0),
         final_checkpoint_done: AtomicBool::new(false),
     });
-    let coordination = checkpointing.map(|config| {
+    let coordination = {
         let subtasks = |parallelisms: &mut dyn Iterator<Item = u32>| parallelisms.map(|p| p as usize).sum::<usize>();
         let sources = subtasks(&mut sources.iter().map(|v| v.parallelism));
         let expected = sources
             + subtasks(&mut operators.iter().map(|v| v.parallelism))
             + subtasks(&mut sinks.iter().map(|v| v.parallelism));
         let committers = sinks.iter().map(|v| v.factory.clone()).collect();
-        let (c, sink) = (control.clone(), config.sink.clone());
-        let uploader = std::thread::spawn(move || upload(upload_receiver, &*sink, &c));
+        let c = control.clone();
+        let uploader = std::thread::spawn(move || upload(upload_receiver, &c));
         let (c, m) = (control.clone(), metrics.clone());
+        let savepoints = savepoints.unwrap_or_else(crossbeam_channel::never);
         let coordinator = std::thread::spawn(move || {
             let coordinator = Coordinator {
-                next_trigger: Instant::now() + config.interval,
-                config: &config,
+                next_trigger: Instant::now() + checkpointing.as_ref().map_or(Duration::ZERO, |c| c.interval),
+                config: checkpointing.as_ref(),
                 control: &c,
                 metrics: &m,
                 committers,
@@ -528,10 +619,10 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics
                 consecutive_failures: 0,
                 final_pending: None,
             };
-            coordinator.run(ack_receiver)
+            coordinator.run(ack_receiver, savepoints)
         });
         (uploader, coordinator)
-    });
+    };
 
     // Stages: all sources, then each operator, then all sinks. Stage k feeds every vertex of k+1.
     // Sinks after an operator are chained into its threads instead (as Flink chains forward edges
@@ -647,16 +738,13 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics
             panicked.get_or_insert(name);
         }
     }
-    if let Some((uploader, coordinator)) = coordination {
-        // Pending snapshots are stored (and acknowledged) before the coordinator hears the end.
-        if let Some(uploads) = &control.uploads {
-            let _ = uploads.send(None);
-        }
-        let _ = uploader.join();
-        control.ack(Ack::JobEnded);
-        let _ = coordinator.join();
-        metrics.checkpoint_stats(CheckpointStats::attempt_ended);
-    }
+    let (uploader, coordinator) = coordination;
+    // Pending snapshots are stored (and acknowledged) before the coordinator hears the end.
+    let _ = control.uploads.send(None);
+    let _ = uploader.join();
+    control.ack(Ack::JobEnded);
+    let _ = coordinator.join();
+    metrics.checkpoint_stats(CheckpointStats::attempt_ended);
     if let Some(name) = panicked {
         return Err(JobFailure::Panicked(name));
     }
@@ -756,6 +844,53 @@ impl From<ChannelError> for Stop {
     }
 }
 
+/// A source subtask's side of the barriers: it injects each requested barrier once, at the
+/// source's position between two polls.
+struct Barriers<'a> {
+    info: &'a SubtaskInfo,
+    control: &'a Control,
+    /// The last barrier injected. Checkpoint ids continue from earlier runs: only barriers
+    /// requested from now on are new.
+    injected: u64,
+}
+
+impl Barriers<'_> {
+    /// Injects every barrier requested since the last one, in order (two may be requested
+    /// between polls, say a checkpoint and a savepoint; each must reach every sink): everything
+    /// sent so far is before them, everything after is after them.
+    fn inject(&mut self, output: &mut Output, source: &dyn super::Source) -> Result<(), Stop> {
+        let requested = self.control.requested.load(Ordering::SeqCst);
+        for id in self.injected + 1..=requested {
+            let (uid, subtask) = (self.info.uid.to_string(), self.info.index);
+            let position = SourcePosition { uid, subtask, position: source.position() };
+            output.barrier(id)?;
+            self.control.ack(Ack::Task(id, TaskAck { position: Some(position), ..TaskAck::new(self.info) }));
+            self.injected = id;
+        }
+        Ok(())
+    }
+
+    /// Waits, still injecting barriers when asked, until the checkpoint or savepoint that ends
+    /// the job has completed (true), or the job is cancelled or, when `stopping`, the stop's
+    /// savepoint failed (false).
+    fn wait_for_the_end(
+        &mut self,
+        output: &mut Output,
+        source: &dyn super::Source,
+        stopping: bool,
+    ) -> Result<bool, Stop> {
+        output.flush()?;
+        while !self.control.final_checkpoint_done.load(Ordering::SeqCst) {
+            if self.control.cancelled() || (stopping && self.control.stop_at.load(Ordering::SeqCst) == 0) {
+                return Ok(false);
+            }
+            self.inject(output, source)?;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(true)
+    }
+}
+
 fn run_source(
     mut source: Box<dyn super::Source>,
     info: &SubtaskInfo,
@@ -769,22 +904,17 @@ fn run_source(
     let started = Instant::now();
     let mut sent = 0u64;
     let mut batch = EventBatch::with_capacity(max, max * 64);
-    // Checkpoint ids continue from earlier runs: only barriers requested from now on are new.
-    let mut injected = control.requested.load(Ordering::SeqCst);
-    // Everything sent so far is before the barrier, everything after is after it.
-    let mut inject = |output: &mut Output, source: &dyn super::Source| -> Result<(), Stop> {
-        let requested = control.requested.load(Ordering::SeqCst);
-        if requested > injected {
-            let position =
-                SourcePosition { uid: info.uid.to_string(), subtask: info.index, position: source.position() };
-            output.barrier(requested)?;
-            control.ack(Ack::Task(requested, TaskAck { position: Some(position), ..TaskAck::new(info) }));
-            injected = requested;
-        }
-        Ok(())
-    };
+    let mut barriers = Barriers { info, control, injected: control.requested.load(Ordering::SeqCst) };
     while !control.cancelled() {
-        inject(&mut output, &*source)?;
+        barriers.inject(&mut output, &*source)?;
+        let stop_at = control.stop_at.load(Ordering::SeqCst);
+        if stop_at != 0 && barriers.injected >= stop_at {
+            // Stop with savepoint: nothing after its barrier. If it fails, the job goes on.
+            if barriers.wait_for_the_end(&mut output, &*source, true)? {
+                return Ok(output.end()?);
+            }
+            continue;
+        }
         if let Some(rate) = rate {
             let due = started + Duration::from_secs_f64(sent as f64 / rate);
             let now = Instant::now();
@@ -799,17 +929,12 @@ fn run_source(
         counters.events_out.fetch_add(batch.len() as u64, Ordering::Relaxed);
         output.send(std::mem::take(&mut batch))?;
         if !more {
-            if control.checkpointing() {
+            if control.checkpointing {
                 // Exhausted, it still takes part in checkpoints until one taken after every
                 // source finished has completed: that one commits the sinks' last output.
-                output.flush()?;
                 control.ack(Ack::SourceFinished);
-                while !control.final_checkpoint_done.load(Ordering::SeqCst) {
-                    if control.cancelled() {
-                        return Ok(());
-                    }
-                    inject(&mut output, &*source)?;
-                    std::thread::sleep(Duration::from_millis(1));
+                if !barriers.wait_for_the_end(&mut output, &*source, false)? {
+                    return Ok(());
                 }
             }
             return Ok(output.end()?);
@@ -931,11 +1056,11 @@ fn run_operator(
                 let snapshot = operator.snapshot()?;
                 let stats = SubtaskCheckpoint { alignment, sync: started.elapsed(), ..Default::default() };
                 let ack = TaskAck { stats, ..TaskAck::new(info) };
-                match (snapshot, &control.uploads) {
-                    (Some(snapshot), Some(uploads)) => {
-                        let _ = uploads.send(Some(Upload { id, snapshot, ack }));
+                match snapshot {
+                    Some(snapshot) => {
+                        let _ = control.uploads.send(Some(Upload { id, snapshot, ack }));
                     }
-                    _ => control.ack(Ack::Task(id, ack)),
+                    None => control.ack(Ack::Task(id, ack)),
                 }
                 for sink in &mut sinks {
                     sink.pre_commit(id, alignment, control)?;

@@ -201,4 +201,17 @@ pub struct JobGraph {
     pub sinks: Vec<Vertex<dyn SinkFactory>>,
     /// Checkpointing, when enabled.
     pub checkpointing: Option<CheckpointConfig>,
+    /// Savepoints asked of the running job.
+    pub savepoints: Option<crossbeam_channel::Receiver<SavepointRequest>>,
+}
+
+/// A savepoint asked of a running job: it goes through the same barriers as checkpoints, into
+/// its own directory, and is never deleted by weir.
+pub struct SavepointRequest {
+    /// Where it is stored.
+    pub sink: Arc<dyn CheckpointSink>,
+    /// Stop the job once it is complete (stop-with-savepoint): sources end at its barrier.
+    pub stop: bool,
+    /// Told the outcome: the savepoint's barrier id, or why it failed.
+    pub done: Box<dyn FnOnce(Result<u64, String>) + Send>,
 }

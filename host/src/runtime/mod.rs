@@ -13,8 +13,8 @@ pub mod key_group;
 pub use batch::{Event, EventBatch};
 pub use executor::{JobFailure, JobMetrics, SubtaskSummary, VertexSummary, execute};
 pub use graph::{
-    CheckpointConfig, CheckpointSink, JobGraph, Operator, OperatorFactory, Partitioning, Sink, SinkFactory, Source,
-    SourceFactory, SourcePosition, StateFile, StateSnapshot, SubtaskInfo, TaskError, Vertex,
+    CheckpointConfig, CheckpointSink, JobGraph, Operator, OperatorFactory, Partitioning, SavepointRequest, Sink,
+    SinkFactory, Source, SourceFactory, SourcePosition, StateFile, StateSnapshot, SubtaskInfo, TaskError, Vertex,
 };
 
 /// Events per batch that sources and routers aim for: large enough to amortise a Wasm call and a

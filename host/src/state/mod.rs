@@ -31,6 +31,18 @@ pub enum StateKind {
     List,
 }
 
+/// A state an operator declares: what its entries mean, as recorded in snapshots and savepoints.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct StateDescriptor {
+    /// Its name: state is matched by it on restore.
+    pub name: String,
+    /// Value, map or list.
+    pub kind: StateKind,
+    /// The layout version of its stored bytes.
+    pub schema_version: u32,
+}
+
 /// Errors of a state backend.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {

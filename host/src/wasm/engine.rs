@@ -14,7 +14,7 @@ use wasmtime::{Config, Engine, OptLevel, Store};
 use super::bindings::{OperatorWorldPre, types};
 use super::contract::{self, CONTRACT, CONTRACT_VERSION, ContractCheck};
 use super::host::HostState;
-use crate::state::StateKind;
+use crate::state::{StateDescriptor, StateKind};
 
 /// How often the epoch advances; call deadlines are counted in these ticks.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -62,18 +62,6 @@ pub enum ModuleProblem {
     /// `describe` trapped or returned an unusable description.
     #[error("failed in describe(): {0}")]
     Describe(String),
-}
-
-/// One declared state of an operator.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct StateDescriptor {
-    /// Its name.
-    pub name: String,
-    /// Value, map or list.
-    pub kind: StateKind,
-    /// The layout version of its stored bytes.
-    pub schema_version: u32,
 }
 
 /// What an operator module says about itself.

@@ -11,5 +11,5 @@ mod host;
 mod operator;
 
 pub use contract::{CONTRACT, CONTRACT_VERSION};
-pub use engine::{Description, ModuleError, ModuleProblem, OperatorModule, StateDescriptor, WasmEngine};
+pub use engine::{Description, ModuleError, ModuleProblem, OperatorModule, WasmEngine};
 pub use operator::{SandboxLimits, WasmOperatorFactory};

@@ -9,10 +9,10 @@ use super::bindings::{OperatorWorld, types};
 use super::engine::{EPOCH_TICK, OperatorModule};
 use super::frame;
 use super::host::{HostState, KeyedState};
-use crate::checkpoint::snapshot::{self, SnapshotState};
+use crate::checkpoint::snapshot;
 use crate::runtime::key_group::key_group_range;
 use crate::runtime::{EventBatch, Operator, OperatorFactory, StateSnapshot, SubtaskInfo};
-use crate::state::{MemoryBackend, StateKind, StateRestore};
+use crate::state::{MemoryBackend, StateDescriptor, StateKind, StateRestore};
 
 /// Limits of the sandbox each instance runs in.
 #[derive(Debug, Clone, Copy)]
@@ -89,11 +89,7 @@ impl OperatorFactory for WasmOperatorFactory {
             .map_err(|e| call_error("open", &e, &self.limits))?
             .map_err(|message| format!("open refused the configuration {}: {message}", self.config))?;
         let value_states = (0..kinds.len() as u32).filter(|&i| kinds[i as usize] == StateKind::Value).collect();
-        let states = description
-            .states
-            .iter()
-            .map(|s| SnapshotState { name: s.name.clone(), kind: s.kind, schema_version: s.schema_version })
-            .collect();
+        let states = description.states.clone();
         Ok(Box::new(WasmOperator {
             key_groups,
             states,
@@ -113,7 +109,7 @@ struct WasmOperator {
     /// The key groups this subtask owns (none when its input is not keyed).
     key_groups: std::ops::Range<u32>,
     /// Declared states, as snapshots record them.
-    states: Vec<SnapshotState>,
+    states: Vec<StateDescriptor>,
     store: Store<HostState>,
     instance: OperatorWorld,
     /// Indices of the declared value states, in the frames' order.

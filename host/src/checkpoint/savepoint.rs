@@ -1,0 +1,249 @@
+//! Savepoints in the canonical format of `docs/savepoint-format.md`: [`SavepointSink`] writes a
+//! running job's savepoint into its own directory; [`SavepointMetadata`] is its `_metadata`.
+//! Reading one back for a restore is [`super::Restore::savepoint`].
+use std::ops::Range;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::storage::Storage;
+use super::{checked, paths};
+use crate::runtime::{CheckpointSink, SourcePosition, StateFile, StateSnapshot};
+use crate::state::StateDescriptor;
+
+/// `format` of a savepoint's `_metadata`.
+pub const FORMAT: &str = "weir-savepoint";
+/// `format-version` of the savepoints this weir writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The code an operator ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OperatorCode {
+    /// A Wasm component.
+    Module {
+        /// Hex SHA-256 of the component.
+        sha256: String,
+        /// The name it describes itself with.
+        name: String,
+        /// The version it describes itself with.
+        version: String,
+    },
+    /// An operator compiled into the host.
+    Builtin {
+        /// Its name.
+        builtin: String,
+    },
+}
+
+impl std::fmt::Display for OperatorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OperatorCode::Module { name, version, sha256 } => {
+                write!(f, "{name} {version} (sha256:{})", &sha256[..sha256.len().min(12)])
+            }
+            OperatorCode::Builtin { builtin } => write!(f, "builtin {builtin}"),
+        }
+    }
+}
+
+/// One state file of a savepoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SavepointFile {
+    /// Its name in the savepoint's directory.
+    pub file: String,
+    /// The subtask that wrote it.
+    pub subtask: u32,
+    /// The key groups it covers.
+    pub key_groups: Range<u32>,
+    /// Hex SHA-256 of the whole file.
+    pub sha256: String,
+    /// Bytes.
+    pub size: u64,
+}
+
+/// What a savepoint records of one operator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SavepointOperator {
+    /// The operator's uid.
+    pub uid: String,
+    /// Its parallelism when the savepoint was taken.
+    pub parallelism: u32,
+    /// The code it ran.
+    pub module: OperatorCode,
+    /// The states it declared, in the order its state files index them.
+    pub states: Vec<StateDescriptor>,
+    /// Its state files, one per subtask that held state.
+    pub files: Vec<SavepointFile>,
+}
+
+/// A savepoint's `_metadata`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SavepointMetadata {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// [`FORMAT_VERSION`] when written by this weir.
+    pub format_version: u32,
+    /// The job's name.
+    pub job: String,
+    /// The barrier it was taken at.
+    pub savepoint_id: u64,
+    /// Milliseconds since the Unix epoch.
+    pub taken_at: u64,
+    /// Number of key groups.
+    pub max_parallelism: u32,
+    /// Where each source subtask resumes.
+    pub sources: Vec<SourcePosition>,
+    /// Every operator, stateless ones included.
+    pub operators: Vec<SavepointOperator>,
+}
+
+impl SavepointMetadata {
+    /// Its state files as the runtime names them.
+    pub fn state_files(&self) -> Vec<StateFile> {
+        let files = self.operators.iter().flat_map(|op| op.files.iter().map(move |f| (op, f)));
+        files
+            .map(|(op, f)| StateFile {
+                uid: op.uid.clone(),
+                subtask: f.subtask,
+                file: f.file.clone(),
+                key_groups: f.key_groups.clone(),
+                sha256: f.sha256.clone(),
+                size: f.size,
+            })
+            .collect()
+    }
+
+    /// Bytes of state in it.
+    pub fn size(&self) -> u64 {
+        self.operators.iter().flat_map(|op| &op.files).map(|f| f.size).sum()
+    }
+}
+
+/// Where a savepoint is: its storage (the directory holding it) and its directory's name there.
+pub struct SavepointLocation {
+    /// The storage holding the savepoint's directory.
+    pub storage: Storage,
+    /// The savepoint's directory in it.
+    pub dir: String,
+}
+
+impl SavepointLocation {
+    /// Parses a savepoint's path: a local directory (relative to `base`) or a URL such as
+    /// `s3://bucket/savepoints/savepoint-<job>-<suffix>`.
+    pub fn parse(location: &str, base: &Path) -> Result<SavepointLocation, String> {
+        let trimmed = location.trim_end_matches('/');
+        let (parent, dir) = if trimmed.contains("://") && !trimmed.starts_with("file://") {
+            let (parent, dir) = trimmed.rsplit_once('/').ok_or_else(|| format!("{location} is not a savepoint"))?;
+            (parent.to_string(), dir.to_string())
+        } else {
+            let path = std::path::absolute(base.join(trimmed.trim_start_matches("file://")))
+                .map_err(|e| format!("{location}: {e}"))?;
+            let dir = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let parent = path.parent().ok_or_else(|| format!("{location} is not a savepoint"))?;
+            (format!("file://{}", parent.display()), dir)
+        };
+        if !dir.starts_with("savepoint-") {
+            return Err(format!("{location} is not a savepoint directory (savepoint-<job>-<suffix>)"));
+        }
+        let storage = Storage::open(&parent, base).map_err(|e| e.to_string())?;
+        Ok(SavepointLocation { storage, dir })
+    }
+
+    /// The path of a file in the savepoint's directory.
+    pub fn file(&self, name: &str) -> String {
+        format!("{}/{name}", self.dir)
+    }
+
+    /// Reads and checks `_metadata`.
+    pub fn metadata(&self) -> Result<SavepointMetadata, String> {
+        let path = self.file("_metadata");
+        let json = checked::get(&self.storage, &path).map_err(|e| match e {
+            checked::Unusable::Torn(cause) => format!("{}: {cause}", self.display()),
+            checked::Unusable::Storage(e) => e.to_string(),
+        })?;
+        let metadata: SavepointMetadata = serde_json::from_str(&json).map_err(|e| format!("{path}: {e}"))?;
+        if metadata.format != FORMAT || metadata.format_version != FORMAT_VERSION {
+            return Err(format!(
+                "{path} is {} version {}; this weir reads {FORMAT} version {FORMAT_VERSION}",
+                metadata.format, metadata.format_version
+            ));
+        }
+        Ok(metadata)
+    }
+
+    /// Where it is, for people: a local path, or the URL.
+    pub fn display(&self) -> String {
+        self.storage.display(&self.dir)
+    }
+}
+
+/// Writes one savepoint of a running job into `<savepoint-dir>/savepoint-<job>-<suffix>/`.
+pub struct SavepointSink {
+    location: SavepointLocation,
+    job: String,
+    max_parallelism: u32,
+    /// Every operator, without files yet.
+    operators: Vec<SavepointOperator>,
+    /// Filled in when it completes.
+    written: std::sync::Mutex<Option<SavepointMetadata>>,
+}
+
+impl SavepointSink {
+    /// A savepoint of `job` into the savepoint directory `storage`, recording `operators`.
+    pub fn new(storage: Storage, job: &str, max_parallelism: u32, operators: Vec<SavepointOperator>) -> Self {
+        let digest = Sha256::digest(format!("{job}/{}/{:?}", std::process::id(), std::time::SystemTime::now()));
+        let dir = paths::savepoint_dir(job, &hex::encode(&digest[..6]));
+        let location = SavepointLocation { storage, dir };
+        SavepointSink { location, job: job.to_string(), max_parallelism, operators, written: Default::default() }
+    }
+
+    /// Where it goes.
+    pub fn location(&self) -> String {
+        self.location.display()
+    }
+
+    /// Its `_metadata`, once complete.
+    pub fn metadata(&self) -> Option<SavepointMetadata> {
+        self.written.lock().ok()?.clone()
+    }
+}
+
+impl CheckpointSink for SavepointSink {
+    fn write_state(&self, _id: u64, uid: &str, subtask: u32, snapshot: StateSnapshot) -> Result<StateFile, String> {
+        let path = self.location.file(&paths::state_file_name(uid, subtask));
+        checked::put_state(&self.location.storage, &path, uid, subtask, snapshot)
+    }
+
+    fn complete(&self, id: u64, sources: Vec<SourcePosition>, states: Vec<StateFile>) -> Result<(), String> {
+        let mut operators = self.operators.clone();
+        for state in states {
+            if let Some(op) = operators.iter_mut().find(|op| op.uid == state.uid) {
+                let StateFile { subtask, file, key_groups, sha256, size, .. } = state;
+                op.files.push(SavepointFile { file, subtask, key_groups, sha256, size });
+            }
+        }
+        for op in &mut operators {
+            op.files.sort_by_key(|f| f.subtask);
+        }
+        let metadata = SavepointMetadata {
+            format: FORMAT.to_string(),
+            format_version: FORMAT_VERSION,
+            job: self.job.clone(),
+            savepoint_id: id,
+            taken_at: crate::runtime::now_ms(),
+            max_parallelism: self.max_parallelism,
+            sources,
+            operators,
+        };
+        checked::put(&self.location.storage, &self.location.file("_metadata"), &metadata)?;
+        if let Ok(mut written) = self.written.lock() {
+            *written = Some(metadata);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,85 @@
+//! `weir savepoint inspect` and `weir savepoint dispose`: working on a savepoint directory
+//! itself, without a server or a job (inspect is the read side of Flink's State Processor API).
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use crate::checkpoint::savepoint::SavepointLocation;
+use crate::checkpoint::snapshot;
+use crate::state::StateItem;
+
+/// One line of `inspect`, its fields in this order.
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    operator: &'a str,
+    state: &'a str,
+    key: serde_json::Value,
+    #[serde(rename = "map-key", skip_serializing_if = "Option::is_none")]
+    map_key: Option<serde_json::Value>,
+    value: serde_json::Value,
+}
+
+/// Bytes as JSON: a string when they are UTF-8, else `{"base64": "…"}`.
+fn bytes_json(bytes: &[u8]) -> serde_json::Value {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::Value::String(text.to_string()),
+        Err(_) => serde_json::json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes) }),
+    }
+}
+
+/// Prints the state of the savepoint at `path` as JSON lines, one per value, map entry or list
+/// element: `{"operator":…,"state":…,"key":…,"value":…}` (map entries also have `map-key`).
+pub(super) fn inspect(path: &str, operator: Option<&str>, state: Option<&str>) -> anyhow::Result<()> {
+    let at = SavepointLocation::parse(path, Path::new(".")).map_err(anyhow::Error::msg)?;
+    let metadata = at.metadata().map_err(anyhow::Error::msg)?;
+    if let Some(uid) = operator.filter(|uid| !metadata.operators.iter().any(|op| op.uid == *uid)) {
+        let known: Vec<&str> = metadata.operators.iter().map(|op| op.uid.as_str()).collect();
+        bail!("the savepoint has no operator '{uid}' (it has: {})", known.join(", "));
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for op in metadata.operators.iter().filter(|op| operator.is_none_or(|uid| op.uid == uid)) {
+        if let Some(name) = state.filter(|name| operator.is_some() && !op.states.iter().any(|s| s.name == *name)) {
+            bail!("operator '{}' has no state '{name}' in the savepoint", op.uid);
+        }
+        for file in &op.files {
+            let file_path = at.file(&file.file);
+            let bytes = at.storage.get(&file_path)?;
+            if hex::encode(Sha256::digest(&bytes)) != file.sha256 {
+                bail!("{} does not match the checksum in _metadata (torn or changed)", at.storage.display(&file_path));
+            }
+            let snapshot = snapshot::read(&bytes, &at.storage.display(&file_path))?;
+            for entry in snapshot.entries(0..u32::MAX) {
+                let entry = entry?;
+                let name = &snapshot.states[entry.state as usize].name;
+                if state.is_some_and(|wanted| wanted != name) {
+                    continue;
+                }
+                let (map_key, value) = match entry.item {
+                    StateItem::Value(v) | StateItem::ListElement(v) => (None, v),
+                    StateItem::MapEntry(k, v) => (Some(bytes_json(k)), v),
+                };
+                let line = Line {
+                    operator: &op.uid,
+                    state: name,
+                    key: bytes_json(entry.key),
+                    map_key,
+                    value: bytes_json(value),
+                };
+                writeln!(out, "{}", serde_json::to_string(&line)?)?;
+            }
+        }
+    }
+    Ok(out.flush()?)
+}
+
+/// Deletes the savepoint at `path`, after checking that it is one.
+pub(super) fn dispose(path: &str) -> anyhow::Result<()> {
+    let at = SavepointLocation::parse(path, Path::new(".")).map_err(anyhow::Error::msg)?;
+    at.metadata().map_err(anyhow::Error::msg).with_context(|| format!("{path} was not disposed of"))?;
+    at.storage.delete_dir(&at.dir)?;
+    eprintln!("disposed of savepoint {}", at.display());
+    Ok(())
+}

@@ -1,0 +1,261 @@
+//! Savepoints: taken while a job runs and when it stops, restored at other parallelisms, moved,
+//! refused when they do not fit the job, inspected and disposed of, all through the real binary.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use weir_e2e::{
+    expected_counts, expected_lines, file_sink, file_source, free_port, generated_clicks, job, read_metadata,
+    sink_lines, wasm_operator, weir, weir_bin, write_job,
+};
+
+const CLICKS: usize = 16000;
+
+/// The clicks job at `parallelism`, with `count_module` counting and writing to `out`; the
+/// source limited to `rate` events per second when given.
+fn clicks_job(dir: &Path, parallelism: u32, count_module: &str, count_uid: &str, out: &Path, rate: bool) -> String {
+    let mut source = file_source("clicks", &dir.join("clicks.jsonl"));
+    if rate {
+        source = source.replacen("type = \"file\"\n", "type = \"file\"\nrate = 4000\n", 1);
+    }
+    let job = job(
+        "clicks-per-user",
+        parallelism,
+        &[
+            source,
+            wasm_operator("logged-in", "filter", &["config = { field = \"logged_in\" }"]),
+            wasm_operator("by-user", "key_by", &["config = { field = \"user\" }"]),
+            wasm_operator(count_uid, count_module, &["input = \"hash\""]),
+            file_sink("counts", out),
+        ],
+    );
+    format!("{job}\n[checkpointing]\ninterval = \"200ms\"\nstorage = \"file://chk\"\nsavepoint-dir = \"savepoints\"\n")
+}
+
+/// `weir run` of the slow clicks job in the background, with its API on a free port.
+struct Running {
+    child: Child,
+    server: String,
+    id: String,
+}
+
+impl Running {
+    fn start(job: &str) -> Running {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new(weir_bin())
+            .args(["run", job, "--listen", &listen])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = format!("http://{listen}");
+        let started = Instant::now();
+        let id = loop {
+            let listed = weir(&["--server", &server, "--json", "jobs"]);
+            if listed.code == 0 {
+                let jobs: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+                break jobs["jobs"][0]["id"].as_str().unwrap().to_string();
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "weir run did not serve its API");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Running { child, server, id }
+    }
+
+    /// Runs a client verb against the job's API; returns its trimmed stdout.
+    fn cli(&self, args: &[&str]) -> String {
+        let mut all = vec!["--server", &self.server];
+        all.extend_from_slice(args);
+        let out = weir(&all);
+        assert_eq!(out.code, 0, "weir {args:?}: {}", out.stderr);
+        out.stdout.trim().to_string()
+    }
+}
+
+/// Runs the slow clicks job at parallelism 2, takes a savepoint after a while, then stops it
+/// with a savepoint; returns both savepoints' paths.
+fn take_savepoints(dir: &Path) -> (PathBuf, PathBuf) {
+    generated_clicks(&dir.join("clicks.jsonl"), CLICKS, 40);
+    let job = write_job(dir, &clicks_job(dir, 2, "count", "count-per-user", &dir.join("out"), true));
+    let mut running = Running::start(&job);
+    std::thread::sleep(Duration::from_millis(700));
+    let during = PathBuf::from(running.cli(&["savepoint", &running.id]));
+    let listed = running.cli(&["savepoints"]);
+    assert!(listed.contains(&during.display().to_string()), "{listed}");
+    std::thread::sleep(Duration::from_millis(500));
+    let stopped = PathBuf::from(running.cli(&["stop", &running.id, "--savepoint"]));
+    assert!(running.child.wait().unwrap().success(), "the stopped job finishes");
+    for savepoint in [&during, &stopped] {
+        assert!(savepoint.join("_metadata").is_file(), "{}", savepoint.display());
+        assert!(savepoint.starts_with(dir.join("savepoints")), "{}", savepoint.display());
+    }
+    (during, stopped)
+}
+
+/// Restores `savepoint` into a copy of the first run's output, at `parallelism`, without a rate
+/// limit; returns the copy's lines.
+fn restore(dir: &Path, savepoint: &Path, parallelism: u32, name: &str) -> Vec<String> {
+    let out = dir.join(name);
+    std::fs::create_dir_all(&out).unwrap();
+    for part in std::fs::read_dir(dir.join("out")).unwrap().flatten() {
+        std::fs::copy(part.path(), out.join(part.file_name())).unwrap();
+    }
+    let job = write_job(dir, &clicks_job(dir, parallelism, "count", "count-per-user", &out, false));
+    let run = weir(&["run", &job, "--listen", "none", "--from-savepoint", &savepoint.to_string_lossy()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("from savepoint"), "{}", run.stderr);
+    sink_lines(&out)
+}
+
+/// For each user, the highest count in `lines`.
+fn final_counts(lines: &[String]) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let n = counts.entry(v["key"].as_str().unwrap().to_string()).or_insert(0);
+        *n = (*n).max(v["count"].as_u64().unwrap());
+    }
+    counts
+}
+
+#[test]
+fn savepoints_restore_at_any_parallelism_with_exactly_once_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let (during, stopped) = take_savepoints(dir.path());
+    let expected = expected_lines(&expected_counts(&dir.path().join("clicks.jsonl")));
+    assert!(sink_lines(&dir.path().join("out")).len() < expected.len(), "the job was stopped early");
+    for (savepoint, which) in [(&stopped, "stopped"), (&during, "during")] {
+        for parallelism in [1, 2, 4] {
+            let lines = restore(dir.path(), savepoint, parallelism, &format!("out-{which}-{parallelism}"));
+            assert_same(
+                &lines,
+                &expected,
+                &format!("restored from the {which} savepoint at parallelism {parallelism}"),
+            );
+        }
+    }
+    // A savepoint directory moved elsewhere still restores.
+    let moved = dir.path().join("elsewhere").join(stopped.file_name().unwrap());
+    std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
+    std::fs::rename(&stopped, &moved).unwrap();
+    assert_same(&restore(dir.path(), &moved, 2, "out-moved"), &expected, "restored after a move");
+}
+
+/// Asserts two sorted line lists are equal, showing only where they first differ.
+fn assert_same(actual: &[String], expected: &[String], what: &str) {
+    let first = actual.iter().zip(expected).position(|(a, e)| a != e);
+    assert!(
+        first.is_none() && actual.len() == expected.len(),
+        "{what}: {} lines, {} expected; first difference at {first:?}: {:?} vs {:?}",
+        actual.len(),
+        expected.len(),
+        first.map(|i| &actual[i]),
+        first.map(|i| &expected[i]),
+    );
+}
+
+#[test]
+fn state_that_does_not_fit_the_job_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, stopped) = take_savepoints(dir.path());
+    let savepoint = stopped.to_string_lossy().into_owned();
+    let before = sink_lines(&dir.path().join("out"));
+
+    // The counting operator under a new uid: its state has nowhere to go.
+    let renamed =
+        write_job(dir.path(), &clicks_job(dir.path(), 2, "count", "count-v2", &dir.path().join("out"), false));
+    let run = weir(&["run", &renamed, "--listen", "none", "--from-savepoint", &savepoint]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "savepoint {savepoint} holds state of operator 'count-per-user', which this job does not have; \
+             pass --allow-non-restored-state to start without it"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(sink_lines(&dir.path().join("out")), before, "nothing ran");
+
+    // A module declaring the saved state with another schema version cannot read it.
+    let other = clicks_job(dir.path(), 2, "test/count_schema2", "count-per-user", &dir.path().join("out"), false);
+    let run = weir(&["run", &write_job(dir.path(), &other), "--listen", "none", "--from-savepoint", &savepoint]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "operator 'count-per-user': state 'count' was saved as value state, schema version 1 by count 1.0.0"
+        ) && run.stderr.contains("count 2.0.0")
+            && run.stderr.contains("declares it as value state, schema version 2; that code cannot read it"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(sink_lines(&dir.path().join("out")), before, "nothing ran");
+
+    // Allowed, the renamed operator starts empty: its counts start again from 1.
+    let renamed =
+        write_job(dir.path(), &clicks_job(dir.path(), 2, "count", "count-v2", &dir.path().join("out"), false));
+    let run =
+        weir(&["run", &renamed, "--listen", "none", "--from-savepoint", &savepoint, "--allow-non-restored-state"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}
+
+#[test]
+fn inspect_shows_the_state_and_dispose_deletes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (during, stopped) = take_savepoints(dir.path());
+    let savepoint = stopped.to_string_lossy().into_owned();
+    let inspected = weir(&["savepoint", "inspect", &savepoint, "--operator", "count-per-user", "--state", "count"]);
+    assert_eq!(inspected.code, 0, "{}", inspected.stderr);
+    let mut counts = BTreeMap::new();
+    for line in inspected.stdout.lines() {
+        assert!(line.starts_with(r#"{"operator":"count-per-user","state":"count","key":""#), "{line}");
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        counts.insert(v["key"].as_str().unwrap().to_string(), v["value"].as_str().unwrap().parse::<u64>().unwrap());
+    }
+    assert_eq!(counts, final_counts(&sink_lines(&dir.path().join("out"))), "the counts the job emitted");
+    let everything = weir(&["savepoint", "inspect", &savepoint]);
+    assert_eq!(everything.stdout.lines().count(), counts.len(), "filter and key_by keep no state");
+    let unknown = weir(&["savepoint", "inspect", &savepoint, "--operator", "nope"]);
+    assert_eq!(unknown.code, 1);
+    assert!(unknown.stderr.contains("the savepoint has no operator 'nope'"), "{}", unknown.stderr);
+
+    let metadata = read_metadata(&stopped.join("_metadata"));
+    assert_eq!((metadata["format"].as_str(), metadata["format-version"].as_u64()), (Some("weir-savepoint"), Some(1)));
+    let ops: Vec<&str> = metadata["operators"].as_array().unwrap().iter().map(|o| o["uid"].as_str().unwrap()).collect();
+    assert_eq!(ops, ["logged-in", "by-user", "count-per-user"]);
+    assert_eq!(metadata["operators"][2]["module"]["name"], "count");
+
+    let disposed = weir(&["savepoint", "dispose", &during.to_string_lossy()]);
+    assert_eq!(disposed.code, 0, "{}", disposed.stderr);
+    assert!(!during.exists());
+    let refused = weir(&["savepoint", "dispose", &dir.path().join("out").to_string_lossy()]);
+    assert_eq!(refused.code, 1);
+    assert!(refused.stderr.contains("is not a savepoint directory"), "{}", refused.stderr);
+}
+
+#[test]
+fn corrupt_savepoint_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, stopped) = take_savepoints(dir.path());
+    let savepoint = stopped.to_string_lossy().into_owned();
+    let job =
+        write_job(dir.path(), &clicks_job(dir.path(), 2, "count", "count-per-user", &dir.path().join("out"), false));
+    let state = stopped.join("count-per-user-1.state");
+    let mut bytes = std::fs::read(&state).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&state, &bytes).unwrap();
+    let run = weir(&["run", &job, "--listen", "none", "--from-savepoint", &savepoint]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("count-per-user-1.state does not match the checksum in _metadata"), "{}", run.stderr);
+    let inspected = weir(&["savepoint", "inspect", &savepoint]);
+    assert_eq!(inspected.code, 1);
+    assert!(inspected.stderr.contains("count-per-user-1.state does not match the checksum"), "{}", inspected.stderr);
+
+    let metadata = std::fs::read(stopped.join("_metadata")).unwrap();
+    std::fs::write(stopped.join("_metadata"), &metadata[..metadata.len() / 2]).unwrap();
+    let run = weir(&["run", &job, "--listen", "none", "--from-savepoint", &savepoint]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("_metadata"), "the torn file is named: {}", run.stderr);
+}
