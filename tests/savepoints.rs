@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use weir_e2e::{
-    expected_counts, expected_lines, file_sink, file_source, free_port, generated_clicks, job, read_metadata,
+    Server, expected_counts, expected_lines, file_sink, file_source, free_port, generated_clicks, job, read_metadata,
     sink_lines, wasm_operator, weir, weir_bin, write_job,
 };
 
@@ -258,4 +258,37 @@ fn corrupt_savepoint_files_are_named() {
     let run = weir(&["run", &job, "--listen", "none", "--from-savepoint", &savepoint]);
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("_metadata"), "the torn file is named: {}", run.stderr);
+}
+
+#[test]
+fn a_server_takes_savepoints_and_starts_jobs_from_them() {
+    let dir = tempfile::tempdir().unwrap();
+    generated_clicks(&dir.path().join("clicks.jsonl"), CLICKS, 40);
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let job =
+        write_job(dir.path(), &clicks_job(dir.path(), 2, "count", "count-per-user", &dir.path().join("out"), true));
+    let id = server.cli(&["submit", &job]).stdout.trim().to_string();
+    std::thread::sleep(Duration::from_millis(700));
+    let stop =
+        server.cli(&["stop", &id, "--savepoint", "--drain", "--dir", &dir.path().join("mine").to_string_lossy()]);
+    assert_eq!(stop.code, 0, "{}", stop.stderr);
+    let savepoint = stop.stdout.trim().to_string();
+    assert!(savepoint.starts_with(&dir.path().join("mine/savepoint-clicks-per-user-").to_string_lossy().into_owned()));
+    assert_eq!(server.wait_for_job(&id)["state"], "finished");
+    let (status, listed) = server.http("GET", "/v1/savepoints", b"", None);
+    assert_eq!(status, 200);
+    assert_eq!(listed["savepoints"][0]["location"], savepoint.as_str(), "{listed}");
+    assert_eq!(listed["savepoints"][0]["stopped"], true);
+    // A stopped job takes no more savepoints.
+    let again = server.cli(&["savepoint", &id]);
+    assert_eq!(again.code, 1);
+    assert!(again.stderr.contains("only a running job can take a savepoint") && again.stderr.contains("HTTP 409"));
+
+    let unlimited =
+        write_job(dir.path(), &clicks_job(dir.path(), 4, "count", "count-per-user", &dir.path().join("out"), false));
+    let resumed = server.cli(&["submit", &unlimited, "--from-savepoint", &savepoint]);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert_eq!(server.wait_for_job(resumed.stdout.trim())["state"], "finished");
+    let expected = expected_lines(&expected_counts(&dir.path().join("clicks.jsonl")));
+    assert_same(&sink_lines(&dir.path().join("out")), &expected, "stopped on a server and resumed at parallelism 4");
 }

@@ -156,6 +156,7 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     step(&format!("state memory: {m} keys in the memory backend (Wasm count, one event per key)"));
     let memory = run_job(&artifacts.weir, &keyed_count_job(&dir, "memory", &count, 1, m, m)?)?;
     let big = checkpoint_of_many_keys(artifacts, &dir, &count, m, args.rounds)?;
+    let savepoint = savepoint_of_many_keys(artifacts, &dir, &count, m)?;
 
     let control = control_plane(artifacts, &dir, args.rounds)?;
 
@@ -169,6 +170,10 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     println!(
         "  checkpoint of {m} keys: {:.1} MiB, synchronous part {:.1} ms, whole {:.3} s; resume to first event {} ms",
         big.size_mib, big.sync_ms, big.whole_s, big.resume_ms
+    );
+    println!(
+        "  savepoint of {m} keys (stop with savepoint): {:.1} MiB in {:.3} s; restore to first event {} ms",
+        savepoint.size_mib, savepoint.seconds, savepoint.restore_ms
     );
     let ratio = wasm1 / native1;
     let scale = wasm2 / wasm1;
@@ -186,6 +191,16 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     println!("  {m} keys: sync part < 50 ms:     {:>9.1} ms  {}", big.sync_ms, verdict(big.sync_ms < 50.0));
     println!("  {m} keys: whole checkpoint < 1 s: {:>9.3} s   {}", big.whole_s, verdict(big.whole_s < 1.0));
     println!("  {m} keys: resume to first event < 1 s: {:>6} ms  {}", big.resume_ms, verdict(big.resume_ms < 1000));
+    println!(
+        "  {m} keys: savepoint < 1 s:          {:>9.3} s   {}",
+        savepoint.seconds,
+        verdict(savepoint.seconds < 1.0)
+    );
+    println!(
+        "  {m} keys: savepoint restore to first event < 1 s: {:>6} ms  {}",
+        savepoint.restore_ms,
+        verdict(savepoint.restore_ms < 1000)
+    );
     println!(
         "  submit to first event < 100 ms:      {:>9} ms  {}",
         control.submit_to_first_event_ms,
@@ -238,6 +253,77 @@ fn checkpoint_of_many_keys(
         whole_s: median(&mut wholes),
         resume_ms: median(&mut resumes) as u64,
     })
+}
+
+/// What the savepoint bench measured.
+struct BigSavepoint {
+    size_mib: f64,
+    /// Trigger to completion, as the job's statistics record it.
+    seconds: f64,
+    /// Spawning `weir run --from-savepoint` to its first event at a sink.
+    restore_ms: u64,
+}
+
+/// Runs an unbounded count over `keys` keys until every key is in state, stops it with a
+/// savepoint (timed by the job's statistics), then restores a run of the same job from it and
+/// times spawn to first event.
+fn savepoint_of_many_keys(artifacts: &Artifacts, dir: &Path, count: &str, keys: u64) -> Result<BigSavepoint> {
+    step(&format!("savepoint of {keys} keys: stop with savepoint, then restore from it"));
+    let extra = "[checkpointing]\ninterval = \"1h\"\nstorage = \"file://checkpoints\"\nsavepoint-dir = \"savepoints\"";
+    let unbounded = CountJob { name: "savepoint-many-keys", operator: count, parallelism: 1, events: 0, keys, extra };
+    let job = unbounded.write(dir, "savepoint-many-keys")?;
+    // `count = 0` would mean no events: drop the line to make the generator unbounded.
+    std::fs::write(&job, std::fs::read_to_string(&job)?.replace("count = 0\n", ""))?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let server = format!("http://127.0.0.1:{port}");
+    let mut child = Command::new(&artifacts.weir)
+        .arg("run")
+        .arg(&job)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let result = (|| {
+        let started = std::time::Instant::now();
+        let id = loop {
+            if let Ok(out) = weir_cli(&artifacts.weir, &server, &["--json", "jobs"]) {
+                let jobs: serde_json::Value = serde_json::from_str(&out)?;
+                if let Some(id) = jobs["jobs"][0]["id"].as_str() {
+                    break id.to_string();
+                }
+            }
+            if started.elapsed() > std::time::Duration::from_secs(30) {
+                bail!("weir run did not serve its API");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        loop {
+            let status: serde_json::Value =
+                serde_json::from_str(&weir_cli(&artifacts.weir, &server, &["--json", "status", &id])?)?;
+            if status["vertices"][1]["events-in"].as_u64().unwrap_or(0) > keys + keys / 5 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let location = weir_cli(&artifacts.weir, &server, &["stop", &id, "--savepoint"])?.trim().to_string();
+        let stats: serde_json::Value =
+            serde_json::from_str(&weir_cli(&artifacts.weir, &server, &["--json", "checkpoints", &id])?)?;
+        let latest = &stats["latest"]["completed"];
+        let seconds = latest["end-to-end-duration-ms"].as_f64().context("no savepoint in the statistics")? / 1000.0;
+        let size_mib = latest["state-size"].as_f64().unwrap_or(0.0) / (1 << 20) as f64;
+        Ok((location, seconds, size_mib))
+    })();
+    let _ = child.wait();
+    let (location, seconds, size_mib) = result?;
+    let metadata = std::fs::read_to_string(Path::new(&location).join("_metadata"))?;
+    let json = metadata.rsplit_once("\nsha256:").map_or(metadata.as_str(), |(json, _)| json);
+    let position = serde_json::from_str::<serde_json::Value>(json)?["sources"][0]["position"]
+        .as_u64()
+        .context("no source position in the savepoint")?;
+    let resume = CountJob { events: position + keys / 10, ..unbounded }.write(dir, "savepoint-many-keys-resume")?;
+    let restored = run_job_with(&artifacts.weir, &resume, &["--from-savepoint", &location])?;
+    let restore_ms = restored.spawn_to_first_event_ms.context("no first event in weir's summary")?;
+    println!("    {size_mib:.1} MiB in {seconds:.3} s; restore to first event {restore_ms} ms");
+    Ok(BigSavepoint { size_mib, seconds, restore_ms })
 }
 
 fn median(values: &mut [f64]) -> f64 {
