@@ -94,15 +94,19 @@ fn take_savepoints(dir: &Path) -> (PathBuf, PathBuf) {
     (during, stopped)
 }
 
-/// Restores `savepoint` into a copy of the first run's output, at `parallelism`, without a rate
-/// limit; returns the copy's lines.
-fn restore(dir: &Path, savepoint: &Path, parallelism: u32, name: &str) -> Vec<String> {
+/// Restores `savepoint` into a copy of the first run's output, at `parallelism` (the counting
+/// operator at `count_parallelism` when given), without a rate limit; returns the copy's lines.
+fn restore(dir: &Path, savepoint: &Path, parallelism: u32, count_parallelism: Option<u32>, name: &str) -> Vec<String> {
     let out = dir.join(name);
     std::fs::create_dir_all(&out).unwrap();
     for part in std::fs::read_dir(dir.join("out")).unwrap().flatten() {
         std::fs::copy(part.path(), out.join(part.file_name())).unwrap();
     }
-    let job = write_job(dir, &clicks_job(dir, parallelism, "count", "count-per-user", &out, false));
+    let mut job = clicks_job(dir, parallelism, "count", "count-per-user", &out, false);
+    if let Some(p) = count_parallelism {
+        job = job.replacen("input = \"hash\"\n", &format!("input = \"hash\"\nparallelism = {p}\n"), 1);
+    }
+    let job = write_job(dir, &job);
     let run = weir(&["run", &job, "--listen", "none", "--from-savepoint", &savepoint.to_string_lossy()]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stderr.contains("from savepoint"), "{}", run.stderr);
@@ -128,7 +132,7 @@ fn savepoints_restore_at_any_parallelism_with_exactly_once_output() {
     assert!(sink_lines(&dir.path().join("out")).len() < expected.len(), "the job was stopped early");
     for (savepoint, which) in [(&stopped, "stopped"), (&during, "during")] {
         for parallelism in [1, 2, 4] {
-            let lines = restore(dir.path(), savepoint, parallelism, &format!("out-{which}-{parallelism}"));
+            let lines = restore(dir.path(), savepoint, parallelism, None, &format!("out-{which}-{parallelism}"));
             assert_same(
                 &lines,
                 &expected,
@@ -136,11 +140,14 @@ fn savepoints_restore_at_any_parallelism_with_exactly_once_output() {
             );
         }
     }
+    // Only the counting operator rescaled, to 3: its key groups are redistributed.
+    let lines = restore(dir.path(), &stopped, 2, Some(3), "out-operator-3");
+    assert_same(&lines, &expected, "restored with the counting operator alone at parallelism 3");
     // A savepoint directory moved elsewhere still restores.
     let moved = dir.path().join("elsewhere").join(stopped.file_name().unwrap());
     std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
     std::fs::rename(&stopped, &moved).unwrap();
-    assert_same(&restore(dir.path(), &moved, 2, "out-moved"), &expected, "restored after a move");
+    assert_same(&restore(dir.path(), &moved, 2, None, "out-moved"), &expected, "restored after a move");
 }
 
 /// Asserts two sorted line lists are equal, showing only where they first differ.
