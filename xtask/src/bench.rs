@@ -157,6 +157,7 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     let memory = run_job(&artifacts.weir, &keyed_count_job(&dir, "memory", &count, 1, m, m)?)?;
     let big = checkpoint_of_many_keys(artifacts, &dir, &count, m, args.rounds)?;
     let savepoint = savepoint_of_many_keys(artifacts, &dir, &count, m)?;
+    let upgrade_ms = upgrade_pause(artifacts, &dir, m, args.rounds)?;
 
     let control = control_plane(artifacts, &dir, args.rounds)?;
 
@@ -196,6 +197,7 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
         savepoint.seconds,
         verdict(savepoint.seconds < 1.0)
     );
+    println!("  {m} keys: upgrade pause < 50 ms:   {upgrade_ms:>9.1} ms  {}", verdict(upgrade_ms < 50.0));
     println!(
         "  {m} keys: savepoint restore to first event < 1 s: {:>6} ms  {}",
         savepoint.restore_ms,
@@ -255,6 +257,41 @@ fn checkpoint_of_many_keys(
     })
 }
 
+/// The median pause of upgrades between `count` and `count_v2` under an unbounded job counting
+/// `keys` keys on `weir serve`, once every key is in state, as the server reports it.
+fn upgrade_pause(artifacts: &Artifacts, dir: &Path, keys: u64, rounds: usize) -> Result<f64> {
+    step(&format!("upgrade pause: count <-> count_v2 under a job with {keys} keys in state"));
+    let served = Served::start(artifacts, &dir.join("upgrade-data"))?;
+    let server = served.url.clone();
+    let result = (|| {
+        let module = |name: &str| artifacts.operators.join(format!("{name}.wasm")).to_string_lossy().into_owned();
+        let extra =
+            "[checkpointing]\ninterval = \"1h\"\nstorage = \"file://checkpoints\"\nsavepoint-dir = \"savepoints\"";
+        let operator = format!("module = {:?}", module("count"));
+        let job = CountJob { name: "upgrade-many-keys", operator: &operator, parallelism: 1, events: 0, keys, extra };
+        let job = job.write(dir, "upgrade-many-keys")?;
+        // `count = 0` would mean no events: drop the line to make the generator unbounded.
+        std::fs::write(&job, std::fs::read_to_string(&job)?.replace("count = 0\n", ""))?;
+        let id = weir_cli(&artifacts.weir, &server, &["submit", &job.to_string_lossy()])?.trim().to_string();
+        wait_until_counted(&artifacts.weir, &server, &id, keys + keys / 5)?;
+        let mut pauses = Vec::new();
+        for round in 1..=rounds.max(1) {
+            let target = if round % 2 == 1 { "count_v2" } else { "count" };
+            let operator = format!("count={}", module(target));
+            let upgraded = weir_cli(&artifacts.weir, &server, &["--json", "upgrade", &id, "--operator", &operator])?;
+            let status: serde_json::Value = serde_json::from_str(&upgraded)?;
+            let pause = status["pause-ms"].as_f64().with_context(|| format!("the upgrade failed: {status}"))?;
+            println!("    round {round}: to {target}, paused {pause:.1} ms");
+            pauses.push(pause);
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        weir_cli(&artifacts.weir, &server, &["cancel", &id])?;
+        Ok(median(&mut pauses))
+    })();
+    drop(served);
+    result
+}
+
 /// What the savepoint bench measured.
 struct BigSavepoint {
     size_mib: f64,
@@ -296,14 +333,7 @@ fn savepoint_of_many_keys(artifacts: &Artifacts, dir: &Path, count: &str, keys: 
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         };
-        loop {
-            let status: serde_json::Value =
-                serde_json::from_str(&weir_cli(&artifacts.weir, &server, &["--json", "status", &id])?)?;
-            if status["vertices"][1]["events-in"].as_u64().unwrap_or(0) > keys + keys / 5 {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        wait_until_counted(&artifacts.weir, &server, &id, keys + keys / 5)?;
         let location = weir_cli(&artifacts.weir, &server, &["stop", &id, "--savepoint"])?.trim().to_string();
         let stats: serde_json::Value =
             serde_json::from_str(&weir_cli(&artifacts.weir, &server, &["--json", "checkpoints", &id])?)?;
@@ -339,6 +369,51 @@ struct ControlPlane {
     submit_to_first_event_ms: u64,
 }
 
+/// A `weir serve` on a fresh data directory and a free loopback port, stopped when dropped.
+struct Served {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Served {
+    fn start(artifacts: &Artifacts, data: &Path) -> Result<Served> {
+        let _ = std::fs::remove_dir_all(data);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let child = Command::new(&artifacts.weir)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(data)
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let served = Served { child, url: format!("http://127.0.0.1:{port}") };
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if started.elapsed() > std::time::Duration::from_secs(30) {
+                bail!("weir serve did not start");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Ok(served)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until the operator of job `id` has counted more than `events` events.
+fn wait_until_counted(weir: &Path, server: &str, id: &str, events: u64) -> Result<()> {
+    loop {
+        let status: serde_json::Value = serde_json::from_str(&weir_cli(weir, server, &["--json", "status", id])?)?;
+        if status["vertices"][1]["events-in"].as_u64().unwrap_or(0) > events {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 fn weir_cli(weir: &Path, server: &str, args: &[&str]) -> Result<String> {
     let out = Command::new(weir).arg("--server").arg(server).args(args).output()?;
     if !out.status.success() {
@@ -360,23 +435,9 @@ fn now_ms() -> u64 {
 /// first event at a sink, as the server records it.
 fn control_plane(artifacts: &Artifacts, dir: &Path, rounds: usize) -> Result<ControlPlane> {
     step("control plane: module upload and submit-to-first-event latency");
-    let data = dir.join("serve-data");
-    let _ = std::fs::remove_dir_all(&data);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let server = format!("http://127.0.0.1:{port}");
-    let mut child = Command::new(&artifacts.weir)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(&data)
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
+    let served = Served::start(artifacts, &dir.join("serve-data"))?;
+    let server = served.url.clone();
     let result = (|| {
-        let started = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if started.elapsed() > std::time::Duration::from_secs(30) {
-                bail!("weir serve did not start");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
         let module = |name: &str| artifacts.operators.join(format!("{name}.wasm")).to_string_lossy().into_owned();
         let timed = std::time::Instant::now();
         let count = sha_of(&weir_cli(&artifacts.weir, &server, &["modules", "upload", &module("count")])?)?;
@@ -420,7 +481,6 @@ fn control_plane(artifacts: &Artifacts, dir: &Path, rounds: usize) -> Result<Con
         latencies.sort();
         Ok(ControlPlane { first_upload_ms, second_upload_ms, submit_to_first_event_ms: latencies[latencies.len() / 2] })
     })();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(served);
     result
 }

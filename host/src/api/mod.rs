@@ -18,7 +18,9 @@ use axum::{Json, Router};
 pub use error::ApiError;
 use serde_json::json;
 
-use crate::control::{CancelError, JobInfo, Jobs, ModuleStore, SavepointError, SavepointStatus, StoreModules};
+use crate::control::{
+    CancelError, JobInfo, Jobs, ModuleStore, SavepointError, SavepointStatus, StoreModules, UpgradeStatus,
+};
 use crate::runtime::checkpoint_stats::CheckpointStats;
 
 /// What the handlers share.
@@ -48,6 +50,8 @@ pub fn router(state: Arc<ApiState>, body_limit: usize) -> Router {
         .route("/v1/jobs/{id}/savepoints", post(trigger_savepoint))
         .route("/v1/jobs/{id}/savepoints/{trigger}", get(savepoint_status))
         .route("/v1/jobs/{id}/stop", post(stop_job))
+        .route("/v1/jobs/{id}/upgrade", post(upgrade_job))
+        .route("/v1/jobs/{id}/upgrades/{request}", get(upgrade_status))
         .route("/v1/savepoints", get(list_savepoints))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
@@ -187,9 +191,13 @@ async fn savepoint_request(state: Arc<ApiState>, id: String, body: Bytes, stop: 
     };
     let _ = body.drain;
     let jobs = state.jobs.clone();
-    let trigger = blocking(move || jobs.savepoint(&id, body.target_directory.as_deref(), stop)).await?;
-    match trigger {
-        Ok(trigger) => Ok((StatusCode::ACCEPTED, Json(json!({ "request-id": trigger }))).into_response()),
+    accepted(blocking(move || jobs.savepoint(&id, body.target_directory.as_deref(), stop)).await?)
+}
+
+/// The answer to a savepoint or upgrade request.
+fn accepted(request: Result<String, SavepointError>) -> Result<Response, ApiError> {
+    match request {
+        Ok(request) => Ok((StatusCode::ACCEPTED, Json(json!({ "request-id": request }))).into_response()),
         Err(SavepointError::NotFound(id)) => Err(unknown_job(&id)),
         Err(e @ SavepointError::NotRunning { .. }) => Err(ApiError::new(StatusCode::CONFLICT, e.to_string())),
         Err(e @ SavepointError::Target(_)) => Err(ApiError::new(StatusCode::BAD_REQUEST, e.to_string())),
@@ -210,6 +218,45 @@ async fn stop_job(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     savepoint_request(state, id, body?, true).await
+}
+
+/// The body of `POST /v1/jobs/{id}/upgrade`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpgradeBody {
+    /// Operator uid to the module it runs from now on (`sha256:<hex>` of an uploaded module).
+    operators: std::collections::BTreeMap<String, String>,
+}
+
+async fn upgrade_job(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body: UpgradeBody = serde_json::from_slice(&body?).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the request body is not {{\"operators\": {{uid: module}}}}: {e}"),
+        )
+    })?;
+    if body.operators.is_empty() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "name at least one operator to upgrade"));
+    }
+    let store = store(&state)?;
+    let replacements: Vec<(String, String)> = body.operators.into_iter().collect();
+    let jobs = state.jobs.clone();
+    accepted(blocking(move || jobs.upgrade(&id, &replacements, &mut StoreModules(&store))).await?)
+}
+
+async fn upgrade_status(
+    State(state): State<Arc<ApiState>>,
+    Path((id, request)): Path<(String, String)>,
+) -> Result<Json<UpgradeStatus>, ApiError> {
+    state
+        .jobs
+        .upgrade_status(&id, &request)
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("job {id} has no upgrade request {request}")))
 }
 
 async fn savepoint_status(

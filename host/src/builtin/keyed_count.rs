@@ -23,16 +23,17 @@ impl OperatorFactory for KeyedCountFactory {
             return Err("keyed-count keeps keyed state: set input = \"hash\" on it".to_string());
         }
         let range = key_group_range(info.max_parallelism, info.parallelism, info.index);
-        let mut backend = MemoryBackend::new(range.clone(), &[StateKind::Value]);
+        let mut backend: Box<dyn StateBackend> = Box::new(MemoryBackend::new(range.clone(), &[StateKind::Value]));
         if let Some(restore) = &self.restore {
-            restore(&mut backend, range.clone()).map_err(|e| format!("cannot restore its state: {e}"))?;
+            backend =
+                restore(backend, range.clone(), info.index).map_err(|e| format!("cannot restore its state: {e}"))?;
         }
         Ok(Box::new(KeyedCount { backend, key_groups: range, max_parallelism: info.max_parallelism, buf: Vec::new() }))
     }
 }
 
 struct KeyedCount {
-    backend: MemoryBackend,
+    backend: Box<dyn StateBackend>,
     key_groups: std::ops::Range<u32>,
     max_parallelism: u32,
     buf: Vec<u8>,
@@ -70,6 +71,10 @@ impl Operator for KeyedCount {
     }
 
     fn snapshot(&self) -> Result<Option<StateSnapshot>, String> {
-        snapshot::take(&self.backend, self.key_groups.clone(), &states()).map(Some).map_err(|e| e.to_string())
+        snapshot::take(&*self.backend, self.key_groups.clone(), &states()).map(Some).map_err(|e| e.to_string())
+    }
+
+    fn into_state(self: Box<Self>) -> Option<Box<dyn StateBackend>> {
+        Some(self.backend)
     }
 }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::checked::{self, Unusable};
-use super::savepoint::{SavepointLocation, SavepointOperator};
+use super::savepoint::{SavepointLocation, SavepointMetadata, SavepointOperator};
 use super::storage::Storage;
 use super::{paths, snapshot};
 use crate::runtime::checkpoint_stats::RestoredCheckpoint;
@@ -105,6 +105,21 @@ impl Restore {
         };
         restore.verify()?;
         Ok(restore)
+    }
+
+    /// A savepoint this process has just written, from its `_metadata` in hand: nothing is read
+    /// back (an upgrade restarts from it at once, with the state itself handed over in place).
+    pub fn written(storage: Storage, dir: String, m: SavepointMetadata) -> Restore {
+        Restore {
+            states: m.state_files(),
+            storage,
+            dir,
+            id: m.savepoint_id,
+            max_parallelism: m.max_parallelism,
+            sources: m.sources,
+            operators: Some(m.operators),
+            allow_non_restored_state: false,
+        }
     }
 
     /// Lets a job start although some of this state has no operator (or declared state) to go to.

@@ -211,6 +211,12 @@ impl SavepointSink {
     pub fn metadata(&self) -> Option<SavepointMetadata> {
         self.written.lock().ok()?.clone()
     }
+
+    /// The savepoint to restore from, once complete, without reading it back.
+    pub fn restore(&self) -> Option<super::Restore> {
+        let metadata = self.metadata()?;
+        Some(super::Restore::written(self.location.storage.clone(), self.location.dir.clone(), metadata))
+    }
 }
 
 impl CheckpointSink for SavepointSink {

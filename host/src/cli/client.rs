@@ -258,14 +258,7 @@ impl Client {
             &format!("/v1/jobs/{id}/{verb}"),
             Some(("application/json", body.to_string().into_bytes())),
         )?;
-        let trigger = str(&answer["request-id"]).to_string();
-        let status = loop {
-            let status = self.call("GET", &format!("/v1/jobs/{id}/savepoints/{trigger}"), None)?;
-            if status["status"] != "in-progress" {
-                break status;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = self.wait_for(&format!("/v1/jobs/{id}/savepoints/{}", str(&answer["request-id"])))?;
         if self.print_json(&status)? {
             return Ok(());
         }
@@ -275,6 +268,46 @@ impl Client {
                 Ok(())
             }
             _ => bail!("the savepoint of job {id} failed: {}", str(&status["cause"])),
+        }
+    }
+
+    /// Polls a request's status at `path` until it is no longer in progress.
+    fn wait_for(&self, path: &str) -> anyhow::Result<Value> {
+        loop {
+            let status = self.call("GET", path, None)?;
+            if status["status"] != "in-progress" {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Uploads the modules named by path, asks for the upgrade, waits for it and reports it.
+    pub(super) fn upgrade(&self, id: &str, operators: &[String]) -> anyhow::Result<()> {
+        let mut replacements = serde_json::Map::new();
+        for pair in operators {
+            let (uid, module) = pair
+                .split_once('=')
+                .with_context(|| format!("--operator {pair}: expected UID=MODULE (a .wasm file or sha256:<hex>)"))?;
+            let reference = match module.strip_prefix("sha256:") {
+                Some(_) => module.to_string(),
+                None => format!("sha256:{}", str(&self.upload(Path::new(module))?["sha256"])),
+            };
+            replacements.insert(uid.to_string(), Value::String(reference));
+        }
+        let body = serde_json::json!({ "operators": replacements }).to_string().into_bytes();
+        let answer = self.call("POST", &format!("/v1/jobs/{id}/upgrade"), Some(("application/json", body)))?;
+        let status = self.wait_for(&format!("/v1/jobs/{id}/upgrades/{}", str(&answer["request-id"])))?;
+        if self.print_json(&status)? {
+            return Ok(());
+        }
+        match str(&status["status"]) {
+            "completed" => {
+                println!("upgraded job {id}: paused {:.1} ms", status["pause-ms"].as_f64().unwrap_or(0.0));
+                println!("savepoint before the swap: {}", str(&status["savepoint"]));
+                Ok(())
+            }
+            _ => bail!("the upgrade of job {id} failed: {}", str(&status["cause"])),
         }
     }
 

@@ -85,6 +85,17 @@ enum Command {
     },
     /// List the savepoints a server has taken: job, time, size, modules, path.
     Savepoints,
+    /// Swap operators' modules under a running job: the new modules are checked against the
+    /// state first, then the job stops at a savepoint and goes on with them, its state kept in
+    /// place. Prints the savepoint (for a rollback) and the pause.
+    Upgrade {
+        /// The job's id.
+        job_id: String,
+        /// UID=MODULE: the operator and its new module, a .wasm file (uploaded first) or
+        /// sha256:<hex> of an uploaded one. Repeat for several operators.
+        #[arg(long = "operator", value_name = "UID=MODULE", required = true)]
+        operators: Vec<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -180,6 +191,7 @@ pub fn main() -> ExitCode {
         }
         Command::Stop { job_id, drain, dir, .. } => client().savepoint(job_id, dir.as_deref(), Some(*drain)),
         Command::Savepoints => client().savepoints(),
+        Command::Upgrade { job_id, operators } => client().upgrade(job_id, operators),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

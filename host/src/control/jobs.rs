@@ -12,11 +12,12 @@ use sha2::{Digest, Sha256};
 
 use super::{lock, write_atomically};
 use crate::checkpoint::Restore;
+use crate::checkpoint::savepoint::SavepointSink;
 use crate::job::restart::{RestartStrategy, Restarts};
 use crate::job::{JobError, JobPlan, Modules};
 use crate::runtime::checkpoint_stats::CheckpointStats;
 use crate::runtime::now_ms;
-use crate::runtime::{self, JobFailure, JobGraph, JobMetrics, SavepointRequest, VertexSummary};
+use crate::runtime::{self, Handover, JobFailure, JobGraph, JobMetrics, SavepointRequest, VertexSummary};
 
 /// A job's state, in Flink's words. (Flink's `failing`, the moment between a failure and the
 /// end of the attempt's tasks, lasts only as long as joining threads here, so it is not shown.)
@@ -133,6 +134,61 @@ struct Job {
     savepoint_requests: (crossbeam_channel::Sender<SavepointRequest>, crossbeam_channel::Receiver<SavepointRequest>),
     /// Savepoints asked for, by trigger id.
     triggers: Mutex<BTreeMap<String, SavepointStatus>>,
+    /// Where operators leave their state when the job stops for an upgrade.
+    handover: Arc<Handover>,
+    /// The upgrade whose stop-with-savepoint is under way.
+    upgrade: Mutex<Option<PendingUpgrade>>,
+    /// Upgrades asked for, by request id.
+    upgrades: Mutex<BTreeMap<String, UpgradeProgress>>,
+}
+
+/// An upgrade waiting for the job to stop at its savepoint.
+struct PendingUpgrade {
+    /// Its request id.
+    request: String,
+    /// The job with the new modules.
+    plan: JobPlan,
+    /// The savepoint the job stops at (kept for rollback).
+    sink: Arc<SavepointSink>,
+    /// The operators whose module changes.
+    uids: Vec<String>,
+}
+
+/// Where an upgrade stands, as the job thread records it.
+enum UpgradeProgress {
+    InProgress,
+    /// The new code runs; the pause is known once each upgraded operator has processed a batch.
+    Restarted {
+        savepoint: String,
+        /// The run of the job's graph with the new code (see `JobMetrics::runs`).
+        run: u64,
+        /// Per upgraded operator, when the old code processed its last batch (`clock_ns`).
+        last_batches: Vec<(String, u64)>,
+    },
+    Failed {
+        cause: String,
+    },
+}
+
+/// Where an upgrade stands.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case", rename_all_fields = "kebab-case", tag = "status")]
+pub enum UpgradeStatus {
+    /// Stopping at its savepoint, or restarting.
+    InProgress,
+    /// The new modules run.
+    Completed {
+        /// The savepoint taken before the swap (for a rollback).
+        savepoint: String,
+        /// From the last batch the old modules processed to the first the new ones did, in
+        /// milliseconds (the longest over the upgraded operators).
+        pause_ms: f64,
+    },
+    /// Refused or failed; the job runs the modules it ran before.
+    Failed {
+        /// Why.
+        cause: String,
+    },
 }
 
 impl Job {
@@ -144,6 +200,9 @@ impl Job {
             plan: Mutex::new(None),
             savepoint_requests: crossbeam_channel::unbounded(),
             triggers: Mutex::default(),
+            handover: Arc::default(),
+            upgrade: Mutex::default(),
+            upgrades: Mutex::default(),
         }
     }
 }
@@ -333,10 +392,9 @@ impl Jobs {
         let plan = Arc::new(plan);
         *lock(&job.plan) = Some(plan.clone());
         let (dir, runner) = (self.dir.clone(), job.clone());
-        let spawned = std::thread::Builder::new().name(format!("job-{}", &lock(&job.info).id[..8])).spawn(move || {
-            run_attempts(dir.as_deref(), &runner, &plan, graph);
-            *lock(&runner.plan) = None;
-        });
+        let spawned = std::thread::Builder::new()
+            .name(format!("job-{}", &lock(&job.info).id[..8]))
+            .spawn(move || run_attempts(dir.as_deref(), &runner, plan, graph));
         if let Err(e) = spawned {
             self.update(&job, |i| {
                 i.state = JobState::Failed;
@@ -381,11 +439,77 @@ impl Jobs {
             };
             lock(&runner.triggers).insert(key, status);
         });
-        let request = SavepointRequest { sink, stop, done };
+        let request = SavepointRequest { sink, stop, handover: false, done };
         if job.savepoint_requests.0.send(request).is_err() {
             lock(&job.triggers).insert(trigger.clone(), SavepointStatus::Failed { cause: "the job ended".into() });
         }
         Ok(trigger)
+    }
+
+    /// Replaces the modules of running job `id`'s operators, `(uid, module reference)` each, with
+    /// modules resolved by `modules`: the new modules are loaded and checked against the state of
+    /// the ones they replace while the job runs; then the job stops at a savepoint (kept for a
+    /// rollback) and goes on with the new modules, each operator's state handed over in place.
+    /// Returns the request id to ask [`Jobs::upgrade_status`] with.
+    pub fn upgrade(
+        &self,
+        id: &str,
+        replacements: &[(String, String)],
+        modules: &mut dyn Modules,
+    ) -> Result<String, SavepointError> {
+        let job = lock(&self.jobs).get(id).cloned().ok_or_else(|| SavepointError::NotFound(id.to_string()))?;
+        let state = lock(&job.info).state;
+        let plan = lock(&job.plan).clone().filter(|_| state == JobState::Running);
+        let Some(plan) = plan else { return Err(SavepointError::NotRunning { id: id.to_string(), state }) };
+        let upgraded = plan.upgraded(replacements, modules).map_err(SavepointError::Target)?;
+        let sink = Arc::new(plan.savepoint_sink(None).map_err(SavepointError::Target)?);
+        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
+        let request_id = hex::encode(&Sha256::digest(format!("{id}/upgrade/{sequence}/{}", now_ms()))[..8]);
+        {
+            let mut pending = lock(&job.upgrade);
+            if pending.is_some() {
+                return Err(SavepointError::Target(format!("job {id} is already being upgraded")));
+            }
+            let uids = replacements.iter().map(|(uid, _)| uid.clone()).collect();
+            *pending = Some(PendingUpgrade { request: request_id.clone(), plan: upgraded, sink: sink.clone(), uids });
+        }
+        lock(&job.upgrades).insert(request_id.clone(), UpgradeProgress::InProgress);
+        let (runner, key) = (job.clone(), request_id.clone());
+        let done = Box::new(move |result: Result<u64, String>| {
+            if let Err(cause) = result {
+                lock(&runner.upgrade).take();
+                let cause = format!("the savepoint before the swap failed: {cause}");
+                lock(&runner.upgrades).insert(key, UpgradeProgress::Failed { cause });
+            }
+        });
+        let request = SavepointRequest { sink, stop: true, handover: true, done };
+        if job.savepoint_requests.0.send(request).is_err() {
+            lock(&job.upgrade).take();
+            let cause = "the job ended".to_string();
+            lock(&job.upgrades).insert(request_id.clone(), UpgradeProgress::Failed { cause });
+        }
+        Ok(request_id)
+    }
+
+    /// Where upgrade `request` of job `id` stands, if both exist.
+    pub fn upgrade_status(&self, id: &str, request: &str) -> Option<UpgradeStatus> {
+        let job = lock(&self.jobs).get(id).cloned()?;
+        let upgrades = lock(&job.upgrades);
+        Some(match upgrades.get(request)? {
+            UpgradeProgress::InProgress => UpgradeStatus::InProgress,
+            UpgradeProgress::Failed { cause } => UpgradeStatus::Failed { cause: cause.clone() },
+            UpgradeProgress::Restarted { run, .. } if job.metrics.runs() < *run => UpgradeStatus::InProgress,
+            UpgradeProgress::Restarted { savepoint, last_batches, .. } => {
+                let mut pause_ms: f64 = 0.0;
+                for (uid, last) in last_batches {
+                    match job.metrics.batches_processed(uid).0 {
+                        0 => return Some(UpgradeStatus::InProgress),
+                        first => pause_ms = pause_ms.max(first.saturating_sub(*last) as f64 / 1e6),
+                    }
+                }
+                UpgradeStatus::Completed { savepoint: savepoint.clone(), pause_ms }
+            }
+        })
     }
 
     /// Where savepoint `trigger` of job `id` stands, if both exist.
@@ -462,7 +586,7 @@ fn update(dir: Option<&Path>, job: &Job, change: impl FnOnce(&mut JobInfo)) {
 
 /// Runs a job's attempts until one finishes, it is canceled, or the restart strategy gives up.
 /// Each restart resumes from the latest completed checkpoint, with the next attempt number.
-fn run_attempts(dir: Option<&Path>, job: &Job, plan: &JobPlan, first: JobGraph) {
+fn run_attempts(dir: Option<&Path>, job: &Job, mut plan: Arc<JobPlan>, first: JobGraph) {
     let mut restarts = Restarts::new(plan.restart_strategy().clone());
     let mut attempt = first.attempt;
     // An attempt's graph, or why it could not be built (the storage may be down): that fails the
@@ -473,8 +597,16 @@ fn run_attempts(dir: Option<&Path>, job: &Job, plan: &JobPlan, first: JobGraph) 
         let failure = match next {
             Ok(mut graph) => {
                 graph.savepoints = Some(job.savepoint_requests.1.clone());
+                graph.handover = Some(job.handover.clone());
                 match runtime::execute(graph, job.cancel.clone(), job.metrics.clone()) {
-                    Ok(()) => break (JobState::Finished, None),
+                    Ok(()) => match lock(&job.upgrade).take() {
+                        // Stopped for an upgrade: the next run has the new code and the state.
+                        Some(upgrade) => {
+                            (plan, next) = upgraded(dir, job, plan, upgrade, attempt);
+                            continue;
+                        }
+                        None => break (JobState::Finished, None),
+                    },
                     Err(JobFailure::Cancelled) => {
                         plan.canceled();
                         break (JobState::Canceled, None);
@@ -507,11 +639,12 @@ fn run_attempts(dir: Option<&Path>, job: &Job, plan: &JobPlan, first: JobGraph) 
             plan.canceled();
             break (JobState::Canceled, None);
         }
-        next = restart(job, plan, attempt, lock(&job.info).first_checkpoint);
+        next = restart(job, &plan, attempt, lock(&job.info).first_checkpoint);
         if next.is_ok() {
             update(dir, job, |i| i.state = JobState::Running);
         }
     };
+    *lock(&job.plan) = None;
     while let Ok(request) = job.savepoint_requests.1.try_recv() {
         (request.done)(Err("the job ended before the savepoint was taken".to_string()));
     }
@@ -522,6 +655,41 @@ fn run_attempts(dir: Option<&Path>, job: &Job, plan: &JobPlan, first: JobGraph) 
         info.state = state;
         info.failure = failure;
     });
+}
+
+/// The run after job stopped for `upgrade`: the new plan, from the upgrade's savepoint, each
+/// operator taking the state its predecessor left in place. If the new plan cannot be built, the
+/// old one goes on from the same savepoint, and the upgrade is reported failed.
+fn upgraded(
+    dir: Option<&Path>,
+    job: &Job,
+    old: Arc<JobPlan>,
+    upgrade: PendingUpgrade,
+    attempt: u32,
+) -> (Arc<JobPlan>, Result<JobGraph, String>) {
+    let PendingUpgrade { request, plan, sink, uids } = upgrade;
+    let last_batches: Vec<(String, u64)> =
+        uids.iter().map(|uid| (uid.clone(), job.metrics.batches_processed(uid).1)).collect();
+    let Some(restore) = sink.restore().map(Arc::new) else {
+        return (old, Err("the upgrade's savepoint is missing (a weir bug)".to_string()));
+    };
+    let handover = Some(job.handover.clone());
+    let savepoint = sink.location();
+    let (plan, graph, status) = match plan.build_after_upgrade(attempt, Some(restore.clone()), handover.clone()) {
+        Ok(graph) => {
+            let plan = Arc::new(plan);
+            update(dir, job, |i| i.job = plan.text().to_string());
+            let run = job.metrics.runs() + 1;
+            (plan, Ok(graph), UpgradeProgress::Restarted { savepoint, run, last_batches })
+        }
+        Err(e) => {
+            let graph = old.build_after_upgrade(attempt, Some(restore), handover).map_err(|e| e.to_string());
+            (old, graph, UpgradeProgress::Failed { cause: format!("the upgraded job cannot start: {e}") })
+        }
+    };
+    *lock(&job.plan) = Some(plan.clone());
+    lock(&job.upgrades).insert(request, status);
+    (plan, graph)
 }
 
 /// The graph of attempt `attempt`, resuming from the job's latest checkpoint since `since`.

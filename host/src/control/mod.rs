@@ -6,7 +6,9 @@
 mod jobs;
 mod modules;
 
-pub use jobs::{CancelError, JobInfo, JobState, Jobs, SavepointError, SavepointRecord, SavepointStatus, SubmitError};
+pub use jobs::{
+    CancelError, JobInfo, JobState, Jobs, SavepointError, SavepointRecord, SavepointStatus, SubmitError, UpgradeStatus,
+};
 pub(crate) use modules::StoreModules;
 pub use modules::{ModuleInfo, ModuleStore};
 

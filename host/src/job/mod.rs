@@ -15,7 +15,7 @@ pub use plan::{DEFAULT_CHECKPOINT_STORAGE, JobPlan};
 pub use spec::JobSpec;
 use spec::{CheckpointMode, CheckpointingSpec, InputSpec, OperatorSpec, SinkSpec, SinkType, SourceSpec, SourceType};
 
-use crate::checkpoint::savepoint::OperatorCode;
+use crate::checkpoint::savepoint::{OperatorCode, SavepointOperator};
 use crate::checkpoint::storage::Storage;
 use crate::checkpoint::{Restore, StorageSink};
 use crate::state::{StateBackend, StateDescriptor, StateRestore};
@@ -24,7 +24,9 @@ use crate::connectors::{
     BlackholeSinkFactory, FileCommit, FileSinkFactory, FileSourceFactory, GeneratorSourceFactory, StdoutSinkFactory,
 };
 use crate::runtime::key_group::UPPER_BOUND_MAX_PARALLELISM;
-use crate::runtime::{CheckpointConfig, JobGraph, OperatorFactory, Partitioning, SinkFactory, SourceFactory, Vertex};
+use crate::runtime::{
+    CheckpointConfig, Handover, JobGraph, OperatorFactory, Partitioning, SinkFactory, SourceFactory, Vertex,
+};
 use crate::wasm::{ModuleError, OperatorModule, SandboxLimits, WasmEngine, WasmOperatorFactory};
 
 /// Why a job file cannot be run. Every message names the file and the thing at fault.
@@ -124,6 +126,14 @@ impl Modules for ModuleFiles<'_> {
     }
 }
 
+/// What a job's graph starts from: its attempt, the checkpoint or savepoint it resumes from, and
+/// the state its previous run left in place (after an upgrade).
+struct Start {
+    attempt: u32,
+    restore: Option<Arc<Restore>>,
+    handover: Option<Arc<Handover>>,
+}
+
 /// Builds a checked job's graph: sources and sinks opened, modules from `modules` (resolved
 /// beforehand by [`JobPlan`]), checkpoints into `storage`. `label` names the job in errors;
 /// relative source and sink paths start at `base`.
@@ -133,9 +143,9 @@ fn build(
     base: &Path,
     modules: &HashMap<String, Arc<OperatorModule>>,
     storage: Option<&Storage>,
-    attempt: u32,
-    restore: Option<Arc<Restore>>,
+    start: Start,
 ) -> Result<JobGraph, JobError> {
+    let Start { attempt, restore, handover } = start;
     let invalid = |message: String| JobError::Invalid { file: label.to_string(), message };
     if let Some(r) = &restore
         && r.max_parallelism() != spec.max_parallelism
@@ -165,6 +175,7 @@ fn build(
         parallelism: spec.parallelism,
         max_parallelism: spec.max_parallelism,
         restore,
+        handover,
         sink_commit,
     };
     let sources = spec.sources.iter().map(|s| ctx.source(s).map_err(invalid)).collect::<Result<Vec<_>, _>>()?;
@@ -184,6 +195,7 @@ fn build(
         sinks,
         checkpointing,
         savepoints: None,
+        handover: None,
     })
 }
 
@@ -245,6 +257,8 @@ struct Builder<'a> {
     max_parallelism: u32,
     /// The checkpoint the job resumes from, if any.
     restore: Option<Arc<Restore>>,
+    /// State left in place by the previous run of the job (an upgrade), taken before `restore`.
+    handover: Option<Arc<Handover>>,
     /// How file sinks publish: two-phase commit when checkpointing.
     sink_commit: FileCommit,
 }
@@ -361,32 +375,8 @@ impl Builder<'_> {
     fn check_saved_state(&self, uid: &str, code: &OperatorCode, declared: &[StateDescriptor]) -> Result<(), String> {
         let Some(restore) = &self.restore else { return Ok(()) };
         let Some(saved) = restore.saved_operator(uid) else { return Ok(()) };
-        let kind =
-            |s: &StateDescriptor| format!("{:?} state, schema version {}", s.kind, s.schema_version).to_lowercase();
-        for s in &saved.states {
-            match declared.iter().find(|d| d.name == s.name) {
-                Some(d) if d.kind == s.kind && d.schema_version == s.schema_version => {}
-                Some(d) => {
-                    return Err(format!(
-                        "operator '{uid}': state '{}' was saved as {} by {}, and {code} declares it as {}; \
-                         that code cannot read it",
-                        s.name,
-                        kind(s),
-                        saved.module,
-                        kind(d)
-                    ));
-                }
-                None if !saved.files.is_empty() && !restore.allows_non_restored_state() => {
-                    return Err(format!(
-                        "operator '{uid}': the savepoint holds state '{}' (saved by {}), which {code} does not \
-                         declare; pass --allow-non-restored-state to start without it",
-                        s.name, saved.module
-                    ));
-                }
-                None => {}
-            }
-        }
-        Ok(())
+        let has_state = !saved.files.is_empty() && !restore.allows_non_restored_state();
+        check_states(uid, saved, has_state, code, declared)
     }
 
     /// Where each subtask of source `uid` resumes, when the job resumes from a checkpoint or
@@ -407,9 +397,18 @@ impl Builder<'_> {
     /// savepoint the job starts from.
     fn state_restore(&self, uid: &str, declared: Vec<StateDescriptor>) -> Option<StateRestore> {
         let restore = self.restore.clone()?;
+        // In place only when the code declares exactly the saved states: their indices then mean
+        // the same. Otherwise the savepoint's files are read, state by state name.
+        let handover =
+            self.handover.clone().filter(|_| restore.saved_operator(uid).is_some_and(|saved| saved.states == declared));
         let uid = uid.to_string();
-        Some(Arc::new(move |backend: &mut dyn StateBackend, range| {
-            restore.restore_state(&uid, &declared, backend, range)
+        Some(Arc::new(move |fresh: Box<dyn StateBackend>, range, subtask| {
+            if let Some(state) = handover.as_ref().and_then(|h| h.take(&uid, subtask, &range)) {
+                return Ok(state);
+            }
+            let mut fresh = fresh;
+            restore.restore_state(&uid, &declared, &mut *fresh, range)?;
+            Ok(fresh)
         }))
     }
 
@@ -448,6 +447,43 @@ pub(crate) fn operator_code(
         (None, Some(name)) => Some((OperatorCode::Builtin { builtin: name.clone() }, crate::builtin::states(name)?)),
         _ => None,
     }
+}
+
+/// Whether `code`, declaring `declared`, can take over operator `uid`'s state as `saved` records
+/// it: every saved state declared again with the same kind and schema version. A saved state no
+/// longer declared is refused when the saved operator `has_state` that would be lost.
+pub(crate) fn check_states(
+    uid: &str,
+    saved: &SavepointOperator,
+    has_state: bool,
+    code: &OperatorCode,
+    declared: &[StateDescriptor],
+) -> Result<(), String> {
+    let kind = |s: &StateDescriptor| format!("{:?} state, schema version {}", s.kind, s.schema_version).to_lowercase();
+    for s in &saved.states {
+        match declared.iter().find(|d| d.name == s.name) {
+            Some(d) if d.kind == s.kind && d.schema_version == s.schema_version => {}
+            Some(d) => {
+                return Err(format!(
+                    "operator '{uid}': state '{}' was saved as {} by {}, and {code} declares it as {}; \
+                     that code cannot read it",
+                    s.name,
+                    kind(s),
+                    saved.module,
+                    kind(d)
+                ));
+            }
+            None if has_state => {
+                return Err(format!(
+                    "operator '{uid}': the savepoint holds state '{}' (saved by {}), which {code} does not \
+                     declare; pass --allow-non-restored-state to start without it",
+                    s.name, saved.module
+                ));
+            }
+            None => {}
+        }
+    }
+    Ok(())
 }
 
 /// State the job starts from must all go somewhere: positions to sources, state to operators,

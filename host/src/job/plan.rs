@@ -7,11 +7,14 @@ use std::sync::Arc;
 
 use super::restart::RestartStrategy;
 use super::spec::{JobSpec, Retention};
-use super::{JobError, ModuleRefError, Modules, build, check_shape, checkpoint_interval, operator_code, parse};
+use super::{
+    JobError, ModuleRefError, Modules, Start, build, check_shape, check_states, checkpoint_interval, operator_code,
+    parse,
+};
 use crate::checkpoint::Restore;
 use crate::checkpoint::savepoint::{SavepointOperator, SavepointSink};
 use crate::checkpoint::storage::Storage;
-use crate::runtime::JobGraph;
+use crate::runtime::{Handover, JobGraph};
 use crate::wasm::OperatorModule;
 
 /// Where checkpoints go when `[checkpointing]` names no `storage`, relative to the job file.
@@ -93,9 +96,20 @@ impl JobPlan {
     /// The graph of attempt `attempt` (from 0), resuming from `restore` if given. Opens the
     /// sinks: a fresh start clears their output, a resumed one keeps what `restore` covers.
     pub fn build(&self, attempt: u32, restore: Option<Arc<Restore>>) -> Result<JobGraph, JobError> {
+        self.build_after_upgrade(attempt, restore, None)
+    }
+
+    /// Like [`JobPlan::build`], for the run after an upgrade: operators take the state their
+    /// predecessors left in `handover` where it fits, else read it from `restore`.
+    pub fn build_after_upgrade(
+        &self,
+        attempt: u32,
+        restore: Option<Arc<Restore>>,
+        handover: Option<Arc<Handover>>,
+    ) -> Result<JobGraph, JobError> {
         let spec: JobSpec = parse(&self.text, &self.label)?;
         let storage = self.checkpoints.as_ref().map(|c| &c.storage);
-        build(spec, &self.label, &self.base, &self.modules, storage, attempt, restore)
+        build(spec, &self.label, &self.base, &self.modules, storage, Start { attempt, restore, handover })
     }
 
     /// A savepoint of the running job into `dir` (a URL or a local directory), or else the job's
@@ -119,6 +133,52 @@ impl JobPlan {
             })
             .collect();
         Ok(SavepointSink::new(storage, &self.name, spec.max_parallelism, operators))
+    }
+
+    /// The same job with each `(uid, module reference)` operator running the new module, resolved
+    /// by `modules` (an upgrade). Refused, saying why, for an unknown or builtin operator, or a
+    /// module that cannot take over the state of the one it replaces.
+    pub fn upgraded(&self, replacements: &[(String, String)], modules: &mut dyn Modules) -> Result<JobPlan, String> {
+        let mut table: toml::Table = toml::from_str(&self.text).map_err(|e| e.to_string())?;
+        let operators = table.get_mut("operator").and_then(toml::Value::as_array_mut);
+        let mut operators: Vec<&mut toml::Table> =
+            operators.into_iter().flatten().filter_map(toml::Value::as_table_mut).collect();
+        for (uid, reference) in replacements {
+            let op = operators
+                .iter_mut()
+                .find(|op| op.get("uid").and_then(toml::Value::as_str) == Some(uid))
+                .ok_or_else(|| format!("the job has no operator '{uid}'"))?;
+            if op.contains_key("builtin") {
+                return Err(format!("operator '{uid}' is a builtin; only operators running a module can be upgraded"));
+            }
+            op.insert("module".to_string(), toml::Value::String(reference.clone()));
+        }
+        let text = toml::to_string(&table).map_err(|e| e.to_string())?;
+        // Modules the job already runs are not resolved again.
+        let mut known = Known { known: &self.modules, others: modules };
+        let upgraded = JobPlan::new(text, &self.label, &self.base, &mut known).map_err(|e| e.to_string())?;
+        let (old, new) = (parse(&self.text, &self.label), parse(&upgraded.text, &upgraded.label));
+        let (old, new) = (old.map_err(|e| e.to_string())?, new.map_err(|e| e.to_string())?);
+        for (uid, _) in replacements {
+            let find = |spec: &JobSpec, modules| {
+                let op = spec.operators.iter().find(|op| op.uid == *uid)?;
+                operator_code(op, modules)
+            };
+            let (Some((old_code, old_states)), Some((new_code, new_states))) =
+                (find(&old, &self.modules), find(&new, &upgraded.modules))
+            else {
+                return Err(format!("operator '{uid}': its module could not be resolved"));
+            };
+            let saved = SavepointOperator {
+                uid: uid.clone(),
+                parallelism: 0,
+                module: old_code,
+                states: old_states,
+                files: Vec::new(),
+            };
+            check_states(uid, &saved, true, &new_code, &new_states)?;
+        }
+        Ok(upgraded)
     }
 
     /// The job's checkpoint storage, when it checkpoints.
@@ -148,6 +208,21 @@ impl JobPlan {
             .and_then(|ids| ids.into_iter().try_for_each(|id| c.storage.delete_checkpoint(&self.name, id)));
         if let Err(e) = deleted {
             tracing::warn!("cannot delete the checkpoints of canceled job '{}': {e}", self.name);
+        }
+    }
+}
+
+/// Resolves the modules a job already runs from what it resolved before, others by `others`.
+struct Known<'a> {
+    known: &'a HashMap<String, Arc<OperatorModule>>,
+    others: &'a mut dyn Modules,
+}
+
+impl Modules for Known<'_> {
+    fn resolve(&mut self, reference: &str) -> Result<Arc<OperatorModule>, ModuleRefError> {
+        match self.known.get(reference) {
+            Some(module) => Ok(module.clone()),
+            None => self.others.resolve(reference),
         }
     }
 }

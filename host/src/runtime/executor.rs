@@ -10,9 +10,10 @@ use crossbeam_channel::Receiver;
 use super::channel::{self, ChannelError, Inputs, Message, Output, Received, Route};
 use super::checkpoint_stats::{CheckpointStats, SubtaskCheckpoint};
 use super::graph::{
-    CheckpointConfig, CheckpointSink, JobGraph, Partitioning, SavepointRequest, SinkFactory, SourcePosition, StateFile,
-    StateSnapshot, SubtaskInfo, TaskError, Vertex,
+    CheckpointConfig, CheckpointSink, Handover, JobGraph, Partitioning, SavepointRequest, SinkFactory, SourcePosition,
+    StateFile, StateSnapshot, SubtaskInfo, TaskError, Vertex,
 };
+use super::key_group::key_group_range;
 use super::now_ms;
 use super::{BATCH_SIZE, EventBatch};
 
@@ -57,6 +58,8 @@ pub struct JobMetrics {
     first_sink_event: std::sync::OnceLock<u64>,
     /// Over all attempts.
     checkpoints: Mutex<CheckpointStats>,
+    /// Runs of the job's graph so far (attempts, and restarts after upgrades).
+    runs: AtomicU64,
 }
 
 impl JobMetrics {
@@ -77,11 +80,29 @@ impl JobMetrics {
         if let Ok(mut vertices) = self.vertices.lock() {
             vertices.clear();
         }
+        self.runs.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How many times the job's graph has started running: the counts are those of the latest.
+    pub fn runs(&self) -> u64 {
+        self.runs.load(Ordering::SeqCst)
     }
 
     /// When the first event reached a sink (milliseconds since the Unix epoch), if one has.
     pub fn first_sink_event_at(&self) -> Option<u64> {
         self.first_sink_event.get().copied()
+    }
+
+    /// When operator `uid` processed its first batch in the current attempt and its latest, over
+    /// all its subtasks ([`clock_ns`]; 0 when it has processed none).
+    pub fn batches_processed(&self, uid: &str) -> (u64, u64) {
+        let Ok(vertices) = self.vertices.lock() else { return (0, 0) };
+        let subtasks = vertices.iter().filter(|v| v.kind == "operator" && &*v.uid == uid).flat_map(|v| &v.subtasks);
+        subtasks.fold((0, 0), |(first, last), c| {
+            let f = c.first_batch_ns.load(Ordering::Relaxed);
+            let first = if f != 0 && (first == 0 || f < first) { f } else { first };
+            (first, last.max(c.last_batch_ns.load(Ordering::Relaxed)))
+        })
     }
 
     /// The counts so far: sources, then operators, then sinks.
@@ -144,6 +165,15 @@ struct Counters {
     events_in: AtomicU64,
     events_out: AtomicU64,
     cpu_ns: AtomicU64,
+    /// Operators: when they processed their first and their latest batch, in [`clock_ns`].
+    first_batch_ns: AtomicU64,
+    last_batch_ns: AtomicU64,
+}
+
+/// Nanoseconds on a monotonic clock shared by every job of the process (never 0).
+pub fn clock_ns() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1
 }
 
 /// CPU time used by the calling thread so far (Linux and other Unixes: its CPU-time clock).
@@ -189,6 +219,10 @@ struct Control {
     /// Set once the checkpoint or savepoint that ends the job has completed (a final checkpoint
     /// taken after every source finished, or a stop's savepoint): the waiting sources end then.
     final_checkpoint_done: AtomicBool,
+    /// Where operators leave their state when the job stops for an upgrade.
+    handover: Option<Arc<Handover>>,
+    /// Set when the stop's savepoint asked for a handover: ending operators leave their state.
+    handing_over: AtomicBool,
 }
 
 impl Control {
@@ -440,6 +474,7 @@ impl Coordinator<'_> {
         }
         self.metrics.checkpoint_stats(|s| s.completed(id, started.elapsed()));
         let stop = savepoint.as_ref().is_some_and(|s| s.stop);
+        let handover = savepoint.as_ref().is_some_and(|s| s.stop && s.handover);
         match savepoint {
             Some(request) => (request.done)(Ok(id)),
             None => {
@@ -460,6 +495,9 @@ impl Coordinator<'_> {
                 id,
                 cause: format!("it completed, but a sink cannot publish its output: {cause}"),
             })?;
+        }
+        if handover {
+            self.control.handing_over.store(true, Ordering::SeqCst);
         }
         if stop || self.final_pending.is_some_and(|f| id >= f) {
             self.control.final_checkpoint_done.store(true, Ordering::SeqCst);
@@ -575,7 +613,8 @@ fn wire(upstream: &[Shape], down: &Shape, max_parallelism: u32) -> (Vec<Vec<Rout
 /// Runs the job until its sources are exhausted and the sinks have flushed, or until `cancel` is
 /// set or a subtask fails. `metrics` fills in as subtasks start, so others can watch the job.
 pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics>) -> Result<(), JobFailure> {
-    let JobGraph { max_parallelism, attempt, sources, operators, sinks, checkpointing, savepoints, .. } = graph;
+    let JobGraph { max_parallelism, attempt, sources, operators, sinks, checkpointing, savepoints, handover, .. } =
+        graph;
     metrics.begin_attempt();
     let sinks: Vec<SinkVertex> = sinks.into_iter().map(SinkVertex::from).collect();
     let (acks, ack_receiver) = crossbeam_channel::unbounded();
@@ -592,6 +631,8 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics
         targets: Mutex::default(),
         stop_at: AtomicU64::new(0),
         final_checkpoint_done: AtomicBool::new(false),
+        handover,
+        handing_over: AtomicBool::new(false),
     });
     let coordination = {
         let subtasks = |parallelisms: &mut dyn Iterator<Item = u32>| parallelisms.map(|p| p as usize).sum::<usize>();
@@ -1033,6 +1074,9 @@ fn run_operator(
             Received::Batch(batch) => {
                 block = false;
                 counters.events_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                let now = clock_ns();
+                let _ = counters.first_batch_ns.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+                counters.last_batch_ns.store(now, Ordering::Relaxed);
                 operator.process(&batch, &mut out)?;
                 counters.events_out.fetch_add(out.len() as u64, Ordering::Relaxed);
                 for sink in &mut sinks {
@@ -1071,7 +1115,15 @@ fn run_operator(
                 for sink in &mut sinks {
                     sink.finish(control)?;
                 }
-                return Ok(output.end()?);
+                output.end()?;
+                if let Some(handover) =
+                    control.handover.as_ref().filter(|_| control.handing_over.load(Ordering::SeqCst))
+                    && let Some(state) = operator.into_state()
+                {
+                    let key_groups = key_group_range(info.max_parallelism, info.parallelism, info.index);
+                    handover.put(&info.uid, info.index, key_groups, state);
+                }
+                return Ok(());
             }
         }
     }

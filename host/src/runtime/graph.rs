@@ -53,6 +53,50 @@ pub trait Operator: Send {
     fn process(&mut self, input: &EventBatch, out: &mut EventBatch) -> Result<(), String>;
     /// The snapshot of its keyed state, or `None` when it keeps no state.
     fn snapshot(&self) -> Result<Option<StateSnapshot>, String>;
+    /// Its keyed state itself, when the job stops for an upgrade: handed over in place to the
+    /// subtask that replaces it. `None` when it keeps no state.
+    fn into_state(self: Box<Self>) -> Option<Box<dyn crate::state::StateBackend>> {
+        None
+    }
+}
+
+/// Operator state handed over in place from one run of a job to the next (an upgrade): by uid
+/// and subtask, with the key groups it covers.
+#[derive(Default)]
+pub struct Handover {
+    states: std::sync::Mutex<std::collections::HashMap<(String, u32), HandedOver>>,
+}
+
+type HandedOver = (std::ops::Range<u32>, Box<dyn crate::state::StateBackend>);
+
+impl Handover {
+    /// Leaves subtask `subtask` of operator `uid`'s state, covering `key_groups`.
+    pub fn put(
+        &self,
+        uid: &str,
+        subtask: u32,
+        key_groups: std::ops::Range<u32>,
+        state: Box<dyn crate::state::StateBackend>,
+    ) {
+        if let Ok(mut states) = self.states.lock() {
+            states.insert((uid.to_string(), subtask), (key_groups, state));
+        }
+    }
+
+    /// Takes what subtask `subtask` of operator `uid` left, if it covers exactly `key_groups`.
+    pub fn take(
+        &self,
+        uid: &str,
+        subtask: u32,
+        key_groups: &std::ops::Range<u32>,
+    ) -> Option<Box<dyn crate::state::StateBackend>> {
+        let mut states = self.states.lock().ok()?;
+        let key = (uid.to_string(), subtask);
+        if states.get(&key).is_some_and(|(range, _)| range == key_groups) {
+            return states.remove(&key).map(|(_, state)| state);
+        }
+        None
+    }
 }
 
 /// An operator subtask's keyed state at a barrier.
@@ -203,6 +247,8 @@ pub struct JobGraph {
     pub checkpointing: Option<CheckpointConfig>,
     /// Savepoints asked of the running job.
     pub savepoints: Option<crossbeam_channel::Receiver<SavepointRequest>>,
+    /// Where operators leave their state when the job stops for an upgrade.
+    pub handover: Option<std::sync::Arc<Handover>>,
 }
 
 /// A savepoint asked of a running job: it goes through the same barriers as checkpoints, into
@@ -212,6 +258,8 @@ pub struct SavepointRequest {
     pub sink: Arc<dyn CheckpointSink>,
     /// Stop the job once it is complete (stop-with-savepoint): sources end at its barrier.
     pub stop: bool,
+    /// With `stop`: operators leave their state in the job's handover for the next run.
+    pub handover: bool,
     /// Told the outcome: the savepoint's barrier id, or why it failed.
     pub done: Box<dyn FnOnce(Result<u64, String>) + Send>,
 }

@@ -11,10 +11,10 @@ pub mod graph;
 pub mod key_group;
 
 pub use batch::{Event, EventBatch};
-pub use executor::{JobFailure, JobMetrics, SubtaskSummary, VertexSummary, execute};
+pub use executor::{JobFailure, JobMetrics, SubtaskSummary, VertexSummary, clock_ns, execute};
 pub use graph::{
-    CheckpointConfig, CheckpointSink, JobGraph, Operator, OperatorFactory, Partitioning, SavepointRequest, Sink,
-    SinkFactory, Source, SourceFactory, SourcePosition, StateFile, StateSnapshot, SubtaskInfo, TaskError, Vertex,
+    CheckpointConfig, CheckpointSink, Handover, JobGraph, Operator, OperatorFactory, Partitioning, SavepointRequest,
+    Sink, SinkFactory, Source, SourceFactory, SourcePosition, StateFile, StateSnapshot, SubtaskInfo, TaskError, Vertex,
 };
 
 /// Events per batch that sources and routers aim for: large enough to amortise a Wasm call and a

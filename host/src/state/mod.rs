@@ -149,9 +149,13 @@ pub trait StateBackend: Send {
     fn key_count(&self) -> usize;
 }
 
-/// Fills a fresh backend with saved entries of the key groups it owns (from a checkpoint);
-/// returns how many.
-pub type StateRestore = std::sync::Arc<dyn Fn(&mut dyn StateBackend, Range<u32>) -> Result<u64, String> + Send + Sync>;
+/// Gives an operator subtask the state it starts with. Called with the empty backend made for
+/// it, the key groups it owns and its subtask index, it returns that backend filled with saved
+/// entries (from a checkpoint or savepoint), or the backend the same subtask held before an
+/// upgrade, handed over in place.
+pub type StateRestore = std::sync::Arc<
+    dyn Fn(Box<dyn StateBackend>, Range<u32>, u32) -> Result<Box<dyn StateBackend>, String> + Send + Sync,
+>;
 
 /// Moves the entries of `key_groups` from one backend to another: how a rescale hands key groups
 /// from one subtask to the next.

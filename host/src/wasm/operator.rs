@@ -12,7 +12,7 @@ use super::host::{HostState, KeyedState};
 use crate::checkpoint::snapshot;
 use crate::runtime::key_group::key_group_range;
 use crate::runtime::{EventBatch, Operator, OperatorFactory, StateSnapshot, SubtaskInfo};
-use crate::state::{MemoryBackend, StateDescriptor, StateKind, StateRestore};
+use crate::state::{MemoryBackend, StateBackend, StateDescriptor, StateKind, StateRestore};
 
 /// Limits of the sandbox each instance runs in.
 #[derive(Debug, Clone, Copy)]
@@ -63,9 +63,10 @@ impl OperatorFactory for WasmOperatorFactory {
         let kinds = description.kinds();
         let key_groups =
             if self.keyed { key_group_range(info.max_parallelism, info.parallelism, info.index) } else { 0..0 };
-        let mut backend = Box::new(MemoryBackend::new(key_groups.clone(), &kinds));
+        let mut backend: Box<dyn StateBackend> = Box::new(MemoryBackend::new(key_groups.clone(), &kinds));
         if let Some(restore) = &self.restore {
-            restore(&mut *backend, key_groups.clone()).map_err(|e| format!("cannot restore its state: {e}"))?;
+            backend = restore(backend, key_groups.clone(), info.index)
+                .map_err(|e| format!("cannot restore its state: {e}"))?;
         }
         let keyed = KeyedState::new(backend, kinds.clone());
         let state = HostState::new(keyed, self.limits.memory_limit, Arc::from(info.to_string()));
@@ -142,6 +143,10 @@ impl Operator for WasmOperator {
             .map_err(|e| call_error("process-batch", &e, &self.limits))?
             .map_err(|message| format!("the operator failed: {message}"))?;
         frame::apply_output(output, &mut self.store.data_mut().keyed, &self.value_states, out)
+    }
+
+    fn into_state(self: Box<Self>) -> Option<Box<dyn StateBackend>> {
+        Some(self.store.into_data().keyed.backend)
     }
 
     fn snapshot(&self) -> Result<Option<StateSnapshot>, String> {

@@ -1,0 +1,107 @@
+//! Hot-swapping an operator's module under a running job on `weir serve`: the counts go on
+//! across each swap, the committed output stays exactly-once, and a module that cannot read the
+//! state is refused while the job runs on untouched.
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use weir_e2e::{
+    Server, expected_counts, file_sink, file_source, generated_clicks, job, operator, sink_lines, wasm_operator,
+    write_job,
+};
+
+/// The clicks job at parallelism 2 reading 16000 clicks at 4000 per second (4 s), checkpointing.
+fn slow_clicks_job(dir: &Path) -> String {
+    let input = dir.join("clicks.jsonl");
+    generated_clicks(&input, 16000, 40);
+    let source = file_source("clicks", &input).replacen("type = \"file\"\n", "type = \"file\"\nrate = 4000\n", 1);
+    let job = job(
+        "clicks-per-user",
+        2,
+        &[
+            source,
+            wasm_operator("logged-in", "filter", &["config = { field = \"logged_in\" }"]),
+            wasm_operator("by-user", "key_by", &["config = { field = \"user\" }"]),
+            wasm_operator("count-per-user", "count", &["input = \"hash\""]),
+            file_sink("counts", &dir.join("out")),
+        ],
+    );
+    write_job(dir, &format!("{job}\n[checkpointing]\ninterval = \"200ms\"\nstorage = \"file://chk\"\n"))
+}
+
+/// Per (user, count), the versions that emitted it: 1 for lines without `v`.
+fn emitted(lines: &[String]) -> BTreeMap<(String, u64), Vec<u64>> {
+    let mut by_count: BTreeMap<(String, u64), Vec<u64>> = BTreeMap::new();
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let key = (v["key"].as_str().unwrap().to_string(), v["count"].as_u64().unwrap());
+        by_count.entry(key).or_default().push(v["v"].as_u64().unwrap_or(1));
+    }
+    by_count
+}
+
+fn upgrade(server: &Server, id: &str, module: &str) -> weir_e2e::Output {
+    let target = format!("count-per-user={}", operator(module).display());
+    server.cli(&["upgrade", id, "--operator", &target])
+}
+
+#[test]
+fn upgrades_under_a_running_job_keep_counts_and_exactly_once_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let id = server.cli(&["submit", &slow_clicks_job(dir.path())]).stdout.trim().to_string();
+    let mut swaps = Vec::new();
+    for module in ["count_v2", "count", "count_v2"] {
+        std::thread::sleep(Duration::from_millis(700));
+        let swapped = upgrade(&server, &id, module);
+        assert_eq!(swapped.code, 0, "{}", swapped.stderr);
+        assert!(swapped.stdout.contains("paused"), "{}", swapped.stdout);
+        let savepoint = swapped.stdout.lines().find_map(|l| l.strip_prefix("savepoint before the swap: ")).unwrap();
+        assert!(Path::new(savepoint).join("_metadata").is_file(), "{}", swapped.stdout);
+        swaps.push(swapped.stdout);
+    }
+    let job = server.wait_for_job(&id);
+    assert_eq!(job["state"], "finished", "{job}");
+    assert!(job["job"].as_str().unwrap().contains("sha256:"), "the record names the module it runs now");
+
+    let counts = expected_counts(&dir.path().join("clicks.jsonl"));
+    let emitted = emitted(&sink_lines(&dir.path().join("out")));
+    let expected: Vec<(String, u64)> = counts.iter().flat_map(|(u, &n)| (1..=n).map(move |c| (u.clone(), c))).collect();
+    assert_eq!(emitted.keys().cloned().collect::<Vec<_>>(), expected, "every count once per user: {swaps:?}");
+    let twice: Vec<_> = emitted.iter().filter(|(_, versions)| versions.len() != 1).collect();
+    assert!(twice.is_empty(), "emitted more than once: {twice:?}");
+    // Each user's counts go v1, then v2, v1, v2 after the swaps: never back to 1.
+    let v2 = emitted.values().filter(|versions| versions[0] == 2).count();
+    assert!(v2 > 0 && v2 < emitted.len(), "{v2} of {} lines came from v2", emitted.len());
+    for (user, &n) in &counts {
+        let versions: Vec<u64> = (1..=n).map(|c| emitted[&(user.clone(), c)][0]).collect();
+        let changes = versions.windows(2).filter(|w| w[0] != w[1]).count();
+        assert!(versions[0] == 1 && changes <= 3, "{user}: {versions:?}");
+    }
+}
+
+#[test]
+fn a_module_that_cannot_read_the_state_is_refused_and_the_job_runs_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let id = server.cli(&["submit", &slow_clicks_job(dir.path())]).stdout.trim().to_string();
+    std::thread::sleep(Duration::from_millis(500));
+    let refused = upgrade(&server, &id, "test/count_schema2");
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.contains("operator 'count-per-user': state 'count' was saved as value state, schema version 1")
+            && refused.stderr.contains("declares it as value state, schema version 2")
+            && refused.stderr.contains("HTTP 400"),
+        "{}",
+        refused.stderr
+    );
+    let unknown = server.cli(&["upgrade", &id, "--operator", &format!("nope={}", operator("count").display())]);
+    assert_eq!(unknown.code, 1);
+    assert!(unknown.stderr.contains("the job has no operator 'nope'"), "{}", unknown.stderr);
+    let job = server.wait_for_job(&id);
+    assert_eq!((job["state"].as_str(), job["attempt"].as_u64()), (Some("finished"), Some(0)), "{job}");
+    let emitted = emitted(&sink_lines(&dir.path().join("out")));
+    let total: u64 = expected_counts(&dir.path().join("clicks.jsonl")).values().sum();
+    assert_eq!(emitted.len() as u64, total);
+    assert!(emitted.values().all(|versions| versions == &[1]), "only v1 ran");
+}
