@@ -40,6 +40,18 @@ fn emitted(lines: &[String]) -> BTreeMap<(String, u64), Vec<u64>> {
     by_count
 }
 
+/// Checks that the committed output has every user's counts from 1 to their total, each once;
+/// returns which versions emitted each.
+fn every_count_once(dir: &Path) -> BTreeMap<(String, u64), Vec<u64>> {
+    let counts = expected_counts(&dir.join("clicks.jsonl"));
+    let emitted = emitted(&sink_lines(&dir.join("out")));
+    let expected: Vec<(String, u64)> = counts.iter().flat_map(|(u, &n)| (1..=n).map(move |c| (u.clone(), c))).collect();
+    assert_eq!(emitted.keys().cloned().collect::<Vec<_>>(), expected, "every count of every user");
+    let twice: Vec<_> = emitted.iter().filter(|(_, versions)| versions.len() != 1).collect();
+    assert!(twice.is_empty(), "emitted more than once: {twice:?}");
+    emitted
+}
+
 fn upgrade(server: &Server, id: &str, module: &str) -> weir_e2e::Output {
     let target = format!("count-per-user={}", operator(module).display());
     server.cli(&["upgrade", id, "--operator", &target])
@@ -50,7 +62,6 @@ fn upgrades_under_a_running_job_keep_counts_and_exactly_once_output() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &[]);
     let id = server.cli(&["submit", &slow_clicks_job(dir.path())]).stdout.trim().to_string();
-    let mut swaps = Vec::new();
     for module in ["count_v2", "count", "count_v2"] {
         std::thread::sleep(Duration::from_millis(700));
         let swapped = upgrade(&server, &id, module);
@@ -58,18 +69,13 @@ fn upgrades_under_a_running_job_keep_counts_and_exactly_once_output() {
         assert!(swapped.stdout.contains("paused"), "{}", swapped.stdout);
         let savepoint = swapped.stdout.lines().find_map(|l| l.strip_prefix("savepoint before the swap: ")).unwrap();
         assert!(Path::new(savepoint).join("_metadata").is_file(), "{}", swapped.stdout);
-        swaps.push(swapped.stdout);
     }
     let job = server.wait_for_job(&id);
     assert_eq!(job["state"], "finished", "{job}");
     assert!(job["job"].as_str().unwrap().contains("sha256:"), "the record names the module it runs now");
 
     let counts = expected_counts(&dir.path().join("clicks.jsonl"));
-    let emitted = emitted(&sink_lines(&dir.path().join("out")));
-    let expected: Vec<(String, u64)> = counts.iter().flat_map(|(u, &n)| (1..=n).map(move |c| (u.clone(), c))).collect();
-    assert_eq!(emitted.keys().cloned().collect::<Vec<_>>(), expected, "every count once per user: {swaps:?}");
-    let twice: Vec<_> = emitted.iter().filter(|(_, versions)| versions.len() != 1).collect();
-    assert!(twice.is_empty(), "emitted more than once: {twice:?}");
+    let emitted = every_count_once(dir.path());
     // Each user's counts go v1, then v2, v1, v2 after the swaps: never back to 1.
     let v2 = emitted.values().filter(|versions| versions[0] == 2).count();
     assert!(v2 > 0 && v2 < emitted.len(), "{v2} of {} lines came from v2", emitted.len());
@@ -100,8 +106,51 @@ fn a_module_that_cannot_read_the_state_is_refused_and_the_job_runs_on() {
     assert!(unknown.stderr.contains("the job has no operator 'nope'"), "{}", unknown.stderr);
     let job = server.wait_for_job(&id);
     assert_eq!((job["state"].as_str(), job["attempt"].as_u64()), (Some("finished"), Some(0)), "{job}");
-    let emitted = emitted(&sink_lines(&dir.path().join("out")));
-    let total: u64 = expected_counts(&dir.path().join("clicks.jsonl")).values().sum();
-    assert_eq!(emitted.len() as u64, total);
+    let emitted = every_count_once(dir.path());
     assert!(emitted.values().all(|versions| versions == &[1]), "only v1 ran");
+}
+
+#[test]
+fn a_module_that_fails_right_after_the_swap_is_rolled_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let id = server.cli(&["submit", &slow_clicks_job(dir.path())]).stdout.trim().to_string();
+    std::thread::sleep(Duration::from_millis(700));
+    let before = server.http("GET", &format!("/v1/jobs/{id}"), b"", None).1["job"].clone();
+    let swapped = upgrade(&server, &id, "count_broken");
+    assert_eq!(swapped.code, 1, "{}", swapped.stderr);
+    assert!(
+        swapped.stderr.contains(&format!("the upgrade of job {id} was rolled back: the new module failed"))
+            && swapped.stderr.contains("the guest trapped")
+            && swapped.stderr.contains("the job runs its previous modules again, from savepoint"),
+        "{}",
+        swapped.stderr
+    );
+    let job = server.wait_for_job(&id);
+    assert_eq!(job["state"], "finished", "{job}");
+    assert_eq!(job["job"], before, "the record names the modules it runs again");
+    let emitted = every_count_once(dir.path());
+    assert!(emitted.values().all(|versions| versions == &[1]), "exactly once, all from v1");
+}
+
+#[test]
+fn a_rollback_by_hand_goes_back_to_the_savepoint_before_the_swap() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let id = server.cli(&["submit", &slow_clicks_job(dir.path())]).stdout.trim().to_string();
+    let nothing = server.cli(&["upgrade", &id, "--rollback"]);
+    assert_eq!(nothing.code, 1);
+    assert!(nothing.stderr.contains(&format!("job {id} has no upgrade to roll back")), "{}", nothing.stderr);
+    std::thread::sleep(Duration::from_millis(600));
+    let swapped = upgrade(&server, &id, "count_v2");
+    assert_eq!(swapped.code, 0, "{}", swapped.stderr);
+    let savepoint = swapped.stdout.lines().find_map(|l| l.strip_prefix("savepoint before the swap: ")).unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    let rolled = server.cli(&["upgrade", &id, "--rollback"]);
+    assert_eq!(rolled.code, 0, "{}", rolled.stderr);
+    assert!(rolled.stdout.contains(&format!("from savepoint: {savepoint}")), "{}", rolled.stdout);
+    assert_eq!(server.wait_for_job(&id)["state"], "finished");
+    // What v2 committed after the savepoint was dropped and counted again by v1.
+    let emitted = every_count_once(dir.path());
+    assert!(emitted.values().all(|versions| versions == &[1]), "exactly once, all from v1 in the end");
 }

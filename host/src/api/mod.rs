@@ -51,6 +51,7 @@ pub fn router(state: Arc<ApiState>, body_limit: usize) -> Router {
         .route("/v1/jobs/{id}/savepoints/{trigger}", get(savepoint_status))
         .route("/v1/jobs/{id}/stop", post(stop_job))
         .route("/v1/jobs/{id}/upgrade", post(upgrade_job))
+        .route("/v1/jobs/{id}/rollback", post(rollback_job))
         .route("/v1/jobs/{id}/upgrades/{request}", get(upgrade_status))
         .route("/v1/savepoints", get(list_savepoints))
         .fallback(not_found)
@@ -246,6 +247,11 @@ async fn upgrade_job(
     let replacements: Vec<(String, String)> = body.operators.into_iter().collect();
     let jobs = state.jobs.clone();
     accepted(blocking(move || jobs.upgrade(&id, &replacements, &mut StoreModules(&store))).await?)
+}
+
+async fn rollback_job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let jobs = state.jobs.clone();
+    accepted(blocking(move || jobs.rollback(&id)).await?)
 }
 
 async fn upgrade_status(

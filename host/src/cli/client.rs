@@ -271,6 +271,23 @@ impl Client {
         }
     }
 
+    /// Rolls job `id` back from its last upgrade and waits for it.
+    pub(super) fn rollback(&self, id: &str) -> anyhow::Result<()> {
+        let answer = self.call("POST", &format!("/v1/jobs/{id}/rollback"), None)?;
+        let status = self.wait_for(&format!("/v1/jobs/{id}/upgrades/{}", str(&answer["request-id"])))?;
+        if self.print_json(&status)? {
+            return Ok(());
+        }
+        match str(&status["status"]) {
+            "rolled-back" => {
+                println!("rolled back job {id}: it runs the modules it ran before its last upgrade again");
+                println!("from savepoint: {}", str(&status["savepoint"]));
+                Ok(())
+            }
+            _ => bail!("the rollback of job {id} failed: {}", str(&status["cause"])),
+        }
+    }
+
     /// Polls a request's status at `path` until it is no longer in progress.
     fn wait_for(&self, path: &str) -> anyhow::Result<Value> {
         loop {
@@ -307,6 +324,12 @@ impl Client {
                 println!("savepoint before the swap: {}", str(&status["savepoint"]));
                 Ok(())
             }
+            "rolled-back" => bail!(
+                "the upgrade of job {id} was rolled back: the new module failed ({}); the job runs its previous \
+                 modules again, from savepoint {}",
+                str(&status["cause"]),
+                str(&status["savepoint"])
+            ),
             _ => bail!("the upgrade of job {id} failed: {}", str(&status["cause"])),
         }
     }

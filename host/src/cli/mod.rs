@@ -93,8 +93,12 @@ enum Command {
         job_id: String,
         /// UID=MODULE: the operator and its new module, a .wasm file (uploaded first) or
         /// sha256:<hex> of an uploaded one. Repeat for several operators.
-        #[arg(long = "operator", value_name = "UID=MODULE", required = true)]
+        #[arg(long = "operator", value_name = "UID=MODULE", required_unless_present = "rollback")]
         operators: Vec<String>,
+        /// Go back from the job's last upgrade instead: the modules it ran before, from the
+        /// savepoint taken before the swap.
+        #[arg(long, conflicts_with = "operators")]
+        rollback: bool,
     },
 }
 
@@ -191,7 +195,8 @@ pub fn main() -> ExitCode {
         }
         Command::Stop { job_id, drain, dir, .. } => client().savepoint(job_id, dir.as_deref(), Some(*drain)),
         Command::Savepoints => client().savepoints(),
-        Command::Upgrade { job_id, operators } => client().upgrade(job_id, operators),
+        Command::Upgrade { job_id, rollback: true, .. } => client().rollback(job_id),
+        Command::Upgrade { job_id, operators, .. } => client().upgrade(job_id, operators),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

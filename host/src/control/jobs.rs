@@ -140,18 +140,29 @@ struct Job {
     upgrade: Mutex<Option<PendingUpgrade>>,
     /// Upgrades asked for, by request id.
     upgrades: Mutex<BTreeMap<String, UpgradeProgress>>,
+    /// The last upgrade, until it is rolled back.
+    last_swap: Mutex<Option<LastSwap>>,
 }
 
 /// An upgrade waiting for the job to stop at its savepoint.
 struct PendingUpgrade {
     /// Its request id.
     request: String,
-    /// The job with the new modules.
-    plan: JobPlan,
+    /// The job with the new modules (for a rollback, as it ran before the last upgrade).
+    plan: Arc<JobPlan>,
     /// The savepoint the job stops at (kept for rollback).
     sink: Arc<SavepointSink>,
     /// The operators whose module changes.
     uids: Vec<String>,
+    /// For a rollback by hand: the savepoint of the last upgrade, to go on from.
+    rollback: Option<Arc<Restore>>,
+}
+
+/// The last upgrade of a job, for a rollback by hand: the job as it ran before, and the
+/// savepoint taken before the swap.
+struct LastSwap {
+    previous: Arc<JobPlan>,
+    restore: Arc<Restore>,
 }
 
 /// Where an upgrade stands, as the job thread records it.
@@ -168,6 +179,24 @@ enum UpgradeProgress {
     Failed {
         cause: String,
     },
+    RolledBack {
+        savepoint: String,
+        cause: String,
+    },
+}
+
+/// The latest swap of a running job, while a failure may still roll it back.
+struct Swap {
+    /// Its request id.
+    request: String,
+    /// The job as it ran before.
+    previous: Arc<JobPlan>,
+    /// The savepoint taken before the swap.
+    restore: Arc<Restore>,
+    /// When the new modules started.
+    at: Instant,
+    /// The operators whose module changed.
+    uids: Vec<String>,
 }
 
 /// Where an upgrade stands.
@@ -189,6 +218,14 @@ pub enum UpgradeStatus {
         /// Why.
         cause: String,
     },
+    /// The new modules failed right after the swap: the job went back to the modules it ran
+    /// before, from the savepoint taken before the swap.
+    RolledBack {
+        /// That savepoint.
+        savepoint: String,
+        /// Why the new modules failed.
+        cause: String,
+    },
 }
 
 impl Job {
@@ -203,6 +240,7 @@ impl Job {
             handover: Arc::default(),
             upgrade: Mutex::default(),
             upgrades: Mutex::default(),
+            last_swap: Mutex::default(),
         }
     }
 }
@@ -461,17 +499,48 @@ impl Jobs {
         let state = lock(&job.info).state;
         let plan = lock(&job.plan).clone().filter(|_| state == JobState::Running);
         let Some(plan) = plan else { return Err(SavepointError::NotRunning { id: id.to_string(), state }) };
-        let upgraded = plan.upgraded(replacements, modules).map_err(SavepointError::Target)?;
+        let upgraded = Arc::new(plan.upgraded(replacements, modules).map_err(SavepointError::Target)?);
+        let uids = replacements.iter().map(|(uid, _)| uid.clone()).collect();
+        self.stop_for(&job, id, &plan, upgraded, uids, None)
+    }
+
+    /// Goes back from running job `id`'s last upgrade: the job stops at a savepoint and goes on
+    /// with the modules it ran before, from the savepoint taken before that upgrade (its output
+    /// since is written again; exactly-once holds). Returns the request id to ask
+    /// [`Jobs::upgrade_status`] with.
+    pub fn rollback(&self, id: &str) -> Result<String, SavepointError> {
+        let job = lock(&self.jobs).get(id).cloned().ok_or_else(|| SavepointError::NotFound(id.to_string()))?;
+        let state = lock(&job.info).state;
+        let plan = lock(&job.plan).clone().filter(|_| state == JobState::Running);
+        let Some(plan) = plan else { return Err(SavepointError::NotRunning { id: id.to_string(), state }) };
+        let Some(LastSwap { previous, restore }) = lock(&job.last_swap).take() else {
+            return Err(SavepointError::Target(format!("job {id} has no upgrade to roll back")));
+        };
+        self.stop_for(&job, id, &plan, previous, Vec::new(), Some(restore))
+    }
+
+    /// Stops `job`, now running `plan`, at a savepoint, to go on as `next` (an upgrade, or a
+    /// rollback from `rollback`'s savepoint).
+    fn stop_for(
+        &self,
+        job: &Arc<Job>,
+        id: &str,
+        plan: &JobPlan,
+        next: Arc<JobPlan>,
+        uids: Vec<String>,
+        rollback: Option<Arc<Restore>>,
+    ) -> Result<String, SavepointError> {
         let sink = Arc::new(plan.savepoint_sink(None).map_err(SavepointError::Target)?);
         let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
         let request_id = hex::encode(&Sha256::digest(format!("{id}/upgrade/{sequence}/{}", now_ms()))[..8]);
+        let handover = rollback.is_none();
         {
             let mut pending = lock(&job.upgrade);
             if pending.is_some() {
                 return Err(SavepointError::Target(format!("job {id} is already being upgraded")));
             }
-            let uids = replacements.iter().map(|(uid, _)| uid.clone()).collect();
-            *pending = Some(PendingUpgrade { request: request_id.clone(), plan: upgraded, sink: sink.clone(), uids });
+            let request = request_id.clone();
+            *pending = Some(PendingUpgrade { request, plan: next, sink: sink.clone(), uids, rollback });
         }
         lock(&job.upgrades).insert(request_id.clone(), UpgradeProgress::InProgress);
         let (runner, key) = (job.clone(), request_id.clone());
@@ -482,7 +551,7 @@ impl Jobs {
                 lock(&runner.upgrades).insert(key, UpgradeProgress::Failed { cause });
             }
         });
-        let request = SavepointRequest { sink, stop: true, handover: true, done };
+        let request = SavepointRequest { sink, stop: true, handover, done };
         if job.savepoint_requests.0.send(request).is_err() {
             lock(&job.upgrade).take();
             let cause = "the job ended".to_string();
@@ -498,6 +567,9 @@ impl Jobs {
         Some(match upgrades.get(request)? {
             UpgradeProgress::InProgress => UpgradeStatus::InProgress,
             UpgradeProgress::Failed { cause } => UpgradeStatus::Failed { cause: cause.clone() },
+            UpgradeProgress::RolledBack { savepoint, cause } => {
+                UpgradeStatus::RolledBack { savepoint: savepoint.clone(), cause: cause.clone() }
+            }
             UpgradeProgress::Restarted { run, .. } if job.metrics.runs() < *run => UpgradeStatus::InProgress,
             UpgradeProgress::Restarted { savepoint, last_batches, .. } => {
                 let mut pause_ms: f64 = 0.0;
@@ -592,6 +664,7 @@ fn run_attempts(dir: Option<&Path>, job: &Job, mut plan: Arc<JobPlan>, first: Jo
     // An attempt's graph, or why it could not be built (the storage may be down): that fails the
     // attempt like a failing subtask, and the restart strategy decides what comes next.
     let mut next: Result<JobGraph, String> = Ok(first);
+    let mut swap: Option<Swap> = None;
     let (state, failure) = loop {
         let started = Instant::now();
         let failure = match next {
@@ -602,7 +675,7 @@ fn run_attempts(dir: Option<&Path>, job: &Job, mut plan: Arc<JobPlan>, first: Jo
                     Ok(()) => match lock(&job.upgrade).take() {
                         // Stopped for an upgrade: the next run has the new code and the state.
                         Some(upgrade) => {
-                            (plan, next) = upgraded(dir, job, plan, upgrade, attempt);
+                            (plan, next, swap) = upgraded(dir, job, plan, upgrade, attempt);
                             continue;
                         }
                         None => break (JobState::Finished, None),
@@ -621,6 +694,13 @@ fn run_attempts(dir: Option<&Path>, job: &Job, mut plan: Arc<JobPlan>, first: Jo
             let excess = i.failures.len().saturating_sub(FAILURE_HISTORY);
             i.failures.drain(..excess);
         });
+        if let Some(swap) = swap.take().filter(|s| {
+            let events = job.metrics.snapshot().iter().filter(|v| s.uids.contains(&v.uid)).map(|v| v.events_in).max();
+            plan.rollback_window().covers(s.at.elapsed(), events.unwrap_or(0))
+        }) {
+            (plan, next) = rolled_back(dir, job, swap, &failure, attempt);
+            continue;
+        }
         let Some(delay) = restarts.next_delay(started, Instant::now()) else {
             let cause = match plan.restart_strategy() {
                 RestartStrategy::None => failure,
@@ -666,30 +746,63 @@ fn upgraded(
     old: Arc<JobPlan>,
     upgrade: PendingUpgrade,
     attempt: u32,
-) -> (Arc<JobPlan>, Result<JobGraph, String>) {
-    let PendingUpgrade { request, plan, sink, uids } = upgrade;
+) -> (Arc<JobPlan>, Result<JobGraph, String>, Option<Swap>) {
+    let PendingUpgrade { request, plan, sink, uids, rollback } = upgrade;
+    if let Some(restore) = rollback {
+        let swap = Swap { request, previous: plan, restore, at: Instant::now(), uids };
+        let (plan, graph) = rolled_back(dir, job, swap, "asked for", attempt);
+        return (plan, graph, None);
+    }
     let last_batches: Vec<(String, u64)> =
         uids.iter().map(|uid| (uid.clone(), job.metrics.batches_processed(uid).1)).collect();
     let Some(restore) = sink.restore().map(Arc::new) else {
-        return (old, Err("the upgrade's savepoint is missing (a weir bug)".to_string()));
+        return (old, Err("the upgrade's savepoint is missing (a weir bug)".to_string()), None);
     };
     let handover = Some(job.handover.clone());
     let savepoint = sink.location();
-    let (plan, graph, status) = match plan.build_after_upgrade(attempt, Some(restore.clone()), handover.clone()) {
+    let (plan, graph, status, swap) = match plan.build_after_upgrade(attempt, Some(restore.clone()), handover.clone()) {
         Ok(graph) => {
-            let plan = Arc::new(plan);
             update(dir, job, |i| i.job = plan.text().to_string());
+            *lock(&job.last_swap) = Some(LastSwap { previous: old.clone(), restore: restore.clone() });
             let run = job.metrics.runs() + 1;
-            (plan, Ok(graph), UpgradeProgress::Restarted { savepoint, run, last_batches })
+            let swap = Swap { request: request.clone(), previous: old, restore, at: Instant::now(), uids };
+            (plan, Ok(graph), UpgradeProgress::Restarted { savepoint, run, last_batches }, Some(swap))
         }
         Err(e) => {
             let graph = old.build_after_upgrade(attempt, Some(restore), handover).map_err(|e| e.to_string());
-            (old, graph, UpgradeProgress::Failed { cause: format!("the upgraded job cannot start: {e}") })
+            (old, graph, UpgradeProgress::Failed { cause: format!("the upgraded job cannot start: {e}") }, None)
         }
     };
     *lock(&job.plan) = Some(plan.clone());
     lock(&job.upgrades).insert(request, status);
-    (plan, graph)
+    (plan, graph, swap)
+}
+
+/// The run after `swap` is rolled back (its new modules failed right after it, or a rollback was
+/// asked for; `cause` says which): the job as it ran before, from the savepoint taken before the
+/// swap (its output after that savepoint is written again; the file sink drops what was
+/// committed since).
+fn rolled_back(
+    dir: Option<&Path>,
+    job: &Job,
+    swap: Swap,
+    cause: &str,
+    attempt: u32,
+) -> (Arc<JobPlan>, Result<JobGraph, String>) {
+    let Swap { request, previous, restore, .. } = swap;
+    let savepoint = restore.location();
+    tracing::warn!("job '{}': rolling back its last upgrade ({cause}), from {savepoint}", previous.name());
+    lock(&job.last_swap).take();
+    lock(&job.upgrades).insert(request, UpgradeProgress::RolledBack { savepoint, cause: cause.to_string() });
+    *lock(&job.plan) = Some(previous.clone());
+    let graph = previous.build(attempt, Some(restore)).map_err(|e| format!("the rollback failed: {e}"));
+    // Checkpoints taken with the failed modules are not restarts' to resume from.
+    let first = graph.as_ref().ok().and_then(|g| g.checkpointing.as_ref()).map_or(0, |c| c.first_id);
+    update(dir, job, |i| {
+        i.job = previous.text().to_string();
+        i.first_checkpoint = first;
+    });
+    (previous, graph)
 }
 
 /// The graph of attempt `attempt`, resuming from the job's latest checkpoint since `since`.

@@ -38,6 +38,25 @@ pub struct JobPlan {
     modules: HashMap<String, Arc<OperatorModule>>,
     restart: RestartStrategy,
     checkpoints: Option<Checkpoints>,
+    rollback: RollbackWindow,
+}
+
+/// How soon after an upgrade a failure rolls the job back: within `time` of the swap, and before
+/// the new modules have processed `events` events (when set).
+#[derive(Debug, Clone, Copy)]
+pub struct RollbackWindow {
+    /// Zero: never roll back.
+    pub time: std::time::Duration,
+    /// Events the new modules may process before a failure no longer rolls back.
+    pub events: Option<u64>,
+}
+
+impl RollbackWindow {
+    /// Whether a failure `elapsed` after the swap, with `events` processed by the new modules,
+    /// rolls back.
+    pub fn covers(&self, elapsed: std::time::Duration, events: u64) -> bool {
+        elapsed < self.time && self.events.is_none_or(|limit| events < limit)
+    }
 }
 
 impl JobPlan {
@@ -67,6 +86,14 @@ impl JobPlan {
             _ => None,
         };
         let restart = RestartStrategy::from_spec(spec.restart.as_ref(), checkpoints.is_some()).map_err(invalid)?;
+        let upgrade = spec.upgrade.as_ref();
+        let time = match upgrade.and_then(|u| u.rollback_window.as_deref()) {
+            None => std::time::Duration::from_secs(30),
+            Some(text) => humantime::parse_duration(text).map_err(|_| {
+                invalid(format!("[upgrade] rollback-window \"{text}\" is not a duration such as \"30s\""))
+            })?,
+        };
+        let rollback = RollbackWindow { time, events: upgrade.and_then(|u| u.rollback_window_events) };
         Ok(JobPlan {
             name: spec.name,
             text,
@@ -75,6 +102,7 @@ impl JobPlan {
             modules: resolved,
             restart,
             checkpoints,
+            rollback,
         })
     }
 
@@ -86,6 +114,11 @@ impl JobPlan {
     /// The job file's text.
     pub fn text(&self) -> &str {
         &self.text
+    }
+
+    /// When a failure after an upgrade rolls it back.
+    pub fn rollback_window(&self) -> RollbackWindow {
+        self.rollback
     }
 
     /// What happens when an attempt fails.

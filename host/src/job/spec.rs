@@ -27,6 +27,19 @@ pub struct JobSpec {
     pub checkpointing: Option<CheckpointingSpec>,
     /// `[restart]`: what happens when a subtask fails.
     pub restart: Option<RestartSpec>,
+    /// `[upgrade]`: how an upgrade guards against a broken new module.
+    pub upgrade: Option<UpgradeSpec>,
+}
+
+/// The `[upgrade]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct UpgradeSpec {
+    /// A failure this soon after a swap rolls the job back to the modules it ran before, from
+    /// the upgrade's savepoint (default "30s"; "0s" turns rollbacks off).
+    pub rollback_window: Option<String>,
+    /// ... and before the new modules have processed this many events (default: no limit).
+    pub rollback_window_events: Option<u64>,
 }
 
 /// Checkpoint consistency.

@@ -165,7 +165,7 @@ struct Counters {
     events_in: AtomicU64,
     events_out: AtomicU64,
     cpu_ns: AtomicU64,
-    /// Operators: when they processed their first and their latest batch, in [`clock_ns`].
+    /// Operators: when they finished processing their first and their latest batch ([`clock_ns`]).
     first_batch_ns: AtomicU64,
     last_batch_ns: AtomicU64,
 }
@@ -1074,10 +1074,10 @@ fn run_operator(
             Received::Batch(batch) => {
                 block = false;
                 counters.events_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                operator.process(&batch, &mut out)?;
                 let now = clock_ns();
                 let _ = counters.first_batch_ns.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
                 counters.last_batch_ns.store(now, Ordering::Relaxed);
-                operator.process(&batch, &mut out)?;
                 counters.events_out.fetch_add(out.len() as u64, Ordering::Relaxed);
                 for sink in &mut sinks {
                     sink.write(&out, control)?;
