@@ -40,6 +40,13 @@ struct Running {
     id: String,
 }
 
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Running {
     fn start(job: &str) -> Running {
         let port = free_port();
@@ -298,4 +305,93 @@ fn a_server_takes_savepoints_and_starts_jobs_from_them() {
     assert_eq!(server.wait_for_job(resumed.stdout.trim())["state"], "finished");
     let expected = expected_lines(&expected_counts(&dir.path().join("clicks.jsonl")));
     assert_same(&sink_lines(&dir.path().join("out")), &expected, "stopped on a server and resumed at parallelism 4");
+}
+
+/// A job file for a fork of the clicks job: its own `name`, `count_module` counting into `out`.
+fn fork_job(dir: &Path, name: &str, count_module: &str, out: &Path) -> String {
+    let job = clicks_job(dir, 2, count_module, "count-per-user", out, false).replacen(
+        "name = \"clicks-per-user\"",
+        &format!("name = \"{name}\""),
+        1,
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, job).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn a_savepoint_forks_into_two_jobs_whose_outputs_compare() {
+    let dir = tempfile::tempdir().unwrap();
+    let (during, _) = take_savepoints(dir.path());
+    let savepoint = during.to_string_lossy().into_owned();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let (v1_out, v2_out) = (dir.path().join("out-v1"), dir.path().join("out-v2"));
+
+    // A fork is a new job: under the savepoint's job name it is refused.
+    let same = write_job(dir.path(), &clicks_job(dir.path(), 2, "count", "count-per-user", &v1_out, false));
+    let refused = server.cli(&["fork", &savepoint, &same, "--submit"]);
+    assert_eq!(refused.code, 1);
+    assert!(refused.stderr.contains("a fork is a new job: give it a name of its own"), "{}", refused.stderr);
+
+    let v1 = server.cli(&["fork", &savepoint, &fork_job(dir.path(), "clicks-v1", "count", &v1_out), "--submit"]);
+    let v2 = server.cli(&["fork", &savepoint, &fork_job(dir.path(), "clicks-v2", "count_v2", &v2_out), "--submit"]);
+    let (v1, v2) = (v1.stdout.trim().to_string(), v2.stdout.trim().to_string());
+    for id in [&v1, &v2] {
+        let job = server.wait_for_job(id);
+        assert_eq!(job["state"], "finished", "{job}");
+        assert_eq!(job["lineage"]["job"], "clicks-per-user");
+        assert_eq!(job["lineage"]["savepoint"], savepoint.as_str());
+        assert_eq!(job["history"][0]["event"], "started");
+    }
+
+    // Both went on from the savepoint's counts.
+    let inspected = weir(&["savepoint", "inspect", &savepoint, "--operator", "count-per-user"]);
+    let saved: BTreeMap<String, u64> = inspected
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| (v["key"].as_str().unwrap().to_string(), v["value"].as_str().unwrap().parse().unwrap()))
+        .collect();
+    let first_counts = |out: &Path| {
+        let mut first: BTreeMap<String, u64> = BTreeMap::new();
+        for line in sink_lines(out) {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let n = first.entry(v["key"].as_str().unwrap().to_string()).or_insert(u64::MAX);
+            *n = (*n).min(v["count"].as_u64().unwrap());
+        }
+        first
+    };
+    let (first_v1, first_v2) = (first_counts(&v1_out), first_counts(&v2_out));
+    assert_eq!(first_v1, first_v2);
+    for (user, first) in &first_v1 {
+        assert_eq!(*first, saved.get(user).copied().unwrap_or(0) + 1, "{user} goes on from the savepoint");
+    }
+
+    // v2 tags every line: every key differs. A job against a copy of its own output: all match.
+    let compared = server.cli(&["compare", &v1, &v2]);
+    assert_eq!(compared.code, 0, "{}", compared.stderr);
+    let keys = first_v1.len();
+    assert!(compared.stdout.starts_with(&format!("0 keys match, {keys} differ")), "{}", compared.stdout);
+    assert!(compared.stdout.contains(r#"/ {"key":"#) && compared.stdout.contains(r#","v":2}"#), "{}", compared.stdout);
+    let copy = dir.path().join("out-v1-copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    for part in std::fs::read_dir(&v1_out).unwrap().flatten() {
+        std::fs::copy(part.path(), copy.join(part.file_name())).unwrap();
+    }
+    let same = weir(&["compare", &v1_out.to_string_lossy(), &copy.to_string_lossy()]);
+    assert!(same.stdout.starts_with(&format!("{keys} keys match, 0 differ")), "{}", same.stdout);
+}
+
+#[test]
+fn two_jobs_cannot_write_one_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    generated_clicks(&dir.path().join("clicks.jsonl"), CLICKS, 40);
+    let out = dir.path().join("out");
+    let running =
+        Running::start(&write_job(dir.path(), &clicks_job(dir.path(), 2, "count", "count-per-user", &out, true)));
+    let other = fork_job(dir.path(), "intruder", "count", &out);
+    let run = weir(&["run", &other, "--listen", "none"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains(&format!("another job is writing to {}", out.display())), "{}", run.stderr);
+    drop(running);
 }

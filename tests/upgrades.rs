@@ -73,6 +73,11 @@ fn upgrades_under_a_running_job_keep_counts_and_exactly_once_output() {
     let job = server.wait_for_job(&id);
     assert_eq!(job["state"], "finished", "{job}");
     assert!(job["job"].as_str().unwrap().contains("sha256:"), "the record names the module it runs now");
+    let history: Vec<&str> = job["history"].as_array().unwrap().iter().map(|h| h["event"].as_str().unwrap()).collect();
+    assert_eq!(history, ["started", "upgraded", "upgraded", "upgraded"], "{job}");
+    let modules = |i: usize| job["history"][i]["modules"][2][1].as_str().unwrap().to_string();
+    assert!(modules(0).starts_with("count 1.0.0") && modules(1).starts_with("count 2.0.0"), "{job}");
+    assert!(job["history"][1]["savepoint"].as_str().is_some_and(|s| s.contains("savepoint-clicks-per-user-")));
 
     let counts = expected_counts(&dir.path().join("clicks.jsonl"));
     let emitted = every_count_once(dir.path());
@@ -129,6 +134,9 @@ fn a_module_that_fails_right_after_the_swap_is_rolled_back() {
     let job = server.wait_for_job(&id);
     assert_eq!(job["state"], "finished", "{job}");
     assert_eq!(job["job"], before, "the record names the modules it runs again");
+    let history: Vec<&str> = job["history"].as_array().unwrap().iter().map(|h| h["event"].as_str().unwrap()).collect();
+    assert_eq!(history, ["started", "upgraded", "rolled-back"], "{job}");
+    assert!(job["history"][2]["cause"].as_str().unwrap().contains("trapped"), "{job}");
     let emitted = every_count_once(dir.path());
     assert!(emitted.values().all(|versions| versions == &[1]), "exactly once, all from v1");
 }

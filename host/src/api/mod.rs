@@ -19,7 +19,7 @@ pub use error::ApiError;
 use serde_json::json;
 
 use crate::control::{
-    CancelError, JobInfo, Jobs, ModuleStore, SavepointError, SavepointStatus, StoreModules, UpgradeStatus,
+    CancelError, JobInfo, Jobs, ModuleStore, SavepointError, SavepointStatus, StartFrom, StoreModules, UpgradeStatus,
 };
 use crate::runtime::checkpoint_stats::CheckpointStats;
 
@@ -123,6 +123,9 @@ struct SubmitQuery {
     /// Start even if some of the savepoint's state has nowhere to go.
     #[serde(default)]
     allow_non_restored_state: bool,
+    /// With from-savepoint: the job is a fork, a new job beside the savepoint's.
+    #[serde(default)]
+    fork: bool,
 }
 
 async fn submit_job(
@@ -133,8 +136,12 @@ async fn submit_job(
     let text = body?;
     let store = store(&state)?;
     let submitted = blocking(move || {
-        let from = query.from_savepoint.as_deref().map(|path| (path, query.allow_non_restored_state));
-        state.jobs.submit(&text, &mut StoreModules(&store), &state.base, from)
+        let from = query.from_savepoint.map(|savepoint| StartFrom {
+            savepoint,
+            allow_non_restored_state: query.allow_non_restored_state,
+            fork: query.fork,
+        });
+        state.jobs.submit(&text, &mut StoreModules(&store), &state.base, from.as_ref())
     })
     .await?;
     let info = submitted.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;

@@ -29,6 +29,8 @@ struct CheckpointMetadata {
 /// A completed checkpoint or a savepoint to start from.
 pub struct Restore {
     storage: Storage,
+    /// The job it was taken of.
+    job: String,
     /// Its directory in `storage`.
     dir: String,
     /// The barrier id it was taken at.
@@ -77,6 +79,7 @@ impl Restore {
         let dir = paths::checkpoint_dir(job, id);
         let restore = Restore {
             storage,
+            job: job.to_string(),
             dir,
             id: m.checkpoint,
             max_parallelism: m.max_parallelism,
@@ -95,6 +98,7 @@ impl Restore {
         let m = at.metadata()?;
         let restore = Restore {
             states: m.state_files(),
+            job: m.job.clone(),
             storage: at.storage,
             dir: at.dir,
             id: m.savepoint_id,
@@ -112,6 +116,7 @@ impl Restore {
     pub fn written(storage: Storage, dir: String, m: SavepointMetadata) -> Restore {
         Restore {
             states: m.state_files(),
+            job: m.job.clone(),
             storage,
             dir,
             id: m.savepoint_id,
@@ -147,6 +152,23 @@ impl Restore {
     /// The barrier id it was taken at.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The name of the job it was taken of.
+    pub fn job(&self) -> &str {
+        &self.job
+    }
+
+    /// Refuses to start a fork of it that has the name of the job it was taken of: a fork is a
+    /// new job, and two jobs of one name would mix their checkpoints.
+    pub fn check_fork(&self, name: &str) -> Result<(), String> {
+        if name == self.job {
+            return Err(format!(
+                "a fork is a new job: give it a name of its own (the savepoint is of job '{name}', and so is the \
+                 forked job), so that the two jobs' checkpoints do not mix"
+            ));
+        }
+        Ok(())
     }
 
     /// True for a savepoint, false for a checkpoint.

@@ -108,6 +108,7 @@ impl Client {
         job: &Path,
         from_savepoint: Option<&str>,
         allow_non_restored: bool,
+        fork: bool,
     ) -> anyhow::Result<()> {
         let text = std::fs::read_to_string(job).with_context(|| format!("cannot read job file {}", job.display()))?;
         let mut table: toml::Table =
@@ -145,6 +146,9 @@ impl Client {
             path = format!("{path}?from-savepoint={}", query_value(&local_or_url(savepoint)));
             if allow_non_restored {
                 path.push_str("&allow-non-restored-state=true");
+            }
+            if fork {
+                path.push_str("&fork=true");
             }
         }
         let answer = self.call("POST", &path, Some(("application/toml", body.into_bytes())))?;
@@ -269,6 +273,18 @@ impl Client {
             }
             _ => bail!("the savepoint of job {id} failed: {}", str(&status["cause"])),
         }
+    }
+
+    /// The directory job `id`'s first file sink writes to, from its job file on the server.
+    pub(super) fn output_dir(&self, id: &str) -> anyhow::Result<PathBuf> {
+        let job = self.call("GET", &format!("/v1/jobs/{id}"), None)?;
+        let table: toml::Table = toml::from_str(str(&job["job"])).context("the server's copy of the job file")?;
+        let sinks = table.get("sink").and_then(toml::Value::as_array).into_iter().flatten();
+        let path = sinks
+            .filter(|s| s.get("type").and_then(toml::Value::as_str) == Some("file"))
+            .find_map(|s| s.get("path").and_then(toml::Value::as_str))
+            .with_context(|| format!("job {id} has no file sink to compare"))?;
+        Ok(PathBuf::from(path))
     }
 
     /// Rolls job `id` back from its last upgrade and waits for it.

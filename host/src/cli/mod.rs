@@ -3,11 +3,12 @@
 //! Exit codes: 0 ok; 1 the job, its file or the server said no (the message is printed); 2 usage
 //! error; 3 the server cannot be reached.
 mod client;
+mod compare;
 mod run;
 mod savepoint;
 mod serve;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -85,6 +86,29 @@ enum Command {
     },
     /// List the savepoints a server has taken: job, time, size, modules, path.
     Savepoints,
+    /// Show, key by key, where the committed outputs of two jobs diverge (job ids on the server,
+    /// or two output directories): the result of a blue/green or A/B trial.
+    Compare {
+        /// A job id, or an output directory.
+        a: String,
+        /// A job id, or an output directory.
+        b: String,
+    },
+    /// Start a second, independent job from an existing savepoint, with the modules and sinks its
+    /// job file names (which must give it a name of its own), while the original runs on: in the
+    /// foreground like `weir run`, or on a server with --submit. It records its lineage.
+    Fork {
+        /// The savepoint's directory or URL.
+        savepoint: String,
+        /// The new job's file (TOML).
+        job: PathBuf,
+        /// Submit it to the server instead of running it here.
+        #[arg(long)]
+        submit: bool,
+        /// Start even if some of the savepoint's state has no operator to go to.
+        #[arg(long)]
+        allow_non_restored_state: bool,
+    },
     /// Swap operators' modules under a running job: the new modules are checked against the
     /// state first, then the job stops at a savepoint and goes on with them, its state kept in
     /// place. Prints the savepoint (for a rollback) and the pause.
@@ -175,7 +199,13 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::serve(args, cli.token.clone()),
         Command::Modules(command) => client().modules(command),
         Command::Submit { job, from_savepoint, allow_non_restored_state } => {
-            client().submit(job, from_savepoint.as_deref(), *allow_non_restored_state)
+            client().submit(job, from_savepoint.as_deref(), *allow_non_restored_state, false)
+        }
+        Command::Fork { savepoint, job, submit: true, allow_non_restored_state } => {
+            client().submit(job, Some(savepoint), *allow_non_restored_state, true)
+        }
+        Command::Fork { savepoint, job, allow_non_restored_state, .. } => {
+            run::run(&run::RunArgs::fork(savepoint, job, *allow_non_restored_state), cli.token.clone())
         }
         Command::Jobs => client().jobs(),
         Command::Status { job_id } => client().status(job_id),
@@ -195,6 +225,13 @@ pub fn main() -> ExitCode {
         }
         Command::Stop { job_id, drain, dir, .. } => client().savepoint(job_id, dir.as_deref(), Some(*drain)),
         Command::Savepoints => client().savepoints(),
+        Command::Compare { a, b } => {
+            let dir = |side: &str| match Path::new(side).is_dir() {
+                true => Ok(PathBuf::from(side)),
+                false => client().output_dir(side),
+            };
+            dir(a).and_then(|a| Ok((a, dir(b)?))).and_then(|(a, b)| compare::compare(&a, &b, cli.json))
+        }
         Command::Upgrade { job_id, rollback: true, .. } => client().rollback(job_id),
         Command::Upgrade { job_id, operators, .. } => client().upgrade(job_id, operators),
     };

@@ -42,6 +42,25 @@ pub(super) struct RunArgs {
     /// state) to go to; that state is left behind.
     #[arg(long, requires = "from_savepoint")]
     allow_non_restored_state: bool,
+    /// Set by `weir fork`: the job is a new one beside the savepoint's.
+    #[arg(skip)]
+    fork: bool,
+}
+
+impl RunArgs {
+    /// `weir fork SAVEPOINT JOB`: run `job` from `savepoint` as a new job, beside the job the
+    /// savepoint was taken of.
+    pub(super) fn fork(savepoint: &str, job: &Path, allow_non_restored_state: bool) -> RunArgs {
+        RunArgs {
+            job: job.to_path_buf(),
+            listen: None,
+            insecure: false,
+            from_checkpoint: None,
+            from_savepoint: Some(savepoint.to_string()),
+            allow_non_restored_state,
+            fork: true,
+        }
+    }
 }
 
 /// The checkpoint `--from-checkpoint` names.
@@ -105,6 +124,9 @@ pub(super) fn run(args: &RunArgs, token: Option<String>) -> anyhow::Result<()> {
         }
         (None, Some(path)) => {
             let restore = Restore::savepoint(path, Path::new(".")).map_err(anyhow::Error::msg)?;
+            if args.fork {
+                restore.check_fork(&name).map_err(anyhow::Error::msg)?;
+            }
             eprintln!("weir run: starting job '{name}' from savepoint {}", restore.location());
             Some(Arc::new(restore.allowing_non_restored_state(args.allow_non_restored_state)))
         }

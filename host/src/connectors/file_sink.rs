@@ -31,6 +31,30 @@ pub enum FileCommit {
 pub struct FileSinkFactory {
     dir: PathBuf,
     commit: FileCommit,
+    /// `<dir>/.weir-sink.lock`, locked while the job runs: two jobs writing one directory would
+    /// publish and delete each other's part files.
+    _lock: File,
+}
+
+/// Locks `dir` for one job; refused while another job (in any process) has it.
+fn lock(dir: &Path) -> Result<File, String> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(".weir-sink.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    // SAFETY: flock on the descriptor of a file this function just opened; the lock goes with it.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(format!(
+            "another job is writing to {} (it holds {}); give each job a sink directory of its own",
+            dir.display(),
+            path.display()
+        ));
+    }
+    Ok(file)
 }
 
 /// The kinds of file the sink leaves in its directory.
@@ -76,7 +100,7 @@ impl FileSinkFactory {
     /// resuming from an older checkpoint than the newest; the resumed run writes them again).
     pub fn new(dir: PathBuf, commit: FileCommit) -> Result<Self, String> {
         fs::create_dir_all(&dir).map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
-        let factory = FileSinkFactory { dir, commit };
+        let factory = FileSinkFactory { _lock: lock(&dir)?, dir, commit };
         let restored = match commit {
             FileCommit::TwoPhase { restored: Some(id) } => Some(id),
             _ => None,

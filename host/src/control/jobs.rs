@@ -76,10 +76,73 @@ pub struct JobInfo {
     /// Its completed savepoints, oldest first.
     #[serde(default)]
     pub savepoints: Vec<SavepointRecord>,
+    /// The code it ran over time: submitted, then each upgrade and rollback, oldest first.
+    #[serde(default)]
+    pub history: Vec<HistoryEntry>,
+    /// For a job started from a savepoint (a fork, or a restore): which savepoint of which job.
+    #[serde(default)]
+    pub lineage: Option<Lineage>,
     /// Per vertex (sources, operators, sinks), events in and out per subtask.
     pub vertices: Vec<VertexSummary>,
     /// The job file as submitted.
     pub job: String,
+}
+
+/// The savepoint a submitted job starts from.
+pub struct StartFrom {
+    /// Its path or URL.
+    pub savepoint: String,
+    /// Start even if some of its state has nowhere to go.
+    pub allow_non_restored_state: bool,
+    /// The job is a fork: a new job beside the one the savepoint was taken of.
+    pub fork: bool,
+}
+
+/// Where a job started from a savepoint comes from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Lineage {
+    /// The savepoint.
+    pub savepoint: String,
+    /// The job it was taken of.
+    pub job: String,
+    /// Its barrier id in that job.
+    pub savepoint_id: u64,
+}
+
+/// What changed the code a job runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HistoryEvent {
+    /// It started (submitted, run, or started from a savepoint).
+    Started,
+    /// An upgrade swapped modules.
+    Upgraded,
+    /// An upgrade was rolled back.
+    RolledBack,
+}
+
+/// One entry of a job's history.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct HistoryEntry {
+    /// When, in milliseconds since the Unix epoch.
+    pub timestamp: u64,
+    /// What happened.
+    pub event: HistoryEvent,
+    /// Each operator's uid and the code it runs from then on.
+    pub modules: Vec<(String, String)>,
+    /// The savepoint between this code and the code before (an upgrade's), or the one the job
+    /// started from.
+    pub savepoint: Option<String>,
+    /// For a rollback: why.
+    pub cause: Option<String>,
+}
+
+impl HistoryEntry {
+    fn new(event: HistoryEvent, plan: &JobPlan, savepoint: Option<String>, cause: Option<String>) -> Self {
+        HistoryEntry { timestamp: now_ms(), event, modules: plan.operator_codes(), savepoint, cause }
+    }
 }
 
 /// Failures kept in a job's record.
@@ -372,20 +435,23 @@ impl Jobs {
         }
     }
 
-    /// Parses, checks and starts a submitted job, from a savepoint if `from` names one (with
-    /// whether non-restored state is allowed). Relative paths start at `base`.
+    /// Parses, checks and starts a submitted job, from a savepoint if `from` names one.
+    /// Relative paths start at `base`.
     pub fn submit(
         &self,
         text: &str,
         modules: &mut dyn Modules,
         base: &Path,
-        from: Option<(&str, bool)>,
+        from: Option<&StartFrom>,
     ) -> Result<JobInfo, SubmitError> {
         let plan = JobPlan::new(text.to_string(), "submitted job", base, modules)?;
         let restore = match from {
-            Some((path, allow)) => {
-                let restore = Restore::savepoint(path, base).map_err(SubmitError::Savepoint)?;
-                Some(Arc::new(restore.allowing_non_restored_state(allow)))
+            Some(from) => {
+                let restore = Restore::savepoint(&from.savepoint, base).map_err(SubmitError::Savepoint)?;
+                if from.fork {
+                    restore.check_fork(plan.name()).map_err(SubmitError::Savepoint)?;
+                }
+                Some(Arc::new(restore.allowing_non_restored_state(from.allow_non_restored_state)))
             }
             None => None,
         };
@@ -407,6 +473,17 @@ impl Jobs {
             failures: Vec::new(),
             first_checkpoint: 0,
             savepoints: Vec::new(),
+            lineage: restore.filter(|r| r.is_savepoint()).map(|r| Lineage {
+                savepoint: r.location(),
+                job: r.job().to_string(),
+                savepoint_id: r.id(),
+            }),
+            history: vec![HistoryEntry::new(
+                HistoryEvent::Started,
+                &plan,
+                restore.filter(|r| r.is_savepoint()).map(Restore::location),
+                None,
+            )],
             vertices: Vec::new(),
             job: plan.text().to_string(),
         };
@@ -762,7 +839,10 @@ fn upgraded(
     let savepoint = sink.location();
     let (plan, graph, status, swap) = match plan.build_after_upgrade(attempt, Some(restore.clone()), handover.clone()) {
         Ok(graph) => {
-            update(dir, job, |i| i.job = plan.text().to_string());
+            update(dir, job, |i| {
+                i.job = plan.text().to_string();
+                i.history.push(HistoryEntry::new(HistoryEvent::Upgraded, &plan, Some(savepoint.clone()), None));
+            });
             *lock(&job.last_swap) = Some(LastSwap { previous: old.clone(), restore: restore.clone() });
             let run = job.metrics.runs() + 1;
             let swap = Swap { request: request.clone(), previous: old, restore, at: Instant::now(), uids };
@@ -793,14 +873,17 @@ fn rolled_back(
     let savepoint = restore.location();
     tracing::warn!("job '{}': rolling back its last upgrade ({cause}), from {savepoint}", previous.name());
     lock(&job.last_swap).take();
-    lock(&job.upgrades).insert(request, UpgradeProgress::RolledBack { savepoint, cause: cause.to_string() });
+    let progress = UpgradeProgress::RolledBack { savepoint: savepoint.clone(), cause: cause.to_string() };
+    lock(&job.upgrades).insert(request, progress);
     *lock(&job.plan) = Some(previous.clone());
     let graph = previous.build(attempt, Some(restore)).map_err(|e| format!("the rollback failed: {e}"));
     // Checkpoints taken with the failed modules are not restarts' to resume from.
     let first = graph.as_ref().ok().and_then(|g| g.checkpointing.as_ref()).map_or(0, |c| c.first_id);
+    let entry = HistoryEntry::new(HistoryEvent::RolledBack, &previous, Some(savepoint), Some(cause.to_string()));
     update(dir, job, |i| {
         i.job = previous.text().to_string();
         i.first_checkpoint = first;
+        i.history.push(entry);
     });
     (previous, graph)
 }

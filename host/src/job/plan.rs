@@ -116,6 +116,13 @@ impl JobPlan {
         &self.text
     }
 
+    /// Each operator's uid and the code it runs, for people: `count 1.0.0 (sha256:…)`.
+    pub fn operator_codes(&self) -> Vec<(String, String)> {
+        let Ok(spec) = parse(&self.text, &self.label) else { return Vec::new() };
+        let code = |op| operator_code(op, &self.modules).map(|(code, _)| code.to_string());
+        spec.operators.iter().filter_map(|op| Some((op.uid.clone(), code(op)?))).collect()
+    }
+
     /// When a failure after an upgrade rolls it back.
     pub fn rollback_window(&self) -> RollbackWindow {
         self.rollback
