@@ -40,6 +40,8 @@ pub struct Restore {
     states: Vec<StateFile>,
     /// For a savepoint: what it records of every operator (code and declared states).
     operators: Option<Vec<SavepointOperator>>,
+    /// Every operator's state is handed over in place: none is to be read.
+    in_place: bool,
     /// Start even though some of its state has no operator to go to.
     allow_non_restored_state: bool,
 }
@@ -86,6 +88,7 @@ impl Restore {
             sources: m.sources,
             states: m.states,
             operators: None,
+            in_place: false,
             allow_non_restored_state: false,
         };
         restore.verify()?;
@@ -105,6 +108,7 @@ impl Restore {
             max_parallelism: m.max_parallelism,
             sources: m.sources,
             operators: Some(m.operators),
+            in_place: false,
             allow_non_restored_state: false,
         };
         restore.verify()?;
@@ -123,6 +127,32 @@ impl Restore {
             max_parallelism: m.max_parallelism,
             sources: m.sources,
             operators: Some(m.operators),
+            in_place: false,
+            allow_non_restored_state: false,
+        }
+    }
+
+    /// Where a job that stopped for an upgrade at barrier `id` goes on from, before its savepoint
+    /// is stored: the sources' positions, and the operators (with their declared states) whose
+    /// state is handed over in place.
+    pub fn in_place(
+        at: SavepointLocation,
+        job: &str,
+        id: u64,
+        max_parallelism: u32,
+        sources: Vec<SourcePosition>,
+        operators: Vec<SavepointOperator>,
+    ) -> Restore {
+        Restore {
+            storage: at.storage,
+            job: job.to_string(),
+            dir: at.dir,
+            id,
+            max_parallelism,
+            sources,
+            states: Vec::new(),
+            operators: Some(operators),
+            in_place: true,
             allow_non_restored_state: false,
         }
     }
@@ -240,6 +270,9 @@ impl Restore {
         backend: &mut dyn StateBackend,
         key_groups: Range<u32>,
     ) -> Result<u64, String> {
+        if self.in_place && !declared.is_empty() {
+            return Err(format!("the state of operator '{uid}' was not handed over in place (a weir bug)"));
+        }
         let mut restored = 0;
         let overlaps = |s: &&StateFile| s.key_groups.start < key_groups.end && key_groups.start < s.key_groups.end;
         for state in self.states.iter().filter(|s| s.uid == uid).filter(overlaps) {

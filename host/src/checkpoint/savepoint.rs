@@ -189,8 +189,9 @@ pub struct SavepointSink {
     max_parallelism: u32,
     /// Every operator, without files yet.
     operators: Vec<SavepointOperator>,
-    /// Filled in when it completes.
-    written: std::sync::Mutex<Option<SavepointMetadata>>,
+    /// Its `_metadata` once stored, or why it failed; with a condition to wait for either.
+    outcome: std::sync::Mutex<Option<Result<SavepointMetadata, String>>>,
+    settled: std::sync::Condvar,
 }
 
 impl SavepointSink {
@@ -199,7 +200,14 @@ impl SavepointSink {
         let digest = Sha256::digest(format!("{job}/{}/{:?}", std::process::id(), std::time::SystemTime::now()));
         let dir = paths::savepoint_dir(job, &hex::encode(&digest[..6]));
         let location = SavepointLocation { storage, dir };
-        SavepointSink { location, job: job.to_string(), max_parallelism, operators, written: Default::default() }
+        SavepointSink {
+            location,
+            job: job.to_string(),
+            max_parallelism,
+            operators,
+            outcome: Default::default(),
+            settled: Default::default(),
+        }
     }
 
     /// Where it goes.
@@ -209,13 +217,41 @@ impl SavepointSink {
 
     /// Its `_metadata`, once complete.
     pub fn metadata(&self) -> Option<SavepointMetadata> {
-        self.written.lock().ok()?.clone()
+        self.outcome.lock().ok()?.clone()?.ok()
     }
 
-    /// The savepoint to restore from, once complete, without reading it back.
-    pub fn restore(&self) -> Option<super::Restore> {
-        let metadata = self.metadata()?;
-        Some(super::Restore::written(self.location.storage.clone(), self.location.dir.clone(), metadata))
+    /// Where the job goes on from at once after a stop at barrier `id` for an upgrade, the
+    /// sources having stopped at `sources` and every operator's state handed over in place.
+    pub fn in_place(&self, id: u64, sources: Vec<SourcePosition>) -> super::Restore {
+        let at = SavepointLocation { storage: self.location.storage.clone(), dir: self.location.dir.clone() };
+        super::Restore::in_place(at, &self.job, id, self.max_parallelism, sources, self.operators.clone())
+    }
+
+    /// Records that the savepoint will not be stored, and why.
+    pub fn failed(&self, cause: String) {
+        self.settle(Err(cause));
+    }
+
+    fn settle(&self, outcome: Result<SavepointMetadata, String>) {
+        if let Ok(mut slot) = self.outcome.lock() {
+            slot.get_or_insert(outcome);
+        }
+        self.settled.notify_all();
+    }
+
+    /// Waits until the savepoint is stored (or has failed) and returns it to restore from.
+    pub fn stored(&self) -> Result<super::Restore, String> {
+        let mut slot = self.outcome.lock().map_err(|_| "the savepoint's state is poisoned".to_string())?;
+        while slot.is_none() {
+            slot = self.settled.wait(slot).map_err(|_| "the savepoint's state is poisoned".to_string())?;
+        }
+        match slot.clone() {
+            Some(Ok(metadata)) => {
+                Ok(super::Restore::written(self.location.storage.clone(), self.location.dir.clone(), metadata))
+            }
+            Some(Err(cause)) => Err(cause),
+            None => Err("the savepoint has no outcome (a weir bug)".to_string()),
+        }
     }
 }
 
@@ -247,9 +283,7 @@ impl CheckpointSink for SavepointSink {
             operators,
         };
         checked::put(&self.location.storage, &self.location.file("_metadata"), &metadata)?;
-        if let Ok(mut written) = self.written.lock() {
-            *written = Some(metadata);
-        }
+        self.settle(Ok(metadata));
         Ok(())
     }
 }

@@ -225,7 +225,7 @@ struct PendingUpgrade {
 /// savepoint taken before the swap.
 struct LastSwap {
     previous: Arc<JobPlan>,
-    restore: Arc<Restore>,
+    sink: Arc<SavepointSink>,
 }
 
 /// Where an upgrade stands, as the job thread records it.
@@ -254,8 +254,8 @@ struct Swap {
     request: String,
     /// The job as it ran before.
     previous: Arc<JobPlan>,
-    /// The savepoint taken before the swap.
-    restore: Arc<Restore>,
+    /// The savepoint taken before the swap (perhaps still being stored).
+    sink: Arc<SavepointSink>,
     /// When the new modules started.
     at: Instant,
     /// The operators whose module changed.
@@ -590,10 +590,15 @@ impl Jobs {
         let state = lock(&job.info).state;
         let plan = lock(&job.plan).clone().filter(|_| state == JobState::Running);
         let Some(plan) = plan else { return Err(SavepointError::NotRunning { id: id.to_string(), state }) };
-        let Some(LastSwap { previous, restore }) = lock(&job.last_swap).take() else {
+        let Some(LastSwap { previous, sink }) = lock(&job.last_swap).take() else {
             return Err(SavepointError::Target(format!("job {id} has no upgrade to roll back")));
         };
-        self.stop_for(&job, id, &plan, previous, Vec::new(), Some(restore))
+        let restore = sink.stored().map_err(|e| {
+            SavepointError::Target(format!(
+                "the last upgrade's savepoint was not stored ({e}): nothing to roll back to"
+            ))
+        })?;
+        self.stop_for(&job, id, &plan, previous, Vec::new(), Some(Arc::new(restore)))
     }
 
     /// Stops `job`, now running `plan`, at a savepoint, to go on as `next` (an upgrade, or a
@@ -610,7 +615,10 @@ impl Jobs {
         let sink = Arc::new(plan.savepoint_sink(None).map_err(SavepointError::Target)?);
         let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
         let request_id = hex::encode(&Sha256::digest(format!("{id}/upgrade/{sequence}/{}", now_ms()))[..8]);
-        let handover = rollback.is_none();
+        // In place when every operator of the next run declares the states of the one it
+        // replaces: then nothing needs reading back, and the job goes on before the savepoint is
+        // stored.
+        let handover = rollback.is_none() && plan.declares_same_states(&next);
         {
             let mut pending = lock(&job.upgrade);
             if pending.is_some() {
@@ -620,12 +628,18 @@ impl Jobs {
             *pending = Some(PendingUpgrade { request, plan: next, sink: sink.clone(), uids, rollback });
         }
         lock(&job.upgrades).insert(request_id.clone(), UpgradeProgress::InProgress);
-        let (runner, key) = (job.clone(), request_id.clone());
+        let (runner, key, stored) = (job.clone(), request_id.clone(), sink.clone());
         let done = Box::new(move |result: Result<u64, String>| {
-            if let Err(cause) = result {
-                lock(&runner.upgrade).take();
+            let Err(cause) = result else { return };
+            stored.failed(cause.clone());
+            if lock(&runner.upgrade).take().is_some() {
                 let cause = format!("the savepoint before the swap failed: {cause}");
                 lock(&runner.upgrades).insert(key, UpgradeProgress::Failed { cause });
+            } else {
+                // The new modules already run: only the rollback point is lost.
+                tracing::warn!(
+                    "the savepoint of upgrade {key} failed after the swap ({cause}); it cannot be rolled back"
+                );
             }
         });
         let request = SavepointRequest { sink, stop: true, handover, done };
@@ -775,8 +789,16 @@ fn run_attempts(dir: Option<&Path>, job: &Job, mut plan: Arc<JobPlan>, first: Jo
             let events = job.metrics.snapshot().iter().filter(|v| s.uids.contains(&v.uid)).map(|v| v.events_in).max();
             plan.rollback_window().covers(s.at.elapsed(), events.unwrap_or(0))
         }) {
-            (plan, next) = rolled_back(dir, job, swap, &failure, attempt);
-            continue;
+            match swap.sink.stored() {
+                Ok(restore) => {
+                    let Swap { request, previous, .. } = swap;
+                    (plan, next) = rolled_back(dir, job, request, previous, Arc::new(restore), &failure, attempt);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!("job '{}': cannot roll back, the upgrade's savepoint failed: {e}", plan.name())
+                }
+            }
         }
         let Some(delay) = restarts.next_delay(started, Instant::now()) else {
             let cause = match plan.restart_strategy() {
@@ -826,14 +848,18 @@ fn upgraded(
 ) -> (Arc<JobPlan>, Result<JobGraph, String>, Option<Swap>) {
     let PendingUpgrade { request, plan, sink, uids, rollback } = upgrade;
     if let Some(restore) = rollback {
-        let swap = Swap { request, previous: plan, restore, at: Instant::now(), uids };
-        let (plan, graph) = rolled_back(dir, job, swap, "asked for", attempt);
+        let (plan, graph) = rolled_back(dir, job, request, plan, restore, "asked for", attempt);
         return (plan, graph, None);
     }
     let last_batches: Vec<(String, u64)> =
         uids.iter().map(|uid| (uid.clone(), job.metrics.batches_processed(uid).1)).collect();
-    let Some(restore) = sink.restore().map(Arc::new) else {
-        return (old, Err("the upgrade's savepoint is missing (a weir bug)".to_string()), None);
+    // Handed over in place, the job goes on at once; else from the savepoint once stored.
+    let restore = match job.handover.take_positions() {
+        (id, positions) if !positions.is_empty() => Arc::new(sink.in_place(id, positions)),
+        _ => match sink.stored() {
+            Ok(restore) => Arc::new(restore),
+            Err(e) => return (old, Err(format!("the upgrade's savepoint failed: {e}")), None),
+        },
     };
     let handover = Some(job.handover.clone());
     let savepoint = sink.location();
@@ -843,9 +869,9 @@ fn upgraded(
                 i.job = plan.text().to_string();
                 i.history.push(HistoryEntry::new(HistoryEvent::Upgraded, &plan, Some(savepoint.clone()), None));
             });
-            *lock(&job.last_swap) = Some(LastSwap { previous: old.clone(), restore: restore.clone() });
+            *lock(&job.last_swap) = Some(LastSwap { previous: old.clone(), sink: sink.clone() });
             let run = job.metrics.runs() + 1;
-            let swap = Swap { request: request.clone(), previous: old, restore, at: Instant::now(), uids };
+            let swap = Swap { request: request.clone(), previous: old, sink, at: Instant::now(), uids };
             (plan, Ok(graph), UpgradeProgress::Restarted { savepoint, run, last_batches }, Some(swap))
         }
         Err(e) => {
@@ -865,11 +891,12 @@ fn upgraded(
 fn rolled_back(
     dir: Option<&Path>,
     job: &Job,
-    swap: Swap,
+    request: String,
+    previous: Arc<JobPlan>,
+    restore: Arc<Restore>,
     cause: &str,
     attempt: u32,
 ) -> (Arc<JobPlan>, Result<JobGraph, String>) {
-    let Swap { request, previous, restore, .. } = swap;
     let savepoint = restore.location();
     tracing::warn!("job '{}': rolling back its last upgrade ({cause}), from {savepoint}", previous.name());
     lock(&job.last_swap).take();

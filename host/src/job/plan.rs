@@ -116,6 +116,19 @@ impl JobPlan {
         &self.text
     }
 
+    /// Whether every operator of `other` declares exactly the states of the operator of the same
+    /// uid here: then the state of a run of this job can be handed over in place to one of it.
+    pub fn declares_same_states(&self, other: &JobPlan) -> bool {
+        let (Ok(mine), Ok(theirs)) = (parse(&self.text, &self.label), parse(&other.text, &other.label)) else {
+            return false;
+        };
+        theirs.operators.iter().all(|op| {
+            let before = mine.operators.iter().find(|o| o.uid == op.uid);
+            let states = |op, modules| operator_code(op, modules).map(|(_, states)| states);
+            before.is_some_and(|before| states(before, &self.modules) == states(op, &other.modules))
+        })
+    }
+
     /// Each operator's uid and the code it runs, for people: `count 1.0.0 (sha256:…)`.
     pub fn operator_codes(&self) -> Vec<(String, String)> {
         let Ok(spec) = parse(&self.text, &self.label) else { return Vec::new() };

@@ -431,6 +431,12 @@ impl Coordinator<'_> {
             targets.insert(id, sink.clone());
         }
         if savepoint.as_ref().is_some_and(|s| s.stop) {
+            if savepoint.as_ref().is_some_and(|s| s.handover) {
+                self.control.handing_over.store(true, Ordering::SeqCst);
+                // The next run publishes what this stop covers when it opens the sinks, while
+                // this savepoint may still be stored behind it: the sinks are the next run's now.
+                self.committers.clear();
+            }
             self.control.stop_at.store(id, Ordering::SeqCst);
         }
         let pending =
@@ -474,7 +480,6 @@ impl Coordinator<'_> {
         }
         self.metrics.checkpoint_stats(|s| s.completed(id, started.elapsed()));
         let stop = savepoint.as_ref().is_some_and(|s| s.stop);
-        let handover = savepoint.as_ref().is_some_and(|s| s.stop && s.handover);
         match savepoint {
             Some(request) => (request.done)(Ok(id)),
             None => {
@@ -495,9 +500,6 @@ impl Coordinator<'_> {
                 id,
                 cause: format!("it completed, but a sink cannot publish its output: {cause}"),
             })?;
-        }
-        if handover {
-            self.control.handing_over.store(true, Ordering::SeqCst);
         }
         if stop || self.final_pending.is_some_and(|f| id >= f) {
             self.control.final_checkpoint_done.store(true, Ordering::SeqCst);
@@ -780,12 +782,26 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics
         }
     }
     let (uploader, coordinator) = coordination;
-    // Pending snapshots are stored (and acknowledged) before the coordinator hears the end.
-    let _ = control.uploads.send(None);
-    let _ = uploader.join();
-    control.ack(Ack::JobEnded);
-    let _ = coordinator.join();
-    metrics.checkpoint_stats(CheckpointStats::attempt_ended);
+    let finish = {
+        let (control, metrics) = (control.clone(), metrics.clone());
+        move || {
+            // Pending snapshots are stored (and acknowledged) before the coordinator hears the end.
+            let _ = control.uploads.send(None);
+            let _ = uploader.join();
+            control.ack(Ack::JobEnded);
+            let _ = coordinator.join();
+            metrics.checkpoint_stats(CheckpointStats::attempt_ended);
+        }
+    };
+    let handed_over = control.handing_over.load(Ordering::SeqCst) && control.failure.lock().is_ok_and(|f| f.is_none());
+    if handed_over && panicked.is_none() {
+        // The next run starts now; the stop's savepoint is stored behind it.
+        if let Err(e) = std::thread::Builder::new().name("savepoint-finish".into()).spawn(finish) {
+            tracing::warn!("cannot store the stop's savepoint behind the next run: {e}");
+        }
+        return Ok(());
+    }
+    finish();
     if let Some(name) = panicked {
         return Err(JobFailure::Panicked(name));
     }
@@ -950,7 +966,14 @@ fn run_source(
         barriers.inject(&mut output, &*source)?;
         let stop_at = control.stop_at.load(Ordering::SeqCst);
         if stop_at != 0 && barriers.injected >= stop_at {
-            // Stop with savepoint: nothing after its barrier. If it fails, the job goes on.
+            // Stop with savepoint: nothing after its barrier. For an upgrade, the next run goes
+            // on from here at once; else the job ends once the savepoint is stored, and goes on
+            // if it fails.
+            if let Some(handover) = control.handover.as_ref().filter(|_| control.handing_over.load(Ordering::SeqCst)) {
+                let (uid, subtask) = (info.uid.to_string(), info.index);
+                handover.put_position(stop_at, SourcePosition { uid, subtask, position: source.position() });
+                return Ok(output.end()?);
+            }
             if barriers.wait_for_the_end(&mut output, &*source, true)? {
                 return Ok(output.end()?);
             }

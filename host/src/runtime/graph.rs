@@ -65,6 +65,8 @@ pub trait Operator: Send {
 #[derive(Default)]
 pub struct Handover {
     states: std::sync::Mutex<std::collections::HashMap<(String, u32), HandedOver>>,
+    /// The barrier of the stop, and where each source stopped at it.
+    positions: std::sync::Mutex<(u64, Vec<SourcePosition>)>,
 }
 
 type HandedOver = (std::ops::Range<u32>, Box<dyn crate::state::StateBackend>);
@@ -81,6 +83,19 @@ impl Handover {
         if let Ok(mut states) = self.states.lock() {
             states.insert((uid.to_string(), subtask), (key_groups, state));
         }
+    }
+
+    /// Records where a source subtask stopped, at barrier `id`.
+    pub fn put_position(&self, id: u64, position: SourcePosition) {
+        if let Ok(mut positions) = self.positions.lock() {
+            positions.0 = id;
+            positions.1.push(position);
+        }
+    }
+
+    /// Takes the barrier the sources stopped at and their positions.
+    pub fn take_positions(&self) -> (u64, Vec<SourcePosition>) {
+        self.positions.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default()
     }
 
     /// Takes what subtask `subtask` of operator `uid` left, if it covers exactly `key_groups`.
@@ -258,7 +273,9 @@ pub struct SavepointRequest {
     pub sink: Arc<dyn CheckpointSink>,
     /// Stop the job once it is complete (stop-with-savepoint): sources end at its barrier.
     pub stop: bool,
-    /// With `stop`: operators leave their state in the job's handover for the next run.
+    /// With `stop`: operators leave their state, and sources their positions, in the job's
+    /// handover, and the job ends as soon as every subtask has (the savepoint is stored behind,
+    /// for a rollback): the next run starts from the handover, reading nothing back.
     pub handover: bool,
     /// Told the outcome: the savepoint's barrier id, or why it failed.
     pub done: Box<dyn FnOnce(Result<u64, String>) + Send>,
