@@ -83,17 +83,19 @@ fn run_job(weir: &Path, job: &Path) -> Result<Run> {
 }
 
 fn run_job_with(weir: &Path, job: &Path, args: &[&str]) -> Result<Run> {
+    let job = job.to_string_lossy();
+    let mut all = vec!["run", &job, "--listen", "none"];
+    all.extend_from_slice(args);
+    run_weir(weir, &all)
+}
+
+/// Runs `weir ARGS` (a verb that runs a job in the foreground) and reads its summary.
+fn run_weir(weir: &Path, args: &[&str]) -> Result<Run> {
     let spawned = now_ms();
-    let out = Command::new(weir)
-        .arg("run")
-        .arg(job)
-        .args(["--listen", "none"])
-        .args(args)
-        .output()
-        .with_context(|| format!("running {}", weir.display()))?;
+    let out = Command::new(weir).args(args).output().with_context(|| format!("running {}", weir.display()))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
-        bail!("{} failed:\n{stderr}", job.display());
+        bail!("weir {args:?} failed:\n{stderr}");
     }
     let field = |prefix: &str, line_has: &str| -> Option<f64> {
         let line = stderr.lines().find(|l| l.contains(line_has))?;
@@ -199,6 +201,11 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     );
     println!("  {m} keys: upgrade pause < 50 ms:   {upgrade_ms:>9.1} ms  {}", verdict(upgrade_ms < 50.0));
     println!(
+        "  {m} keys: fork start < 1 s:           {:>6} ms  {}",
+        savepoint.fork_ms,
+        verdict(savepoint.fork_ms < 1000)
+    );
+    println!(
         "  {m} keys: savepoint restore to first event < 1 s: {:>6} ms  {}",
         savepoint.restore_ms,
         verdict(savepoint.restore_ms < 1000)
@@ -299,6 +306,8 @@ struct BigSavepoint {
     seconds: f64,
     /// Spawning `weir run --from-savepoint` to its first event at a sink.
     restore_ms: u64,
+    /// Spawning `weir fork` of the savepoint to the new job's first event at a sink.
+    fork_ms: u64,
 }
 
 /// Runs an unbounded count over `keys` keys until every key is in state, stops it with a
@@ -352,8 +361,13 @@ fn savepoint_of_many_keys(artifacts: &Artifacts, dir: &Path, count: &str, keys: 
     let resume = CountJob { events: position + keys / 10, ..unbounded }.write(dir, "savepoint-many-keys-resume")?;
     let restored = run_job_with(&artifacts.weir, &resume, &["--from-savepoint", &location])?;
     let restore_ms = restored.spawn_to_first_event_ms.context("no first event in weir's summary")?;
-    println!("    {size_mib:.1} MiB in {seconds:.3} s; restore to first event {restore_ms} ms");
-    Ok(BigSavepoint { size_mib, seconds, restore_ms })
+    // A fork: a new job of its own name from the same savepoint.
+    let fork = CountJob { name: "savepoint-many-keys-fork", events: position + keys / 10, ..unbounded };
+    let fork = fork.write(dir, "savepoint-many-keys-fork")?;
+    let forked = run_weir(&artifacts.weir, &["fork", &location, &fork.to_string_lossy()])?;
+    let fork_ms = forked.spawn_to_first_event_ms.context("no first event in weir's summary")?;
+    println!("    {size_mib:.1} MiB in {seconds:.3} s; restore to first event {restore_ms} ms, fork {fork_ms} ms");
+    Ok(BigSavepoint { size_mib, seconds, restore_ms, fork_ms })
 }
 
 fn median(values: &mut [f64]) -> f64 {
