@@ -4,7 +4,7 @@
 //! Modules, lower layers first; each depends only on those above it in this list:
 //! - [`state`]: the `StateBackend` trait and the in-memory backend.
 //! - [`runtime`]: job graphs, subtasks, channels, key groups.
-//! - [`checkpoint`]: the checkpoint storage layout and the keyed-state snapshot format.
+//! - [`checkpoint`]: checkpoints and savepoints at rest: storage, formats, writing and restoring.
 //! - [`wasm`]: the engine, the `weir:operator` contract and Wasm operators.
 //! - [`connectors`]: sources and sinks.
 //! - [`builtin`]: native operators compiled into the host (for benchmarks).

@@ -1,7 +1,8 @@
-//! Checkpoints at rest: the storage layout, the snapshot file format of keyed state, storage
-//! through `object_store`, writing completed checkpoints ([`StorageSink`]) and reading them back
-//! ([`Restore`]). Taking them while a job runs is the runtime's coordinator; the design is in
-//! `docs/checkpoints.md`.
+//! Checkpoints and savepoints at rest: the storage layout, the snapshot file format of keyed
+//! state, storage through `object_store`, writing completed checkpoints ([`StorageSink`]) and
+//! savepoints ([`savepoint::SavepointSink`]), and restoring from either ([`Restore`]). Taking them
+//! while a job runs is the runtime's coordinator; the designs are in `docs/checkpoints.md` and
+//! `docs/savepoint-format.md`.
 //!
 //! Layering: uses `state` and `runtime` (its checkpoint traits); knows nothing of wasm or HTTP.
 mod checked;

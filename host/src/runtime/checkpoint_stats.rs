@@ -244,14 +244,16 @@ impl CheckpointStats {
         self.latest.restored = Some(restored);
     }
 
-    /// Checkpoints still in progress when an attempt ended will never complete.
-    pub fn attempt_ended(&mut self) {
-        for record in self.history.iter_mut().filter(|r| r.status == CheckpointStatus::InProgress) {
+    /// Checkpoints up to `last_id` still in progress when their attempt ended will never complete
+    /// (later ones belong to the next run, which may already have started).
+    pub fn attempt_ended(&mut self, last_id: u64) {
+        let ended = |r: &&mut CheckpointRecord| r.status == CheckpointStatus::InProgress && r.id <= last_id;
+        for record in self.history.iter_mut().filter(ended) {
             record.status = CheckpointStatus::Failed;
             record.failure_message = Some("the job attempt ended before it completed".to_string());
             self.counts.failed += 1;
+            self.counts.in_progress = self.counts.in_progress.saturating_sub(1);
         }
-        self.counts.in_progress = 0;
     }
 }
 
@@ -284,7 +286,7 @@ mod tests {
         assert_eq!(latest.tasks["count"].sync_duration_ms, 12.0);
         assert_eq!(stats.latest.failed.as_ref().unwrap().failure_message.as_deref(), Some("storage down"));
         assert_eq!((stats.summary.state_size.min, stats.summary.state_size.max), (100.0, 1200.0));
-        stats.attempt_ended();
+        stats.attempt_ended(13);
         assert_eq!((stats.counts.in_progress, stats.counts.failed), (0, 2));
     }
 }

@@ -790,7 +790,8 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics
             let _ = uploader.join();
             control.ack(Ack::JobEnded);
             let _ = coordinator.join();
-            metrics.checkpoint_stats(CheckpointStats::attempt_ended);
+            let last_id = control.requested.load(Ordering::SeqCst);
+            metrics.checkpoint_stats(|s| s.attempt_ended(last_id));
         }
     };
     let handed_over = control.handing_over.load(Ordering::SeqCst) && control.failure.lock().is_ok_and(|f| f.is_none());
