@@ -98,25 +98,14 @@ impl Restore {
     /// The savepoint at `location` (a directory, relative to `base`, or a URL), checked.
     pub fn savepoint(location: &str, base: &Path) -> Result<Restore, String> {
         let at = SavepointLocation::parse(location, base)?;
-        let m = at.metadata()?;
-        let restore = Restore {
-            states: m.state_files(),
-            job: m.job.clone(),
-            storage: at.storage,
-            dir: at.dir,
-            id: m.savepoint_id,
-            max_parallelism: m.max_parallelism,
-            sources: m.sources,
-            operators: Some(m.operators),
-            in_place: false,
-            allow_non_restored_state: false,
-        };
+        let metadata = at.metadata()?;
+        let restore = Restore::written(at.storage, at.dir, metadata);
         restore.verify()?;
         Ok(restore)
     }
 
-    /// A savepoint this process has just written, from its `_metadata` in hand: nothing is read
-    /// back (an upgrade restarts from it at once, with the state itself handed over in place).
+    /// A savepoint from its `_metadata`, as read from its directory or held by the process that
+    /// has just written it (a rollback then reads only the state files it needs).
     pub fn written(storage: Storage, dir: String, m: SavepointMetadata) -> Restore {
         Restore {
             states: m.state_files(),
