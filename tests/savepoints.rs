@@ -120,6 +120,18 @@ fn restore(dir: &Path, savepoint: &Path, parallelism: u32, count_parallelism: Op
     sink_lines(&out)
 }
 
+/// Per user, the count a savepoint holds (read with `weir savepoint inspect`).
+fn saved_counts(savepoint: &str) -> BTreeMap<String, u64> {
+    let inspected = weir(&["savepoint", "inspect", savepoint, "--operator", "count-per-user"]);
+    assert_eq!(inspected.code, 0, "{}", inspected.stderr);
+    inspected
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| (v["key"].as_str().unwrap().to_string(), v["value"].as_str().unwrap().parse().unwrap()))
+        .collect()
+}
+
 /// For each user, the highest count in `lines`.
 fn final_counts(lines: &[String]) -> BTreeMap<String, u64> {
     let mut counts = BTreeMap::new();
@@ -345,13 +357,7 @@ fn a_savepoint_forks_into_two_jobs_whose_outputs_compare() {
     }
 
     // Both went on from the savepoint's counts.
-    let inspected = weir(&["savepoint", "inspect", &savepoint, "--operator", "count-per-user"]);
-    let saved: BTreeMap<String, u64> = inspected
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .map(|v| (v["key"].as_str().unwrap().to_string(), v["value"].as_str().unwrap().parse().unwrap()))
-        .collect();
+    let saved = saved_counts(&savepoint);
     let first_counts = |out: &Path| {
         let mut first: BTreeMap<String, u64> = BTreeMap::new();
         for line in sink_lines(out) {
@@ -394,4 +400,33 @@ fn two_jobs_cannot_write_one_sink() {
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains(&format!("another job is writing to {}", out.display())), "{}", run.stderr);
     drop(running);
+}
+
+#[test]
+fn a_fork_that_fails_before_its_first_checkpoint_restarts_from_its_savepoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (during, _) = take_savepoints(dir.path());
+    let savepoint = during.to_string_lossy().into_owned();
+    let out = dir.path().join("out-flaky");
+    // flaky_count traps on its first attempt when a user reaches 300; no checkpoint is taken
+    // before (interval 1h), so the restart must go back to the savepoint, not to the start.
+    let job = fork_job(dir.path(), "clicks-flaky", "test/flaky_count", &out);
+    let text = std::fs::read_to_string(&job).unwrap();
+    let text = text.replacen("input = \"hash\"\n", "input = \"hash\"\nconfig = { trap-at = 300, attempts = 1 }\n", 1);
+    let text = text.replacen("interval = \"200ms\"", "interval = \"1h\"", 1);
+    std::fs::write(&job, format!("{text}\n[restart]\nstrategy = \"fixed-delay\"\ndelay = \"10ms\"\n")).unwrap();
+
+    let run = weir(&["fork", &savepoint, &job]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains(&format!("attempt 1 resumes from savepoint {savepoint}")), "{}", run.stderr);
+    let saved = saved_counts(&savepoint);
+    let mut expected: Vec<String> = expected_counts(&dir.path().join("clicks.jsonl"))
+        .iter()
+        .flat_map(|(user, &n)| {
+            let from = saved.get(user).copied().unwrap_or(0) + 1;
+            (from..=n).map(move |c| format!(r#"{{"key":"{user}","count":{c}}}"#))
+        })
+        .collect();
+    expected.sort();
+    assert_same(&sink_lines(&out), &expected, "the fork's output: from the savepoint's counts on, once");
 }

@@ -136,7 +136,7 @@ pub(super) fn run(args: &RunArgs, token: Option<String>) -> anyhow::Result<()> {
 
     let jobs = Arc::new(Jobs::open(None)?);
     let listener = listener(args, &token)?;
-    let info = jobs.start(plan, graph, restore.as_deref());
+    let info = jobs.start(plan, graph, restore);
     if let Some(listener) = listener {
         eprintln!("weir run: job {} API at http://{}/v1/jobs/{}", info.id, listener.local_addr()?, info.id);
         let state = Arc::new(ApiState { jobs: jobs.clone(), modules: None, token, base });

@@ -415,7 +415,14 @@ impl Jobs {
                         return Err("it has no [checkpointing], so it cannot be resumed without repeating its output"
                             .to_string());
                     }
-                    let restore = plan.latest_checkpoint(lock(&job.info).first_checkpoint)?.map(Arc::new);
+                    let restore = match plan.latest_checkpoint(lock(&job.info).first_checkpoint)? {
+                        Some(checkpoint) => Some(Arc::new(checkpoint)),
+                        // Started from a savepoint and no checkpoint since: from that savepoint.
+                        None => match lock(&job.info).lineage.clone() {
+                            Some(lineage) => Some(Arc::new(Restore::savepoint(&lineage.savepoint, base)?)),
+                            None => None,
+                        },
+                    };
                     let attempt = lock(&job.info).attempt + 1;
                     let graph = plan.build(attempt, restore.clone()).map_err(|e| e.to_string())?;
                     Ok((plan, graph, restore))
@@ -424,7 +431,7 @@ impl Jobs {
                 Ok((plan, graph, restore)) => {
                     let from = restore.as_ref().map_or("the start".to_string(), |r| format!("checkpoint {}", r.id()));
                     tracing::info!("resuming job {id} ('{}') from {from}", plan.name());
-                    self.launch(job, plan, graph, restore.as_deref());
+                    self.launch(job, plan, graph, restore);
                 }
                 Err(cause) => self.update(&job, |i| {
                     i.state = JobState::Failed;
@@ -456,11 +463,11 @@ impl Jobs {
             None => None,
         };
         let graph = plan.build(0, restore.clone())?;
-        Ok(self.start(plan, graph, restore.as_deref()))
+        Ok(self.start(plan, graph, restore))
     }
 
     /// Starts a job's first attempt (resuming from `restore`, if given) and returns its record.
-    pub fn start(&self, plan: JobPlan, graph: JobGraph, restore: Option<&Restore>) -> JobInfo {
+    pub fn start(&self, plan: JobPlan, graph: JobGraph, restore: Option<Arc<Restore>>) -> JobInfo {
         let info = JobInfo {
             id: self.new_id(plan.name()),
             name: plan.name().to_string(),
@@ -473,7 +480,7 @@ impl Jobs {
             failures: Vec::new(),
             first_checkpoint: 0,
             savepoints: Vec::new(),
-            lineage: restore.filter(|r| r.is_savepoint()).map(|r| Lineage {
+            lineage: restore.as_ref().filter(|r| r.is_savepoint()).map(|r| Lineage {
                 savepoint: r.location(),
                 job: r.job().to_string(),
                 savepoint_id: r.id(),
@@ -481,7 +488,7 @@ impl Jobs {
             history: vec![HistoryEntry::new(
                 HistoryEvent::Started,
                 &plan,
-                restore.filter(|r| r.is_savepoint()).map(Restore::location),
+                restore.as_ref().filter(|r| r.is_savepoint()).map(|r| r.location()),
                 None,
             )],
             vertices: Vec::new(),
@@ -494,22 +501,24 @@ impl Jobs {
     }
 
     /// Runs a job on its own thread: attempt after attempt, as its restart strategy allows.
-    fn launch(&self, job: Arc<Job>, plan: JobPlan, graph: JobGraph, restore: Option<&Restore>) {
-        if let Some(restore) = restore {
+    fn launch(&self, job: Arc<Job>, plan: JobPlan, graph: JobGraph, restore: Option<Arc<Restore>>) {
+        if let Some(restore) = &restore {
             job.metrics.checkpoint_stats(|s| s.restored(restore.stats()));
         }
         let own_first = graph.checkpointing.as_ref().map_or(0, |c| c.first_id);
         self.update(&job, |i| {
             i.state = JobState::Running;
             i.attempt = graph.attempt;
-            i.first_checkpoint = restore.map_or(own_first, Restore::id);
+            i.first_checkpoint = restore.as_ref().map_or(own_first, |r| r.id());
         });
+        // A restart before the run's first checkpoint goes back to the savepoint it started from.
+        let start = restore.filter(|r| r.is_savepoint());
         let plan = Arc::new(plan);
         *lock(&job.plan) = Some(plan.clone());
         let (dir, runner) = (self.dir.clone(), job.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("job-{}", &lock(&job.info).id[..8]))
-            .spawn(move || run_attempts(dir.as_deref(), &runner, plan, graph));
+            .spawn(move || run_attempts(dir.as_deref(), &runner, plan, graph, start));
         if let Err(e) = spawned {
             self.update(&job, |i| {
                 i.state = JobState::Failed;
@@ -749,7 +758,13 @@ fn update(dir: Option<&Path>, job: &Job, change: impl FnOnce(&mut JobInfo)) {
 
 /// Runs a job's attempts until one finishes, it is canceled, or the restart strategy gives up.
 /// Each restart resumes from the latest completed checkpoint, with the next attempt number.
-fn run_attempts(dir: Option<&Path>, job: &Job, mut plan: Arc<JobPlan>, first: JobGraph) {
+fn run_attempts(
+    dir: Option<&Path>,
+    job: &Job,
+    mut plan: Arc<JobPlan>,
+    first: JobGraph,
+    mut savepoint: Option<Arc<Restore>>,
+) {
     let mut restarts = Restarts::new(plan.restart_strategy().clone());
     let mut attempt = first.attempt;
     // An attempt's graph, or why it could not be built (the storage may be down): that fails the
@@ -792,7 +807,9 @@ fn run_attempts(dir: Option<&Path>, job: &Job, mut plan: Arc<JobPlan>, first: Jo
             match swap.sink.stored() {
                 Ok(restore) => {
                     let Swap { request, previous, .. } = swap;
-                    (plan, next) = rolled_back(dir, job, request, previous, Arc::new(restore), &failure, attempt);
+                    let restore = Arc::new(restore);
+                    savepoint = Some(restore.clone());
+                    (plan, next) = rolled_back(dir, job, request, previous, restore, &failure, attempt);
                     continue;
                 }
                 Err(e) => {
@@ -818,7 +835,7 @@ fn run_attempts(dir: Option<&Path>, job: &Job, mut plan: Arc<JobPlan>, first: Jo
             plan.canceled();
             break (JobState::Canceled, None);
         }
-        next = restart(job, &plan, attempt, lock(&job.info).first_checkpoint);
+        next = restart(job, &plan, attempt, lock(&job.info).first_checkpoint, savepoint.clone());
         if next.is_ok() {
             update(dir, job, |i| i.state = JobState::Running);
         }
@@ -915,15 +932,26 @@ fn rolled_back(
     (previous, graph)
 }
 
-/// The graph of attempt `attempt`, resuming from the job's latest checkpoint since `since`.
-fn restart(job: &Job, plan: &JobPlan, attempt: u32, since: u64) -> Result<JobGraph, String> {
-    let restore = plan.latest_checkpoint(since).map_err(|e| format!("the restart failed: {e}"))?;
+/// The graph of attempt `attempt`, resuming from the job's latest checkpoint since `since`, or
+/// else from the `savepoint` the run started from, or else from the start.
+fn restart(
+    job: &Job,
+    plan: &JobPlan,
+    attempt: u32,
+    since: u64,
+    savepoint: Option<Arc<Restore>>,
+) -> Result<JobGraph, String> {
+    let checkpoint = plan.latest_checkpoint(since).map_err(|e| format!("the restart failed: {e}"))?;
+    let restore = checkpoint.map(Arc::new).or(savepoint);
     let from = restore.as_ref().map_or("the start (no checkpoint completed yet)".to_string(), |r| {
         job.metrics.checkpoint_stats(|s| s.restored(r.stats()));
-        format!("checkpoint {}", r.id())
+        match r.is_savepoint() {
+            true => format!("savepoint {}", r.location()),
+            false => format!("checkpoint {}", r.id()),
+        }
     });
     tracing::warn!("job '{}': attempt {attempt} resumes from {from}", plan.name());
-    plan.build(attempt, restore.map(Arc::new)).map_err(|e| format!("the restart failed: {e}"))
+    plan.build(attempt, restore).map_err(|e| format!("the restart failed: {e}"))
 }
 
 /// Sleeps for `delay`; false when the job was canceled meanwhile.
