@@ -41,13 +41,14 @@ impl Run {
     }
 }
 
-/// The keyed-count job: a generator of `events` over `keys`, `operator` counting per key, a
+/// The keyed-count job: a generator of `events` (`None`: unbounded) over `keys`, `operator`
+/// counting per key, a
 /// blackhole sink; `extra` is appended (a `[checkpointing]` table).
 struct CountJob<'a> {
     name: &'a str,
     operator: &'a str,
     parallelism: u32,
-    events: u64,
+    events: Option<u64>,
     keys: u64,
     extra: &'a str,
 }
@@ -55,10 +56,11 @@ struct CountJob<'a> {
 impl CountJob<'_> {
     fn write(&self, dir: &Path, file: &str) -> Result<std::path::PathBuf> {
         let CountJob { name, operator, parallelism, events, keys, extra } = self;
+        let count = events.map_or(String::new(), |n| format!("count = {n}\n"));
         let path = dir.join(format!("{file}.toml"));
         let job = format!(
             "name = \"{name}\"\nparallelism = {parallelism}\n\n\
-             [[source]]\nuid = \"events\"\ntype = \"generator\"\ncount = {events}\nkeys = {keys}\n\n\
+             [[source]]\nuid = \"events\"\ntype = \"generator\"\n{count}keys = {keys}\n\n\
              [[operator]]\nuid = \"count\"\n{operator}\ninput = \"hash\"\n\n\
              [[sink]]\nuid = \"discard\"\ntype = \"blackhole\"\n\n{extra}\n"
         );
@@ -75,7 +77,7 @@ fn keyed_count_job(
     events: u64,
     keys: u64,
 ) -> Result<std::path::PathBuf> {
-    CountJob { name, operator, parallelism, events, keys, extra: "" }.write(dir, name)
+    CountJob { name, operator, parallelism, events: Some(events), keys, extra: "" }.write(dir, name)
 }
 
 fn run_job(weir: &Path, job: &Path) -> Result<Run> {
@@ -134,7 +136,7 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
         name: "wasm-p1-checkpoints",
         operator: &count,
         parallelism: 1,
-        events: n,
+        events: Some(n),
         keys: k,
         extra: checkpointing,
     };
@@ -240,9 +242,10 @@ fn checkpoint_of_many_keys(
 ) -> Result<BigCheckpoint> {
     // Interval 1 h: only the final checkpoint, taken once every key is in the state.
     let extra = "[checkpointing]\ninterval = \"1h\"\nstorage = \"file://checkpoints\"";
-    let job = CountJob { name: "checkpoint-many-keys", operator: count, parallelism: 1, events: keys, keys, extra };
+    let job =
+        CountJob { name: "checkpoint-many-keys", operator: count, parallelism: 1, events: Some(keys), keys, extra };
     let first = job.write(dir, "checkpoint-many-keys")?;
-    let resume = CountJob { events: keys + keys / 10, ..job }.write(dir, "checkpoint-many-keys-resume")?;
+    let resume = CountJob { events: Some(keys + keys / 10), ..job }.write(dir, "checkpoint-many-keys-resume")?;
     let (mut sizes, mut syncs, mut wholes, mut resumes) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds.max(1) {
         step(&format!("round {round}/{rounds}: checkpoint of {keys} keys, then resume from it"));
@@ -275,10 +278,9 @@ fn upgrade_pause(artifacts: &Artifacts, dir: &Path, keys: u64, rounds: usize) ->
         let extra =
             "[checkpointing]\ninterval = \"1h\"\nstorage = \"file://checkpoints\"\nsavepoint-dir = \"savepoints\"";
         let operator = format!("module = {:?}", module("count"));
-        let job = CountJob { name: "upgrade-many-keys", operator: &operator, parallelism: 1, events: 0, keys, extra };
+        let job =
+            CountJob { name: "upgrade-many-keys", operator: &operator, parallelism: 1, events: None, keys, extra };
         let job = job.write(dir, "upgrade-many-keys")?;
-        // `count = 0` would mean no events: drop the line to make the generator unbounded.
-        std::fs::write(&job, std::fs::read_to_string(&job)?.replace("count = 0\n", ""))?;
         let id = weir_cli(&artifacts.weir, &server, &["submit", &job.to_string_lossy()])?.trim().to_string();
         wait_until_counted(&artifacts.weir, &server, &id, keys + keys / 5)?;
         let mut pauses = Vec::new();
@@ -316,10 +318,9 @@ struct BigSavepoint {
 fn savepoint_of_many_keys(artifacts: &Artifacts, dir: &Path, count: &str, keys: u64) -> Result<BigSavepoint> {
     step(&format!("savepoint of {keys} keys: stop with savepoint, then restore from it"));
     let extra = "[checkpointing]\ninterval = \"1h\"\nstorage = \"file://checkpoints\"\nsavepoint-dir = \"savepoints\"";
-    let unbounded = CountJob { name: "savepoint-many-keys", operator: count, parallelism: 1, events: 0, keys, extra };
+    let unbounded =
+        CountJob { name: "savepoint-many-keys", operator: count, parallelism: 1, events: None, keys, extra };
     let job = unbounded.write(dir, "savepoint-many-keys")?;
-    // `count = 0` would mean no events: drop the line to make the generator unbounded.
-    std::fs::write(&job, std::fs::read_to_string(&job)?.replace("count = 0\n", ""))?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let server = format!("http://127.0.0.1:{port}");
     let mut child = Command::new(&artifacts.weir)
@@ -358,11 +359,12 @@ fn savepoint_of_many_keys(artifacts: &Artifacts, dir: &Path, count: &str, keys: 
     let position = serde_json::from_str::<serde_json::Value>(json)?["sources"][0]["position"]
         .as_u64()
         .context("no source position in the savepoint")?;
-    let resume = CountJob { events: position + keys / 10, ..unbounded }.write(dir, "savepoint-many-keys-resume")?;
+    let resume =
+        CountJob { events: Some(position + keys / 10), ..unbounded }.write(dir, "savepoint-many-keys-resume")?;
     let restored = run_job_with(&artifacts.weir, &resume, &["--from-savepoint", &location])?;
     let restore_ms = restored.spawn_to_first_event_ms.context("no first event in weir's summary")?;
     // A fork: a new job of its own name from the same savepoint.
-    let fork = CountJob { name: "savepoint-many-keys-fork", events: position + keys / 10, ..unbounded };
+    let fork = CountJob { name: "savepoint-many-keys-fork", events: Some(position + keys / 10), ..unbounded };
     let fork = fork.write(dir, "savepoint-many-keys-fork")?;
     let forked = run_weir(&artifacts.weir, &["fork", &location, &fork.to_string_lossy()])?;
     let fork_ms = forked.spawn_to_first_event_ms.context("no first event in weir's summary")?;

@@ -527,17 +527,28 @@ impl Jobs {
         }
     }
 
-    /// Asks running job `id` for a savepoint into `dir` (else the job's savepoint directory);
-    /// with `stop`, the job then stops (stop-with-savepoint). Returns the trigger id to ask
-    /// [`Jobs::savepoint_status`] with.
-    pub fn savepoint(&self, id: &str, dir: Option<&str>, stop: bool) -> Result<String, SavepointError> {
+    /// Running job `id` and what it was built from; refused for an unknown or ended job.
+    fn running(&self, id: &str) -> Result<(Arc<Job>, Arc<JobPlan>), SavepointError> {
         let job = lock(&self.jobs).get(id).cloned().ok_or_else(|| SavepointError::NotFound(id.to_string()))?;
         let state = lock(&job.info).state;
         let plan = lock(&job.plan).clone().filter(|_| state == JobState::Running);
         let Some(plan) = plan else { return Err(SavepointError::NotRunning { id: id.to_string(), state }) };
+        Ok((job, plan))
+    }
+
+    /// A new id for a savepoint or upgrade request of job `id`: 16 hex digits.
+    fn request_id(&self, id: &str) -> String {
+        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
+        hex::encode(&Sha256::digest(format!("{id}/{sequence}/{}", now_ms()))[..8])
+    }
+
+    /// Asks running job `id` for a savepoint into `dir` (else the job's savepoint directory);
+    /// with `stop`, the job then stops (stop-with-savepoint). Returns the trigger id to ask
+    /// [`Jobs::savepoint_status`] with.
+    pub fn savepoint(&self, id: &str, dir: Option<&str>, stop: bool) -> Result<String, SavepointError> {
+        let (job, plan) = self.running(id)?;
         let sink = Arc::new(plan.savepoint_sink(dir).map_err(SavepointError::Target)?);
-        let digest = Sha256::digest(format!("{id}/{}/{:?}", self.sequence.fetch_add(1, Ordering::Relaxed), now_ms()));
-        let trigger = hex::encode(&digest[..8]);
+        let trigger = self.request_id(id);
         lock(&job.triggers).insert(trigger.clone(), SavepointStatus::InProgress);
         let (runner, dir, key, written) = (job.clone(), self.dir.clone(), trigger.clone(), sink.clone());
         let done = Box::new(move |result: Result<u64, String>| {
@@ -581,10 +592,7 @@ impl Jobs {
         replacements: &[(String, String)],
         modules: &mut dyn Modules,
     ) -> Result<String, SavepointError> {
-        let job = lock(&self.jobs).get(id).cloned().ok_or_else(|| SavepointError::NotFound(id.to_string()))?;
-        let state = lock(&job.info).state;
-        let plan = lock(&job.plan).clone().filter(|_| state == JobState::Running);
-        let Some(plan) = plan else { return Err(SavepointError::NotRunning { id: id.to_string(), state }) };
+        let (job, plan) = self.running(id)?;
         let upgraded = Arc::new(plan.upgraded(replacements, modules).map_err(SavepointError::Target)?);
         let uids = replacements.iter().map(|(uid, _)| uid.clone()).collect();
         self.stop_for(&job, id, &plan, upgraded, uids, None)
@@ -595,10 +603,7 @@ impl Jobs {
     /// since is written again; exactly-once holds). Returns the request id to ask
     /// [`Jobs::upgrade_status`] with.
     pub fn rollback(&self, id: &str) -> Result<String, SavepointError> {
-        let job = lock(&self.jobs).get(id).cloned().ok_or_else(|| SavepointError::NotFound(id.to_string()))?;
-        let state = lock(&job.info).state;
-        let plan = lock(&job.plan).clone().filter(|_| state == JobState::Running);
-        let Some(plan) = plan else { return Err(SavepointError::NotRunning { id: id.to_string(), state }) };
+        let (job, plan) = self.running(id)?;
         let Some(LastSwap { previous, sink }) = lock(&job.last_swap).take() else {
             return Err(SavepointError::Target(format!("job {id} has no upgrade to roll back")));
         };
@@ -622,8 +627,7 @@ impl Jobs {
         rollback: Option<Arc<Restore>>,
     ) -> Result<String, SavepointError> {
         let sink = Arc::new(plan.savepoint_sink(None).map_err(SavepointError::Target)?);
-        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
-        let request_id = hex::encode(&Sha256::digest(format!("{id}/upgrade/{sequence}/{}", now_ms()))[..8]);
+        let request_id = self.request_id(id);
         // In place when every operator of the next run declares the states of the one it
         // replaces: then nothing needs reading back, and the job goes on before the savepoint is
         // stored.
