@@ -102,14 +102,22 @@ fn take_savepoints(dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 /// Restores `savepoint` into a copy of the first run's output, at `parallelism` (the counting
-/// operator at `count_parallelism` when given), without a rate limit; returns the copy's lines.
-fn restore(dir: &Path, savepoint: &Path, parallelism: u32, count_parallelism: Option<u32>, name: &str) -> Vec<String> {
+/// operator, running `module`, at `count_parallelism` when given), without a rate limit; returns
+/// the copy's lines.
+fn restore(
+    dir: &Path,
+    savepoint: &Path,
+    module: &str,
+    parallelism: u32,
+    count_parallelism: Option<u32>,
+    name: &str,
+) -> Vec<String> {
     let out = dir.join(name);
     std::fs::create_dir_all(&out).unwrap();
     for part in std::fs::read_dir(dir.join("out")).unwrap().flatten() {
         std::fs::copy(part.path(), out.join(part.file_name())).unwrap();
     }
-    let mut job = clicks_job(dir, parallelism, "count", "count-per-user", &out, false);
+    let mut job = clicks_job(dir, parallelism, module, "count-per-user", &out, false);
     if let Some(p) = count_parallelism {
         job = job.replacen("input = \"hash\"\n", &format!("input = \"hash\"\nparallelism = {p}\n"), 1);
     }
@@ -151,7 +159,8 @@ fn savepoints_restore_at_any_parallelism_with_exactly_once_output() {
     assert!(sink_lines(&dir.path().join("out")).len() < expected.len(), "the job was stopped early");
     for (savepoint, which) in [(&stopped, "stopped"), (&during, "during")] {
         for parallelism in [1, 2, 4] {
-            let lines = restore(dir.path(), savepoint, parallelism, None, &format!("out-{which}-{parallelism}"));
+            let lines =
+                restore(dir.path(), savepoint, "count", parallelism, None, &format!("out-{which}-{parallelism}"));
             assert_same(
                 &lines,
                 &expected,
@@ -160,13 +169,13 @@ fn savepoints_restore_at_any_parallelism_with_exactly_once_output() {
         }
     }
     // Only the counting operator rescaled, to 3: its key groups are redistributed.
-    let lines = restore(dir.path(), &stopped, 2, Some(3), "out-operator-3");
+    let lines = restore(dir.path(), &stopped, "count", 2, Some(3), "out-operator-3");
     assert_same(&lines, &expected, "restored with the counting operator alone at parallelism 3");
     // A savepoint directory moved elsewhere still restores.
     let moved = dir.path().join("elsewhere").join(stopped.file_name().unwrap());
     std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
     std::fs::rename(&stopped, &moved).unwrap();
-    assert_same(&restore(dir.path(), &moved, 2, None, "out-moved"), &expected, "restored after a move");
+    assert_same(&restore(dir.path(), &moved, "count", 2, None, "out-moved"), &expected, "restored after a move");
 }
 
 /// Asserts two sorted line lists are equal, showing only where they first differ.
@@ -180,6 +189,32 @@ fn assert_same(actual: &[String], expected: &[String], what: &str) {
         first.map(|i| &actual[i]),
         first.map(|i| &expected[i]),
     );
+}
+
+/// `count_v2` declares the `count` state with schema version 2 (`{"count":n}` instead of `n`)
+/// and a migration from 1: restored from v1's savepoint, rescaled to 3 on the way, it migrates
+/// every saved count and goes on from it.
+#[test]
+fn a_new_schema_version_migrates_the_saved_state_on_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, stopped) = take_savepoints(dir.path());
+    let saved = saved_counts(&stopped.to_string_lossy());
+    let lines = restore(dir.path(), &stopped, "count_v2", 2, Some(3), "out-v2");
+    let expected = expected_counts(&dir.path().join("clicks.jsonl"));
+    let mut emitted: BTreeMap<String, Vec<(u64, Option<u64>)>> = BTreeMap::new();
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let key = v["key"].as_str().unwrap().to_string();
+        emitted.entry(key).or_default().push((v["count"].as_u64().unwrap(), v["v"].as_u64()));
+    }
+    assert_eq!(emitted.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>(), "every user");
+    for (user, mut counts) in emitted {
+        counts.sort();
+        let before = saved.get(&user).copied().unwrap_or(0);
+        let wanted: Vec<(u64, Option<u64>)> =
+            (1..=expected[&user]).map(|n| (n, if n > before { Some(2) } else { None })).collect();
+        assert_eq!(counts, wanted, "{user}: v1 up to the saved {before}, then v2 going on from it, each once");
+    }
 }
 
 #[test]

@@ -57,26 +57,48 @@ fn upgrade(server: &Server, id: &str, module: &str) -> weir_e2e::Output {
     server.cli(&["upgrade", id, "--operator", &target])
 }
 
+/// Swaps `module` in and checks the report; returns the savepoint taken before the swap.
+fn swap(server: &Server, id: &str, module: &str) -> String {
+    let swapped = upgrade(server, id, module);
+    assert_eq!(swapped.code, 0, "{}", swapped.stderr);
+    assert!(swapped.stdout.contains("paused"), "{}", swapped.stdout);
+    let savepoint = swapped.stdout.lines().find_map(|l| l.strip_prefix("savepoint before the swap: ")).unwrap();
+    assert!(Path::new(savepoint).join("_metadata").is_file(), "{}", swapped.stdout);
+    savepoint.to_string()
+}
+
+/// v1 stores each count as a JSON number (schema 1), v2 as `{"count":n}` (schema 2) with a
+/// migration from schema 1: each swap to v2 migrates the handed-over counts in place; v1 cannot
+/// read v2's state, so going back is a rollback to the savepoint before the swap.
 #[test]
-fn upgrades_under_a_running_job_keep_counts_and_exactly_once_output() {
+fn upgrades_under_a_running_job_migrate_the_state_and_keep_counts_and_exactly_once_output() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &[]);
     let id = server.cli(&["submit", &slow_clicks_job(dir.path())]).stdout.trim().to_string();
-    for module in ["count_v2", "count", "count_v2"] {
-        std::thread::sleep(Duration::from_millis(700));
-        let swapped = upgrade(&server, &id, module);
-        assert_eq!(swapped.code, 0, "{}", swapped.stderr);
-        assert!(swapped.stdout.contains("paused"), "{}", swapped.stdout);
-        let savepoint = swapped.stdout.lines().find_map(|l| l.strip_prefix("savepoint before the swap: ")).unwrap();
-        assert!(Path::new(savepoint).join("_metadata").is_file(), "{}", swapped.stdout);
-    }
+    std::thread::sleep(Duration::from_millis(700));
+    swap(&server, &id, "count_v2");
+    std::thread::sleep(Duration::from_millis(500));
+    let downgrade = upgrade(&server, &id, "count");
+    assert_eq!(downgrade.code, 1, "{}", downgrade.stderr);
+    assert!(
+        downgrade.stderr.contains("state 'count' was saved as value state, schema version 2 by count 2.0.0 (sha256:")
+            && downgrade.stderr.contains("declares it as value state, schema version 1; that code cannot read it")
+            && downgrade.stderr.contains("list schema version 2 in the state's `migrates-from`"),
+        "{}",
+        downgrade.stderr
+    );
+    let rolled = server.cli(&["upgrade", &id, "--rollback"]);
+    assert_eq!(rolled.code, 0, "{}", rolled.stderr);
+    std::thread::sleep(Duration::from_millis(500));
+    swap(&server, &id, "count_v2");
     let job = server.wait_for_job(&id);
     assert_eq!(job["state"], "finished", "{job}");
     assert!(job["job"].as_str().unwrap().contains("sha256:"), "the record names the module it runs now");
     let history: Vec<&str> = job["history"].as_array().unwrap().iter().map(|h| h["event"].as_str().unwrap()).collect();
-    assert_eq!(history, ["started", "upgraded", "upgraded", "upgraded"], "{job}");
+    assert_eq!(history, ["started", "upgraded", "rolled-back", "upgraded"], "{job}");
     let modules = |i: usize| job["history"][i]["modules"][2][1].as_str().unwrap().to_string();
     assert!(modules(0).starts_with("count 1.0.0") && modules(1).starts_with("count 2.0.0"), "{job}");
+    assert!(modules(2).starts_with("count 1.0.0") && modules(3).starts_with("count 2.0.0"), "{job}");
     assert!(job["history"][1]["savepoint"].as_str().is_some_and(|s| s.contains("savepoint-clicks-per-user-")));
 
     let counts = expected_counts(&dir.path().join("clicks.jsonl"));

@@ -40,8 +40,17 @@ class Description:
     def list_state(self, name, schema_version):
         return self._state(name, _types.StateKind.LIST, schema_version)
 
+    def migrates_from(self, *versions):
+        """Says that the state declared last can be read when saved under one of the older schema
+        ``versions``: the operator class's ``migrate(state, from_version, item)`` static method
+        rewrites each stored item (bytes in, bytes out) when it is restored, before ``__init__``."""
+        if not self.states:
+            raise OperatorError("migrates_from must follow the declaration of the state it migrates")
+        self.states[-1].migrates_from.extend(versions)
+        return self
+
     def _state(self, name, kind, schema_version):
-        self.states.append(_types.StateDescriptor(name, kind, schema_version))
+        self.states.append(_types.StateDescriptor(name, kind, schema_version, []))
         return self
 
 
@@ -264,6 +273,16 @@ def export(operator_class):
             except (OperatorError, ValueError, KeyError) as e:
                 raise Err(str(e))
             Operator.value_states = [i for i, s in enumerate(states) if s.kind == _types.StateKind.VALUE]
+
+        def migrate(self, state, from_version, items):
+            states = operator_class.describe().states
+            if state >= len(states) or not hasattr(operator_class, "migrate"):
+                raise Err(f"state #{state} cannot be migrated from schema version {from_version}")
+            name = states[state].name
+            try:
+                return [operator_class.migrate(name, from_version, item) for item in items]
+            except (OperatorError, ValueError, KeyError, TypeError) as e:
+                raise Err(f"state '{name}' cannot be migrated from schema version {from_version}: {e}")
 
         def process_batch(self, batch):
             if Operator.instance is None:

@@ -3,6 +3,7 @@ use serde::de::DeserializeOwned;
 
 use crate::bindings::weir::operator::types;
 use crate::state::{ListState, MapState, ValueState};
+use crate::describe::DeclaredState;
 use crate::{Error, Result, StateKind};
 use weir_frame as frame;
 
@@ -28,7 +29,7 @@ impl Event<'_> {
 pub struct OpenContext {
     pub(crate) config: String,
     pub(crate) context: types::Context,
-    pub(crate) states: Vec<(String, StateKind, u32)>,
+    pub(crate) states: Vec<DeclaredState>,
     pub(crate) value_states: Vec<u32>,
 }
 
@@ -89,11 +90,11 @@ impl OpenContext {
     }
 
     fn declared(&self, name: &str, kind: StateKind) -> Result<u32> {
-        match self.states.iter().position(|(n, _, _)| n == name) {
-            Some(i) if self.states[i].1 == kind => Ok(i as u32),
+        match self.states.iter().position(|s| s.name == name) {
+            Some(i) if self.states[i].kind == kind => Ok(i as u32),
             Some(i) => Err(Error::new(format!(
                 "state '{name}' is declared as {:?} state, not {kind:?} state",
-                self.states[i].1
+                self.states[i].kind
             ))),
             None => Err(Error::new(format!("state '{name}' is not declared in describe()"))),
         }

@@ -14,7 +14,16 @@ pub enum StateKind {
 pub struct Description {
     pub(crate) name: String,
     pub(crate) version: String,
-    pub(crate) states: Vec<(String, StateKind, u32)>,
+    pub(crate) states: Vec<DeclaredState>,
+}
+
+/// One declared state.
+#[derive(Debug, Clone)]
+pub(crate) struct DeclaredState {
+    pub(crate) name: String,
+    pub(crate) kind: StateKind,
+    pub(crate) schema_version: u32,
+    pub(crate) migrates_from: Vec<u32>,
 }
 
 impl Description {
@@ -38,8 +47,19 @@ impl Description {
         self.state(name, StateKind::List, schema_version)
     }
 
+    /// Says that the state declared last can be read when it was saved under one of the older
+    /// schema `versions`: [`crate::Operator::migrate`] rewrites each stored item when it is
+    /// restored. Panics when no state is declared yet (a bug in `describe`).
+    pub fn migrates_from(mut self, versions: impl IntoIterator<Item = u32>) -> Self {
+        let Some(state) = self.states.last_mut() else {
+            panic!("migrates_from must follow the declaration of the state it migrates")
+        };
+        state.migrates_from.extend(versions);
+        self
+    }
+
     fn state(mut self, name: &str, kind: StateKind, schema_version: u32) -> Self {
-        self.states.push((name.to_string(), kind, schema_version));
+        self.states.push(DeclaredState { name: name.to_string(), kind, schema_version, migrates_from: Vec::new() });
         self
     }
 }

@@ -53,7 +53,7 @@ pub use state::{ListState, MapState, ValueState};
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "weir:operator/operator-world@0.1.0",
+        world: "weir:operator/operator-world@0.2.0",
         pub_export_macro: true,
         export_macro_name: "export_raw",
         default_bindings_module: "weir_guest::bindings",
@@ -69,6 +69,15 @@ pub trait Operator: Sized + 'static {
     fn open(ctx: &OpenContext) -> Result<Self>;
     /// Handles one event. State handles read and write the state of this event's key.
     fn process(&mut self, ctx: &mut Context, event: &Event) -> Result<()>;
+
+    /// Rewrites one stored item of state `state` saved under the older schema version
+    /// `from_version` (one [`Description::migrates_from`] lists) into the current layout: a
+    /// value, a map value, or a list element. Called while saved state is restored, before
+    /// `open`; it must depend on nothing but its arguments. An error fails the restore.
+    fn migrate(state: &str, from_version: u32, item: &[u8]) -> Result<Vec<u8>> {
+        let _ = item;
+        Err(Error::new(format!("state '{state}' cannot be migrated from schema version {from_version}")))
+    }
 }
 
 /// Exports an [`Operator`] type as the component's `weir:operator/operator` implementation.
@@ -95,6 +104,14 @@ macro_rules! export_operator {
                     *slot = Some($crate::runtime::Runtime::<$operator>::open(config, context)?);
                     Ok(())
                 })
+            }
+
+            fn migrate(
+                state: u32,
+                from_version: u32,
+                items: ::std::vec::Vec<::std::vec::Vec<u8>>,
+            ) -> ::std::result::Result<::std::vec::Vec<::std::vec::Vec<u8>>, ::std::string::String> {
+                $crate::runtime::migrate::<$operator>(state, from_version, items)
             }
 
             fn process_batch(

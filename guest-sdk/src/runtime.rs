@@ -24,24 +24,32 @@ pub fn describe<O: Operator>() -> types::Description {
         states: d
             .states
             .into_iter()
-            .map(|(name, kind, schema_version)| types::StateDescriptor {
-                name,
-                kind: match kind {
+            .map(|s| types::StateDescriptor {
+                name: s.name,
+                kind: match s.kind {
                     StateKind::Value => types::StateKind::Value,
                     StateKind::Map => types::StateKind::Map,
                     StateKind::List => types::StateKind::List,
                 },
-                schema_version,
+                schema_version: s.schema_version,
+                migrates_from: s.migrates_from,
             })
             .collect(),
     }
+}
+
+/// Runs the operator's migration of declared state `state` over one key group's items.
+pub fn migrate<O: Operator>(state: u32, from_version: u32, items: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, String> {
+    let states = O::describe().states;
+    let name = &states.get(state as usize).ok_or_else(|| format!("the host asked to migrate undeclared state #{state}"))?.name;
+    items.iter().map(|item| O::migrate(name, from_version, item).map_err(|e| e.to_string())).collect()
 }
 
 impl<O: Operator> Runtime<O> {
     /// Builds the operator from its configuration.
     pub fn open(config: String, context: types::Context) -> Result<Self, String> {
         let states = O::describe().states;
-        let value_states = (0..states.len() as u32).filter(|&i| states[i as usize].1 == StateKind::Value).collect();
+        let value_states = (0..states.len() as u32).filter(|&i| states[i as usize].kind == StateKind::Value).collect();
         let open = OpenContext { config, context, states, value_states };
         let operator = O::open(&open).map_err(|e| e.to_string())?;
         Ok(Runtime { operator, value_states: open.value_states, cells: Vec::new(), keys: Vec::new() })

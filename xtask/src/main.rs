@@ -148,7 +148,7 @@ impl Workspace {
         let componentize = self.venv_tool("componentize-py", COMPONENTIZE_PY)?;
         run(Command::new(componentize)
             .current_dir(&self.root)
-            .args(["-d", "wit", "-w", "weir:operator/operator-world@0.1.0", "componentize", "count"])
+            .args(["-d", "wit", "-w", "weir:operator/operator-world@0.2.0", "componentize", "count"])
             .args(["-p", "examples/count_py", "-p", "guest-sdk/python", "-o"])
             .arg(out))
     }

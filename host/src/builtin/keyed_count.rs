@@ -9,7 +9,7 @@ use crate::state::{MemoryBackend, StateBackend, StateDescriptor, StateKind, Stat
 
 /// What it declares: like the `count` example, one value state holding a JSON number.
 pub(super) fn states() -> Vec<StateDescriptor> {
-    vec![StateDescriptor { name: "count".to_string(), kind: StateKind::Value, schema_version: 1 }]
+    vec![StateDescriptor::new("count", StateKind::Value, 1)]
 }
 
 pub(super) struct KeyedCountFactory {
@@ -25,8 +25,13 @@ impl OperatorFactory for KeyedCountFactory {
         let range = key_group_range(info.max_parallelism, info.parallelism, info.index);
         let mut backend: Box<dyn StateBackend> = Box::new(MemoryBackend::new(range.clone(), &[StateKind::Value]));
         if let Some(restore) = &self.restore {
-            backend =
-                restore(backend, range.clone(), info.index).map_err(|e| format!("cannot restore its state: {e}"))?;
+            let restore = || {
+                let restored = restore(backend, range.clone(), info.index)?;
+                // A builtin migrates nothing: this refuses state saved under another layout.
+                restored.migrations(&states())?;
+                Ok::<_, String>(restored.backend)
+            };
+            backend = restore().map_err(|e| format!("cannot restore its state: {e}"))?;
         }
         Ok(Box::new(KeyedCount { backend, key_groups: range, max_parallelism: info.max_parallelism, buf: Vec::new() }))
     }

@@ -251,18 +251,19 @@ impl Restore {
     /// Inserts operator `uid`'s state in `key_groups` into `backend`, from the state files of that
     /// operator that cover any of those key groups (at any parallelism), each saved state going
     /// to the declared state of the same name (a saved state the operator no longer declares is
-    /// left behind: the job was built knowing that); returns the number of entries.
+    /// left behind: the job was built knowing that). Returns the schema version each declared
+    /// state was saved under, as [`crate::state::RestoredState`] holds them.
     pub fn restore_state(
         &self,
         uid: &str,
         declared: &[StateDescriptor],
         backend: &mut dyn StateBackend,
         key_groups: Range<u32>,
-    ) -> Result<u64, String> {
+    ) -> Result<Vec<Option<u32>>, String> {
         if self.in_place && !declared.is_empty() {
             return Err(format!("the state of operator '{uid}' was not handed over in place (a weir bug)"));
         }
-        let mut restored = 0;
+        let mut saved_versions = vec![None; declared.len()];
         let overlaps = |s: &&StateFile| s.key_groups.start < key_groups.end && key_groups.start < s.key_groups.end;
         for state in self.states.iter().filter(|s| s.uid == uid).filter(overlaps) {
             // Checked against _metadata when the checkpoint was chosen; the snapshot's own
@@ -275,8 +276,23 @@ impl Restore {
                 .iter()
                 .map(|saved| declared.iter().position(|d| d.name == saved.name).map(|i| i as u32))
                 .collect();
-            restored += snapshot.restore_into(backend, key_groups.clone(), &to).map_err(|e| e.to_string())?;
+            for (saved, to) in snapshot.states.iter().zip(&to) {
+                if let Some(i) = to.map(|i| i as usize) {
+                    match saved_versions[i] {
+                        Some(v) if v != saved.schema_version => {
+                            return Err(format!(
+                                "state '{}' of operator '{uid}' was saved with schema versions {v} and {} in {}",
+                                saved.name,
+                                saved.schema_version,
+                                self.location()
+                            ));
+                        }
+                        _ => saved_versions[i] = Some(saved.schema_version),
+                    }
+                }
+            }
+            snapshot.restore_into(backend, key_groups.clone(), &to).map_err(|e| e.to_string())?;
         }
-        Ok(restored)
+        Ok(saved_versions)
     }
 }

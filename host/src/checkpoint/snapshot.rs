@@ -149,7 +149,7 @@ pub fn read<'a>(bytes: &'a [u8], file: &str) -> Result<Snapshot<'a>, SnapshotErr
             2 => StateKind::List,
             other => return Err(corrupt(format!("state '{name}' has unknown kind {other}"))),
         };
-        states.push(StateDescriptor { name, kind, schema_version: r.u32().map_err(truncated)? });
+        states.push(StateDescriptor::new(&name, kind, r.u32().map_err(truncated)?));
     }
     let mut key_groups = Vec::new();
     for _ in 0..r.u32().map_err(truncated)? {
@@ -246,7 +246,7 @@ mod tests {
         ["count", "seen", "history"]
             .iter()
             .zip(STATES)
-            .map(|(name, kind)| StateDescriptor { name: name.to_string(), kind, schema_version: 1 })
+            .map(|(name, kind)| StateDescriptor::new(name, kind, 1))
             .collect()
     }
 

@@ -18,7 +18,7 @@ use spec::{CheckpointMode, CheckpointingSpec, InputSpec, OperatorSpec, SinkSpec,
 use crate::checkpoint::savepoint::{OperatorCode, SavepointOperator};
 use crate::checkpoint::storage::Storage;
 use crate::checkpoint::{Restore, StorageSink};
-use crate::state::{StateBackend, StateDescriptor, StateRestore};
+use crate::state::{RestoredState, StateBackend, StateDescriptor, StateRestore};
 
 use crate::connectors::{
     BlackholeSinkFactory, FileCommit, FileSinkFactory, FileSourceFactory, GeneratorSourceFactory, StdoutSinkFactory,
@@ -370,7 +370,8 @@ impl Builder<'_> {
     }
 
     /// A savepoint's state for operator `uid` must be readable by the code the operator runs now:
-    /// every saved state declared again with the same kind and schema version. A saved state
+    /// every saved state declared again with the same kind and a schema version that can read it
+    /// (see [`check_states`]). A saved state
     /// the code no longer declares is refused unless non-restored state is allowed.
     fn check_saved_state(&self, uid: &str, code: &OperatorCode, declared: &[StateDescriptor]) -> Result<(), String> {
         let Some(restore) = &self.restore else { return Ok(()) };
@@ -394,21 +395,23 @@ impl Builder<'_> {
     }
 
     /// Fills operator `uid`'s state, which it declares as `declared`, from the checkpoint or
-    /// savepoint the job starts from.
+    /// savepoint the job starts from, or takes the backend its predecessor handed over. In place
+    /// only when the code declares the saved states in the same order, so that their indices mean
+    /// the same (their schema versions may differ: the operator migrates the entries); otherwise
+    /// the savepoint's files are read, state by state name.
     fn state_restore(&self, uid: &str, declared: Vec<StateDescriptor>) -> Option<StateRestore> {
         let restore = self.restore.clone()?;
-        // In place only when the code declares exactly the saved states: their indices then mean
-        // the same. Otherwise the savepoint's files are read, state by state name.
-        let handover =
-            self.handover.clone().filter(|_| restore.saved_operator(uid).is_some_and(|saved| saved.states == declared));
+        let saved = restore.saved_operator(uid).map(|saved| saved.states.clone()).unwrap_or_default();
+        let handover = self.handover.clone().filter(|_| StateDescriptor::same_states(&saved, &declared));
         let uid = uid.to_string();
         Some(Arc::new(move |fresh: Box<dyn StateBackend>, range, subtask| {
-            if let Some(state) = handover.as_ref().and_then(|h| h.take(&uid, subtask, &range)) {
-                return Ok(state);
+            if let Some(backend) = handover.as_ref().and_then(|h| h.take(&uid, subtask, &range)) {
+                let saved_versions = saved.iter().map(|s| Some(s.schema_version)).collect();
+                return Ok(RestoredState { backend, saved_versions });
             }
-            let mut fresh = fresh;
-            restore.restore_state(&uid, &declared, &mut *fresh, range)?;
-            Ok(fresh)
+            let mut backend = fresh;
+            let saved_versions = restore.restore_state(&uid, &declared, &mut *backend, range)?;
+            Ok(RestoredState { backend, saved_versions })
         }))
     }
 
@@ -450,7 +453,8 @@ pub(crate) fn operator_code(
 }
 
 /// Whether `code`, declaring `declared`, can take over operator `uid`'s state as `saved` records
-/// it: every saved state declared again with the same kind and schema version. A saved state no
+/// it: every saved state declared again with the same kind, and the same schema version or one
+/// that migrates from the saved one. A saved state no
 /// longer declared is refused when the saved operator `has_state` that would be lost.
 pub(crate) fn check_states(
     uid: &str,
@@ -462,11 +466,22 @@ pub(crate) fn check_states(
     let kind = |s: &StateDescriptor| format!("{:?} state, schema version {}", s.kind, s.schema_version).to_lowercase();
     for s in &saved.states {
         match declared.iter().find(|d| d.name == s.name) {
-            Some(d) if d.kind == s.kind && d.schema_version == s.schema_version => {}
+            Some(d)
+                if d.kind == s.kind
+                    && (d.schema_version == s.schema_version || d.migrates_from.contains(&s.schema_version)) => {}
             Some(d) => {
+                let hint = if d.kind == s.kind {
+                    format!(
+                        " (to read it, the code must list schema version {} in the state's `migrates-from` and \
+                         export `migrate`)",
+                        s.schema_version
+                    )
+                } else {
+                    String::new()
+                };
                 return Err(format!(
                     "operator '{uid}': state '{}' was saved as {} by {}, and {code} declares it as {}; \
-                     that code cannot read it",
+                     that code cannot read it{hint}",
                     s.name,
                     kind(s),
                     saved.module,

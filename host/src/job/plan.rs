@@ -15,6 +15,7 @@ use crate::checkpoint::Restore;
 use crate::checkpoint::savepoint::{SavepointOperator, SavepointSink};
 use crate::checkpoint::storage::Storage;
 use crate::runtime::{Handover, JobGraph};
+use crate::state::StateDescriptor;
 use crate::wasm::OperatorModule;
 
 /// Where checkpoints go when `[checkpointing]` names no `storage`, relative to the job file.
@@ -116,8 +117,9 @@ impl JobPlan {
         &self.text
     }
 
-    /// Whether every operator of `other` declares exactly the states of the operator of the same
-    /// uid here: then the state of a run of this job can be handed over in place to one of it.
+    /// Whether every operator of `other` declares the states of the operator of the same uid here,
+    /// in the same order (schema versions aside: entries are migrated): then the state of a run of
+    /// this job can be handed over in place to one of it.
     pub fn declares_same_states(&self, other: &JobPlan) -> bool {
         let (Ok(mine), Ok(theirs)) = (parse(&self.text, &self.label), parse(&other.text, &other.label)) else {
             return false;
@@ -125,7 +127,10 @@ impl JobPlan {
         theirs.operators.iter().all(|op| {
             let before = mine.operators.iter().find(|o| o.uid == op.uid);
             let states = |op, modules| operator_code(op, modules).map(|(_, states)| states);
-            before.is_some_and(|before| states(before, &self.modules) == states(op, &other.modules))
+            before.is_some_and(|before| match (states(before, &self.modules), states(op, &other.modules)) {
+                (Some(before), Some(after)) => StateDescriptor::same_states(&before, &after),
+                _ => false,
+            })
         })
     }
 

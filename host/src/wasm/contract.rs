@@ -6,7 +6,7 @@ use wasmtime::component::Component;
 /// The contract package this host implements.
 pub const CONTRACT: &str = "weir:operator";
 /// Its version.
-pub const CONTRACT_VERSION: &str = "0.1.0";
+pub const CONTRACT_VERSION: &str = "0.2.0";
 
 /// What the component's `weir:operator` imports and exports say.
 pub(crate) enum ContractCheck {

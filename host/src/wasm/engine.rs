@@ -223,11 +223,19 @@ impl WasmEngine {
                     types::StateKind::List => StateKind::List,
                 },
                 schema_version: s.schema_version,
+                migrates_from: s.migrates_from,
             })
             .collect();
         for (i, s) in states.iter().enumerate() {
             if states[..i].iter().any(|t| t.name == s.name) {
                 return Err(format!("state '{}' is declared twice", s.name));
+            }
+            if let Some(v) = s.migrates_from.iter().find(|&&v| v >= s.schema_version) {
+                return Err(format!(
+                    "state '{}' declares a migration from schema version {v}, which is not older than its \
+                     schema version {}",
+                    s.name, s.schema_version
+                ));
             }
         }
         Ok(Description { name: d.name, version: d.version, states })

@@ -12,7 +12,7 @@ use super::host::{HostState, KeyedState};
 use crate::checkpoint::snapshot;
 use crate::runtime::key_group::key_group_range;
 use crate::runtime::{EventBatch, Operator, OperatorFactory, StateSnapshot, SubtaskInfo};
-use crate::state::{MemoryBackend, StateBackend, StateDescriptor, StateKind, StateRestore};
+use crate::state::{self, MemoryBackend, Migration, StateBackend, StateDescriptor, StateKind, StateRestore};
 
 /// Limits of the sandbox each instance runs in.
 #[derive(Debug, Clone, Copy)]
@@ -57,18 +57,47 @@ impl WasmOperatorFactory {
     }
 }
 
+impl WasmOperatorFactory {
+    /// Rewrites the restored entries of one state from the layout they were saved in through the
+    /// guest's `migrate`, one key group per call.
+    fn migrate(
+        &self,
+        store: &mut Store<HostState>,
+        instance: &OperatorWorld,
+        backend: &mut dyn StateBackend,
+        key_groups: std::ops::Range<u32>,
+        migration: Migration,
+    ) -> Result<(), String> {
+        let Migration { state, from_version } = migration;
+        let name = &self.module.description.states[state as usize].name;
+        let failed = |e: String| format!("cannot migrate state '{name}' from schema version {from_version}: {e}");
+        let deadline = ticks(self.limits.call_deadline);
+        let started = std::time::Instant::now();
+        let migrated = state::rewrite_items(backend, state, key_groups, &mut |items| {
+            store.set_epoch_deadline(deadline);
+            instance
+                .weir_operator_operator()
+                .call_migrate(&mut *store, state, from_version, &items)
+                .map_err(|e| call_error("migrate", &e, &self.limits))?
+        })
+        .map_err(failed)?;
+        tracing::info!(
+            "migrated {migrated} items of state '{name}' from schema version {from_version} in {:?}",
+            started.elapsed()
+        );
+        Ok(())
+    }
+}
+
 impl OperatorFactory for WasmOperatorFactory {
     fn create(&self, info: &SubtaskInfo) -> Result<Box<dyn Operator>, String> {
         let description = &self.module.description;
         let kinds = description.kinds();
         let key_groups =
             if self.keyed { key_group_range(info.max_parallelism, info.parallelism, info.index) } else { 0..0 };
-        let mut backend: Box<dyn StateBackend> = Box::new(MemoryBackend::new(key_groups.clone(), &kinds));
-        if let Some(restore) = &self.restore {
-            backend = restore(backend, key_groups.clone(), info.index)
-                .map_err(|e| format!("cannot restore its state: {e}"))?;
-        }
-        let keyed = KeyedState::new(backend, kinds.clone());
+        let fresh = |key_groups| -> Box<dyn StateBackend> { Box::new(MemoryBackend::new(key_groups, &kinds)) };
+        // The instance runs any migration of the restored state, so it comes first, with no state.
+        let keyed = KeyedState::new(fresh(0..0), kinds.clone());
         let state = HostState::new(keyed, self.limits.memory_limit, Arc::from(info.to_string()));
         let mut store = Store::new(&self.module.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -76,6 +105,18 @@ impl OperatorFactory for WasmOperatorFactory {
         store.set_epoch_deadline(deadline);
         let instance =
             self.module.pre.instantiate(&mut store).map_err(|e| call_error("instantiation", &e, &self.limits))?;
+        let mut backend = fresh(key_groups.clone());
+        if let Some(restore) = &self.restore {
+            let restored = restore(backend, key_groups.clone(), info.index)
+                .map_err(|e| format!("cannot restore its state: {e}"))?;
+            let migrations =
+                restored.migrations(&description.states).map_err(|e| format!("cannot restore its state: {e}"))?;
+            backend = restored.backend;
+            for migration in migrations {
+                self.migrate(&mut store, &instance, &mut *backend, key_groups.clone(), migration)?;
+            }
+        }
+        store.data_mut().keyed = KeyedState::new(backend, kinds.clone());
         let context = types::Context {
             uid: info.uid.to_string(),
             subtask_index: info.index,
