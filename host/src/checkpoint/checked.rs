@@ -63,7 +63,8 @@ pub(crate) fn put_state(
     subtask: u32,
     snapshot: crate::runtime::StateSnapshot,
 ) -> Result<crate::runtime::StateFile, String> {
-    let crate::runtime::StateSnapshot { key_groups, mut bytes } = snapshot;
+    let key_groups = snapshot.key_groups.clone();
+    let mut bytes = super::snapshot::encode(snapshot).map_err(|e| format!("cannot encode the snapshot: {e}"))?;
     super::snapshot::seal(&mut bytes);
     let file = path.rsplit('/').next().unwrap_or_default().to_string();
     let sha256 = hex::encode(Sha256::digest(&bytes));

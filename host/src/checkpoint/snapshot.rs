@@ -18,8 +18,8 @@ use std::ops::Range;
 use sha2::{Digest, Sha256};
 use weir_frame::{Reader, put_bytes, put_u32};
 
-use crate::runtime::StateSnapshot;
 use crate::runtime::key_group::KeyGroup;
+use crate::runtime::{SnapshotBody, StateSnapshot};
 use crate::state::{StateBackend, StateDescriptor, StateEntry, StateError, StateItem, StateKind};
 
 const MAGIC: &[u8; 8] = b"WEIRSNP1";
@@ -64,7 +64,20 @@ pub fn take(
 ) -> Result<StateSnapshot, StateError> {
     let mut out = Vec::new();
     write_body(backend, key_groups.clone(), states, &mut out)?;
-    Ok(StateSnapshot { key_groups, bytes: out })
+    Ok(StateSnapshot { key_groups, body: SnapshotBody::Encoded(out) })
+}
+
+/// The snapshot file of `snapshot` without its checksum: encoded now when it was frozen at the
+/// barrier (the frozen state is let go of as soon as it is, so that its overlay can settle).
+pub fn encode(snapshot: StateSnapshot) -> Result<Vec<u8>, StateError> {
+    match snapshot.body {
+        SnapshotBody::Encoded(bytes) => Ok(bytes),
+        SnapshotBody::Frozen(state, states) => {
+            let mut out = Vec::new();
+            write_body(&**state, snapshot.key_groups, &states, &mut out)?;
+            Ok(out)
+        }
+    }
 }
 
 /// Appends the SHA-256 trailer to a snapshot from [`take`], completing the file.
@@ -237,7 +250,7 @@ mod tests {
 
     /// A complete snapshot file of `key_groups` of `backend`.
     fn sealed(backend: &dyn StateBackend, key_groups: Range<u32>, states: &[StateDescriptor]) -> Vec<u8> {
-        let mut bytes = take(backend, key_groups, states).unwrap().bytes;
+        let mut bytes = encode(take(backend, key_groups, states).unwrap()).unwrap();
         seal(&mut bytes);
         bytes
     }

@@ -237,6 +237,10 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Output piped into `head` and the like: the reader has what it wanted.
+        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             let unreachable = e.downcast_ref::<CliError>().is_some_and(|c| matches!(c, CliError::Unreachable { .. }));

@@ -1119,9 +1119,13 @@ fn run_operator(
             }
             Received::Barrier(id) => {
                 // The synchronous part: a copy of the state; storing it is the uploader's work.
+                // At the stop of a handover nothing follows on this thread: the state is frozen
+                // for the uploader instead of copied.
                 let alignment = inputs.alignment();
                 let started = Instant::now();
-                let snapshot = operator.snapshot()?;
+                let handing_over =
+                    control.handing_over.load(Ordering::SeqCst) && control.stop_at.load(Ordering::SeqCst) == id;
+                let snapshot = if handing_over { operator.freeze()? } else { operator.snapshot()? };
                 let stats = SubtaskCheckpoint { alignment, sync: started.elapsed(), ..Default::default() };
                 let ack = TaskAck { stats, ..TaskAck::new(info) };
                 match snapshot {

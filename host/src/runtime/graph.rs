@@ -53,6 +53,12 @@ pub trait Operator: Send {
     fn process(&mut self, input: &EventBatch, out: &mut EventBatch) -> Result<(), String>;
     /// The snapshot of its keyed state, or `None` when it keeps no state.
     fn snapshot(&self) -> Result<Option<StateSnapshot>, String>;
+    /// The same, at the barrier of a stop whose state is handed over: nothing runs after it but
+    /// the next run, so an operator that can freezes its state for the snapshot to be encoded off
+    /// this thread and hands over an overlay instead of copying it (see [`crate::state::overlay`]).
+    fn freeze(&mut self) -> Result<Option<StateSnapshot>, String> {
+        self.snapshot()
+    }
     /// Its keyed state itself, when the job stops for an upgrade: handed over in place to the
     /// subtask that replaces it. `None` when it keeps no state.
     fn into_state(self: Box<Self>) -> Option<Box<dyn crate::state::StateBackend>> {
@@ -118,9 +124,18 @@ impl Handover {
 pub struct StateSnapshot {
     /// The key groups it covers, so that a restore reads only the snapshots it needs.
     pub key_groups: std::ops::Range<u32>,
+    /// What is stored.
+    pub body: SnapshotBody,
+}
+
+/// The state in a [`StateSnapshot`]: copied at the barrier, or frozen there.
+pub enum SnapshotBody {
     /// The snapshot file (the checkpoint snapshot format) without its checksum trailer, which
     /// the checkpoint sink adds on the uploader thread.
-    pub bytes: Vec<u8>,
+    Encoded(Vec<u8>),
+    /// The backend itself, frozen at the barrier, for the uploader thread to encode; the states
+    /// it holds, as the file records them.
+    Frozen(crate::state::overlay::FrozenState, Vec<crate::state::StateDescriptor>),
 }
 
 /// Checkpointing settings of a job run.

@@ -14,7 +14,8 @@ pub use batch::{Event, EventBatch};
 pub use executor::{JobFailure, JobMetrics, SubtaskSummary, VertexSummary, clock_ns, execute};
 pub use graph::{
     CheckpointConfig, CheckpointSink, Handover, JobGraph, Operator, OperatorFactory, Partitioning, SavepointRequest,
-    Sink, SinkFactory, Source, SourceFactory, SourcePosition, StateFile, StateSnapshot, SubtaskInfo, TaskError, Vertex,
+    Sink, SinkFactory, SnapshotBody, Source, SourceFactory, SourcePosition, StateFile, StateSnapshot, SubtaskInfo,
+    TaskError, Vertex,
 };
 
 /// Events per batch that sources and routers aim for: large enough to amortise a Wasm call and a

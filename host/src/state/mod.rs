@@ -12,6 +12,7 @@ use std::ops::Range;
 #[cfg(test)]
 pub(crate) mod conformance;
 mod memory;
+pub mod overlay;
 mod value_table;
 
 pub use memory::MemoryBackend;
@@ -117,7 +118,7 @@ pub enum StateItem<'a> {
 ///
 /// Reads append to a caller-owned buffer or call a visitor, so that the hot path allocates nothing
 /// and a disk-backed implementation can hand out bytes it does not keep.
-pub trait StateBackend: Send {
+pub trait StateBackend: Send + Sync {
     /// Appends the value of value state `state` for `key` to `out`; false when there is none.
     fn value_get(&self, state: u32, kg: KeyGroup, key: &[u8], out: &mut Vec<u8>) -> Result<bool, StateError>;
     /// Sets the value.
@@ -165,6 +166,12 @@ pub trait StateBackend: Send {
     fn drop_key_groups(&mut self, key_groups: Range<u32>) -> Result<(), StateError>;
     /// Number of (state, key) pairs held.
     fn key_count(&self) -> usize;
+
+    /// The plain backend an [`overlay::OverlayBackend`] stands in for, once it can have it back
+    /// (its snapshot stored); `None` meanwhile, and for every other backend.
+    fn settled(&mut self) -> Result<Option<Box<dyn StateBackend>>, StateError> {
+        Ok(None)
+    }
 }
 
 /// Gives an operator subtask the state it starts with. Called with the empty backend made for

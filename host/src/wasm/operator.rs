@@ -11,7 +11,7 @@ use super::frame;
 use super::host::{HostState, KeyedState};
 use crate::checkpoint::snapshot;
 use crate::runtime::key_group::key_group_range;
-use crate::runtime::{EventBatch, Operator, OperatorFactory, StateSnapshot, SubtaskInfo};
+use crate::runtime::{EventBatch, Operator, OperatorFactory, SnapshotBody, StateSnapshot, SubtaskInfo};
 use crate::state::{self, MemoryBackend, Migration, StateBackend, StateDescriptor, StateKind, StateRestore};
 
 /// Limits of the sandbox each instance runs in.
@@ -168,6 +168,9 @@ struct WasmOperator {
 impl Operator for WasmOperator {
     fn process(&mut self, input: &EventBatch, out: &mut EventBatch) -> Result<(), String> {
         let keyed = &mut self.store.data_mut().keyed;
+        if let Some(backend) = keyed.backend.settled().map_err(|e| format!("cannot settle its state: {e}"))? {
+            keyed.backend = backend;
+        }
         frame::encode_input(
             input,
             keyed,
@@ -188,6 +191,18 @@ impl Operator for WasmOperator {
 
     fn into_state(self: Box<Self>) -> Option<Box<dyn StateBackend>> {
         Some(self.store.into_data().keyed.backend)
+    }
+
+    fn freeze(&mut self) -> Result<Option<StateSnapshot>, String> {
+        if self.states.is_empty() {
+            return Ok(None);
+        }
+        let keyed = &mut self.store.data_mut().keyed;
+        let backend = std::mem::replace(&mut keyed.backend, Box::new(MemoryBackend::new(0..0, &[])));
+        let (frozen, overlay) = state::overlay::freeze(backend, self.key_groups.clone(), &keyed.kinds);
+        keyed.backend = overlay;
+        let body = SnapshotBody::Frozen(frozen, self.states.clone());
+        Ok(Some(StateSnapshot { key_groups: self.key_groups.clone(), body }))
     }
 
     fn snapshot(&self) -> Result<Option<StateSnapshot>, String> {
