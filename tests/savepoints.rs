@@ -193,13 +193,15 @@ fn assert_same(actual: &[String], expected: &[String], what: &str) {
 
 /// `count_v2` declares the `count` state with schema version 2 (`{"count":n}` instead of `n`)
 /// and a migration from 1: restored from v1's savepoint, rescaled to 3 on the way, it migrates
-/// every saved count and goes on from it.
+/// every saved count and goes on from it. Its Python twin does exactly the same.
 #[test]
 fn a_new_schema_version_migrates_the_saved_state_on_restore() {
     let dir = tempfile::tempdir().unwrap();
     let (_, stopped) = take_savepoints(dir.path());
     let saved = saved_counts(&stopped.to_string_lossy());
     let lines = restore(dir.path(), &stopped, "count_v2", 2, Some(3), "out-v2");
+    let python = restore(dir.path(), &stopped, "count_v2_py", 2, Some(3), "out-v2-py");
+    assert_same(&python, &lines, "the Python count_v2 against the Rust one");
     let expected = expected_counts(&dir.path().join("clicks.jsonl"));
     let mut emitted: BTreeMap<String, Vec<(u64, Option<u64>)>> = BTreeMap::new();
     for line in &lines {

@@ -91,8 +91,9 @@ impl Workspace {
         step("building the test operators (tests/guests)");
         self.build_guests(&self.root.join("tests/guests"), &guests_target, &operators.join("test"))?;
 
-        step("building the Python example operator (componentize-py)");
-        self.build_python_guest(&operators.join("count_py.wasm"))?;
+        step("building the Python example operators (componentize-py)");
+        self.build_python_guest("count_py", "count", &operators)?;
+        self.build_python_guest("count_v2_py", "count_v2", &operators)?;
         self.venv_tool("moto_server", MOTO)?;
 
         step("building the weir host (release)");
@@ -137,19 +138,22 @@ impl Workspace {
         Ok(())
     }
 
-    /// Builds examples/count_py with componentize-py from the project's `.venv`, installing it
-    /// there first if needed. Skipped when the component is newer than all its inputs.
-    fn build_python_guest(&self, out: &Path) -> Result<()> {
-        let inputs = [self.root.join("examples/count_py"), self.root.join("guest-sdk/python"), self.root.join("wit")];
-        if newer_than_all(out, &inputs) {
+    /// Builds Python module `module` of `examples/<example>` into `<into>/<example>.wasm` with
+    /// componentize-py from the project's `.venv`, installing it there first if needed. Skipped
+    /// when the component is newer than all its inputs.
+    fn build_python_guest(&self, example: &str, module: &str, into: &Path) -> Result<()> {
+        let source = format!("examples/{example}");
+        let out = into.join(format!("{example}.wasm"));
+        let inputs = [self.root.join(&source), self.root.join("guest-sdk/python"), self.root.join("wit")];
+        if newer_than_all(&out, &inputs) {
             println!("  up to date: {}", out.display());
             return Ok(());
         }
         let componentize = self.venv_tool("componentize-py", COMPONENTIZE_PY)?;
         run(Command::new(componentize)
             .current_dir(&self.root)
-            .args(["-d", "wit", "-w", "weir:operator/operator-world@0.2.0", "componentize", "count"])
-            .args(["-p", "examples/count_py", "-p", "guest-sdk/python", "-o"])
+            .args(["-d", "wit", "-w", "weir:operator/operator-world@0.2.0", "componentize", module])
+            .args(["-p", &source, "-p", "guest-sdk/python", "-o"])
             .arg(out))
     }
 
