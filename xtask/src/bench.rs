@@ -409,7 +409,10 @@ impl Served {
     fn start(artifacts: &Artifacts, data: &Path) -> Result<Served> {
         let _ = std::fs::remove_dir_all(data);
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        // Relative paths in submitted jobs (checkpoints, savepoints) resolve against the
+        // server's working directory: the bench's own.
         let child = Command::new(&artifacts.weir)
+            .current_dir(data.parent().context("the data directory has no parent")?)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(data)
             .stderr(std::process::Stdio::null())
