@@ -213,15 +213,6 @@ impl StateBackend for MemoryBackend {
         Ok(())
     }
 
-    fn insert(&mut self, entry: StateEntry<'_>) -> Result<(), StateError> {
-        let StateEntry { key_group, state, key, item } = entry;
-        match item {
-            StateItem::Value(v) => self.value_put(state, key_group, key, v),
-            StateItem::MapEntry(mk, v) => self.map_put(state, key_group, key, mk, v),
-            StateItem::ListElement(v) => self.list_append(state, key_group, key, v),
-        }
-    }
-
     fn drop_key_groups(&mut self, key_groups: Range<u32>) -> Result<(), StateError> {
         for kg in key_groups {
             let i = self.group_index(kg as KeyGroup)?;

@@ -161,7 +161,14 @@ pub trait StateBackend: Send + Sync {
     /// Calls `visit` with every entry in `key_groups`, key group by key group.
     fn scan(&self, key_groups: Range<u32>, visit: &mut dyn FnMut(StateEntry<'_>)) -> Result<(), StateError>;
     /// Adds one scanned entry (restore, or the receiving side of a move).
-    fn insert(&mut self, entry: StateEntry<'_>) -> Result<(), StateError>;
+    fn insert(&mut self, entry: StateEntry<'_>) -> Result<(), StateError> {
+        let StateEntry { key_group, state, key, item } = entry;
+        match item {
+            StateItem::Value(v) => self.value_put(state, key_group, key, v),
+            StateItem::MapEntry(mk, v) => self.map_put(state, key_group, key, mk, v),
+            StateItem::ListElement(v) => self.list_append(state, key_group, key, v),
+        }
+    }
     /// Drops every entry in `key_groups` (the sending side of a move).
     fn drop_key_groups(&mut self, key_groups: Range<u32>) -> Result<(), StateError>;
     /// Number of (state, key) pairs held.

@@ -252,15 +252,6 @@ impl StateBackend for OverlayBackend {
         result
     }
 
-    fn insert(&mut self, entry: StateEntry<'_>) -> Result<(), StateError> {
-        let StateEntry { key_group, state, key, item } = entry;
-        match item {
-            StateItem::Value(v) => self.value_put(state, key_group, key, v),
-            StateItem::MapEntry(mk, v) => self.map_put(state, key_group, key, mk, v),
-            StateItem::ListElement(v) => self.list_append(state, key_group, key, v),
-        }
-    }
-
     fn drop_key_groups(&mut self, key_groups: Range<u32>) -> Result<(), StateError> {
         self.delta.drop_key_groups(key_groups.clone())?;
         self.dropped.push(key_groups);
