@@ -164,6 +164,26 @@ fn a_module_that_fails_right_after_the_swap_is_rolled_back() {
 }
 
 #[test]
+fn a_failing_migration_is_rolled_back_with_its_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let id = server.cli(&["submit", &slow_clicks_job(dir.path())]).stdout.trim().to_string();
+    std::thread::sleep(Duration::from_millis(700));
+    let swapped = upgrade(&server, &id, "test/bad_migration");
+    assert_eq!(swapped.code, 1, "{}", swapped.stderr);
+    assert!(
+        swapped.stderr.contains(&format!("the upgrade of job {id} was rolled back"))
+            && swapped.stderr.contains("cannot migrate state 'count' from schema version 1: this build cannot read "),
+        "{}",
+        swapped.stderr
+    );
+    let job = server.wait_for_job(&id);
+    assert_eq!(job["state"], "finished", "{job}");
+    let emitted = every_count_once(dir.path());
+    assert!(emitted.values().all(|versions| versions == &[1]), "exactly once, all from v1");
+}
+
+#[test]
 fn a_rollback_by_hand_goes_back_to_the_savepoint_before_the_swap() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &[]);
