@@ -371,8 +371,8 @@ impl Builder<'_> {
 
     /// A savepoint's state for operator `uid` must be readable by the code the operator runs now:
     /// every saved state declared again with the same kind and a schema version that can read it
-    /// (see [`check_states`]). A saved state
-    /// the code no longer declares is refused unless non-restored state is allowed.
+    /// (see [`check_states`]). A saved state the code no longer declares is refused unless
+    /// non-restored state is allowed.
     fn check_saved_state(&self, uid: &str, code: &OperatorCode, declared: &[StateDescriptor]) -> Result<(), String> {
         let Some(restore) = &self.restore else { return Ok(()) };
         let Some(saved) = restore.saved_operator(uid) else { return Ok(()) };
@@ -454,8 +454,8 @@ pub(crate) fn operator_code(
 
 /// Whether `code`, declaring `declared`, can take over operator `uid`'s state as `saved` records
 /// it: every saved state declared again with the same kind, and the same schema version or one
-/// that migrates from the saved one. A saved state no
-/// longer declared is refused when the saved operator `has_state` that would be lost.
+/// that migrates from the saved one. A saved state no longer declared is refused when the saved
+/// operator `has_state` that would be lost.
 pub(crate) fn check_states(
     uid: &str,
     saved: &SavepointOperator,

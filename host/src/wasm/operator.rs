@@ -55,9 +55,7 @@ impl WasmOperatorFactory {
         self.restore = Some(restore);
         self
     }
-}
 
-impl WasmOperatorFactory {
     /// Rewrites the restored entries of one state from the layout they were saved in through the
     /// guest's `migrate`, one key group per call.
     fn migrate(
