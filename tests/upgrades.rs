@@ -52,6 +52,41 @@ fn every_count_once(dir: &Path) -> BTreeMap<(String, u64), Vec<u64>> {
     emitted
 }
 
+/// The slow clicks job, submitted to a server of its own: the test's directory, the server and
+/// the job's id.
+fn submitted() -> (tempfile::TempDir, Server, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let id = server.cli(&["submit", &slow_clicks_job(dir.path())]).stdout.trim().to_string();
+    (dir, server, id)
+}
+
+/// Swaps `module` in under a running job: it fails right after the swap, the upgrade is rolled
+/// back with a cause holding `cause`, and the output is exactly-once, all from v1, the job's
+/// record naming the modules it ran before.
+fn rolled_back(module: &str, cause: &str) {
+    let (dir, server, id) = submitted();
+    std::thread::sleep(Duration::from_millis(700));
+    let before = server.http("GET", &format!("/v1/jobs/{id}"), b"", None).1["job"].clone();
+    let swapped = upgrade(&server, &id, module);
+    assert_eq!(swapped.code, 1, "{}", swapped.stderr);
+    assert!(
+        swapped.stderr.contains(&format!("the upgrade of job {id} was rolled back: the new module failed"))
+            && swapped.stderr.contains(cause)
+            && swapped.stderr.contains("the job runs its previous modules again, from savepoint"),
+        "{}",
+        swapped.stderr
+    );
+    let job = server.wait_for_job(&id);
+    assert_eq!(job["state"], "finished", "{job}");
+    assert_eq!(job["job"], before, "the record names the modules it runs again");
+    let history: Vec<&str> = job["history"].as_array().unwrap().iter().map(|h| h["event"].as_str().unwrap()).collect();
+    assert_eq!(history, ["started", "upgraded", "rolled-back"], "{job}");
+    assert!(job["history"][2]["cause"].as_str().unwrap().contains(cause), "{job}");
+    let emitted = every_count_once(dir.path());
+    assert!(emitted.values().all(|versions| versions == &[1]), "exactly once, all from v1");
+}
+
 fn upgrade(server: &Server, id: &str, module: &str) -> weir_e2e::Output {
     let target = format!("count-per-user={}", operator(module).display());
     server.cli(&["upgrade", id, "--operator", &target])
@@ -72,9 +107,7 @@ fn swap(server: &Server, id: &str, module: &str) -> String {
 /// read v2's state, so going back is a rollback to the savepoint before the swap.
 #[test]
 fn upgrades_under_a_running_job_migrate_the_state_and_keep_counts_and_exactly_once_output() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &[]);
-    let id = server.cli(&["submit", &slow_clicks_job(dir.path())]).stdout.trim().to_string();
+    let (dir, server, id) = submitted();
     std::thread::sleep(Duration::from_millis(700));
     swap(&server, &id, "count_v2");
     std::thread::sleep(Duration::from_millis(500));
@@ -115,9 +148,7 @@ fn upgrades_under_a_running_job_migrate_the_state_and_keep_counts_and_exactly_on
 
 #[test]
 fn a_module_that_cannot_read_the_state_is_refused_and_the_job_runs_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &[]);
-    let id = server.cli(&["submit", &slow_clicks_job(dir.path())]).stdout.trim().to_string();
+    let (dir, server, id) = submitted();
     std::thread::sleep(Duration::from_millis(500));
     let refused = upgrade(&server, &id, "test/count_schema2");
     assert_eq!(refused.code, 1);
@@ -139,55 +170,17 @@ fn a_module_that_cannot_read_the_state_is_refused_and_the_job_runs_on() {
 
 #[test]
 fn a_module_that_fails_right_after_the_swap_is_rolled_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &[]);
-    let id = server.cli(&["submit", &slow_clicks_job(dir.path())]).stdout.trim().to_string();
-    std::thread::sleep(Duration::from_millis(700));
-    let before = server.http("GET", &format!("/v1/jobs/{id}"), b"", None).1["job"].clone();
-    let swapped = upgrade(&server, &id, "count_broken");
-    assert_eq!(swapped.code, 1, "{}", swapped.stderr);
-    assert!(
-        swapped.stderr.contains(&format!("the upgrade of job {id} was rolled back: the new module failed"))
-            && swapped.stderr.contains("the guest trapped")
-            && swapped.stderr.contains("the job runs its previous modules again, from savepoint"),
-        "{}",
-        swapped.stderr
-    );
-    let job = server.wait_for_job(&id);
-    assert_eq!(job["state"], "finished", "{job}");
-    assert_eq!(job["job"], before, "the record names the modules it runs again");
-    let history: Vec<&str> = job["history"].as_array().unwrap().iter().map(|h| h["event"].as_str().unwrap()).collect();
-    assert_eq!(history, ["started", "upgraded", "rolled-back"], "{job}");
-    assert!(job["history"][2]["cause"].as_str().unwrap().contains("trapped"), "{job}");
-    let emitted = every_count_once(dir.path());
-    assert!(emitted.values().all(|versions| versions == &[1]), "exactly once, all from v1");
+    rolled_back("count_broken", "the guest trapped");
 }
 
 #[test]
 fn a_failing_migration_is_rolled_back_with_its_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &[]);
-    let id = server.cli(&["submit", &slow_clicks_job(dir.path())]).stdout.trim().to_string();
-    std::thread::sleep(Duration::from_millis(700));
-    let swapped = upgrade(&server, &id, "test/bad_migration");
-    assert_eq!(swapped.code, 1, "{}", swapped.stderr);
-    assert!(
-        swapped.stderr.contains(&format!("the upgrade of job {id} was rolled back"))
-            && swapped.stderr.contains("cannot migrate state 'count' from schema version 1: this build cannot read "),
-        "{}",
-        swapped.stderr
-    );
-    let job = server.wait_for_job(&id);
-    assert_eq!(job["state"], "finished", "{job}");
-    let emitted = every_count_once(dir.path());
-    assert!(emitted.values().all(|versions| versions == &[1]), "exactly once, all from v1");
+    rolled_back("test/bad_migration", "cannot migrate state 'count' from schema version 1: this build cannot read ");
 }
 
 #[test]
 fn a_rollback_by_hand_goes_back_to_the_savepoint_before_the_swap() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &[]);
-    let id = server.cli(&["submit", &slow_clicks_job(dir.path())]).stdout.trim().to_string();
+    let (dir, server, id) = submitted();
     let nothing = server.cli(&["upgrade", &id, "--rollback"]);
     assert_eq!(nothing.code, 1);
     assert!(nothing.stderr.contains(&format!("job {id} has no upgrade to roll back")), "{}", nothing.stderr);
