@@ -87,14 +87,21 @@ fn rolled_back(module: &str, cause: &str) {
     assert!(emitted.values().all(|versions| versions == &[1]), "exactly once, all from v1");
 }
 
-fn upgrade(server: &Server, id: &str, module: &str) -> weir_e2e::Output {
-    let target = format!("count-per-user={}", operator(module).display());
-    server.cli(&["upgrade", id, "--operator", &target])
+/// `count-per-user=<path of module>`, an `--operator` argument.
+fn count_per_user(module: &str) -> String {
+    format!("count-per-user={}", operator(module).display())
 }
 
-/// Swaps `module` in and checks the report; returns the savepoint taken before the swap.
-fn swap(server: &Server, id: &str, module: &str) -> String {
-    let swapped = upgrade(server, id, module);
+fn upgrade(server: &Server, id: &str, module: &str) -> weir_e2e::Output {
+    server.cli(&["upgrade", id, "--operator", &count_per_user(module)])
+}
+
+/// Swaps in each `uid=module` of `targets` at one stop and checks the report; returns the
+/// savepoint taken before the swap.
+fn swap(server: &Server, id: &str, targets: &[&str]) -> String {
+    let mut args = vec!["upgrade", id];
+    targets.iter().for_each(|target| args.extend(["--operator", target]));
+    let swapped = server.cli(&args);
     assert_eq!(swapped.code, 0, "{}", swapped.stderr);
     assert!(swapped.stdout.contains("paused"), "{}", swapped.stdout);
     let savepoint = swapped.stdout.lines().find_map(|l| l.strip_prefix("savepoint before the swap: ")).unwrap();
@@ -109,7 +116,7 @@ fn swap(server: &Server, id: &str, module: &str) -> String {
 fn upgrades_under_a_running_job_migrate_the_state_and_keep_counts_and_exactly_once_output() {
     let (dir, server, id) = submitted();
     std::thread::sleep(Duration::from_millis(700));
-    swap(&server, &id, "count_v2");
+    swap(&server, &id, &[&count_per_user("count_v2")]);
     std::thread::sleep(Duration::from_millis(500));
     let downgrade = upgrade(&server, &id, "count");
     assert_eq!(downgrade.code, 1, "{}", downgrade.stderr);
@@ -123,7 +130,13 @@ fn upgrades_under_a_running_job_migrate_the_state_and_keep_counts_and_exactly_on
     let rolled = server.cli(&["upgrade", &id, "--rollback"]);
     assert_eq!(rolled.code, 0, "{}", rolled.stderr);
     std::thread::sleep(Duration::from_millis(500));
-    swap(&server, &id, "count_v2");
+    // v2 again, named by the hash of an uploaded module, with the filter deployed anew at the
+    // same stop.
+    let uploaded = server.cli(&["modules", "upload", &operator("count_v2").to_string_lossy()]);
+    let sha = uploaded.stdout.split_whitespace().next().unwrap();
+    assert!(sha.starts_with("sha256:"), "{}", uploaded.stdout);
+    let filter = format!("logged-in={}", operator("filter").display());
+    swap(&server, &id, &[&format!("count-per-user={sha}"), &filter]);
     let job = server.wait_for_job(&id);
     assert_eq!(job["state"], "finished", "{job}");
     assert!(job["job"].as_str().unwrap().contains("sha256:"), "the record names the module it runs now");
@@ -185,9 +198,7 @@ fn a_rollback_by_hand_goes_back_to_the_savepoint_before_the_swap() {
     assert_eq!(nothing.code, 1);
     assert!(nothing.stderr.contains(&format!("job {id} has no upgrade to roll back")), "{}", nothing.stderr);
     std::thread::sleep(Duration::from_millis(600));
-    let swapped = upgrade(&server, &id, "count_v2");
-    assert_eq!(swapped.code, 0, "{}", swapped.stderr);
-    let savepoint = swapped.stdout.lines().find_map(|l| l.strip_prefix("savepoint before the swap: ")).unwrap();
+    let savepoint = swap(&server, &id, &[&count_per_user("count_v2")]);
     std::thread::sleep(Duration::from_millis(600));
     let rolled = server.cli(&["upgrade", &id, "--rollback"]);
     assert_eq!(rolled.code, 0, "{}", rolled.stderr);
