@@ -159,6 +159,33 @@ fn upgrades_under_a_running_job_migrate_the_state_and_keep_counts_and_exactly_on
     }
 }
 
+/// `weir serve` killed right after a swap to v2 (its savepoint possibly not stored yet, no
+/// checkpoint of the new run yet) resumes the job with v2 from whatever it has: v2's checkpoint,
+/// the upgrade's savepoint, or the last checkpoint of v1, whose counts v2 migrates. Either way the
+/// committed output has every count exactly once, and the counts go on.
+#[test]
+fn a_server_killed_right_after_a_swap_resumes_the_upgraded_job_exactly_once() {
+    let (dir, server, id) = submitted();
+    std::thread::sleep(Duration::from_millis(700));
+    swap(&server, &id, &[&count_per_user("count_v2")]);
+    server.kill();
+
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let job = server.wait_for_job(&id);
+    assert_eq!((job["state"].as_str(), job["attempt"].as_u64()), (Some("finished"), Some(1)), "{job}");
+    let history: Vec<&str> = job["history"].as_array().unwrap().iter().map(|h| h["event"].as_str().unwrap()).collect();
+    assert_eq!(history, ["started", "upgraded"], "{job}");
+    assert!(job["history"][1]["modules"][2][1].as_str().unwrap().starts_with("count 2.0.0"), "{job}");
+    let emitted = every_count_once(dir.path());
+    let v2 = emitted.values().filter(|versions| versions[0] == 2).count();
+    assert!(v2 > 0 && v2 < emitted.len(), "{v2} of {} lines came from v2", emitted.len());
+    let counts = expected_counts(&dir.path().join("clicks.jsonl"));
+    for (user, &n) in &counts {
+        let versions: Vec<u64> = (1..=n).map(|c| emitted[&(user.clone(), c)][0]).collect();
+        assert!(versions.windows(2).all(|w| w[0] <= w[1]), "{user}: v1, then v2 only: {versions:?}");
+    }
+}
+
 #[test]
 fn a_module_that_cannot_read_the_state_is_refused_and_the_job_runs_on() {
     let (dir, server, id) = submitted();
