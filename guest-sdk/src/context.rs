@@ -2,8 +2,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::bindings::weir::operator::types;
-use crate::state::{ListState, MapState, ValueState};
 use crate::describe::DeclaredState;
+use crate::state::{ListState, MapState, ValueState};
 use crate::{Error, Result, StateKind};
 use weir_frame as frame;
 

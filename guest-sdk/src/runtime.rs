@@ -41,7 +41,8 @@ pub fn describe<O: Operator>() -> types::Description {
 /// Runs the operator's migration of declared state `state` over one key group's items.
 pub fn migrate<O: Operator>(state: u32, from_version: u32, items: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, String> {
     let states = O::describe().states;
-    let name = &states.get(state as usize).ok_or_else(|| format!("the host asked to migrate undeclared state #{state}"))?.name;
+    let name =
+        &states.get(state as usize).ok_or_else(|| format!("the host asked to migrate undeclared state #{state}"))?.name;
     items.iter().map(|item| O::migrate(name, from_version, item).map_err(|e| e.to_string())).collect()
 }
 

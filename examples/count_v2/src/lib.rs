@@ -46,9 +46,8 @@ impl Operator for Count {
 
     /// Schema version 1 is a bare JSON number.
     fn migrate(state: &str, from_version: u32, item: &[u8]) -> Result<Vec<u8>> {
-        let count: u64 = serde_json::from_slice(item).map_err(|e| {
-            Error::new(format!("state '{state}' schema version {from_version}: not a count ({e})"))
-        })?;
+        let count: u64 = serde_json::from_slice(item)
+            .map_err(|e| Error::new(format!("state '{state}' schema version {from_version}: not a count ({e})")))?;
         serde_json::to_vec(&Counter { count }).map_err(|e| Error::new(e.to_string()))
     }
 }
