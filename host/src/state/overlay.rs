@@ -106,6 +106,7 @@ impl OverlayBackend {
                 return Ok(None);
             }
         };
+        let started = std::time::Instant::now();
         for range in &self.dropped {
             base.drop_key_groups(range.clone())?;
         }
@@ -122,6 +123,7 @@ impl OverlayBackend {
             }
         })?;
         result?;
+        tracing::debug!("the snapshot let go of the frozen state; folded the writes since in {:?}", started.elapsed());
         Ok(Some(base))
     }
 }

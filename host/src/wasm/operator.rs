@@ -166,13 +166,8 @@ struct WasmOperator {
 impl Operator for WasmOperator {
     fn process(&mut self, input: &EventBatch, out: &mut EventBatch) -> Result<(), String> {
         let keyed = &mut self.store.data_mut().keyed;
-        let started = std::time::Instant::now();
         if let Some(backend) = keyed.backend.settled().map_err(|e| format!("cannot settle its state: {e}"))? {
             keyed.backend = backend;
-            tracing::debug!(
-                "the savepoint let go of the frozen state; folded the writes since in {:?}",
-                started.elapsed()
-            );
         }
         frame::encode_input(
             input,
