@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
-use super::{MemoryBackend, StateBackend, StateEntry, StateError, StateItem, StateKind};
+use super::{MemoryBackend, StateBackend, StateEntry, StateError, StateItem, StateKind, move_key_groups};
 use crate::runtime::key_group::KeyGroup;
 
 /// A backend no one writes to any more, shared by a snapshot being encoded and an overlay.
@@ -116,13 +116,7 @@ impl OverlayBackend {
         for (state, kg, key, map_key) in &self.removed {
             base.map_remove(*state, *kg, key, map_key)?;
         }
-        let mut result = Ok(());
-        self.delta.scan(self.key_groups.clone(), &mut |entry| {
-            if result.is_ok() {
-                result = base.insert(entry);
-            }
-        })?;
-        result?;
+        move_key_groups(&mut self.delta, &mut *base, self.key_groups.clone())?;
         tracing::debug!("the snapshot let go of the frozen state; folded the writes since in {:?}", started.elapsed());
         Ok(Some(base))
     }
