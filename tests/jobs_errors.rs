@@ -130,3 +130,44 @@ fn usage_errors_exit_2() {
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("JOB"), "{}", out.stderr);
 }
+
+/// Values that once passed the checks and then took a job thread down (leaving the job
+/// `running` forever) or overflowed a timer are refused when the job file is read.
+#[test]
+fn values_that_would_overflow_or_crash_are_refused_when_the_job_file_is_read() {
+    let base = clicks_job(&clicks(), "count", 1, Path::new("out"));
+    let checkpointed = format!("{base}\n[checkpointing]\ninterval = \"1s\"\n");
+    let cases: Vec<(String, &[&str])> = vec![
+        (
+            base.replace("uid = \"by-user\"", "uid = \"by\\u0000user\""),
+            &["uid \"by\\0user\" contains a control character"],
+        ),
+        (
+            base.replace("uid = \"by-user\"", &format!("uid = \"{}\"", "u".repeat(300))),
+            &["is too long: at most 100 bytes"],
+        ),
+        (
+            base.replace("name = \"clicks-per-user\"", &format!("name = \"{}\"", "%".repeat(90))),
+            &["`name`", "is too long"],
+        ),
+        (
+            format!("{checkpointed}[restart]\nstrategy = \"exponential-delay\"\nbackoff-multiplier = 1e300\n"),
+            &["[restart] backoff-multiplier must be at least 1 and at most 1000, not 1e300"],
+        ),
+        (
+            format!("{checkpointed}[restart]\nstrategy = \"fixed-delay\"\ndelay = \"184467440737095517s\"\n"),
+            &["[restart] delay \"184467440737095517s\" is not a duration of at most 365 days"],
+        ),
+        (
+            base.replacen("type = \"file\"\n", "type = \"file\"\nrate = 1e-300\n", 1),
+            &["source 'clicks': `rate` must be a number of events per second from 0.001 to 1e12"],
+        ),
+        (
+            base.replace("input = \"hash\"", "input = \"hash\"\ncall-deadline = \"184467440737095517s\""),
+            &["operator 'count-per-user': call-deadline \"184467440737095517s\" is not a duration between 1ms and 1h"],
+        ),
+    ];
+    for (toml, needles) in cases {
+        assert_fails(&toml, needles);
+    }
+}

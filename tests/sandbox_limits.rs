@@ -44,3 +44,34 @@ fn a_guest_that_allocates_without_bound_is_stopped_by_its_memory_limit() {
 fn a_guest_cannot_address_state_of_a_key_it_was_not_given() {
     assert_stopped("foreign-slot", "", &["the guest used state slot 99, but the batch has"]);
 }
+
+/// A sleep is a WASI wait in the host, where epoch interruption cannot reach: the wait itself
+/// ends at the call deadline.
+#[test]
+fn a_guest_that_sleeps_is_stopped_by_its_deadline() {
+    let elapsed = assert_stopped(
+        "sleep",
+        "call-deadline = \"500ms\"",
+        &["the guest waited in wasi:io/pollable.block (a sleep or a blocking read) until its call deadline of 500ms"],
+    );
+    assert!(elapsed < Duration::from_secs(30), "took {elapsed:?}");
+}
+
+/// Cancelling a job whose guest sleeps ends it within the call deadline, and the server goes on
+/// answering meanwhile.
+#[test]
+fn a_sleeping_guest_does_not_keep_its_job_from_being_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = weir_e2e::Server::start(&dir.path().join("data"), &[]);
+    let job = write_job(dir.path(), &misbehaving_job("sleep", "call-deadline = \"2s\""));
+    let submitted = server.cli(&["submit", &job]);
+    assert_eq!(submitted.code, 0, "{}", submitted.stderr);
+    let id = submitted.stdout.trim().to_string();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let (status, _) = server.http("POST", &format!("/v1/jobs/{id}/cancel"), b"", None);
+    assert!([202, 409].contains(&status), "cancel answered {status}");
+    let record = server.wait_for_job(&id);
+    assert!(["canceled", "failed"].contains(&record["state"].as_str().unwrap()), "{record}");
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+}

@@ -2,12 +2,11 @@
 //! refused when they do not fit the job, inspected and disposed of, all through the real binary.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use weir_e2e::{
-    Server, expected_counts, expected_lines, file_sink, file_source, free_port, generated_clicks, job, read_metadata,
-    sink_lines, wasm_operator, weir, weir_bin, write_job,
+    Running, Server, expected_counts, expected_lines, file_sink, file_source, generated_clicks, job, read_metadata,
+    sink_lines, wasm_operator, weir, write_job,
 };
 
 const CLICKS: usize = 16000;
@@ -33,60 +32,12 @@ fn clicks_job(dir: &Path, parallelism: u32, count_module: &str, count_uid: &str,
     format!("{job}\n[checkpointing]\ninterval = \"200ms\"\nstorage = \"file://chk\"\nsavepoint-dir = \"savepoints\"\n")
 }
 
-/// `weir run` of the slow clicks job in the background, with its API on a free port.
-struct Running {
-    child: Child,
-    server: String,
-    id: String,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Running {
-    fn start(job: &str) -> Running {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let child = Command::new(weir_bin())
-            .args(["run", job, "--listen", &listen])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = format!("http://{listen}");
-        let started = Instant::now();
-        let id = loop {
-            let listed = weir(&["--server", &server, "--json", "jobs"]);
-            if listed.code == 0 {
-                let jobs: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
-                break jobs["jobs"][0]["id"].as_str().unwrap().to_string();
-            }
-            assert!(started.elapsed() < Duration::from_secs(20), "weir run did not serve its API");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        Running { child, server, id }
-    }
-
-    /// Runs a client verb against the job's API; returns its trimmed stdout.
-    fn cli(&self, args: &[&str]) -> String {
-        let mut all = vec!["--server", &self.server];
-        all.extend_from_slice(args);
-        let out = weir(&all);
-        assert_eq!(out.code, 0, "weir {args:?}: {}", out.stderr);
-        out.stdout.trim().to_string()
-    }
-}
-
 /// Runs the slow clicks job at parallelism 2, takes a savepoint after a while, then stops it
 /// with a savepoint; returns both savepoints' paths.
 fn take_savepoints(dir: &Path) -> (PathBuf, PathBuf) {
     generated_clicks(&dir.join("clicks.jsonl"), CLICKS, 40);
     let job = write_job(dir, &clicks_job(dir, 2, "count", "count-per-user", &dir.join("out"), true));
-    let mut running = Running::start(&job);
+    let mut running = Running::start(&job, &[]);
     std::thread::sleep(Duration::from_millis(700));
     let during = PathBuf::from(running.cli(&["savepoint", &running.id]));
     let listed = running.cli(&["savepoints"]);
@@ -431,7 +382,7 @@ fn two_jobs_cannot_write_one_sink() {
     generated_clicks(&dir.path().join("clicks.jsonl"), CLICKS, 40);
     let out = dir.path().join("out");
     let running =
-        Running::start(&write_job(dir.path(), &clicks_job(dir.path(), 2, "count", "count-per-user", &out, true)));
+        Running::start(&write_job(dir.path(), &clicks_job(dir.path(), 2, "count", "count-per-user", &out, true)), &[]);
     let other = fork_job(dir.path(), "intruder", "count", &out);
     let run = weir(&["run", &other, "--listen", "none"]);
     assert_eq!(run.code, 1, "{}", run.stderr);

@@ -6,16 +6,28 @@ use std::path::Path;
 use std::time::Duration;
 
 use weir_e2e::{
-    Server, expected_counts, file_sink, file_source, generated_clicks, job, operator, sink_lines, wasm_operator,
-    write_job,
+    Running, Server, expected_counts, file_sink, file_source, generated_clicks, job, operator, sink_lines,
+    wasm_operator, write_job,
 };
 
 /// The clicks job at parallelism 2 reading 16000 clicks at 4000 per second (4 s), checkpointing.
 fn slow_clicks_job(dir: &Path) -> String {
+    let text = slow_clicks(dir);
+    write_job(dir, &format!("{text}\n[checkpointing]\ninterval = \"200ms\"\nstorage = \"file://chk\"\n"))
+}
+
+/// The same job without checkpointing (savepoints still go to `savepoints/`).
+fn slow_clicks_job_without_checkpoints(dir: &Path) -> String {
+    let text = slow_clicks(dir);
+    write_job(dir, &format!("{text}\n[checkpointing]\ninterval = \"0s\"\nsavepoint-dir = \"savepoints\"\n"))
+}
+
+/// The slow clicks job's text, without `[checkpointing]`.
+fn slow_clicks(dir: &Path) -> String {
     let input = dir.join("clicks.jsonl");
     generated_clicks(&input, 16000, 40);
     let source = file_source("clicks", &input).replacen("type = \"file\"\n", "type = \"file\"\nrate = 4000\n", 1);
-    let job = job(
+    job(
         "clicks-per-user",
         2,
         &[
@@ -25,8 +37,7 @@ fn slow_clicks_job(dir: &Path) -> String {
             wasm_operator("count-per-user", "count", &["input = \"hash\""]),
             file_sink("counts", &dir.join("out")),
         ],
-    );
-    write_job(dir, &format!("{job}\n[checkpointing]\ninterval = \"200ms\"\nstorage = \"file://chk\"\n"))
+    )
 }
 
 /// Per (user, count), the versions that emitted it: 1 for lines without `v`.
@@ -237,4 +248,65 @@ fn a_rollback_by_hand_goes_back_to_the_savepoint_before_the_swap() {
     // What v2 committed after the savepoint was dropped and counted again by v1.
     let emitted = every_count_once(dir.path());
     assert!(emitted.values().all(|versions| versions == &[1]), "exactly once, all from v1 in the end");
+}
+
+/// A server restarted after an upgrade still knows what a rollback goes back to.
+#[test]
+fn a_rollback_by_hand_works_after_the_server_restarted() {
+    let (dir, server, id) = submitted();
+    std::thread::sleep(Duration::from_millis(600));
+    let savepoint = swap(&server, &id, &[&count_per_user("count_v2")]);
+    server.kill();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    let rolled = server.cli(&["upgrade", &id, "--rollback"]);
+    assert_eq!(rolled.code, 0, "{}", rolled.stderr);
+    assert!(rolled.stdout.contains(&format!("from savepoint: {savepoint}")), "{}", rolled.stdout);
+    let job = server.wait_for_job(&id);
+    assert_eq!(job["state"], "finished", "{job}");
+    let history: Vec<&str> = job["history"].as_array().unwrap().iter().map(|h| h["event"].as_str().unwrap()).collect();
+    assert_eq!(history, ["started", "upgraded", "rolled-back"], "{job}");
+    let emitted = every_count_once(dir.path());
+    assert!(emitted.values().all(|versions| versions == &[1]), "exactly once, all from v1 in the end");
+}
+
+/// `weir run` serves the same API for its job: another terminal upgrades it (uploading the
+/// module to the run's own module store) and rolls it back, exactly as on `weir serve`.
+#[test]
+fn a_weir_run_job_is_upgraded_and_rolled_back_from_another_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = slow_clicks_job(dir.path());
+    let mut running = Running::start(&job, &[]);
+    std::thread::sleep(Duration::from_millis(600));
+    let swapped = running.cli(&["upgrade", &running.id, "--operator", &count_per_user("count_v2")]);
+    assert!(swapped.contains("paused"), "{swapped}");
+    std::thread::sleep(Duration::from_millis(500));
+    let rolled = running.cli(&["upgrade", &running.id, "--rollback"]);
+    assert!(rolled.contains("rolled back job"), "{rolled}");
+    assert!(running.child.wait().unwrap().success(), "the job finishes");
+    let emitted = every_count_once(dir.path());
+    assert!(emitted.values().all(|versions| versions == &[1]), "exactly once, all from v1 in the end");
+    // A second terminal cannot submit jobs to `weir run`.
+    assert!(dir.path().join("weir-data/modules").is_dir(), "the run keeps uploaded modules beside the job");
+}
+
+/// Without checkpointing, an upgrade keeps what the job wrote before it, on `weir serve` and on
+/// `weir run`: every count once, v1's then v2's.
+#[test]
+fn an_upgrade_without_checkpointing_keeps_the_output_written_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let id = server.cli(&["submit", &slow_clicks_job_without_checkpoints(dir.path())]).stdout.trim().to_string();
+    std::thread::sleep(Duration::from_millis(800));
+    swap(&server, &id, &[&count_per_user("count_v2")]);
+    assert_eq!(server.wait_for_job(&id)["state"], "finished");
+    versions_by_user(dir.path());
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut running = Running::start(&slow_clicks_job_without_checkpoints(dir.path()), &[]);
+    std::thread::sleep(Duration::from_millis(800));
+    let swapped = running.cli(&["upgrade", &running.id, "--operator", &count_per_user("count_v2")]);
+    assert!(swapped.contains("paused"), "{swapped}");
+    assert!(running.child.wait().unwrap().success(), "the job finishes");
+    versions_by_user(dir.path());
 }

@@ -280,6 +280,60 @@ pub fn kill_repeatedly(job: &str, env: &[(String, String)], kills: usize, checkp
     killed
 }
 
+/// `weir run JOB` in the background, with its API on a free port; killed when dropped.
+pub struct Running {
+    /// The process.
+    pub child: std::process::Child,
+    /// Its API: `http://127.0.0.1:<port>`.
+    pub server: String,
+    /// The job's id.
+    pub id: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    /// Starts `weir run JOB ARGS…` and waits until its API lists the job.
+    pub fn start(job: &str, args: &[&str]) -> Running {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new(weir_bin())
+            .args(["run", job, "--listen", &listen])
+            .args(args)
+            .env("WEIR_CACHE_DIR", repo().join("target/test-module-cache"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = format!("http://{listen}");
+        let started = Instant::now();
+        let id = loop {
+            let listed = weir(&["--server", &server, "--json", "jobs"]);
+            if listed.code == 0 {
+                let jobs: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+                break jobs["jobs"][0]["id"].as_str().unwrap().to_string();
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "weir run did not serve its API");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Running { child, server, id }
+    }
+
+    /// Runs a client verb against the job's API; returns its trimmed stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let mut all = vec!["--server", &self.server];
+        all.extend_from_slice(args);
+        let out = weir(&all);
+        assert_eq!(out.code, 0, "weir {args:?}: {}", out.stderr);
+        out.stdout.trim().to_string()
+    }
+}
+
 /// A `weir serve` on a free loopback port, killed when dropped.
 pub struct Server {
     child: std::process::Child,

@@ -27,8 +27,10 @@ use crate::runtime::checkpoint_stats::CheckpointStats;
 pub struct ApiState {
     /// The jobs this server runs.
     pub jobs: Arc<Jobs>,
-    /// The module store; `weir run` has none (its modules come from files).
+    /// The module store: modules uploaded to submit jobs (`weir serve`) or to upgrade them.
     pub modules: Option<Arc<ModuleStore>>,
+    /// `weir run`'s API: it runs one job, and takes no others.
+    pub single_job: bool,
     /// When set, every request must carry `Authorization: Bearer <token>`.
     pub token: Option<String>,
     /// Where relative source and sink paths of submitted jobs start (the server's directory).
@@ -86,9 +88,7 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
 }
 
 fn store(state: &ApiState) -> Result<Arc<ModuleStore>, ApiError> {
-    state.modules.clone().ok_or_else(|| {
-        ApiError::new(StatusCode::CONFLICT, "this is `weir run`'s API for one job; modules are managed by `weir serve`")
-    })
+    state.modules.clone().ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "this API keeps no modules"))
 }
 
 /// Runs blocking control-plane work (compilation, instantiation, file I/O) off the async workers.
@@ -134,6 +134,12 @@ async fn submit_job(
     body: Result<String, StringRejection>,
 ) -> Result<Response, ApiError> {
     let text = body?;
+    if state.single_job {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "this is `weir run`'s API for one job; submit jobs to `weir serve`",
+        ));
+    }
     let store = store(&state)?;
     let submitted = blocking(move || {
         let from = query.from_savepoint.map(|savepoint| StartFrom {

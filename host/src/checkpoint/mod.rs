@@ -15,3 +15,22 @@ pub mod storage;
 
 pub use restore::Restore;
 pub use sink::StorageSink;
+
+/// The checkpoint directories of job `job` (by name) that belong to the job of id `job_id`: those
+/// whose `_metadata` names it or names no job (written by an older weir), and those without a
+/// readable `_metadata` (abandoned: never restored, whoever started them; while a job runs, no
+/// other job writes into its checkpoint directory).
+pub fn owned_checkpoints(
+    storage: &storage::Storage,
+    job: &str,
+    job_id: &str,
+) -> Result<Vec<u64>, storage::StorageError> {
+    let mut owned = Vec::new();
+    for id in storage.checkpoints(job)? {
+        match restore::checkpoint_owner(storage, job, id)? {
+            Some(owner) if !owner.is_empty() && owner != job_id => {}
+            _ => owned.push(id),
+        }
+    }
+    Ok(owned)
+}

@@ -12,7 +12,7 @@ use super::savepoint::{SavepointLocation, SavepointMetadata, SavepointOperator};
 use super::storage::Storage;
 use super::{paths, snapshot};
 use crate::runtime::checkpoint_stats::RestoredCheckpoint;
-use crate::runtime::{SourcePosition, StateFile};
+use crate::runtime::{SinkCommitted, SourcePosition, StateFile};
 use crate::state::{StateBackend, StateDescriptor};
 
 /// A checkpoint's `_metadata`, as far as a restore reads it.
@@ -20,10 +20,41 @@ use crate::state::{StateBackend, StateDescriptor};
 #[serde(rename_all = "kebab-case")]
 struct CheckpointMetadata {
     format: u32,
+    /// Empty in checkpoints of a weir that did not record it.
+    #[serde(default)]
+    job_id: String,
     checkpoint: u64,
     max_parallelism: u32,
     sources: Vec<SourcePosition>,
     states: Vec<StateFile>,
+    #[serde(default)]
+    sinks: Vec<SinkCommitted>,
+}
+
+/// Reads and checks checkpoint `id`'s `_metadata`.
+fn read_metadata(storage: &Storage, job: &str, id: u64) -> Result<CheckpointMetadata, Unusable> {
+    let path = paths::metadata(job, id);
+    let json = checked::get(storage, &path)?;
+    let m: CheckpointMetadata = serde_json::from_str(&json).map_err(|e| format!("{path}: {e}"))?;
+    if m.format != super::sink::METADATA_FORMAT {
+        let supported = super::sink::METADATA_FORMAT;
+        return Err(format!("{path} has format {}, this weir reads {supported}", m.format).into());
+    }
+    Ok(m)
+}
+
+/// The id of the job that wrote checkpoint `id` of `job` (empty when its `_metadata` names
+/// none); `None` when it has no intact `_metadata`.
+pub(super) fn checkpoint_owner(
+    storage: &Storage,
+    job: &str,
+    id: u64,
+) -> Result<Option<String>, super::storage::StorageError> {
+    match read_metadata(storage, job, id) {
+        Ok(m) => Ok(Some(m.job_id)),
+        Err(Unusable::Torn(_)) => Ok(None),
+        Err(Unusable::Storage(e)) => Err(e),
+    }
 }
 
 /// A completed checkpoint or a savepoint to start from.
@@ -31,6 +62,8 @@ pub struct Restore {
     storage: Storage,
     /// The job it was taken of.
     job: String,
+    /// That job's id (empty when not recorded).
+    job_id: String,
     /// Its directory in `storage`.
     dir: String,
     /// The barrier id it was taken at.
@@ -38,6 +71,8 @@ pub struct Restore {
     max_parallelism: u32,
     sources: Vec<SourcePosition>,
     states: Vec<StateFile>,
+    /// What each sink had committed at its barrier.
+    sinks: Vec<SinkCommitted>,
     /// For a savepoint: what it records of every operator (code and declared states).
     operators: Option<Vec<SavepointOperator>>,
     /// Every operator's state is handed over in place: none is to be read.
@@ -47,13 +82,20 @@ pub struct Restore {
 }
 
 impl Restore {
-    /// The newest intact checkpoint of `job` in `storage` with an id of at least `since`; older
-    /// ones are tried, with a warning, when a newer one is torn or corrupt. `None` when there is
-    /// none.
-    pub fn latest(storage: Storage, job: &str, since: u64) -> Result<Option<Restore>, String> {
+    /// The newest intact checkpoint of `job` in `storage` with an id of at least `since`,
+    /// written by the job of id `owner` when given; older ones are tried, with a warning, when a
+    /// newer one is torn or corrupt or another job's. `None` when there is none.
+    pub fn latest(storage: Storage, job: &str, since: u64, owner: Option<&str>) -> Result<Option<Restore>, String> {
         let ids = storage.checkpoints(job).map_err(|e| e.to_string())?;
         for id in ids.into_iter().rev().take_while(|&id| id >= since) {
             match Self::checkpoint(storage.clone(), job, id) {
+                Ok(restore) if owner.is_some_and(|o| !restore.job_id.is_empty() && restore.job_id != o) => {
+                    tracing::warn!(
+                        "not resuming from checkpoint {id} of '{job}': it was written by job {}, not by this job ({})",
+                        restore.job_id,
+                        owner.unwrap_or_default()
+                    );
+                }
                 Ok(restore) => return Ok(Some(restore)),
                 Err(Unusable::Torn(cause)) => tracing::warn!("skipping checkpoint {id}: {cause}"),
                 // Storage that cannot be reached says nothing about this checkpoint: falling back
@@ -71,22 +113,18 @@ impl Restore {
     }
 
     fn checkpoint(storage: Storage, job: &str, id: u64) -> Result<Restore, Unusable> {
-        let path = paths::metadata(job, id);
-        let json = checked::get(&storage, &path)?;
-        let m: CheckpointMetadata = serde_json::from_str(&json).map_err(|e| format!("{path}: {e}"))?;
-        if m.format != super::sink::METADATA_FORMAT {
-            let supported = super::sink::METADATA_FORMAT;
-            return Err(format!("{path} has format {}, this weir reads {supported}", m.format).into());
-        }
+        let m = read_metadata(&storage, job, id)?;
         let dir = paths::checkpoint_dir(job, id);
         let restore = Restore {
             storage,
             job: job.to_string(),
+            job_id: m.job_id,
             dir,
             id: m.checkpoint,
             max_parallelism: m.max_parallelism,
             sources: m.sources,
             states: m.states,
+            sinks: m.sinks,
             operators: None,
             in_place: false,
             allow_non_restored_state: false,
@@ -110,11 +148,13 @@ impl Restore {
         Restore {
             states: m.state_files(),
             job: m.job.clone(),
+            job_id: m.job_id.clone(),
             storage,
             dir,
             id: m.savepoint_id,
             max_parallelism: m.max_parallelism,
             sources: m.sources,
+            sinks: m.sinks,
             operators: Some(m.operators),
             in_place: false,
             allow_non_restored_state: false,
@@ -126,20 +166,22 @@ impl Restore {
     /// state is handed over in place.
     pub fn in_place(
         at: SavepointLocation,
-        job: &str,
-        id: u64,
+        (job, job_id): (&str, &str),
         max_parallelism: u32,
-        sources: Vec<SourcePosition>,
+        stopped: crate::runtime::Stopped,
         operators: Vec<SavepointOperator>,
     ) -> Restore {
+        let crate::runtime::Stopped { id, positions: sources, sinks } = stopped;
         Restore {
             storage: at.storage,
             job: job.to_string(),
+            job_id: job_id.to_string(),
             dir: at.dir,
             id,
             max_parallelism,
             sources,
             states: Vec::new(),
+            sinks,
             operators: Some(operators),
             in_place: true,
             allow_non_restored_state: false,
@@ -176,6 +218,16 @@ impl Restore {
     /// The name of the job it was taken of.
     pub fn job(&self) -> &str {
         &self.job
+    }
+
+    /// What sink `uid` had committed at its barrier, when recorded.
+    pub fn sink_committed(&self, uid: &str) -> Option<&serde_json::Value> {
+        self.sinks.iter().find(|s| s.uid == uid).map(|s| &s.committed)
+    }
+
+    /// The id of the job it was taken of (empty when it does not record one).
+    pub fn job_id(&self) -> &str {
+        &self.job_id
     }
 
     /// Refuses to start a fork of it that has the name of the job it was taken of: a fork is a

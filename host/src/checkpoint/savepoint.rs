@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::storage::Storage;
 use super::{checked, paths};
-use crate::runtime::{CheckpointSink, SourcePosition, StateFile, StateSnapshot};
+use crate::runtime::{CheckpointSink, Completed, SinkCommitted, SourcePosition, StateFile, StateSnapshot};
 use crate::state::StateDescriptor;
 
 /// `format` of a savepoint's `_metadata`.
@@ -90,6 +90,9 @@ pub struct SavepointMetadata {
     pub format_version: u32,
     /// The job's name.
     pub job: String,
+    /// The job's id (empty in savepoints of a weir that did not record it).
+    #[serde(default)]
+    pub job_id: String,
     /// The barrier it was taken at.
     pub savepoint_id: u64,
     /// Milliseconds since the Unix epoch.
@@ -100,6 +103,9 @@ pub struct SavepointMetadata {
     pub sources: Vec<SourcePosition>,
     /// Every operator, stateless ones included.
     pub operators: Vec<SavepointOperator>,
+    /// What each sink had committed at the barrier.
+    #[serde(default)]
+    pub sinks: Vec<SinkCommitted>,
 }
 
 impl SavepointMetadata {
@@ -134,7 +140,9 @@ pub struct SavepointLocation {
 
 impl SavepointLocation {
     /// Parses a savepoint's path: a local directory (relative to `base`) or a URL such as
-    /// `s3://bucket/savepoints/savepoint-<job>-<suffix>`.
+    /// `s3://bucket/savepoints/savepoint-<job>-<suffix>`. Any directory may hold a savepoint,
+    /// whatever it is called (savepoints are relocatable, as Flink's): what makes it one is a
+    /// valid `_metadata`, which [`SavepointLocation::metadata`] checks.
     pub fn parse(location: &str, base: &Path) -> Result<SavepointLocation, String> {
         let trimmed = location.trim_end_matches('/');
         let (parent, dir) = if trimmed.contains("://") && !trimmed.starts_with("file://") {
@@ -147,8 +155,8 @@ impl SavepointLocation {
             let parent = path.parent().ok_or_else(|| format!("{location} is not a savepoint"))?;
             (format!("file://{}", parent.display()), dir)
         };
-        if !dir.starts_with("savepoint-") {
-            return Err(format!("{location} is not a savepoint directory (savepoint-<job>-<suffix>)"));
+        if dir.is_empty() || dir == ".." {
+            return Err(format!("{location} is not a savepoint directory"));
         }
         let storage = Storage::open(&parent, base).map_err(|e| e.to_string())?;
         Ok(SavepointLocation { storage, dir })
@@ -162,6 +170,11 @@ impl SavepointLocation {
     /// Reads and checks `_metadata`.
     pub fn metadata(&self) -> Result<SavepointMetadata, String> {
         let path = self.file("_metadata");
+        if let Err(e) = self.storage.get(&path)
+            && e.is_not_found()
+        {
+            return Err(format!("{} is not a savepoint directory: it holds no _metadata", self.display()));
+        }
         let json = checked::get(&self.storage, &path).map_err(|e| match e {
             checked::Unusable::Torn(cause) => format!("{}: {cause}", self.display()),
             checked::Unusable::Storage(e) => e.to_string(),
@@ -173,6 +186,11 @@ impl SavepointLocation {
                 metadata.format, metadata.format_version
             ));
         }
+        // The files it lists are in its own directory: a name that climbs out is not one weir wrote.
+        let outside = metadata.operators.iter().flat_map(|op| &op.files).find(|f| !is_plain_file_name(&f.file));
+        if let Some(file) = outside {
+            return Err(format!("{path} lists the file \"{}\", which is not a file of its directory", file.file));
+        }
         Ok(metadata)
     }
 
@@ -182,10 +200,16 @@ impl SavepointLocation {
     }
 }
 
+/// A name of a file directly in a directory: no separators, not `.` or `..`.
+fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
+}
+
 /// Writes one savepoint of a running job into `<savepoint-dir>/savepoint-<job>-<suffix>/`.
 pub struct SavepointSink {
     location: SavepointLocation,
     job: String,
+    job_id: String,
     max_parallelism: u32,
     /// Every operator, without files yet.
     operators: Vec<SavepointOperator>,
@@ -195,14 +219,22 @@ pub struct SavepointSink {
 }
 
 impl SavepointSink {
-    /// A savepoint of `job` into the savepoint directory `storage`, recording `operators`.
-    pub fn new(storage: Storage, job: &str, max_parallelism: u32, operators: Vec<SavepointOperator>) -> Self {
+    /// A savepoint of job `job` (of id `job_id`) into the savepoint directory `storage`,
+    /// recording `operators`.
+    pub fn new(
+        storage: Storage,
+        job: &str,
+        job_id: &str,
+        max_parallelism: u32,
+        operators: Vec<SavepointOperator>,
+    ) -> Self {
         let digest = Sha256::digest(format!("{job}/{}/{:?}", std::process::id(), std::time::SystemTime::now()));
         let dir = paths::savepoint_dir(job, &hex::encode(&digest[..6]));
         let location = SavepointLocation { storage, dir };
         SavepointSink {
             location,
             job: job.to_string(),
+            job_id: job_id.to_string(),
             max_parallelism,
             operators,
             outcome: Default::default(),
@@ -222,9 +254,9 @@ impl SavepointSink {
 
     /// Where the job goes on from at once after a stop at barrier `id` for an upgrade, the
     /// sources having stopped at `sources` and every operator's state handed over in place.
-    pub fn in_place(&self, id: u64, sources: Vec<SourcePosition>) -> super::Restore {
+    pub fn in_place(&self, stopped: crate::runtime::Stopped) -> super::Restore {
         let at = SavepointLocation { storage: self.location.storage.clone(), dir: self.location.dir.clone() };
-        super::Restore::in_place(at, &self.job, id, self.max_parallelism, sources, self.operators.clone())
+        super::Restore::in_place(at, (&self.job, &self.job_id), self.max_parallelism, stopped, self.operators.clone())
     }
 
     /// Records that the savepoint will not be stored, and why.
@@ -261,7 +293,8 @@ impl CheckpointSink for SavepointSink {
         checked::put_state(&self.location.storage, &path, uid, subtask, snapshot)
     }
 
-    fn complete(&self, id: u64, sources: Vec<SourcePosition>, states: Vec<StateFile>) -> Result<(), String> {
+    fn complete(&self, id: u64, completed: Completed) -> Result<(), String> {
+        let Completed { sources, states, sinks } = completed;
         let mut operators = self.operators.clone();
         for state in states {
             if let Some(op) = operators.iter_mut().find(|op| op.uid == state.uid) {
@@ -276,11 +309,13 @@ impl CheckpointSink for SavepointSink {
             format: FORMAT.to_string(),
             format_version: FORMAT_VERSION,
             job: self.job.clone(),
+            job_id: self.job_id.clone(),
             savepoint_id: id,
             taken_at: crate::runtime::now_ms(),
             max_parallelism: self.max_parallelism,
             sources,
             operators,
+            sinks,
         };
         checked::put(&self.location.storage, &self.location.file("_metadata"), &metadata)?;
         self.settle(Ok(metadata));

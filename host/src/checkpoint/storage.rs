@@ -134,6 +134,11 @@ impl Storage {
         }
     }
 
+    /// Where `path` is on the local filesystem, for `file://` storage.
+    pub fn local_path(&self, path: &str) -> Option<std::path::PathBuf> {
+        self.local_root.as_ref().map(|root| root.join(path))
+    }
+
     /// A path in this storage as people should see it: a local path for `file://`, else the URL.
     pub fn display(&self, path: &str) -> String {
         match &self.local_root {
@@ -188,6 +193,27 @@ impl Storage {
     /// Deletes every file of checkpoint `id` of job `job`.
     pub fn delete_checkpoint(&self, job: &str, id: u64) -> Result<(), StorageError> {
         self.delete_dir(&paths::checkpoint_dir(job, id))
+    }
+
+    /// Deletes one file; done already when it is gone.
+    pub fn delete_file(&self, path: &str) -> Result<(), StorageError> {
+        let location = StorePath::from(path);
+        match self.runtime.block_on(self.store.delete(&location)) {
+            Err(object_store::Error::NotFound { .. }) => Ok(()),
+            result => result.map_err(|e| self.io("deleting", path, e)),
+        }
+    }
+
+    /// Removes directory `dir` if nothing is left in it; true when it is gone (object stores
+    /// have no directories: there, when nothing is left under it).
+    pub fn remove_dir_if_empty(&self, dir: &str) -> Result<bool, StorageError> {
+        if !self.list(dir)?.is_empty() {
+            return Ok(false);
+        }
+        if let Some(root) = &self.local_root {
+            return Ok(std::fs::remove_dir(root.join(dir)).is_ok() || !root.join(dir).exists());
+        }
+        Ok(true)
     }
 
     /// Deletes every file under directory `dir`, and the directory itself when local.

@@ -132,13 +132,18 @@ impl Client {
                 }
             }
         }
-        // Relative checkpoint storage is relative to the job file too, not to the server.
-        if let Some(toml::Value::Table(checkpointing)) = table.get_mut("checkpointing")
-            && let Some(toml::Value::String(url)) = checkpointing.get("storage")
-            && let Some(path) = url.strip_prefix("file://").filter(|p| !Path::new(p).is_absolute())
-        {
-            let absolute = format!("file://{}", base.join(path).display());
-            checkpointing.insert("storage".into(), toml::Value::String(absolute));
+        // Relative checkpoint and savepoint directories are relative to the job file too, not
+        // to the server (a savepoint directory may be written without `file://`).
+        if let Some(toml::Value::Table(checkpointing)) = table.get_mut("checkpointing") {
+            for key in ["storage", "savepoint-dir"] {
+                let Some(toml::Value::String(url)) = checkpointing.get(key) else { continue };
+                let path = url.strip_prefix("file://").unwrap_or(url);
+                if url.contains("://") && !url.starts_with("file://") || Path::new(path).is_absolute() {
+                    continue;
+                }
+                let absolute = format!("file://{}", base.join(path).display());
+                checkpointing.insert(key.into(), toml::Value::String(absolute));
+            }
         }
         let body = toml::to_string(&table).context("rewriting the job file")?;
         let mut path = "/v1/jobs".to_string();

@@ -11,7 +11,7 @@ use super::serve::{check_exposure, serve_api};
 use crate::api::{ApiState, DEFAULT_BODY_LIMIT};
 use crate::checkpoint::storage::Storage;
 use crate::checkpoint::{Restore, paths};
-use crate::control::{JobInfo, JobState, Jobs};
+use crate::control::{JobInfo, JobState, Jobs, ModuleStore};
 use crate::job::{self, JobPlan, ModuleFiles};
 use crate::runtime::checkpoint_stats::{CheckpointStats, TaskCheckpointStats};
 use crate::wasm::WasmEngine;
@@ -30,6 +30,10 @@ pub(super) struct RunArgs {
     /// Serve the API on a non-loopback address without a token.
     #[arg(long)]
     insecure: bool,
+    /// Where modules uploaded for upgrades of this job are kept (default: weir-data beside the
+    /// job file, where its checkpoints go by default).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     /// Resume from a checkpoint: "latest" (the newest intact one in the job's checkpoint
     /// storage) or the path of a checkpoint directory (`.../<job>/chk-<n>`).
     #[arg(long, value_name = "latest|PATH", conflicts_with = "from_savepoint")]
@@ -55,6 +59,7 @@ impl RunArgs {
             job: job.to_path_buf(),
             listen: None,
             insecure: false,
+            data_dir: None,
             from_checkpoint: None,
             from_savepoint: Some(savepoint.to_string()),
             allow_non_restored_state,
@@ -71,7 +76,7 @@ fn checkpoint_to_resume(from: &str, plan: &JobPlan, base: &Path) -> anyhow::Resu
     };
     if from == "latest" {
         return plan
-            .latest_checkpoint(0)
+            .latest_checkpoint_of_name()
             .map_err(anyhow::Error::msg)?
             .with_context(|| format!("no completed checkpoint of job '{name}' in {}", storage.url()));
     }
@@ -111,16 +116,25 @@ fn listener(args: &RunArgs, token: &Option<String>) -> anyhow::Result<Option<Tcp
 
 pub(super) fn run(args: &RunArgs, token: Option<String>) -> anyhow::Result<()> {
     let text = job::read(&args.job)?;
-    let engine = WasmEngine::new(super::module_cache_dir()).map_err(anyhow::Error::msg)?;
+    let engine = Arc::new(WasmEngine::new(super::module_cache_dir()).map_err(anyhow::Error::msg)?);
     let base = args.job.parent().map(Path::to_path_buf).unwrap_or_default();
     let label = format!("job file {}", args.job.display());
     let plan = JobPlan::new(text, &label, &base, &mut ModuleFiles::new(base.clone(), &engine))?;
+    // Modules uploaded to this run's API for upgrades, as `weir serve` keeps them.
+    let data = args.data_dir.clone().unwrap_or_else(|| base.join("weir-data"));
+    let modules = ModuleStore::open(data.join("modules"), engine.clone())
+        .with_context(|| format!("cannot open the module store in {}", data.display()))?;
     let name = plan.name().to_string();
-    let restore = match (&args.from_checkpoint, &args.from_savepoint) {
+    let (plan, restore) = match (&args.from_checkpoint, &args.from_savepoint) {
         (Some(from), _) => {
             let restore = checkpoint_to_resume(from, &plan, &base)?;
             eprintln!("weir run: resuming job '{name}' from checkpoint {}", restore.id());
-            Some(Arc::new(restore))
+            // The run goes on as the job that wrote the checkpoint.
+            let plan = match restore.job_id() {
+                "" => plan,
+                id => plan.with_id(id),
+            };
+            (plan, Some(Arc::new(restore)))
         }
         (None, Some(path)) => {
             let restore = Restore::savepoint(path, Path::new(".")).map_err(anyhow::Error::msg)?;
@@ -128,9 +142,9 @@ pub(super) fn run(args: &RunArgs, token: Option<String>) -> anyhow::Result<()> {
                 restore.check_fork(&name).map_err(anyhow::Error::msg)?;
             }
             eprintln!("weir run: starting job '{name}' from savepoint {}", restore.location());
-            Some(Arc::new(restore.allowing_non_restored_state(args.allow_non_restored_state)))
+            (plan, Some(Arc::new(restore.allowing_non_restored_state(args.allow_non_restored_state))))
         }
-        (None, None) => None,
+        (None, None) => (plan, None),
     };
     let graph = plan.build(0, restore.clone())?;
 
@@ -139,7 +153,8 @@ pub(super) fn run(args: &RunArgs, token: Option<String>) -> anyhow::Result<()> {
     let info = jobs.start(plan, graph, restore);
     if let Some(listener) = listener {
         eprintln!("weir run: job {} API at http://{}/v1/jobs/{}", info.id, listener.local_addr()?, info.id);
-        let state = Arc::new(ApiState { jobs: jobs.clone(), modules: None, token, base });
+        let modules = Some(Arc::new(modules));
+        let state = Arc::new(ApiState { jobs: jobs.clone(), modules, single_job: true, token, base });
         std::thread::Builder::new()
             .name("weir-api".into())
             .spawn(move || {

@@ -75,11 +75,20 @@ pub(super) fn inspect(path: &str, operator: Option<&str>, state: Option<&str>) -
     Ok(out.flush()?)
 }
 
-/// Deletes the savepoint at `path`, after checking that it is one.
+/// Deletes the savepoint at `path`: the files its valid `_metadata` lists, then `_metadata`, then
+/// the directory if that leaves it empty. Nothing else: a savepoint may have been moved into a
+/// directory that holds other files.
 pub(super) fn dispose(path: &str) -> anyhow::Result<()> {
     let at = SavepointLocation::parse(path, Path::new(".")).map_err(anyhow::Error::msg)?;
-    at.metadata().map_err(anyhow::Error::msg).with_context(|| format!("{path} was not disposed of"))?;
-    at.storage.delete_dir(&at.dir)?;
-    eprintln!("disposed of savepoint {}", at.display());
+    let metadata = at.metadata().map_err(anyhow::Error::msg).with_context(|| format!("{path} was not disposed of"))?;
+    for file in metadata.operators.iter().flat_map(|op| &op.files) {
+        at.storage.delete_file(&at.file(&file.file))?;
+    }
+    at.storage.delete_file(&at.file("_metadata"))?;
+    let left = at.storage.remove_dir_if_empty(&at.dir)?;
+    match left {
+        true => eprintln!("disposed of savepoint {}", at.display()),
+        false => eprintln!("disposed of savepoint {} (the directory holds other files, which stay)", at.display()),
+    }
     Ok(())
 }

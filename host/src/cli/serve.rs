@@ -71,8 +71,15 @@ pub(super) fn serve(args: &ServeArgs, token: Option<String>) -> anyhow::Result<(
     let listener =
         std::net::TcpListener::bind(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
     let base = std::env::current_dir()?;
-    jobs.resume_interrupted(&mut StoreModules(&modules), &base);
+    let (jobs, modules) = (Arc::new(jobs), Arc::new(modules));
+    // Resuming a job loads its modules, which may take long (or a guest may misbehave in them):
+    // the API answers meanwhile.
+    let (resumer, store, from) = (jobs.clone(), modules.clone(), base.clone());
+    std::thread::Builder::new()
+        .name("resume-jobs".into())
+        .spawn(move || resumer.resume_interrupted(&mut StoreModules(&store), &from))
+        .context("cannot start the thread that resumes jobs")?;
     eprintln!("weir serve: listening on http://{} (data in {})", listener.local_addr()?, data.display());
-    let state = Arc::new(ApiState { jobs: Arc::new(jobs), modules: Some(Arc::new(modules)), token, base });
+    let state = Arc::new(ApiState { jobs, modules: Some(modules), single_job: false, token, base });
     serve_api(listener, state, args.body_limit.as_u64() as usize)
 }

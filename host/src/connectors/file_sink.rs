@@ -1,89 +1,171 @@
 //! The `file` sink: a directory of part files, one line per event value.
 //!
-//! Without checkpointing each subtask writes `part-<subtask>-0` directly. With checkpointing the
-//! sink is exactly-once by two-phase commit, as Flink's `FileSink`:
+//! Every run of a job (each attempt, each restart after an upgrade) writes files of its own, named
+//! by a run token, so that no run ever overwrites or deletes what another committed (Flink's
+//! `FileSink` names its files `part-<uuid>-<subtask>-<counter>` for the same reason):
 //! ```text
-//! .part-<subtask>.inprogress        written since the last barrier
-//! .part-<subtask>-<n>.pending       synced at barrier n (pre-commit)
-//! part-<subtask>-<n>                published when checkpoint n completes (commit)
+//! part-<run>-<subtask>-0                 without checkpointing: written directly
+//! .part-<run>-<subtask>.inprogress       with checkpointing: written since the last barrier
+//! .part-<run>-<subtask>-<n>.pending      synced at barrier n (pre-commit)
+//! part-<run>-<subtask>-<n>               published when checkpoint n completes (commit)
 //! ```
-//! `<n>` is zero-padded, so `cat part-0-*` reads a subtask's output in order. Uncommitted files
-//! are hidden (a leading dot), so readers of `part-*` only ever see committed output.
+//! `<run>` is 19 hex digits: the run's start in milliseconds (11 digits), so that names sort in
+//! the order runs started, then the first 8 hex digits of the job's id, which tell the sink whose
+//! a file is. `<n>` is zero-padded, so `cat part-*` reads each run's output in order. Uncommitted
+//! files are hidden (a leading dot), so readers of `part-*` only ever see committed output.
+//!
+//! What a run has committed at each barrier is recorded in the checkpoint or savepoint (per run
+//! token, the highest barrier id covered), as Flink keeps its sinks' committables in the
+//! checkpoint. A run that resumes from one makes the directory hold exactly that output: files it
+//! records are published (pending ones) or brought back (set-aside ones); files of the same job
+//! (or of the job the checkpoint was taken of) that it does not record are moved to
+//! `.superseded/` in the directory. That happens when a job resumes from an older point than its
+//! newest output (a rollback, a restart after a savepoint the job went on after, `--from-checkpoint`
+//! of an older checkpoint, or a savepoint restored into the directory of the job it was taken of):
+//! the resumed run writes that output again. Nothing is ever deleted but the job's own
+//! in-progress files, which no barrier covers. Files of other jobs are left alone. (Without
+//! checkpointing, files are written directly and nothing is set aside: a restore from a
+//! savepoint other than a stop's repeats the output written after it.)
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::runtime::{EventBatch, Sink, SinkFactory, SubtaskInfo};
 
 /// How a file sink publishes its output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileCommit {
-    /// Straight into `part-<subtask>-0` (no checkpointing).
+    /// Straight into `part-<run>-<subtask>-0` (no checkpointing).
     Direct,
-    /// By two-phase commit on checkpoints; `restored` is the checkpoint the job resumes from.
+    /// By two-phase commit on checkpoints.
     TwoPhase {
-        /// The checkpoint the job resumes from, if any.
-        restored: Option<u64>,
+        /// The checkpoint or savepoint the job resumes from, if any.
+        restored: Option<Restored>,
     },
 }
 
-/// Creates file sink subtasks writing into one directory.
+/// The checkpoint or savepoint a two-phase file sink resumes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    /// The id of the job that took it.
+    pub job_id: String,
+    /// Its barrier id.
+    pub id: u64,
+    /// What the sink had committed at it ([`SinkFactory::committed`]), when it records that;
+    /// else every file of that job up to `id` counts (checkpoints of older weirs).
+    pub committed: Option<serde_json::Value>,
+}
+
+/// What a run's output is made of: per run token, the highest barrier id covered.
+type Runs = std::collections::BTreeMap<String, u64>;
+
+/// Where superseded committed files are moved, inside the sink's directory.
+const SUPERSEDED: &str = ".superseded";
+/// Hex digits of a run token: milliseconds, then the job's tag.
+const RUN_MS_DIGITS: usize = 11;
+const JOB_TAG_DIGITS: usize = 8;
+
+/// Creates file sink subtasks writing into one directory. The directory is the job's alone while
+/// it runs: the job claims it (see `job::claims`).
 pub struct FileSinkFactory {
     dir: PathBuf,
     commit: FileCommit,
-    /// `<dir>/.weir-sink.lock`, locked while the job runs: two jobs writing one directory would
-    /// publish and delete each other's part files.
-    _lock: File,
+    /// This run's token.
+    run: String,
+    /// The job's tag: which files in the directory are its own.
+    job: String,
+    /// The committed output this run started from.
+    restored: Runs,
 }
 
-/// Locks `dir` for one job; refused while another job (in any process) has it.
-fn lock(dir: &Path) -> Result<File, String> {
-    use std::os::fd::AsRawFd;
-    let path = dir.join(".weir-sink.lock");
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    // SAFETY: flock on the descriptor of a file this function just opened; the lock goes with it.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(format!(
-            "another job is writing to {} (it holds {}); give each job a sink directory of its own",
-            dir.display(),
-            path.display()
-        ));
-    }
-    Ok(file)
+/// The tag of job `job_id` in file names: its first hex digits.
+fn job_tag(job_id: &str) -> String {
+    format!("{:0<width$}", &job_id[..job_id.len().min(JOB_TAG_DIGITS)], width = JOB_TAG_DIGITS)
+}
+
+/// A new run token for job tag `job`: unique in this process (milliseconds that only grow), and
+/// across processes because a directory is claimed by one job at a time.
+fn run_token(job: &str) -> String {
+    static LAST_MS: AtomicU64 = AtomicU64::new(0);
+    let now = crate::runtime::now_ms();
+    let previous = LAST_MS.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| Some(now.max(last + 1)));
+    let ms = now.max(previous.unwrap_or(0) + 1);
+    format!("{ms:0width$x}{job}", width = RUN_MS_DIGITS)
 }
 
 /// The kinds of file the sink leaves in its directory.
 #[derive(Debug, PartialEq, Eq)]
-enum PartFile {
+enum Kind {
     InProgress,
     Pending { checkpoint: u64 },
     Committed { checkpoint: u64 },
 }
 
-impl PartFile {
-    fn parse(name: &str) -> Option<PartFile> {
-        let checkpoint = |rest: &str| rest.rsplit_once('-').and_then(|(_, n)| n.parse().ok());
-        if let Some(rest) = name.strip_prefix(".part-") {
-            if rest.ends_with(".inprogress") {
-                return Some(PartFile::InProgress);
-            }
-            return checkpoint(rest.strip_suffix(".pending")?).map(|checkpoint| PartFile::Pending { checkpoint });
+impl Kind {
+    /// The barrier a pending or committed file belongs to.
+    fn checkpoint(&self) -> Option<u64> {
+        match self {
+            Kind::InProgress => None,
+            Kind::Pending { checkpoint } | Kind::Committed { checkpoint } => Some(*checkpoint),
         }
-        checkpoint(name.strip_prefix("part-")?).map(|checkpoint| PartFile::Committed { checkpoint })
     }
 }
 
-fn in_progress_name(subtask: u32) -> String {
-    format!(".part-{subtask}.inprogress")
+/// A file the sink wrote, by its name.
+#[derive(Debug, PartialEq, Eq)]
+struct PartFile {
+    run: String,
+    kind: Kind,
 }
 
-fn pending_name(subtask: u32, checkpoint: u64) -> String {
-    format!(".part-{subtask}-{checkpoint:010}.pending")
+impl PartFile {
+    fn parse(name: &str) -> Option<PartFile> {
+        let (hidden, rest) = match name.strip_prefix('.') {
+            Some(rest) => (true, rest),
+            None => (false, name),
+        };
+        let rest = rest.strip_prefix("part-")?;
+        let (run, rest) = rest.split_once('-')?;
+        let is_run = run.len() == RUN_MS_DIGITS + JOB_TAG_DIGITS && run.bytes().all(|b| b.is_ascii_hexdigit());
+        if !is_run {
+            return None;
+        }
+        let numbers = |s: &str| s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty();
+        let kind = match (hidden, rest.strip_suffix(".inprogress"), rest.strip_suffix(".pending")) {
+            (true, Some(subtask), _) if numbers(subtask) => Kind::InProgress,
+            (true, None, Some(rest)) => {
+                let (subtask, n) = rest.split_once('-')?;
+                (numbers(subtask) && numbers(n)).then_some(())?;
+                Kind::Pending { checkpoint: n.parse().ok()? }
+            }
+            (false, None, None) => {
+                let (subtask, n) = rest.split_once('-')?;
+                (numbers(subtask) && numbers(n)).then_some(())?;
+                Kind::Committed { checkpoint: n.parse().ok()? }
+            }
+            _ => return None,
+        };
+        Some(PartFile { run: run.to_string(), kind })
+    }
+
+    /// The tag of the job that wrote it.
+    fn job(&self) -> &str {
+        &self.run[RUN_MS_DIGITS..]
+    }
+}
+
+fn in_progress_name(run: &str, subtask: u32) -> String {
+    format!(".part-{run}-{subtask}.inprogress")
+}
+
+fn pending_name(run: &str, subtask: u32, checkpoint: u64) -> String {
+    format!(".part-{run}-{subtask}-{checkpoint:010}.pending")
+}
+
+/// The part file of a subtask when the sink writes directly (no checkpointing).
+fn direct_name(run: &str, subtask: u32) -> String {
+    format!("part-{run}-{subtask}-0")
 }
 
 /// The name a pending file is published under.
@@ -92,43 +174,62 @@ fn committed_name(pending: &str) -> Option<&str> {
 }
 
 impl FileSinkFactory {
-    /// Creates `dir` if needed and prepares it. A fresh run removes every part file an earlier
-    /// run left, so the directory holds exactly this run's output. A run resuming from checkpoint
-    /// c publishes the files pending for checkpoints up to c (the previous run may have died
-    /// between completing c and publishing), and removes what c does not cover: in-progress
-    /// files, files pending for later checkpoints, and part files published after c (only when
-    /// resuming from an older checkpoint than the newest; the resumed run writes them again).
-    pub fn new(dir: PathBuf, commit: FileCommit) -> Result<Self, String> {
+    /// Creates `dir` if needed and prepares it for a run of job `job_id`: a run resuming from a
+    /// checkpoint or savepoint brings the directory to the output that one records (see the
+    /// module's docs). Files of other jobs are left alone.
+    pub fn new(dir: PathBuf, commit: FileCommit, job_id: &str) -> Result<Self, String> {
         fs::create_dir_all(&dir).map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
-        let factory = FileSinkFactory { _lock: lock(&dir)?, dir, commit };
-        let restored = match commit {
-            FileCommit::TwoPhase { restored: Some(id) } => Some(id),
-            _ => None,
+        let job = job_tag(job_id);
+        let mut factory = FileSinkFactory { run: run_token(&job), job, dir, commit, restored: Runs::new() };
+        let FileCommit::TwoPhase { restored } = factory.commit.clone() else { return Ok(factory) };
+        let aside = factory.dir.join(SUPERSEDED);
+        let mut files = factory.part_files(&factory.dir)?;
+        files.extend(factory.part_files(&aside).unwrap_or_default());
+        let restored_job = restored.as_ref().map(|r| job_tag(&r.job_id));
+        factory.restored = match &restored {
+            Some(Restored { committed: Some(committed), .. }) => serde_json::from_value(committed["runs"].clone())
+                .map_err(|e| format!("the checkpoint's record of the sink's output is unreadable: {e}"))?,
+            // Recorded by no one: every file of the job up to the barrier.
+            Some(Restored { id, .. }) => {
+                let mut runs = Runs::new();
+                for (_, file) in files.iter().filter(|(_, f)| Some(f.job()) == restored_job.as_deref()) {
+                    if let Some(n) = file.kind.checkpoint().filter(|n| n <= id) {
+                        let through = runs.entry(file.run.clone()).or_default();
+                        *through = (*through).max(n);
+                    }
+                }
+                runs
+            }
+            None => Runs::new(),
         };
-        for (path, kind) in factory.part_files()? {
-            let keep = match (kind, restored) {
-                (PartFile::Pending { checkpoint }, Some(id)) if checkpoint <= id => {
-                    factory.publish(&path)?;
-                    true
+        for (path, file) in files {
+            let lineage = file.job() == factory.job || Some(file.job()) == restored_job.as_deref();
+            let covered =
+                file.kind.checkpoint().is_some_and(|n| factory.restored.get(&file.run).is_some_and(|&m| n <= m));
+            let set_aside = path.parent() == Some(aside.as_path());
+            match file.kind {
+                Kind::InProgress if file.job() == factory.job => {
+                    fs::remove_file(&path).map_err(|e| format!("cannot remove old {}: {e}", path.display()))?
                 }
-                (PartFile::Committed { checkpoint }, Some(id)) if checkpoint > id || checkpoint == 0 => {
-                    tracing::warn!("removing {}: it was committed after checkpoint {id}", path.display());
-                    false
+                Kind::InProgress => {}
+                _ if !lineage => {}
+                _ if covered => {
+                    let path = if set_aside { factory.bring_back(&path)? } else { path };
+                    if matches!(file.kind, Kind::Pending { .. }) {
+                        factory.publish(&path)?;
+                    }
                 }
-                (PartFile::Committed { .. }, Some(_)) => true,
-                _ => false,
-            };
-            if !keep {
-                fs::remove_file(&path).map_err(|e| format!("cannot remove old {}: {e}", path.display()))?;
+                _ if !set_aside => factory.supersede(&path)?,
+                _ => {}
             }
         }
         factory.sync_dir()?;
         Ok(factory)
     }
 
-    /// The sink's files in its directory.
-    fn part_files(&self) -> Result<Vec<(PathBuf, PartFile)>, String> {
-        let entries = fs::read_dir(&self.dir).map_err(|e| format!("cannot list {}: {e}", self.dir.display()))?;
+    /// The sink's files in `dir` (its directory, or where it sets files aside).
+    fn part_files(&self, dir: &Path) -> Result<Vec<(PathBuf, PartFile)>, String> {
+        let entries = fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
         Ok(entries
             .flatten()
             .filter_map(|e| Some((e.path(), PartFile::parse(&e.file_name().to_string_lossy())?)))
@@ -147,22 +248,42 @@ impl FileSinkFactory {
         }
     }
 
+    /// Moves a file of this job's lineage that the output it resumes from does not hold out of
+    /// the directory: the resumed run writes that output again.
+    fn supersede(&self, path: &Path) -> Result<(), String> {
+        let aside = self.dir.join(SUPERSEDED);
+        fs::create_dir_all(&aside).map_err(|e| format!("cannot create {}: {e}", aside.display()))?;
+        let target = aside.join(path.file_name().unwrap_or_default());
+        tracing::warn!(
+            "moving {} to {}: it is not part of the output the job resumes from, which it writes again",
+            path.display(),
+            aside.display()
+        );
+        fs::rename(path, &target).map_err(|e| format!("cannot move {} aside: {e}", path.display()))
+    }
+
+    /// Moves a set-aside file back into the directory (the output resumed from holds it); returns
+    /// its path there.
+    fn bring_back(&self, path: &Path) -> Result<PathBuf, String> {
+        let target = self.dir.join(path.file_name().unwrap_or_default());
+        tracing::info!("bringing {} back: the output the job resumes from holds it", target.display());
+        fs::rename(path, &target).map_err(|e| format!("cannot move {} back: {e}", path.display()))?;
+        Ok(target)
+    }
+
     /// Makes renames in the directory durable.
     fn sync_dir(&self) -> Result<(), String> {
         File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| format!("cannot sync {}: {e}", self.dir.display()))
     }
 }
 
-/// The part file of a subtask when the sink writes directly (no checkpointing).
-fn part_file(dir: &Path, subtask: u32) -> PathBuf {
-    dir.join(format!("part-{subtask}-0"))
-}
-
 impl SinkFactory for FileSinkFactory {
     fn create(&self, info: &SubtaskInfo) -> Result<Box<dyn Sink>, String> {
-        let mut sink = FileSink { dir: self.dir.clone(), subtask: info.index, commit: self.commit, writer: None };
-        if self.commit == FileCommit::Direct {
-            sink.writer = Some(sink.open(&part_file(&self.dir, info.index))?);
+        let direct = self.commit == FileCommit::Direct;
+        let run = self.run.clone();
+        let mut sink = FileSink { dir: self.dir.clone(), run, subtask: info.index, direct, writer: None };
+        if direct {
+            sink.writer = Some(sink.open(&direct_name(&self.run, info.index))?);
         }
         Ok(Box::new(sink))
     }
@@ -171,30 +292,43 @@ impl SinkFactory for FileSinkFactory {
         if self.commit == FileCommit::Direct {
             return Ok(());
         }
-        for (path, kind) in self.part_files()? {
-            if let PartFile::Pending { checkpoint } = kind
+        for (path, file) in self.part_files(&self.dir)? {
+            if let Kind::Pending { checkpoint } = file.kind
                 && checkpoint <= id
+                && file.run == self.run
             {
                 self.publish(&path)?;
             }
         }
         self.sync_dir()
     }
+
+    fn committed(&self, id: u64) -> Option<serde_json::Value> {
+        if self.commit == FileCommit::Direct {
+            return None;
+        }
+        let mut runs = self.restored.clone();
+        runs.insert(self.run.clone(), id);
+        Some(serde_json::json!({ "runs": runs }))
+    }
 }
 
 struct FileSink {
     dir: PathBuf,
+    run: String,
     subtask: u32,
-    commit: FileCommit,
+    direct: bool,
     /// The open part file (two-phase: the in-progress file, opened at the first event after a
     /// barrier, so that barriers with nothing new leave no empty files).
     writer: Option<(PathBuf, BufWriter<File>)>,
 }
 
 impl FileSink {
-    fn open(&self, path: &Path) -> Result<(PathBuf, BufWriter<File>), String> {
-        let file = File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-        Ok((path.to_path_buf(), BufWriter::with_capacity(1 << 16, file)))
+    /// Creates part file `name`; never an existing one.
+    fn open(&self, name: &str) -> Result<(PathBuf, BufWriter<File>), String> {
+        let path = self.dir.join(name);
+        let file = File::create_new(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        Ok((path, BufWriter::with_capacity(1 << 16, file)))
     }
 
     /// Flushes and syncs the open part file, if any, and returns its path.
@@ -212,10 +346,18 @@ fn write_error(path: &Path, e: std::io::Error) -> String {
 impl Sink for FileSink {
     fn write(&mut self, batch: &EventBatch) -> Result<(), String> {
         if self.writer.is_none() {
-            self.writer = Some(self.open(&self.dir.join(in_progress_name(self.subtask)))?);
+            self.writer = Some(self.open(&in_progress_name(&self.run, self.subtask))?);
         }
         let Some((path, writer)) = &mut self.writer else { return Ok(()) };
         for event in batch.iter() {
+            // One line per event: a value with a line break in it would read back as two events.
+            if event.value.contains(&b'\n') {
+                return Err(format!(
+                    "an event value contains a line break, and the file sink writes one line per event \
+                     (escape it upstream, for example as JSON): {}",
+                    String::from_utf8_lossy(&event.value[..event.value.len().min(80)])
+                ));
+            }
             writer.write_all(event.value).map_err(|e| write_error(path, e))?;
             writer.write_all(b"\n").map_err(|e| write_error(path, e))?;
         }
@@ -223,11 +365,11 @@ impl Sink for FileSink {
     }
 
     fn pre_commit(&mut self, id: u64) -> Result<(), String> {
-        if self.commit == FileCommit::Direct {
+        if self.direct {
             return Ok(());
         }
         let Some(in_progress) = self.sync()? else { return Ok(()) };
-        let pending = self.dir.join(pending_name(self.subtask, id));
+        let pending = self.dir.join(pending_name(&self.run, self.subtask, id));
         fs::rename(&in_progress, &pending).map_err(|e| format!("cannot pre-commit {}: {e}", in_progress.display()))
     }
 
@@ -244,14 +386,73 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        assert_eq!(PartFile::parse(&in_progress_name(3)), Some(PartFile::InProgress));
-        assert_eq!(PartFile::parse(&pending_name(3, 12)), Some(PartFile::Pending { checkpoint: 12 }));
-        let pending = pending_name(3, 12);
+        let run = run_token(&job_tag("0123456789abcdef"));
+        assert_eq!(run.len(), 19);
+        assert!(run.ends_with("01234567"));
+        assert_ne!(run, run_token(&job_tag("0123456789abcdef")), "every run has a token of its own");
+        let parse = |name: &str| PartFile::parse(name).map(|f| f.kind);
+        assert_eq!(parse(&in_progress_name(&run, 3)), Some(Kind::InProgress));
+        assert_eq!(parse(&pending_name(&run, 3, 12)), Some(Kind::Pending { checkpoint: 12 }));
+        let pending = pending_name(&run, 3, 12);
         let committed = committed_name(&pending).unwrap();
-        assert_eq!(committed, "part-3-0000000012");
-        assert_eq!(PartFile::parse(committed), Some(PartFile::Committed { checkpoint: 12 }));
-        assert_eq!(PartFile::parse("part-0-0"), Some(PartFile::Committed { checkpoint: 0 }));
-        assert_eq!(PartFile::parse("notes.txt"), None);
-        assert_eq!(PartFile::parse(".part-1-x.pending"), None);
+        assert_eq!(committed, format!("part-{run}-3-0000000012"));
+        assert_eq!(parse(committed), Some(Kind::Committed { checkpoint: 12 }));
+        assert_eq!(PartFile::parse(committed).unwrap().job(), "01234567");
+        assert_eq!(parse(&direct_name(&run, 1)), Some(Kind::Committed { checkpoint: 0 }));
+        assert_eq!(parse("notes.txt"), None);
+        assert_eq!(parse("part-0-0"), None, "files of older weirs are not the sink's to touch");
+        assert_eq!(parse(&format!(".part-{run}-1-x.pending")), None);
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> =
+            fs::read_dir(dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_fresh_job_leaves_other_jobs_files_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let theirs = run_token(&job_tag("aaaaaaaa"));
+        let files = [direct_name(&theirs, 0), pending_name(&theirs, 0, 3), in_progress_name(&theirs, 0)];
+        for name in &files {
+            fs::write(dir.path().join(name), "x\n").unwrap();
+        }
+        FileSinkFactory::new(dir.path().to_path_buf(), FileCommit::TwoPhase { restored: None }, "bbbbbbbb").unwrap();
+        let mut expected = files.to_vec();
+        expected.sort();
+        assert_eq!(names(dir.path()), expected);
+    }
+
+    /// A rollback's story: run 1 commits 1 and 2, takes savepoint 3 (pending, the job goes on)
+    /// and commits 4; run 2 resumes from checkpoint 2 (3 and 4 set aside), commits 5; run 3
+    /// restores savepoint 3: 3 comes back and is published, 5 goes aside, 4 stays aside.
+    #[test]
+    fn a_resumed_job_holds_exactly_the_output_its_checkpoint_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = "aaaaaaaa0000";
+        let two_phase = |restored| FileCommit::TwoPhase { restored };
+        let first = FileSinkFactory::new(dir.path().to_path_buf(), two_phase(None), job).unwrap();
+        let committed = |n: u64| committed_name(&pending_name(&first.run, 0, n)).unwrap().to_string();
+        for n in [1, 2, 4] {
+            fs::write(dir.path().join(committed(n)), format!("{n}\n")).unwrap();
+        }
+        fs::write(dir.path().join(pending_name(&first.run, 0, 3)), "3\n").unwrap();
+        let (at_two, at_three) = (first.committed(2), first.committed(3));
+
+        let restored = |id, committed| Some(Restored { job_id: job.to_string(), id, committed });
+        let second = FileSinkFactory::new(dir.path().to_path_buf(), two_phase(restored(2, at_two)), job).unwrap();
+        assert_eq!(names(dir.path()), vec![SUPERSEDED.to_string(), committed(1), committed(2)]);
+        let fifth = committed_name(&pending_name(&second.run, 0, 5)).unwrap().to_string();
+        fs::write(dir.path().join(&fifth), "5\n").unwrap();
+
+        FileSinkFactory::new(dir.path().to_path_buf(), two_phase(restored(3, at_three)), job).unwrap();
+        let mut expected = vec![SUPERSEDED.to_string(), committed(1), committed(2), committed(3)];
+        expected.sort();
+        assert_eq!(names(dir.path()), expected);
+        let mut aside = vec![committed(4), fifth];
+        aside.sort();
+        assert_eq!(names(&dir.path().join(SUPERSEDED)), aside);
     }
 }

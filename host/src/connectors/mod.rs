@@ -9,7 +9,7 @@ mod generator;
 mod stdout;
 
 pub use blackhole::BlackholeSinkFactory;
-pub use file_sink::{FileCommit, FileSinkFactory};
+pub use file_sink::{FileCommit, FileSinkFactory, Restored};
 pub use file_source::FileSourceFactory;
 pub use generator::GeneratorSourceFactory;
 pub use stdout::StdoutSinkFactory;

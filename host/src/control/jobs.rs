@@ -82,6 +82,10 @@ pub struct JobInfo {
     /// For a job started from a savepoint (a fork, or a restore): which savepoint of which job.
     #[serde(default)]
     pub lineage: Option<Lineage>,
+    /// While the job runs after an upgrade: what rolling it back by hand goes back to (kept in
+    /// the record, so that a restarted server can still roll it back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_point: Option<RollbackPoint>,
     /// Per vertex (sources, operators, sinks), events in and out per subtask.
     pub vertices: Vec<VertexSummary>,
     /// The job file as submitted.
@@ -108,6 +112,16 @@ pub struct Lineage {
     pub job: String,
     /// Its barrier id in that job.
     pub savepoint_id: u64,
+}
+
+/// What a rollback of a job's last upgrade goes back to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RollbackPoint {
+    /// The job file as it ran before the upgrade.
+    pub job: String,
+    /// The savepoint taken before the swap.
+    pub savepoint: String,
 }
 
 /// What changed the code a job runs.
@@ -225,7 +239,25 @@ struct PendingUpgrade {
 /// savepoint taken before the swap.
 struct LastSwap {
     previous: Arc<JobPlan>,
-    sink: Arc<SavepointSink>,
+    savepoint: SwapSavepoint,
+}
+
+/// The savepoint of an upgrade.
+enum SwapSavepoint {
+    /// Taken by this process (perhaps still being stored).
+    Taken(Arc<SavepointSink>),
+    /// Recorded in the job's record by an earlier server: its location.
+    Recorded(String),
+}
+
+impl SwapSavepoint {
+    /// The savepoint to roll back from, once stored.
+    fn restore(&self) -> Result<Restore, String> {
+        match self {
+            SwapSavepoint::Taken(sink) => sink.stored(),
+            SwapSavepoint::Recorded(location) => Restore::savepoint(location, Path::new(".")),
+        }
+    }
 }
 
 /// Where an upgrade stands, as the job thread records it.
@@ -411,6 +443,7 @@ impl Jobs {
             let text = lock(&job.info).job.clone();
             let resumed =
                 JobPlan::new(text, "resumed job", base, modules).map_err(|e| e.to_string()).and_then(|plan| {
+                    let plan = plan.with_id(&id);
                     if plan.checkpoint_storage().is_none() {
                         return Err("it has no [checkpointing], so it cannot be resumed without repeating its output"
                             .to_string());
@@ -431,6 +464,16 @@ impl Jobs {
                 Ok((plan, graph, restore)) => {
                     let from = restore.as_ref().map_or("the start".to_string(), |r| format!("checkpoint {}", r.id()));
                     tracing::info!("resuming job {id} ('{}') from {from}", plan.name());
+                    // Its last upgrade can still be rolled back by hand.
+                    if let Some(point) = lock(&job.info).rollback_point.clone() {
+                        match plan.sibling(point.job, modules) {
+                            Ok(previous) => {
+                                let savepoint = SwapSavepoint::Recorded(point.savepoint);
+                                *lock(&job.last_swap) = Some(LastSwap { previous: Arc::new(previous), savepoint });
+                            }
+                            Err(e) => tracing::warn!("job {id}: its last upgrade can no longer be rolled back: {e}"),
+                        }
+                    }
                     self.launch(job, plan, graph, restore);
                 }
                 Err(cause) => self.update(&job, |i| {
@@ -469,7 +512,7 @@ impl Jobs {
     /// Starts a job's first attempt (resuming from `restore`, if given) and returns its record.
     pub fn start(&self, plan: JobPlan, graph: JobGraph, restore: Option<Arc<Restore>>) -> JobInfo {
         let info = JobInfo {
-            id: self.new_id(plan.name()),
+            id: plan.id().to_string(),
             name: plan.name().to_string(),
             state: JobState::Created,
             submitted_at: now_ms(),
@@ -480,6 +523,7 @@ impl Jobs {
             failures: Vec::new(),
             first_checkpoint: 0,
             savepoints: Vec::new(),
+            rollback_point: None,
             lineage: restore.as_ref().filter(|r| r.is_savepoint()).map(|r| Lineage {
                 savepoint: r.location(),
                 job: r.job().to_string(),
@@ -516,9 +560,21 @@ impl Jobs {
         let plan = Arc::new(plan);
         *lock(&job.plan) = Some(plan.clone());
         let (dir, runner) = (self.dir.clone(), job.clone());
-        let spawned = std::thread::Builder::new()
-            .name(format!("job-{}", &lock(&job.info).id[..8]))
-            .spawn(move || run_attempts(dir.as_deref(), &runner, plan, graph, start));
+        let spawned = std::thread::Builder::new().name(format!("job-{}", &lock(&job.info).id[..8])).spawn(move || {
+            let run = std::panic::AssertUnwindSafe(|| run_attempts(dir.as_deref(), &runner, plan, graph, start));
+            // A panic here is a weir bug: the job fails with it rather than stay running forever.
+            if let Err(payload) = std::panic::catch_unwind(run) {
+                let message = runtime::panic_message(&*payload);
+                *lock(&runner.plan) = None;
+                update(dir.as_deref(), &runner, |i| {
+                    i.state = JobState::Failed;
+                    i.ended_at = Some(now_ms());
+                    i.failure = Some(format!(
+                        "internal error: the job's thread panicked ({message}); please report this as a weir bug"
+                    ));
+                });
+            }
+        });
         if let Err(e) = spawned {
             self.update(&job, |i| {
                 i.state = JobState::Failed;
@@ -604,10 +660,10 @@ impl Jobs {
     /// [`Jobs::upgrade_status`] with.
     pub fn rollback(&self, id: &str) -> Result<String, SavepointError> {
         let (job, plan) = self.running(id)?;
-        let Some(LastSwap { previous, sink }) = lock(&job.last_swap).take() else {
+        let Some(LastSwap { previous, savepoint }) = lock(&job.last_swap).take() else {
             return Err(SavepointError::Target(format!("job {id} has no upgrade to roll back")));
         };
-        let restore = sink.stored().map_err(|e| {
+        let restore = savepoint.restore().map_err(|e| {
             SavepointError::Target(format!(
                 "the last upgrade's savepoint was not stored ({e}): nothing to roll back to"
             ))
@@ -744,14 +800,6 @@ impl Jobs {
     fn update(&self, job: &Job, change: impl FnOnce(&mut JobInfo)) {
         update(self.dir.as_deref(), job, change);
     }
-
-    /// 32 hex digits, unique within this process and, with the time in it, across restarts.
-    fn new_id(&self, name: &str) -> String {
-        let seq = self.sequence.fetch_add(1, Ordering::Relaxed);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let digest = Sha256::digest(format!("{name}/{nanos}/{seq}/{}", std::process::id()));
-        hex::encode(&digest[..16])
-    }
 }
 
 fn update(dir: Option<&Path>, job: &Job, change: impl FnOnce(&mut JobInfo)) {
@@ -844,7 +892,11 @@ fn run_attempts(
             update(dir, job, |i| i.state = JobState::Running);
         }
     };
+    // The job is over: nothing can roll it back or upgrade it now, and what it claimed goes.
     *lock(&job.plan) = None;
+    lock(&job.last_swap).take();
+    lock(&job.upgrade).take();
+    drop((plan, swap));
     while let Ok(request) = job.savepoint_requests.1.try_recv() {
         (request.done)(Err("the job ended before the savepoint was taken".to_string()));
     }
@@ -854,6 +906,7 @@ fn run_attempts(
         info.ended_at = Some(now_ms());
         info.state = state;
         info.failure = failure;
+        info.rollback_point = None;
     });
 }
 
@@ -875,8 +928,8 @@ fn upgraded(
     let last_batches: Vec<(String, u64)> =
         uids.iter().map(|uid| (uid.clone(), job.metrics.batches_processed(uid).1)).collect();
     // Handed over in place, the job goes on at once; else from the savepoint once stored.
-    let restore = match job.handover.take_positions() {
-        (id, positions) if !positions.is_empty() => Arc::new(sink.in_place(id, positions)),
+    let restore = match job.handover.take_stopped() {
+        stopped if !stopped.positions.is_empty() => Arc::new(sink.in_place(stopped)),
         _ => match sink.stored() {
             Ok(restore) => Arc::new(restore),
             Err(e) => return (old, Err(format!("the upgrade's savepoint failed: {e}")), None),
@@ -889,8 +942,10 @@ fn upgraded(
             update(dir, job, |i| {
                 i.job = plan.text().to_string();
                 i.history.push(HistoryEntry::new(HistoryEvent::Upgraded, &plan, Some(savepoint.clone()), None));
+                i.rollback_point = Some(RollbackPoint { job: old.text().to_string(), savepoint: savepoint.clone() });
             });
-            *lock(&job.last_swap) = Some(LastSwap { previous: old.clone(), sink: sink.clone() });
+            let taken = SwapSavepoint::Taken(sink.clone());
+            *lock(&job.last_swap) = Some(LastSwap { previous: old.clone(), savepoint: taken });
             let run = job.metrics.runs() + 1;
             let swap = Swap { request: request.clone(), previous: old, sink, at: Instant::now(), uids };
             (plan, Ok(graph), UpgradeProgress::Restarted { savepoint, run, last_batches }, Some(swap))
@@ -932,6 +987,7 @@ fn rolled_back(
         i.job = previous.text().to_string();
         i.first_checkpoint = first;
         i.history.push(entry);
+        i.rollback_point = None;
     });
     (previous, graph)
 }

@@ -7,8 +7,8 @@ mod jobs;
 mod modules;
 
 pub use jobs::{
-    CancelError, JobInfo, JobState, Jobs, SavepointError, SavepointRecord, SavepointStatus, StartFrom, SubmitError,
-    UpgradeStatus,
+    CancelError, JobInfo, JobState, Jobs, RollbackPoint, SavepointError, SavepointRecord, SavepointStatus, StartFrom,
+    SubmitError, UpgradeStatus,
 };
 pub(crate) use modules::StoreModules;
 pub use modules::{ModuleInfo, ModuleStore};

@@ -42,10 +42,14 @@ pub struct ModuleStore {
 
 impl ModuleStore {
     /// Opens (creating if needed) the store in `dir`, listing the modules it already holds.
+    /// The directory is created with the first upload.
     pub fn open(dir: PathBuf, engine: Arc<WasmEngine>) -> std::io::Result<Self> {
-        std::fs::create_dir_all(&dir)?;
         let mut infos = BTreeMap::new();
-        for entry in std::fs::read_dir(&dir)?.flatten() {
+        let entries = match std::fs::read_dir(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            entries => Some(entries?),
+        };
+        for entry in entries.into_iter().flatten().flatten() {
             let path = entry.path();
             if path.extension().is_some_and(|e| e == "json") {
                 match std::fs::read(&path).map(|b| serde_json::from_slice::<ModuleInfo>(&b)) {
@@ -79,6 +83,7 @@ impl ModuleStore {
             module: format!("sha256:{sha256}"),
             problem: crate::wasm::ModuleProblem::Read(format!("cannot be stored in {}: {e}", self.dir.display())),
         };
+        std::fs::create_dir_all(&self.dir).map_err(store_error)?;
         write_atomically(&self.dir.join(format!("{sha256}.wasm")), bytes).map_err(store_error)?;
         let record = serde_json::to_vec_pretty(&info).unwrap_or_default();
         write_atomically(&self.dir.join(format!("{sha256}.json")), &record).map_err(store_error)?;

@@ -2,6 +2,7 @@
 //! loaded and its connectors opened.
 //!
 //! Layering: the top of the library; uses `runtime`, `wasm`, `connectors` and `builtin`.
+mod claims;
 mod plan;
 pub mod restart;
 pub mod spec;
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use plan::{DEFAULT_CHECKPOINT_STORAGE, JobPlan};
+pub use plan::{DEFAULT_CHECKPOINT_STORAGE, JobPlan, new_job_id};
 pub use spec::JobSpec;
 use spec::{CheckpointMode, CheckpointingSpec, InputSpec, OperatorSpec, SinkSpec, SinkType, SourceSpec, SourceType};
 
@@ -21,7 +22,8 @@ use crate::checkpoint::{Restore, StorageSink};
 use crate::state::{RestoredState, StateBackend, StateDescriptor, StateRestore};
 
 use crate::connectors::{
-    BlackholeSinkFactory, FileCommit, FileSinkFactory, FileSourceFactory, GeneratorSourceFactory, StdoutSinkFactory,
+    BlackholeSinkFactory, FileCommit, FileSinkFactory, FileSourceFactory, GeneratorSourceFactory, Restored,
+    StdoutSinkFactory,
 };
 use crate::runtime::key_group::UPPER_BOUND_MAX_PARALLELISM;
 use crate::runtime::{
@@ -128,7 +130,8 @@ impl Modules for ModuleFiles<'_> {
 
 /// What a job's graph starts from: its attempt, the checkpoint or savepoint it resumes from, and
 /// the state its previous run left in place (after an upgrade).
-struct Start {
+struct Start<'a> {
+    job_id: &'a str,
     attempt: u32,
     restore: Option<Arc<Restore>>,
     handover: Option<Arc<Handover>>,
@@ -145,7 +148,7 @@ fn build(
     storage: Option<&Storage>,
     start: Start,
 ) -> Result<JobGraph, JobError> {
-    let Start { attempt, restore, handover } = start;
+    let Start { job_id, attempt, restore, handover } = start;
     let invalid = |message: String| JobError::Invalid { file: label.to_string(), message };
     if let Some(r) = &restore
         && r.max_parallelism() != spec.max_parallelism
@@ -160,13 +163,9 @@ fn build(
     let checkpointing = match (&spec.checkpointing, storage) {
         (Some(c), Some(storage)) => {
             let after = restore.as_ref().map_or(0, |r| r.id());
-            Some(checkpointing(c, &spec.name, spec.max_parallelism, storage, after).map_err(invalid)?)
+            Some(checkpointing(c, &spec.name, job_id, spec.max_parallelism, storage, after).map_err(invalid)?)
         }
         _ => None,
-    };
-    let sink_commit = match checkpointing {
-        Some(_) => FileCommit::TwoPhase { restored: restore.as_ref().map(|r| r.id()) },
-        None => FileCommit::Direct,
     };
     let mut ctx = Builder {
         base: base.to_path_buf(),
@@ -176,7 +175,8 @@ fn build(
         max_parallelism: spec.max_parallelism,
         restore,
         handover,
-        sink_commit,
+        two_phase_sinks: checkpointing.is_some(),
+        job_id,
     };
     let sources = spec.sources.iter().map(|s| ctx.source(s).map_err(invalid)).collect::<Result<Vec<_>, _>>()?;
     let operators = spec.operators.iter().map(|op| ctx.operator(op)).collect::<Result<Vec<_>, _>>()?;
@@ -205,8 +205,9 @@ fn checkpoint_interval(spec: &CheckpointingSpec) -> Result<Duration, String> {
 }
 
 fn checkpoint_duration(key: &str, value: &str) -> Result<Duration, String> {
-    humantime::parse_duration(value)
-        .map_err(|_| format!("[checkpointing] {key} \"{value}\" is not a duration such as \"1s\" or \"500ms\""))
+    spec::duration(value).ok_or_else(|| {
+        format!("[checkpointing] {key} \"{value}\" is not a duration of at most 365 days, such as \"1s\" or \"500ms\"")
+    })
 }
 
 /// The run's checkpointing from an enabled `[checkpointing]` table; its barrier ids start past
@@ -214,6 +215,7 @@ fn checkpoint_duration(key: &str, value: &str) -> Result<Duration, String> {
 fn checkpointing(
     spec: &CheckpointingSpec,
     job: &str,
+    job_id: &str,
     max_parallelism: u32,
     storage: &Storage,
     after: u64,
@@ -234,7 +236,7 @@ fn checkpointing(
     // the job starts from (a sink names its committed files by them).
     let stored = storage.checkpoints(job).map_err(|e| e.to_string())?.last().copied().unwrap_or(0);
     let first_id = stored.max(after) + 1;
-    let sink = StorageSink::new(storage.clone(), job, max_parallelism, spec.retained.unwrap_or(1));
+    let sink = StorageSink::new(storage.clone(), job, job_id, max_parallelism, spec.retained.unwrap_or(1));
     Ok(CheckpointConfig {
         interval: checkpoint_interval(spec)?,
         exactly_once: spec.mode == CheckpointMode::ExactlyOnce,
@@ -259,8 +261,10 @@ struct Builder<'a> {
     restore: Option<Arc<Restore>>,
     /// State left in place by the previous run of the job (an upgrade), taken before `restore`.
     handover: Option<Arc<Handover>>,
-    /// How file sinks publish: two-phase commit when checkpointing.
-    sink_commit: FileCommit,
+    /// File sinks publish by two-phase commit: the job checkpoints.
+    two_phase_sinks: bool,
+    /// The job's id: its file sinks name their files by it.
+    job_id: &'a str,
 }
 
 impl Builder<'_> {
@@ -311,8 +315,13 @@ impl Builder<'_> {
                 }
             }
         };
-        if s.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
-            return Err(format!("source '{}': `rate` must be a positive number of events per second", s.uid));
+        if s.rate.is_some_and(|r| !spec::RATE_RANGE.contains(&r)) {
+            return Err(format!(
+                "source '{}': `rate` must be a number of events per second from {} to {:e}",
+                s.uid,
+                spec::RATE_RANGE.start(),
+                spec::RATE_RANGE.end()
+            ));
         }
         check_parallelism(&format!("source '{}'", s.uid), parallelism, self.max_parallelism)?;
         Ok(Vertex { uid: Arc::from(s.uid.as_str()), parallelism, input: Partitioning::Forward, factory })
@@ -419,7 +428,18 @@ impl Builder<'_> {
         let factory: Box<dyn SinkFactory> = match (s.kind, &s.path) {
             (SinkType::File, Some(path)) => {
                 let dir = self.base.join(path);
-                Box::new(FileSinkFactory::new(dir, self.sink_commit).map_err(|e| format!("sink '{}': {e}", s.uid))?)
+                let commit = match self.two_phase_sinks {
+                    false => FileCommit::Direct,
+                    true => FileCommit::TwoPhase {
+                        restored: self.restore.as_ref().map(|r| Restored {
+                            job_id: r.job_id().to_string(),
+                            id: r.id(),
+                            committed: r.sink_committed(&s.uid).cloned(),
+                        }),
+                    },
+                };
+                let factory = FileSinkFactory::new(dir, commit, self.job_id);
+                Box::new(factory.map_err(|e| format!("sink '{}': {e}", s.uid))?)
             }
             (SinkType::File, None) => return Err(format!("sink '{}': `path` is required for a file sink", s.uid)),
             (SinkType::Stdout, None) => Box::new(StdoutSinkFactory),
@@ -527,6 +547,7 @@ pub(crate) fn check_shape(spec: &JobSpec) -> Result<(), String> {
     if spec.name.trim().is_empty() {
         return Err("`name` must not be empty".to_string());
     }
+    check_identifier("`name`", &spec.name)?;
     if !(1..=UPPER_BOUND_MAX_PARALLELISM).contains(&spec.max_parallelism) {
         return Err(format!(
             "`max-parallelism` must be between 1 and {UPPER_BOUND_MAX_PARALLELISM}, not {}",
@@ -551,9 +572,32 @@ pub(crate) fn check_shape(spec: &JobSpec) -> Result<(), String> {
         if uid.is_empty() {
             return Err("a uid must not be empty".to_string());
         }
+        check_identifier("uid", uid)?;
         if !seen.insert(uid) {
             return Err(format!("uid '{uid}' is used twice; every source, operator and sink needs its own uid"));
         }
+    }
+    Ok(())
+}
+
+/// The longest job name or uid, in bytes.
+const MAX_IDENTIFIER: usize = 100;
+
+/// A job name or uid names files and threads: printable, at most [`MAX_IDENTIFIER`] bytes, and
+/// short enough that the file names made of it (non-alphanumerics escaped) fit in 255 bytes.
+fn check_identifier(what: &str, text: &str) -> Result<(), String> {
+    use crate::checkpoint::paths;
+    let shown: String = text.chars().take(40).collect::<String>().escape_debug().to_string();
+    if text.chars().any(char::is_control) {
+        return Err(format!("{what} \"{shown}\" contains a control character; use printable characters only"));
+    }
+    let longest_file =
+        paths::state_file_name(text, u32::MAX).len().max(paths::savepoint_dir(text, "0".repeat(12).as_str()).len());
+    if text.len() > MAX_IDENTIFIER || longest_file > 255 {
+        return Err(format!(
+            "{what} \"{shown}…\" is too long: at most {MAX_IDENTIFIER} bytes, fewer with characters other than \
+             letters, digits, '.', '_' and '-' (file names are made of it)"
+        ));
     }
     Ok(())
 }
@@ -567,11 +611,17 @@ fn check_parallelism(what: &str, parallelism: u32, max_parallelism: u32) -> Resu
     Ok(())
 }
 
+/// The longest `call-deadline`: a guest call that needs longer is stuck.
+const MAX_CALL_DEADLINE: Duration = Duration::from_secs(3600);
+
 fn sandbox_limits(op: &OperatorSpec) -> Result<SandboxLimits, String> {
     let mut limits = SandboxLimits::default();
     if let Some(d) = &op.call_deadline {
-        limits.call_deadline = humantime::parse_duration(d).ok().filter(|d| *d > Duration::ZERO).ok_or_else(|| {
-            format!("operator '{}': call-deadline \"{d}\" is not a duration such as \"500ms\" or \"10s\"", op.uid)
+        limits.call_deadline = spec::duration(d).filter(|d| *d > Duration::ZERO && *d <= MAX_CALL_DEADLINE).ok_or_else(|| {
+            format!(
+                "operator '{}': call-deadline \"{d}\" is not a duration between 1ms and 1h, such as \"500ms\" or \"10s\"",
+                op.uid
+            )
         })?;
     }
     if let Some(m) = &op.memory_limit {

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::claims::Claims;
 use super::restart::RestartStrategy;
-use super::spec::{JobSpec, Retention};
+use super::spec::{JobSpec, Retention, SinkType};
 use super::{
     JobError, ModuleRefError, Modules, Start, build, check_shape, check_states, checkpoint_interval, operator_code,
     parse,
@@ -32,6 +33,9 @@ struct Checkpoints {
 
 /// A checked job, ready to be built.
 pub struct JobPlan {
+    /// The job's id: 32 hex digits, the same across its restarts, upgrades and resumptions. Its
+    /// checkpoints and the files its sinks write name it, so that no job takes another's.
+    id: String,
     name: String,
     text: String,
     label: String,
@@ -40,6 +44,9 @@ pub struct JobPlan {
     restart: RestartStrategy,
     checkpoints: Option<Checkpoints>,
     rollback: RollbackWindow,
+    /// The sink and checkpoint directories it holds until it ends (shared with the plans of its
+    /// upgrades and rollbacks).
+    claims: Arc<Claims>,
 }
 
 /// How soon after an upgrade a failure rolls the job back: within `time` of the swap, and before
@@ -61,9 +68,78 @@ impl RollbackWindow {
 }
 
 impl JobPlan {
-    /// Parses and checks job TOML `text` and resolves its modules. `label` names the job in
-    /// errors ("job file <path>", "submitted job"); relative paths start at `base`.
+    /// Parses and checks job TOML `text`, resolves its modules and claims its sink and checkpoint
+    /// directories for a new job. `label` names the job in errors ("job file <path>", "submitted
+    /// job"); relative paths start at `base`.
     pub fn new(text: String, label: &str, base: &Path, modules: &mut dyn Modules) -> Result<JobPlan, JobError> {
+        let mut plan = Self::checked(text, label, base, modules)?;
+        let spec = parse(&plan.text, label)?;
+        plan.claims =
+            Arc::new(plan.claim(&spec).map_err(|message| JobError::Invalid { file: label.to_string(), message })?);
+        Ok(plan)
+    }
+
+    /// The same job under the id it had before: a job resumed (from its checkpoints, or by a
+    /// server that restarted) is the job that wrote them.
+    pub fn with_id(mut self, id: &str) -> JobPlan {
+        self.id = id.to_string();
+        self
+    }
+
+    /// The job's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Another version of this same job, from job TOML `text` (the job after an upgrade, or
+    /// before it): it keeps this one's id and what it claimed, so only its modules may differ.
+    pub fn sibling(&self, text: String, modules: &mut dyn Modules) -> Result<JobPlan, JobError> {
+        let mut plan = Self::checked(text, &self.label, &self.base, modules)?;
+        plan.id = self.id.clone();
+        plan.claims = self.claims.clone();
+        Ok(plan)
+    }
+
+    /// Claims every file sink's directory and the checkpoint directory for this job.
+    fn claim(&self, spec: &JobSpec) -> Result<Claims, String> {
+        let mut claims = Claims::default();
+        for sink in spec.sinks.iter().filter(|s| s.kind == SinkType::File) {
+            let Some(path) = &sink.path else { continue };
+            let dir = self.base.join(path);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("sink '{}': cannot create directory {}: {e}", sink.uid, dir.display()))?;
+            let dir = dir.canonicalize().map_err(|e| format!("sink '{}': {}: {e}", sink.uid, dir.display()))?;
+            let refusal = || {
+                format!(
+                    "sink '{}': another job is writing to {}; give each job a sink directory of its own",
+                    sink.uid,
+                    dir.display()
+                )
+            };
+            claims.claim(format!("sink:{}", dir.display()), Some(&dir.join(".weir-sink.lock")), refusal)?;
+        }
+        if let Some(c) = &self.checkpoints {
+            let job_dir = crate::checkpoint::paths::job_dir(&self.name);
+            let local = c.storage.local_path(&job_dir);
+            let key = match &local {
+                Some(dir) => format!("checkpoints:{}", dir.display()),
+                None => format!("checkpoints:{}/{job_dir}", c.storage.url().trim_end_matches('/')),
+            };
+            let refusal = || {
+                format!(
+                    "another job named '{}' is running with its checkpoints in {}; give each job a name of its \
+                     own (or a checkpoint storage of its own)",
+                    self.name,
+                    c.storage.display(&job_dir)
+                )
+            };
+            claims.claim(key, local.map(|dir| dir.join(".weir-job.lock")).as_deref(), refusal)?;
+        }
+        Ok(claims)
+    }
+
+    /// Parses and checks job TOML `text` and resolves its modules, claiming nothing.
+    fn checked(text: String, label: &str, base: &Path, modules: &mut dyn Modules) -> Result<JobPlan, JobError> {
         let invalid = |message: String| JobError::Invalid { file: label.to_string(), message };
         let spec = parse(&text, label)?;
         check_shape(&spec).map_err(invalid)?;
@@ -90,12 +166,15 @@ impl JobPlan {
         let upgrade = spec.upgrade.as_ref();
         let time = match upgrade.and_then(|u| u.rollback_window.as_deref()) {
             None => std::time::Duration::from_secs(30),
-            Some(text) => humantime::parse_duration(text).map_err(|_| {
-                invalid(format!("[upgrade] rollback-window \"{text}\" is not a duration such as \"30s\""))
+            Some(text) => super::spec::duration(text).ok_or_else(|| {
+                invalid(format!(
+                    "[upgrade] rollback-window \"{text}\" is not a duration of at most 365 days, such as \"30s\""
+                ))
             })?,
         };
         let rollback = RollbackWindow { time, events: upgrade.and_then(|u| u.rollback_window_events) };
         Ok(JobPlan {
+            id: new_job_id(&spec.name),
             name: spec.name,
             text,
             label: label.to_string(),
@@ -104,6 +183,7 @@ impl JobPlan {
             restart,
             checkpoints,
             rollback,
+            claims: Arc::default(),
         })
     }
 
@@ -167,7 +247,8 @@ impl JobPlan {
     ) -> Result<JobGraph, JobError> {
         let spec: JobSpec = parse(&self.text, &self.label)?;
         let storage = self.checkpoints.as_ref().map(|c| &c.storage);
-        build(spec, &self.label, &self.base, &self.modules, storage, Start { attempt, restore, handover })
+        let start = Start { job_id: &self.id, attempt, restore, handover };
+        build(spec, &self.label, &self.base, &self.modules, storage, start)
     }
 
     /// A savepoint of the running job into `dir` (a URL or a local directory), or else the job's
@@ -190,7 +271,7 @@ impl JobPlan {
                 Some(SavepointOperator { uid: op.uid.clone(), parallelism, module, states, files: Vec::new() })
             })
             .collect();
-        Ok(SavepointSink::new(storage, &self.name, spec.max_parallelism, operators))
+        Ok(SavepointSink::new(storage, &self.name, &self.id, spec.max_parallelism, operators))
     }
 
     /// The same job with each `(uid, module reference)` operator running the new module, resolved
@@ -214,7 +295,7 @@ impl JobPlan {
         let text = toml::to_string(&table).map_err(|e| e.to_string())?;
         // Modules the job already runs are not resolved again.
         let mut known = Known { known: &self.modules, others: modules };
-        let upgraded = JobPlan::new(text, &self.label, &self.base, &mut known).map_err(|e| e.to_string())?;
+        let upgraded = self.sibling(text, &mut known).map_err(|e| e.to_string())?;
         let (old, new) = (parse(&self.text, &self.label), parse(&upgraded.text, &upgraded.label));
         let (old, new) = (old.map_err(|e| e.to_string())?, new.map_err(|e| e.to_string())?);
         for (uid, _) in replacements {
@@ -244,30 +325,49 @@ impl JobPlan {
         self.checkpoints.as_ref().map(|c| &c.storage)
     }
 
-    /// The newest intact checkpoint to resume from, with an id of at least `since` (older ones
-    /// belong to earlier runs of a job of this name); older ones are tried when newer ones are
-    /// torn, with a warning. `None` when the job does not checkpoint or has none yet.
+    /// The newest intact checkpoint of this job to resume from, with an id of at least `since`
+    /// (older ones belong to earlier runs); older ones are tried when newer ones are torn, with
+    /// a warning, and checkpoints another job of this name wrote are never taken. `None` when the
+    /// job does not checkpoint or has none yet.
     pub fn latest_checkpoint(&self, since: u64) -> Result<Option<Restore>, String> {
         match &self.checkpoints {
-            Some(c) => Restore::latest(c.storage.clone(), &self.name, since),
+            Some(c) => Restore::latest(c.storage.clone(), &self.name, since, Some(&self.id)),
+            None => Ok(None),
+        }
+    }
+
+    /// The newest intact checkpoint of any job of this name (`weir run --from-checkpoint
+    /// latest`: the run goes on as the job that wrote it).
+    pub fn latest_checkpoint_of_name(&self) -> Result<Option<Restore>, String> {
+        match &self.checkpoints {
+            Some(c) => Restore::latest(c.storage.clone(), &self.name, 0, None),
             None => Ok(None),
         }
     }
 
     /// The job was canceled: with `retention = "delete-on-cancellation"` (the default) its
-    /// checkpoints go.
+    /// checkpoints go (those of other jobs of its name stay).
     pub fn canceled(&self) {
         let Some(c) = self.checkpoints.as_ref().filter(|c| c.retention == Retention::DeleteOnCancellation) else {
             return;
         };
-        let deleted = c
-            .storage
-            .checkpoints(&self.name)
+        let deleted = crate::checkpoint::owned_checkpoints(&c.storage, &self.name, &self.id)
             .and_then(|ids| ids.into_iter().try_for_each(|id| c.storage.delete_checkpoint(&self.name, id)));
         if let Err(e) = deleted {
             tracing::warn!("cannot delete the checkpoints of canceled job '{}': {e}", self.name);
         }
     }
+}
+
+/// A new job id: 32 hex digits, unique within this process and, with the time in it, across
+/// restarts.
+pub fn new_job_id(name: &str) -> String {
+    use sha2::Digest;
+    static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let digest = sha2::Sha256::digest(format!("{name}/{nanos}/{seq}/{}", std::process::id()));
+    hex::encode(&digest[..16])
 }
 
 /// Resolves the modules a job already runs from what it resolved before, others by `others`.

@@ -65,11 +65,15 @@ impl fmt::Display for RestartStrategy {
     }
 }
 
+/// The largest `backoff-multiplier`: beyond it, the second delay is the maximum already.
+const MAX_MULTIPLIER: f64 = 1000.0;
+
 fn duration(value: &Option<String>, key: &str, default: Duration) -> Result<Duration, String> {
     match value {
         None => Ok(default),
-        Some(text) => humantime::parse_duration(text)
-            .map_err(|_| format!("[restart] {key} \"{text}\" is not a duration such as \"1s\" or \"500ms\"")),
+        Some(text) => super::spec::duration(text).ok_or_else(|| {
+            format!("[restart] {key} \"{text}\" is not a duration of at most 365 days, such as \"1s\" or \"500ms\"")
+        }),
     }
 }
 
@@ -112,8 +116,11 @@ impl RestartStrategy {
             },
             RestartStrategyType::ExponentialDelay => {
                 let multiplier = spec.backoff_multiplier.unwrap_or(1.5);
-                if !(multiplier >= 1.0 && multiplier.is_finite()) {
-                    return Err(format!("[restart] backoff-multiplier must be at least 1, not {multiplier}"));
+                if !(1.0..=MAX_MULTIPLIER).contains(&multiplier) {
+                    return Err(format!(
+                        "[restart] backoff-multiplier must be at least 1 and at most {MAX_MULTIPLIER}, not {}",
+                        if multiplier.abs() < 1e6 { multiplier.to_string() } else { format!("{multiplier:e}") }
+                    ));
                 }
                 let jitter = spec.jitter_factor.unwrap_or(0.1);
                 if !(0.0..=1.0).contains(&jitter) {
@@ -198,7 +205,9 @@ impl Restarts {
                     return None;
                 }
                 let delay = self.backoff;
-                self.backoff = (*max).min(delay.mul_f64(*multiplier));
+                // In seconds, so that no multiplier can overflow a `Duration`.
+                let grown = Duration::try_from_secs_f64(delay.as_secs_f64() * multiplier).unwrap_or(*max);
+                self.backoff = (*max).min(grown);
                 // Spread by up to ±jitter, from the clock's low bits (no need for a real RNG).
                 let nanos = crate::runtime::now_ms().wrapping_mul(1_000_003) ^ u64::from(std::process::id());
                 let noise = xxhash_rust::xxh3::xxh3_64(&nanos.to_le_bytes()) as f64 / u64::MAX as f64;

@@ -1,6 +1,19 @@
 //! The job file (TOML, kebab-case keys), as written by users. Unknown keys are errors, so a typo
 //! never silently falls back to a default.
+use std::time::Duration;
+
 use serde::Deserialize;
+
+/// The longest duration a job file may set: longer ones are typos, and would overflow timers.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Parses a duration such as "500ms" or "10s" of at most [`MAX_DURATION`]; `None` otherwise.
+pub fn duration(text: &str) -> Option<Duration> {
+    humantime::parse_duration(text).ok().filter(|d| *d <= MAX_DURATION)
+}
+
+/// The most events per second a source may be limited to, and the fewest.
+pub const RATE_RANGE: std::ops::RangeInclusive<f64> = 0.001..=1e12;
 
 /// A whole job file.
 #[derive(Debug, Deserialize)]

@@ -10,8 +10,8 @@ use crossbeam_channel::Receiver;
 use super::channel::{self, ChannelError, Inputs, Message, Output, Received, Route};
 use super::checkpoint_stats::{CheckpointStats, SubtaskCheckpoint};
 use super::graph::{
-    CheckpointConfig, CheckpointSink, Handover, JobGraph, Partitioning, SavepointRequest, SinkFactory, SourcePosition,
-    StateFile, StateSnapshot, SubtaskInfo, TaskError, Vertex,
+    CheckpointConfig, CheckpointSink, Completed, Handover, JobGraph, Partitioning, SavepointRequest, SinkCommitted,
+    SinkFactory, SourcePosition, StateFile, StateSnapshot, SubtaskInfo, TaskError, Vertex,
 };
 use super::key_group::key_group_range;
 use super::now_ms;
@@ -155,9 +155,14 @@ pub enum JobFailure {
         /// Why.
         cause: String,
     },
-    /// A subtask thread panicked: a bug in weir, not in the job.
-    #[error("internal error: subtask thread '{0}' panicked; please report this as a weir bug")]
-    Panicked(String),
+    /// A thread of the job panicked: a bug in weir, not in the job.
+    #[error("internal error: thread '{thread}' panicked ({message}); please report this as a weir bug")]
+    Panicked {
+        /// The thread's name.
+        thread: String,
+        /// What the panic said.
+        message: String,
+    },
 }
 
 #[derive(Default)]
@@ -328,8 +333,11 @@ struct Coordinator<'a> {
     config: Option<&'a CheckpointConfig>,
     control: &'a Control,
     metrics: &'a JobMetrics,
-    /// Sinks, which publish what a completed checkpoint covers.
-    committers: Vec<Arc<dyn SinkFactory>>,
+    /// Sinks, by uid: they publish what a completed checkpoint covers, and say what they have
+    /// committed for its metadata.
+    sinks: Vec<(Arc<str>, Arc<dyn SinkFactory>)>,
+    /// False once a handover stop is triggered: the next run's sinks publish from then on.
+    publishing: bool,
     /// Acknowledgements that complete a checkpoint: one per source, operator and sink subtask.
     expected: usize,
     sources: usize,
@@ -435,7 +443,10 @@ impl Coordinator<'_> {
                 self.control.handing_over.store(true, Ordering::SeqCst);
                 // The next run publishes what this stop covers when it opens the sinks, while
                 // this savepoint may still be stored behind it: the sinks are the next run's now.
-                self.committers.clear();
+                self.publishing = false;
+                if let Some(handover) = &self.control.handover {
+                    handover.put_sinks(self.sinks_committed(id));
+                }
             }
             self.control.stop_at.store(id, Ordering::SeqCst);
         }
@@ -475,11 +486,13 @@ impl Coordinator<'_> {
             return Ok(());
         }
         let Some(Pending { started, sources, states, sink, savepoint, .. }) = self.end(id) else { return Ok(()) };
-        if let Err(cause) = sink.complete(id, sources, states) {
+        let completed = Completed { sources, states, sinks: self.sinks_committed(id) };
+        if let Err(cause) = sink.complete(id, completed) {
             return self.abandon(id, started, savepoint, cause);
         }
         self.metrics.checkpoint_stats(|s| s.completed(id, started.elapsed()));
-        let stop = savepoint.as_ref().is_some_and(|s| s.stop);
+        let savepoint_stop = savepoint.as_ref().map(|s| s.stop);
+        let stop = savepoint_stop == Some(true);
         match savepoint {
             Some(request) => (request.done)(Ok(id)),
             None => {
@@ -495,7 +508,11 @@ impl Coordinator<'_> {
                 }
             }
         }
-        for sink in &self.committers {
+        // Sinks publish at checkpoints and at a stop's savepoint. A savepoint the job goes on
+        // after is not a point restarts resume from: what it covers is published with the next
+        // checkpoint, so that a failure before then cannot leave output committed twice.
+        let publishes = self.publishing && savepoint_stop.is_none_or(|stop| stop);
+        for (_, sink) in self.sinks.iter().filter(|_| publishes) {
             sink.commit(id).map_err(|cause| JobFailure::Checkpoint {
                 id,
                 cause: format!("it completed, but a sink cannot publish its output: {cause}"),
@@ -505,6 +522,14 @@ impl Coordinator<'_> {
             self.control.final_checkpoint_done.store(true, Ordering::SeqCst);
         }
         Ok(())
+    }
+
+    /// What each sink has committed once barrier `id` is.
+    fn sinks_committed(&self, id: u64) -> Vec<SinkCommitted> {
+        let committed = |(uid, sink): &(Arc<str>, Arc<dyn SinkFactory>)| {
+            Some(SinkCommitted { uid: uid.to_string(), committed: sink.committed(id)? })
+        };
+        self.sinks.iter().filter_map(committed).collect()
     }
 
     fn failed(&mut self, id: u64, cause: String) -> Result<(), JobFailure> {
@@ -642,9 +667,10 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics
         let expected = sources
             + subtasks(&mut operators.iter().map(|v| v.parallelism))
             + subtasks(&mut sinks.iter().map(|v| v.parallelism));
-        let committers = sinks.iter().map(|v| v.factory.clone()).collect();
+        let sink_factories = sinks.iter().map(|v| (v.uid.clone(), v.factory.clone())).collect();
         let c = control.clone();
-        let uploader = std::thread::spawn(move || upload(upload_receiver, &c));
+        let uploader =
+            std::thread::spawn(move || failing_on_panic("uploader", &c.clone(), || upload(upload_receiver, &c)));
         let (c, m) = (control.clone(), metrics.clone());
         let savepoints = savepoints.unwrap_or_else(crossbeam_channel::never);
         let coordinator = std::thread::spawn(move || {
@@ -653,7 +679,8 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics
                 config: checkpointing.as_ref(),
                 control: &c,
                 metrics: &m,
-                committers,
+                sinks: sink_factories,
+                publishing: true,
                 expected,
                 sources,
                 sources_finished: 0,
@@ -662,7 +689,7 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics
                 consecutive_failures: 0,
                 final_pending: None,
             };
-            coordinator.run(ack_receiver, savepoints)
+            failing_on_panic("checkpoint-coordinator", &c, || coordinator.run(ack_receiver, savepoints))
         });
         (uploader, coordinator)
     };
@@ -776,9 +803,9 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics
     let mut panicked = None;
     for thread in threads {
         let name = thread.thread().name().unwrap_or_default().to_string();
-        if thread.join().is_err() {
+        if let Err(payload) = thread.join() {
             control.stop.store(true, Ordering::SeqCst);
-            panicked.get_or_insert(name);
+            panicked.get_or_insert(JobFailure::Panicked { thread: name, message: panic_message(&*payload) });
         }
     }
     let (uploader, coordinator) = coordination;
@@ -803,8 +830,8 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics
         return Ok(());
     }
     finish();
-    if let Some(name) = panicked {
-        return Err(JobFailure::Panicked(name));
+    if let Some(failure) = panicked {
+        return Err(failure);
     }
     if let Some(failure) = control.failure.lock().ok().and_then(|mut f| f.take()) {
         return Err(failure);
@@ -813,6 +840,23 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics
         return Err(JobFailure::Cancelled);
     }
     Ok(())
+}
+
+/// What a panic said, from its payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+        (Some(text), _) => text.to_string(),
+        (_, Some(text)) => text.clone(),
+        _ => "no message".to_string(),
+    }
+}
+
+/// Runs `body` of the job's thread `thread`; a panic in it fails the run with its message
+/// instead of leaving the job waiting for that thread forever.
+fn failing_on_panic(thread: &str, control: &Control, body: impl FnOnce()) {
+    if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        control.fail(JobFailure::Panicked { thread: thread.to_string(), message: panic_message(&*payload) });
+    }
 }
 
 /// Spawns subtask threads and keeps their handles and counters.
@@ -850,14 +894,15 @@ impl Runner {
             vertex_counters.push(counters.clone());
             let (control, body) = (self.control.clone(), body.clone());
             let thread_info = info.clone();
-            let spawned = std::thread::Builder::new().name(format!("{uid}-{index}")).spawn(move || {
-                let inputs = Inputs::new(receivers, control.exactly_once);
-                let result = body(&thread_info, inputs, Output::new(routes), &control, &counters);
-                counters.cpu_ns.store(thread_cpu_time().as_nanos() as u64, Ordering::Relaxed);
-                if let Err(Stop::Failed(cause)) = result {
-                    control.fail(TaskError { kind, subtask: thread_info, cause });
-                }
-            });
+            let spawned =
+                std::thread::Builder::new().name(format!("{uid}-{index}").replace('\0', "?")).spawn(move || {
+                    let inputs = Inputs::new(receivers, control.exactly_once);
+                    let result = body(&thread_info, inputs, Output::new(routes), &control, &counters);
+                    counters.cpu_ns.store(thread_cpu_time().as_nanos() as u64, Ordering::Relaxed);
+                    if let Err(Stop::Failed(cause)) = result {
+                        control.fail(TaskError { kind, subtask: thread_info, cause });
+                    }
+                });
             match spawned {
                 Ok(handle) => self.threads.push(handle),
                 Err(e) => {

@@ -71,8 +71,20 @@ pub trait Operator: Send {
 #[derive(Default)]
 pub struct Handover {
     states: std::sync::Mutex<std::collections::HashMap<(String, u32), HandedOver>>,
-    /// The barrier of the stop, and where each source stopped at it.
-    positions: std::sync::Mutex<(u64, Vec<SourcePosition>)>,
+    /// The barrier of the stop, where each source stopped at it and what each sink had
+    /// committed by it.
+    stopped: std::sync::Mutex<Stopped>,
+}
+
+/// Where a job stopped for a handover.
+#[derive(Default)]
+pub struct Stopped {
+    /// The stop's barrier id.
+    pub id: u64,
+    /// Each source subtask's position at it.
+    pub positions: Vec<SourcePosition>,
+    /// Each sink's committed output at it.
+    pub sinks: Vec<SinkCommitted>,
 }
 
 type HandedOver = (std::ops::Range<u32>, Box<dyn crate::state::StateBackend>);
@@ -93,15 +105,22 @@ impl Handover {
 
     /// Records where a source subtask stopped, at barrier `id`.
     pub fn put_position(&self, id: u64, position: SourcePosition) {
-        if let Ok(mut positions) = self.positions.lock() {
-            positions.0 = id;
-            positions.1.push(position);
+        if let Ok(mut stopped) = self.stopped.lock() {
+            stopped.id = id;
+            stopped.positions.push(position);
         }
     }
 
-    /// Takes the barrier the sources stopped at and their positions.
-    pub fn take_positions(&self) -> (u64, Vec<SourcePosition>) {
-        self.positions.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default()
+    /// Records what the sinks have committed by the stop's barrier.
+    pub fn put_sinks(&self, sinks: Vec<SinkCommitted>) {
+        if let Ok(mut stopped) = self.stopped.lock() {
+            stopped.sinks = sinks;
+        }
+    }
+
+    /// Takes where the job stopped.
+    pub fn take_stopped(&self) -> Stopped {
+        self.stopped.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default()
     }
 
     /// Takes what subtask `subtask` of operator `uid` left, if it covers exactly `key_groups`.
@@ -189,12 +208,34 @@ pub struct SourcePosition {
     pub position: u64,
 }
 
+/// What a sink had committed at a barrier, as the checkpoint or savepoint records it, so that a
+/// restore from it brings back exactly that output (its form is the sink's own).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SinkCommitted {
+    /// Sink uid.
+    pub uid: String,
+    /// The sink's record of its output.
+    pub committed: serde_json::Value,
+}
+
+/// What a completed checkpoint or savepoint holds.
+#[derive(Default)]
+pub struct Completed {
+    /// Where each source subtask resumes.
+    pub sources: Vec<SourcePosition>,
+    /// Each stateful operator subtask's stored snapshot.
+    pub states: Vec<StateFile>,
+    /// What each sink had committed.
+    pub sinks: Vec<SinkCommitted>,
+}
+
 /// Where checkpoints are stored: the runtime hands it snapshots and completed checkpoints.
 pub trait CheckpointSink: Send + Sync {
     /// Stores one operator subtask's snapshot of checkpoint `id` (on an uploader thread).
     fn write_state(&self, id: u64, uid: &str, subtask: u32, snapshot: StateSnapshot) -> Result<StateFile, String>;
     /// Records checkpoint `id` as complete (its metadata is written last) and drops old ones.
-    fn complete(&self, id: u64, sources: Vec<SourcePosition>, states: Vec<StateFile>) -> Result<(), String>;
+    fn complete(&self, id: u64, completed: Completed) -> Result<(), String>;
 }
 
 /// A running sink subtask.
@@ -233,6 +274,11 @@ pub trait SinkFactory: Send + Sync {
     /// complete (the second phase). Must be idempotent: a restore commits again.
     fn commit(&self, _id: u64) -> Result<(), String> {
         Ok(())
+    }
+    /// What the sink has committed once barrier `id` is, for the barrier's metadata: a restore
+    /// from it hands this back to the sink it opens. `None` for sinks that keep no record.
+    fn committed(&self, _id: u64) -> Option<serde_json::Value> {
+        None
     }
 }
 

@@ -11,11 +11,11 @@ pub mod graph;
 pub mod key_group;
 
 pub use batch::{Event, EventBatch};
-pub use executor::{JobFailure, JobMetrics, SubtaskSummary, VertexSummary, clock_ns, execute};
+pub use executor::{JobFailure, JobMetrics, SubtaskSummary, VertexSummary, clock_ns, execute, panic_message};
 pub use graph::{
-    CheckpointConfig, CheckpointSink, Handover, JobGraph, Operator, OperatorFactory, Partitioning, SavepointRequest,
-    Sink, SinkFactory, SnapshotBody, Source, SourceFactory, SourcePosition, StateFile, StateSnapshot, SubtaskInfo,
-    TaskError, Vertex,
+    CheckpointConfig, CheckpointSink, Completed, Handover, JobGraph, Operator, OperatorFactory, Partitioning,
+    SavepointRequest, Sink, SinkCommitted, SinkFactory, SnapshotBody, Source, SourceFactory, SourcePosition, StateFile,
+    StateSnapshot, Stopped, SubtaskInfo, TaskError, Vertex,
 };
 
 /// Events per batch that sources and routers aim for: large enough to amortise a Wasm call and a

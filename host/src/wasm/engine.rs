@@ -16,6 +16,9 @@ use super::contract::{self, CONTRACT, CONTRACT_VERSION, ContractCheck};
 use super::host::HostState;
 use crate::state::{StateDescriptor, StateKind};
 
+/// The longest `describe` may take: it only returns a description.
+const DESCRIBE_DEADLINE: Duration = Duration::from_secs(10);
+
 /// How often the epoch advances; call deadlines are counted in these ticks.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -116,7 +119,7 @@ impl WasmEngine {
         let engine = Engine::new(&config).map_err(|e| format!("cannot create the wasm engine: {e}"))?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| format!("cannot link WASI: {e}"))?;
+        super::wasi::add_to_linker(&mut linker).map_err(|e| format!("cannot link WASI: {e}"))?;
         super::host::add_to_linker(&mut linker).map_err(|e| format!("cannot link weir imports: {e}"))?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -209,7 +212,7 @@ impl WasmEngine {
     fn describe(&self, pre: &OperatorWorldPre<HostState>) -> Result<Description, String> {
         let mut store = Store::new(&self.engine, HostState::for_describe());
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(super::operator::ticks(Duration::from_secs(10)));
+        super::operator::arm(&mut store, DESCRIBE_DEADLINE);
         let instance = pre.instantiate(&mut store).map_err(|e| format!("{e:#}"))?;
         let d = instance.weir_operator_operator().call_describe(&mut store).map_err(|e| format!("{e:#}"))?;
         let states: Vec<StateDescriptor> = d

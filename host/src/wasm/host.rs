@@ -100,6 +100,8 @@ pub(crate) struct HostState {
     pub(crate) keyed: KeyedState,
     /// "'uid' subtask i/p", for log lines.
     pub(crate) subtask: Arc<str>,
+    /// The deadline of the guest call in progress, which WASI waits end at.
+    pub(crate) call_deadline: Option<super::wasi::CallDeadline>,
 }
 
 impl HostState {
@@ -107,7 +109,13 @@ impl HostState {
         // No preopened directories, environment, arguments, network or stdin: guest stdout and
         // stderr go to the host's stderr, for debugging.
         let wasi = WasiCtx::builder().stdout(wasmtime_wasi::cli::stderr()).inherit_stderr().build();
-        HostState { wasi, table: ResourceTable::new(), limits: MemoryLimit { bytes: memory_limit }, keyed, subtask }
+        let limits = MemoryLimit { bytes: memory_limit };
+        HostState { wasi, table: ResourceTable::new(), limits, keyed, subtask, call_deadline: None }
+    }
+
+    /// The resources WASI hands the guest.
+    pub(crate) fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
     }
 
     /// A state for calling `describe` on a fresh instance: no keyed state.

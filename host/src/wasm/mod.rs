@@ -9,6 +9,7 @@ mod engine;
 mod frame;
 mod host;
 mod operator;
+mod wasi;
 
 pub use contract::{CONTRACT, CONTRACT_VERSION};
 pub use engine::{Description, ModuleError, ModuleProblem, OperatorModule, WasmEngine};

@@ -29,6 +29,13 @@ impl Default for SandboxLimits {
     }
 }
 
+/// Arms `store` for one guest call of at most `limit`: epoch ticks stop the Wasm it runs, and
+/// the wall-clock deadline ends its WASI waits (see [`super::wasi`]).
+pub(crate) fn arm(store: &mut Store<HostState>, limit: Duration) {
+    store.set_epoch_deadline(ticks(limit));
+    store.data_mut().call_deadline = Some(super::wasi::CallDeadline::starting_now(limit));
+}
+
 /// Epoch ticks for a deadline, at least one.
 pub(crate) fn ticks(deadline: Duration) -> u64 {
     (deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64).max(1)
@@ -69,10 +76,9 @@ impl WasmOperatorFactory {
         let Migration { state, from_version } = migration;
         let name = &self.module.description.states[state as usize].name;
         let failed = |e: String| format!("cannot migrate state '{name}' from schema version {from_version}: {e}");
-        let deadline = ticks(self.limits.call_deadline);
         let started = std::time::Instant::now();
         let migrated = state::rewrite_items(backend, state, key_groups, &mut |items| {
-            store.set_epoch_deadline(deadline);
+            arm(store, self.limits.call_deadline);
             instance
                 .weir_operator_operator()
                 .call_migrate(&mut *store, state, from_version, &items)
@@ -99,8 +105,7 @@ impl OperatorFactory for WasmOperatorFactory {
         let state = HostState::new(keyed, self.limits.memory_limit, Arc::from(info.to_string()));
         let mut store = Store::new(&self.module.engine, state);
         store.limiter(|s| &mut s.limits);
-        let deadline = ticks(self.limits.call_deadline);
-        store.set_epoch_deadline(deadline);
+        arm(&mut store, self.limits.call_deadline);
         let instance =
             self.module.pre.instantiate(&mut store).map_err(|e| call_error("instantiation", &e, &self.limits))?;
         let mut backend = fresh(key_groups.clone());
@@ -122,7 +127,7 @@ impl OperatorFactory for WasmOperatorFactory {
             max_parallelism: info.max_parallelism,
             attempt: info.attempt,
         };
-        store.set_epoch_deadline(deadline);
+        arm(&mut store, self.limits.call_deadline);
         instance
             .weir_operator_operator()
             .call_open(&mut store, &self.config, &context)
@@ -137,7 +142,6 @@ impl OperatorFactory for WasmOperatorFactory {
             instance,
             value_states,
             max_parallelism: self.keyed.then_some(info.max_parallelism),
-            deadline,
             limits: self.limits,
             frame: Vec::new(),
             event_slots: Vec::new(),
@@ -156,7 +160,6 @@ struct WasmOperator {
     value_states: Vec<u32>,
     /// Set for a keyed operator.
     max_parallelism: Option<u32>,
-    deadline: u64,
     limits: SandboxLimits,
     /// The input frame and each event's slot, reused from batch to batch.
     frame: Vec<u8>,
@@ -177,7 +180,7 @@ impl Operator for WasmOperator {
             &mut self.frame,
             &mut self.event_slots,
         )?;
-        self.store.set_epoch_deadline(self.deadline);
+        arm(&mut self.store, self.limits.call_deadline);
         let output = self
             .instance
             .weir_operator_operator()

@@ -1,7 +1,9 @@
-//! Misbehaves on its first event as config `do` says: `spin` loops forever, `hog` allocates
-//! without bound, `foreign-slot` asks the host for state of a key it was not given.
+//! Misbehaves on its first event as config `do` says: `spin` loops forever, `sleep` sleeps for an
+//! hour (a WASI poll on a timer), `hog` allocates without bound, `hoard-state` writes 100 map
+//! entries of 1 MB each per event into host state, `foreign-slot` asks the host for state of a
+//! key it was not given.
 use serde::Deserialize;
-use weir_guest::{Context, Description, Event, OpenContext, Operator, Result};
+use weir_guest::{Context, Description, Event, MapState, OpenContext, Operator, Result};
 
 #[derive(Deserialize)]
 struct Config {
@@ -10,6 +12,7 @@ struct Config {
 
 struct Misbehave {
     what: String,
+    hoard: MapState<u32, String>,
 }
 
 impl Operator for Misbehave {
@@ -18,7 +21,7 @@ impl Operator for Misbehave {
     }
 
     fn open(ctx: &OpenContext) -> Result<Self> {
-        Ok(Misbehave { what: ctx.config::<Config>()?.r#do })
+        Ok(Misbehave { what: ctx.config::<Config>()?.r#do, hoard: ctx.map_state("m")? })
     }
 
     fn process(&mut self, _ctx: &mut Context, _event: &Event) -> Result<()> {
@@ -28,6 +31,17 @@ impl Operator for Misbehave {
                 loop {
                     n = std::hint::black_box(n.wrapping_add(1));
                 }
+            }
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                Ok(())
+            }
+            "hoard-state" => {
+                let megabyte = "x".repeat(1 << 20);
+                for i in 0..100u32 {
+                    self.hoard.insert(_ctx, &i, &megabyte)?;
+                }
+                Ok(())
             }
             "hog" => {
                 let mut hoard = Vec::new();
