@@ -2,7 +2,7 @@
 //! state is stopped, and the job fails with a message naming the operator, subtask and cause.
 use std::time::Duration;
 
-use weir_e2e::{blackhole_sink, file_source, job, repo, wasm_operator, weir_with_limit, write_job};
+use weir_e2e::{blackhole_sink, file_source, job, repo, wasm_operator, weir, weir_with_limit, write_job};
 
 fn misbehaving_job(what: &str, limits: &str) -> String {
     let config = format!("config = {{ do = \"{what}\" }}");
@@ -74,4 +74,64 @@ fn a_sleeping_guest_does_not_keep_its_job_from_being_cancelled() {
     let record = server.wait_for_job(&id);
     assert!(["canceled", "failed"].contains(&record["state"].as_str().unwrap()), "{record}");
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+}
+
+/// A module that sleeps in `describe` is refused at its deadline, by `weir run` and by a server's
+/// upload (which keeps answering other requests meanwhile); one that describes itself with a
+/// 20 MiB name and 200,000 states is refused at once, saying what is too large.
+#[test]
+fn modules_that_misbehave_in_describe_are_refused_in_bounded_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = |module: &str| {
+        job(
+            "describing",
+            1,
+            &[
+                file_source("clicks", &repo().join("examples/clicks/clicks.jsonl")),
+                wasm_operator("odd", module, &[]),
+                blackhole_sink("out"),
+            ],
+        )
+    };
+    let run = weir_with_limit(&["run", &write_job(dir.path(), &job("test/sleepy_describe"))], Duration::from_secs(60));
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("sleepy_describe.wasm failed in describe(): the guest waited in wasi:io/pollable.block")
+            && run.stderr.contains("call deadline of 10s"),
+        "{}",
+        run.stderr
+    );
+    let run = weir(&["run", &write_job(dir.path(), &job("test/huge_describe"))]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("it describes itself with a name of 20971520 bytes (\"nnnnnnnnnnnnnnnnnnnnnnnn…\"); at most 128"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.len() < 10_000, "the name is not repeated in full: {} bytes", run.stderr.len());
+
+    let server = weir_e2e::Server::start(&dir.path().join("data"), &[]);
+    let sleepy = std::fs::read(weir_e2e::operator("test/sleepy_describe")).unwrap();
+    let url = server.url.clone();
+    let upload = std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let started = std::time::Instant::now();
+        let response = agent.post(format!("{url}/v1/modules")).send(&sleepy[..]).unwrap();
+        (response.status().as_u16(), started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, _) = server.http("GET", "/v1/jobs", b"", None);
+    assert_eq!(status, 200, "the server answers while an upload is being checked");
+    let (status, elapsed) = upload.join().unwrap();
+    assert_eq!(status, 400);
+    assert!(elapsed < Duration::from_secs(30), "took {elapsed:?}");
+    let huge = std::fs::read(weir_e2e::operator("test/huge_describe")).unwrap();
+    let started = std::time::Instant::now();
+    let (status, body) = server.http("POST", "/v1/modules", &huge, None);
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("at most 128 bytes"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    let (_, modules) = server.http("GET", "/v1/modules", b"", None);
+    assert_eq!(modules["modules"].as_array().unwrap().len(), 0, "{modules}");
 }

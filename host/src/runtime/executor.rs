@@ -10,8 +10,8 @@ use crossbeam_channel::Receiver;
 use super::channel::{self, ChannelError, Inputs, Message, Output, Received, Route};
 use super::checkpoint_stats::{CheckpointStats, SubtaskCheckpoint};
 use super::graph::{
-    CheckpointConfig, CheckpointSink, Completed, Handover, JobGraph, Partitioning, SavepointRequest, SinkCommitted,
-    SinkFactory, SourcePosition, StateFile, StateSnapshot, SubtaskInfo, TaskError, Vertex,
+    CheckpointConfig, CheckpointSink, Completed, Handover, Interrupt, JobGraph, Partitioning, SavepointRequest,
+    SinkCommitted, SinkFactory, SourcePosition, StateFile, StateSnapshot, SubtaskInfo, TaskError, Vertex,
 };
 use super::key_group::key_group_range;
 use super::now_ms;
@@ -205,7 +205,7 @@ struct Control {
     /// Set from outside to cancel the job.
     cancel: Arc<AtomicBool>,
     /// Set when this attempt fails: it stops this attempt only, not the ones a restart brings.
-    stop: AtomicBool,
+    stop: Arc<AtomicBool>,
     failure: Mutex<Option<JobFailure>>,
     /// The latest checkpoint the coordinator asked the sources for (0: none yet).
     requested: AtomicU64,
@@ -648,7 +648,7 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics
     let (uploads, upload_receiver) = crossbeam_channel::unbounded();
     let control = Arc::new(Control {
         cancel,
-        stop: AtomicBool::new(false),
+        stop: Arc::new(AtomicBool::new(false)),
         failure: Mutex::new(None),
         requested: AtomicU64::new(checkpointing.as_ref().map_or(0, |c| c.first_id.saturating_sub(1))),
         exactly_once: checkpointing.as_ref().is_none_or(|c| c.exactly_once),
@@ -889,6 +889,7 @@ impl Runner {
                 parallelism,
                 max_parallelism: self.max_parallelism,
                 attempt: self.attempt,
+                interrupt: Interrupt::new(self.control.cancel.clone(), self.control.stop.clone()),
             };
             let counters = Arc::new(Counters::default());
             vertex_counters.push(counters.clone());

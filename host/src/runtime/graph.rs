@@ -18,6 +18,27 @@ pub struct SubtaskInfo {
     pub max_parallelism: u32,
     /// Start attempt of the job, from 0.
     pub attempt: u32,
+    /// Set when the subtask must stop at once (the job is cancelled, or the attempt failed):
+    /// long calls (a guest's) check it.
+    pub interrupt: Interrupt,
+}
+
+/// Flags that tell a running subtask to stop: the job's cancel request, and its attempt's end.
+#[derive(Debug, Clone, Default)]
+pub struct Interrupt {
+    flags: [Arc<std::sync::atomic::AtomicBool>; 2],
+}
+
+impl Interrupt {
+    /// Raised when either flag is.
+    pub fn new(cancel: Arc<std::sync::atomic::AtomicBool>, stop: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        Interrupt { flags: [cancel, stop] }
+    }
+
+    /// Whether the subtask must stop.
+    pub fn is_raised(&self) -> bool {
+        self.flags.iter().any(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 impl fmt::Display for SubtaskInfo {

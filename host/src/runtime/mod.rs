@@ -13,9 +13,9 @@ pub mod key_group;
 pub use batch::{Event, EventBatch};
 pub use executor::{JobFailure, JobMetrics, SubtaskSummary, VertexSummary, clock_ns, execute, panic_message};
 pub use graph::{
-    CheckpointConfig, CheckpointSink, Completed, Handover, JobGraph, Operator, OperatorFactory, Partitioning,
-    SavepointRequest, Sink, SinkCommitted, SinkFactory, SnapshotBody, Source, SourceFactory, SourcePosition, StateFile,
-    StateSnapshot, Stopped, SubtaskInfo, TaskError, Vertex,
+    CheckpointConfig, CheckpointSink, Completed, Handover, Interrupt, JobGraph, Operator, OperatorFactory,
+    Partitioning, SavepointRequest, Sink, SinkCommitted, SinkFactory, SnapshotBody, Source, SourceFactory,
+    SourcePosition, StateFile, StateSnapshot, Stopped, SubtaskInfo, TaskError, Vertex,
 };
 
 /// Events per batch that sources and routers aim for: large enough to amortise a Wasm call and a
@@ -24,6 +24,20 @@ pub const BATCH_SIZE: usize = 1024;
 
 /// Batches a channel holds before its sender blocks (backpressure).
 pub const CHANNEL_CAPACITY: usize = 8;
+
+/// The most of a text that came from a guest (an error, a log line) the host keeps and shows:
+/// enough to read, too little to fill the host's memory, its logs or its job records.
+pub const GUEST_TEXT_LIMIT: usize = 4096;
+
+/// `text`, cut after [`GUEST_TEXT_LIMIT`] bytes (at a character boundary) with a note of how
+/// much was left out.
+pub fn clip(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= GUEST_TEXT_LIMIT {
+        return text.into();
+    }
+    let end = (0..=GUEST_TEXT_LIMIT).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    format!("{}… ({} more bytes left out)", &text[..end], text.len() - end).into()
+}
 
 /// Milliseconds since the Unix epoch: the timestamps weir records (jobs, checkpoints).
 pub fn now_ms() -> u64 {

@@ -16,6 +16,25 @@ use super::contract::{self, CONTRACT, CONTRACT_VERSION, ContractCheck};
 use super::host::HostState;
 use crate::state::{StateDescriptor, StateKind};
 
+/// The longest name, version or state name an operator may describe itself with, in bytes: they
+/// are stored with every module, job and savepoint, and shown in every listing.
+const MAX_DESCRIBED: usize = 128;
+/// The most states an operator may declare.
+const MAX_STATES: usize = 1000;
+
+/// Refuses a name, version or state name (`what`) longer than [`MAX_DESCRIBED`] bytes.
+fn check_described(what: &str, text: &str) -> Result<(), String> {
+    if text.len() > MAX_DESCRIBED {
+        let start: String = text.chars().take(24).collect();
+        return Err(format!(
+            "it describes itself with a {what} of {} bytes (\"{}…\"); at most {MAX_DESCRIBED} bytes are allowed",
+            text.len(),
+            start.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
 /// The longest `describe` may take: it only returns a description.
 const DESCRIBE_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -212,9 +231,16 @@ impl WasmEngine {
     fn describe(&self, pre: &OperatorWorldPre<HostState>) -> Result<Description, String> {
         let mut store = Store::new(&self.engine, HostState::for_describe());
         store.limiter(|s| &mut s.limits);
+        super::operator::watch(&mut store);
         super::operator::arm(&mut store, DESCRIBE_DEADLINE);
-        let instance = pre.instantiate(&mut store).map_err(|e| format!("{e:#}"))?;
-        let d = instance.weir_operator_operator().call_describe(&mut store).map_err(|e| format!("{e:#}"))?;
+        let limits = super::SandboxLimits { call_deadline: DESCRIBE_DEADLINE, ..Default::default() };
+        // Shown as "failed in describe(): …", which names the call already.
+        let failed = |e: wasmtime::Error| {
+            let message = super::operator::call_error("describe()", &e, &limits);
+            message.strip_prefix("describe() failed: ").map(str::to_string).unwrap_or(message)
+        };
+        let instance = pre.instantiate(&mut store).map_err(failed)?;
+        let d = instance.weir_operator_operator().call_describe(&mut store).map_err(failed)?;
         let states: Vec<StateDescriptor> = d
             .states
             .into_iter()
@@ -229,8 +255,15 @@ impl WasmEngine {
                 migrates_from: s.migrates_from,
             })
             .collect();
-        for (i, s) in states.iter().enumerate() {
-            if states[..i].iter().any(|t| t.name == s.name) {
+        check_described("name", &d.name)?;
+        check_described("version", &d.version)?;
+        if states.len() > MAX_STATES {
+            return Err(format!("it declares {} states; an operator declares at most {MAX_STATES}", states.len()));
+        }
+        let mut names = std::collections::HashSet::new();
+        for s in &states {
+            check_described("state name", &s.name)?;
+            if !names.insert(&s.name) {
                 return Err(format!("state '{}' is declared twice", s.name));
             }
             if let Some(v) = s.migrates_from.iter().find(|&&v| v >= s.schema_version) {

@@ -102,6 +102,8 @@ pub(crate) struct HostState {
     pub(crate) subtask: Arc<str>,
     /// The deadline of the guest call in progress, which WASI waits end at.
     pub(crate) call_deadline: Option<super::wasi::CallDeadline>,
+    /// Raised when the subtask must stop: guest calls end at once.
+    pub(crate) interrupt: crate::runtime::Interrupt,
 }
 
 impl HostState {
@@ -110,7 +112,8 @@ impl HostState {
         // stderr go to the host's stderr, for debugging.
         let wasi = WasiCtx::builder().stdout(wasmtime_wasi::cli::stderr()).inherit_stderr().build();
         let limits = MemoryLimit { bytes: memory_limit };
-        HostState { wasi, table: ResourceTable::new(), limits, keyed, subtask, call_deadline: None }
+        let interrupt = Default::default();
+        HostState { wasi, table: ResourceTable::new(), limits, keyed, subtask, call_deadline: None, interrupt }
     }
 
     /// The resources WASI hands the guest.
@@ -181,6 +184,7 @@ impl bindings::weir::operator::state::Host for HostState {
 impl bindings::weir::operator::log::Host for HostState {
     fn log(&mut self, level: types::Level, message: String) -> wasmtime::Result<()> {
         let subtask = &*self.subtask;
+        let message = crate::runtime::clip(&message);
         match level {
             types::Level::Trace => tracing::trace!(target: "weir::guest", %subtask, "{message}"),
             types::Level::Debug => tracing::debug!(target: "weir::guest", %subtask, "{message}"),

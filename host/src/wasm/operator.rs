@@ -11,7 +11,7 @@ use super::frame;
 use super::host::{HostState, KeyedState};
 use crate::checkpoint::snapshot;
 use crate::runtime::key_group::key_group_range;
-use crate::runtime::{EventBatch, Operator, OperatorFactory, SnapshotBody, StateSnapshot, SubtaskInfo};
+use crate::runtime::{EventBatch, Operator, OperatorFactory, SnapshotBody, StateSnapshot, SubtaskInfo, clip};
 use crate::state::{self, MemoryBackend, Migration, StateBackend, StateDescriptor, StateKind, StateRestore};
 
 /// Limits of the sandbox each instance runs in.
@@ -29,10 +29,27 @@ impl Default for SandboxLimits {
     }
 }
 
-/// Arms `store` for one guest call of at most `limit`: epoch ticks stop the Wasm it runs, and
-/// the wall-clock deadline ends its WASI waits (see [`super::wasi`]).
+/// How often, in epoch ticks, a running guest is checked against its call deadline and its
+/// subtask's interrupt (50 ms).
+const CHECK_EVERY: u64 = 5;
+
+/// Makes `store` stop the guest at its call's deadline, or soon after its subtask is interrupted
+/// (a cancelled job does not wait for its guests' deadlines).
+pub(crate) fn watch(store: &mut Store<HostState>) {
+    store.epoch_deadline_callback(|ctx| {
+        let state = ctx.data();
+        let due = state.call_deadline.is_none_or(|d| std::time::Instant::now() >= d.at);
+        Ok(match due || state.interrupt.is_raised() {
+            true => wasmtime::UpdateDeadline::Interrupt,
+            false => wasmtime::UpdateDeadline::Continue(CHECK_EVERY),
+        })
+    });
+}
+
+/// Arms `store` (see [`watch`]) for one guest call of at most `limit`: the Wasm it runs is
+/// checked every few epoch ticks, and its WASI waits end at the deadline (see [`super::wasi`]).
 pub(crate) fn arm(store: &mut Store<HostState>, limit: Duration) {
-    store.set_epoch_deadline(ticks(limit));
+    store.set_epoch_deadline(ticks(limit).min(CHECK_EVERY));
     store.data_mut().call_deadline = Some(super::wasi::CallDeadline::starting_now(limit));
 }
 
@@ -104,7 +121,9 @@ impl OperatorFactory for WasmOperatorFactory {
         let keyed = KeyedState::new(fresh(0..0), kinds.clone());
         let state = HostState::new(keyed, self.limits.memory_limit, Arc::from(info.to_string()));
         let mut store = Store::new(&self.module.engine, state);
+        store.data_mut().interrupt = info.interrupt.clone();
         store.limiter(|s| &mut s.limits);
+        watch(&mut store);
         arm(&mut store, self.limits.call_deadline);
         let instance =
             self.module.pre.instantiate(&mut store).map_err(|e| call_error("instantiation", &e, &self.limits))?;
@@ -132,7 +151,7 @@ impl OperatorFactory for WasmOperatorFactory {
             .weir_operator_operator()
             .call_open(&mut store, &self.config, &context)
             .map_err(|e| call_error("open", &e, &self.limits))?
-            .map_err(|message| format!("open refused the configuration {}: {message}", self.config))?;
+            .map_err(|message| format!("open refused the configuration {}: {}", clip(&self.config), clip(&message)))?;
         let value_states = (0..kinds.len() as u32).filter(|&i| kinds[i as usize] == StateKind::Value).collect();
         let states = description.states.clone();
         Ok(Box::new(WasmOperator {
@@ -186,7 +205,7 @@ impl Operator for WasmOperator {
             .weir_operator_operator()
             .call_process_batch(&mut self.store, &self.frame)
             .map_err(|e| call_error("process-batch", &e, &self.limits))?
-            .map_err(|message| format!("the operator failed: {message}"))?;
+            .map_err(|message| format!("the operator failed: {}", clip(&message)))?;
         frame::apply_output(output, &mut self.store.data_mut().keyed, &self.value_states, out)
     }
 
@@ -217,10 +236,14 @@ impl Operator for WasmOperator {
 
 /// Describes a failed guest call: the deadline, or the cause (a trap, or a host limit such as the
 /// memory limit) followed by the guest's backtrace.
-fn call_error(call: &str, error: &wasmtime::Error, limits: &SandboxLimits) -> String {
+pub(crate) fn call_error(call: &str, error: &wasmtime::Error, limits: &SandboxLimits) -> String {
     if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
+        let hint = match call {
+            "describe()" => "describe() only returns the operator's description",
+            _ => "raise `call-deadline` if this is expected",
+        };
         return format!(
-            "{call} exceeded its call deadline of {} and was stopped; raise `call-deadline` if this is expected",
+            "{call} exceeded its call deadline of {} and was stopped; {hint}",
             humantime::format_duration(limits.call_deadline)
         );
     }
@@ -228,8 +251,9 @@ fn call_error(call: &str, error: &wasmtime::Error, limits: &SandboxLimits) -> St
         Some(trap) => format!("the guest trapped in {call}: {trap}"),
         None => format!("{call} failed: {}", error.root_cause()),
     };
-    match error.downcast_ref::<WasmBacktrace>() {
+    let described = match error.downcast_ref::<WasmBacktrace>() {
         Some(backtrace) => format!("{cause}\n{backtrace}"),
         None => cause,
-    }
+    };
+    clip(&described).into_owned()
 }
