@@ -201,3 +201,102 @@ fn weir_run_serves_its_job_and_can_be_canceled_from_outside() {
     assert!(stderr.contains(&format!("job {id} API at http://127.0.0.1:{port}")), "{stderr}");
     assert!(stderr.contains("job 'forever' was canceled"), "{stderr}");
 }
+
+/// With a token, jobs may use the data directory and the `--allow-dir`s only: a source, a sink or
+/// a savepoint elsewhere is refused, saying the same whether the path exists or not, and nothing
+/// is created or deleted there.
+#[test]
+fn a_server_with_a_token_confines_jobs_to_the_allowed_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let allowed = dir.path().join("allowed");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("part-precious"), "keep me\n").unwrap();
+    let server =
+        Server::start(&dir.path().join("data"), &["--token", "t0ken", "--allow-dir", &allowed.to_string_lossy()]);
+    std::fs::create_dir_all(&allowed).unwrap();
+    let clicks = allowed.join("clicks.jsonl");
+    std::fs::copy(weir_e2e::repo().join("examples/clicks/clicks.jsonl"), &clicks).unwrap();
+    let submit = |job: &str| server.cli(&["--token", "t0ken", "submit", &write_job(&allowed, job)]);
+
+    for (input, out, what) in [
+        (Path::new("/etc/passwd").to_path_buf(), allowed.join("out"), "source 'clicks': /etc/passwd"),
+        (outside.join("missing.jsonl"), allowed.join("out"), "missing.jsonl"),
+        (clicks.clone(), outside.clone(), "sink 'counts': "),
+        (clicks.clone(), allowed.join("../outside"), "sink 'counts': "),
+    ] {
+        let refused = submit(&weir_e2e::clicks_job(&input, "count", 1, &out));
+        assert_eq!(refused.code, 1, "{}", refused.stdout);
+        assert!(
+            refused.stderr.contains(what)
+                && refused.stderr.contains("is outside the directories this server lets jobs use")
+                && !refused.stderr.contains("does not exist")
+                && !refused.stderr.contains("root:"),
+            "{}",
+            refused.stderr
+        );
+    }
+    assert_eq!(std::fs::read_to_string(outside.join("part-precious")).unwrap(), "keep me\n");
+
+    let job = weir_e2e::clicks_job(&clicks, "count", 1, &allowed.join("out"));
+    let savepoint = outside.join("where/x").to_string_lossy().into_owned();
+    let job_file = write_job(&allowed, &job);
+    let refused = server.cli(&["--token", "t0ken", "submit", "--from-savepoint", &savepoint, &job_file]);
+    assert_eq!(refused.code, 1, "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains(&format!("from-savepoint: {savepoint} is outside the directories")),
+        "{}",
+        refused.stderr
+    );
+    assert!(!outside.join("where").exists(), "nothing is created outside");
+
+    let accepted = submit(&format!("{job}\n[checkpointing]\ninterval = \"100ms\"\nstorage = \"file://chk\"\n"));
+    assert_eq!(accepted.code, 0, "{}", accepted.stderr);
+    let id = accepted.stdout.trim().to_string();
+    let started = std::time::Instant::now();
+    loop {
+        let (_, record) = server.http("GET", &format!("/v1/jobs/{id}"), b"", Some("t0ken"));
+        if record["state"] == "finished" {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "{record}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let expected = weir_e2e::expected_lines(&weir_e2e::expected_counts(&clicks));
+    assert_eq!(weir_e2e::sink_lines(&allowed.join("out")), expected);
+}
+
+/// Every error the API sends is JSON with the status that fits, also those of requests it cannot
+/// parse; a finished job's refusals say what was asked; a client piped into `head` ends quietly.
+#[test]
+fn every_error_is_json_and_says_what_was_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let (status, body) = server.http("POST", "/v1/jobs?fork=null", b"name = \"x\"", None);
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("fork"), "{body}");
+    let (status, body) = server.http("DELETE", "/v1/jobs", b"", None);
+    assert_eq!(status, 405, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("/v1/jobs does not take DELETE"), "{body}");
+    let (status, body) = server.http("GET", "/v1/jobs/%FF%FE", b"", None);
+    assert!(status == 400 || status == 404, "{status}: {body}");
+
+    let out = dir.path().join("out");
+    let job = write_job(dir.path(), &clicks_job(&repo().join("examples/clicks/clicks.jsonl"), "count", 1, &out));
+    let id = server.cli(&["submit", &job]).stdout.trim().to_string();
+    assert_eq!(server.wait_for_job(&id)["state"], "finished");
+    let upgrade =
+        server.cli(&["upgrade", &id, "--operator", &format!("count-per-user={}", operator("count_v2").display())]);
+    assert!(upgrade.stderr.contains("only a running job can be upgraded"), "{}", upgrade.stderr);
+    let rollback = server.cli(&["upgrade", &id, "--rollback"]);
+    assert!(rollback.stderr.contains("only a running job can be rolled back"), "{}", rollback.stderr);
+
+    let piped = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("'{}' --server {} status {id} | head -c 1", weir_e2e::weir_bin().display(), server.url))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
+    assert_eq!(piped.stdout.len(), 1);
+}

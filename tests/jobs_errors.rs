@@ -171,3 +171,59 @@ fn values_that_would_overflow_or_crash_are_refused_when_the_job_file_is_read() {
         assert_fails(&toml, needles);
     }
 }
+
+/// A hash edge needs upstream × downstream channels: a parallelism one host cannot wire is
+/// refused at once, naming the operator, instead of taking gigabytes to start.
+#[test]
+fn a_parallelism_the_host_cannot_run_is_refused() {
+    let text = weir_e2e::job(
+        "wide",
+        1000,
+        &[
+            weir_e2e::generator_source("events", 100, 10),
+            weir_e2e::wasm_operator("count", "count", &["input = \"hash\""]),
+            weir_e2e::blackhole_sink("out"),
+        ],
+    )
+    .replace("parallelism = 1000\n", "parallelism = 1000\nmax-parallelism = 4096\n");
+    let started = std::time::Instant::now();
+    assert_fails(
+        &text,
+        &["'count' at parallelism 1000 reads from 1000 upstream subtasks", "more than 131072 channels"],
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "took {:?}", started.elapsed());
+}
+
+/// Messages that once named the wrong thing, or none.
+#[test]
+fn errors_name_the_thing_at_fault() {
+    // A module importing an interface the host does not provide: named once, with what the host
+    // provides and what to do.
+    let run = run_job(&clicks_with_count_module(&operator("test/extra_import"))).1;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("test:extra/vault")
+            && run.stderr.contains("this host provides weir:operator/state and /log")
+            && run.stderr.contains("build the module without that import")
+            && run.stderr.matches("implementation is missing").count() <= 1,
+        "{}",
+        run.stderr
+    );
+    // A source path that is a directory, or a device.
+    let dir = tempfile::tempdir().unwrap();
+    let job = clicks_job(dir.path(), "count", 1, Path::new("out"));
+    assert_fails(&job, &["source 'clicks': ", "is a directory; name a file"]);
+    let job = clicks_job(Path::new("/dev/zero"), "count", 1, Path::new("out"));
+    assert_fails(&job, &["source 'clicks': /dev/zero is not a regular file"]);
+    // A value with a line break cannot be one line of a file sink: refused, not split in two.
+    let job = weir_e2e::job(
+        "breaking",
+        1,
+        &[
+            weir_e2e::file_source("clicks", &clicks()),
+            weir_e2e::wasm_operator("breaks", "test/misbehave", &["config = { do = \"line-break\" }"]),
+            weir_e2e::file_sink("out", Path::new("out")),
+        ],
+    );
+    assert_fails(&job, &["sink 'out' subtask 1/1: an event value contains a line break", "one event"]);
+}

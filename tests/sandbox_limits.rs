@@ -135,3 +135,65 @@ fn modules_that_misbehave_in_describe_are_refused_in_bounded_time() {
     let (_, modules) = server.http("GET", "/v1/modules", b"", None);
     assert_eq!(modules["modules"].as_array().unwrap().len(), 0, "{modules}");
 }
+
+/// Batches are bounded by bytes as well as by count: 1,100 events of 160 KB pass through an
+/// operator that hands each one back (`key_by`) and a counting one, with exact counts. A line
+/// longer than the largest event (16 MiB) is refused, naming the source and the size.
+#[test]
+fn large_events_pass_and_oversized_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("large.jsonl");
+    let pad = "x".repeat(160 * 1024);
+    let lines: Vec<String> = (0..1100).map(|i| format!("{{\"user\":\"u{}\",\"pad\":\"{pad}\"}}", i % 10)).collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let out = dir.path().join("out");
+    let text = job(
+        "large",
+        1,
+        &[
+            file_source("big", &input),
+            wasm_operator("by-user", "key_by", &["config = { field = \"user\" }"]),
+            wasm_operator("count", "count", &["input = \"hash\""]),
+            weir_e2e::file_sink("counts", &out),
+        ],
+    );
+    let run = weir(&["run", &write_job(dir.path(), &text), "--listen", "none"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lines = weir_e2e::sink_lines(&out);
+    assert_eq!(lines.len(), 1100);
+    for user in 0..10 {
+        assert!(lines.contains(&format!("{{\"key\":\"u{user}\",\"count\":110}}")), "u{user} counted to 110");
+    }
+
+    std::fs::write(&input, "y".repeat((16 << 20) + 10)).unwrap();
+    let run = weir(&["run", &write_job(dir.path(), &text), "--listen", "none"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("source 'big' subtask 1/1: the line at byte 0 of")
+            && run.stderr.contains("is longer than 16 MiB, the largest event weir passes on"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// A guest that writes 100 MB of map state per event is stopped at its `state-limit`; on a
+/// server, its job fails and the server goes on running other jobs.
+#[test]
+fn host_state_is_bounded_by_the_state_limit() {
+    assert_stopped("hoard-state", "state-limit = \"64MiB\"", &["its keyed state grew past `state-limit` (64.0 MiB)"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = weir_e2e::Server::start(&dir.path().join("data"), &[]);
+    let hoarding = write_job(dir.path(), &misbehaving_job("hoard-state", "state-limit = \"64MiB\""));
+    let id = server.cli(&["submit", &hoarding]).stdout.trim().to_string();
+    let record = server.wait_for_job(&id);
+    assert_eq!(record["state"], "failed", "{record}");
+    assert!(record["failure"].as_str().unwrap().contains("grew past `state-limit`"), "{record}");
+    let other = tempfile::tempdir().unwrap();
+    let clicks = repo().join("examples/clicks/clicks.jsonl");
+    let fine = write_job(other.path(), &weir_e2e::clicks_job(&clicks, "count", 2, &other.path().join("out")));
+    let id = server.cli(&["submit", &fine]).stdout.trim().to_string();
+    assert_eq!(server.wait_for_job(&id)["state"], "finished", "the server goes on running jobs");
+    let expected = weir_e2e::expected_lines(&weir_e2e::expected_counts(&clicks));
+    assert_eq!(weir_e2e::sink_lines(&other.path().join("out")), expected);
+}

@@ -58,6 +58,7 @@ pub fn router(state: Arc<ApiState>, body_limit: usize) -> Router {
         .route("/v1/savepoints", get(list_savepoints))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(middleware::from_fn(json_errors))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
@@ -66,7 +67,7 @@ async fn authorize(State(state): State<Arc<ApiState>>, request: Request, next: N
     if let Some(token) = &state.token {
         let expected = format!("Bearer {token}");
         let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        if given != Some(expected.as_str()) {
+        if !given.is_some_and(|given| same_secret(given, &expected)) {
             let message = match given {
                 None => "this server needs a token: send `Authorization: Bearer <token>` (weir --token, or WEIR_TOKEN)",
                 Some(_) => "the token is wrong",
@@ -77,6 +78,47 @@ async fn authorize(State(state): State<Arc<ApiState>>, request: Request, next: N
         }
     }
     next.run(request).await
+}
+
+/// Compares two secrets in time that does not depend on where they differ (nor on their lengths:
+/// their digests are compared), so that a client cannot find the token byte by byte.
+fn same_secret(given: &str, expected: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(given.as_bytes()), Sha256::digest(expected.as_bytes()));
+    a.iter().zip(b.iter()).fold(0u8, |differ, (x, y)| differ | (x ^ y)) == 0
+}
+
+/// Every error the API sends is JSON, `{"error": "…"}`: also those axum sends itself (a query
+/// string or path it cannot parse, a method a route does not take).
+async fn json_errors(request: Request, next: Next) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.to_str().unwrap_or_default().starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 << 10).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let message = match (status, text.is_empty()) {
+        (StatusCode::METHOD_NOT_ALLOWED, _) => {
+            let allowed = parts.headers.get(header::ALLOW).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            format!("{path} does not take {method} (it takes {allowed}); see /v1/openapi.json")
+        }
+        (_, true) => status.canonical_reason().unwrap_or("error").to_string(),
+        (_, false) => text,
+    };
+    let mut json = ApiError::new(status, message).into_response();
+    for (name, value) in
+        parts.headers.iter().filter(|(name, _)| *name != header::CONTENT_TYPE && *name != header::CONTENT_LENGTH)
+    {
+        json.headers_mut().insert(name, value.clone());
+    }
+    json
 }
 
 async fn openapi() -> impl IntoResponse {

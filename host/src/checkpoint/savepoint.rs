@@ -158,7 +158,10 @@ impl SavepointLocation {
         if dir.is_empty() || dir == ".." {
             return Err(format!("{location} is not a savepoint directory"));
         }
-        let storage = Storage::open(&parent, base).map_err(|e| e.to_string())?;
+        let storage = Storage::open_existing(&parent, base).map_err(|e| match e.to_string() {
+            cause if cause.ends_with("is not a directory") => format!("savepoint {location} does not exist"),
+            cause => cause,
+        })?;
         Ok(SavepointLocation { storage, dir })
     }
 

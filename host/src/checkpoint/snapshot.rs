@@ -37,12 +37,12 @@ pub enum SnapshotError {
         reason: String,
     },
     /// The state backend refused an entry.
-    #[error("snapshot file {file}: {source}")]
+    #[error("snapshot file {file}: {problem}")]
     State {
         /// The file being restored.
         file: String,
-        /// Why.
-        source: StateError,
+        /// Why (in the message, not a chained source, so that it is printed once).
+        problem: StateError,
     },
 }
 
@@ -232,7 +232,7 @@ impl<'a> Snapshot<'a> {
             let entry = entry?;
             let Some(state) = to.get(entry.state as usize).copied().flatten() else { continue };
             let entry = StateEntry { state, ..entry };
-            backend.insert(entry).map_err(|source| SnapshotError::State { file: self.file.clone(), source })?;
+            backend.insert(entry).map_err(|problem| SnapshotError::State { file: self.file.clone(), problem })?;
             restored += 1;
         }
         Ok(restored)

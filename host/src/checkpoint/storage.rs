@@ -81,8 +81,18 @@ impl Storage {
         &self.url
     }
 
-    /// Opens storage at `url`; a relative `file://` path starts at `base`.
+    /// Opens storage at `url` to write to, creating a local directory if need be; a relative
+    /// `file://` path starts at `base`.
     pub fn open(url: &str, base: &Path) -> Result<Self, StorageError> {
+        Self::open_with(url, base, true)
+    }
+
+    /// Opens storage at `url` to read from: a local directory must exist (nothing is created).
+    pub fn open_existing(url: &str, base: &Path) -> Result<Self, StorageError> {
+        Self::open_with(url, base, false)
+    }
+
+    fn open_with(url: &str, base: &Path, create: bool) -> Result<Self, StorageError> {
         let error = |reason: String| StorageError::Url { url: url.to_string(), reason };
         let mut local_root = None;
         let store: Arc<dyn ObjectStore> = if let Some(path) = url.strip_prefix("file://") {
@@ -90,7 +100,11 @@ impl Storage {
                 return Err(error("no path after file://".to_string()));
             }
             let dir = std::path::absolute(base.join(path)).map_err(|e| error(e.to_string()))?;
-            std::fs::create_dir_all(&dir).map_err(|e| error(format!("cannot create {}: {e}", dir.display())))?;
+            if create {
+                std::fs::create_dir_all(&dir).map_err(|e| error(format!("cannot create {}: {e}", dir.display())))?;
+            } else if !dir.is_dir() {
+                return Err(error(format!("{} is not a directory", dir.display())));
+            }
             local_root = Some(dir.clone());
             Arc::new(LocalFileSystem::new_with_prefix(&dir).map_err(|e| error(e.to_string()))?)
         } else if url == "memory://" {

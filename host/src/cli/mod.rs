@@ -193,6 +193,12 @@ pub fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,weir=info")),
         )
         .init();
+    // A client verb piped into `head` ends quietly when the reader goes, as Unix tools do. (Not
+    // `run` and `serve`: a client hanging up must never end them.)
+    if !matches!(cli.command, Command::Run(_) | Command::Serve(_) | Command::Fork { submit: false, .. }) {
+        // SAFETY: restores the default disposition of SIGPIPE before any thread is started.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let client = || client::Client::new(&cli.server, cli.token.clone(), cli.json);
     let result = match &cli.command {
         Command::Run(args) => run::run(args, cli.token.clone()),

@@ -12,7 +12,7 @@ use crate::api::{ApiState, DEFAULT_BODY_LIMIT};
 use crate::checkpoint::storage::Storage;
 use crate::checkpoint::{Restore, paths};
 use crate::control::{JobInfo, JobState, Jobs, ModuleStore};
-use crate::job::{self, JobPlan, ModuleFiles};
+use crate::job::{self, JobPlan, ModuleFiles, Placement};
 use crate::runtime::checkpoint_stats::{CheckpointStats, TaskCheckpointStats};
 use crate::wasm::WasmEngine;
 
@@ -119,7 +119,9 @@ pub(super) fn run(args: &RunArgs, token: Option<String>) -> anyhow::Result<()> {
     let engine = Arc::new(WasmEngine::new(super::module_cache_dir()).map_err(anyhow::Error::msg)?);
     let base = args.job.parent().map(Path::to_path_buf).unwrap_or_default();
     let label = format!("job file {}", args.job.display());
-    let plan = JobPlan::new(text, &label, &base, &mut ModuleFiles::new(base.clone(), &engine))?;
+    // The local user's own job: its paths are theirs to choose.
+    let local = Arc::new(Placement::local());
+    let plan = JobPlan::new(text, &label, &base, &mut ModuleFiles::new(base.clone(), &engine), local)?;
     // Modules uploaded to this run's API for upgrades, as `weir serve` keeps them.
     let data = args.data_dir.clone().unwrap_or_else(|| base.join("weir-data"));
     let modules = ModuleStore::open(data.join("modules"), engine.clone())
@@ -148,7 +150,7 @@ pub(super) fn run(args: &RunArgs, token: Option<String>) -> anyhow::Result<()> {
     };
     let graph = plan.build(0, restore.clone())?;
 
-    let jobs = Arc::new(Jobs::open(None)?);
+    let jobs = Arc::new(Jobs::open(None, Placement::local())?);
     let listener = listener(args, &token)?;
     let info = jobs.start(plan, graph, restore);
     if let Some(listener) = listener {

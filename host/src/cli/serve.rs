@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 
 use crate::api::{self, ApiState};
 use crate::control::{Jobs, ModuleStore, StoreModules};
+use crate::job::{AllowedDirs, Placement};
 use crate::wasm::WasmEngine;
 
 #[derive(clap::Args)]
@@ -23,6 +24,11 @@ pub(super) struct ServeArgs {
     /// Largest request body accepted, e.g. "64MiB".
     #[arg(long, default_value = "64MiB")]
     body_limit: bytesize::ByteSize,
+    /// A directory jobs may read and write (sources, sinks, checkpoints, savepoints), besides the
+    /// data directory; repeatable. With a token, beyond loopback or with any --allow-dir, jobs
+    /// may use nothing else.
+    #[arg(long = "allow-dir", value_name = "DIR")]
+    allow_dirs: Vec<PathBuf>,
 }
 
 /// Refuses to expose the API beyond this machine without a token, unless told to.
@@ -66,7 +72,21 @@ pub(super) fn serve(args: &ServeArgs, token: Option<String>) -> anyhow::Result<(
     let engine = Arc::new(WasmEngine::new(Some(data.join("compiled"))).map_err(anyhow::Error::msg)?);
     let modules = ModuleStore::open(data.join("modules"), engine)
         .with_context(|| format!("cannot open the module store in {}", data.display()))?;
-    let jobs = Jobs::open(Some(data.join("jobs")))
+    let restricted = token.is_some() || !args.listen.ip().is_loopback() || !args.allow_dirs.is_empty();
+    let allowed = match restricted {
+        true => {
+            let dirs: Vec<PathBuf> = std::iter::once(data.clone()).chain(args.allow_dirs.iter().cloned()).collect();
+            AllowedDirs::within(&dirs).map_err(anyhow::Error::msg).context("--allow-dir")?
+        }
+        false => {
+            eprintln!(
+                "weir serve: jobs may read and write anywhere this user can (loopback, no token); pass --allow-dir \
+                 DIR to confine them"
+            );
+            AllowedDirs::Anywhere
+        }
+    };
+    let jobs = Jobs::open(Some(data.join("jobs")), Placement::server(data, allowed))
         .with_context(|| format!("cannot open the job registry in {}", data.display()))?;
     let listener =
         std::net::TcpListener::bind(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;

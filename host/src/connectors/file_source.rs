@@ -1,10 +1,10 @@
 //! The `file` source: one event per line (the line without its line break), no key. Its position
 //! is the byte offset of the next unread line, so a restore can seek straight to it.
 use std::fs::File;
-use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
-use crate::runtime::{EventBatch, Source, SourceFactory, SubtaskInfo};
+use crate::runtime::{EventBatch, MAX_EVENT_BYTES, Source, SourceFactory, SubtaskInfo};
 
 /// Creates file source subtasks (the source has parallelism 1).
 pub struct FileSourceFactory {
@@ -61,14 +61,24 @@ struct FileSource {
 impl Source for FileSource {
     fn poll(&mut self, out: &mut EventBatch, max: usize) -> Result<bool, String> {
         let mut line = Vec::with_capacity(256);
-        while out.len() < max {
+        while out.len() < max && !out.is_full() {
             line.clear();
-            let n = self
-                .reader
+            // At most one event's worth: a file without line breaks must not fill the memory.
+            let limit = MAX_EVENT_BYTES as u64 + 2;
+            let n = (&mut self.reader)
+                .take(limit)
                 .read_until(b'\n', &mut line)
                 .map_err(|e| format!("cannot read {} at byte {}: {e}", self.path.display(), self.position))?;
             if n == 0 {
                 return Ok(false);
+            }
+            if n as u64 == limit && !line.ends_with(b"\n") {
+                return Err(format!(
+                    "the line at byte {} of {} is longer than {} MiB, the largest event weir passes on",
+                    self.position,
+                    self.path.display(),
+                    MAX_EVENT_BYTES >> 20
+                ));
             }
             self.position += n as u64;
             let value = line.strip_suffix(b"\n").unwrap_or(&line);

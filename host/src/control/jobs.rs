@@ -14,7 +14,7 @@ use super::{lock, write_atomically};
 use crate::checkpoint::Restore;
 use crate::checkpoint::savepoint::SavepointSink;
 use crate::job::restart::{RestartStrategy, Restarts};
-use crate::job::{JobError, JobPlan, Modules};
+use crate::job::{JobError, JobPlan, Modules, Placement};
 use crate::runtime::checkpoint_stats::CheckpointStats;
 use crate::runtime::now_ms;
 use crate::runtime::{self, Handover, JobFailure, JobGraph, JobMetrics, SavepointRequest, VertexSummary};
@@ -385,12 +385,14 @@ pub enum SavepointError {
     #[error("no job with id {0}")]
     NotFound(String),
     /// The job is not running.
-    #[error("job {id} is {state:?}; only a running job can take a savepoint")]
+    #[error("job {id} is {state:?}; only a running job can {action}")]
     NotRunning {
         /// The job.
         id: String,
         /// Its state.
         state: JobState,
+        /// What was asked: "take a savepoint", "be upgraded", "be rolled back".
+        action: &'static str,
     },
     /// The savepoint directory cannot be used.
     #[error("{0}")]
@@ -405,12 +407,15 @@ pub struct Jobs {
     sequence: AtomicU64,
     /// Jobs that were running when the previous server stopped, not yet resumed.
     interrupted: Mutex<Vec<String>>,
+    /// Where its jobs may read and write, and their default checkpoint and savepoint places.
+    placement: Arc<Placement>,
 }
 
 impl Jobs {
     /// A registry persisting under `dir`, with the jobs recorded there. Jobs that were running when
     /// the previous server stopped are kept aside for [`Jobs::resume_interrupted`].
-    pub fn open(dir: Option<PathBuf>) -> std::io::Result<Self> {
+    /// Its jobs' files go where `placement` says.
+    pub fn open(dir: Option<PathBuf>, placement: Placement) -> std::io::Result<Self> {
         let mut jobs = BTreeMap::new();
         let mut interrupted = Vec::new();
         if let Some(dir) = &dir {
@@ -430,7 +435,9 @@ impl Jobs {
                 jobs.insert(info.id.clone(), Arc::new(Job::new(info)));
             }
         }
-        Ok(Jobs { dir, jobs: Mutex::new(jobs), sequence: AtomicU64::new(0), interrupted: Mutex::new(interrupted) })
+        let interrupted = Mutex::new(interrupted);
+        let placement = Arc::new(placement);
+        Ok(Jobs { dir, jobs: Mutex::new(jobs), sequence: AtomicU64::new(0), interrupted, placement })
     }
 
     /// Resumes the jobs that were running when the previous server stopped, each from its latest
@@ -441,8 +448,10 @@ impl Jobs {
         for id in ids {
             let Some(job) = lock(&self.jobs).get(&id).cloned() else { continue };
             let text = lock(&job.info).job.clone();
-            let resumed =
-                JobPlan::new(text, "resumed job", base, modules).map_err(|e| e.to_string()).and_then(|plan| {
+            let placement = self.placement.clone();
+            let resumed = JobPlan::new(text, "resumed job", base, modules, placement)
+                .map_err(|e| e.to_string())
+                .and_then(|plan| {
                     let plan = plan.with_id(&id);
                     if plan.checkpoint_storage().is_none() {
                         return Err("it has no [checkpointing], so it cannot be resumed without repeating its output"
@@ -494,9 +503,11 @@ impl Jobs {
         base: &Path,
         from: Option<&StartFrom>,
     ) -> Result<JobInfo, SubmitError> {
-        let plan = JobPlan::new(text.to_string(), "submitted job", base, modules)?;
+        let plan = JobPlan::new(text.to_string(), "submitted job", base, modules, self.placement.clone())?;
         let restore = match from {
             Some(from) => {
+                let allowed = &self.placement.allowed;
+                allowed.check_url("from-savepoint", &from.savepoint, base).map_err(SubmitError::Savepoint)?;
                 let restore = Restore::savepoint(&from.savepoint, base).map_err(SubmitError::Savepoint)?;
                 if from.fork {
                     restore.check_fork(plan.name()).map_err(SubmitError::Savepoint)?;
@@ -583,12 +594,13 @@ impl Jobs {
         }
     }
 
-    /// Running job `id` and what it was built from; refused for an unknown or ended job.
-    fn running(&self, id: &str) -> Result<(Arc<Job>, Arc<JobPlan>), SavepointError> {
+    /// Running job `id` and what it was built from, to `action`; refused for an unknown or ended
+    /// job.
+    fn running(&self, id: &str, action: &'static str) -> Result<(Arc<Job>, Arc<JobPlan>), SavepointError> {
         let job = lock(&self.jobs).get(id).cloned().ok_or_else(|| SavepointError::NotFound(id.to_string()))?;
         let state = lock(&job.info).state;
         let plan = lock(&job.plan).clone().filter(|_| state == JobState::Running);
-        let Some(plan) = plan else { return Err(SavepointError::NotRunning { id: id.to_string(), state }) };
+        let Some(plan) = plan else { return Err(SavepointError::NotRunning { id: id.to_string(), state, action }) };
         Ok((job, plan))
     }
 
@@ -602,7 +614,7 @@ impl Jobs {
     /// with `stop`, the job then stops (stop-with-savepoint). Returns the trigger id to ask
     /// [`Jobs::savepoint_status`] with.
     pub fn savepoint(&self, id: &str, dir: Option<&str>, stop: bool) -> Result<String, SavepointError> {
-        let (job, plan) = self.running(id)?;
+        let (job, plan) = self.running(id, "take a savepoint")?;
         let sink = Arc::new(plan.savepoint_sink(dir).map_err(SavepointError::Target)?);
         let trigger = self.request_id(id);
         lock(&job.triggers).insert(trigger.clone(), SavepointStatus::InProgress);
@@ -648,7 +660,7 @@ impl Jobs {
         replacements: &[(String, String)],
         modules: &mut dyn Modules,
     ) -> Result<String, SavepointError> {
-        let (job, plan) = self.running(id)?;
+        let (job, plan) = self.running(id, "be upgraded")?;
         let upgraded = Arc::new(plan.upgraded(replacements, modules).map_err(SavepointError::Target)?);
         let uids = replacements.iter().map(|(uid, _)| uid.clone()).collect();
         self.stop_for(&job, id, &plan, upgraded, uids, None)
@@ -659,7 +671,7 @@ impl Jobs {
     /// since is written again; exactly-once holds). Returns the request id to ask
     /// [`Jobs::upgrade_status`] with.
     pub fn rollback(&self, id: &str) -> Result<String, SavepointError> {
-        let (job, plan) = self.running(id)?;
+        let (job, plan) = self.running(id, "be rolled back")?;
         let Some(LastSwap { previous, savepoint }) = lock(&job.last_swap).take() else {
             return Err(SavepointError::Target(format!("job {id} has no upgrade to roll back")));
         };

@@ -3,6 +3,7 @@
 //!
 //! Layering: the top of the library; uses `runtime`, `wasm`, `connectors` and `builtin`.
 mod claims;
+mod placement;
 mod plan;
 pub mod restart;
 pub mod spec;
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use placement::{AllowedDirs, Placement};
 pub use plan::{DEFAULT_CHECKPOINT_STORAGE, JobPlan, new_job_id};
 pub use spec::JobSpec;
 use spec::{CheckpointMode, CheckpointingSpec, InputSpec, OperatorSpec, SinkSpec, SinkType, SourceSpec, SourceType};
@@ -59,14 +61,14 @@ pub enum JobError {
         message: String,
     },
     /// An operator's module cannot be used.
-    #[error("{file}: operator '{uid}': {source}")]
+    #[error("{file}: operator '{uid}': {problem}")]
     Module {
         /// Names the job in messages: "job file <path>", or "submitted job".
         file: String,
         /// The operator.
         uid: String,
-        /// Why.
-        source: ModuleError,
+        /// Why. (Not a `source`: the message holds it already, and a chain would print it twice.)
+        problem: ModuleError,
     },
 }
 
@@ -153,11 +155,16 @@ fn build(
     if let Some(r) = &restore
         && r.max_parallelism() != spec.max_parallelism
     {
+        let what = match r.is_savepoint() {
+            true => format!("savepoint {}", r.location()),
+            false => format!("checkpoint {}", r.id()),
+        };
         return Err(invalid(format!(
-            "checkpoint {} was taken with max-parallelism {}, and the job now says {}; it cannot change",
-            r.id(),
+            "{what} was taken with max-parallelism {}, and the job now says {}; it cannot change (key groups \
+             are what state is stored by): set max-parallelism = {}",
             r.max_parallelism(),
-            spec.max_parallelism
+            spec.max_parallelism,
+            r.max_parallelism()
         )));
     }
     let checkpointing = match (&spec.checkpointing, storage) {
@@ -186,7 +193,7 @@ fn build(
     if let Some(restore) = &ctx.restore {
         check_all_state_restored(&spec, restore).map_err(invalid)?;
     }
-    Ok(JobGraph {
+    let graph = JobGraph {
         name: spec.name,
         max_parallelism: spec.max_parallelism,
         attempt,
@@ -196,7 +203,9 @@ fn build(
         checkpointing,
         savepoints: None,
         handover: None,
-    })
+    };
+    crate::runtime::check_size(&graph).map_err(invalid)?;
+    Ok(graph)
 }
 
 /// The checkpoint interval of a `[checkpointing]` table; zero means off.
@@ -288,8 +297,22 @@ impl Builder<'_> {
                     ));
                 }
                 let path = self.base.join(path);
-                if !path.is_file() {
-                    return Err(format!("source '{}': input file {} does not exist", s.uid, path.display()));
+                match std::fs::metadata(&path) {
+                    Ok(m) if m.is_file() => {}
+                    Ok(m) if m.is_dir() => {
+                        return Err(format!("source '{}': {} is a directory; name a file", s.uid, path.display()));
+                    }
+                    Ok(_) => {
+                        return Err(format!(
+                            "source '{}': {} is not a regular file (a device or a pipe); name a file",
+                            s.uid,
+                            path.display()
+                        ));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(format!("source '{}': input file {} does not exist", s.uid, path.display()));
+                    }
+                    Err(e) => return Err(format!("source '{}': cannot read {}: {e}", s.uid, path.display())),
                 }
                 let factory = FileSourceFactory::new(path, s.rate);
                 match self.positions(&s.uid, 1)? {
@@ -363,9 +386,14 @@ impl Builder<'_> {
                 }
             }
             (None, Some(name)) => {
-                if op.config.is_some() || op.call_deadline.is_some() || op.memory_limit.is_some() {
+                if op.config.is_some()
+                    || op.call_deadline.is_some()
+                    || op.memory_limit.is_some()
+                    || op.state_limit.is_some()
+                {
                     return Err(invalid(format!(
-                        "operator '{}': builtin operators take no `config`, `call-deadline` or `memory-limit`",
+                        "operator '{}': builtin operators take no `config`, `call-deadline`, `memory-limit` or \
+                         `state-limit`",
                         op.uid
                     )));
                 }
@@ -630,6 +658,13 @@ fn sandbox_limits(op: &OperatorSpec) -> Result<SandboxLimits, String> {
                 format!("operator '{}': memory-limit \"{m}\" is not a size of at least 1MiB, such as \"64MiB\"", op.uid)
             })?;
         limits.memory_limit = usize::try_from(bytes).unwrap_or(usize::MAX);
+    }
+    if let Some(m) = &op.state_limit {
+        let bytes =
+            m.parse::<bytesize::ByteSize>().ok().map(|b| b.as_u64()).filter(|&b| b >= 1 << 20).ok_or_else(|| {
+                format!("operator '{}': state-limit \"{m}\" is not a size of at least 1MiB, such as \"4GiB\"", op.uid)
+            })?;
+        limits.state_limit = usize::try_from(bytes).unwrap_or(usize::MAX);
     }
     Ok(limits)
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::claims::Claims;
+use super::placement::Placement;
 use super::restart::RestartStrategy;
 use super::spec::{JobSpec, Retention, SinkType};
 use super::{
@@ -47,6 +48,8 @@ pub struct JobPlan {
     /// The sink and checkpoint directories it holds until it ends (shared with the plans of its
     /// upgrades and rollbacks).
     claims: Arc<Claims>,
+    /// Where it may read and write, and where its checkpoints and savepoints go by default.
+    placement: Arc<Placement>,
 }
 
 /// How soon after an upgrade a failure rolls the job back: within `time` of the swap, and before
@@ -71,8 +74,15 @@ impl JobPlan {
     /// Parses and checks job TOML `text`, resolves its modules and claims its sink and checkpoint
     /// directories for a new job. `label` names the job in errors ("job file <path>", "submitted
     /// job"); relative paths start at `base`.
-    pub fn new(text: String, label: &str, base: &Path, modules: &mut dyn Modules) -> Result<JobPlan, JobError> {
-        let mut plan = Self::checked(text, label, base, modules)?;
+    /// Every path it names must lie where `placement` allows.
+    pub fn new(
+        text: String,
+        label: &str,
+        base: &Path,
+        modules: &mut dyn Modules,
+        placement: Arc<Placement>,
+    ) -> Result<JobPlan, JobError> {
+        let mut plan = Self::checked(text, label, base, modules, placement)?;
         let spec = parse(&plan.text, label)?;
         plan.claims =
             Arc::new(plan.claim(&spec).map_err(|message| JobError::Invalid { file: label.to_string(), message })?);
@@ -94,7 +104,7 @@ impl JobPlan {
     /// Another version of this same job, from job TOML `text` (the job after an upgrade, or
     /// before it): it keeps this one's id and what it claimed, so only its modules may differ.
     pub fn sibling(&self, text: String, modules: &mut dyn Modules) -> Result<JobPlan, JobError> {
-        let mut plan = Self::checked(text, &self.label, &self.base, modules)?;
+        let mut plan = Self::checked(text, &self.label, &self.base, modules, self.placement.clone())?;
         plan.id = self.id.clone();
         plan.claims = self.claims.clone();
         Ok(plan)
@@ -139,16 +149,23 @@ impl JobPlan {
     }
 
     /// Parses and checks job TOML `text` and resolves its modules, claiming nothing.
-    fn checked(text: String, label: &str, base: &Path, modules: &mut dyn Modules) -> Result<JobPlan, JobError> {
+    fn checked(
+        text: String,
+        label: &str,
+        base: &Path,
+        modules: &mut dyn Modules,
+        placement: Arc<Placement>,
+    ) -> Result<JobPlan, JobError> {
         let invalid = |message: String| JobError::Invalid { file: label.to_string(), message };
         let spec = parse(&text, label)?;
         check_shape(&spec).map_err(invalid)?;
+        check_paths(&spec, base, &placement).map_err(invalid)?;
         let mut resolved = HashMap::new();
         for op in &spec.operators {
             let Some(reference) = op.module.as_ref().filter(|r| !resolved.contains_key(*r)) else { continue };
             let module = modules.resolve(reference).map_err(|e| match e {
-                ModuleRefError::Module(source) => {
-                    JobError::Module { file: label.to_string(), uid: op.uid.clone(), source }
+                ModuleRefError::Module(problem) => {
+                    JobError::Module { file: label.to_string(), uid: op.uid.clone(), problem }
                 }
                 ModuleRefError::Reference(message) => invalid(format!("operator '{}': {message}", op.uid)),
             })?;
@@ -156,7 +173,7 @@ impl JobPlan {
         }
         let checkpoints = match &spec.checkpointing {
             Some(c) if !checkpoint_interval(c).map_err(invalid)?.is_zero() => {
-                let url = c.storage.as_deref().unwrap_or(DEFAULT_CHECKPOINT_STORAGE);
+                let url = c.storage.as_deref().unwrap_or(&placement.checkpoints);
                 let storage = Storage::open(url, base).map_err(|e| invalid(e.to_string()))?;
                 Some(Checkpoints { storage, retention: c.retention })
             }
@@ -184,6 +201,7 @@ impl JobPlan {
             checkpoints,
             rollback,
             claims: Arc::default(),
+            placement,
         })
     }
 
@@ -252,15 +270,16 @@ impl JobPlan {
     }
 
     /// A savepoint of the running job into `dir` (a URL or a local directory), or else the job's
-    /// `savepoint-dir`, or else [`DEFAULT_SAVEPOINT_DIR`].
+    /// `savepoint-dir`, or else the default of its placement.
     pub fn savepoint_sink(&self, dir: Option<&str>) -> Result<SavepointSink, String> {
         let spec = parse(&self.text, &self.label).map_err(|e| e.to_string())?;
         let configured = spec.checkpointing.as_ref().and_then(|c| c.savepoint_dir.clone());
         let url = match dir.map(str::to_string).or(configured) {
             Some(dir) if dir.contains("://") => dir,
             Some(dir) => format!("file://{dir}"),
-            None => DEFAULT_SAVEPOINT_DIR.to_string(),
+            None => self.placement.savepoints.clone(),
         };
+        self.placement.allowed.check_url("the savepoint directory", &url, &self.base)?;
         let storage = Storage::open(&url, &self.base).map_err(|e| e.to_string())?;
         let operators = spec
             .operators
@@ -357,6 +376,29 @@ impl JobPlan {
             tracing::warn!("cannot delete the checkpoints of canceled job '{}': {e}", self.name);
         }
     }
+}
+
+/// Checks every path `spec` names against `allowed`: sources, sinks, checkpoint storage and the
+/// savepoint directory.
+fn check_paths(spec: &JobSpec, base: &Path, placement: &Placement) -> Result<(), String> {
+    let allowed = &placement.allowed;
+    for source in &spec.sources {
+        if let Some(path) = &source.path {
+            allowed.check(&format!("source '{}'", source.uid), Path::new(path), base)?;
+        }
+    }
+    for sink in &spec.sinks {
+        if let Some(path) = &sink.path {
+            allowed.check(&format!("sink '{}'", sink.uid), Path::new(path), base)?;
+        }
+    }
+    if let Some(c) = &spec.checkpointing {
+        let storage = c.storage.as_deref().unwrap_or(&placement.checkpoints);
+        allowed.check_url("[checkpointing] storage", storage, base)?;
+        let savepoints = c.savepoint_dir.as_deref().unwrap_or(&placement.savepoints);
+        allowed.check_url("[checkpointing] savepoint-dir", savepoints, base)?;
+    }
+    Ok(())
 }
 
 /// A new job id: 32 hex digits, unique within this process and, with the time in it, across

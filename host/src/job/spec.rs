@@ -222,6 +222,8 @@ pub struct OperatorSpec {
     pub call_deadline: Option<String>,
     /// Most linear memory per instance, e.g. "64MiB" (default 256MiB).
     pub memory_limit: Option<String>,
+    /// Most keyed state each subtask keeps in host memory, e.g. "4GiB" (default 1GiB).
+    pub state_limit: Option<String>,
 }
 
 /// Sink types.

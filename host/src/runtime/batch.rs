@@ -125,6 +125,17 @@ impl EventBatch {
         self.events.len()
     }
 
+    /// Bytes of keys and values it holds.
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// True once it holds [`BATCH_SIZE`](super::BATCH_SIZE) events or
+    /// [`BATCH_BYTES`](super::BATCH_BYTES) bytes: sources and routers pass it on then.
+    pub fn is_full(&self) -> bool {
+        self.events.len() >= super::BATCH_SIZE || self.bytes.len() >= super::BATCH_BYTES
+    }
+
     /// True when the batch holds no event.
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()

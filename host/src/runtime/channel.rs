@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
 
+use super::CHANNEL_CAPACITY;
 use super::batch::EventBatch;
 use super::key_group::{key_group, subtask_for_key_group};
-use super::{BATCH_SIZE, CHANNEL_CAPACITY};
 
 /// What flows through a channel.
 pub(crate) enum Message {
@@ -17,8 +17,16 @@ pub(crate) enum Message {
     End,
 }
 
-pub(crate) fn channel() -> (Sender<Message>, Receiver<Message>) {
-    crossbeam_channel::bounded(CHANNEL_CAPACITY)
+/// A channel holding up to `capacity` messages.
+pub(crate) fn channel(capacity: usize) -> (Sender<Message>, Receiver<Message>) {
+    crossbeam_channel::bounded(capacity)
+}
+
+/// The capacity of each input channel of a subtask with `fan_in` of them: a subtask buffers about
+/// two [`CHANNEL_CAPACITY`]s of batches over all its inputs, and at least two per input, so that
+/// an edge's memory grows with its channels, not with channels times a fixed depth.
+pub(crate) fn capacity(fan_in: usize) -> usize {
+    (2 * CHANNEL_CAPACITY / fan_in.max(1)).clamp(2, CHANNEL_CAPACITY)
 }
 
 /// Why a subtask must stop sending or receiving.
@@ -194,7 +202,7 @@ impl Route {
                     let kg = key_group(key, *max_parallelism);
                     let i = subtask_for_key_group(*max_parallelism, parallelism, kg);
                     pending[i].push(event);
-                    if pending[i].len() >= BATCH_SIZE {
+                    if pending[i].is_full() {
                         send(&self.senders[i], std::mem::take(&mut pending[i]))?;
                     }
                 }

@@ -11,7 +11,10 @@ pub mod graph;
 pub mod key_group;
 
 pub use batch::{Event, EventBatch};
-pub use executor::{JobFailure, JobMetrics, SubtaskSummary, VertexSummary, clock_ns, execute, panic_message};
+pub use executor::{
+    JobFailure, JobMetrics, MAX_CHANNELS, MAX_SUBTASKS, SubtaskSummary, VertexSummary, check_size, clock_ns, execute,
+    panic_message,
+};
 pub use graph::{
     CheckpointConfig, CheckpointSink, Completed, Handover, Interrupt, JobGraph, Operator, OperatorFactory,
     Partitioning, SavepointRequest, Sink, SinkCommitted, SinkFactory, SnapshotBody, Source, SourceFactory,
@@ -21,6 +24,14 @@ pub use graph::{
 /// Events per batch that sources and routers aim for: large enough to amortise a Wasm call and a
 /// channel hand-off, small enough to keep latency and memory low.
 pub const BATCH_SIZE: usize = 1024;
+
+/// Bytes of event keys and values a batch aims to stay under, whatever its number of events: a
+/// batch is what one guest call takes and returns, and what a channel slot holds.
+pub const BATCH_BYTES: usize = 4 << 20;
+
+/// The largest event (key and value) a source passes on; a larger one fails the job, naming the
+/// source and the size.
+pub const MAX_EVENT_BYTES: usize = 16 << 20;
 
 /// Batches a channel holds before its sender blocks (backpressure).
 pub const CHANNEL_CAPACITY: usize = 8;

@@ -173,6 +173,11 @@ pub trait StateBackend: Send + Sync {
     fn drop_key_groups(&mut self, key_groups: Range<u32>) -> Result<(), StateError>;
     /// Number of (state, key) pairs held.
     fn key_count(&self) -> usize;
+    /// Bytes of memory its entries take, about, for a backend that keeps them in memory: what an
+    /// operator's `state-limit` is checked against. `None` when it does not count them.
+    fn approximate_bytes(&self) -> Option<usize> {
+        None
+    }
 
     /// The plain backend an [`overlay::OverlayBackend`] stands in for, once it can have it back
     /// (its snapshot stored); `None` meanwhile, and for every other backend.

@@ -149,20 +149,23 @@ impl ValueTable {
         self.slots[i].as_ref().map(Record::value)
     }
 
-    pub(super) fn put(&mut self, key: &[u8], value: &[u8]) {
+    /// Sets `key`'s value; returns the length of the value it replaced, if any.
+    pub(super) fn put(&mut self, key: &[u8], value: &[u8]) -> Option<usize> {
         if (self.len + 1) * MAX_LOAD_DEN > self.slots.len() * MAX_LOAD_NUM {
             self.grow();
         }
         let hash = self.hash(key);
         match self.probe(hash, key) {
             Ok(i) => {
-                if let Some(record) = &mut self.slots[i] {
-                    record.set_value(value);
-                }
+                let record = self.slots[i].as_mut()?;
+                let replaced = record.value().len();
+                record.set_value(value);
+                Some(replaced)
             }
             Err(i) => {
                 self.slots[i] = Some(Record::new(hash, key, value));
                 self.len += 1;
+                None
             }
         }
     }
@@ -180,12 +183,13 @@ impl ValueTable {
         }
     }
 
-    pub(super) fn remove(&mut self, key: &[u8]) {
+    /// Removes `key`; returns the length of the value it had, if any.
+    pub(super) fn remove(&mut self, key: &[u8]) -> Option<usize> {
         if self.slots.is_empty() {
-            return;
+            return None;
         }
-        let Ok(mut hole) = self.probe(self.hash(key), key) else { return };
-        self.slots[hole] = None;
+        let Ok(mut hole) = self.probe(self.hash(key), key) else { return None };
+        let removed = self.slots[hole].take().map(|r| r.value().len());
         self.len -= 1;
         // Backward-shift: move later records of the probe run into the hole when the hole lies
         // between their home slot and where they sit, so that no lookup stops early.
@@ -201,6 +205,7 @@ impl ValueTable {
             }
             i = (i + 1) & mask;
         }
+        removed
     }
 
     pub(super) fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {

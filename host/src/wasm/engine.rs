@@ -16,6 +16,27 @@ use super::contract::{self, CONTRACT, CONTRACT_VERSION, ContractCheck};
 use super::host::HostState;
 use crate::state::{StateDescriptor, StateKind};
 
+/// What the host offers a guest to import, for link errors.
+const PROVIDED: &str = "weir:operator/state and /log, and WASI 0.2's wasi:io, wasi:clocks, wasi:random, \
+                        wasi:cli, wasi:filesystem (no directories) and wasi:sockets (no network)";
+
+/// Why a component cannot be linked, saying what it imports that the host lacks, what the host
+/// provides and what to do: wasmtime's error chain repeats itself ("resource implementation is
+/// missing" twice), so each distinct message is kept once.
+fn link_error(e: &wasmtime::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain().map(|c| c.to_string()) {
+        if !parts.iter().any(|p| p.contains(&cause)) {
+            parts.push(cause);
+        }
+    }
+    format!(
+        "{}; this host provides {PROVIDED}: build the module without that import (componentize-js, \
+         for one, imports wasi:http unless told `--disable http`)",
+        parts.join(": ")
+    )
+}
+
 /// The longest name, version or state name an operator may describe itself with, in bytes: they
 /// are stored with every module, job and savepoint, and shown in every listing.
 const MAX_DESCRIBED: usize = 128;
@@ -190,7 +211,7 @@ impl WasmEngine {
                 return Err(fail(ModuleProblem::NotAnOperator(exports)));
             }
         }
-        let link = |e: wasmtime::Error| fail(ModuleProblem::Link(format!("{e:#}")));
+        let link = |e: wasmtime::Error| fail(ModuleProblem::Link(link_error(&e)));
         let pre = OperatorWorldPre::new(self.linker.instantiate_pre(&component).map_err(link)?).map_err(link)?;
         let description = self.describe(&pre).map_err(|e| fail(ModuleProblem::Describe(e)))?;
         Ok(OperatorModule { sha256, description, pre, engine: self.engine.clone() })

@@ -21,11 +21,12 @@ impl PartialEq for Key<'_> {
 
 impl Eq for Key<'_> {}
 
-/// Writes the input frame for `input` into `frame`. For a keyed operator (`max_parallelism` set)
+/// Writes the input frame for the events `events` of `input` into `frame`. For a keyed operator (`max_parallelism` set)
 /// the key table holds each distinct key once, in order of first appearance, with the current
 /// value of every value state; `keyed` remembers the table so that host calls can resolve slots.
 pub(crate) fn encode_input(
     input: &EventBatch,
+    events: std::ops::Range<usize>,
     keyed: &mut KeyedState,
     value_states: &[u32],
     max_parallelism: Option<u32>,
@@ -38,8 +39,8 @@ pub(crate) fn encode_input(
     event_slots.clear();
     if let Some(max_parallelism) = max_parallelism {
         let mut index: HashMap<Key, u32, foldhash::fast::RandomState> =
-            HashMap::with_capacity_and_hasher(input.len(), Default::default());
-        for event in input.iter() {
+            HashMap::with_capacity_and_hasher(events.len(), Default::default());
+        for event in events.clone().map(|i| input.get(i)) {
             // The router only lets keyed events through to a keyed operator.
             let key = event.key.ok_or("an event without a key reached a keyed operator")?;
             let slot = *index.entry(Key(key)).or_insert_with(|| {
@@ -55,7 +56,7 @@ pub(crate) fn encode_input(
     keyed.prefetch_values(value_states);
     put_u32(frame, keyed.slots.len() as u32);
     put_u32(frame, value_states.len() as u32);
-    put_u32(frame, input.len() as u32);
+    put_u32(frame, events.len() as u32);
     for &(kg, start, end) in &keyed.slots {
         let key = &keyed.keys[start as usize..end as usize];
         put_bytes(frame, key);
@@ -68,7 +69,7 @@ pub(crate) fn encode_input(
             result.map_err(|e| format!("state backend: {e}"))?;
         }
     }
-    for (i, event) in input.iter().enumerate() {
+    for (i, event) in events.map(|i| input.get(i)).enumerate() {
         match event_slots.get(i) {
             Some(&slot) => put_u32(frame, slot),
             None => {
@@ -91,7 +92,12 @@ pub(crate) fn apply_output(
     out: &mut EventBatch,
 ) -> Result<(), String> {
     let events_before = out.len();
-    let result = read_output(&output, keyed, value_states, out);
+    // The frame reader's own errors ("malformed frame: …") do not say whose frame it was.
+    let result =
+        read_output(&output, keyed, value_states, out).map_err(|e| match e.strip_prefix("malformed frame: ") {
+            Some(what) => format!("the guest returned a malformed output frame: {what}"),
+            None => e,
+        });
     match result {
         Ok(()) => out.append_buffer(output),
         Err(_) => out.truncate(events_before),
@@ -141,5 +147,5 @@ fn read_output(
     if !r.is_at_end() {
         return Err(malformed(format!("{} bytes after the write set", output.len() - r.position())));
     }
-    Ok(())
+    keyed.check_limit()
 }

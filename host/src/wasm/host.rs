@@ -49,11 +49,27 @@ pub(crate) struct KeyedState {
     /// Per slot: key group, and the key's byte range in `keys`.
     pub(crate) slots: Vec<(KeyGroup, u32, u32)>,
     pub(crate) keys: Vec<u8>,
+    /// The most bytes of state the backend may hold (`state-limit`), when it counts them.
+    pub(crate) limit: usize,
 }
 
 impl KeyedState {
     pub(crate) fn new(backend: Box<dyn StateBackend>, kinds: Vec<StateKind>) -> Self {
-        KeyedState { backend, kinds, slots: Vec::new(), keys: Vec::new() }
+        KeyedState { backend, kinds, slots: Vec::new(), keys: Vec::new(), limit: usize::MAX }
+    }
+
+    /// Fails once the state holds more than `state-limit`: a guest must not be able to exhaust
+    /// the host's memory through host-owned state.
+    pub(crate) fn check_limit(&self) -> Result<(), String> {
+        match self.backend.approximate_bytes() {
+            Some(bytes) if bytes > self.limit => Err(format!(
+                "its keyed state grew past `state-limit` ({}): this subtask holds about {} in memory; raise \
+                 `state-limit`, or keep less state per key",
+                bytesize::ByteSize(self.limit as u64),
+                bytesize::ByteSize(bytes as u64)
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Hints the backend to load the value states of every key of the batch.
@@ -149,7 +165,9 @@ impl bindings::weir::operator::state::Host for HostState {
     }
 
     fn map_put(&mut self, slot: u32, state: u32, map_key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
-        self.keyed.with_key(slot, state, Some(StateKind::Map), |b, kg, key| b.map_put(state, kg, key, &map_key, &value))
+        self.keyed
+            .with_key(slot, state, Some(StateKind::Map), |b, kg, key| b.map_put(state, kg, key, &map_key, &value))?;
+        self.keyed.check_limit().map_err(|e| format_err!("{e}"))
     }
 
     fn map_remove(&mut self, slot: u32, state: u32, map_key: Vec<u8>) -> wasmtime::Result<()> {
@@ -173,7 +191,8 @@ impl bindings::weir::operator::state::Host for HostState {
     }
 
     fn list_append(&mut self, slot: u32, state: u32, value: Vec<u8>) -> wasmtime::Result<()> {
-        self.keyed.with_key(slot, state, Some(StateKind::List), |b, kg, key| b.list_append(state, kg, key, &value))
+        self.keyed.with_key(slot, state, Some(StateKind::List), |b, kg, key| b.list_append(state, kg, key, &value))?;
+        self.keyed.check_limit().map_err(|e| format_err!("{e}"))
     }
 
     fn clear(&mut self, slot: u32, state: u32) -> wasmtime::Result<()> {

@@ -11,7 +11,9 @@ use super::frame;
 use super::host::{HostState, KeyedState};
 use crate::checkpoint::snapshot;
 use crate::runtime::key_group::key_group_range;
-use crate::runtime::{EventBatch, Operator, OperatorFactory, SnapshotBody, StateSnapshot, SubtaskInfo, clip};
+use crate::runtime::{
+    BATCH_BYTES, EventBatch, Operator, OperatorFactory, SnapshotBody, StateSnapshot, SubtaskInfo, clip,
+};
 use crate::state::{self, MemoryBackend, Migration, StateBackend, StateDescriptor, StateKind, StateRestore};
 
 /// Limits of the sandbox each instance runs in.
@@ -21,11 +23,13 @@ pub struct SandboxLimits {
     pub call_deadline: Duration,
     /// Most linear memory an instance may have.
     pub memory_limit: usize,
+    /// Most bytes of keyed state a subtask may keep in host memory.
+    pub state_limit: usize,
 }
 
 impl Default for SandboxLimits {
     fn default() -> Self {
-        SandboxLimits { call_deadline: Duration::from_secs(10), memory_limit: 256 << 20 }
+        SandboxLimits { call_deadline: Duration::from_secs(10), memory_limit: 256 << 20, state_limit: 1 << 30 }
     }
 }
 
@@ -139,6 +143,7 @@ impl OperatorFactory for WasmOperatorFactory {
             }
         }
         store.data_mut().keyed = KeyedState::new(backend, kinds.clone());
+        store.data_mut().keyed.limit = self.limits.state_limit;
         let context = types::Context {
             uid: info.uid.to_string(),
             subtask_index: info.index,
@@ -185,15 +190,18 @@ struct WasmOperator {
     event_slots: Vec<u32>,
 }
 
-impl Operator for WasmOperator {
-    fn process(&mut self, input: &EventBatch, out: &mut EventBatch) -> Result<(), String> {
-        let keyed = &mut self.store.data_mut().keyed;
-        if let Some(backend) = keyed.backend.settled().map_err(|e| format!("cannot settle its state: {e}"))? {
-            keyed.backend = backend;
-        }
+impl WasmOperator {
+    /// One guest call for the events `events` of `input`.
+    fn process_events(
+        &mut self,
+        input: &EventBatch,
+        events: std::ops::Range<usize>,
+        out: &mut EventBatch,
+    ) -> Result<(), String> {
         frame::encode_input(
             input,
-            keyed,
+            events,
+            &mut self.store.data_mut().keyed,
             &self.value_states,
             self.max_parallelism,
             &mut self.frame,
@@ -207,6 +215,33 @@ impl Operator for WasmOperator {
             .map_err(|e| call_error("process-batch", &e, &self.limits))?
             .map_err(|message| format!("the operator failed: {}", clip(&message)))?;
         frame::apply_output(output, &mut self.store.data_mut().keyed, &self.value_states, out)
+    }
+}
+
+impl Operator for WasmOperator {
+    fn process(&mut self, input: &EventBatch, out: &mut EventBatch) -> Result<(), String> {
+        let keyed = &mut self.store.data_mut().keyed;
+        if let Some(backend) = keyed.backend.settled().map_err(|e| format!("cannot settle its state: {e}"))? {
+            keyed.backend = backend;
+        }
+        if input.byte_len() <= BATCH_BYTES {
+            return self.process_events(input, 0..input.len(), out);
+        }
+        // A batch of large events (an upstream operator's output) goes to the guest in parts of
+        // about BATCH_BYTES: what one call takes and returns stays bounded.
+        let mut start = 0;
+        while start < input.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < input.len() && (end == start || bytes < BATCH_BYTES) {
+                let event = input.get(end);
+                bytes += event.value.len() + event.key.map_or(0, <[u8]>::len);
+                end += 1;
+            }
+            self.process_events(input, start..end, out)?;
+            start = end;
+        }
+        Ok(())
     }
 
     fn into_state(self: Box<Self>) -> Option<Box<dyn StateBackend>> {
@@ -248,7 +283,19 @@ pub(crate) fn call_error(call: &str, error: &wasmtime::Error, limits: &SandboxLi
         );
     }
     let cause = match error.downcast_ref::<Trap>() {
+        // A Rust or C guest keeps its stack in linear memory: deep recursion runs it off the
+        // bottom of memory, which wasm reports as an out-of-bounds access.
+        Some(Trap::MemoryOutOfBounds) => format!(
+            "the guest trapped in {call}: out of bounds memory access (in a guest compiled from Rust, C or \
+             the like, most often a stack overflow: recursion too deep for its stack)"
+        ),
+        Some(Trap::StackOverflow) => format!("the guest trapped in {call}: stack overflow (recursion too deep)"),
         Some(trap) => format!("the guest trapped in {call}: {trap}"),
+        // wasmtime's bound on what one call may hand the host (128 MiB).
+        None if error.root_cause().to_string().contains("fuel allocated for hostcalls") => format!(
+            "{call} handed the host more than 128 MiB at once (what it emitted for one batch, or one \
+             state value): emit less per event"
+        ),
         None => format!("{call} failed: {}", error.root_cause()),
     };
     let described = match error.downcast_ref::<WasmBacktrace>() {

@@ -1,6 +1,7 @@
 //! Misbehaves on its first event as config `do` says: `spin` loops forever, `sleep` sleeps for an
 //! hour (a WASI poll on a timer), `hog` allocates without bound, `hoard-state` writes 100 map
-//! entries of 1 MB each per event into host state, `foreign-slot` asks the host for state of a
+//! entries of 1 MB each per event into host state, `line-break` emits a value with a line break
+//! in it, `foreign-slot` asks the host for state of a
 //! key it was not given.
 use serde::Deserialize;
 use weir_guest::{Context, Description, Event, MapState, OpenContext, Operator, Result};
@@ -31,6 +32,10 @@ impl Operator for Misbehave {
                 loop {
                     n = std::hint::black_box(n.wrapping_add(1));
                 }
+            }
+            "line-break" => {
+                _ctx.emit(b"one event\nthat reads as two");
+                Ok(())
             }
             "sleep" => {
                 std::thread::sleep(std::time::Duration::from_secs(3600));
