@@ -164,3 +164,28 @@ fn rate_limits_a_source() {
     assert_eq!(sink_lines(&out).len(), 600);
     assert!(run.elapsed >= std::time::Duration::from_millis(500), "took only {:?}", run.elapsed);
 }
+
+/// The first run of a module compiles it, which can take seconds for a large one: the run says
+/// so, and reports loading apart from the job's own time.
+#[test]
+fn compiling_a_module_is_reported_apart_from_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let job = write_job(dir.path(), &clicks_job(&repo().join("examples/clicks/clicks.jsonl"), "count", 1, &out));
+    let run = |cache: &Path| {
+        std::process::Command::new(weir_e2e::weir_bin())
+            .args(["run", &job, "--listen", "none"])
+            .env("WEIR_CACHE_DIR", cache)
+            .output()
+            .unwrap()
+    };
+    let cache = dir.path().join("cache");
+    let first = run(&cache);
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "{stderr}");
+    assert!(stderr.contains("compiling ") && stderr.contains("count.wasm (0.1 MiB); this happens once per module"));
+    assert!(stderr.contains("compiled ") && stderr.contains("modules loaded in "), "{stderr}");
+    let second = run(&cache);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!stderr.contains("compiling "), "the second run takes the compiled code from the cache: {stderr}");
+}

@@ -1,6 +1,7 @@
 //! `cargo xtask`: build orchestration for weir. Installs what is missing (the `wasm32-wasip2`
-//! target; componentize-py and moto's S3 server, which the tests use, in a project-local virtual
-//! environment), builds the host and every guest, and runs the demo, the tests and the benchmarks.
+//! target; componentize-py, and moto's S3 server and schemathesis, which the tests use, in a
+//! project-local virtual environment), builds the host and every guest, and runs the demo, the
+//! tests and the benchmarks.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::SystemTime;
@@ -14,6 +15,8 @@ mod bench;
 const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 /// The S3-compatible server the checkpoint tests run on loopback.
 const MOTO: &str = "moto[server]==5.1.18";
+/// The OpenAPI-driven tester the API test checks the server against its description with.
+const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 const WASM_TARGET: &str = "wasm32-wasip2";
 
 #[derive(Parser)]
@@ -95,6 +98,7 @@ impl Workspace {
         self.build_python_guest("count_py", "count", &operators)?;
         self.build_python_guest("count_v2_py", "count_v2", &operators)?;
         self.venv_tool("moto_server", MOTO)?;
+        self.venv_tool("st", SCHEMATHESIS)?;
 
         step("building the weir host (release)");
         run(Command::new(cargo()).current_dir(&self.root).args(["build", "--release", "--locked", "-p", "weir"]))?;

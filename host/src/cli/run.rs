@@ -121,7 +121,9 @@ pub(super) fn run(args: &RunArgs, token: Option<String>) -> anyhow::Result<()> {
     let label = format!("job file {}", args.job.display());
     // The local user's own job: its paths are theirs to choose.
     let local = Arc::new(Placement::local());
+    let loading = std::time::Instant::now();
     let plan = JobPlan::new(text, &label, &base, &mut ModuleFiles::new(base.clone(), &engine), local)?;
+    let loaded = loading.elapsed();
     // Modules uploaded to this run's API for upgrades, as `weir serve` keeps them.
     let data = args.data_dir.clone().unwrap_or_else(|| base.join("weir-data"));
     let modules = ModuleStore::open(data.join("modules"), engine.clone())
@@ -177,13 +179,13 @@ pub(super) fn run(args: &RunArgs, token: Option<String>) -> anyhow::Result<()> {
         JobState::Finished if info.savepoints.last().is_some_and(|s| s.stopped) => {
             let location = info.savepoints.last().map(|s| s.location.as_str()).unwrap_or_default();
             eprintln!("weir run: job '{name}' stopped with savepoint {location}");
-            print_summary(&info, &jobs.checkpoints(&info.id).unwrap_or_default());
+            print_summary(&info, &jobs.checkpoints(&info.id).unwrap_or_default(), loaded);
             // The client that asked for the stop is still asking where the savepoint went.
             std::thread::sleep(Duration::from_millis(500));
             Ok(())
         }
         JobState::Finished => {
-            print_summary(&info, &jobs.checkpoints(&info.id).unwrap_or_default());
+            print_summary(&info, &jobs.checkpoints(&info.id).unwrap_or_default(), loaded);
             Ok(())
         }
         JobState::Canceled => bail!("job '{name}' was canceled"),
@@ -191,9 +193,15 @@ pub(super) fn run(args: &RunArgs, token: Option<String>) -> anyhow::Result<()> {
     }
 }
 
-fn print_summary(info: &JobInfo, checkpoints: &CheckpointStats) {
+/// What a finished run did; `loaded` is how long loading (and compiling) its modules took before
+/// it started, which its run time does not include.
+fn print_summary(info: &JobInfo, checkpoints: &CheckpointStats, loaded: Duration) {
     let seconds = |ms: u64| ms.saturating_sub(info.submitted_at) as f64 / 1000.0;
     eprintln!("job '{}' finished in {:.3} s", info.name, seconds(info.ended_at.unwrap_or(info.submitted_at)));
+    eprintln!(
+        "  modules loaded in {:.3} s before the start (compiled on first use, then cached)",
+        loaded.as_secs_f64()
+    );
     if let Some(kib) = peak_rss_kib() {
         eprintln!("  peak memory {:.1} MiB", kib as f64 / 1024.0);
     }

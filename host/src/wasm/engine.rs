@@ -16,6 +16,11 @@ use super::contract::{self, CONTRACT, CONTRACT_VERSION, ContractCheck};
 use super::host::HostState;
 use crate::state::{StateDescriptor, StateKind};
 
+/// Bytes in MiB.
+fn mib(bytes: usize) -> f64 {
+    bytes as f64 / f64::from(1 << 20)
+}
+
 /// What the host offers a guest to import, for link errors.
 const PROVIDED: &str = "weir:operator/state and /log, and WASI 0.2's wasi:io, wasi:clocks, wasi:random, \
                         wasi:cli, wasi:filesystem (no directories) and wasi:sockets (no network)";
@@ -200,7 +205,7 @@ impl WasmEngine {
             return Err(fail(ModuleProblem::CoreModule));
         }
         let sha256 = hex::encode(Sha256::digest(bytes));
-        let component = self.compile(bytes, &sha256).map_err(|e| fail(ModuleProblem::Invalid(e)))?;
+        let component = self.compile(bytes, &sha256, module).map_err(|e| fail(ModuleProblem::Invalid(e)))?;
         match contract::check(&self.engine, &component) {
             ContractCheck::Compatible => {}
             ContractCheck::OtherVersion(version) => {
@@ -219,10 +224,18 @@ impl WasmEngine {
 
     /// Compiles a component, or loads the machine code compiled for the same bytes and engine
     /// settings earlier. Cached artifacts are written only by this function, atomically.
-    fn compile(&self, bytes: &[u8], sha256: &str) -> Result<Component, String> {
-        let Some(dir) = &self.cache_dir else {
-            return Component::new(&self.engine, bytes).map_err(|e| format!("{e:#}"));
+    fn compile(&self, bytes: &[u8], sha256: &str, module: &str) -> Result<Component, String> {
+        // A large component (an interpreter inside) takes seconds to compile: say so, and how long.
+        let compile = || {
+            let started = std::time::Instant::now();
+            tracing::info!("compiling {module} ({:.1} MiB); this happens once per module", mib(bytes.len()));
+            let component = Component::new(&self.engine, bytes).map_err(|e| format!("{e:#}"));
+            if component.is_ok() {
+                tracing::info!("compiled {module} in {:.1} s", started.elapsed().as_secs_f64());
+            }
+            component
         };
+        let Some(dir) = &self.cache_dir else { return compile() };
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut hasher);
         let path = dir.join(format!("{sha256}-{:016x}.cwasm", hasher.finish()));
@@ -235,7 +248,7 @@ impl WasmEngine {
                 Err(e) => tracing::warn!("ignoring unreadable compiled module {}: {e}", path.display()),
             }
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| format!("{e:#}"))?;
+        let component = compile()?;
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(dir)?;
             let serialized = component.serialize().map_err(std::io::Error::other)?;
