@@ -90,7 +90,41 @@ fn stop_with_savepoint_and_restore_into_the_same_directory_loses_nothing() {
         let restored = weir(&["run", &job, "--listen", "none", "--from-savepoint", &moved.to_string_lossy()]);
         assert_eq!(restored.code, 0, "{}", restored.stderr);
         assert_eq!(sink_lines(&dir.path().join("out")), expected, "checkpointing {checkpointing}");
+
+        // The renamed savepoint is inspected and disposed of like any other; dispose deletes only
+        // the files its _metadata lists, and leaves what else is in the directory.
+        let moved = moved.to_string_lossy().into_owned();
+        let inspected = weir(&["savepoint", "inspect", &moved, "--operator", "count-per-user"]);
+        assert_eq!(inspected.code, 0, "{}", inspected.stderr);
+        assert!(inspected.stdout.lines().count() > 0);
+        let wider = job_with_max_parallelism(&job, 256);
+        let refused = weir(&["run", &wider, "--listen", "none", "--from-savepoint", &moved]);
+        assert_eq!(refused.code, 1);
+        assert!(
+            refused.stderr.contains(&format!("savepoint {moved} was taken with max-parallelism 128"))
+                && refused.stderr.contains("set max-parallelism = 128"),
+            "{}",
+            refused.stderr
+        );
+        std::fs::write(Path::new(&moved).join("notes.txt"), "mine").unwrap();
+        let disposed = weir(&["savepoint", "dispose", &moved]);
+        assert_eq!(disposed.code, 0, "{}", disposed.stderr);
+        let left: Vec<String> =
+            std::fs::read_dir(&moved).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(left, ["notes.txt"], "only the savepoint's own files went");
     }
+}
+
+/// The job file at `job` with `max-parallelism` set to `n`, written beside it; its path.
+fn job_with_max_parallelism(job: &str, n: u32) -> String {
+    let text = std::fs::read_to_string(job).unwrap().replacen(
+        "parallelism = 2\n",
+        &format!("parallelism = 2\nmax-parallelism = {n}\n"),
+        1,
+    );
+    let path = Path::new(job).with_file_name("wider.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
 }
 
 /// A job file's `[restart]` that waits `delay` before restarting.

@@ -197,3 +197,48 @@ fn host_state_is_bounded_by_the_state_limit() {
     let expected = weir_e2e::expected_lines(&weir_e2e::expected_counts(&clicks));
     assert_eq!(weir_e2e::sink_lines(&other.path().join("out")), expected);
 }
+
+/// A guest that fails with a 20 MiB message, restarted again and again: the job's record and
+/// the listings keep a few KiB of each failure, not megabytes.
+#[test]
+fn huge_guest_errors_are_clipped_in_records_and_listings() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = weir_e2e::Server::start(&dir.path().join("data"), &[]);
+    let restarts = "\n[restart]\nstrategy = \"fixed-delay\"\nattempts = 3\ndelay = \"10ms\"\n";
+    let job = write_job(dir.path(), &format!("{}{restarts}", misbehaving_job("huge-error", "")));
+    let id = server.cli(&["submit", &job]).stdout.trim().to_string();
+    let record = server.wait_for_job(&id);
+    assert_eq!(record["state"], "failed", "{}", &record.to_string()[..2000.min(record.to_string().len())]);
+    assert_eq!(record["failures"].as_array().unwrap().len(), 4);
+    assert!(record.to_string().len() < 64 << 10, "the record is {} bytes", record.to_string().len());
+    assert!(record["failure"].as_str().unwrap().contains("more bytes left out"), "the cut is said");
+    let (_, jobs) = server.http("GET", "/v1/jobs", b"", None);
+    assert!(jobs.to_string().len() < 64 << 10, "the listing is {} bytes", jobs.to_string().len());
+    assert!(server.log().len() < 1 << 20, "the server's log is {} bytes", server.log().len());
+}
+
+/// A server restarted while a job's guest sleeps in a long call answers at once (it resumes
+/// jobs beside serving), and cancelling the job ends it without waiting for the guest.
+#[test]
+fn a_restarted_server_answers_while_it_resumes_a_stuck_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = weir_e2e::Server::start(&data, &[]);
+    let checkpoints = "\n[checkpointing]\ninterval = \"100ms\"\nstorage = \"file://chk\"\n";
+    let job = write_job(dir.path(), &format!("{}{checkpoints}", misbehaving_job("sleep", "call-deadline = \"1h\"")));
+    let id = server.cli(&["submit", &job]).stdout.trim().to_string();
+    std::thread::sleep(Duration::from_millis(500));
+    server.kill();
+    let server = weir_e2e::Server::start(&data, &[]);
+    let started = std::time::Instant::now();
+    let (status, _) = server.http("GET", "/v1/jobs", b"", None);
+    assert_eq!(status, 200);
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, body) = server.http("POST", &format!("/v1/jobs/{id}/cancel"), b"", None);
+    assert_eq!(status, 202, "{body}");
+    let started = std::time::Instant::now();
+    let record = server.wait_for_job(&id);
+    assert_eq!(record["state"], "canceled", "{record}");
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+}

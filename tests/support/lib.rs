@@ -389,7 +389,11 @@ impl Server {
 
     /// Sends a request; returns the status and the JSON body.
     pub fn http(&self, method: &str, path: &str, body: &[u8], token: Option<&str>) -> (u16, serde_json::Value) {
-        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
         let mut request = ureq::http::Request::builder().method(method).uri(format!("{}{path}", self.url));
         if let Some(token) = token {
             request = request.header("Authorization", format!("Bearer {token}"));

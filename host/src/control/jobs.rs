@@ -457,15 +457,19 @@ impl Jobs {
                         return Err("it has no [checkpointing], so it cannot be resumed without repeating its output"
                             .to_string());
                     }
-                    let restore = match plan.latest_checkpoint(lock(&job.info).first_checkpoint)? {
+                    // Read first: a guard in a `match` scrutinee lives through the whole match.
+                    let (first_checkpoint, lineage, attempt) = {
+                        let info = lock(&job.info);
+                        (info.first_checkpoint, info.lineage.clone(), info.attempt + 1)
+                    };
+                    let restore = match plan.latest_checkpoint(first_checkpoint)? {
                         Some(checkpoint) => Some(Arc::new(checkpoint)),
                         // Started from a savepoint and no checkpoint since: from that savepoint.
-                        None => match lock(&job.info).lineage.clone() {
+                        None => match lineage {
                             Some(lineage) => Some(Arc::new(Restore::savepoint(&lineage.savepoint, base)?)),
                             None => None,
                         },
                     };
-                    let attempt = lock(&job.info).attempt + 1;
                     let graph = plan.build(attempt, restore.clone()).map_err(|e| e.to_string())?;
                     Ok((plan, graph, restore))
                 });
@@ -474,7 +478,8 @@ impl Jobs {
                     let from = restore.as_ref().map_or("the start".to_string(), |r| format!("checkpoint {}", r.id()));
                     tracing::info!("resuming job {id} ('{}') from {from}", plan.name());
                     // Its last upgrade can still be rolled back by hand.
-                    if let Some(point) = lock(&job.info).rollback_point.clone() {
+                    let rollback_point = lock(&job.info).rollback_point.clone();
+                    if let Some(point) = rollback_point {
                         match plan.sibling(point.job, modules) {
                             Ok(previous) => {
                                 let savepoint = SwapSavepoint::Recorded(point.savepoint);
@@ -814,6 +819,12 @@ impl Jobs {
     }
 }
 
+/// Takes what `slot` holds, its lock released at once (a guard in a `match` scrutinee would be
+/// held through the whole match).
+fn take<T>(slot: &Mutex<Option<T>>) -> Option<T> {
+    lock(slot).take()
+}
+
 fn update(dir: Option<&Path>, job: &Job, change: impl FnOnce(&mut JobInfo)) {
     let mut info = lock(&job.info);
     change(&mut info);
@@ -842,7 +853,7 @@ fn run_attempts(
                 graph.savepoints = Some(job.savepoint_requests.1.clone());
                 graph.handover = Some(job.handover.clone());
                 match runtime::execute(graph, job.cancel.clone(), job.metrics.clone()) {
-                    Ok(()) => match lock(&job.upgrade).take() {
+                    Ok(()) => match take(&job.upgrade) {
                         // Stopped for an upgrade: the next run has the new code and the state.
                         Some(upgrade) => {
                             (plan, next, swap) = upgraded(dir, job, plan, upgrade, attempt);

@@ -1,7 +1,7 @@
 //! Misbehaves on its first event as config `do` says: `spin` loops forever, `sleep` sleeps for an
 //! hour (a WASI poll on a timer), `hog` allocates without bound, `hoard-state` writes 100 map
 //! entries of 1 MB each per event into host state, `line-break` emits a value with a line break
-//! in it, `foreign-slot` asks the host for state of a
+//! in it, `huge-error` fails with a 20 MiB message, `foreign-slot` asks the host for state of a
 //! key it was not given.
 use serde::Deserialize;
 use weir_guest::{Context, Description, Event, MapState, OpenContext, Operator, Result};
@@ -33,6 +33,7 @@ impl Operator for Misbehave {
                     n = std::hint::black_box(n.wrapping_add(1));
                 }
             }
+            "huge-error" => Err(weir_guest::Error::new("e".repeat(20 << 20))),
             "line-break" => {
                 _ctx.emit(b"one event\nthat reads as two");
                 Ok(())
