@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use weir_e2e::{
-    Running, Server, expected_counts, expected_lines, file_sink, file_source, generated_clicks, job, operator,
-    part_files, sink_lines, wasm_operator, weir, write_job,
+    Running, Server, assert_failed_with, expected_counts, expected_lines, file_sink, file_source, generated_clicks,
+    job, operator, part_files, sink_lines, wasm_operator, weir, write_job,
 };
 
 /// The clicks job reading `input` into `out`, checkpointing every 100 ms into `chk/` when
@@ -99,13 +99,8 @@ fn stop_with_savepoint_and_restore_into_the_same_directory_loses_nothing() {
         assert!(inspected.stdout.lines().count() > 0);
         let wider = job_with_max_parallelism(&job, 256);
         let refused = weir(&["run", &wider, "--listen", "none", "--from-savepoint", &moved]);
-        assert_eq!(refused.code, 1);
-        assert!(
-            refused.stderr.contains(&format!("savepoint {moved} was taken with max-parallelism 128"))
-                && refused.stderr.contains("set max-parallelism = 128"),
-            "{}",
-            refused.stderr
-        );
+        let taken = format!("savepoint {moved} was taken with max-parallelism 128");
+        assert_failed_with(&refused, &[&taken, "set max-parallelism = 128"]);
         std::fs::write(Path::new(&moved).join("notes.txt"), "mine").unwrap();
         let disposed = weir(&["savepoint", "dispose", &moved]);
         assert_eq!(disposed.code, 0, "{}", disposed.stderr);
@@ -164,12 +159,9 @@ fn a_sink_directory_stays_claimed_while_its_job_waits_to_restart() {
     std::fs::copy(dir.path().join("clicks.jsonl"), other_dir.join("clicks.jsonl")).unwrap();
     let second = clicks(&other_dir, "../out", false, None).replace("clicks-per-user", "another-job");
     let refused = server.cli(&["submit", &write_job(&other_dir, &second)]);
-    assert_eq!(refused.code, 1, "{}", refused.stdout);
-    assert!(
-        refused.stderr.contains("sink 'counts': another job is writing to")
-            && refused.stderr.contains("give each job a sink directory of its own"),
-        "{}",
-        refused.stderr
+    assert_failed_with(
+        &refused,
+        &["sink 'counts': another job is writing to", "give each job a sink directory of its own"],
     );
     let record = server.wait_for_job(&id);
     assert_eq!(record["state"], "finished", "{record}");
@@ -198,12 +190,7 @@ fn two_jobs_of_one_name_never_take_each_others_checkpoints() {
         .replace("file://savepoints", &format!("file://{}", dir.path().join("savepoints").display()));
     let second = write_job(&second_dir, &second_text);
     let refused = server.cli(&["submit", &second]);
-    assert_eq!(refused.code, 1, "{}", refused.stdout);
-    assert!(
-        refused.stderr.contains("another job named 'clicks-per-user' is running with its checkpoints in"),
-        "{}",
-        refused.stderr
-    );
+    assert_failed_with(&refused, &["another job named 'clicks-per-user' is running with its checkpoints in"]);
     server.kill();
 
     // While the first job's server is down, the second runs to its end beside its checkpoints.

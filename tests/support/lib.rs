@@ -85,6 +85,14 @@ pub fn weir_with_env(args: &[&str], env: &[(String, String)], limit: Duration) -
     output
 }
 
+/// Checks that a run failed (exit code 1) with every one of `needles` in its stderr.
+pub fn assert_failed_with(out: &Output, needles: &[&str]) {
+    assert_eq!(out.code, 1, "expected exit code 1, got {}:\n{}{}", out.code, out.stdout, out.stderr);
+    for needle in needles {
+        assert!(out.stderr.contains(needle), "stderr lacks {needle:?}:\n{}", out.stderr);
+    }
+}
+
 /// Runs `weir ARGS` with a two-minute limit.
 pub fn weir(args: &[&str]) -> Output {
     weir_with_limit(args, Duration::from_secs(120))

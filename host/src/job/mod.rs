@@ -653,18 +653,19 @@ fn sandbox_limits(op: &OperatorSpec) -> Result<SandboxLimits, String> {
         })?;
     }
     if let Some(m) = &op.memory_limit {
-        let bytes =
-            m.parse::<bytesize::ByteSize>().ok().map(|b| b.as_u64()).filter(|&b| b >= 1 << 20).ok_or_else(|| {
-                format!("operator '{}': memory-limit \"{m}\" is not a size of at least 1MiB, such as \"64MiB\"", op.uid)
-            })?;
-        limits.memory_limit = usize::try_from(bytes).unwrap_or(usize::MAX);
+        limits.memory_limit = size_setting(&op.uid, "memory-limit", m, "64MiB")?;
     }
     if let Some(m) = &op.state_limit {
-        let bytes =
-            m.parse::<bytesize::ByteSize>().ok().map(|b| b.as_u64()).filter(|&b| b >= 1 << 20).ok_or_else(|| {
-                format!("operator '{}': state-limit \"{m}\" is not a size of at least 1MiB, such as \"4GiB\"", op.uid)
-            })?;
-        limits.state_limit = usize::try_from(bytes).unwrap_or(usize::MAX);
+        limits.state_limit = size_setting(&op.uid, "state-limit", m, "4GiB")?;
     }
     Ok(limits)
+}
+
+/// Operator `uid`'s size setting `key` = `value`: at least 1 MiB (`example` shows one).
+fn size_setting(uid: &str, key: &str, value: &str, example: &str) -> Result<usize, String> {
+    let bytes = value.parse::<bytesize::ByteSize>().ok().map(|b| b.as_u64()).filter(|&b| b >= 1 << 20);
+    let bytes = bytes.ok_or_else(|| {
+        format!("operator '{uid}': {key} \"{value}\" is not a size of at least 1MiB, such as \"{example}\"")
+    })?;
+    Ok(usize::try_from(bytes).unwrap_or(usize::MAX))
 }
