@@ -9,17 +9,16 @@ pub mod checkpoint_stats;
 mod executor;
 pub mod graph;
 pub mod key_group;
+mod metrics;
 
 pub use batch::{Event, EventBatch};
-pub use executor::{
-    JobFailure, JobMetrics, MAX_CHANNELS, MAX_SUBTASKS, SubtaskSummary, VertexSummary, check_size, clock_ns, execute,
-    panic_message,
-};
+pub use executor::{JobFailure, MAX_CHANNELS, MAX_SUBTASKS, check_size, execute, panic_message};
 pub use graph::{
     CheckpointConfig, CheckpointSink, Completed, Handover, Interrupt, JobGraph, Operator, OperatorFactory,
     Partitioning, SavepointRequest, Sink, SinkCommitted, SinkFactory, SnapshotBody, Source, SourceFactory,
     SourcePosition, StateFile, StateSnapshot, Stopped, SubtaskInfo, TaskError, Vertex,
 };
+pub use metrics::{JobMetrics, SubtaskSummary, VertexSummary, clock_ns};
 
 /// Events per batch that sources and routers aim for: large enough to amortise a Wasm call and a
 /// channel hand-off, small enough to keep latency and memory low.

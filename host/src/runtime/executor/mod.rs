@@ -1,0 +1,335 @@
+//! Runs a [`JobGraph`]: one thread per subtask (each owns its operator instance, so a Wasm store
+//! never crosses threads), bounded channels between them, and the first failure cancels the job.
+//!
+//! By role: [`control`] is what the threads of one run share (flags, the acknowledgement and
+//! upload channels); [`coordinator`] triggers checkpoints and savepoints and completes them;
+//! [`wiring`] lays out stages and channels; [`runner`] holds the per-subtask loops of sources,
+//! operators and sinks. This file spawns the threads and joins them.
+mod control;
+mod coordinator;
+mod runner;
+mod wiring;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+
+use crate::runtime::channel::{Inputs, Message, Output, Route};
+use crate::runtime::graph::{Interrupt, JobGraph, SinkFactory, SubtaskInfo, TaskError};
+use crate::runtime::metrics::{Counters, JobMetrics, VertexCounters, thread_cpu_time};
+use control::{Ack, Control};
+use coordinator::{Coordinator, upload};
+use runner::{ChainedSink, Stop, run_operator, run_sink, run_source};
+pub use wiring::{MAX_CHANNELS, MAX_SUBTASKS, check_size};
+use wiring::{Shape, SinkVertex, stages, wire};
+
+/// Why a job did not finish.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JobFailure {
+    /// A subtask failed.
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    /// The job was cancelled before its sources ended.
+    #[error("job was cancelled")]
+    Cancelled,
+    /// A checkpoint could not be stored.
+    #[error("checkpoint {id} failed: {cause}")]
+    Checkpoint {
+        /// The checkpoint.
+        id: u64,
+        /// Why.
+        cause: String,
+    },
+    /// A thread of the job panicked: a bug in weir, not in the job.
+    #[error("internal error: thread '{thread}' panicked ({message}); please report this as a weir bug")]
+    Panicked {
+        /// The thread's name.
+        thread: String,
+        /// What the panic said.
+        message: String,
+    },
+}
+
+/// Runs the job until its sources are exhausted and the sinks have flushed, or until `cancel` is
+/// set or a subtask fails. `metrics` fills in as subtasks start, so others can watch the job.
+pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics>) -> Result<(), JobFailure> {
+    let JobGraph { max_parallelism, attempt, sources, operators, sinks, checkpointing, savepoints, handover, .. } =
+        graph;
+    metrics.begin_attempt();
+    let sinks: Vec<SinkVertex> = sinks.into_iter().map(SinkVertex::from).collect();
+    let (acks, ack_receiver) = crossbeam_channel::unbounded();
+    let (uploads, upload_receiver) = crossbeam_channel::unbounded();
+    let control = Arc::new(Control {
+        cancel,
+        stop: Arc::new(AtomicBool::new(false)),
+        failure: Mutex::new(None),
+        requested: AtomicU64::new(checkpointing.as_ref().map_or(0, |c| c.first_id.saturating_sub(1))),
+        exactly_once: checkpointing.as_ref().is_none_or(|c| c.exactly_once),
+        checkpointing: checkpointing.is_some(),
+        acks,
+        uploads,
+        targets: Mutex::default(),
+        stop_at: AtomicU64::new(0),
+        final_checkpoint_done: AtomicBool::new(false),
+        handover,
+        handing_over: AtomicBool::new(false),
+    });
+    let coordination = {
+        let subtasks = |parallelisms: &mut dyn Iterator<Item = u32>| parallelisms.map(|p| p as usize).sum::<usize>();
+        let sources = subtasks(&mut sources.iter().map(|v| v.parallelism));
+        let expected = sources
+            + subtasks(&mut operators.iter().map(|v| v.parallelism))
+            + subtasks(&mut sinks.iter().map(|v| v.parallelism));
+        let sink_factories = sinks.iter().map(|v| (v.uid.clone(), v.factory.clone())).collect();
+        let c = control.clone();
+        let uploader =
+            std::thread::spawn(move || failing_on_panic("uploader", &c.clone(), || upload(upload_receiver, &c)));
+        let (c, m) = (control.clone(), metrics.clone());
+        let savepoints = savepoints.unwrap_or_else(crossbeam_channel::never);
+        let coordinator = std::thread::spawn(move || {
+            let coordinator = Coordinator {
+                next_trigger: Instant::now() + checkpointing.as_ref().map_or(Duration::ZERO, |c| c.interval),
+                config: checkpointing.as_ref(),
+                control: &c,
+                metrics: &m,
+                sinks: sink_factories,
+                publishing: true,
+                expected,
+                sources,
+                sources_finished: 0,
+                pending: BTreeMap::new(),
+                last_end: None,
+                consecutive_failures: 0,
+                final_pending: None,
+            };
+            failing_on_panic("checkpoint-coordinator", &c, || coordinator.run(ack_receiver, savepoints))
+        });
+        (uploader, coordinator)
+    };
+
+    // Stages: all sources, then each operator, then all sinks. Stage k feeds every vertex of k+1.
+    // Sinks after an operator are chained into its threads instead (as Flink chains forward edges
+    // of equal parallelism): a channel hop and a cross-thread wake-up per batch buy nothing there.
+    let shape = |uid: &Arc<str>, parallelism, input| Shape { uid: uid.clone(), parallelism, input };
+    let (stages, chain_sinks) = stages(
+        sources.iter().map(|v| shape(&v.uid, v.parallelism, v.input)).collect(),
+        operators.iter().map(|v| shape(&v.uid, v.parallelism, v.input)).collect(),
+        sinks.iter().map(|v| shape(&v.uid, v.parallelism, v.input)).collect(),
+    );
+
+    // routes[stage][vertex][subtask], inputs[stage][vertex][subtask]
+    let mut routes: Vec<Vec<Vec<Vec<Route>>>> =
+        stages.iter().map(|s| s.iter().map(|v| (0..v.parallelism).map(|_| Vec::new()).collect()).collect()).collect();
+    let mut inputs: Vec<Vec<Vec<Vec<Receiver<Message>>>>> = vec![Vec::new()];
+    for k in 1..stages.len() {
+        let mut stage_inputs = Vec::new();
+        for down in &stages[k] {
+            let (stage_routes, receivers) = wire(&stages[k - 1], down, max_parallelism);
+            for (v, per_subtask) in stage_routes.into_iter().enumerate() {
+                for (s, route) in per_subtask.into_iter().enumerate() {
+                    routes[k - 1][v][s].push(route);
+                }
+            }
+            stage_inputs.push(receivers);
+        }
+        inputs.push(stage_inputs);
+    }
+    let mut routes = routes.into_iter();
+    let mut inputs = inputs.into_iter().skip(1);
+
+    let mut runner =
+        Runner { control: control.clone(), threads: Vec::new(), metrics: metrics.clone(), max_parallelism, attempt };
+    let source_routes = routes.next().unwrap_or_default();
+    for (vertex, vertex_routes) in sources.into_iter().zip(source_routes) {
+        let factory: Arc<dyn crate::runtime::SourceFactory> = Arc::from(vertex.factory);
+        let rate = factory.rate().map(|r| r / f64::from(vertex.parallelism));
+        runner.vertex("source", &vertex.uid, vertex.parallelism, vertex_routes.into_iter().map(|r| (Vec::new(), r)), {
+            move |info, _inputs, output, control, counters| {
+                let source = factory.create(info)?;
+                run_source(source, info, output, rate, control, counters)
+            }
+        });
+    }
+    // Chained sinks: each sink's factory and per-subtask counters, shared by the last operator's
+    // subtask threads, which open their own sink instances.
+    let mut chained_sinks = Vec::new();
+    let mut sink_counters = Vec::new();
+    let last_operator_uid = operators.last().map(|v| v.uid.clone());
+    let mut sink_threads = Vec::new();
+    for vertex in sinks {
+        if chain_sinks {
+            let subtasks: Vec<Arc<Counters>> = (0..vertex.parallelism).map(|_| Arc::default()).collect();
+            chained_sinks.push((vertex.factory, vertex.uid.clone(), subtasks.clone()));
+            sink_counters.push(VertexCounters {
+                kind: "sink",
+                uid: vertex.uid,
+                parallelism: vertex.parallelism,
+                subtasks,
+                chained_into: last_operator_uid.clone(),
+            });
+        } else {
+            sink_threads.push(vertex);
+        }
+    }
+    let chained_sinks = Arc::new(chained_sinks);
+    let last_operator = operators.len().checked_sub(1);
+    for (i, vertex) in operators.into_iter().enumerate() {
+        let vertex_inputs = inputs.next().and_then(|mut v| v.pop()).unwrap_or_default();
+        let vertex_routes = routes.next().and_then(|mut v| v.pop()).unwrap_or_default();
+        let factory: Arc<dyn crate::runtime::OperatorFactory> = Arc::from(vertex.factory);
+        let chained = if Some(i) == last_operator { chained_sinks.clone() } else { Arc::default() };
+        let metrics = metrics.clone();
+        runner.vertex("operator", &vertex.uid, vertex.parallelism, vertex_inputs.into_iter().zip(vertex_routes), {
+            move |info, inputs, output, control, counters| {
+                let operator = factory.create(info)?;
+                let sinks = chained
+                    .iter()
+                    .map(|(factory, uid, subtasks)| {
+                        let counters = subtasks[info.index as usize].clone();
+                        let info = SubtaskInfo { uid: uid.clone(), ..info.clone() };
+                        ChainedSink::open(&**factory, info, counters, metrics.clone(), control)
+                    })
+                    .collect::<Result<Vec<_>, Stop>>()?;
+                run_operator(operator, info, inputs, output, sinks, control, counters)
+            }
+        });
+    }
+    for vertex in sink_counters {
+        runner.metrics.push(vertex);
+    }
+    let sink_inputs = inputs.next().unwrap_or_default();
+    for (vertex, vertex_inputs) in sink_threads.into_iter().zip(sink_inputs) {
+        let no_routes = std::iter::repeat_with(Vec::new);
+        let (metrics, factory) = (metrics.clone(), vertex.factory);
+        runner.vertex("sink", &vertex.uid, vertex.parallelism, vertex_inputs.into_iter().zip(no_routes), {
+            move |info, inputs, _output, control, counters| {
+                let sink = factory.create(info)?;
+                run_sink(sink, info, inputs, control, counters, &metrics)
+            }
+        });
+    }
+
+    let Runner { threads, .. } = runner;
+    let mut panicked = None;
+    for thread in threads {
+        let name = thread.thread().name().unwrap_or_default().to_string();
+        if let Err(payload) = thread.join() {
+            control.stop.store(true, Ordering::SeqCst);
+            panicked.get_or_insert(JobFailure::Panicked { thread: name, message: panic_message(&*payload) });
+        }
+    }
+    let (uploader, coordinator) = coordination;
+    let finish = {
+        let (control, metrics) = (control.clone(), metrics.clone());
+        move || {
+            // Pending snapshots are stored (and acknowledged) before the coordinator hears the end.
+            let _ = control.uploads.send(None);
+            let _ = uploader.join();
+            control.ack(Ack::JobEnded);
+            let _ = coordinator.join();
+            let last_id = control.requested.load(Ordering::SeqCst);
+            metrics.checkpoint_stats(|s| s.attempt_ended(last_id));
+        }
+    };
+    let handed_over = control.handing_over.load(Ordering::SeqCst) && control.failure.lock().is_ok_and(|f| f.is_none());
+    if handed_over && panicked.is_none() {
+        // The next run starts now; the stop's savepoint is stored behind it.
+        if let Err(e) = std::thread::Builder::new().name("savepoint-finish".into()).spawn(finish) {
+            tracing::warn!("cannot store the stop's savepoint behind the next run: {e}");
+        }
+        return Ok(());
+    }
+    finish();
+    if let Some(failure) = panicked {
+        return Err(failure);
+    }
+    if let Some(failure) = control.failure.lock().ok().and_then(|mut f| f.take()) {
+        return Err(failure);
+    }
+    if control.cancelled() {
+        return Err(JobFailure::Cancelled);
+    }
+    Ok(())
+}
+
+/// What a panic said, from its payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+        (Some(text), _) => text.to_string(),
+        (_, Some(text)) => text.clone(),
+        _ => "no message".to_string(),
+    }
+}
+
+/// Runs `body` of the job's thread `thread`; a panic in it fails the run with its message
+/// instead of leaving the job waiting for that thread forever.
+fn failing_on_panic(thread: &str, control: &Control, body: impl FnOnce()) {
+    if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        control.fail(JobFailure::Panicked { thread: thread.to_string(), message: panic_message(&*payload) });
+    }
+}
+
+/// Spawns subtask threads and keeps their handles and counters.
+struct Runner {
+    control: Arc<Control>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    metrics: Arc<JobMetrics>,
+    max_parallelism: u32,
+    attempt: u32,
+}
+
+impl Runner {
+    /// Spawns one thread per subtask of a vertex, each running `body` with its inputs and output.
+    fn vertex<B>(
+        &mut self,
+        kind: &'static str,
+        uid: &Arc<str>,
+        parallelism: u32,
+        wiring: impl Iterator<Item = (Vec<Receiver<Message>>, Vec<Route>)>,
+        body: B,
+    ) where
+        B: Fn(&SubtaskInfo, Inputs, Output, &Control, &Counters) -> Result<(), Stop> + Send + Sync + 'static,
+    {
+        let body = Arc::new(body);
+        let mut vertex_counters = Vec::new();
+        for (index, (receivers, routes)) in wiring.enumerate() {
+            let info = SubtaskInfo {
+                uid: uid.clone(),
+                index: index as u32,
+                parallelism,
+                max_parallelism: self.max_parallelism,
+                attempt: self.attempt,
+                interrupt: Interrupt::new(self.control.cancel.clone(), self.control.stop.clone()),
+            };
+            let counters = Arc::new(Counters::default());
+            vertex_counters.push(counters.clone());
+            let (control, body) = (self.control.clone(), body.clone());
+            let thread_info = info.clone();
+            let spawned =
+                std::thread::Builder::new().name(format!("{uid}-{index}").replace('\0', "?")).spawn(move || {
+                    let inputs = Inputs::new(receivers, control.exactly_once);
+                    let result = body(&thread_info, inputs, Output::new(routes), &control, &counters);
+                    counters.cpu_ns.store(thread_cpu_time().as_nanos() as u64, Ordering::Relaxed);
+                    if let Err(Stop::Failed(cause)) = result {
+                        control.fail(TaskError { kind, subtask: thread_info, cause });
+                    }
+                });
+            match spawned {
+                Ok(handle) => self.threads.push(handle),
+                Err(e) => {
+                    self.control.fail(TaskError { kind, subtask: info, cause: format!("cannot start thread: {e}") })
+                }
+            }
+        }
+        self.metrics.push(VertexCounters {
+            kind,
+            uid: uid.clone(),
+            parallelism,
+            subtasks: vertex_counters,
+            chained_into: None,
+        });
+    }
+}

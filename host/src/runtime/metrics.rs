@@ -1,0 +1,163 @@
+//! What a running job counts, readable from any thread while it runs and after it ends: events
+//! in and out per subtask, CPU time, checkpoint statistics, and when operators processed batches.
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::checkpoint_stats::CheckpointStats;
+
+/// Events counted for one subtask.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SubtaskSummary {
+    /// Events received.
+    pub events_in: u64,
+    /// Events sent downstream (sinks: events written).
+    pub events_out: u64,
+}
+
+/// Events counted for one vertex over all its subtasks.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct VertexSummary {
+    /// "source", "operator" or "sink".
+    pub kind: String,
+    /// The vertex's uid.
+    pub uid: String,
+    /// Its parallelism.
+    pub parallelism: u32,
+    /// Events received (sources: 0).
+    pub events_in: u64,
+    /// Events sent downstream (sinks: events written).
+    pub events_out: u64,
+    /// Per subtask, in subtask order.
+    pub subtasks: Vec<SubtaskSummary>,
+    /// CPU seconds its finished subtask threads used, over all subtasks.
+    pub cpu_seconds: f64,
+    /// For a sink chained into its upstream operator's threads: that operator's uid (its CPU
+    /// time then includes the sink's).
+    pub chained_into: Option<String>,
+}
+
+/// Live event counts of a job, readable from any thread while it runs and after it ends.
+#[derive(Default)]
+pub struct JobMetrics {
+    pub(crate) vertices: Mutex<Vec<VertexCounters>>,
+    /// When the first event reached a sink, in milliseconds since the Unix epoch.
+    pub(crate) first_sink_event: std::sync::OnceLock<u64>,
+    /// Over all attempts.
+    pub(crate) checkpoints: Mutex<CheckpointStats>,
+    /// Runs of the job's graph so far (attempts, and restarts after upgrades).
+    pub(crate) runs: AtomicU64,
+}
+
+impl JobMetrics {
+    /// The checkpoint statistics so far.
+    pub fn checkpoints(&self) -> CheckpointStats {
+        self.checkpoints.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Updates the checkpoint statistics.
+    pub fn checkpoint_stats(&self, update: impl FnOnce(&mut CheckpointStats)) {
+        if let Ok(mut stats) = self.checkpoints.lock() {
+            update(&mut stats);
+        }
+    }
+
+    /// A new attempt starts: the vertices' counts start again (checkpoint statistics go on).
+    pub(crate) fn begin_attempt(&self) {
+        if let Ok(mut vertices) = self.vertices.lock() {
+            vertices.clear();
+        }
+        self.runs.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How many times the job's graph has started running: the counts are those of the latest.
+    pub fn runs(&self) -> u64 {
+        self.runs.load(Ordering::SeqCst)
+    }
+
+    /// When the first event reached a sink (milliseconds since the Unix epoch), if one has.
+    pub fn first_sink_event_at(&self) -> Option<u64> {
+        self.first_sink_event.get().copied()
+    }
+
+    /// When operator `uid` processed its first batch in the current attempt and its latest, over
+    /// all its subtasks ([`clock_ns`]; 0 when it has processed none).
+    pub fn batches_processed(&self, uid: &str) -> (u64, u64) {
+        let Ok(vertices) = self.vertices.lock() else { return (0, 0) };
+        let subtasks = vertices.iter().filter(|v| v.kind == "operator" && &*v.uid == uid).flat_map(|v| &v.subtasks);
+        subtasks.fold((0, 0), |(first, last), c| {
+            let f = c.first_batch_ns.load(Ordering::Relaxed);
+            let first = if f != 0 && (first == 0 || f < first) { f } else { first };
+            (first, last.max(c.last_batch_ns.load(Ordering::Relaxed)))
+        })
+    }
+
+    /// The counts so far: sources, then operators, then sinks.
+    pub fn snapshot(&self) -> Vec<VertexSummary> {
+        let Ok(vertices) = self.vertices.lock() else { return Vec::new() };
+        vertices
+            .iter()
+            .map(|v| {
+                let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+                let subtasks: Vec<SubtaskSummary> = v
+                    .subtasks
+                    .iter()
+                    .map(|c| SubtaskSummary { events_in: load(&c.events_in), events_out: load(&c.events_out) })
+                    .collect();
+                VertexSummary {
+                    kind: v.kind.to_string(),
+                    uid: v.uid.to_string(),
+                    parallelism: v.parallelism,
+                    events_in: subtasks.iter().map(|c| c.events_in).sum(),
+                    events_out: subtasks.iter().map(|c| c.events_out).sum(),
+                    subtasks,
+                    cpu_seconds: v.subtasks.iter().map(|c| load(&c.cpu_ns)).sum::<u64>() as f64 / 1e9,
+                    chained_into: v.chained_into.as_ref().map(|uid| uid.to_string()),
+                }
+            })
+            .collect()
+    }
+
+    pub(crate) fn push(&self, vertex: VertexCounters) {
+        if let Ok(mut vertices) = self.vertices.lock() {
+            vertices.push(vertex);
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) events_in: AtomicU64,
+    pub(crate) events_out: AtomicU64,
+    pub(crate) cpu_ns: AtomicU64,
+    /// Operators: when they finished processing their first and their latest batch ([`clock_ns`]).
+    pub(crate) first_batch_ns: AtomicU64,
+    pub(crate) last_batch_ns: AtomicU64,
+}
+
+/// Nanoseconds on a monotonic clock shared by every job of the process (never 0).
+pub fn clock_ns() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1
+}
+
+/// CPU time used by the calling thread so far (Linux and other Unixes: its CPU-time clock).
+pub(crate) fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID needs nothing else.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The counters of every subtask of one vertex.
+pub(crate) struct VertexCounters {
+    pub(crate) kind: &'static str,
+    pub(crate) uid: Arc<str>,
+    pub(crate) parallelism: u32,
+    pub(crate) subtasks: Vec<Arc<Counters>>,
+    pub(crate) chained_into: Option<Arc<str>>,
+}
