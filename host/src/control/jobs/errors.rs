@@ -1,0 +1,52 @@
+//! Why the registry refuses a request.
+
+use super::record::JobState;
+use crate::job::JobError;
+
+/// Why a job was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The job file is invalid or names unusable modules.
+    #[error(transparent)]
+    Job(#[from] JobError),
+    /// The savepoint to start from cannot be used.
+    #[error("{0}")]
+    Savepoint(String),
+}
+
+/// Why a job cannot be canceled.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    /// No job has this id.
+    #[error("no job with id {0}")]
+    NotFound(String),
+    /// The job already ended.
+    #[error("job {id} is already {state:?}; only a created or running job can be canceled")]
+    Ended {
+        /// The job.
+        id: String,
+        /// Its terminal state.
+        state: JobState,
+    },
+}
+
+/// Why a savepoint cannot be asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum SavepointError {
+    /// No job has this id.
+    #[error("no job with id {0}")]
+    NotFound(String),
+    /// The job is not running.
+    #[error("job {id} is {state:?}; only a running job can {action}")]
+    NotRunning {
+        /// The job.
+        id: String,
+        /// Its state.
+        state: JobState,
+        /// What was asked: "take a savepoint", "be upgraded", "be rolled back".
+        action: &'static str,
+    },
+    /// The savepoint directory cannot be used.
+    #[error("{0}")]
+    Target(String),
+}

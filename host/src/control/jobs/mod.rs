@@ -1,0 +1,273 @@
+//! The job registry: every job a server (or `weir run`) started, its state and its live counts.
+//! Each job runs on its own thread (the executor's subtasks on theirs) and is persisted as
+//! `<data-dir>/jobs/<id>.json` whenever its state changes.
+//!
+//! By role: [`record`] is what is recorded and shown, [`errors`] why requests are refused,
+//! [`lifecycle`] the run loop, [`upgrade`] swaps and rollbacks, [`savepoints`] savepoints asked
+//! of a job, [`recovery`] resuming jobs after a restart, [`store`] persistence; this file is the
+//! registry itself: opening it, submitting, starting and canceling jobs, and reading them.
+mod errors;
+mod lifecycle;
+mod record;
+mod recovery;
+mod savepoints;
+mod store;
+mod upgrade;
+
+pub use errors::{CancelError, SavepointError, SubmitError};
+pub use record::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+
+use crate::checkpoint::Restore;
+use crate::control::lock;
+use crate::job::{JobPlan, Modules, Placement};
+use crate::runtime::checkpoint_stats::CheckpointStats;
+use crate::runtime::now_ms;
+use crate::runtime::{self, Handover, JobGraph, JobMetrics, SavepointRequest};
+use lifecycle::run_attempts;
+use store::update;
+use upgrade::{LastSwap, PendingUpgrade, UpgradeProgress};
+
+struct Job {
+    info: Mutex<JobInfo>,
+    cancel: Arc<AtomicBool>,
+    metrics: Arc<JobMetrics>,
+    /// What the running job was built from; none once it ended (or before it started).
+    plan: Mutex<Option<Arc<JobPlan>>>,
+    /// Savepoints asked of the running job: each attempt's coordinator takes them.
+    savepoint_requests: (crossbeam_channel::Sender<SavepointRequest>, crossbeam_channel::Receiver<SavepointRequest>),
+    /// Savepoints asked for, by trigger id.
+    triggers: Mutex<BTreeMap<String, SavepointStatus>>,
+    /// Where operators leave their state when the job stops for an upgrade.
+    handover: Arc<Handover>,
+    /// The upgrade whose stop-with-savepoint is under way.
+    upgrade: Mutex<Option<PendingUpgrade>>,
+    /// Upgrades asked for, by request id.
+    upgrades: Mutex<BTreeMap<String, UpgradeProgress>>,
+    /// The last upgrade, until it is rolled back.
+    last_swap: Mutex<Option<LastSwap>>,
+}
+
+impl Job {
+    fn new(info: JobInfo) -> Job {
+        Job {
+            info: Mutex::new(info),
+            cancel: Arc::default(),
+            metrics: Arc::default(),
+            plan: Mutex::new(None),
+            savepoint_requests: crossbeam_channel::unbounded(),
+            triggers: Mutex::default(),
+            handover: Arc::default(),
+            upgrade: Mutex::default(),
+            upgrades: Mutex::default(),
+            last_swap: Mutex::default(),
+        }
+    }
+}
+
+/// Every job of this server.
+pub struct Jobs {
+    /// Where records are persisted; none for `weir run`'s single job.
+    dir: Option<PathBuf>,
+    jobs: Mutex<BTreeMap<String, Arc<Job>>>,
+    sequence: AtomicU64,
+    /// Jobs that were running when the previous server stopped, not yet resumed.
+    interrupted: Mutex<Vec<String>>,
+    /// Where its jobs may read and write, and their default checkpoint and savepoint places.
+    placement: Arc<Placement>,
+}
+
+impl Jobs {
+    /// A registry persisting under `dir`, with the jobs recorded there. Jobs that were running when
+    /// the previous server stopped are kept aside for [`Jobs::resume_interrupted`].
+    /// Its jobs' files go where `placement` says.
+    pub fn open(dir: Option<PathBuf>, placement: Placement) -> std::io::Result<Self> {
+        let mut jobs = BTreeMap::new();
+        let mut interrupted = Vec::new();
+        if let Some(dir) = &dir {
+            std::fs::create_dir_all(dir)?;
+            for entry in std::fs::read_dir(dir)?.flatten() {
+                let path = entry.path();
+                if path.extension().is_none_or(|e| e != "json") {
+                    continue;
+                }
+                let Ok(Ok(info)) = std::fs::read(&path).map(|b| serde_json::from_slice::<JobInfo>(&b)) else {
+                    tracing::warn!("ignoring unreadable job record {}", path.display());
+                    continue;
+                };
+                if !info.state.is_terminal() {
+                    interrupted.push(info.id.clone());
+                }
+                jobs.insert(info.id.clone(), Arc::new(Job::new(info)));
+            }
+        }
+        let interrupted = Mutex::new(interrupted);
+        let placement = Arc::new(placement);
+        Ok(Jobs { dir, jobs: Mutex::new(jobs), sequence: AtomicU64::new(0), interrupted, placement })
+    }
+
+    /// Parses, checks and starts a submitted job, from a savepoint if `from` names one.
+    /// Relative paths start at `base`.
+    pub fn submit(
+        &self,
+        text: &str,
+        modules: &mut dyn Modules,
+        base: &Path,
+        from: Option<&StartFrom>,
+    ) -> Result<JobInfo, SubmitError> {
+        let plan = JobPlan::new(text.to_string(), "submitted job", base, modules, self.placement.clone())?;
+        let restore = match from {
+            Some(from) => {
+                let allowed = &self.placement.allowed;
+                allowed.check_url("from-savepoint", &from.savepoint, base).map_err(SubmitError::Savepoint)?;
+                let restore = Restore::savepoint(&from.savepoint, base).map_err(SubmitError::Savepoint)?;
+                if from.fork {
+                    restore.check_fork(plan.name()).map_err(SubmitError::Savepoint)?;
+                }
+                Some(Arc::new(restore.allowing_non_restored_state(from.allow_non_restored_state)))
+            }
+            None => None,
+        };
+        let graph = plan.build(0, restore.clone())?;
+        Ok(self.start(plan, graph, restore))
+    }
+
+    /// Starts a job's first attempt (resuming from `restore`, if given) and returns its record.
+    pub fn start(&self, plan: JobPlan, graph: JobGraph, restore: Option<Arc<Restore>>) -> JobInfo {
+        let info = JobInfo {
+            id: plan.id().to_string(),
+            name: plan.name().to_string(),
+            state: JobState::Created,
+            submitted_at: now_ms(),
+            first_event_at: None,
+            ended_at: None,
+            failure: None,
+            attempt: 0,
+            failures: Vec::new(),
+            first_checkpoint: 0,
+            savepoints: Vec::new(),
+            rollback_point: None,
+            lineage: restore.as_ref().filter(|r| r.is_savepoint()).map(|r| Lineage {
+                savepoint: r.location(),
+                job: r.job().to_string(),
+                savepoint_id: r.id(),
+            }),
+            history: vec![HistoryEntry::new(
+                HistoryEvent::Started,
+                &plan,
+                restore.as_ref().filter(|r| r.is_savepoint()).map(|r| r.location()),
+                None,
+            )],
+            vertices: Vec::new(),
+            job: plan.text().to_string(),
+        };
+        let job = Arc::new(Job::new(info.clone()));
+        lock(&self.jobs).insert(info.id.clone(), job.clone());
+        self.launch(job.clone(), plan, graph, restore);
+        self.info(&job)
+    }
+
+    /// Runs a job on its own thread: attempt after attempt, as its restart strategy allows.
+    fn launch(&self, job: Arc<Job>, plan: JobPlan, graph: JobGraph, restore: Option<Arc<Restore>>) {
+        if let Some(restore) = &restore {
+            job.metrics.checkpoint_stats(|s| s.restored(restore.stats()));
+        }
+        let own_first = graph.checkpointing.as_ref().map_or(0, |c| c.first_id);
+        self.update(&job, |i| {
+            i.state = JobState::Running;
+            i.attempt = graph.attempt;
+            i.first_checkpoint = restore.as_ref().map_or(own_first, |r| r.id());
+        });
+        // A restart before the run's first checkpoint goes back to the savepoint it started from.
+        let start = restore.filter(|r| r.is_savepoint());
+        let plan = Arc::new(plan);
+        *lock(&job.plan) = Some(plan.clone());
+        let (dir, runner) = (self.dir.clone(), job.clone());
+        let spawned = std::thread::Builder::new().name(format!("job-{}", &lock(&job.info).id[..8])).spawn(move || {
+            let run = std::panic::AssertUnwindSafe(|| run_attempts(dir.as_deref(), &runner, plan, graph, start));
+            // A panic here is a weir bug: the job fails with it rather than stay running forever.
+            if let Err(payload) = std::panic::catch_unwind(run) {
+                let message = runtime::panic_message(&*payload);
+                *lock(&runner.plan) = None;
+                update(dir.as_deref(), &runner, |i| {
+                    i.state = JobState::Failed;
+                    i.ended_at = Some(now_ms());
+                    i.failure = Some(format!(
+                        "internal error: the job's thread panicked ({message}); please report this as a weir bug"
+                    ));
+                });
+            }
+        });
+        if let Err(e) = spawned {
+            self.update(&job, |i| {
+                i.state = JobState::Failed;
+                i.failure = Some(format!("cannot start the job's thread: {e}"));
+            });
+        }
+    }
+
+    /// Running job `id` and what it was built from, to `action`; refused for an unknown or ended
+    /// job.
+    fn running(&self, id: &str, action: &'static str) -> Result<(Arc<Job>, Arc<JobPlan>), SavepointError> {
+        let job = lock(&self.jobs).get(id).cloned().ok_or_else(|| SavepointError::NotFound(id.to_string()))?;
+        let state = lock(&job.info).state;
+        let plan = lock(&job.plan).clone().filter(|_| state == JobState::Running);
+        let Some(plan) = plan else { return Err(SavepointError::NotRunning { id: id.to_string(), state, action }) };
+        Ok((job, plan))
+    }
+
+    /// A new id for a savepoint or upgrade request of job `id`: 16 hex digits.
+    fn request_id(&self, id: &str) -> String {
+        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
+        hex::encode(&Sha256::digest(format!("{id}/{sequence}/{}", now_ms()))[..8])
+    }
+
+    /// The checkpoint statistics of a job, if there is such a job.
+    pub fn checkpoints(&self, id: &str) -> Option<CheckpointStats> {
+        let job = lock(&self.jobs).get(id).cloned()?;
+        Some(job.metrics.checkpoints())
+    }
+
+    /// The job's record with its live counts, if there is such a job.
+    pub fn get(&self, id: &str) -> Option<JobInfo> {
+        let job = lock(&self.jobs).get(id).cloned()?;
+        Some(self.info(&job))
+    }
+
+    /// Every job, oldest first.
+    pub fn list(&self) -> Vec<JobInfo> {
+        let jobs: Vec<Arc<Job>> = lock(&self.jobs).values().cloned().collect();
+        let mut infos: Vec<JobInfo> = jobs.iter().map(|j| self.info(j)).collect();
+        infos.sort_by(|a, b| (a.submitted_at, &a.id).cmp(&(b.submitted_at, &b.id)));
+        infos
+    }
+
+    /// Asks a running job to stop; it becomes `canceled` once its subtasks have stopped.
+    pub fn cancel(&self, id: &str) -> Result<JobInfo, CancelError> {
+        let job = lock(&self.jobs).get(id).cloned().ok_or_else(|| CancelError::NotFound(id.to_string()))?;
+        let state = lock(&job.info).state;
+        if state.is_terminal() {
+            return Err(CancelError::Ended { id: id.to_string(), state });
+        }
+        job.cancel.store(true, Ordering::SeqCst);
+        Ok(self.info(&job))
+    }
+
+    fn info(&self, job: &Job) -> JobInfo {
+        let mut info = lock(&job.info).clone();
+        if !info.state.is_terminal() {
+            info.vertices = job.metrics.snapshot();
+            info.first_event_at = job.metrics.first_sink_event_at();
+        }
+        info
+    }
+
+    fn update(&self, job: &Job, change: impl FnOnce(&mut JobInfo)) {
+        update(self.dir.as_deref(), job, change);
+    }
+}

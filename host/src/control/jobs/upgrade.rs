@@ -1,0 +1,279 @@
+//! Swaps of a running job's modules: the pending upgrade, the last swap kept for a rollback, and
+//! the runs that follow a swap or a rollback.
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::Jobs;
+use super::record::*;
+use super::store::update;
+use super::{Job, SavepointError};
+use crate::checkpoint::Restore;
+use crate::checkpoint::savepoint::SavepointSink;
+use crate::control::lock;
+use crate::job::{JobPlan, Modules};
+use crate::runtime::{JobGraph, SavepointRequest};
+
+/// An upgrade waiting for the job to stop at its savepoint.
+pub(super) struct PendingUpgrade {
+    /// Its request id.
+    pub(super) request: String,
+    /// The job with the new modules (for a rollback, as it ran before the last upgrade).
+    pub(super) plan: Arc<JobPlan>,
+    /// The savepoint the job stops at (kept for rollback).
+    pub(super) sink: Arc<SavepointSink>,
+    /// The operators whose module changes.
+    pub(super) uids: Vec<String>,
+    /// For a rollback by hand: the savepoint of the last upgrade, to go on from.
+    pub(super) rollback: Option<Arc<Restore>>,
+}
+
+/// The last upgrade of a job, for a rollback by hand: the job as it ran before, and the
+/// savepoint taken before the swap.
+pub(super) struct LastSwap {
+    pub(super) previous: Arc<JobPlan>,
+    pub(super) savepoint: SwapSavepoint,
+}
+
+/// The savepoint of an upgrade.
+pub(super) enum SwapSavepoint {
+    /// Taken by this process (perhaps still being stored).
+    Taken(Arc<SavepointSink>),
+    /// Recorded in the job's record by an earlier server: its location.
+    Recorded(String),
+}
+
+impl SwapSavepoint {
+    /// The savepoint to roll back from, once stored.
+    pub(super) fn restore(&self) -> Result<Restore, String> {
+        match self {
+            SwapSavepoint::Taken(sink) => sink.stored(),
+            SwapSavepoint::Recorded(location) => Restore::savepoint(location, Path::new(".")),
+        }
+    }
+}
+
+/// Where an upgrade stands, as the job thread records it.
+pub(super) enum UpgradeProgress {
+    InProgress,
+    /// The new code runs; the pause is known once each upgraded operator has processed a batch.
+    Restarted {
+        savepoint: String,
+        /// The run of the job's graph with the new code (see `JobMetrics::runs`).
+        run: u64,
+        /// Per upgraded operator, when the old code processed its last batch (`clock_ns`).
+        last_batches: Vec<(String, u64)>,
+    },
+    Failed {
+        cause: String,
+    },
+    RolledBack {
+        savepoint: String,
+        cause: String,
+    },
+}
+
+/// The latest swap of a running job, while a failure may still roll it back.
+pub(super) struct Swap {
+    /// Its request id.
+    pub(super) request: String,
+    /// The job as it ran before.
+    pub(super) previous: Arc<JobPlan>,
+    /// The savepoint taken before the swap (perhaps still being stored).
+    pub(super) sink: Arc<SavepointSink>,
+    /// When the new modules started.
+    pub(super) at: Instant,
+    /// The operators whose module changed.
+    pub(super) uids: Vec<String>,
+}
+
+/// The run after job stopped for `upgrade`: the new plan, from the upgrade's savepoint, each
+/// operator taking the state its predecessor left in place. If the new plan cannot be built, the
+/// old one goes on from the same savepoint, and the upgrade is reported failed.
+pub(super) fn upgraded(
+    dir: Option<&Path>,
+    job: &Job,
+    old: Arc<JobPlan>,
+    upgrade: PendingUpgrade,
+    attempt: u32,
+) -> (Arc<JobPlan>, Result<JobGraph, String>, Option<Swap>) {
+    let PendingUpgrade { request, plan, sink, uids, rollback } = upgrade;
+    if let Some(restore) = rollback {
+        let (plan, graph) = rolled_back(dir, job, request, plan, restore, "asked for", attempt);
+        return (plan, graph, None);
+    }
+    let last_batches: Vec<(String, u64)> =
+        uids.iter().map(|uid| (uid.clone(), job.metrics.batches_processed(uid).1)).collect();
+    // Handed over in place, the job goes on at once; else from the savepoint once stored.
+    let restore = match job.handover.take_stopped() {
+        stopped if !stopped.positions.is_empty() => Arc::new(sink.in_place(stopped)),
+        _ => match sink.stored() {
+            Ok(restore) => Arc::new(restore),
+            Err(e) => return (old, Err(format!("the upgrade's savepoint failed: {e}")), None),
+        },
+    };
+    let handover = Some(job.handover.clone());
+    let savepoint = sink.location();
+    let (plan, graph, status, swap) = match plan.build_after_upgrade(attempt, Some(restore.clone()), handover.clone()) {
+        Ok(graph) => {
+            update(dir, job, |i| {
+                i.job = plan.text().to_string();
+                i.history.push(HistoryEntry::new(HistoryEvent::Upgraded, &plan, Some(savepoint.clone()), None));
+                i.rollback_point = Some(RollbackPoint { job: old.text().to_string(), savepoint: savepoint.clone() });
+            });
+            let taken = SwapSavepoint::Taken(sink.clone());
+            *lock(&job.last_swap) = Some(LastSwap { previous: old.clone(), savepoint: taken });
+            let run = job.metrics.runs() + 1;
+            let swap = Swap { request: request.clone(), previous: old, sink, at: Instant::now(), uids };
+            (plan, Ok(graph), UpgradeProgress::Restarted { savepoint, run, last_batches }, Some(swap))
+        }
+        Err(e) => {
+            let graph = old.build_after_upgrade(attempt, Some(restore), handover).map_err(|e| e.to_string());
+            (old, graph, UpgradeProgress::Failed { cause: format!("the upgraded job cannot start: {e}") }, None)
+        }
+    };
+    *lock(&job.plan) = Some(plan.clone());
+    lock(&job.upgrades).insert(request, status);
+    (plan, graph, swap)
+}
+
+/// The run after `swap` is rolled back (its new modules failed right after it, or a rollback was
+/// asked for; `cause` says which): the job as it ran before, from the savepoint taken before the
+/// swap (its output after that savepoint is written again; the file sink drops what was
+/// committed since).
+pub(super) fn rolled_back(
+    dir: Option<&Path>,
+    job: &Job,
+    request: String,
+    previous: Arc<JobPlan>,
+    restore: Arc<Restore>,
+    cause: &str,
+    attempt: u32,
+) -> (Arc<JobPlan>, Result<JobGraph, String>) {
+    let savepoint = restore.location();
+    tracing::warn!("job '{}': rolling back its last upgrade ({cause}), from {savepoint}", previous.name());
+    lock(&job.last_swap).take();
+    let progress = UpgradeProgress::RolledBack { savepoint: savepoint.clone(), cause: cause.to_string() };
+    lock(&job.upgrades).insert(request, progress);
+    *lock(&job.plan) = Some(previous.clone());
+    let graph = previous.build(attempt, Some(restore)).map_err(|e| format!("the rollback failed: {e}"));
+    // Checkpoints taken with the failed modules are not restarts' to resume from.
+    let first = graph.as_ref().ok().and_then(|g| g.checkpointing.as_ref()).map_or(0, |c| c.first_id);
+    let entry = HistoryEntry::new(HistoryEvent::RolledBack, &previous, Some(savepoint), Some(cause.to_string()));
+    update(dir, job, |i| {
+        i.job = previous.text().to_string();
+        i.first_checkpoint = first;
+        i.history.push(entry);
+        i.rollback_point = None;
+    });
+    (previous, graph)
+}
+
+impl Jobs {
+    /// Replaces the modules of running job `id`'s operators, `(uid, module reference)` each, with
+    /// modules resolved by `modules`: the new modules are loaded and checked against the state of
+    /// the ones they replace while the job runs; then the job stops at a savepoint (kept for a
+    /// rollback) and goes on with the new modules, each operator's state handed over in place.
+    /// Returns the request id to ask [`Jobs::upgrade_status`] with.
+    pub fn upgrade(
+        &self,
+        id: &str,
+        replacements: &[(String, String)],
+        modules: &mut dyn Modules,
+    ) -> Result<String, SavepointError> {
+        let (job, plan) = self.running(id, "be upgraded")?;
+        let upgraded = Arc::new(plan.upgraded(replacements, modules).map_err(SavepointError::Target)?);
+        let uids = replacements.iter().map(|(uid, _)| uid.clone()).collect();
+        self.stop_for(&job, id, &plan, upgraded, uids, None)
+    }
+
+    /// Goes back from running job `id`'s last upgrade: the job stops at a savepoint and goes on
+    /// with the modules it ran before, from the savepoint taken before that upgrade (its output
+    /// since is written again; exactly-once holds). Returns the request id to ask
+    /// [`Jobs::upgrade_status`] with.
+    pub fn rollback(&self, id: &str) -> Result<String, SavepointError> {
+        let (job, plan) = self.running(id, "be rolled back")?;
+        let Some(LastSwap { previous, savepoint }) = lock(&job.last_swap).take() else {
+            return Err(SavepointError::Target(format!("job {id} has no upgrade to roll back")));
+        };
+        let restore = savepoint.restore().map_err(|e| {
+            SavepointError::Target(format!(
+                "the last upgrade's savepoint was not stored ({e}): nothing to roll back to"
+            ))
+        })?;
+        self.stop_for(&job, id, &plan, previous, Vec::new(), Some(Arc::new(restore)))
+    }
+
+    /// Stops `job`, now running `plan`, at a savepoint, to go on as `next` (an upgrade, or a
+    /// rollback from `rollback`'s savepoint).
+    fn stop_for(
+        &self,
+        job: &Arc<Job>,
+        id: &str,
+        plan: &JobPlan,
+        next: Arc<JobPlan>,
+        uids: Vec<String>,
+        rollback: Option<Arc<Restore>>,
+    ) -> Result<String, SavepointError> {
+        let sink = Arc::new(plan.savepoint_sink(None).map_err(SavepointError::Target)?);
+        let request_id = self.request_id(id);
+        // In place when every operator of the next run declares the states of the one it
+        // replaces: then nothing needs reading back, and the job goes on before the savepoint is
+        // stored.
+        let handover = rollback.is_none() && plan.declares_same_states(&next);
+        {
+            let mut pending = lock(&job.upgrade);
+            if pending.is_some() {
+                return Err(SavepointError::Target(format!("job {id} is already being upgraded")));
+            }
+            let request = request_id.clone();
+            *pending = Some(PendingUpgrade { request, plan: next, sink: sink.clone(), uids, rollback });
+        }
+        lock(&job.upgrades).insert(request_id.clone(), UpgradeProgress::InProgress);
+        let (runner, key, stored) = (job.clone(), request_id.clone(), sink.clone());
+        let done = Box::new(move |result: Result<u64, String>| {
+            let Err(cause) = result else { return };
+            stored.failed(cause.clone());
+            if lock(&runner.upgrade).take().is_some() {
+                let cause = format!("the savepoint before the swap failed: {cause}");
+                lock(&runner.upgrades).insert(key, UpgradeProgress::Failed { cause });
+            } else {
+                // The new modules already run: only the rollback point is lost.
+                tracing::warn!(
+                    "the savepoint of upgrade {key} failed after the swap ({cause}); it cannot be rolled back"
+                );
+            }
+        });
+        let request = SavepointRequest { sink, stop: true, handover, done };
+        if job.savepoint_requests.0.send(request).is_err() {
+            lock(&job.upgrade).take();
+            let cause = "the job ended".to_string();
+            lock(&job.upgrades).insert(request_id.clone(), UpgradeProgress::Failed { cause });
+        }
+        Ok(request_id)
+    }
+
+    /// Where upgrade `request` of job `id` stands, if both exist.
+    pub fn upgrade_status(&self, id: &str, request: &str) -> Option<UpgradeStatus> {
+        let job = lock(&self.jobs).get(id).cloned()?;
+        let upgrades = lock(&job.upgrades);
+        Some(match upgrades.get(request)? {
+            UpgradeProgress::InProgress => UpgradeStatus::InProgress,
+            UpgradeProgress::Failed { cause } => UpgradeStatus::Failed { cause: cause.clone() },
+            UpgradeProgress::RolledBack { savepoint, cause } => {
+                UpgradeStatus::RolledBack { savepoint: savepoint.clone(), cause: cause.clone() }
+            }
+            UpgradeProgress::Restarted { run, .. } if job.metrics.runs() < *run => UpgradeStatus::InProgress,
+            UpgradeProgress::Restarted { savepoint, last_batches, .. } => {
+                let mut pause_ms: f64 = 0.0;
+                for (uid, last) in last_batches {
+                    match job.metrics.batches_processed(uid).0 {
+                        0 => return Some(UpgradeStatus::InProgress),
+                        first => pause_ms = pause_ms.max(first.saturating_sub(*last) as f64 / 1e6),
+                    }
+                }
+                UpgradeStatus::Completed { savepoint: savepoint.clone(), pause_ms }
+            }
+        })
+    }
+}
