@@ -2,6 +2,8 @@
 //! state owned by the host.
 //!
 //! Modules, lower layers first; each depends only on those above it in this list:
+//! - [`key_group`]: keys to key groups to subtasks (Flink's assignment), which state and the
+//!   runtime both build on.
 //! - [`state`]: the `StateBackend` trait and the in-memory backend.
 //! - [`runtime`]: job graphs, subtasks, channels, key groups.
 //! - [`checkpoint`]: checkpoints and savepoints at rest: storage, formats, writing and restoring.
@@ -21,6 +23,7 @@ pub mod cli;
 pub mod connectors;
 pub mod control;
 pub mod job;
+pub mod key_group;
 pub mod runtime;
 pub mod state;
 pub mod wasm;

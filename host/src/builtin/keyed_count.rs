@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::checkpoint::snapshot;
-use crate::runtime::key_group::{key_group, key_group_range};
+use crate::key_group::{key_group, key_group_range};
 use crate::runtime::{EventBatch, Operator, OperatorFactory, StateSnapshot, SubtaskInfo};
 use crate::state::{MemoryBackend, StateBackend, StateDescriptor, StateKind, StateRestore};
 

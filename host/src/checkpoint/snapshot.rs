@@ -18,7 +18,7 @@ use std::ops::Range;
 use sha2::{Digest, Sha256};
 use weir_frame::{Reader, put_bytes, put_u32};
 
-use crate::runtime::key_group::KeyGroup;
+use crate::key_group::KeyGroup;
 use crate::runtime::{SnapshotBody, StateSnapshot};
 use crate::state::{StateBackend, StateDescriptor, StateEntry, StateError, StateItem, StateKind};
 

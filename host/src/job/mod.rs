@@ -27,7 +27,7 @@ use crate::connectors::{
     BlackholeSinkFactory, FileCommit, FileSinkFactory, FileSourceFactory, GeneratorSourceFactory, Restored,
     StdoutSinkFactory,
 };
-use crate::runtime::key_group::UPPER_BOUND_MAX_PARALLELISM;
+use crate::key_group::UPPER_BOUND_MAX_PARALLELISM;
 use crate::runtime::{
     CheckpointConfig, Handover, JobGraph, OperatorFactory, Partitioning, SinkFactory, SourceFactory, Vertex,
 };
@@ -201,8 +201,6 @@ fn build(
         operators,
         sinks,
         checkpointing,
-        savepoints: None,
-        handover: None,
     };
     crate::runtime::check_size(&graph).map_err(invalid)?;
     Ok(graph)

@@ -156,7 +156,7 @@ fn default_parallelism() -> u32 {
 }
 
 fn default_max_parallelism() -> u32 {
-    crate::runtime::key_group::DEFAULT_MAX_PARALLELISM
+    crate::key_group::DEFAULT_MAX_PARALLELISM
 }
 
 /// Source types.

@@ -6,7 +6,7 @@ use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
 
 use super::CHANNEL_CAPACITY;
 use super::batch::EventBatch;
-use super::key_group::{key_group, subtask_for_key_group};
+use crate::key_group::{key_group, subtask_for_key_group};
 
 /// What flows through a channel.
 pub(crate) enum Message {

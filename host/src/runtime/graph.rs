@@ -47,12 +47,35 @@ impl fmt::Display for SubtaskInfo {
     }
 }
 
+/// What a vertex is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VertexKind {
+    /// It reads events from outside.
+    Source,
+    /// It runs an operator.
+    Operator,
+    /// It writes events out.
+    Sink,
+}
+
+impl fmt::Display for VertexKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `pad`, so that widths in format strings apply (the run summary aligns on them).
+        f.pad(match self {
+            VertexKind::Source => "source",
+            VertexKind::Operator => "operator",
+            VertexKind::Sink => "sink",
+        })
+    }
+}
+
 /// A failure of one subtask, as the user sees it: which vertex, which subtask, and why.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{kind} {subtask}: {cause}")]
 pub struct TaskError {
-    /// "source", "operator" or "sink".
-    pub kind: &'static str,
+    /// What the vertex is.
+    pub kind: VertexKind,
     /// The failing subtask.
     pub subtask: SubtaskInfo,
     /// What went wrong.
@@ -342,10 +365,19 @@ pub struct JobGraph {
     pub sinks: Vec<Vertex<dyn SinkFactory>>,
     /// Checkpointing, when enabled.
     pub checkpointing: Option<CheckpointConfig>,
+}
+
+/// What connects one run of a graph to the job it belongs to: set by whoever runs it (the job
+/// registry), not by the job file, and the same for every run of the job.
+pub struct RunHandles {
+    /// Set from outside to cancel the job.
+    pub cancel: Arc<std::sync::atomic::AtomicBool>,
+    /// Where the run's counts go, readable while it runs.
+    pub metrics: Arc<super::JobMetrics>,
     /// Savepoints asked of the running job.
-    pub savepoints: Option<crossbeam_channel::Receiver<SavepointRequest>>,
+    pub savepoints: crossbeam_channel::Receiver<SavepointRequest>,
     /// Where operators leave their state when the job stops for an upgrade.
-    pub handover: Option<std::sync::Arc<Handover>>,
+    pub handover: Arc<Handover>,
 }
 
 /// A savepoint asked of a running job: it goes through the same barriers as checkpoints, into

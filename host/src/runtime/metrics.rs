@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::checkpoint_stats::CheckpointStats;
+use super::graph::VertexKind;
 
 /// Events counted for one subtask.
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
@@ -20,8 +21,8 @@ pub struct SubtaskSummary {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct VertexSummary {
-    /// "source", "operator" or "sink".
-    pub kind: String,
+    /// What the vertex is.
+    pub kind: VertexKind,
     /// The vertex's uid.
     pub uid: String,
     /// Its parallelism.
@@ -86,7 +87,8 @@ impl JobMetrics {
     /// all its subtasks ([`clock_ns`]; 0 when it has processed none).
     pub fn batches_processed(&self, uid: &str) -> (u64, u64) {
         let Ok(vertices) = self.vertices.lock() else { return (0, 0) };
-        let subtasks = vertices.iter().filter(|v| v.kind == "operator" && &*v.uid == uid).flat_map(|v| &v.subtasks);
+        let subtasks =
+            vertices.iter().filter(|v| v.kind == VertexKind::Operator && &*v.uid == uid).flat_map(|v| &v.subtasks);
         subtasks.fold((0, 0), |(first, last), c| {
             let f = c.first_batch_ns.load(Ordering::Relaxed);
             let first = if f != 0 && (first == 0 || f < first) { f } else { first };
@@ -107,7 +109,7 @@ impl JobMetrics {
                     .map(|c| SubtaskSummary { events_in: load(&c.events_in), events_out: load(&c.events_out) })
                     .collect();
                 VertexSummary {
-                    kind: v.kind.to_string(),
+                    kind: v.kind,
                     uid: v.uid.to_string(),
                     parallelism: v.parallelism,
                     events_in: subtasks.iter().map(|c| c.events_in).sum(),
@@ -155,7 +157,7 @@ pub(crate) fn thread_cpu_time() -> Duration {
 
 /// The counters of every subtask of one vertex.
 pub(crate) struct VertexCounters {
-    pub(crate) kind: &'static str,
+    pub(crate) kind: VertexKind,
     pub(crate) uid: Arc<str>,
     pub(crate) parallelism: u32,
     pub(crate) subtasks: Vec<Arc<Counters>>,

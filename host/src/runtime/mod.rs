@@ -8,15 +8,14 @@ mod channel;
 pub mod checkpoint_stats;
 mod executor;
 pub mod graph;
-pub mod key_group;
 mod metrics;
 
 pub use batch::{Event, EventBatch};
 pub use executor::{JobFailure, MAX_CHANNELS, MAX_SUBTASKS, check_size, execute, panic_message};
 pub use graph::{
     CheckpointConfig, CheckpointSink, Completed, Handover, Interrupt, JobGraph, Operator, OperatorFactory,
-    Partitioning, SavepointRequest, Sink, SinkCommitted, SinkFactory, SnapshotBody, Source, SourceFactory,
-    SourcePosition, StateFile, StateSnapshot, Stopped, SubtaskInfo, TaskError, Vertex,
+    Partitioning, RunHandles, SavepointRequest, Sink, SinkCommitted, SinkFactory, SnapshotBody, Source, SourceFactory,
+    SourcePosition, StateFile, StateSnapshot, Stopped, SubtaskInfo, TaskError, Vertex, VertexKind,
 };
 pub use metrics::{JobMetrics, SubtaskSummary, VertexSummary, clock_ns};
 

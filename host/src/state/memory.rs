@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use super::value_table::ValueTable;
 use super::{StateBackend, StateEntry, StateError, StateItem, StateKind};
-use crate::runtime::key_group::KeyGroup;
+use crate::key_group::KeyGroup;
 
 type Bytes = Box<[u8]>;
 type Map<V> = HashMap<Bytes, V, foldhash::fast::RandomState>;

@@ -18,7 +18,7 @@ mod value_table;
 pub use memory::MemoryBackend;
 pub(crate) use value_table::same_bytes;
 
-use crate::runtime::key_group::KeyGroup;
+use crate::key_group::KeyGroup;
 
 /// The shape of a declared state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -16,7 +16,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::{MemoryBackend, StateBackend, StateEntry, StateError, StateItem, StateKind, move_key_groups};
-use crate::runtime::key_group::KeyGroup;
+use crate::key_group::KeyGroup;
 
 /// A backend no one writes to any more, shared by a snapshot being encoded and an overlay.
 pub type FrozenState = Arc<Box<dyn StateBackend>>;

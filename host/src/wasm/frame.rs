@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use weir_frame::{NONE, Reader, put_bytes, put_opt_bytes, put_opt_bytes_with, put_opt_ts, put_u32};
 
 use super::host::KeyedState;
+use crate::key_group::key_group;
 use crate::runtime::EventBatch;
-use crate::runtime::key_group::key_group;
 use crate::state::{StateKind, same_bytes};
 
 /// A key of the batch's key index, compared without a `memcmp` call when short.

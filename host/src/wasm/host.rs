@@ -11,7 +11,7 @@ use wasmtime::{ResourceLimiter, format_err};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{self, types};
-use crate::runtime::key_group::KeyGroup;
+use crate::key_group::KeyGroup;
 use crate::state::{MemoryBackend, StateBackend, StateKind};
 
 /// Memory limit of one instance; exceeding it traps with a message that says so.

@@ -10,7 +10,7 @@ use super::engine::{EPOCH_TICK, OperatorModule};
 use super::frame;
 use super::host::{HostState, KeyedState};
 use crate::checkpoint::snapshot;
-use crate::runtime::key_group::key_group_range;
+use crate::key_group::key_group_range;
 use crate::runtime::{
     BATCH_BYTES, EventBatch, Operator, OperatorFactory, SnapshotBody, StateSnapshot, SubtaskInfo, clip,
 };

@@ -40,10 +40,8 @@ pub(super) fn run_attempts(
     let (state, failure) = loop {
         let started = Instant::now();
         let failure = match next {
-            Ok(mut graph) => {
-                graph.savepoints = Some(job.savepoint_requests.1.clone());
-                graph.handover = Some(job.handover.clone());
-                match runtime::execute(graph, job.cancel.clone(), job.metrics.clone()) {
+            Ok(graph) => {
+                match runtime::execute(graph, &job.handles) {
                     Ok(()) => match take(&job.upgrade) {
                         // Stopped for an upgrade: the next run has the new code and the state.
                         Some(upgrade) => {
@@ -67,7 +65,8 @@ pub(super) fn run_attempts(
             i.failures.drain(..excess);
         });
         if let Some(swap) = swap.take().filter(|s| {
-            let events = job.metrics.snapshot().iter().filter(|v| s.uids.contains(&v.uid)).map(|v| v.events_in).max();
+            let events =
+                job.handles.metrics.snapshot().iter().filter(|v| s.uids.contains(&v.uid)).map(|v| v.events_in).max();
             plan.rollback_window().covers(s.at.elapsed(), events.unwrap_or(0))
         }) {
             match swap.sink.stored() {
@@ -97,7 +96,7 @@ pub(super) fn run_attempts(
             i.state = JobState::Restarting;
             i.attempt = attempt;
         });
-        if !sleep_unless_canceled(delay, &job.cancel) {
+        if !sleep_unless_canceled(delay, &job.handles.cancel) {
             plan.canceled();
             break (JobState::Canceled, None);
         }
@@ -111,12 +110,12 @@ pub(super) fn run_attempts(
     lock(&job.last_swap).take();
     lock(&job.upgrade).take();
     drop((plan, swap));
-    while let Ok(request) = job.savepoint_requests.1.try_recv() {
+    while let Ok(request) = job.handles.savepoints.try_recv() {
         (request.done)(Err("the job ended before the savepoint was taken".to_string()));
     }
     update(dir, job, |info| {
-        info.vertices = job.metrics.snapshot();
-        info.first_event_at = job.metrics.first_sink_event_at();
+        info.vertices = job.handles.metrics.snapshot();
+        info.first_event_at = job.handles.metrics.first_sink_event_at();
         info.ended_at = Some(now_ms());
         info.state = state;
         info.failure = failure;
@@ -136,7 +135,7 @@ pub(super) fn restart(
     let checkpoint = plan.latest_checkpoint(since).map_err(|e| format!("the restart failed: {e}"))?;
     let restore = checkpoint.map(Arc::new).or(savepoint);
     let from = restore.as_ref().map_or("the start (no checkpoint completed yet)".to_string(), |r| {
-        job.metrics.checkpoint_stats(|s| s.restored(r.stats()));
+        job.handles.metrics.checkpoint_stats(|s| s.restored(r.stats()));
         match r.is_savepoint() {
             true => format!("savepoint {}", r.location()),
             false => format!("checkpoint {}", r.id()),

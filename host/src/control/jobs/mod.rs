@@ -18,7 +18,7 @@ pub use errors::{CancelError, SavepointError, SubmitError};
 pub use record::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
@@ -28,23 +28,22 @@ use crate::control::lock;
 use crate::job::{JobPlan, Modules, Placement};
 use crate::runtime::checkpoint_stats::CheckpointStats;
 use crate::runtime::now_ms;
-use crate::runtime::{self, Handover, JobGraph, JobMetrics, SavepointRequest};
+use crate::runtime::{self, JobGraph, RunHandles, SavepointRequest};
 use lifecycle::run_attempts;
 use store::update;
 use upgrade::{LastSwap, PendingUpgrade, UpgradeProgress};
 
 struct Job {
     info: Mutex<JobInfo>,
-    cancel: Arc<AtomicBool>,
-    metrics: Arc<JobMetrics>,
+    /// What every run of the job is handed: the cancel flag, the metrics, the savepoint requests
+    /// (each run's coordinator takes them) and the handover of state between runs.
+    handles: RunHandles,
+    /// Where savepoints are asked of the running job.
+    savepoint_requests: crossbeam_channel::Sender<SavepointRequest>,
     /// What the running job was built from; none once it ended (or before it started).
     plan: Mutex<Option<Arc<JobPlan>>>,
-    /// Savepoints asked of the running job: each attempt's coordinator takes them.
-    savepoint_requests: (crossbeam_channel::Sender<SavepointRequest>, crossbeam_channel::Receiver<SavepointRequest>),
     /// Savepoints asked for, by trigger id.
     triggers: Mutex<BTreeMap<String, SavepointStatus>>,
-    /// Where operators leave their state when the job stops for an upgrade.
-    handover: Arc<Handover>,
     /// The upgrade whose stop-with-savepoint is under way.
     upgrade: Mutex<Option<PendingUpgrade>>,
     /// Upgrades asked for, by request id.
@@ -55,14 +54,15 @@ struct Job {
 
 impl Job {
     fn new(info: JobInfo) -> Job {
+        let (savepoint_requests, savepoints) = crossbeam_channel::unbounded();
+        let handles =
+            RunHandles { cancel: Arc::default(), metrics: Arc::default(), savepoints, handover: Arc::default() };
         Job {
             info: Mutex::new(info),
-            cancel: Arc::default(),
-            metrics: Arc::default(),
+            handles,
+            savepoint_requests,
             plan: Mutex::new(None),
-            savepoint_requests: crossbeam_channel::unbounded(),
             triggers: Mutex::default(),
-            handover: Arc::default(),
             upgrade: Mutex::default(),
             upgrades: Mutex::default(),
             last_swap: Mutex::default(),
@@ -175,7 +175,7 @@ impl Jobs {
     /// Runs a job on its own thread: attempt after attempt, as its restart strategy allows.
     fn launch(&self, job: Arc<Job>, plan: JobPlan, graph: JobGraph, restore: Option<Arc<Restore>>) {
         if let Some(restore) = &restore {
-            job.metrics.checkpoint_stats(|s| s.restored(restore.stats()));
+            job.handles.metrics.checkpoint_stats(|s| s.restored(restore.stats()));
         }
         let own_first = graph.checkpointing.as_ref().map_or(0, |c| c.first_id);
         self.update(&job, |i| {
@@ -230,7 +230,7 @@ impl Jobs {
     /// The checkpoint statistics of a job, if there is such a job.
     pub fn checkpoints(&self, id: &str) -> Option<CheckpointStats> {
         let job = lock(&self.jobs).get(id).cloned()?;
-        Some(job.metrics.checkpoints())
+        Some(job.handles.metrics.checkpoints())
     }
 
     /// The job's record with its live counts, if there is such a job.
@@ -254,15 +254,15 @@ impl Jobs {
         if state.is_terminal() {
             return Err(CancelError::Ended { id: id.to_string(), state });
         }
-        job.cancel.store(true, Ordering::SeqCst);
+        job.handles.cancel.store(true, Ordering::SeqCst);
         Ok(self.info(&job))
     }
 
     fn info(&self, job: &Job) -> JobInfo {
         let mut info = lock(&job.info).clone();
         if !info.state.is_terminal() {
-            info.vertices = job.metrics.snapshot();
-            info.first_event_at = job.metrics.first_sink_event_at();
+            info.vertices = job.handles.metrics.snapshot();
+            info.first_event_at = job.handles.metrics.first_sink_event_at();
         }
         info
     }

@@ -103,16 +103,16 @@ pub(super) fn upgraded(
         return (plan, graph, None);
     }
     let last_batches: Vec<(String, u64)> =
-        uids.iter().map(|uid| (uid.clone(), job.metrics.batches_processed(uid).1)).collect();
+        uids.iter().map(|uid| (uid.clone(), job.handles.metrics.batches_processed(uid).1)).collect();
     // Handed over in place, the job goes on at once; else from the savepoint once stored.
-    let restore = match job.handover.take_stopped() {
+    let restore = match job.handles.handover.take_stopped() {
         stopped if !stopped.positions.is_empty() => Arc::new(sink.in_place(stopped)),
         _ => match sink.stored() {
             Ok(restore) => Arc::new(restore),
             Err(e) => return (old, Err(format!("the upgrade's savepoint failed: {e}")), None),
         },
     };
-    let handover = Some(job.handover.clone());
+    let handover = Some(job.handles.handover.clone());
     let savepoint = sink.location();
     let (plan, graph, status, swap) = match plan.build_after_upgrade(attempt, Some(restore.clone()), handover.clone()) {
         Ok(graph) => {
@@ -123,7 +123,7 @@ pub(super) fn upgraded(
             });
             let taken = SwapSavepoint::Taken(sink.clone());
             *lock(&job.last_swap) = Some(LastSwap { previous: old.clone(), savepoint: taken });
-            let run = job.metrics.runs() + 1;
+            let run = job.handles.metrics.runs() + 1;
             let swap = Swap { request: request.clone(), previous: old, sink, at: Instant::now(), uids };
             (plan, Ok(graph), UpgradeProgress::Restarted { savepoint, run, last_batches }, Some(swap))
         }
@@ -245,7 +245,7 @@ impl Jobs {
             }
         });
         let request = SavepointRequest { sink, stop: true, handover, done };
-        if job.savepoint_requests.0.send(request).is_err() {
+        if job.savepoint_requests.send(request).is_err() {
             lock(&job.upgrade).take();
             let cause = "the job ended".to_string();
             lock(&job.upgrades).insert(request_id.clone(), UpgradeProgress::Failed { cause });
@@ -263,11 +263,11 @@ impl Jobs {
             UpgradeProgress::RolledBack { savepoint, cause } => {
                 UpgradeStatus::RolledBack { savepoint: savepoint.clone(), cause: cause.clone() }
             }
-            UpgradeProgress::Restarted { run, .. } if job.metrics.runs() < *run => UpgradeStatus::InProgress,
+            UpgradeProgress::Restarted { run, .. } if job.handles.metrics.runs() < *run => UpgradeStatus::InProgress,
             UpgradeProgress::Restarted { savepoint, last_batches, .. } => {
                 let mut pause_ms: f64 = 0.0;
                 for (uid, last) in last_batches {
-                    match job.metrics.batches_processed(uid).0 {
+                    match job.handles.metrics.batches_processed(uid).0 {
                         0 => return Some(UpgradeStatus::InProgress),
                         first => pause_ms = pause_ms.max(first.saturating_sub(*last) as f64 / 1e6),
                     }

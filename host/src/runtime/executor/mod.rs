@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use crate::runtime::channel::{Inputs, Message, Output, Route};
-use crate::runtime::graph::{Interrupt, JobGraph, SinkFactory, SubtaskInfo, TaskError};
+use crate::runtime::graph::{Interrupt, JobGraph, RunHandles, SinkFactory, SubtaskInfo, TaskError, VertexKind};
 use crate::runtime::metrics::{Counters, JobMetrics, VertexCounters, thread_cpu_time};
 use control::{Ack, Control};
 use coordinator::{Coordinator, upload};
@@ -53,11 +53,14 @@ pub enum JobFailure {
     },
 }
 
-/// Runs the job until its sources are exhausted and the sinks have flushed, or until `cancel` is
-/// set or a subtask fails. `metrics` fills in as subtasks start, so others can watch the job.
-pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics>) -> Result<(), JobFailure> {
-    let JobGraph { max_parallelism, attempt, sources, operators, sinks, checkpointing, savepoints, handover, .. } =
-        graph;
+/// Runs the job until its sources are exhausted and the sinks have flushed, or until it is
+/// cancelled (through `handles`) or a subtask fails. Its metrics fill in as subtasks start, so
+/// others can watch the job.
+pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> {
+    let JobGraph { max_parallelism, attempt, sources, operators, sinks, checkpointing, .. } = graph;
+    let RunHandles { cancel, metrics, savepoints, handover } = handles;
+    let (cancel, metrics, savepoints) = (cancel.clone(), metrics.clone(), savepoints.clone());
+    let handover = Some(handover.clone());
     metrics.begin_attempt();
     let sinks: Vec<SinkVertex> = sinks.into_iter().map(SinkVertex::from).collect();
     let (acks, ack_receiver) = crossbeam_channel::unbounded();
@@ -88,7 +91,6 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics
         let uploader =
             std::thread::spawn(move || failing_on_panic("uploader", &c.clone(), || upload(upload_receiver, &c)));
         let (c, m) = (control.clone(), metrics.clone());
-        let savepoints = savepoints.unwrap_or_else(crossbeam_channel::never);
         let coordinator = std::thread::spawn(move || {
             let coordinator = Coordinator {
                 next_trigger: Instant::now() + checkpointing.as_ref().map_or(Duration::ZERO, |c| c.interval),
@@ -146,12 +148,18 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics
     for (vertex, vertex_routes) in sources.into_iter().zip(source_routes) {
         let factory: Arc<dyn crate::runtime::SourceFactory> = Arc::from(vertex.factory);
         let rate = factory.rate().map(|r| r / f64::from(vertex.parallelism));
-        runner.vertex("source", &vertex.uid, vertex.parallelism, vertex_routes.into_iter().map(|r| (Vec::new(), r)), {
-            move |info, _inputs, output, control, counters| {
-                let source = factory.create(info)?;
-                run_source(source, info, output, rate, control, counters)
-            }
-        });
+        runner.vertex(
+            VertexKind::Source,
+            &vertex.uid,
+            vertex.parallelism,
+            vertex_routes.into_iter().map(|r| (Vec::new(), r)),
+            {
+                move |info, _inputs, output, control, counters| {
+                    let source = factory.create(info)?;
+                    run_source(source, info, output, rate, control, counters)
+                }
+            },
+        );
     }
     // Chained sinks: each sink's factory and per-subtask counters, shared by the last operator's
     // subtask threads, which open their own sink instances.
@@ -164,7 +172,7 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics
             let subtasks: Vec<Arc<Counters>> = (0..vertex.parallelism).map(|_| Arc::default()).collect();
             chained_sinks.push((vertex.factory, vertex.uid.clone(), subtasks.clone()));
             sink_counters.push(VertexCounters {
-                kind: "sink",
+                kind: VertexKind::Sink,
                 uid: vertex.uid,
                 parallelism: vertex.parallelism,
                 subtasks,
@@ -182,20 +190,26 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics
         let factory: Arc<dyn crate::runtime::OperatorFactory> = Arc::from(vertex.factory);
         let chained = if Some(i) == last_operator { chained_sinks.clone() } else { Arc::default() };
         let metrics = metrics.clone();
-        runner.vertex("operator", &vertex.uid, vertex.parallelism, vertex_inputs.into_iter().zip(vertex_routes), {
-            move |info, inputs, output, control, counters| {
-                let operator = factory.create(info)?;
-                let sinks = chained
-                    .iter()
-                    .map(|(factory, uid, subtasks)| {
-                        let counters = subtasks[info.index as usize].clone();
-                        let info = SubtaskInfo { uid: uid.clone(), ..info.clone() };
-                        ChainedSink::open(&**factory, info, counters, metrics.clone(), control)
-                    })
-                    .collect::<Result<Vec<_>, Stop>>()?;
-                run_operator(operator, info, inputs, output, sinks, control, counters)
-            }
-        });
+        runner.vertex(
+            VertexKind::Operator,
+            &vertex.uid,
+            vertex.parallelism,
+            vertex_inputs.into_iter().zip(vertex_routes),
+            {
+                move |info, inputs, output, control, counters| {
+                    let operator = factory.create(info)?;
+                    let sinks = chained
+                        .iter()
+                        .map(|(factory, uid, subtasks)| {
+                            let counters = subtasks[info.index as usize].clone();
+                            let info = SubtaskInfo { uid: uid.clone(), ..info.clone() };
+                            ChainedSink::open(&**factory, info, counters, metrics.clone(), control)
+                        })
+                        .collect::<Result<Vec<_>, Stop>>()?;
+                    run_operator(operator, info, inputs, output, sinks, control, counters)
+                }
+            },
+        );
     }
     for vertex in sink_counters {
         runner.metrics.push(vertex);
@@ -204,7 +218,7 @@ pub fn execute(graph: JobGraph, cancel: Arc<AtomicBool>, metrics: Arc<JobMetrics
     for (vertex, vertex_inputs) in sink_threads.into_iter().zip(sink_inputs) {
         let no_routes = std::iter::repeat_with(Vec::new);
         let (metrics, factory) = (metrics.clone(), vertex.factory);
-        runner.vertex("sink", &vertex.uid, vertex.parallelism, vertex_inputs.into_iter().zip(no_routes), {
+        runner.vertex(VertexKind::Sink, &vertex.uid, vertex.parallelism, vertex_inputs.into_iter().zip(no_routes), {
             move |info, inputs, _output, control, counters| {
                 let sink = factory.create(info)?;
                 run_sink(sink, info, inputs, control, counters, &metrics)
@@ -285,7 +299,7 @@ impl Runner {
     /// Spawns one thread per subtask of a vertex, each running `body` with its inputs and output.
     fn vertex<B>(
         &mut self,
-        kind: &'static str,
+        kind: VertexKind,
         uid: &Arc<str>,
         parallelism: u32,
         wiring: impl Iterator<Item = (Vec<Receiver<Message>>, Vec<Route>)>,

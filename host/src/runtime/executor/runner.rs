@@ -5,10 +5,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::control::{Ack, Control, TaskAck, Upload};
+use crate::key_group::key_group_range;
 use crate::runtime::channel::{ChannelError, Inputs, Output, Received};
 use crate::runtime::checkpoint_stats::SubtaskCheckpoint;
-use crate::runtime::graph::{SourcePosition, SubtaskInfo, TaskError};
-use crate::runtime::key_group::key_group_range;
+use crate::runtime::graph::{SourcePosition, SubtaskInfo, TaskError, VertexKind};
 use crate::runtime::metrics::{Counters, JobMetrics, clock_ns};
 use crate::runtime::{BATCH_SIZE, EventBatch};
 
@@ -39,6 +39,11 @@ impl From<ChannelError> for Stop {
     }
 }
 
+/// Where source subtask `info` stands now, as a checkpoint or a handover records it.
+fn position_of(info: &SubtaskInfo, source: &dyn crate::runtime::Source) -> SourcePosition {
+    SourcePosition { uid: info.uid.to_string(), subtask: info.index, position: source.position() }
+}
+
 /// A source subtask's side of the barriers: it injects each requested barrier once, at the
 /// source's position between two polls.
 pub(super) struct Barriers<'a> {
@@ -56,8 +61,7 @@ impl Barriers<'_> {
     pub(super) fn inject(&mut self, output: &mut Output, source: &dyn crate::runtime::Source) -> Result<(), Stop> {
         let requested = self.control.requested.load(Ordering::SeqCst);
         for id in self.injected + 1..=requested {
-            let (uid, subtask) = (self.info.uid.to_string(), self.info.index);
-            let position = SourcePosition { uid, subtask, position: source.position() };
+            let position = position_of(self.info, source);
             output.barrier(id)?;
             self.control.ack(Ack::Task(id, TaskAck { position: Some(position), ..TaskAck::new(self.info) }));
             self.injected = id;
@@ -108,8 +112,7 @@ pub(super) fn run_source(
             // on from here at once; else the job ends once the savepoint is stored, and goes on
             // if it fails.
             if let Some(handover) = control.handover.as_ref().filter(|_| control.handing_over.load(Ordering::SeqCst)) {
-                let (uid, subtask) = (info.uid.to_string(), info.index);
-                handover.put_position(stop_at, SourcePosition { uid, subtask, position: source.position() });
+                handover.put_position(stop_at, position_of(info, &*source));
                 return Ok(output.end()?);
             }
             if barriers.wait_for_the_end(&mut output, &*source, true)? {
@@ -185,7 +188,7 @@ impl ChainedSink {
     }
 
     pub(super) fn failed(subtask: SubtaskInfo, cause: String, control: &Control) -> Stop {
-        control.fail(TaskError { kind: "sink", subtask, cause });
+        control.fail(TaskError { kind: VertexKind::Sink, subtask, cause });
         Stop::Quiet
     }
 
