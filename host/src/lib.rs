@@ -5,7 +5,8 @@
 //! - [`key_group`]: keys to key groups to subtasks (Flink's assignment), which state and the
 //!   runtime both build on.
 //! - [`state`]: the `StateBackend` trait and the in-memory backend.
-//! - [`runtime`]: job graphs, subtasks, channels, key groups.
+//! - [`runtime`]: job graphs, the subtask traits, channels, what barriers carry, and the executor
+//!   (threads and wiring, the checkpoint coordinator, the per-subtask runners).
 //! - [`checkpoint`]: checkpoints and savepoints at rest: storage, formats, writing and restoring.
 //! - [`wasm`]: the engine, the `weir:operator` contract and Wasm operators.
 //! - [`connectors`]: sources and sinks.

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::checkpoint_stats::CheckpointStats;
-use super::graph::VertexKind;
+use super::task::VertexKind;
 
 /// Events counted for one subtask.
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]

@@ -8,16 +8,23 @@ mod channel;
 pub mod checkpoint_stats;
 mod executor;
 pub mod graph;
+mod handover;
 mod metrics;
+mod snapshot;
+mod task;
 
 pub use batch::{Event, EventBatch};
 pub use executor::{JobFailure, MAX_CHANNELS, MAX_SUBTASKS, check_size, execute, panic_message};
-pub use graph::{
-    CheckpointConfig, CheckpointSink, Completed, Handover, Interrupt, JobGraph, Operator, OperatorFactory,
-    Partitioning, RunHandles, SavepointRequest, Sink, SinkCommitted, SinkFactory, SnapshotBody, Source, SourceFactory,
-    SourcePosition, StateFile, StateSnapshot, Stopped, SubtaskInfo, TaskError, Vertex, VertexKind,
-};
+pub use graph::{JobGraph, Partitioning, RunHandles, Vertex};
+pub use handover::{Handover, Stopped};
 pub use metrics::{JobMetrics, SubtaskSummary, VertexSummary, clock_ns};
+pub use snapshot::{
+    CheckpointConfig, CheckpointSink, Completed, SavepointRequest, SinkCommitted, SnapshotBody, SourcePosition,
+    StateFile, StateSnapshot,
+};
+pub use task::{
+    Interrupt, Operator, OperatorFactory, Sink, SinkFactory, Source, SourceFactory, SubtaskInfo, TaskError, VertexKind,
+};
 
 /// Events per batch that sources and routers aim for: large enough to amortise a Wasm call and a
 /// channel hand-off, small enough to keep latency and memory low.

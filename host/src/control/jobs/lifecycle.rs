@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::Job;
 use super::record::*;
+use super::recovery::{resume_point, resumed_from};
 use super::store::update;
 use super::upgrade::{Swap, rolled_back, upgraded};
 use crate::checkpoint::Restore;
@@ -132,16 +133,11 @@ pub(super) fn restart(
     since: u64,
     savepoint: Option<Arc<Restore>>,
 ) -> Result<JobGraph, String> {
-    let checkpoint = plan.latest_checkpoint(since).map_err(|e| format!("the restart failed: {e}"))?;
-    let restore = checkpoint.map(Arc::new).or(savepoint);
-    let from = restore.as_ref().map_or("the start (no checkpoint completed yet)".to_string(), |r| {
+    let restore = resume_point(plan, since, || Ok(savepoint)).map_err(|e| format!("the restart failed: {e}"))?;
+    if let Some(r) = &restore {
         job.handles.metrics.checkpoint_stats(|s| s.restored(r.stats()));
-        match r.is_savepoint() {
-            true => format!("savepoint {}", r.location()),
-            false => format!("checkpoint {}", r.id()),
-        }
-    });
-    tracing::warn!("job '{}': attempt {attempt} resumes from {from}", plan.name());
+    }
+    tracing::warn!("job '{}': attempt {attempt} resumes from {}", plan.name(), resumed_from(&restore));
     plan.build(attempt, restore).map_err(|e| format!("the restart failed: {e}"))
 }
 

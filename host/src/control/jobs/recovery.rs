@@ -34,21 +34,16 @@ impl Jobs {
                         let info = lock(&job.info);
                         (info.first_checkpoint, info.lineage.clone(), info.attempt + 1)
                     };
-                    let restore = match plan.latest_checkpoint(first_checkpoint)? {
-                        Some(checkpoint) => Some(Arc::new(checkpoint)),
-                        // Started from a savepoint and no checkpoint since: from that savepoint.
-                        None => match lineage {
-                            Some(lineage) => Some(Arc::new(Restore::savepoint(&lineage.savepoint, base)?)),
-                            None => None,
-                        },
-                    };
+                    let restore = resume_point(&plan, first_checkpoint, || match lineage {
+                        Some(lineage) => Restore::savepoint(&lineage.savepoint, base).map(|r| Some(Arc::new(r))),
+                        None => Ok(None),
+                    })?;
                     let graph = plan.build(attempt, restore.clone()).map_err(|e| e.to_string())?;
                     Ok((plan, graph, restore))
                 });
             match resumed {
                 Ok((plan, graph, restore)) => {
-                    let from = restore.as_ref().map_or("the start".to_string(), |r| format!("checkpoint {}", r.id()));
-                    tracing::info!("resuming job {id} ('{}') from {from}", plan.name());
+                    tracing::info!("resuming job {id} ('{}') from {}", plan.name(), resumed_from(&restore));
                     // Its last upgrade can still be rolled back by hand.
                     let rollback_point = lock(&job.info).rollback_point.clone();
                     if let Some(point) = rollback_point {
@@ -69,5 +64,28 @@ impl Jobs {
                 }),
             }
         }
+    }
+}
+
+/// Where a job resumes from: its newest own checkpoint since `since` (older ones belong to
+/// earlier runs), else what `started_from` gives (the savepoint its run started from), else the
+/// start (`None`). One policy for restarts in a running job and for a restarted server.
+pub(super) fn resume_point(
+    plan: &JobPlan,
+    since: u64,
+    started_from: impl FnOnce() -> Result<Option<Arc<Restore>>, String>,
+) -> Result<Option<Arc<Restore>>, String> {
+    match plan.latest_checkpoint(since)? {
+        Some(checkpoint) => Ok(Some(Arc::new(checkpoint))),
+        None => started_from(),
+    }
+}
+
+/// Where a run resumed from, for people.
+pub(super) fn resumed_from(restore: &Option<Arc<Restore>>) -> String {
+    match restore {
+        None => "the start (no checkpoint completed yet)".to_string(),
+        Some(r) if r.is_savepoint() => format!("savepoint {}", r.location()),
+        Some(r) => format!("checkpoint {}", r.id()),
     }
 }

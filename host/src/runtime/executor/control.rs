@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use super::JobFailure;
 use crate::runtime::checkpoint_stats::SubtaskCheckpoint;
-use crate::runtime::graph::{CheckpointSink, Handover, SourcePosition, StateFile, StateSnapshot, SubtaskInfo};
+use crate::runtime::{CheckpointSink, Handover, SourcePosition, StateFile, StateSnapshot, SubtaskInfo};
 
 /// Shared by every subtask of a run: the first failure, and the flag that stops the sources.
 pub(super) struct Control {

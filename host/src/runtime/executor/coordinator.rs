@@ -9,12 +9,12 @@ use crossbeam_channel::Receiver;
 
 use super::JobFailure;
 use super::control::{Ack, Control, TaskAck, Upload};
-use crate::runtime::graph::{
+use crate::runtime::metrics::JobMetrics;
+use crate::runtime::now_ms;
+use crate::runtime::{
     CheckpointConfig, CheckpointSink, Completed, SavepointRequest, SinkCommitted, SinkFactory, SourcePosition,
     StateFile,
 };
-use crate::runtime::metrics::JobMetrics;
-use crate::runtime::now_ms;
 
 /// Stores snapshots as operators hand them over, so that their threads go on processing.
 pub(super) fn upload(uploads: Receiver<Option<Upload>>, control: &Control) {

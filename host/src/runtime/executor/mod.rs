@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use crate::runtime::channel::{Inputs, Message, Output, Route};
-use crate::runtime::graph::{Interrupt, JobGraph, RunHandles, SinkFactory, SubtaskInfo, TaskError, VertexKind};
 use crate::runtime::metrics::{Counters, JobMetrics, VertexCounters, thread_cpu_time};
+use crate::runtime::{Interrupt, JobGraph, RunHandles, SinkFactory, SubtaskInfo, TaskError, VertexKind};
 use control::{Ack, Control};
 use coordinator::{Coordinator, upload};
 use runner::{ChainedSink, Stop, run_operator, run_sink, run_source};

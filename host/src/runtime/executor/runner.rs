@@ -8,9 +8,9 @@ use super::control::{Ack, Control, TaskAck, Upload};
 use crate::key_group::key_group_range;
 use crate::runtime::channel::{ChannelError, Inputs, Output, Received};
 use crate::runtime::checkpoint_stats::SubtaskCheckpoint;
-use crate::runtime::graph::{SourcePosition, SubtaskInfo, TaskError, VertexKind};
 use crate::runtime::metrics::{Counters, JobMetrics, clock_ns};
 use crate::runtime::{BATCH_SIZE, EventBatch};
+use crate::runtime::{SourcePosition, SubtaskInfo, TaskError, VertexKind};
 
 /// Why a subtask loop ended early.
 pub(super) enum Stop {

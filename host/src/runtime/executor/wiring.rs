@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crossbeam_channel::Receiver;
 
 use crate::runtime::channel::{self, Message, Route};
-use crate::runtime::graph::{JobGraph, Partitioning, SinkFactory, Vertex};
+use crate::runtime::{JobGraph, Partitioning, SinkFactory, Vertex};
 
 /// A sink vertex whose factory is shared: subtasks open sinks with it, the checkpoint
 /// coordinator has it commit.

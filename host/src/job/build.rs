@@ -1,0 +1,427 @@
+//! Turning a checked job into a runnable graph: sources and sinks opened, operators with their
+//! modules, sandbox limits and the state they restore, checkpointing configured. (About 430
+//! lines: the builder's one method per vertex kind reads best together.)
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::spec::JobSpec;
+use super::spec::{
+    CheckpointMode, CheckpointingSpec, InputSpec, OperatorSpec, SinkSpec, SinkType, SourceSpec, SourceType,
+};
+
+use crate::checkpoint::savepoint::OperatorCode;
+use crate::checkpoint::storage::Storage;
+use crate::checkpoint::{Restore, StorageSink};
+use crate::state::{RestoredState, StateBackend, StateDescriptor, StateRestore};
+
+use crate::connectors::{
+    BlackholeSinkFactory, FileCommit, FileSinkFactory, FileSourceFactory, GeneratorSourceFactory, Restored,
+    StdoutSinkFactory,
+};
+use crate::runtime::{
+    CheckpointConfig, Handover, JobGraph, OperatorFactory, Partitioning, SinkFactory, SourceFactory, Vertex,
+};
+use crate::wasm::{OperatorModule, SandboxLimits, WasmOperatorFactory};
+
+use super::JobError;
+use super::checks::{check_parallelism, check_states, operator_code};
+
+/// What a job's graph starts from: its attempt, the checkpoint or savepoint it resumes from, and
+/// the state its previous run left in place (after an upgrade).
+pub(super) struct Start<'a> {
+    pub(super) job_id: &'a str,
+    pub(super) attempt: u32,
+    pub(super) restore: Option<Arc<Restore>>,
+    pub(super) handover: Option<Arc<Handover>>,
+}
+
+/// Builds a checked job's graph: sources and sinks opened, modules from `modules` (resolved
+/// beforehand by [`JobPlan`]), checkpoints into `storage`. `label` names the job in errors;
+/// relative source and sink paths start at `base`.
+pub(super) fn build(
+    spec: JobSpec,
+    label: &str,
+    base: &Path,
+    modules: &HashMap<String, Arc<OperatorModule>>,
+    storage: Option<&Storage>,
+    start: Start,
+) -> Result<JobGraph, JobError> {
+    let Start { job_id, attempt, restore, handover } = start;
+    let invalid = |message: String| JobError::Invalid { file: label.to_string(), message };
+    if let Some(r) = &restore
+        && r.max_parallelism() != spec.max_parallelism
+    {
+        let what = match r.is_savepoint() {
+            true => format!("savepoint {}", r.location()),
+            false => format!("checkpoint {}", r.id()),
+        };
+        return Err(invalid(format!(
+            "{what} was taken with max-parallelism {}, and the job now says {}; it cannot change (key groups \
+             are what state is stored by): set max-parallelism = {}",
+            r.max_parallelism(),
+            spec.max_parallelism,
+            r.max_parallelism()
+        )));
+    }
+    let checkpointing = match (&spec.checkpointing, storage) {
+        (Some(c), Some(storage)) => {
+            let after = restore.as_ref().map_or(0, |r| r.id());
+            Some(checkpointing(c, &spec.name, job_id, spec.max_parallelism, storage, after).map_err(invalid)?)
+        }
+        _ => None,
+    };
+    let mut ctx = Builder {
+        base: base.to_path_buf(),
+        label: label.to_string(),
+        modules,
+        parallelism: spec.parallelism,
+        max_parallelism: spec.max_parallelism,
+        restore,
+        handover,
+        two_phase_sinks: checkpointing.is_some(),
+        job_id,
+    };
+    let sources = spec.sources.iter().map(|s| ctx.source(s).map_err(invalid)).collect::<Result<Vec<_>, _>>()?;
+    let operators = spec.operators.iter().map(|op| ctx.operator(op)).collect::<Result<Vec<_>, _>>()?;
+    // Sinks run at the parallelism of what feeds them, each subtask writing its own part.
+    let sink_parallelism = operators.last().map_or(spec.parallelism, |v| v.parallelism);
+    let sinks = spec.sinks.iter().map(|s| ctx.sink(s, sink_parallelism).map_err(invalid)).collect::<Result<_, _>>()?;
+    if let Some(restore) = &ctx.restore {
+        check_all_state_restored(&spec, restore).map_err(invalid)?;
+    }
+    let graph = JobGraph {
+        name: spec.name,
+        max_parallelism: spec.max_parallelism,
+        attempt,
+        sources,
+        operators,
+        sinks,
+        checkpointing,
+    };
+    crate::runtime::check_size(&graph).map_err(invalid)?;
+    Ok(graph)
+}
+
+/// The checkpoint interval of a `[checkpointing]` table; zero means off.
+pub(super) fn checkpoint_interval(spec: &CheckpointingSpec) -> Result<Duration, String> {
+    checkpoint_duration("interval", &spec.interval)
+}
+
+pub(super) fn checkpoint_duration(key: &str, value: &str) -> Result<Duration, String> {
+    super::spec::duration(value).ok_or_else(|| {
+        format!("[checkpointing] {key} \"{value}\" is not a duration of at most 365 days, such as \"1s\" or \"500ms\"")
+    })
+}
+
+/// The run's checkpointing from an enabled `[checkpointing]` table; its barrier ids start past
+/// `after`.
+pub(super) fn checkpointing(
+    spec: &CheckpointingSpec,
+    job: &str,
+    job_id: &str,
+    max_parallelism: u32,
+    storage: &Storage,
+    after: u64,
+) -> Result<CheckpointConfig, String> {
+    let optional =
+        |key, value: &Option<String>, default| value.as_deref().map_or(Ok(default), |v| checkpoint_duration(key, v));
+    let timeout = optional("timeout", &spec.timeout, Duration::from_secs(600))?;
+    if timeout.is_zero() {
+        return Err("[checkpointing] timeout must be longer than 0s".to_string());
+    }
+    if spec.retained == Some(0) {
+        return Err("[checkpointing] retained must be at least 1".to_string());
+    }
+    if spec.max_concurrent == Some(0) {
+        return Err("[checkpointing] max-concurrent must be at least 1".to_string());
+    }
+    // Barrier ids never repeat: past every stored checkpoint and the checkpoint or savepoint
+    // the job starts from (a sink names its committed files by them).
+    let stored = storage.checkpoints(job).map_err(|e| e.to_string())?.last().copied().unwrap_or(0);
+    let first_id = stored.max(after) + 1;
+    let sink = StorageSink::new(storage.clone(), job, job_id, max_parallelism, spec.retained.unwrap_or(1));
+    Ok(CheckpointConfig {
+        interval: checkpoint_interval(spec)?,
+        exactly_once: spec.mode == CheckpointMode::ExactlyOnce,
+        timeout,
+        min_pause: optional("min-pause", &spec.min_pause, Duration::ZERO)?,
+        max_concurrent: spec.max_concurrent.unwrap_or(1),
+        tolerable_failures: spec.tolerable_failures.unwrap_or(0),
+        first_id,
+        sink: Arc::new(sink),
+    })
+}
+
+/// What building the vertices of one job shares.
+pub(super) struct Builder<'a> {
+    /// Relative source and sink paths start here.
+    base: PathBuf,
+    label: String,
+    modules: &'a HashMap<String, Arc<OperatorModule>>,
+    parallelism: u32,
+    max_parallelism: u32,
+    /// The checkpoint the job resumes from, if any.
+    restore: Option<Arc<Restore>>,
+    /// State left in place by the previous run of the job (an upgrade), taken before `restore`.
+    handover: Option<Arc<Handover>>,
+    /// File sinks publish by two-phase commit: the job checkpoints.
+    two_phase_sinks: bool,
+    /// The job's id: its file sinks name their files by it.
+    job_id: &'a str,
+}
+
+impl Builder<'_> {
+    fn source(&self, s: &SourceSpec) -> Result<Vertex<dyn SourceFactory>, String> {
+        let (factory, parallelism): (Box<dyn SourceFactory>, u32) = match s.kind {
+            SourceType::File => {
+                let path = s
+                    .path
+                    .as_deref()
+                    .ok_or_else(|| format!("source '{}': `path` is required for a file source", s.uid))?;
+                if s.count.is_some() || s.keys.is_some() {
+                    return Err(format!(
+                        "source '{}': `count` and `keys` are settings of generator sources, not file sources",
+                        s.uid
+                    ));
+                }
+                if s.parallelism.is_some_and(|p| p != 1) {
+                    return Err(format!(
+                        "source '{}': a file source reads its file in one subtask; remove `parallelism`",
+                        s.uid
+                    ));
+                }
+                let path = self.base.join(path);
+                match std::fs::metadata(&path) {
+                    Ok(m) if m.is_file() => {}
+                    Ok(m) if m.is_dir() => {
+                        return Err(format!("source '{}': {} is a directory; name a file", s.uid, path.display()));
+                    }
+                    Ok(_) => {
+                        return Err(format!(
+                            "source '{}': {} is not a regular file (a device or a pipe); name a file",
+                            s.uid,
+                            path.display()
+                        ));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(format!("source '{}': input file {} does not exist", s.uid, path.display()));
+                    }
+                    Err(e) => return Err(format!("source '{}': cannot read {}: {e}", s.uid, path.display())),
+                }
+                let factory = FileSourceFactory::new(path, s.rate);
+                match self.positions(&s.uid, 1)? {
+                    Some(positions) => (Box::new(factory.resume_at(positions[0])), 1),
+                    None => (Box::new(factory), 1),
+                }
+            }
+            SourceType::Generator => {
+                if s.path.is_some() {
+                    return Err(format!(
+                        "source '{}': `path` is a setting of file sources, not generator sources",
+                        s.uid
+                    ));
+                }
+                if s.keys == Some(0) {
+                    return Err(format!("source '{}': `keys` must be at least 1", s.uid));
+                }
+                let parallelism = s.parallelism.unwrap_or(self.parallelism);
+                let factory = GeneratorSourceFactory::new(s.count, s.keys.unwrap_or(1000), s.rate);
+                match self.positions(&s.uid, parallelism)? {
+                    Some(positions) => (Box::new(factory.resume_at(positions)), parallelism),
+                    None => (Box::new(factory), parallelism),
+                }
+            }
+        };
+        if s.rate.is_some_and(|r| !super::spec::RATE_RANGE.contains(&r)) {
+            return Err(format!(
+                "source '{}': `rate` must be a number of events per second from {} to {:e}",
+                s.uid,
+                super::spec::RATE_RANGE.start(),
+                super::spec::RATE_RANGE.end()
+            ));
+        }
+        check_parallelism(&format!("source '{}'", s.uid), parallelism, self.max_parallelism)?;
+        Ok(Vertex { uid: Arc::from(s.uid.as_str()), parallelism, input: Partitioning::Forward, factory })
+    }
+
+    fn operator(&mut self, op: &OperatorSpec) -> Result<Vertex<dyn OperatorFactory>, JobError> {
+        let file = self.label.clone();
+        let invalid = |message: String| JobError::Invalid { file: file.clone(), message };
+        let parallelism = op.parallelism.unwrap_or(self.parallelism);
+        check_parallelism(&format!("operator '{}'", op.uid), parallelism, self.max_parallelism).map_err(invalid)?;
+        let keyed = op.input == InputSpec::Hash;
+        let (code, declared) = operator_code(op, self.modules).ok_or_else(|| match (&op.module, &op.builtin) {
+            (Some(module), None) => {
+                invalid(format!("operator '{}': module {module} was not resolved (a weir bug)", op.uid))
+            }
+            (None, Some(name)) => invalid(format!(
+                "operator '{}': unknown builtin '{name}' (known: {})",
+                op.uid,
+                crate::builtin::NAMES.join(", ")
+            )),
+            _ => {
+                invalid(format!("operator '{}': set exactly one of `module` (a .wasm component) and `builtin`", op.uid))
+            }
+        })?;
+        self.check_saved_state(&op.uid, &code, &declared).map_err(invalid)?;
+        let restore = self.state_restore(&op.uid, declared);
+        let factory: Box<dyn OperatorFactory> = match (&op.module, &op.builtin) {
+            (Some(module), None) => {
+                let limits = sandbox_limits(op).map_err(invalid)?;
+                let module = self.modules.get(module).cloned().ok_or_else(|| {
+                    invalid(format!("operator '{}': module {module} was not resolved (a weir bug)", op.uid))
+                })?;
+                let config = serde_json::to_string(&op.config.clone().unwrap_or_default())
+                    .map_err(|e| invalid(format!("operator '{}': `config` cannot be passed as JSON: {e}", op.uid)))?;
+                let factory = WasmOperatorFactory::new(module, config, keyed, limits);
+                match restore {
+                    Some(restore) => Box::new(factory.restoring(restore)),
+                    None => Box::new(factory),
+                }
+            }
+            (None, Some(name)) => {
+                if op.config.is_some()
+                    || op.call_deadline.is_some()
+                    || op.memory_limit.is_some()
+                    || op.state_limit.is_some()
+                {
+                    return Err(invalid(format!(
+                        "operator '{}': builtin operators take no `config`, `call-deadline`, `memory-limit` or \
+                         `state-limit`",
+                        op.uid
+                    )));
+                }
+                crate::builtin::factory(name, keyed, restore)
+                    .ok_or_else(|| invalid(format!("operator '{}': unknown builtin '{name}'", op.uid)))?
+            }
+            _ => return Err(invalid(format!("operator '{}': neither a module nor a builtin", op.uid))),
+        };
+        let input = if keyed { Partitioning::Hash } else { Partitioning::Forward };
+        Ok(Vertex { uid: Arc::from(op.uid.as_str()), parallelism, input, factory })
+    }
+
+    /// A savepoint's state for operator `uid` must be readable by the code the operator runs now:
+    /// every saved state declared again with the same kind and a schema version that can read it
+    /// (see [`check_states`]). A saved state the code no longer declares is refused unless
+    /// non-restored state is allowed.
+    fn check_saved_state(&self, uid: &str, code: &OperatorCode, declared: &[StateDescriptor]) -> Result<(), String> {
+        let Some(restore) = &self.restore else { return Ok(()) };
+        let Some(saved) = restore.saved_operator(uid) else { return Ok(()) };
+        let has_state = !saved.files.is_empty() && !restore.allows_non_restored_state();
+        check_states(uid, saved, has_state, code, declared)
+    }
+
+    /// Where each subtask of source `uid` resumes, when the job resumes from a checkpoint or
+    /// savepoint (a source it has no position for starts from the beginning).
+    fn positions(&self, uid: &str, parallelism: u32) -> Result<Option<Vec<u64>>, String> {
+        let Some(restore) = self.restore.as_ref().filter(|r| r.source_parallelism(uid) > 0) else { return Ok(None) };
+        if restore.source_parallelism(uid) != parallelism as usize {
+            return Err(format!(
+                "source '{uid}' had {} subtasks in checkpoint {} and has {parallelism} now; resuming needs the same",
+                restore.source_parallelism(uid),
+                restore.id()
+            ));
+        }
+        Ok(Some((0..parallelism).map(|i| restore.source_position(uid, i).unwrap_or_default()).collect()))
+    }
+
+    /// Fills operator `uid`'s state, which it declares as `declared`, from the checkpoint or
+    /// savepoint the job starts from, or takes the backend its predecessor handed over. In place
+    /// only when the code declares the saved states in the same order, so that their indices mean
+    /// the same (their schema versions may differ: the operator migrates the entries); otherwise
+    /// the savepoint's files are read, state by state name.
+    fn state_restore(&self, uid: &str, declared: Vec<StateDescriptor>) -> Option<StateRestore> {
+        let restore = self.restore.clone()?;
+        let saved = restore.saved_operator(uid).map(|saved| saved.states.clone()).unwrap_or_default();
+        let handover = self.handover.clone().filter(|_| StateDescriptor::same_states(&saved, &declared));
+        let uid = uid.to_string();
+        Some(Arc::new(move |fresh: Box<dyn StateBackend>, range, subtask| {
+            if let Some(backend) = handover.as_ref().and_then(|h| h.take(&uid, subtask, &range)) {
+                let saved_versions = saved.iter().map(|s| Some(s.schema_version)).collect();
+                return Ok(RestoredState { backend, saved_versions });
+            }
+            let mut backend = fresh;
+            let saved_versions = restore.restore_state(&uid, &declared, &mut *backend, range)?;
+            Ok(RestoredState { backend, saved_versions })
+        }))
+    }
+
+    fn sink(&self, s: &SinkSpec, parallelism: u32) -> Result<Vertex<dyn SinkFactory>, String> {
+        let factory: Box<dyn SinkFactory> = match (s.kind, &s.path) {
+            (SinkType::File, Some(path)) => {
+                let dir = self.base.join(path);
+                let commit = match self.two_phase_sinks {
+                    false => FileCommit::Direct,
+                    true => FileCommit::TwoPhase {
+                        restored: self.restore.as_ref().map(|r| Restored {
+                            job_id: r.job_id().to_string(),
+                            id: r.id(),
+                            committed: r.sink_committed(&s.uid).cloned(),
+                        }),
+                    },
+                };
+                let factory = FileSinkFactory::new(dir, commit, self.job_id);
+                Box::new(factory.map_err(|e| format!("sink '{}': {e}", s.uid))?)
+            }
+            (SinkType::File, None) => return Err(format!("sink '{}': `path` is required for a file sink", s.uid)),
+            (SinkType::Stdout, None) => Box::new(StdoutSinkFactory),
+            (SinkType::Blackhole, None) => Box::new(BlackholeSinkFactory),
+            (_, Some(_)) => return Err(format!("sink '{}': `path` is a setting of file sinks only", s.uid)),
+        };
+        Ok(Vertex { uid: Arc::from(s.uid.as_str()), parallelism, input: Partitioning::Forward, factory })
+    }
+}
+
+/// State the job starts from must all go somewhere: positions to sources, state to operators,
+/// unless non-restored state is allowed.
+pub(super) fn check_all_state_restored(spec: &JobSpec, restore: &Restore) -> Result<(), String> {
+    if restore.allows_non_restored_state() {
+        return Ok(());
+    }
+    let what = if restore.is_savepoint() {
+        format!("savepoint {}", restore.location())
+    } else {
+        format!("checkpoint {}", restore.id())
+    };
+    let hint = "pass --allow-non-restored-state to start without it";
+    if let Some(uid) = restore.operator_uids().into_iter().find(|uid| !spec.operators.iter().any(|o| o.uid == *uid)) {
+        return Err(format!("{what} holds state of operator '{uid}', which this job does not have; {hint}"));
+    }
+    if let Some(uid) = restore.source_uids().into_iter().find(|uid| !spec.sources.iter().any(|s| s.uid == *uid)) {
+        return Err(format!("{what} holds the position of source '{uid}', which this job does not have; {hint}"));
+    }
+    Ok(())
+}
+
+/// The longest `call-deadline`: a guest call that needs longer is stuck.
+pub(super) const MAX_CALL_DEADLINE: Duration = Duration::from_secs(3600);
+
+pub(super) fn sandbox_limits(op: &OperatorSpec) -> Result<SandboxLimits, String> {
+    let mut limits = SandboxLimits::default();
+    if let Some(d) = &op.call_deadline {
+        limits.call_deadline = super::spec::duration(d).filter(|d| *d > Duration::ZERO && *d <= MAX_CALL_DEADLINE).ok_or_else(|| {
+            format!(
+                "operator '{}': call-deadline \"{d}\" is not a duration between 1ms and 1h, such as \"500ms\" or \"10s\"",
+                op.uid
+            )
+        })?;
+    }
+    if let Some(m) = &op.memory_limit {
+        limits.memory_limit = size_setting(&op.uid, "memory-limit", m, "64MiB")?;
+    }
+    if let Some(m) = &op.state_limit {
+        limits.state_limit = size_setting(&op.uid, "state-limit", m, "4GiB")?;
+    }
+    Ok(limits)
+}
+
+/// Operator `uid`'s size setting `key` = `value`: at least 1 MiB (`example` shows one).
+pub(super) fn size_setting(uid: &str, key: &str, value: &str, example: &str) -> Result<usize, String> {
+    let bytes = value.parse::<bytesize::ByteSize>().ok().map(|b| b.as_u64()).filter(|&b| b >= 1 << 20);
+    let bytes = bytes.ok_or_else(|| {
+        format!("operator '{uid}': {key} \"{value}\" is not a size of at least 1MiB, such as \"{example}\"")
+    })?;
+    Ok(usize::try_from(bytes).unwrap_or(usize::MAX))
+}

@@ -1,0 +1,156 @@
+//! What runs in a subtask: where it runs ([`SubtaskInfo`]), how it fails ([`TaskError`]), and the
+//! traits sources, operators and sinks implement, with the factories that open them.
+use std::fmt;
+use std::sync::Arc;
+
+use super::batch::EventBatch;
+use super::snapshot::StateSnapshot;
+
+/// Where a subtask runs; passed to factories.
+#[derive(Debug, Clone)]
+pub struct SubtaskInfo {
+    /// The vertex's uid.
+    pub uid: Arc<str>,
+    /// Index of this subtask, from 0.
+    pub index: u32,
+    /// The vertex's parallelism.
+    pub parallelism: u32,
+    /// The job's max parallelism.
+    pub max_parallelism: u32,
+    /// Start attempt of the job, from 0.
+    pub attempt: u32,
+    /// Set when the subtask must stop at once (the job is cancelled, or the attempt failed):
+    /// long calls (a guest's) check it.
+    pub interrupt: Interrupt,
+}
+
+/// Flags that tell a running subtask to stop: the job's cancel request, and its attempt's end.
+#[derive(Debug, Clone, Default)]
+pub struct Interrupt {
+    flags: [Arc<std::sync::atomic::AtomicBool>; 2],
+}
+
+impl Interrupt {
+    /// Raised when either flag is.
+    pub fn new(cancel: Arc<std::sync::atomic::AtomicBool>, stop: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        Interrupt { flags: [cancel, stop] }
+    }
+
+    /// Whether the subtask must stop.
+    pub fn is_raised(&self) -> bool {
+        self.flags.iter().any(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+impl fmt::Display for SubtaskInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "'{}' subtask {}/{}", self.uid, self.index + 1, self.parallelism)
+    }
+}
+
+/// What a vertex is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VertexKind {
+    /// It reads events from outside.
+    Source,
+    /// It runs an operator.
+    Operator,
+    /// It writes events out.
+    Sink,
+}
+
+impl fmt::Display for VertexKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `pad`, so that widths in format strings apply (the run summary aligns on them).
+        f.pad(match self {
+            VertexKind::Source => "source",
+            VertexKind::Operator => "operator",
+            VertexKind::Sink => "sink",
+        })
+    }
+}
+
+/// A failure of one subtask, as the user sees it: which vertex, which subtask, and why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{kind} {subtask}: {cause}")]
+pub struct TaskError {
+    /// What the vertex is.
+    pub kind: VertexKind,
+    /// The failing subtask.
+    pub subtask: SubtaskInfo,
+    /// What went wrong.
+    pub cause: String,
+}
+
+/// A running source subtask.
+pub trait Source: Send {
+    /// Appends up to `max` events to `out`; returns false once the source is exhausted.
+    fn poll(&mut self, out: &mut EventBatch, max: usize) -> Result<bool, String>;
+    /// Where the next poll starts (a file's byte offset, a generator's index): recorded with
+    /// every checkpoint so that a restore can resume exactly there.
+    fn position(&self) -> u64;
+}
+
+/// A running operator subtask.
+pub trait Operator: Send {
+    /// Processes a batch, appending what it emits to `out`.
+    fn process(&mut self, input: &EventBatch, out: &mut EventBatch) -> Result<(), String>;
+    /// The snapshot of its keyed state, or `None` when it keeps no state.
+    fn snapshot(&self) -> Result<Option<StateSnapshot>, String>;
+    /// The same, at the barrier of a stop whose state is handed over: nothing runs after it but
+    /// the next run, so an operator that can freezes its state for the snapshot to be encoded off
+    /// this thread and hands over an overlay instead of copying it (see [`crate::state::overlay`]).
+    fn freeze(&mut self) -> Result<Option<StateSnapshot>, String> {
+        self.snapshot()
+    }
+    /// Its keyed state itself, when the job stops for an upgrade: handed over in place to the
+    /// subtask that replaces it. `None` when it keeps no state.
+    fn into_state(self: Box<Self>) -> Option<Box<dyn crate::state::StateBackend>> {
+        None
+    }
+}
+
+/// A running sink subtask.
+pub trait Sink: Send {
+    /// Writes a batch.
+    fn write(&mut self, batch: &EventBatch) -> Result<(), String>;
+    /// At aligned barrier `id`: makes everything written so far durable, ready to be published
+    /// when checkpoint `id` completes (the first phase of a two-phase commit). Sinks that cannot
+    /// hold output back (stdout) do nothing: they are at-least-once.
+    fn pre_commit(&mut self, _id: u64) -> Result<(), String> {
+        Ok(())
+    }
+    /// Flushes everything once the input has ended.
+    fn finish(&mut self) -> Result<(), String>;
+}
+
+/// Creates source subtasks.
+pub trait SourceFactory: Send + Sync {
+    /// Opens subtask `info`.
+    fn create(&self, info: &SubtaskInfo) -> Result<Box<dyn Source>, String>;
+    /// Events per second for the whole source (all subtasks), if limited.
+    fn rate(&self) -> Option<f64>;
+}
+
+/// Creates operator subtasks.
+pub trait OperatorFactory: Send + Sync {
+    /// Opens subtask `info` (for a Wasm operator: instantiates the module and calls `open`).
+    fn create(&self, info: &SubtaskInfo) -> Result<Box<dyn Operator>, String>;
+}
+
+/// Creates sink subtasks.
+pub trait SinkFactory: Send + Sync {
+    /// Opens subtask `info`.
+    fn create(&self, info: &SubtaskInfo) -> Result<Box<dyn Sink>, String>;
+    /// Publishes what every subtask pre-committed up to checkpoint `id`, once that checkpoint is
+    /// complete (the second phase). Must be idempotent: a restore commits again.
+    fn commit(&self, _id: u64) -> Result<(), String> {
+        Ok(())
+    }
+    /// What the sink has committed once barrier `id` is, for the barrier's metadata: a restore
+    /// from it hands this back to the sink it opens. `None` for sinks that keep no record.
+    fn committed(&self, _id: u64) -> Option<serde_json::Value> {
+        None
+    }
+}
