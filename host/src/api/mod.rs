@@ -19,7 +19,8 @@ pub use error::ApiError;
 use serde_json::json;
 
 use crate::control::{
-    CancelError, JobInfo, Jobs, ModuleStore, SavepointError, SavepointStatus, StartFrom, StoreModules, UpgradeStatus,
+    CancelError, JobInfo, Jobs, ModuleStore, SavepointError, SavepointStatus, StartFrom, StoreModules, UpgradeError,
+    UpgradeStatus,
 };
 use crate::runtime::checkpoint_stats::CheckpointStats;
 
@@ -250,13 +251,23 @@ async fn savepoint_request(state: Arc<ApiState>, id: String, body: Bytes, stop: 
     accepted(blocking(move || jobs.savepoint(&id, body.target_directory.as_deref(), stop)).await?)
 }
 
-/// The answer to a savepoint or upgrade request.
+/// The answer to a savepoint request.
 fn accepted(request: Result<String, SavepointError>) -> Result<Response, ApiError> {
     match request {
         Ok(request) => Ok((StatusCode::ACCEPTED, Json(json!({ "request-id": request }))).into_response()),
         Err(SavepointError::NotFound(id)) => Err(unknown_job(&id)),
         Err(e @ SavepointError::NotRunning { .. }) => Err(ApiError::new(StatusCode::CONFLICT, e.to_string())),
         Err(e @ SavepointError::Target(_)) => Err(ApiError::new(StatusCode::BAD_REQUEST, e.to_string())),
+    }
+}
+
+/// The answer to an upgrade or rollback request.
+fn upgrade_accepted(request: Result<String, UpgradeError>) -> Result<Response, ApiError> {
+    match request {
+        Ok(request) => accepted(Ok(request)),
+        Err(UpgradeError::Job(e)) => accepted(Err(e)),
+        Err(UpgradeError::Refused(cause)) => Err(ApiError::new(StatusCode::BAD_REQUEST, cause)),
+        Err(UpgradeError::Conflict(cause)) => Err(ApiError::new(StatusCode::CONFLICT, cause)),
     }
 }
 
@@ -301,12 +312,12 @@ async fn upgrade_job(
     let store = store(&state)?;
     let replacements: Vec<(String, String)> = body.operators.into_iter().collect();
     let jobs = state.jobs.clone();
-    accepted(blocking(move || jobs.upgrade(&id, &replacements, &mut StoreModules(&store))).await?)
+    upgrade_accepted(blocking(move || jobs.upgrade(&id, &replacements, &mut StoreModules(&store))).await?)
 }
 
 async fn rollback_job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let jobs = state.jobs.clone();
-    accepted(blocking(move || jobs.rollback(&id)).await?)
+    upgrade_accepted(blocking(move || jobs.rollback(&id)).await?)
 }
 
 async fn upgrade_status(

@@ -8,7 +8,7 @@ mod modules;
 
 pub use jobs::{
     CancelError, JobInfo, JobState, Jobs, RollbackPoint, SavepointError, SavepointRecord, SavepointStatus, StartFrom,
-    SubmitError, UpgradeStatus,
+    SubmitError, UpgradeError, UpgradeStatus,
 };
 pub(crate) use modules::StoreModules;
 pub use modules::{ModuleInfo, ModuleStore};

@@ -50,3 +50,19 @@ pub enum SavepointError {
     #[error("{0}")]
     Target(String),
 }
+
+/// Why an upgrade or a rollback cannot be asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeError {
+    /// The job is unknown or not running, or its savepoint directory cannot be used.
+    #[error(transparent)]
+    Job(#[from] SavepointError),
+    /// The new modules cannot take over (an unknown operator, a module that cannot read the
+    /// state): the job runs on untouched.
+    #[error("{0}")]
+    Refused(String),
+    /// The job is not where the request needs it: already being upgraded, or no upgrade to roll
+    /// back.
+    #[error("{0}")]
+    Conflict(String),
+}

@@ -14,7 +14,7 @@ mod savepoints;
 mod store;
 mod upgrade;
 
-pub use errors::{CancelError, SavepointError, SubmitError};
+pub use errors::{CancelError, SavepointError, SubmitError, UpgradeError};
 pub use record::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

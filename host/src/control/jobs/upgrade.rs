@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::Jobs;
 use super::record::*;
 use super::store::update;
-use super::{Job, SavepointError};
+use super::{Job, SavepointError, UpgradeError};
 use crate::checkpoint::Restore;
 use crate::checkpoint::savepoint::SavepointSink;
 use crate::control::lock;
@@ -180,9 +180,9 @@ impl Jobs {
         id: &str,
         replacements: &[(String, String)],
         modules: &mut dyn Modules,
-    ) -> Result<String, SavepointError> {
+    ) -> Result<String, UpgradeError> {
         let (job, plan) = self.running(id, "be upgraded")?;
-        let upgraded = Arc::new(plan.upgraded(replacements, modules).map_err(SavepointError::Target)?);
+        let upgraded = Arc::new(plan.upgraded(replacements, modules).map_err(UpgradeError::Refused)?);
         let uids = replacements.iter().map(|(uid, _)| uid.clone()).collect();
         self.stop_for(&job, id, &plan, upgraded, uids, None)
     }
@@ -191,13 +191,13 @@ impl Jobs {
     /// with the modules it ran before, from the savepoint taken before that upgrade (its output
     /// since is written again; exactly-once holds). Returns the request id to ask
     /// [`Jobs::upgrade_status`] with.
-    pub fn rollback(&self, id: &str) -> Result<String, SavepointError> {
+    pub fn rollback(&self, id: &str) -> Result<String, UpgradeError> {
         let (job, plan) = self.running(id, "be rolled back")?;
         let Some(LastSwap { previous, savepoint }) = lock(&job.last_swap).take() else {
-            return Err(SavepointError::Target(format!("job {id} has no upgrade to roll back")));
+            return Err(UpgradeError::Conflict(format!("job {id} has no upgrade to roll back")));
         };
         let restore = savepoint.restore().map_err(|e| {
-            SavepointError::Target(format!(
+            UpgradeError::Conflict(format!(
                 "the last upgrade's savepoint was not stored ({e}): nothing to roll back to"
             ))
         })?;
@@ -214,7 +214,7 @@ impl Jobs {
         next: Arc<JobPlan>,
         uids: Vec<String>,
         rollback: Option<Arc<Restore>>,
-    ) -> Result<String, SavepointError> {
+    ) -> Result<String, UpgradeError> {
         let sink = Arc::new(plan.savepoint_sink(None).map_err(SavepointError::Target)?);
         let request_id = self.request_id(id);
         // In place when every operator of the next run declares the states of the one it
@@ -224,7 +224,7 @@ impl Jobs {
         {
             let mut pending = lock(&job.upgrade);
             if pending.is_some() {
-                return Err(SavepointError::Target(format!("job {id} is already being upgraded")));
+                return Err(UpgradeError::Conflict(format!("job {id} is already being upgraded")));
             }
             let request = request_id.clone();
             *pending = Some(PendingUpgrade { request, plan: next, sink: sink.clone(), uids, rollback });
