@@ -169,12 +169,7 @@ pub(super) fn run(args: &RunArgs, token: Option<String>) -> anyhow::Result<()> {
             .context("cannot start the API thread")?;
     }
 
-    let info = loop {
-        match jobs.get(&info.id) {
-            Some(info) if info.state.is_terminal() => break info,
-            _ => std::thread::sleep(Duration::from_millis(5)),
-        }
-    };
+    let info = jobs.wait_until_ended(&info.id).context("the job vanished from its registry (a weir bug)")?;
     match info.state {
         JobState::Finished if info.savepoints.last().is_some_and(|s| s.stopped) => {
             let location = info.savepoints.last().map(|s| s.location.as_str()).unwrap_or_default();

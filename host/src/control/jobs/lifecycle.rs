@@ -1,7 +1,7 @@
 //! A job's run loop: attempt after attempt as its restart strategy allows, an upgrade's or a
 //! rollback's run in between, until it finishes, is canceled or fails.
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -97,7 +97,7 @@ pub(super) fn run_attempts(
             i.state = JobState::Restarting;
             i.attempt = attempt;
         });
-        if !sleep_unless_canceled(delay, &job.handles.cancel) {
+        if !sleep_unless_canceled(job, delay) {
             plan.canceled();
             break (JobState::Canceled, None);
         }
@@ -141,15 +141,21 @@ pub(super) fn restart(
     plan.build(attempt, restore).map_err(|e| format!("the restart failed: {e}"))
 }
 
-/// Sleeps for `delay`; false when the job was canceled meanwhile.
-pub(super) fn sleep_unless_canceled(delay: Duration, cancel: &AtomicBool) -> bool {
+/// Waits `delay` before `job`'s next attempt; false, at once, when it is canceled meanwhile.
+pub(super) fn sleep_unless_canceled(job: &Job, delay: Duration) -> bool {
     let until = Instant::now() + delay;
-    while !cancel.load(Ordering::SeqCst) {
+    let mut info = lock(&job.info);
+    loop {
+        if job.handles.cancel.load(Ordering::SeqCst) {
+            return false;
+        }
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return true;
         }
-        std::thread::sleep(left.min(Duration::from_millis(20)));
+        info = match job.changed.wait_timeout(info, left) {
+            Ok((info, _)) => info,
+            Err(poisoned) => poisoned.into_inner().0,
+        };
     }
-    false
 }

@@ -35,6 +35,9 @@ use upgrade::{LastSwap, PendingUpgrade, UpgradeProgress};
 
 struct Job {
     info: Mutex<JobInfo>,
+    /// Signalled, under `info`'s lock, when the record changes or a cancel is asked for: waiting
+    /// for a job's end or a restart delay needs no polling.
+    changed: std::sync::Condvar,
     /// What every run of the job is handed: the cancel flag, the metrics, the savepoint requests
     /// (each run's coordinator takes them) and the handover of state between runs.
     handles: RunHandles,
@@ -59,6 +62,7 @@ impl Job {
             RunHandles { cancel: Arc::default(), metrics: Arc::default(), savepoints, handover: Arc::default() };
         Job {
             info: Mutex::new(info),
+            changed: std::sync::Condvar::new(),
             handles,
             savepoint_requests,
             plan: Mutex::new(None),
@@ -255,7 +259,21 @@ impl Jobs {
             return Err(CancelError::Ended { id: id.to_string(), state });
         }
         job.handles.cancel.store(true, Ordering::SeqCst);
+        // Under the record's lock, so that a waiter checks the flag before or after, never between.
+        drop(lock(&job.info));
+        job.changed.notify_all();
         Ok(self.info(&job))
+    }
+
+    /// Waits until job `id` has ended and returns its record; `None` for an unknown job.
+    pub fn wait_until_ended(&self, id: &str) -> Option<JobInfo> {
+        let job = lock(&self.jobs).get(id).cloned()?;
+        let mut info = lock(&job.info);
+        while !info.state.is_terminal() {
+            info = job.changed.wait(info).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(info);
+        Some(self.info(&job))
     }
 
     fn info(&self, job: &Job) -> JobInfo {

@@ -5,10 +5,12 @@ use super::Job;
 use super::record::*;
 use crate::control::{lock, write_atomically};
 
+/// Changes job `job`'s record, persists it, and wakes whoever waits for a change.
 pub(super) fn update(dir: Option<&Path>, job: &Job, change: impl FnOnce(&mut JobInfo)) {
     let mut info = lock(&job.info);
     change(&mut info);
     persist(dir, &info);
+    job.changed.notify_all();
 }
 
 pub(super) fn persist(dir: Option<&Path>, info: &JobInfo) {
