@@ -36,6 +36,9 @@ pub(super) struct Control {
     pub(super) handover: Option<Arc<Handover>>,
     /// Set when the stop's savepoint asked for a handover: ending operators leave their state.
     pub(super) handing_over: AtomicBool,
+    /// Counts what a waiting source wakes up for (a barrier requested, the end reached, a stop
+    /// called off, a failure), with the condition it waits on.
+    pub(super) news: (Mutex<u64>, std::sync::Condvar),
 }
 
 impl Control {
@@ -44,6 +47,27 @@ impl Control {
             failure.get_or_insert(error.into());
         }
         self.stop.store(true, Ordering::SeqCst);
+        self.announce();
+    }
+
+    /// Wakes the sources waiting in [`Control::wait_for_news`]: something they watch changed.
+    pub(super) fn announce(&self) {
+        let (count, changed) = &self.news;
+        *count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        changed.notify_all();
+    }
+
+    /// What [`Control::announce`] has counted so far: read it before checking, then wait with it.
+    pub(super) fn news_seen(&self) -> u64 {
+        *self.news.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until something is announced after `seen`, or `timeout` (a cancel from outside is
+    /// not announced: it is seen at the timeout).
+    pub(super) fn wait_for_news(&self, seen: u64, timeout: std::time::Duration) {
+        let (count, changed) = &self.news;
+        let count = count.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = changed.wait_timeout_while(count, timeout, |count| *count == seen);
     }
 
     pub(super) fn ack(&self, ack: Ack) {

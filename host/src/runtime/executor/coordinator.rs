@@ -180,6 +180,7 @@ impl Coordinator<'_> {
         self.pending.insert(id, pending);
         self.metrics.checkpoint_stats(|s| s.triggered(id, now_ms(), self.expected as u64));
         self.control.requested.store(id, Ordering::SeqCst);
+        self.control.announce();
         id
     }
 
@@ -245,6 +246,7 @@ impl Coordinator<'_> {
         }
         if stop || self.final_pending.is_some_and(|f| id >= f) {
             self.control.final_checkpoint_done.store(true, Ordering::SeqCst);
+            self.control.announce();
         }
         Ok(())
     }
@@ -277,6 +279,7 @@ impl Coordinator<'_> {
         if let Some(request) = savepoint {
             if request.stop {
                 self.control.stop_at.store(0, Ordering::SeqCst);
+                self.control.announce();
             }
             tracing::warn!("savepoint {id} failed: {cause}");
             (request.done)(Err(cause));

@@ -79,6 +79,7 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
         final_checkpoint_done: AtomicBool::new(false),
         handover,
         handing_over: AtomicBool::new(false),
+        news: Default::default(),
     });
     let coordination = {
         let subtasks = |parallelisms: &mut dyn Iterator<Item = u32>| parallelisms.map(|p| p as usize).sum::<usize>();

@@ -79,14 +79,18 @@ impl Barriers<'_> {
         stopping: bool,
     ) -> Result<bool, Stop> {
         output.flush()?;
-        while !self.control.final_checkpoint_done.load(Ordering::SeqCst) {
+        loop {
+            let seen = self.control.news_seen();
+            if self.control.final_checkpoint_done.load(Ordering::SeqCst) {
+                return Ok(true);
+            }
             if self.control.cancelled() || (stopping && self.control.stop_at.load(Ordering::SeqCst) == 0) {
                 return Ok(false);
             }
             self.inject(output, source)?;
-            std::thread::sleep(Duration::from_millis(1));
+            // Woken by the coordinator's next barrier or the end; a cancel is seen at the timeout.
+            self.control.wait_for_news(seen, Duration::from_millis(20));
         }
-        Ok(true)
     }
 }
 
