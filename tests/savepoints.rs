@@ -173,13 +173,18 @@ fn a_new_schema_version_migrates_the_saved_state_on_restore() {
 #[test]
 fn state_that_does_not_fit_the_job_is_refused_before_anything_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, stopped) = take_savepoints(dir.path());
+    let (during, stopped) = take_savepoints(dir.path());
     let savepoint = stopped.to_string_lossy().into_owned();
     let before = sink_lines(&dir.path().join("out"));
 
     // The counting operator under a new uid: its state has nowhere to go.
     let renamed =
         write_job(dir.path(), &clicks_job(dir.path(), 2, "count", "count-v2", &dir.path().join("out"), false));
+    // Refused from a savepoint the job went on after, the sink directory keeps what the job
+    // committed since: a refused job opens no sink.
+    let run = weir(&["run", &renamed, "--listen", "none", "--from-savepoint", &during.to_string_lossy()]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(sink_lines(&dir.path().join("out")), before, "nothing was set aside");
     let run = weir(&["run", &renamed, "--listen", "none", "--from-savepoint", &savepoint]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(

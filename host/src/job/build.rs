@@ -87,11 +87,15 @@ pub(super) fn build(
     let operators = spec.operators.iter().map(|op| ctx.operator(op)).collect::<Result<Vec<_>, _>>()?;
     // Sinks run at the parallelism of what feeds them, each subtask writing its own part.
     let sink_parallelism = operators.last().map_or(spec.parallelism, |v| v.parallelism);
-    let sinks = spec.sinks.iter().map(|s| ctx.sink(s, sink_parallelism).map_err(invalid)).collect::<Result<_, _>>()?;
+    // Every refusal before any sink is opened: opening one brings its directory to the output the
+    // job resumes from, which a refused job must not do.
+    let sink_shapes = spec.sinks.iter().map(|s| (Arc::from(s.uid.as_str()), sink_parallelism));
+    crate::runtime::check_size(&sources, &operators, sink_shapes).map_err(invalid)?;
     if let Some(restore) = &ctx.restore {
         check_all_state_restored(&spec, restore).map_err(invalid)?;
     }
-    let graph = JobGraph {
+    let sinks = spec.sinks.iter().map(|s| ctx.sink(s, sink_parallelism).map_err(invalid)).collect::<Result<_, _>>()?;
+    Ok(JobGraph {
         name: spec.name,
         max_parallelism: spec.max_parallelism,
         attempt,
@@ -99,9 +103,7 @@ pub(super) fn build(
         operators,
         sinks,
         checkpointing,
-    };
-    crate::runtime::check_size(&graph).map_err(invalid)?;
-    Ok(graph)
+    })
 }
 
 /// The checkpoint interval of a `[checkpointing]` table; zero means off.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crossbeam_channel::Receiver;
 
 use crate::runtime::channel::{self, Message, Route};
-use crate::runtime::{JobGraph, Partitioning, SinkFactory, Vertex};
+use crate::runtime::{OperatorFactory, Partitioning, SinkFactory, SourceFactory, Vertex};
 
 /// A sink vertex whose factory is shared: subtasks open sinks with it, the checkpoint
 /// coordinator has it commit.
@@ -101,12 +101,17 @@ pub const MAX_SUBTASKS: usize = 4096;
 pub const MAX_CHANNELS: usize = 1 << 17;
 
 /// Refuses a graph one host cannot run, saying why: more subtasks than [`MAX_SUBTASKS`], or more
-/// channels than [`MAX_CHANNELS`].
-pub fn check_size(graph: &JobGraph) -> Result<(), String> {
+/// channels than [`MAX_CHANNELS`]. Given its vertices' uids and parallelisms (and the operators'
+/// inputs; sources and sinks read forward), so that it runs before any sink is opened.
+pub fn check_size(
+    sources: &[Vertex<dyn SourceFactory>],
+    operators: &[Vertex<dyn OperatorFactory>],
+    sinks: impl Iterator<Item = (Arc<str>, u32)>,
+) -> Result<(), String> {
     let shape = |uid: &Arc<str>, parallelism, input| Shape { uid: uid.clone(), parallelism, input };
-    let sources: Vec<Shape> = graph.sources.iter().map(|v| shape(&v.uid, v.parallelism, v.input)).collect();
-    let operators: Vec<Shape> = graph.operators.iter().map(|v| shape(&v.uid, v.parallelism, v.input)).collect();
-    let sinks: Vec<Shape> = graph.sinks.iter().map(|v| shape(&v.uid, v.parallelism, v.input)).collect();
+    let sources: Vec<Shape> = sources.iter().map(|v| shape(&v.uid, v.parallelism, v.input)).collect();
+    let operators: Vec<Shape> = operators.iter().map(|v| shape(&v.uid, v.parallelism, v.input)).collect();
+    let sinks: Vec<Shape> = sinks.map(|(uid, parallelism)| shape(&uid, parallelism, Partitioning::Forward)).collect();
     let subtasks: usize = sources.iter().chain(&operators).chain(&sinks).map(|s| s.parallelism as usize).sum();
     if subtasks > MAX_SUBTASKS {
         return Err(format!(
