@@ -27,10 +27,18 @@ pub fn owned_checkpoints(
 ) -> Result<Vec<u64>, storage::StorageError> {
     let mut owned = Vec::new();
     for id in storage.checkpoints(job)? {
-        match restore::checkpoint_owner(storage, job, id)? {
-            Some(owner) if !owner.is_empty() && owner != job_id => {}
-            _ => owned.push(id),
+        if is_owned(storage, job, job_id, id)? {
+            owned.push(id);
         }
     }
     Ok(owned)
+}
+
+/// Whether checkpoint directory `id` of job `job` belongs to the job of id `job_id`, as
+/// [`owned_checkpoints`] counts it (reads its `_metadata`).
+fn is_owned(storage: &storage::Storage, job: &str, job_id: &str, id: u64) -> Result<bool, storage::StorageError> {
+    Ok(match restore::checkpoint_owner(storage, job, id)? {
+        Some(owner) => owner.is_empty() || owner == job_id,
+        None => true,
+    })
 }

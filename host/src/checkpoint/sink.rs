@@ -36,6 +36,9 @@ pub struct StorageSink {
     job_id: String,
     max_parallelism: u32,
     retained: u32,
+    /// The checkpoints this sink completed and has not deleted yet: its job's, known without
+    /// reading their `_metadata` back.
+    completed: std::sync::Mutex<std::collections::BTreeSet<u64>>,
 }
 
 impl StorageSink {
@@ -43,7 +46,8 @@ impl StorageSink {
     /// `retained` (at least 1).
     pub fn new(storage: Storage, job: &str, job_id: &str, max_parallelism: u32, retained: u32) -> Self {
         let (job, job_id) = (job.to_string(), job_id.to_string());
-        StorageSink { storage, job, job_id, max_parallelism, retained: retained.max(1) }
+        let completed = Default::default();
+        StorageSink { storage, job, job_id, max_parallelism, retained: retained.max(1), completed }
     }
 }
 
@@ -69,10 +73,18 @@ impl CheckpointSink for StorageSink {
         checked::put(&self.storage, &paths::metadata(&self.job, id), &metadata)?;
         // Keep the newest `retained`; older directories of this job, complete or abandoned, go.
         // Checkpoints another job of this name wrote stay: that job may still resume from them.
+        // Only those older than the kept ones are looked at, and those this sink completed
+        // without reading their `_metadata` back.
         let keep_from = (id + 1).saturating_sub(u64::from(self.retained));
-        for old in super::owned_checkpoints(&self.storage, &self.job, &self.job_id).map_err(|e| e.to_string())? {
-            if old < keep_from {
+        let mut completed = self.completed.lock().unwrap_or_else(|e| e.into_inner());
+        completed.insert(id);
+        let stored = self.storage.checkpoints(&self.job).map_err(|e| e.to_string())?;
+        for old in stored.into_iter().filter(|&old| old < keep_from) {
+            let own = completed.contains(&old)
+                || super::is_owned(&self.storage, &self.job, &self.job_id, old).map_err(|e| e.to_string())?;
+            if own {
                 self.storage.delete_checkpoint(&self.job, old).map_err(|e| e.to_string())?;
+                completed.remove(&old);
             }
         }
         Ok(())
