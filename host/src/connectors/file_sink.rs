@@ -132,18 +132,15 @@ impl PartFile {
             return None;
         }
         let numbers = |s: &str| s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty();
+        // `<subtask>-<n>`: the barrier n.
+        let checkpoint = |rest: &str| {
+            let (subtask, n) = rest.split_once('-')?;
+            (numbers(subtask) && numbers(n)).then(|| n.parse().ok()).flatten()
+        };
         let kind = match (hidden, rest.strip_suffix(".inprogress"), rest.strip_suffix(".pending")) {
             (true, Some(subtask), _) if numbers(subtask) => Kind::InProgress,
-            (true, None, Some(rest)) => {
-                let (subtask, n) = rest.split_once('-')?;
-                (numbers(subtask) && numbers(n)).then_some(())?;
-                Kind::Pending { checkpoint: n.parse().ok()? }
-            }
-            (false, None, None) => {
-                let (subtask, n) = rest.split_once('-')?;
-                (numbers(subtask) && numbers(n)).then_some(())?;
-                Kind::Committed { checkpoint: n.parse().ok()? }
-            }
+            (true, None, Some(rest)) => Kind::Pending { checkpoint: checkpoint(rest)? },
+            (false, None, None) => Kind::Committed { checkpoint: checkpoint(rest)? },
             _ => return None,
         };
         Some(PartFile { run: run.to_string(), kind })

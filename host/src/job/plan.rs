@@ -82,8 +82,7 @@ impl JobPlan {
         modules: &mut dyn Modules,
         placement: Arc<Placement>,
     ) -> Result<JobPlan, JobError> {
-        let mut plan = Self::checked(text, label, base, modules, placement)?;
-        let spec = parse(&plan.text, label)?;
+        let (mut plan, spec) = Self::checked(text, label, base, modules, placement)?;
         plan.claims =
             Arc::new(plan.claim(&spec).map_err(|message| JobError::Invalid { file: label.to_string(), message })?);
         Ok(plan)
@@ -104,7 +103,7 @@ impl JobPlan {
     /// Another version of this same job, from job TOML `text` (the job after an upgrade, or
     /// before it): it keeps this one's id and what it claimed, so only its modules may differ.
     pub fn sibling(&self, text: String, modules: &mut dyn Modules) -> Result<JobPlan, JobError> {
-        let mut plan = Self::checked(text, &self.label, &self.base, modules, self.placement.clone())?;
+        let (mut plan, _) = Self::checked(text, &self.label, &self.base, modules, self.placement.clone())?;
         plan.id = self.id.clone();
         plan.claims = self.claims.clone();
         Ok(plan)
@@ -148,14 +147,15 @@ impl JobPlan {
         Ok(claims)
     }
 
-    /// Parses and checks job TOML `text` and resolves its modules, claiming nothing.
+    /// Parses and checks job TOML `text` and resolves its modules, claiming nothing; returns the
+    /// plan and the parsed job.
     fn checked(
         text: String,
         label: &str,
         base: &Path,
         modules: &mut dyn Modules,
         placement: Arc<Placement>,
-    ) -> Result<JobPlan, JobError> {
+    ) -> Result<(JobPlan, JobSpec), JobError> {
         let invalid = |message: String| JobError::Invalid { file: label.to_string(), message };
         let spec = parse(&text, label)?;
         check_shape(&spec).map_err(invalid)?;
@@ -190,9 +190,9 @@ impl JobPlan {
             })?,
         };
         let rollback = RollbackWindow { time, events: upgrade.and_then(|u| u.rollback_window_events) };
-        Ok(JobPlan {
+        let plan = JobPlan {
             id: new_job_id(&spec.name),
-            name: spec.name,
+            name: spec.name.clone(),
             text,
             label: label.to_string(),
             base: base.to_path_buf(),
@@ -202,7 +202,8 @@ impl JobPlan {
             rollback,
             claims: Arc::default(),
             placement,
-        })
+        };
+        Ok((plan, spec))
     }
 
     /// The job's name.

@@ -48,6 +48,21 @@ pub struct MemoryBackend {
 /// What one stored entry costs beyond its key and value bytes, about (record, table slot).
 const ENTRY_OVERHEAD: usize = 32;
 
+/// What an entry of `len` bytes of key and value costs, as [`MemoryBackend::bytes`] counts it.
+fn entry_bytes(len: usize) -> usize {
+    len + ENTRY_OVERHEAD
+}
+
+/// What key `key`'s map takes: the key once, and each entry.
+fn map_bytes(key: &[u8], map: &BTreeMap<Bytes, Bytes>) -> usize {
+    entry_bytes(key.len()) + map.iter().map(|(k, v)| entry_bytes(k.len() + v.len())).sum::<usize>()
+}
+
+/// What key `key`'s list takes: the key once, and each element.
+fn list_bytes(key: &[u8], list: &[Bytes]) -> usize {
+    entry_bytes(key.len()) + list.iter().map(|v| entry_bytes(v.len())).sum::<usize>()
+}
+
 impl MemoryBackend {
     /// An empty backend for the key groups `key_groups` and the declared states `kinds`.
     pub fn new(key_groups: Range<u32>, kinds: &[StateKind]) -> Self {
@@ -57,17 +72,11 @@ impl MemoryBackend {
 
     /// The bytes [`MemoryBackend::bytes`] tracks, counted from the tables.
     fn count_bytes(&self) -> usize {
-        let entry = |len: usize| len + ENTRY_OVERHEAD;
         let table = |t: &Table| -> usize {
             match t {
-                Table::Value(t) => t.iter().map(|(k, v)| entry(k.len() + v.len())).sum(),
-                Table::Map(t) => t
-                    .iter()
-                    .map(|(k, m)| entry(k.len()) + m.iter().map(|(mk, v)| entry(mk.len() + v.len())).sum::<usize>())
-                    .sum(),
-                Table::List(t) => {
-                    t.iter().map(|(k, l)| entry(k.len()) + l.iter().map(|v| entry(v.len())).sum::<usize>()).sum()
-                }
+                Table::Value(t) => t.iter().map(|(k, v)| entry_bytes(k.len() + v.len())).sum(),
+                Table::Map(t) => t.iter().map(|(k, m)| map_bytes(k, m)).sum(),
+                Table::List(t) => t.iter().map(|(k, l)| list_bytes(k, l)).sum(),
             }
         };
         self.tables.iter().flatten().map(table).sum()
@@ -135,8 +144,10 @@ impl StateBackend for MemoryBackend {
 
     fn value_put(&mut self, state: u32, kg: KeyGroup, key: &[u8], value: &[u8]) -> Result<(), StateError> {
         let t = self.values_mut(state, kg)?;
-        let replaced = t.put(key, value).map_or(key.len() + ENTRY_OVERHEAD, |old| old.wrapping_neg());
-        self.bytes = self.bytes.wrapping_add(replaced).wrapping_add(value.len());
+        self.bytes = match t.put(key, value) {
+            Some(replaced) => self.bytes + value.len() - replaced,
+            None => self.bytes + entry_bytes(key.len() + value.len()),
+        };
         Ok(())
     }
 
@@ -161,16 +172,16 @@ impl StateBackend for MemoryBackend {
         value: &[u8],
     ) -> Result<(), StateError> {
         let t = self.maps_mut(state, kg)?;
-        let added = match t.get_mut(key) {
-            Some(m) => m
-                .insert(map_key.into(), value.into())
-                .map_or(map_key.len() + ENTRY_OVERHEAD, |old| old.len().wrapping_neg()),
+        self.bytes = match t.get_mut(key) {
+            Some(m) => match m.insert(map_key.into(), value.into()) {
+                Some(replaced) => self.bytes + value.len() - replaced.len(),
+                None => self.bytes + entry_bytes(map_key.len() + value.len()),
+            },
             None => {
                 t.insert(key.into(), BTreeMap::from([(map_key.into(), value.into())]));
-                key.len() + map_key.len() + 2 * ENTRY_OVERHEAD
+                self.bytes + entry_bytes(key.len()) + entry_bytes(map_key.len() + value.len())
             }
         };
-        self.bytes = self.bytes.wrapping_add(added).wrapping_add(value.len());
         Ok(())
     }
 
@@ -178,13 +189,13 @@ impl StateBackend for MemoryBackend {
         let t = self.maps_mut(state, kg)?;
         let mut freed = 0;
         if let Some(m) = t.get_mut(key) {
-            freed = m.remove(map_key).map_or(0, |v| map_key.len() + v.len() + ENTRY_OVERHEAD);
+            freed = m.remove(map_key).map_or(0, |v| entry_bytes(map_key.len() + v.len()));
             if m.is_empty() {
                 t.remove(key);
-                freed += key.len() + ENTRY_OVERHEAD;
+                freed += entry_bytes(key.len());
             }
         }
-        self.bytes = self.bytes.saturating_sub(freed);
+        self.bytes -= freed;
         Ok(())
     }
 
@@ -212,33 +223,28 @@ impl StateBackend for MemoryBackend {
 
     fn list_append(&mut self, state: u32, kg: KeyGroup, key: &[u8], value: &[u8]) -> Result<(), StateError> {
         let t = self.lists_mut(state, kg)?;
-        let added = match t.get_mut(key) {
+        let new_key = match t.get_mut(key) {
             Some(list) => {
                 list.push(value.into());
                 0
             }
             None => {
                 t.insert(key.into(), vec![value.into()]);
-                key.len() + ENTRY_OVERHEAD
+                entry_bytes(key.len())
             }
         };
-        self.bytes += added + value.len() + ENTRY_OVERHEAD;
+        self.bytes += new_key + entry_bytes(value.len());
         Ok(())
     }
 
     fn clear(&mut self, state: u32, kg: KeyGroup, key: &[u8]) -> Result<(), StateError> {
-        let entry = |len: usize| len + ENTRY_OVERHEAD;
         let freed = match self.group_mut(kg)?.get_mut(state as usize) {
-            Some(Table::Value(t)) => t.remove(key).map_or(0, |v| entry(key.len() + v)),
-            Some(Table::Map(t)) => t
-                .remove(key)
-                .map_or(0, |m| entry(key.len()) + m.iter().map(|(k, v)| entry(k.len() + v.len())).sum::<usize>()),
-            Some(Table::List(t)) => {
-                t.remove(key).map_or(0, |l| entry(key.len()) + l.iter().map(|v| entry(v.len())).sum::<usize>())
-            }
+            Some(Table::Value(t)) => t.remove(key).map_or(0, |v| entry_bytes(key.len() + v)),
+            Some(Table::Map(t)) => t.remove(key).map_or(0, |m| map_bytes(key, &m)),
+            Some(Table::List(t)) => t.remove(key).map_or(0, |l| list_bytes(key, &l)),
             None => return Err(StateError::UnknownState { state }),
         };
-        self.bytes = self.bytes.saturating_sub(freed);
+        self.bytes -= freed;
         Ok(())
     }
 

@@ -21,9 +21,10 @@ impl PartialEq for Key<'_> {
 
 impl Eq for Key<'_> {}
 
-/// Writes the input frame for the events `events` of `input` into `frame`. For a keyed operator (`max_parallelism` set)
-/// the key table holds each distinct key once, in order of first appearance, with the current
-/// value of every value state; `keyed` remembers the table so that host calls can resolve slots.
+/// Writes the input frame for the events `events` of `input` into `frame`. For a keyed operator
+/// (`max_parallelism` set) the key table holds each distinct key once, in order of first
+/// appearance, with the current value of every value state; `keyed` remembers the table so that
+/// host calls can resolve slots.
 pub(crate) fn encode_input(
     input: &EventBatch,
     events: std::ops::Range<usize>,
@@ -92,7 +93,7 @@ pub(crate) fn apply_output(
     out: &mut EventBatch,
 ) -> Result<(), String> {
     let events_before = out.len();
-    // The frame reader's own errors ("malformed frame: …") do not say whose frame it was.
+    // Malformed-frame errors, the reader's and `read_output`'s own, are said to be the guest's here.
     let result =
         read_output(&output, keyed, value_states, out).map_err(|e| match e.strip_prefix("malformed frame: ") {
             Some(what) => format!("the guest returned a malformed output frame: {what}"),
@@ -111,7 +112,7 @@ fn read_output(
     value_states: &[u32],
     out: &mut EventBatch,
 ) -> Result<(), String> {
-    let malformed = |what: String| format!("the guest returned a malformed output frame: {what}");
+    let malformed = |what: String| format!("malformed frame: {what}");
     let base = out.next_buffer_offset();
     let mut r = Reader::new(output);
     // Where `bytes` just read lie in `output`, shifted to where `out` will hold them.

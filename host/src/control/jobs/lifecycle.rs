@@ -106,10 +106,7 @@ pub(super) fn run_attempts(
             update(dir, job, |i| i.state = JobState::Running);
         }
     };
-    // The job is over: nothing can roll it back or upgrade it now, and what it claimed goes.
-    *lock(&job.plan) = None;
-    lock(&job.last_swap).take();
-    lock(&job.upgrade).take();
+    job.release();
     drop((plan, swap));
     while let Ok(request) = job.handles.savepoints.try_recv() {
         (request.done)(Err("the job ended before the savepoint was taken".to_string()));

@@ -72,6 +72,14 @@ impl Job {
             last_swap: Mutex::default(),
         }
     }
+
+    /// The job is over: nothing can upgrade or roll it back now, and the plans it held go (with
+    /// them, the directories it claimed).
+    fn release(&self) {
+        *lock(&self.plan) = None;
+        lock(&self.last_swap).take();
+        lock(&self.upgrade).take();
+    }
 }
 
 /// Every job of this server.
@@ -197,7 +205,7 @@ impl Jobs {
             // A panic here is a weir bug: the job fails with it rather than stay running forever.
             if let Err(payload) = std::panic::catch_unwind(run) {
                 let message = runtime::panic_message(&*payload);
-                *lock(&runner.plan) = None;
+                runner.release();
                 update(dir.as_deref(), &runner, |i| {
                     i.state = JobState::Failed;
                     i.ended_at = Some(now_ms());
