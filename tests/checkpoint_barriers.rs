@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use weir_e2e::{
-    clicks_job, completed_checkpoints, counts_before, generated_clicks, read_metadata, snapshot_values, weir, write_job,
+    clicks_job, completed_checkpoints, counts_before, generated_clicks, position_number, read_metadata,
+    snapshot_values, weir, write_job,
 };
 
 /// Runs the clicks job slowly at parallelism 2 with checkpoints every 50 ms; returns the
@@ -52,7 +53,7 @@ fn every_checkpoint_holds_exactly_the_events_before_its_barrier() {
         assert_eq!(metadata["max-parallelism"], 128);
         let sources = metadata["sources"].as_array().unwrap();
         assert_eq!(sources.len(), 1);
-        let position = sources[0]["position"].as_u64().unwrap();
+        let position = position_number(&sources[0]["position"]);
         assert!(position >= last_position, "positions move forward");
         last_position = position;
         let mut ranges: Vec<(u64, u64)> = metadata["states"]
@@ -103,7 +104,7 @@ fn at_least_once_checkpoints_never_miss_an_event_before_the_barrier() {
     assert!(!done.is_empty());
     for checkpoint in &done {
         let metadata = read_metadata(&checkpoint.join("_metadata"));
-        let position = metadata["sources"][0]["position"].as_u64().unwrap();
+        let position = position_number(&metadata["sources"][0]["position"]);
         let actual = checkpointed_counts(checkpoint, &metadata);
         for (user, count) in counts_before(&dir.path().join("clicks.jsonl"), position) {
             assert!(actual.get(&user).copied().unwrap_or(0) >= count, "{user} in {}", checkpoint.display());

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use weir_e2e::{
-    Running, Server, expected_counts, expected_lines, file_sink, file_source, generated_clicks, job, read_metadata,
-    sink_lines, wasm_operator, weir, write_job,
+    Running, Server, expected_counts, expected_lines, file_sink, file_source, generated_clicks, job, position_number,
+    read_metadata, sink_lines, wasm_operator, weir, write_job, write_metadata,
 };
 
 const CLICKS: usize = 16000;
@@ -129,6 +129,23 @@ fn savepoints_restore_at_any_parallelism_with_exactly_once_output() {
     assert_same(&restore(dir.path(), &moved, "count", 2, None, "out-moved"), &expected, "restored after a move");
 }
 
+#[test]
+fn a_savepoint_of_format_version_1_still_restores() {
+    // Version 1 stored a source position as a number; version 2 as the hex of the source's bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let (_, stopped) = take_savepoints(dir.path());
+    let mut metadata = read_metadata(&stopped.join("_metadata"));
+    metadata["format-version"] = 1.into();
+    for source in metadata["sources"].as_array_mut().unwrap() {
+        source["position"] = position_number(&source["position"]).into();
+    }
+    write_metadata(&stopped.join("_metadata"), &metadata);
+    let expected = expected_lines(&expected_counts(&dir.path().join("clicks.jsonl")));
+    assert_same(&restore(dir.path(), &stopped, "count", 2, None, "out-v1"), &expected, "restored from version 1");
+    let inspected = weir(&["savepoint", "inspect", &stopped.to_string_lossy()]);
+    assert_eq!(inspected.code, 0, "{}", inspected.stderr);
+}
+
 /// Asserts two sorted line lists are equal, showing only where they first differ.
 fn assert_same(actual: &[String], expected: &[String], what: &str) {
     let first = actual.iter().zip(expected).position(|(a, e)| a != e);
@@ -240,7 +257,7 @@ fn inspect_shows_the_state_and_dispose_deletes_it() {
     assert!(unknown.stderr.contains("the savepoint has no operator 'nope'"), "{}", unknown.stderr);
 
     let metadata = read_metadata(&stopped.join("_metadata"));
-    assert_eq!((metadata["format"].as_str(), metadata["format-version"].as_u64()), (Some("weir-savepoint"), Some(1)));
+    assert_eq!((metadata["format"].as_str(), metadata["format-version"].as_u64()), (Some("weir-savepoint"), Some(2)));
     let ops: Vec<&str> = metadata["operators"].as_array().unwrap().iter().map(|o| o["uid"].as_str().unwrap()).collect();
     assert_eq!(ops, ["logged-in", "by-user", "count-per-user"]);
     assert_eq!(metadata["operators"][2]["module"]["name"], "count");

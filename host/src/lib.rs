@@ -4,10 +4,14 @@
 //! Modules, lower layers first; each depends only on those above it in this list:
 //! - [`key_group`]: keys to key groups to subtasks (Flink's assignment), which state and the
 //!   runtime both build on.
-//! - [`state`]: the `StateBackend` trait and the in-memory backend.
-//! - [`runtime`]: job graphs, the subtask traits, channels, what barriers carry, and the executor
-//!   (threads and wiring, the checkpoint coordinator, the per-subtask runners).
-//! - [`checkpoint`]: checkpoints and savepoints at rest: storage, formats, writing and restoring.
+//! - [`state`]: the `StateBackend` trait, the in-memory backend, the snapshots backends make at
+//!   barriers (`SnapshotBody`) and the canonical snapshot format.
+//! - [`runtime`]: job graphs, the subtask traits, what barriers carry; inside it, lower first:
+//!   the per-subtask loops (`runner`, reaching a run only through its `TaskContext` and stream
+//!   traits), the checkpoint coordinator (`coordinator`, which never sees the runner), and the
+//!   executor, the only part that knows threads and channels.
+//! - [`checkpoint`]: checkpoints and savepoints at rest: storage, `_metadata`, writing and
+//!   restoring.
 //! - [`wasm`]: the engine, the `weir:operator` contract and Wasm operators.
 //! - [`connectors`]: sources and sinks.
 //! - [`builtin`]: native operators compiled into the host (for benchmarks).

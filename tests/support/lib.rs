@@ -449,6 +449,21 @@ pub fn read_metadata(path: &Path) -> serde_json::Value {
     serde_json::from_str(json).expect("_metadata is JSON")
 }
 
+/// Writes `metadata` as a `_metadata` file: the JSON, then its `sha256:` line.
+pub fn write_metadata(path: &Path, metadata: &serde_json::Value) {
+    let json = metadata.to_string();
+    std::fs::write(path, format!("{json}\nsha256:{}\n", sha256_hex(json.as_bytes()))).expect("write _metadata");
+}
+
+/// The number in a source position of `_metadata` (the file and generator sources' byte offset
+/// or index): stored as the hex of its 8 little-endian bytes.
+pub fn position_number(position: &serde_json::Value) -> u64 {
+    let hex = position.as_str().expect("a position is a hex string");
+    assert_eq!(hex.len(), 16, "a file or generator position is 8 bytes: {hex}");
+    let bytes: Vec<u8> = (0..8).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex")).collect();
+    u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     // A test-side SHA-256 through the weir binary would be circular; `sha256sum` is on every
     // machine this runs on.

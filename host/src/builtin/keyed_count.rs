@@ -2,7 +2,6 @@
 //! Same state layout (a JSON number in value state 0) and same output lines.
 use serde::Serialize;
 
-use crate::checkpoint::snapshot;
 use crate::key_group::{key_group, key_group_range};
 use crate::runtime::{EventBatch, Operator, OperatorFactory, StateSnapshot, SubtaskInfo};
 use crate::state::{MemoryBackend, StateBackend, StateDescriptor, StateKind, StateRestore};
@@ -76,7 +75,8 @@ impl Operator for KeyedCount {
     }
 
     fn snapshot(&self) -> Result<Option<StateSnapshot>, String> {
-        snapshot::take(&*self.backend, self.key_groups.clone(), &states()).map(Some).map_err(|e| e.to_string())
+        let body = self.backend.snapshot(self.key_groups.clone(), &states()).map_err(|e| e.to_string())?;
+        Ok(Some(StateSnapshot { key_groups: self.key_groups.clone(), body }))
     }
 
     fn into_state(self: Box<Self>) -> Option<Box<dyn StateBackend>> {

@@ -63,9 +63,9 @@ pub(crate) fn put_state(
     subtask: u32,
     snapshot: crate::runtime::StateSnapshot,
 ) -> Result<crate::runtime::StateFile, String> {
-    let key_groups = snapshot.key_groups.clone();
-    let mut bytes = super::snapshot::encode(snapshot).map_err(|e| format!("cannot encode the snapshot: {e}"))?;
-    super::snapshot::seal(&mut bytes);
+    let crate::runtime::StateSnapshot { key_groups, body } = snapshot;
+    let mut bytes = body.encode().map_err(|e| format!("cannot encode the snapshot: {e}"))?;
+    crate::state::canonical::seal(&mut bytes);
     let file = path.rsplit('/').next().unwrap_or_default().to_string();
     let sha256 = hex::encode(Sha256::digest(&bytes));
     let size = bytes.len() as u64;

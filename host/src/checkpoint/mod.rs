@@ -1,5 +1,4 @@
-//! Checkpoints and savepoints at rest: the storage layout, the snapshot file format of keyed
-//! state, storage through `object_store`, writing completed checkpoints ([`StorageSink`]) and
+//! Checkpoints and savepoints at rest: the storage layout, storage through `object_store`, writing completed checkpoints ([`StorageSink`]) and
 //! savepoints ([`savepoint::SavepointSink`]), and restoring from either ([`Restore`]). Taking them
 //! while a job runs is the runtime's coordinator; the designs are in `docs/checkpoints.md` and
 //! `docs/savepoint-format.md`.
@@ -10,7 +9,6 @@ pub mod paths;
 mod restore;
 pub mod savepoint;
 mod sink;
-pub mod snapshot;
 pub mod storage;
 
 pub use restore::Restore;

@@ -8,9 +8,9 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::checked::{self, Unusable};
+use super::paths;
 use super::savepoint::{SavepointLocation, SavepointMetadata, SavepointOperator};
 use super::storage::Storage;
-use super::{paths, snapshot};
 use crate::runtime::checkpoint_stats::RestoredCheckpoint;
 use crate::runtime::{SinkCommitted, SourcePosition, StateFile};
 use crate::state::{StateBackend, StateDescriptor};
@@ -36,9 +36,10 @@ fn read_metadata(storage: &Storage, job: &str, id: u64) -> Result<CheckpointMeta
     let path = paths::metadata(job, id);
     let json = checked::get(storage, &path)?;
     let m: CheckpointMetadata = serde_json::from_str(&json).map_err(|e| format!("{path}: {e}"))?;
-    if m.format != super::sink::METADATA_FORMAT {
-        let supported = super::sink::METADATA_FORMAT;
-        return Err(format!("{path} has format {}, this weir reads {supported}", m.format).into());
+    if !super::sink::METADATA_FORMATS_READ.contains(&m.format) {
+        let supported = super::sink::METADATA_FORMATS_READ;
+        let (oldest, newest) = (supported.start(), supported.end());
+        return Err(format!("{path} has format {}, this weir reads formats {oldest} to {newest}", m.format).into());
     }
     Ok(m)
 }
@@ -290,9 +291,9 @@ impl Restore {
         self.operators.as_ref()?.iter().find(|op| op.uid == uid)
     }
 
-    /// Where source `uid`'s subtask resumes, if it has it.
-    pub fn source_position(&self, uid: &str, subtask: u32) -> Option<u64> {
-        self.sources.iter().find(|s| s.uid == uid && s.subtask == subtask).map(|s| s.position)
+    /// Where each source subtask it has a position for resumes.
+    pub fn positions(&self) -> &[SourcePosition] {
+        &self.sources
     }
 
     /// How many subtasks source `uid` had.
@@ -322,7 +323,7 @@ impl Restore {
             // trailer is checked as it is read.
             let path = self.state_path(state);
             let bytes = self.storage.get(&path).map_err(|e| e.to_string())?;
-            let snapshot = snapshot::read(&bytes, &path).map_err(|e| e.to_string())?;
+            let snapshot = crate::state::canonical::read(&bytes, &path).map_err(|e| e.to_string())?;
             let to: Vec<Option<u32>> = snapshot
                 .states
                 .iter()

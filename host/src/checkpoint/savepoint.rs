@@ -14,8 +14,12 @@ use crate::state::StateDescriptor;
 
 /// `format` of a savepoint's `_metadata`.
 pub const FORMAT: &str = "weir-savepoint";
-/// `format-version` of the savepoints this weir writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// `format-version` of the savepoints this weir writes: 2 stores source positions as opaque hex,
+/// 1 as numbers.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The `format-version`s this weir reads (a position stored as a number is read as one).
+pub const FORMAT_VERSIONS_READ: std::ops::RangeInclusive<u32> = 1..=FORMAT_VERSION;
 
 /// The code an operator ran.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,9 +187,9 @@ impl SavepointLocation {
             checked::Unusable::Storage(e) => e.to_string(),
         })?;
         let metadata: SavepointMetadata = serde_json::from_str(&json).map_err(|e| format!("{path}: {e}"))?;
-        if metadata.format != FORMAT || metadata.format_version != FORMAT_VERSION {
+        if metadata.format != FORMAT || !FORMAT_VERSIONS_READ.contains(&metadata.format_version) {
             return Err(format!(
-                "{path} is {} version {}; this weir reads {FORMAT} version {FORMAT_VERSION}",
+                "{path} is {} version {}; this weir reads {FORMAT} versions 1 to {FORMAT_VERSION}",
                 metadata.format, metadata.format_version
             ));
         }

@@ -8,8 +8,11 @@ use super::storage::Storage;
 use super::{checked, paths};
 use crate::runtime::{CheckpointSink, Completed, SinkCommitted, SourcePosition, StateFile, StateSnapshot};
 
-/// Version of the `_metadata` layout.
-pub const METADATA_FORMAT: u32 = 1;
+/// Version of the `_metadata` layout: 2 stores source positions as opaque hex, 1 as numbers.
+pub const METADATA_FORMAT: u32 = 2;
+
+/// The `_metadata` layouts this weir reads (a position stored as a number is read as one).
+pub const METADATA_FORMATS_READ: std::ops::RangeInclusive<u32> = 1..=METADATA_FORMAT;
 
 /// The `_metadata` of a completed checkpoint: a JSON object, then a line `sha256:<hex>` of the
 /// JSON's bytes.

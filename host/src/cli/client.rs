@@ -1,4 +1,6 @@
 //! The client verbs: `modules upload|list`, `submit`, `jobs`, `status`, `cancel`, over the REST API.
+//! (About 420 lines: one short method per verb, sharing the connection and the printing; they
+//! read best side by side.)
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 

@@ -8,8 +8,8 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 use crate::checkpoint::savepoint::SavepointLocation;
-use crate::checkpoint::snapshot;
 use crate::state::StateItem;
+use crate::state::canonical as snapshot;
 
 /// One line of `inspect`, its fields in this order.
 #[derive(serde::Serialize)]

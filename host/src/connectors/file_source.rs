@@ -4,45 +4,38 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
-use crate::runtime::{EventBatch, MAX_EVENT_BYTES, Source, SourceFactory, SubtaskInfo};
+use crate::runtime::{EventBatch, MAX_EVENT_BYTES, Position, Source, SourceFactory, SubtaskInfo};
 
 /// Creates file source subtasks (the source has parallelism 1).
 pub struct FileSourceFactory {
     path: PathBuf,
     rate: Option<f64>,
-    /// Byte offset to start at (a checkpoint's position).
-    start: u64,
 }
 
 impl FileSourceFactory {
     /// A source reading `path`, at most `rate` events per second when set.
     pub fn new(path: PathBuf, rate: Option<f64>) -> Self {
-        FileSourceFactory { path, rate, start: 0 }
-    }
-
-    /// Starts reading at byte `offset` instead of the beginning.
-    pub fn resume_at(mut self, offset: u64) -> Self {
-        self.start = offset;
-        self
+        FileSourceFactory { path, rate }
     }
 }
 
 impl SourceFactory for FileSourceFactory {
-    fn create(&self, _info: &SubtaskInfo) -> Result<Box<dyn Source>, String> {
+    fn create(&self, info: &SubtaskInfo, resume: Option<&Position>) -> Result<Box<dyn Source>, String> {
+        let start = resume.map_or(Ok(0), |p| p.to_u64(info))?;
         let mut file = File::open(&self.path).map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
         let length = file.metadata().map(|m| m.len()).unwrap_or(0);
-        if self.start > length {
+        if start > length {
             return Err(format!(
                 "cannot resume {} at byte {}: the file has only {length} bytes now",
                 self.path.display(),
-                self.start
+                start
             ));
         }
-        file.seek(SeekFrom::Start(self.start)).map_err(|e| format!("cannot seek in {}: {e}", self.path.display()))?;
+        file.seek(SeekFrom::Start(start)).map_err(|e| format!("cannot seek in {}: {e}", self.path.display()))?;
         Ok(Box::new(FileSource {
             path: self.path.clone(),
             reader: BufReader::with_capacity(1 << 16, file),
-            position: self.start,
+            position: start,
         }))
     }
 
@@ -88,7 +81,7 @@ impl Source for FileSource {
         Ok(true)
     }
 
-    fn position(&self) -> u64 {
-        self.position
+    fn position(&self) -> Position {
+        Position::from_u64(self.position)
     }
 }

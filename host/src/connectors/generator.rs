@@ -1,34 +1,27 @@
 //! The `generator` source, for demos, tests and benchmarks: event i has key `k<i mod keys>` and
 //! value `{"seq":i}`. Subtask s of p produces the indices i with i mod p = s. Unbounded when no
 //! count is given.
-use crate::runtime::{EventBatch, Source, SourceFactory, SubtaskInfo};
+use crate::runtime::{EventBatch, Position, Source, SourceFactory, SubtaskInfo};
 
 /// Creates generator subtasks.
 pub struct GeneratorSourceFactory {
     count: Option<u64>,
     keys: u64,
     rate: Option<f64>,
-    /// Per subtask, the index to continue from (a checkpoint's positions).
-    starts: Vec<u64>,
 }
 
 impl GeneratorSourceFactory {
     /// `count` events in all (unbounded when `None`) over `keys` distinct keys (at least 1).
     pub fn new(count: Option<u64>, keys: u64, rate: Option<f64>) -> Self {
-        GeneratorSourceFactory { count, keys: keys.max(1), rate, starts: Vec::new() }
-    }
-
-    /// Continues each subtask from its index in `starts` instead of from the beginning.
-    pub fn resume_at(mut self, starts: Vec<u64>) -> Self {
-        self.starts = starts;
-        self
+        GeneratorSourceFactory { count, keys: keys.max(1), rate }
     }
 }
 
 impl SourceFactory for GeneratorSourceFactory {
-    fn create(&self, info: &SubtaskInfo) -> Result<Box<dyn Source>, String> {
+    fn create(&self, info: &SubtaskInfo, resume: Option<&Position>) -> Result<Box<dyn Source>, String> {
         Ok(Box::new(Generator {
-            next: self.starts.get(info.index as usize).copied().unwrap_or(u64::from(info.index)),
+            // Its position is the index it goes on from.
+            next: resume.map_or(Ok(u64::from(info.index)), |p| p.to_u64(info))?,
             step: u64::from(info.parallelism),
             end: self.count.unwrap_or(u64::MAX),
             keys: self.keys,
@@ -69,7 +62,7 @@ impl Source for Generator {
         Ok(self.next < self.end)
     }
 
-    fn position(&self) -> u64 {
-        self.next
+    fn position(&self) -> Position {
+        Position::from_u64(self.next)
     }
 }

@@ -1,25 +1,19 @@
-//! Turning a checked job into a runnable graph: sources and sinks opened, operators with their
-//! modules, sandbox limits and the state they restore, checkpointing configured. (About 430
-//! lines: the builder's one method per vertex kind reads best together.)
+//! Turning a checked job into a runnable graph: sources and sinks opened (by [`super::connectors`]),
+//! operators with their modules, sandbox limits and the state they restore, checkpointing
+//! configured.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::spec::JobSpec;
-use super::spec::{
-    CheckpointMode, CheckpointingSpec, InputSpec, OperatorSpec, SinkSpec, SinkType, SourceSpec, SourceType,
-};
+use super::spec::{CheckpointMode, CheckpointingSpec, InputSpec, OperatorSpec, SinkSpec, SourceSpec};
 
 use crate::checkpoint::savepoint::OperatorCode;
 use crate::checkpoint::storage::Storage;
 use crate::checkpoint::{Restore, StorageSink};
 use crate::state::{RestoredState, StateBackend, StateDescriptor, StateRestore};
 
-use crate::connectors::{
-    BlackholeSinkFactory, FileCommit, FileSinkFactory, FileSourceFactory, GeneratorSourceFactory, Restored,
-    StdoutSinkFactory,
-};
 use crate::runtime::{
     CheckpointConfig, Handover, JobGraph, OperatorFactory, Partitioning, SinkFactory, SourceFactory, Vertex,
 };
@@ -27,6 +21,7 @@ use crate::wasm::{OperatorModule, SandboxLimits, WasmOperatorFactory};
 
 use super::JobError;
 use super::checks::{check_parallelism, check_states, operator_code};
+use super::connectors;
 
 /// What a job's graph starts from: its attempt, the checkpoint or savepoint it resumes from, and
 /// the state its previous run left in place (after an upgrade).
@@ -103,6 +98,7 @@ pub(super) fn build(
         operators,
         sinks,
         checkpointing,
+        positions: ctx.restore.as_ref().map(|r| r.positions().to_vec()).unwrap_or_default(),
     })
 }
 
@@ -176,66 +172,7 @@ pub(super) struct Builder<'a> {
 
 impl Builder<'_> {
     fn source(&self, s: &SourceSpec) -> Result<Vertex<dyn SourceFactory>, String> {
-        let (factory, parallelism): (Box<dyn SourceFactory>, u32) = match s.kind {
-            SourceType::File => {
-                let path = s
-                    .path
-                    .as_deref()
-                    .ok_or_else(|| format!("source '{}': `path` is required for a file source", s.uid))?;
-                if s.count.is_some() || s.keys.is_some() {
-                    return Err(format!(
-                        "source '{}': `count` and `keys` are settings of generator sources, not file sources",
-                        s.uid
-                    ));
-                }
-                if s.parallelism.is_some_and(|p| p != 1) {
-                    return Err(format!(
-                        "source '{}': a file source reads its file in one subtask; remove `parallelism`",
-                        s.uid
-                    ));
-                }
-                let path = self.base.join(path);
-                match std::fs::metadata(&path) {
-                    Ok(m) if m.is_file() => {}
-                    Ok(m) if m.is_dir() => {
-                        return Err(format!("source '{}': {} is a directory; name a file", s.uid, path.display()));
-                    }
-                    Ok(_) => {
-                        return Err(format!(
-                            "source '{}': {} is not a regular file (a device or a pipe); name a file",
-                            s.uid,
-                            path.display()
-                        ));
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        return Err(format!("source '{}': input file {} does not exist", s.uid, path.display()));
-                    }
-                    Err(e) => return Err(format!("source '{}': cannot read {}: {e}", s.uid, path.display())),
-                }
-                let factory = FileSourceFactory::new(path, s.rate);
-                match self.positions(&s.uid, 1)? {
-                    Some(positions) => (Box::new(factory.resume_at(positions[0])), 1),
-                    None => (Box::new(factory), 1),
-                }
-            }
-            SourceType::Generator => {
-                if s.path.is_some() {
-                    return Err(format!(
-                        "source '{}': `path` is a setting of file sources, not generator sources",
-                        s.uid
-                    ));
-                }
-                if s.keys == Some(0) {
-                    return Err(format!("source '{}': `keys` must be at least 1", s.uid));
-                }
-                let parallelism = s.parallelism.unwrap_or(self.parallelism);
-                let factory = GeneratorSourceFactory::new(s.count, s.keys.unwrap_or(1000), s.rate);
-                match self.positions(&s.uid, parallelism)? {
-                    Some(positions) => (Box::new(factory.resume_at(positions)), parallelism),
-                    None => (Box::new(factory), parallelism),
-                }
-            }
-        };
+        let (factory, parallelism) = connectors::source(s, &self.base, self.parallelism)?;
         if s.rate.is_some_and(|r| !super::spec::RATE_RANGE.contains(&r)) {
             return Err(format!(
                 "source '{}': `rate` must be a number of events per second from {} to {:e}",
@@ -245,6 +182,7 @@ impl Builder<'_> {
             ));
         }
         check_parallelism(&format!("source '{}'", s.uid), parallelism, self.max_parallelism)?;
+        self.check_positions(&s.uid, parallelism)?;
         Ok(Vertex { uid: Arc::from(s.uid.as_str()), parallelism, input: Partitioning::Forward, factory })
     }
 
@@ -315,10 +253,10 @@ impl Builder<'_> {
         check_states(uid, saved, has_state, code, declared)
     }
 
-    /// Where each subtask of source `uid` resumes, when the job resumes from a checkpoint or
-    /// savepoint (a source it has no position for starts from the beginning).
-    fn positions(&self, uid: &str, parallelism: u32) -> Result<Option<Vec<u64>>, String> {
-        let Some(restore) = self.restore.as_ref().filter(|r| r.source_parallelism(uid) > 0) else { return Ok(None) };
+    /// Refuses to resume source `uid` at another parallelism than its positions were recorded at
+    /// (a source the job starts from no position for starts from the beginning).
+    fn check_positions(&self, uid: &str, parallelism: u32) -> Result<(), String> {
+        let Some(restore) = self.restore.as_ref().filter(|r| r.source_parallelism(uid) > 0) else { return Ok(()) };
         if restore.source_parallelism(uid) != parallelism as usize {
             return Err(format!(
                 "source '{uid}' had {} subtasks in checkpoint {} and has {parallelism} now; resuming needs the same",
@@ -326,7 +264,7 @@ impl Builder<'_> {
                 restore.id()
             ));
         }
-        Ok(Some((0..parallelism).map(|i| restore.source_position(uid, i).unwrap_or_default()).collect()))
+        Ok(())
     }
 
     /// Fills operator `uid`'s state, which it declares as `declared`, from the checkpoint or
@@ -351,27 +289,7 @@ impl Builder<'_> {
     }
 
     fn sink(&self, s: &SinkSpec, parallelism: u32) -> Result<Vertex<dyn SinkFactory>, String> {
-        let factory: Box<dyn SinkFactory> = match (s.kind, &s.path) {
-            (SinkType::File, Some(path)) => {
-                let dir = self.base.join(path);
-                let commit = match self.two_phase_sinks {
-                    false => FileCommit::Direct,
-                    true => FileCommit::TwoPhase {
-                        restored: self.restore.as_ref().map(|r| Restored {
-                            job_id: r.job_id().to_string(),
-                            id: r.id(),
-                            committed: r.sink_committed(&s.uid).cloned(),
-                        }),
-                    },
-                };
-                let factory = FileSinkFactory::new(dir, commit, self.job_id);
-                Box::new(factory.map_err(|e| format!("sink '{}': {e}", s.uid))?)
-            }
-            (SinkType::File, None) => return Err(format!("sink '{}': `path` is required for a file sink", s.uid)),
-            (SinkType::Stdout, None) => Box::new(StdoutSinkFactory),
-            (SinkType::Blackhole, None) => Box::new(BlackholeSinkFactory),
-            (_, Some(_)) => return Err(format!("sink '{}': `path` is a setting of file sinks only", s.uid)),
-        };
+        let factory = connectors::sink(s, &self.base, self.two_phase_sinks, self.restore.as_deref(), self.job_id)?;
         Ok(Vertex { uid: Arc::from(s.uid.as_str()), parallelism, input: Partitioning::Forward, factory })
     }
 }

@@ -5,6 +5,7 @@
 mod build;
 mod checks;
 mod claims;
+mod connectors;
 mod modules;
 mod placement;
 mod plan;
@@ -28,7 +29,7 @@ pub enum JobError {
     /// The file could not be read.
     #[error("cannot read job file {file}: {cause}")]
     Read {
-        /// Names the job in messages: "job file <path>", or "submitted job".
+        /// Names the job in messages: `"job file <path>"`, or `"submitted job"`.
         file: String,
         /// The I/O error.
         cause: String,
@@ -36,7 +37,7 @@ pub enum JobError {
     /// Not valid TOML, or not the job file's shape.
     #[error("{file}: {cause}")]
     Parse {
-        /// Names the job in messages: "job file <path>", or "submitted job".
+        /// Names the job in messages: `"job file <path>"`, or `"submitted job"`.
         file: String,
         /// The parser's message, with line and column.
         cause: String,
@@ -44,7 +45,7 @@ pub enum JobError {
     /// Valid TOML, but not a valid job.
     #[error("{file}: {message}")]
     Invalid {
-        /// Names the job in messages: "job file <path>", or "submitted job".
+        /// Names the job in messages: `"job file <path>"`, or `"submitted job"`.
         file: String,
         /// What is wrong and what to do.
         message: String,
@@ -52,7 +53,7 @@ pub enum JobError {
     /// An operator's module cannot be used.
     #[error("{file}: operator '{uid}': {problem}")]
     Module {
-        /// Names the job in messages: "job file <path>", or "submitted job".
+        /// Names the job in messages: `"job file <path>"`, or `"submitted job"`.
         file: String,
         /// The operator.
         uid: String,

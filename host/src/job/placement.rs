@@ -18,6 +18,29 @@ pub struct Placement {
 }
 
 impl Placement {
+    /// Checks every path `spec` names against the allowed directories: sources, sinks,
+    /// checkpoint storage and the savepoint directory (relative ones start at `base`).
+    pub(super) fn check_paths(&self, spec: &super::spec::JobSpec, base: &Path) -> Result<(), String> {
+        let allowed = &self.allowed;
+        for source in &spec.sources {
+            if let Some(path) = &source.path {
+                allowed.check(&format!("source '{}'", source.uid), Path::new(path), base)?;
+            }
+        }
+        for sink in &spec.sinks {
+            if let Some(path) = &sink.path {
+                allowed.check(&format!("sink '{}'", sink.uid), Path::new(path), base)?;
+            }
+        }
+        if let Some(c) = &spec.checkpointing {
+            let storage = c.storage.as_deref().unwrap_or(&self.checkpoints);
+            allowed.check_url("[checkpointing] storage", storage, base)?;
+            let savepoints = c.savepoint_dir.as_deref().unwrap_or(&self.savepoints);
+            allowed.check_url("[checkpointing] savepoint-dir", savepoints, base)?;
+        }
+        Ok(())
+    }
+
     /// The local user's own job (`weir run`): anywhere, checkpoints and savepoints under
     /// `weir-data/` beside the job file.
     pub fn local() -> Self {

@@ -72,7 +72,7 @@ impl RollbackWindow {
 
 impl JobPlan {
     /// Parses and checks job TOML `text`, resolves its modules and claims its sink and checkpoint
-    /// directories for a new job. `label` names the job in errors ("job file <path>", "submitted
+    /// directories for a new job. `label` names the job in errors (`"job file <path>"`, "submitted
     /// job"); relative paths start at `base`.
     /// Every path it names must lie where `placement` allows.
     pub fn new(
@@ -159,7 +159,7 @@ impl JobPlan {
         let invalid = |message: String| JobError::Invalid { file: label.to_string(), message };
         let spec = parse(&text, label)?;
         check_shape(&spec).map_err(invalid)?;
-        check_paths(&spec, base, &placement).map_err(invalid)?;
+        placement.check_paths(&spec, base).map_err(invalid)?;
         let mut resolved = HashMap::new();
         for op in &spec.operators {
             let Some(reference) = op.module.as_ref().filter(|r| !resolved.contains_key(*r)) else { continue };
@@ -377,29 +377,6 @@ impl JobPlan {
             tracing::warn!("cannot delete the checkpoints of canceled job '{}': {e}", self.name);
         }
     }
-}
-
-/// Checks every path `spec` names against `allowed`: sources, sinks, checkpoint storage and the
-/// savepoint directory.
-fn check_paths(spec: &JobSpec, base: &Path, placement: &Placement) -> Result<(), String> {
-    let allowed = &placement.allowed;
-    for source in &spec.sources {
-        if let Some(path) = &source.path {
-            allowed.check(&format!("source '{}'", source.uid), Path::new(path), base)?;
-        }
-    }
-    for sink in &spec.sinks {
-        if let Some(path) = &sink.path {
-            allowed.check(&format!("sink '{}'", sink.uid), Path::new(path), base)?;
-        }
-    }
-    if let Some(c) = &spec.checkpointing {
-        let storage = c.storage.as_deref().unwrap_or(&placement.checkpoints);
-        allowed.check_url("[checkpointing] storage", storage, base)?;
-        let savepoints = c.savepoint_dir.as_deref().unwrap_or(&placement.savepoints);
-        allowed.check_url("[checkpointing] savepoint-dir", savepoints, base)?;
-    }
-    Ok(())
 }
 
 /// A new job id: 32 hex digits, unique within this process and, with the time in it, across

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::handover::Handover;
-use super::snapshot::{CheckpointConfig, SavepointRequest};
+use super::snapshot::{CheckpointConfig, SavepointRequest, SourcePosition};
 use super::task::{OperatorFactory, SinkFactory, SourceFactory};
 
 /// How a vertex's input is distributed over its subtasks.
@@ -45,6 +45,9 @@ pub struct JobGraph {
     pub sinks: Vec<Vertex<dyn SinkFactory>>,
     /// Checkpointing, when enabled.
     pub checkpointing: Option<CheckpointConfig>,
+    /// Where source subtasks resume (from a checkpoint, a savepoint or a handover); one without a
+    /// position here starts at the beginning.
+    pub positions: Vec<SourcePosition>,
 }
 
 /// What connects one run of a graph to the job it belongs to: set by whoever runs it (the job
@@ -58,4 +61,14 @@ pub struct RunHandles {
     pub savepoints: crossbeam_channel::Receiver<SavepointRequest>,
     /// Where operators leave their state when the job stops for an upgrade.
     pub handover: Arc<Handover>,
+    /// Wakes the run's waiting threads when the job is canceled.
+    pub wakeup: Arc<super::Wakeup>,
+}
+
+impl RunHandles {
+    /// Cancels the job: its running subtasks stop, and waiting ones are woken to.
+    pub fn cancel(&self) {
+        self.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wakeup.announce();
+    }
 }

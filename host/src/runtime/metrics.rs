@@ -84,7 +84,7 @@ impl JobMetrics {
     }
 
     /// When operator `uid` processed its first batch in the current attempt and its latest, over
-    /// all its subtasks ([`clock_ns`]; 0 when it has processed none).
+    /// all its subtasks (nanoseconds of the runtime's monotonic clock; 0 when it has processed none).
     pub fn batches_processed(&self, uid: &str) -> (u64, u64) {
         let Ok(vertices) = self.vertices.lock() else { return (0, 0) };
         let subtasks =

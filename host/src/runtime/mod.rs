@@ -1,30 +1,46 @@
 //! The runtime core: job graphs of sources, operators and sinks, run as parallel subtasks joined
 //! by bounded channels, with events routed by key group on `hash` edges.
 //!
+//! By role: `graph.rs` (the graph, and the handles that connect a run to its job), `task.rs`
+//! (what runs in a subtask: the source, operator and sink traits and their factories),
+//! `snapshot.rs` (what barriers carry), `handover.rs` (what an upgrade's stop leaves the next
+//! run), `metrics.rs` and `checkpoint_stats.rs` (what a run counts), `runner/` (the per-subtask
+//! loops, behind the `TaskContext`, `Input` and `Output` traits), `coordinator/` (triggering,
+//! completing and committing checkpoints), `control.rs` (what one run's threads share: the
+//! runner's context), `channel.rs` and `alignment.rs` (weir's streams between subtasks), and
+//! `executor/` (threads and wiring).
+//!
 //! Layering: depends on `state` only. It knows nothing of wasm (operators are [`Operator`] trait
 //! objects), of file formats (connectors implement [`Source`] and [`Sink`]) or of HTTP.
+mod alignment;
 pub mod batch;
 mod channel;
 pub mod checkpoint_stats;
+mod control;
+mod coordinator;
 mod executor;
 pub mod graph;
 mod handover;
 mod metrics;
+mod runner;
 mod snapshot;
 mod task;
+mod wakeup;
 
 pub use batch::{Event, EventBatch};
-pub use executor::{JobFailure, MAX_CHANNELS, MAX_SUBTASKS, check_size, execute, panic_message};
+pub use executor::{MAX_CHANNELS, MAX_SUBTASKS, check_size, execute, panic_message};
 pub use graph::{JobGraph, Partitioning, RunHandles, Vertex};
 pub use handover::{Handover, Stopped};
-pub use metrics::{JobMetrics, SubtaskSummary, VertexSummary, clock_ns};
+pub use metrics::{JobMetrics, SubtaskSummary, VertexSummary};
 pub use snapshot::{
-    CheckpointConfig, CheckpointSink, Completed, SavepointRequest, SinkCommitted, SnapshotBody, SourcePosition,
-    StateFile, StateSnapshot,
+    CheckpointConfig, CheckpointSink, Completed, Position, SavepointRequest, SinkCommitted, SourcePosition, StateFile,
+    StateSnapshot,
 };
 pub use task::{
-    Interrupt, Operator, OperatorFactory, Sink, SinkFactory, Source, SourceFactory, SubtaskInfo, TaskError, VertexKind,
+    Interrupt, JobFailure, Operator, OperatorFactory, Sink, SinkFactory, Source, SourceFactory, SubtaskInfo, TaskError,
+    VertexKind,
 };
+pub use wakeup::Wakeup;
 
 /// Events per batch that sources and routers aim for: large enough to amortise a Wasm call and a
 /// channel hand-off, small enough to keep latency and memory low.

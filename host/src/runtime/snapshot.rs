@@ -2,22 +2,14 @@
 //! output, where checkpoints and savepoints are stored, and how often checkpoints are taken.
 use std::sync::Arc;
 
+use super::task::SubtaskInfo;
+
 /// An operator subtask's keyed state at a barrier.
 pub struct StateSnapshot {
     /// The key groups it covers, so that a restore reads only the snapshots it needs.
     pub key_groups: std::ops::Range<u32>,
-    /// What is stored.
-    pub body: SnapshotBody,
-}
-
-/// The state in a [`StateSnapshot`]: copied at the barrier, or frozen there.
-pub enum SnapshotBody {
-    /// The snapshot file (the checkpoint snapshot format) without its checksum trailer, which
-    /// the checkpoint sink adds on the uploader thread.
-    Encoded(Vec<u8>),
-    /// The backend itself, frozen at the barrier, for the uploader thread to encode; the states
-    /// it holds, as the file records them.
-    Frozen(crate::state::overlay::FrozenState, Vec<crate::state::StateDescriptor>),
+    /// What is stored, in the form of the backend that made it.
+    pub body: Box<dyn crate::state::SnapshotBody>,
 }
 
 /// Checkpointing settings of a job run.
@@ -68,7 +60,61 @@ pub struct SourcePosition {
     /// Subtask index.
     pub subtask: u32,
     /// Where it resumes.
-    pub position: u64,
+    pub position: Position,
+}
+
+/// Where a source subtask resumes, in a form only its source reads: a file's byte offset, a
+/// generator's index, later a Kafka consumer's offset per partition. Opaque to the runtime and to
+/// checkpoints, which store it as hex; `format-version` 1 savepoints stored a number, read here as
+/// the little-endian `u64` sources of that time meant by it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Position(pub Vec<u8>);
+
+impl Position {
+    /// A position that is one number (what the file and generator sources keep).
+    pub fn from_u64(n: u64) -> Self {
+        Position(n.to_le_bytes().to_vec())
+    }
+
+    /// The number of a position made by [`Position::from_u64`]; `source` names the source that
+    /// reads it, in the error for anything else.
+    pub fn to_u64(&self, source: &SubtaskInfo) -> Result<u64, String> {
+        let bytes: [u8; 8] = self.0.as_slice().try_into().map_err(|_| {
+            format!(
+                "{source} cannot resume at the stored position {self}: it is not a position of this kind of                  source (did the source's type change? then start it without the checkpoint's positions)"
+            )
+        })?;
+        Ok(u64::from_le_bytes(bytes))
+    }
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(&self.0))
+    }
+}
+
+impl serde::Serialize for Position {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Position {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Stored {
+            Hex(String),
+            Number(u64),
+        }
+        match Stored::deserialize(deserializer)? {
+            Stored::Number(n) => Ok(Position::from_u64(n)),
+            Stored::Hex(text) => hex::decode(&text)
+                .map(Position)
+                .map_err(|_| serde::de::Error::custom(format!("source position \"{text}\" is not hex"))),
+        }
+    }
 }
 
 /// What a sink had committed at a barrier, as the checkpoint or savepoint records it, so that a
@@ -114,4 +160,26 @@ pub struct SavepointRequest {
     pub handover: bool,
     /// Told the outcome: the savepoint's barrier id, or why it failed.
     pub done: Box<dyn FnOnce(Result<u64, String>) + Send>,
+}
+
+/// One subtask's acknowledgement of a barrier, as the checkpoint coordinator collects them.
+pub(crate) struct TaskAck {
+    pub(crate) uid: Arc<str>,
+    pub(crate) subtask: u32,
+    /// Sources: where they resume.
+    pub(crate) position: Option<SourcePosition>,
+    /// Operators with state: the stored snapshot.
+    pub(crate) state: Option<StateFile>,
+    /// Sinks: what they pre-committed, for their factory to commit.
+    pub(crate) committable: Option<serde_json::Value>,
+    /// Timings and size, for the statistics.
+    pub(crate) stats: super::checkpoint_stats::SubtaskCheckpoint,
+}
+
+impl TaskAck {
+    /// An acknowledgement by subtask `info` that carries nothing yet.
+    pub(crate) fn new(info: &SubtaskInfo) -> Self {
+        let (position, state, committable, stats) = (None, None, None, Default::default());
+        TaskAck { uid: info.uid.clone(), subtask: info.index, position, state, committable, stats }
+    }
 }

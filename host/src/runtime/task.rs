@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::batch::EventBatch;
-use super::snapshot::StateSnapshot;
+use super::snapshot::{Position, StateSnapshot};
 
 /// Where a subtask runs; passed to factories.
 #[derive(Debug, Clone)]
@@ -83,13 +83,40 @@ pub struct TaskError {
     pub cause: String,
 }
 
+/// Why a job did not finish.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JobFailure {
+    /// A subtask failed.
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    /// The job was cancelled before its sources ended.
+    #[error("job was cancelled")]
+    Cancelled,
+    /// A checkpoint could not be stored.
+    #[error("checkpoint {id} failed: {cause}")]
+    Checkpoint {
+        /// The checkpoint.
+        id: u64,
+        /// Why.
+        cause: String,
+    },
+    /// A thread of the job panicked: a bug in weir, not in the job.
+    #[error("internal error: thread '{thread}' panicked ({message}); please report this as a weir bug")]
+    Panicked {
+        /// The thread's name.
+        thread: String,
+        /// What the panic said.
+        message: String,
+    },
+}
+
 /// A running source subtask.
 pub trait Source: Send {
     /// Appends up to `max` events to `out`; returns false once the source is exhausted.
     fn poll(&mut self, out: &mut EventBatch, max: usize) -> Result<bool, String>;
-    /// Where the next poll starts (a file's byte offset, a generator's index): recorded with
-    /// every checkpoint so that a restore can resume exactly there.
-    fn position(&self) -> u64;
+    /// Where the next poll starts (a file's byte offset, a generator's index), in the source's own
+    /// form: recorded with every checkpoint so that a restore can resume exactly there.
+    fn position(&self) -> Position;
 }
 
 /// A running operator subtask.
@@ -116,10 +143,13 @@ pub trait Sink: Send {
     /// Writes a batch.
     fn write(&mut self, batch: &EventBatch) -> Result<(), String>;
     /// At aligned barrier `id`: makes everything written so far durable, ready to be published
-    /// when checkpoint `id` completes (the first phase of a two-phase commit). Sinks that cannot
-    /// hold output back (stdout) do nothing: they are at-least-once.
-    fn pre_commit(&mut self, _id: u64) -> Result<(), String> {
-        Ok(())
+    /// when checkpoint `id` completes (the first phase of a two-phase commit), and returns what
+    /// the factory's [`SinkFactory::commit`] is to publish then (a pending file's name, a
+    /// prepared transaction's id), in the sink's own form; it travels with the barrier's
+    /// acknowledgement to the checkpoint coordinator. Sinks that cannot hold output back (stdout)
+    /// return nothing: they are at-least-once.
+    fn pre_commit(&mut self, _id: u64) -> Result<Option<serde_json::Value>, String> {
+        Ok(None)
     }
     /// Flushes everything once the input has ended.
     fn finish(&mut self) -> Result<(), String>;
@@ -127,8 +157,9 @@ pub trait Sink: Send {
 
 /// Creates source subtasks.
 pub trait SourceFactory: Send + Sync {
-    /// Opens subtask `info`.
-    fn create(&self, info: &SubtaskInfo) -> Result<Box<dyn Source>, String>;
+    /// Opens subtask `info`, at `resume` when the job goes on from a checkpoint, a savepoint or a
+    /// handover that has a position for it (else at the beginning).
+    fn create(&self, info: &SubtaskInfo, resume: Option<&Position>) -> Result<Box<dyn Source>, String>;
     /// Events per second for the whole source (all subtasks), if limited.
     fn rate(&self) -> Option<f64>;
 }
@@ -143,9 +174,10 @@ pub trait OperatorFactory: Send + Sync {
 pub trait SinkFactory: Send + Sync {
     /// Opens subtask `info`.
     fn create(&self, info: &SubtaskInfo) -> Result<Box<dyn Sink>, String>;
-    /// Publishes what every subtask pre-committed up to checkpoint `id`, once that checkpoint is
-    /// complete (the second phase). Must be idempotent: a restore commits again.
-    fn commit(&self, _id: u64) -> Result<(), String> {
+    /// Publishes what its subtasks pre-committed at barrier `id` and at earlier ones not yet
+    /// published (`committables`, as [`Sink::pre_commit`] returned them), once checkpoint `id` is
+    /// complete (the second phase). Must be idempotent: a restore may commit again.
+    fn commit(&self, _id: u64, _committables: Vec<serde_json::Value>) -> Result<(), String> {
         Ok(())
     }
     /// What the sink has committed once barrier `id` is, for the barrier's metadata: a restore

@@ -289,6 +289,8 @@ impl StateBackend for MemoryBackend {
     fn key_count(&self) -> usize {
         self.tables.iter().flatten().map(Table::len).sum()
     }
+
+    super::in_memory_snapshots!();
 }
 
 #[cfg(test)]

@@ -15,24 +15,38 @@ use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
-use super::{MemoryBackend, StateBackend, StateEntry, StateError, StateItem, StateKind, move_key_groups};
+use super::{
+    MemoryBackend, SnapshotBody, StateBackend, StateDescriptor, StateEntry, StateError, StateItem, StateKind,
+    move_key_groups,
+};
 use crate::key_group::KeyGroup;
 
 /// A backend no one writes to any more, shared by a snapshot being encoded and an overlay.
-pub type FrozenState = Arc<Box<dyn StateBackend>>;
+type FrozenState = Arc<Box<dyn StateBackend>>;
 
 /// (state, key group, key).
 type Key = (u32, KeyGroup, Box<[u8]>);
 /// (state, key group, key, map key).
 type MapEntryKey = (u32, KeyGroup, Box<[u8]>, Box<[u8]>);
 
-/// Freezes `backend`, which holds `key_groups` of states `kinds`: returns the frozen state, for
-/// the snapshot to encode, and the overlay the operator goes on with.
+/// Freezes `backend`, which holds `key_groups` of `states`: returns the snapshot of the frozen
+/// state, to be encoded on the uploader thread, and the overlay the operator goes on with.
 pub fn freeze(
     backend: Box<dyn StateBackend>,
     key_groups: Range<u32>,
+    states: &[StateDescriptor],
+) -> (Box<dyn SnapshotBody>, Box<dyn StateBackend>) {
+    let kinds: Vec<StateKind> = states.iter().map(|s| s.kind).collect();
+    let (base, overlay) = freeze_base(backend, key_groups.clone(), &kinds);
+    (Box::new(Frozen { base, key_groups, states: states.to_vec() }), Box::new(overlay))
+}
+
+/// The frozen base of [`freeze`], and the overlay over it.
+fn freeze_base(
+    backend: Box<dyn StateBackend>,
+    key_groups: Range<u32>,
     kinds: &[StateKind],
-) -> (FrozenState, Box<dyn StateBackend>) {
+) -> (FrozenState, OverlayBackend) {
     let base: FrozenState = Arc::new(backend);
     let overlay = OverlayBackend {
         key_groups: key_groups.clone(),
@@ -42,7 +56,20 @@ pub fn freeze(
         removed: HashSet::new(),
         dropped: Vec::new(),
     };
-    (base, Box::new(overlay))
+    (base, overlay)
+}
+
+/// The snapshot of a frozen backend: encoded in the canonical form on the uploader thread.
+struct Frozen {
+    base: FrozenState,
+    key_groups: Range<u32>,
+    states: Vec<StateDescriptor>,
+}
+
+impl SnapshotBody for Frozen {
+    fn encode(self: Box<Self>) -> Result<Vec<u8>, StateError> {
+        super::canonical::encode(&**self.base, self.key_groups, &self.states)
+    }
 }
 
 /// Reads the frozen base through a delta of the writes made since. See the module docs.
@@ -265,6 +292,8 @@ impl StateBackend for OverlayBackend {
     fn settled(&mut self) -> Result<Option<Box<dyn StateBackend>>, StateError> {
         OverlayBackend::settled(self)
     }
+
+    super::in_memory_snapshots!();
 }
 
 #[cfg(test)]
@@ -276,7 +305,7 @@ mod tests {
     #[test]
     fn conformance_over_an_empty_base() {
         super::super::conformance::run(&|range, kinds| {
-            freeze(Box::new(MemoryBackend::new(range.clone(), kinds)), range, kinds).1
+            Box::new(freeze_base(Box::new(MemoryBackend::new(range.clone(), kinds)), range, kinds).1)
         });
     }
 
@@ -332,7 +361,8 @@ mod tests {
         }
         let mut copy = MemoryBackend::new(0..4, &KINDS);
         plain.scan(0..4, &mut |e| copy.insert(e).unwrap()).unwrap();
-        let (frozen, mut overlay) = freeze(Box::new(copy), 0..4, &KINDS);
+        let (frozen, overlay) = freeze_base(Box::new(copy), 0..4, &KINDS);
+        let mut overlay: Box<dyn StateBackend> = Box::new(overlay);
         let snapshot_before = contents(&**frozen);
         for i in 0..600 {
             let r = draw();

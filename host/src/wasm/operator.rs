@@ -9,11 +9,8 @@ use super::bindings::{OperatorWorld, types};
 use super::engine::{EPOCH_TICK, OperatorModule};
 use super::frame;
 use super::host::{HostState, KeyedState};
-use crate::checkpoint::snapshot;
 use crate::key_group::key_group_range;
-use crate::runtime::{
-    BATCH_BYTES, EventBatch, Operator, OperatorFactory, SnapshotBody, StateSnapshot, SubtaskInfo, clip,
-};
+use crate::runtime::{BATCH_BYTES, EventBatch, Operator, OperatorFactory, StateSnapshot, SubtaskInfo, clip};
 use crate::state::{self, MemoryBackend, Migration, StateBackend, StateDescriptor, StateKind, StateRestore};
 
 /// Limits of the sandbox each instance runs in.
@@ -254,9 +251,8 @@ impl Operator for WasmOperator {
         }
         let keyed = &mut self.store.data_mut().keyed;
         let backend = std::mem::replace(&mut keyed.backend, Box::new(MemoryBackend::new(0..0, &[])));
-        let (frozen, overlay) = state::overlay::freeze(backend, self.key_groups.clone(), &keyed.kinds);
+        let (body, overlay) = backend.freeze(self.key_groups.clone(), &self.states);
         keyed.backend = overlay;
-        let body = SnapshotBody::Frozen(frozen, self.states.clone());
         Ok(Some(StateSnapshot { key_groups: self.key_groups.clone(), body }))
     }
 
@@ -265,7 +261,8 @@ impl Operator for WasmOperator {
             return Ok(None);
         }
         let backend = &*self.store.data().keyed.backend;
-        snapshot::take(backend, self.key_groups.clone(), &self.states).map(Some).map_err(|e| e.to_string())
+        let body = backend.snapshot(self.key_groups.clone(), &self.states).map_err(|e| e.to_string())?;
+        Ok(Some(StateSnapshot { key_groups: self.key_groups.clone(), body }))
     }
 }
 

@@ -1,5 +1,6 @@
-//! A job's run loop: attempt after attempt as its restart strategy allows, an upgrade's or a
-//! rollback's run in between, until it finishes, is canceled or fails.
+//! A job's run loop as explicit phases (running, swapping, failed, restarting, done): attempt
+//! after attempt as its restart strategy allows, an upgrade's or a rollback's run in between,
+//! until it finishes, is canceled or fails.
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -9,7 +10,7 @@ use super::Job;
 use super::record::*;
 use super::recovery::{resume_point, resumed_from};
 use super::store::update;
-use super::upgrade::{Swap, rolled_back, upgraded};
+use super::upgrade::{PendingUpgrade, rollback_after, upgraded};
 use crate::checkpoint::Restore;
 use crate::control::lock;
 use crate::job::JobPlan;
@@ -23,91 +24,63 @@ pub(super) fn take<T>(slot: &Mutex<Option<T>>) -> Option<T> {
     lock(slot).take()
 }
 
-/// Runs a job's attempts until one finishes, it is canceled, or the restart strategy gives up.
-/// Each restart resumes from the latest completed checkpoint, with the next attempt number.
+/// Where a job's run loop is. Each phase's step does its work and returns the next phase: the
+/// legal transitions are those the steps return (Arroyo's controller writes them as types; with
+/// steps of a dozen lines each, one enum says the same).
+enum Phase {
+    /// A graph runs (an attempt, or the run after a swap or a rollback), or could not be built
+    /// (the storage may be down): that fails the attempt like a failing subtask.
+    Running(Result<JobGraph, String>),
+    /// The run stopped at an upgrade's or a rollback's savepoint: the next has the other modules.
+    Swapping(PendingUpgrade),
+    /// The run failed: the last swap is rolled back if the failure is within its window, else
+    /// the restart strategy decides.
+    Failed(String),
+    /// Waiting out the restart delay before the next attempt.
+    Restarting(Duration),
+    /// Over.
+    Done(JobState, Option<String>),
+}
+
+/// What a job's run loop carries from phase to phase.
+struct RunLoop<'a> {
+    dir: Option<&'a Path>,
+    job: &'a Job,
+    /// What the job runs now.
+    plan: Arc<JobPlan>,
+    attempt: u32,
+    restarts: Restarts,
+    /// When the current run started, for the restart strategy.
+    started: Instant,
+    /// The savepoint restarts resume from when the job has no checkpoint of its own yet.
+    savepoint: Option<Arc<Restore>>,
+}
+
+/// Runs a job until it finishes, is canceled, or fails for good: attempt after attempt as its
+/// restart strategy allows (each resuming from the latest completed checkpoint), with the runs of
+/// upgrades and rollbacks in between.
 pub(super) fn run_attempts(
     dir: Option<&Path>,
     job: &Job,
-    mut plan: Arc<JobPlan>,
+    plan: Arc<JobPlan>,
     first: JobGraph,
-    mut savepoint: Option<Arc<Restore>>,
+    savepoint: Option<Arc<Restore>>,
 ) {
-    let mut restarts = Restarts::new(plan.restart_strategy().clone());
-    let mut attempt = first.attempt;
-    // An attempt's graph, or why it could not be built (the storage may be down): that fails the
-    // attempt like a failing subtask, and the restart strategy decides what comes next.
-    let mut next: Result<JobGraph, String> = Ok(first);
-    let mut swap: Option<Swap> = None;
+    let restarts = Restarts::new(plan.restart_strategy().clone());
+    let attempt = first.attempt;
+    let mut run = RunLoop { dir, job, plan, attempt, restarts, started: Instant::now(), savepoint };
+    let mut phase = Phase::Running(Ok(first));
     let (state, failure) = loop {
-        let started = Instant::now();
-        let failure = match next {
-            Ok(graph) => {
-                match runtime::execute(graph, &job.handles) {
-                    Ok(()) => match take(&job.upgrade) {
-                        // Stopped for an upgrade: the next run has the new code and the state.
-                        Some(upgrade) => {
-                            (plan, next, swap) = upgraded(dir, job, plan, upgrade, attempt);
-                            continue;
-                        }
-                        None => break (JobState::Finished, None),
-                    },
-                    Err(JobFailure::Cancelled) => {
-                        plan.canceled();
-                        break (JobState::Canceled, None);
-                    }
-                    Err(failure) => failure.to_string(),
-                }
-            }
-            Err(cause) => cause,
+        phase = match phase {
+            Phase::Running(graph) => run.running(graph),
+            Phase::Swapping(upgrade) => run.swapping(upgrade),
+            Phase::Failed(cause) => run.failed(cause),
+            Phase::Restarting(delay) => run.restarting(delay),
+            Phase::Done(state, failure) => break (state, failure),
         };
-        update(dir, job, |i| {
-            i.failures.push(FailureRecord { timestamp: now_ms(), attempt, cause: failure.clone() });
-            let excess = i.failures.len().saturating_sub(FAILURE_HISTORY);
-            i.failures.drain(..excess);
-        });
-        if let Some(swap) = swap.take().filter(|s| {
-            let events =
-                job.handles.metrics.snapshot().iter().filter(|v| s.uids.contains(&v.uid)).map(|v| v.events_in).max();
-            plan.rollback_window().covers(s.at.elapsed(), events.unwrap_or(0))
-        }) {
-            match swap.sink.stored() {
-                Ok(restore) => {
-                    let Swap { request, previous, .. } = swap;
-                    let restore = Arc::new(restore);
-                    savepoint = Some(restore.clone());
-                    (plan, next) = rolled_back(dir, job, request, previous, restore, &failure, attempt);
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!("job '{}': cannot roll back, the upgrade's savepoint failed: {e}", plan.name())
-                }
-            }
-        }
-        let Some(delay) = restarts.next_delay(started, Instant::now()) else {
-            let cause = match plan.restart_strategy() {
-                RestartStrategy::None => failure,
-                strategy => format!("{failure} (not restarted again: the {strategy} allows no more restarts)"),
-            };
-            break (JobState::Failed, Some(cause));
-        };
-        attempt += 1;
-        let delay_text = humantime::format_duration(Duration::from_millis(delay.as_millis() as u64));
-        tracing::warn!("job '{}' failed: {failure}; restarting in {delay_text} (attempt {attempt})", plan.name());
-        update(dir, job, |i| {
-            i.state = JobState::Restarting;
-            i.attempt = attempt;
-        });
-        if !sleep_unless_canceled(job, delay) {
-            plan.canceled();
-            break (JobState::Canceled, None);
-        }
-        next = restart(job, &plan, attempt, lock(&job.info).first_checkpoint, savepoint.clone());
-        if next.is_ok() {
-            update(dir, job, |i| i.state = JobState::Running);
-        }
     };
     job.release();
-    drop((plan, swap));
+    drop(run);
     while let Ok(request) = job.handles.savepoints.try_recv() {
         (request.done)(Err("the job ended before the savepoint was taken".to_string()));
     }
@@ -119,6 +92,80 @@ pub(super) fn run_attempts(
         info.failure = failure;
         info.rollback_point = None;
     });
+}
+
+impl RunLoop<'_> {
+    fn running(&mut self, graph: Result<JobGraph, String>) -> Phase {
+        self.started = Instant::now();
+        let graph = match graph {
+            Ok(graph) => graph,
+            Err(cause) => return Phase::Failed(cause),
+        };
+        match runtime::execute(graph, &self.job.handles) {
+            Ok(()) => match take(&self.job.upgrade) {
+                Some(upgrade) => Phase::Swapping(upgrade),
+                None => Phase::Done(JobState::Finished, None),
+            },
+            Err(JobFailure::Cancelled) => {
+                self.plan.canceled();
+                Phase::Done(JobState::Canceled, None)
+            }
+            Err(failure) => Phase::Failed(failure.to_string()),
+        }
+    }
+
+    /// The next run has the new code (or the old, for a rollback) and the state.
+    fn swapping(&mut self, upgrade: PendingUpgrade) -> Phase {
+        let graph;
+        (self.plan, graph) = upgraded(self.dir, self.job, self.plan.clone(), upgrade, self.attempt);
+        update(self.dir, self.job, |i| i.state = JobState::Running);
+        Phase::Running(graph)
+    }
+
+    fn failed(&mut self, cause: String) -> Phase {
+        let attempt = self.attempt;
+        update(self.dir, self.job, |i| {
+            i.failures.push(FailureRecord { timestamp: now_ms(), attempt, cause: cause.clone() });
+            let excess = i.failures.len().saturating_sub(FAILURE_HISTORY);
+            i.failures.drain(..excess);
+        });
+        if let Some(((plan, graph), restore)) = rollback_after(self.dir, self.job, &self.plan, &cause, attempt) {
+            (self.plan, self.savepoint) = (plan, Some(restore));
+            return Phase::Running(graph);
+        }
+        let Some(delay) = self.restarts.next_delay(self.started, Instant::now()) else {
+            let cause = match self.plan.restart_strategy() {
+                RestartStrategy::None => cause,
+                strategy => format!("{cause} (not restarted again: the {strategy} allows no more restarts)"),
+            };
+            return Phase::Done(JobState::Failed, Some(cause));
+        };
+        self.attempt += 1;
+        let delay_text = humantime::format_duration(Duration::from_millis(delay.as_millis() as u64));
+        tracing::warn!(
+            "job '{}' failed: {cause}; restarting in {delay_text} (attempt {})",
+            self.plan.name(),
+            self.attempt
+        );
+        update(self.dir, self.job, |i| {
+            i.state = JobState::Restarting;
+            i.attempt = attempt + 1;
+        });
+        Phase::Restarting(delay)
+    }
+
+    fn restarting(&mut self, delay: Duration) -> Phase {
+        if !sleep_unless_canceled(self.job, delay) {
+            self.plan.canceled();
+            return Phase::Done(JobState::Canceled, None);
+        }
+        let since = lock(&self.job.info).first_checkpoint;
+        let next = restart(self.job, &self.plan, self.attempt, since, self.savepoint.clone());
+        if next.is_ok() {
+            update(self.dir, self.job, |i| i.state = JobState::Running);
+        }
+        Phase::Running(next)
+    }
 }
 
 /// The graph of attempt `attempt`, resuming from the job's latest checkpoint since `since`, or

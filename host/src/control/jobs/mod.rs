@@ -31,7 +31,7 @@ use crate::runtime::now_ms;
 use crate::runtime::{self, JobGraph, RunHandles, SavepointRequest};
 use lifecycle::run_attempts;
 use store::update;
-use upgrade::{LastSwap, PendingUpgrade, UpgradeProgress};
+use upgrade::{PendingUpgrade, Swap, UpgradeProgress};
 
 struct Job {
     info: Mutex<JobInfo>,
@@ -52,14 +52,19 @@ struct Job {
     /// Upgrades asked for, by request id.
     upgrades: Mutex<BTreeMap<String, UpgradeProgress>>,
     /// The last upgrade, until it is rolled back.
-    last_swap: Mutex<Option<LastSwap>>,
+    swap: Mutex<Option<Swap>>,
 }
 
 impl Job {
     fn new(info: JobInfo) -> Job {
         let (savepoint_requests, savepoints) = crossbeam_channel::unbounded();
-        let handles =
-            RunHandles { cancel: Arc::default(), metrics: Arc::default(), savepoints, handover: Arc::default() };
+        let handles = RunHandles {
+            cancel: Arc::default(),
+            metrics: Arc::default(),
+            savepoints,
+            handover: Arc::default(),
+            wakeup: Arc::default(),
+        };
         Job {
             info: Mutex::new(info),
             changed: std::sync::Condvar::new(),
@@ -69,7 +74,7 @@ impl Job {
             triggers: Mutex::default(),
             upgrade: Mutex::default(),
             upgrades: Mutex::default(),
-            last_swap: Mutex::default(),
+            swap: Mutex::default(),
         }
     }
 
@@ -77,7 +82,7 @@ impl Job {
     /// them, the directories it claimed).
     fn release(&self) {
         *lock(&self.plan) = None;
-        lock(&self.last_swap).take();
+        lock(&self.swap).take();
         lock(&self.upgrade).take();
     }
 }
@@ -266,7 +271,7 @@ impl Jobs {
         if state.is_terminal() {
             return Err(CancelError::Ended { id: id.to_string(), state });
         }
-        job.handles.cancel.store(true, Ordering::SeqCst);
+        job.handles.cancel();
         // Under the record's lock, so that a waiter checks the flag before or after, never between.
         drop(lock(&job.info));
         job.changed.notify_all();

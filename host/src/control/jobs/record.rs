@@ -19,6 +19,9 @@ pub enum JobState {
     Running,
     /// An attempt failed; the next one starts after the restart strategy's delay.
     Restarting,
+    /// An upgrade or a rollback is under way: the job stops at a savepoint and goes on with the
+    /// other modules (back to `running` once they run, or at once if the savepoint fails).
+    Upgrading,
     /// Bounded sources ended and every event reached the sinks.
     Finished,
     /// Stopped by a cancel request.
@@ -55,7 +58,7 @@ pub struct JobInfo {
     /// The current attempt, from 0: each restart adds one.
     #[serde(default)]
     pub attempt: u32,
-    /// The failures that made it restart (or fail), oldest first, at most [`FAILURE_HISTORY`].
+    /// The failures that made it restart (or fail), oldest first, at most 16 (`FAILURE_HISTORY`).
     #[serde(default)]
     pub failures: Vec<FailureRecord>,
     /// The oldest checkpoint a restart may resume from: the one the job started from, or else

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::Jobs;
 use super::record::*;
-use super::upgrade::{LastSwap, SwapSavepoint};
+use super::upgrade::{Swap, SwapSavepoint};
 use crate::checkpoint::Restore;
 use crate::control::lock;
 use crate::job::{JobPlan, Modules};
@@ -50,7 +50,8 @@ impl Jobs {
                         match plan.sibling(point.job, modules) {
                             Ok(previous) => {
                                 let savepoint = SwapSavepoint::Recorded(point.savepoint);
-                                *lock(&job.last_swap) = Some(LastSwap { previous: Arc::new(previous), savepoint });
+                                let swap = Swap { previous: Arc::new(previous), savepoint, watch: None };
+                                *lock(&job.swap) = Some(swap);
                             }
                             Err(e) => tracing::warn!("job {id}: its last upgrade can no longer be rolled back: {e}"),
                         }

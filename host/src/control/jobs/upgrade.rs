@@ -1,5 +1,5 @@
 //! Swaps of a running job's modules: the pending upgrade, the last swap kept for a rollback, and
-//! the runs that follow a swap or a rollback.
+//! the runs that follow a swap or a rollback. The run loop that calls them is `lifecycle.rs`.
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,6 +13,9 @@ use crate::checkpoint::savepoint::SavepointSink;
 use crate::control::lock;
 use crate::job::{JobPlan, Modules};
 use crate::runtime::{JobGraph, SavepointRequest};
+
+/// The job as it runs next, and its graph (or why that cannot be built).
+pub(super) type NextRun = (Arc<JobPlan>, Result<JobGraph, String>);
 
 /// An upgrade waiting for the job to stop at its savepoint.
 pub(super) struct PendingUpgrade {
@@ -28,11 +31,25 @@ pub(super) struct PendingUpgrade {
     pub(super) rollback: Option<Arc<Restore>>,
 }
 
-/// The last upgrade of a job, for a rollback by hand: the job as it ran before, and the
-/// savepoint taken before the swap.
-pub(super) struct LastSwap {
+/// A job's last swap of modules, kept until it is rolled back or the job ends: for a rollback by
+/// hand, and, while it is watched, for rolling back by itself when the new modules fail at once.
+pub(super) struct Swap {
+    /// The job as it ran before.
     pub(super) previous: Arc<JobPlan>,
+    /// The savepoint taken before the swap.
     pub(super) savepoint: SwapSavepoint,
+    /// Until the first failure after the swap (and never for a swap an earlier server made).
+    pub(super) watch: Option<SwapWatch>,
+}
+
+/// What tells whether a failure is within a swap's rollback window.
+pub(super) struct SwapWatch {
+    /// The upgrade's request id.
+    pub(super) request: String,
+    /// When the new modules started.
+    pub(super) at: Instant,
+    /// The operators whose module changed: the window counts their events.
+    pub(super) uids: Vec<String>,
 }
 
 /// The savepoint of an upgrade.
@@ -73,20 +90,6 @@ pub(super) enum UpgradeProgress {
     },
 }
 
-/// The latest swap of a running job, while a failure may still roll it back.
-pub(super) struct Swap {
-    /// Its request id.
-    pub(super) request: String,
-    /// The job as it ran before.
-    pub(super) previous: Arc<JobPlan>,
-    /// The savepoint taken before the swap (perhaps still being stored).
-    pub(super) sink: Arc<SavepointSink>,
-    /// When the new modules started.
-    pub(super) at: Instant,
-    /// The operators whose module changed.
-    pub(super) uids: Vec<String>,
-}
-
 /// The run after job stopped for `upgrade`: the new plan, from the upgrade's savepoint, each
 /// operator taking the state its predecessor left in place. If the new plan cannot be built, the
 /// old one goes on from the same savepoint, and the upgrade is reported failed.
@@ -96,11 +99,10 @@ pub(super) fn upgraded(
     old: Arc<JobPlan>,
     upgrade: PendingUpgrade,
     attempt: u32,
-) -> (Arc<JobPlan>, Result<JobGraph, String>, Option<Swap>) {
+) -> NextRun {
     let PendingUpgrade { request, plan, sink, uids, rollback } = upgrade;
     if let Some(restore) = rollback {
-        let (plan, graph) = rolled_back(dir, job, request, plan, restore, "asked for", attempt);
-        return (plan, graph, None);
+        return rolled_back(dir, job, request, plan, restore, "asked for", attempt);
     }
     let last_batches: Vec<(String, u64)> =
         uids.iter().map(|uid| (uid.clone(), job.handles.metrics.batches_processed(uid).1)).collect();
@@ -109,32 +111,66 @@ pub(super) fn upgraded(
         stopped if !stopped.positions.is_empty() => Arc::new(sink.in_place(stopped)),
         _ => match sink.stored() {
             Ok(restore) => Arc::new(restore),
-            Err(e) => return (old, Err(format!("the upgrade's savepoint failed: {e}")), None),
+            Err(e) => return (old, Err(format!("the upgrade's savepoint failed: {e}"))),
         },
     };
     let handover = Some(job.handles.handover.clone());
     let savepoint = sink.location();
-    let (plan, graph, status, swap) = match plan.build_after_upgrade(attempt, Some(restore.clone()), handover.clone()) {
+    let (plan, graph, status) = match plan.build_after_upgrade(attempt, Some(restore.clone()), handover.clone()) {
         Ok(graph) => {
             update(dir, job, |i| {
                 i.job = plan.text().to_string();
                 i.history.push(HistoryEntry::new(HistoryEvent::Upgraded, &plan, Some(savepoint.clone()), None));
                 i.rollback_point = Some(RollbackPoint { job: old.text().to_string(), savepoint: savepoint.clone() });
             });
-            let taken = SwapSavepoint::Taken(sink.clone());
-            *lock(&job.last_swap) = Some(LastSwap { previous: old.clone(), savepoint: taken });
+            let watch = SwapWatch { request: request.clone(), at: Instant::now(), uids };
+            let swap = Swap { previous: old, savepoint: SwapSavepoint::Taken(sink), watch: Some(watch) };
+            *lock(&job.swap) = Some(swap);
             let run = job.handles.metrics.runs() + 1;
-            let swap = Swap { request: request.clone(), previous: old, sink, at: Instant::now(), uids };
-            (plan, Ok(graph), UpgradeProgress::Restarted { savepoint, run, last_batches }, Some(swap))
+            (plan, Ok(graph), UpgradeProgress::Restarted { savepoint, run, last_batches })
         }
         Err(e) => {
             let graph = old.build_after_upgrade(attempt, Some(restore), handover).map_err(|e| e.to_string());
-            (old, graph, UpgradeProgress::Failed { cause: format!("the upgraded job cannot start: {e}") }, None)
+            (old, graph, UpgradeProgress::Failed { cause: format!("the upgraded job cannot start: {e}") })
         }
     };
     *lock(&job.plan) = Some(plan.clone());
     lock(&job.upgrades).insert(request, status);
-    (plan, graph, swap)
+    (plan, graph)
+}
+
+/// The run after a failure right after the job's last swap, if it is within the swap's rollback
+/// window: the job as it ran before, from the swap's savepoint, and that savepoint. The first
+/// failure after a swap ends its watch, whether it rolls back or not.
+pub(super) fn rollback_after(
+    dir: Option<&Path>,
+    job: &Job,
+    plan: &JobPlan,
+    cause: &str,
+    attempt: u32,
+) -> Option<(NextRun, Arc<Restore>)> {
+    let (previous, savepoint, watch) = {
+        let mut swap = lock(&job.swap);
+        let swap = swap.as_mut()?;
+        let watch = swap.watch.take()?;
+        let events =
+            job.handles.metrics.snapshot().iter().filter(|v| watch.uids.contains(&v.uid)).map(|v| v.events_in).max();
+        if !plan.rollback_window().covers(watch.at.elapsed(), events.unwrap_or(0)) {
+            return None;
+        }
+        (swap.previous.clone(), swap.savepoint.restore(), watch)
+    };
+    match savepoint {
+        Ok(restore) => {
+            let restore = Arc::new(restore);
+            let (plan, graph) = rolled_back(dir, job, watch.request, previous, restore.clone(), cause, attempt);
+            Some(((plan, graph), restore))
+        }
+        Err(e) => {
+            tracing::warn!("job '{}': cannot roll back, the upgrade's savepoint failed: {e}", plan.name());
+            None
+        }
+    }
 }
 
 /// The run after `swap` is rolled back (its new modules failed right after it, or a rollback was
@@ -149,10 +185,10 @@ pub(super) fn rolled_back(
     restore: Arc<Restore>,
     cause: &str,
     attempt: u32,
-) -> (Arc<JobPlan>, Result<JobGraph, String>) {
+) -> NextRun {
     let savepoint = restore.location();
     tracing::warn!("job '{}': rolling back its last upgrade ({cause}), from {savepoint}", previous.name());
-    lock(&job.last_swap).take();
+    lock(&job.swap).take();
     let progress = UpgradeProgress::RolledBack { savepoint: savepoint.clone(), cause: cause.to_string() };
     lock(&job.upgrades).insert(request, progress);
     *lock(&job.plan) = Some(previous.clone());
@@ -193,7 +229,7 @@ impl Jobs {
     /// [`Jobs::upgrade_status`] with.
     pub fn rollback(&self, id: &str) -> Result<String, UpgradeError> {
         let (job, plan) = self.running(id, "be rolled back")?;
-        let Some(LastSwap { previous, savepoint }) = lock(&job.last_swap).take() else {
+        let Some(Swap { previous, savepoint, .. }) = lock(&job.swap).take() else {
             return Err(UpgradeError::Conflict(format!("job {id} has no upgrade to roll back")));
         };
         let restore = savepoint.restore().map_err(|e| {
@@ -230,13 +266,24 @@ impl Jobs {
             *pending = Some(PendingUpgrade { request, plan: next, sink: sink.clone(), uids, rollback });
         }
         lock(&job.upgrades).insert(request_id.clone(), UpgradeProgress::InProgress);
-        let (runner, key, stored) = (job.clone(), request_id.clone(), sink.clone());
+        self.update(job, |i| {
+            if i.state == JobState::Running {
+                i.state = JobState::Upgrading;
+            }
+        });
+        let (runner, key, stored, dir) = (job.clone(), request_id.clone(), sink.clone(), self.dir.clone());
         let done = Box::new(move |result: Result<u64, String>| {
             let Err(cause) = result else { return };
             stored.failed(cause.clone());
             if lock(&runner.upgrade).take().is_some() {
                 let cause = format!("the savepoint before the swap failed: {cause}");
                 lock(&runner.upgrades).insert(key, UpgradeProgress::Failed { cause });
+                // The job goes on with its modules.
+                update(dir.as_deref(), &runner, |i| {
+                    if i.state == JobState::Upgrading {
+                        i.state = JobState::Running;
+                    }
+                });
             } else {
                 // The new modules already run: only the rollback point is lost.
                 tracing::warn!(
@@ -246,6 +293,7 @@ impl Jobs {
         });
         let request = SavepointRequest { sink, stop: true, handover, done };
         if job.savepoint_requests.send(request).is_err() {
+            // The job ended meanwhile: its run loop has recorded how.
             lock(&job.upgrade).take();
             let cause = "the job ended".to_string();
             lock(&job.upgrades).insert(request_id.clone(), UpgradeProgress::Failed { cause });

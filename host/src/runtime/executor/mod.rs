@@ -1,64 +1,32 @@
 //! Runs a [`JobGraph`]: one thread per subtask (each owns its operator instance, so a Wasm store
 //! never crosses threads), bounded channels between them, and the first failure cancels the job.
 //!
-//! By role: [`control`] is what the threads of one run share (flags, the acknowledgement and
-//! upload channels); [`coordinator`] triggers checkpoints and savepoints and completes them;
-//! [`wiring`] lays out stages and channels; [`runner`] holds the per-subtask loops of sources,
-//! operators and sinks. This file spawns the threads and joins them.
-mod control;
-mod coordinator;
-mod runner;
+//! The executor alone knows threads: it lays out stages and channels ([`wiring`]), spawns one
+//! thread per subtask running the runner's loops (`runtime::runner`) with the run's `Control` as
+//! their context and channels as their streams, one thread for the checkpoint coordinator and
+//! one for its uploader (`runtime::coordinator`), and joins them.
 mod wiring;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use crate::runtime::channel::{Inputs, Message, Output, Route};
+use crate::runtime::channel::{Downstream, Inputs, Message, Route};
+use crate::runtime::control::{Ack, Control};
+use crate::runtime::coordinator::{Coordinator, upload};
 use crate::runtime::metrics::{Counters, JobMetrics, VertexCounters, thread_cpu_time};
-use crate::runtime::{Interrupt, JobGraph, RunHandles, SinkFactory, SubtaskInfo, TaskError, VertexKind};
-use control::{Ack, Control};
-use coordinator::{Coordinator, upload};
-use runner::{ChainedSink, Stop, run_operator, run_sink, run_source};
+use crate::runtime::runner::{SinkDriver, Stop, run_operator, run_sink, run_source};
+use crate::runtime::{Interrupt, JobFailure, JobGraph, RunHandles, SubtaskInfo, TaskError, VertexKind};
 pub use wiring::{MAX_CHANNELS, MAX_SUBTASKS, check_size};
 use wiring::{Shape, SinkVertex, stages, wire};
-
-/// Why a job did not finish.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum JobFailure {
-    /// A subtask failed.
-    #[error(transparent)]
-    Task(#[from] TaskError),
-    /// The job was cancelled before its sources ended.
-    #[error("job was cancelled")]
-    Cancelled,
-    /// A checkpoint could not be stored.
-    #[error("checkpoint {id} failed: {cause}")]
-    Checkpoint {
-        /// The checkpoint.
-        id: u64,
-        /// Why.
-        cause: String,
-    },
-    /// A thread of the job panicked: a bug in weir, not in the job.
-    #[error("internal error: thread '{thread}' panicked ({message}); please report this as a weir bug")]
-    Panicked {
-        /// The thread's name.
-        thread: String,
-        /// What the panic said.
-        message: String,
-    },
-}
 
 /// Runs the job until its sources are exhausted and the sinks have flushed, or until it is
 /// cancelled (through `handles`) or a subtask fails. Its metrics fill in as subtasks start, so
 /// others can watch the job.
 pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> {
-    let JobGraph { max_parallelism, attempt, sources, operators, sinks, checkpointing, .. } = graph;
-    let RunHandles { cancel, metrics, savepoints, handover } = handles;
+    let JobGraph { max_parallelism, attempt, sources, operators, sinks, checkpointing, positions, .. } = graph;
+    let RunHandles { cancel, metrics, savepoints, handover, wakeup } = handles;
     let (cancel, metrics, savepoints) = (cancel.clone(), metrics.clone(), savepoints.clone());
     let handover = Some(handover.clone());
     metrics.begin_attempt();
@@ -79,7 +47,7 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
         final_checkpoint_done: AtomicBool::new(false),
         handover,
         handing_over: AtomicBool::new(false),
-        news: Default::default(),
+        news: wakeup.clone(),
     });
     let coordination = {
         let subtasks = |parallelisms: &mut dyn Iterator<Item = u32>| parallelisms.map(|p| p as usize).sum::<usize>();
@@ -93,22 +61,8 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
             std::thread::spawn(move || failing_on_panic("uploader", &c.clone(), || upload(upload_receiver, &c)));
         let (c, m) = (control.clone(), metrics.clone());
         let coordinator = std::thread::spawn(move || {
-            let coordinator = Coordinator {
-                next_trigger: Instant::now() + checkpointing.as_ref().map_or(Duration::ZERO, |c| c.interval),
-                config: checkpointing.as_ref(),
-                control: &c,
-                metrics: &m,
-                sinks: sink_factories,
-                publishing: true,
-                expected,
-                sources,
-                sources_finished: 0,
-                pending: BTreeMap::new(),
-                last_end: None,
-                consecutive_failures: 0,
-                final_pending: None,
-            };
-            failing_on_panic("checkpoint-coordinator", &c, || coordinator.run(ack_receiver, savepoints))
+            let coordinator = Coordinator::new(&c, &m, checkpointing.as_ref(), sink_factories, expected, sources);
+            failing_on_panic("checkpoint-coordinator", &c, || coordinator.run(ack_receiver, &savepoints))
         });
         (uploader, coordinator)
     };
@@ -149,15 +103,18 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
     for (vertex, vertex_routes) in sources.into_iter().zip(source_routes) {
         let factory: Arc<dyn crate::runtime::SourceFactory> = Arc::from(vertex.factory);
         let rate = factory.rate().map(|r| r / f64::from(vertex.parallelism));
+        let resume: Vec<_> = (0..vertex.parallelism)
+            .map(|i| positions.iter().find(|p| *p.uid == *vertex.uid && p.subtask == i).map(|p| p.position.clone()))
+            .collect();
         runner.vertex(
             VertexKind::Source,
             &vertex.uid,
             vertex.parallelism,
             vertex_routes.into_iter().map(|r| (Vec::new(), r)),
             {
-                move |info, _inputs, output, control, counters| {
-                    let source = factory.create(info)?;
-                    run_source(source, info, output, rate, control, counters)
+                move |info, _inputs, mut output, control, counters| {
+                    let source = factory.create(info, resume[info.index as usize].as_ref())?;
+                    run_source(source, info, &mut output, rate, control, counters)
                 }
             },
         );
@@ -197,17 +154,17 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
             vertex.parallelism,
             vertex_inputs.into_iter().zip(vertex_routes),
             {
-                move |info, inputs, output, control, counters| {
+                move |info, mut inputs, mut output, control, counters| {
                     let operator = factory.create(info)?;
                     let sinks = chained
                         .iter()
                         .map(|(factory, uid, subtasks)| {
                             let counters = subtasks[info.index as usize].clone();
                             let info = SubtaskInfo { uid: uid.clone(), ..info.clone() };
-                            ChainedSink::open(&**factory, info, counters, metrics.clone(), control)
+                            SinkDriver::open(&**factory, info, counters, metrics.clone(), control)
                         })
                         .collect::<Result<Vec<_>, Stop>>()?;
-                    run_operator(operator, info, inputs, output, sinks, control, counters)
+                    run_operator(operator, info, &mut inputs, &mut output, sinks, control, counters)
                 }
             },
         );
@@ -220,9 +177,9 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
         let no_routes = std::iter::repeat_with(Vec::new);
         let (metrics, factory) = (metrics.clone(), vertex.factory);
         runner.vertex(VertexKind::Sink, &vertex.uid, vertex.parallelism, vertex_inputs.into_iter().zip(no_routes), {
-            move |info, inputs, _output, control, counters| {
-                let sink = factory.create(info)?;
-                run_sink(sink, info, inputs, control, counters, &metrics)
+            move |info, mut inputs, _output, control, counters| {
+                let sink = SinkDriver::open(&*factory, info.clone(), counters.clone(), metrics.clone(), control)?;
+                run_sink(sink, &mut inputs, control)
             }
         });
     }
@@ -233,6 +190,7 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
         let name = thread.thread().name().unwrap_or_default().to_string();
         if let Err(payload) = thread.join() {
             control.stop.store(true, Ordering::SeqCst);
+            control.announce();
             panicked.get_or_insert(JobFailure::Panicked { thread: name, message: panic_message(&*payload) });
         }
     }
@@ -306,7 +264,7 @@ impl Runner {
         wiring: impl Iterator<Item = (Vec<Receiver<Message>>, Vec<Route>)>,
         body: B,
     ) where
-        B: Fn(&SubtaskInfo, Inputs, Output, &Control, &Counters) -> Result<(), Stop> + Send + Sync + 'static,
+        B: Fn(&SubtaskInfo, Inputs, Downstream, &Control, &Arc<Counters>) -> Result<(), Stop> + Send + Sync + 'static,
     {
         let body = Arc::new(body);
         let mut vertex_counters = Vec::new();
@@ -326,7 +284,7 @@ impl Runner {
             let spawned =
                 std::thread::Builder::new().name(format!("{uid}-{index}").replace('\0', "?")).spawn(move || {
                     let inputs = Inputs::new(receivers, control.exactly_once);
-                    let result = body(&thread_info, inputs, Output::new(routes), &control, &counters);
+                    let result = body(&thread_info, inputs, Downstream::new(routes), &control, &counters);
                     counters.cpu_ns.store(thread_cpu_time().as_nanos() as u64, Ordering::Relaxed);
                     if let Err(Stop::Failed(cause)) = result {
                         control.fail(TaskError { kind, subtask: thread_info, cause });

@@ -29,9 +29,11 @@
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+
+mod names;
 
 use crate::runtime::{EventBatch, Sink, SinkFactory, SubtaskInfo};
+use names::{Kind, PartFile, committed_name, direct_name, in_progress_name, job_tag, pending_name, run_token};
 
 /// How a file sink publishes its output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,10 +64,6 @@ type Runs = std::collections::BTreeMap<String, u64>;
 
 /// Where superseded committed files are moved, inside the sink's directory.
 const SUPERSEDED: &str = ".superseded";
-/// Hex digits of a run token: milliseconds, then the job's tag.
-const RUN_MS_DIGITS: usize = 11;
-const JOB_TAG_DIGITS: usize = 8;
-
 /// Creates file sink subtasks writing into one directory. The directory is the job's alone while
 /// it runs: the job claims it (see `job::claims`).
 pub struct FileSinkFactory {
@@ -77,97 +75,6 @@ pub struct FileSinkFactory {
     job: String,
     /// The committed output this run started from.
     restored: Runs,
-}
-
-/// The tag of job `job_id` in file names: its first hex digits.
-fn job_tag(job_id: &str) -> String {
-    format!("{:0<width$}", &job_id[..job_id.len().min(JOB_TAG_DIGITS)], width = JOB_TAG_DIGITS)
-}
-
-/// A new run token for job tag `job`: unique in this process (milliseconds that only grow), and
-/// across processes because a directory is claimed by one job at a time.
-fn run_token(job: &str) -> String {
-    static LAST_MS: AtomicU64 = AtomicU64::new(0);
-    let now = crate::runtime::now_ms();
-    let previous = LAST_MS.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| Some(now.max(last + 1)));
-    let ms = now.max(previous.unwrap_or(0) + 1);
-    format!("{ms:0width$x}{job}", width = RUN_MS_DIGITS)
-}
-
-/// The kinds of file the sink leaves in its directory.
-#[derive(Debug, PartialEq, Eq)]
-enum Kind {
-    InProgress,
-    Pending { checkpoint: u64 },
-    Committed { checkpoint: u64 },
-}
-
-impl Kind {
-    /// The barrier a pending or committed file belongs to.
-    fn checkpoint(&self) -> Option<u64> {
-        match self {
-            Kind::InProgress => None,
-            Kind::Pending { checkpoint } | Kind::Committed { checkpoint } => Some(*checkpoint),
-        }
-    }
-}
-
-/// A file the sink wrote, by its name.
-#[derive(Debug, PartialEq, Eq)]
-struct PartFile {
-    run: String,
-    kind: Kind,
-}
-
-impl PartFile {
-    fn parse(name: &str) -> Option<PartFile> {
-        let (hidden, rest) = match name.strip_prefix('.') {
-            Some(rest) => (true, rest),
-            None => (false, name),
-        };
-        let rest = rest.strip_prefix("part-")?;
-        let (run, rest) = rest.split_once('-')?;
-        let is_run = run.len() == RUN_MS_DIGITS + JOB_TAG_DIGITS && run.bytes().all(|b| b.is_ascii_hexdigit());
-        if !is_run {
-            return None;
-        }
-        let numbers = |s: &str| s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty();
-        // `<subtask>-<n>`: the barrier n.
-        let checkpoint = |rest: &str| {
-            let (subtask, n) = rest.split_once('-')?;
-            (numbers(subtask) && numbers(n)).then(|| n.parse().ok()).flatten()
-        };
-        let kind = match (hidden, rest.strip_suffix(".inprogress"), rest.strip_suffix(".pending")) {
-            (true, Some(subtask), _) if numbers(subtask) => Kind::InProgress,
-            (true, None, Some(rest)) => Kind::Pending { checkpoint: checkpoint(rest)? },
-            (false, None, None) => Kind::Committed { checkpoint: checkpoint(rest)? },
-            _ => return None,
-        };
-        Some(PartFile { run: run.to_string(), kind })
-    }
-
-    /// The tag of the job that wrote it.
-    fn job(&self) -> &str {
-        &self.run[RUN_MS_DIGITS..]
-    }
-}
-
-fn in_progress_name(run: &str, subtask: u32) -> String {
-    format!(".part-{run}-{subtask}.inprogress")
-}
-
-fn pending_name(run: &str, subtask: u32, checkpoint: u64) -> String {
-    format!(".part-{run}-{subtask}-{checkpoint:010}.pending")
-}
-
-/// The part file of a subtask when the sink writes directly (no checkpointing).
-fn direct_name(run: &str, subtask: u32) -> String {
-    format!("part-{run}-{subtask}-0")
-}
-
-/// The name a pending file is published under.
-fn committed_name(pending: &str) -> Option<&str> {
-    pending.strip_prefix('.')?.strip_suffix(".pending")
 }
 
 impl FileSinkFactory {
@@ -285,17 +192,15 @@ impl SinkFactory for FileSinkFactory {
         Ok(Box::new(sink))
     }
 
-    fn commit(&self, id: u64) -> Result<(), String> {
-        if self.commit == FileCommit::Direct {
+    /// Publishes the pending files its subtasks named at their barriers.
+    fn commit(&self, _id: u64, committables: Vec<serde_json::Value>) -> Result<(), String> {
+        if committables.is_empty() {
             return Ok(());
         }
-        for (path, file) in self.part_files(&self.dir)? {
-            if let Kind::Pending { checkpoint } = file.kind
-                && checkpoint <= id
-                && file.run == self.run
-            {
-                self.publish(&path)?;
-            }
+        for committable in committables {
+            let pending = committable.as_str().filter(|name| committed_name(name).is_some() && !name.contains('/'));
+            let pending = pending.ok_or_else(|| format!("{committable} is not a pending file's name (a weir bug)"))?;
+            self.publish(&self.dir.join(pending))?;
         }
         self.sync_dir()
     }
@@ -361,13 +266,16 @@ impl Sink for FileSink {
         Ok(())
     }
 
-    fn pre_commit(&mut self, id: u64) -> Result<(), String> {
+    /// Syncs the in-progress file and renames it pending; its name is what to commit.
+    fn pre_commit(&mut self, id: u64) -> Result<Option<serde_json::Value>, String> {
         if self.direct {
-            return Ok(());
+            return Ok(None);
         }
-        let Some(in_progress) = self.sync()? else { return Ok(()) };
-        let pending = self.dir.join(pending_name(&self.run, self.subtask, id));
-        fs::rename(&in_progress, &pending).map_err(|e| format!("cannot pre-commit {}: {e}", in_progress.display()))
+        let Some(in_progress) = self.sync()? else { return Ok(None) };
+        let name = pending_name(&self.run, self.subtask, id);
+        fs::rename(&in_progress, self.dir.join(&name))
+            .map_err(|e| format!("cannot pre-commit {}: {e}", in_progress.display()))?;
+        Ok(Some(name.into()))
     }
 
     /// Direct: the part file is complete. Two-phase: anything after the last barrier stays
@@ -380,26 +288,6 @@ impl Sink for FileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_round_trip() {
-        let run = run_token(&job_tag("0123456789abcdef"));
-        assert_eq!(run.len(), 19);
-        assert!(run.ends_with("01234567"));
-        assert_ne!(run, run_token(&job_tag("0123456789abcdef")), "every run has a token of its own");
-        let parse = |name: &str| PartFile::parse(name).map(|f| f.kind);
-        assert_eq!(parse(&in_progress_name(&run, 3)), Some(Kind::InProgress));
-        assert_eq!(parse(&pending_name(&run, 3, 12)), Some(Kind::Pending { checkpoint: 12 }));
-        let pending = pending_name(&run, 3, 12);
-        let committed = committed_name(&pending).unwrap();
-        assert_eq!(committed, format!("part-{run}-3-0000000012"));
-        assert_eq!(parse(committed), Some(Kind::Committed { checkpoint: 12 }));
-        assert_eq!(PartFile::parse(committed).unwrap().job(), "01234567");
-        assert_eq!(parse(&direct_name(&run, 1)), Some(Kind::Committed { checkpoint: 0 }));
-        assert_eq!(parse("notes.txt"), None);
-        assert_eq!(parse("part-0-0"), None, "files of older weirs are not the sink's to touch");
-        assert_eq!(parse(&format!(".part-{run}-1-x.pending")), None);
-    }
 
     fn names(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> =

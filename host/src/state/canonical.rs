@@ -1,4 +1,5 @@
-//! The snapshot file of one operator subtask's keyed state: its declared states, then its entries
+//! The canonical snapshot file of one operator subtask's keyed state, the same whatever backend
+//! wrote it (what checkpoints of the memory backend and every savepoint store): its declared states, then its entries
 //! key group by key group, then a SHA-256 of everything before it. Grouping by key group lets a
 //! restore at another parallelism take just the key groups a subtask now owns; the checksum makes
 //! a torn or altered file an error that names the file, never silently wrong state.
@@ -18,9 +19,9 @@ use std::ops::Range;
 use sha2::{Digest, Sha256};
 use weir_frame::{Reader, put_bytes, put_u32};
 
+use super::snapshot::{Copied, SnapshotBody};
+use super::{StateBackend, StateDescriptor, StateEntry, StateError, StateItem, StateKind};
 use crate::key_group::KeyGroup;
-use crate::runtime::{SnapshotBody, StateSnapshot};
-use crate::state::{StateBackend, StateDescriptor, StateEntry, StateError, StateItem, StateKind};
 
 const MAGIC: &[u8; 8] = b"WEIRSNP1";
 const CHECKSUM_LEN: usize = 32;
@@ -54,33 +55,30 @@ fn kind_code(kind: StateKind) -> u8 {
     }
 }
 
-/// The synchronous part of a checkpoint: a copy of `key_groups` of `backend` in the snapshot
-/// format, without its checksum. [`seal`] adds that later, off the processing thread (hashing
-/// tens of megabytes would take longer than copying them).
-pub fn take(
+/// The synchronous part of a checkpoint of a backend that keeps its state in memory: a copy of
+/// `key_groups` of `backend` in the snapshot format, without its checksum. [`seal`] adds that
+/// later, off the processing thread (hashing tens of megabytes would take longer than copying
+/// them).
+pub fn copy(
     backend: &dyn StateBackend,
     key_groups: Range<u32>,
     states: &[StateDescriptor],
-) -> Result<StateSnapshot, StateError> {
+) -> Result<Box<dyn SnapshotBody>, StateError> {
+    Ok(Box::new(Copied(encode(backend, key_groups, states)?)))
+}
+
+/// `key_groups` of `backend` in the snapshot format, without its checksum.
+pub(super) fn encode(
+    backend: &dyn StateBackend,
+    key_groups: Range<u32>,
+    states: &[StateDescriptor],
+) -> Result<Vec<u8>, StateError> {
     let mut out = Vec::new();
-    write_body(backend, key_groups.clone(), states, &mut out)?;
-    Ok(StateSnapshot { key_groups, body: SnapshotBody::Encoded(out) })
+    write_body(backend, key_groups, states, &mut out)?;
+    Ok(out)
 }
 
-/// The snapshot file of `snapshot` without its checksum: encoded now when it was frozen at the
-/// barrier (the frozen state is let go of as soon as it is, so that its overlay can settle).
-pub fn encode(snapshot: StateSnapshot) -> Result<Vec<u8>, StateError> {
-    match snapshot.body {
-        SnapshotBody::Encoded(bytes) => Ok(bytes),
-        SnapshotBody::Frozen(state, states) => {
-            let mut out = Vec::new();
-            write_body(&**state, snapshot.key_groups, &states, &mut out)?;
-            Ok(out)
-        }
-    }
-}
-
-/// Appends the SHA-256 trailer to a snapshot from [`take`], completing the file.
+/// Appends the SHA-256 trailer to an encoded snapshot, completing the file.
 pub fn seal(bytes: &mut Vec<u8>) {
     let checksum = Sha256::digest(&bytes[..]);
     bytes.extend_from_slice(&checksum);
@@ -250,7 +248,7 @@ mod tests {
 
     /// A complete snapshot file of `key_groups` of `backend`.
     fn sealed(backend: &dyn StateBackend, key_groups: Range<u32>, states: &[StateDescriptor]) -> Vec<u8> {
-        let mut bytes = encode(take(backend, key_groups, states).unwrap()).unwrap();
+        let mut bytes = encode(backend, key_groups, states).unwrap();
         seal(&mut bytes);
         bytes
     }

@@ -1,5 +1,15 @@
-//! The checkpoint coordinator of one run, and the uploader that stores snapshots off the subtask
-//! threads.
+//! The checkpoint coordinator of one run, split by policy as Flink's is: [`trigger`] decides when
+//! a periodic checkpoint is due, [`pending`] collects a barrier's acknowledgements, [`failures`]
+//! counts failed checkpoints, [`uploader`] stores snapshots off the subtask threads. This file
+//! triggers barriers, completes them, and has the sinks commit what a completed one covers
+//! (carried up with the sinks' acknowledgements, as Arroyo's sinks send their commit data).
+//!
+//! It talks to subtasks only through the run's [`Control`]: it never sees the runner.
+mod failures;
+mod pending;
+mod trigger;
+mod uploader;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -7,80 +17,77 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use super::JobFailure;
-use super::control::{Ack, Control, TaskAck, Upload};
-use crate::runtime::metrics::JobMetrics;
-use crate::runtime::now_ms;
-use crate::runtime::{
-    CheckpointConfig, CheckpointSink, Completed, SavepointRequest, SinkCommitted, SinkFactory, SourcePosition,
-    StateFile,
-};
-
-/// Stores snapshots as operators hand them over, so that their threads go on processing.
-pub(super) fn upload(uploads: Receiver<Option<Upload>>, control: &Control) {
-    while let Ok(Some(Upload { id, snapshot, mut ack })) = uploads.recv() {
-        // A checkpoint abandoned meanwhile needs nothing stored.
-        let Some(sink) = control.target(id) else { continue };
-        let started = Instant::now();
-        match sink.write_state(id, &ack.uid, ack.subtask, snapshot) {
-            Ok(file) => {
-                ack.stats.upload = started.elapsed();
-                ack.stats.state_size = file.size;
-                ack.state = Some(file);
-                control.ack(Ack::Task(id, ack));
-            }
-            Err(cause) => control.ack(Ack::Failed(id, cause)),
-        }
-    }
-}
-
-/// A checkpoint or savepoint waiting for acknowledgements.
-pub(super) struct Pending {
-    pub(super) started: Instant,
-    pub(super) sources: Vec<SourcePosition>,
-    pub(super) states: Vec<StateFile>,
-    pub(super) acks: usize,
-    /// Where it is stored: the job's checkpoint storage, or a savepoint directory.
-    pub(super) sink: Arc<dyn CheckpointSink>,
-    /// For a savepoint: who asked for it.
-    pub(super) savepoint: Option<SavepointRequest>,
-}
-
-/// Triggers checkpoints (every `interval`, at most `max-concurrent` at once, `min-pause` apart)
-/// and the savepoints asked for, completes each once every subtask has acknowledged it, then has
-/// the sinks publish their output; abandons those that fail or exceed `timeout`, and fails the
-/// job after more than `tolerable-failures` checkpoint failures in a row (a failed savepoint is
-/// reported to whoever asked for it instead). Once every source is exhausted it triggers a
-/// final checkpoint at once, and lets the sources end when one completes; a stop's savepoint
-/// ends them the same way.
-pub(super) struct Coordinator<'a> {
-    /// Periodic checkpoints, when on.
-    pub(super) config: Option<&'a CheckpointConfig>,
-    pub(super) control: &'a Control,
-    pub(super) metrics: &'a JobMetrics,
-    /// Sinks, by uid: they publish what a completed checkpoint covers, and say what they have
-    /// committed for its metadata.
-    pub(super) sinks: Vec<(Arc<str>, Arc<dyn SinkFactory>)>,
-    /// False once a handover stop is triggered: the next run's sinks publish from then on.
-    pub(super) publishing: bool,
-    /// Acknowledgements that complete a checkpoint: one per source, operator and sink subtask.
-    pub(super) expected: usize,
-    pub(super) sources: usize,
-    pub(super) sources_finished: usize,
-    pub(super) pending: BTreeMap<u64, Pending>,
-    pub(super) next_trigger: Instant,
-    /// When the last checkpoint completed or failed, for `min-pause`.
-    pub(super) last_end: Option<Instant>,
-    pub(super) consecutive_failures: u32,
-    /// The checkpoint triggered after every source finished, while it is pending.
-    pub(super) final_pending: Option<u64>,
-}
+use super::control::{Ack, Control};
+use super::metrics::JobMetrics;
+use super::snapshot::TaskAck;
+use super::task::JobFailure;
+use super::{CheckpointConfig, CheckpointSink, Completed, SavepointRequest, SinkCommitted, SinkFactory, now_ms};
+use failures::FailureCounter;
+use pending::Pending;
+use trigger::TriggerDecider;
+pub(crate) use uploader::upload;
 
 /// How long a savepoint may take when the job has no checkpoint `timeout`.
-pub(super) const SAVEPOINT_TIMEOUT: Duration = Duration::from_secs(600);
+const SAVEPOINT_TIMEOUT: Duration = Duration::from_secs(600);
 
-impl Coordinator<'_> {
-    pub(super) fn run(mut self, acks: Receiver<Ack>, savepoints: Receiver<SavepointRequest>) {
+/// Triggers checkpoints and the savepoints asked for, completes each once every subtask has
+/// acknowledged it, then has the sinks publish their output; abandons those that fail or exceed
+/// `timeout` (a failed savepoint is reported to whoever asked for it). Once every source is
+/// exhausted it triggers a final checkpoint at once, and lets the sources end when one completes;
+/// a stop's savepoint ends them the same way.
+pub(crate) struct Coordinator<'a> {
+    control: &'a Control,
+    metrics: &'a JobMetrics,
+    /// Periodic checkpoints, when on.
+    config: Option<&'a CheckpointConfig>,
+    schedule: Option<TriggerDecider<'a>>,
+    failures: FailureCounter,
+    /// Sinks, by uid: they publish what a completed checkpoint covers, and say what they have
+    /// committed for its metadata.
+    sinks: Vec<(Arc<str>, Arc<dyn SinkFactory>)>,
+    /// False once a handover stop is triggered: the next run's sinks publish from then on.
+    publishing: bool,
+    /// Acknowledgements that complete a checkpoint: one per source, operator and sink subtask.
+    expected: usize,
+    sources: usize,
+    sources_finished: usize,
+    pending: BTreeMap<u64, Pending>,
+    /// The checkpoint triggered after every source finished, while it is pending.
+    final_pending: Option<u64>,
+    /// What sinks pre-committed, by barrier, until a checkpoint covering it has them commit it
+    /// (kept whether or not the barrier's checkpoint completes: a later one covers it).
+    uncommitted: BTreeMap<u64, Vec<(Arc<str>, serde_json::Value)>>,
+}
+
+impl<'a> Coordinator<'a> {
+    /// The coordinator of a run of `expected` subtasks, `sources` of them sources.
+    pub(crate) fn new(
+        control: &'a Control,
+        metrics: &'a JobMetrics,
+        config: Option<&'a CheckpointConfig>,
+        sinks: Vec<(Arc<str>, Arc<dyn SinkFactory>)>,
+        expected: usize,
+        sources: usize,
+    ) -> Self {
+        Coordinator {
+            control,
+            metrics,
+            config,
+            schedule: config.map(TriggerDecider::new),
+            failures: FailureCounter::new(config.map_or(0, |c| c.tolerable_failures)),
+            sinks,
+            publishing: true,
+            expected,
+            sources,
+            sources_finished: 0,
+            pending: BTreeMap::new(),
+            final_pending: None,
+            uncommitted: BTreeMap::new(),
+        }
+    }
+
+    /// Runs until every subtask has stopped (or the run fails).
+    pub(crate) fn run(mut self, acks: Receiver<Ack>, savepoints: &Receiver<SavepointRequest>) {
         loop {
             let timeout = self.wake_at().saturating_duration_since(Instant::now());
             let result = crossbeam_channel::select! {
@@ -90,7 +97,7 @@ impl Coordinator<'_> {
                         self.sources_finished += 1;
                         Ok(())
                     }
-                    Ok(Ack::Task(id, ack)) => self.acknowledged(id, ack),
+                    Ok(Ack::Task(id, ack)) => self.acknowledged(id, *ack),
                     Ok(Ack::Failed(id, cause)) => self.failed(id, cause),
                 },
                 recv(savepoints) -> request => {
@@ -113,34 +120,28 @@ impl Coordinator<'_> {
         }
     }
 
-    pub(super) fn timeout(&self) -> Duration {
+    fn timeout(&self) -> Duration {
         self.config.map_or(SAVEPOINT_TIMEOUT, |c| c.timeout)
     }
 
+    fn checkpoints_pending(&self) -> usize {
+        self.pending.values().filter(|p| p.is_checkpoint()).count()
+    }
+
     /// When something is due: a pending checkpoint's timeout or the next trigger.
-    pub(super) fn wake_at(&self) -> Instant {
+    fn wake_at(&self) -> Instant {
         let timeouts = self.pending.values().map(|p| p.started + self.timeout());
-        let trigger =
-            self.config.filter(|c| self.checkpoints_pending() < c.max_concurrent as usize).map(|c| self.trigger_due(c));
+        let trigger = self.schedule.as_ref().and_then(|s| s.due(self.checkpoints_pending()));
         timeouts.chain(trigger).min().unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
     }
 
-    pub(super) fn checkpoints_pending(&self) -> usize {
-        self.pending.values().filter(|p| p.savepoint.is_none()).count()
-    }
-
-    pub(super) fn trigger_due(&self, config: &CheckpointConfig) -> Instant {
-        let after_pause = self.last_end.map(|end| end + config.min_pause);
-        after_pause.map_or(self.next_trigger, |p| p.max(self.next_trigger))
-    }
-
     /// Expires overdue checkpoints and triggers the next one when it is due.
-    pub(super) fn tick(&mut self) -> Result<(), JobFailure> {
+    fn tick(&mut self) -> Result<(), JobFailure> {
         let now = Instant::now();
         let overdue: Vec<u64> =
             self.pending.iter().filter(|(_, p)| now >= p.started + self.timeout()).map(|(&id, _)| id).collect();
         for id in overdue {
-            let acks = self.pending.get(&id).map_or(0, |p| p.acks);
+            let acks = self.pending.get(&id).map_or(0, Pending::acks);
             let timeout = humantime::format_duration(self.timeout());
             let cause = format!("expired after {timeout} with {acks} of {} acknowledgements", self.expected);
             self.failed(id, cause)?;
@@ -150,21 +151,24 @@ impl Coordinator<'_> {
             if self.final_pending.is_none() {
                 self.final_pending = Some(self.trigger(config.sink.clone(), None));
             }
-        } else if self.checkpoints_pending() < config.max_concurrent as usize && now >= self.trigger_due(config) {
+        } else if self.schedule.as_ref().and_then(|s| s.due(self.checkpoints_pending())).is_some_and(|due| now >= due) {
             self.trigger(config.sink.clone(), None);
-            self.next_trigger = now + config.interval;
+            if let Some(schedule) = &mut self.schedule {
+                schedule.triggered(now);
+            }
         }
         Ok(())
     }
 
     /// Starts barrier n for a checkpoint or a savepoint; returns n.
-    pub(super) fn trigger(&mut self, sink: Arc<dyn CheckpointSink>, savepoint: Option<SavepointRequest>) -> u64 {
+    fn trigger(&mut self, sink: Arc<dyn CheckpointSink>, savepoint: Option<SavepointRequest>) -> u64 {
         let id = self.control.requested.load(Ordering::SeqCst) + 1;
         if let Ok(mut targets) = self.control.targets.lock() {
             targets.insert(id, sink.clone());
         }
-        if savepoint.as_ref().is_some_and(|s| s.stop) {
-            if savepoint.as_ref().is_some_and(|s| s.handover) {
+        // Stored before the barrier is requested (subtasks read them in the reverse order).
+        if let Some(request) = savepoint.as_ref().filter(|s| s.stop) {
+            if request.handover {
                 self.control.handing_over.store(true, Ordering::SeqCst);
                 // The next run publishes what this stop covers when it opens the sinks, while
                 // this savepoint may still be stored behind it: the sinks are the next run's now.
@@ -175,9 +179,7 @@ impl Coordinator<'_> {
             }
             self.control.stop_at.store(id, Ordering::SeqCst);
         }
-        let pending =
-            Pending { started: Instant::now(), sources: Vec::new(), states: Vec::new(), acks: 0, sink, savepoint };
-        self.pending.insert(id, pending);
+        self.pending.insert(id, Pending::new(sink, savepoint));
         self.metrics.checkpoint_stats(|s| s.triggered(id, now_ms(), self.expected as u64));
         self.control.requested.store(id, Ordering::SeqCst);
         self.control.announce();
@@ -185,7 +187,7 @@ impl Coordinator<'_> {
     }
 
     /// A savepoint asked for: its barrier goes out at once, whatever the checkpoint schedule.
-    pub(super) fn savepoint(&mut self, request: SavepointRequest) {
+    fn savepoint(&mut self, request: SavepointRequest) {
         if self.control.cancelled() || self.control.stop_at.load(Ordering::SeqCst) != 0 {
             (request.done)(Err("the job is stopping".to_string()));
             return;
@@ -194,21 +196,22 @@ impl Coordinator<'_> {
     }
 
     /// Forgets barrier `id`: the uploader stores nothing more of it.
-    pub(super) fn end(&mut self, id: u64) -> Option<Pending> {
+    fn end(&mut self, id: u64) -> Option<Pending> {
         if let Ok(mut targets) = self.control.targets.lock() {
             targets.remove(&id);
         }
         self.pending.remove(&id)
     }
 
-    pub(super) fn acknowledged(&mut self, id: u64, ack: TaskAck) -> Result<(), JobFailure> {
+    fn acknowledged(&mut self, id: u64, mut ack: TaskAck) -> Result<(), JobFailure> {
+        if let Some(committable) = ack.committable.take() {
+            self.uncommitted.entry(id).or_default().push((ack.uid.clone(), committable));
+        }
         // Acknowledgements of a checkpoint that is no longer pending are ignored.
-        let Some(p) = self.pending.get_mut(&id) else { return Ok(()) };
+        let Some(pending) = self.pending.get_mut(&id) else { return Ok(()) };
         self.metrics.checkpoint_stats(|s| s.acknowledged(id, &ack.uid, now_ms(), &ack.stats));
-        p.acks += 1;
-        p.sources.extend(ack.position);
-        p.states.extend(ack.state);
-        if p.acks < self.expected {
+        pending.acknowledge(ack);
+        if pending.acks() < self.expected {
             return Ok(());
         }
         let Some(Pending { started, sources, states, sink, savepoint, .. }) = self.end(id) else { return Ok(()) };
@@ -218,15 +221,16 @@ impl Coordinator<'_> {
         }
         self.metrics.checkpoint_stats(|s| s.completed(id, started.elapsed()));
         let savepoint_stop = savepoint.as_ref().map(|s| s.stop);
-        let stop = savepoint_stop == Some(true);
         match savepoint {
             Some(request) => (request.done)(Ok(id)),
             None => {
-                self.last_end = Some(Instant::now());
-                self.consecutive_failures = 0;
+                if let Some(schedule) = &mut self.schedule {
+                    schedule.ended();
+                }
+                self.failures.succeeded();
                 // Older checkpoints still pending are covered by this one (savepoints are not).
                 let older: Vec<u64> =
-                    self.pending.range(..id).filter(|(_, p)| p.savepoint.is_none()).map(|(&old, _)| old).collect();
+                    self.pending.range(..id).filter(|(_, p)| p.is_checkpoint()).map(|(&old, _)| old).collect();
                 for old in older {
                     self.end(old);
                     let cause = format!("subsumed by checkpoint {id}");
@@ -237,29 +241,40 @@ impl Coordinator<'_> {
         // Sinks publish at checkpoints and at a stop's savepoint. A savepoint the job goes on
         // after is not a point restarts resume from: what it covers is published with the next
         // checkpoint, so that a failure before then cannot leave output committed twice.
-        let publishes = self.publishing && savepoint_stop.is_none_or(|stop| stop);
-        for (_, sink) in self.sinks.iter().filter(|_| publishes) {
-            sink.commit(id).map_err(|cause| JobFailure::Checkpoint {
-                id,
-                cause: format!("it completed, but a sink cannot publish its output: {cause}"),
-            })?;
+        if self.publishing && savepoint_stop.is_none_or(|stop| stop) {
+            self.commit(id)?;
         }
-        if stop || self.final_pending.is_some_and(|f| id >= f) {
+        if savepoint_stop == Some(true) || self.final_pending.is_some_and(|f| id >= f) {
             self.control.final_checkpoint_done.store(true, Ordering::SeqCst);
             self.control.announce();
         }
         Ok(())
     }
 
+    /// Has every sink publish what its subtasks pre-committed up to barrier `id`.
+    fn commit(&mut self, id: u64) -> Result<(), JobFailure> {
+        let later = self.uncommitted.split_off(&(id + 1));
+        let covered = std::mem::replace(&mut self.uncommitted, later);
+        for (uid, sink) in &self.sinks {
+            let committables =
+                covered.values().flatten().filter(|(sink, _)| sink == uid).map(|(_, c)| c.clone()).collect();
+            sink.commit(id, committables).map_err(|cause| JobFailure::Checkpoint {
+                id,
+                cause: format!("it completed, but sink '{uid}' cannot publish its output: {cause}"),
+            })?;
+        }
+        Ok(())
+    }
+
     /// What each sink has committed once barrier `id` is.
-    pub(super) fn sinks_committed(&self, id: u64) -> Vec<SinkCommitted> {
+    fn sinks_committed(&self, id: u64) -> Vec<SinkCommitted> {
         let committed = |(uid, sink): &(Arc<str>, Arc<dyn SinkFactory>)| {
             Some(SinkCommitted { uid: uid.to_string(), committed: sink.committed(id)? })
         };
         self.sinks.iter().filter_map(committed).collect()
     }
 
-    pub(super) fn failed(&mut self, id: u64, cause: String) -> Result<(), JobFailure> {
+    fn failed(&mut self, id: u64, cause: String) -> Result<(), JobFailure> {
         match self.end(id) {
             Some(p) => self.abandon(id, p.started, p.savepoint, cause),
             None => Ok(()),
@@ -268,7 +283,7 @@ impl Coordinator<'_> {
 
     /// Counts barrier `id`, triggered at `started`, as failed: a savepoint is reported to its
     /// requester (and a stop is called off); a checkpoint counts against `tolerable-failures`.
-    pub(super) fn abandon(
+    fn abandon(
         &mut self,
         id: u64,
         started: Instant,
@@ -285,26 +300,12 @@ impl Coordinator<'_> {
             (request.done)(Err(cause));
             return Ok(());
         }
-        self.last_end = Some(Instant::now());
-        self.consecutive_failures += 1;
+        if let Some(schedule) = &mut self.schedule {
+            schedule.ended();
+        }
         if self.final_pending == Some(id) {
             self.final_pending = None;
         }
-        let tolerable = self.config.map_or(0, |c| c.tolerable_failures);
-        if self.consecutive_failures > tolerable {
-            let cause = match tolerable {
-                0 => cause,
-                _ => format!(
-                    "{cause} ({} checkpoints in a row failed; tolerable-failures is {tolerable})",
-                    self.consecutive_failures
-                ),
-            };
-            return Err(JobFailure::Checkpoint { id, cause });
-        }
-        tracing::warn!(
-            "checkpoint {id} failed: {cause} ({} of {tolerable} tolerable failures in a row)",
-            self.consecutive_failures
-        );
-        Ok(())
+        self.failures.failed(id, cause)
     }
 }

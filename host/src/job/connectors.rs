@@ -1,0 +1,101 @@
+//! The sources and sinks of a job file, opened as factories: each table's `type` checked with
+//! the settings that go with it. A new connector is an arm here and its factory in
+//! `crate::connectors`; neither the graph builder nor the executor changes.
+use std::path::Path;
+
+use super::spec::{SinkSpec, SinkType, SourceSpec, SourceType};
+use crate::checkpoint::Restore;
+use crate::connectors::{
+    BlackholeSinkFactory, FileCommit, FileSinkFactory, FileSourceFactory, GeneratorSourceFactory, Restored,
+    StdoutSinkFactory,
+};
+use crate::runtime::{SinkFactory, SourceFactory};
+
+/// Source `s`'s factory and parallelism (`default_parallelism` unless it sets its own); relative
+/// paths start at `base`.
+pub(super) fn source(
+    s: &SourceSpec,
+    base: &Path,
+    default_parallelism: u32,
+) -> Result<(Box<dyn SourceFactory>, u32), String> {
+    Ok(match s.kind {
+        SourceType::File => {
+            let path =
+                s.path.as_deref().ok_or_else(|| format!("source '{}': `path` is required for a file source", s.uid))?;
+            if s.count.is_some() || s.keys.is_some() {
+                return Err(format!(
+                    "source '{}': `count` and `keys` are settings of generator sources, not file sources",
+                    s.uid
+                ));
+            }
+            if s.parallelism.is_some_and(|p| p != 1) {
+                return Err(format!(
+                    "source '{}': a file source reads its file in one subtask; remove `parallelism`",
+                    s.uid
+                ));
+            }
+            let path = base.join(path);
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() => {}
+                Ok(m) if m.is_dir() => {
+                    return Err(format!("source '{}': {} is a directory; name a file", s.uid, path.display()));
+                }
+                Ok(_) => {
+                    return Err(format!(
+                        "source '{}': {} is not a regular file (a device or a pipe); name a file",
+                        s.uid,
+                        path.display()
+                    ));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(format!("source '{}': input file {} does not exist", s.uid, path.display()));
+                }
+                Err(e) => return Err(format!("source '{}': cannot read {}: {e}", s.uid, path.display())),
+            }
+            (Box::new(FileSourceFactory::new(path, s.rate)), 1)
+        }
+        SourceType::Generator => {
+            if s.path.is_some() {
+                return Err(format!("source '{}': `path` is a setting of file sources, not generator sources", s.uid));
+            }
+            if s.keys == Some(0) {
+                return Err(format!("source '{}': `keys` must be at least 1", s.uid));
+            }
+            let parallelism = s.parallelism.unwrap_or(default_parallelism);
+            (Box::new(GeneratorSourceFactory::new(s.count, s.keys.unwrap_or(1000), s.rate)), parallelism)
+        }
+    })
+}
+
+/// Sink `s`'s factory; relative paths start at `base`. With `two_phase`, a file sink publishes
+/// by two-phase commit and brings its directory to the output of `restore`, the checkpoint or
+/// savepoint job `job_id` resumes from.
+pub(super) fn sink(
+    s: &SinkSpec,
+    base: &Path,
+    two_phase: bool,
+    restore: Option<&Restore>,
+    job_id: &str,
+) -> Result<Box<dyn SinkFactory>, String> {
+    Ok(match (s.kind, &s.path) {
+        (SinkType::File, Some(path)) => {
+            let dir = base.join(path);
+            let commit = match two_phase {
+                false => FileCommit::Direct,
+                true => FileCommit::TwoPhase {
+                    restored: restore.map(|r| Restored {
+                        job_id: r.job_id().to_string(),
+                        id: r.id(),
+                        committed: r.sink_committed(&s.uid).cloned(),
+                    }),
+                },
+            };
+            let factory = FileSinkFactory::new(dir, commit, job_id);
+            Box::new(factory.map_err(|e| format!("sink '{}': {e}", s.uid))?)
+        }
+        (SinkType::File, None) => return Err(format!("sink '{}': `path` is required for a file sink", s.uid)),
+        (SinkType::Stdout, None) => Box::new(StdoutSinkFactory),
+        (SinkType::Blackhole, None) => Box::new(BlackholeSinkFactory),
+        (_, Some(_)) => return Err(format!("sink '{}': `path` is a setting of file sinks only", s.uid)),
+    })
+}

@@ -1,0 +1,25 @@
+//! The uploader: stores snapshots as operators hand them over, off their threads, so that they go
+//! on processing (the asynchronous part of a checkpoint).
+use std::time::Instant;
+
+use crossbeam_channel::Receiver;
+
+use crate::runtime::control::{Ack, Control, Upload};
+
+/// Stores each snapshot, then acknowledges it for its subtask, until `None` arrives.
+pub(crate) fn upload(uploads: Receiver<Option<Upload>>, control: &Control) {
+    while let Ok(Some(Upload { id, snapshot, mut ack })) = uploads.recv() {
+        // A checkpoint abandoned meanwhile needs nothing stored.
+        let Some(sink) = control.target(id) else { continue };
+        let started = Instant::now();
+        match sink.write_state(id, &ack.uid, ack.subtask, snapshot) {
+            Ok(file) => {
+                ack.stats.upload = started.elapsed();
+                ack.stats.state_size = file.size;
+                ack.state = Some(file);
+                control.ack(Ack::Task(id, Box::new(ack)));
+            }
+            Err(cause) => control.ack(Ack::Failed(id, cause)),
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The loops one subtask runs, a source's, an operator's and a sink's ([`source`], [`operator`],
+//! [`sink`]), and a subtask's part of a checkpoint ([`checkpoint`]).
+//!
+//! They reach the rest of a run only through [`TaskContext`] (what the checkpoint coordinator
+//! asks, where reports go) and the [`Input`] and [`Output`] streams, so an adapter that is not
+//! weir's executor can drive them: weir's threads and channels (`executor/`, `channel.rs`) are
+//! one implementation of these traits, as timely-dataflow steps a worker apart from spawning it.
+mod checkpoint;
+mod operator;
+mod sink;
+mod source;
+
+use std::time::Duration;
+
+pub(crate) use operator::run_operator;
+pub(crate) use sink::{SinkDriver, run_sink};
+pub(crate) use source::run_source;
+
+use super::batch::EventBatch;
+use super::handover::Handover;
+use super::snapshot::{StateSnapshot, TaskAck};
+use super::task::TaskError;
+
+/// What a subtask knows of its run, and where it reports.
+pub(crate) trait TaskContext: Send + Sync {
+    /// What the checkpoint coordinator asks of subtasks now.
+    fn barriers(&self) -> BarrierRequests;
+    /// Counts the changes a waiting subtask wakes up for: read it before
+    /// [`TaskContext::barriers`], then wait with it in [`TaskContext::wait_for_news`].
+    fn news_seen(&self) -> u64;
+    /// Waits until something changes after `seen`: a barrier requested, a stop called off, the
+    /// end reached, a failure or a cancel.
+    fn wait_for_news(&self, seen: u64);
+    /// True once the subtask must stop: the job is canceled, or the attempt failed.
+    fn cancelled(&self) -> bool;
+    /// Tells the coordinator (or the uploader) what the subtask did.
+    fn report(&self, report: Report);
+    /// Where a stop that hands over leaves operator state and source positions.
+    fn handover(&self) -> Option<&Handover>;
+}
+
+/// What the checkpoint coordinator asks of subtasks at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct BarrierRequests {
+    /// The latest barrier sources are to inject (0: none yet).
+    pub(crate) requested: u64,
+    /// The barrier of a stop-with-savepoint under way (0: none): sources stop after it.
+    pub(crate) stop_at: u64,
+    /// That stop hands operator state and source positions over to the next run.
+    pub(crate) handing_over: bool,
+    /// The checkpoint or savepoint that ends the job has completed: waiting sources end.
+    pub(crate) ended: bool,
+    /// Checkpoints are on: an exhausted source waits for a final one.
+    pub(crate) checkpointing: bool,
+}
+
+/// What a subtask tells the coordinator.
+pub(crate) enum Report {
+    /// It has done its part of barrier n.
+    Ack(u64, TaskAck),
+    /// Its snapshot of barrier n, to store, then acknowledge with the ack.
+    Upload(u64, StateSnapshot, TaskAck),
+    /// A source is exhausted.
+    SourceFinished,
+    /// It failed (a sink chained into an operator's thread reports its own failures).
+    Failed(TaskError),
+}
+
+/// The streams into one subtask, merged, with barriers aligned.
+pub(crate) trait Input {
+    /// The next batch or aligned barrier, waiting for one.
+    fn recv(&mut self) -> Result<Received, StreamError>;
+    /// The same, or `None` at once when nothing is ready.
+    fn try_recv(&mut self) -> Result<Option<Received>, StreamError>;
+    /// How long the last aligned barrier waited from its first input to its last.
+    fn alignment(&self) -> Duration;
+}
+
+/// What an [`Input`] delivers.
+pub(crate) enum Received {
+    Batch(EventBatch),
+    /// Barrier n has arrived on every live input (aligned).
+    Barrier(u64),
+    /// Every input has ended.
+    Ended,
+}
+
+/// Where one subtask sends its output.
+pub(crate) trait Output {
+    /// Sends a batch downstream.
+    fn send(&mut self, batch: EventBatch) -> Result<(), StreamError>;
+    /// Sends what routing has held back to fill batches.
+    fn flush(&mut self) -> Result<(), StreamError>;
+    /// Flushes, then sends barrier `id` on.
+    fn barrier(&mut self, id: u64) -> Result<(), StreamError>;
+    /// Flushes, then tells downstream that no more events come.
+    fn end(&mut self) -> Result<(), StreamError>;
+    /// True when nothing is downstream (the last operator, whose sinks are chained into it).
+    fn is_empty(&self) -> bool;
+}
+
+/// Why a subtask must stop sending or receiving.
+#[derive(Debug)]
+pub(crate) enum StreamError {
+    /// A peer vanished: another subtask failed and the job is going down. Not a cause of its own.
+    Disconnected,
+    /// An event without a key reached a `hash` edge into `target`.
+    MissingKey { target: std::sync::Arc<str> },
+}
+
+/// Why a subtask loop ended early.
+pub(crate) enum Stop {
+    /// A peer vanished or the failure is reported already (another subtask failed, the job was
+    /// cancelled, or a chained sink reported its own): this subtask stops without a cause.
+    Quiet,
+    /// This subtask failed.
+    Failed(String),
+}
+
+impl From<String> for Stop {
+    fn from(cause: String) -> Self {
+        Stop::Failed(cause)
+    }
+}
+
+impl From<StreamError> for Stop {
+    fn from(e: StreamError) -> Self {
+        match e {
+            StreamError::Disconnected => Stop::Quiet,
+            StreamError::MissingKey { target } => Stop::Failed(format!(
+                "an event without a key reached '{target}', which reads its input by key (input = \"hash\"); \
+                 set a key upstream, for example with a key_by operator"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The runner driven by an adapter that is not weir's executor: no threads, no channels.
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::runtime::metrics::Counters;
+    use crate::runtime::{Operator, SubtaskInfo};
+
+    /// Records what subtasks report; asks for nothing.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl TaskContext for Recorder {
+        fn barriers(&self) -> BarrierRequests {
+            BarrierRequests::default()
+        }
+        fn news_seen(&self) -> u64 {
+            0
+        }
+        fn wait_for_news(&self, _seen: u64) {}
+        fn cancelled(&self) -> bool {
+            false
+        }
+        fn report(&self, report: Report) {
+            let text = match report {
+                Report::Ack(id, ack) => format!("ack {id} by {}", ack.uid),
+                Report::Upload(id, _, ack) => format!("upload {id} by {}", ack.uid),
+                Report::SourceFinished => "source finished".to_string(),
+                Report::Failed(e) => format!("failed: {e}"),
+            };
+            self.0.lock().unwrap().push(text);
+        }
+        fn handover(&self) -> Option<&Handover> {
+            None
+        }
+    }
+
+    struct Scripted(VecDeque<Received>);
+
+    impl Input for Scripted {
+        fn recv(&mut self) -> Result<Received, StreamError> {
+            Ok(self.0.pop_front().unwrap_or(Received::Ended))
+        }
+        fn try_recv(&mut self) -> Result<Option<Received>, StreamError> {
+            self.recv().map(Some)
+        }
+        fn alignment(&self) -> Duration {
+            Duration::ZERO
+        }
+    }
+
+    /// What an operator sent, as text: values, `|n` for barriers, `.` for the end.
+    #[derive(Default)]
+    struct Collected(String);
+
+    impl Output for Collected {
+        fn send(&mut self, batch: EventBatch) -> Result<(), StreamError> {
+            batch.iter().for_each(|e| self.0.push_str(&String::from_utf8_lossy(e.value)));
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), StreamError> {
+            Ok(())
+        }
+        fn barrier(&mut self, id: u64) -> Result<(), StreamError> {
+            self.0.push_str(&format!("|{id}"));
+            Ok(())
+        }
+        fn end(&mut self) -> Result<(), StreamError> {
+            self.0.push('.');
+            Ok(())
+        }
+        fn is_empty(&self) -> bool {
+            false
+        }
+    }
+
+    /// Emits each value twice; keeps no state.
+    struct Twice;
+
+    impl Operator for Twice {
+        fn process(&mut self, input: &EventBatch, out: &mut EventBatch) -> Result<(), String> {
+            for event in input.iter() {
+                out.push(event);
+                out.push(event);
+            }
+            Ok(())
+        }
+        fn snapshot(&self) -> Result<Option<StateSnapshot>, String> {
+            Ok(None)
+        }
+    }
+
+    fn batch(values: &[&str]) -> Received {
+        let mut batch = EventBatch::default();
+        values.iter().for_each(|v| batch.push_with(None, None, |b| b.extend_from_slice(v.as_bytes())));
+        Received::Batch(batch)
+    }
+
+    #[test]
+    fn an_operator_runs_without_the_executor() {
+        let info = SubtaskInfo {
+            uid: "twice".into(),
+            index: 0,
+            parallelism: 1,
+            max_parallelism: 128,
+            attempt: 0,
+            interrupt: Default::default(),
+        };
+        let script = [batch(&["a", "b"]), Received::Barrier(7), batch(&["c"]), Received::Ended];
+        let mut input = Scripted(script.into());
+        let (mut output, ctx) = (Collected::default(), Recorder::default());
+        let result =
+            run_operator(Box::new(Twice), &info, &mut input, &mut output, Vec::new(), &ctx, &Counters::default());
+        assert!(result.is_ok());
+        assert_eq!(output.0, "aabb|7cc.");
+        assert_eq!(*ctx.0.lock().unwrap(), ["ack 7 by twice"]);
+    }
+}

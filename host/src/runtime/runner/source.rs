@@ -1,0 +1,118 @@
+//! A source subtask's loop: poll, send, and inject the barriers the coordinator asks for between
+//! two polls, each at the position the source has reached.
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::{Output, Report, Stop, TaskContext};
+use crate::runtime::metrics::Counters;
+use crate::runtime::snapshot::TaskAck;
+use crate::runtime::{BATCH_SIZE, EventBatch, Source, SourcePosition, SubtaskInfo};
+
+/// Where source subtask `info` stands now, as a checkpoint or a handover records it.
+fn position_of(info: &SubtaskInfo, source: &dyn Source) -> SourcePosition {
+    SourcePosition { uid: info.uid.to_string(), subtask: info.index, position: source.position() }
+}
+
+/// A source subtask's side of the barriers: it injects each requested barrier once, at the
+/// source's position between two polls.
+struct Barriers<'a> {
+    info: &'a SubtaskInfo,
+    ctx: &'a dyn TaskContext,
+    /// The last barrier injected. Checkpoint ids continue from earlier runs: only barriers
+    /// requested from now on are new.
+    injected: u64,
+}
+
+impl Barriers<'_> {
+    /// Injects every barrier requested since the last one, in order (two may be requested
+    /// between polls, say a checkpoint and a savepoint; each must reach every sink): everything
+    /// sent so far is before them, everything after is after them.
+    fn inject(&mut self, output: &mut dyn Output, source: &dyn Source) -> Result<(), Stop> {
+        for id in self.injected + 1..=self.ctx.barriers().requested {
+            let position = position_of(self.info, source);
+            output.barrier(id)?;
+            self.ctx.report(Report::Ack(id, TaskAck { position: Some(position), ..TaskAck::new(self.info) }));
+            self.injected = id;
+        }
+        Ok(())
+    }
+
+    /// Waits, still injecting barriers when asked, until the checkpoint or savepoint that ends
+    /// the job has completed (true), or the job is cancelled or, when `stopping`, the stop's
+    /// savepoint failed (false).
+    fn wait_for_the_end(&mut self, output: &mut dyn Output, source: &dyn Source, stopping: bool) -> Result<bool, Stop> {
+        output.flush()?;
+        loop {
+            let seen = self.ctx.news_seen();
+            let asked = self.ctx.barriers();
+            if asked.ended {
+                return Ok(true);
+            }
+            if self.ctx.cancelled() || (stopping && asked.stop_at == 0) {
+                return Ok(false);
+            }
+            self.inject(output, source)?;
+            self.ctx.wait_for_news(seen);
+        }
+    }
+}
+
+/// Runs source subtask `info` until it is exhausted (and, with checkpoints, a final one has
+/// completed), it stops at a stop-with-savepoint's barrier, or the run ends. A rate-limited
+/// source sends small batches (about 50 per second) on a schedule.
+pub(crate) fn run_source(
+    mut source: Box<dyn Source>,
+    info: &SubtaskInfo,
+    output: &mut dyn Output,
+    rate: Option<f64>,
+    ctx: &dyn TaskContext,
+    counters: &Counters,
+) -> Result<(), Stop> {
+    let max = rate.map_or(BATCH_SIZE, |r| ((r / 50.0) as usize).clamp(1, BATCH_SIZE));
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut batch = EventBatch::with_capacity(max, max * 64);
+    let mut barriers = Barriers { info, ctx, injected: ctx.barriers().requested };
+    while !ctx.cancelled() {
+        barriers.inject(output, &*source)?;
+        let asked = ctx.barriers();
+        if asked.stop_at != 0 && barriers.injected >= asked.stop_at {
+            // Stop with savepoint: nothing after its barrier. For an upgrade, the next run goes
+            // on from here at once; else the job ends once the savepoint is stored, and goes on
+            // if it fails.
+            if let Some(handover) = ctx.handover().filter(|_| asked.handing_over) {
+                handover.put_position(asked.stop_at, position_of(info, &*source));
+                return Ok(output.end()?);
+            }
+            if barriers.wait_for_the_end(output, &*source, true)? {
+                return Ok(output.end()?);
+            }
+            continue;
+        }
+        if let Some(rate) = rate {
+            let due = started + Duration::from_secs_f64(sent as f64 / rate);
+            let now = Instant::now();
+            if due > now {
+                output.flush()?;
+                std::thread::sleep((due - now).min(Duration::from_millis(50)));
+                continue;
+            }
+        }
+        let more = source.poll(&mut batch, max)?;
+        sent += batch.len() as u64;
+        counters.events_out.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        output.send(std::mem::take(&mut batch))?;
+        if !more {
+            if asked.checkpointing {
+                // Exhausted, it still takes part in checkpoints until one taken after every
+                // source finished has completed: that one commits the sinks' last output.
+                ctx.report(Report::SourceFinished);
+                if !barriers.wait_for_the_end(output, &*source, false)? {
+                    return Ok(());
+                }
+            }
+            return Ok(output.end()?);
+        }
+    }
+    Ok(())
+}
