@@ -310,3 +310,60 @@ fn an_upgrade_without_checkpointing_keeps_the_output_written_before_it() {
     assert!(running.child.wait().unwrap().success(), "the job finishes");
     versions_by_user(dir.path());
 }
+
+/// While an upgrade waits for its stop's barrier, the job shows `upgrading` (and refuses a
+/// second upgrade); once the new module runs, `running` again, and the output stays exactly once.
+#[test]
+fn a_job_shows_upgrading_until_the_new_module_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("clicks.jsonl");
+    generated_clicks(&input, 80, 10);
+    let source = file_source("clicks", &input).replacen("type = \"file\"\n", "type = \"file\"\nrate = 20\n", 1);
+    // Barriers queue behind a slow operator: the stop takes several hundred milliseconds.
+    let text = job(
+        "dawdling-clicks",
+        1,
+        &[
+            source,
+            wasm_operator("slow", "test/misbehave", &["config = { do = \"dawdle\" }"]),
+            wasm_operator("logged-in", "filter", &["config = { field = \"logged_in\" }"]),
+            wasm_operator("by-user", "key_by", &["config = { field = \"user\" }"]),
+            wasm_operator("count-per-user", "count", &["input = \"hash\""]),
+            file_sink("counts", &dir.path().join("out")),
+        ],
+    );
+    let job_file =
+        write_job(dir.path(), &format!("{text}\n[checkpointing]\ninterval = \"200ms\"\nstorage = \"file://chk\"\n"));
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let id = server.cli(&["submit", &job_file]).stdout.trim().to_string();
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut states = Vec::new();
+    let swapped = std::thread::scope(|scope| {
+        let upgrade = scope.spawn(|| upgrade(&server, &id, "count_v2"));
+        let mut refused = None;
+        while !upgrade.is_finished() {
+            let state =
+                server.http("GET", &format!("/v1/jobs/{id}"), b"", None).1["state"].as_str().unwrap().to_string();
+            if state == "upgrading" && refused.is_none() {
+                refused = Some(server.cli(&["upgrade", &id, "--operator", &count_per_user("count_v2")]));
+            }
+            if states.last() != Some(&state) {
+                states.push(state);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let refused = refused.expect("the job was seen upgrading");
+        assert_eq!(refused.code, 1, "{}", refused.stderr);
+        assert!(refused.stderr.contains("upgrading"), "{}", refused.stderr);
+        upgrade.join().unwrap()
+    });
+    assert_eq!(swapped.code, 0, "{}", swapped.stderr);
+    assert_eq!(states.first().map(String::as_str), Some("running"), "{states:?}");
+    assert!(states.iter().any(|s| s == "upgrading"), "{states:?}");
+    let after = server.http("GET", &format!("/v1/jobs/{id}"), b"", None).1;
+    assert_eq!(after["state"], "running", "{after}");
+    let job = server.wait_for_job(&id);
+    assert_eq!(job["state"], "finished", "{job}");
+    let emitted = every_count_once(dir.path());
+    assert!(emitted.values().any(|v| v == &[2]), "v2 emitted some counts");
+}

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::key_group::{key_group, key_group_range};
-use crate::runtime::{EventBatch, Operator, OperatorFactory, StateSnapshot, SubtaskInfo};
+use crate::runtime::{EventBatch, HandedOverState, Operator, OperatorFactory, StateSnapshot, SubtaskInfo};
 use crate::state::{MemoryBackend, StateBackend, StateDescriptor, StateKind, StateRestore};
 
 /// What it declares: like the `count` example, one value state holding a JSON number.
@@ -79,7 +79,7 @@ impl Operator for KeyedCount {
         Ok(Some(StateSnapshot { key_groups: self.key_groups.clone(), body }))
     }
 
-    fn into_state(self: Box<Self>) -> Option<Box<dyn StateBackend>> {
-        Some(self.backend)
+    fn into_state(self: Box<Self>) -> Option<HandedOverState> {
+        Some((self.key_groups, self.backend))
     }
 }

@@ -37,8 +37,8 @@ pub use snapshot::{
     StateSnapshot,
 };
 pub use task::{
-    Interrupt, JobFailure, Operator, OperatorFactory, Sink, SinkFactory, Source, SourceFactory, SubtaskInfo, TaskError,
-    VertexKind,
+    HandedOverState, Interrupt, JobFailure, Operator, OperatorFactory, Sink, SinkFactory, Source, SourceFactory,
+    SubtaskInfo, TaskError, VertexKind,
 };
 pub use wakeup::Wakeup;
 

@@ -133,10 +133,14 @@ pub trait Operator: Send {
     }
     /// Its keyed state itself, when the job stops for an upgrade: handed over in place to the
     /// subtask that replaces it. `None` when it keeps no state.
-    fn into_state(self: Box<Self>) -> Option<Box<dyn crate::state::StateBackend>> {
+    fn into_state(self: Box<Self>) -> Option<HandedOverState> {
         None
     }
 }
+
+/// An operator subtask's keyed state as it hands it over: the key groups it covers (those the
+/// operator was opened with: none for an operator whose input is not keyed), and the backend.
+pub type HandedOverState = (std::ops::Range<u32>, Box<dyn crate::state::StateBackend>);
 
 /// A running sink subtask.
 pub trait Sink: Send {

@@ -10,7 +10,9 @@ use super::engine::{EPOCH_TICK, OperatorModule};
 use super::frame;
 use super::host::{HostState, KeyedState};
 use crate::key_group::key_group_range;
-use crate::runtime::{BATCH_BYTES, EventBatch, Operator, OperatorFactory, StateSnapshot, SubtaskInfo, clip};
+use crate::runtime::{
+    BATCH_BYTES, EventBatch, HandedOverState, Operator, OperatorFactory, StateSnapshot, SubtaskInfo, clip,
+};
 use crate::state::{self, MemoryBackend, Migration, StateBackend, StateDescriptor, StateKind, StateRestore};
 
 /// Limits of the sandbox each instance runs in.
@@ -241,8 +243,8 @@ impl Operator for WasmOperator {
         Ok(())
     }
 
-    fn into_state(self: Box<Self>) -> Option<Box<dyn StateBackend>> {
-        Some(self.store.into_data().keyed.backend)
+    fn into_state(self: Box<Self>) -> Option<HandedOverState> {
+        Some((self.key_groups.clone(), self.store.into_data().keyed.backend))
     }
 
     fn freeze(&mut self) -> Result<Option<StateSnapshot>, String> {

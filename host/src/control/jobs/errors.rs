@@ -21,7 +21,7 @@ pub enum CancelError {
     #[error("no job with id {0}")]
     NotFound(String),
     /// The job already ended.
-    #[error("job {id} is already {state:?}; only a created or running job can be canceled")]
+    #[error("job {id} is already {state}; only a created or running job can be canceled")]
     Ended {
         /// The job.
         id: String,
@@ -37,7 +37,7 @@ pub enum SavepointError {
     #[error("no job with id {0}")]
     NotFound(String),
     /// The job is not running.
-    #[error("job {id} is {state:?}; only a running job can {action}")]
+    #[error("job {id} is {state}; only a running job can {action}")]
     NotRunning {
         /// The job.
         id: String,

@@ -30,6 +30,14 @@ pub enum JobState {
     Failed,
 }
 
+impl std::fmt::Display for JobState {
+    /// As the API shows it: `running`, `upgrading`, ….
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        f.write_str(&name)
+    }
+}
+
 impl JobState {
     /// True once the job can no longer change.
     pub fn is_terminal(self) -> bool {

@@ -4,7 +4,6 @@
 use std::sync::atomic::Ordering;
 
 use super::{Input, Output, Received, SinkDriver, Stop, TaskContext, checkpoint};
-use crate::key_group::key_group_range;
 use crate::runtime::metrics::{Counters, clock_ns};
 use crate::runtime::{EventBatch, Operator, SubtaskInfo};
 
@@ -56,9 +55,8 @@ pub(crate) fn run_operator(
                 }
                 output.end()?;
                 if let Some(handover) = ctx.handover().filter(|_| ctx.barriers().handing_over)
-                    && let Some(state) = operator.into_state()
+                    && let Some((key_groups, state)) = operator.into_state()
                 {
-                    let key_groups = key_group_range(info.max_parallelism, info.parallelism, info.index);
                     handover.put(&info.uid, info.index, key_groups, state);
                 }
                 return Ok(());

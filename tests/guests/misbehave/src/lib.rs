@@ -2,7 +2,8 @@
 //! hour (a WASI poll on a timer), `hog` allocates without bound, `hoard-state` writes 100 map
 //! entries of 1 MB each per event into host state, `line-break` emits a value with a line break
 //! in it, `huge-error` fails with a 20 MiB message, `foreign-slot` asks the host for state of a
-//! key it was not given.
+//! key it was not given, `dawdle` passes every event on after 100 ms (a slow operator that
+//! barriers queue behind).
 use serde::Deserialize;
 use weir_guest::{Context, Description, Event, MapState, OpenContext, Operator, Result};
 
@@ -27,6 +28,11 @@ impl Operator for Misbehave {
 
     fn process(&mut self, _ctx: &mut Context, _event: &Event) -> Result<()> {
         match self.what.as_str() {
+            "dawdle" => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                _ctx.emit(_event.value);
+                Ok(())
+            }
             "spin" => {
                 let mut n = 0u64;
                 loop {
