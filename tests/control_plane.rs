@@ -71,7 +71,7 @@ fn upload_submit_watch_cancel_and_restart() {
     assert_eq!(server.wait_for_job(&running_id)["state"], "canceled");
     let again = server.cli(&["cancel", &running_id]);
     assert_eq!(again.code, 1);
-    assert!(again.stderr.contains("already Canceled") && again.stderr.contains("HTTP 409"), "{}", again.stderr);
+    assert!(again.stderr.contains("already canceled") && again.stderr.contains("HTTP 409"), "{}", again.stderr);
 
     // A job without checkpoints still running when the server dies comes back as failed; everything
     // else as it was.

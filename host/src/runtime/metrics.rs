@@ -140,7 +140,7 @@ pub(crate) struct Counters {
 }
 
 /// Nanoseconds on a monotonic clock shared by every job of the process (never 0).
-pub fn clock_ns() -> u64 {
+pub(crate) fn clock_ns() -> u64 {
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1
 }
