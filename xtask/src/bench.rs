@@ -370,9 +370,8 @@ fn savepoint_of_many_keys(artifacts: &Artifacts, dir: &Path, count: &str, keys: 
     let (location, seconds, size_mib) = result?;
     let metadata = std::fs::read_to_string(Path::new(&location).join("_metadata"))?;
     let json = metadata.rsplit_once("\nsha256:").map_or(metadata.as_str(), |(json, _)| json);
-    let position = serde_json::from_str::<serde_json::Value>(json)?["sources"][0]["position"]
-        .as_u64()
-        .context("no source position in the savepoint")?;
+    let position = generator_index(&serde_json::from_str::<serde_json::Value>(json)?["sources"][0]["position"])
+        .context("no generator position in the savepoint")?;
     let resume =
         CountJob { events: Some(position + keys / 10), ..unbounded }.write(dir, "savepoint-many-keys-resume")?;
     let restored = run_job_with(&artifacts.weir, &resume, &["--from-savepoint", &location])?;
@@ -516,4 +515,12 @@ fn control_plane(artifacts: &Artifacts, dir: &Path, rounds: usize) -> Result<Con
     })();
     drop(served);
     result
+}
+
+/// The index a generator source resumes at, from its position in `_metadata`: the hex of the
+/// index's 8 little-endian bytes.
+fn generator_index(position: &serde_json::Value) -> Option<u64> {
+    let hex = position.as_str().filter(|h| h.len() == 16)?;
+    let bytes: Vec<u8> = (0..8).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()).collect::<Option<_>>()?;
+    Some(u64::from_le_bytes(bytes.try_into().ok()?))
 }
