@@ -140,11 +140,20 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
         keys: k,
         extra: checkpointing,
     };
+    let on_rocksdb = CountJob {
+        name: "wasm-p1-rocksdb",
+        operator: &count,
+        parallelism: 1,
+        events: Some(n),
+        keys: k,
+        extra: "[state]\nbackend = \"rocksdb\"\nlocal-dir = \"rocksdb\"",
+    };
     let configs = [
         ("Wasm count, p=1", keyed_count_job(&dir, "wasm-p1", &count, 1, n, k)?),
         ("native count, p=1", keyed_count_job(&dir, "native-p1", &native, 1, n, k)?),
         ("Wasm count, p=2", keyed_count_job(&dir, "wasm-p2", &count, 2, n, k)?),
         ("Wasm count, p=1, exactly-once checkpoints every 1 s", with_checkpoints.write(&dir, "wasm-p1-checkpoints")?),
+        ("Wasm count, p=1, RocksDB state backend", on_rocksdb.write(&dir, "wasm-p1-rocksdb")?),
     ];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     for round in 1..=args.rounds {
@@ -155,7 +164,7 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
             rates[i].push(run.rate());
         }
     }
-    let [wasm1, native1, wasm2, checkpointed1] = [0, 1, 2, 3].map(|i| median(&mut rates[i]));
+    let [wasm1, native1, wasm2, checkpointed1, rocksdb1] = [0, 1, 2, 3, 4].map(|i| median(&mut rates[i]));
     let m = args.memory_keys;
     step(&format!("state memory: {m} keys in the memory backend (Wasm count, one event per key)"));
     let memory = run_job(&artifacts.weir, &keyed_count_job(&dir, "memory", &count, 1, m, m)?)?;
@@ -171,6 +180,7 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     println!("  native count, p=1:    {native1:>12.0} events/s");
     println!("  Wasm count, p=2:      {wasm2:>12.0} events/s");
     println!("  Wasm count, p=1, checkpoints every 1 s: {checkpointed1:>12.0} events/s");
+    println!("  Wasm count, p=1, RocksDB: {rocksdb1:>12.0} events/s (Flink 2.3 with RocksDB: see BENCHMARKS.md)");
     println!("  peak RSS, {m} keys: {:.1} MiB", memory.peak_mib);
     println!(
         "  checkpoint of {m} keys: {:.1} MiB, synchronous part {:.1} ms, whole {:.3} s; resume to first event {} ms",

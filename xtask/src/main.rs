@@ -85,6 +85,7 @@ impl Workspace {
 
     fn build(&self) -> Result<Artifacts> {
         self.ensure_wasm_target()?;
+        ensure_debian_packages(&DEBIAN_PACKAGES)?;
         let operators = self.target().join("operators");
         std::fs::create_dir_all(&operators)?;
         let guests_target = self.cargo_target.join("guests");
@@ -223,6 +224,26 @@ fn cargo() -> String {
 
 fn step(what: &str) {
     println!("==> {what}");
+}
+
+/// Debian packages the host's build needs: RocksDB's bindings are generated with libclang.
+const DEBIAN_PACKAGES: [&str; 1] = ["libclang-dev"];
+
+/// Installs the Debian `packages` that are missing (as root, with apt-get), or says how to.
+fn ensure_debian_packages(packages: &[&str]) -> Result<()> {
+    let installed = |p: &&str| {
+        output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p])).is_ok_and(|s| s.ends_with(" installed"))
+    };
+    let missing: Vec<&str> = packages.iter().filter(|p| !installed(p)).copied().collect();
+    if missing.is_empty() || Command::new("dpkg-query").arg("--version").output().is_err() {
+        return Ok(());
+    }
+    if output(Command::new("id").arg("-u")).map(|u| u.trim() == "0").unwrap_or(false) {
+        step(&format!("installing {} (apt-get)", missing.join(" ")));
+        run(Command::new("apt-get").arg("update"))?;
+        return run(Command::new("apt-get").args(["install", "-y"]).args(&missing));
+    }
+    bail!("the build needs the Debian packages {0}: run `sudo apt-get install -y {0}` first", missing.join(" "))
 }
 
 pub(crate) fn run(command: &mut Command) -> Result<()> {

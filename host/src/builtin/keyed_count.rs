@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use crate::key_group::{key_group, key_group_range};
 use crate::runtime::{EventBatch, HandedOverState, Operator, OperatorFactory, StateSnapshot, SubtaskInfo};
-use crate::state::{MemoryBackend, StateBackend, StateDescriptor, StateKind, StateRestore};
+use crate::state::{Backends, StateBackend, StateDescriptor, StateKind, StateRestore};
 
 /// What it declares: like the `count` example, one value state holding a JSON number.
 pub(super) fn states() -> Vec<StateDescriptor> {
@@ -14,6 +14,7 @@ pub(super) fn states() -> Vec<StateDescriptor> {
 pub(super) struct KeyedCountFactory {
     pub(super) keyed: bool,
     pub(super) restore: Option<StateRestore>,
+    pub(super) backends: Backends,
 }
 
 impl OperatorFactory for KeyedCountFactory {
@@ -22,7 +23,7 @@ impl OperatorFactory for KeyedCountFactory {
             return Err("keyed-count keeps keyed state: set input = \"hash\" on it".to_string());
         }
         let range = key_group_range(info.max_parallelism, info.parallelism, info.index);
-        let mut backend: Box<dyn StateBackend> = Box::new(MemoryBackend::new(range.clone(), &[StateKind::Value]));
+        let mut backend = self.backends.open(range.clone(), &[StateKind::Value])?;
         if let Some(restore) = &self.restore {
             let restore = || {
                 let restored = restore(backend, range.clone(), info.index)?;

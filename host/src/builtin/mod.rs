@@ -4,16 +4,21 @@
 mod keyed_count;
 
 use crate::runtime::OperatorFactory;
-use crate::state::{StateDescriptor, StateRestore};
+use crate::state::{Backends, StateDescriptor, StateRestore};
 
 /// Names accepted by `builtin = "…"`.
 pub const NAMES: &[&str] = &["keyed-count"];
 
 /// The factory of builtin operator `name`, if there is one. `keyed` tells whether its input is
 /// partitioned by key.
-pub fn factory(name: &str, keyed: bool, restore: Option<StateRestore>) -> Option<Box<dyn OperatorFactory>> {
+pub fn factory(
+    name: &str,
+    keyed: bool,
+    restore: Option<StateRestore>,
+    backends: Backends,
+) -> Option<Box<dyn OperatorFactory>> {
     match name {
-        "keyed-count" => Some(Box::new(keyed_count::KeyedCountFactory { keyed, restore })),
+        "keyed-count" => Some(Box::new(keyed_count::KeyedCountFactory { keyed, restore, backends })),
         _ => None,
     }
 }

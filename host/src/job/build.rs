@@ -9,10 +9,11 @@ use std::time::Duration;
 use super::spec::JobSpec;
 use super::spec::{CheckpointMode, CheckpointingSpec, InputSpec, OperatorSpec, SinkSpec, SourceSpec};
 
+use super::state::StateSettings;
 use crate::checkpoint::savepoint::OperatorCode;
 use crate::checkpoint::storage::Storage;
 use crate::checkpoint::{Restore, StorageSink};
-use crate::state::{RestoredState, StateBackend, StateDescriptor, StateRestore};
+use crate::state::{Backends, RestoredState, StateBackend, StateDescriptor, StateRestore};
 
 use crate::runtime::{
     CheckpointConfig, Handover, JobGraph, OperatorFactory, Partitioning, SinkFactory, SourceFactory, Vertex,
@@ -30,6 +31,8 @@ pub(super) struct Start<'a> {
     pub(super) attempt: u32,
     pub(super) restore: Option<Arc<Restore>>,
     pub(super) handover: Option<Arc<Handover>>,
+    /// Where operators keep their keyed state (the job's `[state]`).
+    pub(super) state: &'a StateSettings,
 }
 
 /// Builds a checked job's graph: sources and sinks opened, modules from `modules` (resolved
@@ -43,7 +46,7 @@ pub(super) fn build(
     storage: Option<&Storage>,
     start: Start,
 ) -> Result<JobGraph, JobError> {
-    let Start { job_id, attempt, restore, handover } = start;
+    let Start { job_id, attempt, restore, handover, state } = start;
     let invalid = |message: String| JobError::Invalid { file: label.to_string(), message };
     if let Some(r) = &restore
         && r.max_parallelism() != spec.max_parallelism
@@ -77,6 +80,7 @@ pub(super) fn build(
         handover,
         two_phase_sinks: checkpointing.is_some(),
         job_id,
+        backends: state.backends(job_id).map_err(invalid)?,
     };
     let sources = spec.sources.iter().map(|s| ctx.source(s).map_err(invalid)).collect::<Result<Vec<_>, _>>()?;
     let operators = spec.operators.iter().map(|op| ctx.operator(op)).collect::<Result<Vec<_>, _>>()?;
@@ -168,6 +172,8 @@ pub(super) struct Builder<'a> {
     two_phase_sinks: bool,
     /// The job's id: its file sinks name their files by it.
     job_id: &'a str,
+    /// Where operators keep their keyed state.
+    backends: Backends,
 }
 
 impl Builder<'_> {
@@ -215,7 +221,7 @@ impl Builder<'_> {
                 })?;
                 let config = serde_json::to_string(&op.config.clone().unwrap_or_default())
                     .map_err(|e| invalid(format!("operator '{}': `config` cannot be passed as JSON: {e}", op.uid)))?;
-                let factory = WasmOperatorFactory::new(module, config, keyed, limits);
+                let factory = WasmOperatorFactory::new(module, config, keyed, limits, self.backends.clone());
                 match restore {
                     Some(restore) => Box::new(factory.restoring(restore)),
                     None => Box::new(factory),
@@ -233,7 +239,7 @@ impl Builder<'_> {
                         op.uid
                     )));
                 }
-                crate::builtin::factory(name, keyed, restore)
+                crate::builtin::factory(name, keyed, restore, self.backends.clone())
                     .ok_or_else(|| invalid(format!("operator '{}': unknown builtin '{name}'", op.uid)))?
             }
             _ => return Err(invalid(format!("operator '{}': neither a module nor a builtin", op.uid))),

@@ -11,6 +11,7 @@ mod placement;
 mod plan;
 pub mod restart;
 pub mod spec;
+mod state;
 
 use std::path::Path;
 

@@ -15,6 +15,9 @@ pub struct Placement {
     pub checkpoints: String,
     /// The savepoint directory when neither a request nor the job names one.
     pub savepoints: String,
+    /// Where RocksDB keeps its live databases when `[state]` names no `local-dir` (a path;
+    /// relative to the job file).
+    pub state: String,
 }
 
 impl Placement {
@@ -38,6 +41,10 @@ impl Placement {
             let savepoints = c.savepoint_dir.as_deref().unwrap_or(&self.savepoints);
             allowed.check_url("[checkpointing] savepoint-dir", savepoints, base)?;
         }
+        if spec.state.backend == super::spec::BackendType::Rocksdb {
+            let dir = spec.state.local_dir.as_deref().unwrap_or(&self.state);
+            allowed.check("[state] local-dir", Path::new(dir), base)?;
+        }
         Ok(())
     }
 
@@ -48,6 +55,7 @@ impl Placement {
             allowed: AllowedDirs::Anywhere,
             checkpoints: super::DEFAULT_CHECKPOINT_STORAGE.to_string(),
             savepoints: super::plan::DEFAULT_SAVEPOINT_DIR.to_string(),
+            state: super::state::DEFAULT_LOCAL_DIR.to_string(),
         }
     }
 
@@ -59,6 +67,7 @@ impl Placement {
             allowed,
             checkpoints: format!("file://{}", data.join("checkpoints").display()),
             savepoints: format!("file://{}", data.join("savepoints").display()),
+            state: data.join("rocksdb").display().to_string(),
         }
     }
 }

@@ -9,6 +9,7 @@ use super::claims::Claims;
 use super::placement::Placement;
 use super::restart::RestartStrategy;
 use super::spec::{JobSpec, Retention, SinkType};
+use super::state::StateSettings;
 use super::{
     JobError, ModuleRefError, Modules, Start, build, check_shape, check_states, checkpoint_interval, operator_code,
     parse,
@@ -50,6 +51,8 @@ pub struct JobPlan {
     claims: Arc<Claims>,
     /// Where it may read and write, and where its checkpoints and savepoints go by default.
     placement: Arc<Placement>,
+    /// Where its operators keep their keyed state.
+    state: StateSettings,
 }
 
 /// How soon after an upgrade a failure rolls the job back: within `time` of the swap, and before
@@ -190,6 +193,7 @@ impl JobPlan {
             })?,
         };
         let rollback = RollbackWindow { time, events: upgrade.and_then(|u| u.rollback_window_events) };
+        let state = StateSettings::from_spec(&spec.state, base, &placement.state).map_err(invalid)?;
         let plan = JobPlan {
             id: new_job_id(&spec.name),
             name: spec.name.clone(),
@@ -202,6 +206,7 @@ impl JobPlan {
             rollback,
             claims: Arc::default(),
             placement,
+            state,
         };
         Ok((plan, spec))
     }
@@ -266,7 +271,7 @@ impl JobPlan {
     ) -> Result<JobGraph, JobError> {
         let spec: JobSpec = parse(&self.text, &self.label)?;
         let storage = self.checkpoints.as_ref().map(|c| &c.storage);
-        let start = Start { job_id: &self.id, attempt, restore, handover };
+        let start = Start { job_id: &self.id, attempt, restore, handover, state: &self.state };
         build(spec, &self.label, &self.base, &self.modules, storage, start)
     }
 

@@ -42,6 +42,35 @@ pub struct JobSpec {
     pub restart: Option<RestartSpec>,
     /// `[upgrade]`: how an upgrade guards against a broken new module.
     pub upgrade: Option<UpgradeSpec>,
+    /// `[state]`: where operators keep their keyed state.
+    #[serde(default)]
+    pub state: StateSpec,
+}
+
+/// The state backends (Flink's names: `hashmap` is `memory` here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendType {
+    /// In memory: fastest, for state that fits in memory.
+    #[default]
+    Memory,
+    /// RocksDB on local disk: state larger than memory.
+    Rocksdb,
+}
+
+/// The `[state]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StateSpec {
+    /// `memory` (default) or `rocksdb`.
+    #[serde(default)]
+    pub backend: BackendType,
+    /// RocksDB: the working directory of the live databases (default "weir-data/rocksdb",
+    /// relative to the job file); each job uses a directory of its own inside.
+    pub local_dir: Option<String>,
+    /// RocksDB: block cache and write buffers of the whole job, shared by its subtasks
+    /// (default "256MiB").
+    pub managed_memory: Option<String>,
 }
 
 /// The `[upgrade]` table.

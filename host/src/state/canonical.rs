@@ -68,8 +68,8 @@ pub fn copy(
 }
 
 /// `key_groups` of `backend` in the snapshot format, without its checksum.
-pub(super) fn encode(
-    backend: &dyn StateBackend,
+pub(super) fn encode<B: Scan + ?Sized>(
+    backend: &B,
     key_groups: Range<u32>,
     states: &[StateDescriptor],
 ) -> Result<Vec<u8>, StateError> {
@@ -78,14 +78,26 @@ pub(super) fn encode(
     Ok(out)
 }
 
+/// What the encoder reads entries from: a backend, or a checkpoint of one opened to be read.
+pub(super) trait Scan {
+    /// Visits every entry in `key_groups`, as [`StateBackend::scan`] does.
+    fn scan_entries(&self, key_groups: Range<u32>, visit: &mut dyn FnMut(StateEntry<'_>)) -> Result<(), StateError>;
+}
+
+impl<B: StateBackend + ?Sized> Scan for B {
+    fn scan_entries(&self, key_groups: Range<u32>, visit: &mut dyn FnMut(StateEntry<'_>)) -> Result<(), StateError> {
+        self.scan(key_groups, visit)
+    }
+}
+
 /// Appends the SHA-256 trailer to an encoded snapshot, completing the file.
 pub fn seal(bytes: &mut Vec<u8>) {
     let checksum = Sha256::digest(&bytes[..]);
     bytes.extend_from_slice(&checksum);
 }
 
-fn write_body(
-    backend: &dyn StateBackend,
+fn write_body<B: Scan + ?Sized>(
+    backend: &B,
     key_groups: Range<u32>,
     states: &[StateDescriptor],
     out: &mut Vec<u8>,
@@ -103,7 +115,7 @@ fn write_body(
         let count_at = out.len();
         out.extend_from_slice(&0u64.to_le_bytes());
         let mut count = 0u64;
-        backend.scan(kg..kg + 1, &mut |entry| {
+        backend.scan_entries(kg..kg + 1, &mut |entry| {
             count += 1;
             put_u32(out, entry.state);
             put_bytes(out, entry.key);

@@ -4,14 +4,14 @@ use std::ops::Range;
 use super::{StateBackend, StateEntry, StateError, StateItem, StateKind, move_key_groups};
 
 /// Builds an empty backend for a key-group range and declared states.
-pub(crate) type Factory = dyn Fn(Range<u32>, &[StateKind]) -> Box<dyn StateBackend>;
+pub(crate) type Factory<'a> = dyn Fn(Range<u32>, &[StateKind]) -> Box<dyn StateBackend> + 'a;
 
 const KINDS: [StateKind; 3] = [StateKind::Value, StateKind::Map, StateKind::List];
 const VALUE: u32 = 0;
 const MAP: u32 = 1;
 const LIST: u32 = 2;
 
-pub(crate) fn run(make: &Factory) {
+pub(crate) fn run(make: &Factory<'_>) {
     value_state(make);
     map_state(make);
     list_state(make);
@@ -24,7 +24,7 @@ fn get(b: &dyn StateBackend, kg: u16, key: &[u8]) -> Option<Vec<u8>> {
     b.value_get(VALUE, kg, key, &mut out).unwrap().then_some(out)
 }
 
-fn value_state(make: &Factory) {
+fn value_state(make: &Factory<'_>) {
     let mut b = make(0..4, &KINDS);
     assert_eq!(get(&*b, 1, b"a"), None);
     b.value_put(VALUE, 1, b"a", b"1").unwrap();
@@ -44,7 +44,7 @@ fn value_state(make: &Factory) {
     assert_eq!(b.key_count(), 2);
 }
 
-fn map_state(make: &Factory) {
+fn map_state(make: &Factory<'_>) {
     let mut b = make(0..4, &KINDS);
     b.map_put(MAP, 3, b"k", b"z", b"26").unwrap();
     b.map_put(MAP, 3, b"k", b"a", b"1").unwrap();
@@ -67,7 +67,7 @@ fn map_state(make: &Factory) {
     assert!(b.map_get(MAP, 3, b"other", b"a", &mut Vec::new()).unwrap());
 }
 
-fn list_state(make: &Factory) {
+fn list_state(make: &Factory<'_>) {
     let mut b = make(0..4, &KINDS);
     for v in [&b"first"[..], b"second", b"third"] {
         b.list_append(LIST, 0, b"k", v).unwrap();
@@ -79,7 +79,7 @@ fn list_state(make: &Factory) {
     b.list_get(LIST, 0, b"k", &mut |_| panic!("cleared")).unwrap();
 }
 
-fn misuse_is_an_error(make: &Factory) {
+fn misuse_is_an_error(make: &Factory<'_>) {
     let mut b = make(4..8, &KINDS);
     assert!(matches!(
         b.value_put(MAP, 4, b"k", b"v"),
@@ -108,7 +108,7 @@ fn scan_all(b: &dyn StateBackend, range: Range<u32>) -> Vec<(u16, u32, Vec<u8>, 
     all
 }
 
-fn scan_insert_move_and_drop(make: &Factory) {
+fn scan_insert_move_and_drop(make: &Factory<'_>) {
     let mut a = make(0..8, &KINDS);
     for kg in 0..8u16 {
         let key = format!("key{kg}");

@@ -40,11 +40,13 @@ pub(crate) mod conformance;
 mod memory;
 mod migration;
 pub mod overlay;
+mod rocksdb;
 mod snapshot;
 mod value_table;
 
 pub use memory::MemoryBackend;
 pub use migration::{Migration, RestoredState, StateRestore, rewrite_items};
+pub use rocksdb::{RocksDbBackend, RocksDbBackends};
 pub use snapshot::SnapshotBody;
 pub(crate) use value_table::same_bytes;
 
@@ -108,6 +110,12 @@ pub enum StateError {
     UnknownState {
         /// The index used.
         state: u32,
+    },
+    /// The store under the backend failed (RocksDB: a disk error, a full disk, a torn file).
+    #[error("the state store failed: {cause}")]
+    Storage {
+        /// What it said.
+        cause: String,
     },
     /// The key group is outside the range this backend holds.
     #[error("key group {key_group} is outside this subtask's key groups {range:?}")]
@@ -227,6 +235,26 @@ pub trait StateBackend: Send + Sync {
     /// (its snapshot stored); `None` meanwhile, and for every other backend.
     fn settled(&mut self) -> Result<Option<Box<dyn StateBackend>>, StateError> {
         Ok(None)
+    }
+}
+
+/// Where a job's operator subtasks keep their keyed state: its `[state] backend`.
+#[derive(Clone, Default)]
+pub enum Backends {
+    /// In memory ([`MemoryBackend`]).
+    #[default]
+    Memory,
+    /// In RocksDB databases on local disk, sharing the job's managed memory.
+    RocksDb(std::sync::Arc<RocksDbBackends>),
+}
+
+impl Backends {
+    /// A new, empty backend for `key_groups` of states `kinds`.
+    pub fn open(&self, key_groups: Range<u32>, kinds: &[StateKind]) -> Result<Box<dyn StateBackend>, String> {
+        Ok(match self {
+            Backends::Memory => Box::new(MemoryBackend::new(key_groups, kinds)),
+            Backends::RocksDb(databases) => Box::new(databases.open(key_groups, kinds)?),
+        })
     }
 }
 

@@ -13,7 +13,7 @@ use crate::key_group::key_group_range;
 use crate::runtime::{
     BATCH_BYTES, EventBatch, HandedOverState, Operator, OperatorFactory, StateSnapshot, SubtaskInfo, clip,
 };
-use crate::state::{self, MemoryBackend, Migration, StateBackend, StateDescriptor, StateKind, StateRestore};
+use crate::state::{self, Backends, MemoryBackend, Migration, StateBackend, StateDescriptor, StateKind, StateRestore};
 
 /// Limits of the sandbox each instance runs in.
 #[derive(Debug, Clone, Copy)]
@@ -68,13 +68,20 @@ pub struct WasmOperatorFactory {
     keyed: bool,
     limits: SandboxLimits,
     restore: Option<StateRestore>,
+    backends: Backends,
 }
 
 impl WasmOperatorFactory {
     /// `config` is the operator's configuration as a JSON object; `keyed` is true when its input
-    /// is partitioned by key (only then does it get keyed state).
-    pub fn new(module: Arc<OperatorModule>, config: String, keyed: bool, limits: SandboxLimits) -> Self {
-        WasmOperatorFactory { module, config, keyed, limits, restore: None }
+    /// is partitioned by key (only then does it get keyed state, kept in `backends`).
+    pub fn new(
+        module: Arc<OperatorModule>,
+        config: String,
+        keyed: bool,
+        limits: SandboxLimits,
+        backends: Backends,
+    ) -> Self {
+        WasmOperatorFactory { module, config, keyed, limits, restore: None, backends }
     }
 
     /// Fills each subtask's state from a checkpoint before `open`.
@@ -119,9 +126,8 @@ impl OperatorFactory for WasmOperatorFactory {
         let kinds = description.kinds();
         let key_groups =
             if self.keyed { key_group_range(info.max_parallelism, info.parallelism, info.index) } else { 0..0 };
-        let fresh = |key_groups| -> Box<dyn StateBackend> { Box::new(MemoryBackend::new(key_groups, &kinds)) };
         // The instance runs any migration of the restored state, so it comes first, with no state.
-        let keyed = KeyedState::new(fresh(0..0), kinds.clone());
+        let keyed = KeyedState::new(Box::new(MemoryBackend::new(0..0, &kinds)), kinds.clone());
         let state = HostState::new(keyed, self.limits.memory_limit, Arc::from(info.to_string()));
         let mut store = Store::new(&self.module.engine, state);
         store.data_mut().interrupt = info.interrupt.clone();
@@ -130,7 +136,11 @@ impl OperatorFactory for WasmOperatorFactory {
         arm(&mut store, self.limits.call_deadline);
         let instance =
             self.module.pre.instantiate(&mut store).map_err(|e| call_error("instantiation", &e, &self.limits))?;
-        let mut backend = fresh(key_groups.clone());
+        // An operator without state needs no database.
+        let mut backend = match kinds.is_empty() {
+            true => Box::new(MemoryBackend::new(key_groups.clone(), &kinds)),
+            false => self.backends.open(key_groups.clone(), &kinds)?,
+        };
         if let Some(restore) = &self.restore {
             let restored = restore(backend, key_groups.clone(), info.index)
                 .map_err(|e| format!("cannot restore its state: {e}"))?;

@@ -1,0 +1,505 @@
+//! [`RocksDbBackend`]: keyed state on local disk in RocksDB, for state larger than memory. Each
+//! operator subtask has a database of its own under the job's `local-dir`; every database of a
+//! job shares one block cache and one write-buffer budget ([`RocksDbBackends`], Flink's managed
+//! memory), so a job's memory is bounded whatever its parallelism.
+//!
+//! Records, key group first so that a range of key groups is one contiguous range of keys
+//! (scanned for snapshots, deleted with one range tombstone when key groups move):
+//! ```text
+//! u16 key group (big-endian) | u32 state | u32 key length | key            value state: the value
+//! u16 key group (big-endian) | u32 state | u32 key length | key | map key  map state: one record per entry
+//! u16 key group (big-endian) | u32 state | u32 key length | key            list state: the elements, each
+//!                                                                          u32-length-prefixed, appended
+//!                                                                          by a merge operator
+//! ```
+//! A checkpoint's synchronous part is a RocksDB checkpoint (a flush, then hard links to the
+//! database's files), so processing goes on at once; the uploader reads it and writes the
+//! canonical snapshot file, then deletes it.
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rocksdb::{
+    BlockBasedOptions, Cache, DB, DBCompressionType, Direction, IteratorMode, MergeOperands, Options, ReadOptions,
+    WriteBatch, WriteBufferManager, WriteOptions,
+};
+
+use super::{SnapshotBody, StateBackend, StateDescriptor, StateEntry, StateError, StateItem, StateKind};
+use crate::key_group::KeyGroup;
+
+/// The databases of one job's operator subtasks, and the memory they share.
+pub struct RocksDbBackends {
+    /// Where each subtask's database goes (a directory of the job's own).
+    dir: PathBuf,
+    cache: Cache,
+    write_buffers: WriteBufferManager,
+    /// Numbers the databases opened, so that no two share a directory.
+    opened: AtomicU64,
+}
+
+impl RocksDbBackends {
+    /// The databases of job `job_id`, in its directory under `local_dir`, sharing
+    /// `managed_memory` bytes: a block cache of that size, whose budget includes the write buffers
+    /// (memtables), as Flink's managed memory does. Databases under `local_dir` of processes that
+    /// are gone (killed before they could delete them) are deleted first.
+    pub fn new(local_dir: &Path, job_id: &str, managed_memory: usize) -> Result<Self, String> {
+        let dir = local_dir.join(job_id);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        collect_orphans(local_dir);
+        let cache = Cache::new_lru_cache(managed_memory);
+        // Write buffers charge their memory to the cache, and stall writers beyond it.
+        let write_buffers =
+            WriteBufferManager::new_write_buffer_manager_with_cache(managed_memory / 2, true, cache.clone());
+        Ok(RocksDbBackends { dir, cache, write_buffers, opened: AtomicU64::new(0) })
+    }
+
+    /// A new, empty database for `key_groups` of states `kinds`.
+    pub fn open(&self, key_groups: Range<u32>, kinds: &[StateKind]) -> Result<RocksDbBackend, String> {
+        let n = self.opened.fetch_add(1, Ordering::Relaxed);
+        let path = self.dir.join(format!("db-{}-{n}", std::process::id()));
+        // A directory left by a crashed run of this process id is stale: nothing reads it.
+        let _ = std::fs::remove_dir_all(&path);
+        let db =
+            DB::open(&self.options(), &path).map_err(|e| format!("cannot open RocksDB at {}: {e}", path.display()))?;
+        // No write-ahead log: a crashed run's database is never read again (a restore reads a
+        // checkpoint), and a checkpoint flushes the memtables before it links the files.
+        let mut writes = WriteOptions::default();
+        writes.disable_wal(true);
+        Ok(RocksDbBackend { db, path, key_groups, kinds: kinds.to_vec(), checkpoints: AtomicU64::new(0), writes })
+    }
+
+    fn options(&self) -> Options {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.set_compression_type(DBCompressionType::Lz4);
+        options.set_merge_operator_associative("weir-list-append", append);
+        options.set_write_buffer_manager(&self.write_buffers);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&self.cache);
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_bloom_filter(10.0, false);
+        options.set_block_based_table_factory(&table);
+        // One subtask's database: a few files open, little background work.
+        options.set_max_open_files(256);
+        options.set_max_background_jobs(1);
+        options
+    }
+}
+
+/// Deletes the databases (and their checkpoints) in the job directories under `local_dir` whose
+/// process is gone: `db-<pid>-<n>` names the process that opened it.
+fn collect_orphans(local_dir: &Path) {
+    let Ok(jobs) = std::fs::read_dir(local_dir) else { return };
+    for entry in jobs.flatten().flat_map(|job| std::fs::read_dir(job.path()).into_iter().flatten().flatten()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("db-").and_then(|rest| rest.split('-').next()) else { continue };
+        let gone = pid
+            .parse::<u32>()
+            .is_ok_and(|pid| pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists());
+        if gone {
+            tracing::info!("deleting {}, left by a weir process that is gone", entry.path().display());
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// The list merge operator: elements append.
+fn append(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
+    let mut list = existing.map(<[u8]>::to_vec).unwrap_or_default();
+    for operand in operands {
+        list.extend_from_slice(operand);
+    }
+    Some(list)
+}
+
+/// One operator subtask's keyed state in RocksDB. Its database is deleted when it is dropped:
+/// what lasts is in checkpoints and savepoints.
+pub struct RocksDbBackend {
+    db: DB,
+    path: PathBuf,
+    key_groups: Range<u32>,
+    kinds: Vec<StateKind>,
+    /// Numbers the checkpoints taken of it.
+    checkpoints: AtomicU64,
+    writes: WriteOptions,
+}
+
+impl Drop for RocksDbBackend {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// `kg | state | key length | key`: the record of a value or list, the prefix of a map's.
+fn record_key(kg: KeyGroup, state: u32, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(10 + key.len());
+    out.extend_from_slice(&kg.to_be_bytes());
+    out.extend_from_slice(&state.to_be_bytes());
+    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    out.extend_from_slice(key);
+    out
+}
+
+/// `kg | state | key length | key | map key`: one entry of a map.
+fn map_record(kg: KeyGroup, state: u32, key: &[u8], map_key: &[u8]) -> Vec<u8> {
+    let mut record = record_key(kg, state, key);
+    record.extend_from_slice(map_key);
+    record
+}
+
+/// The first key after every key that starts with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![u8::MAX; prefix.len() + 1]
+}
+
+/// The first key of key group `kg` (or, for `kg` past the last, the end of them all).
+fn key_group_start(kg: u32) -> Vec<u8> {
+    match u16::try_from(kg) {
+        Ok(kg) => kg.to_be_bytes().to_vec(),
+        Err(_) => vec![u8::MAX; 3],
+    }
+}
+
+fn db_error(e: rocksdb::Error) -> StateError {
+    StateError::Storage { cause: e.into_string() }
+}
+
+impl RocksDbBackend {
+    /// Checks that `state` is declared as `kind` and `kg` is held.
+    fn check(&self, state: u32, kind: StateKind, kg: KeyGroup) -> Result<(), StateError> {
+        if self.kinds.get(state as usize) != Some(&kind) {
+            return Err(StateError::WrongState { state, expected: kind });
+        }
+        self.check_key_group(kg)
+    }
+
+    fn check_key_group(&self, kg: KeyGroup) -> Result<(), StateError> {
+        if !self.key_groups.contains(&u32::from(kg)) {
+            return Err(StateError::KeyGroupNotOwned { key_group: kg, range: self.key_groups.clone() });
+        }
+        Ok(())
+    }
+
+    fn get_into(&self, record: &[u8], out: &mut Vec<u8>) -> Result<bool, StateError> {
+        match self.db.get_pinned(record).map_err(db_error)? {
+            Some(value) => {
+                out.extend_from_slice(&value);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn delete_range(&self, from: &[u8], to: &[u8]) -> Result<(), StateError> {
+        let mut batch = WriteBatch::default();
+        batch.delete_range(from, to);
+        self.db.write_opt(batch, &self.writes).map_err(db_error)
+    }
+}
+
+/// Visits every entry of `db` in `key_groups`, reading records as [`RocksDbBackend`] lays them out
+/// for states `kinds`.
+fn scan_db(
+    db: &DB,
+    kinds: &[StateKind],
+    key_groups: Range<u32>,
+    visit: &mut dyn FnMut(StateEntry<'_>),
+) -> Result<(), StateError> {
+    let mut options = ReadOptions::default();
+    options.set_iterate_upper_bound(key_group_start(key_groups.end));
+    let start = key_group_start(key_groups.start);
+    for item in db.iterator_opt(IteratorMode::From(&start, Direction::Forward), options) {
+        let (record, value) = item.map_err(db_error)?;
+        let corrupt = || StateError::Storage { cause: format!("a record of {} bytes is not weir's", record.len()) };
+        let (kg, rest) = record.split_first_chunk::<2>().ok_or_else(corrupt)?;
+        let (state, rest) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
+        let (length, rest) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
+        let (kg, state, length) = (u16::from_be_bytes(*kg), u32::from_be_bytes(*state), u32::from_be_bytes(*length));
+        let (key, map_key) = rest.split_at_checked(length as usize).ok_or_else(corrupt)?;
+        let entry = |item| StateEntry { key_group: kg, state, key, item };
+        match kinds.get(state as usize) {
+            Some(StateKind::Value) => visit(entry(StateItem::Value(&value))),
+            Some(StateKind::Map) => visit(entry(StateItem::MapEntry(map_key, &value))),
+            Some(StateKind::List) => {
+                for element in ListElements(&value) {
+                    visit(entry(StateItem::ListElement(element.ok_or_else(corrupt)?)));
+                }
+            }
+            None => return Err(StateError::UnknownState { state }),
+        }
+    }
+    Ok(())
+}
+
+/// The elements of a stored list; `None` for a torn one.
+struct ListElements<'a>(&'a [u8]);
+
+impl<'a> Iterator for ListElements<'a> {
+    type Item = Option<&'a [u8]>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let Some((length, rest)) = self.0.split_first_chunk::<4>() else {
+            self.0 = &[];
+            return Some(None);
+        };
+        match rest.split_at_checked(u32::from_le_bytes(*length) as usize) {
+            Some((element, rest)) => {
+                self.0 = rest;
+                Some(Some(element))
+            }
+            None => {
+                self.0 = &[];
+                Some(None)
+            }
+        }
+    }
+}
+
+impl StateBackend for RocksDbBackend {
+    fn value_get(&self, state: u32, kg: KeyGroup, key: &[u8], out: &mut Vec<u8>) -> Result<bool, StateError> {
+        self.check(state, StateKind::Value, kg)?;
+        self.get_into(&record_key(kg, state, key), out)
+    }
+
+    fn value_put(&mut self, state: u32, kg: KeyGroup, key: &[u8], value: &[u8]) -> Result<(), StateError> {
+        self.check(state, StateKind::Value, kg)?;
+        self.db.put_opt(record_key(kg, state, key), value, &self.writes).map_err(db_error)
+    }
+
+    fn map_get(
+        &self,
+        state: u32,
+        kg: KeyGroup,
+        key: &[u8],
+        map_key: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<bool, StateError> {
+        self.check(state, StateKind::Map, kg)?;
+        let record = map_record(kg, state, key, map_key);
+        self.get_into(&record, out)
+    }
+
+    fn map_put(
+        &mut self,
+        state: u32,
+        kg: KeyGroup,
+        key: &[u8],
+        map_key: &[u8],
+        value: &[u8],
+    ) -> Result<(), StateError> {
+        self.check(state, StateKind::Map, kg)?;
+        let record = map_record(kg, state, key, map_key);
+        self.db.put_opt(record, value, &self.writes).map_err(db_error)
+    }
+
+    fn map_remove(&mut self, state: u32, kg: KeyGroup, key: &[u8], map_key: &[u8]) -> Result<(), StateError> {
+        self.check(state, StateKind::Map, kg)?;
+        let record = map_record(kg, state, key, map_key);
+        self.db.delete_opt(record, &self.writes).map_err(db_error)
+    }
+
+    fn map_entries(
+        &self,
+        state: u32,
+        kg: KeyGroup,
+        key: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<(), StateError> {
+        self.check(state, StateKind::Map, kg)?;
+        let prefix = record_key(kg, state, key);
+        let mut options = ReadOptions::default();
+        options.set_iterate_upper_bound(prefix_end(&prefix));
+        for item in self.db.iterator_opt(IteratorMode::From(&prefix, Direction::Forward), options) {
+            let (record, value) = item.map_err(db_error)?;
+            visit(&record[prefix.len()..], &value);
+        }
+        Ok(())
+    }
+
+    fn list_get(&self, state: u32, kg: KeyGroup, key: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<(), StateError> {
+        self.check(state, StateKind::List, kg)?;
+        let Some(list) = self.db.get_pinned(record_key(kg, state, key)).map_err(db_error)? else { return Ok(()) };
+        for element in ListElements(&list) {
+            visit(element.ok_or_else(|| StateError::Storage { cause: "a stored list is torn".to_string() })?);
+        }
+        Ok(())
+    }
+
+    fn list_append(&mut self, state: u32, kg: KeyGroup, key: &[u8], value: &[u8]) -> Result<(), StateError> {
+        self.check(state, StateKind::List, kg)?;
+        let mut element = Vec::with_capacity(4 + value.len());
+        element.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        element.extend_from_slice(value);
+        self.db.merge_opt(record_key(kg, state, key), element, &self.writes).map_err(db_error)
+    }
+
+    fn clear(&mut self, state: u32, kg: KeyGroup, key: &[u8]) -> Result<(), StateError> {
+        let kind = *self.kinds.get(state as usize).ok_or(StateError::UnknownState { state })?;
+        self.check_key_group(kg)?;
+        let record = record_key(kg, state, key);
+        match kind {
+            StateKind::Map => self.delete_range(&record, &prefix_end(&record)),
+            StateKind::Value | StateKind::List => self.db.delete_opt(record, &self.writes).map_err(db_error),
+        }
+    }
+
+    fn scan(&self, key_groups: Range<u32>, visit: &mut dyn FnMut(StateEntry<'_>)) -> Result<(), StateError> {
+        scan_db(&self.db, &self.kinds, key_groups, visit)
+    }
+
+    fn drop_key_groups(&mut self, key_groups: Range<u32>) -> Result<(), StateError> {
+        if key_groups.start < self.key_groups.start || key_groups.end > self.key_groups.end {
+            let key_group =
+                if key_groups.start < self.key_groups.start { key_groups.start } else { key_groups.end - 1 };
+            let key_group = KeyGroup::try_from(key_group).unwrap_or(KeyGroup::MAX);
+            return Err(StateError::KeyGroupNotOwned { key_group, range: self.key_groups.clone() });
+        }
+        self.delete_range(&key_group_start(key_groups.start), &key_group_start(key_groups.end))
+    }
+
+    fn key_count(&self) -> usize {
+        let mut keys = std::collections::HashSet::new();
+        let _ = self.scan(self.key_groups.clone(), &mut |e| {
+            keys.insert((e.state, e.key_group, e.key.to_vec()));
+        });
+        keys.len()
+    }
+
+    fn snapshot(
+        &self,
+        key_groups: Range<u32>,
+        states: &[StateDescriptor],
+    ) -> Result<Box<dyn SnapshotBody>, StateError> {
+        let n = self.checkpoints.fetch_add(1, Ordering::Relaxed);
+        let dir = self.path.with_extension(format!("chk-{n}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        rocksdb::checkpoint::Checkpoint::new(&self.db).and_then(|c| c.create_checkpoint(&dir)).map_err(db_error)?;
+        Ok(Box::new(Checkpointed { dir, kinds: self.kinds.clone(), key_groups, states: states.to_vec() }))
+    }
+
+    /// A RocksDB checkpoint too: hard links, not a copy, and the database goes on as it is.
+    fn freeze(
+        self: Box<Self>,
+        key_groups: Range<u32>,
+        states: &[StateDescriptor],
+    ) -> (Box<dyn SnapshotBody>, Box<dyn StateBackend>) {
+        match self.snapshot(key_groups.clone(), states) {
+            Ok(body) => (body, self),
+            Err(e) => (Box::new(Failed(e.to_string())), self),
+        }
+    }
+}
+
+/// A RocksDB checkpoint of one subtask's database, encoded in the canonical form on the uploader
+/// thread and deleted once it is (or once it is dropped unencoded).
+struct Checkpointed {
+    dir: PathBuf,
+    kinds: Vec<StateKind>,
+    key_groups: Range<u32>,
+    states: Vec<StateDescriptor>,
+}
+
+impl Drop for Checkpointed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl SnapshotBody for Checkpointed {
+    fn encode(self: Box<Self>) -> Result<Vec<u8>, StateError> {
+        let db = open_read_only(&self.dir)?;
+        let view = ReadOnly { db, kinds: self.kinds.clone() };
+        super::canonical::encode(&view, self.key_groups.clone(), &self.states)
+    }
+}
+
+/// A snapshot that could not be taken: its error, when the uploader encodes it.
+struct Failed(String);
+
+impl SnapshotBody for Failed {
+    fn encode(self: Box<Self>) -> Result<Vec<u8>, StateError> {
+        Err(StateError::Storage { cause: self.0 })
+    }
+}
+
+fn open_read_only(dir: &Path) -> Result<DB, StateError> {
+    let mut options = Options::default();
+    options.set_merge_operator_associative("weir-list-append", append);
+    DB::open_for_read_only(&options, dir, false).map_err(db_error)
+}
+
+/// A checkpoint opened to be read: all the canonical encoder needs is a scan.
+struct ReadOnly {
+    db: DB,
+    kinds: Vec<StateKind>,
+}
+
+impl super::canonical::Scan for ReadOnly {
+    fn scan_entries(&self, key_groups: Range<u32>, visit: &mut dyn FnMut(StateEntry<'_>)) -> Result<(), StateError> {
+        scan_db(&self.db, &self.kinds, key_groups, visit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        let backends = RocksDbBackends::new(dir.path(), "job", 16 << 20).unwrap();
+        super::super::conformance::run(&|range, kinds| -> Box<dyn StateBackend> {
+            Box::new(backends.open(range, kinds).unwrap())
+        });
+    }
+
+    #[test]
+    fn a_checkpoint_encodes_what_the_database_held_at_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let backends = RocksDbBackends::new(dir.path(), "job", 16 << 20).unwrap();
+        let kinds = [StateKind::Value, StateKind::List];
+        let states =
+            [StateDescriptor::new("count", StateKind::Value, 1), StateDescriptor::new("seen", StateKind::List, 1)];
+        let mut db = backends.open(0..4, &kinds).unwrap();
+        let mut memory = super::super::MemoryBackend::new(0..4, &kinds);
+        for b in [&mut db as &mut dyn StateBackend, &mut memory] {
+            b.value_put(0, 1, b"a", b"1").unwrap();
+            b.list_append(1, 3, b"b", b"x").unwrap();
+            b.list_append(1, 3, b"b", b"y").unwrap();
+        }
+        let snapshot = db.snapshot(0..4, &states).unwrap();
+        db.value_put(0, 1, b"a", b"after the barrier").unwrap();
+        let expected = super::super::canonical::encode(&memory, 0..4, &states).unwrap();
+        assert_eq!(snapshot.encode().unwrap(), expected, "the same bytes as the memory backend's");
+        let job = dir.path().join("job");
+        let leftovers: Vec<_> = std::fs::read_dir(&job).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(leftovers.len(), 1, "the checkpoint is deleted once encoded: {leftovers:?}");
+        drop(db);
+        assert_eq!(std::fs::read_dir(&job).unwrap().count(), 0, "the database goes with its backend");
+    }
+
+    #[test]
+    fn databases_of_processes_that_are_gone_are_deleted_when_a_job_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("other-job/db-4000000000-0");
+        let checkpoint = dir.path().join("other-job/db-4000000000-0.chk-3");
+        let own = dir.path().join(format!("other-job/db-{}-7", std::process::id()));
+        let not_a_database = dir.path().join("other-job/notes");
+        for path in [&gone, &checkpoint, &own, &not_a_database] {
+            std::fs::create_dir_all(path).unwrap();
+        }
+        RocksDbBackends::new(dir.path(), "job", 16 << 20).unwrap();
+        assert!(!gone.exists() && !checkpoint.exists(), "a dead process's database and checkpoint are deleted");
+        assert!(own.exists() && not_a_database.exists(), "a live process's database and other files stay");
+    }
+}
