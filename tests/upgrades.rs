@@ -79,9 +79,17 @@ fn versions_by_user(dir: &Path) -> BTreeMap<String, Vec<u64>> {
 /// The slow clicks job, submitted to a server of its own: the test's directory, the server and
 /// the job's id.
 fn submitted() -> (tempfile::TempDir, Server, String) {
+    submitted_with("")
+}
+
+/// The same, with `extra` (a `[state]` table) appended to the job file.
+fn submitted_with(extra: &str) -> (tempfile::TempDir, Server, String) {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &[]);
-    let id = server.cli(&["submit", &slow_clicks_job(dir.path())]).stdout.trim().to_string();
+    let job = slow_clicks_job(dir.path());
+    let text = std::fs::read_to_string(&job).unwrap();
+    std::fs::write(&job, format!("{text}\n{extra}")).unwrap();
+    let id = server.cli(&["submit", &job]).stdout.trim().to_string();
     (dir, server, id)
 }
 
@@ -248,6 +256,31 @@ fn a_rollback_by_hand_goes_back_to_the_savepoint_before_the_swap() {
     // What v2 committed after the savepoint was dropped and counted again by v1.
     let emitted = every_count_once(dir.path());
     assert!(emitted.values().all(|versions| versions == &[1]), "exactly once, all from v1 in the end");
+}
+
+/// With RocksDB state: the swap hands the live database over in place and v2 migrates every
+/// count in it; a rollback by hand goes back to v1 from the savepoint; counts stay exactly once.
+#[test]
+fn a_rocksdb_job_is_upgraded_with_a_migration_and_rolled_back() {
+    let (dir, server, id) = submitted_with("[state]\nbackend = \"rocksdb\"\nmanaged-memory = \"32MiB\"\n");
+    std::thread::sleep(Duration::from_millis(700));
+    let savepoint = swap(&server, &id, &[&count_per_user("count_v2")]);
+    std::thread::sleep(Duration::from_millis(600));
+    let rolled = server.cli(&["upgrade", &id, "--rollback"]);
+    assert_eq!(rolled.code, 0, "{}", rolled.stderr);
+    assert!(rolled.stdout.contains(&format!("from savepoint: {savepoint}")), "{}", rolled.stdout);
+    std::thread::sleep(Duration::from_millis(500));
+    swap(&server, &id, &[&count_per_user("count_v2")]);
+    let job = server.wait_for_job(&id);
+    assert_eq!(job["state"], "finished", "{job}");
+    let history: Vec<&str> = job["history"].as_array().unwrap().iter().map(|h| h["event"].as_str().unwrap()).collect();
+    assert_eq!(history, ["started", "upgraded", "rolled-back", "upgraded"], "{job}");
+    for (user, versions) in versions_by_user(dir.path()) {
+        let changes = versions.windows(2).filter(|w| w[0] != w[1]).count();
+        assert!(versions[0] == 1 && changes <= 3, "{user}: {versions:?}");
+    }
+    let databases = std::fs::read_dir(dir.path().join("data/rocksdb").join(&id)).unwrap().count();
+    assert_eq!(databases, 0, "no database outlives the job");
 }
 
 /// A server restarted after an upgrade still knows what a rollback goes back to.

@@ -33,9 +33,11 @@ pub struct RocksDbBackends {
     dir: PathBuf,
     cache: Cache,
     write_buffers: WriteBufferManager,
-    /// Numbers the databases opened, so that no two share a directory.
-    opened: AtomicU64,
 }
+
+/// Numbers the databases this process opens, so that no two share a directory: not per job run,
+/// since a run after an upgrade opens its databases beside those handed over to it.
+static OPENED: AtomicU64 = AtomicU64::new(0);
 
 impl RocksDbBackends {
     /// The databases of job `job_id`, in its directory under `local_dir`, sharing
@@ -50,14 +52,14 @@ impl RocksDbBackends {
         // Write buffers charge their memory to the cache, and stall writers beyond it.
         let write_buffers =
             WriteBufferManager::new_write_buffer_manager_with_cache(managed_memory / 2, true, cache.clone());
-        Ok(RocksDbBackends { dir, cache, write_buffers, opened: AtomicU64::new(0) })
+        Ok(RocksDbBackends { dir, cache, write_buffers })
     }
 
     /// A new, empty database for `key_groups` of states `kinds`.
     pub fn open(&self, key_groups: Range<u32>, kinds: &[StateKind]) -> Result<RocksDbBackend, String> {
-        let n = self.opened.fetch_add(1, Ordering::Relaxed);
+        let n = OPENED.fetch_add(1, Ordering::Relaxed);
         let path = self.dir.join(format!("db-{}-{n}", std::process::id()));
-        // A directory left by a crashed run of this process id is stale: nothing reads it.
+        // A directory left by an earlier process of the same id is stale: nothing reads it.
         let _ = std::fs::remove_dir_all(&path);
         let db =
             DB::open(&self.options(), &path).map_err(|e| format!("cannot open RocksDB at {}: {e}", path.display()))?;
