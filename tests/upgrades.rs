@@ -247,15 +247,21 @@ fn a_rollback_by_hand_goes_back_to_the_savepoint_before_the_swap() {
     assert_eq!(nothing.code, 1);
     assert!(nothing.stderr.contains(&format!("job {id} has no upgrade to roll back")), "{}", nothing.stderr);
     std::thread::sleep(Duration::from_millis(600));
-    let savepoint = swap(&server, &id, &[&count_per_user("count_v2")]);
-    std::thread::sleep(Duration::from_millis(600));
-    let rolled = server.cli(&["upgrade", &id, "--rollback"]);
-    assert_eq!(rolled.code, 0, "{}", rolled.stderr);
-    assert!(rolled.stdout.contains(&format!("from savepoint: {savepoint}")), "{}", rolled.stdout);
+    swap_then_roll_back(&server, &id);
     assert_eq!(server.wait_for_job(&id)["state"], "finished");
     // What v2 committed after the savepoint was dropped and counted again by v1.
     let emitted = every_count_once(dir.path());
     assert!(emitted.values().all(|versions| versions == &[1]), "exactly once, all from v1 in the end");
+}
+
+/// Swaps count_v2 in, and 600 ms later rolls it back by hand, checking that the rollback goes
+/// back to the savepoint taken before the swap.
+fn swap_then_roll_back(server: &Server, id: &str) {
+    let savepoint = swap(server, id, &[&count_per_user("count_v2")]);
+    std::thread::sleep(Duration::from_millis(600));
+    let rolled = server.cli(&["upgrade", id, "--rollback"]);
+    assert_eq!(rolled.code, 0, "{}", rolled.stderr);
+    assert!(rolled.stdout.contains(&format!("from savepoint: {savepoint}")), "{}", rolled.stdout);
 }
 
 /// With RocksDB state: the swap hands the live database over in place and v2 migrates every
@@ -264,11 +270,7 @@ fn a_rollback_by_hand_goes_back_to_the_savepoint_before_the_swap() {
 fn a_rocksdb_job_is_upgraded_with_a_migration_and_rolled_back() {
     let (dir, server, id) = submitted_with("[state]\nbackend = \"rocksdb\"\nmanaged-memory = \"32MiB\"\n");
     std::thread::sleep(Duration::from_millis(700));
-    let savepoint = swap(&server, &id, &[&count_per_user("count_v2")]);
-    std::thread::sleep(Duration::from_millis(600));
-    let rolled = server.cli(&["upgrade", &id, "--rollback"]);
-    assert_eq!(rolled.code, 0, "{}", rolled.stderr);
-    assert!(rolled.stdout.contains(&format!("from savepoint: {savepoint}")), "{}", rolled.stdout);
+    swap_then_roll_back(&server, &id);
     std::thread::sleep(Duration::from_millis(500));
     swap(&server, &id, &[&count_per_user("count_v2")]);
     let job = server.wait_for_job(&id);
