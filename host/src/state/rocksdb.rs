@@ -67,7 +67,8 @@ impl RocksDbBackends {
         // checkpoint), and a checkpoint flushes the memtables before it links the files.
         let mut writes = WriteOptions::default();
         writes.disable_wal(true);
-        Ok(RocksDbBackend { db, path, key_groups, kinds: kinds.to_vec(), checkpoints: AtomicU64::new(0), writes })
+        let kinds = kinds.to_vec();
+        Ok(RocksDbBackend { db, dir: Removed(path), key_groups, kinds, checkpoints: AtomicU64::new(0), writes })
     }
 
     fn options(&self) -> Options {
@@ -114,22 +115,27 @@ fn append(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Opt
     Some(list)
 }
 
+/// A directory deleted when it is dropped. As a field declared after a database, it is deleted
+/// once the database has closed (fields drop in declaration order).
+struct Removed(PathBuf);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// One operator subtask's keyed state in RocksDB. Its database is deleted when it is dropped:
 /// what lasts is in checkpoints and savepoints.
 pub struct RocksDbBackend {
     db: DB,
-    path: PathBuf,
+    /// The database's directory, after `db`.
+    dir: Removed,
     key_groups: Range<u32>,
     kinds: Vec<StateKind>,
     /// Numbers the checkpoints taken of it.
     checkpoints: AtomicU64,
     writes: WriteOptions,
-}
-
-impl Drop for RocksDbBackend {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
 }
 
 /// `kg | state | key length | key`: the record of a value or list, the prefix of a map's.
@@ -383,10 +389,10 @@ impl StateBackend for RocksDbBackend {
         states: &[StateDescriptor],
     ) -> Result<Box<dyn SnapshotBody>, StateError> {
         let n = self.checkpoints.fetch_add(1, Ordering::Relaxed);
-        let dir = self.path.with_extension(format!("chk-{n}"));
+        let dir = self.dir.0.with_extension(format!("chk-{n}"));
         let _ = std::fs::remove_dir_all(&dir);
         rocksdb::checkpoint::Checkpoint::new(&self.db).and_then(|c| c.create_checkpoint(&dir)).map_err(db_error)?;
-        Ok(Box::new(Checkpointed { dir, kinds: self.kinds.clone(), key_groups, states: states.to_vec() }))
+        Ok(Box::new(Checkpointed { dir: Removed(dir), kinds: self.kinds.clone(), key_groups, states: states.to_vec() }))
     }
 
     /// A RocksDB checkpoint too: hard links, not a copy, and the database goes on as it is.
@@ -405,21 +411,15 @@ impl StateBackend for RocksDbBackend {
 /// A RocksDB checkpoint of one subtask's database, encoded in the canonical form on the uploader
 /// thread and deleted once it is (or once it is dropped unencoded).
 struct Checkpointed {
-    dir: PathBuf,
+    dir: Removed,
     kinds: Vec<StateKind>,
     key_groups: Range<u32>,
     states: Vec<StateDescriptor>,
 }
 
-impl Drop for Checkpointed {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 impl SnapshotBody for Checkpointed {
     fn encode(self: Box<Self>) -> Result<Vec<u8>, StateError> {
-        let db = open_read_only(&self.dir)?;
+        let db = open_read_only(&self.dir.0)?;
         let view = ReadOnly { db, kinds: self.kinds.clone() };
         super::canonical::encode(&view, self.key_groups.clone(), &self.states)
     }
