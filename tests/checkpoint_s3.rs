@@ -56,6 +56,26 @@ fn killed_and_resumed_from_s3_the_output_is_exactly_once() {
     assert!(keys[0].ends_with("/_metadata") && keys[1].ends_with("/count-per-user-0.state"), "{keys:?}");
 }
 
+#[test]
+fn an_incremental_rocksdb_job_killed_and_resumed_from_s3_is_exactly_once() {
+    let s3 = S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = "[state]\nbackend = \"rocksdb\"\nincremental = true\n";
+    let job = s3_job(dir.path(), 8000, &format!("retained = 2\n{state}"));
+    let killed = kill_repeatedly(&job, &s3.env(), 3, || completed(&s3) > 0);
+    assert!(killed >= 2, "the job was killed {killed} times of 3");
+    let resumed = run(&job, &s3, &["--from-checkpoint", "latest"]);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert!(resumed.stderr.contains("resuming job 'clicks-per-user' from checkpoint"), "{}", resumed.stderr);
+    assert_eq!(sink_lines(&dir.path().join("out")), undisturbed_output(dir.path()));
+    // Two checkpoints of each count subtask's database files, their SST files shared.
+    let keys = s3.keys("checkpoints/clicks-per-user/");
+    assert_eq!(keys.iter().filter(|k| k.ends_with("/_metadata")).count(), 2, "{keys:?}");
+    assert!(keys.iter().any(|k| k.contains("/shared/") && k.ends_with(".sst")), "{keys:?}");
+    assert!(keys.iter().any(|k| k.contains("/count-per-user-1/MANIFEST-")), "{keys:?}");
+    assert!(!keys.iter().any(|k| k.ends_with(".state")), "{keys:?}");
+}
+
 /// Starts the job, waits for a completed checkpoint, then takes the storage down for `outage`
 /// (until the job ends when `None`); returns the finished run.
 fn run_through_outage(s3: &S3Server, job: &str, outage: Option<Duration>) -> weir_e2e::Output {

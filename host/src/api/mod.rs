@@ -18,6 +18,7 @@ use axum::{Json, Router};
 pub use error::ApiError;
 use serde_json::json;
 
+use crate::checkpoint::savepoint::SavepointFormat;
 use crate::control::{
     CancelError, JobInfo, Jobs, ModuleStore, SavepointError, SavepointStatus, StartFrom, StoreModules, UpgradeError,
     UpgradeStatus,
@@ -234,6 +235,9 @@ async fn job_checkpoints(
 struct SavepointBody {
     /// Where the savepoint goes (else the job's savepoint directory).
     target_directory: Option<String>,
+    /// `canonical` (the default) or `native` (Flink's `formatType`).
+    #[serde(default, alias = "format-type")]
+    format: SavepointFormat,
     /// Stop only: flush pending work first (weir has no timers yet, so nothing more to flush).
     #[serde(default)]
     drain: bool,
@@ -248,7 +252,7 @@ async fn savepoint_request(state: Arc<ApiState>, id: String, body: Bytes, stop: 
     };
     let _ = body.drain;
     let jobs = state.jobs.clone();
-    accepted(blocking(move || jobs.savepoint(&id, body.target_directory.as_deref(), stop)).await?)
+    accepted(blocking(move || jobs.savepoint(&id, body.target_directory.as_deref(), body.format, stop)).await?)
 }
 
 /// The answer to a savepoint request.

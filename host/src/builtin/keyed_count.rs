@@ -23,16 +23,18 @@ impl OperatorFactory for KeyedCountFactory {
             return Err("keyed-count keeps keyed state: set input = \"hash\" on it".to_string());
         }
         let range = key_group_range(info.max_parallelism, info.parallelism, info.index);
-        let mut backend = self.backends.open(range.clone(), &[StateKind::Value])?;
-        if let Some(restore) = &self.restore {
-            let restore = || {
-                let restored = restore(backend, range.clone(), info.index)?;
-                // A builtin migrates nothing: this refuses state saved under another layout.
-                restored.migrations(&states())?;
-                Ok::<_, String>(restored.backend)
-            };
-            backend = restore().map_err(|e| format!("cannot restore its state: {e}"))?;
-        }
+        let backend = match &self.restore {
+            None => self.backends.open(range.clone(), &[StateKind::Value])?,
+            Some(restore) => {
+                let restore = || {
+                    let restored = restore(&self.backends, &[StateKind::Value], range.clone(), info.index)?;
+                    // A builtin migrates nothing: this refuses state saved under another layout.
+                    restored.migrations(&states())?;
+                    Ok::<_, String>(restored.backend)
+                };
+                restore().map_err(|e| format!("cannot restore its state: {e}"))?
+            }
+        };
         Ok(Box::new(KeyedCount { backend, key_groups: range, max_parallelism: info.max_parallelism, buf: Vec::new() }))
     }
 }

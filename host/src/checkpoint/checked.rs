@@ -53,22 +53,3 @@ pub(crate) fn get(storage: &Storage, path: &str) -> Result<String, Unusable> {
     }
     Ok(json.to_string())
 }
-
-/// Stores one operator subtask's snapshot at `path`, sealed with its checksum trailer; returns
-/// what `_metadata` records of it.
-pub(crate) fn put_state(
-    storage: &Storage,
-    path: &str,
-    uid: &str,
-    subtask: u32,
-    snapshot: crate::runtime::StateSnapshot,
-) -> Result<crate::runtime::StateFile, String> {
-    let crate::runtime::StateSnapshot { key_groups, body } = snapshot;
-    let mut bytes = body.encode().map_err(|e| format!("cannot encode the snapshot: {e}"))?;
-    crate::state::canonical::seal(&mut bytes);
-    let file = path.rsplit('/').next().unwrap_or_default().to_string();
-    let sha256 = hex::encode(Sha256::digest(&bytes));
-    let size = bytes.len() as u64;
-    storage.put(path, bytes).map_err(|e| e.to_string())?;
-    Ok(crate::runtime::StateFile { uid: uid.to_string(), subtask, file, key_groups, sha256, size })
-}

@@ -8,10 +8,13 @@ mod checked;
 pub mod paths;
 mod restore;
 pub mod savepoint;
+mod shared;
 mod sink;
 pub mod storage;
+mod stored;
 
 pub use restore::Restore;
+pub use shared::delete_unreferenced_shared_files;
 pub use sink::StorageSink;
 
 /// The checkpoint directories of job `job` (by name) that belong to the job of id `job_id`: those

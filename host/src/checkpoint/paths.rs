@@ -3,12 +3,15 @@
 //! Layout, in Flink's spirit, relative to the job's checkpoint storage:
 //! ```text
 //! <job-name>/chk-<n>/_metadata                 what the checkpoint holds, with checksums
-//! <job-name>/chk-<n>/<uid>-<subtask>.state     one operator subtask's keyed state
+//! <job-name>/chk-<n>/<uid>-<subtask>.state     one operator subtask's keyed state (canonical)
+//! <job-name>/chk-<n>/<uid>-<subtask>/<file>    or its database's files (native, RocksDB)
+//! <job-name>/shared/<name>.sst                 SST files incremental checkpoints share
 //! ```
 //! and for savepoints, relative to the savepoint directory (see `docs/savepoint-format.md`):
 //! ```text
 //! savepoint-<job-name>-<suffix>/_metadata
 //! savepoint-<job-name>-<suffix>/<uid>-<subtask>.state
+//! savepoint-<job-name>-<suffix>/<uid>-<subtask>/<file>     (native savepoints)
 //! ```
 //! Checkpoint ids are zero-padded so that names sort in id order.
 
@@ -35,6 +38,28 @@ pub fn state_file(job: &str, id: u64, uid: &str, subtask: u32) -> String {
 /// The name of one operator subtask's keyed-state file, in a checkpoint or savepoint directory.
 pub fn state_file_name(uid: &str, subtask: u32) -> String {
     format!("{}-{subtask}.state", escape(uid))
+}
+
+/// The name of the directory of one operator subtask's native snapshot files, in a checkpoint or
+/// savepoint directory.
+pub fn native_dir_name(uid: &str, subtask: u32) -> String {
+    format!("{}-{subtask}", escape(uid))
+}
+
+/// The directory of the files job `job`'s incremental checkpoints share.
+pub fn shared_dir(job: &str) -> String {
+    format!("{}/shared", job_dir(job))
+}
+
+/// A file of [`shared_dir`].
+pub fn shared_file(job: &str, name: &str) -> String {
+    format!("{}/{name}", shared_dir(job))
+}
+
+/// A name of a file directly in a directory: no separators, not `.` or `..`. Names read from a
+/// `_metadata` must be such, so that none climbs out of its directory.
+pub fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
 }
 
 /// The directory of a savepoint of job `job`, inside the savepoint directory it goes to.

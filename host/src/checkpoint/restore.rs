@@ -4,16 +4,14 @@
 use std::ops::Range;
 use std::path::Path;
 
-use serde::Deserialize;
-use sha2::{Digest, Sha256};
-
 use super::checked::{self, Unusable};
-use super::paths;
 use super::savepoint::{SavepointLocation, SavepointMetadata, SavepointOperator};
 use super::storage::Storage;
+use super::{paths, stored};
 use crate::runtime::checkpoint_stats::RestoredCheckpoint;
-use crate::runtime::{SinkCommitted, SourcePosition, StateFile};
-use crate::state::{StateBackend, StateDescriptor};
+use crate::runtime::{NativeState, SinkCommitted, SourcePosition, StateFile, StoredState};
+use crate::state::{Backends, NATIVE_NEEDS_ROCKSDB, NativePart, RestoredState, StateDescriptor, StateKind};
+use serde::Deserialize;
 
 /// A checkpoint's `_metadata`, as far as a restore reads it.
 #[derive(Deserialize)]
@@ -42,6 +40,11 @@ fn read_metadata(storage: &Storage, job: &str, id: u64) -> Result<CheckpointMeta
         return Err(format!("{path} has format {}, this weir reads formats {oldest} to {newest}", m.format).into());
     }
     Ok(m)
+}
+
+/// The stored snapshots checkpoint `id` of `job` lists, from its intact `_metadata`.
+pub(super) fn stored_states(storage: &Storage, job: &str, id: u64) -> Result<Vec<StateFile>, Unusable> {
+    Ok(read_metadata(storage, job, id)?.states)
 }
 
 /// The id of the job that wrote checkpoint `id` of `job` (empty when its `_metadata` names
@@ -195,20 +198,15 @@ impl Restore {
         self
     }
 
-    /// Checks every state file against the checksum `_metadata` records.
+    /// Checks every stored snapshot against the checksums `_metadata` records.
     fn verify(&self) -> Result<(), Unusable> {
-        for state in &self.states {
-            let path = self.state_path(state);
-            let bytes = self.storage.get(&path)?;
-            if hex::encode(Sha256::digest(&bytes)) != state.sha256 {
-                return Err(format!("{path} does not match the checksum in _metadata (torn or changed)").into());
-            }
-        }
-        Ok(())
+        self.states.iter().try_for_each(|state| stored::verify(&self.storage, &self.dir, self.shared_job(), state))
     }
 
-    fn state_path(&self, state: &StateFile) -> String {
-        format!("{}/{}", self.dir, state.file)
+    /// The job whose `shared/` directory its files may be in: a checkpoint's (savepoints are
+    /// self-contained).
+    fn shared_job(&self) -> Option<&str> {
+        (!self.is_savepoint()).then_some(self.job.as_str())
     }
 
     /// The barrier id it was taken at.
@@ -301,51 +299,117 @@ impl Restore {
         self.sources.iter().filter(|s| s.uid == uid).count()
     }
 
-    /// Inserts operator `uid`'s state in `key_groups` into `backend`, from the state files of that
-    /// operator that cover any of those key groups (at any parallelism), each saved state going
-    /// to the declared state of the same name (a saved state the operator no longer declares is
-    /// left behind: the job was built knowing that). Returns the schema version each declared
-    /// state was saved under, as [`crate::state::RestoredState`] holds them.
+    /// Operator `uid`'s state in `key_groups`, in a backend of `backends` for states of `kinds`,
+    /// from the snapshots of that operator that cover any of those key groups (at any
+    /// parallelism), each saved state going to the declared state of the same name (a saved
+    /// state the operator no longer declares is left behind: the job was built knowing that).
+    /// Native snapshots are fetched and opened, the one covering most of `key_groups` in place;
+    /// canonical ones are inserted. The schema version each declared state was saved under comes
+    /// with it.
     pub fn restore_state(
         &self,
         uid: &str,
         declared: &[StateDescriptor],
-        backend: &mut dyn StateBackend,
+        backends: &Backends,
+        kinds: &[StateKind],
         key_groups: Range<u32>,
-    ) -> Result<Vec<Option<u32>>, String> {
+    ) -> Result<RestoredState, String> {
         if self.in_place && !declared.is_empty() {
             return Err(format!("the state of operator '{uid}' was not handed over in place (a weir bug)"));
         }
         let mut saved_versions = vec![None; declared.len()];
-        let overlaps = |s: &&StateFile| s.key_groups.start < key_groups.end && key_groups.start < s.key_groups.end;
-        for state in self.states.iter().filter(|s| s.uid == uid).filter(overlaps) {
-            // Checked against _metadata when the checkpoint was chosen; the snapshot's own
-            // trailer is checked as it is read.
-            let path = self.state_path(state);
-            let bytes = self.storage.get(&path).map_err(|e| e.to_string())?;
-            let snapshot = crate::state::canonical::read(&bytes, &path).map_err(|e| e.to_string())?;
-            let to: Vec<Option<u32>> = snapshot
-                .states
-                .iter()
-                .map(|saved| declared.iter().position(|d| d.name == saved.name).map(|i| i as u32))
-                .collect();
-            for (saved, to) in snapshot.states.iter().zip(&to) {
-                if let Some(i) = to.map(|i| i as usize) {
-                    match saved_versions[i] {
-                        Some(v) if v != saved.schema_version => {
-                            return Err(format!(
-                                "state '{}' of operator '{uid}' was saved with schema versions {v} and {} in {}",
-                                saved.name,
-                                saved.schema_version,
-                                self.location()
-                            ));
-                        }
-                        _ => saved_versions[i] = Some(saved.schema_version),
+        // Where each saved state goes, noting the version it was saved with.
+        let mut map_states = |saved: &[StateDescriptor]| -> Result<Vec<Option<u32>>, String> {
+            let to: Vec<Option<u32>> =
+                saved.iter().map(|s| declared.iter().position(|d| d.name == s.name).map(|i| i as u32)).collect();
+            for (saved, to) in saved.iter().zip(&to) {
+                let Some(i) = to.map(|i| i as usize) else { continue };
+                match saved_versions[i] {
+                    Some(v) if v != saved.schema_version => {
+                        return Err(format!(
+                            "state '{}' of operator '{uid}' was saved with schema versions {v} and {} in {}",
+                            saved.name,
+                            saved.schema_version,
+                            self.location()
+                        ));
                     }
+                    _ => saved_versions[i] = Some(saved.schema_version),
                 }
             }
-            snapshot.restore_into(backend, key_groups.clone(), &to).map_err(|e| e.to_string())?;
+            Ok(to)
+        };
+        let overlap = |s: &StateFile| {
+            s.key_groups.end.min(key_groups.end).saturating_sub(s.key_groups.start.max(key_groups.start))
+        };
+        let mut files: Vec<&StateFile> = self.states.iter().filter(|s| s.uid == uid && overlap(s) > 0).collect();
+        files.sort_by_key(|s| std::cmp::Reverse(overlap(s)));
+        let mut parts = Vec::new();
+        let mut canonical = Vec::new();
+        for state in files {
+            let stored = match &state.stored {
+                StoredState::Native(stored) => stored,
+                StoredState::Canonical { file, .. } => {
+                    canonical.push(file);
+                    continue;
+                }
+            };
+            let part = map_states(&stored.states).and_then(|to| self.fetch_native(uid, state, stored, backends, to));
+            match part {
+                Ok(part) => parts.push(part),
+                Err(e) => {
+                    for part in parts {
+                        let _ = std::fs::remove_dir_all(part.dir);
+                    }
+                    return Err(e);
+                }
+            }
         }
-        Ok(saved_versions)
+        let mut backend = match parts.is_empty() {
+            true => backends.open(key_groups.clone(), kinds)?,
+            false => backends.restore(parts, key_groups.clone(), kinds)?,
+        };
+        for file in canonical {
+            // Checked against _metadata when the checkpoint was chosen; the snapshot's own
+            // trailer is checked as it is read.
+            let path = format!("{}/{file}", self.dir);
+            let bytes = self.storage.get(&path).map_err(|e| e.to_string())?;
+            let snapshot = crate::state::canonical::read(&bytes, &path).map_err(|e| e.to_string())?;
+            let to = map_states(&snapshot.states)?;
+            snapshot.restore_into(&mut *backend, key_groups.clone(), &to).map_err(|e| e.to_string())?;
+        }
+        Ok(RestoredState { backend, saved_versions })
+    }
+
+    /// Fetches the files of operator `uid`'s native snapshot `state` into a new directory of
+    /// `backends`, its saved states going to the declared states `to`.
+    fn fetch_native(
+        &self,
+        uid: &str,
+        state: &StateFile,
+        stored: &NativeState,
+        backends: &Backends,
+        to: Vec<Option<u32>>,
+    ) -> Result<NativePart, String> {
+        if !backends.reads_native(&stored.native) {
+            return Err(format!("{} of operator '{uid}': {NATIVE_NEEDS_ROCKSDB}", self.describe()));
+        }
+        let dir = backends.new_database_dir()?;
+        if let Err(e) = stored::fetch_native(&self.storage, &self.dir, self.shared_job(), stored, &dir) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        let shared_names = stored.files.iter().filter_map(|f| Some((f.name.clone(), f.shared.clone()?))).collect();
+        let kinds = stored.states.iter().map(|s| s.kind).collect();
+        Ok(NativePart { dir, key_groups: state.key_groups.clone(), kinds, to, shared_names })
+    }
+
+    /// What it is, for messages: "checkpoint 7" or "savepoint <location>".
+    pub fn describe(&self) -> String {
+        if self.is_savepoint() { format!("savepoint {}", self.location()) } else { format!("checkpoint {}", self.id) }
+    }
+
+    /// Whether it holds state of operator `uid` in a native format.
+    pub fn has_native_state(&self, uid: &str) -> bool {
+        self.states.iter().any(|s| s.uid == uid && matches!(s.stored, StoredState::Native(_)))
     }
 }

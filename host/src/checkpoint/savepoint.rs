@@ -1,5 +1,6 @@
-//! Savepoints in the canonical format of `docs/savepoint-format.md`: [`SavepointSink`] writes a
-//! running job's savepoint into its own directory; [`SavepointMetadata`] is its `_metadata`.
+//! Savepoints in the format of `docs/savepoint-format.md`, their state canonical (the default)
+//! or native ([`SavepointFormat`]): [`SavepointSink`] writes a running job's savepoint into its
+//! own directory; [`SavepointMetadata`] is its `_metadata`.
 //! Reading one back for a restore is [`super::Restore::savepoint`].
 use std::ops::Range;
 use std::path::Path;
@@ -8,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::storage::Storage;
+use super::stored::{self, Form};
 use super::{checked, paths};
-use crate::runtime::{CheckpointSink, Completed, SinkCommitted, SourcePosition, StateFile, StateSnapshot};
+use crate::runtime::{CheckpointSink, Completed, SinkCommitted, SourcePosition, StateFile, StateSnapshot, StoredState};
 use crate::state::StateDescriptor;
 
 /// `format` of a savepoint's `_metadata`.
@@ -52,20 +54,51 @@ impl std::fmt::Display for OperatorCode {
     }
 }
 
-/// One state file of a savepoint.
+/// One operator subtask's state in a savepoint: a canonical state file, or (native savepoints)
+/// its database's files.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct SavepointFile {
-    /// Its name in the savepoint's directory.
-    pub file: String,
     /// The subtask that wrote it.
     pub subtask: u32,
     /// The key groups it covers.
     pub key_groups: Range<u32>,
-    /// Hex SHA-256 of the whole file.
-    pub sha256: String,
-    /// Bytes.
-    pub size: u64,
+    /// Its file or files, in the savepoint's directory.
+    #[serde(flatten)]
+    pub stored: StoredState,
+}
+
+/// The form of a savepoint's state: canonical (the default: any backend, any parallelism) or
+/// native (a RocksDB job's database files: faster to take and restore, into RocksDB only).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SavepointFormat {
+    /// The canonical form of `docs/savepoint-format.md`.
+    #[default]
+    Canonical,
+    /// The state backend's own files.
+    Native,
+}
+
+impl std::str::FromStr for SavepointFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "canonical" => Ok(SavepointFormat::Canonical),
+            "native" => Ok(SavepointFormat::Native),
+            _ => Err(format!("savepoint format \"{s}\" is not one of canonical, native")),
+        }
+    }
+}
+
+impl std::fmt::Display for SavepointFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SavepointFormat::Canonical => "canonical",
+            SavepointFormat::Native => "native",
+        })
+    }
 }
 
 /// What a savepoint records of one operator.
@@ -103,6 +136,10 @@ pub struct SavepointMetadata {
     pub taken_at: u64,
     /// Number of key groups.
     pub max_parallelism: u32,
+    /// The form of its state: `canonical` (absent in savepoints of older weirs), or `native`
+    /// when any operator's state is a backend's own files.
+    #[serde(default)]
+    pub state_format: SavepointFormat,
     /// Where each source subtask resumes.
     pub sources: Vec<SourcePosition>,
     /// Every operator, stateless ones included.
@@ -120,17 +157,15 @@ impl SavepointMetadata {
             .map(|(op, f)| StateFile {
                 uid: op.uid.clone(),
                 subtask: f.subtask,
-                file: f.file.clone(),
                 key_groups: f.key_groups.clone(),
-                sha256: f.sha256.clone(),
-                size: f.size,
+                stored: f.stored.clone(),
             })
             .collect()
     }
 
     /// Bytes of state in it.
     pub fn size(&self) -> u64 {
-        self.operators.iter().flat_map(|op| &op.files).map(|f| f.size).sum()
+        self.operators.iter().flat_map(|op| &op.files).map(|f| f.stored.size()).sum()
     }
 }
 
@@ -193,12 +228,38 @@ impl SavepointLocation {
                 metadata.format, metadata.format_version
             ));
         }
-        // The files it lists are in its own directory: a name that climbs out is not one weir wrote.
-        let outside = metadata.operators.iter().flat_map(|op| &op.files).find(|f| !is_plain_file_name(&f.file));
-        if let Some(file) = outside {
-            return Err(format!("{path} lists the file \"{}\", which is not a file of its directory", file.file));
+        // The files it lists are in its own directory: a name that climbs out is not one weir wrote
+        // (nor is a file shared with checkpoints: a savepoint is self-contained).
+        for stored in metadata.operators.iter().flat_map(|op| &op.files).map(|f| &f.stored) {
+            let outside = match stored {
+                StoredState::Canonical { file, .. } => (!paths::is_plain_file_name(file)).then(|| file.clone()),
+                StoredState::Native(native) => native
+                    .files
+                    .iter()
+                    .find(|f| f.shared.is_some() || !paths::is_plain_file_name(&f.name))
+                    .map(|f| format!("{}/{}", native.dir, f.shared.as_ref().unwrap_or(&f.name)))
+                    .or_else(|| (!paths::is_plain_file_name(&native.dir)).then(|| native.dir.clone())),
+            };
+            if let Some(file) = outside {
+                return Err(format!("{path} lists the file \"{file}\", which is not a file of its directory"));
+            }
         }
         Ok(metadata)
+    }
+
+    /// Copies the files of one native snapshot of it into the local directory `into`.
+    pub fn fetch_native(&self, native: &crate::runtime::NativeState, into: &Path) -> Result<(), String> {
+        stored::fetch_native(&self.storage, &self.dir, None, native, into)
+    }
+
+    /// The paths of the files `stored` takes in it.
+    pub fn stored_files(&self, stored: &StoredState) -> Vec<String> {
+        match stored {
+            StoredState::Canonical { file, .. } => vec![self.file(file)],
+            StoredState::Native(native) => {
+                native.files.iter().map(|f| self.file(&format!("{}/{}", native.dir, f.name))).collect()
+            }
+        }
     }
 
     /// Where it is, for people: a local path, or the URL.
@@ -207,17 +268,14 @@ impl SavepointLocation {
     }
 }
 
-/// A name of a file directly in a directory: no separators, not `.` or `..`.
-fn is_plain_file_name(name: &str) -> bool {
-    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
-}
-
 /// Writes one savepoint of a running job into `<savepoint-dir>/savepoint-<job>-<suffix>/`.
 pub struct SavepointSink {
     location: SavepointLocation,
     job: String,
     job_id: String,
     max_parallelism: u32,
+    /// The form its state is stored in.
+    format: SavepointFormat,
     /// Every operator, without files yet.
     operators: Vec<SavepointOperator>,
     /// Its `_metadata` once stored, or why it failed; with a condition to wait for either.
@@ -227,13 +285,13 @@ pub struct SavepointSink {
 
 impl SavepointSink {
     /// A savepoint of job `job` (of id `job_id`) into the savepoint directory `storage`,
-    /// recording `operators`.
+    /// recording `operators`, its state in form `format`.
     pub fn new(
         storage: Storage,
-        job: &str,
-        job_id: &str,
+        (job, job_id): (&str, &str),
         max_parallelism: u32,
         operators: Vec<SavepointOperator>,
+        format: SavepointFormat,
     ) -> Self {
         let digest = Sha256::digest(format!("{job}/{}/{:?}", std::process::id(), std::time::SystemTime::now()));
         let dir = paths::savepoint_dir(job, &hex::encode(&digest[..6]));
@@ -243,6 +301,7 @@ impl SavepointSink {
             job: job.to_string(),
             job_id: job_id.to_string(),
             max_parallelism,
+            format,
             operators,
             outcome: Default::default(),
             settled: Default::default(),
@@ -295,9 +354,18 @@ impl SavepointSink {
 }
 
 impl CheckpointSink for SavepointSink {
-    fn write_state(&self, _id: u64, uid: &str, subtask: u32, snapshot: StateSnapshot) -> Result<StateFile, String> {
-        let path = self.location.file(&paths::state_file_name(uid, subtask));
-        checked::put_state(&self.location.storage, &path, uid, subtask, snapshot)
+    fn write_state(
+        &self,
+        _id: u64,
+        uid: &str,
+        subtask: u32,
+        snapshot: StateSnapshot,
+    ) -> Result<(StateFile, u64), String> {
+        let form = match self.format {
+            SavepointFormat::Canonical => Form::Canonical,
+            SavepointFormat::Native => Form::Native { shared: None },
+        };
+        stored::put(&self.location.storage, &self.location.dir, (uid, subtask), snapshot, form)
     }
 
     fn complete(&self, id: u64, completed: Completed) -> Result<(), String> {
@@ -305,13 +373,15 @@ impl CheckpointSink for SavepointSink {
         let mut operators = self.operators.clone();
         for state in states {
             if let Some(op) = operators.iter_mut().find(|op| op.uid == state.uid) {
-                let StateFile { subtask, file, key_groups, sha256, size, .. } = state;
-                op.files.push(SavepointFile { file, subtask, key_groups, sha256, size });
+                let StateFile { subtask, key_groups, stored, .. } = state;
+                op.files.push(SavepointFile { subtask, key_groups, stored });
             }
         }
         for op in &mut operators {
             op.files.sort_by_key(|f| f.subtask);
         }
+        let native = operators.iter().flat_map(|op| &op.files).any(|f| matches!(f.stored, StoredState::Native(_)));
+        let state_format = if native { SavepointFormat::Native } else { SavepointFormat::Canonical };
         let metadata = SavepointMetadata {
             format: FORMAT.to_string(),
             format_version: FORMAT_VERSION,
@@ -320,6 +390,7 @@ impl CheckpointSink for SavepointSink {
             savepoint_id: id,
             taken_at: crate::runtime::now_ms(),
             max_parallelism: self.max_parallelism,
+            state_format,
             sources,
             operators,
             sinks,

@@ -1,10 +1,13 @@
 //! [`StorageSink`]: where a running job's checkpoints go. State files are written as operators
 //! hand them over; `_metadata` is written last, so a checkpoint directory without a valid
 //! `_metadata` is not a checkpoint. After each completion, checkpoints beyond `retained` are
-//! deleted, oldest first.
+//! deleted, oldest first, and the shared files of incremental checkpoints only they referenced.
+//! A backend with files of its own (RocksDB) has its snapshots stored as those files (native).
 use serde::Serialize;
 
+use super::shared::SharedFiles;
 use super::storage::Storage;
+use super::stored::{self, Form};
 use super::{checked, paths};
 use crate::runtime::{CheckpointSink, Completed, SinkCommitted, SourcePosition, StateFile, StateSnapshot};
 
@@ -28,7 +31,7 @@ struct Metadata<'a> {
     /// Milliseconds since the Unix epoch.
     completed_at: u64,
     sources: Vec<SourcePosition>,
-    states: Vec<StateFile>,
+    states: &'a [StateFile],
     sinks: Vec<SinkCommitted>,
 }
 
@@ -39,6 +42,11 @@ pub struct StorageSink {
     job_id: String,
     max_parallelism: u32,
     retained: u32,
+    /// Incremental: SST files go to `shared/`, once.
+    incremental: bool,
+    /// The shared files of the job's checkpoints (incremental ones of earlier runs included,
+    /// whatever this run's setting, so that they go once unreferenced).
+    shared: SharedFiles,
     /// The checkpoints this sink completed and has not deleted yet: its job's, known without
     /// reading their `_metadata` back.
     completed: std::sync::Mutex<std::collections::BTreeSet<u64>>,
@@ -46,17 +54,34 @@ pub struct StorageSink {
 
 impl StorageSink {
     /// Checkpoints of job `job` (named so; of id `job_id`) in `storage`, keeping the newest
-    /// `retained` (at least 1).
-    pub fn new(storage: Storage, job: &str, job_id: &str, max_parallelism: u32, retained: u32) -> Self {
+    /// `retained` (at least 1), `incremental` or not. Shared files no checkpoint references
+    /// (left by a run that crashed) are deleted.
+    pub fn new(
+        storage: Storage,
+        (job, job_id): (&str, &str),
+        max_parallelism: u32,
+        retained: u32,
+        incremental: bool,
+    ) -> Result<Self, String> {
+        let shared = SharedFiles::open(storage.clone(), job)?;
         let (job, job_id) = (job.to_string(), job_id.to_string());
         let completed = Default::default();
-        StorageSink { storage, job, job_id, max_parallelism, retained: retained.max(1), completed }
+        let retained = retained.max(1);
+        Ok(StorageSink { storage, job, job_id, max_parallelism, retained, incremental, shared, completed })
     }
 }
 
 impl CheckpointSink for StorageSink {
-    fn write_state(&self, id: u64, uid: &str, subtask: u32, snapshot: StateSnapshot) -> Result<StateFile, String> {
-        checked::put_state(&self.storage, &paths::state_file(&self.job, id, uid, subtask), uid, subtask, snapshot)
+    fn write_state(
+        &self,
+        id: u64,
+        uid: &str,
+        subtask: u32,
+        snapshot: StateSnapshot,
+    ) -> Result<(StateFile, u64), String> {
+        let shared = self.incremental.then_some((&self.shared, id));
+        let dir = paths::checkpoint_dir(&self.job, id);
+        stored::put(&self.storage, &dir, (uid, subtask), snapshot, Form::Native { shared })
     }
 
     fn complete(&self, id: u64, completed: Completed) -> Result<(), String> {
@@ -70,7 +95,7 @@ impl CheckpointSink for StorageSink {
             max_parallelism: self.max_parallelism,
             completed_at,
             sources,
-            states,
+            states: &states,
             sinks,
         };
         checked::put(&self.storage, &paths::metadata(&self.job, id), &metadata)?;
@@ -82,14 +107,16 @@ impl CheckpointSink for StorageSink {
         let mut completed = self.completed.lock().unwrap_or_else(|e| e.into_inner());
         completed.insert(id);
         let stored = self.storage.checkpoints(&self.job).map_err(|e| e.to_string())?;
+        let mut deleted = Vec::new();
         for old in stored.into_iter().filter(|&old| old < keep_from) {
             let own = completed.contains(&old)
                 || super::is_owned(&self.storage, &self.job, &self.job_id, old).map_err(|e| e.to_string())?;
             if own {
                 self.storage.delete_checkpoint(&self.job, old).map_err(|e| e.to_string())?;
                 completed.remove(&old);
+                deleted.push(old);
             }
         }
-        Ok(())
+        self.shared.completed(id, &states, &deleted)
     }
 }

@@ -180,7 +180,7 @@ impl Storage {
     }
 
     /// Every file under `prefix`, sorted.
-    fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+    pub fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
         let location = StorePath::from(prefix);
         let metas: Vec<_> = self
             .runtime
@@ -237,11 +237,21 @@ impl Storage {
             self.runtime.block_on(self.store.delete(&location)).map_err(|e| self.io("deleting", &file, e))?;
         }
         if let Some(root) = &self.local_root {
-            // Only if empty: a file written meanwhile is not ours to lose.
-            let _ = std::fs::remove_dir(root.join(dir));
+            remove_empty_dirs(&root.join(dir));
         }
         Ok(())
     }
+}
+
+/// Removes `dir` and the directories under it, deepest first, where they are empty: a file
+/// written meanwhile is not ours to lose.
+fn remove_empty_dirs(dir: &Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_empty_dirs(&entry.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }
 
 #[cfg(test)]
@@ -250,6 +260,8 @@ mod tests {
 
     fn exercise(storage: &Storage) {
         storage.put(&paths::state_file("job", 2, "count", 0), b"two".to_vec()).unwrap();
+        let native = format!("{}/{}/CURRENT", paths::checkpoint_dir("job", 2), paths::native_dir_name("count", 1));
+        storage.put(&native, b"MANIFEST-000005".to_vec()).unwrap();
         storage.put(&paths::metadata("job", 2), b"meta".to_vec()).unwrap();
         storage.put(&paths::metadata("job", 10), b"ten".to_vec()).unwrap();
         storage.put(&paths::metadata("other", 1), b"x".to_vec()).unwrap();
@@ -268,7 +280,7 @@ mod tests {
         let storage = Storage::open("file://checkpoints", dir.path()).unwrap();
         exercise(&storage);
         assert!(dir.path().join("checkpoints/job/chk-0000000010/_metadata").is_file());
-        assert!(!dir.path().join("checkpoints/job/chk-0000000002").exists(), "the emptied directory goes too");
+        assert!(!dir.path().join("checkpoints/job/chk-0000000002").exists(), "the emptied directories go too");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 
 use super::CliError;
+use crate::checkpoint::savepoint::SavepointFormat;
 
 #[derive(clap::Subcommand)]
 pub(super) enum ModulesCommand {
@@ -232,18 +233,19 @@ impl Client {
             println!("latest failure (checkpoint {}): {f}", stats["latest"]["failed"]["id"]);
         }
         println!(
-            "{:>10}  {:<11} {:<20} {:>12} {:>12} {:>13}",
-            "ID", "STATUS", "TRIGGERED (UTC)", "DURATION", "SIZE", "ALIGNMENT"
+            "{:>10}  {:<11} {:<20} {:>12} {:>12} {:>12} {:>13}",
+            "ID", "STATUS", "TRIGGERED (UTC)", "DURATION", "FULL SIZE", "UPLOADED", "ALIGNMENT"
         );
         for r in stats["history"].as_array().into_iter().flatten() {
             let ms = |v: &Value| format!("{:.1} ms", v.as_f64().unwrap_or(0.0));
             println!(
-                "{:>10}  {:<11} {:<20} {:>12} {:>12} {:>13}",
+                "{:>10}  {:<11} {:<20} {:>12} {:>12} {:>12} {:>13}",
                 r["id"].to_string(),
                 str(&r["status"]),
                 time(&r["trigger-timestamp"]),
                 ms(&r["end-to-end-duration-ms"]),
                 r["state-size"].to_string(),
+                r["checkpointed-size"].to_string(),
                 ms(&r["alignment-duration-ms"]),
             );
         }
@@ -252,8 +254,14 @@ impl Client {
 
     /// Asks for a savepoint of job `id` (with `stop`, its drain flag: stop-with-savepoint), waits
     /// for it and prints where it is.
-    pub(super) fn savepoint(&self, id: &str, dir: Option<&str>, stop: Option<bool>) -> anyhow::Result<()> {
-        let mut body = serde_json::json!({});
+    pub(super) fn savepoint(
+        &self,
+        id: &str,
+        dir: Option<&str>,
+        format: SavepointFormat,
+        stop: Option<bool>,
+    ) -> anyhow::Result<()> {
+        let mut body = serde_json::json!({ "format": format.to_string() });
         if let Some(dir) = dir {
             body["target-directory"] = Value::String(local_or_url(dir));
         }

@@ -13,6 +13,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::checkpoint::savepoint::SavepointFormat;
+
 /// weir: stream processing with WebAssembly operators and host-owned state.
 #[derive(Parser)]
 #[command(name = "weir", version, about, long_about = None)]
@@ -83,6 +85,10 @@ enum Command {
         /// Where the savepoint goes (default: the job's `savepoint-dir`).
         #[arg(long, value_name = "URL|DIR")]
         dir: Option<String>,
+        /// The form of its state: canonical (any backend, any parallelism) or native (a RocksDB
+        /// job's database files: faster, restores into RocksDB only).
+        #[arg(long, value_name = "canonical|native", default_value = "canonical")]
+        format: SavepointFormat,
     },
     /// List the savepoints a server has taken: job, time, size, modules, path.
     Savepoints,
@@ -136,6 +142,10 @@ struct SavepointArgs {
     /// Where the savepoint goes (default: the job's `savepoint-dir`).
     #[arg(long, value_name = "URL|DIR")]
     dir: Option<String>,
+    /// The form of its state: canonical (any backend, any parallelism) or native (a RocksDB
+    /// job's database files: faster, restores into RocksDB only).
+    #[arg(long, value_name = "canonical|native", default_value = "canonical")]
+    format: SavepointFormat,
 }
 
 #[derive(Subcommand)]
@@ -223,13 +233,15 @@ pub fn main() -> ExitCode {
             }
             SavepointAction::Dispose { path } => savepoint::dispose(path),
         },
-        Command::Savepoint(SavepointArgs { job_id: Some(job_id), dir, .. }) => {
-            client().savepoint(job_id, dir.as_deref(), None)
+        Command::Savepoint(SavepointArgs { job_id: Some(job_id), dir, format, .. }) => {
+            client().savepoint(job_id, dir.as_deref(), *format, None)
         }
         Command::Savepoint(SavepointArgs { .. }) => {
             Err(anyhow::anyhow!("name a running job (weir savepoint JOB_ID), or use `savepoint inspect|dispose PATH`"))
         }
-        Command::Stop { job_id, drain, dir, .. } => client().savepoint(job_id, dir.as_deref(), Some(*drain)),
+        Command::Stop { job_id, drain, dir, format, .. } => {
+            client().savepoint(job_id, dir.as_deref(), *format, Some(*drain))
+        }
         Command::Savepoints => client().savepoints(),
         Command::Compare { a, b } => {
             let dir = |side: &str| match Path::new(side).is_dir() {

@@ -206,9 +206,11 @@ fn print_summary(info: &JobInfo, checkpoints: &CheckpointStats, loaded: Duration
     if let Some(c) = &checkpoints.latest.completed {
         let longest = |f: fn(&TaskCheckpointStats) -> f64| c.tasks.values().map(f).fold(0.0, f64::max);
         eprintln!(
-            "  checkpoint {}: size {:.1} MiB, end-to-end {:.3} s, sync {:.1} ms, async {:.1} ms ({} completed, {} failed)",
+            "  checkpoint {}: size {:.1} MiB ({:.1} MiB uploaded), end-to-end {:.3} s, sync {:.1} ms, async {:.1} ms \
+             ({} completed, {} failed)",
             c.id,
             c.state_size as f64 / (1 << 20) as f64,
+            c.checkpointed_size as f64 / (1 << 20) as f64,
             c.end_to_end_duration_ms / 1000.0,
             longest(|t| t.sync_duration_ms),
             longest(|t| t.async_duration_ms),

@@ -8,8 +8,9 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 use crate::checkpoint::savepoint::SavepointLocation;
-use crate::state::StateItem;
+use crate::runtime::StoredState;
 use crate::state::canonical as snapshot;
+use crate::state::{StateDescriptor, StateEntry, StateItem};
 
 /// One line of `inspect`, its fields in this order.
 #[derive(serde::Serialize)]
@@ -45,17 +46,10 @@ pub(super) fn inspect(path: &str, operator: Option<&str>, state: Option<&str>) -
             bail!("operator '{}' has no state '{name}' in the savepoint", op.uid);
         }
         for file in &op.files {
-            let file_path = at.file(&file.file);
-            let bytes = at.storage.get(&file_path)?;
-            if hex::encode(Sha256::digest(&bytes)) != file.sha256 {
-                bail!("{} does not match the checksum in _metadata (torn or changed)", at.storage.display(&file_path));
-            }
-            let snapshot = snapshot::read(&bytes, &at.storage.display(&file_path))?;
-            for entry in snapshot.entries(0..u32::MAX) {
-                let entry = entry?;
-                let name = &snapshot.states[entry.state as usize].name;
+            let mut print = |states: &[StateDescriptor], entry: StateEntry<'_>| -> anyhow::Result<()> {
+                let name = states.get(entry.state as usize).map_or("", |s| s.name.as_str());
                 if state.is_some_and(|wanted| wanted != name) {
-                    continue;
+                    return Ok(());
                 }
                 let (map_key, value) = match entry.item {
                     StateItem::Value(v) | StateItem::ListElement(v) => (None, v),
@@ -68,7 +62,36 @@ pub(super) fn inspect(path: &str, operator: Option<&str>, state: Option<&str>) -
                     map_key,
                     value: bytes_json(value),
                 };
-                writeln!(out, "{}", serde_json::to_string(&line)?)?;
+                Ok(writeln!(out, "{}", serde_json::to_string(&line)?)?)
+            };
+            match &file.stored {
+                StoredState::Canonical { file, sha256, .. } => {
+                    let file_path = at.file(file);
+                    let bytes = at.storage.get(&file_path)?;
+                    if hex::encode(Sha256::digest(&bytes)) != *sha256 {
+                        bail!(
+                            "{} does not match the checksum in _metadata (torn or changed)",
+                            at.storage.display(&file_path)
+                        );
+                    }
+                    let snapshot = snapshot::read(&bytes, &at.storage.display(&file_path))?;
+                    for entry in snapshot.entries(0..u32::MAX) {
+                        print(&snapshot.states, entry?)?;
+                    }
+                }
+                StoredState::Native(native) => {
+                    let dir = tempfile::tempdir()?;
+                    at.fetch_native(native, dir.path()).map_err(anyhow::Error::msg)?;
+                    let kinds: Vec<_> = native.states.iter().map(|s| s.kind).collect();
+                    let mut printed = Ok(());
+                    crate::state::scan_native(&native.native, dir.path(), &kinds, &mut |entry| {
+                        if printed.is_ok() {
+                            printed = print(&native.states, entry);
+                        }
+                    })
+                    .map_err(anyhow::Error::msg)?;
+                    printed?;
+                }
             }
         }
     }
@@ -82,7 +105,12 @@ pub(super) fn dispose(path: &str) -> anyhow::Result<()> {
     let at = SavepointLocation::parse(path, Path::new(".")).map_err(anyhow::Error::msg)?;
     let metadata = at.metadata().map_err(anyhow::Error::msg).with_context(|| format!("{path} was not disposed of"))?;
     for file in metadata.operators.iter().flat_map(|op| &op.files) {
-        at.storage.delete_file(&at.file(&file.file))?;
+        for path in at.stored_files(&file.stored) {
+            at.storage.delete_file(&path)?;
+        }
+        if let StoredState::Native(native) = &file.stored {
+            at.storage.remove_dir_if_empty(&at.file(&native.dir))?;
+        }
     }
     at.storage.delete_file(&at.file("_metadata"))?;
     let left = at.storage.remove_dir_if_empty(&at.dir)?;

@@ -13,7 +13,7 @@ use super::state::StateSettings;
 use crate::checkpoint::savepoint::OperatorCode;
 use crate::checkpoint::storage::Storage;
 use crate::checkpoint::{Restore, StorageSink};
-use crate::state::{Backends, RestoredState, StateBackend, StateDescriptor, StateRestore};
+use crate::state::{Backends, NATIVE_NEEDS_ROCKSDB, RestoredState, StateDescriptor, StateKind, StateRestore};
 
 use crate::runtime::{
     CheckpointConfig, Handover, JobGraph, OperatorFactory, Partitioning, SinkFactory, SourceFactory, Vertex,
@@ -51,22 +51,29 @@ pub(super) fn build(
     if let Some(r) = &restore
         && r.max_parallelism() != spec.max_parallelism
     {
-        let what = match r.is_savepoint() {
-            true => format!("savepoint {}", r.location()),
-            false => format!("checkpoint {}", r.id()),
-        };
         return Err(invalid(format!(
-            "{what} was taken with max-parallelism {}, and the job now says {}; it cannot change (key groups \
+            "{} was taken with max-parallelism {}, and the job now says {}; it cannot change (key groups \
              are what state is stored by): set max-parallelism = {}",
+            r.describe(),
             r.max_parallelism(),
             spec.max_parallelism,
             r.max_parallelism()
         )));
     }
+    if let Some(r) = &restore
+        && !state.reads_native()
+        && let Some(op) = spec.operators.iter().find(|op| r.has_native_state(&op.uid))
+    {
+        return Err(invalid(format!("{} cannot restore operator '{}': {NATIVE_NEEDS_ROCKSDB}", r.describe(), op.uid)));
+    }
     let checkpointing = match (&spec.checkpointing, storage) {
         (Some(c), Some(storage)) => {
             let after = restore.as_ref().map_or(0, |r| r.id());
-            Some(checkpointing(c, &spec.name, job_id, spec.max_parallelism, storage, after).map_err(invalid)?)
+            let incremental = state.incremental();
+            Some(
+                checkpointing(c, (&spec.name, job_id), spec.max_parallelism, (storage, incremental), after)
+                    .map_err(invalid)?,
+            )
         }
         _ => None,
     };
@@ -121,10 +128,9 @@ pub(super) fn checkpoint_duration(key: &str, value: &str) -> Result<Duration, St
 /// `after`.
 pub(super) fn checkpointing(
     spec: &CheckpointingSpec,
-    job: &str,
-    job_id: &str,
+    (job, job_id): (&str, &str),
     max_parallelism: u32,
-    storage: &Storage,
+    (storage, incremental): (&Storage, bool),
     after: u64,
 ) -> Result<CheckpointConfig, String> {
     let optional =
@@ -143,7 +149,8 @@ pub(super) fn checkpointing(
     // the job starts from (a sink names its committed files by them).
     let stored = storage.checkpoints(job).map_err(|e| e.to_string())?.last().copied().unwrap_or(0);
     let first_id = stored.max(after) + 1;
-    let sink = StorageSink::new(storage.clone(), job, job_id, max_parallelism, spec.retained.unwrap_or(1));
+    let retained = spec.retained.unwrap_or(1);
+    let sink = StorageSink::new(storage.clone(), (job, job_id), max_parallelism, retained, incremental)?;
     Ok(CheckpointConfig {
         interval: checkpoint_interval(spec)?,
         exactly_once: spec.mode == CheckpointMode::ExactlyOnce,
@@ -283,14 +290,12 @@ impl Builder<'_> {
         let saved = restore.saved_operator(uid).map(|saved| saved.states.clone()).unwrap_or_default();
         let handover = self.handover.clone().filter(|_| StateDescriptor::same_states(&saved, &declared));
         let uid = uid.to_string();
-        Some(Arc::new(move |fresh: Box<dyn StateBackend>, range, subtask| {
+        Some(Arc::new(move |backends: &Backends, kinds: &[StateKind], range, subtask| {
             if let Some(backend) = handover.as_ref().and_then(|h| h.take(&uid, subtask, &range)) {
                 let saved_versions = saved.iter().map(|s| Some(s.schema_version)).collect();
                 return Ok(RestoredState { backend, saved_versions });
             }
-            let mut backend = fresh;
-            let saved_versions = restore.restore_state(&uid, &declared, &mut *backend, range)?;
-            Ok(RestoredState { backend, saved_versions })
+            restore.restore_state(&uid, &declared, backends, kinds, range)
         }))
     }
 
@@ -306,11 +311,7 @@ pub(super) fn check_all_state_restored(spec: &JobSpec, restore: &Restore) -> Res
     if restore.allows_non_restored_state() {
         return Ok(());
     }
-    let what = if restore.is_savepoint() {
-        format!("savepoint {}", restore.location())
-    } else {
-        format!("checkpoint {}", restore.id())
-    };
+    let what = restore.describe();
     let hint = "pass --allow-non-restored-state to start without it";
     if let Some(uid) = restore.operator_uids().into_iter().find(|uid| !spec.operators.iter().any(|o| o.uid == *uid)) {
         return Err(format!("{what} holds state of operator '{uid}', which this job does not have; {hint}"));

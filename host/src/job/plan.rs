@@ -15,7 +15,7 @@ use super::{
     parse,
 };
 use crate::checkpoint::Restore;
-use crate::checkpoint::savepoint::{SavepointOperator, SavepointSink};
+use crate::checkpoint::savepoint::{SavepointFormat, SavepointOperator, SavepointSink};
 use crate::checkpoint::storage::Storage;
 use crate::runtime::{Handover, JobGraph};
 use crate::state::StateDescriptor;
@@ -276,8 +276,15 @@ impl JobPlan {
     }
 
     /// A savepoint of the running job into `dir` (a URL or a local directory), or else the job's
-    /// `savepoint-dir`, or else the default of its placement.
-    pub fn savepoint_sink(&self, dir: Option<&str>) -> Result<SavepointSink, String> {
+    /// `savepoint-dir`, or else the default of its placement, its state in form `format`.
+    pub fn savepoint_sink(&self, dir: Option<&str>, format: SavepointFormat) -> Result<SavepointSink, String> {
+        if format == SavepointFormat::Native && !self.state.reads_native() {
+            return Err(format!(
+                "job '{}' keeps its state in memory, which has no native format: take a canonical savepoint (the \
+                 default), or set [state] backend = \"rocksdb\"",
+                self.name
+            ));
+        }
         let spec = parse(&self.text, &self.label).map_err(|e| e.to_string())?;
         let configured = spec.checkpointing.as_ref().and_then(|c| c.savepoint_dir.clone());
         let url = match dir.map(str::to_string).or(configured) {
@@ -296,7 +303,7 @@ impl JobPlan {
                 Some(SavepointOperator { uid: op.uid.clone(), parallelism, module, states, files: Vec::new() })
             })
             .collect();
-        Ok(SavepointSink::new(storage, &self.name, &self.id, spec.max_parallelism, operators))
+        Ok(SavepointSink::new(storage, (&self.name, &self.id), spec.max_parallelism, operators, format))
     }
 
     /// The same job with each `(uid, module reference)` operator running the new module, resolved
@@ -377,7 +384,9 @@ impl JobPlan {
             return;
         };
         let deleted = crate::checkpoint::owned_checkpoints(&c.storage, &self.name, &self.id)
-            .and_then(|ids| ids.into_iter().try_for_each(|id| c.storage.delete_checkpoint(&self.name, id)));
+            .and_then(|ids| ids.into_iter().try_for_each(|id| c.storage.delete_checkpoint(&self.name, id)))
+            .map_err(|e| e.to_string())
+            .and_then(|()| crate::checkpoint::delete_unreferenced_shared_files(&c.storage, &self.name));
         if let Err(e) = deleted {
             tracing::warn!("cannot delete the checkpoints of canceled job '{}': {e}", self.name);
         }

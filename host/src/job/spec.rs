@@ -71,6 +71,8 @@ pub struct StateSpec {
     /// RocksDB: block cache and write buffers of the whole job, shared by its subtasks
     /// (default "256MiB").
     pub managed_memory: Option<String>,
+    /// RocksDB: checkpoints store only the SST files earlier ones did not (default false).
+    pub incremental: Option<bool>,
 }
 
 /// The `[upgrade]` table.

@@ -17,8 +17,9 @@ const DEFAULT_MANAGED_MEMORY: usize = 256 << 20;
 pub(super) enum StateSettings {
     /// In memory.
     Memory,
-    /// RocksDB: databases under `dir`, sharing `managed_memory` bytes.
-    RocksDb { dir: PathBuf, managed_memory: usize },
+    /// RocksDB: databases under `dir`, sharing `managed_memory` bytes, checkpointed
+    /// `incremental`ly or not.
+    RocksDb { dir: PathBuf, managed_memory: usize, incremental: bool },
 }
 
 impl StateSettings {
@@ -26,11 +27,12 @@ impl StateSettings {
     /// when the table names no `local-dir`.
     pub(super) fn from_spec(spec: &StateSpec, base: &Path, default_dir: &str) -> Result<Self, String> {
         if spec.backend == BackendType::Memory {
-            if let Some(key) =
-                [("local-dir", spec.local_dir.is_some()), ("managed-memory", spec.managed_memory.is_some())]
-                    .iter()
-                    .find_map(|(key, set)| set.then_some(key))
-            {
+            let rocksdb_only = [
+                ("local-dir", spec.local_dir.is_some()),
+                ("managed-memory", spec.managed_memory.is_some()),
+                ("incremental", spec.incremental == Some(true)),
+            ];
+            if let Some(key) = rocksdb_only.iter().find_map(|(key, set)| set.then_some(key)) {
                 return Err(format!(
                     "[state] {key} is a setting of the rocksdb backend; set backend = \"rocksdb\" or remove it"
                 ));
@@ -50,14 +52,24 @@ impl StateSettings {
                 })?,
         };
         let dir = base.join(spec.local_dir.as_deref().unwrap_or(default_dir));
-        Ok(StateSettings::RocksDb { dir, managed_memory })
+        Ok(StateSettings::RocksDb { dir, managed_memory, incremental: spec.incremental.unwrap_or(false) })
+    }
+
+    /// Whether checkpoints are incremental.
+    pub(super) fn incremental(&self) -> bool {
+        matches!(self, StateSettings::RocksDb { incremental: true, .. })
+    }
+
+    /// Whether its backend restores native snapshots (RocksDB's).
+    pub(super) fn reads_native(&self) -> bool {
+        matches!(self, StateSettings::RocksDb { .. })
     }
 
     /// The backends of one run of job `job_id` (RocksDB: in a directory of the job's own).
     pub(super) fn backends(&self, job_id: &str) -> Result<Backends, String> {
         match self {
             StateSettings::Memory => Ok(Backends::Memory),
-            StateSettings::RocksDb { dir, managed_memory } => {
+            StateSettings::RocksDb { dir, managed_memory, .. } => {
                 let databases = RocksDbBackends::new(dir, job_id, *managed_memory)
                     .map_err(|e| format!("[state] local-dir: {e}"))?;
                 Ok(Backends::RocksDb(Arc::new(databases)))

@@ -68,8 +68,10 @@ impl MinMaxAvg {
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct CheckpointSummary {
-    /// Bytes stored.
+    /// Bytes of state each holds (Flink's "full checkpoint data size").
     pub state_size: MinMaxAvg,
+    /// Bytes each uploaded (Flink's "checkpointed data size").
+    pub checkpointed_size: MinMaxAvg,
     /// Trigger to completion, in milliseconds.
     pub end_to_end_duration_ms: MinMaxAvg,
     /// Longest barrier alignment, in milliseconds.
@@ -126,8 +128,11 @@ pub struct CheckpointRecord {
     pub latest_ack_timestamp: Option<u64>,
     /// Trigger to completion (or failure), in milliseconds.
     pub end_to_end_duration_ms: f64,
-    /// Bytes of state stored.
+    /// Bytes of state it holds, shared files included (Flink's "full checkpoint data size").
     pub state_size: u64,
+    /// Bytes it uploaded: less than `state-size` for an incremental checkpoint, which references
+    /// the files earlier ones stored (Flink's "checkpointed data size").
+    pub checkpointed_size: u64,
     /// Longest barrier alignment of any subtask, in milliseconds.
     pub alignment_duration_ms: f64,
     /// Subtasks that acknowledge a checkpoint: sources, operators and sinks.
@@ -146,8 +151,10 @@ pub struct CheckpointRecord {
 pub struct TaskCheckpointStats {
     /// Its subtasks that acknowledged.
     pub num_acknowledged_subtasks: u64,
-    /// Bytes of state stored.
+    /// Bytes of state it holds.
     pub state_size: u64,
+    /// Bytes it uploaded.
+    pub checkpointed_size: u64,
     /// Barrier alignment, in milliseconds.
     pub alignment_duration_ms: f64,
     /// The synchronous part (copying state and pre-committing), in milliseconds.
@@ -159,8 +166,10 @@ pub struct TaskCheckpointStats {
 /// What one subtask reports for a checkpoint.
 #[derive(Debug, Clone, Default)]
 pub struct SubtaskCheckpoint {
-    /// Bytes stored.
+    /// Bytes of state held.
     pub state_size: u64,
+    /// Bytes uploaded.
+    pub checkpointed_size: u64,
     /// Barrier alignment.
     pub alignment: Duration,
     /// The synchronous part.
@@ -189,6 +198,7 @@ impl CheckpointStats {
             latest_ack_timestamp: None,
             end_to_end_duration_ms: 0.0,
             state_size: 0,
+            checkpointed_size: 0,
             alignment_duration_ms: 0.0,
             num_subtasks: subtasks,
             num_acknowledged_subtasks: 0,
@@ -204,10 +214,12 @@ impl CheckpointStats {
         record.latest_ack_timestamp = Some(now);
         record.num_acknowledged_subtasks += 1;
         record.state_size += subtask.state_size;
+        record.checkpointed_size += subtask.checkpointed_size;
         record.alignment_duration_ms = record.alignment_duration_ms.max(ms(subtask.alignment));
         let task = record.tasks.entry(uid.to_string()).or_default();
         task.num_acknowledged_subtasks += 1;
         task.state_size += subtask.state_size;
+        task.checkpointed_size += subtask.checkpointed_size;
         task.alignment_duration_ms = task.alignment_duration_ms.max(ms(subtask.alignment));
         task.sync_duration_ms = task.sync_duration_ms.max(ms(subtask.sync));
         task.async_duration_ms = task.async_duration_ms.max(ms(subtask.upload));
@@ -222,6 +234,7 @@ impl CheckpointStats {
         record.end_to_end_duration_ms = ms(duration);
         let record = record.clone();
         self.summary.state_size.add(record.state_size as f64);
+        self.summary.checkpointed_size.add(record.checkpointed_size as f64);
         self.summary.end_to_end_duration_ms.add(record.end_to_end_duration_ms);
         self.summary.alignment_duration_ms.add(record.alignment_duration_ms);
         self.latest.completed = Some(record);

@@ -33,8 +33,8 @@ pub use graph::{JobGraph, Partitioning, RunHandles, Vertex};
 pub use handover::{Handover, Stopped};
 pub use metrics::{JobMetrics, SubtaskSummary, VertexSummary};
 pub use snapshot::{
-    CheckpointConfig, CheckpointSink, Completed, Position, SavepointRequest, SinkCommitted, SourcePosition, StateFile,
-    StateSnapshot,
+    CheckpointConfig, CheckpointSink, Completed, NativeState, NativeStoredFile, Position, SavepointRequest,
+    SinkCommitted, SourcePosition, StateFile, StateSnapshot, StoredState,
 };
 pub use task::{
     HandedOverState, Interrupt, JobFailure, Operator, OperatorFactory, Sink, SinkFactory, Source, SourceFactory,

@@ -41,14 +41,69 @@ pub struct StateFile {
     pub uid: String,
     /// Subtask index.
     pub subtask: u32,
-    /// Path relative to the checkpoint's directory.
-    pub file: String,
     /// The key groups it covers.
     pub key_groups: std::ops::Range<u32>,
-    /// Hex SHA-256 of the file.
-    pub sha256: String,
+    /// What is stored, and where.
+    #[serde(flatten)]
+    pub stored: StoredState,
+}
+
+/// How a snapshot is stored: one file in the canonical form, or a disk backend's own files.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum StoredState {
+    /// One file in the canonical form (`docs/savepoint-format.md`).
+    Canonical {
+        /// Its path relative to the checkpoint's (or savepoint's) directory.
+        file: String,
+        /// Hex SHA-256 of the file.
+        sha256: String,
+        /// Bytes.
+        size: u64,
+    },
+    /// The files of a disk backend's database.
+    Native(NativeState),
+}
+
+impl StoredState {
+    /// Bytes of state it holds (for a native snapshot, of every file it references).
+    pub fn size(&self) -> u64 {
+        match self {
+            StoredState::Canonical { size, .. } => *size,
+            StoredState::Native(native) => native.files.iter().map(|f| f.size).sum(),
+        }
+    }
+}
+
+/// A snapshot stored in a disk backend's own format: the files of its database.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct NativeState {
+    /// The format ("rocksdb"): only a backend of that kind restores it.
+    pub native: String,
+    /// The directory of its files, beside `_metadata` (files with a `shared` name are in the
+    /// job's `shared/` directory instead).
+    pub dir: String,
+    /// The states it holds, in the order its records index them.
+    pub states: Vec<crate::state::StateDescriptor>,
+    /// Every file of the database.
+    pub files: Vec<NativeStoredFile>,
+}
+
+/// One file of a [`NativeState`].
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct NativeStoredFile {
+    /// Its name in the database's directory.
+    pub name: String,
     /// Bytes.
     pub size: u64,
+    /// Hex SHA-256.
+    pub sha256: String,
+    /// Set in incremental checkpoints for a file stored once in the job's `shared/` directory,
+    /// under this name, and referenced by every checkpoint that holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<String>,
 }
 
 /// One source subtask's position at a checkpoint.
@@ -141,8 +196,16 @@ pub struct Completed {
 
 /// Where checkpoints are stored: the runtime hands it snapshots and completed checkpoints.
 pub trait CheckpointSink: Send + Sync {
-    /// Stores one operator subtask's snapshot of checkpoint `id` (on an uploader thread).
-    fn write_state(&self, id: u64, uid: &str, subtask: u32, snapshot: StateSnapshot) -> Result<StateFile, String>;
+    /// Stores one operator subtask's snapshot of checkpoint `id` (on an uploader thread);
+    /// returns what `_metadata` records of it and the bytes this checkpoint uploaded for it
+    /// (fewer than it holds when it shares files with earlier checkpoints).
+    fn write_state(
+        &self,
+        id: u64,
+        uid: &str,
+        subtask: u32,
+        snapshot: StateSnapshot,
+    ) -> Result<(StateFile, u64), String>;
     /// Records checkpoint `id` as complete (its metadata is written last) and drops old ones.
     fn complete(&self, id: u64, completed: Completed) -> Result<(), String>;
 }

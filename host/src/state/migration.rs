@@ -5,12 +5,14 @@ use std::ops::Range;
 use super::{StateBackend, StateDescriptor, StateItem};
 use crate::key_group::KeyGroup;
 
-/// Gives an operator subtask the state it starts with. Called with the empty backend made for
-/// it, the key groups it owns and its subtask index, it returns that backend filled with saved
-/// entries (from a checkpoint or savepoint), or the backend the same subtask held before an
-/// upgrade, handed over in place.
-pub type StateRestore =
-    std::sync::Arc<dyn Fn(Box<dyn StateBackend>, Range<u32>, u32) -> Result<RestoredState, String> + Send + Sync>;
+/// Gives an operator subtask the state it starts with. Called with the backends its job keeps
+/// state in, the kinds of the states it declares, the key groups it owns and its subtask index,
+/// it returns a backend of those filled with saved entries (from a checkpoint or savepoint), or
+/// opened on a native snapshot's files, or the backend the same subtask held before an upgrade,
+/// handed over in place (then no backend is opened only to be dropped).
+pub type StateRestore = std::sync::Arc<
+    dyn Fn(&super::Backends, &[super::StateKind], Range<u32>, u32) -> Result<RestoredState, String> + Send + Sync,
+>;
 
 /// What a [`StateRestore`] gives an operator subtask: its backend, and the schema version each
 /// declared state's entries were saved under (`None` when nothing was saved for it), so that

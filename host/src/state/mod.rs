@@ -47,7 +47,7 @@ mod value_table;
 pub use memory::MemoryBackend;
 pub use migration::{Migration, RestoredState, StateRestore, rewrite_items};
 pub use rocksdb::{RocksDbBackend, RocksDbBackends};
-pub use snapshot::SnapshotBody;
+pub use snapshot::{NativeFile, NativeFiles, NativePart, SnapshotBody};
 pub(crate) use value_table::same_bytes;
 
 use crate::key_group::KeyGroup;
@@ -256,7 +256,52 @@ impl Backends {
             Backends::RocksDb(databases) => Box::new(databases.open(key_groups, kinds)?),
         })
     }
+
+    /// Whether it restores native snapshots of `format` ([`NativeFiles::format`]).
+    pub fn reads_native(&self, format: &str) -> bool {
+        matches!(self, Backends::RocksDb(_)) && format == rocksdb::FORMAT
+    }
+
+    /// A new directory to fetch a native snapshot's files into, for [`Backends::restore`].
+    pub fn new_database_dir(&self) -> Result<std::path::PathBuf, String> {
+        match self {
+            Backends::Memory => Err(NATIVE_NEEDS_ROCKSDB.to_string()),
+            Backends::RocksDb(databases) => databases.new_database_dir(),
+        }
+    }
+
+    /// A backend for `key_groups` of states `kinds` from native snapshots' files, the first
+    /// opened in place when it can be (see [`RocksDbBackends::restore`]).
+    pub fn restore(
+        &self,
+        parts: Vec<NativePart>,
+        key_groups: Range<u32>,
+        kinds: &[StateKind],
+    ) -> Result<Box<dyn StateBackend>, String> {
+        match self {
+            Backends::Memory => Err(NATIVE_NEEDS_ROCKSDB.to_string()),
+            Backends::RocksDb(databases) => Ok(Box::new(databases.restore(parts, key_groups, kinds)?)),
+        }
+    }
 }
+
+/// Visits every entry of a native snapshot in format `format` whose files are in `dir`, holding
+/// states `kinds` (what `weir savepoint inspect` reads of a native savepoint).
+pub fn scan_native(
+    format: &str,
+    dir: &std::path::Path,
+    kinds: &[StateKind],
+    visit: &mut dyn FnMut(StateEntry<'_>),
+) -> Result<(), String> {
+    if format != rocksdb::FORMAT {
+        return Err(format!("state in the native format \"{format}\" is not one this weir reads (it reads rocksdb)"));
+    }
+    rocksdb::scan_files(dir, kinds, visit).map_err(|e| e.to_string())
+}
+
+/// Why the memory backend refuses native snapshots.
+pub const NATIVE_NEEDS_ROCKSDB: &str = "it holds state in RocksDB's native format, which only the rocksdb backend \
+     restores: set [state] backend = \"rocksdb\", or start from a canonical savepoint";
 
 /// Moves the entries of `key_groups` from one backend to another: how a rescale hands key groups
 /// from one subtask to the next.

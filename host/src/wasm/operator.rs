@@ -137,20 +137,22 @@ impl OperatorFactory for WasmOperatorFactory {
         let instance =
             self.module.pre.instantiate(&mut store).map_err(|e| call_error("instantiation", &e, &self.limits))?;
         // An operator without state needs no database.
-        let mut backend = match kinds.is_empty() {
-            true => Box::new(MemoryBackend::new(key_groups.clone(), &kinds)),
-            false => self.backends.open(key_groups.clone(), &kinds)?,
-        };
-        if let Some(restore) = &self.restore {
-            let restored = restore(backend, key_groups.clone(), info.index)
-                .map_err(|e| format!("cannot restore its state: {e}"))?;
-            let migrations =
-                restored.migrations(&description.states).map_err(|e| format!("cannot restore its state: {e}"))?;
-            backend = restored.backend;
-            for migration in migrations {
-                self.migrate(&mut store, &instance, &mut *backend, key_groups.clone(), migration)?;
+        let memory = Backends::Memory;
+        let backends = if kinds.is_empty() { &memory } else { &self.backends };
+        let backend = match &self.restore {
+            None => backends.open(key_groups.clone(), &kinds)?,
+            Some(restore) => {
+                let restored = restore(backends, &kinds, key_groups.clone(), info.index)
+                    .map_err(|e| format!("cannot restore its state: {e}"))?;
+                let migrations =
+                    restored.migrations(&description.states).map_err(|e| format!("cannot restore its state: {e}"))?;
+                let mut backend = restored.backend;
+                for migration in migrations {
+                    self.migrate(&mut store, &instance, &mut *backend, key_groups.clone(), migration)?;
+                }
+                backend
             }
-        }
+        };
         store.data_mut().keyed = KeyedState::new(backend, kinds.clone());
         store.data_mut().keyed.limit = self.limits.state_limit;
         let context = types::Context {

@@ -5,16 +5,23 @@ use super::Jobs;
 use super::SavepointError;
 use super::record::*;
 use super::store::update;
+use crate::checkpoint::savepoint::SavepointFormat;
 use crate::control::lock;
 use crate::runtime::SavepointRequest;
 
 impl Jobs {
-    /// Asks running job `id` for a savepoint into `dir` (else the job's savepoint directory);
-    /// with `stop`, the job then stops (stop-with-savepoint). Returns the trigger id to ask
-    /// [`Jobs::savepoint_status`] with.
-    pub fn savepoint(&self, id: &str, dir: Option<&str>, stop: bool) -> Result<String, SavepointError> {
+    /// Asks running job `id` for a savepoint into `dir` (else the job's savepoint directory),
+    /// its state in form `format`; with `stop`, the job then stops (stop-with-savepoint).
+    /// Returns the trigger id to ask [`Jobs::savepoint_status`] with.
+    pub fn savepoint(
+        &self,
+        id: &str,
+        dir: Option<&str>,
+        format: SavepointFormat,
+        stop: bool,
+    ) -> Result<String, SavepointError> {
         let (job, plan) = self.running(id, "take a savepoint")?;
-        let sink = Arc::new(plan.savepoint_sink(dir).map_err(SavepointError::Target)?);
+        let sink = Arc::new(plan.savepoint_sink(dir, format).map_err(SavepointError::Target)?);
         let trigger = self.request_id(id);
         lock(&job.triggers).insert(trigger.clone(), SavepointStatus::InProgress);
         let (runner, dir, key, written) = (job.clone(), self.dir.clone(), trigger.clone(), sink.clone());

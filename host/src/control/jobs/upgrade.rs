@@ -9,7 +9,7 @@ use super::record::*;
 use super::store::update;
 use super::{Job, SavepointError, UpgradeError};
 use crate::checkpoint::Restore;
-use crate::checkpoint::savepoint::SavepointSink;
+use crate::checkpoint::savepoint::{SavepointFormat, SavepointSink};
 use crate::control::lock;
 use crate::job::{JobPlan, Modules};
 use crate::runtime::{JobGraph, SavepointRequest};
@@ -251,7 +251,7 @@ impl Jobs {
         uids: Vec<String>,
         rollback: Option<Arc<Restore>>,
     ) -> Result<String, UpgradeError> {
-        let sink = Arc::new(plan.savepoint_sink(None).map_err(SavepointError::Target)?);
+        let sink = Arc::new(plan.savepoint_sink(None, SavepointFormat::Canonical).map_err(SavepointError::Target)?);
         let request_id = self.request_id(id);
         // In place when every operator of the next run declares the states of the one it
         // replaces: then nothing needs reading back, and the job goes on before the savepoint is

@@ -13,9 +13,10 @@ pub(crate) fn upload(uploads: Receiver<Option<Upload>>, control: &Control) {
         let Some(sink) = control.target(id) else { continue };
         let started = Instant::now();
         match sink.write_state(id, &ack.uid, ack.subtask, snapshot) {
-            Ok(file) => {
+            Ok((file, uploaded)) => {
                 ack.stats.upload = started.elapsed();
-                ack.stats.state_size = file.size;
+                ack.stats.state_size = file.stored.size();
+                ack.stats.checkpointed_size = uploaded;
                 ack.state = Some(file);
                 control.ack(Ack::Task(id, Box::new(ack)));
             }

@@ -13,8 +13,15 @@
 //!                                                                          by a merge operator
 //! ```
 //! A checkpoint's synchronous part is a RocksDB checkpoint (a flush, then hard links to the
-//! database's files), so processing goes on at once; the uploader reads it and writes the
-//! canonical snapshot file, then deletes it.
+//! database's files), so processing goes on at once; the uploader stores its files as they are
+//! (a native checkpoint or savepoint) or reads it and writes the canonical snapshot file, then
+//! deletes it ([`files`]). A restore from native files opens them in place when it can.
+mod files;
+mod values;
+
+pub use files::scan_files;
+
+use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,8 +31,12 @@ use rocksdb::{
     WriteBatch, WriteBufferManager, WriteOptions,
 };
 
-use super::{SnapshotBody, StateBackend, StateDescriptor, StateEntry, StateError, StateItem, StateKind};
+use self::values::ValueCache;
+use super::{NativePart, SnapshotBody, StateBackend, StateDescriptor, StateEntry, StateError, StateItem, StateKind};
 use crate::key_group::KeyGroup;
+
+/// What a native snapshot of a [`RocksDbBackend`] says its format is.
+pub const FORMAT: &str = "rocksdb";
 
 /// The databases of one job's operator subtasks, and the memory they share.
 pub struct RocksDbBackends {
@@ -33,6 +44,8 @@ pub struct RocksDbBackends {
     dir: PathBuf,
     cache: Cache,
     write_buffers: WriteBufferManager,
+    /// Bytes of each database's value cache ([`ValueCache`]).
+    value_cache: usize,
 }
 
 /// Numbers the databases this process opens, so that no two share a directory: not per job run,
@@ -52,23 +65,95 @@ impl RocksDbBackends {
         // Write buffers charge their memory to the cache, and stall writers beyond it.
         let write_buffers =
             WriteBufferManager::new_write_buffer_manager_with_cache(managed_memory / 2, true, cache.clone());
-        Ok(RocksDbBackends { dir, cache, write_buffers })
+        // Each subtask's value cache: a sixteenth of the managed memory, from 1 to 64 MiB.
+        let value_cache = (managed_memory / 16).clamp(1 << 20, 64 << 20);
+        Ok(RocksDbBackends { dir, cache, write_buffers, value_cache })
     }
 
     /// A new, empty database for `key_groups` of states `kinds`.
     pub fn open(&self, key_groups: Range<u32>, kinds: &[StateKind]) -> Result<RocksDbBackend, String> {
+        self.open_at(self.new_database_dir()?, key_groups, kinds, HashMap::new())
+    }
+
+    /// A new, empty directory for one database of this job, named so that no other database
+    /// (of this process or another) has it: where a restore fetches native files to.
+    pub fn new_database_dir(&self) -> Result<PathBuf, String> {
         let n = OPENED.fetch_add(1, Ordering::Relaxed);
         let path = self.dir.join(format!("db-{}-{n}", std::process::id()));
         // A directory left by an earlier process of the same id is stale: nothing reads it.
         let _ = std::fs::remove_dir_all(&path);
-        let db =
-            DB::open(&self.options(), &path).map_err(|e| format!("cannot open RocksDB at {}: {e}", path.display()))?;
+        std::fs::create_dir_all(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        Ok(path)
+    }
+
+    /// The database in `path` (empty, or fetched from a native snapshot whose files have the
+    /// shared names `shared_names`); it is deleted with the backend.
+    fn open_at(
+        &self,
+        path: PathBuf,
+        key_groups: Range<u32>,
+        kinds: &[StateKind],
+        shared_names: HashMap<String, String>,
+    ) -> Result<RocksDbBackend, String> {
+        let dir = Removed(path);
+        let db = DB::open(&self.options(), &dir.0)
+            .map_err(|e| format!("cannot open RocksDB at {}: {e}", dir.0.display()))?;
         // No write-ahead log: a crashed run's database is never read again (a restore reads a
         // checkpoint), and a checkpoint flushes the memtables before it links the files.
         let mut writes = WriteOptions::default();
         writes.disable_wal(true);
-        let kinds = kinds.to_vec();
-        Ok(RocksDbBackend { db, dir: Removed(path), key_groups, kinds, checkpoints: AtomicU64::new(0), writes })
+        Ok(RocksDbBackend {
+            db,
+            dir,
+            key_groups,
+            kinds: kinds.to_vec(),
+            checkpoints: AtomicU64::new(0),
+            writes,
+            unique: unique_name(),
+            shared_names,
+            read_only: self.read_only_options(),
+            values: std::sync::Mutex::new(ValueCache::new(self.value_cache)),
+        })
+    }
+
+    /// A backend for `key_groups` of states `kinds` from native snapshots: the first is opened
+    /// in place when its states are the declared ones in the same order, and clipped to
+    /// `key_groups` with range deletions; every other one (and the first otherwise) is opened
+    /// read-only and its entries in `key_groups` copied in. Their directories are taken over.
+    pub fn restore(
+        &self,
+        parts: Vec<NativePart>,
+        key_groups: Range<u32>,
+        kinds: &[StateKind],
+    ) -> Result<RocksDbBackend, String> {
+        let mut parts = parts.into_iter();
+        let mut backend = match parts.next() {
+            Some(base) if files::keeps_indices(&base, kinds) => {
+                let backend = self.open_at(base.dir, key_groups.clone(), kinds, base.shared_names)?;
+                backend.clip().map_err(|e| e.to_string())?;
+                backend
+            }
+            Some(part) => {
+                let mut backend = self.open(key_groups.clone(), kinds)?;
+                backend.copy_from(part)?;
+                backend
+            }
+            None => self.open(key_groups.clone(), kinds)?,
+        };
+        for part in parts {
+            backend.copy_from(part)?;
+        }
+        Ok(backend)
+    }
+
+    /// Options to read a checkpoint or a fetched snapshot with: the job's block cache.
+    fn read_only_options(&self) -> Options {
+        let mut options = Options::default();
+        options.set_merge_operator_associative("weir-list-append", append);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&self.cache);
+        options.set_block_based_table_factory(&table);
+        options
     }
 
     fn options(&self) -> Options {
@@ -136,6 +221,22 @@ pub struct RocksDbBackend {
     /// Numbers the checkpoints taken of it.
     checkpoints: AtomicU64,
     writes: WriteOptions,
+    /// Unique to this database among all databases: its SST files' shared names start with it.
+    unique: String,
+    /// The shared names of the SST files it was restored with (file name to shared name).
+    shared_names: HashMap<String, String>,
+    /// Options to open its checkpoints read-only with.
+    read_only: Options,
+    /// Value state, read ahead and written back in batches.
+    values: std::sync::Mutex<ValueCache>,
+}
+
+/// A name no other database has: from the process, the time and a sequence number.
+fn unique_name() -> String {
+    use sha2::Digest;
+    let n = OPENED.load(Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    hex::encode(&sha2::Sha256::digest(format!("{}/{nanos}/{n}", std::process::id()))[..8])
 }
 
 /// `kg | state | key length | key`: the record of a value or list, the prefix of a map's.
@@ -153,6 +254,14 @@ fn map_record(kg: KeyGroup, state: u32, key: &[u8], map_key: &[u8]) -> Vec<u8> {
     let mut record = record_key(kg, state, key);
     record.extend_from_slice(map_key);
     record
+}
+
+/// One list element as the merge operator appends it: its length (u32, little-endian), then it.
+fn list_element(value: &[u8]) -> Vec<u8> {
+    let mut element = Vec::with_capacity(4 + value.len());
+    element.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    element.extend_from_slice(value);
+    element
 }
 
 /// The first key after every key that starts with `prefix`.
@@ -203,6 +312,16 @@ impl RocksDbBackend {
             }
             None => Ok(false),
         }
+    }
+
+    fn values(&self) -> std::sync::MutexGuard<'_, ValueCache> {
+        self.values.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes the value cache back, so that the database holds every entry (before a scan,
+    /// a range deletion or a checkpoint).
+    fn write_back(&self) -> Result<(), StateError> {
+        self.values().write_back(&self.db, &self.writes)
     }
 
     fn delete_range(&self, from: &[u8], to: &[u8]) -> Result<(), StateError> {
@@ -276,12 +395,19 @@ impl<'a> Iterator for ListElements<'a> {
 impl StateBackend for RocksDbBackend {
     fn value_get(&self, state: u32, kg: KeyGroup, key: &[u8], out: &mut Vec<u8>) -> Result<bool, StateError> {
         self.check(state, StateKind::Value, kg)?;
-        self.get_into(&record_key(kg, state, key), out)
+        self.values().get(&self.db, &record_key(kg, state, key), out)
     }
 
     fn value_put(&mut self, state: u32, kg: KeyGroup, key: &[u8], value: &[u8]) -> Result<(), StateError> {
         self.check(state, StateKind::Value, kg)?;
-        self.db.put_opt(record_key(kg, state, key), value, &self.writes).map_err(db_error)
+        let values = self.values.get_mut().unwrap_or_else(|e| e.into_inner());
+        values.put(&self.db, &self.writes, record_key(kg, state, key), Some(value))
+    }
+
+    fn value_prefetch(&self, state: u32, kg: KeyGroup, key: &[u8]) {
+        if self.check(state, StateKind::Value, kg).is_ok() {
+            self.values().want(record_key(kg, state, key));
+        }
     }
 
     fn map_get(
@@ -345,10 +471,7 @@ impl StateBackend for RocksDbBackend {
 
     fn list_append(&mut self, state: u32, kg: KeyGroup, key: &[u8], value: &[u8]) -> Result<(), StateError> {
         self.check(state, StateKind::List, kg)?;
-        let mut element = Vec::with_capacity(4 + value.len());
-        element.extend_from_slice(&(value.len() as u32).to_le_bytes());
-        element.extend_from_slice(value);
-        self.db.merge_opt(record_key(kg, state, key), element, &self.writes).map_err(db_error)
+        self.db.merge_opt(record_key(kg, state, key), list_element(value), &self.writes).map_err(db_error)
     }
 
     fn clear(&mut self, state: u32, kg: KeyGroup, key: &[u8]) -> Result<(), StateError> {
@@ -357,11 +480,16 @@ impl StateBackend for RocksDbBackend {
         let record = record_key(kg, state, key);
         match kind {
             StateKind::Map => self.delete_range(&record, &prefix_end(&record)),
-            StateKind::Value | StateKind::List => self.db.delete_opt(record, &self.writes).map_err(db_error),
+            StateKind::List => self.db.delete_opt(record, &self.writes).map_err(db_error),
+            StateKind::Value => {
+                let values = self.values.get_mut().unwrap_or_else(|e| e.into_inner());
+                values.put(&self.db, &self.writes, record, None)
+            }
         }
     }
 
     fn scan(&self, key_groups: Range<u32>, visit: &mut dyn FnMut(StateEntry<'_>)) -> Result<(), StateError> {
+        self.write_back()?;
         scan_db(&self.db, &self.kinds, key_groups, visit)
     }
 
@@ -372,6 +500,7 @@ impl StateBackend for RocksDbBackend {
             let key_group = KeyGroup::try_from(key_group).unwrap_or(KeyGroup::MAX);
             return Err(StateError::KeyGroupNotOwned { key_group, range: self.key_groups.clone() });
         }
+        self.write_back()?;
         self.delete_range(&key_group_start(key_groups.start), &key_group_start(key_groups.end))
     }
 
@@ -388,11 +517,15 @@ impl StateBackend for RocksDbBackend {
         key_groups: Range<u32>,
         states: &[StateDescriptor],
     ) -> Result<Box<dyn SnapshotBody>, StateError> {
+        self.write_back()?;
         let n = self.checkpoints.fetch_add(1, Ordering::Relaxed);
         let dir = self.dir.0.with_extension(format!("chk-{n}"));
         let _ = std::fs::remove_dir_all(&dir);
         rocksdb::checkpoint::Checkpoint::new(&self.db).and_then(|c| c.create_checkpoint(&dir)).map_err(db_error)?;
-        Ok(Box::new(Checkpointed { dir: Removed(dir), kinds: self.kinds.clone(), key_groups, states: states.to_vec() }))
+        let dir = Removed(dir);
+        let files = files::list(&dir.0, &self.unique, &self.shared_names)?;
+        let (kinds, states, read_only) = (self.kinds.clone(), states.to_vec(), self.read_only.clone());
+        Ok(Box::new(files::Checkpointed { dir, files, kinds, key_groups, states, read_only }))
     }
 
     /// A RocksDB checkpoint too: hard links, not a copy, and the database goes on as it is.
@@ -403,52 +536,8 @@ impl StateBackend for RocksDbBackend {
     ) -> (Box<dyn SnapshotBody>, Box<dyn StateBackend>) {
         match self.snapshot(key_groups.clone(), states) {
             Ok(body) => (body, self),
-            Err(e) => (Box::new(Failed(e.to_string())), self),
+            Err(e) => (Box::new(files::Failed(e.to_string())), self),
         }
-    }
-}
-
-/// A RocksDB checkpoint of one subtask's database, encoded in the canonical form on the uploader
-/// thread and deleted once it is (or once it is dropped unencoded).
-struct Checkpointed {
-    dir: Removed,
-    kinds: Vec<StateKind>,
-    key_groups: Range<u32>,
-    states: Vec<StateDescriptor>,
-}
-
-impl SnapshotBody for Checkpointed {
-    fn encode(self: Box<Self>) -> Result<Vec<u8>, StateError> {
-        let db = open_read_only(&self.dir.0)?;
-        let view = ReadOnly { db, kinds: self.kinds.clone() };
-        super::canonical::encode(&view, self.key_groups.clone(), &self.states)
-    }
-}
-
-/// A snapshot that could not be taken: its error, when the uploader encodes it.
-struct Failed(String);
-
-impl SnapshotBody for Failed {
-    fn encode(self: Box<Self>) -> Result<Vec<u8>, StateError> {
-        Err(StateError::Storage { cause: self.0 })
-    }
-}
-
-fn open_read_only(dir: &Path) -> Result<DB, StateError> {
-    let mut options = Options::default();
-    options.set_merge_operator_associative("weir-list-append", append);
-    DB::open_for_read_only(&options, dir, false).map_err(db_error)
-}
-
-/// A checkpoint opened to be read: all the canonical encoder needs is a scan.
-struct ReadOnly {
-    db: DB,
-    kinds: Vec<StateKind>,
-}
-
-impl super::canonical::Scan for ReadOnly {
-    fn scan_entries(&self, key_groups: Range<u32>, visit: &mut dyn FnMut(StateEntry<'_>)) -> Result<(), StateError> {
-        scan_db(&self.db, &self.kinds, key_groups, visit)
     }
 }
 
@@ -488,6 +577,66 @@ mod tests {
         assert_eq!(leftovers.len(), 1, "the checkpoint is deleted once encoded: {leftovers:?}");
         drop(db);
         assert_eq!(std::fs::read_dir(&job).unwrap().count(), 0, "the database goes with its backend");
+    }
+
+    /// Copies the files of `snapshot` into a new directory of `backends`, as a restore fetches
+    /// them.
+    fn fetched(
+        backends: &RocksDbBackends,
+        snapshot: &dyn SnapshotBody,
+        key_groups: Range<u32>,
+        to: Vec<Option<u32>>,
+    ) -> NativePart {
+        let files = snapshot.native().expect("native files");
+        let dir = backends.new_database_dir().unwrap();
+        for file in &files.files {
+            std::fs::copy(files.dir.join(&file.name), dir.join(&file.name)).unwrap();
+        }
+        let shared_names = files.files.iter().filter_map(|f| Some((f.name.clone(), f.shared_name.clone()?))).collect();
+        let kinds = files.states.iter().map(|s| s.kind).collect();
+        NativePart { dir, key_groups, kinds, to, shared_names }
+    }
+
+    #[test]
+    fn native_snapshots_restore_at_another_parallelism_and_with_states_renumbered() {
+        let dir = tempfile::tempdir().unwrap();
+        let backends = RocksDbBackends::new(dir.path(), "job", 16 << 20).unwrap();
+        let kinds = [StateKind::Value, StateKind::List];
+        let states =
+            [StateDescriptor::new("count", StateKind::Value, 1), StateDescriptor::new("seen", StateKind::List, 1)];
+        let mut memory = crate::state::MemoryBackend::new(0..8, &kinds);
+        let (mut a, mut b) = (backends.open(0..4, &kinds).unwrap(), backends.open(4..8, &kinds).unwrap());
+        for kg in 0..8u16 {
+            let db = if kg < 4 { &mut a } else { &mut b };
+            for target in [db as &mut dyn StateBackend, &mut memory] {
+                target.value_put(0, kg, b"k", &[kg as u8]).unwrap();
+                target.list_append(1, kg, b"k", b"x").unwrap();
+                target.list_append(1, kg, b"k", &[kg as u8]).unwrap();
+            }
+        }
+        let (snap_a, snap_b) = (a.snapshot(0..4, &states).unwrap(), b.snapshot(4..8, &states).unwrap());
+        let entries = |backend: &dyn StateBackend, range: Range<u32>| {
+            let mut out = Vec::new();
+            backend.scan(range, &mut |e| out.push(format!("{e:?}"))).unwrap();
+            out
+        };
+        // Key groups 2..6: half of each, the first opened in place and clipped, the other copied.
+        let parts = vec![
+            fetched(&backends, &*snap_a, 0..4, vec![Some(0), Some(1)]),
+            fetched(&backends, &*snap_b, 4..8, vec![Some(0), Some(1)]),
+        ];
+        let restored = backends.restore(parts, 2..6, &kinds).unwrap();
+        assert_eq!(entries(&restored, 0..8), entries(&memory, 2..6));
+        assert!(!restored.shared_names.is_empty(), "the files opened in place keep their shared names");
+        // The same states declared the other way round: every entry copied, renumbered.
+        let swapped = [StateKind::List, StateKind::Value];
+        let parts = vec![fetched(&backends, &*snap_b, 4..8, vec![Some(1), Some(0)])];
+        let restored = backends.restore(parts, 4..8, &swapped).unwrap();
+        let mut values = Vec::new();
+        restored.value_get(1, 5, b"k", &mut values).unwrap();
+        let mut list = Vec::new();
+        restored.list_get(0, 5, b"k", &mut |e| list.push(e.to_vec())).unwrap();
+        assert_eq!((values, list), (vec![5], vec![b"x".to_vec(), vec![5]]));
     }
 
     #[test]
