@@ -236,7 +236,7 @@ struct SavepointBody {
     /// Where the savepoint goes (else the job's savepoint directory).
     target_directory: Option<String>,
     /// `canonical` (the default) or `native` (Flink's `formatType`).
-    #[serde(default, alias = "format-type")]
+    #[serde(default)]
     format: SavepointFormat,
     /// Stop only: flush pending work first (weir has no timers yet, so nothing more to flush).
     #[serde(default)]

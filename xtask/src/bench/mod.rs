@@ -7,6 +7,8 @@ use anyhow::{Context, Result, bail};
 
 use crate::{Artifacts, Workspace, step};
 
+mod rocksdb;
+
 #[derive(clap::Args)]
 pub(crate) struct BenchArgs {
     /// Events per throughput run.
@@ -18,6 +20,9 @@ pub(crate) struct BenchArgs {
     /// Keys (one event each) in the state-memory run.
     #[arg(long, default_value_t = 1_000_000)]
     memory_keys: u64,
+    /// Keys (one event each) in the RocksDB memory, incremental checkpoint and restore run.
+    #[arg(long, default_value_t = 10_000_000)]
+    rocksdb_keys: u64,
     /// Rounds of the throughput runs; each round runs every configuration once, interleaved, and
     /// the median per configuration is reported (the machines are shared and noisy).
     #[arg(long, default_value_t = 3)]
@@ -31,8 +36,20 @@ struct Run {
     peak_mib: f64,
     /// Milliseconds from spawning `weir run` to the first event at a sink.
     spawn_to_first_event_ms: Option<u64>,
-    /// The latest completed checkpoint: size (MiB), end-to-end (s), synchronous part (ms).
-    checkpoint: Option<(f64, f64, f64)>,
+    /// The latest completed checkpoint.
+    checkpoint: Option<CheckpointFigures>,
+}
+
+/// What `weir run` reports of its latest completed checkpoint.
+struct CheckpointFigures {
+    /// Everything it holds, MiB.
+    size_mib: f64,
+    /// What it uploaded, MiB.
+    uploaded_mib: f64,
+    /// Trigger to completion, s.
+    whole_s: f64,
+    /// The longest synchronous part, ms.
+    sync_ms: f64,
 }
 
 impl Run {
@@ -108,9 +125,14 @@ fn run_weir(weir: &Path, args: &[&str]) -> Result<Run> {
     let events = field(" out ", "  sink ").context("no sink count in weir's summary")? as u64;
     let peak_mib = field("peak memory ", "peak memory").unwrap_or(f64::NAN);
     let first_event = field("(at ", "first event at a sink").map(|ms| ms as u64);
-    let checkpoint =
-        (|| Some((field("size ", "end-to-end")?, field("end-to-end ", "end-to-end")?, field("sync ", "end-to-end")?)))(
-        );
+    let checkpoint = (|| {
+        Some(CheckpointFigures {
+            size_mib: field("size ", "end-to-end")?,
+            uploaded_mib: field("(", "end-to-end")?,
+            whole_s: field("end-to-end ", "end-to-end")?,
+            sync_ms: field("sync ", "end-to-end")?,
+        })
+    })();
     Ok(Run {
         seconds,
         events,
@@ -156,6 +178,8 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
         ("Wasm count, p=1, RocksDB state backend", on_rocksdb.write(&dir, "wasm-p1-rocksdb")?),
     ];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    let flink = rocksdb::Flink::find(ws);
+    let mut flink_rocksdb = Vec::new();
     for round in 1..=args.rounds {
         for (i, (name, job)) in configs.iter().enumerate() {
             step(&format!("round {round}/{}: {name}, {n} events over {k} keys", args.rounds));
@@ -163,14 +187,23 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
             println!("    {:.0} events/s ({} events in {:.2} s)", run.rate(), run.events, run.seconds);
             rates[i].push(run.rate());
         }
+        if let Some(flink) = &flink {
+            step(&format!("round {round}/{}: Flink 2.3 with RocksDB, {n} events over {k} keys", args.rounds));
+            let rate = flink.rocksdb_rate(round, n, k)?;
+            println!("    {rate:.0} events/s");
+            flink_rocksdb.push(rate);
+        }
     }
     let [wasm1, native1, wasm2, checkpointed1, rocksdb1] = [0, 1, 2, 3, 4].map(|i| median(&mut rates[i]));
+    let flink_rocksdb = (!flink_rocksdb.is_empty()).then(|| median(&mut flink_rocksdb));
     let m = args.memory_keys;
     step(&format!("state memory: {m} keys in the memory backend (Wasm count, one event per key)"));
     let memory = run_job(&artifacts.weir, &keyed_count_job(&dir, "memory", &count, 1, m, m)?)?;
     let big = checkpoint_of_many_keys(artifacts, &dir, &count, m, args.rounds)?;
     let savepoint = savepoint_of_many_keys(artifacts, &dir, &count, m)?;
-    let upgrade = upgrade_pauses(artifacts, &dir, m, args.rounds)?;
+    let upgrade = upgrade_pauses(artifacts, &dir, m, args.rounds, "")?;
+    let rocksdb_upgrade = upgrade_pauses(artifacts, &dir, m, args.rounds, rocksdb::STATE)?;
+    let rocksdb_keys = rocksdb::many_keys(artifacts, &dir, &count, args.rocksdb_keys)?;
 
     let control = control_plane(artifacts, &dir, args.rounds)?;
 
@@ -180,7 +213,11 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     println!("  native count, p=1:    {native1:>12.0} events/s");
     println!("  Wasm count, p=2:      {wasm2:>12.0} events/s");
     println!("  Wasm count, p=1, checkpoints every 1 s: {checkpointed1:>12.0} events/s");
-    println!("  Wasm count, p=1, RocksDB: {rocksdb1:>12.0} events/s (Flink 2.3 with RocksDB: see BENCHMARKS.md)");
+    println!("  Wasm count, p=1, RocksDB: {rocksdb1:>12.0} events/s");
+    match flink_rocksdb {
+        Some(flink) => println!("  Flink 2.3, p=1, RocksDB: {flink:>12.0} events/s (same run, interleaved)"),
+        None => println!("  Flink 2.3, p=1, RocksDB: not measured ({})", rocksdb::Flink::MISSING),
+    }
     println!("  peak RSS, {m} keys: {:.1} MiB", memory.peak_mib);
     println!(
         "  checkpoint of {m} keys: {:.1} MiB, synchronous part {:.1} ms, whole {:.3} s; resume to first event {} ms",
@@ -213,6 +250,7 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     );
     println!("  {m} keys: upgrade pause < 50 ms:   {:>9.1} ms  {}", upgrade.swap_ms, verdict(upgrade.swap_ms < 50.0));
     println!("  {m} keys: upgrade pause migrating every key: {:>9.1} ms (no target)", upgrade.migrating_ms);
+    rocksdb::print_targets(rocksdb1, flink_rocksdb, m, &rocksdb_upgrade, &rocksdb_keys);
     println!(
         "  {m} keys: fork start < 1 s:           {:>6} ms  {}",
         savepoint.fork_ms,
@@ -261,7 +299,8 @@ fn checkpoint_of_many_keys(
     for round in 1..=rounds.max(1) {
         step(&format!("round {round}/{rounds}: checkpoint of {keys} keys, then resume from it"));
         let run = run_job(&artifacts.weir, &first)?;
-        let (size, whole, sync) = run.checkpoint.context("no checkpoint in weir's summary")?;
+        let CheckpointFigures { size_mib: size, whole_s: whole, sync_ms: sync, .. } =
+            run.checkpoint.context("no checkpoint in weir's summary")?;
         let resumed = run_job_with(&artifacts.weir, &resume, &["--from-checkpoint", "latest"])?;
         let resume_ms = resumed.spawn_to_first_event_ms.context("no first event in weir's summary")?;
         println!("    {size:.1} MiB, sync {sync:.1} ms, whole {whole:.3} s; resume to first event {resume_ms} ms");
@@ -289,19 +328,21 @@ struct UpgradePauses {
 /// Upgrades under an unbounded job counting `keys` keys on `weir serve`, once every key is in
 /// state: from `count` to `count_v2` (which migrates every count), then `rounds` times from
 /// `count_v2` to `count_v2` (the same module deployed again: state declared alike, so the swap
-/// alone is timed).
-fn upgrade_pauses(artifacts: &Artifacts, dir: &Path, keys: u64, rounds: usize) -> Result<UpgradePauses> {
-    step(&format!("upgrade pause: count -> count_v2 -> count_v2 under a job with {keys} keys in state"));
-    let served = Served::start(artifacts, &dir.join("upgrade-data"))?;
+/// alone is timed). `state` is the job's `[state]` table (empty: memory).
+fn upgrade_pauses(artifacts: &Artifacts, dir: &Path, keys: u64, rounds: usize, state: &str) -> Result<UpgradePauses> {
+    let backend = if state.is_empty() { "memory" } else { "rocksdb" };
+    step(&format!("upgrade pause: count -> count_v2 -> count_v2 under a job with {keys} keys in {backend} state"));
+    let served = Served::start(artifacts, &dir.join(format!("upgrade-data-{backend}")))?;
     let server = served.url.clone();
     let result = (|| {
         let module = |name: &str| artifacts.operators.join(format!("{name}.wasm")).to_string_lossy().into_owned();
-        let extra =
-            "[checkpointing]\ninterval = \"1h\"\nstorage = \"file://checkpoints\"\nsavepoint-dir = \"savepoints\"";
+        let extra = format!(
+            "[checkpointing]\ninterval = \"1h\"\nstorage = \"file://checkpoints\"\nsavepoint-dir = \"savepoints\"\n\n{state}"
+        );
         let operator = format!("module = {:?}", module("count"));
-        let job =
-            CountJob { name: "upgrade-many-keys", operator: &operator, parallelism: 1, events: None, keys, extra };
-        let job = job.write(dir, "upgrade-many-keys")?;
+        let name = format!("upgrade-many-keys-{backend}");
+        let job = CountJob { name: &name, operator: &operator, parallelism: 1, events: None, keys, extra: &extra };
+        let job = job.write(dir, &name)?;
         let id = weir_cli(&artifacts.weir, &server, &["submit", &job.to_string_lossy()])?.trim().to_string();
         wait_until_counted(&artifacts.weir, &server, &id, keys + keys / 5)?;
         let operator = format!("count={}", module("count_v2"));
