@@ -67,11 +67,27 @@ impl SharedFiles {
             registry.kept.insert(id, names);
         }
         let dir = paths::shared_dir(job);
-        for path in storage.list(&dir).map_err(|e| e.to_string())? {
+        let mut names: Vec<String> = storage.list(&dir).map_err(|e| e.to_string())?;
+        // Locally also what an upload cut short left (staged files object stores do not list).
+        if let Some(local) = storage.local_path(&dir) {
+            let entries = std::fs::read_dir(local).into_iter().flatten().flatten();
+            names.extend(entries.map(|e| format!("{dir}/{}", e.file_name().to_string_lossy())));
+        }
+        names.sort_unstable();
+        names.dedup();
+        for path in names {
             let name = path.rsplit('/').next().unwrap_or_default();
             if !registry.files.contains_key(name) {
                 tracing::info!("deleting {}: no checkpoint references it", storage.display(&path));
-                storage.delete_file(&path).map_err(|e| e.to_string())?;
+                match storage.local_path(&path) {
+                    Some(local) => match std::fs::remove_file(&local) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(format!("cannot delete {}: {e}", local.display()));
+                        }
+                        _ => {}
+                    },
+                    None => storage.delete_file(&path).map_err(|e| e.to_string())?,
+                }
             }
         }
         let _ = storage.remove_dir_if_empty(&dir);
@@ -132,4 +148,61 @@ impl SharedFiles {
 /// (after its checkpoints were deleted on cancellation).
 pub fn delete_unreferenced_shared_files(storage: &Storage, job: &str) -> Result<(), String> {
     SharedFiles::open(storage.clone(), job).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{NativeState, NativeStoredFile};
+
+    /// A snapshot referencing shared files `names`.
+    fn state(names: &[&str]) -> StateFile {
+        let file = |name: &&str| NativeStoredFile {
+            name: format!("{name}.sst"),
+            size: 4,
+            sha256: String::new(),
+            shared: Some(name.to_string()),
+        };
+        let native = NativeState {
+            native: "rocksdb".into(),
+            dir: "op-0".into(),
+            states: Vec::new(),
+            files: names.iter().map(file).collect(),
+        };
+        StateFile { uid: "op".into(), subtask: 0, key_groups: 0..1, stored: StoredState::Native(native) }
+    }
+
+    #[test]
+    fn a_file_goes_once_no_kept_or_later_checkpoint_needs_it_and_orphans_go_at_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open("file://chk", dir.path()).unwrap();
+        let shared = dir.path().join("chk/job/shared");
+        std::fs::create_dir_all(&shared).unwrap();
+        for orphan in ["left-by-a-crash", "cut-short#3"] {
+            std::fs::write(shared.join(orphan), b"x").unwrap();
+        }
+        let files = SharedFiles::open(storage.clone(), "job").unwrap();
+        assert!(!shared.exists(), "orphans are deleted, and the directory they leave empty");
+        let store = |name: &str, checkpoint| {
+            storage.put(&files.path(name), b"sst!".to_vec()).unwrap();
+            files.stored(name, 4, "", checkpoint);
+        };
+        // Checkpoint 1 stores a and b; 2 reuses a and stores c; 3 (in progress) reuses c.
+        store("a", 1);
+        store("b", 1);
+        files.completed(1, &[state(&["a", "b"])], &[]).unwrap();
+        assert!(files.reuse("a", 2).is_some());
+        store("c", 2);
+        assert!(files.reuse("c", 3).is_some());
+        // 2 completes and 1 is deleted: b goes; a (kept by 2) and c (2 and 3) stay.
+        files.completed(2, &[state(&["a", "c"])], &[1]).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(&shared)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a", "c"]);
+        assert!(files.reuse("b", 3).is_none(), "a deleted file is stored again, not referenced");
+    }
 }

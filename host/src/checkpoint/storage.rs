@@ -191,7 +191,8 @@ impl Storage {
         Ok(files)
     }
 
-    /// The ids of job `job`'s checkpoint directories, ascending (complete or not).
+    /// The ids of job `job`'s checkpoint directories, ascending (complete or not; locally also
+    /// those holding only what an upload cut short left, which object stores do not list).
     pub fn checkpoints(&self, job: &str) -> Result<Vec<u64>, StorageError> {
         let prefix = paths::job_dir(job);
         let mut ids: Vec<u64> = self
@@ -200,6 +201,11 @@ impl Storage {
             .filter_map(|file| file.strip_prefix(&format!("{prefix}/"))?.split('/').next())
             .filter_map(paths::parse_checkpoint_dir)
             .collect();
+        if let Some(root) = &self.local_root {
+            let dirs = std::fs::read_dir(root.join(&prefix)).into_iter().flatten().flatten();
+            ids.extend(dirs.filter_map(|d| paths::parse_checkpoint_dir(&d.file_name().to_string_lossy())));
+        }
+        ids.sort_unstable();
         ids.dedup();
         Ok(ids)
     }
@@ -230,28 +236,27 @@ impl Storage {
         Ok(true)
     }
 
-    /// Deletes every file under directory `dir`, and the directory itself when local.
-    pub fn delete_dir(&self, dir: &str) -> Result<(), StorageError> {
+    /// Deletes every file under directory `dir`; locally the whole directory, with what an
+    /// upload cut short left in it.
+    fn delete_dir(&self, dir: &str) -> Result<(), StorageError> {
+        if let Some(root) = &self.local_root {
+            return match std::fs::remove_dir_all(root.join(dir)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StorageError::Io {
+                    url: self.url.clone(),
+                    operation: "deleting",
+                    path: dir.to_string(),
+                    cause: e.to_string(),
+                    not_found: false,
+                }),
+                _ => Ok(()),
+            };
+        }
         for file in self.list(dir)? {
             let location = StorePath::from(file.as_str());
             self.runtime.block_on(self.store.delete(&location)).map_err(|e| self.io("deleting", &file, e))?;
         }
-        if let Some(root) = &self.local_root {
-            remove_empty_dirs(&root.join(dir));
-        }
         Ok(())
     }
-}
-
-/// Removes `dir` and the directories under it, deepest first, where they are empty: a file
-/// written meanwhile is not ours to lose.
-fn remove_empty_dirs(dir: &Path) {
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            remove_empty_dirs(&entry.path());
-        }
-    }
-    let _ = std::fs::remove_dir(dir);
 }
 
 #[cfg(test)]
@@ -281,6 +286,14 @@ mod tests {
         exercise(&storage);
         assert!(dir.path().join("checkpoints/job/chk-0000000010/_metadata").is_file());
         assert!(!dir.path().join("checkpoints/job/chk-0000000002").exists(), "the emptied directories go too");
+        // What a killed upload leaves (a staged file object_store does not list) is a checkpoint
+        // directory too, deleted with its leftovers.
+        let cut_short = dir.path().join("checkpoints/job/chk-0000000011/count-0");
+        std::fs::create_dir_all(&cut_short).unwrap();
+        std::fs::write(cut_short.join("000009.sst#1"), b"half").unwrap();
+        assert_eq!(storage.checkpoints("job").unwrap(), vec![10, 11]);
+        storage.delete_checkpoint("job", 11).unwrap();
+        assert!(!dir.path().join("checkpoints/job/chk-0000000011").exists());
     }
 
     #[test]

@@ -36,9 +36,11 @@ pub(crate) fn put(
     snapshot: StateSnapshot,
     form: Form<'_>,
 ) -> Result<(StateFile, u64), String> {
-    let StateSnapshot { key_groups, body } = snapshot;
+    let StateSnapshot { key_groups, mut body } = snapshot;
     let state = |stored| StateFile { uid: uid.to_string(), subtask, key_groups, stored };
-    if let (Form::Native { shared }, Some(files)) = (form, body.native()) {
+    if let Form::Native { shared } = form
+        && let Some(files) = body.native().map_err(|e| format!("cannot take the snapshot: {e}"))?
+    {
         let (native, uploaded) = put_native(storage, dir, paths::native_dir_name(uid, subtask), files, shared)?;
         return Ok((state(StoredState::Native(native)), uploaded));
     }

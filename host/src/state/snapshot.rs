@@ -18,9 +18,10 @@ pub trait SnapshotBody: Send {
     fn encode(self: Box<Self>) -> Result<Vec<u8>, StateError>;
 
     /// The files of a disk backend's own format, for a native checkpoint or savepoint to store
-    /// instead of the canonical form; `None` for a backend that has none (memory).
-    fn native(&self) -> Option<NativeFiles<'_>> {
-        None
+    /// instead of the canonical form (taking them may be the part of the snapshot left for the
+    /// uploader thread); `None` for a backend that has none (memory).
+    fn native(&mut self) -> Result<Option<NativeFiles<'_>>, StateError> {
+        Ok(None)
     }
 }
 

@@ -4,11 +4,13 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 
 use rocksdb::{DB, Options, WriteBatch};
 
 use super::{
-    FORMAT, Removed, RocksDbBackend, db_error, key_group_start, list_element, map_record, record_key, scan_db,
+    FORMAT, Live, PendingCheckpoint, Removed, RocksDbBackend, db_error, key_group_start, list_element, lock,
+    map_record, record_key, scan_db,
 };
 use crate::state::{
     NativeFile, NativeFiles, NativePart, SnapshotBody, StateDescriptor, StateEntry, StateError, StateItem, StateKind,
@@ -39,26 +41,48 @@ pub(super) fn list(
     Ok(files)
 }
 
-/// A RocksDB checkpoint of one subtask's database, stored by the uploader as its files or
-/// encoded in the canonical form, and deleted once it is (or once it is dropped unstored).
+/// A snapshot of one subtask's database at a barrier: the values frozen there, then (once
+/// settled, on the uploader thread) a RocksDB checkpoint, stored as its files or encoded in the
+/// canonical form, and deleted once it is (or once it is dropped unstored).
 pub(super) struct Checkpointed {
-    pub(super) dir: Removed,
+    pub(super) live: Arc<Live>,
+    pub(super) pending: Arc<PendingCheckpoint>,
+    /// Its files, once taken.
     pub(super) files: Vec<NativeFile>,
+    pub(super) unique: String,
+    pub(super) shared_names: HashMap<String, String>,
     pub(super) kinds: Vec<StateKind>,
     pub(super) key_groups: Range<u32>,
     pub(super) states: Vec<StateDescriptor>,
     pub(super) read_only: Options,
 }
 
+impl Checkpointed {
+    /// Takes its RocksDB checkpoint if the operator has not yet (the asynchronous part).
+    fn taken(&self) -> Result<&Path, StateError> {
+        if lock(&self.pending.outcome).is_none() {
+            drop(self.live.settle()?);
+        }
+        match lock(&self.pending.outcome).clone() {
+            Some(Ok(())) => Ok(&self.pending.dir.0),
+            Some(Err(cause)) => Err(StateError::Storage { cause }),
+            None => Err(StateError::Storage { cause: "the checkpoint was never taken (a weir bug)".to_string() }),
+        }
+    }
+}
+
 impl SnapshotBody for Checkpointed {
     fn encode(self: Box<Self>) -> Result<Vec<u8>, StateError> {
-        let db = DB::open_for_read_only(&self.read_only, &self.dir.0, false).map_err(db_error)?;
+        let db = DB::open_for_read_only(&self.read_only, self.taken()?, false).map_err(db_error)?;
         let view = ReadOnly { db, kinds: self.kinds.clone() };
         crate::state::canonical::encode(&view, self.key_groups.clone(), &self.states)
     }
 
-    fn native(&self) -> Option<NativeFiles<'_>> {
-        Some(NativeFiles { format: FORMAT, dir: &self.dir.0, states: &self.states, files: self.files.clone() })
+    fn native(&mut self) -> Result<Option<NativeFiles<'_>>, StateError> {
+        let dir = self.taken()?.to_path_buf();
+        self.files = list(&dir, &self.unique, &self.shared_names)?;
+        let files = self.files.clone();
+        Ok(Some(NativeFiles { format: FORMAT, dir: &self.pending.dir.0, states: &self.states, files }))
     }
 }
 
@@ -117,6 +141,7 @@ impl RocksDbBackend {
         let range = part.key_groups.start.max(self.key_groups.start)..part.key_groups.end.min(self.key_groups.end);
         let mut batch = WriteBatch::default();
         let mut written = Ok(());
+        let write = |batch| self.write(batch).map_err(|e| e.to_string());
         scan_db(&db, &part.kinds, range, &mut |e| {
             let Some(state) = part.to.get(e.state as usize).copied().flatten() else { return };
             match e.item {
@@ -125,10 +150,10 @@ impl RocksDbBackend {
                 StateItem::ListElement(v) => batch.merge(record_key(e.key_group, state, e.key), list_element(v)),
             }
             if batch.len() >= COPY_BATCH && written.is_ok() {
-                written = self.db.write_opt(std::mem::take(&mut batch), &self.writes);
+                written = write(std::mem::take(&mut batch));
             }
         })
         .map_err(|e| e.to_string())?;
-        written.and_then(|()| self.db.write_opt(batch, &self.writes)).map_err(|e| e.into_string())
+        written.and_then(|()| write(batch))
     }
 }

@@ -25,6 +25,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rocksdb::{
     BlockBasedIndexType, BlockBasedOptions, Cache, DB, DBCompressionType, Direction, IteratorMode, MergeOperands,
@@ -102,17 +103,15 @@ impl RocksDbBackends {
         // checkpoint), and a checkpoint flushes the memtables before it links the files.
         let mut writes = WriteOptions::default();
         writes.disable_wal(true);
+        let values = Mutex::new(ValueCache::new(self.value_cache));
         Ok(RocksDbBackend {
-            db,
-            dir,
+            live: Arc::new(Live { db, dir, writes, values, writer: Mutex::new(()) }),
             key_groups,
             kinds: kinds.to_vec(),
             checkpoints: AtomicU64::new(0),
-            writes,
             unique: unique_name(),
             shared_names,
             read_only: self.read_only_options(),
-            values: std::sync::Mutex::new(ValueCache::new(self.value_cache)),
         })
     }
 
@@ -220,25 +219,77 @@ impl Drop for Removed {
     }
 }
 
-/// One operator subtask's keyed state in RocksDB. Its database is deleted when it is dropped:
-/// what lasts is in checkpoints and savepoints.
+/// One operator subtask's keyed state in RocksDB. Its database is deleted when it is dropped
+/// (and the snapshot still being taken of it, if any, is done): what lasts is in checkpoints and
+/// savepoints.
 pub struct RocksDbBackend {
-    db: DB,
-    /// The database's directory, after `db`.
-    dir: Removed,
+    live: Arc<Live>,
     key_groups: Range<u32>,
     kinds: Vec<StateKind>,
     /// Numbers the checkpoints taken of it.
     checkpoints: AtomicU64,
-    writes: WriteOptions,
     /// Unique to this database among all databases: its SST files' shared names start with it.
     unique: String,
     /// The shared names of the SST files it was restored with (file name to shared name).
     shared_names: HashMap<String, String>,
     /// Options to open its checkpoints read-only with.
     read_only: Options,
+}
+
+/// The live database and its value cache, shared by the backend and the snapshot whose RocksDB
+/// checkpoint is still to be taken.
+struct Live {
+    db: DB,
+    /// The database's directory, after `db`.
+    dir: Removed,
+    writes: WriteOptions,
     /// Value state, read ahead and written back in batches.
-    values: std::sync::Mutex<ValueCache>,
+    values: Mutex<ValueCache>,
+    /// Held by whoever writes to the database, which happens only once the values frozen at the
+    /// latest barrier are in it and its checkpoint is taken ([`Live::settle`]): nothing written
+    /// after a barrier reaches that barrier's checkpoint.
+    writer: Mutex<()>,
+}
+
+/// A RocksDB checkpoint to take once the values frozen at its barrier are in the database.
+struct PendingCheckpoint {
+    /// Where it goes (deleted when the last holder lets it go).
+    dir: Removed,
+    /// Whether it was taken, once it is settled.
+    outcome: Mutex<Option<Result<(), String>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Live {
+    fn values(&self) -> MutexGuard<'_, ValueCache> {
+        lock(&self.values)
+    }
+
+    /// Writes the values frozen at the latest barrier to the database and takes that barrier's
+    /// checkpoint (unless nobody waits for it any more), if that is not done yet: on the uploader
+    /// thread, as the asynchronous part of the checkpoint, or on the operator's before it writes
+    /// to the database itself. Returns the guard to write to the database under.
+    fn settle(&self) -> Result<MutexGuard<'_, ()>, StateError> {
+        let writer = lock(&self.writer);
+        let Some(frozen) = self.values().frozen() else { return Ok(writer) };
+        let written = frozen.write(&self.db, &self.writes);
+        if let Some(pending) = frozen.checkpoint.upgrade() {
+            let taken = match &written {
+                Ok(()) => rocksdb::checkpoint::Checkpoint::new(&self.db)
+                    .and_then(|c| c.create_checkpoint(&pending.dir.0))
+                    .map_err(rocksdb::Error::into_string),
+                Err(e) => Err(e.to_string()),
+            };
+            *lock(&pending.outcome) = Some(taken);
+        }
+        // Once written, reads find the values in the database; else they stay frozen, readable.
+        written?;
+        self.values().thaw();
+        Ok(writer)
+    }
 }
 
 /// A name no other database has: from the process, the time and a sequence number.
@@ -315,7 +366,7 @@ impl RocksDbBackend {
     }
 
     fn get_into(&self, record: &[u8], out: &mut Vec<u8>) -> Result<bool, StateError> {
-        match self.db.get_pinned(record).map_err(db_error)? {
+        match self.live.db.get_pinned(record).map_err(db_error)? {
             Some(value) => {
                 out.extend_from_slice(&value);
                 Ok(true)
@@ -324,20 +375,30 @@ impl RocksDbBackend {
         }
     }
 
-    fn values(&self) -> std::sync::MutexGuard<'_, ValueCache> {
-        self.values.lock().unwrap_or_else(|e| e.into_inner())
+    /// Writes the value cache back, so that the database holds every entry (before a scan or
+    /// a range deletion, or when the cache is full).
+    fn write_back(&self) -> Result<(), StateError> {
+        let _writer = self.live.settle()?;
+        self.live.values().write_back(&self.live.db, &self.live.writes)
     }
 
-    /// Writes the value cache back, so that the database holds every entry (before a scan,
-    /// a range deletion or a checkpoint).
-    fn write_back(&self) -> Result<(), StateError> {
-        self.values().write_back(&self.db, &self.writes)
+    /// Writes `batch` to the database.
+    fn write(&self, batch: WriteBatch) -> Result<(), StateError> {
+        let _writer = self.live.settle()?;
+        self.live.db.write_opt(batch, &self.live.writes).map_err(db_error)
     }
 
     fn delete_range(&self, from: &[u8], to: &[u8]) -> Result<(), StateError> {
         let mut batch = WriteBatch::default();
         batch.delete_range(from, to);
-        self.db.write_opt(batch, &self.writes).map_err(db_error)
+        self.write(batch)
+    }
+
+    /// Puts `value` under `record`.
+    fn put(&self, record: &[u8], value: &[u8]) -> Result<(), StateError> {
+        let mut batch = WriteBatch::default();
+        batch.put(record, value);
+        self.write(batch)
     }
 }
 
@@ -405,18 +466,18 @@ impl<'a> Iterator for ListElements<'a> {
 impl StateBackend for RocksDbBackend {
     fn value_get(&self, state: u32, kg: KeyGroup, key: &[u8], out: &mut Vec<u8>) -> Result<bool, StateError> {
         self.check(state, StateKind::Value, kg)?;
-        self.values().get(&self.db, &record_key(kg, state, key), out)
+        self.live.values().get(&self.live.db, &record_key(kg, state, key), out)
     }
 
     fn value_put(&mut self, state: u32, kg: KeyGroup, key: &[u8], value: &[u8]) -> Result<(), StateError> {
         self.check(state, StateKind::Value, kg)?;
-        let values = self.values.get_mut().unwrap_or_else(|e| e.into_inner());
-        values.put(&self.db, &self.writes, record_key(kg, state, key), Some(value))
+        let full = self.live.values().put(record_key(kg, state, key), Some(value));
+        if full { self.write_back() } else { Ok(()) }
     }
 
     fn value_prefetch(&self, state: u32, kg: KeyGroup, key: &[u8]) {
         if self.check(state, StateKind::Value, kg).is_ok() {
-            self.values().want(record_key(kg, state, key));
+            self.live.values().want(record_key(kg, state, key));
         }
     }
 
@@ -442,14 +503,14 @@ impl StateBackend for RocksDbBackend {
         value: &[u8],
     ) -> Result<(), StateError> {
         self.check(state, StateKind::Map, kg)?;
-        let record = map_record(kg, state, key, map_key);
-        self.db.put_opt(record, value, &self.writes).map_err(db_error)
+        self.put(&map_record(kg, state, key, map_key), value)
     }
 
     fn map_remove(&mut self, state: u32, kg: KeyGroup, key: &[u8], map_key: &[u8]) -> Result<(), StateError> {
         self.check(state, StateKind::Map, kg)?;
-        let record = map_record(kg, state, key, map_key);
-        self.db.delete_opt(record, &self.writes).map_err(db_error)
+        let mut batch = WriteBatch::default();
+        batch.delete(map_record(kg, state, key, map_key));
+        self.write(batch)
     }
 
     fn map_entries(
@@ -463,7 +524,7 @@ impl StateBackend for RocksDbBackend {
         let prefix = record_key(kg, state, key);
         let mut options = ReadOptions::default();
         options.set_iterate_upper_bound(prefix_end(&prefix));
-        for item in self.db.iterator_opt(IteratorMode::From(&prefix, Direction::Forward), options) {
+        for item in self.live.db.iterator_opt(IteratorMode::From(&prefix, Direction::Forward), options) {
             let (record, value) = item.map_err(db_error)?;
             visit(&record[prefix.len()..], &value);
         }
@@ -472,7 +533,7 @@ impl StateBackend for RocksDbBackend {
 
     fn list_get(&self, state: u32, kg: KeyGroup, key: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<(), StateError> {
         self.check(state, StateKind::List, kg)?;
-        let Some(list) = self.db.get_pinned(record_key(kg, state, key)).map_err(db_error)? else { return Ok(()) };
+        let Some(list) = self.live.db.get_pinned(record_key(kg, state, key)).map_err(db_error)? else { return Ok(()) };
         for element in ListElements(&list) {
             visit(element.ok_or_else(|| StateError::Storage { cause: "a stored list is torn".to_string() })?);
         }
@@ -481,7 +542,9 @@ impl StateBackend for RocksDbBackend {
 
     fn list_append(&mut self, state: u32, kg: KeyGroup, key: &[u8], value: &[u8]) -> Result<(), StateError> {
         self.check(state, StateKind::List, kg)?;
-        self.db.merge_opt(record_key(kg, state, key), list_element(value), &self.writes).map_err(db_error)
+        let mut batch = WriteBatch::default();
+        batch.merge(record_key(kg, state, key), list_element(value));
+        self.write(batch)
     }
 
     fn clear(&mut self, state: u32, kg: KeyGroup, key: &[u8]) -> Result<(), StateError> {
@@ -490,17 +553,21 @@ impl StateBackend for RocksDbBackend {
         let record = record_key(kg, state, key);
         match kind {
             StateKind::Map => self.delete_range(&record, &prefix_end(&record)),
-            StateKind::List => self.db.delete_opt(record, &self.writes).map_err(db_error),
+            StateKind::List => {
+                let mut batch = WriteBatch::default();
+                batch.delete(record);
+                self.write(batch)
+            }
             StateKind::Value => {
-                let values = self.values.get_mut().unwrap_or_else(|e| e.into_inner());
-                values.put(&self.db, &self.writes, record, None)
+                let full = self.live.values().put(record, None);
+                if full { self.write_back() } else { Ok(()) }
             }
         }
     }
 
     fn scan(&self, key_groups: Range<u32>, visit: &mut dyn FnMut(StateEntry<'_>)) -> Result<(), StateError> {
         self.write_back()?;
-        scan_db(&self.db, &self.kinds, key_groups, visit)
+        scan_db(&self.live.db, &self.kinds, key_groups, visit)
     }
 
     fn drop_key_groups(&mut self, key_groups: Range<u32>) -> Result<(), StateError> {
@@ -527,15 +594,24 @@ impl StateBackend for RocksDbBackend {
         key_groups: Range<u32>,
         states: &[StateDescriptor],
     ) -> Result<Box<dyn SnapshotBody>, StateError> {
-        self.write_back()?;
+        // The values of the barrier before, if their checkpoint is still to be taken, go first.
+        drop(self.live.settle()?);
         let n = self.checkpoints.fetch_add(1, Ordering::Relaxed);
-        let dir = self.dir.0.with_extension(format!("chk-{n}"));
+        let dir = self.live.dir.0.with_extension(format!("chk-{n}"));
         let _ = std::fs::remove_dir_all(&dir);
-        rocksdb::checkpoint::Checkpoint::new(&self.db).and_then(|c| c.create_checkpoint(&dir)).map_err(db_error)?;
-        let dir = Removed(dir);
-        let files = files::list(&dir.0, &self.unique, &self.shared_names)?;
-        let (kinds, states, read_only) = (self.kinds.clone(), states.to_vec(), self.read_only.clone());
-        Ok(Box::new(files::Checkpointed { dir, files, kinds, key_groups, states, read_only }))
+        let pending = Arc::new(PendingCheckpoint { dir: Removed(dir), outcome: Mutex::new(None) });
+        self.live.values().freeze(Arc::downgrade(&pending));
+        Ok(Box::new(files::Checkpointed {
+            live: self.live.clone(),
+            pending,
+            files: Vec::new(),
+            unique: self.unique.clone(),
+            shared_names: self.shared_names.clone(),
+            kinds: self.kinds.clone(),
+            key_groups,
+            states: states.to_vec(),
+            read_only: self.read_only.clone(),
+        }))
     }
 
     /// A RocksDB checkpoint too: hard links, not a copy, and the database goes on as it is.
@@ -578,10 +654,22 @@ mod tests {
             b.list_append(1, 3, b"b", b"x").unwrap();
             b.list_append(1, 3, b"b", b"y").unwrap();
         }
+        db.value_put(0, 2, b"c", b"3").unwrap();
         let snapshot = db.snapshot(0..4, &states).unwrap();
+        // Until the uploader takes the checkpoint, the values of the barrier are read from where
+        // they were set aside, and writes after it go on.
+        let mut read = Vec::new();
+        assert!(db.value_get(0, 1, b"a", &mut read).unwrap());
+        assert_eq!(read, b"1");
         db.value_put(0, 1, b"a", b"after the barrier").unwrap();
+        db.clear(0, 2, b"c").unwrap();
+        db.list_append(1, 3, b"b", b"after").unwrap();
+        memory.value_put(0, 2, b"c", b"3").unwrap();
         let expected = super::super::canonical::encode(&memory, 0..4, &states).unwrap();
         assert_eq!(snapshot.encode().unwrap(), expected, "the same bytes as the memory backend's");
+        read.clear();
+        assert!(db.value_get(0, 1, b"a", &mut read).unwrap() && !db.value_get(0, 2, b"c", &mut read).unwrap());
+        assert_eq!(read, b"after the barrier");
         let job = dir.path().join("job");
         let leftovers: Vec<_> = std::fs::read_dir(&job).unwrap().flatten().map(|e| e.file_name()).collect();
         assert_eq!(leftovers.len(), 1, "the checkpoint is deleted once encoded: {leftovers:?}");
@@ -589,15 +677,34 @@ mod tests {
         assert_eq!(std::fs::read_dir(&job).unwrap().count(), 0, "the database goes with its backend");
     }
 
+    #[test]
+    fn a_snapshot_dropped_before_it_is_stored_loses_nothing_and_leaves_no_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let backends = RocksDbBackends::new(dir.path(), "job", 16 << 20).unwrap();
+        let states = [StateDescriptor::new("count", StateKind::Value, 1)];
+        let mut db = backends.open(0..4, &[StateKind::Value]).unwrap();
+        db.value_put(0, 1, b"a", b"1").unwrap();
+        drop(db.snapshot(0..4, &states).unwrap());
+        db.value_put(0, 2, b"b", b"2").unwrap();
+        let second = db.snapshot(0..4, &states).unwrap();
+        let mut entries = Vec::new();
+        db.scan(0..4, &mut |e| entries.push(format!("{:?}", e.item))).unwrap();
+        assert_eq!(entries, ["Value([49])", "Value([50])"], "both values reached the database");
+        drop(second);
+        let left: Vec<_> =
+            std::fs::read_dir(dir.path().join("job")).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(left.len(), 1, "only the database, no checkpoint: {left:?}");
+    }
+
     /// Copies the files of `snapshot` into a new directory of `backends`, as a restore fetches
     /// them.
     fn fetched(
         backends: &RocksDbBackends,
-        snapshot: &dyn SnapshotBody,
+        snapshot: &mut dyn SnapshotBody,
         key_groups: Range<u32>,
         to: Vec<Option<u32>>,
     ) -> NativePart {
-        let files = snapshot.native().expect("native files");
+        let files = snapshot.native().unwrap().expect("native files");
         let dir = backends.new_database_dir().unwrap();
         for file in &files.files {
             std::fs::copy(files.dir.join(&file.name), dir.join(&file.name)).unwrap();
@@ -624,7 +731,7 @@ mod tests {
                 target.list_append(1, kg, b"k", &[kg as u8]).unwrap();
             }
         }
-        let (snap_a, snap_b) = (a.snapshot(0..4, &states).unwrap(), b.snapshot(4..8, &states).unwrap());
+        let (mut snap_a, mut snap_b) = (a.snapshot(0..4, &states).unwrap(), b.snapshot(4..8, &states).unwrap());
         let entries = |backend: &dyn StateBackend, range: Range<u32>| {
             let mut out = Vec::new();
             backend.scan(range, &mut |e| out.push(format!("{e:?}"))).unwrap();
@@ -632,15 +739,15 @@ mod tests {
         };
         // Key groups 2..6: half of each, the first opened in place and clipped, the other copied.
         let parts = vec![
-            fetched(&backends, &*snap_a, 0..4, vec![Some(0), Some(1)]),
-            fetched(&backends, &*snap_b, 4..8, vec![Some(0), Some(1)]),
+            fetched(&backends, &mut *snap_a, 0..4, vec![Some(0), Some(1)]),
+            fetched(&backends, &mut *snap_b, 4..8, vec![Some(0), Some(1)]),
         ];
         let restored = backends.restore(parts, 2..6, &kinds).unwrap();
         assert_eq!(entries(&restored, 0..8), entries(&memory, 2..6));
         assert!(!restored.shared_names.is_empty(), "the files opened in place keep their shared names");
         // The same states declared the other way round: every entry copied, renumbered.
         let swapped = [StateKind::List, StateKind::Value];
-        let parts = vec![fetched(&backends, &*snap_b, 4..8, vec![Some(1), Some(0)])];
+        let parts = vec![fetched(&backends, &mut *snap_b, 4..8, vec![Some(1), Some(0)])];
         let restored = backends.restore(parts, 4..8, &swapped).unwrap();
         let mut values = Vec::new();
         restored.value_get(1, 5, b"k", &mut values).unwrap();
