@@ -81,6 +81,12 @@ fn killed_again_and_again_an_incremental_job_commits_exactly_once_and_keeps_only
     assert_eq!(own.iter().filter(|f| f.ends_with(".state")).count(), 0, "{own:?}");
     assert!(own.contains(&"count-per-user-0".to_string()) && own.contains(&"count-per-user-1".to_string()), "{own:?}");
     assert_shared_files_are_exactly_the_referenced(&job_dir);
+    // The same job switched to the memory backend cannot read RocksDB's files, and says so.
+    let memory = job_file(dir.path(), 2, 4000, "");
+    let refused = weir(&["run", &memory, "--listen", "none", "--from-checkpoint", "latest"]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(refused.stderr.contains("cannot restore operator 'count-per-user'"), "{}", refused.stderr);
+    assert!(refused.stderr.contains("set [state] backend = \"rocksdb\""), "{}", refused.stderr);
 }
 
 #[test]

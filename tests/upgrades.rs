@@ -402,3 +402,38 @@ fn a_job_shows_upgrading_until_the_new_module_runs() {
     let emitted = every_count_once(dir.path());
     assert!(emitted.values().any(|v| v == &[2]), "v2 emitted some counts");
 }
+
+/// Upgrades back to back: the next one is asked for while the savepoint of the one before is
+/// still being stored behind the new run (slow with many keys in RocksDB). It goes to the new
+/// run, not to the one that is finishing its savepoint.
+#[test]
+fn upgrades_back_to_back_each_stop_the_run_that_is_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let text = job(
+        "many-keys",
+        1,
+        &[
+            weir_e2e::generator_source("events", 1_000_000_000, 300_000),
+            wasm_operator("count-per-user", "count", &["input = \"hash\""]),
+            weir_e2e::blackhole_sink("discard"),
+            "[state]\nbackend = \"rocksdb\"\n".to_string(),
+        ],
+    );
+    let id = server.cli(&["submit", &write_job(dir.path(), &text)]).stdout.trim().to_string();
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut savepoints = Vec::new();
+    for _ in 0..3 {
+        let swapped = upgrade(&server, &id, "count_v2");
+        assert_eq!(swapped.code, 0, "{}", swapped.stderr);
+        let savepoint = swapped.stdout.lines().find_map(|l| l.strip_prefix("savepoint before the swap: "));
+        savepoints.push(savepoint.unwrap().to_string());
+    }
+    // Each savepoint is stored behind the run after it.
+    std::thread::sleep(Duration::from_secs(3));
+    for savepoint in &savepoints {
+        assert!(Path::new(savepoint).join("_metadata").is_file(), "{savepoint}");
+    }
+    let canceled = server.cli(&["cancel", &id]);
+    assert_eq!(canceled.code, 0, "{}", canceled.stderr);
+}

@@ -88,8 +88,12 @@ impl<'a> Coordinator<'a> {
 
     /// Runs until every subtask has stopped (or the run fails).
     pub(crate) fn run(mut self, acks: Receiver<Ack>, savepoints: &Receiver<SavepointRequest>) {
+        let never = crossbeam_channel::never();
         loop {
             let timeout = self.wake_at().saturating_duration_since(Instant::now());
+            // A run that is stopping takes no more savepoint requests: after a handover it goes
+            // on storing its stop's savepoint behind the next run, which takes them.
+            let requests = if self.stopping() { &never } else { savepoints };
             let result = crossbeam_channel::select! {
                 recv(acks) -> ack => match ack {
                     Ok(Ack::JobEnded) | Err(_) => break,
@@ -100,7 +104,7 @@ impl<'a> Coordinator<'a> {
                     Ok(Ack::Task(id, ack)) => self.acknowledged(id, *ack),
                     Ok(Ack::Failed(id, cause)) => self.failed(id, cause),
                 },
-                recv(savepoints) -> request => {
+                recv(requests) -> request => {
                     if let Ok(request) = request {
                         self.savepoint(request);
                     }
@@ -186,9 +190,14 @@ impl<'a> Coordinator<'a> {
         id
     }
 
+    /// Whether the run is ending: canceled, or stopping at a savepoint's barrier.
+    fn stopping(&self) -> bool {
+        self.control.cancelled() || self.control.stop_at.load(Ordering::SeqCst) != 0
+    }
+
     /// A savepoint asked for: its barrier goes out at once, whatever the checkpoint schedule.
     fn savepoint(&mut self, request: SavepointRequest) {
-        if self.control.cancelled() || self.control.stop_at.load(Ordering::SeqCst) != 0 {
+        if self.stopping() {
             (request.done)(Err("the job is stopping".to_string()));
             return;
         }
