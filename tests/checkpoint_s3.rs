@@ -39,19 +39,25 @@ fn undisturbed_output(dir: &Path) -> Vec<String> {
     expected_lines(&expected_counts(&dir.join("clicks.jsonl")))
 }
 
-#[test]
-fn killed_and_resumed_from_s3_the_output_is_exactly_once() {
-    let s3 = S3Server::start();
+/// Runs the job with `settings` on S3, kills it three times at random moments, resumes it, and
+/// checks the output is the undisturbed one; returns the keys left in the bucket.
+fn killed_and_resumed(s3: &S3Server, settings: &str) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
-    let job = s3_job(dir.path(), 8000, "");
-    let killed = kill_repeatedly(&job, &s3.env(), 3, || completed(&s3) > 0);
+    let job = s3_job(dir.path(), 8000, settings);
+    let killed = kill_repeatedly(&job, &s3.env(), 3, || completed(s3) > 0);
     assert!(killed >= 2, "the job was killed {killed} times of 3");
-    let resumed = run(&job, &s3, &["--from-checkpoint", "latest"]);
+    let resumed = run(&job, s3, &["--from-checkpoint", "latest"]);
     assert_eq!(resumed.code, 0, "{}", resumed.stderr);
     assert!(resumed.stderr.contains("resuming job 'clicks-per-user' from checkpoint"), "{}", resumed.stderr);
     assert_eq!(sink_lines(&dir.path().join("out")), undisturbed_output(dir.path()));
+    s3.keys("checkpoints/clicks-per-user/")
+}
+
+#[test]
+fn killed_and_resumed_from_s3_the_output_is_exactly_once() {
+    let s3 = S3Server::start();
+    let keys = killed_and_resumed(&s3, "");
     // Each checkpoint is a _metadata and one state file per count subtask; one is retained.
-    let keys = s3.keys("checkpoints/clicks-per-user/");
     assert_eq!(keys.len(), 3, "{keys:?}");
     assert!(keys[0].ends_with("/_metadata") && keys[1].ends_with("/count-per-user-0.state"), "{keys:?}");
 }
@@ -59,17 +65,8 @@ fn killed_and_resumed_from_s3_the_output_is_exactly_once() {
 #[test]
 fn an_incremental_rocksdb_job_killed_and_resumed_from_s3_is_exactly_once() {
     let s3 = S3Server::start();
-    let dir = tempfile::tempdir().unwrap();
-    let state = "[state]\nbackend = \"rocksdb\"\nincremental = true\n";
-    let job = s3_job(dir.path(), 8000, &format!("retained = 2\n{state}"));
-    let killed = kill_repeatedly(&job, &s3.env(), 3, || completed(&s3) > 0);
-    assert!(killed >= 2, "the job was killed {killed} times of 3");
-    let resumed = run(&job, &s3, &["--from-checkpoint", "latest"]);
-    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
-    assert!(resumed.stderr.contains("resuming job 'clicks-per-user' from checkpoint"), "{}", resumed.stderr);
-    assert_eq!(sink_lines(&dir.path().join("out")), undisturbed_output(dir.path()));
+    let keys = killed_and_resumed(&s3, "retained = 2\n[state]\nbackend = \"rocksdb\"\nincremental = true\n");
     // Two checkpoints of each count subtask's database files, their SST files shared.
-    let keys = s3.keys("checkpoints/clicks-per-user/");
     assert_eq!(keys.iter().filter(|k| k.ends_with("/_metadata")).count(), 2, "{keys:?}");
     assert!(keys.iter().any(|k| k.contains("/shared/") && k.ends_with(".sst")), "{keys:?}");
     assert!(keys.iter().any(|k| k.contains("/count-per-user-1/MANIFEST-")), "{keys:?}");

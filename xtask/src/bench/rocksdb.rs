@@ -98,6 +98,11 @@ pub(super) fn many_keys(artifacts: &Artifacts, dir: &Path, count: &str, keys: u6
     Ok(ManyKeys { keys, peak_mib, full, incremental, restore_ms })
 }
 
+/// Prints one target: what it says, the figure, and whether it is met.
+fn target(what: &str, figure: String, met: bool) {
+    println!("  {what}: {figure:>10}  {}", verdict(met));
+}
+
 /// Prints the RocksDB targets and whether each is met.
 pub(super) fn print_targets(
     rate: f64,
@@ -106,40 +111,37 @@ pub(super) fn print_targets(
     upgrade: &UpgradePauses,
     many: &ManyKeys,
 ) {
+    let ratio = "RocksDB p=1 / Flink RocksDB p=1 >= 3";
     match flink {
-        Some(flink) => {
-            let ratio = rate / flink;
-            println!("  RocksDB p=1 / Flink RocksDB p=1 >= 3: {ratio:>12.2}  {}", verdict(ratio >= 3.0));
-        }
-        None => println!("  RocksDB p=1 / Flink RocksDB p=1 >= 3: not measured ({})", Flink::MISSING),
+        Some(flink) => target(ratio, format!("{:.2}", rate / flink), rate / flink >= 3.0),
+        None => println!("  {ratio}: not measured ({})", Flink::MISSING),
     }
-    let k = many.keys;
-    println!(
-        "  {k} keys in RocksDB: peak RSS < 600 MB: {:>9.1} MiB  {}",
-        many.peak_mib,
-        verdict(many.peak_mib * 1.048576 < 600.0)
+    let (k, i) = (many.keys, &many.incremental);
+    let share = i.uploaded_mib / many.full.size_mib.max(f64::MIN_POSITIVE);
+    target(
+        &format!("{k} keys in RocksDB: peak RSS < 600 MB"),
+        format!("{:.1} MiB", many.peak_mib),
+        many.peak_mib * 1.048576 < 600.0,
     );
-    let share = many.incremental.uploaded_mib / many.full.size_mib.max(f64::MIN_POSITIVE);
-    println!(
-        "  1% of {k} keys changed: uploads < 5% of a full checkpoint: {:>6.2}%  {}",
-        share * 100.0,
-        verdict(share < 0.05)
+    target(
+        &format!("1% of {k} keys changed: uploads < 5% of a full checkpoint"),
+        format!("{:.2}%", share * 100.0),
+        share < 0.05,
     );
-    let i = &many.incremental;
-    println!("  1% of {k} keys changed: checkpoint < 1 s: {:>9.3} s   {}", i.whole_s, verdict(i.whole_s < 1.0));
-    println!("  1% of {k} keys changed: sync part < 50 ms: {:>8.1} ms  {}", i.sync_ms, verdict(i.sync_ms < 50.0));
-    println!(
-        "  {k} keys: restore from an incremental checkpoint to first event < 2 s: {:>6} ms  {}",
-        many.restore_ms,
-        verdict(many.restore_ms < 2000)
+    target(&format!("1% of {k} keys changed: checkpoint < 1 s"), format!("{:.3} s", i.whole_s), i.whole_s < 1.0);
+    target(&format!("1% of {k} keys changed: sync part < 50 ms"), format!("{:.1} ms", i.sync_ms), i.sync_ms < 50.0);
+    target(
+        &format!("{k} keys: restore from an incremental checkpoint to first event < 2 s"),
+        format!("{} ms", many.restore_ms),
+        many.restore_ms < 2000,
     );
-    println!(
-        "  {upgrade_keys} keys in RocksDB: upgrade pause < 50 ms: {:>9.1} ms  {}",
-        upgrade.swap_ms,
-        verdict(upgrade.swap_ms < 50.0)
+    target(
+        &format!("{upgrade_keys} keys in RocksDB: upgrade pause < 50 ms"),
+        format!("{:.1} ms", upgrade.swap_ms),
+        upgrade.swap_ms < 50.0,
     );
     println!(
-        "  {upgrade_keys} keys in RocksDB: upgrade pause migrating every key: {:>9.1} ms (no target)",
+        "  {upgrade_keys} keys in RocksDB: upgrade pause migrating every key: {:.1} ms (no target)",
         upgrade.migrating_ms
     );
 }
