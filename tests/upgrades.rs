@@ -137,7 +137,12 @@ fn swap(server: &Server, id: &str, targets: &[&str]) -> String {
     assert_eq!(swapped.code, 0, "{}", swapped.stderr);
     assert!(swapped.stdout.contains("paused"), "{}", swapped.stdout);
     let savepoint = swapped.stdout.lines().find_map(|l| l.strip_prefix("savepoint before the swap: ")).unwrap();
-    assert!(Path::new(savepoint).join("_metadata").is_file(), "{}", swapped.stdout);
+    // It is stored behind the new run: there within moments.
+    let started = std::time::Instant::now();
+    while !Path::new(savepoint).join("_metadata").is_file() {
+        assert!(started.elapsed() < Duration::from_secs(10), "{}", swapped.stdout);
+        std::thread::sleep(Duration::from_millis(20));
+    }
     savepoint.to_string()
 }
 

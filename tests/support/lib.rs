@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod postgres;
 pub mod s3;
 
 /// The repository root, found from the working directory (`cargo test` runs tests in the package

@@ -226,8 +226,9 @@ fn step(what: &str) {
     println!("==> {what}");
 }
 
-/// Debian packages the host's build needs: RocksDB's bindings are generated with libclang.
-const DEBIAN_PACKAGES: [&str; 1] = ["libclang-dev"];
+/// Debian packages the build and the tests need: RocksDB's bindings are generated with libclang;
+/// the postgres sink's tests start a real PostgreSQL server.
+const DEBIAN_PACKAGES: [&str; 2] = ["libclang-dev", "postgresql"];
 
 /// Installs the Debian `packages` that are missing (as root, with apt-get), or says how to.
 fn ensure_debian_packages(packages: &[&str]) -> Result<()> {

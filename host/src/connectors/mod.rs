@@ -6,10 +6,12 @@ mod blackhole;
 mod file_sink;
 mod file_source;
 mod generator;
+mod postgres_sink;
 mod stdout;
 
 pub use blackhole::BlackholeSinkFactory;
 pub use file_sink::{FileCommit, FileSinkFactory, Restored};
 pub use file_source::FileSourceFactory;
 pub use generator::GeneratorSourceFactory;
+pub use postgres_sink::{PostgresMode, PostgresSinkConfig, PostgresSinkFactory};
 pub use stdout::StdoutSinkFactory;

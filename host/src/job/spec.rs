@@ -267,6 +267,19 @@ pub enum SinkType {
     Stdout,
     /// Discards events.
     Blackhole,
+    /// Rows of a PostgreSQL table.
+    Postgres,
+}
+
+/// How a `postgres` sink writes rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PostgresModeSpec {
+    /// One row per event.
+    #[default]
+    Append,
+    /// One row per key (`key-columns`), updated.
+    Upsert,
 }
 
 /// A `[[sink]]` table.
@@ -280,4 +293,16 @@ pub struct SinkSpec {
     pub kind: SinkType,
     /// File sinks: the output directory, relative to the job file.
     pub path: Option<String>,
+    /// Postgres sinks: `postgres://user@host:port/database`, without a password.
+    pub url: Option<String>,
+    /// Postgres sinks: the environment variable holding the password.
+    pub password_env: Option<String>,
+    /// Postgres sinks: the table (`table` or `schema.table`).
+    pub table: Option<String>,
+    /// Postgres sinks: each column and the field of the event's JSON value it takes.
+    pub columns: Option<std::collections::BTreeMap<String, String>>,
+    /// Postgres sinks: `append` (default) or `upsert`.
+    pub mode: Option<PostgresModeSpec>,
+    /// Postgres sinks, upsert: the columns of the table's primary key or unique constraint.
+    pub key_columns: Option<Vec<String>>,
 }
