@@ -109,7 +109,9 @@ fn a_server_keeps_rocksdb_databases_under_its_data_directory() {
     let job = job_file(dir.path(), 2, "[state]\nbackend = \"rocksdb\"\n");
     let id = server.cli(&["submit", &job]).stdout.trim().to_string();
     std::thread::sleep(Duration::from_millis(500));
-    let live = databases(&data.join("rocksdb"));
+    // A checkpoint being stored has its directory beside its database for a moment.
+    let live: Vec<PathBuf> =
+        databases(&data.join("rocksdb")).into_iter().filter(|db| !db.to_string_lossy().contains(".chk-")).collect();
     assert_eq!(live.len(), 2, "one database per count-per-user subtask while it runs: {live:?}");
     assert!(live.iter().all(|db| db.parent().unwrap().ends_with(&id)), "{live:?}");
     let finished = server.wait_for_job(&id);

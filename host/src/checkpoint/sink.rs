@@ -99,14 +99,29 @@ impl CheckpointSink for StorageSink {
             sinks,
         };
         checked::put(&self.storage, &paths::metadata(&self.job, id), &metadata)?;
-        // Keep the newest `retained`; older directories of this job, complete or abandoned, go.
-        // Checkpoints another job of this name wrote stay: that job may still resume from them.
-        // Only those older than the kept ones are looked at, and those this sink completed
-        // without reading their `_metadata` back.
-        let keep_from = (id + 1).saturating_sub(u64::from(self.retained));
+        // Keep the newest `retained` completed checkpoints of this job (as Flink counts them: an
+        // abandoned directory takes no one's place); older directories of this job, complete or
+        // abandoned, go. Checkpoints another job of this name wrote stay: that job may still
+        // resume from them. `_metadata` is read back only of checkpoints this sink did not
+        // complete, newest first, until enough are found.
         let mut completed = self.completed.lock().unwrap_or_else(|e| e.into_inner());
         completed.insert(id);
         let stored = self.storage.checkpoints(&self.job).map_err(|e| e.to_string())?;
+        let (mut keep_from, mut kept) = (id, 0);
+        for &old in stored.iter().rev().filter(|&&old| old <= id) {
+            let intact = match completed.contains(&old) {
+                true => true,
+                false => super::restore::checkpoint_owner(&self.storage, &self.job, old)
+                    .map_err(|e| e.to_string())?
+                    .is_some_and(|owner| owner.is_empty() || owner == self.job_id),
+            };
+            if intact {
+                (keep_from, kept) = (old, kept + 1);
+                if kept == self.retained {
+                    break;
+                }
+            }
+        }
         let mut deleted = Vec::new();
         for old in stored.into_iter().filter(|&old| old < keep_from) {
             let own = completed.contains(&old)
@@ -118,5 +133,25 @@ impl CheckpointSink for StorageSink {
             }
         }
         self.shared.completed(id, &states, &deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_counts_completed_checkpoints_not_abandoned_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open("file://chk", dir.path()).unwrap();
+        let sink = StorageSink::new(storage.clone(), ("job", "id"), 128, 2, false).unwrap();
+        sink.complete(1, Completed::default()).unwrap();
+        sink.complete(2, Completed::default()).unwrap();
+        // Checkpoint 3 was abandoned (a file, no _metadata); 4 and 5 complete.
+        storage.put(&paths::state_file("job", 3, "op", 0), b"half".to_vec()).unwrap();
+        sink.complete(4, Completed::default()).unwrap();
+        assert_eq!(storage.checkpoints("job").unwrap(), [2, 3, 4], "two completed ones kept, 3 among them");
+        sink.complete(5, Completed::default()).unwrap();
+        assert_eq!(storage.checkpoints("job").unwrap(), [4, 5]);
     }
 }

@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::{Artifacts, Workspace, step};
 
+mod postgres;
 mod rocksdb;
 
 #[derive(clap::Args)]
@@ -23,6 +24,9 @@ pub(crate) struct BenchArgs {
     /// Keys (one event each) in the RocksDB memory, incremental checkpoint and restore run.
     #[arg(long, default_value_t = 10_000_000)]
     rocksdb_keys: u64,
+    /// Events upserted into PostgreSQL (over half as many keys) in the sink's run.
+    #[arg(long, default_value_t = 2_000_000)]
+    postgres_events: u64,
     /// Rounds of the throughput runs; each round runs every configuration once, interleaved, and
     /// the median per configuration is reported (the machines are shared and noisy).
     #[arg(long, default_value_t = 3)]
@@ -204,6 +208,7 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     let upgrade = upgrade_pauses(artifacts, &dir, m, args.rounds, "")?;
     let rocksdb_upgrade = upgrade_pauses(artifacts, &dir, m, args.rounds, rocksdb::STATE)?;
     let rocksdb_keys = rocksdb::many_keys(artifacts, &dir, &count, args.rocksdb_keys)?;
+    let upserts = postgres::upserts(artifacts, &dir, &count, args.postgres_events, args.postgres_events / 2)?;
 
     let control = control_plane(artifacts, &dir, args.rounds)?;
 
@@ -251,6 +256,12 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     println!("  {m} keys: upgrade pause < 50 ms:   {:>9.1} ms  {}", upgrade.swap_ms, verdict(upgrade.swap_ms < 50.0));
     println!("  {m} keys: upgrade pause migrating every key: {:>9.1} ms (no target)", upgrade.migrating_ms);
     rocksdb::print_targets(rocksdb1, flink_rocksdb, m, &rocksdb_upgrade, &rocksdb_keys);
+    println!(
+        "  PostgreSQL upserts, p=2, exactly-once, checkpoints every 1 s >= 100,000/s: {:>10.0}  {} ({} rows)",
+        upserts.rate,
+        verdict(upserts.rate >= 100_000.0 && upserts.rows == args.postgres_events / 2),
+        upserts.rows
+    );
     println!(
         "  {m} keys: fork start < 1 s:           {:>6} ms  {}",
         savepoint.fork_ms,
