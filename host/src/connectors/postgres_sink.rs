@@ -1,5 +1,6 @@
 //! The `postgres` sink: event values (JSON objects) as rows of a PostgreSQL table, appended or
-//! upserted, in multi-row statements of up to [`BATCH_ROWS`] rows.
+//! upserted, up to [`BATCH_ROWS`] rows at a time through one prepared statement (`unnest` of one
+//! array per column).
 //!
 //! With checkpointing it is exactly-once by two-phase commit, as Flink's JDBC XA sink: each
 //! subtask writes the rows between two barriers in one transaction, `PREPARE TRANSACTION` at
@@ -19,7 +20,7 @@ use sha2::Digest;
 use crate::runtime::{EventBatch, Sink, SinkFactory, SubtaskInfo};
 
 /// Rows a subtask buffers before it writes them in one statement.
-pub const BATCH_ROWS: usize = 2000;
+pub const BATCH_ROWS: usize = 10_000;
 
 /// How rows reach the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,18 +78,22 @@ fn quoted(name: &str) -> String {
     name.split('.').map(|part| format!("\"{}\"", part.replace('"', "\"\""))).collect::<Vec<_>>().join(".")
 }
 
-/// The statement writing `rows` rows, each value cast from text to its column's type.
-fn insert_statement(config: &PostgresSinkConfig, types: &[String], rows: usize) -> String {
+/// The one statement a subtask writes with: every row of a flush at once, as one text array per
+/// column (`unnest`), each value cast from text to its column's type. Prepared once, it is
+/// parsed and planned once, whatever the number of rows.
+fn insert_statement(config: &PostgresSinkConfig, types: &[String]) -> String {
     let columns: Vec<String> = config.columns.iter().map(|(c, _)| quoted(c)).collect();
-    let width = columns.len();
-    let values: Vec<String> = (0..rows)
-        .map(|r| {
-            let row: Vec<String> = (0..width).map(|c| format!("${}::text::{}", r * width + c + 1, types[c])).collect();
-            format!("({})", row.join(", "))
-        })
-        .collect();
-    let mut sql =
-        format!("INSERT INTO {} ({}) VALUES {}", quoted(&config.table), columns.join(", "), values.join(", "));
+    let arrays: Vec<String> = (1..=columns.len()).map(|i| format!("${i}::text[]")).collect();
+    let names: Vec<String> = (0..columns.len()).map(|i| format!("c{i}")).collect();
+    let casts: Vec<String> = types.iter().enumerate().map(|(i, kind)| format!("u.c{i}::{kind}")).collect();
+    let mut sql = format!(
+        "INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS u({})",
+        quoted(&config.table),
+        columns.join(", "),
+        casts.join(", "),
+        arrays.join(", "),
+        names.join(", ")
+    );
     if let PostgresMode::Upsert { key_columns } = &config.mode {
         let keys: Vec<String> = key_columns.iter().map(|k| quoted(k)).collect();
         let updates: Vec<String> = config
@@ -201,11 +206,15 @@ fn resolve_prepared(
 
 impl SinkFactory for PostgresSinkFactory {
     fn create(&self, info: &SubtaskInfo) -> Result<Box<dyn Sink>, String> {
-        let client = self.config.connect()?;
+        let mut client = self.config.connect()?;
         let gid_prefix = self.two_phase.as_ref().map(|p| format!("{p}{}:", info.index));
+        let sql = insert_statement(&self.config, &self.types);
+        let insert = client
+            .prepare(&sql)
+            .map_err(|e| self.config.error(&format!("preparing the insert into table \"{}\"", self.config.table), e))?;
         Ok(Box::new(PostgresSink {
             config: self.config.clone(),
-            types: self.types.clone(),
+            insert,
             client,
             gid_prefix,
             rows: Vec::new(),
@@ -238,7 +247,8 @@ impl SinkFactory for PostgresSinkFactory {
 /// One subtask's connection and the rows it has not written yet.
 struct PostgresSink {
     config: PostgresSinkConfig,
-    types: Vec<String>,
+    /// [`insert_statement`], prepared.
+    insert: postgres::Statement,
     client: Client,
     /// With checkpointing: `weir:<job>:<sink>:<subtask>:`, to which the barrier id is appended.
     gid_prefix: Option<String>,
@@ -258,8 +268,8 @@ fn as_text(value: &serde_json::Value) -> Option<String> {
 }
 
 impl PostgresSink {
-    /// Writes the buffered rows, in statements of at most [`BATCH_ROWS`] rows (and 65,535
-    /// parameters); an upsert writes each key's last row only.
+    /// Writes the buffered rows with one execution of the prepared statement; an upsert writes
+    /// each key's last row only.
     fn flush(&mut self) -> Result<(), String> {
         if self.rows.is_empty() {
             return Ok(());
@@ -280,15 +290,17 @@ impl PostgresSink {
             keep.sort_unstable();
             rows = keep.into_iter().map(|i| std::mem::take(&mut rows[i])).collect();
         }
-        let width = self.config.columns.len().max(1);
-        let per_statement = BATCH_ROWS.min(65_535 / width);
-        for chunk in rows.chunks(per_statement) {
-            let sql = insert_statement(&self.config, &self.types, chunk.len());
-            let params: Vec<&(dyn ToSql + Sync)> = chunk.iter().flatten().map(|v| v as &(dyn ToSql + Sync)).collect();
-            self.client
-                .execute(sql.as_str(), &params)
-                .map_err(|e| self.config.error(&format!("writing to table \"{}\"", self.config.table), e))?;
+        // One array per column.
+        let mut columns: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(rows.len()); self.config.columns.len()];
+        for row in rows {
+            for (column, value) in columns.iter_mut().zip(row) {
+                column.push(value);
+            }
         }
+        let params: Vec<&(dyn ToSql + Sync)> = columns.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+        self.client
+            .execute(&self.insert, &params)
+            .map_err(|e| self.config.error(&format!("writing to table \"{}\"", self.config.table), e))?;
         Ok(())
     }
 }
