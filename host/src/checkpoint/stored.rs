@@ -110,16 +110,20 @@ fn native_path(dir: &str, job: Option<&str>, native: &NativeState, file: &Native
     }
 }
 
+/// Reads file `path` of `storage`, refusing it unless its SHA-256 is `sha256`.
+fn get_checked(storage: &Storage, path: &str, sha256: &str) -> Result<Vec<u8>, Unusable> {
+    let bytes = storage.get(path)?;
+    if hex::encode(Sha256::digest(&bytes)) != sha256 {
+        let shown = storage.display(path);
+        return Err(format!("{shown} does not match the checksum in _metadata (torn or changed)").into());
+    }
+    Ok(bytes)
+}
+
 /// Checks every file of the snapshot `state`, stored in directory `dir`, against the checksum
 /// `_metadata` records: a torn or altered file is found before anything runs.
 pub(crate) fn verify(storage: &Storage, dir: &str, job: Option<&str>, state: &StateFile) -> Result<(), Unusable> {
-    let check = |path: &str, sha256: &str| -> Result<(), Unusable> {
-        let bytes = storage.get(path)?;
-        if hex::encode(Sha256::digest(&bytes)) != sha256 {
-            return Err(format!("{path} does not match the checksum in _metadata (torn or changed)").into());
-        }
-        Ok(())
-    };
+    let check = |path: &str, sha256: &str| get_checked(storage, path, sha256).map(drop);
     match &state.stored {
         StoredState::Canonical { file, sha256, .. } => check(&format!("{dir}/{file}"), sha256),
         StoredState::Native(native) => {
@@ -146,13 +150,7 @@ pub(crate) fn fetch_native(
         if linked {
             continue;
         }
-        let bytes = storage.get(&path).map_err(|e| e.to_string())?;
-        if hex::encode(Sha256::digest(&bytes)) != file.sha256 {
-            return Err(format!(
-                "{} does not match the checksum in _metadata (torn or changed)",
-                storage.display(&path)
-            ));
-        }
+        let bytes = get_checked(storage, &path, &file.sha256)?;
         std::fs::write(&to, bytes).map_err(|e| format!("cannot write {}: {e}", to.display()))?;
     }
     Ok(())

@@ -117,7 +117,8 @@ pub struct PostgresSinkFactory {
     types: Vec<String>,
     /// With checkpointing: the prefix of the transaction ids of this job's sink.
     two_phase: Option<String>,
-    /// The connection commits go through, opened on the first commit.
+    /// The connection commits go through: the one the table was checked with, opened again
+    /// after it broke.
     committer: Mutex<Option<Client>>,
 }
 
@@ -212,8 +213,16 @@ impl SinkFactory for PostgresSinkFactory {
         let insert = client
             .prepare(&sql)
             .map_err(|e| self.config.error(&format!("preparing the insert into table \"{}\"", self.config.table), e))?;
+        let keys = match &self.config.mode {
+            PostgresMode::Append => Vec::new(),
+            PostgresMode::Upsert { key_columns } => {
+                let columns = self.config.columns.iter().enumerate();
+                columns.filter(|(_, (c, _))| key_columns.contains(c)).map(|(i, _)| i).collect()
+            }
+        };
         Ok(Box::new(PostgresSink {
             config: self.config.clone(),
+            keys,
             insert,
             client,
             gid_prefix,
@@ -247,6 +256,8 @@ impl SinkFactory for PostgresSinkFactory {
 /// One subtask's connection and the rows it has not written yet.
 struct PostgresSink {
     config: PostgresSinkConfig,
+    /// Upsert: the positions of the key columns in a row (none to append).
+    keys: Vec<usize>,
     /// [`insert_statement`], prepared.
     insert: postgres::Statement,
     client: Client,
@@ -279,12 +290,10 @@ impl PostgresSink {
             self.in_transaction = true;
         }
         let mut rows = std::mem::take(&mut self.rows);
-        if let PostgresMode::Upsert { key_columns } = &self.config.mode {
-            let keys: Vec<usize> =
-                key_columns.iter().filter_map(|k| self.config.columns.iter().position(|(c, _)| c == k)).collect();
+        if !self.keys.is_empty() {
             let mut last = HashMap::new();
             for (i, row) in rows.iter().enumerate() {
-                last.insert(keys.iter().map(|&k| row[k].clone()).collect::<Vec<_>>(), i);
+                last.insert(self.keys.iter().map(|&k| row[k].clone()).collect::<Vec<_>>(), i);
             }
             let mut keep: Vec<usize> = last.into_values().collect();
             keep.sort_unstable();
@@ -317,15 +326,12 @@ impl Sink for PostgresSink {
                 .ok_or_else(|| format!("sink '{}': an event value is not a JSON object: {value}", self.config.uid))?;
             let row: Vec<Option<String>> =
                 self.config.columns.iter().map(|(_, field)| object.get(field).and_then(as_text)).collect();
-            if let PostgresMode::Upsert { key_columns } = &self.config.mode {
-                let missing =
-                    self.config.columns.iter().zip(&row).find(|((c, _), v)| key_columns.contains(c) && v.is_none());
-                if let Some(((column, field), _)) = missing {
-                    return Err(format!(
-                        "sink '{}': an event value has no field \"{field}\" for key column \"{column}\": {value}",
-                        self.config.uid
-                    ));
-                }
+            if let Some(&k) = self.keys.iter().find(|&&k| row[k].is_none()) {
+                let (column, field) = &self.config.columns[k];
+                return Err(format!(
+                    "sink '{}': an event value has no field \"{field}\" for key column \"{column}\": {value}",
+                    self.config.uid
+                ));
             }
             self.rows.push(row);
             if self.rows.len() >= BATCH_ROWS {

@@ -110,9 +110,7 @@ impl crate::state::canonical::Scan for ReadOnly {
 /// Visits every entry of the database whose files are in `dir` (a native snapshot fetched
 /// there), holding states `kinds`, opened read-only.
 pub fn scan_files(dir: &Path, kinds: &[StateKind], visit: &mut dyn FnMut(StateEntry<'_>)) -> Result<(), StateError> {
-    let mut options = Options::default();
-    options.set_merge_operator_associative("weir-list-append", super::append);
-    let db = DB::open_for_read_only(&options, dir, false).map_err(db_error)?;
+    let db = DB::open_for_read_only(&super::record_options(), dir, false).map_err(db_error)?;
     scan_db(&db, kinds, 0..u32::MAX, visit)
 }
 

@@ -147,8 +147,7 @@ impl RocksDbBackends {
 
     /// Options to read a checkpoint or a fetched snapshot with: the job's block cache.
     fn read_only_options(&self) -> Options {
-        let mut options = Options::default();
-        options.set_merge_operator_associative("weir-list-append", append);
+        let mut options = record_options();
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&self.cache);
         options.set_block_based_table_factory(&table);
@@ -156,10 +155,9 @@ impl RocksDbBackends {
     }
 
     fn options(&self) -> Options {
-        let mut options = Options::default();
+        let mut options = record_options();
         options.create_if_missing(true);
         options.set_compression_type(DBCompressionType::Lz4);
-        options.set_merge_operator_associative("weir-list-append", append);
         options.set_write_buffer_manager(&self.write_buffers);
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&self.cache);
@@ -198,6 +196,13 @@ fn collect_orphans(local_dir: &Path) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
+}
+
+/// Options every opening of a database needs to read its records: the list merge operator.
+fn record_options() -> Options {
+    let mut options = Options::default();
+    options.set_merge_operator_associative("weir-list-append", append);
+    options
 }
 
 /// The list merge operator: elements append.
