@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod kafka;
 pub mod postgres;
+pub mod proxy;
 pub mod s3;
 
 /// The repository root, found from the working directory (`cargo test` runs tests in the package

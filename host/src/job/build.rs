@@ -195,7 +195,9 @@ impl Builder<'_> {
             ));
         }
         check_parallelism(&format!("source '{}'", s.uid), parallelism, self.max_parallelism)?;
-        self.check_positions(&s.uid, parallelism)?;
+        if !factory.rescalable() {
+            self.check_positions(&s.uid, parallelism)?;
+        }
         Ok(Vertex { uid: Arc::from(s.uid.as_str()), parallelism, input: Partitioning::Forward, factory })
     }
 
@@ -266,8 +268,9 @@ impl Builder<'_> {
         check_states(uid, saved, has_state, code, declared)
     }
 
-    /// Refuses to resume source `uid` at another parallelism than its positions were recorded at
-    /// (a source the job starts from no position for starts from the beginning).
+    /// Refuses to resume source `uid`, which is not rescalable, at another parallelism than its
+    /// positions were recorded at (a source the job starts from no position for starts from the
+    /// beginning).
     fn check_positions(&self, uid: &str, parallelism: u32) -> Result<(), String> {
         let Some(restore) = self.restore.as_ref().filter(|r| r.source_parallelism(uid) > 0) else { return Ok(()) };
         if restore.source_parallelism(uid) != parallelism as usize {

@@ -198,6 +198,8 @@ pub enum SourceType {
     File,
     /// Synthetic keyed events.
     Generator,
+    /// Records of Kafka topics.
+    Kafka,
 }
 
 /// A `[[source]]` table.
@@ -217,8 +219,24 @@ pub struct SourceSpec {
     pub keys: Option<u64>,
     /// Events per second over all subtasks.
     pub rate: Option<f64>,
-    /// Subtasks (generator only; a file source has one).
+    /// Subtasks (generator and kafka; a file source has one).
     pub parallelism: Option<u32>,
+    /// Kafka: the brokers to first connect to, `host:port[,host:port…]`.
+    pub bootstrap_servers: Option<String>,
+    /// Kafka: the topic to read.
+    pub topic: Option<String>,
+    /// Kafka: the topics to read, instead of one `topic`.
+    pub topics: Option<Vec<String>>,
+    /// Kafka: `earliest` (default), `latest`, `committed` or an RFC 3339 time.
+    pub start_from: Option<String>,
+    /// Kafka: `latest` makes the source bounded, ending at the offsets it finds when it starts.
+    pub stop_at: Option<String>,
+    /// Kafka: the consumer group offsets are committed to when checkpoints complete.
+    pub group_id: Option<String>,
+    /// Kafka: how often new partitions are looked for (default "30s"; "0s": never).
+    pub partition_discovery: Option<String>,
+    /// Kafka: librdkafka properties passed through as they are.
+    pub properties: Option<std::collections::BTreeMap<String, toml::Value>>,
 }
 
 /// How an operator's input is partitioned.
@@ -269,6 +287,8 @@ pub enum SinkType {
     Blackhole,
     /// Rows of a PostgreSQL table.
     Postgres,
+    /// Records of a Kafka topic.
+    Kafka,
 }
 
 /// How a `postgres` sink writes rows.
@@ -305,4 +325,12 @@ pub struct SinkSpec {
     pub mode: Option<PostgresModeSpec>,
     /// Postgres sinks, upsert: the columns of the table's primary key or unique constraint.
     pub key_columns: Option<Vec<String>>,
+    /// Kafka sinks: the brokers to first connect to.
+    pub bootstrap_servers: Option<String>,
+    /// Kafka sinks: the topic written to.
+    pub topic: Option<String>,
+    /// Kafka sinks: `at-least-once` (default); `exactly-once` is refused (see the README).
+    pub delivery: Option<String>,
+    /// Kafka sinks: librdkafka properties passed through as they are.
+    pub properties: Option<std::collections::BTreeMap<String, toml::Value>>,
 }

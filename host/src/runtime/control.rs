@@ -34,6 +34,9 @@ pub(crate) struct Control {
     /// Set once the checkpoint or savepoint that ends the job has completed (a final checkpoint
     /// taken after every source finished, or a stop's savepoint): the waiting sources end then.
     pub(crate) final_checkpoint_done: AtomicBool,
+    /// The latest checkpoint that completed (0: none in this run): sources learn of it between
+    /// polls, with no wakeup of their own.
+    pub(crate) completed: AtomicU64,
     /// Where operators leave their state when the job stops for an upgrade.
     pub(crate) handover: Option<Arc<Handover>>,
     /// Set when the stop's savepoint asked for a handover: ending operators leave their state.
@@ -95,6 +98,7 @@ impl TaskContext for Control {
             stop_at,
             handing_over: self.handing_over.load(Ordering::SeqCst),
             ended: self.final_checkpoint_done.load(Ordering::SeqCst),
+            completed: self.completed.load(Ordering::Relaxed),
             checkpointing: self.checkpointing,
         }
     }

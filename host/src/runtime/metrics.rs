@@ -8,13 +8,17 @@ use super::checkpoint_stats::CheckpointStats;
 use super::task::VertexKind;
 
 /// Events counted for one subtask.
-#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct SubtaskSummary {
     /// Events received.
     pub events_in: u64,
     /// Events sent downstream (sinks: events written).
     pub events_out: u64,
+    /// What its connector reports beside the counts (a Kafka source: offsets and lag per
+    /// partition, and the client's latest error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<serde_json::Value>,
 }
 
 /// Events counted for one vertex over all its subtasks.
@@ -106,7 +110,11 @@ impl JobMetrics {
                 let subtasks: Vec<SubtaskSummary> = v
                     .subtasks
                     .iter()
-                    .map(|c| SubtaskSummary { events_in: load(&c.events_in), events_out: load(&c.events_out) })
+                    .map(|c| SubtaskSummary {
+                        events_in: load(&c.events_in),
+                        events_out: load(&c.events_out),
+                        status: c.status.lock().ok().and_then(|s| s.clone()),
+                    })
                     .collect();
                 VertexSummary {
                     kind: v.kind,
@@ -137,6 +145,8 @@ pub(crate) struct Counters {
     /// Operators: when they finished processing their first and their latest batch ([`clock_ns`]).
     pub(crate) first_batch_ns: AtomicU64,
     pub(crate) last_batch_ns: AtomicU64,
+    /// Sources: what the source last reported of itself ([`crate::runtime::Source::status`]).
+    pub(crate) status: Mutex<Option<serde_json::Value>>,
 }
 
 /// Nanoseconds on a monotonic clock shared by every job of the process (never 0).

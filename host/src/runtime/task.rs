@@ -117,6 +117,14 @@ pub trait Source: Send {
     /// Where the next poll starts (a file's byte offset, a generator's index), in the source's own
     /// form: recorded with every checkpoint so that a restore can resume exactly there.
     fn position(&self) -> Position;
+    /// The checkpoint whose barrier this subtask injected at `position` has completed (a Kafka
+    /// source commits its offsets back to its group, for monitoring).
+    fn checkpoint_completed(&mut self, _position: &Position) {}
+    /// What the job's status shows of this subtask beside its counts (a Kafka source's lag per
+    /// partition), when it has something new; asked after every poll, so it answers cheaply.
+    fn status(&mut self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// A running operator subtask.
@@ -166,6 +174,15 @@ pub trait SourceFactory: Send + Sync {
     fn create(&self, info: &SubtaskInfo, resume: Option<&Position>) -> Result<Box<dyn Source>, String>;
     /// Events per second for the whole source (all subtasks), if limited.
     fn rate(&self) -> Option<f64>;
+    /// Whether positions recorded at another parallelism can be resumed from: they are then
+    /// merged by [`SourceFactory::merge_positions`] and every subtask gets the merged one.
+    fn rescalable(&self) -> bool {
+        false
+    }
+    /// The positions every subtask of a checkpoint recorded, as one that any subtask resumes from.
+    fn merge_positions(&self, _recorded: &[Position]) -> Result<Position, String> {
+        Err("this source resumes only at the parallelism its positions were recorded at".to_string())
+    }
 }
 
 /// Creates operator subtasks.

@@ -237,6 +237,7 @@ impl<'a> Coordinator<'a> {
                     schedule.ended();
                 }
                 self.failures.succeeded();
+                self.control.completed.fetch_max(id, Ordering::Relaxed);
                 // Older checkpoints still pending are covered by this one (savepoints are not).
                 let older: Vec<u64> =
                     self.pending.range(..id).filter(|(_, p)| p.is_checkpoint()).map(|(&old, _)| old).collect();

@@ -17,7 +17,7 @@ use crate::runtime::control::{Ack, Control};
 use crate::runtime::coordinator::{Coordinator, upload};
 use crate::runtime::metrics::{Counters, JobMetrics, VertexCounters, thread_cpu_time};
 use crate::runtime::runner::{SinkDriver, Stop, run_operator, run_sink, run_source};
-use crate::runtime::{Interrupt, JobFailure, JobGraph, RunHandles, SubtaskInfo, TaskError, VertexKind};
+use crate::runtime::{Interrupt, JobFailure, JobGraph, Position, RunHandles, SubtaskInfo, TaskError, VertexKind};
 pub use wiring::{MAX_CHANNELS, MAX_SUBTASKS, check_size};
 use wiring::{Shape, SinkVertex, stages, wire};
 
@@ -45,6 +45,7 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
         targets: Mutex::default(),
         stop_at: AtomicU64::new(0),
         final_checkpoint_done: AtomicBool::new(false),
+        completed: AtomicU64::new(0),
         handover,
         handing_over: AtomicBool::new(false),
         news: wakeup.clone(),
@@ -103,9 +104,17 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
     for (vertex, vertex_routes) in sources.into_iter().zip(source_routes) {
         let factory: Arc<dyn crate::runtime::SourceFactory> = Arc::from(vertex.factory);
         let rate = factory.rate().map(|r| r / f64::from(vertex.parallelism));
-        let resume: Vec<_> = (0..vertex.parallelism)
-            .map(|i| positions.iter().find(|p| *p.uid == *vertex.uid && p.subtask == i).map(|p| p.position.clone()))
-            .collect();
+        let recorded: Vec<_> = positions.iter().filter(|p| *p.uid == *vertex.uid).collect();
+        // A rescalable source resumes every subtask from all positions merged (each takes its
+        // own part), so that it may run at another parallelism than they were recorded at.
+        let resume: Vec<Result<Option<Position>, String>> = if factory.rescalable() && !recorded.is_empty() {
+            let all: Vec<Position> = recorded.iter().map(|p| p.position.clone()).collect();
+            vec![factory.merge_positions(&all).map(Some); vertex.parallelism as usize]
+        } else {
+            (0..vertex.parallelism)
+                .map(|i| Ok(recorded.iter().find(|p| p.subtask == i).map(|p| p.position.clone())))
+                .collect()
+        };
         runner.vertex(
             VertexKind::Source,
             &vertex.uid,
@@ -113,7 +122,8 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
             vertex_routes.into_iter().map(|r| (Vec::new(), r)),
             {
                 move |info, _inputs, mut output, control, counters| {
-                    let source = factory.create(info, resume[info.index as usize].as_ref())?;
+                    let resume = resume[info.index as usize].clone()?;
+                    let source = factory.create(info, resume.as_ref())?;
                     run_source(source, info, &mut output, rate, control, counters)
                 }
             },

@@ -50,6 +50,8 @@ pub(crate) struct BarrierRequests {
     pub(crate) handing_over: bool,
     /// The checkpoint or savepoint that ends the job has completed: waiting sources end.
     pub(crate) ended: bool,
+    /// The latest checkpoint that completed (0: none yet).
+    pub(crate) completed: u64,
     /// Checkpoints are on: an exhausted source waits for a final one.
     pub(crate) checkpointing: bool,
 }

@@ -1,12 +1,16 @@
 //! A source subtask's loop: poll, send, and inject the barriers the coordinator asks for between
 //! two polls, each at the position the source has reached.
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::{Output, Report, Stop, TaskContext};
 use crate::runtime::metrics::Counters;
 use crate::runtime::snapshot::TaskAck;
-use crate::runtime::{BATCH_SIZE, EventBatch, Source, SourcePosition, SubtaskInfo};
+use crate::runtime::{BATCH_SIZE, EventBatch, Position, Source, SourcePosition, SubtaskInfo};
+
+/// Barrier positions a source keeps for [`Source::checkpoint_completed`] while checkpoints fail.
+const MAX_UNCOMPLETED: usize = 64;
 
 /// Where source subtask `info` stands now, as a checkpoint or a handover records it.
 fn position_of(info: &SubtaskInfo, source: &dyn Source) -> SourcePosition {
@@ -21,6 +25,8 @@ struct Barriers<'a> {
     /// The last barrier injected. Checkpoint ids continue from earlier runs: only barriers
     /// requested from now on are new.
     injected: u64,
+    /// Positions of the barriers injected since the last completed checkpoint, oldest first.
+    uncompleted: VecDeque<(u64, Position)>,
 }
 
 impl Barriers<'_> {
@@ -31,10 +37,26 @@ impl Barriers<'_> {
         for id in self.injected + 1..=self.ctx.barriers().requested {
             let position = position_of(self.info, source);
             output.barrier(id)?;
+            self.uncompleted.push_back((id, position.position.clone()));
+            if self.uncompleted.len() > MAX_UNCOMPLETED {
+                self.uncompleted.pop_front(); // checkpoints keep failing: a later one will do
+            }
             self.ctx.report(Report::Ack(id, TaskAck { position: Some(position), ..TaskAck::new(self.info) }));
             self.injected = id;
         }
         Ok(())
+    }
+
+    /// Tells `source` where the latest completed checkpoint found it, once per checkpoint.
+    fn notify_completed(&mut self, source: &mut dyn Source) {
+        let completed = self.ctx.barriers().completed;
+        let mut latest = None;
+        while self.uncompleted.front().is_some_and(|(id, _)| *id <= completed) {
+            latest = self.uncompleted.pop_front();
+        }
+        if let Some((_, position)) = latest {
+            source.checkpoint_completed(&position);
+        }
     }
 
     /// Waits, still injecting barriers when asked, until the checkpoint or savepoint that ends
@@ -72,7 +94,7 @@ pub(crate) fn run_source(
     let started = Instant::now();
     let mut sent = 0u64;
     let mut batch = EventBatch::with_capacity(max, max * 64);
-    let mut barriers = Barriers { info, ctx, injected: ctx.barriers().requested };
+    let mut barriers = Barriers { info, ctx, injected: ctx.barriers().requested, uncompleted: VecDeque::new() };
     while !ctx.cancelled() {
         barriers.inject(output, &*source)?;
         let asked = ctx.barriers();
@@ -99,6 +121,12 @@ pub(crate) fn run_source(
             }
         }
         let more = source.poll(&mut batch, max)?;
+        barriers.notify_completed(&mut *source);
+        if let Some(status) = source.status()
+            && let Ok(mut reported) = counters.status.lock()
+        {
+            *reported = Some(status);
+        }
         sent += batch.len() as u64;
         counters.events_out.fetch_add(batch.len() as u64, Ordering::Relaxed);
         output.send(std::mem::take(&mut batch))?;

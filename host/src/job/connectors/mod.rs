@@ -3,11 +3,14 @@
 //! `crate::connectors`; neither the graph builder nor the executor changes.
 use std::path::Path;
 
-use super::spec::{PostgresModeSpec, SinkSpec, SinkType, SourceSpec, SourceType};
+mod kafka;
+mod postgres;
+
+use super::spec::{SinkSpec, SinkType, SourceSpec, SourceType};
 use crate::checkpoint::Restore;
 use crate::connectors::{
-    BlackholeSinkFactory, FileCommit, FileSinkFactory, FileSourceFactory, GeneratorSourceFactory, PostgresMode,
-    PostgresSinkConfig, PostgresSinkFactory, Restored, StdoutSinkFactory,
+    BlackholeSinkFactory, FileCommit, FileSinkFactory, FileSourceFactory, GeneratorSourceFactory, Restored,
+    StdoutSinkFactory,
 };
 use crate::runtime::{SinkFactory, SourceFactory};
 
@@ -18,6 +21,7 @@ pub(super) fn source(
     base: &Path,
     default_parallelism: u32,
 ) -> Result<(Box<dyn SourceFactory>, u32), String> {
+    kafka::refuse_kafka_settings(s)?;
     Ok(match s.kind {
         SourceType::File => {
             let path =
@@ -64,6 +68,7 @@ pub(super) fn source(
             let parallelism = s.parallelism.unwrap_or(default_parallelism);
             (Box::new(GeneratorSourceFactory::new(s.count, s.keys.unwrap_or(1000), s.rate)), parallelism)
         }
+        SourceType::Kafka => (kafka::source(s)?, s.parallelism.unwrap_or(default_parallelism)),
     })
 }
 
@@ -88,6 +93,15 @@ pub(super) fn sink(
     if let Some((key, _)) = postgres_only.iter().find(|(_, set)| *set).filter(|_| s.kind != SinkType::Postgres) {
         return Err(format!("sink '{}': `{key}` is a setting of postgres sinks only", s.uid));
     }
+    let kafka_only = [
+        ("bootstrap-servers", s.bootstrap_servers.is_some()),
+        ("topic", s.topic.is_some()),
+        ("delivery", s.delivery.is_some()),
+        ("properties", s.properties.is_some()),
+    ];
+    if let Some((key, _)) = kafka_only.iter().find(|(_, set)| *set).filter(|_| s.kind != SinkType::Kafka) {
+        return Err(format!("sink '{}': `{key}` is a setting of kafka sinks only", s.uid));
+    }
     Ok(match (s.kind, &s.path) {
         (SinkType::File, Some(path)) => {
             let dir = base.join(path);
@@ -107,60 +121,8 @@ pub(super) fn sink(
         (SinkType::File, None) => return Err(format!("sink '{}': `path` is required for a file sink", s.uid)),
         (SinkType::Stdout, None) => Box::new(StdoutSinkFactory),
         (SinkType::Blackhole, None) => Box::new(BlackholeSinkFactory),
-        (SinkType::Postgres, None) => postgres_sink(s, two_phase, restore, job_id)?,
+        (SinkType::Postgres, None) => postgres::sink(s, two_phase, restore, job_id)?,
+        (SinkType::Kafka, None) => kafka::sink(s)?,
         (_, Some(_)) => return Err(format!("sink '{}': `path` is a setting of file sinks only", s.uid)),
     })
-}
-
-/// A `postgres` sink: exactly-once (two-phase) with checkpointing, resolving what an earlier run
-/// of the job left prepared up to the barrier it resumes from.
-fn postgres_sink(
-    s: &SinkSpec,
-    two_phase: bool,
-    restore: Option<&Restore>,
-    job_id: &str,
-) -> Result<Box<dyn SinkFactory>, String> {
-    let uid = &s.uid;
-    let required = |key: &str, value: &Option<String>| {
-        value.clone().ok_or_else(|| format!("sink '{uid}': `{key}` is required for a postgres sink"))
-    };
-    let url = required("url", &s.url)?;
-    if url.parse::<postgres::Config>().is_ok_and(|c| c.get_password().is_some()) {
-        return Err(format!(
-            "sink '{uid}': `url` holds a password; never put one in a job file: name the environment variable that \
-             holds it with `password-env`"
-        ));
-    }
-    let password = match &s.password_env {
-        None => None,
-        Some(var) => Some(std::env::var(var).map_err(|_| {
-            format!("sink '{uid}': `password-env` names {var}, which is not set in weir's environment")
-        })?),
-    };
-    let table = required("table", &s.table)?;
-    let columns: Vec<(String, String)> = s.columns.clone().unwrap_or_default().into_iter().collect();
-    if columns.is_empty() {
-        return Err(format!(
-            "sink '{uid}': `columns` is required: each column and the field of the event's JSON value it takes, \
-             such as columns = {{ user_id = \"key\", clicks = \"count\" }}"
-        ));
-    }
-    let mode = match (s.mode.unwrap_or_default(), &s.key_columns) {
-        (PostgresModeSpec::Append, None) => PostgresMode::Append,
-        (PostgresModeSpec::Append, Some(_)) => {
-            return Err(format!("sink '{uid}': `key-columns` is a setting of mode = \"upsert\""));
-        }
-        (PostgresModeSpec::Upsert, None) => {
-            return Err(format!("sink '{uid}': mode = \"upsert\" needs `key-columns` (the table's primary key)"));
-        }
-        (PostgresModeSpec::Upsert, Some(keys)) => {
-            if let Some(key) = keys.iter().find(|k| !columns.iter().any(|(c, _)| c == *k)) {
-                return Err(format!("sink '{uid}': key column \"{key}\" is not one of `columns`"));
-            }
-            PostgresMode::Upsert { key_columns: keys.clone() }
-        }
-    };
-    let config = PostgresSinkConfig { uid: uid.clone(), url, password, table, columns, mode };
-    let restored = restore.map(Restore::id);
-    Ok(Box::new(PostgresSinkFactory::new(config, two_phase, job_id, restored)?))
 }

@@ -1,0 +1,58 @@
+//! The `postgres` sink's table of a job file.
+use crate::checkpoint::Restore;
+use crate::connectors::{PostgresMode, PostgresSinkConfig, PostgresSinkFactory};
+use crate::job::spec::{PostgresModeSpec, SinkSpec};
+use crate::runtime::SinkFactory;
+
+/// A `postgres` sink: exactly-once (two-phase) with checkpointing, resolving what an earlier run
+/// of the job left prepared up to the barrier it resumes from.
+pub(super) fn sink(
+    s: &SinkSpec,
+    two_phase: bool,
+    restore: Option<&Restore>,
+    job_id: &str,
+) -> Result<Box<dyn SinkFactory>, String> {
+    let uid = &s.uid;
+    let required = |key: &str, value: &Option<String>| {
+        value.clone().ok_or_else(|| format!("sink '{uid}': `{key}` is required for a postgres sink"))
+    };
+    let url = required("url", &s.url)?;
+    if url.parse::<postgres::Config>().is_ok_and(|c| c.get_password().is_some()) {
+        return Err(format!(
+            "sink '{uid}': `url` holds a password; never put one in a job file: name the environment variable that \
+             holds it with `password-env`"
+        ));
+    }
+    let password = match &s.password_env {
+        None => None,
+        Some(var) => Some(std::env::var(var).map_err(|_| {
+            format!("sink '{uid}': `password-env` names {var}, which is not set in weir's environment")
+        })?),
+    };
+    let table = required("table", &s.table)?;
+    let columns: Vec<(String, String)> = s.columns.clone().unwrap_or_default().into_iter().collect();
+    if columns.is_empty() {
+        return Err(format!(
+            "sink '{uid}': `columns` is required: each column and the field of the event's JSON value it takes, \
+             such as columns = {{ user_id = \"key\", clicks = \"count\" }}"
+        ));
+    }
+    let mode = match (s.mode.unwrap_or_default(), &s.key_columns) {
+        (PostgresModeSpec::Append, None) => PostgresMode::Append,
+        (PostgresModeSpec::Append, Some(_)) => {
+            return Err(format!("sink '{uid}': `key-columns` is a setting of mode = \"upsert\""));
+        }
+        (PostgresModeSpec::Upsert, None) => {
+            return Err(format!("sink '{uid}': mode = \"upsert\" needs `key-columns` (the table's primary key)"));
+        }
+        (PostgresModeSpec::Upsert, Some(keys)) => {
+            if let Some(key) = keys.iter().find(|k| !columns.iter().any(|(c, _)| c == *k)) {
+                return Err(format!("sink '{uid}': key column \"{key}\" is not one of `columns`"));
+            }
+            PostgresMode::Upsert { key_columns: keys.clone() }
+        }
+    };
+    let config = PostgresSinkConfig { uid: uid.clone(), url, password, table, columns, mode };
+    let restored = restore.map(Restore::id);
+    Ok(Box::new(PostgresSinkFactory::new(config, two_phase, job_id, restored)?))
+}

@@ -1,0 +1,268 @@
+//! The kafka source and sink against a real broker on loopback (tansu, behind a proxy the tests
+//! can take down), with records produced and read back by an independent client: every record
+//! read once (bounded, with and without checkpoints, killed and resumed into PostgreSQL, stopped
+//! with a savepoint and restored at another source parallelism, through a broker outage), the
+//! sink losing nothing, and bad settings named.
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use weir_e2e::kafka::Kafka;
+use weir_e2e::postgres::Postgres;
+use weir_e2e::{
+    Running, completed_checkpoints, expected_counts, expected_lines, file_sink, file_source, generated_clicks, job,
+    kill_repeatedly, sink_lines, wasm_operator, weir, weir_with_env, write_job,
+};
+
+const PARTITIONS: u32 = 3;
+
+/// `n` clicks of 40 users in `dir/clicks.jsonl`, produced to a new 3-partition topic `clicks`.
+fn clicks_topic(kafka: &Kafka, dir: &Path, n: usize) -> PathBuf {
+    let input = dir.join("clicks.jsonl");
+    generated_clicks(&input, n, 40);
+    kafka.create_topic("clicks", PARTITIONS);
+    kafka.produce_lines("clicks", PARTITIONS, &input);
+    input
+}
+
+/// A kafka source of topic `clicks`, with `extra` settings.
+fn kafka_source(kafka: &Kafka, extra: &str) -> String {
+    format!(
+        "[[source]]\nuid = \"clicks\"\ntype = \"kafka\"\nbootstrap-servers = \"{}\"\ntopic = \"clicks\"\n{extra}\n",
+        kafka.bootstrap()
+    )
+}
+
+/// The seed documents' job: clicks from `source`, logged-in ones counted per user, into `sink`;
+/// then `tables`.
+fn seed_job(dir: &Path, source: &str, sink: &str, tables: &str) -> String {
+    let sections = [
+        source.to_string(),
+        wasm_operator("logged-in", "filter", &["config = { field = \"logged_in\" }"]),
+        wasm_operator("by-user", "key_by", &["config = { field = \"user\" }"]),
+        wasm_operator("count-per-user", "count", &["input = \"hash\""]),
+        sink.to_string(),
+    ];
+    write_job(dir, &format!("{}\n{tables}\n", job("clicks-per-user", 2, &sections)))
+}
+
+const CHECKPOINTS: &str = "[checkpointing]\ninterval = \"100ms\"\nstorage = \"file://chk\"\n";
+
+#[test]
+fn a_bounded_source_reads_every_record_once_with_and_without_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = Kafka::start();
+    let input = clicks_topic(&kafka, dir.path(), 3000);
+    let expected = expected_lines(&expected_counts(&input));
+    for (name, tables) in [("plain", ""), ("checkpointed", CHECKPOINTS)] {
+        let run_dir = dir.path().join(name);
+        std::fs::create_dir_all(&run_dir).unwrap();
+        let source = kafka_source(&kafka, "stop-at = \"latest\"");
+        let job = seed_job(&run_dir, &source, &file_sink("counts", &run_dir.join("out")), tables);
+        let run = weir(&["run", &job, "--listen", "none"]);
+        assert_eq!(run.code, 0, "{name}: {}", run.stderr);
+        assert!(run.stderr.contains("events in 0          out 3000"), "{name}: every record read: {}", run.stderr);
+        assert_eq!(sink_lines(&run_dir.join("out")), expected, "{name}");
+    }
+}
+
+/// The `counts` table holds exactly each user's count, and no prepared transaction is left.
+fn assert_exact_counts(pg: &Postgres, input: &Path) {
+    let expected: Vec<String> = expected_counts(input).iter().map(|(user, n)| format!("{user}|{n}")).collect();
+    let rows = pg.psql("SELECT user_id, clicks FROM counts");
+    let mut rows: Vec<&str> = rows.lines().collect();
+    rows.sort();
+    assert_eq!(rows, expected);
+    assert_eq!(pg.psql("SELECT count(*) FROM pg_prepared_xacts"), "0", "no prepared transaction is left");
+}
+
+#[test]
+fn killed_again_and_again_the_seed_job_leaves_exactly_the_counts_in_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = Kafka::start();
+    let input = clicks_topic(&kafka, dir.path(), 8000);
+    let pg = Postgres::start(10);
+    pg.psql("CREATE TABLE counts (user_id text PRIMARY KEY, clicks bigint NOT NULL)");
+    pg.psql("CREATE TABLE clicks (user_id text NOT NULL, clicks bigint NOT NULL)");
+    let sink = |uid: &str, table: &str, extra: &str| {
+        format!(
+            "[[sink]]\nuid = \"{uid}\"\ntype = \"postgres\"\nurl = \"{}\"\npassword-env = \"WEIR_TEST_PG_PASSWORD\"\n\
+             table = \"{table}\"\ncolumns = {{ user_id = \"key\", clicks = \"count\" }}\n{extra}\n",
+            pg.url()
+        )
+    };
+    let sinks = format!(
+        "{}\n{}",
+        sink("counts", "counts", "mode = \"upsert\"\nkey-columns = [\"user_id\"]"),
+        sink("lines", "clicks", "")
+    );
+    let source = kafka_source(&kafka, "stop-at = \"latest\"\nrate = 4000\nparallelism = 2");
+    let job = seed_job(dir.path(), &source, &sinks, CHECKPOINTS);
+    let job_dir = dir.path().join("chk/clicks-per-user");
+    let kills = kill_repeatedly(&job, &pg.env(), 3, || !completed_checkpoints(&job_dir).is_empty());
+    assert!(kills >= 2, "the job was killed {kills} times of 3");
+    let resumed = weir_with_env(
+        &["run", &job, "--listen", "none", "--from-checkpoint", "latest"],
+        &pg.env(),
+        Duration::from_secs(120),
+    );
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert_exact_counts(&pg, &input);
+    let mut lines: Vec<String> = pg
+        .psql("SELECT user_id, clicks FROM clicks")
+        .lines()
+        .map(|r| r.split_once('|').unwrap())
+        .map(|(u, c)| format!(r#"{{"key":"{u}","count":{c}}}"#))
+        .collect();
+    lines.sort();
+    assert_eq!(lines, expected_lines(&expected_counts(&input)), "every line once");
+}
+
+#[test]
+fn stopped_with_a_savepoint_and_restored_at_source_parallelism_3_nothing_is_read_twice_or_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = Kafka::start();
+    let input = clicks_topic(&kafka, dir.path(), 6000);
+    let out = dir.path().join("out");
+    let tables = format!("{CHECKPOINTS}savepoint-dir = \"savepoints\"\n");
+    let slow = kafka_source(&kafka, "stop-at = \"latest\"\nrate = 1000\nparallelism = 2");
+    let job = seed_job(dir.path(), &slow, &file_sink("counts", &out), &tables);
+    let running = Running::start(&job, &[]);
+    // The job's status shows each partition's offset and lag (from the client's statistics,
+    // every second).
+    let lags = || {
+        let status: serde_json::Value = serde_json::from_str(&running.cli(&["status", &running.id, "--json"])).unwrap();
+        let subtasks = status["vertices"][0]["subtasks"].as_array().cloned().unwrap_or_default();
+        let partitions: Vec<serde_json::Value> =
+            subtasks.iter().flat_map(|s| s["status"]["partitions"].as_array().cloned().unwrap_or_default()).collect();
+        partitions.iter().map(|p| p["lag"].as_u64()).collect::<Vec<_>>()
+    };
+    let started = std::time::Instant::now();
+    let reported = |lags: Vec<Option<u64>>| lags.len() == PARTITIONS as usize && lags.iter().all(Option::is_some);
+    while !reported(lags()) && started.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let lags = lags();
+    assert_eq!(lags.len(), PARTITIONS as usize, "{lags:?}");
+    assert!(lags.iter().all(|lag| lag.is_some_and(|lag| lag > 0)), "{lags:?}");
+    let savepoint = running.cli(&["stop", &running.id, "--savepoint"]);
+    let mut running = running;
+    assert!(running.child.wait().unwrap().success());
+    let read_before = sink_lines(&out).len();
+    assert!(read_before > 0 && read_before < expected_lines(&expected_counts(&input)).len());
+
+    let wide = kafka_source(&kafka, "stop-at = \"latest\"\nparallelism = 3");
+    let job = seed_job(dir.path(), &wide, &file_sink("counts", &out), &tables);
+    let run = weir(&["run", &job, "--listen", "none", "--from-savepoint", &savepoint]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("parallelism 3"), "{}", run.stderr);
+    assert_eq!(sink_lines(&out), expected_lines(&expected_counts(&input)), "every record once over both runs");
+}
+
+#[test]
+fn a_broker_outage_is_ridden_out_and_every_record_is_counted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = Kafka::start();
+    let input = clicks_topic(&kafka, dir.path(), 6000);
+    let out = dir.path().join("out");
+    let source = kafka_source(&kafka, "stop-at = \"latest\"\nrate = 4000");
+    let job = seed_job(dir.path(), &source, &file_sink("counts", &out), CHECKPOINTS);
+    let mut child = std::process::Command::new(weir_e2e::weir_bin())
+        .args(["run", &job, "--listen", "none"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    kafka.proxy.set_up(false);
+    std::thread::sleep(Duration::from_secs(3));
+    kafka.proxy.set_up(true);
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("kafka 'clicks'"), "the outage was reported: {stderr}");
+    assert_eq!(sink_lines(&out), expected_lines(&expected_counts(&input)));
+}
+
+#[test]
+fn the_sink_loses_no_event_when_killed_and_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = Kafka::start();
+    kafka.create_topic("copies", PARTITIONS);
+    let input = dir.path().join("clicks.jsonl");
+    generated_clicks(&input, 6000, 40);
+    let source = file_source("clicks", &input).replacen("type = \"file\"\n", "type = \"file\"\nrate = 4000\n", 1);
+    let sink = format!(
+        "[[sink]]\nuid = \"copies\"\ntype = \"kafka\"\nbootstrap-servers = \"{}\"\ntopic = \"copies\"\n",
+        kafka.bootstrap()
+    );
+    let job = write_job(dir.path(), &format!("{}\n{CHECKPOINTS}", job("copy", 1, &[source, sink])));
+    let job_dir = dir.path().join("chk/copy");
+    let kills = kill_repeatedly(&job, &[], 2, || !completed_checkpoints(&job_dir).is_empty());
+    assert!(kills >= 1, "the job was killed {kills} times of 2");
+    let resumed = weir(&["run", &job, "--listen", "none", "--from-checkpoint", "latest"]);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    let written: std::collections::BTreeSet<String> = kafka.consume("copies").into_iter().collect();
+    let lines = std::fs::read_to_string(&input).unwrap();
+    let missing: Vec<&str> = lines.lines().filter(|l| !written.contains(*l)).collect();
+    assert!(missing.is_empty(), "{} of 6000 lines are missing, such as {:?}", missing.len(), missing.first());
+}
+
+#[test]
+fn bad_settings_are_refused_naming_the_connector() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = Kafka::start();
+    kafka.create_topic("clicks", PARTITIONS);
+    let out = file_sink("counts", &dir.path().join("out"));
+    let kafka_sink = |extra: &str| {
+        format!(
+            "[[sink]]\nuid = \"copies\"\ntype = \"kafka\"\nbootstrap-servers = \"{}\"\n{extra}\n",
+            kafka.bootstrap()
+        )
+    };
+    for (source, sink, needle) in [
+        (
+            kafka_source(&kafka, "").replace("topic = \"clicks\"", "topic = \"nowhere\""),
+            out.clone(),
+            "source 'clicks': topic 'nowhere'",
+        ),
+        (
+            kafka_source(&kafka, "start-from = \"yesterday\""),
+            out.clone(),
+            "source 'clicks': start-from \"yesterday\" is not",
+        ),
+        (kafka_source(&kafka, "stop-at = \"soon\""), out.clone(), "source 'clicks': stop-at \"soon\""),
+        (
+            kafka_source(&kafka, "properties = { \"group.id\" = \"x\" }"),
+            out.clone(),
+            "property \"group.id\" is weir's to set",
+        ),
+        (
+            kafka_source(&kafka, "properties = { \"no.such.property\" = \"1\" }"),
+            out.clone(),
+            "source 'clicks': cannot create a kafka consumer",
+        ),
+        (
+            kafka_source(&kafka, "").replace(&kafka.bootstrap(), "127.0.0.1:1"),
+            out.clone(),
+            "source 'clicks': cannot read the topics of the kafka brokers at 127.0.0.1:1",
+        ),
+        (kafka_source(&kafka, ""), kafka_sink("topic = \"nowhere\""), "sink 'copies': topic 'nowhere'"),
+        (
+            kafka_source(&kafka, ""),
+            kafka_sink("topic = \"clicks\"\ndelivery = \"exactly-once\""),
+            "sink 'copies': delivery = \"exactly-once\" is not supported",
+        ),
+        (kafka_source(&kafka, ""), kafka_sink(""), "sink 'copies': `topic` is required"),
+        (
+            file_source("clicks", &dir.path().join("x")).replace("path", "topic = \"t\"\npath"),
+            out.clone(),
+            "`topic` is a setting of kafka sources only",
+        ),
+    ] {
+        std::fs::write(dir.path().join("x"), "").unwrap();
+        let job = seed_job(dir.path(), &source, &sink, "");
+        let run = weir_with_env(&["run", &job, "--listen", "none"], &[], Duration::from_secs(60));
+        assert_ne!(run.code, 0, "{needle}");
+        assert!(run.stderr.contains(needle), "wanted {needle:?} in: {}", run.stderr);
+    }
+}

@@ -1,0 +1,86 @@
+//! A real Kafka-compatible broker for the tests (`tansu`, linked into `.venv/bin` by `cargo
+//! xtask build`), on loopback behind an [`OutageProxy`] (clients reach it through the proxy
+//! only: it is the address the broker advertises), killed when dropped. Records are produced and
+//! read back with confluent-kafka (`kafka_client.py`), a client independent of weir's.
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::proxy::OutageProxy;
+use crate::{free_port, repo};
+
+/// A running broker that keeps its topics in memory.
+pub struct Kafka {
+    child: Child,
+    /// The proxy every client goes through.
+    pub proxy: OutageProxy,
+}
+
+impl Kafka {
+    pub fn start() -> Kafka {
+        let tansu = repo().join(".venv/bin/tansu");
+        assert!(tansu.exists(), "{} is missing: run `cargo xtask build` first", tansu.display());
+        let port = free_port();
+        let proxy = OutageProxy::start(port);
+        let child = Command::new(tansu)
+            .args(["broker", "--silent", "--storage-engine", "memory://tansu/"])
+            .args(["--listener-url", &format!("tcp://127.0.0.1:{port}")])
+            .args(["--advertised-listener-url", &format!("tcp://127.0.0.1:{}", proxy.port)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu starts");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "tansu did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Kafka { child, proxy }
+    }
+
+    /// `bootstrap-servers` for weir and the test client.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.proxy.port)
+    }
+
+    /// Creates `topic` with `partitions` partitions.
+    pub fn create_topic(&self, topic: &str, partitions: u32) {
+        let out = Command::new(repo().join(".venv/bin/tansu"))
+            .args(["topic", "create", topic, "--partitions", &partitions.to_string()])
+            .args(["--broker", &format!("tcp://{}", self.bootstrap())])
+            .output()
+            .expect("tansu topic create runs");
+        assert!(out.status.success(), "creating topic {topic}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Produces each line of `file` to `topic` (of `partitions` partitions), line i to partition
+    /// i mod `partitions`, keyed by its JSON `user`.
+    pub fn produce_lines(&self, topic: &str, partitions: u32, file: &Path) {
+        let out = client(&["produce", &self.bootstrap(), topic, &partitions.to_string(), &file.to_string_lossy()]);
+        assert!(out.status.success(), "producing to {topic}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Every record value of `topic`, partition by partition.
+    pub fn consume(&self, topic: &str) -> Vec<String> {
+        let out = client(&["consume", &self.bootstrap(), topic]);
+        assert!(out.status.success(), "reading {topic}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+    }
+}
+
+fn client(args: &[&str]) -> std::process::Output {
+    Command::new(repo().join(".venv/bin/python"))
+        .arg(repo().join("tests/support/kafka_client.py"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the kafka test client runs")
+}
+
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
