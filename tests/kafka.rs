@@ -172,9 +172,9 @@ fn a_broker_outage_is_ridden_out_and_every_record_is_counted_once() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    kafka.proxy.set_up(false);
+    kafka.set_up(false);
     std::thread::sleep(Duration::from_secs(3));
-    kafka.proxy.set_up(true);
+    kafka.set_up(true);
     let status = child.wait().unwrap();
     let mut stderr = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();

@@ -12,20 +12,33 @@ use crate::{free_port, repo};
 /// A running broker that keeps its topics in memory.
 pub struct Kafka {
     child: Child,
-    /// The proxy every client goes through.
-    pub proxy: OutageProxy,
+    /// The proxy every client goes through, if any.
+    proxy: Option<OutageProxy>,
+    /// The port clients connect to (the proxy's, if any).
+    port: u16,
 }
 
 impl Kafka {
+    /// A broker behind an outage proxy.
     pub fn start() -> Kafka {
+        Kafka::start_with(true)
+    }
+
+    /// A broker clients reach directly (for benchmarks).
+    pub fn start_direct() -> Kafka {
+        Kafka::start_with(false)
+    }
+
+    fn start_with(proxied: bool) -> Kafka {
         let tansu = repo().join(".venv/bin/tansu");
         assert!(tansu.exists(), "{} is missing: run `cargo xtask build` first", tansu.display());
         let port = free_port();
-        let proxy = OutageProxy::start(port);
+        let proxy = proxied.then(|| OutageProxy::start(port));
+        let advertised = proxy.as_ref().map_or(port, |p| p.port);
         let child = Command::new(tansu)
             .args(["broker", "--silent", "--storage-engine", "memory://tansu/"])
             .args(["--listener-url", &format!("tcp://127.0.0.1:{port}")])
-            .args(["--advertised-listener-url", &format!("tcp://127.0.0.1:{}", proxy.port)])
+            .args(["--advertised-listener-url", &format!("tcp://127.0.0.1:{advertised}")])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -36,12 +49,17 @@ impl Kafka {
             assert!(started.elapsed() < Duration::from_secs(30), "tansu did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Kafka { child, proxy }
+        Kafka { child, proxy, port: advertised }
     }
 
     /// `bootstrap-servers` for weir and the test client.
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.proxy.port)
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts or ends an outage of a proxied broker.
+    pub fn set_up(&self, up: bool) {
+        self.proxy.as_ref().expect("a broker started behind a proxy").set_up(up);
     }
 
     /// Creates `topic` with `partitions` partitions.
@@ -69,7 +87,8 @@ impl Kafka {
     }
 }
 
-fn client(args: &[&str]) -> std::process::Output {
+/// Runs the test client with `args` (see `kafka_client.py`).
+pub fn client(args: &[&str]) -> std::process::Output {
     Command::new(repo().join(".venv/bin/python"))
         .arg(repo().join("tests/support/kafka_client.py"))
         .args(args)

@@ -37,6 +37,9 @@ enum Task {
     Build,
     /// Build, run the clicks job and print the per-user counts.
     Demo,
+    /// Build, start a local Kafka broker and PostgreSQL, run examples/clicks-kafka and print the
+    /// table.
+    DemoKafka,
     /// Build, then run every test (unit and end-to-end).
     Test,
     /// Build, then run the benchmarks and print the figures for BENCHMARKS.md.
@@ -49,6 +52,7 @@ fn main() -> Result<()> {
     match cli.command {
         Task::Build => ws.build().map(drop),
         Task::Demo => ws.demo(),
+        Task::DemoKafka => ws.demo_kafka(),
         Task::Test => ws.test(),
         Task::Bench(args) => bench::run(&ws, &ws.build()?, &args),
     }
@@ -235,6 +239,41 @@ impl Workspace {
         println!("\nclicks per logged-in user (from {}):", out.display());
         for (user, count) in finals {
             println!("  {user:<8} {count}");
+        }
+        Ok(())
+    }
+
+    /// The seed documents' job on real servers: tansu and PostgreSQL on free loopback ports (as
+    /// the tests start them, stopped at the end), the sample clicks produced to a 3-partition
+    /// topic, `examples/clicks-kafka/job.toml` run with those ports, and the table printed.
+    fn demo_kafka(&self) -> Result<()> {
+        use weir_e2e::kafka::Kafka;
+        use weir_e2e::postgres::{PASSWORD, Postgres};
+        let artifacts = self.build()?;
+        step("starting a Kafka broker (tansu) and PostgreSQL on loopback");
+        let (kafka, pg) = (Kafka::start_direct(), Postgres::start(10));
+        kafka.create_topic("clicks", 3);
+        kafka.produce_lines("clicks", 3, &self.root.join("examples/clicks/clicks.jsonl"));
+        pg.psql("CREATE TABLE clicks_per_user (user_id text PRIMARY KEY, clicks bigint NOT NULL)");
+        let example = self.root.join("examples/clicks-kafka");
+        let job = std::fs::read_to_string(example.join("job.toml"))?
+            .replace("127.0.0.1:9092", &kafka.bootstrap())
+            .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", pg.port));
+        let dir = self.target().join("demo-kafka");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let job_file = dir.join("job.toml");
+        // Module paths are relative to the job file: the copy sits as deep as the example.
+        std::fs::write(&job_file, job.replace("../../target/", &format!("{}/", self.target().display())))?;
+        step(&format!("running {} (brokers {}, PostgreSQL port {})", job_file.display(), kafka.bootstrap(), pg.port));
+        run(Command::new(&artifacts.weir).arg("run").arg(&job_file).env("WEIR_PG_PASSWORD", PASSWORD))?;
+        println!(
+            "
+SELECT user_id, clicks FROM clicks_per_user ORDER BY user_id;"
+        );
+        for row in pg.psql("SELECT user_id, clicks FROM clicks_per_user ORDER BY user_id").lines() {
+            let (user, clicks) = row.split_once('|').context("a row of user_id|clicks")?;
+            println!("  {user:<8} {clicks}");
         }
         Ok(())
     }

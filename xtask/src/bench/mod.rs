@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::{Artifacts, Workspace, step};
 
+mod kafka;
 mod postgres;
 mod rocksdb;
 
@@ -27,6 +28,9 @@ pub(crate) struct BenchArgs {
     /// Events upserted into PostgreSQL (over half as many keys) in the sink's run.
     #[arg(long, default_value_t = 2_000_000)]
     postgres_events: u64,
+    /// Records produced to Kafka and read back in the Kafka source's runs.
+    #[arg(long, default_value_t = 3_000_000)]
+    kafka_events: u64,
     /// Rounds of the throughput runs; each round runs every configuration once, interleaved, and
     /// the median per configuration is reported (the machines are shared and noisy).
     #[arg(long, default_value_t = 3)]
@@ -42,6 +46,8 @@ struct Run {
     spawn_to_first_event_ms: Option<u64>,
     /// The latest completed checkpoint.
     checkpoint: Option<CheckpointFigures>,
+    /// CPU seconds of the (first) source's subtasks.
+    source_cpu_s: f64,
 }
 
 /// What `weir run` reports of its latest completed checkpoint.
@@ -143,6 +149,7 @@ fn run_weir(weir: &Path, args: &[&str]) -> Result<Run> {
         peak_mib,
         spawn_to_first_event_ms: first_event.map(|ms| ms.saturating_sub(spawned)),
         checkpoint,
+        source_cpu_s: field("cpu ", "  source ").unwrap_or(f64::NAN),
     })
 }
 
@@ -209,6 +216,8 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     let rocksdb_upgrade = upgrade_pauses(artifacts, &dir, m, args.rounds, rocksdb::STATE)?;
     let rocksdb_keys = rocksdb::many_keys(artifacts, &dir, &count, args.rocksdb_keys)?;
     let upserts = postgres::upserts(artifacts, &dir, &count, args.postgres_events, args.postgres_events / 2)?;
+    let kafka_reads = kafka::read_rates(artifacts, &dir, &count, args.kafka_events, args.rounds)?;
+    let latency = kafka::latency(artifacts, &dir)?;
 
     let control = control_plane(artifacts, &dir, args.rounds)?;
 
@@ -261,6 +270,24 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
         upserts.rate,
         verdict(upserts.rate >= 100_000.0 && upserts.rows == args.postgres_events / 2),
         upserts.rows
+    );
+    println!(
+        "  Kafka source -> Wasm count, p=1 >= 1,000,000 events/s: {:>10.0}  {} (the broker's own read limit: \
+         {:.0} records/s, same rounds; weir's source thread: {:.0} records per CPU second)",
+        kafka_reads.weir,
+        verdict(kafka_reads.weir >= 1e6),
+        kafka_reads.broker,
+        kafka_reads.per_source_cpu_s
+    );
+    println!(
+        "  Kafka -> PostgreSQL, exactly-once, checkpoints every 1 s, p99 <= 1.5 s: {:>6.0} ms  {} (p50 {:.0} ms, {} rows; \
+         the broker alone: p50 {:.0} ms, p99 {:.0} ms)",
+        latency.p99_ms,
+        verdict(latency.p99_ms <= 1500.0),
+        latency.p50_ms,
+        latency.rows,
+        latency.broker_ms.0,
+        latency.broker_ms.1
     );
     println!(
         "  {m} keys: fork start < 1 s:           {:>6} ms  {}",
