@@ -9,8 +9,8 @@ use std::time::Duration;
 use weir_e2e::kafka::Kafka;
 use weir_e2e::postgres::Postgres;
 use weir_e2e::{
-    Running, completed_checkpoints, expected_counts, expected_lines, file_sink, file_source, generated_clicks, job,
-    kill_repeatedly, sink_lines, wasm_operator, weir, weir_with_env, write_job,
+    Running, Server, completed_checkpoints, expected_counts, expected_lines, file_sink, file_source, generated_clicks,
+    job, kill_repeatedly, sink_lines, wasm_operator, weir, weir_with_env, write_job,
 };
 
 const PARTITIONS: u32 = 3;
@@ -81,20 +81,7 @@ fn killed_again_and_again_the_seed_job_leaves_exactly_the_counts_in_postgres() {
     let kafka = Kafka::start();
     let input = clicks_topic(&kafka, dir.path(), 8000);
     let pg = Postgres::start(10);
-    pg.psql("CREATE TABLE counts (user_id text PRIMARY KEY, clicks bigint NOT NULL)");
-    pg.psql("CREATE TABLE clicks (user_id text NOT NULL, clicks bigint NOT NULL)");
-    let sink = |uid: &str, table: &str, extra: &str| {
-        format!(
-            "[[sink]]\nuid = \"{uid}\"\ntype = \"postgres\"\nurl = \"{}\"\npassword-env = \"WEIR_TEST_PG_PASSWORD\"\n\
-             table = \"{table}\"\ncolumns = {{ user_id = \"key\", clicks = \"count\" }}\n{extra}\n",
-            pg.url()
-        )
-    };
-    let sinks = format!(
-        "{}\n{}",
-        sink("counts", "counts", "mode = \"upsert\"\nkey-columns = [\"user_id\"]"),
-        sink("lines", "clicks", "")
-    );
+    let sinks = postgres_sinks(&pg);
     let source = kafka_source(&kafka, "stop-at = \"latest\"\nrate = 4000\nparallelism = 2");
     let job = seed_job(dir.path(), &source, &sinks, CHECKPOINTS);
     let job_dir = dir.path().join("chk/clicks-per-user");
@@ -106,7 +93,30 @@ fn killed_again_and_again_the_seed_job_leaves_exactly_the_counts_in_postgres() {
         Duration::from_secs(120),
     );
     assert_eq!(resumed.code, 0, "{}", resumed.stderr);
-    assert_exact_counts(&pg, &input);
+    assert_tables_exact(&pg, &input);
+}
+
+/// An upsert sink of the counts into `counts` and an append sink of every line into `clicks`.
+fn postgres_sinks(pg: &Postgres) -> String {
+    pg.psql("CREATE TABLE counts (user_id text PRIMARY KEY, clicks bigint NOT NULL)");
+    pg.psql("CREATE TABLE clicks (user_id text NOT NULL, clicks bigint NOT NULL)");
+    let sink = |uid: &str, table: &str, extra: &str| {
+        format!(
+            "[[sink]]\nuid = \"{uid}\"\ntype = \"postgres\"\nurl = \"{}\"\npassword-env = \"WEIR_TEST_PG_PASSWORD\"\n\
+             table = \"{table}\"\ncolumns = {{ user_id = \"key\", clicks = \"count\" }}\n{extra}\n",
+            pg.url()
+        )
+    };
+    format!(
+        "{}\n{}",
+        sink("counts", "counts", "mode = \"upsert\"\nkey-columns = [\"user_id\"]"),
+        sink("lines", "clicks", "")
+    )
+}
+
+/// Both tables hold exactly what the input makes: each user's count, and every line once.
+fn assert_tables_exact(pg: &Postgres, input: &Path) {
+    assert_exact_counts(pg, input);
     let mut lines: Vec<String> = pg
         .psql("SELECT user_id, clicks FROM clicks")
         .lines()
@@ -114,7 +124,36 @@ fn killed_again_and_again_the_seed_job_leaves_exactly_the_counts_in_postgres() {
         .map(|(u, c)| format!(r#"{{"key":"{u}","count":{c}}}"#))
         .collect();
     lines.sort();
-    assert_eq!(lines, expected_lines(&expected_counts(&input)), "every line once");
+    assert_eq!(lines, expected_lines(&expected_counts(input)), "every line once");
+}
+
+#[test]
+fn on_weir_serve_the_seed_job_stops_with_a_savepoint_and_resumes_into_postgres_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = Kafka::start();
+    let input = clicks_topic(&kafka, dir.path(), 6000);
+    let pg = Postgres::start(10);
+    let sinks = postgres_sinks(&pg);
+    let slow = kafka_source(&kafka, "stop-at = \"latest\"\nrate = 3000");
+    let job = seed_job(dir.path(), &slow, &sinks, CHECKPOINTS);
+    let server = Server::start_with_env(&dir.path().join("data"), &[], &pg.env());
+    let id = server.cli(&["submit", &job]).stdout.trim().to_string();
+    std::thread::sleep(Duration::from_millis(1000));
+    let stopped = server.cli(&["stop", &id, "--savepoint"]);
+    assert_eq!(stopped.code, 0, "{}", stopped.stderr);
+    let savepoint = stopped.stdout.trim().to_string();
+    assert_eq!(server.wait_for_job(&id)["state"], "finished");
+    assert_eq!(pg.psql("SELECT count(*) FROM pg_prepared_xacts"), "0", "the stop committed its transactions");
+    let partial: u64 = pg.psql("SELECT count(*) FROM clicks").parse().unwrap();
+    assert!(partial > 0 && partial < expected_lines(&expected_counts(&input)).len() as u64, "{partial} lines");
+
+    // The rest at full speed, on the same server, from the savepoint.
+    let fast = seed_job(dir.path(), &kafka_source(&kafka, "stop-at = \"latest\""), &sinks, CHECKPOINTS);
+    let resumed = server.cli(&["submit", "--from-savepoint", &savepoint, &fast]);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    let job = server.wait_for_job(resumed.stdout.trim());
+    assert_eq!(job["state"], "finished", "{job}");
+    assert_tables_exact(&pg, &input);
 }
 
 #[test]

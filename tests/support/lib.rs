@@ -363,6 +363,11 @@ pub fn free_port() -> u16 {
 impl Server {
     /// Starts `weir serve` on `data_dir` with `extra` arguments and waits until it answers.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        Server::start_with_env(data_dir, extra, &[])
+    }
+
+    /// The same, with `env` in the server's environment (a sink's password, say).
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(String, String)]) -> Server {
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
         let log = data_dir.with_extension(format!("serve-{port}.log"));
@@ -371,6 +376,7 @@ impl Server {
             .args(["serve", "--listen", &listen, "--data-dir"])
             .arg(data_dir)
             .args(extra)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("WEIR_CACHE_DIR", repo().join("target/test-module-cache"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

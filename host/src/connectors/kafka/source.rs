@@ -460,3 +460,49 @@ fn fatal(code: RDKafkaErrorCode) -> bool {
             | RDKafkaErrorCode::Authentication
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every partition has one owner, and partitions spread evenly over the subtasks.
+    #[test]
+    fn partitions_are_spread_over_subtasks_by_topic_and_partition_alone() {
+        for parallelism in 1..=5 {
+            let mut per_subtask = vec![0; parallelism as usize];
+            for partition in 0..10 {
+                per_subtask[owner("clicks", partition, parallelism) as usize] += 1;
+            }
+            let (least, most) = (per_subtask.iter().min().unwrap(), per_subtask.iter().max().unwrap());
+            assert!(most - least <= 1, "{parallelism} subtasks: {per_subtask:?}");
+        }
+    }
+
+    /// Positions recorded by any number of subtasks merge into one that has every partition.
+    #[test]
+    fn positions_of_all_subtasks_merge() {
+        let position = |next: &[(i32, i64)]| {
+            let mut offsets = Offsets::default();
+            for &(partition, offset) in next {
+                Offsets::set(&mut offsets.next, &("t".to_string(), partition), offset);
+                Offsets::set(&mut offsets.stop, &("t".to_string(), partition), 100);
+            }
+            Position(serde_json::to_vec(&offsets).unwrap())
+        };
+        let factory = KafkaSourceFactory::new(KafkaSourceConfig {
+            client: KafkaClient { uid: "k".into(), bootstrap_servers: String::new(), properties: BTreeMap::new() },
+            topics: vec!["t".into()],
+            start_from: StartFrom::Earliest,
+            bounded: true,
+            group_id: "g".into(),
+            discovery: None,
+            rate: None,
+        });
+        let merged = factory.merge_positions(&[position(&[(0, 5), (2, 7)]), position(&[(1, 9)])]).unwrap();
+        let merged = Offsets::read(&merged, "k").unwrap();
+        assert_eq!(merged.next["t"], BTreeMap::from([(0, 5), (1, 9), (2, 7)]));
+        assert_eq!(merged.stop["t"].len(), 3);
+        let error = factory.merge_positions(&[Position::from_u64(3)]).unwrap_err();
+        assert!(error.contains("source 'k' cannot resume") && error.contains("not a kafka source's"), "{error}");
+    }
+}
