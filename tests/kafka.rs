@@ -134,7 +134,7 @@ fn on_weir_serve_the_seed_job_stops_with_a_savepoint_and_resumes_into_postgres_e
     let input = clicks_topic(&kafka, dir.path(), 6000);
     let pg = Postgres::start(10);
     let sinks = postgres_sinks(&pg);
-    let slow = kafka_source(&kafka, "stop-at = \"latest\"\nrate = 3000");
+    let slow = kafka_source(&kafka, "stop-at = \"latest\"\nrate = 1000");
     let job = seed_job(dir.path(), &slow, &sinks, CHECKPOINTS);
     let server = Server::start_with_env(&dir.path().join("data"), &[], &pg.env());
     let id = server.cli(&["submit", &job]).stdout.trim().to_string();
@@ -183,6 +183,9 @@ fn stopped_with_a_savepoint_and_restored_at_source_parallelism_3_nothing_is_read
     let lags = lags();
     assert_eq!(lags.len(), PARTITIONS as usize, "{lags:?}");
     assert!(lags.iter().all(|lag| lag.is_some_and(|lag| lag > 0)), "{lags:?}");
+    let shown = running.cli(&["status", &running.id]);
+    assert_eq!(shown.matches(" lag ").count(), PARTITIONS as usize, "{shown}");
+    assert!(shown.contains("source 'clicks' subtask 0: clicks/"), "{shown}");
     let savepoint = running.cli(&["stop", &running.id, "--savepoint"]);
     let mut running = running;
     assert!(running.child.wait().unwrap().success());

@@ -213,6 +213,7 @@ impl Client {
                 subtasks.join(" ")
             );
         }
+        print_connector_status(&job);
         Ok(())
     }
 
@@ -431,4 +432,29 @@ fn time(ms: &Value) -> String {
     ms.as_u64().map_or("-".to_string(), |ms| {
         humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string().replace('T', " ")
     })
+}
+
+/// What sources report of themselves beside their counts: a Kafka source's offset and lag per
+/// partition, and its client's latest error.
+fn print_connector_status(job: &Value) {
+    for v in job["vertices"].as_array().into_iter().flatten() {
+        for (i, s) in v["subtasks"].as_array().into_iter().flatten().enumerate() {
+            let status = &s["status"];
+            let partitions: Vec<String> = status["partitions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    let lag = p["lag"].as_u64().map_or("?".to_string(), |lag| lag.to_string());
+                    format!("{}/{} offset {} lag {lag}", str(&p["topic"]), p["partition"], p["offset"])
+                })
+                .collect();
+            if !partitions.is_empty() {
+                println!("{} '{}' subtask {i}: {}", str(&v["kind"]), str(&v["uid"]), partitions.join(", "));
+            }
+            if let Some(error) = status["error"].as_str() {
+                println!("{} '{}' subtask {i}: client error: {error}", str(&v["kind"]), str(&v["uid"]));
+            }
+        }
+    }
 }

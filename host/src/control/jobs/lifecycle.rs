@@ -81,9 +81,8 @@ pub(super) fn run_attempts(
     };
     job.release();
     drop(run);
-    while let Ok(request) = job.handles.savepoints.try_recv() {
-        (request.done)(Err("the job ended before the savepoint was taken".to_string()));
-    }
+    // The end first: from then on no request is taken (see `Job::request_savepoint`), so the
+    // ones still in the channel are all there is to answer.
     update(dir, job, |info| {
         info.vertices = job.handles.metrics.snapshot();
         info.first_event_at = job.handles.metrics.first_sink_event_at();
@@ -92,6 +91,9 @@ pub(super) fn run_attempts(
         info.failure = failure;
         info.rollback_point = None;
     });
+    while let Ok(request) = job.handles.savepoints.try_recv() {
+        (request.done)(Err("the job ended before the savepoint was taken".to_string()));
+    }
 }
 
 impl RunLoop<'_> {

@@ -56,6 +56,19 @@ struct Job {
 }
 
 impl Job {
+    /// Hands `request` to the job's runs, unless the job has ended. Checked under the record's
+    /// lock, under which the run loop records the end before it answers the requests left in
+    /// the channel: a request either reaches a run or is answered, never left waiting.
+    fn request_savepoint(&self, request: SavepointRequest) -> Result<(), SavepointRequest> {
+        let info = lock(&self.info);
+        if info.state.is_terminal() {
+            return Err(request);
+        }
+        // The receiver lives as long as the job: the send cannot fail.
+        let _ = self.savepoint_requests.send(request);
+        Ok(())
+    }
+
     fn new(info: JobInfo) -> Job {
         let (savepoint_requests, savepoints) = crossbeam_channel::unbounded();
         let handles = RunHandles {

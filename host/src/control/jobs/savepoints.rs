@@ -49,7 +49,7 @@ impl Jobs {
             lock(&runner.triggers).insert(key, status);
         });
         let request = SavepointRequest { sink, stop, handover: false, done };
-        if job.savepoint_requests.send(request).is_err() {
+        if job.request_savepoint(request).is_err() {
             lock(&job.triggers).insert(trigger.clone(), SavepointStatus::Failed { cause: "the job ended".into() });
         }
         Ok(trigger)

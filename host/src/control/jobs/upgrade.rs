@@ -292,7 +292,7 @@ impl Jobs {
             }
         });
         let request = SavepointRequest { sink, stop: true, handover, done };
-        if job.savepoint_requests.send(request).is_err() {
+        if job.request_savepoint(request).is_err() {
             // The job ended meanwhile: its run loop has recorded how.
             lock(&job.upgrade).take();
             let cause = "the job ended".to_string();
