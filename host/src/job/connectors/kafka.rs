@@ -22,10 +22,7 @@ pub(super) fn refuse_kafka_settings(s: &SourceSpec) -> Result<(), String> {
         ("partition-discovery", s.partition_discovery.is_some()),
         ("properties", s.properties.is_some()),
     ];
-    match kafka_only.iter().find(|(_, set)| *set).filter(|_| s.kind != SourceType::Kafka) {
-        Some((key, _)) => Err(format!("source '{}': `{key}` is a setting of kafka sources only", s.uid)),
-        None => Ok(()),
-    }
+    super::only_for("source", &s.uid, "kafka sources", s.kind == SourceType::Kafka, &kafka_only)
 }
 
 /// The brokers and properties of kafka table `uid` (`kind`: "source" or "sink").

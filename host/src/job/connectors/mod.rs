@@ -90,18 +90,14 @@ pub(super) fn sink(
         ("mode", s.mode.is_some()),
         ("key-columns", s.key_columns.is_some()),
     ];
-    if let Some((key, _)) = postgres_only.iter().find(|(_, set)| *set).filter(|_| s.kind != SinkType::Postgres) {
-        return Err(format!("sink '{}': `{key}` is a setting of postgres sinks only", s.uid));
-    }
+    only_for("sink", &s.uid, "postgres sinks", s.kind == SinkType::Postgres, &postgres_only)?;
     let kafka_only = [
         ("bootstrap-servers", s.bootstrap_servers.is_some()),
         ("topic", s.topic.is_some()),
         ("delivery", s.delivery.is_some()),
         ("properties", s.properties.is_some()),
     ];
-    if let Some((key, _)) = kafka_only.iter().find(|(_, set)| *set).filter(|_| s.kind != SinkType::Kafka) {
-        return Err(format!("sink '{}': `{key}` is a setting of kafka sinks only", s.uid));
-    }
+    only_for("sink", &s.uid, "kafka sinks", s.kind == SinkType::Kafka, &kafka_only)?;
     Ok(match (s.kind, &s.path) {
         (SinkType::File, Some(path)) => {
             let dir = base.join(path);
@@ -125,4 +121,13 @@ pub(super) fn sink(
         (SinkType::Kafka, None) => kafka::sink(s)?,
         (_, Some(_)) => return Err(format!("sink '{}': `path` is a setting of file sinks only", s.uid)),
     })
+}
+
+/// Refuses the first of `settings` (its key, whether the table sets it) when the settings belong
+/// to `owner` (such as "kafka sinks") and table `uid` (a `kind`) is not one.
+fn only_for(kind: &str, uid: &str, owner: &str, applies: bool, settings: &[(&str, bool)]) -> Result<(), String> {
+    match settings.iter().find(|(_, set)| *set).filter(|_| !applies) {
+        Some((key, _)) => Err(format!("{kind} '{uid}': `{key}` is a setting of {owner} only")),
+        None => Ok(()),
+    }
 }
