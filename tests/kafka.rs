@@ -319,3 +319,43 @@ fn bad_settings_are_refused_naming_the_connector() {
         assert!(run.stderr.contains(needle), "wanted {needle:?} in: {}", run.stderr);
     }
 }
+
+#[test]
+fn credentials_the_brokers_refuse_and_passwords_in_the_job_file_are_refused_naming_the_connector() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = Kafka::start_authenticating();
+    let sasl = "properties = { \"security.protocol\" = \"SASL_PLAINTEXT\", \"sasl.mechanism\" = \"SCRAM-SHA-256\", \
+                \"sasl.username\" = \"nobody\" }\npassword-env = \"WEIR_TEST_KAFKA_PASSWORD\"";
+    let input = dir.path().join("clicks.jsonl");
+    generated_clicks(&input, 10, 2);
+    let kafka_sink = format!(
+        "[[sink]]\nuid = \"copies\"\ntype = \"kafka\"\nbootstrap-servers = \"{}\"\ntopic = \"copies\"\n{sasl}\n",
+        kafka.bootstrap()
+    );
+    let blackhole = "[[sink]]\nuid = \"out\"\ntype = \"blackhole\"\n".to_string();
+    let password = vec![("WEIR_TEST_KAFKA_PASSWORD".to_string(), "wrong".to_string())];
+    for (source, sink, env, needle) in [
+        (kafka_source(&kafka, sasl), blackhole.clone(), &password, "source 'clicks': cannot read the topics"),
+        (file_source("clicks", &input), kafka_sink.clone(), &password, "sink 'copies': cannot read the topics"),
+        (
+            kafka_source(&kafka, sasl),
+            blackhole.clone(),
+            &vec![],
+            "`password-env` names WEIR_TEST_KAFKA_PASSWORD, which is not set",
+        ),
+        (
+            kafka_source(&kafka, "properties = { \"sasl.password\" = \"hunter2\" }"),
+            blackhole.clone(),
+            &password,
+            "source 'clicks': property \"sasl.password\" is a password; never put one in a job file",
+        ),
+    ] {
+        let job = write_job(dir.path(), &job("auth", 1, &[source, sink]));
+        let run = weir_with_env(&["run", &job, "--listen", "none"], env, Duration::from_secs(60));
+        assert_ne!(run.code, 0, "{needle}");
+        assert!(run.stderr.contains(needle), "wanted {needle:?} in: {}", run.stderr);
+        if needle.contains("cannot read the topics") {
+            assert!(run.stderr.contains("SASL authentication error"), "the cause is named: {}", run.stderr);
+        }
+    }
+}

@@ -21,15 +21,20 @@ pub struct Kafka {
 impl Kafka {
     /// A broker behind an outage proxy.
     pub fn start() -> Kafka {
-        Kafka::start_with(true)
+        Kafka::start_with(true, false)
     }
 
     /// A broker clients reach directly (for benchmarks).
     pub fn start_direct() -> Kafka {
-        Kafka::start_with(false)
+        Kafka::start_with(false, false)
     }
 
-    fn start_with(proxied: bool) -> Kafka {
+    /// A broker that requires SASL authentication (and knows no user).
+    pub fn start_authenticating() -> Kafka {
+        Kafka::start_with(false, true)
+    }
+
+    fn start_with(proxied: bool, authentication: bool) -> Kafka {
         let tansu = repo().join(".venv/bin/tansu");
         assert!(tansu.exists(), "{} is missing: run `cargo xtask build` first", tansu.display());
         let port = free_port();
@@ -39,6 +44,7 @@ impl Kafka {
             .args(["broker", "--silent", "--storage-engine", "memory://tansu/"])
             .args(["--listener-url", &format!("tcp://127.0.0.1:{port}")])
             .args(["--advertised-listener-url", &format!("tcp://127.0.0.1:{advertised}")])
+            .args(authentication.then_some("--authentication"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

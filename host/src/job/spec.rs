@@ -237,6 +237,8 @@ pub struct SourceSpec {
     pub partition_discovery: Option<String>,
     /// Kafka: librdkafka properties passed through as they are.
     pub properties: Option<std::collections::BTreeMap<String, toml::Value>>,
+    /// Kafka: the environment variable holding the SASL password (`sasl.password`).
+    pub password_env: Option<String>,
 }
 
 /// How an operator's input is partitioned.
@@ -315,7 +317,7 @@ pub struct SinkSpec {
     pub path: Option<String>,
     /// Postgres sinks: `postgres://user@host:port/database`, without a password.
     pub url: Option<String>,
-    /// Postgres sinks: the environment variable holding the password.
+    /// Postgres and kafka sinks: the environment variable holding the password.
     pub password_env: Option<String>,
     /// Postgres sinks: the table (`table` or `schema.table`).
     pub table: Option<String>,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use rdkafka::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::ConsumerContext;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::ProducerContext;
 
 pub use sink::{KafkaSinkConfig, KafkaSinkFactory};
@@ -64,6 +64,9 @@ pub(crate) struct Reporter {
     undelivered: Mutex<Option<String>>,
     /// Consumers: each partition's high watermark, from librdkafka's statistics.
     high_watermarks: Mutex<HashMap<(String, i32), i64>>,
+    /// An error retrying will not cure (the brokers refused the credentials): the subtask fails
+    /// with it.
+    fatal: Mutex<Option<String>>,
 }
 
 impl Reporter {
@@ -73,6 +76,7 @@ impl Reporter {
             last: Mutex::new(None),
             undelivered: Mutex::new(None),
             high_watermarks: Mutex::new(HashMap::new()),
+            fatal: Mutex::new(None),
         }
     }
 
@@ -81,6 +85,17 @@ impl Reporter {
         let last = self.last.lock().ok()?;
         let (error, at) = last.as_ref()?;
         (at.elapsed() < 2 * REPORT_EVERY).then(|| error.clone())
+    }
+
+    /// The first error that retrying will not cure, if one came.
+    pub(crate) fn fatal_error(&self) -> Option<String> {
+        self.fatal.lock().ok()?.clone()
+    }
+
+    /// What a request that failed at the start gets added: the client's latest error says why
+    /// (a refused password shows only there; the request itself just times out).
+    pub(crate) fn cause(&self) -> String {
+        self.fatal_error().or_else(|| self.recent_error()).map_or(String::new(), |e| format!(" ({e})"))
     }
 
     fn report(&self, error: String) {
@@ -103,6 +118,12 @@ impl ClientContext for Reporter {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        let code = error.rdkafka_error_code();
+        let refused =
+            matches!(code, Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed));
+        if refused && let Ok(mut fatal) = self.fatal.lock() {
+            fatal.get_or_insert_with(|| format!("the brokers refused the credentials: {reason}"));
+        }
         self.report(format!("{error}: {reason}"));
     }
 

@@ -54,9 +54,12 @@ impl SinkFactory for KafkaSinkFactory {
         // All topics: asking for one by name would have brokers that create topics on demand
         // create it.
         let metadata = producer.client().fetch_metadata(None, super::REQUEST_TIMEOUT).map_err(|e| {
+            // A producer hears of client errors when it is polled: the reason is waiting there.
+            producer.poll(Duration::ZERO);
             format!(
-                "sink '{uid}': cannot read the topics of the kafka brokers at {}: {e}",
-                config.client.bootstrap_servers
+                "sink '{uid}': cannot read the topics of the kafka brokers at {}: {e}{}",
+                config.client.bootstrap_servers,
+                producer.context().cause()
             )
         })?;
         match metadata.topics().iter().find(|t| t.name() == config.topic) {
@@ -81,8 +84,11 @@ impl KafkaSink {
         &self.config.client.uid
     }
 
-    /// Fails on the first record the brokers did not take.
+    /// Fails on the first record the brokers did not take, or once they refused the credentials.
     fn check_delivered(&self) -> Result<(), String> {
+        if let Some(fatal) = self.producer.context().fatal_error() {
+            return Err(format!("sink '{}': {fatal}", self.uid()));
+        }
         match self.producer.context().undelivered.lock().ok().and_then(|u| u.clone()) {
             Some(error) => Err(format!(
                 "sink '{}': a record was not delivered to topic '{}': {error}",

@@ -188,9 +188,10 @@ impl KafkaSource {
             Ok(metadata) => metadata,
             Err(e) if first => {
                 return Err(format!(
-                    "source '{}': cannot read the topics of the kafka brokers at {}: {e}",
+                    "source '{}': cannot read the topics of the kafka brokers at {}: {e}{}",
                     self.uid(),
-                    self.config.client.bootstrap_servers
+                    self.config.client.bootstrap_servers,
+                    self.consumer.context().cause()
                 ));
             }
             Err(_) => return Ok(self.next.keys().cloned().collect()),
@@ -352,6 +353,9 @@ impl KafkaSource {
 
 impl Source for KafkaSource {
     fn poll(&mut self, out: &mut EventBatch, max: usize) -> Result<bool, String> {
+        if let Some(fatal) = self.consumer.context().fatal_error() {
+            return Err(format!("source '{}': {fatal}", self.uid()));
+        }
         self.discover()?;
         if self.finished() {
             return Ok(false);

@@ -21,16 +21,19 @@ pub(super) fn refuse_kafka_settings(s: &SourceSpec) -> Result<(), String> {
         ("group-id", s.group_id.is_some()),
         ("partition-discovery", s.partition_discovery.is_some()),
         ("properties", s.properties.is_some()),
+        ("password-env", s.password_env.is_some()),
     ];
     super::only_for("source", &s.uid, "kafka sources", s.kind == SourceType::Kafka, &kafka_only)
 }
 
-/// The brokers and properties of kafka table `uid` (`kind`: "source" or "sink").
+/// The brokers and properties of kafka table `uid` (`kind`: "source" or "sink"), with the SASL
+/// password from the variable `password_env` names (never from the job file).
 fn client(
     kind: &str,
     uid: &str,
     bootstrap_servers: &Option<String>,
     properties: &Option<BTreeMap<String, toml::Value>>,
+    password_env: &Option<String>,
 ) -> Result<KafkaClient, String> {
     let bootstrap_servers = bootstrap_servers.clone().ok_or_else(|| {
         format!("{kind} '{uid}': `bootstrap-servers` is required for a kafka {kind}, such as \"127.0.0.1:9092\"")
@@ -44,6 +47,12 @@ fn client(
             toml::Value::Boolean(b) => b.to_string(),
             _ => return Err(format!("{kind} '{uid}': property \"{key}\" must be a string, a number or a boolean")),
         };
+        if ["sasl.password", "ssl.key.password", "ssl.keystore.password"].contains(&key.as_str()) {
+            return Err(format!(
+                "{kind} '{uid}': property \"{key}\" is a password; never put one in a job file: name the \
+                 environment variable that holds the SASL password with `password-env`"
+            ));
+        }
         if ["bootstrap.servers", "group.id", "enable.auto.commit", "enable.idempotence", "transactional.id"]
             .contains(&key.as_str())
         {
@@ -52,6 +61,9 @@ fn client(
             ));
         }
         passed.insert(key.clone(), text);
+    }
+    if let Some(password) = super::password(kind, uid, password_env)? {
+        passed.insert("sasl.password".to_string(), password);
     }
     Ok(KafkaClient { uid: uid.to_string(), bootstrap_servers, properties: passed })
 }
@@ -63,7 +75,7 @@ pub(super) fn source(s: &SourceSpec) -> Result<Box<dyn SourceFactory>, String> {
             return Err(format!("source '{uid}': `{key}` is not a setting of kafka sources"));
         }
     }
-    let client = client("source", uid, &s.bootstrap_servers, &s.properties)?;
+    let client = client("source", uid, &s.bootstrap_servers, &s.properties, &s.password_env)?;
     let topics = match (&s.topic, &s.topics) {
         (Some(topic), None) => vec![topic.clone()],
         (None, Some(topics)) if !topics.is_empty() => topics.clone(),
@@ -108,7 +120,7 @@ pub(super) fn source(s: &SourceSpec) -> Result<Box<dyn SourceFactory>, String> {
 
 pub(super) fn sink(s: &SinkSpec) -> Result<Box<dyn SinkFactory>, String> {
     let uid = &s.uid;
-    let client = client("sink", uid, &s.bootstrap_servers, &s.properties)?;
+    let client = client("sink", uid, &s.bootstrap_servers, &s.properties, &s.password_env)?;
     let topic = s.topic.clone().ok_or_else(|| format!("sink '{uid}': `topic` is required for a kafka sink"))?;
     match s.delivery.as_deref() {
         None | Some("at-least-once") => {}

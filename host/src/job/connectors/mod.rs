@@ -84,7 +84,6 @@ pub(super) fn sink(
 ) -> Result<Box<dyn SinkFactory>, String> {
     let postgres_only = [
         ("url", s.url.is_some()),
-        ("password-env", s.password_env.is_some()),
         ("table", s.table.is_some()),
         ("columns", s.columns.is_some()),
         ("mode", s.mode.is_some()),
@@ -98,6 +97,8 @@ pub(super) fn sink(
         ("properties", s.properties.is_some()),
     ];
     only_for("sink", &s.uid, "kafka sinks", s.kind == SinkType::Kafka, &kafka_only)?;
+    let with_password = matches!(s.kind, SinkType::Postgres | SinkType::Kafka);
+    only_for("sink", &s.uid, "postgres and kafka sinks", with_password, &[("password-env", s.password_env.is_some())])?;
     Ok(match (s.kind, &s.path) {
         (SinkType::File, Some(path)) => {
             let dir = base.join(path);
@@ -129,5 +130,15 @@ fn only_for(kind: &str, uid: &str, owner: &str, applies: bool, settings: &[(&str
     match settings.iter().find(|(_, set)| *set).filter(|_| !applies) {
         Some((key, _)) => Err(format!("{kind} '{uid}': `{key}` is a setting of {owner} only")),
         None => Ok(()),
+    }
+}
+
+/// The password in the environment variable that table `uid`'s `password-env` names, if set.
+fn password(kind: &str, uid: &str, password_env: &Option<String>) -> Result<Option<String>, String> {
+    match password_env {
+        None => Ok(None),
+        Some(var) => std::env::var(var)
+            .map(Some)
+            .map_err(|_| format!("{kind} '{uid}': `password-env` names {var}, which is not set in weir's environment")),
     }
 }

@@ -23,12 +23,7 @@ pub(super) fn sink(
              holds it with `password-env`"
         ));
     }
-    let password = match &s.password_env {
-        None => None,
-        Some(var) => Some(std::env::var(var).map_err(|_| {
-            format!("sink '{uid}': `password-env` names {var}, which is not set in weir's environment")
-        })?),
-    };
+    let password = super::password("sink", uid, &s.password_env)?;
     let table = required("table", &s.table)?;
     let columns: Vec<(String, String)> = s.columns.clone().unwrap_or_default().into_iter().collect();
     if columns.is_empty() {
