@@ -10,7 +10,7 @@ use weir_e2e::kafka::Kafka;
 use weir_e2e::postgres::Postgres;
 use weir_e2e::{
     Running, Server, completed_checkpoints, expected_counts, expected_lines, file_sink, file_source, generated_clicks,
-    job, kill_repeatedly, sink_lines, wasm_operator, weir, weir_with_env, write_job,
+    job, run_and_kill, sink_lines, wasm_operator, weir, weir_with_env, write_job,
 };
 
 const PARTITIONS: u32 = 3;
@@ -43,6 +43,20 @@ fn seed_job(dir: &Path, source: &str, sink: &str, tables: &str) -> String {
         sink.to_string(),
     ];
     write_job(dir, &format!("{}\n{tables}\n", job("clicks-per-user", 2, &sections)))
+}
+
+/// Runs the job once per moment (ms), each resuming from the latest checkpoint, killed with
+/// SIGKILL at that moment or, on a loaded machine, once its first checkpoint has completed if
+/// later (a Kafka job starts slower than a file job); returns how many runs were killed.
+fn kill_after_checkpoints(job: &str, job_dir: &Path, env: &[(String, String)], moments: &[u64]) -> usize {
+    let checkpointed = || !completed_checkpoints(job_dir).is_empty();
+    let mut killed = 0;
+    for &moment in moments {
+        let resume: &[&str] = if checkpointed() { &["--from-checkpoint", "latest"] } else { &[] };
+        let after = Duration::from_millis(moment);
+        killed += usize::from(run_and_kill(job, resume, env, |elapsed| elapsed >= after && checkpointed()));
+    }
+    killed
 }
 
 const CHECKPOINTS: &str = "[checkpointing]\ninterval = \"100ms\"\nstorage = \"file://chk\"\n";
@@ -99,8 +113,7 @@ fn killed_again_and_again_the_seed_job_leaves_exactly_the_counts_in_postgres() {
     let SeedServers { dir, kafka, input, pg, sinks } = seed_servers(8000);
     let source = kafka_source(&kafka, "stop-at = \"latest\"\nrate = 4000\nparallelism = 2");
     let job = seed_job(dir.path(), &source, &sinks, CHECKPOINTS);
-    let job_dir = dir.path().join("chk/clicks-per-user");
-    let kills = kill_repeatedly(&job, &pg.env(), 3, || !completed_checkpoints(&job_dir).is_empty());
+    let kills = kill_after_checkpoints(&job, &dir.path().join("chk/clicks-per-user"), &pg.env(), &[250, 400, 600]);
     assert!(kills >= 2, "the job was killed {kills} times of 3");
     let resumed = weir_with_env(
         &["run", &job, "--listen", "none", "--from-checkpoint", "latest"],
@@ -219,18 +232,28 @@ fn a_broker_outage_is_ridden_out_and_every_record_is_counted_once() {
     let out = dir.path().join("out");
     let source = kafka_source(&kafka, "stop-at = \"latest\"\nrate = 4000");
     let job = seed_job(dir.path(), &source, &file_sink("counts", &out), CHECKPOINTS);
+    let log = dir.path().join("stderr");
     let mut child = std::process::Command::new(weir_e2e::weir_bin())
         .args(["run", &job, "--listen", "none"])
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     kafka.set_up(false);
     std::thread::sleep(Duration::from_secs(3));
     kafka.set_up(true);
-    let status = child.wait().unwrap();
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("the job did not finish after the outage: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "{stderr}");
     assert!(stderr.contains("kafka 'clicks'"), "the outage was reported: {stderr}");
     assert_eq!(sink_lines(&out), expected_lines(&expected_counts(&input)));
@@ -249,8 +272,7 @@ fn the_sink_loses_no_event_when_killed_and_resumed() {
         kafka.bootstrap()
     );
     let job = write_job(dir.path(), &format!("{}\n{CHECKPOINTS}", job("copy", 1, &[source, sink])));
-    let job_dir = dir.path().join("chk/copy");
-    let kills = kill_repeatedly(&job, &[], 2, || !completed_checkpoints(&job_dir).is_empty());
+    let kills = kill_after_checkpoints(&job, &dir.path().join("chk/copy"), &[], &[300, 500]);
     assert!(kills >= 1, "the job was killed {kills} times of 2");
     let resumed = weir(&["run", &job, "--listen", "none", "--from-checkpoint", "latest"]);
     assert_eq!(resumed.code, 0, "{}", resumed.stderr);

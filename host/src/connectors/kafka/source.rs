@@ -187,6 +187,8 @@ impl KafkaSource {
         let metadata = match self.consumer.fetch_metadata(None, REQUEST_TIMEOUT) {
             Ok(metadata) => metadata,
             Err(e) if first => {
+                // Client errors reach the context when the consumer is polled: the reason waits there.
+                let _ = self.consumer.poll(Duration::ZERO);
                 return Err(format!(
                     "source '{}': cannot read the topics of the kafka brokers at {}: {e}{}",
                     self.uid(),
