@@ -49,7 +49,8 @@ fn killed_again_and_again_a_rocksdb_job_commits_exactly_the_undisturbed_output()
     let job = job_file(dir.path(), 2, ROCKSDB);
     let checkpointed = || !completed_checkpoints(&dir.path().join("chk/clicks-per-user")).is_empty();
     let kills = kill_repeatedly(&job, &[], 4, checkpointed);
-    assert!(kills >= 3, "the job was killed {kills} times of 4");
+    // Later runs have less left to read: one may end before its moment.
+    assert!(kills >= 2, "the job was killed {kills} times of 4");
     let resumed = weir(&["run", &job, "--listen", "none", "--from-checkpoint", "latest"]);
     assert_eq!(resumed.code, 0, "{}", resumed.stderr);
     assert!(resumed.stderr.contains("resuming job 'clicks-per-user' from checkpoint"), "{}", resumed.stderr);
