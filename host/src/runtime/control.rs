@@ -19,6 +19,8 @@ pub(crate) struct Control {
     pub(crate) failure: Mutex<Option<JobFailure>>,
     /// The latest checkpoint the coordinator asked the sources for (0: none yet).
     pub(crate) requested: AtomicU64,
+    /// The last checkpoint id of earlier runs, where `requested` started.
+    pub(crate) before_run: u64,
     /// Align barriers before snapshotting.
     pub(crate) exactly_once: bool,
     /// Periodic checkpoints are on: exhausted sources wait for a final checkpoint.
@@ -95,6 +97,7 @@ impl TaskContext for Control {
         let stop_at = self.stop_at.load(Ordering::SeqCst);
         BarrierRequests {
             requested,
+            before_run: self.before_run,
             stop_at,
             handing_over: self.handing_over.load(Ordering::SeqCst),
             ended: self.final_checkpoint_done.load(Ordering::SeqCst),

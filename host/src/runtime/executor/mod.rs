@@ -33,11 +33,13 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
     let sinks: Vec<SinkVertex> = sinks.into_iter().map(SinkVertex::from).collect();
     let (acks, ack_receiver) = crossbeam_channel::unbounded();
     let (uploads, upload_receiver) = crossbeam_channel::unbounded();
+    let before_run = checkpointing.as_ref().map_or(0, |c| c.first_id.saturating_sub(1));
     let control = Arc::new(Control {
         cancel,
         stop: Arc::new(AtomicBool::new(false)),
         failure: Mutex::new(None),
-        requested: AtomicU64::new(checkpointing.as_ref().map_or(0, |c| c.first_id.saturating_sub(1))),
+        requested: AtomicU64::new(before_run),
+        before_run,
         exactly_once: checkpointing.as_ref().is_none_or(|c| c.exactly_once),
         checkpointing: checkpointing.is_some(),
         acks,

@@ -44,6 +44,9 @@ pub(crate) trait TaskContext: Send + Sync {
 pub(crate) struct BarrierRequests {
     /// The latest barrier sources are to inject (0: none yet).
     pub(crate) requested: u64,
+    /// The last barrier of earlier runs: checkpoint ids continue from them, so every barrier
+    /// after this one is this run's to inject, however late a subtask starts.
+    pub(crate) before_run: u64,
     /// The barrier of a stop-with-savepoint under way (0: none): sources stop after it.
     pub(crate) stop_at: u64,
     /// That stop hands operator state and source positions over to the next run.
@@ -145,15 +148,15 @@ mod tests {
 
     use super::*;
     use crate::runtime::metrics::Counters;
-    use crate::runtime::{Operator, SubtaskInfo};
+    use crate::runtime::{Operator, Position, Source, SubtaskInfo};
 
-    /// Records what subtasks report; asks for nothing.
+    /// Records what subtasks report; asks for the barriers in `.1`.
     #[derive(Default)]
-    struct Recorder(Mutex<Vec<String>>);
+    struct Recorder(Mutex<Vec<String>>, BarrierRequests);
 
     impl TaskContext for Recorder {
         fn barriers(&self) -> BarrierRequests {
-            BarrierRequests::default()
+            self.1
         }
         fn news_seen(&self) -> u64 {
             0
@@ -237,16 +240,20 @@ mod tests {
         Received::Batch(batch)
     }
 
-    #[test]
-    fn an_operator_runs_without_the_executor() {
-        let info = SubtaskInfo {
-            uid: "twice".into(),
+    fn subtask(uid: &str) -> SubtaskInfo {
+        SubtaskInfo {
+            uid: uid.into(),
             index: 0,
             parallelism: 1,
             max_parallelism: 128,
             attempt: 0,
             interrupt: Default::default(),
-        };
+        }
+    }
+
+    #[test]
+    fn an_operator_runs_without_the_executor() {
+        let info = subtask("twice");
         let script = [batch(&["a", "b"]), Received::Barrier(7), batch(&["c"]), Received::Ended];
         let mut input = Scripted(script.into());
         let (mut output, ctx) = (Collected::default(), Recorder::default());
@@ -255,5 +262,32 @@ mod tests {
         assert!(result.is_ok());
         assert_eq!(output.0, "aabb|7cc.");
         assert_eq!(*ctx.0.lock().unwrap(), ["ack 7 by twice"]);
+    }
+
+    /// Sends one value per poll, `n` in all.
+    struct Counting(u32);
+
+    impl Source for Counting {
+        fn poll(&mut self, out: &mut EventBatch, _max: usize) -> Result<bool, String> {
+            out.push_with(None, None, |b| b.extend_from_slice(self.0.to_string().as_bytes()));
+            self.0 -= 1;
+            Ok(self.0 > 0)
+        }
+        fn position(&self) -> Position {
+            Position::default()
+        }
+    }
+
+    /// A source created slowly (a Kafka client may take seconds) injects the barriers requested
+    /// before it started, and only this run's: its alignment downstream would wait for them
+    /// forever (seen under load as a Kafka job that never completed a checkpoint).
+    #[test]
+    fn a_source_started_late_injects_the_barriers_requested_before_it_started() {
+        let asked = BarrierRequests { requested: 9, before_run: 7, ..BarrierRequests::default() };
+        let (mut output, ctx) = (Collected::default(), Recorder(Mutex::default(), asked));
+        let result = run_source(Box::new(Counting(2)), &subtask("late"), &mut output, None, &ctx, &Counters::default());
+        assert!(result.is_ok());
+        assert_eq!(output.0, "|8|921.");
+        assert_eq!(*ctx.0.lock().unwrap(), ["ack 8 by late", "ack 9 by late"]);
     }
 }

@@ -22,8 +22,10 @@ fn position_of(info: &SubtaskInfo, source: &dyn Source) -> SourcePosition {
 struct Barriers<'a> {
     info: &'a SubtaskInfo,
     ctx: &'a dyn TaskContext,
-    /// The last barrier injected. Checkpoint ids continue from earlier runs: only barriers
-    /// requested from now on are new.
+    /// The last barrier injected. Checkpoint ids continue from earlier runs; every barrier
+    /// requested in this run is injected, also one requested while the source was still being
+    /// created (a Kafka source may take seconds): skipping it would leave its alignment
+    /// downstream waiting forever.
     injected: u64,
     /// Positions of the barriers injected since the last completed checkpoint, oldest first.
     uncompleted: VecDeque<(u64, Position)>,
@@ -94,7 +96,7 @@ pub(crate) fn run_source(
     let started = Instant::now();
     let mut sent = 0u64;
     let mut batch = EventBatch::with_capacity(max, max * 64);
-    let mut barriers = Barriers { info, ctx, injected: ctx.barriers().requested, uncompleted: VecDeque::new() };
+    let mut barriers = Barriers { info, ctx, injected: ctx.barriers().before_run, uncompleted: VecDeque::new() };
     while !ctx.cancelled() {
         barriers.inject(output, &*source)?;
         let asked = ctx.barriers();
