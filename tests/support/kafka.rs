@@ -68,14 +68,25 @@ impl Kafka {
         self.proxy.as_ref().expect("a broker started behind a proxy").set_up(up);
     }
 
-    /// Creates `topic` with `partitions` partitions.
+    /// Creates `topic` with `partitions` partitions. Retried for a few seconds: a broker that
+    /// has just opened its port may still close a first connection (seen on a loaded machine).
     pub fn create_topic(&self, topic: &str, partitions: u32) {
-        let out = Command::new(repo().join(".venv/bin/tansu"))
-            .args(["topic", "create", topic, "--partitions", &partitions.to_string()])
-            .args(["--broker", &format!("tcp://{}", self.bootstrap())])
-            .output()
-            .expect("tansu topic create runs");
-        assert!(out.status.success(), "creating topic {topic}: {}", String::from_utf8_lossy(&out.stderr));
+        let started = Instant::now();
+        for attempt in 0.. {
+            let out = Command::new(repo().join(".venv/bin/tansu"))
+                .args(["topic", "create", topic, "--partitions", &partitions.to_string()])
+                .args(["--broker", &format!("tcp://{}", self.bootstrap())])
+                .output()
+                .expect("tansu topic create runs");
+            let error = String::from_utf8_lossy(&out.stderr);
+            // An attempt whose answer was lost may have created it.
+            let retried = attempt > 0 && error.contains("already exists");
+            if out.status.success() || retried {
+                return;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "creating topic {topic}: {error}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Produces each line of `file` to `topic` (of `partitions` partitions), line i to partition
