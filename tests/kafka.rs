@@ -9,8 +9,8 @@ use std::time::Duration;
 use weir_e2e::kafka::Kafka;
 use weir_e2e::postgres::Postgres;
 use weir_e2e::{
-    Running, Server, completed_checkpoints, expected_counts, expected_lines, file_sink, file_source, generated_clicks,
-    job, run_and_kill, sink_lines, wasm_operator, weir, weir_with_env, write_job,
+    Running, Server, blackhole_sink, completed_checkpoints, expected_counts, expected_lines, file_sink, file_source,
+    generated_clicks, job, run_and_kill, sink_lines, wasm_operator, weir, weir_with_env, write_job,
 };
 
 const PARTITIONS: u32 = 3;
@@ -379,6 +379,54 @@ fn credentials_the_brokers_refuse_and_passwords_in_the_job_file_are_refused_nami
         assert!(run.stderr.contains(needle), "wanted {needle:?} in: {}", run.stderr);
         if needle.contains("cannot read the topics") {
             assert!(run.stderr.contains("SASL authentication error"), "the cause is named: {}", run.stderr);
+        }
+    }
+}
+
+/// The watermarks of operator `uid` and of each of its subtasks, from the job's status.
+fn watermarks(running: &Running, uid: &str) -> (Option<i64>, Vec<Option<i64>>) {
+    let status: serde_json::Value = serde_json::from_str(&running.cli(&["status", &running.id, "--json"])).unwrap();
+    let vertices = status["vertices"].as_array().cloned().unwrap_or_default();
+    let Some(vertex) = vertices.iter().find(|v| v["uid"] == uid) else { return (None, Vec::new()) };
+    let subtasks = vertex["subtasks"].as_array().cloned().unwrap_or_default();
+    (vertex["watermark"].as_i64(), subtasks.iter().map(|s| s["watermark"].as_i64()).collect())
+}
+
+#[test]
+fn an_idle_partition_holds_the_watermark_back_only_until_its_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = Kafka::start();
+    // Every record in partition 0 of 2, record timestamps from their `ts` (1,000 to 2,999 ms):
+    // the source subtask reading partition 1 gets nothing.
+    let input = dir.path().join("clicks.jsonl");
+    let lines: Vec<String> =
+        (0..2000).map(|i| format!("{{\"user\":\"u{}\",\"logged_in\":true,\"ts\":{}}}", i % 40, 1000 + i)).collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    kafka.create_topic("clicks", 2);
+    kafka.produce_lines("clicks", 1, &input);
+    let expected = 2999 - 500 - 1;
+    for (idle_timeout, holds_back) in [("", true), (", idle-timeout = \"300ms\"", false)] {
+        let watermarks_setting = format!("watermarks = {{ out-of-orderness = \"500ms\"{idle_timeout} }}");
+        let source = kafka_source(&kafka, &format!("parallelism = 2\n{watermarks_setting}"));
+        let job = seed_job(dir.path(), &source, &blackhole_sink("counts"), "");
+        let running = Running::start(&job, &[]);
+        let started = std::time::Instant::now();
+        let (mut counted, mut sources) = (None, Vec::new());
+        while started.elapsed() < Duration::from_secs(20) {
+            (counted, _) = watermarks(&running, "count-per-user");
+            (_, sources) = watermarks(&running, "clicks");
+            if counted == Some(expected) || (holds_back && sources.contains(&Some(expected))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if holds_back {
+            // Read to its end, and still nothing downstream: partition 1 never had a watermark.
+            assert!(sources.contains(&Some(expected)), "{sources:?}");
+            std::thread::sleep(Duration::from_secs(1));
+            assert_eq!(watermarks(&running, "count-per-user").0, None);
+        } else {
+            assert_eq!(counted, Some(expected), "the idle subtask held the watermark back; sources: {sources:?}");
         }
     }
 }

@@ -1,6 +1,8 @@
 """The tests' Kafka client (confluent-kafka, installed into .venv by `cargo xtask build`).
 
-  produce BOOTSTRAP TOPIC PARTITIONS FILE   each line of FILE a record (key: its JSON "user"),
+  produce BOOTSTRAP TOPIC PARTITIONS FILE   each line of FILE a record (key: its JSON "user",
+                                            timestamp: its JSON "ts" in milliseconds if above
+                                            0, which librdkafka takes for "now"),
                                             line i to partition i mod PARTITIONS
   timed BOOTSTRAP TOPIC RATE SECONDS        RATE records a second for SECONDS, each value
                                             {"user": …, "sent_ms": the time it was produced}
@@ -28,12 +30,15 @@ def produce(bootstrap, topic, partitions, path):
         for i, line in enumerate(lines):
             value = line.rstrip(b"\n")
             try:
-                key = json.loads(value).get("user", "").encode()
+                fields = json.loads(value)
+                key = fields.get("user", "").encode()
+                ts = fields.get("ts")
             except (ValueError, AttributeError):
-                key = None
+                key, ts = None, None
+            timestamp = {"timestamp": ts} if isinstance(ts, int) and ts > 0 else {}
             while True:
                 try:
-                    producer.produce(topic, key=key, value=value, partition=i % partitions)
+                    producer.produce(topic, key=key, value=value, partition=i % partitions, **timestamp)
                     break
                 except BufferError:
                     producer.poll(0.05)

@@ -214,6 +214,7 @@ impl Client {
             );
         }
         print_connector_status(&job);
+        print_event_time(&job);
         Ok(())
     }
 
@@ -436,6 +437,31 @@ fn time(ms: &Value) -> String {
 
 /// What sources report of themselves beside their counts: a Kafka source's offset and lag per
 /// partition, and its client's latest error.
+/// Each vertex's watermark (the lowest of its subtasks', and each subtask's) and late events, for
+/// the vertices that have either.
+fn print_event_time(job: &Value) {
+    let watermark = |w: &Value| match w.as_i64() {
+        Some(i64::MAX) => "end of time".to_string(),
+        Some(ms) => format!("{ms} ms"),
+        None => "none yet".to_string(),
+    };
+    for v in job["vertices"].as_array().into_iter().flatten() {
+        let late = v["late-events"].as_u64().unwrap_or(0);
+        if v["watermark"].is_null() && late == 0 {
+            continue;
+        }
+        let subtasks: Vec<String> =
+            v["subtasks"].as_array().into_iter().flatten().map(|s| watermark(&s["watermark"])).collect();
+        println!(
+            "{} '{}': watermark {} (subtasks: {}), {late} late events",
+            str(&v["kind"]),
+            str(&v["uid"]),
+            watermark(&v["watermark"]),
+            subtasks.join(", ")
+        );
+    }
+}
+
 fn print_connector_status(job: &Value) {
     for v in job["vertices"].as_array().into_iter().flatten() {
         for (i, s) in v["subtasks"].as_array().into_iter().flatten().enumerate() {

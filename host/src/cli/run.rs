@@ -223,8 +223,9 @@ fn print_summary(info: &JobInfo, checkpoints: &CheckpointStats, loaded: Duration
             Some(uid) => format!("runs in '{uid}'"),
             None => format!("cpu {:.3} s", v.cpu_seconds),
         };
+        let late = if v.late_events > 0 { format!(", {} late", v.late_events) } else { String::new() };
         eprintln!(
-            "  {:<8} {:<24} parallelism {:<3} events in {:<10} out {:<10} {cpu}",
+            "  {:<8} {:<24} parallelism {:<3} events in {:<10} out {:<10} {cpu}{late}",
             v.kind, v.uid, v.parallelism, v.events_in, v.events_out
         );
     }

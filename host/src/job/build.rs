@@ -198,7 +198,8 @@ impl Builder<'_> {
         if !factory.rescalable() {
             self.check_positions(&s.uid, parallelism)?;
         }
-        Ok(Vertex { uid: Arc::from(s.uid.as_str()), parallelism, input: Partitioning::Forward, factory })
+        let watermarks = super::event_time::watermarks(&format!("source '{}'", s.uid), s.watermarks.as_ref(), true)?;
+        Ok(Vertex { uid: Arc::from(s.uid.as_str()), parallelism, input: Partitioning::Forward, factory, watermarks })
     }
 
     fn operator(&mut self, op: &OperatorSpec) -> Result<Vertex<dyn OperatorFactory>, JobError> {
@@ -254,7 +255,9 @@ impl Builder<'_> {
             _ => return Err(invalid(format!("operator '{}': neither a module nor a builtin", op.uid))),
         };
         let input = if keyed { Partitioning::Hash } else { Partitioning::Forward };
-        Ok(Vertex { uid: Arc::from(op.uid.as_str()), parallelism, input, factory })
+        let owner = format!("operator '{}'", op.uid);
+        let watermarks = super::event_time::watermarks(&owner, op.watermarks.as_ref(), false).map_err(invalid)?;
+        Ok(Vertex { uid: Arc::from(op.uid.as_str()), parallelism, input, factory, watermarks })
     }
 
     /// A savepoint's state for operator `uid` must be readable by the code the operator runs now:
@@ -304,7 +307,13 @@ impl Builder<'_> {
 
     fn sink(&self, s: &SinkSpec, parallelism: u32) -> Result<Vertex<dyn SinkFactory>, String> {
         let factory = connectors::sink(s, &self.base, self.two_phase_sinks, self.restore.as_deref(), self.job_id)?;
-        Ok(Vertex { uid: Arc::from(s.uid.as_str()), parallelism, input: Partitioning::Forward, factory })
+        Ok(Vertex {
+            uid: Arc::from(s.uid.as_str()),
+            parallelism,
+            input: Partitioning::Forward,
+            factory,
+            watermarks: None,
+        })
     }
 }
 

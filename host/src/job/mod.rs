@@ -6,6 +6,7 @@ mod build;
 mod checks;
 mod claims;
 mod connectors;
+mod event_time;
 mod modules;
 mod placement;
 mod plan;

@@ -239,6 +239,20 @@ pub struct SourceSpec {
     pub properties: Option<std::collections::BTreeMap<String, toml::Value>>,
     /// Kafka: the environment variable holding the SASL password (`sasl.password`).
     pub password_env: Option<String>,
+    /// File: the JSON field of each line holding its event time, in milliseconds.
+    pub timestamp_field: Option<String>,
+    /// Watermarks generated from the timestamps of the events it reads.
+    pub watermarks: Option<WatermarksSpec>,
+}
+
+/// `watermarks = { out-of-orderness = "5s", idle-timeout = "1m" }` on a source or an operator.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WatermarksSpec {
+    /// How far behind the latest timestamp an event may come without being late (default "0s").
+    pub out_of_orderness: Option<String>,
+    /// Sources: how long without an event before a subtask stops holding the watermark back.
+    pub idle_timeout: Option<String>,
 }
 
 /// How an operator's input is partitioned.
@@ -275,6 +289,8 @@ pub struct OperatorSpec {
     pub memory_limit: Option<String>,
     /// Most keyed state each subtask keeps in host memory, e.g. "4GiB" (default 1GiB).
     pub state_limit: Option<String>,
+    /// Watermarks generated from the timestamps of the events it emits, instead of its inputs'.
+    pub watermarks: Option<WatermarksSpec>,
 }
 
 /// Sink types.

@@ -9,6 +9,7 @@ use super::CHANNEL_CAPACITY;
 use super::alignment::BarrierAligner;
 use super::batch::EventBatch;
 use super::runner::{Input, Output, Received, StreamError};
+use super::watermarks::{EventTime, WatermarkValve};
 use crate::key_group::{key_group, subtask_for_key_group};
 
 /// What flows through a channel.
@@ -16,6 +17,8 @@ pub(crate) enum Message {
     Batch(EventBatch),
     /// Checkpoint barrier n: everything before it belongs to checkpoint n, everything after to n+1.
     Barrier(u64),
+    /// The sender's event time advanced, or it went idle.
+    Time(EventTime),
     /// The sender has no more events.
     End,
 }
@@ -33,10 +36,12 @@ pub(crate) fn capacity(fan_in: usize) -> usize {
 }
 
 /// The input channels of one subtask; those that have sent `End` are dropped. Barriers are
-/// aligned by its [`BarrierAligner`].
+/// aligned by its [`BarrierAligner`], watermarks combined by its [`WatermarkValve`] (an input
+/// blocked by alignment is not read, so its watermarks stay behind its barrier).
 pub(crate) struct Inputs {
     live: Vec<Receiver<Message>>,
     aligner: BarrierAligner,
+    valve: WatermarkValve,
     /// Indices of the inputs to select from, rebuilt per call (kept to reuse its allocation).
     readable: Vec<usize>,
 }
@@ -44,13 +49,18 @@ pub(crate) struct Inputs {
 impl Inputs {
     pub(crate) fn new(receivers: Vec<Receiver<Message>>, exactly_once: bool) -> Self {
         let aligner = BarrierAligner::new(receivers.len(), exactly_once);
-        Inputs { live: receivers, aligner, readable: Vec::new() }
+        let valve = WatermarkValve::new(receivers.len());
+        Inputs { live: receivers, aligner, valve, readable: Vec::new() }
     }
 
     /// The next batch or aligned barrier from any input, waiting for one when `block` is set;
     /// `None` when nothing is ready and `block` is not.
     fn next(&mut self, block: bool) -> Result<Option<Received>, StreamError> {
         loop {
+            // What the last message made the valve pass on comes before what later ones align.
+            if let Some(time) = self.valve.output() {
+                return Ok(Some(Received::Time(time)));
+            }
             if let Some(id) = self.aligner.aligned() {
                 return Ok(Some(Received::Barrier(id)));
             }
@@ -88,11 +98,17 @@ impl Inputs {
                 }
             };
             match message {
-                Message::Batch(batch) => return Ok(Some(Received::Batch(batch))),
+                Message::Batch(batch) => {
+                    self.valve.active(i);
+                    return Ok(Some(Received::Batch(batch)));
+                }
                 Message::Barrier(id) => self.aligner.arrived(i, id),
+                Message::Time(EventTime::Watermark(watermark)) => self.valve.watermark(i, watermark),
+                Message::Time(EventTime::Idle) => self.valve.idle(i),
                 Message::End => {
                     self.live.swap_remove(i);
                     self.aligner.ended(i);
+                    self.valve.ended(i);
                 }
             }
         }
@@ -229,6 +245,10 @@ impl Output for Downstream {
 
     fn barrier(&mut self, id: u64) -> Result<(), StreamError> {
         self.routes.iter_mut().try_for_each(|r| r.broadcast(|| Message::Barrier(id)))
+    }
+
+    fn time(&mut self, time: EventTime) -> Result<(), StreamError> {
+        self.routes.iter_mut().try_for_each(|r| r.broadcast(|| Message::Time(time)))
     }
 
     fn end(&mut self) -> Result<(), StreamError> {

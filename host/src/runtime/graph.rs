@@ -26,6 +26,8 @@ pub struct Vertex<F: ?Sized> {
     pub input: Partitioning,
     /// Creates the subtasks.
     pub factory: Box<F>,
+    /// Sources and operators: generate watermarks from the timestamps of what they send.
+    pub watermarks: Option<super::WatermarkSpec>,
 }
 
 /// A job: sources feed the first operator, each operator feeds the next, the last feeds every

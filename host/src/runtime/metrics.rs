@@ -1,11 +1,13 @@
 //! What a running job counts, readable from any thread while it runs and after it ends: events
-//! in and out per subtask, CPU time, checkpoint statistics, and when operators processed batches.
-use std::sync::atomic::{AtomicU64, Ordering};
+//! in and out per subtask, CPU time, checkpoint statistics, when operators processed batches, and
+//! event time (watermarks, late events).
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::checkpoint_stats::CheckpointStats;
 use super::task::VertexKind;
+use super::watermarks::NO_WATERMARK;
 
 /// Events counted for one subtask.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -19,6 +21,13 @@ pub struct SubtaskSummary {
     /// partition, and the client's latest error).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<serde_json::Value>,
+    /// Event time: a source's generated watermark, an operator's input watermark (milliseconds;
+    /// absent until it has one; `9223372036854775807` once its inputs have ended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<i64>,
+    /// Operators: events that came at or before their watermark.
+    #[serde(default)]
+    pub late_events: u64,
 }
 
 /// Events counted for one vertex over all its subtasks.
@@ -35,6 +44,12 @@ pub struct VertexSummary {
     pub events_in: u64,
     /// Events sent downstream (sinks: events written).
     pub events_out: u64,
+    /// The lowest watermark of its subtasks (absent until each has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<i64>,
+    /// Late events over all its subtasks.
+    #[serde(default)]
+    pub late_events: u64,
     /// Per subtask, in subtask order.
     pub subtasks: Vec<SubtaskSummary>,
     /// CPU seconds its finished subtask threads used, over all subtasks.
@@ -114,6 +129,8 @@ impl JobMetrics {
                         events_in: load(&c.events_in),
                         events_out: load(&c.events_out),
                         status: c.status.lock().ok().and_then(|s| s.clone()),
+                        watermark: c.watermark.get(),
+                        late_events: load(&c.late_events),
                     })
                     .collect();
                 VertexSummary {
@@ -122,6 +139,9 @@ impl JobMetrics {
                     parallelism: v.parallelism,
                     events_in: subtasks.iter().map(|c| c.events_in).sum(),
                     events_out: subtasks.iter().map(|c| c.events_out).sum(),
+                    // Flink's "low watermark": none until every subtask has one.
+                    watermark: subtasks.iter().map(|c| c.watermark).min().flatten(),
+                    late_events: subtasks.iter().map(|c| c.late_events).sum(),
                     subtasks,
                     cpu_seconds: v.subtasks.iter().map(|c| load(&c.cpu_ns)).sum::<u64>() as f64 / 1e9,
                     chained_into: v.chained_into.as_ref().map(|uid| uid.to_string()),
@@ -147,6 +167,30 @@ pub(crate) struct Counters {
     pub(crate) last_batch_ns: AtomicU64,
     /// Sources: what the source last reported of itself ([`crate::runtime::Source::status`]).
     pub(crate) status: Mutex<Option<serde_json::Value>>,
+    /// Sources: the watermark they generated; operators: their input watermark.
+    pub(crate) watermark: WatermarkGauge,
+    /// Operators: events that came at or before their watermark.
+    pub(crate) late_events: AtomicU64,
+}
+
+/// A subtask's current watermark, [`NO_WATERMARK`] until it has one.
+pub(crate) struct WatermarkGauge(AtomicI64);
+
+impl Default for WatermarkGauge {
+    fn default() -> Self {
+        WatermarkGauge(AtomicI64::new(NO_WATERMARK))
+    }
+}
+
+impl WatermarkGauge {
+    pub(crate) fn set(&self, watermark: i64) {
+        self.0.store(watermark, Ordering::Relaxed);
+    }
+
+    /// The watermark, if there is one yet.
+    fn get(&self) -> Option<i64> {
+        Some(self.0.load(Ordering::Relaxed)).filter(|&w| w != NO_WATERMARK)
+    }
 }
 
 /// Nanoseconds on a monotonic clock shared by every job of the process (never 0).

@@ -4,7 +4,8 @@
 //! By role: `graph.rs` (the graph, and the handles that connect a run to its job), `task.rs`
 //! (what runs in a subtask: the source, operator and sink traits and their factories),
 //! `snapshot.rs` (what barriers carry), `handover.rs` (what an upgrade's stop leaves the next
-//! run), `metrics.rs` and `checkpoint_stats.rs` (what a run counts), `runner/` (the per-subtask
+//! run), `metrics.rs` and `checkpoint_stats.rs` (what a run counts), `watermarks.rs` (event time: generating watermarks
+//! and combining them over a subtask's inputs), `runner/` (the per-subtask
 //! loops, behind the `TaskContext`, `Input` and `Output` traits), `coordinator/` (triggering,
 //! completing and committing checkpoints), `control.rs` (what one run's threads share: the
 //! runner's context), `channel.rs` and `alignment.rs` (weir's streams between subtasks), and
@@ -26,6 +27,7 @@ mod runner;
 mod snapshot;
 mod task;
 mod wakeup;
+pub mod watermarks;
 
 pub use batch::{Event, EventBatch};
 pub use executor::{MAX_CHANNELS, MAX_SUBTASKS, check_size, execute, panic_message};
@@ -41,6 +43,7 @@ pub use task::{
     SubtaskInfo, TaskError, VertexKind,
 };
 pub use wakeup::Wakeup;
+pub use watermarks::WatermarkSpec;
 
 /// Events per batch that sources and routers aim for: large enough to amortise a Wasm call and a
 /// channel hand-off, small enough to keep latency and memory low.

@@ -22,6 +22,8 @@ pub(super) fn source(
     default_parallelism: u32,
 ) -> Result<(Box<dyn SourceFactory>, u32), String> {
     kafka::refuse_kafka_settings(s)?;
+    let file_only = [("timestamp-field", s.timestamp_field.is_some())];
+    only_for("source", &s.uid, "file sources", s.kind == SourceType::File, &file_only)?;
     Ok(match s.kind {
         SourceType::File => {
             let path =
@@ -56,7 +58,7 @@ pub(super) fn source(
                 }
                 Err(e) => return Err(format!("source '{}': cannot read {}: {e}", s.uid, path.display())),
             }
-            (Box::new(FileSourceFactory::new(path, s.rate)), 1)
+            (Box::new(FileSourceFactory::new(path, s.rate, s.timestamp_field.clone())), 1)
         }
         SourceType::Generator => {
             if s.path.is_some() {

@@ -16,7 +16,7 @@ use crate::runtime::channel::{Downstream, Inputs, Message, Route};
 use crate::runtime::control::{Ack, Control};
 use crate::runtime::coordinator::{Coordinator, upload};
 use crate::runtime::metrics::{Counters, JobMetrics, VertexCounters, thread_cpu_time};
-use crate::runtime::runner::{SinkDriver, Stop, run_operator, run_sink, run_source};
+use crate::runtime::runner::{SinkDriver, SourceSettings, Stop, run_operator, run_sink, run_source};
 use crate::runtime::{Interrupt, JobFailure, JobGraph, Position, RunHandles, SubtaskInfo, TaskError, VertexKind};
 pub use wiring::{MAX_CHANNELS, MAX_SUBTASKS, check_size};
 use wiring::{Shape, SinkVertex, stages, wire};
@@ -106,6 +106,7 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
     for (vertex, vertex_routes) in sources.into_iter().zip(source_routes) {
         let factory: Arc<dyn crate::runtime::SourceFactory> = Arc::from(vertex.factory);
         let rate = factory.rate().map(|r| r / f64::from(vertex.parallelism));
+        let watermarks = vertex.watermarks;
         let recorded: Vec<_> = positions.iter().filter(|p| *p.uid == *vertex.uid).collect();
         // A rescalable source resumes every subtask from all positions merged (each takes its
         // own part), so that it may run at another parallelism than they were recorded at.
@@ -126,7 +127,7 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
                 move |info, _inputs, mut output, control, counters| {
                     let resume = resume[info.index as usize].clone()?;
                     let source = factory.create(info, resume.as_ref())?;
-                    run_source(source, info, &mut output, rate, control, counters)
+                    run_source(source, info, &mut output, SourceSettings { rate, watermarks }, control, counters)
                 }
             },
         );
@@ -159,7 +160,7 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
         let vertex_routes = routes.next().and_then(|mut v| v.pop()).unwrap_or_default();
         let factory: Arc<dyn crate::runtime::OperatorFactory> = Arc::from(vertex.factory);
         let chained = if Some(i) == last_operator { chained_sinks.clone() } else { Arc::default() };
-        let metrics = metrics.clone();
+        let (metrics, watermarks) = (metrics.clone(), vertex.watermarks);
         runner.vertex(
             VertexKind::Operator,
             &vertex.uid,
@@ -176,7 +177,7 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
                             SinkDriver::open(&**factory, info, counters, metrics.clone(), control)
                         })
                         .collect::<Result<Vec<_>, Stop>>()?;
-                    run_operator(operator, info, &mut inputs, &mut output, sinks, control, counters)
+                    run_operator(operator, info, &mut inputs, &mut output, sinks, watermarks, control, counters)
                 }
             },
         );

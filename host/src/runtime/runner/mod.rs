@@ -14,12 +14,13 @@ use std::time::Duration;
 
 pub(crate) use operator::run_operator;
 pub(crate) use sink::{SinkDriver, run_sink};
-pub(crate) use source::run_source;
+pub(crate) use source::{SourceSettings, run_source};
 
 use super::batch::EventBatch;
 use super::handover::Handover;
 use super::snapshot::{StateSnapshot, TaskAck};
 use super::task::TaskError;
+use super::watermarks::EventTime;
 
 /// What a subtask knows of its run, and where it reports.
 pub(crate) trait TaskContext: Send + Sync {
@@ -86,6 +87,8 @@ pub(crate) enum Received {
     Batch(EventBatch),
     /// Barrier n has arrived on every live input (aligned).
     Barrier(u64),
+    /// The subtask's watermark over its inputs advanced, or every input is idle.
+    Time(EventTime),
     /// Every input has ended.
     Ended,
 }
@@ -98,6 +101,8 @@ pub(crate) trait Output {
     fn flush(&mut self) -> Result<(), StreamError>;
     /// Flushes, then sends barrier `id` on.
     fn barrier(&mut self, id: u64) -> Result<(), StreamError>;
+    /// Flushes, then sends event time's progress on.
+    fn time(&mut self, time: EventTime) -> Result<(), StreamError>;
     /// Flushes, then tells downstream that no more events come.
     fn end(&mut self) -> Result<(), StreamError>;
     /// True when nothing is downstream (the last operator, whose sinks are chained into it).
@@ -209,6 +214,13 @@ mod tests {
             self.0.push_str(&format!("|{id}"));
             Ok(())
         }
+        fn time(&mut self, time: EventTime) -> Result<(), StreamError> {
+            match time {
+                EventTime::Watermark(w) => self.0.push_str(&format!("@{w}")),
+                EventTime::Idle => self.0.push_str("@idle"),
+            }
+            Ok(())
+        }
         fn end(&mut self) -> Result<(), StreamError> {
             self.0.push('.');
             Ok(())
@@ -258,7 +270,7 @@ mod tests {
         let mut input = Scripted(script.into());
         let (mut output, ctx) = (Collected::default(), Recorder::default());
         let result =
-            run_operator(Box::new(Twice), &info, &mut input, &mut output, Vec::new(), &ctx, &Counters::default());
+            run_operator(Box::new(Twice), &info, &mut input, &mut output, Vec::new(), None, &ctx, &Counters::default());
         assert!(result.is_ok());
         assert_eq!(output.0, "aabb|7cc.");
         assert_eq!(*ctx.0.lock().unwrap(), ["ack 7 by twice"]);
@@ -285,9 +297,11 @@ mod tests {
     fn a_source_started_late_injects_the_barriers_requested_before_it_started() {
         let asked = BarrierRequests { requested: 9, before_run: 7, ..BarrierRequests::default() };
         let (mut output, ctx) = (Collected::default(), Recorder(Mutex::default(), asked));
-        let result = run_source(Box::new(Counting(2)), &subtask("late"), &mut output, None, &ctx, &Counters::default());
+        let settings = SourceSettings::default();
+        let result =
+            run_source(Box::new(Counting(2)), &subtask("late"), &mut output, settings, &ctx, &Counters::default());
         assert!(result.is_ok());
-        assert_eq!(output.0, "|8|921.");
+        assert_eq!(output.0, format!("|8|921@{}.", i64::MAX), "an exhausted source sends the end of time");
         assert_eq!(*ctx.0.lock().unwrap(), ["ack 8 by late", "ack 9 by late"]);
     }
 }

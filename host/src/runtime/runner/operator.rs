@@ -1,24 +1,69 @@
 //! An operator subtask's loop: process each batch, hand what it emits to its chained sinks or
-//! downstream, take its part of each aligned barrier, and at the end of a handover leave its
-//! state for the next run.
+//! downstream, pass event time on, take its part of each aligned barrier, and at the end of a
+//! handover leave its state for the next run.
 use std::sync::atomic::Ordering;
 
-use super::{Input, Output, Received, SinkDriver, Stop, TaskContext, checkpoint};
+use super::{Input, Output, Received, SinkDriver, Stop, StreamError, TaskContext, checkpoint};
 use crate::runtime::metrics::{Counters, clock_ns};
-use crate::runtime::{EventBatch, Operator, SubtaskInfo};
+use crate::runtime::watermarks::{END_OF_TIME, EventTime, NO_WATERMARK, WatermarkGenerator};
+use crate::runtime::{EventBatch, Operator, SubtaskInfo, WatermarkSpec};
 
-/// Runs operator subtask `info` until every input has ended or the run stops.
+/// The watermarks an operator subtask sends: those of its inputs, or, when the job file asks it
+/// to generate its own, those of the events it emits (Flink's timestamp assigner after an
+/// operator: its input watermarks are dropped, except the end of time; idleness passes).
+enum OutputTime {
+    Forwarded,
+    Generated(WatermarkGenerator),
+}
+
+impl OutputTime {
+    /// What to send on after the subtask's input watermark or status changed.
+    fn input(&self, time: EventTime) -> Option<EventTime> {
+        match self {
+            OutputTime::Forwarded => Some(time),
+            OutputTime::Generated(_) => {
+                matches!(time, EventTime::Idle | EventTime::Watermark(END_OF_TIME)).then_some(time)
+            }
+        }
+    }
+
+    /// Sends `out` on, then the watermark its timestamps make, if one is generated and advanced.
+    fn send(&mut self, out: EventBatch, output: &mut dyn Output) -> Result<(), StreamError> {
+        let watermark = match self {
+            OutputTime::Generated(generator) => generator.observe(&out),
+            OutputTime::Forwarded => None,
+        };
+        output.send(out)?;
+        watermark.map_or(Ok(()), |w| output.time(EventTime::Watermark(w)))
+    }
+}
+
+/// Events of `batch` at or before `watermark`: late.
+fn late_events(batch: &EventBatch, watermark: i64) -> u64 {
+    if watermark == NO_WATERMARK {
+        return 0;
+    }
+    batch.iter().filter(|e| e.timestamp.is_some_and(|t| t <= watermark)).count() as u64
+}
+
+/// Runs operator subtask `info` until every input has ended or the run stops. With `watermarks`,
+/// it generates its own from what it emits.
+#[allow(clippy::too_many_arguments)] // each is one of the subtask's own; bundling them hides nothing
 pub(crate) fn run_operator(
     mut operator: Box<dyn Operator>,
     info: &SubtaskInfo,
     inputs: &mut dyn Input,
     output: &mut dyn Output,
     mut sinks: Vec<SinkDriver>,
+    watermarks: Option<WatermarkSpec>,
     ctx: &dyn TaskContext,
     counters: &Counters,
 ) -> Result<(), Stop> {
     let mut out = EventBatch::default();
     let mut block = false;
+    let mut watermark = NO_WATERMARK;
+    let mut output_time =
+        watermarks.map_or(OutputTime::Forwarded, |spec| OutputTime::Generated(WatermarkGenerator::new(spec)));
     loop {
         let received = if block { Some(inputs.recv()?) } else { inputs.try_recv()? };
         let Some(received) = received else {
@@ -31,6 +76,7 @@ pub(crate) fn run_operator(
             Received::Batch(batch) => {
                 block = false;
                 counters.events_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                counters.late_events.fetch_add(late_events(&batch, watermark), Ordering::Relaxed);
                 operator.process(&batch, &mut out)?;
                 let now = clock_ns();
                 let _ = counters.first_batch_ns.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
@@ -42,7 +88,16 @@ pub(crate) fn run_operator(
                 if output.is_empty() {
                     out.clear();
                 } else {
-                    output.send(std::mem::take(&mut out))?;
+                    output_time.send(std::mem::take(&mut out), output)?;
+                }
+            }
+            Received::Time(time) => {
+                if let EventTime::Watermark(w) = time {
+                    watermark = w;
+                    counters.watermark.set(w);
+                }
+                if let Some(time) = output_time.input(time) {
+                    output.time(time)?;
                 }
             }
             Received::Barrier(id) => {

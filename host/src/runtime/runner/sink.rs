@@ -67,6 +67,8 @@ pub(crate) fn run_sink(mut sink: SinkDriver, inputs: &mut dyn Input, ctx: &dyn T
         match inputs.recv()? {
             Received::Batch(batch) => sink.write(&batch, ctx)?,
             Received::Barrier(id) => sink.pre_commit(id, inputs.alignment(), ctx)?,
+            // A sink has no timers: event time ends here.
+            Received::Time(_) => {}
             Received::Ended => return sink.finish(ctx),
         }
     }

@@ -1,5 +1,5 @@
-//! A source subtask's loop: poll, send, and inject the barriers the coordinator asks for between
-//! two polls, each at the position the source has reached.
+//! A source subtask's loop: poll, send, generate watermarks, and inject the barriers the
+//! coordinator asks for between two polls, each at the position the source has reached.
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use super::{Output, Report, Stop, TaskContext};
 use crate::runtime::metrics::Counters;
 use crate::runtime::snapshot::TaskAck;
-use crate::runtime::{BATCH_SIZE, EventBatch, Position, Source, SourcePosition, SubtaskInfo};
+use crate::runtime::watermarks::{END_OF_TIME, EventTime, WatermarkGenerator};
+use crate::runtime::{BATCH_SIZE, EventBatch, Position, Source, SourcePosition, SubtaskInfo, WatermarkSpec};
 
 /// Barrier positions a source keeps for [`Source::checkpoint_completed`] while checkpoints fail.
 const MAX_UNCOMPLETED: usize = 64;
@@ -81,17 +82,28 @@ impl Barriers<'_> {
     }
 }
 
+/// How a source subtask sends: at most `rate` events per second, and with the watermarks the job
+/// file asks for.
+#[derive(Default)]
+pub(crate) struct SourceSettings {
+    pub(crate) rate: Option<f64>,
+    pub(crate) watermarks: Option<WatermarkSpec>,
+}
+
 /// Runs source subtask `info` until it is exhausted (and, with checkpoints, a final one has
 /// completed), it stops at a stop-with-savepoint's barrier, or the run ends. A rate-limited
-/// source sends small batches (about 50 per second) on a schedule.
+/// source sends small batches (about 50 per second) on a schedule. An exhausted source sends the
+/// end of time as its watermark, so that every event-time timer downstream fires before the end.
 pub(crate) fn run_source(
     mut source: Box<dyn Source>,
     info: &SubtaskInfo,
     output: &mut dyn Output,
-    rate: Option<f64>,
+    settings: SourceSettings,
     ctx: &dyn TaskContext,
     counters: &Counters,
 ) -> Result<(), Stop> {
+    let SourceSettings { rate, watermarks } = settings;
+    let mut generator = watermarks.map(WatermarkGenerator::new);
     let max = rate.map_or(BATCH_SIZE, |r| ((r / 50.0) as usize).clamp(1, BATCH_SIZE));
     let started = Instant::now();
     let mut sent = 0u64;
@@ -99,6 +111,9 @@ pub(crate) fn run_source(
     let mut barriers = Barriers { info, ctx, injected: ctx.barriers().before_run, uncompleted: VecDeque::new() };
     while !ctx.cancelled() {
         barriers.inject(output, &*source)?;
+        if generator.as_mut().is_some_and(|g| g.became_idle(Instant::now())) {
+            output.time(EventTime::Idle)?;
+        }
         let asked = ctx.barriers();
         if asked.stop_at != 0 && barriers.injected >= asked.stop_at {
             // Stop with savepoint: nothing after its barrier. For an upgrade, the next run goes
@@ -131,8 +146,15 @@ pub(crate) fn run_source(
         }
         sent += batch.len() as u64;
         counters.events_out.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let watermark = generator.as_mut().and_then(|g| g.observe(&batch));
         output.send(std::mem::take(&mut batch))?;
+        if let Some(watermark) = watermark {
+            counters.watermark.set(watermark);
+            output.time(EventTime::Watermark(watermark))?;
+        }
         if !more {
+            counters.watermark.set(END_OF_TIME);
+            output.time(EventTime::Watermark(END_OF_TIME))?;
             if asked.checkpointing {
                 // Exhausted, it still takes part in checkpoints until one taken after every
                 // source finished has completed: that one commits the sinks' last output.
