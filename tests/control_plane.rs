@@ -118,7 +118,7 @@ fn bad_requests_get_their_status_and_message_and_the_server_keeps_serving() {
         "core WebAssembly module, not a component",
     );
     expect(upload(&server, &operator("test/other_world")), 400, "is not a weir operator");
-    expect(upload(&server, &operator("test/future_contract")), 400, "built against weir:operator@0.3.0");
+    expect(upload(&server, &operator("test/future_contract")), 400, "built against weir:operator@0.9.0");
     let count = std::fs::read(operator("count")).unwrap();
     expect(server.http("POST", "/v1/modules", &count[..30_000], None), 400, "not a valid WebAssembly component");
     expect(server.http("POST", "/v1/modules", &vec![0u8; 100 << 10], None), 413, "larger than this server accepts");

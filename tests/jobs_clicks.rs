@@ -82,6 +82,19 @@ fn python_count_writes_the_same_bytes_as_rust_count() {
     assert_eq!(run_clicks(&input, "count_py", 2, dir.path()), rust);
 }
 
+/// A module built against `weir:operator@0.2.0` (today's `count` as it was built then, kept in
+/// `tests/fixtures/`) runs unchanged on this host and writes what the 0.3.0 build writes.
+#[test]
+fn a_module_built_against_contract_0_2_0_runs_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("clicks.jsonl");
+    generate_clicks(&input, 5_000, 101);
+    for parallelism in [1, 2] {
+        let current = run_clicks(&input, "count", parallelism, dir.path());
+        assert_eq!(run_clicks(&input, "test/count-0.2.0", parallelism, dir.path()), current);
+    }
+}
+
 /// The shipped job, as a newcomer runs it: its output adds files beside those of earlier runs
 /// (the demo's, say), which stay as they were.
 #[test]

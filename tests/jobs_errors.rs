@@ -88,7 +88,10 @@ fn another_contract_version_names_both_versions() {
     let future = operator("test/future_contract");
     assert_fails(
         &clicks_with_count_module(&future),
-        &["future_contract.wasm was built against weir:operator@0.3.0", "this weir supports weir:operator@0.2.0"],
+        &[
+            "future_contract.wasm was built against weir:operator@0.9.0",
+            "this weir supports weir:operator@0.3.0 and @0.2.0",
+        ],
     );
 }
 

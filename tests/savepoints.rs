@@ -257,7 +257,7 @@ fn inspect_shows_the_state_and_dispose_deletes_it() {
     assert!(unknown.stderr.contains("the savepoint has no operator 'nope'"), "{}", unknown.stderr);
 
     let metadata = read_metadata(&stopped.join("_metadata"));
-    assert_eq!((metadata["format"].as_str(), metadata["format-version"].as_u64()), (Some("weir-savepoint"), Some(2)));
+    assert_eq!((metadata["format"].as_str(), metadata["format-version"].as_u64()), (Some("weir-savepoint"), Some(3)));
     let ops: Vec<&str> = metadata["operators"].as_array().unwrap().iter().map(|o| o["uid"].as_str().unwrap()).collect();
     assert_eq!(ops, ["logged-in", "by-user", "count-per-user"]);
     assert_eq!(metadata["operators"][2]["module"]["name"], "count");

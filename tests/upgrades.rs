@@ -24,6 +24,11 @@ fn slow_clicks_job_without_checkpoints(dir: &Path) -> String {
 
 /// The slow clicks job's text, without `[checkpointing]`.
 fn slow_clicks(dir: &Path) -> String {
+    slow_clicks_counted_by(dir, "count")
+}
+
+/// The same, counting with `count_module`.
+fn slow_clicks_counted_by(dir: &Path, count_module: &str) -> String {
     let input = dir.join("clicks.jsonl");
     generated_clicks(&input, 16000, 40);
     let source = file_source("clicks", &input).replacen("type = \"file\"\n", "type = \"file\"\nrate = 4000\n", 1);
@@ -34,7 +39,7 @@ fn slow_clicks(dir: &Path) -> String {
             source,
             wasm_operator("logged-in", "filter", &["config = { field = \"logged_in\" }"]),
             wasm_operator("by-user", "key_by", &["config = { field = \"user\" }"]),
-            wasm_operator("count-per-user", "count", &["input = \"hash\""]),
+            wasm_operator("count-per-user", count_module, &["input = \"hash\""]),
             file_sink("counts", &dir.join("out")),
         ],
     )
@@ -441,4 +446,23 @@ fn upgrades_back_to_back_each_stop_the_run_that_is_running() {
     }
     let canceled = server.cli(&["cancel", &id]);
     assert_eq!(canceled.code, 0, "{}", canceled.stderr);
+}
+
+/// A job running `count` as built against `weir:operator@0.2.0` is upgraded to its 0.3.0 build
+/// (whose state gains the host's timers): the counts go on, every count once.
+#[test]
+fn a_module_built_against_contract_0_2_0_is_upgraded_to_its_0_3_0_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let text = slow_clicks_counted_by(dir.path(), "test/count-0.2.0");
+    let job =
+        write_job(dir.path(), &format!("{text}\n[checkpointing]\ninterval = \"200ms\"\nstorage = \"file://chk\"\n"));
+    let id = server.cli(&["submit", &job]).stdout.trim().to_string();
+    std::thread::sleep(Duration::from_millis(700));
+    swap(&server, &id, &[&count_per_user("count")]);
+    let job = server.wait_for_job(&id);
+    assert_eq!(job["state"], "finished", "{job}");
+    let history: Vec<&str> = job["history"].as_array().unwrap().iter().map(|h| h["event"].as_str().unwrap()).collect();
+    assert_eq!(history, ["started", "upgraded"], "{job}");
+    every_count_once(dir.path());
 }

@@ -5,7 +5,9 @@ The Python twin of the Rust SDK in guest-sdk/: declare state in ``describe``, ta
 ``Operator = weir_guest.export(MyOperator)`` in the module componentize-py builds; see
 examples/count_py/count.py. State values are JSON, so state written by the Rust version of an
 operator reads the same here. The batch frames (docs/batch-frames.md) are decoded and encoded
-here; operator authors never see them.
+here; operator authors never see them. Built against weir:operator@0.3.0: events carry
+``late``, the context the watermark, the host's processing time and timers, and an operator with
+timers defines ``on_timer(ctx, timer)``.
 """
 import json
 import struct
@@ -16,8 +18,13 @@ from wit_world.imports import types as _types
 from componentize_py_types import Err
 
 NONE = 0xFFFFFFFF
+NO_WATERMARK = -(2**63)
+LATE = 1
+EVENT_TIME, PROCESSING_TIME = 0, 1
 _U32 = struct.Struct("<I")
 _TS = struct.Struct("<Bq")
+_HEADER = struct.Struct("<IIIqq")
+_TIMER = struct.Struct("<IBq")
 
 
 def _dumps(value):
@@ -50,20 +57,30 @@ class Description:
         return self
 
     def _state(self, name, kind, schema_version):
-        self.states.append(_types.StateDescriptor(name, kind, schema_version, []))
+        self.states.append(_types.StateDescriptor(name, kind, schema_version, [], None))
         return self
 
 
 class Event:
-    """One event: ``key`` (bytes or None), ``value`` (bytes), ``timestamp`` (ms or None)."""
+    """One event: ``key`` (bytes or None), ``value`` (bytes), ``timestamp`` (ms or None), and
+    ``late``: it came at or before the operator's watermark (the operator's choice what to do)."""
 
-    __slots__ = ("key", "value", "timestamp")
+    __slots__ = ("key", "value", "timestamp", "late")
 
-    def __init__(self, key, value, timestamp):
-        self.key, self.value, self.timestamp = key, value, timestamp
+    def __init__(self, key, value, timestamp, late=False):
+        self.key, self.value, self.timestamp, self.late = key, value, timestamp, late
 
     def json(self):
         return json.loads(self.value)
+
+
+class Timer:
+    """A due timer: ``key`` (bytes), ``time`` (ms), ``domain`` (EVENT_TIME or PROCESSING_TIME)."""
+
+    __slots__ = ("key", "time", "domain")
+
+    def __init__(self, key, time, domain):
+        self.key, self.time, self.domain = key, time, domain
 
 
 class OperatorError(Exception):
@@ -101,16 +118,44 @@ class OpenContext:
 
 
 class Context:
-    """The keyed context of the event being processed, and the output frame."""
+    """The keyed context of the event or timer being handled: its key's state and timers, time
+    (``watermark``: None before the first; ``processing_time``: the host's clock, in ms), and the
+    output frame."""
 
-    def __init__(self, cells, value_count):
+    def __init__(self, cells, value_count, watermark, processing_time):
         self._cells = cells  # per slot: list of [bytes or None, dirty]
         self._value_count = value_count
         self._out = bytearray(4)
         self._emitted = 0
+        self._timer_ops = bytearray()
+        self._timer_op_count = 0
         self.slot = None
         self.key = None
         self.timestamp = None
+        self.watermark = None if watermark == NO_WATERMARK else watermark
+        self.processing_time = processing_time
+
+    def register_event_time_timer(self, time):
+        """``on_timer`` is called for the current key once the watermark reaches ``time``."""
+        self._timer_op(EVENT_TIME, False, time)
+
+    def delete_event_time_timer(self, time):
+        self._timer_op(EVENT_TIME, True, time)
+
+    def register_processing_time_timer(self, time):
+        """``on_timer`` is called for the current key once the host's clock reaches ``time``."""
+        self._timer_op(PROCESSING_TIME, False, time)
+
+    def delete_processing_time_timer(self, time):
+        self._timer_op(PROCESSING_TIME, True, time)
+
+    def _timer_op(self, domain, delete, time):
+        if self.slot is None:
+            raise OperatorError(
+                'timers are kept per key, but this operator\'s input is not keyed: set input = "hash" on it in the job file'
+            )
+        self._timer_ops += _TIMER.pack(self.slot, (domain << 1) | int(delete), time)
+        self._timer_op_count += 1
 
     def _slot(self, state):
         if self.slot is None:
@@ -203,12 +248,13 @@ def warn(message):
     _log.log(_types.Level.WARN, message)
 
 
-def _process_batch(operator, value_states, batch):
-    buf = memoryview(batch)
-    key_count, value_count, event_count = struct.unpack_from("<III", buf, 0)
+def _read_header(buf, value_states):
+    """The frame's count of events or timers, key table, cells, watermark and processing time,
+    and where the events or timers start."""
+    key_count, value_count, count, watermark, now = _HEADER.unpack_from(buf, 0)
     if value_count != len(value_states):
         raise OperatorError(f"the host sent {value_count} value states but the operator declares {len(value_states)}")
-    pos = 12
+    pos = _HEADER.size
     keys, cells = [], []
     for _ in range(key_count):
         (n,) = _U32.unpack_from(buf, pos)
@@ -224,7 +270,27 @@ def _process_batch(operator, value_states, batch):
                 row.append([bytes(buf[pos : pos + n]), False])
                 pos += n
         cells.append(row)
-    ctx = Context(cells, value_count)
+    return count, keys, cells, Context(cells, value_count, watermark, now), pos
+
+
+def _finish(ctx, cells, value_states):
+    """The output frame: emits, the write set, the timer operations."""
+    out = ctx._out
+    out[0:4] = _U32.pack(ctx._emitted)
+    writes = [(s, p) for s, row in enumerate(cells) for p, cell in enumerate(row) if cell[1]]
+    out += _U32.pack(len(writes))
+    for s, p in writes:
+        raw = cells[s][p][0]
+        out += _U32.pack(s) + _U32.pack(value_states[p])
+        out += _U32.pack(NONE) if raw is None else _U32.pack(len(raw)) + raw
+    out += _U32.pack(ctx._timer_op_count)
+    out += ctx._timer_ops
+    return bytes(out)
+
+
+def _process_batch(operator, value_states, batch):
+    buf = memoryview(batch)
+    event_count, keys, cells, ctx, pos = _read_header(buf, value_states)
     for _ in range(event_count):
         (slot,) = _U32.unpack_from(buf, pos)
         pos += 4
@@ -238,21 +304,27 @@ def _process_batch(operator, value_states, batch):
             key = keys[slot]
             ctx.slot = slot
         has_ts, ts = _TS.unpack_from(buf, pos)
-        pos += 9
+        late = buf[pos + 9] & LATE != 0
+        pos += 10
         (n,) = _U32.unpack_from(buf, pos)
         value = bytes(buf[pos + 4 : pos + 4 + n])
         pos += 4 + n
         ctx.key, ctx.timestamp = key, (ts if has_ts else None)
-        operator.process(ctx, Event(key, value, ctx.timestamp))
-    out = ctx._out
-    out[0:4] = _U32.pack(ctx._emitted)
-    writes = [(s, p) for s, row in enumerate(cells) for p, cell in enumerate(row) if cell[1]]
-    out += _U32.pack(len(writes))
-    for s, p in writes:
-        raw = cells[s][p][0]
-        out += _U32.pack(s) + _U32.pack(value_states[p])
-        out += _U32.pack(NONE) if raw is None else _U32.pack(len(raw)) + raw
-    return bytes(out)
+        operator.process(ctx, Event(key, value, ctx.timestamp, late))
+    return _finish(ctx, cells, value_states)
+
+
+def _on_timers(operator, value_states, frame):
+    buf = memoryview(frame)
+    timer_count, keys, cells, ctx, pos = _read_header(buf, value_states)
+    for _ in range(timer_count):
+        slot, domain, time = _TIMER.unpack_from(buf, pos)
+        pos += _TIMER.size
+        ctx.slot, ctx.key = slot, keys[slot]
+        # What an event-time timer emits happens at its time (as in Flink).
+        ctx.timestamp = time if domain == EVENT_TIME else None
+        operator.on_timer(ctx, Timer(keys[slot], time, domain))
+    return _finish(ctx, cells, value_states)
 
 
 def export(operator_class):
@@ -289,6 +361,16 @@ def export(operator_class):
                 raise Err("process-batch called before open")
             try:
                 return _process_batch(Operator.instance, Operator.value_states, batch)
+            except (OperatorError, ValueError, KeyError) as e:
+                raise Err(str(e))
+
+        def on_timers(self, timers):
+            if Operator.instance is None:
+                raise Err("on-timers called before open")
+            if not hasattr(Operator.instance, "on_timer"):
+                raise Err("the operator set timers but has no on_timer method")
+            try:
+                return _on_timers(Operator.instance, Operator.value_states, timers)
             except (OperatorError, ValueError, KeyError) as e:
                 raise Err(str(e))
 

@@ -5,7 +5,8 @@ use crate::bindings::weir::operator::types;
 use crate::describe::DeclaredState;
 use crate::state::{ListState, MapState, ValueState};
 use crate::{Error, Result, StateKind};
-use weir_frame as frame;
+pub use weir_frame::TimeDomain;
+use weir_frame::{self as frame, TimerOp};
 
 /// One event handed to [`crate::Operator::process`].
 #[derive(Debug, Clone, Copy)]
@@ -16,6 +17,27 @@ pub struct Event<'a> {
     pub value: &'a [u8],
     /// Event time in milliseconds since the Unix epoch, if the source or an operator set one.
     pub timestamp: Option<i64>,
+    /// It came at or before the operator's watermark: windows it belongs to may have closed. Up
+    /// to the operator to drop, count or use it.
+    pub late: bool,
+}
+
+/// A due timer handed to [`crate::Operator::on_timer`].
+#[derive(Debug, Clone, Copy)]
+pub struct Timer<'a> {
+    /// The key it was set for; state handles read and write this key's state.
+    pub key: &'a [u8],
+    /// When it was set for (milliseconds).
+    pub time: i64,
+    /// Whether event time or processing time reached it.
+    pub domain: TimeDomain,
+}
+
+/// What a frame says of time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Time {
+    pub(crate) watermark: Option<i64>,
+    pub(crate) processing_time: i64,
 }
 
 impl Event<'_> {
@@ -120,7 +142,8 @@ pub(crate) enum CellValue {
     Written,
 }
 
-/// The keyed context of the event being processed: its key's state, and the output.
+/// The keyed context of the event or timer being handled: its key's state and timers, time, and
+/// the output.
 pub struct Context<'a> {
     pub(crate) input: &'a [u8],
     /// `key-count × value-state-count` cells, slot-major.
@@ -131,9 +154,92 @@ pub struct Context<'a> {
     pub(crate) timestamp: Option<i64>,
     pub(crate) out: &'a mut Vec<u8>,
     pub(crate) emitted: u32,
+    pub(crate) time: Time,
+    /// The output frame's timer operations, and how many.
+    pub(crate) timer_ops: &'a mut Vec<u8>,
+    pub(crate) timer_op_count: u32,
+}
+
+impl<'a> Context<'a> {
+    pub(crate) fn new(
+        input: &'a [u8],
+        cells: &'a mut [Cell],
+        value_state_count: usize,
+        out: &'a mut Vec<u8>,
+        timer_ops: &'a mut Vec<u8>,
+        time: Time,
+    ) -> Self {
+        Context {
+            input,
+            cells,
+            value_state_count,
+            slot: None,
+            key: None,
+            timestamp: None,
+            out,
+            emitted: 0,
+            time,
+            timer_ops,
+            timer_op_count: 0,
+        }
+    }
+
+    /// How many events it emitted and timer operations it made.
+    pub(crate) fn finish(self) -> (u32, u32) {
+        (self.emitted, self.timer_op_count)
+    }
 }
 
 impl Context<'_> {
+    /// The operator's watermark: event time up to which every event has arrived (events at or
+    /// before it are late). `None` before the first watermark.
+    pub fn current_watermark(&self) -> Option<i64> {
+        self.time.watermark
+    }
+
+    /// The host's clock, in milliseconds since the Unix epoch (the guest has none of its own).
+    pub fn processing_time(&self) -> i64 {
+        self.time.processing_time
+    }
+
+    /// The key of the current event or timer, if keyed.
+    pub fn current_key(&self) -> Option<&[u8]> {
+        self.key
+    }
+
+    /// Sets an event-time timer for the current key at `time`: [`crate::Operator::on_timer`] is
+    /// called for it once the watermark reaches `time`. One timer per key and time.
+    pub fn register_event_time_timer(&mut self, time: i64) -> Result<()> {
+        self.timer_op(TimeDomain::EventTime, false, time)
+    }
+
+    /// Deletes the current key's event-time timer at `time`, if set.
+    pub fn delete_event_time_timer(&mut self, time: i64) -> Result<()> {
+        self.timer_op(TimeDomain::EventTime, true, time)
+    }
+
+    /// Sets a processing-time timer for the current key at `time` (see
+    /// [`Context::processing_time`]).
+    pub fn register_processing_time_timer(&mut self, time: i64) -> Result<()> {
+        self.timer_op(TimeDomain::ProcessingTime, false, time)
+    }
+
+    /// Deletes the current key's processing-time timer at `time`, if set.
+    pub fn delete_processing_time_timer(&mut self, time: i64) -> Result<()> {
+        self.timer_op(TimeDomain::ProcessingTime, true, time)
+    }
+
+    fn timer_op(&mut self, domain: TimeDomain, delete: bool, time: i64) -> Result<()> {
+        let slot = self.slot.ok_or_else(|| {
+            Error::new("timers are kept per key, but this operator's input is not keyed: set input = \"hash\" on it in the job file")
+        })?;
+        frame::put_u32(self.timer_ops, slot);
+        self.timer_ops.push(TimerOp { domain, delete }.to_byte());
+        frame::put_i64(self.timer_ops, time);
+        self.timer_op_count += 1;
+        Ok(())
+    }
+
     /// Emits `value` with the current event's key and timestamp.
     pub fn emit(&mut self, value: &[u8]) {
         self.emit_event(self.key, value, self.timestamp);

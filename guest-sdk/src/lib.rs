@@ -43,7 +43,7 @@ pub mod log;
 pub mod runtime;
 mod state;
 
-pub use context::{Context, Event, OpenContext};
+pub use context::{Context, Event, OpenContext, TimeDomain, Timer};
 pub use describe::{Description, StateKind};
 pub use error::{Error, Result};
 pub use state::{ListState, MapState, ValueState};
@@ -53,7 +53,7 @@ pub use state::{ListState, MapState, ValueState};
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "weir:operator/operator-world@0.2.0",
+        world: "weir:operator/operator-world@0.3.0",
         pub_export_macro: true,
         export_macro_name: "export_raw",
         default_bindings_module: "weir_guest::bindings",
@@ -69,6 +69,14 @@ pub trait Operator: Sized + 'static {
     fn open(ctx: &OpenContext) -> Result<Self>;
     /// Handles one event. State handles read and write the state of this event's key.
     fn process(&mut self, ctx: &mut Context, event: &Event) -> Result<()>;
+
+    /// Handles a due timer the operator set (see [`Context::register_event_time_timer`]). State
+    /// handles read and write the timer's key's state; what it emits carries the timer's time as
+    /// its timestamp for an event-time timer.
+    fn on_timer(&mut self, ctx: &mut Context, timer: &Timer) -> Result<()> {
+        let _ = (ctx, timer);
+        Ok(())
+    }
 
     /// Rewrites one stored item of state `state` saved under the older schema version
     /// `from_version` (one [`Description::migrates_from`] lists) into the current layout: a
@@ -120,6 +128,15 @@ macro_rules! export_operator {
                 __WEIR_RUNTIME.with_borrow_mut(|slot| match slot {
                     Some(runtime) => runtime.process_batch(&batch),
                     None => Err("process-batch called before open".to_string()),
+                })
+            }
+
+            fn on_timers(
+                timers: ::std::vec::Vec<u8>,
+            ) -> ::std::result::Result<::std::vec::Vec<u8>, ::std::string::String> {
+                __WEIR_RUNTIME.with_borrow_mut(|slot| match slot {
+                    Some(runtime) => runtime.on_timers(&timers),
+                    None => Err("on-timers called before open".to_string()),
                 })
             }
         }

@@ -103,6 +103,13 @@ impl Workspace {
         self.build_guests(&self.root.join("examples"), &guests_target, &operators)?;
         step("building the test operators (tests/guests)");
         self.build_guests(&self.root.join("tests/guests"), &guests_target, &operators.join("test"))?;
+        // Modules kept as they were built against older contracts, which this weir still serves.
+        for fixture in std::fs::read_dir(self.root.join("tests/fixtures"))? {
+            let path = fixture?.path();
+            if let Some(name) = path.file_name().filter(|_| path.extension().is_some_and(|e| e == "wasm")) {
+                std::fs::copy(&path, operators.join("test").join(name))?;
+            }
+        }
 
         step("building the Python example operators (componentize-py)");
         self.build_python_guest("count_py", "count", &operators)?;
@@ -167,7 +174,7 @@ impl Workspace {
         let componentize = self.venv_tool("componentize-py", COMPONENTIZE_PY)?;
         run(Command::new(componentize)
             .current_dir(&self.root)
-            .args(["-d", "wit", "-w", "weir:operator/operator-world@0.2.0", "componentize", module])
+            .args(["-d", "wit", "-w", "weir:operator/operator-world@0.3.0", "componentize", module])
             .args(["-p", &source, "-p", "guest-sdk/python", "-o"])
             .arg(out))
     }

@@ -238,7 +238,8 @@ struct SavepointBody {
     /// `canonical` (the default) or `native` (Flink's `formatType`).
     #[serde(default)]
     format: SavepointFormat,
-    /// Stop only: flush pending work first (weir has no timers yet, so nothing more to flush).
+    /// Stop only: advance event time to its end first, so that every event-time timer fires and
+    /// every window is emitted before the savepoint (Flink's `--drain`).
     #[serde(default)]
     drain: bool,
 }
@@ -250,9 +251,9 @@ async fn savepoint_request(state: Arc<ApiState>, id: String, body: Bytes, stop: 
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("the request body is not valid: {e}")))?
     };
-    let _ = body.drain;
     let jobs = state.jobs.clone();
-    accepted(blocking(move || jobs.savepoint(&id, body.target_directory.as_deref(), body.format, stop)).await?)
+    let SavepointBody { target_directory, format, drain } = body;
+    accepted(blocking(move || jobs.savepoint(&id, target_directory.as_deref(), format, stop, drain)).await?)
 }
 
 /// The answer to a savepoint request.

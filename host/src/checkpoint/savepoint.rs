@@ -16,9 +16,9 @@ use crate::state::StateDescriptor;
 
 /// `format` of a savepoint's `_metadata`.
 pub const FORMAT: &str = "weir-savepoint";
-/// `format-version` of the savepoints this weir writes: 2 stores source positions as opaque hex,
-/// 1 as numbers.
-pub const FORMAT_VERSION: u32 = 2;
+/// `format-version` of the savepoints this weir writes: 3 may hold the host's `weir.timers` state
+/// (docs/savepoint-format.md), 2 stores source positions as opaque hex, 1 as numbers.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The `format-version`s this weir reads (a position stored as a number is read as one).
 pub const FORMAT_VERSIONS_READ: std::ops::RangeInclusive<u32> = 1..=FORMAT_VERSION;

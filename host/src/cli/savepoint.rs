@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::checkpoint::savepoint::SavepointLocation;
 use crate::runtime::StoredState;
 use crate::state::canonical as snapshot;
-use crate::state::{StateDescriptor, StateEntry, StateItem};
+use crate::state::{StateDescriptor, StateEntry, StateItem, TIMERS_STATE, timer_of};
 
 /// One line of `inspect`, its fields in this order.
 #[derive(serde::Serialize)]
@@ -32,7 +32,8 @@ fn bytes_json(bytes: &[u8]) -> serde_json::Value {
 }
 
 /// Prints the state of the savepoint at `path` as JSON lines, one per value, map entry or list
-/// element: `{"operator":…,"state":…,"key":…,"value":…}` (map entries also have `map-key`).
+/// element: `{"operator":…,"state":…,"key":…,"value":…}` (map entries also have `map-key`; a
+/// pending timer's is `{"timer":"event-time"|"processing-time","time":<ms>}`).
 pub(super) fn inspect(path: &str, operator: Option<&str>, state: Option<&str>) -> anyhow::Result<()> {
     let at = SavepointLocation::parse(path, Path::new(".")).map_err(anyhow::Error::msg)?;
     let metadata = at.metadata().map_err(anyhow::Error::msg)?;
@@ -53,6 +54,11 @@ pub(super) fn inspect(path: &str, operator: Option<&str>, state: Option<&str>) -
                 }
                 let (map_key, value) = match entry.item {
                     StateItem::Value(v) | StateItem::ListElement(v) => (None, v),
+                    // A timer's map key is its domain and time: shown as such.
+                    StateItem::MapEntry(k, v) if name == TIMERS_STATE => match timer_of(k) {
+                        Some((domain, time)) => (Some(serde_json::json!({ "timer": domain, "time": time })), v),
+                        None => (Some(bytes_json(k)), v),
+                    },
                     StateItem::MapEntry(k, v) => (Some(bytes_json(k)), v),
                 };
                 let line = Line {

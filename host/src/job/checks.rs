@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::spec::JobSpec;
-use super::spec::OperatorSpec;
+use super::spec::{InputSpec, OperatorSpec};
 
 use crate::checkpoint::savepoint::{OperatorCode, SavepointOperator};
 use crate::state::StateDescriptor;
@@ -27,7 +27,8 @@ pub(crate) fn operator_code(
                 name: d.name.clone(),
                 version: d.version.clone(),
             };
-            Some((code, d.states.clone()))
+            // The states its snapshots hold: the host's timers too, when it can set them.
+            Some((code, module.states(op.input == InputSpec::Hash)))
         }
         (None, Some(name)) => Some((OperatorCode::Builtin { builtin: name.clone() }, crate::builtin::states(name)?)),
         _ => None,

@@ -3,7 +3,7 @@
 //! subtasks (forward, round-robin or by key group).
 use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TryRecvError};
 
 use super::CHANNEL_CAPACITY;
 use super::alignment::BarrierAligner;
@@ -53,9 +53,9 @@ impl Inputs {
         Inputs { live: receivers, aligner, valve, readable: Vec::new() }
     }
 
-    /// The next batch or aligned barrier from any input, waiting for one when `block` is set;
-    /// `None` when nothing is ready and `block` is not.
-    fn next(&mut self, block: bool) -> Result<Option<Received>, StreamError> {
+    /// The next batch, aligned barrier or change of event time from any input, waiting for one
+    /// as `wait` says; `None` when nothing is ready in time.
+    fn next(&mut self, wait: Wait) -> Result<Option<Received>, StreamError> {
         loop {
             // What the last message made the valve pass on comes before what later ones align.
             if let Some(time) = self.valve.output() {
@@ -71,27 +71,38 @@ impl Inputs {
             let (i, message) = match readable.len() {
                 0 if self.live.is_empty() => return Ok(Some(Received::Ended)),
                 0 => return Err(StreamError::Disconnected),
-                1 if block => {
+                1 => {
                     let i = readable[0];
-                    (i, self.live[i].recv().map_err(|_| StreamError::Disconnected)?)
+                    let received = match wait {
+                        Wait::Forever => self.live[i].recv().map_err(|_| StreamError::Disconnected)?,
+                        Wait::No => match self.live[i].try_recv() {
+                            Ok(m) => m,
+                            Err(TryRecvError::Empty) => return Ok(None),
+                            Err(TryRecvError::Disconnected) => return Err(StreamError::Disconnected),
+                        },
+                        Wait::Until(deadline) => match self.live[i].recv_deadline(deadline) {
+                            Ok(m) => m,
+                            Err(RecvTimeoutError::Timeout) => return Ok(None),
+                            Err(RecvTimeoutError::Disconnected) => return Err(StreamError::Disconnected),
+                        },
+                    };
+                    (i, received)
                 }
-                1 => match self.live[readable[0]].try_recv() {
-                    Ok(m) => (readable[0], m),
-                    Err(TryRecvError::Empty) => return Ok(None),
-                    Err(TryRecvError::Disconnected) => return Err(StreamError::Disconnected),
-                },
                 _ => {
                     let mut select = Select::new();
                     for &i in readable {
                         select.recv(&self.live[i]);
                     }
-                    let op = if block {
-                        select.select()
-                    } else {
-                        match select.try_select() {
+                    let op = match wait {
+                        Wait::Forever => select.select(),
+                        Wait::No => match select.try_select() {
                             Ok(op) => op,
                             Err(_) => return Ok(None),
-                        }
+                        },
+                        Wait::Until(deadline) => match select.select_deadline(deadline) {
+                            Ok(op) => op,
+                            Err(_) => return Ok(None),
+                        },
                     };
                     let i = readable[op.index()];
                     (i, op.recv(&self.live[i]).map_err(|_| StreamError::Disconnected)?)
@@ -115,17 +126,29 @@ impl Inputs {
     }
 }
 
+/// How long [`Inputs::next`] waits for a message.
+#[derive(Clone, Copy)]
+enum Wait {
+    No,
+    Forever,
+    Until(std::time::Instant),
+}
+
 impl Input for Inputs {
     fn recv(&mut self) -> Result<Received, StreamError> {
         loop {
-            if let Some(received) = self.next(true)? {
+            if let Some(received) = self.next(Wait::Forever)? {
                 return Ok(received);
             }
         }
     }
 
     fn try_recv(&mut self) -> Result<Option<Received>, StreamError> {
-        self.next(false)
+        self.next(Wait::No)
+    }
+
+    fn recv_deadline(&mut self, deadline: std::time::Instant) -> Result<Option<Received>, StreamError> {
+        self.next(Wait::Until(deadline))
     }
 
     fn alignment(&self) -> std::time::Duration {

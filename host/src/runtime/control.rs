@@ -33,6 +33,8 @@ pub(crate) struct Control {
     pub(crate) targets: Mutex<HashMap<u64, Arc<dyn CheckpointSink>>>,
     /// The barrier of a stop-with-savepoint in progress (0: none): sources stop after it.
     pub(crate) stop_at: AtomicU64,
+    /// That stop drains: sources send the end of time before its barrier.
+    pub(crate) draining: AtomicBool,
     /// Set once the checkpoint or savepoint that ends the job has completed (a final checkpoint
     /// taken after every source finished, or a stop's savepoint): the waiting sources end then.
     pub(crate) final_checkpoint_done: AtomicBool,
@@ -99,6 +101,7 @@ impl TaskContext for Control {
             requested,
             before_run: self.before_run,
             stop_at,
+            draining: self.draining.load(Ordering::SeqCst),
             handing_over: self.handing_over.load(Ordering::SeqCst),
             ended: self.final_checkpoint_done.load(Ordering::SeqCst),
             completed: self.completed.load(Ordering::Relaxed),

@@ -221,6 +221,9 @@ pub struct SavepointRequest {
     /// handover, and the job ends as soon as every subtask has (the savepoint is stored behind,
     /// for a rollback): the next run starts from the handover, reading nothing back.
     pub handover: bool,
+    /// With `stop`: sources send the end of time before the savepoint's barrier, so that every
+    /// event-time timer fires and every window is emitted before it (Flink's `--drain`).
+    pub drain: bool,
     /// Told the outcome: the savepoint's barrier id, or why it failed.
     pub done: Box<dyn FnOnce(Result<u64, String>) + Send>,
 }

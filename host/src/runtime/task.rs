@@ -131,6 +131,16 @@ pub trait Source: Send {
 pub trait Operator: Send {
     /// Processes a batch, appending what it emits to `out`.
     fn process(&mut self, input: &EventBatch, out: &mut EventBatch) -> Result<(), String>;
+    /// Its input watermark is `watermark` now (milliseconds; it has advanced, or a processing-time
+    /// timer is due): fires the timers due, appending what they emit to `out`. An operator
+    /// without timers only notes it.
+    fn advance_time(&mut self, _watermark: i64, _out: &mut EventBatch) -> Result<(), String> {
+        Ok(())
+    }
+    /// When its earliest processing-time timer is due (milliseconds since the Unix epoch).
+    fn next_processing_timer(&self) -> Option<i64> {
+        None
+    }
     /// The snapshot of its keyed state, or `None` when it keeps no state.
     fn snapshot(&self) -> Result<Option<StateSnapshot>, String>;
     /// The same, at the barrier of a stop whose state is handed over: nothing runs after it but

@@ -6,11 +6,23 @@ use wasmtime::component::Component;
 /// The contract package this host implements.
 pub const CONTRACT: &str = "weir:operator";
 /// Its version.
-pub const CONTRACT_VERSION: &str = "0.2.0";
+pub const CONTRACT_VERSION: &str = "0.3.0";
+/// The versions this host serves, newest first: modules built against an older one keep running
+/// unchanged (see the README's compatibility promise).
+pub const SERVED_VERSIONS: &[&str] = &["0.3.0", "0.2.0"];
+
+/// A contract version this host serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Contract {
+    /// `weir:operator@0.2.0`: no time.
+    V2,
+    /// `weir:operator@0.3.0`: watermarks, timers, state TTL.
+    V3,
+}
 
 /// What the component's `weir:operator` imports and exports say.
 pub(crate) enum ContractCheck {
-    Compatible,
+    Compatible(Contract),
     /// Built against another version of the contract.
     OtherVersion(String),
     /// Does not export `weir:operator/operator` at all; lists what it exports.
@@ -33,16 +45,27 @@ pub(crate) fn check(engine: &Engine, component: &Component) -> ContractCheck {
     let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
     let imports = ty.imports(engine).map(|(name, _)| name.to_string());
     let mut exports_operator = false;
+    let mut contract = None;
     for name in exports.iter().cloned().chain(imports) {
         let Some((interface, version)) = name.strip_prefix(&prefix).and_then(|rest| rest.split_once('@')) else {
             continue;
         };
-        if !compatible(version, CONTRACT_VERSION) {
+        let served = match SERVED_VERSIONS.iter().position(|served| compatible(version, served)) {
+            Some(0) => Contract::V3,
+            Some(_) => Contract::V2,
+            None => return ContractCheck::OtherVersion(version.to_string()),
+        };
+        // Interfaces of two versions in one component: neither world.
+        if contract.is_some_and(|c| c != served) {
             return ContractCheck::OtherVersion(version.to_string());
         }
+        contract = Some(served);
         exports_operator |= interface == "operator" && exports.contains(&name);
     }
-    if exports_operator { ContractCheck::Compatible } else { ContractCheck::NotAnOperator(exports) }
+    match contract.filter(|_| exports_operator) {
+        Some(contract) => ContractCheck::Compatible(contract),
+        None => ContractCheck::NotAnOperator(exports),
+    }
 }
 
 #[cfg(test)]

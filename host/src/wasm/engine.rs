@@ -11,10 +11,10 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, OptLevel, Store};
 
-use super::bindings::{OperatorWorldPre, types};
-use super::contract::{self, CONTRACT, CONTRACT_VERSION, ContractCheck};
+use super::contract::{self, CONTRACT, CONTRACT_VERSION, Contract, ContractCheck};
+use super::guest::GuestPre;
 use super::host::HostState;
-use crate::state::{StateDescriptor, StateKind};
+use crate::state::{StateDescriptor, StateKind, timers_descriptor};
 
 /// Bytes in MiB.
 fn mib(bytes: usize) -> f64 {
@@ -97,7 +97,7 @@ pub enum ModuleProblem {
     Invalid(String),
     /// Built against another contract version.
     #[error(
-        "was built against {CONTRACT}@{0}, but this weir supports {CONTRACT}@{CONTRACT_VERSION}; \
+        "was built against {CONTRACT}@{0}, but this weir supports {CONTRACT}@{CONTRACT_VERSION} and @0.2.0; \
          rebuild it against this weir's wit/"
     )]
     ContractVersion(String),
@@ -136,8 +136,25 @@ pub struct OperatorModule {
     pub sha256: String,
     /// Its self-description.
     pub description: Description,
-    pub(crate) pre: OperatorWorldPre<HostState>,
+    pub(crate) pre: GuestPre,
     pub(crate) engine: Engine,
+}
+
+impl OperatorModule {
+    /// Whether it can set timers: built against 0.3.0 or later.
+    pub fn has_timers(&self) -> bool {
+        self.pre.contract() >= Contract::V3
+    }
+
+    /// The states its subtasks keep: the declared ones, then, when its input is `keyed` and it can
+    /// set timers, the host's timers (see [`crate::state::TimerQueue`]).
+    pub fn states(&self, keyed: bool) -> Vec<StateDescriptor> {
+        let mut states = self.description.states.clone();
+        if keyed && self.has_timers() {
+            states.push(timers_descriptor());
+        }
+        states
+    }
 }
 
 /// The engine shared by every operator of a process, with the thread that advances its epoch.
@@ -206,8 +223,8 @@ impl WasmEngine {
         }
         let sha256 = hex::encode(Sha256::digest(bytes));
         let component = self.compile(bytes, &sha256, module).map_err(|e| fail(ModuleProblem::Invalid(e)))?;
-        match contract::check(&self.engine, &component) {
-            ContractCheck::Compatible => {}
+        let contract = match contract::check(&self.engine, &component) {
+            ContractCheck::Compatible(contract) => contract,
             ContractCheck::OtherVersion(version) => {
                 return Err(fail(ModuleProblem::ContractVersion(version)));
             }
@@ -215,9 +232,9 @@ impl WasmEngine {
                 let exports = if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") };
                 return Err(fail(ModuleProblem::NotAnOperator(exports)));
             }
-        }
+        };
         let link = |e: wasmtime::Error| fail(ModuleProblem::Link(link_error(&e)));
-        let pre = OperatorWorldPre::new(self.linker.instantiate_pre(&component).map_err(link)?).map_err(link)?;
+        let pre = GuestPre::new(contract, self.linker.instantiate_pre(&component).map_err(link)?).map_err(link)?;
         let description = self.describe(&pre).map_err(|e| fail(ModuleProblem::Describe(e)))?;
         Ok(OperatorModule { sha256, description, pre, engine: self.engine.clone() })
     }
@@ -262,7 +279,7 @@ impl WasmEngine {
         Ok(component)
     }
 
-    fn describe(&self, pre: &OperatorWorldPre<HostState>) -> Result<Description, String> {
+    fn describe(&self, pre: &GuestPre) -> Result<Description, String> {
         let mut store = Store::new(&self.engine, HostState::for_describe());
         store.limiter(|s| &mut s.limits);
         super::operator::watch(&mut store);
@@ -274,21 +291,14 @@ impl WasmEngine {
             message.strip_prefix("describe() failed: ").map(str::to_string).unwrap_or(message)
         };
         let instance = pre.instantiate(&mut store).map_err(failed)?;
-        let d = instance.weir_operator_operator().call_describe(&mut store).map_err(failed)?;
-        let states: Vec<StateDescriptor> = d
-            .states
-            .into_iter()
-            .map(|s| StateDescriptor {
-                name: s.name,
-                kind: match s.kind {
-                    types::StateKind::Value => StateKind::Value,
-                    types::StateKind::Map => StateKind::Map,
-                    types::StateKind::List => StateKind::List,
-                },
-                schema_version: s.schema_version,
-                migrates_from: s.migrates_from,
-            })
-            .collect();
+        let d = instance.describe(&mut store).map_err(failed)?;
+        let states = d.states;
+        if let Some(s) = states.iter().zip(&d.time_to_live).find_map(|(s, ttl)| ttl.map(|_| s)) {
+            return Err(format!(
+                "state '{}' declares a time-to-live, which this weir does not support yet; declare it without one",
+                s.name
+            ));
+        }
         check_described("name", &d.name)?;
         check_described("version", &d.version)?;
         if states.len() > MAX_STATES {
@@ -297,6 +307,9 @@ impl WasmEngine {
         let mut names = std::collections::HashSet::new();
         for s in &states {
             check_described("state name", &s.name)?;
+            if s.name.starts_with("weir.") {
+                return Err(format!("state '{}': names starting with `weir.` are the host's own", s.name));
+            }
             if !names.insert(&s.name) {
                 return Err(format!("state '{}' is declared twice", s.name));
             }

@@ -1,13 +1,24 @@
 //! The host side of the batch frames (`docs/batch-frames.md`): build an input frame with the
-//! batch's key table and prefetched value state, apply an output frame's emits and writes.
+//! batch's key table and prefetched value state, or a timer frame with the due timers' keys; apply
+//! an output frame's emits, writes and (0.3.0) timer operations.
 use std::collections::HashMap;
 
-use weir_frame::{NONE, Reader, put_bytes, put_opt_bytes, put_opt_bytes_with, put_opt_ts, put_u32};
+use weir_frame::{
+    LATE, NO_WATERMARK, NONE, Reader, TimeDomain, TimerOp, put_bytes, put_i64, put_opt_bytes, put_opt_bytes_with,
+    put_opt_ts, put_u32,
+};
 
 use super::host::KeyedState;
-use crate::key_group::key_group;
+use crate::key_group::{KeyGroup, key_group};
 use crate::runtime::EventBatch;
-use crate::state::{StateKind, same_bytes};
+use crate::state::{StateKind, Timer, same_bytes};
+
+/// What a 0.3.0 frame says of time: the operator's watermark and the host's clock (milliseconds).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FrameTime {
+    pub(crate) watermark: i64,
+    pub(crate) now: i64,
+}
 
 /// A key of the batch's key index, compared without a `memcmp` call when short.
 #[derive(Hash)]
@@ -24,13 +35,16 @@ impl Eq for Key<'_> {}
 /// Writes the input frame for the events `events` of `input` into `frame`. For a keyed operator
 /// (`max_parallelism` set) the key table holds each distinct key once, in order of first
 /// appearance, with the current value of every value state; `keyed` remembers the table so that
-/// host calls can resolve slots.
+/// host calls can resolve slots. With `time` (0.3.0), the frame carries it and each event's late
+/// flag.
+#[allow(clippy::too_many_arguments)] // the frame's parts, and the buffers reused from batch to batch
 pub(crate) fn encode_input(
     input: &EventBatch,
     events: std::ops::Range<usize>,
     keyed: &mut KeyedState,
     value_states: &[u32],
     max_parallelism: Option<u32>,
+    time: Option<FrameTime>,
     frame: &mut Vec<u8>,
     event_slots: &mut Vec<u32>,
 ) -> Result<(), String> {
@@ -54,10 +68,42 @@ pub(crate) fn encode_input(
         }
     }
 
+    put_key_table(keyed, value_states, events.len(), time, frame)?;
+    for (i, event) in events.map(|i| input.get(i)).enumerate() {
+        match event_slots.get(i) {
+            Some(&slot) => put_u32(frame, slot),
+            None => {
+                put_u32(frame, NONE);
+                put_opt_bytes(frame, event.key);
+            }
+        }
+        put_opt_ts(frame, event.timestamp);
+        if let Some(time) = time {
+            let late = time.watermark != NO_WATERMARK && event.timestamp.is_some_and(|t| t <= time.watermark);
+            frame.push(if late { LATE } else { 0 });
+        }
+        put_bytes(frame, event.value);
+    }
+    Ok(())
+}
+
+/// Writes a frame's header (`count` events or timers) and its key table, the keys of
+/// `keyed.slots` with the value of each value state, prefetched first.
+fn put_key_table(
+    keyed: &KeyedState,
+    value_states: &[u32],
+    count: usize,
+    time: Option<FrameTime>,
+    frame: &mut Vec<u8>,
+) -> Result<(), String> {
     keyed.prefetch_values(value_states);
     put_u32(frame, keyed.slots.len() as u32);
     put_u32(frame, value_states.len() as u32);
-    put_u32(frame, events.len() as u32);
+    put_u32(frame, count as u32);
+    if let Some(time) = time {
+        put_i64(frame, time.watermark);
+        put_i64(frame, time.now);
+    }
     for &(kg, start, end) in &keyed.slots {
         let key = &keyed.keys[start as usize..end as usize];
         put_bytes(frame, key);
@@ -70,32 +116,55 @@ pub(crate) fn encode_input(
             result.map_err(|e| format!("state backend: {e}"))?;
         }
     }
-    for (i, event) in events.map(|i| input.get(i)).enumerate() {
-        match event_slots.get(i) {
-            Some(&slot) => put_u32(frame, slot),
-            None => {
-                put_u32(frame, NONE);
-                put_opt_bytes(frame, event.key);
-            }
-        }
-        put_opt_ts(frame, event.timestamp);
-        put_bytes(frame, event.value);
+    Ok(())
+}
+
+/// Writes the timer frame (0.3.0) for `due`, timers of their domain in time order: the key table
+/// of their keys, then each timer's slot, domain and time.
+pub(crate) fn encode_timers(
+    due: &[(TimeDomain, Timer)],
+    keyed: &mut KeyedState,
+    value_states: &[u32],
+    time: FrameTime,
+    frame: &mut Vec<u8>,
+) -> Result<(), String> {
+    frame.clear();
+    keyed.slots.clear();
+    keyed.keys.clear();
+    let mut index: HashMap<(KeyGroup, &[u8]), u32, foldhash::fast::RandomState> = HashMap::default();
+    let mut slots = Vec::with_capacity(due.len());
+    for (_, timer) in due {
+        let slot = *index.entry((timer.key_group, &timer.key)).or_insert_with(|| {
+            let start = keyed.keys.len() as u32;
+            keyed.keys.extend_from_slice(&timer.key);
+            keyed.slots.push((timer.key_group, start, keyed.keys.len() as u32));
+            keyed.slots.len() as u32 - 1
+        });
+        slots.push(slot);
+    }
+    put_key_table(keyed, value_states, due.len(), Some(time), frame)?;
+    for ((domain, timer), slot) in due.iter().zip(slots) {
+        put_u32(frame, slot);
+        frame.push(*domain as u8);
+        put_i64(frame, timer.time);
     }
     Ok(())
 }
 
-/// Appends the output frame's emitted events to `out` and applies its value-state writes. The
-/// events keep pointing into the frame, which `out` takes over: no per-event copy.
+/// Appends the output frame's emitted events to `out` and applies its value-state writes and, with
+/// `timers` (0.3.0), its timer operations. The events keep pointing into the frame, which `out`
+/// takes over: no per-event copy.
 pub(crate) fn apply_output(
     output: Vec<u8>,
     keyed: &mut KeyedState,
     value_states: &[u32],
+    timers: bool,
     out: &mut EventBatch,
 ) -> Result<(), String> {
     let events_before = out.len();
     // Malformed-frame errors, the reader's and `read_output`'s own, are said to be the guest's here.
     let result =
-        read_output(&output, keyed, value_states, out).map_err(|e| match e.strip_prefix("malformed frame: ") {
+        read_output(&output, keyed, value_states, timers, out).map_err(|e| match e.strip_prefix("malformed frame: ") {
             Some(what) => format!("the guest returned a malformed output frame: {what}"),
             None => e,
         });
@@ -110,6 +179,7 @@ fn read_output(
     output: &[u8],
     keyed: &mut KeyedState,
     value_states: &[u32],
+    timers: bool,
     out: &mut EventBatch,
 ) -> Result<(), String> {
     let malformed = |what: String| format!("malformed frame: {what}");
@@ -145,8 +215,42 @@ fn read_output(
         }
         .map_err(|e| format!("state backend: {e}"))?;
     }
+    if timers {
+        apply_timer_ops(&mut r, keyed)?;
+    }
     if !r.is_at_end() {
-        return Err(malformed(format!("{} bytes after the write set", output.len() - r.position())));
+        let what = if timers { "timer operations" } else { "write set" };
+        return Err(malformed(format!("{} bytes after the {what}", output.len() - r.position())));
     }
     keyed.check_limit()
+}
+
+/// Registers and deletes the timers an output frame names.
+fn apply_timer_ops(r: &mut Reader, keyed: &mut KeyedState) -> Result<(), String> {
+    let ops = r.u32()?;
+    if ops == 0 {
+        return Ok(());
+    }
+    let KeyedState { backend, timers, slots, keys, .. } = keyed;
+    let Some(timers) = timers.as_mut() else {
+        return Err("the operator set a timer, but timers are kept per key: give it a keyed input \
+                    (`input = \"hash\"`)"
+            .to_string());
+    };
+    for _ in 0..ops {
+        let slot = r.u32()?;
+        let op = r.u8()?;
+        let time = r.i64()?;
+        let &(kg, start, end) = slots.get(slot as usize).ok_or_else(|| {
+            format!("malformed frame: a timer for slot {slot}, but the batch has {} keys", slots.len())
+        })?;
+        let op = TimerOp::from_byte(op).ok_or_else(|| format!("malformed frame: timer operation {op}"))?;
+        let key = &keys[start as usize..end as usize];
+        match op.delete {
+            false => timers.register(&mut **backend, op.domain, time, kg, key),
+            true => timers.delete(&mut **backend, op.domain, time, kg, key),
+        }
+        .map_err(|e| format!("state backend: {e}"))?;
+    }
+    Ok(())
 }

@@ -10,9 +10,9 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{ResourceLimiter, format_err};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{self, types};
+use super::bindings;
 use crate::key_group::KeyGroup;
-use crate::state::{MemoryBackend, StateBackend, StateKind};
+use crate::state::{MemoryBackend, StateBackend, StateKind, TimerQueue};
 
 /// Memory limit of one instance; exceeding it traps with a message that says so.
 pub(crate) struct MemoryLimit {
@@ -45,7 +45,12 @@ fn mib(bytes: usize) -> String {
 /// Keyed state of one operator subtask, and the key table of the batch being processed.
 pub(crate) struct KeyedState {
     pub(crate) backend: Box<dyn StateBackend>,
+    /// The kinds of the states in the backend: the operator's own, then the host's (timers).
     pub(crate) kinds: Vec<StateKind>,
+    /// How many of them the operator declared, and may reach.
+    pub(crate) guest_states: u32,
+    /// Its timers, for an operator that can set them (keyed, contract 0.3.0).
+    pub(crate) timers: Option<TimerQueue>,
     /// Per slot: key group, and the key's byte range in `keys`.
     pub(crate) slots: Vec<(KeyGroup, u32, u32)>,
     pub(crate) keys: Vec<u8>,
@@ -54,8 +59,18 @@ pub(crate) struct KeyedState {
 }
 
 impl KeyedState {
+    /// Keyed state in `backend`, of the operator's states of `kinds` and none of the host's.
     pub(crate) fn new(backend: Box<dyn StateBackend>, kinds: Vec<StateKind>) -> Self {
-        KeyedState { backend, kinds, slots: Vec::new(), keys: Vec::new(), limit: usize::MAX }
+        let guest_states = kinds.len() as u32;
+        KeyedState {
+            backend,
+            kinds,
+            guest_states,
+            timers: None,
+            slots: Vec::new(),
+            keys: Vec::new(),
+            limit: usize::MAX,
+        }
     }
 
     /// Fails once the state holds more than `state-limit`: a guest must not be able to exhaust
@@ -93,14 +108,15 @@ impl KeyedState {
         let Some(&(kg, start, end)) = self.slots.get(slot as usize) else {
             return Err(format_err!("the guest used state slot {slot}, but the batch has {} keys", self.slots.len()));
         };
-        match (self.kinds.get(state as usize), kind) {
+        let declared = self.kinds.get(state as usize).filter(|_| state < self.guest_states);
+        match (declared, kind) {
             (Some(_), None) => {}
             (Some(&k), Some(kind)) if k == kind => {}
             (Some(k), Some(kind)) => {
                 return Err(format_err!("the guest used state #{state} ({k:?} state) as {kind:?} state"));
             }
             (None, _) => {
-                return Err(format_err!("the guest used state #{state}, but it declares {} states", self.kinds.len()));
+                return Err(format_err!("the guest used state #{state}, but it declares {} states", self.guest_states));
             }
         }
         f(&mut *self.backend, kg, &self.keys[start as usize..end as usize])
@@ -150,32 +166,33 @@ impl WasiView for HostState {
     }
 }
 
+/// Adds the imports of both served contract versions (their interfaces have different names, so
+/// one linker serves modules of either).
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    bindings::OperatorWorld::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+    bindings::v3::OperatorWorld::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    bindings::v2::OperatorWorld::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
 }
 
-impl types::Host for HostState {}
-
-impl bindings::weir::operator::state::Host for HostState {
+/// The `state` functions, for both contract versions (their signatures are the same).
+impl KeyedState {
     fn map_get(&mut self, slot: u32, state: u32, map_key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
-        self.keyed.with_key(slot, state, Some(StateKind::Map), |b, kg, key| {
+        self.with_key(slot, state, Some(StateKind::Map), |b, kg, key| {
             let mut out = Vec::new();
             Ok(b.map_get(state, kg, key, &map_key, &mut out)?.then_some(out))
         })
     }
 
     fn map_put(&mut self, slot: u32, state: u32, map_key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
-        self.keyed
-            .with_key(slot, state, Some(StateKind::Map), |b, kg, key| b.map_put(state, kg, key, &map_key, &value))?;
-        self.keyed.check_limit().map_err(|e| format_err!("{e}"))
+        self.with_key(slot, state, Some(StateKind::Map), |b, kg, key| b.map_put(state, kg, key, &map_key, &value))?;
+        self.check_limit().map_err(|e| format_err!("{e}"))
     }
 
     fn map_remove(&mut self, slot: u32, state: u32, map_key: Vec<u8>) -> wasmtime::Result<()> {
-        self.keyed.with_key(slot, state, Some(StateKind::Map), |b, kg, key| b.map_remove(state, kg, key, &map_key))
+        self.with_key(slot, state, Some(StateKind::Map), |b, kg, key| b.map_remove(state, kg, key, &map_key))
     }
 
     fn map_entries(&mut self, slot: u32, state: u32) -> wasmtime::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.keyed.with_key(slot, state, Some(StateKind::Map), |b, kg, key| {
+        self.with_key(slot, state, Some(StateKind::Map), |b, kg, key| {
             let mut entries = Vec::new();
             b.map_entries(state, kg, key, &mut |k, v| entries.push((k.to_vec(), v.to_vec())))?;
             Ok(entries)
@@ -183,7 +200,7 @@ impl bindings::weir::operator::state::Host for HostState {
     }
 
     fn list_get(&mut self, slot: u32, state: u32) -> wasmtime::Result<Vec<Vec<u8>>> {
-        self.keyed.with_key(slot, state, Some(StateKind::List), |b, kg, key| {
+        self.with_key(slot, state, Some(StateKind::List), |b, kg, key| {
             let mut items = Vec::new();
             b.list_get(state, kg, key, &mut |v| items.push(v.to_vec()))?;
             Ok(items)
@@ -191,26 +208,78 @@ impl bindings::weir::operator::state::Host for HostState {
     }
 
     fn list_append(&mut self, slot: u32, state: u32, value: Vec<u8>) -> wasmtime::Result<()> {
-        self.keyed.with_key(slot, state, Some(StateKind::List), |b, kg, key| b.list_append(state, kg, key, &value))?;
-        self.keyed.check_limit().map_err(|e| format_err!("{e}"))
+        self.with_key(slot, state, Some(StateKind::List), |b, kg, key| b.list_append(state, kg, key, &value))?;
+        self.check_limit().map_err(|e| format_err!("{e}"))
     }
 
     fn clear(&mut self, slot: u32, state: u32) -> wasmtime::Result<()> {
-        self.keyed.with_key(slot, state, None, |b, kg, key| b.clear(state, kg, key))
+        self.with_key(slot, state, None, |b, kg, key| b.clear(state, kg, key))
     }
 }
 
-impl bindings::weir::operator::log::Host for HostState {
-    fn log(&mut self, level: types::Level, message: String) -> wasmtime::Result<()> {
+impl HostState {
+    fn log(&self, level: tracing::Level, message: &str) {
         let subtask = &*self.subtask;
-        let message = crate::runtime::clip(&message);
+        let message = crate::runtime::clip(message);
         match level {
-            types::Level::Trace => tracing::trace!(target: "weir::guest", %subtask, "{message}"),
-            types::Level::Debug => tracing::debug!(target: "weir::guest", %subtask, "{message}"),
-            types::Level::Info => tracing::info!(target: "weir::guest", %subtask, "{message}"),
-            types::Level::Warn => tracing::warn!(target: "weir::guest", %subtask, "{message}"),
-            types::Level::Error => tracing::error!(target: "weir::guest", %subtask, "{message}"),
+            tracing::Level::TRACE => tracing::trace!(target: "weir::guest", %subtask, "{message}"),
+            tracing::Level::DEBUG => tracing::debug!(target: "weir::guest", %subtask, "{message}"),
+            tracing::Level::INFO => tracing::info!(target: "weir::guest", %subtask, "{message}"),
+            tracing::Level::WARN => tracing::warn!(target: "weir::guest", %subtask, "{message}"),
+            tracing::Level::ERROR => tracing::error!(target: "weir::guest", %subtask, "{message}"),
         }
-        Ok(())
     }
 }
+
+/// The `types`, `state` and `log` imports of contract version `$v` (a module of `bindings`).
+macro_rules! imports {
+    ($v:ident) => {
+        impl bindings::$v::weir::operator::types::Host for HostState {}
+
+        impl bindings::$v::weir::operator::state::Host for HostState {
+            fn map_get(&mut self, slot: u32, state: u32, map_key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
+                self.keyed.map_get(slot, state, map_key)
+            }
+            fn map_put(&mut self, slot: u32, state: u32, map_key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
+                self.keyed.map_put(slot, state, map_key, value)
+            }
+            fn map_remove(&mut self, slot: u32, state: u32, map_key: Vec<u8>) -> wasmtime::Result<()> {
+                self.keyed.map_remove(slot, state, map_key)
+            }
+            fn map_entries(&mut self, slot: u32, state: u32) -> wasmtime::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+                self.keyed.map_entries(slot, state)
+            }
+            fn list_get(&mut self, slot: u32, state: u32) -> wasmtime::Result<Vec<Vec<u8>>> {
+                self.keyed.list_get(slot, state)
+            }
+            fn list_append(&mut self, slot: u32, state: u32, value: Vec<u8>) -> wasmtime::Result<()> {
+                self.keyed.list_append(slot, state, value)
+            }
+            fn clear(&mut self, slot: u32, state: u32) -> wasmtime::Result<()> {
+                self.keyed.clear(slot, state)
+            }
+        }
+
+        impl bindings::$v::weir::operator::log::Host for HostState {
+            fn log(
+                &mut self,
+                level: bindings::$v::weir::operator::types::Level,
+                message: String,
+            ) -> wasmtime::Result<()> {
+                use bindings::$v::weir::operator::types::Level;
+                let level = match level {
+                    Level::Trace => tracing::Level::TRACE,
+                    Level::Debug => tracing::Level::DEBUG,
+                    Level::Info => tracing::Level::INFO,
+                    Level::Warn => tracing::Level::WARN,
+                    Level::Error => tracing::Level::ERROR,
+                };
+                HostState::log(self, level, &message);
+                Ok(())
+            }
+        }
+    };
+}
+
+imports!(v2);
+imports!(v3);

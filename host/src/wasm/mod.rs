@@ -7,6 +7,7 @@ mod bindings;
 mod contract;
 mod engine;
 mod frame;
+mod guest;
 mod host;
 mod operator;
 mod wasi;

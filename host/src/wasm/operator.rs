@@ -5,15 +5,19 @@ use std::time::Duration;
 
 use wasmtime::{Store, Trap, WasmBacktrace};
 
-use super::bindings::{OperatorWorld, types};
+use weir_frame::{NO_WATERMARK, TimeDomain};
+
 use super::engine::{EPOCH_TICK, OperatorModule};
-use super::frame;
+use super::frame::{self, FrameTime};
+use super::guest::Guest;
 use super::host::{HostState, KeyedState};
 use crate::key_group::key_group_range;
 use crate::runtime::{
-    BATCH_BYTES, EventBatch, HandedOverState, Operator, OperatorFactory, StateSnapshot, SubtaskInfo, clip,
+    BATCH_BYTES, BATCH_SIZE, EventBatch, HandedOverState, Operator, OperatorFactory, StateSnapshot, SubtaskInfo, clip,
 };
-use crate::state::{self, Backends, MemoryBackend, Migration, StateBackend, StateDescriptor, StateKind, StateRestore};
+use crate::state::{
+    self, Backends, MemoryBackend, Migration, StateBackend, StateDescriptor, StateKind, StateRestore, Timer, TimerQueue,
+};
 
 /// Limits of the sandbox each instance runs in.
 #[derive(Debug, Clone, Copy)]
@@ -95,7 +99,7 @@ impl WasmOperatorFactory {
     fn migrate(
         &self,
         store: &mut Store<HostState>,
-        instance: &OperatorWorld,
+        instance: &Guest,
         backend: &mut dyn StateBackend,
         key_groups: std::ops::Range<u32>,
         migration: Migration,
@@ -107,8 +111,7 @@ impl WasmOperatorFactory {
         let migrated = state::rewrite_items(backend, state, key_groups, &mut |items| {
             arm(store, self.limits.call_deadline);
             instance
-                .weir_operator_operator()
-                .call_migrate(&mut *store, state, from_version, &items)
+                .migrate(&mut *store, state, from_version, &items)
                 .map_err(|e| call_error("migrate", &e, &self.limits))?
         })
         .map_err(failed)?;
@@ -123,7 +126,9 @@ impl WasmOperatorFactory {
 impl OperatorFactory for WasmOperatorFactory {
     fn create(&self, info: &SubtaskInfo) -> Result<Box<dyn Operator>, String> {
         let description = &self.module.description;
-        let kinds = description.kinds();
+        // The declared states, then the host's timers when it can set them.
+        let states = self.module.states(self.keyed);
+        let kinds: Vec<StateKind> = states.iter().map(|s| s.kind).collect();
         let key_groups =
             if self.keyed { key_group_range(info.max_parallelism, info.parallelism, info.index) } else { 0..0 };
         // The instance runs any migration of the restored state, so it comes first, with no state.
@@ -144,8 +149,7 @@ impl OperatorFactory for WasmOperatorFactory {
             Some(restore) => {
                 let restored = restore(backends, &kinds, key_groups.clone(), info.index)
                     .map_err(|e| format!("cannot restore its state: {e}"))?;
-                let migrations =
-                    restored.migrations(&description.states).map_err(|e| format!("cannot restore its state: {e}"))?;
+                let migrations = restored.migrations(&states).map_err(|e| format!("cannot restore its state: {e}"))?;
                 let mut backend = restored.backend;
                 for migration in migrations {
                     self.migrate(&mut store, &instance, &mut *backend, key_groups.clone(), migration)?;
@@ -153,33 +157,33 @@ impl OperatorFactory for WasmOperatorFactory {
                 backend
             }
         };
-        store.data_mut().keyed = KeyedState::new(backend, kinds.clone());
-        store.data_mut().keyed.limit = self.limits.state_limit;
-        let context = types::Context {
-            uid: info.uid.to_string(),
-            subtask_index: info.index,
-            parallelism: info.parallelism,
-            max_parallelism: info.max_parallelism,
-            attempt: info.attempt,
-        };
+        let mut keyed = KeyedState::new(backend, kinds.clone());
+        keyed.guest_states = description.states.len() as u32;
+        keyed.limit = self.limits.state_limit;
+        if states.len() > description.states.len() {
+            let timers = TimerQueue::restore(&*keyed.backend, keyed.guest_states, key_groups.clone())
+                .map_err(|e| format!("cannot restore its timers: {e}"))?;
+            keyed.timers = Some(timers);
+        }
+        store.data_mut().keyed = keyed;
         arm(&mut store, self.limits.call_deadline);
         instance
-            .weir_operator_operator()
-            .call_open(&mut store, &self.config, &context)
+            .open(&mut store, &self.config, info)
             .map_err(|e| call_error("open", &e, &self.limits))?
             .map_err(|message| format!("open refused the configuration {}: {}", clip(&self.config), clip(&message)))?;
         let value_states = (0..kinds.len() as u32).filter(|&i| kinds[i as usize] == StateKind::Value).collect();
-        let states = description.states.clone();
         Ok(Box::new(WasmOperator {
             key_groups,
             states,
             store,
+            time: self.module.has_timers().then_some(FrameTime { watermark: NO_WATERMARK, now: 0 }),
             instance,
             value_states,
             max_parallelism: self.keyed.then_some(info.max_parallelism),
             limits: self.limits,
             frame: Vec::new(),
             event_slots: Vec::new(),
+            due: Vec::new(),
         }))
     }
 }
@@ -187,10 +191,12 @@ impl OperatorFactory for WasmOperatorFactory {
 struct WasmOperator {
     /// The key groups this subtask owns (none when its input is not keyed).
     key_groups: std::ops::Range<u32>,
-    /// Declared states, as snapshots record them.
+    /// Its states, as snapshots record them: the declared ones, then the host's timers if any.
     states: Vec<StateDescriptor>,
     store: Store<HostState>,
-    instance: OperatorWorld,
+    instance: Guest,
+    /// What the frames say of time (a 0.3.0 guest; none for 0.2.0).
+    time: Option<FrameTime>,
     /// Indices of the declared value states, in the frames' order.
     value_states: Vec<u32>,
     /// Set for a keyed operator.
@@ -199,6 +205,8 @@ struct WasmOperator {
     /// The input frame and each event's slot, reused from batch to batch.
     frame: Vec<u8>,
     event_slots: Vec<u32>,
+    /// The timers being fired, reused.
+    due: Vec<(TimeDomain, Timer)>,
 }
 
 impl WasmOperator {
@@ -209,27 +217,72 @@ impl WasmOperator {
         events: std::ops::Range<usize>,
         out: &mut EventBatch,
     ) -> Result<(), String> {
+        let time = self.time.map(|t| FrameTime { now: now_ms(), ..t });
         frame::encode_input(
             input,
             events,
             &mut self.store.data_mut().keyed,
             &self.value_states,
             self.max_parallelism,
+            time,
             &mut self.frame,
             &mut self.event_slots,
         )?;
         arm(&mut self.store, self.limits.call_deadline);
         let output = self
             .instance
-            .weir_operator_operator()
-            .call_process_batch(&mut self.store, &self.frame)
+            .process_batch(&mut self.store, &self.frame)
             .map_err(|e| call_error("process-batch", &e, &self.limits))?
             .map_err(|message| format!("the operator failed: {}", clip(&message)))?;
-        frame::apply_output(output, &mut self.store.data_mut().keyed, &self.value_states, out)
+        frame::apply_output(output, &mut self.store.data_mut().keyed, &self.value_states, time.is_some(), out)
+    }
+
+    /// Fires the timers due at `time`, a batch of up to [`BATCH_SIZE`] per guest call, event time
+    /// first, until none is due (timers the guest sets while they fire may be due too).
+    fn fire_timers(&mut self, time: FrameTime, out: &mut EventBatch) -> Result<(), String> {
+        loop {
+            let keyed = &mut self.store.data_mut().keyed;
+            let Some(timers) = keyed.timers.as_mut() else { return Ok(()) };
+            let mut due = Vec::new();
+            for (domain, until) in [(TimeDomain::EventTime, time.watermark), (TimeDomain::ProcessingTime, time.now)] {
+                timers
+                    .take_due(&mut *keyed.backend, domain, until, BATCH_SIZE - self.due.len(), &mut due)
+                    .map_err(|e| format!("state backend: {e}"))?;
+                self.due.extend(due.drain(..).map(|timer| (domain, timer)));
+            }
+            if self.due.is_empty() {
+                return Ok(());
+            }
+            frame::encode_timers(&self.due, keyed, &self.value_states, time, &mut self.frame)?;
+            self.due.clear();
+            arm(&mut self.store, self.limits.call_deadline);
+            let output = self
+                .instance
+                .on_timers(&mut self.store, &self.frame)
+                .map_err(|e| call_error("on-timers", &e, &self.limits))?
+                .map_err(|message| format!("the operator failed: {}", clip(&message)))?;
+            frame::apply_output(output, &mut self.store.data_mut().keyed, &self.value_states, true, out)?;
+        }
     }
 }
 
+/// Milliseconds since the Unix epoch: processing time, as the frames carry it.
+fn now_ms() -> i64 {
+    crate::runtime::now_ms() as i64
+}
+
 impl Operator for WasmOperator {
+    fn advance_time(&mut self, watermark: i64, out: &mut EventBatch) -> Result<(), String> {
+        let Some(time) = &mut self.time else { return Ok(()) };
+        time.watermark = watermark;
+        let time = FrameTime { now: now_ms(), ..*time };
+        self.fire_timers(time, out)
+    }
+
+    fn next_processing_timer(&self) -> Option<i64> {
+        self.store.data().keyed.timers.as_ref()?.next(TimeDomain::ProcessingTime)
+    }
+
     fn process(&mut self, input: &EventBatch, out: &mut EventBatch) -> Result<(), String> {
         let keyed = &mut self.store.data_mut().keyed;
         if let Some(backend) = keyed.backend.settled().map_err(|e| format!("cannot settle its state: {e}"))? {

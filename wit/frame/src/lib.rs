@@ -7,6 +7,55 @@ use std::fmt;
 /// Length marking an absent `opt-bytes`, and the slot of an event without a key-table entry.
 pub const NONE: u32 = u32::MAX;
 
+/// Event flag (0.3.0): the event came at or before the operator's watermark.
+pub const LATE: u8 = 1;
+
+/// The watermark of an input frame before the operator has one (0.3.0).
+pub const NO_WATERMARK: i64 = i64::MIN;
+
+/// Timer domains (0.3.0): when a timer is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum TimeDomain {
+    /// When the operator's watermark reaches the timer's time.
+    EventTime = 0,
+    /// When the host's clock reaches the timer's time.
+    ProcessingTime = 1,
+}
+
+impl TimeDomain {
+    /// The domain a frame's byte names.
+    pub fn from_byte(b: u8) -> Option<TimeDomain> {
+        match b {
+            0 => Some(TimeDomain::EventTime),
+            1 => Some(TimeDomain::ProcessingTime),
+            _ => None,
+        }
+    }
+}
+
+/// What an output frame's timer operation does (0.3.0): bit 0 set deletes, bits 1.. name the
+/// [`TimeDomain`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimerOp {
+    /// The timer's domain.
+    pub domain: TimeDomain,
+    /// Deletes the timer instead of registering it.
+    pub delete: bool,
+}
+
+impl TimerOp {
+    /// The operation's byte.
+    pub fn to_byte(self) -> u8 {
+        ((self.domain as u8) << 1) | self.delete as u8
+    }
+
+    /// The operation a byte names.
+    pub fn from_byte(b: u8) -> Option<TimerOp> {
+        Some(TimerOp { domain: TimeDomain::from_byte(b >> 1)?, delete: b & 1 == 1 })
+    }
+}
+
 /// A frame ended before the item being read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Truncated {
@@ -82,6 +131,21 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A byte.
+    #[inline]
+    pub fn u8(&mut self) -> Result<u8, Truncated> {
+        Ok(self.fixed(1)?[0])
+    }
+
+    /// A little-endian `i64`.
+    #[inline]
+    pub fn i64(&mut self) -> Result<i64, Truncated> {
+        let b = self.fixed(8)?;
+        let mut v = [0u8; 8];
+        v.copy_from_slice(b);
+        Ok(i64::from_le_bytes(v))
+    }
+
     /// An `opt-ts` item.
     #[inline]
     pub fn opt_ts(&mut self) -> Result<Option<i64>, Truncated> {
@@ -95,6 +159,12 @@ impl<'a> Reader<'a> {
 /// Writes a little-endian `u32`.
 #[inline]
 pub fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+/// Writes a little-endian `i64`.
+#[inline]
+pub fn put_i64(out: &mut Vec<u8>, v: i64) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
@@ -156,6 +226,8 @@ mod tests {
         put_opt_bytes(&mut out, Some(b""));
         put_opt_ts(&mut out, Some(-5));
         put_opt_ts(&mut out, None);
+        out.push(LATE);
+        put_i64(&mut out, NO_WATERMARK);
         put_opt_bytes_with(&mut out, |b| {
             b.extend_from_slice(b"xy");
             true
@@ -171,9 +243,23 @@ mod tests {
         assert_eq!(r.opt_bytes(), Ok(Some(&b""[..])));
         assert_eq!(r.opt_ts(), Ok(Some(-5)));
         assert_eq!(r.opt_ts(), Ok(None));
+        assert_eq!(r.u8(), Ok(LATE));
+        assert_eq!(r.i64(), Ok(NO_WATERMARK));
         assert_eq!(r.opt_bytes(), Ok(Some(&b"xy"[..])));
         assert_eq!(r.opt_bytes(), Ok(None));
         assert!(r.is_at_end());
+    }
+
+    #[test]
+    fn timer_ops_round_trip_and_unknown_bytes_are_none() {
+        for domain in [TimeDomain::EventTime, TimeDomain::ProcessingTime] {
+            for delete in [false, true] {
+                let op = TimerOp { domain, delete };
+                assert_eq!(TimerOp::from_byte(op.to_byte()), Some(op));
+            }
+        }
+        assert_eq!(TimerOp::from_byte(4), None);
+        assert_eq!(TimeDomain::from_byte(2), None);
     }
 
     #[test]

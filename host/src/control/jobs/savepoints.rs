@@ -11,7 +11,8 @@ use crate::runtime::SavepointRequest;
 
 impl Jobs {
     /// Asks running job `id` for a savepoint into `dir` (else the job's savepoint directory),
-    /// its state in form `format`; with `stop`, the job then stops (stop-with-savepoint).
+    /// its state in form `format`; with `stop`, the job then stops (stop-with-savepoint), after
+    /// firing every event-time timer first with `drain`.
     /// Returns the trigger id to ask [`Jobs::savepoint_status`] with.
     pub fn savepoint(
         &self,
@@ -19,6 +20,7 @@ impl Jobs {
         dir: Option<&str>,
         format: SavepointFormat,
         stop: bool,
+        drain: bool,
     ) -> Result<String, SavepointError> {
         let (job, plan) = self.running(id, "take a savepoint")?;
         let sink = Arc::new(plan.savepoint_sink(dir, format).map_err(SavepointError::Target)?);
@@ -48,7 +50,7 @@ impl Jobs {
             };
             lock(&runner.triggers).insert(key, status);
         });
-        let request = SavepointRequest { sink, stop, handover: false, done };
+        let request = SavepointRequest { sink, stop, handover: false, drain: stop && drain, done };
         if job.request_savepoint(request).is_err() {
             lock(&job.triggers).insert(trigger.clone(), SavepointStatus::Failed { cause: "the job ended".into() });
         }

@@ -291,7 +291,7 @@ impl Jobs {
                 );
             }
         });
-        let request = SavepointRequest { sink, stop: true, handover, done };
+        let request = SavepointRequest { sink, stop: true, handover, drain: false, done };
         if job.request_savepoint(request).is_err() {
             // The job ended meanwhile: its run loop has recorded how.
             lock(&job.upgrade).take();

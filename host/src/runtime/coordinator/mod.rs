@@ -172,6 +172,7 @@ impl<'a> Coordinator<'a> {
         }
         // Stored before the barrier is requested (subtasks read them in the reverse order).
         if let Some(request) = savepoint.as_ref().filter(|s| s.stop) {
+            self.control.draining.store(request.drain, Ordering::SeqCst);
             if request.handover {
                 self.control.handing_over.store(true, Ordering::SeqCst);
                 // The next run publishes what this stop covers when it opens the sinks, while

@@ -46,6 +46,7 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
         uploads,
         targets: Mutex::default(),
         stop_at: AtomicU64::new(0),
+        draining: AtomicBool::new(false),
         final_checkpoint_done: AtomicBool::new(false),
         completed: AtomicU64::new(0),
         handover,

@@ -50,6 +50,8 @@ pub(crate) struct BarrierRequests {
     pub(crate) before_run: u64,
     /// The barrier of a stop-with-savepoint under way (0: none): sources stop after it.
     pub(crate) stop_at: u64,
+    /// That stop drains: sources send the end of time before its barrier.
+    pub(crate) draining: bool,
     /// That stop hands operator state and source positions over to the next run.
     pub(crate) handing_over: bool,
     /// The checkpoint or savepoint that ends the job has completed: waiting sources end.
@@ -78,6 +80,8 @@ pub(crate) trait Input {
     fn recv(&mut self) -> Result<Received, StreamError>;
     /// The same, or `None` at once when nothing is ready.
     fn try_recv(&mut self) -> Result<Option<Received>, StreamError>;
+    /// The same, or `None` once `deadline` has passed with nothing ready.
+    fn recv_deadline(&mut self, deadline: std::time::Instant) -> Result<Option<Received>, StreamError>;
     /// How long the last aligned barrier waited from its first input to its last.
     fn alignment(&self) -> Duration;
 }
@@ -191,6 +195,9 @@ mod tests {
             Ok(self.0.pop_front().unwrap_or(Received::Ended))
         }
         fn try_recv(&mut self) -> Result<Option<Received>, StreamError> {
+            self.recv().map(Some)
+        }
+        fn recv_deadline(&mut self, _deadline: std::time::Instant) -> Result<Option<Received>, StreamError> {
             self.recv().map(Some)
         }
         fn alignment(&self) -> Duration {

@@ -2,11 +2,12 @@
 //! downstream, pass event time on, take its part of each aligned barrier, and at the end of a
 //! handover leave its state for the next run.
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use super::{Input, Output, Received, SinkDriver, Stop, StreamError, TaskContext, checkpoint};
 use crate::runtime::metrics::{Counters, clock_ns};
 use crate::runtime::watermarks::{END_OF_TIME, EventTime, NO_WATERMARK, WatermarkGenerator};
-use crate::runtime::{EventBatch, Operator, SubtaskInfo, WatermarkSpec};
+use crate::runtime::{EventBatch, Operator, SubtaskInfo, WatermarkSpec, now_ms};
 
 /// The watermarks an operator subtask sends: those of its inputs, or, when the job file asks it
 /// to generate its own, those of the events it emits (Flink's timestamp assigner after an
@@ -38,6 +39,12 @@ impl OutputTime {
     }
 }
 
+/// When processing time (milliseconds since the Unix epoch) reaches `ms`, on the monotonic clock.
+fn instant_of(ms: i64) -> Instant {
+    let wait = ms.saturating_sub(now_ms() as i64).clamp(0, 3_600_000) as u64;
+    Instant::now() + Duration::from_millis(wait)
+}
+
 /// Events of `batch` at or before `watermark`: late.
 fn late_events(batch: &EventBatch, watermark: i64) -> u64 {
     if watermark == NO_WATERMARK {
@@ -64,9 +71,35 @@ pub(crate) fn run_operator(
     let mut watermark = NO_WATERMARK;
     let mut output_time =
         watermarks.map_or(OutputTime::Forwarded, |spec| OutputTime::Generated(WatermarkGenerator::new(spec)));
+    // Sends what the operator emitted to its chained sinks and downstream.
+    let emit = |out: &mut EventBatch,
+                sinks: &mut Vec<SinkDriver>,
+                output_time: &mut OutputTime,
+                output: &mut dyn Output|
+     -> Result<(), Stop> {
+        counters.events_out.fetch_add(out.len() as u64, Ordering::Relaxed);
+        for sink in sinks.iter_mut() {
+            sink.write(out, ctx)?;
+        }
+        if output.is_empty() {
+            out.clear();
+        } else {
+            output_time.send(std::mem::take(out), output)?;
+        }
+        Ok(())
+    };
     loop {
-        let received = if block { Some(inputs.recv()?) } else { inputs.try_recv()? };
+        let received = match (block, operator.next_processing_timer()) {
+            (false, _) => inputs.try_recv()?,
+            (true, None) => Some(inputs.recv()?),
+            (true, Some(due)) => inputs.recv_deadline(instant_of(due))?,
+        };
         let Some(received) = received else {
+            if block {
+                // Waited until a processing-time timer was due.
+                operator.advance_time(watermark, &mut out)?;
+                emit(&mut out, &mut sinks, &mut output_time, output)?;
+            }
             // Nothing waiting: send what routing held back before blocking for more.
             output.flush()?;
             block = true;
@@ -78,23 +111,21 @@ pub(crate) fn run_operator(
                 counters.events_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 counters.late_events.fetch_add(late_events(&batch, watermark), Ordering::Relaxed);
                 operator.process(&batch, &mut out)?;
+                if operator.next_processing_timer().is_some_and(|due| due <= now_ms() as i64) {
+                    operator.advance_time(watermark, &mut out)?;
+                }
                 let now = clock_ns();
                 let _ = counters.first_batch_ns.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
                 counters.last_batch_ns.store(now, Ordering::Relaxed);
-                counters.events_out.fetch_add(out.len() as u64, Ordering::Relaxed);
-                for sink in &mut sinks {
-                    sink.write(&out, ctx)?;
-                }
-                if output.is_empty() {
-                    out.clear();
-                } else {
-                    output_time.send(std::mem::take(&mut out), output)?;
-                }
+                emit(&mut out, &mut sinks, &mut output_time, output)?;
             }
             Received::Time(time) => {
                 if let EventTime::Watermark(w) = time {
                     watermark = w;
                     counters.watermark.set(w);
+                    // Timers fire before the watermark goes on: what they emit is not late.
+                    operator.advance_time(w, &mut out)?;
+                    emit(&mut out, &mut sinks, &mut output_time, output)?;
                 }
                 if let Some(time) = output_time.input(time) {
                     output.time(time)?;

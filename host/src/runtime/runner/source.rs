@@ -37,8 +37,13 @@ impl Barriers<'_> {
     /// between polls, say a checkpoint and a savepoint; each must reach every sink): everything
     /// sent so far is before them, everything after is after them.
     fn inject(&mut self, output: &mut dyn Output, source: &dyn Source) -> Result<(), Stop> {
-        for id in self.injected + 1..=self.ctx.barriers().requested {
+        let asked = self.ctx.barriers();
+        for id in self.injected + 1..=asked.requested {
             let position = position_of(self.info, source);
+            if id == asked.stop_at && asked.draining {
+                // Drained: every event-time timer downstream fires before the stop's barrier.
+                output.time(EventTime::Watermark(END_OF_TIME))?;
+            }
             output.barrier(id)?;
             self.uncompleted.push_back((id, position.position.clone()));
             if self.uncompleted.len() > MAX_UNCOMPLETED {

@@ -1,0 +1,143 @@
+//! Windows: the tumbling event-time window count (`examples/window_count`) over out-of-order
+//! events, checked against windows computed here; timers kept by savepoints, fired by `--drain`.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use weir_e2e::*;
+
+const SIZE: i64 = 10_000;
+const EVENTS: usize = 120_000;
+const USERS: usize = 50;
+
+/// `EVENTS` clicks 5 ms apart with up to 1 s of jitter either way (`ts`), then 300 clicks from
+/// the first 100 s, which come long after their windows closed. Returns the file and the lines of
+/// the windows of every click but the late ones: `{"key":…,"start":…,"end":…,"count":n}`.
+fn clicks(dir: &Path) -> (PathBuf, Vec<String>) {
+    let mut text = String::new();
+    for i in 0..EVENTS {
+        let user = format!("u{}", (i * 31) % USERS);
+        let ts = (i as i64) * 5 + ((i as i64 * 7919) % 2001) - 1000;
+        text.push_str(&format!("{{\"user\":\"{user}\",\"ts\":{ts}}}\n"));
+    }
+    let on_time = text.len();
+    for i in 0..300 {
+        text.push_str(&format!("{{\"user\":\"u{}\",\"ts\":{}}}\n", i % USERS, i * 333));
+    }
+    let path = dir.join("clicks.jsonl");
+    std::fs::write(&path, text).unwrap();
+    let lines = windows_of(&path, on_time as u64);
+    (path, lines)
+}
+
+/// The window lines of the clicks in the first `bytes` bytes of `input`, sorted.
+fn windows_of(input: &Path, bytes: u64) -> Vec<String> {
+    let text = std::fs::read(input).unwrap();
+    let mut windows: BTreeMap<(String, i64), u64> = BTreeMap::new();
+    for line in String::from_utf8_lossy(&text[..bytes as usize]).lines() {
+        let click: serde_json::Value = serde_json::from_str(line).unwrap();
+        let ts = click["ts"].as_i64().unwrap();
+        *windows.entry((click["user"].as_str().unwrap().to_string(), ts - ts.rem_euclid(SIZE))).or_default() += 1;
+    }
+    let mut lines: Vec<String> = windows
+        .into_iter()
+        .map(|((key, start), count)| {
+            format!("{{\"key\":\"{key}\",\"start\":{start},\"end\":{},\"count\":{count}}}", start + SIZE)
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Clicks from `input` (event time in `ts`, watermarks 2 s behind) keyed by user and counted per
+/// 10 s window at `parallelism`, into `out`; `extra` lines after the header, `source_extra` in the
+/// source's table.
+fn window_job(dir: &Path, input: &Path, parallelism: u32, out: &Path, source_extra: &str, extra: &str) -> String {
+    let source = file_source("clicks", input)
+        + "timestamp-field = \"ts\"\nwatermarks = { out-of-orderness = \"2s\" }\n"
+        + source_extra;
+    let sections = [
+        source,
+        wasm_operator("by-user", "key_by", &["config = { field = \"user\" }"]),
+        wasm_operator("windows", "window_count", &["input = \"hash\"", "config = { size = \"10s\" }"]),
+        file_sink("counts", out),
+    ];
+    write_job(dir, &format!("{}\n{extra}", job("window-clicks", parallelism, &sections)))
+}
+
+#[test]
+fn windows_are_emitted_once_each_with_exact_counts_at_parallelism_1_2_and_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, expected) = clicks(dir.path());
+    for parallelism in [1, 2, 4] {
+        let out = dir.path().join(format!("out-{parallelism}"));
+        let job = window_job(dir.path(), &input, parallelism, &out, "", "");
+        let run = weir(&["run", &job, "--listen", "none"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let lines = sink_lines(&out);
+        assert_eq!(lines.len(), expected.len(), "at parallelism {parallelism}");
+        assert_eq!(lines, expected, "at parallelism {parallelism}");
+    }
+}
+
+const SAVEPOINTS: &str =
+    "[checkpointing]\ninterval = \"200ms\"\nstorage = \"file://chk\"\nsavepoint-dir = \"savepoints\"\n";
+
+/// Runs the window job slowly (20,000 clicks a second) at parallelism 2 and stops it with a
+/// savepoint after 1.5 s (`stop_args` after `--savepoint`); returns the savepoint and where the
+/// source had read to.
+fn stopped_mid_window(dir: &Path, input: &Path, out: &Path, stop_args: &[&str]) -> (PathBuf, u64) {
+    let job = window_job(dir, input, 2, out, "rate = 20000\n", SAVEPOINTS);
+    let mut running = Running::start(&job, &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut args = vec!["stop", running.id.as_str(), "--savepoint"];
+    args.extend_from_slice(stop_args);
+    let savepoint = PathBuf::from(running.cli(&args));
+    assert!(running.child.wait().unwrap().success(), "the stopped job finishes");
+    let metadata = read_metadata(&savepoint.join("_metadata"));
+    let position = position_number(&metadata["sources"][0]["position"]);
+    assert!(position > 0 && position < std::fs::metadata(input).unwrap().len() / 2, "stopped mid-file at {position}");
+    (savepoint, position)
+}
+
+#[test]
+fn pending_windows_are_saved_and_fire_after_a_restore_at_another_parallelism() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, expected) = clicks(dir.path());
+    let out = dir.path().join("out");
+    let (savepoint, position) = stopped_mid_window(dir.path(), &input, &out, &[]);
+    // Only windows the watermark had passed are out: fewer than those of what was read. The
+    // others are pending, with their timers: one per user and open window.
+    let before = sink_lines(&out);
+    assert!(!before.is_empty() && before.len() < windows_of(&input, position).len(), "{} windows", before.len());
+    let timers: Vec<serde_json::Value> = inspect(&savepoint)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["state"] == "weir.timers")
+        .collect();
+    assert_eq!(timers.len() + before.len(), windows_of(&input, position).len());
+    assert!(timers.iter().all(|t| t["map-key"]["timer"] == "event-time" && t["map-key"]["time"].as_i64().unwrap() % SIZE == SIZE - 1));
+    let job = window_job(dir.path(), &input, 3, &out, "", SAVEPOINTS);
+    let run = weir(&["run", &job, "--listen", "none", "--from-savepoint", &savepoint.to_string_lossy()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(sink_lines(&out), expected, "every window once, with the counts of both runs");
+}
+
+#[test]
+fn stop_with_drain_emits_every_window_before_the_savepoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = clicks(dir.path());
+    let out = dir.path().join("out");
+    let (savepoint, position) = stopped_mid_window(dir.path(), &input, &out, &["--drain"]);
+    // Every window of what was read, partial ones included (Flink's --drain), and nothing left:
+    // no window, no timer.
+    assert_eq!(sink_lines(&out), windows_of(&input, position));
+    assert_eq!(inspect(&savepoint), "");
+}
+
+/// What `weir savepoint inspect` prints of operator `windows` in `savepoint`.
+fn inspect(savepoint: &Path) -> String {
+    let inspected = weir(&["savepoint", "inspect", &savepoint.to_string_lossy(), "--operator", "windows"]);
+    assert_eq!(inspected.code, 0, "{}", inspected.stderr);
+    inspected.stdout
+}
