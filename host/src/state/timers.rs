@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::ops::Range;
 
-use weir_frame::TimeDomain;
+use weir_frame::{TimeDomain, TimerOp};
 
 use super::{StateBackend, StateDescriptor, StateError, StateItem, StateKind};
 use crate::key_group::KeyGroup;
@@ -101,34 +101,25 @@ impl TimerQueue {
         self.len() == 0
     }
 
-    /// Registers a timer for `key` at `time` (again: no change).
-    pub fn register(
+    /// Registers the timer `op` names for `key` at `time` (a second time: no change), or deletes
+    /// it (when it is not set: no change).
+    pub fn apply(
         &mut self,
         backend: &mut dyn StateBackend,
-        domain: TimeDomain,
+        op: TimerOp,
         time: i64,
         key_group: KeyGroup,
         key: &[u8],
     ) -> Result<(), StateError> {
         let timer = Timer { time, key_group, key: key.into() };
-        if self.queues[domain as usize].insert(timer) {
-            backend.map_put(self.state, key_group, key, &map_key(domain, time), &[])?;
-        }
-        Ok(())
-    }
-
-    /// Deletes the timer for `key` at `time`, if there is one.
-    pub fn delete(
-        &mut self,
-        backend: &mut dyn StateBackend,
-        domain: TimeDomain,
-        time: i64,
-        key_group: KeyGroup,
-        key: &[u8],
-    ) -> Result<(), StateError> {
-        let timer = Timer { time, key_group, key: key.into() };
-        if self.queues[domain as usize].remove(&timer) {
-            backend.map_remove(self.state, key_group, key, &map_key(domain, time))?;
+        let queue = &mut self.queues[op.domain as usize];
+        let stored = map_key(op.domain, time);
+        if op.delete {
+            if queue.remove(&timer) {
+                return backend.map_remove(self.state, key_group, key, &stored);
+            }
+        } else if queue.insert(timer) {
+            return backend.map_put(self.state, key_group, key, &stored, &[]);
         }
         Ok(())
     }
@@ -185,13 +176,16 @@ mod tests {
         let mut backend = backend();
         let mut queue = TimerQueue::restore(&backend, 1, 0..4).unwrap();
         let event = TimeDomain::EventTime;
-        queue.register(&mut backend, event, 30, 1, b"a").unwrap();
-        queue.register(&mut backend, event, 10, 2, b"b").unwrap();
-        queue.register(&mut backend, event, 10, 2, b"b").unwrap();
-        queue.register(&mut backend, event, 20, 3, b"c").unwrap();
-        queue.register(&mut backend, TimeDomain::ProcessingTime, 5, 1, b"a").unwrap();
-        queue.delete(&mut backend, event, 20, 3, b"c").unwrap();
-        queue.delete(&mut backend, event, 99, 3, b"c").unwrap();
+        let set = TimerOp { domain: event, delete: false };
+        let delete = TimerOp { domain: event, delete: true };
+        queue.apply(&mut backend, set, 30, 1, b"a").unwrap();
+        queue.apply(&mut backend, set, 10, 2, b"b").unwrap();
+        queue.apply(&mut backend, set, 10, 2, b"b").unwrap();
+        queue.apply(&mut backend, set, 20, 3, b"c").unwrap();
+        let processing = TimerOp { domain: TimeDomain::ProcessingTime, delete: false };
+        queue.apply(&mut backend, processing, 5, 1, b"a").unwrap();
+        queue.apply(&mut backend, delete, 20, 3, b"c").unwrap();
+        queue.apply(&mut backend, delete, 99, 3, b"c").unwrap();
         assert_eq!(queue.len(), 3);
         assert_eq!(queue.next(event), Some(10));
 

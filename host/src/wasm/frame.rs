@@ -246,11 +246,7 @@ fn apply_timer_ops(r: &mut Reader, keyed: &mut KeyedState) -> Result<(), String>
         })?;
         let op = TimerOp::from_byte(op).ok_or_else(|| format!("malformed frame: timer operation {op}"))?;
         let key = &keys[start as usize..end as usize];
-        match op.delete {
-            false => timers.register(&mut **backend, op.domain, time, kg, key),
-            true => timers.delete(&mut **backend, op.domain, time, kg, key),
-        }
-        .map_err(|e| format!("state backend: {e}"))?;
+        timers.apply(&mut **backend, op, time, kg, key).map_err(|e| format!("state backend: {e}"))?;
     }
     Ok(())
 }
