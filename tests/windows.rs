@@ -50,16 +50,29 @@ fn windows_of(input: &Path, bytes: u64) -> Vec<String> {
 }
 
 /// Clicks from `input` (event time in `ts`, watermarks 2 s behind) keyed by user and counted per
-/// 10 s window at `parallelism`, into `out`; `extra` lines after the header, `source_extra` in the
-/// source's table.
+/// 10 s window at `parallelism` by `examples/window_count`, into `out`; `extra` lines after the
+/// header, `source_extra` in the source's table.
 fn window_job(dir: &Path, input: &Path, parallelism: u32, out: &Path, source_extra: &str, extra: &str) -> String {
+    window_job_with(dir, input, parallelism, "window_count", out, source_extra, extra)
+}
+
+/// The same, counting with `module`.
+fn window_job_with(
+    dir: &Path,
+    input: &Path,
+    parallelism: u32,
+    module: &str,
+    out: &Path,
+    source_extra: &str,
+    extra: &str,
+) -> String {
     let source = file_source("clicks", input)
         + "timestamp-field = \"ts\"\nwatermarks = { out-of-orderness = \"2s\" }\n"
         + source_extra;
     let sections = [
         source,
         wasm_operator("by-user", "key_by", &["config = { field = \"user\" }"]),
-        wasm_operator("windows", "window_count", &["input = \"hash\"", "config = { size = \"10s\" }"]),
+        wasm_operator("windows", module, &["input = \"hash\"", "config = { size = \"10s\" }"]),
         file_sink("counts", out),
     ];
     write_job(dir, &format!("{}\n{extra}", job("window-clicks", parallelism, &sections)))
@@ -78,6 +91,66 @@ fn windows_are_emitted_once_each_with_exact_counts_at_parallelism_1_2_and_4() {
         assert_eq!(lines.len(), expected.len(), "at parallelism {parallelism}");
         assert_eq!(lines, expected, "at parallelism {parallelism}");
     }
+    // The Python twin writes the same lines.
+    let out = dir.path().join("out-python");
+    let job = window_job_with(dir.path(), &input, 2, "window_count_py", &out, "", "");
+    let run = weir(&["run", &job, "--listen", "none"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(sink_lines(&out), expected, "window_count_py");
+}
+
+const CHECKPOINTS: &str = "[checkpointing]\ninterval = \"100ms\"\nstorage = \"file://chk\"\n";
+
+#[test]
+fn killed_again_and_again_a_windowed_job_emits_every_window_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, expected) = clicks(dir.path());
+    let out = dir.path().join("out");
+    let job = window_job(dir.path(), &input, 2, &out, "rate = 40000\n", CHECKPOINTS);
+    let checkpoints = dir.path().join("chk/window-clicks");
+    let kills = kill_repeatedly(&job, &[], 4, || !completed_checkpoints(&checkpoints).is_empty());
+    assert!(kills >= 2, "the job was killed {kills} times of 4");
+    let resume: &[&str] =
+        if completed_checkpoints(&checkpoints).is_empty() { &[] } else { &["--from-checkpoint", "latest"] };
+    let mut args = vec!["run", job.as_str(), "--listen", "none"];
+    args.extend_from_slice(resume);
+    let run = weir(&args);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(sink_lines(&out), expected, "every window once, none lost");
+}
+
+#[test]
+fn the_window_operator_upgraded_mid_window_fires_the_old_timers_in_the_new_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, expected) = clicks(dir.path());
+    let out = dir.path().join("out");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let job = window_job(dir.path(), &input, 2, &out, "rate = 40000\n", CHECKPOINTS);
+    let id = server.cli(&["submit", &job]).stdout.trim().to_string();
+    std::thread::sleep(Duration::from_millis(1200));
+    let v2 = format!("windows={}", operator("window_count_v2").display());
+    let upgraded = server.cli(&["upgrade", &id, "--operator", &v2]);
+    assert_eq!(upgraded.code, 0, "{}", upgraded.stderr);
+    let finished = server.wait_for_job(&id);
+    assert_eq!(finished["state"], "finished", "{finished}");
+    // Every window once with its full count, whichever version emitted it; both did.
+    let mut versions = BTreeMap::new();
+    let mut lines: Vec<String> = sink_lines(&out)
+        .iter()
+        .map(|line| {
+            let mut window: serde_json::Value = serde_json::from_str(line).unwrap();
+            *versions.entry(window["v"].as_u64().unwrap_or(1)).or_insert(0) += 1;
+            window.as_object_mut().unwrap().remove("v");
+            window.to_string()
+        })
+        .collect();
+    lines.sort();
+    // Both sides as serde_json writes a value (keys in order), for one comparison.
+    let mut expected: Vec<String> =
+        expected.iter().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap().to_string()).collect();
+    expected.sort();
+    assert_eq!(lines, expected);
+    assert!(versions.len() == 2, "windows by version: {versions:?}");
 }
 
 const SAVEPOINTS: &str =

@@ -114,6 +114,7 @@ impl Workspace {
         step("building the Python example operators (componentize-py)");
         self.build_python_guest("count_py", "count", &operators)?;
         self.build_python_guest("count_v2_py", "count_v2", &operators)?;
+        self.build_python_guest("window_count_py", "window_count", &operators)?;
         self.venv_tool("moto_server", MOTO)?;
         self.venv_tool("st", SCHEMATHESIS)?;
         self.install_tansu()?;
