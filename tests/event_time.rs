@@ -131,6 +131,10 @@ fn event_time_settings_are_refused_naming_the_key() {
         write_job(dir.path(), &generator),
         &["source 'numbers'", "`timestamp-field` is a setting of file sources only"],
     );
+    refused(
+        with_source("event-time-step = \"1ms\""),
+        &["source 'clicks'", "`event-time-step` is a setting of generator sources only"],
+    );
     let operator_idle = job(
         "o",
         1,

@@ -214,3 +214,26 @@ fn inspect(savepoint: &Path) -> String {
     assert_eq!(inspected.code, 0, "{}", inspected.stderr);
     inspected.stdout
 }
+
+#[test]
+fn a_generator_with_an_event_time_step_feeds_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    // Event i: key k<i mod 10>, timestamp i ms; 10,000 events make ten 1 s windows of 100 per key.
+    let source = generator_source("numbers", 10_000, 10)
+        + "event-time-step = \"1ms\"\nwatermarks = { out-of-orderness = \"0s\" }\n";
+    let sections = [
+        source,
+        wasm_operator("windows", "window_count", &["input = \"hash\"", "config = { size = \"1s\" }"]),
+        file_sink("counts", &out),
+    ];
+    let job = write_job(dir.path(), &job("generated-windows", 2, &sections));
+    let run = weir(&["run", &job, "--listen", "none"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mut expected: Vec<String> = (0..10)
+        .flat_map(|w| (0..10).map(move |k| (w, k)))
+        .map(|(w, k)| format!("{{\"key\":\"k{k}\",\"start\":{},\"end\":{},\"count\":100}}", w * 1000, w * 1000 + 1000))
+        .collect();
+    expected.sort();
+    assert_eq!(sink_lines(&out), expected);
+}

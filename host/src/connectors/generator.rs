@@ -1,6 +1,6 @@
-//! The `generator` source, for demos, tests and benchmarks: event i has key `k<i mod keys>` and
-//! value `{"seq":i}`. Subtask s of p produces the indices i with i mod p = s. Unbounded when no
-//! count is given.
+//! The `generator` source, for demos, tests and benchmarks: event i has key `k<i mod keys>`,
+//! value `{"seq":i}` and, with an event-time step, timestamp i × step (milliseconds). Subtask s of
+//! p produces the indices i with i mod p = s. Unbounded when no count is given.
 use crate::runtime::{EventBatch, Position, Source, SourceFactory, SubtaskInfo};
 
 /// Creates generator subtasks.
@@ -8,12 +8,19 @@ pub struct GeneratorSourceFactory {
     count: Option<u64>,
     keys: u64,
     rate: Option<f64>,
+    event_time_step: Option<u64>,
 }
 
 impl GeneratorSourceFactory {
     /// `count` events in all (unbounded when `None`) over `keys` distinct keys (at least 1).
     pub fn new(count: Option<u64>, keys: u64, rate: Option<f64>) -> Self {
-        GeneratorSourceFactory { count, keys: keys.max(1), rate }
+        GeneratorSourceFactory { count, keys: keys.max(1), rate, event_time_step: None }
+    }
+
+    /// Event i gets timestamp i × `step` milliseconds.
+    pub fn with_event_time_step(mut self, step: u64) -> Self {
+        self.event_time_step = Some(step);
+        self
     }
 }
 
@@ -25,6 +32,7 @@ impl SourceFactory for GeneratorSourceFactory {
             step: u64::from(info.parallelism),
             end: self.count.unwrap_or(u64::MAX),
             keys: self.keys,
+            event_time_step: self.event_time_step,
             key: Vec::with_capacity(24),
             digits: itoa::Buffer::new(),
         }))
@@ -40,6 +48,7 @@ struct Generator {
     step: u64,
     end: u64,
     keys: u64,
+    event_time_step: Option<u64>,
     key: Vec<u8>,
     digits: itoa::Buffer,
 }
@@ -52,7 +61,8 @@ impl Source for Generator {
             self.key.push(b'k');
             self.key.extend_from_slice(self.digits.format(i % self.keys).as_bytes());
             let digits = &mut self.digits;
-            out.push_with(Some(&self.key), None, |buf| {
+            let timestamp = self.event_time_step.map(|step| i.saturating_mul(step).min(i64::MAX as u64) as i64);
+            out.push_with(Some(&self.key), timestamp, |buf| {
                 buf.extend_from_slice(b"{\"seq\":");
                 buf.extend_from_slice(digits.format(i).as_bytes());
                 buf.push(b'}');

@@ -24,6 +24,8 @@ pub(super) fn source(
     kafka::refuse_kafka_settings(s)?;
     let file_only = [("timestamp-field", s.timestamp_field.is_some())];
     only_for("source", &s.uid, "file sources", s.kind == SourceType::File, &file_only)?;
+    let generator_only = [("event-time-step", s.event_time_step.is_some())];
+    only_for("source", &s.uid, "generator sources", s.kind == SourceType::Generator, &generator_only)?;
     Ok(match s.kind {
         SourceType::File => {
             let path =
@@ -68,7 +70,18 @@ pub(super) fn source(
                 return Err(format!("source '{}': `keys` must be at least 1", s.uid));
             }
             let parallelism = s.parallelism.unwrap_or(default_parallelism);
-            (Box::new(GeneratorSourceFactory::new(s.count, s.keys.unwrap_or(1000), s.rate)), parallelism)
+            let mut factory = GeneratorSourceFactory::new(s.count, s.keys.unwrap_or(1000), s.rate);
+            if let Some(step) = &s.event_time_step {
+                let millis = super::spec::duration(step).map(|d| d.as_millis() as u64).filter(|&ms| ms > 0);
+                let millis = millis.ok_or_else(|| {
+                    format!(
+                        "source '{}': event-time-step \"{step}\" is not a duration of at least 1ms, such as \"1ms\"",
+                        s.uid
+                    )
+                })?;
+                factory = factory.with_event_time_step(millis);
+            }
+            (Box::new(factory), parallelism)
         }
         SourceType::Kafka => (kafka::source(s)?, s.parallelism.unwrap_or(default_parallelism)),
     })
