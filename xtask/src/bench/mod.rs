@@ -10,6 +10,7 @@ use crate::{Artifacts, Workspace, step};
 mod kafka;
 mod postgres;
 mod rocksdb;
+mod timers;
 
 #[derive(clap::Args)]
 pub(crate) struct BenchArgs {
@@ -35,6 +36,19 @@ pub(crate) struct BenchArgs {
     /// the median per configuration is reported (the machines are shared and noisy).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Timers registered and fired, and pending in a checkpoint, in the timer runs.
+    #[arg(long, default_value_t = 1_000_000)]
+    timers: u64,
+    /// Runs one part of the bench only.
+    #[arg(long, value_enum)]
+    only: Option<Part>,
+}
+
+/// A part of the bench that runs alone with `--only`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Part {
+    /// Timers registered and fired, and a checkpoint holding them.
+    Timers,
 }
 
 /// What one `weir run` reported.
@@ -160,6 +174,15 @@ fn verdict(met: bool) -> &'static str {
 pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Result<()> {
     let dir = ws.target().join("bench");
     std::fs::create_dir_all(&dir)?;
+    if args.only == Some(Part::Timers) {
+        let figures = timers::timers(artifacts, &dir, args.timers, args.rounds)?;
+        println!(
+            "
+targets"
+        );
+        timers::print_targets(&figures, args.timers);
+        return Ok(());
+    }
     let count = format!("module = \"{}\"", artifacts.operators.join("count.wasm").display());
     let native = "builtin = \"keyed-count\"".to_string();
     let (n, k) = (args.events, args.keys);
@@ -218,6 +241,7 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     let upserts = postgres::upserts(artifacts, &dir, &count, args.postgres_events, args.postgres_events / 2)?;
     let kafka_reads = kafka::read_rates(artifacts, &dir, &count, args.kafka_events, args.rounds)?;
     let latency = kafka::latency(artifacts, &dir)?;
+    let timer_figures = timers::timers(artifacts, &dir, args.timers, args.rounds)?;
 
     let control = control_plane(artifacts, &dir, args.rounds)?;
 
@@ -265,6 +289,7 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     println!("  {m} keys: upgrade pause < 50 ms:   {:>9.1} ms  {}", upgrade.swap_ms, verdict(upgrade.swap_ms < 50.0));
     println!("  {m} keys: upgrade pause migrating every key: {:>9.1} ms (no target)", upgrade.migrating_ms);
     rocksdb::print_targets(rocksdb1, flink_rocksdb, m, &rocksdb_upgrade, &rocksdb_keys);
+    timers::print_targets(&timer_figures, args.timers);
     println!(
         "  PostgreSQL upserts, p=2, exactly-once, checkpoints every 1 s >= 100,000/s: {:>10.0}  {} ({} rows)",
         upserts.rate,
