@@ -237,3 +237,25 @@ fn a_generator_with_an_event_time_step_feeds_windows() {
     expected.sort();
     assert_eq!(sink_lines(&out), expected);
 }
+
+#[test]
+fn a_key_idle_for_its_timeout_of_processing_time_is_emitted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // 3,000 events at 1,000 a second: key "early" only in the first 200, key "late" after them,
+    // so "early" is idle for 2.8 s before the job ends and "late" never for 500 ms.
+    let input = dir.path().join("events.jsonl");
+    let lines: Vec<String> =
+        (0..3000).map(|i| format!("{{\"user\":\"{}\"}}", if i < 200 { "early" } else { "late" })).collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let out = dir.path().join("out");
+    let sections = [
+        file_source("events", &input) + "rate = 1000\n",
+        wasm_operator("by-user", "key_by", &["config = { field = \"user\" }"]),
+        wasm_operator("idle", "idle_timeout", &["input = \"hash\"", "config = { timeout = \"500ms\" }"]),
+        file_sink("timed-out", &out),
+    ];
+    let job = write_job(dir.path(), &job("idle-users", 2, &sections));
+    let run = weir(&["run", &job, "--listen", "none"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(sink_lines(&out), [r#"{"key":"early","events":200}"#]);
+}
