@@ -56,6 +56,14 @@ class Description:
         self.states[-1].migrates_from.extend(versions)
         return self
 
+    def time_to_live(self, millis):
+        """Gives the state declared last a time-to-live of ``millis`` ms of processing time: an
+        entry not written for that long expires and is never read again (Flink's state TTL)."""
+        if not self.states:
+            raise OperatorError("time_to_live must follow the declaration of the state it applies to")
+        self.states[-1].time_to_live = millis
+        return self
+
     def _state(self, name, kind, schema_version):
         self.states.append(_types.StateDescriptor(name, kind, schema_version, [], None))
         return self

@@ -24,6 +24,7 @@ pub(crate) struct DeclaredState {
     pub(crate) kind: StateKind,
     pub(crate) schema_version: u32,
     pub(crate) migrates_from: Vec<u32>,
+    pub(crate) time_to_live: Option<u64>,
 }
 
 impl Description {
@@ -58,8 +59,20 @@ impl Description {
         self
     }
 
+    /// Gives the state declared last a time-to-live of `millis` milliseconds of processing time:
+    /// an entry not written for that long expires, is never read again and is deleted by the host
+    /// (Flink's state TTL). Panics when no state is declared yet (a bug in `describe`).
+    pub fn time_to_live(mut self, millis: u64) -> Self {
+        let Some(state) = self.states.last_mut() else {
+            panic!("time_to_live must follow the declaration of the state it applies to")
+        };
+        state.time_to_live = Some(millis);
+        self
+    }
+
     fn state(mut self, name: &str, kind: StateKind, schema_version: u32) -> Self {
-        self.states.push(DeclaredState { name: name.to_string(), kind, schema_version, migrates_from: Vec::new() });
+        let migrates_from = Vec::new();
+        self.states.push(DeclaredState { name: name.to_string(), kind, schema_version, migrates_from, time_to_live: None });
         self
     }
 }

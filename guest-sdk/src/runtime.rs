@@ -34,7 +34,7 @@ pub fn describe<O: Operator>() -> types::Description {
                 },
                 schema_version: s.schema_version,
                 migrates_from: s.migrates_from,
-                time_to_live: None,
+                time_to_live: s.time_to_live,
             })
             .collect(),
     }

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::checkpoint::savepoint::SavepointLocation;
 use crate::runtime::StoredState;
 use crate::state::canonical as snapshot;
-use crate::state::{StateDescriptor, StateEntry, StateItem, TIMERS_STATE, timer_of};
+use crate::state::{StateDescriptor, StateEntry, StateItem, TIMERS_STATE, timer_of, ttl};
 
 /// One line of `inspect`, its fields in this order.
 #[derive(serde::Serialize)]
@@ -21,6 +21,9 @@ struct Line<'a> {
     #[serde(rename = "map-key", skip_serializing_if = "Option::is_none")]
     map_key: Option<serde_json::Value>,
     value: serde_json::Value,
+    /// For a state with a time-to-live: when the entry expires (ms since the Unix epoch).
+    #[serde(rename = "expires-at", skip_serializing_if = "Option::is_none")]
+    expires_at: Option<i64>,
 }
 
 /// Bytes as JSON: a string when they are UTF-8, else `{"base64": "…"}`.
@@ -61,12 +64,19 @@ pub(super) fn inspect(path: &str, operator: Option<&str>, state: Option<&str>) -
                     },
                     StateItem::MapEntry(k, v) => (Some(bytes_json(k)), v),
                 };
+                // A state with a time-to-live stores each entry's expiry before its bytes.
+                let expiring = op.states.iter().any(|s| s.name == name && s.time_to_live.is_some());
+                let (value, expires_at) = match expiring {
+                    true => (value.get(ttl::EXPIRY_BYTES..).unwrap_or_default(), ttl::expiry(value)),
+                    false => (value, None),
+                };
                 let line = Line {
                     operator: &op.uid,
                     state: name,
                     key: bytes_json(entry.key),
                     map_key,
                     value: bytes_json(value),
+                    expires_at,
                 };
                 Ok(writeln!(out, "{}", serde_json::to_string(&line)?)?)
             };

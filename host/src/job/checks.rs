@@ -49,6 +49,18 @@ pub(crate) fn check_states(
     let kind = |s: &StateDescriptor| format!("{:?} state, schema version {}", s.kind, s.schema_version).to_lowercase();
     for s in &saved.states {
         match declared.iter().find(|d| d.name == s.name) {
+            // Entries of a state with a time-to-live carry their expiry: it cannot come or go.
+            Some(d) if d.time_to_live.is_some() != s.time_to_live.is_some() => {
+                let with = |t: Option<u64>| if t.is_some() { "with a time-to-live" } else { "without a time-to-live" };
+                return Err(format!(
+                    "operator '{uid}': state '{}' was saved {} by {}, and {code} declares it {}; a state's \
+                     time-to-live may change but not be added or removed: declare a new state for that",
+                    s.name,
+                    with(s.time_to_live),
+                    saved.module,
+                    with(d.time_to_live)
+                ));
+            }
             Some(d)
                 if d.kind == s.kind
                     && (d.schema_version == s.schema_version || d.migrates_from.contains(&s.schema_version)) => {}

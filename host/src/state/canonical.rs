@@ -110,12 +110,22 @@ fn write_body<B: Scan + ?Sized>(
         put_u32(out, s.schema_version);
     }
     put_u32(out, key_groups.len() as u32);
+    // Entries of states with a time-to-live that have expired are left out (they keep their
+    // expiry in front of the operator's bytes, see `super::ttl`).
+    let (expiring, now): (Vec<bool>, i64) =
+        (states.iter().map(|s| s.time_to_live.is_some()).collect(), super::ttl::now_ms());
     for kg in key_groups {
         out.extend_from_slice(&(kg as KeyGroup).to_le_bytes());
         let count_at = out.len();
         out.extend_from_slice(&0u64.to_le_bytes());
         let mut count = 0u64;
         backend.scan_entries(kg..kg + 1, &mut |entry| {
+            let stored = match entry.item {
+                StateItem::Value(v) | StateItem::MapEntry(_, v) | StateItem::ListElement(v) => v,
+            };
+            if expiring.get(entry.state as usize) == Some(&true) && super::ttl::unwrap(stored, now).is_none() {
+                return;
+            }
             count += 1;
             put_u32(out, entry.state);
             put_bytes(out, entry.key);

@@ -43,6 +43,7 @@ pub mod overlay;
 mod rocksdb;
 mod snapshot;
 mod timers;
+pub mod ttl;
 mod value_table;
 
 pub use memory::MemoryBackend;
@@ -80,12 +81,16 @@ pub struct StateDescriptor {
     /// empty in what snapshots record.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub migrates_from: Vec<u32>,
+    /// Milliseconds of processing time after its last write that an entry expires (state TTL):
+    /// its stored bytes then start with the 8-byte expiry (see [`ttl`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_live: Option<u64>,
 }
 
 impl StateDescriptor {
     /// A state no older layout migrates to.
     pub fn new(name: &str, kind: StateKind, schema_version: u32) -> Self {
-        StateDescriptor { name: name.to_string(), kind, schema_version, migrates_from: Vec::new() }
+        StateDescriptor { name: name.to_string(), kind, schema_version, migrates_from: Vec::new(), time_to_live: None }
     }
 
     /// Whether `a` and `b` are the same states in the same order, schema versions aside: a

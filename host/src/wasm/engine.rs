@@ -293,11 +293,8 @@ impl WasmEngine {
         let instance = pre.instantiate(&mut store).map_err(failed)?;
         let d = instance.describe(&mut store).map_err(failed)?;
         let states = d.states;
-        if let Some(s) = states.iter().zip(&d.time_to_live).find_map(|(s, ttl)| ttl.map(|_| s)) {
-            return Err(format!(
-                "state '{}' declares a time-to-live, which this weir does not support yet; declare it without one",
-                s.name
-            ));
+        if let Some(s) = states.iter().find(|s| s.time_to_live == Some(0)) {
+            return Err(format!("state '{}' declares a time-to-live of 0 ms; declare at least 1 ms, or none", s.name));
         }
         check_described("name", &d.name)?;
         check_described("version", &d.version)?;

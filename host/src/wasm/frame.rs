@@ -11,7 +11,7 @@ use weir_frame::{
 use super::host::KeyedState;
 use crate::key_group::{KeyGroup, key_group};
 use crate::runtime::EventBatch;
-use crate::state::{StateKind, Timer, same_bytes};
+use crate::state::{StateKind, Timer, same_bytes, ttl};
 
 /// What a 0.3.0 frame says of time: the operator's watermark and the host's clock (milliseconds).
 #[derive(Debug, Clone, Copy)]
@@ -104,14 +104,26 @@ fn put_key_table(
         put_i64(frame, time.watermark);
         put_i64(frame, time.now);
     }
+    let now = ttl::now_ms();
     for &(kg, start, end) in &keyed.slots {
         let key = &keyed.keys[start as usize..end as usize];
         put_bytes(frame, key);
         for &state in value_states {
+            let expires = keyed.ttl_of(state).is_some();
             let mut result = Ok(false);
             put_opt_bytes_with(frame, |out| {
+                let at = out.len();
                 result = keyed.backend.value_get(state, kg, key, out);
-                *result.as_ref().unwrap_or(&false)
+                let found = *result.as_ref().unwrap_or(&false);
+                // A value with a time-to-live: absent once expired, else without its expiry.
+                match (found, expires) {
+                    (true, true) if ttl::unwrap(&out[at..], now).is_some() => {
+                        out.drain(at..at + ttl::EXPIRY_BYTES);
+                        true
+                    }
+                    (true, true) => false,
+                    (found, _) => found,
+                }
             });
             result.map_err(|e| format!("state backend: {e}"))?;
         }
@@ -198,6 +210,7 @@ fn read_output(
     if writes > 0 {
         keyed.prefetch_values(value_states);
     }
+    let (now, mut stored) = (ttl::now_ms(), Vec::new());
     for _ in 0..writes {
         let slot = r.u32()?;
         let state = r.u32()?;
@@ -209,6 +222,13 @@ fn read_output(
             return Err(malformed(format!("a write to state #{state}, which is not a declared value state")));
         }
         let key = &keyed.keys[start as usize..end as usize];
+        let value = match (value, keyed.ttl_of(state)) {
+            (Some(value), Some(time_to_live)) => {
+                ttl::wrap(time_to_live, now, value, &mut stored);
+                Some(&stored[..])
+            }
+            (value, _) => value,
+        };
         match value {
             Some(value) => keyed.backend.value_put(state, kg, key, value),
             None => keyed.backend.clear(state, kg, key),

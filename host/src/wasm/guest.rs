@@ -27,8 +27,6 @@ pub(crate) struct Described {
     pub(crate) name: String,
     pub(crate) version: String,
     pub(crate) states: Vec<StateDescriptor>,
-    /// Per state, its time-to-live in milliseconds (0.3.0).
-    pub(crate) time_to_live: Vec<Option<u64>>,
 }
 
 impl GuestPre {
@@ -80,28 +78,31 @@ macro_rules! context {
 
 impl Guest {
     pub(crate) fn describe(&self, store: &mut Store<HostState>) -> wasmtime::Result<Described> {
-        let descriptor =
-            |name, kind, schema_version, migrates_from| StateDescriptor { name, kind, schema_version, migrates_from };
+        let descriptor = |name, kind, schema_version, migrates_from, time_to_live| StateDescriptor {
+            name,
+            kind,
+            schema_version,
+            migrates_from,
+            time_to_live,
+        };
         Ok(match self {
             Guest::V2(guest) => {
                 let d = guest.weir_operator_operator().call_describe(store)?;
                 let states: Vec<StateDescriptor> = d
                     .states
                     .into_iter()
-                    .map(|s| descriptor(s.name, kind!(s.kind, v2), s.schema_version, s.migrates_from))
+                    .map(|s| descriptor(s.name, kind!(s.kind, v2), s.schema_version, s.migrates_from, None))
                     .collect();
-                let time_to_live = vec![None; states.len()];
-                Described { name: d.name, version: d.version, states, time_to_live }
+                Described { name: d.name, version: d.version, states }
             }
             Guest::V3(guest) => {
                 let d = guest.weir_operator_operator().call_describe(store)?;
-                let time_to_live = d.states.iter().map(|s| s.time_to_live).collect();
                 let states = d
                     .states
                     .into_iter()
-                    .map(|s| descriptor(s.name, kind!(s.kind, v3), s.schema_version, s.migrates_from))
+                    .map(|s| descriptor(s.name, kind!(s.kind, v3), s.schema_version, s.migrates_from, s.time_to_live))
                     .collect();
-                Described { name: d.name, version: d.version, states, time_to_live }
+                Described { name: d.name, version: d.version, states }
             }
         })
     }

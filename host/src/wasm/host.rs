@@ -12,7 +12,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings;
 use crate::key_group::KeyGroup;
-use crate::state::{MemoryBackend, StateBackend, StateKind, TimerQueue};
+use crate::state::{MemoryBackend, StateBackend, StateKind, TimerQueue, ttl};
 
 /// Memory limit of one instance; exceeding it traps with a message that says so.
 pub(crate) struct MemoryLimit {
@@ -51,6 +51,8 @@ pub(crate) struct KeyedState {
     pub(crate) guest_states: u32,
     /// Its timers, for an operator that can set them (keyed, contract 0.3.0).
     pub(crate) timers: Option<TimerQueue>,
+    /// Per state, its time-to-live in milliseconds, if it has one (see [`crate::state::ttl`]).
+    pub(crate) ttl: Vec<Option<u64>>,
     /// Per slot: key group, and the key's byte range in `keys`.
     pub(crate) slots: Vec<(KeyGroup, u32, u32)>,
     pub(crate) keys: Vec<u8>,
@@ -61,12 +63,13 @@ pub(crate) struct KeyedState {
 impl KeyedState {
     /// Keyed state in `backend`, of the operator's states of `kinds` and none of the host's.
     pub(crate) fn new(backend: Box<dyn StateBackend>, kinds: Vec<StateKind>) -> Self {
-        let guest_states = kinds.len() as u32;
+        let (guest_states, kinds_len) = (kinds.len() as u32, kinds.len());
         KeyedState {
             backend,
             kinds,
             guest_states,
             timers: None,
+            ttl: vec![None; kinds_len],
             slots: Vec::new(),
             keys: Vec::new(),
             limit: usize::MAX,
@@ -85,6 +88,11 @@ impl KeyedState {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// State `state`'s time-to-live, if it has one.
+    pub(crate) fn ttl_of(&self, state: u32) -> Option<u64> {
+        self.ttl.get(state as usize).copied().flatten()
     }
 
     /// Hints the backend to load the value states of every key of the batch.
@@ -176,15 +184,35 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 /// The `state` functions, for both contract versions (their signatures are the same).
 impl KeyedState {
     fn map_get(&mut self, slot: u32, state: u32, map_key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
+        let ttl = self.ttl_of(state);
         self.with_key(slot, state, Some(StateKind::Map), |b, kg, key| {
             let mut out = Vec::new();
-            Ok(b.map_get(state, kg, key, &map_key, &mut out)?.then_some(out))
+            if !b.map_get(state, kg, key, &map_key, &mut out)? {
+                return Ok(None);
+            }
+            Ok(match ttl {
+                None => Some(out),
+                Some(_) => ttl::unwrap(&out, ttl::now_ms()).map(<[u8]>::to_vec),
+            })
         })
     }
 
     fn map_put(&mut self, slot: u32, state: u32, map_key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
+        let value = self.stored(state, value);
         self.with_key(slot, state, Some(StateKind::Map), |b, kg, key| b.map_put(state, kg, key, &map_key, &value))?;
         self.check_limit().map_err(|e| format_err!("{e}"))
+    }
+
+    /// What is stored for `value` of state `state`: with its expiry when it has a time-to-live.
+    fn stored(&self, state: u32, value: Vec<u8>) -> Vec<u8> {
+        match self.ttl_of(state) {
+            Some(time_to_live) => {
+                let mut stored = Vec::with_capacity(value.len() + ttl::EXPIRY_BYTES);
+                ttl::wrap(time_to_live, ttl::now_ms(), &value, &mut stored);
+                stored
+            }
+            None => value,
+        }
     }
 
     fn map_remove(&mut self, slot: u32, state: u32, map_key: Vec<u8>) -> wasmtime::Result<()> {
@@ -192,22 +220,35 @@ impl KeyedState {
     }
 
     fn map_entries(&mut self, slot: u32, state: u32) -> wasmtime::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let live = self.live(state);
         self.with_key(slot, state, Some(StateKind::Map), |b, kg, key| {
             let mut entries = Vec::new();
-            b.map_entries(state, kg, key, &mut |k, v| entries.push((k.to_vec(), v.to_vec())))?;
+            b.map_entries(state, kg, key, &mut |k, v| {
+                if let Some(v) = live(v) {
+                    entries.push((k.to_vec(), v.to_vec()));
+                }
+            })?;
             Ok(entries)
         })
     }
 
     fn list_get(&mut self, slot: u32, state: u32) -> wasmtime::Result<Vec<Vec<u8>>> {
+        let live = self.live(state);
         self.with_key(slot, state, Some(StateKind::List), |b, kg, key| {
             let mut items = Vec::new();
-            b.list_get(state, kg, key, &mut |v| items.push(v.to_vec()))?;
+            b.list_get(state, kg, key, &mut |v| items.extend(live(v).map(<[u8]>::to_vec)))?;
             Ok(items)
         })
     }
 
+    /// The operator's bytes of a stored entry of state `state`: none when it has expired.
+    fn live(&self, state: u32) -> impl Fn(&[u8]) -> Option<&[u8]> + use<> {
+        let (ttl, now) = (self.ttl_of(state), ttl::now_ms());
+        move |stored| if ttl.is_some() { ttl::unwrap(stored, now) } else { Some(stored) }
+    }
+
     fn list_append(&mut self, slot: u32, state: u32, value: Vec<u8>) -> wasmtime::Result<()> {
+        let value = self.stored(state, value);
         self.with_key(slot, state, Some(StateKind::List), |b, kg, key| b.list_append(state, kg, key, &value))?;
         self.check_limit().map_err(|e| format_err!("{e}"))
     }

@@ -16,7 +16,8 @@ use crate::runtime::{
     BATCH_BYTES, BATCH_SIZE, EventBatch, HandedOverState, Operator, OperatorFactory, StateSnapshot, SubtaskInfo, clip,
 };
 use crate::state::{
-    self, Backends, MemoryBackend, Migration, StateBackend, StateDescriptor, StateKind, StateRestore, Timer, TimerQueue,
+    self, Backends, MemoryBackend, Migration, StateBackend, StateDescriptor, StateKind, StateRestore, Timer,
+    TimerQueue, ttl,
 };
 
 /// Limits of the sandbox each instance runs in.
@@ -106,13 +107,31 @@ impl WasmOperatorFactory {
     ) -> Result<(), String> {
         let Migration { state, from_version } = migration;
         let name = &self.module.description.states[state as usize].name;
+        let expires = self.module.description.states[state as usize].time_to_live.is_some();
         let failed = |e: String| format!("cannot migrate state '{name}' from schema version {from_version}: {e}");
         let started = std::time::Instant::now();
         let migrated = state::rewrite_items(backend, state, key_groups, &mut |items| {
             arm(store, self.limits.call_deadline);
-            instance
+            // Items with a time-to-live keep their expiry: the guest migrates what follows it.
+            let split = if expires { ttl::EXPIRY_BYTES } else { 0 };
+            let (expiries, items): (Vec<Vec<u8>>, Vec<Vec<u8>>) = items
+                .into_iter()
+                .map(|item| {
+                    let at = split.min(item.len());
+                    (item[..at].to_vec(), item[at..].to_vec())
+                })
+                .unzip();
+            let migrated = instance
                 .migrate(&mut *store, state, from_version, &items)
-                .map_err(|e| call_error("migrate", &e, &self.limits))?
+                .map_err(|e| call_error("migrate", &e, &self.limits))??;
+            Ok(expiries
+                .into_iter()
+                .zip(migrated)
+                .map(|(mut stored, item)| {
+                    stored.extend_from_slice(&item);
+                    stored
+                })
+                .collect())
         })
         .map_err(failed)?;
         tracing::info!(
@@ -159,6 +178,7 @@ impl OperatorFactory for WasmOperatorFactory {
         };
         let mut keyed = KeyedState::new(backend, kinds.clone());
         keyed.guest_states = description.states.len() as u32;
+        keyed.ttl = states.iter().map(|s| s.time_to_live).collect();
         keyed.limit = self.limits.state_limit;
         if states.len() > description.states.len() {
             let timers = TimerQueue::restore(&*keyed.backend, keyed.guest_states, key_groups.clone())
@@ -174,7 +194,7 @@ impl OperatorFactory for WasmOperatorFactory {
         let value_states = (0..kinds.len() as u32).filter(|&i| kinds[i as usize] == StateKind::Value).collect();
         Ok(Box::new(WasmOperator {
             key_groups,
-            states,
+            states: states.clone(),
             store,
             time: self.module.has_timers().then_some(FrameTime { watermark: NO_WATERMARK, now: 0 }),
             instance,
@@ -184,6 +204,9 @@ impl OperatorFactory for WasmOperatorFactory {
             frame: Vec::new(),
             event_slots: Vec::new(),
             due: Vec::new(),
+            expiring: (0..states.len() as u32).filter(|&i| states[i as usize].time_to_live.is_some()).collect(),
+            batches: 0,
+            swept: 0,
         }))
     }
 }
@@ -207,7 +230,15 @@ struct WasmOperator {
     event_slots: Vec<u32>,
     /// The timers being fired, reused.
     due: Vec<(TimeDomain, Timer)>,
+    /// The states with a time-to-live, swept for expired entries one key group at a time.
+    expiring: Vec<u32>,
+    /// Batches processed, and how many key groups have been swept.
+    batches: u64,
+    swept: u32,
 }
+
+/// Batches between two sweeps of a key group for expired entries.
+const SWEEP_EVERY: u64 = 16;
 
 impl WasmOperator {
     /// One guest call for the events `events` of `input`.
@@ -235,6 +266,21 @@ impl WasmOperator {
             .map_err(|e| call_error("process-batch", &e, &self.limits))?
             .map_err(|message| format!("the operator failed: {}", clip(&message)))?;
         frame::apply_output(output, &mut self.store.data_mut().keyed, &self.value_states, time.is_some(), out)
+    }
+
+    /// Every [`SWEEP_EVERY`] batches, deletes the expired entries of the next of its key groups
+    /// (state with a time-to-live is cleaned up as it goes, not only when read or snapshotted).
+    fn sweep(&mut self) -> Result<(), String> {
+        self.batches += 1;
+        if self.expiring.is_empty() || self.key_groups.is_empty() || !self.batches.is_multiple_of(SWEEP_EVERY) {
+            return Ok(());
+        }
+        let kg = self.key_groups.start + self.swept % self.key_groups.len() as u32;
+        self.swept = self.swept.wrapping_add(1);
+        let keyed = &mut self.store.data_mut().keyed;
+        ttl::sweep(&mut *keyed.backend, &keyed.kinds, &self.expiring, kg..kg + 1, ttl::now_ms())
+            .map(drop)
+            .map_err(|e| format!("state backend: {e}"))
     }
 
     /// Fires the timers due at `time`, a batch of up to [`BATCH_SIZE`] per guest call, event time
@@ -288,6 +334,7 @@ impl Operator for WasmOperator {
         if let Some(backend) = keyed.backend.settled().map_err(|e| format!("cannot settle its state: {e}"))? {
             keyed.backend = backend;
         }
+        self.sweep()?;
         if input.byte_len() <= BATCH_BYTES {
             return self.process_events(input, 0..input.len(), out);
         }
