@@ -72,7 +72,13 @@ impl Description {
 
     fn state(mut self, name: &str, kind: StateKind, schema_version: u32) -> Self {
         let migrates_from = Vec::new();
-        self.states.push(DeclaredState { name: name.to_string(), kind, schema_version, migrates_from, time_to_live: None });
+        self.states.push(DeclaredState {
+            name: name.to_string(),
+            kind,
+            schema_version,
+            migrates_from,
+            time_to_live: None,
+        });
         self
     }
 }

@@ -36,6 +36,7 @@
 
 mod context;
 mod describe;
+mod duration;
 mod error;
 
 pub mod log;
@@ -45,6 +46,7 @@ mod state;
 
 pub use context::{Context, Event, OpenContext, TimeDomain, Timer};
 pub use describe::{Description, StateKind};
+pub use duration::duration_ms;
 pub use error::{Error, Result};
 pub use state::{ListState, MapState, ValueState};
 

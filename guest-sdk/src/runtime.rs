@@ -4,7 +4,7 @@
 use crate::bindings::weir::operator::types;
 use crate::context::{Cell, CellValue, Context, OpenContext, Time};
 use crate::{Event, Operator, StateKind, Timer};
-use weir_frame::{self as frame, LATE, NONE, NO_WATERMARK, Reader, TimeDomain};
+use weir_frame::{self as frame, LATE, NO_WATERMARK, NONE, Reader, TimeDomain};
 
 /// The operator instance and the buffers reused from batch to batch.
 pub struct Runtime<O> {
@@ -135,7 +135,8 @@ impl<O: Operator> Runtime<O> {
             let slot = r.u32()?;
             let key = key_of(keys, input, slot)?;
             let domain = r.u8()?;
-            let domain = TimeDomain::from_byte(domain).ok_or_else(|| format!("malformed frame: timer domain {domain}"))?;
+            let domain =
+                TimeDomain::from_byte(domain).ok_or_else(|| format!("malformed frame: timer domain {domain}"))?;
             let at = r.i64()?;
             ctx.slot = Some(slot);
             ctx.key = Some(key);

@@ -288,6 +288,11 @@ SELECT user_id, clicks FROM clicks_per_user ORDER BY user_id;"
 
     fn test(&self) -> Result<()> {
         let artifacts = self.build()?;
+        step("running the guest SDK's unit tests (natively)");
+        run(Command::new(cargo())
+            .current_dir(self.root.join("guest-sdk"))
+            .args(["test", "--release", "--lib"])
+            .env("CARGO_TARGET_DIR", self.cargo_target.join("guests")))?;
         step("running the tests");
         run(Command::new(cargo())
             .current_dir(&self.root)

@@ -28,20 +28,6 @@ struct Idle<'a> {
     events: u64,
 }
 
-/// Milliseconds in "250ms", "10s", "5m" or "1h".
-fn millis(text: &str) -> Option<i64> {
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(split);
-    let unit = match unit.trim() {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" | "min" => 60_000,
-        "h" => 3_600_000,
-        _ => return None,
-    };
-    number.parse::<i64>().ok()?.checked_mul(unit).filter(|&ms| ms > 0)
-}
-
 impl Operator for IdleTimeout {
     fn describe() -> Description {
         Description::new("idle_timeout", env!("CARGO_PKG_VERSION")).value_state("session", 1)
@@ -49,7 +35,7 @@ impl Operator for IdleTimeout {
 
     fn open(ctx: &OpenContext) -> Result<Self> {
         let config: Config = ctx.config()?;
-        let timeout = millis(&config.timeout)
+        let timeout = weir_guest::duration_ms(&config.timeout)
             .ok_or_else(|| Error::new(format!("timeout \"{}\" is not a duration such as \"500ms\"", config.timeout)))?;
         Ok(IdleTimeout { timeout, session: ctx.value_state("session")? })
     }

@@ -31,20 +31,6 @@ struct Window<'a> {
     v: u32,
 }
 
-/// Milliseconds in "250ms", "10s", "5m" or "1h".
-fn millis(text: &str) -> Option<i64> {
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(split);
-    let unit = match unit.trim() {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" | "min" => 60_000,
-        "h" => 3_600_000,
-        _ => return None,
-    };
-    number.parse::<i64>().ok()?.checked_mul(unit).filter(|&ms| ms > 0)
-}
-
 impl Operator for WindowCount {
     fn describe() -> Description {
         Description::new("window_count", env!("CARGO_PKG_VERSION")).value_state("windows", 2).migrates_from([1])
@@ -52,7 +38,8 @@ impl Operator for WindowCount {
 
     fn open(ctx: &OpenContext) -> Result<Self> {
         let config: Config = ctx.config()?;
-        let size = millis(&config.size).ok_or_else(|| Error::new(format!("size \"{}\" is not a duration", config.size)))?;
+        let size = weir_guest::duration_ms(&config.size)
+            .ok_or_else(|| Error::new(format!("size \"{}\" is not a duration", config.size)))?;
         Ok(WindowCount { size, windows: ctx.value_state("windows")? })
     }
 
