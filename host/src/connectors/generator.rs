@@ -1,5 +1,6 @@
 //! The `generator` source, for demos, tests and benchmarks: event i has key `k<i mod keys>`,
-//! value `{"seq":i}` and, with an event-time step, timestamp i × step (milliseconds). Subtask s of
+//! value `{"seq":i}` and, with an event-time step, timestamp i × step (in whole milliseconds: a
+//! step of 1µs puts 1,000 events in each millisecond). Subtask s of
 //! p produces the indices i with i mod p = s. Unbounded when no count is given.
 use crate::runtime::{EventBatch, Position, Source, SourceFactory, SubtaskInfo};
 
@@ -17,7 +18,7 @@ impl GeneratorSourceFactory {
         GeneratorSourceFactory { count, keys: keys.max(1), rate, event_time_step: None }
     }
 
-    /// Event i gets timestamp i × `step` milliseconds.
+    /// Event i gets timestamp i × `step` nanoseconds, in whole milliseconds.
     pub fn with_event_time_step(mut self, step: u64) -> Self {
         self.event_time_step = Some(step);
         self
@@ -61,7 +62,9 @@ impl Source for Generator {
             self.key.push(b'k');
             self.key.extend_from_slice(self.digits.format(i % self.keys).as_bytes());
             let digits = &mut self.digits;
-            let timestamp = self.event_time_step.map(|step| i.saturating_mul(step).min(i64::MAX as u64) as i64);
+            let timestamp = self
+                .event_time_step
+                .map(|step| (u128::from(i) * u128::from(step) / 1_000_000).min(i64::MAX as u128) as i64);
             out.push_with(Some(&self.key), timestamp, |buf| {
                 buf.extend_from_slice(b"{\"seq\":");
                 buf.extend_from_slice(digits.format(i).as_bytes());

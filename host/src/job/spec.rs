@@ -241,7 +241,8 @@ pub struct SourceSpec {
     pub password_env: Option<String>,
     /// File: the JSON field of each line holding its event time, in milliseconds.
     pub timestamp_field: Option<String>,
-    /// Generator: event i's timestamp is i times this (a duration such as "1ms").
+    /// Generator: event i's timestamp is i times this, in whole milliseconds ("1ms", or "1us" for
+    /// 1,000 events a millisecond).
     pub event_time_step: Option<String>,
     /// Watermarks generated from the timestamps of the events it reads.
     pub watermarks: Option<WatermarksSpec>,

@@ -11,6 +11,7 @@ mod kafka;
 mod postgres;
 mod rocksdb;
 mod timers;
+mod windows;
 
 #[derive(clap::Args)]
 pub(crate) struct BenchArgs {
@@ -49,6 +50,8 @@ pub(crate) struct BenchArgs {
 pub(crate) enum Part {
     /// Timers registered and fired, and a checkpoint holding them.
     Timers,
+    /// The window count against Flink's, and the timers.
+    Windows,
 }
 
 /// What one `weir run` reported.
@@ -174,12 +177,17 @@ fn verdict(met: bool) -> &'static str {
 pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Result<()> {
     let dir = ws.target().join("bench");
     std::fs::create_dir_all(&dir)?;
-    if args.only == Some(Part::Timers) {
+    if let Some(part) = args.only {
+        let windows = match part {
+            Part::Windows => {
+                let flink = rocksdb::Flink::find(ws);
+                Some(windows::rates(artifacts, &ws.root, &dir, flink.as_ref(), args.events, args.keys, args.rounds)?)
+            }
+            Part::Timers => None,
+        };
         let figures = timers::timers(artifacts, &dir, args.timers, args.rounds)?;
-        println!(
-            "
-targets"
-        );
+        println!("\ntargets");
+        windows.iter().for_each(windows::print_targets);
         timers::print_targets(&figures, args.timers);
         return Ok(());
     }

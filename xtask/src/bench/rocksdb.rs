@@ -17,6 +17,8 @@ pub(super) const STATE: &str =
 /// Flink's side of the comparison: the anchor's `run.sh`.
 pub(super) struct Flink {
     run_sh: PathBuf,
+    /// `$FLINKBENCH`: the anchor's FLINK_HOME is `flink-2.3.0` in it.
+    pub(super) home: PathBuf,
 }
 
 impl Flink {
@@ -30,7 +32,7 @@ impl Flink {
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/flinkbench")))?;
         (run_sh.is_file() && home.join("flink-2.3.0").is_dir() && home.join("classes").is_dir())
-            .then_some(Flink { run_sh })
+            .then_some(Flink { run_sh, home })
     }
 
     /// Events per second of Flink's keyed count with RocksDB at parallelism 1, no checkpoints.

@@ -72,14 +72,14 @@ pub(super) fn source(
             let parallelism = s.parallelism.unwrap_or(default_parallelism);
             let mut factory = GeneratorSourceFactory::new(s.count, s.keys.unwrap_or(1000), s.rate);
             if let Some(step) = &s.event_time_step {
-                let millis = super::spec::duration(step).map(|d| d.as_millis() as u64).filter(|&ms| ms > 0);
-                let millis = millis.ok_or_else(|| {
+                let nanos = super::spec::duration(step).map(|d| d.as_nanos() as u64).filter(|&ns| ns > 0);
+                let nanos = nanos.ok_or_else(|| {
                     format!(
-                        "source '{}': event-time-step \"{step}\" is not a duration of at least 1ms, such as \"1ms\"",
+                        "source '{}': event-time-step \"{step}\" is not a duration such as \"1ms\" or \"1us\"",
                         s.uid
                     )
                 })?;
-                factory = factory.with_event_time_step(millis);
+                factory = factory.with_event_time_step(nanos);
             }
             (Box::new(factory), parallelism)
         }
