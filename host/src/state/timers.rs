@@ -129,21 +129,21 @@ impl TimerQueue {
         self.queues[domain as usize].first().map(|t| t.time)
     }
 
-    /// Takes up to `max` timers of `domain` due at `time` (at or before it), earliest first, out of
-    /// the queue and the backend, into `due`.
+    /// Takes the timers of `domain` due at `time` (at or before it), earliest first, out of the
+    /// queue and the backend, into `due`, until `due` holds `max`.
     pub fn take_due(
         &mut self,
         backend: &mut dyn StateBackend,
         domain: TimeDomain,
         time: i64,
         max: usize,
-        due: &mut Vec<Timer>,
+        due: &mut Vec<(TimeDomain, Timer)>,
     ) -> Result<(), StateError> {
         let queue = &mut self.queues[domain as usize];
         while due.len() < max && queue.first().is_some_and(|t| t.time <= time) {
             let Some(timer) = queue.pop_first() else { break };
             backend.map_remove(self.state, timer.key_group, &timer.key, &map_key(domain, timer.time))?;
-            due.push(timer);
+            due.push((domain, timer));
         }
         Ok(())
     }
@@ -195,10 +195,10 @@ mod tests {
 
         let mut due = Vec::new();
         queue.take_due(&mut backend, event, 29, 10, &mut due).unwrap();
-        assert_eq!(due, [Timer { time: 10, key_group: 2, key: (*b"b").into() }]);
+        assert_eq!(due, [(event, Timer { time: 10, key_group: 2, key: (*b"b").into() })]);
         due.clear();
         queue.take_due(&mut backend, event, i64::MAX, 10, &mut due).unwrap();
-        assert_eq!(due.iter().map(|t| t.time).collect::<Vec<_>>(), [30]);
+        assert_eq!(due.iter().map(|(_, t)| t.time).collect::<Vec<_>>(), [30]);
         assert_eq!(queue.next(event), None);
         assert_eq!(queue.next(TimeDomain::ProcessingTime), Some(5));
         let restored = TimerQueue::restore(&backend, 1, 0..4).unwrap();

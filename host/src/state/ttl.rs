@@ -6,7 +6,7 @@
 //! and are deleted as the host sweeps its key groups.
 use std::ops::Range;
 
-use super::{StateBackend, StateError, StateItem, StateKind};
+use super::{StateBackend, StateError, StateItem};
 use crate::key_group::KeyGroup;
 
 /// Bytes of the expiry before the operator's bytes.
@@ -36,13 +36,12 @@ pub fn expiry(stored: &[u8]) -> Option<i64> {
     stored.first_chunk::<EXPIRY_BYTES>().map(|e| i64::from_le_bytes(*e))
 }
 
-/// Deletes the entries of `states` (indices whose entries have a time-to-live) in `key_groups`
+/// Deletes the entries in `key_groups` of the states with a time-to-live (`ttl`, per state index)
 /// that have expired at `now`; returns how many. List elements expire one by one: a key's list
 /// is rewritten with the ones left.
 pub fn sweep(
     backend: &mut dyn StateBackend,
-    kinds: &[StateKind],
-    states: &[u32],
+    ttl: &[Option<u64>],
     key_groups: Range<u32>,
     now: i64,
 ) -> Result<u64, StateError> {
@@ -53,7 +52,7 @@ pub fn sweep(
     }
     let mut expired = Vec::new();
     backend.scan(key_groups, &mut |entry| {
-        if !states.contains(&entry.state) {
+        if ttl.get(entry.state as usize).is_none_or(Option::is_none) {
             return;
         }
         let (state, kg, key) = (entry.state, entry.key_group, entry.key.to_vec());
@@ -78,7 +77,7 @@ pub fn sweep(
         match entry {
             Expired::Value(state, kg, key) => backend.clear(state, kg, &key)?,
             Expired::MapEntry(state, kg, key, map_key) => backend.map_remove(state, kg, &key, &map_key)?,
-            Expired::List(state, kg, key) if kinds.get(state as usize) == Some(&StateKind::List) => {
+            Expired::List(state, kg, key) => {
                 let mut kept = Vec::new();
                 backend.list_get(state, kg, &key, &mut |v| {
                     if unwrap(v, now).is_some() {
@@ -90,7 +89,6 @@ pub fn sweep(
                     backend.list_append(state, kg, &key, &v)?;
                 }
             }
-            Expired::List(..) => {}
         }
     }
     Ok(deleted)
@@ -99,7 +97,7 @@ pub fn sweep(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::MemoryBackend;
+    use crate::state::{MemoryBackend, StateKind};
 
     #[test]
     fn wrapped_values_read_back_until_they_expire() {
@@ -126,7 +124,8 @@ mod tests {
         backend.list_append(2, 1, b"c", &new).unwrap();
         backend.list_append(2, 1, b"c", &old).unwrap();
         backend.value_put(3, 0, b"a", b"no time-to-live").unwrap();
-        assert_eq!(sweep(&mut backend, &kinds, &[0, 1, 2], 0..2, 500).unwrap(), 3);
+        let ttl = [Some(10), Some(10), Some(10), None];
+        assert_eq!(sweep(&mut backend, &ttl, 0..2, 500).unwrap(), 3);
         let mut out = Vec::new();
         assert!(!backend.value_get(0, 0, b"a", &mut out).unwrap());
         assert!(backend.value_get(0, 1, b"b", &mut out).unwrap());

@@ -194,7 +194,7 @@ impl OperatorFactory for WasmOperatorFactory {
         let value_states = (0..kinds.len() as u32).filter(|&i| kinds[i as usize] == StateKind::Value).collect();
         Ok(Box::new(WasmOperator {
             key_groups,
-            states: states.clone(),
+            states,
             store,
             time: self.module.has_timers().then_some(FrameTime { watermark: NO_WATERMARK, now: 0 }),
             instance,
@@ -204,7 +204,6 @@ impl OperatorFactory for WasmOperatorFactory {
             frame: Vec::new(),
             event_slots: Vec::new(),
             due: Vec::new(),
-            expiring: (0..states.len() as u32).filter(|&i| states[i as usize].time_to_live.is_some()).collect(),
             batches: 0,
             swept: 0,
         }))
@@ -230,9 +229,7 @@ struct WasmOperator {
     event_slots: Vec<u32>,
     /// The timers being fired, reused.
     due: Vec<(TimeDomain, Timer)>,
-    /// The states with a time-to-live, swept for expired entries one key group at a time.
-    expiring: Vec<u32>,
-    /// Batches processed, and how many key groups have been swept.
+    /// Batches processed, and how many key groups have been swept for expired entries.
     batches: u64,
     swept: u32,
 }
@@ -248,7 +245,7 @@ impl WasmOperator {
         events: std::ops::Range<usize>,
         out: &mut EventBatch,
     ) -> Result<(), String> {
-        let time = self.time.map(|t| FrameTime { now: now_ms(), ..t });
+        let time = self.time.map(|t| FrameTime { now: ttl::now_ms(), ..t });
         frame::encode_input(
             input,
             events,
@@ -272,13 +269,14 @@ impl WasmOperator {
     /// (state with a time-to-live is cleaned up as it goes, not only when read or snapshotted).
     fn sweep(&mut self) -> Result<(), String> {
         self.batches += 1;
-        if self.expiring.is_empty() || self.key_groups.is_empty() || !self.batches.is_multiple_of(SWEEP_EVERY) {
+        let keyed = &mut self.store.data_mut().keyed;
+        let expiring = keyed.ttl.iter().any(Option::is_some);
+        if !expiring || self.key_groups.is_empty() || !self.batches.is_multiple_of(SWEEP_EVERY) {
             return Ok(());
         }
         let kg = self.key_groups.start + self.swept % self.key_groups.len() as u32;
         self.swept = self.swept.wrapping_add(1);
-        let keyed = &mut self.store.data_mut().keyed;
-        ttl::sweep(&mut *keyed.backend, &keyed.kinds, &self.expiring, kg..kg + 1, ttl::now_ms())
+        ttl::sweep(&mut *keyed.backend, &keyed.ttl, kg..kg + 1, ttl::now_ms())
             .map(drop)
             .map_err(|e| format!("state backend: {e}"))
     }
@@ -289,12 +287,10 @@ impl WasmOperator {
         loop {
             let keyed = &mut self.store.data_mut().keyed;
             let Some(timers) = keyed.timers.as_mut() else { return Ok(()) };
-            let mut due = Vec::new();
             for (domain, until) in [(TimeDomain::EventTime, time.watermark), (TimeDomain::ProcessingTime, time.now)] {
                 timers
-                    .take_due(&mut *keyed.backend, domain, until, BATCH_SIZE - self.due.len(), &mut due)
+                    .take_due(&mut *keyed.backend, domain, until, BATCH_SIZE, &mut self.due)
                     .map_err(|e| format!("state backend: {e}"))?;
-                self.due.extend(due.drain(..).map(|timer| (domain, timer)));
             }
             if self.due.is_empty() {
                 return Ok(());
@@ -312,16 +308,11 @@ impl WasmOperator {
     }
 }
 
-/// Milliseconds since the Unix epoch: processing time, as the frames carry it.
-fn now_ms() -> i64 {
-    crate::runtime::now_ms() as i64
-}
-
 impl Operator for WasmOperator {
     fn advance_time(&mut self, watermark: i64, out: &mut EventBatch) -> Result<(), String> {
         let Some(time) = &mut self.time else { return Ok(()) };
         time.watermark = watermark;
-        let time = FrameTime { now: now_ms(), ..*time };
+        let time = FrameTime { now: ttl::now_ms(), ..*time };
         self.fire_timers(time, out)
     }
 

@@ -71,12 +71,16 @@ pub(crate) fn run_operator(
     let mut watermark = NO_WATERMARK;
     let mut output_time =
         watermarks.map_or(OutputTime::Forwarded, |spec| OutputTime::Generated(WatermarkGenerator::new(spec)));
-    // Sends what the operator emitted to its chained sinks and downstream.
+    // Sends what the operator emitted to its chained sinks and downstream (after every watermark:
+    // most emit nothing, and then nothing is done).
     let emit = |out: &mut EventBatch,
                 sinks: &mut Vec<SinkDriver>,
                 output_time: &mut OutputTime,
                 output: &mut dyn Output|
      -> Result<(), Stop> {
+        if out.is_empty() {
+            return Ok(());
+        }
         counters.events_out.fetch_add(out.len() as u64, Ordering::Relaxed);
         for sink in sinks.iter_mut() {
             sink.write(out, ctx)?;
