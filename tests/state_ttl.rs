@@ -25,26 +25,30 @@ fn expected() -> Vec<String> {
     lines
 }
 
+const CHECKPOINTS: &str =
+    "[checkpointing]\ninterval = \"200ms\"\nstorage = \"file://chk\"\nsavepoint-dir = \"savepoints\"\n";
+
 fn job_file(dir: &Path, input: &Path, out: &Path) -> String {
-    job_file_with(dir, input, out, "")
+    job_file_with(dir, input, out, CHECKPOINTS)
 }
 
-/// The same, with `extra` (a `[state]` table) appended.
-fn job_file_with(dir: &Path, input: &Path, out: &Path, extra: &str) -> String {
+/// The same job, with `tables` (`[checkpointing]`, `[state]`) appended.
+fn job_file_with(dir: &Path, input: &Path, out: &Path, tables: &str) -> String {
     let sections = [
         file_source("events", input) + "rate = 1000\n",
         wasm_operator("by-user", "key_by", &["config = { field = \"user\" }"]),
         wasm_operator("recent", "recent_count", &["input = \"hash\""]),
         file_sink("counts", out),
     ];
-    let checkpoints =
-        "[checkpointing]\ninterval = \"200ms\"\nstorage = \"file://chk\"\nsavepoint-dir = \"savepoints\"\n";
-    write_job(dir, &format!("{}\n{checkpoints}{extra}", job("recent-users", 2, &sections)))
+    write_job(dir, &format!("{}\n{tables}", job("recent-users", 2, &sections)))
 }
 
 #[test]
 fn an_entry_expires_after_its_time_to_live_and_the_key_starts_afresh() {
-    for (backend, state) in [("memory", ""), ("rocksdb", "[state]\nbackend = \"rocksdb\"\n")] {
+    let rocksdb = format!("{CHECKPOINTS}[state]\nbackend = \"rocksdb\"\n");
+    // The default configuration (no checkpointing), then checkpoints on both backends.
+    let configurations = [("memory, no checkpoints", ""), ("memory", CHECKPOINTS), ("rocksdb", rocksdb.as_str())];
+    for (backend, state) in configurations {
         let dir = tempfile::tempdir().unwrap();
         let input = events(dir.path());
         let out = dir.path().join("out");
