@@ -51,7 +51,7 @@ impl Kafka {
             .spawn()
             .expect("tansu starts");
         let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !answers(port) {
             assert!(started.elapsed() < Duration::from_secs(30), "tansu did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -112,6 +112,19 @@ pub fn client(args: &[&str]) -> std::process::Output {
         .stdin(Stdio::null())
         .output()
         .expect("the kafka test client runs")
+}
+
+/// Whether the broker on `port` answers a Kafka request (ApiVersions v0, which needs no
+/// authentication): an open port alone is not enough, a broker just started may still close a
+/// first connection, which a client then reports as a transport failure.
+fn answers(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    // size 10: api key 18 (ApiVersions), version 0, correlation id 1, no client id.
+    let request = [0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 1, 0xff, 0xff];
+    let mut size = [0u8; 4];
+    stream.write_all(&request).is_ok() && stream.read_exact(&mut size).is_ok() && u32::from_be_bytes(size) > 0
 }
 
 impl Drop for Kafka {
