@@ -93,9 +93,20 @@ impl Reporter {
     }
 
     /// What a request that failed at the start gets added: the client's latest error says why
-    /// (a refused password shows only there; the request itself just times out).
-    pub(crate) fn cause(&self) -> String {
-        self.fatal_error().or_else(|| self.recent_error()).map_or(String::new(), |e| format!(" ({e})"))
+    /// (a refused password shows only there; the request itself just fails or times out). The
+    /// client reports its errors when `poll`ed, and may report them a little after the request
+    /// failed: it is polled for up to a second until one has come.
+    pub(crate) fn cause(&self, poll: impl Fn(Duration)) -> String {
+        let started = Instant::now();
+        loop {
+            poll(Duration::from_millis(50));
+            if let Some(e) = self.fatal_error().or_else(|| self.recent_error()) {
+                return format!(" ({e})");
+            }
+            if started.elapsed() >= Duration::from_secs(1) {
+                return String::new();
+            }
+        }
     }
 
     fn report(&self, error: String) {

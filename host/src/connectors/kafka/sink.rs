@@ -54,12 +54,13 @@ impl SinkFactory for KafkaSinkFactory {
         // All topics: asking for one by name would have brokers that create topics on demand
         // create it.
         let metadata = producer.client().fetch_metadata(None, super::REQUEST_TIMEOUT).map_err(|e| {
-            // A producer hears of client errors when it is polled: the reason is waiting there.
-            producer.poll(Duration::ZERO);
+            // A producer hears of client errors when it is polled: the reason comes there.
             format!(
                 "sink '{uid}': cannot read the topics of the kafka brokers at {}: {e}{}",
                 config.client.bootstrap_servers,
-                producer.context().cause()
+                producer.context().cause(|wait| {
+                    producer.poll(wait);
+                })
             )
         })?;
         match metadata.topics().iter().find(|t| t.name() == config.topic) {

@@ -187,13 +187,14 @@ impl KafkaSource {
         let metadata = match self.consumer.fetch_metadata(None, REQUEST_TIMEOUT) {
             Ok(metadata) => metadata,
             Err(e) if first => {
-                // Client errors reach the context when the consumer is polled: the reason waits there.
-                let _ = self.consumer.poll(Duration::ZERO);
+                // Client errors reach the context when the consumer is polled: the reason comes there.
+                let cause = self.consumer.context().cause(|wait| {
+                    let _ = self.consumer.poll(wait);
+                });
                 return Err(format!(
-                    "source '{}': cannot read the topics of the kafka brokers at {}: {e}{}",
+                    "source '{}': cannot read the topics of the kafka brokers at {}: {e}{cause}",
                     self.uid(),
                     self.config.client.bootstrap_servers,
-                    self.consumer.context().cause()
                 ));
             }
             Err(_) => return Ok(self.next.keys().cloned().collect()),
