@@ -13,11 +13,17 @@ const CLICKS: usize = 8000;
 /// The clicks job at parallelism 2, its source limited to 4000 events/s (about 2 s in all), with
 /// checkpoints every 100 ms; `checkpointing` adds settings. Returns the job file.
 fn job_file(dir: &Path, checkpointing: &str) -> String {
+    clicks_job_file(dir, (CLICKS, 40), 4000, 2, checkpointing)
+}
+
+/// The clicks job over `clicks.0` clicks by `clicks.1` users, at `rate` events/s and
+/// `parallelism`, with checkpoints every 100 ms.
+fn clicks_job_file(dir: &Path, clicks: (usize, usize), rate: u64, parallelism: u32, checkpointing: &str) -> String {
     let input = dir.join("clicks.jsonl");
     if !input.exists() {
-        generated_clicks(&input, CLICKS, 40);
+        generated_clicks(&input, clicks.0, clicks.1);
     }
-    let job = with_rate(clicks_job(&input, "count", 2, &dir.join("out")));
+    let job = with_rate(clicks_job(&input, "count", parallelism, &dir.join("out")), rate);
     write_job(
         dir,
         &format!(
@@ -26,8 +32,8 @@ fn job_file(dir: &Path, checkpointing: &str) -> String {
     )
 }
 
-fn with_rate(job: String) -> String {
-    job.replacen("type = \"file\"\npath = ", "type = \"file\"\nrate = 4000\npath = ", 1)
+fn with_rate(job: String, rate: u64) -> String {
+    job.replacen("type = \"file\"\npath = ", &format!("type = \"file\"\nrate = {rate}\npath = "), 1)
 }
 
 /// Completed checkpoints of the test's job, oldest first.
@@ -68,6 +74,24 @@ fn killed_again_and_again_the_job_commits_exactly_the_undisturbed_output() {
     // The final checkpoint covers the whole input: resuming from it adds nothing.
     resume(&job, "latest");
     assert_eq!(sink_lines(&out), undisturbed_output(dir.path()));
+}
+
+/// A state too large to copy at a barrier (over 8 MiB in memory: 300,000 users) is frozen
+/// instead and written on over an overlay while the uploader stores it; killed at random moments
+/// and resumed, the job still commits exactly the undisturbed output.
+#[test]
+fn a_state_frozen_at_its_checkpoints_stays_exactly_once_through_kills() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = clicks_job_file(dir.path(), (600_000, 300_000), 200_000, 1, "");
+    let kills = kill_repeatedly(&job, &[], 4, || !completed(dir.path()).is_empty());
+    assert!(kills >= 2, "the job was killed {kills} times of 4");
+    resume(&job, "latest");
+    // A state file of over 3.5 MB holds over 218,000 users (16 bytes each), which take 40 bytes
+    // each in memory: over 8 MiB.
+    let file_size = |chk: &PathBuf| read_metadata(&chk.join("_metadata"))["states"][0]["size"].as_u64();
+    let sizes: Vec<Option<u64>> = completed(dir.path()).iter().map(file_size).collect();
+    assert!(sizes.iter().flatten().any(|&s| s > 3_500_000), "a checkpoint held over 8 MiB in memory: {sizes:?}");
+    assert_eq!(sink_lines(&dir.path().join("out")), undisturbed_output(dir.path()), "every expected line once");
 }
 
 /// Damages the newest of three checkpoints with `damage`, resumes, and checks that the job warned
@@ -159,7 +183,7 @@ fn flaky_job(dir: &Path, trap_attempts: u32, restart: &str, interval: &str) -> S
         ],
     );
     let checkpointing = format!("[checkpointing]\ninterval = \"{interval}\"\nstorage = \"file://chk\"");
-    write_job(dir, &format!("{}\n{checkpointing}\n[restart]\n{restart}\n", with_rate(job)))
+    write_job(dir, &format!("{}\n{checkpointing}\n[restart]\n{restart}\n", with_rate(job, 4000)))
 }
 
 #[test]

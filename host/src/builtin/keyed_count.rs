@@ -77,7 +77,7 @@ impl Operator for KeyedCount {
         Ok(())
     }
 
-    fn snapshot(&self) -> Result<Option<StateSnapshot>, String> {
+    fn snapshot(&mut self) -> Result<Option<StateSnapshot>, String> {
         let body = self.backend.snapshot(self.key_groups.clone(), &states()).map_err(|e| e.to_string())?;
         Ok(Some(StateSnapshot { key_groups: self.key_groups.clone(), body }))
     }

@@ -141,8 +141,10 @@ pub trait Operator: Send {
     fn next_processing_timer(&self) -> Option<i64> {
         None
     }
-    /// The snapshot of its keyed state, or `None` when it keeps no state.
-    fn snapshot(&self) -> Result<Option<StateSnapshot>, String>;
+    /// The snapshot of its keyed state, or `None` when it keeps no state: what it holds at once,
+    /// so that processing goes on (a copy, or a large state frozen under an overlay: see
+    /// [`crate::state::checkpoint`]).
+    fn snapshot(&mut self) -> Result<Option<StateSnapshot>, String>;
     /// The same, at the barrier of a stop whose state is handed over: nothing runs after it but
     /// the next run, so an operator that can freezes its state for the snapshot to be encoded off
     /// this thread and hands over an overlay instead of copying it (see [`crate::state::overlay`]).

@@ -1,8 +1,9 @@
 //! The in-memory backend: one hash table per (key group, state), so that a key group's entries
 //! can be scanned or dropped without touching the others.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::ops::Range;
 
+use super::key_map::KeyMap;
 use super::value_table::ValueTable;
 use super::{StateBackend, StateEntry, StateError, StateItem, StateKind};
 use crate::key_group::KeyGroup;
@@ -12,7 +13,7 @@ type Map<V> = HashMap<Bytes, V, foldhash::fast::RandomState>;
 
 enum Table {
     Value(ValueTable),
-    Map(Map<BTreeMap<Bytes, Bytes>>),
+    Map(Map<KeyMap>),
     List(Map<Vec<Bytes>>),
 }
 
@@ -45,6 +46,10 @@ pub struct MemoryBackend {
     bytes: usize,
 }
 
+/// The most bytes a checkpoint copies (about 5 ms); a larger backend is frozen instead (see
+/// [`super::checkpoint`]).
+const COPIED_AT_MOST: usize = 8 << 20;
+
 /// What one stored entry costs beyond its key and value bytes, about (record, table slot).
 const ENTRY_OVERHEAD: usize = 32;
 
@@ -54,7 +59,7 @@ fn entry_bytes(len: usize) -> usize {
 }
 
 /// What key `key`'s map takes: the key once, and each entry.
-fn map_bytes(key: &[u8], map: &BTreeMap<Bytes, Bytes>) -> usize {
+fn map_bytes(key: &[u8], map: &KeyMap) -> usize {
     entry_bytes(key.len()) + map.iter().map(|(k, v)| entry_bytes(k.len() + v.len())).sum::<usize>()
 }
 
@@ -126,7 +131,7 @@ macro_rules! typed_tables {
 
 typed_tables! {
     values, values_mut, Value => ValueTable;
-    maps, maps_mut, Map => Map<BTreeMap<Bytes, Bytes>>;
+    maps, maps_mut, Map => Map<KeyMap>;
     lists, lists_mut, List => Map<Vec<Bytes>>;
 }
 
@@ -173,12 +178,12 @@ impl StateBackend for MemoryBackend {
     ) -> Result<(), StateError> {
         let t = self.maps_mut(state, kg)?;
         self.bytes = match t.get_mut(key) {
-            Some(m) => match m.insert(map_key.into(), value.into()) {
-                Some(replaced) => self.bytes + value.len() - replaced.len(),
+            Some(m) => match m.insert(map_key, value) {
+                Some(replaced) => self.bytes + value.len() - replaced,
                 None => self.bytes + entry_bytes(map_key.len() + value.len()),
             },
             None => {
-                t.insert(key.into(), BTreeMap::from([(map_key.into(), value.into())]));
+                t.insert(key.into(), KeyMap::one(map_key, value));
                 self.bytes + entry_bytes(key.len()) + entry_bytes(map_key.len() + value.len())
             }
         };
@@ -189,7 +194,7 @@ impl StateBackend for MemoryBackend {
         let t = self.maps_mut(state, kg)?;
         let mut freed = 0;
         if let Some(m) = t.get_mut(key) {
-            freed = m.remove(map_key).map_or(0, |v| entry_bytes(map_key.len() + v.len()));
+            freed = m.remove(map_key).map_or(0, |v| entry_bytes(map_key.len() + v));
             if m.is_empty() {
                 t.remove(key);
                 freed += entry_bytes(key.len());
@@ -207,7 +212,7 @@ impl StateBackend for MemoryBackend {
         visit: &mut dyn FnMut(&[u8], &[u8]),
     ) -> Result<(), StateError> {
         let t = self.maps(state, kg)?;
-        for (k, v) in t.get(key).into_iter().flatten() {
+        for (k, v) in t.get(key).into_iter().flat_map(KeyMap::iter) {
             visit(k, v);
         }
         Ok(())
@@ -284,6 +289,10 @@ impl StateBackend for MemoryBackend {
 
     fn approximate_bytes(&self) -> Option<usize> {
         Some(self.bytes)
+    }
+
+    fn freezes_at_checkpoint(&self) -> bool {
+        self.bytes > COPIED_AT_MOST
     }
 
     fn key_count(&self) -> usize {

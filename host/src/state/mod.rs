@@ -37,6 +37,7 @@ use in_memory_snapshots;
 pub mod canonical;
 #[cfg(test)]
 pub(crate) mod conformance;
+mod key_map;
 mod memory;
 mod migration;
 pub mod overlay;
@@ -243,6 +244,44 @@ pub trait StateBackend: Send + Sync {
     fn settled(&mut self) -> Result<Option<Box<dyn StateBackend>>, StateError> {
         Ok(None)
     }
+
+    /// Whether a checkpoint's synchronous part should [`StateBackend::freeze`] it rather than
+    /// take a [`StateBackend::snapshot`]: true where a copy would hold up processing (see
+    /// [`checkpoint`]).
+    fn freezes_at_checkpoint(&self) -> bool {
+        false
+    }
+}
+
+/// The synchronous part of a checkpoint of `backend`, which holds `key_groups` of `states`. A
+/// memory backend is copied while that is quick (a few MiB: milliseconds) and frozen beyond,
+/// like Flink's copy-on-write heap snapshots: the copy of 1,000,000 keys with a timer each takes
+/// about 350 ms, the freeze microseconds, paid for by the overlay's slower writes until the
+/// uploader has stored the frozen state.
+pub fn checkpoint(
+    backend: &mut Box<dyn StateBackend>,
+    key_groups: Range<u32>,
+    states: &[StateDescriptor],
+) -> Result<Box<dyn SnapshotBody>, StateError> {
+    if let Some(settled) = backend.settled()? {
+        *backend = settled;
+    }
+    if backend.freezes_at_checkpoint() {
+        return Ok(freeze(backend, key_groups, states));
+    }
+    backend.snapshot(key_groups, states)
+}
+
+/// [`StateBackend::freeze`] of the backend `backend` holds, which becomes what goes on after it.
+pub fn freeze(
+    backend: &mut Box<dyn StateBackend>,
+    key_groups: Range<u32>,
+    states: &[StateDescriptor],
+) -> Box<dyn SnapshotBody> {
+    let frozen = std::mem::replace(backend, Box::new(MemoryBackend::new(0..0, &[])));
+    let (body, goes_on) = frozen.freeze(key_groups, states);
+    *backend = goes_on;
+    body
 }
 
 /// Where a job's operator subtasks keep their keyed state: its `[state] backend`.

@@ -354,19 +354,16 @@ impl Operator for WasmOperator {
         if self.states.is_empty() {
             return Ok(None);
         }
-        let keyed = &mut self.store.data_mut().keyed;
-        let backend = std::mem::replace(&mut keyed.backend, Box::new(MemoryBackend::new(0..0, &[])));
-        let (body, overlay) = backend.freeze(self.key_groups.clone(), &self.states);
-        keyed.backend = overlay;
+        let body = state::freeze(&mut self.store.data_mut().keyed.backend, self.key_groups.clone(), &self.states);
         Ok(Some(StateSnapshot { key_groups: self.key_groups.clone(), body }))
     }
 
-    fn snapshot(&self) -> Result<Option<StateSnapshot>, String> {
+    fn snapshot(&mut self) -> Result<Option<StateSnapshot>, String> {
         if self.states.is_empty() {
             return Ok(None);
         }
-        let backend = &*self.store.data().keyed.backend;
-        let body = backend.snapshot(self.key_groups.clone(), &self.states).map_err(|e| e.to_string())?;
+        let backend = &mut self.store.data_mut().keyed.backend;
+        let body = state::checkpoint(backend, self.key_groups.clone(), &self.states).map_err(|e| e.to_string())?;
         Ok(Some(StateSnapshot { key_groups: self.key_groups.clone(), body }))
     }
 }

@@ -248,7 +248,7 @@ mod tests {
             }
             Ok(())
         }
-        fn snapshot(&self) -> Result<Option<StateSnapshot>, String> {
+        fn snapshot(&mut self) -> Result<Option<StateSnapshot>, String> {
             Ok(None)
         }
     }
