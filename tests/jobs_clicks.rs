@@ -67,19 +67,64 @@ fn large_clicks_give_the_same_counts_at_every_parallelism() {
 /// byte; above it, subtasks interleave upstream batches differently run to run, so the lines must
 /// be equal as sorted lists.
 #[test]
-fn python_count_writes_the_same_bytes_as_rust_count() {
+fn python_and_javascript_count_write_the_same_bytes_as_rust_count() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("clicks.jsonl");
     generate_clicks(&input, 5_000, 101);
     run_clicks(&input, "count", 1, dir.path());
-    run_clicks(&input, "count_py", 1, dir.path());
     let only_part = |out: &str| std::fs::read(&part_files(&dir.path().join(out))[0]).unwrap();
-    let (rust, python) = (only_part("out-count-p1"), only_part("out-count_py-p1"));
+    let rust = only_part("out-count-p1");
     assert_eq!(rust.iter().filter(|&&b| b == b'\n').count(), expected_counts(&input).values().sum::<u64>() as usize);
-    assert!(rust == python, "count and count_py wrote different bytes");
+    for module in ["count_py", "count_js"] {
+        run_clicks(&input, module, 1, dir.path());
+        assert!(rust == only_part(&format!("out-{module}-p1")), "count and {module} wrote different bytes");
+    }
 
     let rust = run_clicks(&input, "count", 2, dir.path());
     assert_eq!(run_clicks(&input, "count_py", 2, dir.path()), rust);
+    assert_eq!(run_clicks(&input, "count_js", 2, dir.path()), rust);
+}
+
+/// The same over 200,000 generated events on 10,000 keys: about 200 batches, each key's count
+/// read back from the host batch after batch, so a guest that keeps or decodes state wrongly
+/// across batches shows.
+#[test]
+fn every_language_counts_many_batches_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |module: &str, parallelism: u32| -> Vec<u8> {
+        let out = dir.path().join(format!("gen-{module}-p{parallelism}"));
+        let job_dir = dir.path().join(format!("gen-job-{module}-p{parallelism}"));
+        std::fs::create_dir_all(&job_dir).unwrap();
+        let text = job(
+            "generated-counts",
+            parallelism,
+            &[
+                generator_source("events", 200_000, 10_000),
+                wasm_operator("count", module, &["input = \"hash\""]),
+                file_sink("counts", &out),
+            ],
+        );
+        let ran = weir(&["run", &write_job(&job_dir, &text), "--listen", "none"]);
+        assert_eq!(ran.code, 0, "{module}: {}", ran.stderr);
+        let mut lines: Vec<&str> = Vec::new();
+        let parts: Vec<Vec<u8>> = part_files(&out).iter().map(|p| std::fs::read(p).unwrap()).collect();
+        if parallelism == 1 {
+            return parts.concat();
+        }
+        for part in &parts {
+            lines.extend(std::str::from_utf8(part).unwrap().lines());
+        }
+        lines.sort();
+        lines.join("\n").into_bytes()
+    };
+    let rust = run("count", 1);
+    assert_eq!(rust.iter().filter(|&&b| b == b'\n').count(), 200_000);
+    assert!(rust.ends_with(b"{\"key\":\"k9999\",\"count\":20}\n"), "each key counted to 20");
+    for module in ["count_py", "count_js"] {
+        assert!(run(module, 1) == rust, "{module} wrote other bytes than count over 200,000 events");
+    }
+    let rust = run("count", 2);
+    assert!(run("count_js", 2) == rust, "count_js at parallelism 2");
 }
 
 /// A module built against `weir:operator@0.2.0` (today's `count` as it was built then, kept in

@@ -104,6 +104,24 @@ fn config_rejected_in_open_fails_the_job_with_the_guest_message() {
     );
 }
 
+/// What a JavaScript operator throws, an `Error` of any kind included, fails the job (or refuses
+/// it, from the constructor) with its message: componentize-js would turn a thrown `Error` into a
+/// trap without one.
+#[test]
+fn a_javascript_operator_that_throws_fails_the_job_with_its_message() {
+    let job = clicks_with_count_module(&operator("test/throws"));
+    assert_fails(&job, &["operator 'count-per-user' subtask 1/1", "config needs `after`, a number of events"]);
+    let job = job.replace("input = \"hash\"", "input = \"hash\"\nconfig = { after = 5 }");
+    assert_fails(
+        &job,
+        &[
+            "operator 'count-per-user' subtask 1/1",
+            "the operator failed: TypeError: event 6 of key ",
+            "is one too many",
+        ],
+    );
+}
+
 #[test]
 fn keyed_operator_without_keys_upstream_says_what_to_do() {
     // Drop the key_by operator: events reach the hash edge without a key.

@@ -122,6 +122,9 @@ fn savepoints_restore_at_any_parallelism_with_exactly_once_output() {
     // Only the counting operator rescaled, to 3: its key groups are redistributed.
     let lines = restore(dir.path(), &stopped, "count", 2, Some(3), "out-operator-3");
     assert_same(&lines, &expected, "restored with the counting operator alone at parallelism 3");
+    // The Rust count's state restored into its JavaScript twin: the counts go on identically.
+    let lines = restore(dir.path(), &stopped, "count_js", 2, None, "out-js");
+    assert_same(&lines, &expected, "restored into count_js");
     // A savepoint directory moved elsewhere still restores.
     let moved = dir.path().join("elsewhere").join(stopped.file_name().unwrap());
     std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
@@ -170,6 +173,8 @@ fn a_new_schema_version_migrates_the_saved_state_on_restore() {
     let lines = restore(dir.path(), &stopped, "count_v2", 2, Some(3), "out-v2");
     let python = restore(dir.path(), &stopped, "count_v2_py", 2, Some(3), "out-v2-py");
     assert_same(&python, &lines, "the Python count_v2 against the Rust one");
+    let javascript = restore(dir.path(), &stopped, "count_v2_js", 2, Some(3), "out-v2-js");
+    assert_same(&javascript, &lines, "the JavaScript count_v2 against the Rust one");
     let expected = expected_counts(&dir.path().join("clicks.jsonl"));
     let mut emitted: BTreeMap<String, Vec<(u64, Option<u64>)>> = BTreeMap::new();
     for line in &lines {

