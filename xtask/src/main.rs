@@ -126,7 +126,9 @@ impl Workspace {
         self.build_js_guest("count_js", "count", &operators)?;
         self.build_js_guest("count_v2_js", "count_v2", &operators)?;
         self.build_js_guest("window_count_js", "window_count", &operators)?;
-        self.build_js_guest_from(&self.root.join("tests/guests/js"), "throws", &operators.join("test"))?;
+        for module in ["throws", "forgetful"] {
+            self.build_js_guest_from(&self.root.join("tests/guests/js"), module, &operators.join("test"))?;
+        }
 
         step("building the weir host (release)");
         run(Command::new(cargo()).current_dir(&self.root).args(["build", "--release", "--locked", "-p", "weir"]))?;

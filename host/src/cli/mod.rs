@@ -2,6 +2,7 @@
 //!
 //! Exit codes: 0 ok; 1 the job, its file or the server said no (the message is printed); 2 usage
 //! error; 3 the server cannot be reached.
+mod check;
 mod client;
 mod compare;
 mod run;
@@ -79,7 +80,8 @@ enum Command {
         /// Take a savepoint (always: stopping is stop-with-savepoint, as in Flink).
         #[arg(long)]
         savepoint: bool,
-        /// Flush pending work before the savepoint (weir has no timers yet: nothing to flush).
+        /// Advance the watermark to the end of time before the savepoint, so that every event-time
+        /// timer fires and every window is emitted (Flink's --drain).
         #[arg(long)]
         drain: bool,
         /// Where the savepoint goes (default: the job's `savepoint-dir`).
@@ -92,6 +94,10 @@ enum Command {
     },
     /// List the savepoints a server has taken: job, time, size, modules, path.
     Savepoints,
+    /// Check an operator module against the contract it targets and show its description; with
+    /// --like, run it and a reference over the same generated events and show the first line
+    /// where their outputs differ.
+    Check(check::CheckArgs),
     /// Show, key by key, where the committed outputs of two jobs diverge (job ids on the server,
     /// or two output directories): the result of a blue/green or A/B trial.
     Compare {
@@ -212,6 +218,7 @@ pub fn main() -> ExitCode {
     let client = || client::Client::new(&cli.server, cli.token.clone(), cli.json);
     let result = match &cli.command {
         Command::Run(args) => run::run(args, cli.token.clone()),
+        Command::Check(args) => check::check(args),
         Command::Serve(args) => serve::serve(args, cli.token.clone()),
         Command::Modules(command) => client().modules(command),
         Command::Submit { job, from_savepoint, allow_non_restored_state } => {

@@ -66,6 +66,20 @@ impl RunArgs {
             fork: true,
         }
     }
+
+    /// `weir run JOB --listen none`: a run of the CLI's own (`weir check`).
+    pub(super) fn quiet(job: &Path) -> RunArgs {
+        RunArgs {
+            job: job.to_path_buf(),
+            listen: Some("none".to_string()),
+            insecure: false,
+            data_dir: None,
+            from_checkpoint: None,
+            from_savepoint: None,
+            allow_non_restored_state: false,
+            fork: false,
+        }
+    }
 }
 
 /// The checkpoint `--from-checkpoint` names.

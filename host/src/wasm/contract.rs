@@ -20,6 +20,16 @@ pub(crate) enum Contract {
     V3,
 }
 
+impl Contract {
+    /// Its version, as the WIT package names it.
+    pub(crate) fn version(self) -> &'static str {
+        match self {
+            Contract::V2 => "0.2.0",
+            Contract::V3 => "0.3.0",
+        }
+    }
+}
+
 /// What the component's `weir:operator` imports and exports say.
 pub(crate) enum ContractCheck {
     Compatible(Contract),

@@ -141,6 +141,11 @@ pub struct OperatorModule {
 }
 
 impl OperatorModule {
+    /// The version of the contract it was built against ("0.3.0").
+    pub fn contract_version(&self) -> &'static str {
+        self.pre.contract().version()
+    }
+
     /// Whether it can set timers: built against 0.3.0 or later.
     pub fn has_timers(&self) -> bool {
         self.pre.contract() >= Contract::V3

@@ -1,0 +1,77 @@
+//! `weir check`: a module checked against its contract, and run beside a reference over the
+//! same generated events, as an operator author in any language would.
+use weir_e2e::{operator, weir};
+
+fn check(args: &[&str]) -> weir_e2e::Output {
+    let mut all = vec!["check"];
+    all.extend_from_slice(args);
+    weir(&all)
+}
+
+fn path(module: &str) -> String {
+    operator(module).to_string_lossy().into_owned()
+}
+
+#[test]
+fn the_count_in_every_language_matches_the_native_keyed_count() {
+    for module in ["count", "count_py", "count_js"] {
+        let checked = check(&[&path(module), "--like", "builtin:keyed-count"]);
+        assert_eq!(checked.code, 0, "{module}: {}", checked.stderr);
+        assert!(
+            checked.stdout.contains(
+                "count 1.0.0, built against weir:operator@0.3.0 (served), states: count (value state, schema version 1)"
+            ),
+            "{module}: {}",
+            checked.stdout
+        );
+        assert!(
+            checked.stdout.contains("same output as builtin:keyed-count: 5000 lines from 5000 events over 100 keys"),
+            "{module}: {}",
+            checked.stdout
+        );
+    }
+    // Two modules, more events and keys.
+    let checked = check(&[&path("count_js"), "--like", &path("count"), "--events", "20000", "--keys", "3000"]);
+    assert_eq!(checked.code, 0, "{}", checked.stderr);
+    assert!(checked.stdout.contains("20000 lines from 20000 events over 3000 keys"), "{}", checked.stdout);
+}
+
+#[test]
+fn a_module_that_loses_state_across_batches_is_found() {
+    let checked = check(&[&path("test/forgetful"), "--like", "builtin:keyed-count"]);
+    assert_eq!(checked.code, 1, "{}", checked.stdout);
+    // The first batch is right, the first event of the second is not.
+    let line: u64 = checked
+        .stderr
+        .split("the outputs differ at line ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no line named: {}", checked.stderr));
+    assert!(line > 100, "line {line}: {}", checked.stderr);
+    assert!(checked.stderr.contains("builtin:keyed-count: {\"key\":"), "{}", checked.stderr);
+    // A module with other output: its first line already differs.
+    let checked = check(&[&path("count_v2"), "--like", &path("count")]);
+    assert_eq!(checked.code, 1, "{}", checked.stdout);
+    assert!(checked.stderr.contains("the outputs differ at line 1 of 5000 events"), "{}", checked.stderr);
+    assert!(checked.stderr.contains(r#"{"key":"k0","count":1,"v":2}"#), "{}", checked.stderr);
+}
+
+#[test]
+fn what_is_not_a_usable_module_is_named() {
+    let old = check(&[&path("test/count-0.2.0")]);
+    assert_eq!(old.code, 0, "{}", old.stderr);
+    assert!(old.stdout.contains("built against weir:operator@0.2.0 (served)"), "{}", old.stdout);
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("count.js");
+    std::fs::write(&text, "export const operator = {};").unwrap();
+    let refused = check(&[&text.to_string_lossy()]);
+    assert_eq!(refused.code, 1, "{}", refused.stdout);
+    assert!(refused.stderr.contains("count.js") && refused.stderr.contains("not a WebAssembly"), "{}", refused.stderr);
+    let missing = check(&[&path("count"), "--like", "/nowhere/reference.wasm"]);
+    assert_eq!(missing.code, 1);
+    assert!(missing.stderr.contains("module /nowhere/reference.wasm cannot be read"), "{}", missing.stderr);
+    let config = check(&[&path("count"), "--like", "builtin:keyed-count", "--config", "[1]"]);
+    assert_eq!(config.code, 1);
+    assert!(config.stderr.contains("--config [1] is not a JSON object"), "{}", config.stderr);
+}
