@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use weir_e2e::{
     Running, Server, expected_counts, file_sink, file_source, generated_clicks, job, operator, sink_lines,
-    wasm_operator, write_job,
+    wasm_operator, weir, write_job,
 };
 
 /// The clicks job at parallelism 2 reading 16000 clicks at 4000 per second (4 s), checkpointing.
@@ -475,6 +475,11 @@ fn a_javascript_operator_is_upgraded_with_a_migration_under_a_running_job() {
     let text = slow_clicks_counted_by(dir.path(), "count_js");
     let job =
         write_job(dir.path(), &format!("{text}\n[checkpointing]\ninterval = \"200ms\"\nstorage = \"file://chk\"\n"));
+    // Both modules compiled into the tests' module cache first: a first compile of a JS module
+    // takes seconds, which the upgrade's check would spend while the 4 s job runs out.
+    for module in ["count_js", "count_v2_js"] {
+        assert_eq!(weir(&["check", &operator(module).to_string_lossy()]).code, 0);
+    }
     let mut running = Running::start(&job, &[]);
     std::thread::sleep(Duration::from_millis(1500));
     let swapped = running.cli(&["upgrade", &running.id, "--operator", &count_per_user("count_v2_js")]);

@@ -43,6 +43,8 @@ pub mod log;
 #[doc(hidden)]
 pub mod runtime;
 mod state;
+#[cfg(test)]
+mod vectors;
 
 pub use context::{Context, Event, OpenContext, TimeDomain, Timer};
 pub use describe::{Description, StateKind};

@@ -371,8 +371,9 @@ SELECT user_id, clicks FROM clicks_per_user ORDER BY user_id;"
             .current_dir(self.root.join("guest-sdk"))
             .args(["test", "--release", "--lib"])
             .env("CARGO_TARGET_DIR", self.cargo_target.join("guests")))?;
-        step("running the JavaScript SDK's unit tests (Node.js)");
+        step("running the JavaScript SDK's unit tests (Node.js) and the Python SDK against the frame test vectors");
         run(Command::new("node").current_dir(self.root.join("guest-sdk/js")).args(["--test", "test/"]))?;
+        run(Command::new("python3").current_dir(&self.root).args(["-B", "guest-sdk/python/test_vectors.py"]))?;
         step("running the tests");
         run(Command::new(cargo())
             .current_dir(&self.root)

@@ -2,6 +2,7 @@
 // host's imports replaced: `cargo xtask test` runs them.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { Description, OperatorError, bindHost, exportOperator, durationMs, messageOf } from '../core.js';
 
 bindHost({}, { log: () => {} });
@@ -63,51 +64,9 @@ class Count {
 
 const context = { uid: 'count', subtaskIndex: 0, parallelism: 1, maxParallelism: 128, attempt: 0 };
 
-test('a keyed batch: state read once per key, emits with key and timestamp, one write per key', () => {
-  const op = exportOperator(Count);
-  op.open('{}', context);
-  const input = frame([
-    ...header(2, 1, 3),
-    ['bytes', 'a'],
-    ['bytes', '4'],
-    ['bytes', 'b'],
-    ['none'],
-    ...event(0, 7, '{}'),
-    ...event(1, null, '{}'),
-    ...event(0, 9, '{}', 1),
-  ]);
-  const expected = frame([
-    ['u32', 3],
-    ['bytes', 'a'],
-    ['u8', 1],
-    ['i64', 7],
-    ['bytes', '{"key":"a","count":5}'],
-    ['bytes', 'b'],
-    ['u8', 0],
-    ['i64', 0],
-    ['bytes', '{"key":"b","count":1}'],
-    ['bytes', 'a'],
-    ['u8', 1],
-    ['i64', 9],
-    ['bytes', '{"key":"a","count":6}'],
-    ['u32', 2],
-    ['u32', 0],
-    ['u32', 0],
-    ['bytes', '6'],
-    ['u32', 1],
-    ['u32', 0],
-    ['bytes', '1'],
-    ['u32', 0],
-  ]);
-  assert.deepEqual(Array.from(op.processBatch(input)), Array.from(expected));
-  // The output buffer is reused: a second batch gives a frame of its own.
-  const empty = frame([...header(0, 1, 0)]);
-  assert.deepEqual(Array.from(op.processBatch(empty)), [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-});
-
-class Windows {
+class TimerEcho {
   static describe() {
-    return new Description('w', '1.0.0').valueState('open', 1).timeToLive(60_000);
+    return new Description('timer-echo', '1.0.0').valueState('open', 1).timeToLive(60_000);
   }
   constructor(ctx) {
     this.open = ctx.valueState('open');
@@ -123,40 +82,19 @@ class Windows {
   }
 }
 
-test('timers: operations in the output frame, a timer frame fires onTimer', () => {
-  const op = exportOperator(Windows);
-  assert.equal(op.describe().states[0].timeToLive, 60000n);
-  op.open('{}', context);
-  const out = op.processBatch(frame([...header(1, 1, 1), ['bytes', 'k'], ['none'], ...event(0, 100, 'x')]));
-  const expected = frame([
-    ['u32', 0],
-    ['u32', 1],
-    ['u32', 0],
-    ['u32', 0],
-    ['bytes', 'true'],
-    ['u32', 2],
-    ['u32', 0],
-    ['u8', 0],
-    ['i64', 110],
-    ['u32', 0],
-    ['u8', 3],
-    ['i64', -5],
-  ]);
-  assert.deepEqual(Array.from(out), Array.from(expected));
-  const timers = frame([...header(1, 1, 1, 120), ['bytes', 'k'], ['bytes', 'true'], ['u32', 0], ['u8', 0], ['i64', 110]]);
-  const fired = frame([
-    ['u32', 1],
-    ['bytes', 'k'],
-    ['u8', 1],
-    ['i64', 110],
-    ['bytes', 'fired k at 110 wm 120'],
-    ['u32', 1],
-    ['u32', 0],
-    ['u32', 0],
-    ['none'],
-    ['u32', 0],
-  ]);
-  assert.deepEqual(Array.from(op.onTimers(timers)), Array.from(fired));
+const vectors = JSON.parse(readFileSync(new URL('../../../docs/frame-vectors.json', import.meta.url), 'utf8'));
+const operators = { count: Count, 'timer-echo': TimerEcho };
+
+test('the frame test vectors of docs/frame-vectors.json', () => {
+  assert.ok(vectors.cases.length >= 4);
+  for (const c of vectors.cases) {
+    const op = exportOperator(operators[c.operator]);
+    op.open('{}', context);
+    const input = new Uint8Array(Buffer.from(c.input, 'hex'));
+    const output = c.call === 'on-timers' ? op.onTimers(input) : op.processBatch(input);
+    assert.equal(Buffer.from(output).toString('hex'), c.output, c.name);
+  }
+  assert.equal(exportOperator(TimerEcho).describe().states[0].timeToLive, 60000n);
 });
 
 test('whatever is thrown reaches the host as a string with its message', () => {

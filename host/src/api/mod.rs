@@ -261,7 +261,9 @@ fn accepted(request: Result<String, SavepointError>) -> Result<Response, ApiErro
     match request {
         Ok(request) => Ok((StatusCode::ACCEPTED, Json(json!({ "request-id": request }))).into_response()),
         Err(SavepointError::NotFound(id)) => Err(unknown_job(&id)),
-        Err(e @ SavepointError::NotRunning { .. }) => Err(ApiError::new(StatusCode::CONFLICT, e.to_string())),
+        Err(e @ (SavepointError::NotRunning { .. } | SavepointError::Ending { .. })) => {
+            Err(ApiError::new(StatusCode::CONFLICT, e.to_string()))
+        }
         Err(e @ SavepointError::Target(_)) => Err(ApiError::new(StatusCode::BAD_REQUEST, e.to_string())),
     }
 }

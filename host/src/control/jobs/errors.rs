@@ -36,6 +36,14 @@ pub enum SavepointError {
     /// No job has this id.
     #[error("no job with id {0}")]
     NotFound(String),
+    /// The job's run has ended, and its state is about to say how.
+    #[error("job {id} is ending (its sources are exhausted, or it failed); only a running job can {action}")]
+    Ending {
+        /// The job.
+        id: String,
+        /// What was asked for.
+        action: &'static str,
+    },
     /// The job is not running.
     #[error("job {id} is {state}; only a running job can {action}")]
     NotRunning {

@@ -246,9 +246,13 @@ impl Jobs {
     fn running(&self, id: &str, action: &'static str) -> Result<(Arc<Job>, Arc<JobPlan>), SavepointError> {
         let job = lock(&self.jobs).get(id).cloned().ok_or_else(|| SavepointError::NotFound(id.to_string()))?;
         let state = lock(&job.info).state;
-        let plan = lock(&job.plan).clone().filter(|_| state == JobState::Running);
-        let Some(plan) = plan else { return Err(SavepointError::NotRunning { id: id.to_string(), state, action }) };
-        Ok((job, plan))
+        let plan = lock(&job.plan).clone();
+        match plan {
+            Some(plan) if state == JobState::Running => Ok((job, plan)),
+            // Between the end of its run (its plan released) and its state saying how it ended.
+            None if state == JobState::Running => Err(SavepointError::Ending { id: id.to_string(), action }),
+            _ => Err(SavepointError::NotRunning { id: id.to_string(), state, action }),
+        }
     }
 
     /// A new id for a savepoint or upgrade request of job `id`: 16 hex digits.
