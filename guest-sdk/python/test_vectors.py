@@ -46,22 +46,10 @@ def _stand_ins():
 
 
 _stand_ins()
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
+ROOT = pathlib.Path(__file__).parents[2]
+sys.path[:0] = [str(ROOT / "guest-sdk/python"), str(ROOT / "examples/count_py")]
 import weir_guest  # noqa: E402
-
-
-class Count:
-    @staticmethod
-    def describe():
-        return weir_guest.Description("count", "1.0.0").value_state("count", 1)
-
-    def __init__(self, ctx):
-        self.count = ctx.value_state("count")
-
-    def process(self, ctx, event):
-        n = (self.count.get(ctx) or 0) + 1
-        self.count.set(ctx, n)
-        ctx.emit_json({"key": (event.key or b"").decode("utf-8", "replace"), "count": n})
+from count import Count  # noqa: E402  (the example operator: the vectors' "count")
 
 
 class TimerEcho:
@@ -83,7 +71,7 @@ class TimerEcho:
 
 
 def main():
-    path = pathlib.Path(__file__).parents[2] / "docs" / "frame-vectors.json"
+    path = ROOT / "docs" / "frame-vectors.json"
     cases = json.loads(path.read_text())["cases"]
     context = types.SimpleNamespace(uid="t", subtask_index=0, parallelism=1, max_parallelism=128, attempt=0)
     failed = 0
