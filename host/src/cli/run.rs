@@ -49,6 +49,9 @@ pub(super) struct RunArgs {
     /// Set by `weir fork`: the job is a new one beside the savepoint's.
     #[arg(skip)]
     fork: bool,
+    /// Set by `weir check`: no summary at the end.
+    #[arg(skip)]
+    quiet: bool,
 }
 
 impl RunArgs {
@@ -64,10 +67,11 @@ impl RunArgs {
             from_savepoint: Some(savepoint.to_string()),
             allow_non_restored_state,
             fork: true,
+            quiet: false,
         }
     }
 
-    /// `weir run JOB --listen none`: a run of the CLI's own (`weir check`).
+    /// `weir run JOB --listen none` without the summary: a run of the CLI's own (`weir check`).
     pub(super) fn quiet(job: &Path) -> RunArgs {
         RunArgs {
             job: job.to_path_buf(),
@@ -78,6 +82,7 @@ impl RunArgs {
             from_savepoint: None,
             allow_non_restored_state: false,
             fork: false,
+            quiet: true,
         }
     }
 }
@@ -193,6 +198,7 @@ pub(super) fn run(args: &RunArgs, token: Option<String>) -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(500));
             Ok(())
         }
+        JobState::Finished if args.quiet => Ok(()),
         JobState::Finished => {
             print_summary(&info, &jobs.checkpoints(&info.id).unwrap_or_default(), loaded);
             Ok(())
