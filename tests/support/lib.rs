@@ -327,8 +327,12 @@ impl Running {
             .unwrap();
         let server = format!("http://{listen}");
         let started = Instant::now();
+        // A `--token` among `args` is the one the API asks for.
+        let token = args.iter().position(|a| *a == "--token").and_then(|i| args.get(i + 1)).copied();
         let id = loop {
-            let listed = weir(&["--server", &server, "--json", "jobs"]);
+            let mut list = vec!["--server", &server, "--json", "jobs"];
+            list.extend(token.map(|t| ["--token", t]).into_iter().flatten());
+            let listed = weir(&list);
             if listed.code == 0 {
                 let jobs: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
                 break jobs["jobs"][0]["id"].as_str().unwrap().to_string();
@@ -357,6 +361,22 @@ pub struct Server {
     /// Its data directory.
     pub data_dir: PathBuf,
     log: PathBuf,
+}
+
+/// GETs `url`; returns the status and the body as text.
+pub fn get_text(url: &str, token: Option<&str>) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let mut request = ureq::http::Request::builder().method("GET").uri(url);
+    if let Some(token) = token {
+        request = request.header("Authorization", format!("Bearer {token}"));
+    }
+    let response = agent.run(request.body(Vec::new()).expect("request")).expect("the server answers");
+    let status = response.status().as_u16();
+    (status, response.into_body().read_to_string().expect("body"))
 }
 
 /// A free loopback port (free when asked; good enough for tests on one machine).
@@ -423,6 +443,11 @@ impl Server {
         let status = response.status().as_u16();
         let text = response.into_body().read_to_string().expect("body");
         (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")))
+    }
+
+    /// GETs `path`; returns the status and the body as text.
+    pub fn get_text(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        get_text(&format!("{}{path}", self.url), token)
     }
 
     /// Polls a job until it reaches a terminal state, and returns its record.

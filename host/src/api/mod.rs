@@ -3,6 +3,7 @@
 //!
 //! Layering: the top of the library beside `cli`; uses `control`.
 mod error;
+mod metrics;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -58,6 +59,7 @@ pub fn router(state: Arc<ApiState>, body_limit: usize) -> Router {
         .route("/v1/jobs/{id}/rollback", post(rollback_job))
         .route("/v1/jobs/{id}/upgrades/{request}", get(upgrade_status))
         .route("/v1/savepoints", get(list_savepoints))
+        .route("/metrics", get(prometheus_metrics))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(middleware::from_fn(json_errors))
@@ -208,6 +210,14 @@ fn brief(info: &JobInfo) -> serde_json::Value {
         "ended-at": info.ended_at,
         "failure": info.failure,
     })
+}
+
+/// `GET /metrics`: see [`metrics`].
+async fn prometheus_metrics(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    let text = metrics::render(&state)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode the metrics: {e}")))?;
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
 }
 
 async fn list_jobs(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {

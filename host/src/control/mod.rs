@@ -7,8 +7,8 @@ mod jobs;
 mod modules;
 
 pub use jobs::{
-    CancelError, JobInfo, JobState, Jobs, RollbackPoint, SavepointError, SavepointRecord, SavepointStatus, StartFrom,
-    SubmitError, UpgradeError, UpgradeStatus,
+    CancelError, HistoryEvent, JobInfo, JobState, Jobs, RollbackPoint, SavepointError, SavepointRecord,
+    SavepointStatus, StartFrom, SubmitError, UpgradeError, UpgradeStatus,
 };
 pub(crate) use modules::StoreModules;
 pub use modules::{ModuleInfo, ModuleStore};

@@ -1,0 +1,139 @@
+//! `GET /metrics`: the jobs' metrics in Prometheus's text exposition format (OpenMetrics), read
+//! at each scrape from what the REST API shows (no second source of truth), under Flink's metric
+//! names where Flink has one (`numRecordsIn`, `numberOfCompletedCheckpoints`,
+//! `lastCheckpointDuration`, …), labelled by job, operator uid and subtask. It follows the API's
+//! token rule.
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use super::ApiState;
+use crate::control::{HistoryEvent, JobInfo, JobState};
+use crate::runtime::checkpoint_stats::CheckpointStats;
+use crate::runtime::now_ms;
+
+/// The text a scrape gets.
+pub(super) fn render(state: &ApiState) -> Result<String, std::fmt::Error> {
+    let jobs: Vec<(JobInfo, CheckpointStats)> = state
+        .jobs
+        .list()
+        .into_iter()
+        .map(|info| {
+            let stats = state.jobs.checkpoints(&info.id).unwrap_or_default();
+            (info, stats)
+        })
+        .collect();
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Jobs(Arc::new(jobs))));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry)?;
+    Ok(text)
+}
+
+/// Every job's metrics, as read for one scrape.
+#[derive(Debug)]
+struct Jobs(Arc<Vec<(JobInfo, CheckpointStats)>>);
+
+type Labels = Vec<(&'static str, String)>;
+
+/// One metric family: its name, help, and a value per label set.
+struct Family<T> {
+    name: &'static str,
+    help: &'static str,
+    rows: Vec<(Labels, T)>,
+}
+
+impl<T> Family<T> {
+    fn new(name: &'static str, help: &'static str) -> Self {
+        Family { name, help, rows: Vec::new() }
+    }
+}
+
+fn counters(encoder: &mut DescriptorEncoder, family: Family<u64>) -> Result<(), std::fmt::Error> {
+    let mut metric =
+        encoder.encode_descriptor(family.name, family.help, None, ConstCounter::<u64>::default().metric_type())?;
+    for (labels, value) in &family.rows {
+        ConstCounter::new(*value).encode(metric.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauges(encoder: &mut DescriptorEncoder, family: Family<f64>) -> Result<(), std::fmt::Error> {
+    let mut metric =
+        encoder.encode_descriptor(family.name, family.help, None, ConstGauge::<f64>::default().metric_type())?;
+    for (labels, value) in &family.rows {
+        ConstGauge::new(*value).encode(metric.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for Jobs {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut running = Family::new("weir_job_running", "1 while the job runs (or restarts, or upgrades), else 0");
+        let mut uptime = Family::new("weir_job_uptime", "Milliseconds since the job started (Flink's uptime)");
+        let mut restarts = Family::new("weir_job_numRestarts", "Restarts after failures (Flink's numRestarts)");
+        let mut completed =
+            Family::new("weir_job_numberOfCompletedCheckpoints", "Completed checkpoints (Flink's name)");
+        let mut failed = Family::new("weir_job_numberOfFailedCheckpoints", "Failed checkpoints (Flink's name)");
+        let mut duration = Family::new(
+            "weir_job_lastCheckpointDuration",
+            "End-to-end duration of the latest completed checkpoint, ms",
+        );
+        let mut size =
+            Family::new("weir_job_lastCheckpointSize", "State size of the latest completed checkpoint, bytes");
+        let mut upgrades = Family::new("weir_job_numUpgrades", "Operator upgrades (swaps) the job went through");
+        let mut records_in = Family::new("weir_task_numRecordsIn", "Events a subtask received (Flink's numRecordsIn)");
+        let mut records_out =
+            Family::new("weir_task_numRecordsOut", "Events a subtask emitted (Flink's numRecordsOut)");
+        let mut late = Family::new(
+            "weir_task_numLateRecordsDropped",
+            "Events that came at or before the subtask's watermark (Flink's numLateRecordsDropped; the operator decides)",
+        );
+        let mut watermark = Family::new(
+            "weir_task_currentInputWatermark",
+            "The subtask's watermark, ms (Flink's currentInputWatermark)",
+        );
+        let now = now_ms();
+        for (info, stats) in self.0.iter() {
+            let job = vec![("job_id", info.id.clone()), ("job_name", info.name.clone())];
+            let live = matches!(info.state, JobState::Running | JobState::Restarting | JobState::Upgrading);
+            running.rows.push((job.clone(), if live { 1.0 } else { 0.0 }));
+            let end = info.ended_at.unwrap_or(now);
+            uptime.rows.push((job.clone(), end.saturating_sub(info.submitted_at) as f64));
+            restarts.rows.push((job.clone(), u64::from(info.attempt)));
+            completed.rows.push((job.clone(), stats.counts.completed));
+            failed.rows.push((job.clone(), stats.counts.failed));
+            if let Some(latest) = &stats.latest.completed {
+                duration.rows.push((job.clone(), latest.end_to_end_duration_ms));
+                size.rows.push((job.clone(), latest.state_size as f64));
+            }
+            let swaps = info.history.iter().filter(|h| matches!(h.event, HistoryEvent::Upgraded)).count() as u64;
+            upgrades.rows.push((job.clone(), swaps));
+            for vertex in &info.vertices {
+                for (subtask, counts) in vertex.subtasks.iter().enumerate() {
+                    let mut labels = job.clone();
+                    labels.push(("operator", vertex.uid.clone()));
+                    labels.push(("kind", vertex.kind.to_string()));
+                    labels.push(("subtask", subtask.to_string()));
+                    records_in.rows.push((labels.clone(), counts.events_in));
+                    records_out.rows.push((labels.clone(), counts.events_out));
+                    late.rows.push((labels.clone(), counts.late_events));
+                    if let Some(w) = counts.watermark {
+                        watermark.rows.push((labels, w as f64));
+                    }
+                }
+            }
+        }
+        for family in [running, uptime, duration, size, watermark] {
+            gauges(&mut encoder, family)?;
+        }
+        for family in [restarts, completed, failed, upgrades, records_in, records_out, late] {
+            counters(&mut encoder, family)?;
+        }
+        Ok(())
+    }
+}
