@@ -65,6 +65,22 @@ fn scrape_a_running_job(url: &str, id: &str, token: Option<&str>) {
     let records_in = by_subtask(&first, "weir_task_numRecordsIn_total", id);
     let keys: Vec<(&str, &str)> = records_in.keys().map(|(o, s)| (o.as_str(), s.as_str())).collect();
     assert_eq!(keys, [("count", "0"), ("count", "1"), ("events", "0"), ("events", "1"), ("out", "0"), ("out", "1")]);
+    let busy = by_subtask(&first, "weir_task_busyTimeMs_total", id);
+    assert_eq!(
+        busy.keys().map(|(o, s)| (o.as_str(), s.as_str())).collect::<Vec<_>>(),
+        [("count", "0"), ("count", "1")]
+    );
+    let backpressured = by_subtask(&first, "weir_task_backPressuredTimeMs_total", id);
+    assert_eq!(backpressured.len(), 6, "every subtask has a backpressure counter");
+    let state = first
+        .iter()
+        .find(|s| {
+            s.metric == "weir_operator_stateSize"
+                && s.labels.get("job_id") == Some(id)
+                && s.labels.get("operator") == Some("count")
+        })
+        .expect("the state size per operator");
+    assert!(value(state) > 0.0, "the count operator holds state");
     std::thread::sleep(Duration::from_millis(500));
     let (_, text) = get_text(url, token);
     let second = parse(&text);

@@ -391,11 +391,10 @@ fn step(what: &str) {
     println!("==> {what}");
 }
 
-/// Debian packages the build and the tests need: RocksDB's bindings are generated with libclang;
-/// the postgres sink's tests start a real PostgreSQL server.
-/// libclang for RocksDB's bindings, PostgreSQL for the postgres tests, OpenSSL and zlib headers
-/// for librdkafka (TLS and compressed topics).
-const DEBIAN_PACKAGES: [&str; 4] = ["libclang-dev", "postgresql", "libssl-dev", "zlib1g-dev"];
+/// Debian packages the build and the tests need: libclang for RocksDB's bindings, PostgreSQL for
+/// the postgres tests, OpenSSL and zlib headers for librdkafka (TLS and compressed topics),
+/// Chromium for the dashboard's browser test.
+const DEBIAN_PACKAGES: [&str; 5] = ["libclang-dev", "postgresql", "libssl-dev", "zlib1g-dev", "chromium"];
 
 /// Installs the Debian `packages` that are missing (as root, with apt-get), or says how to.
 fn ensure_debian_packages(packages: &[&str]) -> Result<()> {

@@ -7,12 +7,14 @@ use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::TypedMetric;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use super::ApiState;
 use crate::control::{HistoryEvent, JobInfo, JobState};
+use crate::runtime::VertexKind;
 use crate::runtime::checkpoint_stats::CheckpointStats;
 use crate::runtime::now_ms;
 
@@ -34,6 +36,14 @@ pub(super) fn render(state: &ApiState) -> Result<String, std::fmt::Error> {
     Ok(text)
 }
 
+/// Each partition a Kafka source's status lists with a known lag: topic, partition, lag.
+fn partition_lags(status: Option<&serde_json::Value>) -> Vec<(String, i64, i64)> {
+    let partitions = status.and_then(|s| s["partitions"].as_array()).into_iter().flatten();
+    partitions
+        .filter_map(|p| Some((p["topic"].as_str()?.to_string(), p["partition"].as_i64()?, p["lag"].as_i64()?)))
+        .collect()
+}
+
 /// Every job's metrics, as read for one scrape.
 #[derive(Debug)]
 struct Jobs(Arc<Vec<(JobInfo, CheckpointStats)>>);
@@ -53,20 +63,14 @@ impl<T> Family<T> {
     }
 }
 
-fn counters(encoder: &mut DescriptorEncoder, family: Family<u64>) -> Result<(), std::fmt::Error> {
-    let mut metric =
-        encoder.encode_descriptor(family.name, family.help, None, ConstCounter::<u64>::default().metric_type())?;
+/// Writes one metric family: its descriptor, then a sample per label set.
+fn write<M: EncodeMetric + TypedMetric>(
+    encoder: &mut DescriptorEncoder,
+    family: Family<M>,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(family.name, family.help, None, M::TYPE)?;
     for (labels, value) in &family.rows {
-        ConstCounter::new(*value).encode(metric.encode_family(labels)?)?;
-    }
-    Ok(())
-}
-
-fn gauges(encoder: &mut DescriptorEncoder, family: Family<f64>) -> Result<(), std::fmt::Error> {
-    let mut metric =
-        encoder.encode_descriptor(family.name, family.help, None, ConstGauge::<f64>::default().metric_type())?;
-    for (labels, value) in &family.rows {
-        ConstGauge::new(*value).encode(metric.encode_family(labels)?)?;
+        value.encode(metric.encode_family(labels)?)?;
     }
     Ok(())
 }
@@ -97,42 +101,77 @@ impl Collector for Jobs {
             "weir_task_currentInputWatermark",
             "The subtask's watermark, ms (Flink's currentInputWatermark)",
         );
+        let mut pause = Family::new(
+            "weir_job_lastUpgradePause",
+            "From the old modules' last batch to the new ones' first in the latest upgrade, ms",
+        );
+        let mut state_size = Family::new(
+            "weir_operator_stateSize",
+            "Bytes of state an operator held at the latest completed checkpoint (all its subtasks)",
+        );
+        let mut backpressured = Family::new(
+            "weir_task_backPressuredTimeMs",
+            "Milliseconds the subtask waited for room downstream; its rate is Flink's backPressuredTimeMsPerSecond",
+        );
+        let mut busy = Family::new(
+            "weir_task_busyTimeMs",
+            "Milliseconds the subtask spent in its operator's calls (a Wasm operator's guest calls); its rate is Flink's busyTimeMsPerSecond",
+        );
+        let mut lag = Family::new(
+            "weir_source_pendingRecords",
+            "Kafka sources: records in the partition after the source's position (Flink's pendingRecords)",
+        );
         let now = now_ms();
         for (info, stats) in self.0.iter() {
             let job = vec![("job_id", info.id.clone()), ("job_name", info.name.clone())];
             let live = matches!(info.state, JobState::Running | JobState::Restarting | JobState::Upgrading);
-            running.rows.push((job.clone(), if live { 1.0 } else { 0.0 }));
+            running.rows.push((job.clone(), ConstGauge::new(if live { 1.0 } else { 0.0 })));
             let end = info.ended_at.unwrap_or(now);
-            uptime.rows.push((job.clone(), end.saturating_sub(info.submitted_at) as f64));
-            restarts.rows.push((job.clone(), u64::from(info.attempt)));
-            completed.rows.push((job.clone(), stats.counts.completed));
-            failed.rows.push((job.clone(), stats.counts.failed));
+            uptime.rows.push((job.clone(), ConstGauge::new(end.saturating_sub(info.submitted_at) as f64)));
+            restarts.rows.push((job.clone(), ConstCounter::new(u64::from(info.attempt))));
+            completed.rows.push((job.clone(), ConstCounter::new(stats.counts.completed)));
+            failed.rows.push((job.clone(), ConstCounter::new(stats.counts.failed)));
             if let Some(latest) = &stats.latest.completed {
-                duration.rows.push((job.clone(), latest.end_to_end_duration_ms));
-                size.rows.push((job.clone(), latest.state_size as f64));
+                duration.rows.push((job.clone(), ConstGauge::new(latest.end_to_end_duration_ms)));
+                size.rows.push((job.clone(), ConstGauge::new(latest.state_size as f64)));
             }
             let swaps = info.history.iter().filter(|h| matches!(h.event, HistoryEvent::Upgraded)).count() as u64;
-            upgrades.rows.push((job.clone(), swaps));
+            upgrades.rows.push((job.clone(), ConstCounter::new(swaps)));
+            if let Some(ms) = info.history.iter().rev().find_map(|h| h.pause_ms) {
+                pause.rows.push((job.clone(), ConstGauge::new(ms)));
+            }
+            for (uid, task) in stats.latest.completed.iter().flat_map(|c| &c.tasks) {
+                let labels = [job.clone(), vec![("operator", uid.clone())]].concat();
+                state_size.rows.push((labels, ConstGauge::new(task.state_size as f64)));
+            }
             for vertex in &info.vertices {
                 for (subtask, counts) in vertex.subtasks.iter().enumerate() {
                     let mut labels = job.clone();
                     labels.push(("operator", vertex.uid.clone()));
                     labels.push(("kind", vertex.kind.to_string()));
                     labels.push(("subtask", subtask.to_string()));
-                    records_in.rows.push((labels.clone(), counts.events_in));
-                    records_out.rows.push((labels.clone(), counts.events_out));
-                    late.rows.push((labels.clone(), counts.late_events));
+                    records_in.rows.push((labels.clone(), ConstCounter::new(counts.events_in)));
+                    records_out.rows.push((labels.clone(), ConstCounter::new(counts.events_out)));
+                    late.rows.push((labels.clone(), ConstCounter::new(counts.late_events)));
+                    backpressured.rows.push((labels.clone(), ConstCounter::new(counts.backpressured_ms)));
+                    if vertex.kind == VertexKind::Operator {
+                        busy.rows.push((labels.clone(), ConstCounter::new(counts.busy_ms)));
+                    }
+                    for (topic, partition, records) in partition_lags(counts.status.as_ref()) {
+                        let partition = [("topic", topic), ("partition", partition.to_string())];
+                        lag.rows.push(([labels.clone(), partition.to_vec()].concat(), ConstGauge::new(records as f64)));
+                    }
                     if let Some(w) = counts.watermark {
-                        watermark.rows.push((labels, w as f64));
+                        watermark.rows.push((labels, ConstGauge::new(w as f64)));
                     }
                 }
             }
         }
-        for family in [running, uptime, duration, size, watermark] {
-            gauges(&mut encoder, family)?;
+        for family in [running, uptime, duration, size, pause, state_size, watermark, lag] {
+            write(&mut encoder, family)?;
         }
-        for family in [restarts, completed, failed, upgrades, records_in, records_out, late] {
-            counters(&mut encoder, family)?;
+        for family in [restarts, completed, failed, upgrades, records_in, records_out, late, backpressured, busy] {
+            write(&mut encoder, family)?;
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! Handlers are thin: they call the control plane and turn its errors into statuses.
 //!
 //! Layering: the top of the library beside `cli`; uses `control`.
+mod dashboard;
 mod error;
 mod metrics;
 
@@ -20,10 +21,12 @@ pub use error::ApiError;
 use serde_json::json;
 
 use crate::checkpoint::savepoint::SavepointFormat;
+use crate::control::compare::{Comparison, compare_outputs, output_dir};
 use crate::control::{
-    CancelError, JobInfo, Jobs, ModuleStore, SavepointError, SavepointStatus, StartFrom, StoreModules, UpgradeError,
-    UpgradeStatus,
+    CancelError, DisposeError, JobInfo, Jobs, ModuleStore, SavepointError, SavepointStatus, StartFrom, StoreModules,
+    UpgradeError, UpgradeStatus,
 };
+use crate::runtime::VertexKind;
 use crate::runtime::checkpoint_stats::CheckpointStats;
 
 /// What the handlers share.
@@ -43,7 +46,7 @@ pub struct ApiState {
 /// Request bodies larger than this are refused with 413 unless configured otherwise.
 pub const DEFAULT_BODY_LIMIT: usize = 64 << 20;
 
-/// The `/v1` routes.
+/// The `/v1` routes, `/metrics`, and the dashboard at `/`.
 pub fn router(state: Arc<ApiState>, body_limit: usize) -> Router {
     Router::new()
         .route("/v1/openapi.json", get(openapi))
@@ -58,13 +61,15 @@ pub fn router(state: Arc<ApiState>, body_limit: usize) -> Router {
         .route("/v1/jobs/{id}/upgrade", post(upgrade_job))
         .route("/v1/jobs/{id}/rollback", post(rollback_job))
         .route("/v1/jobs/{id}/upgrades/{request}", get(upgrade_status))
-        .route("/v1/savepoints", get(list_savepoints))
+        .route("/v1/savepoints", get(list_savepoints).delete(dispose_savepoint))
+        .route("/v1/compare", get(compare_jobs))
         .route("/metrics", get(prometheus_metrics))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(middleware::from_fn(json_errors))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
+        .merge(dashboard::router())
 }
 
 async fn authorize(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
@@ -156,8 +161,20 @@ async fn upload_module(
     Ok((StatusCode::OK, Json(info)).into_response())
 }
 
+/// Each stored module, with the jobs running it.
 async fn list_modules(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
-    Ok(Json(json!({ "modules": store(&state)?.list() })).into_response())
+    let mut users = state.jobs.module_users();
+    let modules: Vec<serde_json::Value> = store(&state)?
+        .list()
+        .into_iter()
+        .map(|module| {
+            let jobs = users.remove(&module.sha256).unwrap_or_default();
+            let mut value = serde_json::to_value(module).unwrap_or_default();
+            value["jobs"] = json!(jobs);
+            value
+        })
+        .collect();
+    Ok(Json(json!({ "modules": modules })).into_response())
 }
 
 /// Query parameters of `POST /v1/jobs`.
@@ -200,9 +217,12 @@ async fn submit_job(
     Ok((StatusCode::CREATED, Json(json!({ "id": info.id, "state": info.state }))).into_response())
 }
 
-/// A job in a listing: everything but the per-subtask counts and the job file.
+/// A job in a listing: everything but the per-subtask counts and the job file; instead, the
+/// events its sinks have written.
 fn brief(info: &JobInfo) -> serde_json::Value {
+    let sinks = info.vertices.iter().filter(|v| v.kind == VertexKind::Sink);
     json!({
+        "events-written": sinks.map(|v| v.events_out).sum::<u64>(),
         "id": info.id,
         "name": info.name,
         "state": info.state,
@@ -369,4 +389,50 @@ async fn cancel_job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) 
         Err(CancelError::NotFound(_)) => Err(unknown_job(&id)),
         Err(e @ CancelError::Ended { .. }) => Err(ApiError::new(StatusCode::CONFLICT, e.to_string())),
     }
+}
+
+/// Query parameters of `DELETE /v1/savepoints`.
+#[derive(serde::Deserialize)]
+struct DisposeQuery {
+    /// The savepoint's location, as the library lists it.
+    location: String,
+}
+
+async fn dispose_savepoint(
+    State(state): State<Arc<ApiState>>,
+    Query(query): Query<DisposeQuery>,
+) -> Result<Response, ApiError> {
+    let jobs = state.jobs.clone();
+    let location = query.location.clone();
+    match blocking(move || jobs.dispose_savepoint(&location)).await? {
+        Ok(()) => Ok(Json(json!({ "disposed": query.location })).into_response()),
+        Err(e @ DisposeError::NotFound(_)) => Err(ApiError::new(StatusCode::NOT_FOUND, e.to_string())),
+        Err(e @ DisposeError::InUse(_)) => Err(ApiError::new(StatusCode::CONFLICT, e.to_string())),
+        Err(e @ DisposeError::Failed(_)) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+/// Query parameters of `GET /v1/compare`.
+#[derive(serde::Deserialize)]
+struct CompareQuery {
+    /// A job id.
+    a: String,
+    /// Another job id.
+    b: String,
+}
+
+/// `GET /v1/compare?a=ID&b=ID`: where the committed outputs of two jobs' file sinks diverge,
+/// key by key (what `weir compare` prints).
+async fn compare_jobs(
+    State(state): State<Arc<ApiState>>,
+    Query(query): Query<CompareQuery>,
+) -> Result<Json<Comparison>, ApiError> {
+    let dir = |id: &str| {
+        let job = state.jobs.get(id).ok_or_else(|| unknown_job(id))?;
+        output_dir(&job.job, &state.base)
+            .map_err(|cause| ApiError::new(StatusCode::BAD_REQUEST, format!("job {id} cannot be compared: {cause}")))
+    };
+    let (a, b) = (dir(&query.a)?, dir(&query.b)?);
+    let compared = blocking(move || compare_outputs(&a, &b)).await?;
+    compared.map(Json).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("{e:#}")))
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::storage::Storage;
+use super::storage::{Storage, StorageError};
 use super::stored::{self, Form};
 use super::{checked, paths};
 use crate::runtime::{CheckpointSink, Completed, SinkCommitted, SourcePosition, StateFile, StateSnapshot, StoredState};
@@ -260,6 +260,24 @@ impl SavepointLocation {
                 native.files.iter().map(|f| self.file(&format!("{}/{}", native.dir, f.name))).collect()
             }
         }
+    }
+
+    /// Deletes the savepoint: the files its valid `_metadata` lists, then `_metadata`, then the
+    /// directory if that leaves it empty. Nothing else: a savepoint may have been moved into a
+    /// directory that holds other files. Returns whether the directory went too.
+    pub fn dispose(&self) -> Result<bool, String> {
+        let metadata = self.metadata().map_err(|e| format!("{e}; it was not disposed of"))?;
+        let failed = |e: StorageError| format!("disposing of {}: {e}", self.display());
+        for file in metadata.operators.iter().flat_map(|op| &op.files) {
+            for path in self.stored_files(&file.stored) {
+                self.storage.delete_file(&path).map_err(failed)?;
+            }
+            if let StoredState::Native(native) = &file.stored {
+                self.storage.remove_dir_if_empty(&self.file(&native.dir)).map_err(failed)?;
+            }
+        }
+        self.storage.delete_file(&self.file("_metadata")).map_err(failed)?;
+        self.storage.remove_dir_if_empty(&self.dir).map_err(failed)
     }
 
     /// Where it is, for people: a local path, or the URL.

@@ -36,6 +36,7 @@ pub(crate) fn put(
     snapshot: StateSnapshot,
     form: Form<'_>,
 ) -> Result<(StateFile, u64), String> {
+    let _phase = tracing::debug_span!("checkpoint_async", dir, operator = uid, subtask).entered();
     let StateSnapshot { key_groups, mut body } = snapshot;
     let state = |stored| StateFile { uid: uid.to_string(), subtask, key_groups, stored };
     if let Form::Native { shared } = form

@@ -295,13 +295,8 @@ impl Client {
     /// The directory job `id`'s first file sink writes to, from its job file on the server.
     pub(super) fn output_dir(&self, id: &str) -> anyhow::Result<PathBuf> {
         let job = self.call("GET", &format!("/v1/jobs/{id}"), None)?;
-        let table: toml::Table = toml::from_str(str(&job["job"])).context("the server's copy of the job file")?;
-        let sinks = table.get("sink").and_then(toml::Value::as_array).into_iter().flatten();
-        let path = sinks
-            .filter(|s| s.get("type").and_then(toml::Value::as_str) == Some("file"))
-            .find_map(|s| s.get("path").and_then(toml::Value::as_str))
-            .with_context(|| format!("job {id} has no file sink to compare"))?;
-        Ok(PathBuf::from(path))
+        crate::control::compare::output_dir(str(&job["job"]), Path::new(""))
+            .map_err(|cause| anyhow::anyhow!("job {id} cannot be compared: {cause}"))
     }
 
     /// Rolls job `id` back from its last upgrade and waits for it.

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
@@ -114,23 +114,10 @@ pub(super) fn inspect(path: &str, operator: Option<&str>, state: Option<&str>) -
     Ok(out.flush()?)
 }
 
-/// Deletes the savepoint at `path`: the files its valid `_metadata` lists, then `_metadata`, then
-/// the directory if that leaves it empty. Nothing else: a savepoint may have been moved into a
-/// directory that holds other files.
+/// Deletes the savepoint at `path` (see [`SavepointLocation::dispose`]).
 pub(super) fn dispose(path: &str) -> anyhow::Result<()> {
     let at = SavepointLocation::parse(path, Path::new(".")).map_err(anyhow::Error::msg)?;
-    let metadata = at.metadata().map_err(anyhow::Error::msg).with_context(|| format!("{path} was not disposed of"))?;
-    for file in metadata.operators.iter().flat_map(|op| &op.files) {
-        for path in at.stored_files(&file.stored) {
-            at.storage.delete_file(&path)?;
-        }
-        if let StoredState::Native(native) = &file.stored {
-            at.storage.remove_dir_if_empty(&at.file(&native.dir))?;
-        }
-    }
-    at.storage.delete_file(&at.file("_metadata"))?;
-    let left = at.storage.remove_dir_if_empty(&at.dir)?;
-    match left {
+    match at.dispose().map_err(anyhow::Error::msg)? {
         true => eprintln!("disposed of savepoint {}", at.display()),
         false => eprintln!("disposed of savepoint {} (the directory holds other files, which stay)", at.display()),
     }

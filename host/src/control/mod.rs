@@ -3,11 +3,12 @@
 //! it was given and the jobs it ran.
 //!
 //! Layering: above `job`, `runtime` and `wasm`; below `api` and `cli`.
+pub mod compare;
 mod jobs;
 mod modules;
 
 pub use jobs::{
-    CancelError, HistoryEvent, JobInfo, JobState, Jobs, RollbackPoint, SavepointError, SavepointRecord,
+    CancelError, DisposeError, HistoryEvent, JobInfo, JobState, Jobs, RollbackPoint, SavepointError, SavepointRecord,
     SavepointStatus, StartFrom, SubmitError, UpgradeError, UpgradeStatus,
 };
 pub(crate) use modules::StoreModules;

@@ -245,6 +245,11 @@ impl JobPlan {
         spec.operators.iter().filter_map(|op| Some((op.uid.clone(), code(op)?))).collect()
     }
 
+    /// The SHA-256 of each module it runs, each once.
+    pub fn module_digests(&self) -> std::collections::BTreeSet<String> {
+        self.modules.values().map(|m| m.sha256.clone()).collect()
+    }
+
     /// When a failure after an upgrade rolls it back.
     pub fn rollback_window(&self) -> RollbackWindow {
         self.rollback

@@ -2,8 +2,10 @@
 //! merges a subtask's input channels, [`Downstream`] routes a subtask's batches to the downstream
 //! subtasks (forward, round-robin or by key group).
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TryRecvError, TrySendError};
 
 use super::CHANNEL_CAPACITY;
 use super::alignment::BarrierAligner;
@@ -186,13 +188,13 @@ impl Route {
         Route { target, senders, routing: Routing::Hash { pending, max_parallelism } }
     }
 
-    fn send(&mut self, batch: EventBatch) -> Result<(), StreamError> {
+    fn send(&mut self, batch: EventBatch, blocked: &AtomicU64) -> Result<(), StreamError> {
         match &mut self.routing {
-            Routing::Direct => send(&self.senders[0], batch),
+            Routing::Direct => send(&self.senders[0], batch, blocked),
             Routing::RoundRobin { next } => {
                 let i = *next;
                 *next = (i + 1) % self.senders.len();
-                send(&self.senders[i], batch)
+                send(&self.senders[i], batch, blocked)
             }
             Routing::Hash { pending, max_parallelism } => {
                 let parallelism = self.senders.len() as u32;
@@ -202,7 +204,7 @@ impl Route {
                     let i = subtask_for_key_group(*max_parallelism, parallelism, kg);
                     pending[i].push(event);
                     if pending[i].is_full() {
-                        send(&self.senders[i], std::mem::take(&mut pending[i]))?;
+                        send(&self.senders[i], std::mem::take(&mut pending[i]), blocked)?;
                     }
                 }
                 Ok(())
@@ -210,18 +212,18 @@ impl Route {
         }
     }
 
-    fn flush(&mut self) -> Result<(), StreamError> {
+    fn flush(&mut self, blocked: &AtomicU64) -> Result<(), StreamError> {
         if let Routing::Hash { pending, .. } = &mut self.routing {
             for (i, batch) in pending.iter_mut().enumerate().filter(|(_, b)| !b.is_empty()) {
-                send(&self.senders[i], std::mem::take(batch))?;
+                send(&self.senders[i], std::mem::take(batch), blocked)?;
             }
         }
         Ok(())
     }
 
     /// Flushes, then sends `message` to every downstream subtask.
-    fn broadcast(&mut self, message: impl Fn() -> Message) -> Result<(), StreamError> {
-        self.flush()?;
+    fn broadcast(&mut self, message: impl Fn() -> Message, blocked: &AtomicU64) -> Result<(), StreamError> {
+        self.flush(blocked)?;
         for sender in &self.senders {
             sender.send(message()).map_err(|_| StreamError::Disconnected)?;
         }
@@ -229,18 +231,31 @@ impl Route {
     }
 }
 
-fn send(sender: &Sender<Message>, batch: EventBatch) -> Result<(), StreamError> {
-    sender.send(Message::Batch(batch)).map_err(|_| StreamError::Disconnected)
+/// Sends `batch`, adding the nanoseconds it waited for room downstream to `blocked` (the
+/// subtask's backpressure). It tries first: while the channel has room, no clock is read.
+fn send(sender: &Sender<Message>, batch: EventBatch, blocked: &AtomicU64) -> Result<(), StreamError> {
+    match sender.try_send(Message::Batch(batch)) {
+        Ok(()) => Ok(()),
+        Err(TrySendError::Disconnected(_)) => Err(StreamError::Disconnected),
+        Err(TrySendError::Full(message)) => {
+            let waiting = Instant::now();
+            let sent = sender.send(message).map_err(|_| StreamError::Disconnected);
+            blocked.fetch_add(waiting.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            sent
+        }
+    }
 }
 
 /// Everything one subtask sends downstream: one route per downstream vertex.
 pub(crate) struct Downstream {
     routes: Vec<Route>,
+    /// Nanoseconds spent waiting for room downstream (the subtask's counter).
+    blocked: Arc<AtomicU64>,
 }
 
 impl Downstream {
-    pub(crate) fn new(routes: Vec<Route>) -> Self {
-        Downstream { routes }
+    pub(crate) fn new(routes: Vec<Route>, blocked: Arc<AtomicU64>) -> Self {
+        Downstream { routes, blocked }
     }
 }
 
@@ -257,24 +272,24 @@ impl Output for Downstream {
             return Ok(());
         };
         for route in rest {
-            route.send(batch.clone())?;
+            route.send(batch.clone(), &self.blocked)?;
         }
-        last.send(batch)
+        last.send(batch, &self.blocked)
     }
 
     fn flush(&mut self) -> Result<(), StreamError> {
-        self.routes.iter_mut().try_for_each(Route::flush)
+        self.routes.iter_mut().try_for_each(|r| r.flush(&self.blocked))
     }
 
     fn barrier(&mut self, id: u64) -> Result<(), StreamError> {
-        self.routes.iter_mut().try_for_each(|r| r.broadcast(|| Message::Barrier(id)))
+        self.routes.iter_mut().try_for_each(|r| r.broadcast(|| Message::Barrier(id), &self.blocked))
     }
 
     fn time(&mut self, time: EventTime) -> Result<(), StreamError> {
-        self.routes.iter_mut().try_for_each(|r| r.broadcast(|| Message::Time(time)))
+        self.routes.iter_mut().try_for_each(|r| r.broadcast(|| Message::Time(time), &self.blocked))
     }
 
     fn end(&mut self) -> Result<(), StreamError> {
-        self.routes.iter_mut().try_for_each(|r| r.broadcast(|| Message::End))
+        self.routes.iter_mut().try_for_each(|r| r.broadcast(|| Message::End, &self.blocked))
     }
 }

@@ -28,6 +28,13 @@ pub struct SubtaskSummary {
     /// Operators: events that came at or before their watermark.
     #[serde(default)]
     pub late_events: u64,
+    /// Milliseconds it waited for room downstream, in all (Flink's back-pressured time).
+    #[serde(default)]
+    pub backpressured_ms: u64,
+    /// Operators: milliseconds spent in the operator's calls (a Wasm operator's guest calls:
+    /// processing batches and firing timers), in all (Flink's busy time).
+    #[serde(default)]
+    pub busy_ms: u64,
 }
 
 /// Events counted for one vertex over all its subtasks.
@@ -50,6 +57,12 @@ pub struct VertexSummary {
     /// Late events over all its subtasks.
     #[serde(default)]
     pub late_events: u64,
+    /// Milliseconds its subtasks waited for room downstream, summed over them.
+    #[serde(default)]
+    pub backpressured_ms: u64,
+    /// Milliseconds its subtasks spent in the operator's calls, summed over them.
+    #[serde(default)]
+    pub busy_ms: u64,
     /// Per subtask, in subtask order.
     pub subtasks: Vec<SubtaskSummary>,
     /// CPU seconds its finished subtask threads used, over all subtasks.
@@ -131,6 +144,8 @@ impl JobMetrics {
                         status: c.status.lock().ok().and_then(|s| s.clone()),
                         watermark: c.watermark.get(),
                         late_events: load(&c.late_events),
+                        backpressured_ms: load(&c.backpressured_ns) / 1_000_000,
+                        busy_ms: load(&c.busy_ns) / 1_000_000,
                     })
                     .collect();
                 VertexSummary {
@@ -142,6 +157,8 @@ impl JobMetrics {
                     // Flink's "low watermark": none until every subtask has one.
                     watermark: subtasks.iter().map(|c| c.watermark).min().flatten(),
                     late_events: subtasks.iter().map(|c| c.late_events).sum(),
+                    backpressured_ms: subtasks.iter().map(|c| c.backpressured_ms).sum(),
+                    busy_ms: subtasks.iter().map(|c| c.busy_ms).sum(),
                     subtasks,
                     cpu_seconds: v.subtasks.iter().map(|c| load(&c.cpu_ns)).sum::<u64>() as f64 / 1e9,
                     chained_into: v.chained_into.as_ref().map(|uid| uid.to_string()),
@@ -171,6 +188,10 @@ pub(crate) struct Counters {
     pub(crate) watermark: WatermarkGauge,
     /// Operators: events that came at or before their watermark.
     pub(crate) late_events: AtomicU64,
+    /// Nanoseconds spent waiting for room in downstream channels (shared with its `Downstream`).
+    pub(crate) backpressured_ns: Arc<AtomicU64>,
+    /// Operators: nanoseconds spent in the operator's calls (a Wasm operator's guest calls).
+    pub(crate) busy_ns: AtomicU64,
 }
 
 /// A subtask's current watermark, [`NO_WATERMARK`] until it has one.

@@ -246,6 +246,7 @@ impl WasmOperator {
         out: &mut EventBatch,
     ) -> Result<(), String> {
         let time = self.time.map(|t| FrameTime { now: ttl::now_ms(), ..t });
+        let count = events.len();
         frame::encode_input(
             input,
             events,
@@ -257,6 +258,7 @@ impl WasmOperator {
             &mut self.event_slots,
         )?;
         arm(&mut self.store, self.limits.call_deadline);
+        let _call = tracing::trace_span!("guest_call", call = "process-batch", events = count).entered();
         let output = self
             .instance
             .process_batch(&mut self.store, &self.frame)
@@ -296,8 +298,10 @@ impl WasmOperator {
                 return Ok(());
             }
             frame::encode_timers(&self.due, keyed, &self.value_states, time, &mut self.frame)?;
+            let fired = self.due.len();
             self.due.clear();
             arm(&mut self.store, self.limits.call_deadline);
+            let _call = tracing::trace_span!("guest_call", call = "on-timers", timers = fired).entered();
             let output = self
                 .instance
                 .on_timers(&mut self.store, &self.frame)

@@ -74,3 +74,19 @@ pub enum UpgradeError {
     #[error("{0}")]
     Conflict(String),
 }
+
+/// Why a savepoint cannot be disposed of.
+#[derive(Debug, thiserror::Error)]
+pub enum DisposeError {
+    /// No job of this server took it.
+    #[error(
+        "no savepoint of this server's jobs is at {0}; GET /v1/savepoints lists them (`weir savepoint dispose PATH` disposes of any other)"
+    )]
+    NotFound(String),
+    /// A job that has not ended may still go back to it.
+    #[error("{0}")]
+    InUse(String),
+    /// Its files could not be deleted.
+    #[error("{0}")]
+    Failed(String),
+}

@@ -14,7 +14,7 @@ mod savepoints;
 mod store;
 mod upgrade;
 
-pub use errors::{CancelError, SavepointError, SubmitError, UpgradeError};
+pub use errors::{CancelError, DisposeError, SavepointError, SubmitError, UpgradeError};
 pub use record::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -281,6 +281,18 @@ impl Jobs {
         infos
     }
 
+    /// The jobs running each stored module, by the module's SHA-256.
+    pub fn module_users(&self) -> BTreeMap<String, Vec<String>> {
+        let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (id, job) in lock(&self.jobs).iter() {
+            let Some(plan) = lock(&job.plan).clone() else { continue };
+            for sha256 in plan.module_digests() {
+                users.entry(sha256).or_default().push(id.clone());
+            }
+        }
+        users
+    }
+
     /// Asks a running job to stop; it becomes `canceled` once its subtasks have stopped.
     pub fn cancel(&self, id: &str) -> Result<JobInfo, CancelError> {
         let job = lock(&self.jobs).get(id).cloned().ok_or_else(|| CancelError::NotFound(id.to_string()))?;
@@ -307,6 +319,7 @@ impl Jobs {
     }
 
     fn info(&self, job: &Job) -> JobInfo {
+        self.record_pauses(job);
         let mut info = lock(&job.info).clone();
         if !info.state.is_terminal() {
             info.vertices = job.handles.metrics.snapshot();

@@ -151,11 +151,26 @@ pub struct HistoryEntry {
     pub savepoint: Option<String>,
     /// For a rollback: why.
     pub cause: Option<String>,
+    /// For an upgrade: its request id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    /// For an upgrade: from the last batch the old modules processed to the first the new ones
+    /// did, in milliseconds, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_ms: Option<f64>,
 }
 
 impl HistoryEntry {
     pub(super) fn new(event: HistoryEvent, plan: &JobPlan, savepoint: Option<String>, cause: Option<String>) -> Self {
-        HistoryEntry { timestamp: now_ms(), event, modules: plan.operator_codes(), savepoint, cause }
+        HistoryEntry {
+            timestamp: now_ms(),
+            event,
+            modules: plan.operator_codes(),
+            savepoint,
+            cause,
+            request: None,
+            pause_ms: None,
+        }
     }
 }
 
@@ -237,6 +252,12 @@ pub struct SavepointRecord {
     pub size: u64,
     /// Whether it stopped the job.
     pub stopped: bool,
+    /// The form of its state (`canonical` or `native`).
+    #[serde(default)]
+    pub format: crate::checkpoint::savepoint::SavepointFormat,
+    /// Its `_metadata`'s format version.
+    #[serde(default)]
+    pub format_version: u32,
     /// Each operator's uid and code.
     pub operators: Vec<(String, String)>,
 }

@@ -2,10 +2,10 @@
 use std::sync::Arc;
 
 use super::Jobs;
-use super::SavepointError;
 use super::record::*;
 use super::store::update;
-use crate::checkpoint::savepoint::SavepointFormat;
+use super::{DisposeError, SavepointError};
+use crate::checkpoint::savepoint::{SavepointFormat, SavepointLocation};
 use crate::control::lock;
 use crate::runtime::SavepointRequest;
 
@@ -40,6 +40,8 @@ impl Jobs {
                                 taken_at: m.taken_at,
                                 size: m.size(),
                                 stopped: stop,
+                                format: m.state_format,
+                                format_version: m.format_version,
                                 operators: m.operators.iter().map(|o| (o.uid.clone(), o.module.to_string())).collect(),
                             })
                         });
@@ -68,5 +70,31 @@ impl Jobs {
         let mut all: Vec<SavepointRecord> = self.list().into_iter().flat_map(|j| j.savepoints).collect();
         all.sort_by_key(|s| s.taken_at);
         all
+    }
+
+    /// Deletes savepoint `location` of the library (see [`SavepointLocation::dispose`]) and drops
+    /// it from its job's record. Refused while a job that has not ended may still go back to it:
+    /// the savepoint a job started from (its restarts before a first checkpoint do), or the one
+    /// a rollback of its last upgrade would resume from.
+    pub fn dispose_savepoint(&self, location: &str) -> Result<(), DisposeError> {
+        let jobs: Vec<Arc<super::Job>> = lock(&self.jobs).values().cloned().collect();
+        let owner = jobs.iter().find(|j| lock(&j.info).savepoints.iter().any(|s| s.location == location));
+        let owner = owner.ok_or_else(|| DisposeError::NotFound(location.to_string()))?;
+        for job in &jobs {
+            let info = lock(&job.info);
+            let started_from = info.lineage.as_ref().is_some_and(|l| l.savepoint == location);
+            let rolls_back_to = info.rollback_point.as_ref().is_some_and(|r| r.savepoint == location);
+            if !info.state.is_terminal() && (started_from || rolls_back_to) {
+                let why = if rolls_back_to { "a rollback of its last upgrade" } else { "a restart" };
+                return Err(DisposeError::InUse(format!(
+                    "job {} ({}) is {} and may still go back to savepoint {location} ({why}); dispose of it once the job has ended",
+                    info.id, info.name, info.state
+                )));
+            }
+        }
+        let at = SavepointLocation::parse(location, std::path::Path::new("/")).map_err(DisposeError::Failed)?;
+        at.dispose().map_err(DisposeError::Failed)?;
+        update(self.dir.as_deref(), owner, |i| i.savepoints.retain(|s| s.location != location));
+        Ok(())
     }
 }

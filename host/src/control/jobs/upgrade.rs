@@ -120,7 +120,8 @@ pub(super) fn upgraded(
         Ok(graph) => {
             update(dir, job, |i| {
                 i.job = plan.text().to_string();
-                i.history.push(HistoryEntry::new(HistoryEvent::Upgraded, &plan, Some(savepoint.clone()), None));
+                let entry = HistoryEntry::new(HistoryEvent::Upgraded, &plan, Some(savepoint.clone()), None);
+                i.history.push(HistoryEntry { request: Some(request.clone()), ..entry });
                 i.rollback_point = Some(RollbackPoint { job: old.text().to_string(), savepoint: savepoint.clone() });
             });
             let watch = SwapWatch { request: request.clone(), at: Instant::now(), uids };
@@ -304,24 +305,45 @@ impl Jobs {
     /// Where upgrade `request` of job `id` stands, if both exist.
     pub fn upgrade_status(&self, id: &str, request: &str) -> Option<UpgradeStatus> {
         let job = lock(&self.jobs).get(id).cloned()?;
-        let upgrades = lock(&job.upgrades);
-        Some(match upgrades.get(request)? {
-            UpgradeProgress::InProgress => UpgradeStatus::InProgress,
-            UpgradeProgress::Failed { cause } => UpgradeStatus::Failed { cause: cause.clone() },
-            UpgradeProgress::RolledBack { savepoint, cause } => {
-                UpgradeStatus::RolledBack { savepoint: savepoint.clone(), cause: cause.clone() }
-            }
-            UpgradeProgress::Restarted { run, .. } if job.handles.metrics.runs() < *run => UpgradeStatus::InProgress,
-            UpgradeProgress::Restarted { savepoint, last_batches, .. } => {
-                let mut pause_ms: f64 = 0.0;
-                for (uid, last) in last_batches {
-                    match job.handles.metrics.batches_processed(uid).0 {
-                        0 => return Some(UpgradeStatus::InProgress),
-                        first => pause_ms = pause_ms.max(first.saturating_sub(*last) as f64 / 1e6),
-                    }
-                }
-                UpgradeStatus::Completed { savepoint: savepoint.clone(), pause_ms }
-            }
-        })
+        status_of(&job, request)
     }
+
+    /// Records in job `job`'s history the pauses of its upgrades that have become known.
+    pub(super) fn record_pauses(&self, job: &Job) {
+        let info = lock(&job.info);
+        let unknown = info.history.iter().filter(|e| e.pause_ms.is_none()).filter_map(|e| e.request.clone());
+        let unknown: Vec<String> = unknown.collect();
+        drop(info);
+        for request in unknown {
+            if let Some(UpgradeStatus::Completed { pause_ms, .. }) = status_of(job, &request) {
+                self.update(job, |i| {
+                    let entry = i.history.iter_mut().find(|e| e.request.as_ref() == Some(&request));
+                    entry.into_iter().for_each(|e| e.pause_ms = Some(pause_ms));
+                });
+            }
+        }
+    }
+}
+
+/// Where upgrade `request` of `job` stands, if it asked for one.
+fn status_of(job: &Job, request: &str) -> Option<UpgradeStatus> {
+    let upgrades = lock(&job.upgrades);
+    Some(match upgrades.get(request)? {
+        UpgradeProgress::InProgress => UpgradeStatus::InProgress,
+        UpgradeProgress::Failed { cause } => UpgradeStatus::Failed { cause: cause.clone() },
+        UpgradeProgress::RolledBack { savepoint, cause } => {
+            UpgradeStatus::RolledBack { savepoint: savepoint.clone(), cause: cause.clone() }
+        }
+        UpgradeProgress::Restarted { run, .. } if job.handles.metrics.runs() < *run => UpgradeStatus::InProgress,
+        UpgradeProgress::Restarted { savepoint, last_batches, .. } => {
+            let mut pause_ms: f64 = 0.0;
+            for (uid, last) in last_batches {
+                match job.handles.metrics.batches_processed(uid).0 {
+                    0 => return Some(UpgradeStatus::InProgress),
+                    first => pause_ms = pause_ms.max(first.saturating_sub(*last) as f64 / 1e6),
+                }
+            }
+            UpgradeStatus::Completed { savepoint: savepoint.clone(), pause_ms }
+        }
+    })
 }

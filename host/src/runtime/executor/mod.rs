@@ -298,7 +298,13 @@ impl Runner {
             let spawned =
                 std::thread::Builder::new().name(format!("{uid}-{index}").replace('\0', "?")).spawn(move || {
                     let inputs = Inputs::new(receivers, control.exactly_once);
-                    let result = body(&thread_info, inputs, Downstream::new(routes), &control, &counters);
+                    let result = body(
+                        &thread_info,
+                        inputs,
+                        Downstream::new(routes, counters.backpressured_ns.clone()),
+                        &control,
+                        &counters,
+                    );
                     counters.cpu_ns.store(thread_cpu_time().as_nanos() as u64, Ordering::Relaxed);
                     if let Err(Stop::Failed(cause)) = result {
                         control.fail(TaskError { kind, subtask: thread_info, cause });

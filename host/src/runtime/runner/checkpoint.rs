@@ -20,6 +20,7 @@ pub(super) fn at_operator_barrier(
     output: &mut dyn Output,
     ctx: &dyn TaskContext,
 ) -> Result<(), Stop> {
+    let _phase = tracing::debug_span!("checkpoint_sync", id, operator = %info.uid, subtask = info.index).entered();
     let started = Instant::now();
     // At the stop of a handover nothing follows on this thread but the end: the state is frozen
     // for the uploader instead of copied.
@@ -46,6 +47,7 @@ pub(super) fn at_sink_barrier(
     alignment: Duration,
     ctx: &dyn TaskContext,
 ) -> Result<(), String> {
+    let _phase = tracing::debug_span!("checkpoint_pre_commit", id, sink = %info.uid, subtask = info.index).entered();
     let started = Instant::now();
     let committable = sink.pre_commit(id)?;
     let stats = SubtaskCheckpoint { alignment, sync: started.elapsed(), ..Default::default() };

@@ -114,11 +114,13 @@ pub(crate) fn run_operator(
                 block = false;
                 counters.events_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 counters.late_events.fetch_add(late_events(&batch, watermark), Ordering::Relaxed);
+                let start = clock_ns();
                 operator.process(&batch, &mut out)?;
                 if operator.next_processing_timer().is_some_and(|due| due <= now_ms() as i64) {
                     operator.advance_time(watermark, &mut out)?;
                 }
                 let now = clock_ns();
+                counters.busy_ns.fetch_add(now - start, Ordering::Relaxed);
                 let _ = counters.first_batch_ns.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
                 counters.last_batch_ns.store(now, Ordering::Relaxed);
                 emit(&mut out, &mut sinks, &mut output_time, output)?;
@@ -128,7 +130,9 @@ pub(crate) fn run_operator(
                     watermark = w;
                     counters.watermark.set(w);
                     // Timers fire before the watermark goes on: what they emit is not late.
+                    let start = clock_ns();
                     operator.advance_time(w, &mut out)?;
+                    counters.busy_ns.fetch_add(clock_ns() - start, Ordering::Relaxed);
                     emit(&mut out, &mut sinks, &mut output_time, output)?;
                 }
                 if let Some(time) = output_time.input(time) {

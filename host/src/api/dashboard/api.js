@@ -1,0 +1,60 @@
+// The REST API as the dashboard calls it: the token kept for the browser session, errors as the
+// API states them ({"error": "…"}), thrown as ApiError.
+
+const TOKEN_KEY = "weir-token";
+
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+export function token() {
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+export function setToken(value) {
+  if (value) sessionStorage.setItem(TOKEN_KEY, value);
+  else sessionStorage.removeItem(TOKEN_KEY);
+}
+
+/** Calls the API; `body` is sent as is (a string or bytes) or as JSON (an object). */
+export async function call(method, path, body) {
+  const headers = {};
+  const saved = token();
+  if (saved) headers.Authorization = `Bearer ${saved}`;
+  let payload = body;
+  if (body !== undefined && !(typeof body === "string" || body instanceof ArrayBuffer || ArrayBuffer.isView(body))) {
+    payload = JSON.stringify(body);
+    headers["Content-Type"] = "application/json";
+  }
+  let response;
+  try {
+    response = await fetch(path, { method, headers, body: payload });
+  } catch (e) {
+    throw new ApiError(0, `the server cannot be reached (${e.message})`);
+  }
+  const text = await response.text();
+  let json;
+  try {
+    json = text ? JSON.parse(text) : {};
+  } catch {
+    json = { error: text };
+  }
+  if (!response.ok) throw new ApiError(response.status, json.error || `${response.status} ${response.statusText}`);
+  return json;
+}
+
+export const get = (path) => call("GET", path);
+export const post = (path, body) => call("POST", path, body);
+
+/** Polls `path` until its `status` is no longer `in-progress`; returns the last answer. */
+export async function settle(path, { every = 300, limit = 600_000 } = {}) {
+  const until = Date.now() + limit;
+  for (;;) {
+    const answer = await get(path);
+    if (answer.status !== "in-progress" || Date.now() > until) return answer;
+    await new Promise((resolve) => setTimeout(resolve, every));
+  }
+}

@@ -1,0 +1,207 @@
+// The job list and a job's page: its state, operator graph with live rates and backpressure,
+// failures, lineage, and the actions on a running job.
+import { get, post } from "./api.js";
+import { savepointActions } from "./savepoints.js";
+import { attempt, badge, bytes, confirmDialog, count, fact, fill, h, rate, seconds, short, table, time, watermark } from "./ui.js";
+
+/** The previous sample of each job's counts, to turn counters into rates. */
+const samples = new Map();
+
+/** Per-second rates of `counters` (an object of totals) since the last sample under `key`. */
+function rates(key, counters) {
+  const now = performance.now();
+  const last = samples.get(key);
+  samples.set(key, { at: now, counters });
+  if (!last) return {};
+  const elapsed = (now - last.at) / 1000;
+  const result = {};
+  for (const [name, value] of Object.entries(counters)) {
+    if (elapsed > 0 && last.counters[name] !== undefined) result[name] = Math.max(0, (value - last.counters[name]) / elapsed);
+  }
+  return result;
+}
+
+function uptime(job) {
+  const end = job["ended-at"] || Date.now();
+  return seconds(Math.max(0, (end - job["submitted-at"]) / 1000));
+}
+
+export function jobLink(id, name) {
+  return h("a", { href: `#/jobs/${id}` }, name ? `${name} (${short(id)})` : short(id));
+}
+
+export async function mountList(main) {
+  const body = h("div");
+  fill(main, h("h1", {}, "Jobs"), body);
+  const refresh = async () => {
+    const { jobs } = await get("/v1/jobs");
+    const rows = jobs.slice().reverse();
+    const throughput = Object.fromEntries(rows.map((j) => [j.id, rates(`list/${j.id}`, { out: j["events-written"] }).out]));
+    fill(body, 
+      table(
+        [
+          ["Name", (j) => jobLink(j.id, j.name)],
+          ["State", (j) => badge(j.state)],
+          ["Submitted", (j) => time(j["submitted-at"])],
+          ["Uptime", uptime, { num: true }],
+          ["Events written", (j) => count(j["events-written"]), { num: true }],
+          ["Throughput", (j) => (j.state === "running" ? rate(throughput[j.id]) : "–"), { num: true }],
+          ["Failure", (j) => j.failure || ""],
+        ],
+        rows,
+        "No jobs yet: start one with `weir run JOB.toml` or submit one to `weir serve`.",
+      ),
+    );
+  };
+  await refresh();
+  return refresh;
+}
+
+/** The tabs of a job's page, `current` marked. */
+export function jobTabs(id, current) {
+  const tab = (path, label) => h("a", { href: `#/jobs/${id}${path}`, class: current === label && "current" }, label);
+  return h("nav", { class: "tabs" }, tab("", "Overview"), tab("/checkpoints", "Checkpoints"), tab("/upgrades", "Upgrades"));
+}
+
+/** A job's heading: name, state, and what can be done with it. */
+export function jobHeading(job, onChange) {
+  const running = job.state === "running";
+  const cancel = async () => {
+    const ok = await confirmDialog("Cancel this job?", h("p", {}, `Job ${job.name} stops now, without a savepoint.`), "Cancel the job");
+    if (ok) await attempt(() => post(`/v1/jobs/${job.id}/cancel`), (j) => `job ${job.name} is ${j.state}`);
+    onChange();
+  };
+  return h(
+    "div",
+    {},
+    h("h1", {}, `${job.name} `, badge(job.state)),
+    h("div", { class: "muted mono" }, job.id),
+    h(
+      "div",
+      { class: "actions" },
+      savepointActions(job, onChange),
+      h("button", { class: "danger", disabled: !running && job.state !== "restarting" && job.state !== "created", onclick: cancel }, "Cancel…"),
+    ),
+  );
+}
+
+function vertexCard(vertex, live) {
+  const busy = vertex.kind === "operator" ? `${Math.min(100, (live.busy || 0) / 10 / vertex.parallelism).toFixed(0)} %` : null;
+  const pressure = (live.blocked || 0) / 10 / vertex.parallelism;
+  const rows = [
+    ["parallelism", vertex.parallelism],
+    vertex.kind !== "source" && ["events in", count(vertex["events-in"])],
+    vertex.kind !== "source" && ["in", rate(live.in)],
+    ["events out", count(vertex["events-out"])],
+    ["out", rate(live.out)],
+    vertex.kind !== "sink" && ["backpressured", h("span", { class: `pressure ${pressure > 50 ? "high" : ""}` }, `${Math.min(100, pressure).toFixed(0)} %`)],
+    busy && ["busy", busy],
+    vertex.watermark !== undefined && ["watermark", watermark(vertex.watermark)],
+    vertex.kind === "operator" && ["late events", count(vertex["late-events"])],
+    vertex["chained-into"] && ["chained into", vertex["chained-into"]],
+  ].filter(Boolean);
+  return h(
+    "div",
+    { class: `vertex ${vertex.kind}`, "data-uid": vertex.uid },
+    h("div", { class: "kind" }, vertex.kind),
+    h("div", { class: "title" }, vertex.uid),
+    h("dl", {}, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+  );
+}
+
+/** Sources → operators → sinks, each vertex with its counts and live rates. */
+function graph(job) {
+  const columns = ["source", "operator", "sink"].map((kind) => job.vertices.filter((v) => v.kind === kind));
+  const cards = columns
+    .filter((c) => c.length)
+    .map((vertices) =>
+      h(
+        "div",
+        { class: "column" },
+        vertices.map((v) => {
+          const live = rates(`${job.id}/${v.uid}`, {
+            in: v["events-in"],
+            out: v["events-out"],
+            blocked: v["backpressured-ms"] || 0,
+            busy: v["busy-ms"] || 0,
+          });
+          return vertexCard(v, live);
+        }),
+      ),
+    );
+  const withArrows = cards.flatMap((c, i) => (i ? [h("div", { class: "arrow" }, "→"), c] : [c]));
+  if (!withArrows.length) return h("p", { class: "muted" }, "The job's subtasks are not running.");
+  return h("div", { class: "graph" }, withArrows);
+}
+
+/** Where the job came from (the savepoint it started from and the job that took it) and the
+ * jobs started from its own savepoints. */
+function lineage(job, all) {
+  const from = job.lineage;
+  const takenBy = (location) => all.find((j) => j.savepoints.some((s) => s.location === location));
+  const mine = new Set(job.savepoints.map((s) => s.location));
+  const children = all.filter((j) => j.id !== job.id && j.lineage && mine.has(j.lineage.savepoint));
+  const parent = from && takenBy(from.savepoint);
+  return h(
+    "div",
+    {},
+    from
+      ? h("p", {}, "Started from savepoint ", h("code", {}, from.savepoint), " of job ", parent ? jobLink(parent.id, parent.name) : from.job, ".")
+      : h("p", { class: "muted" }, "Started from scratch (no savepoint)."),
+    children.length ? h("p", {}, "Jobs started from its savepoints: ", children.map((c, i) => [i ? ", " : "", jobLink(c.id, c.name)])) : null,
+  );
+}
+
+export async function mountJob(main, id) {
+  const heading = h("div");
+  const body = h("div");
+  fill(main, heading, jobTabs(id, "Overview"), body);
+  const refresh = async () => {
+    const [job, { jobs }] = await Promise.all([get(`/v1/jobs/${id}`), get("/v1/jobs")]);
+    const details = await Promise.all(jobs.filter((j) => j.id !== id).map((j) => get(`/v1/jobs/${j.id}`)));
+    fill(heading, jobHeading(job, refresh));
+    const sinkEvents = job.vertices.filter((v) => v.kind === "sink").reduce((n, v) => n + v["events-out"], 0);
+    fill(body, 
+      h(
+        "div",
+        { class: "facts" },
+        fact("State", job.state),
+        fact("Uptime", uptime(job)),
+        fact("Submitted", time(job["submitted-at"])),
+        fact("Restarts", job.attempt),
+        fact("Events written", count(sinkEvents)),
+        fact("Savepoints", job.savepoints.length),
+        job["ended-at"] ? fact("Ended", time(job["ended-at"])) : null,
+      ),
+      job.failure ? h("p", { class: "error-text", "data-failure": true }, job.failure) : null,
+      h("h2", {}, "Operator graph"),
+      graph(job),
+      h("h2", {}, "Failures"),
+      table(
+        [
+          ["When", (f) => time(f.timestamp)],
+          ["Attempt", (f) => f.attempt, { num: true }],
+          ["Cause", (f) => h("span", { class: "error-text" }, f.cause)],
+        ],
+        job.failures.slice().reverse(),
+        "No failures.",
+      ),
+      h("h2", {}, "Lineage"),
+      lineage(job, [job, ...details]),
+      h("h2", {}, "Savepoints"),
+      table(
+        [
+          ["Taken", (s) => time(s["taken-at"])],
+          ["Location", (s) => h("code", {}, s.location)],
+          ["Size", (s) => bytes(s.size), { num: true }],
+          ["Stopped the job", (s) => (s.stopped ? "yes" : "no")],
+        ],
+        job.savepoints.slice().reverse(),
+        "None: take one with the button above.",
+      ),
+      h("details", {}, h("summary", {}, "Job file"), h("pre", {}, job.job)),
+    );
+  };
+  await refresh();
+  return refresh;
+}

@@ -1,0 +1,126 @@
+// A job's upgrades: the code it ran over time (with each upgrade's pause, the modules that
+// changed and rollbacks), an upgrade started from a stored or uploaded module, and a rollback.
+import { call, get, post, settle } from "./api.js";
+import { jobHeading, jobTabs } from "./jobs.js";
+import { attempt, confirmDialog, fill, h, ms, outcome, table, time } from "./ui.js";
+
+/** What changed from `before` to `entry`: operator uid, old code, new code. */
+function changes(before, entry) {
+  const old = new Map(before ? before.modules : []);
+  return entry.modules.filter(([uid, code]) => old.get(uid) !== code).map(([uid, code]) => [uid, old.get(uid), code]);
+}
+
+function history(job) {
+  const rows = job.history.map((entry, i) => ({ entry, changed: changes(job.history[i - 1], entry) })).reverse();
+  return table(
+    [
+      ["When", ({ entry }) => time(entry.timestamp)],
+      ["What", ({ entry }) => entry.event],
+      [
+        "Code",
+        ({ entry, changed }) =>
+          entry.event === "started"
+            ? entry.modules.map(([uid, code]) => h("div", {}, `${uid}: ${code}`))
+            : changed.map(([uid, from, to]) => h("div", {}, `${uid}: ${from || "–"} → ${to}`)),
+      ],
+      ["Pause", ({ entry }) => (entry["pause-ms"] !== undefined ? ms(entry["pause-ms"]) : "–"), { num: true }],
+      ["Savepoint", ({ entry }) => (entry.savepoint ? h("code", {}, entry.savepoint) : "–")],
+      ["Cause", ({ entry }) => entry.cause || ""],
+    ],
+    rows,
+  );
+}
+
+/** Uploads the file chosen in `input` to the module store; resolves to its `sha256:` reference. */
+async function upload(input) {
+  const file = input.files[0];
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  const module = await call("POST", "/v1/modules", bytes);
+  return `sha256:${module.sha256}`;
+}
+
+function upgradeForm(job, modules, onChange) {
+  const current = job.history.length ? job.history[job.history.length - 1].modules : [];
+  const pickers = current.map(([uid, code]) => {
+    const select = h(
+      "select",
+      { name: uid },
+      h("option", { value: "" }, `keep ${code}`),
+      modules.map((m) => h("option", { value: `sha256:${m.sha256}` }, `${m.name} ${m.version} (${m.sha256.slice(0, 12)})`)),
+    );
+    const file = h("input", { type: "file", accept: ".wasm", name: `${uid}-file` });
+    return { uid, select, file, row: h("tr", {}, h("td", {}, uid), h("td", {}, select), h("td", {}, "or upload ", file)) };
+  });
+  const start = async () => {
+    const operators = {};
+    try {
+      for (const p of pickers) {
+        if (p.file.files.length) operators[p.uid] = await upload(p.file);
+        else if (p.select.value) operators[p.uid] = p.select.value;
+      }
+    } catch (e) {
+      outcome(`the module was not uploaded: ${e.message}`, "error");
+      return;
+    }
+    if (!Object.keys(operators).length) {
+      outcome("choose a module for at least one operator", "error");
+      return;
+    }
+    const listed = h("ul", {}, Object.entries(operators).map(([uid, m]) => h("li", {}, `${uid} → ${m}`)));
+    const body = h("div", {}, h("p", {}, `Job ${job.name} stops at a savepoint and goes on with:`), listed);
+    if (!(await confirmDialog("Upgrade the job?", body, "Upgrade"))) return;
+    await attempt(async () => {
+      const { "request-id": request } = await post(`/v1/jobs/${job.id}/upgrade`, { operators });
+      onChange();
+      const status = await settle(`/v1/jobs/${job.id}/upgrades/${request}`);
+      if (status.status !== "completed") throw new Error(`the upgrade ${status.status}: ${status.cause}`);
+      return status;
+    }, (s) => `upgraded job ${job.name}: paused ${ms(s["pause-ms"])}; rollback savepoint ${s.savepoint}`);
+    onChange();
+  };
+  const rollback = async () => {
+    const body = h("p", {}, `Job ${job.name} goes back to the modules it ran before its last upgrade, from the savepoint taken before the swap.`);
+    if (!(await confirmDialog("Roll back the last upgrade?", body, "Roll back"))) return;
+    await attempt(async () => {
+      const { "request-id": request } = await post(`/v1/jobs/${job.id}/rollback`);
+      const status = await settle(`/v1/jobs/${job.id}/upgrades/${request}`);
+      if (status.status !== "rolled-back") throw new Error(`the rollback failed: ${status.cause}`);
+      return status;
+    }, () => `rolled back job ${job.name}`);
+    onChange();
+  };
+  const running = job.state === "running";
+  return h(
+    "div",
+    {},
+    h("table", {}, h("tbody", {}, pickers.map((p) => p.row))),
+    h(
+      "div",
+      { class: "actions" },
+      h("button", { disabled: !running, onclick: start, "data-action": "upgrade" }, "Upgrade…"),
+      h("button", { class: "secondary", disabled: !running || !job["rollback-point"], onclick: rollback, "data-action": "rollback" }, "Roll back…"),
+    ),
+  );
+}
+
+export async function mount(main, id) {
+  const heading = h("div");
+  const form = h("div");
+  const body = h("div");
+  fill(main, heading, jobTabs(id, "Upgrades"), h("h2", {}, "Upgrade"), form, h("h2", {}, "History"), body);
+  const modules = await get("/v1/modules").then((m) => m.modules, () => []);
+  let state = null;
+  const refresh = async () => {
+    const job = await get(`/v1/jobs/${id}`);
+    fill(heading, jobHeading(job, refresh));
+    // The form keeps what is chosen in it: it is built again only when the job's code or state changes.
+    const shape = JSON.stringify([job.state, job.history.length, Boolean(job["rollback-point"])]);
+    if (shape !== state) {
+      state = shape;
+      fill(form, upgradeForm(job, modules, refresh));
+    }
+    fill(body, history(job));
+  };
+  await refresh();
+  return refresh;
+}

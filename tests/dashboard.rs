@@ -1,0 +1,205 @@
+//! The web dashboard, driven in Debian's headless Chromium by `tests/dashboard/drive.mjs`
+//! (playwright-core from the lockfile): token, job list, operator graph, live checkpoints, a
+//! savepoint from the savepoints page and a fork from it. Screenshots of each page go to
+//! `target/dashboard-screenshots/`. Also the API the dashboard adds: disposing of savepoints,
+//! comparing two jobs, the jobs running each module; and the page on `weir run`.
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use weir_e2e::{
+    Running, Server, blackhole_sink, file_sink, generator_source, get_text, job, operator, repo, wasm_operator,
+    write_job,
+};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// A generated job of `events` events at 2,000 events/s, counted at parallelism 2, into
+/// `sink`, checkpointing every 300 ms.
+fn slow_job(dir: &Path, name: &str, events: u64, sink: String) -> String {
+    let source = generator_source("events", events, 50).replace("keys = 50\n", "keys = 50\nrate = 2000\n");
+    let text = job(name, 2, &[source, wasm_operator("count", "count", &["input = \"hash\""]), sink]);
+    let text = format!("{text}\n[checkpointing]\ninterval = \"300ms\"\nstorage = \"file://chk\"\n");
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn a_user_watches_savepoints_and_forks_a_job_in_the_browser() {
+    assert!(Path::new(CHROMIUM).exists(), "{CHROMIUM} is missing: `cargo xtask build` installs Debian's chromium");
+    let dir = tempfile::tempdir().unwrap();
+    let token = "d4shboard";
+    let allowed = dir.path().to_string_lossy().into_owned();
+    let server = Server::start(&dir.path().join("data"), &["--token", token, "--allow-dir", &allowed]);
+    let job = slow_job(dir.path(), "clickstream", 1_000_000, blackhole_sink("out"));
+    let submitted = server.cli(&["--token", token, "submit", &job]);
+    assert_eq!(submitted.code, 0, "{}", submitted.stderr);
+    let id = submitted.stdout.trim().to_string();
+
+    // Without the token, the API refuses; the page itself holds no data and asks for it.
+    assert_eq!(server.get_text("/v1/jobs", None).0, 401);
+    let (status, page) = server.get_text("/", None);
+    assert_eq!(status, 200);
+    assert!(page.contains("/dashboard/app.js") && !page.contains(&id), "{page}");
+
+    let screenshots = repo().join("target/dashboard-screenshots");
+    let _ = std::fs::remove_dir_all(&screenshots);
+    std::fs::create_dir_all(&screenshots).unwrap();
+    let driven = Command::new("node")
+        .arg(repo().join("tests/dashboard/drive.mjs"))
+        .env("WEIR_URL", &server.url)
+        .env("WEIR_TOKEN", token)
+        .env("JOB_ID", &id)
+        .env("JOB_NAME", "clickstream")
+        .env("SCREENSHOTS", &screenshots)
+        .env("CHROMIUM", CHROMIUM)
+        .env("COUNT_V2", operator("count_v2"))
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&driven.stdout);
+    assert!(driven.status.success(), "the browser run failed:\n{stdout}\n{}", String::from_utf8_lossy(&driven.stderr));
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).expect("the driver's result");
+
+    // What the browser did, as the API sees it.
+    let (_, library) = server.http("GET", "/v1/savepoints", b"", Some(token));
+    let savepoints = library["savepoints"].as_array().unwrap();
+    assert_eq!(savepoints.len(), 1, "{library}");
+    assert_eq!(savepoints[0]["location"], result["savepoint"]);
+    assert_eq!(savepoints[0]["job-id"], id.as_str());
+    assert_eq!(savepoints[0]["format"], "canonical");
+    let fork = result["fork"].as_str().unwrap();
+    let (_, forked) = server.http("GET", &format!("/v1/jobs/{fork}"), b"", Some(token));
+    assert_eq!(forked["name"], "clickstream-fork");
+    assert_eq!(forked["state"], "running");
+    assert_eq!(forked["lineage"]["job"], "clickstream");
+    assert_eq!(forked["lineage"]["savepoint"], result["savepoint"]);
+    for name in ["jobs", "job", "checkpoints", "savepoints", "restored", "modules", "upgrades"] {
+        let shot = screenshots.join(format!("{name}.png"));
+        assert!(std::fs::metadata(&shot).map(|m| m.len() > 10_000).unwrap_or(false), "{}", shot.display());
+    }
+    // The savepoint is the fork's way back until it checkpoints on its own: not disposed of yet.
+    let location = result["savepoint"].as_str().unwrap();
+    let query = format!("/v1/savepoints?location={}", location.replace('/', "%2F"));
+    let (status, refused) = server.http("DELETE", &query, b"", Some(token));
+    assert_eq!(status, 409, "{refused}");
+    assert!(refused["error"].as_str().unwrap().contains(&format!("job {fork} (clickstream-fork) is running")));
+    for job in [&id, fork] {
+        assert_eq!(server.cli(&["--token", token, "cancel", job]).code, 0);
+    }
+}
+
+/// Waits until job `id` on `server` has ended.
+fn ended(server: &Server, id: &str) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        let (_, job) = server.http("GET", &format!("/v1/jobs/{id}"), b"", None);
+        if ["finished", "canceled", "failed"].contains(&job["state"].as_str().unwrap_or("")) {
+            return job;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "job {id} did not end: {job}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_api_behind_the_dashboard_disposes_compares_and_lists_module_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let allowed = dir.path().to_string_lossy().into_owned();
+    let server = Server::start(&dir.path().join("data"), &["--allow-dir", &allowed]);
+    let (a_out, b_out) = (dir.path().join("a-out"), dir.path().join("b-out"));
+    let a = slow_job(dir.path(), "blue", 200_000, file_sink("out", &a_out));
+    let a = server.cli(&["submit", &a]).stdout.trim().to_string();
+
+    // The module store says which jobs run each module.
+    let (_, modules) = server.http("GET", "/v1/modules", b"", None);
+    assert_eq!(modules["modules"][0]["jobs"], serde_json::json!([a]), "{modules}");
+
+    let (status, answer) = server.http("POST", &format!("/v1/jobs/{a}/savepoints"), b"", None);
+    assert_eq!(status, 202, "{answer}");
+    let location = loop {
+        let trigger = answer["request-id"].as_str().unwrap();
+        let (_, status) = server.http("GET", &format!("/v1/jobs/{a}/savepoints/{trigger}"), b"", None);
+        match status["status"].as_str().unwrap() {
+            "in-progress" => std::thread::sleep(Duration::from_millis(50)),
+            "completed" => break status["location"].as_str().unwrap().to_string(),
+            _ => panic!("{status}"),
+        }
+    };
+    assert!(Path::new(&location).join("_metadata").exists());
+    server.cli(&["cancel", &a]);
+    ended(&server, &a);
+
+    // Two finished jobs of different lengths compared: the shorter's keys differ.
+    let a_done = slow_job(dir.path(), "green", 3_000, file_sink("out", &a_out.with_extension("done")));
+    let b_done = slow_job(dir.path(), "red", 2_000, file_sink("out", &b_out));
+    let x = server.cli(&["submit", &a_done]).stdout.trim().to_string();
+    let y = server.cli(&["submit", &b_done]).stdout.trim().to_string();
+    assert_eq!(ended(&server, &x)["state"], "finished");
+    assert_eq!(ended(&server, &y)["state"], "finished");
+    let (status, comparison) = server.http("GET", &format!("/v1/compare?a={x}&b={y}"), b"", None);
+    assert_eq!(status, 200, "{comparison}");
+    assert_eq!(comparison["matching-keys"].as_u64().unwrap() + comparison["differing-keys"].as_u64().unwrap(), 50);
+    assert_eq!(comparison["differing-keys"], 50, "every key counted further in green: {comparison}");
+    let (status, same) = server.http("GET", &format!("/v1/compare?a={x}&b={x}"), b"", None);
+    assert_eq!((status, same["differing-keys"].as_u64()), (200, Some(0)));
+    let (status, error) = server.http("GET", &format!("/v1/compare?a={x}&b=0123"), b"", None);
+    assert_eq!(status, 404, "{error}");
+    assert!(error["error"].as_str().unwrap().contains("no job with id 0123"));
+    let (status, error) = server.http("GET", "/v1/compare?a=1", b"", None);
+    assert_eq!(status, 400, "{error}");
+
+    // Disposing: an unknown location is refused and nothing is deleted; a listed one goes.
+    let (status, error) = server.http("DELETE", "/v1/savepoints?location=/etc", b"", None);
+    assert_eq!(status, 404, "{error}");
+    assert!(error["error"].as_str().unwrap().contains("no savepoint of this server's jobs is at /etc"));
+    let query = format!("/v1/savepoints?location={}", location.replace('/', "%2F"));
+    let (status, disposed) = server.http("DELETE", &query, b"", None);
+    assert_eq!(status, 200, "{disposed}");
+    assert!(!Path::new(&location).exists(), "{location} is gone");
+    let (_, library) = server.http("GET", "/v1/savepoints", b"", None);
+    assert_eq!(library["savepoints"], serde_json::json!([]));
+    let (status, _) = server.http("DELETE", &query, b"", None);
+    assert_eq!(status, 404, "disposed of once");
+}
+
+#[test]
+fn weir_run_serves_the_dashboard_for_its_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_job(
+        dir.path(),
+        &job(
+            "solo",
+            1,
+            &[
+                generator_source("events", 1_000_000, 10).replace("keys = 10\n", "keys = 10\nrate = 10000\n"),
+                wasm_operator("count", "count", &["input = \"hash\""]),
+                blackhole_sink("out"),
+            ],
+        ),
+    );
+    let running = Running::start(&job, &[]);
+    let (status, page) = get_text(&format!("{}/", running.server), None);
+    assert_eq!(status, 200);
+    assert!(page.contains("<script type=\"module\" src=\"/dashboard/app.js\">"), "{page}");
+    for asset in [
+        "app.js",
+        "api.js",
+        "ui.js",
+        "jobs.js",
+        "checkpoints.js",
+        "savepoints.js",
+        "upgrades.js",
+        "modules.js",
+        "compare.js",
+        "style.css",
+    ] {
+        let (status, text) = get_text(&format!("{}/dashboard/{asset}", running.server), None);
+        assert_eq!(status, 200, "{asset}: {text}");
+    }
+    let (status, missing) = get_text(&format!("{}/dashboard/nope.js", running.server), None);
+    assert_eq!(status, 404);
+    assert!(missing.contains("the dashboard has no file nope.js"), "{missing}");
+    let (_, jobs) = get_text(&format!("{}/v1/jobs", running.server), None);
+    assert!(jobs.contains("\"events-written\""), "{jobs}");
+}

@@ -1,0 +1,118 @@
+// Drives the dashboard of a running `weir serve` in Debian's headless Chromium (playwright-core,
+// which downloads no browser), as a user would: gives the token, sees the running job, watches
+// checkpoints complete, takes a savepoint from the savepoints page, sees it in the library and
+// forks it into a new job. Writes a screenshot of each page into SCREENSHOTS.
+// Run by tests/dashboard.rs; exits non-zero with what went wrong.
+import { strict as assert } from "node:assert";
+import { chromium } from "playwright-core";
+
+const { WEIR_URL, WEIR_TOKEN, JOB_ID, JOB_NAME, SCREENSHOTS, CHROMIUM, COUNT_V2 } = process.env;
+const TIMEOUT = 30_000;
+
+const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox", "--disable-gpu"] });
+const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+try {
+  page.setDefaultTimeout(TIMEOUT);
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  const shot = (name) => page.screenshot({ path: `${SCREENSHOTS}/${name}.png`, fullPage: true });
+
+  // Without the token, the dashboard asks for it (and shows the API's answer).
+  await page.goto(`${WEIR_URL}/`);
+  await page.getByRole("heading", { name: "This server needs a token" }).waitFor();
+  await page.getByText("this server needs a token: send").waitFor();
+  await page.fill("input[name=token]", "not-the-token");
+  await page.click("button[type=submit]");
+  await page.getByText("the token is wrong").waitFor();
+  await page.fill("input[name=token]", WEIR_TOKEN);
+  await page.click("button[type=submit]");
+
+  // The job list shows the running job.
+  const row = page.locator("tr", { hasText: JOB_NAME });
+  await row.locator(".badge.running").waitFor();
+  await shot("jobs");
+
+  // Its page: the operator graph with every vertex and live counts.
+  await row.getByRole("link").click();
+  await page.waitForURL(`**/#/jobs/${JOB_ID}`);
+  for (const uid of ["events", "count", "out"]) await page.locator(`.vertex[data-uid="${uid}"]`).waitFor();
+  // Rates need two samples: the page refreshes itself.
+  await page.waitForFunction(() => /[0-9.]+ ?[kM]?\/s/.test(document.querySelector('.vertex[data-uid="out"] dl').textContent));
+  await shot("job");
+
+  // Its checkpoints: completed ones appear while the page is open, without a reload.
+  await page.getByRole("link", { name: "Checkpoints" }).click();
+  const completed = page.locator('[data-count="completed"]');
+  await completed.waitFor();
+  const first = Number((await completed.textContent()).replace(/,/g, ""));
+  await page.waitForFunction(
+    (before) => Number(document.querySelector('[data-count="completed"]').textContent.replace(/,/g, "")) > before + 1,
+    first,
+  );
+  await page.locator("table", { hasText: "Sync part" }).waitFor();
+  await page.locator(".chart polyline").first().waitFor();
+  await shot("checkpoints");
+
+  // The savepoints page: take one (confirmed in a dialog), see the outcome and the library row.
+  await page.getByRole("link", { name: "Savepoints" }).click();
+  await page.waitForURL("**/#/savepoints");
+  await page.locator("tr", { hasText: JOB_NAME }).locator('[data-action="savepoint"]').click();
+  await page.locator('dialog [data-confirm]').click();
+  const stored = page.locator('[data-outcome="ok"]', { hasText: "stored at" });
+  await stored.waitFor();
+  const location = (await stored.textContent()).split(" stored at ")[1].trim();
+  await page.locator(`[data-location="${location}"]`).waitFor();
+  await shot("savepoints");
+
+  // Restore it into a new job: a fork beside the running original, named apart.
+  const libraryRow = page.locator("tr", { has: page.locator(`[data-location="${location}"]`) });
+  await libraryRow.locator('[data-action="restore"]').click();
+  await page.check("dialog input[name=fork]");
+  const text = await page.inputValue("dialog textarea");
+  assert.match(text, new RegExp(`name = "${JOB_NAME}-fork"`), "the fork is named apart");
+  await page.locator('dialog [data-confirm]').click();
+  await page.locator('[data-outcome="ok"]', { hasText: "started from the savepoint" }).waitFor();
+  await page.waitForURL(/#\/jobs\/[0-9a-f]+$/);
+  const forkId = page.url().split("/").pop();
+  assert.notEqual(forkId, JOB_ID);
+  await page.getByText(`${JOB_NAME}-fork`).first().waitFor();
+  await page.locator("h1 .badge.running").waitFor();
+  await page.getByText("Started from savepoint").waitFor();
+  await shot("restored");
+
+  // The original's page names the fork among the jobs started from its savepoints.
+  await page.goto(`${WEIR_URL}/#/jobs/${JOB_ID}`);
+  await page.locator("p", { hasText: "Jobs started from its savepoints" }).getByRole("link", { name: `${JOB_NAME}-fork` }).waitFor();
+
+  // Upgrade the original by uploading count_v2.wasm on its upgrades page, then roll it back.
+  await page.getByRole("link", { name: "Upgrades" }).click();
+  await page.setInputFiles('input[name="count-file"]', COUNT_V2);
+  await page.locator('[data-action="upgrade"]').click();
+  await page.locator("dialog li", { hasText: "count → sha256:" }).waitFor();
+  await page.locator("dialog [data-confirm]").click();
+  await page.locator('[data-outcome="ok"]', { hasText: "upgraded job" }).waitFor();
+  const upgraded = page.locator("tr", { hasText: "upgraded" });
+  await upgraded.getByText("count: count 1.0.0").waitFor();
+  await upgraded.getByText(/ms$/).waitFor();
+  await shot("upgrades");
+  await page.locator('[data-action="rollback"]:not([disabled])').click();
+  await page.locator("dialog [data-confirm]").click();
+  await page.locator('[data-outcome="ok"]', { hasText: "rolled back job" }).waitFor();
+  await page.locator("tr", { hasText: "rolled-back" }).waitFor();
+
+  // The module store lists both modules, the one running with the job that runs it.
+  await page.getByRole("link", { name: "Modules" }).click();
+  const running = page.locator("tr", { hasText: "1.0.0" }).filter({ has: page.getByRole("link", { name: JOB_ID.slice(0, 8) }) });
+  await running.first().waitFor();
+  await page.locator("tr", { hasText: "2.0.0" }).waitFor();
+  await shot("modules");
+
+  assert.deepEqual(errors, [], "the page raised no script errors");
+  console.log(JSON.stringify({ savepoint: location, fork: forkId }));
+} catch (e) {
+  await page.screenshot({ path: `${SCREENSHOTS}/failed.png`, fullPage: true }).catch(() => {});
+  console.error(`at ${page.url()}: see ${SCREENSHOTS}/failed.png`);
+  throw e;
+} finally {
+  await browser.close();
+}
