@@ -211,6 +211,11 @@ fn stopped_with_a_savepoint_and_restored_at_source_parallelism_3_nothing_is_read
     let shown = running.cli(&["status", &running.id]);
     assert_eq!(shown.matches(" lag ").count(), PARTITIONS as usize, "{shown}");
     assert!(shown.contains("source 'clicks' subtask 0: clicks/"), "{shown}");
+    // And /metrics has each partition's lag, labelled by topic and partition.
+    let (_, metrics) = weir_e2e::get_text(&format!("{}/metrics", running.server), None);
+    let pending: Vec<&str> = metrics.lines().filter(|l| l.starts_with("weir_source_pendingRecords{")).collect();
+    assert_eq!(pending.len(), PARTITIONS as usize, "{metrics}");
+    assert!(pending.iter().all(|l| l.contains("operator=\"clicks\"") && l.contains("topic=\"")), "{pending:?}");
     let savepoint = running.cli(&["stop", &running.id, "--savepoint"]);
     let mut running = running;
     assert!(running.child.wait().unwrap().success());

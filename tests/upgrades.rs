@@ -120,6 +120,11 @@ fn rolled_back(module: &str, cause: &str) {
     let history: Vec<&str> = job["history"].as_array().unwrap().iter().map(|h| h["event"].as_str().unwrap()).collect();
     assert_eq!(history, ["started", "upgraded", "rolled-back"], "{job}");
     assert!(job["history"][2]["cause"].as_str().unwrap().contains(cause), "{job}");
+    let traps = u64::from(cause.contains("trapped"));
+    assert_eq!(job["guest-traps"].as_u64(), Some(traps), "{job}");
+    let (_, metrics) = server.get_text("/metrics", None);
+    let counted = metrics.lines().find(|l| l.starts_with(&format!("weir_job_numGuestTraps_total{{job_id=\"{id}\"")));
+    assert!(counted.is_some_and(|l| l.ends_with(&format!("}} {traps}"))), "{counted:?} in\n{metrics}");
     let emitted = every_count_once(dir.path());
     assert!(emitted.values().all(|versions| versions == &[1]), "exactly once, all from v1");
 }

@@ -90,6 +90,7 @@ impl Collector for Jobs {
         let mut size =
             Family::new("weir_job_lastCheckpointSize", "State size of the latest completed checkpoint, bytes");
         let mut upgrades = Family::new("weir_job_numUpgrades", "Operator upgrades (swaps) the job went through");
+        let mut traps = Family::new("weir_job_numGuestTraps", "Failures in which a Wasm operator trapped");
         let mut records_in = Family::new("weir_task_numRecordsIn", "Events a subtask received (Flink's numRecordsIn)");
         let mut records_out =
             Family::new("weir_task_numRecordsOut", "Events a subtask emitted (Flink's numRecordsOut)");
@@ -137,6 +138,7 @@ impl Collector for Jobs {
             }
             let swaps = info.history.iter().filter(|h| matches!(h.event, HistoryEvent::Upgraded)).count() as u64;
             upgrades.rows.push((job.clone(), ConstCounter::new(swaps)));
+            traps.rows.push((job.clone(), ConstCounter::new(info.guest_traps)));
             if let Some(ms) = info.history.iter().rev().find_map(|h| h.pause_ms) {
                 pause.rows.push((job.clone(), ConstGauge::new(ms)));
             }
@@ -170,7 +172,8 @@ impl Collector for Jobs {
         for family in [running, uptime, duration, size, pause, state_size, watermark, lag] {
             write(&mut encoder, family)?;
         }
-        for family in [restarts, completed, failed, upgrades, records_in, records_out, late, backpressured, busy] {
+        for family in [restarts, completed, failed, upgrades, traps, records_in, records_out, late, backpressured, busy]
+        {
             write(&mut encoder, family)?;
         }
         Ok(())

@@ -14,4 +14,4 @@ mod wasi;
 
 pub use contract::{CONTRACT, CONTRACT_VERSION};
 pub use engine::{Description, ModuleError, ModuleProblem, OperatorModule, WasmEngine};
-pub use operator::{SandboxLimits, WasmOperatorFactory};
+pub use operator::{GUEST_TRAPPED, SandboxLimits, WasmOperatorFactory};

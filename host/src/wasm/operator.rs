@@ -372,6 +372,9 @@ impl Operator for WasmOperator {
     }
 }
 
+/// How the cause of a failed guest call begins when the guest trapped (the registry counts them).
+pub const GUEST_TRAPPED: &str = "the guest trapped in";
+
 /// Describes a failed guest call: the deadline, or the cause (a trap, or a host limit such as the
 /// memory limit) followed by the guest's backtrace.
 pub(crate) fn call_error(call: &str, error: &wasmtime::Error, limits: &SandboxLimits) -> String {
@@ -389,11 +392,11 @@ pub(crate) fn call_error(call: &str, error: &wasmtime::Error, limits: &SandboxLi
         // A Rust or C guest keeps its stack in linear memory: deep recursion runs it off the
         // bottom of memory, which wasm reports as an out-of-bounds access.
         Some(Trap::MemoryOutOfBounds) => format!(
-            "the guest trapped in {call}: out of bounds memory access (in a guest compiled from Rust, C or \
+            "{GUEST_TRAPPED} {call}: out of bounds memory access (in a guest compiled from Rust, C or \
              the like, most often a stack overflow: recursion too deep for its stack)"
         ),
-        Some(Trap::StackOverflow) => format!("the guest trapped in {call}: stack overflow (recursion too deep)"),
-        Some(trap) => format!("the guest trapped in {call}: {trap}"),
+        Some(Trap::StackOverflow) => format!("{GUEST_TRAPPED} {call}: stack overflow (recursion too deep)"),
+        Some(trap) => format!("{GUEST_TRAPPED} {call}: {trap}"),
         // wasmtime's bound on what one call may hand the host (128 MiB).
         None if error.root_cause().to_string().contains("fuel allocated for hostcalls") => format!(
             "{call} handed the host more than 128 MiB at once (what it emitted for one batch, or one \

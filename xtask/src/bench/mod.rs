@@ -7,9 +7,11 @@ use anyhow::{Context, Result, bail};
 
 use crate::{Artifacts, Workspace, step};
 
+mod flink;
 mod kafka;
 mod postgres;
 mod rocksdb;
+mod throughput;
 mod timers;
 mod windows;
 
@@ -48,6 +50,8 @@ pub(crate) struct BenchArgs {
 /// A part of the bench that runs alone with `--only`.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Part {
+    /// The keyed count's throughput in weir's configurations and Flink's, interleaved.
+    Throughput,
     /// Timers registered and fired, and a checkpoint holding them.
     Timers,
     /// The window count against Flink's, and the timers.
@@ -177,67 +181,33 @@ fn verdict(met: bool) -> &'static str {
 pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Result<()> {
     let dir = ws.target().join("bench");
     std::fs::create_dir_all(&dir)?;
-    if let Some(part) = args.only {
-        let windows = match part {
-            Part::Windows => {
-                let flink = rocksdb::Flink::find(ws);
-                Some(windows::rates(artifacts, &ws.root, &dir, flink.as_ref(), args.events, args.keys, args.rounds)?)
-            }
-            Part::Timers => None,
-        };
-        let figures = timers::timers(artifacts, &dir, args.timers, args.rounds)?;
-        println!("\ntargets");
-        windows.iter().for_each(windows::print_targets);
-        timers::print_targets(&figures, args.timers);
-        return Ok(());
+    let flink = match args.only {
+        Some(Part::Timers) => None,
+        _ => flink::Flink::find(ws),
+    };
+    match args.only {
+        Some(Part::Throughput) => {
+            let rates = throughput::rates(artifacts, &dir, flink.as_ref(), (args.events, args.keys), args.rounds)?;
+            println!("\nresults (median of {} rounds)", args.rounds);
+            rates.print_results();
+            println!("\ntargets");
+            rates.print_targets();
+            return Ok(());
+        }
+        Some(part) => {
+            let windows = (part == Part::Windows)
+                .then(|| windows::rates(artifacts, &ws.root, &dir, flink.as_ref(), args.events, args.keys, args.rounds))
+                .transpose()?;
+            let figures = timers::timers(artifacts, &dir, args.timers, args.rounds)?;
+            println!("\ntargets");
+            windows.iter().for_each(windows::print_targets);
+            timers::print_targets(&figures, args.timers);
+            return Ok(());
+        }
+        None => {}
     }
     let count = format!("module = \"{}\"", artifacts.operators.join("count.wasm").display());
-    let native = "builtin = \"keyed-count\"".to_string();
-    let (n, k) = (args.events, args.keys);
-
-    let checkpointing = "[checkpointing]\ninterval = \"1s\"\nstorage = \"file://checkpoints\"";
-    let with_checkpoints = CountJob {
-        name: "wasm-p1-checkpoints",
-        operator: &count,
-        parallelism: 1,
-        events: Some(n),
-        keys: k,
-        extra: checkpointing,
-    };
-    let on_rocksdb = CountJob {
-        name: "wasm-p1-rocksdb",
-        operator: &count,
-        parallelism: 1,
-        events: Some(n),
-        keys: k,
-        extra: "[state]\nbackend = \"rocksdb\"\nlocal-dir = \"rocksdb\"",
-    };
-    let configs = [
-        ("Wasm count, p=1", keyed_count_job(&dir, "wasm-p1", &count, 1, n, k)?),
-        ("native count, p=1", keyed_count_job(&dir, "native-p1", &native, 1, n, k)?),
-        ("Wasm count, p=2", keyed_count_job(&dir, "wasm-p2", &count, 2, n, k)?),
-        ("Wasm count, p=1, exactly-once checkpoints every 1 s", with_checkpoints.write(&dir, "wasm-p1-checkpoints")?),
-        ("Wasm count, p=1, RocksDB state backend", on_rocksdb.write(&dir, "wasm-p1-rocksdb")?),
-    ];
-    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
-    let flink = rocksdb::Flink::find(ws);
-    let mut flink_rocksdb = Vec::new();
-    for round in 1..=args.rounds {
-        for (i, (name, job)) in configs.iter().enumerate() {
-            step(&format!("round {round}/{}: {name}, {n} events over {k} keys", args.rounds));
-            let run = run_job(&artifacts.weir, job)?;
-            println!("    {:.0} events/s ({} events in {:.2} s)", run.rate(), run.events, run.seconds);
-            rates[i].push(run.rate());
-        }
-        if let Some(flink) = &flink {
-            step(&format!("round {round}/{}: Flink 2.3 with RocksDB, {n} events over {k} keys", args.rounds));
-            let rate = flink.rocksdb_rate(round, n, k)?;
-            println!("    {rate:.0} events/s");
-            flink_rocksdb.push(rate);
-        }
-    }
-    let [wasm1, native1, wasm2, checkpointed1, rocksdb1] = [0, 1, 2, 3, 4].map(|i| median(&mut rates[i]));
-    let flink_rocksdb = (!flink_rocksdb.is_empty()).then(|| median(&mut flink_rocksdb));
+    let rates = throughput::rates(artifacts, &dir, flink.as_ref(), (args.events, args.keys), args.rounds)?;
     let m = args.memory_keys;
     step(&format!("state memory: {m} keys in the memory backend (Wasm count, one event per key)"));
     let memory = run_job(&artifacts.weir, &keyed_count_job(&dir, "memory", &count, 1, m, m)?)?;
@@ -255,15 +225,7 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
 
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("\nresults ({cores} cores, median of {} rounds)", args.rounds);
-    println!("  Wasm count, p=1:      {wasm1:>12.0} events/s");
-    println!("  native count, p=1:    {native1:>12.0} events/s");
-    println!("  Wasm count, p=2:      {wasm2:>12.0} events/s");
-    println!("  Wasm count, p=1, checkpoints every 1 s: {checkpointed1:>12.0} events/s");
-    println!("  Wasm count, p=1, RocksDB: {rocksdb1:>12.0} events/s");
-    match flink_rocksdb {
-        Some(flink) => println!("  Flink 2.3, p=1, RocksDB: {flink:>12.0} events/s (same run, interleaved)"),
-        None => println!("  Flink 2.3, p=1, RocksDB: not measured ({})", rocksdb::Flink::MISSING),
-    }
+    rates.print_results();
     println!("  peak RSS, {m} keys: {:.1} MiB", memory.peak_mib);
     println!(
         "  checkpoint of {m} keys: {:.1} MiB, synchronous part {:.1} ms, whole {:.3} s; resume to first event {} ms",
@@ -273,19 +235,13 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
         "  savepoint of {m} keys (stop with savepoint): {:.1} MiB in {:.3} s; restore to first event {} ms",
         savepoint.size_mib, savepoint.seconds, savepoint.restore_ms
     );
-    let ratio = wasm1 / native1;
-    let scale = wasm2 / wasm1;
-    let loss = 1.0 - checkpointed1 / wasm1;
     println!("\ntargets");
-    println!("  Wasm p=1 >= 3,000,000 events/s:        {wasm1:>12.0}  {}", verdict(wasm1 >= 3e6));
-    println!("  Wasm / native >= 0.5:                  {ratio:>12.2}  {}", verdict(ratio >= 0.5));
-    println!("  p=2 / p=1 >= 1.6:                      {scale:>12.2}  {}", verdict(scale >= 1.6));
+    rates.print_targets();
     println!(
         "  peak RSS with {m} keys < 200 MB: {:>9.1} MiB  {}",
         memory.peak_mib,
         verdict(memory.peak_mib * 1.048576 < 200.0)
     );
-    println!("  checkpoints every 1 s cost <= 5%:      {:>11.1}%  {}", loss * 100.0, verdict(loss <= 0.05));
     println!("  {m} keys: sync part < 50 ms:     {:>9.1} ms  {}", big.sync_ms, verdict(big.sync_ms < 50.0));
     println!("  {m} keys: whole checkpoint < 1 s: {:>9.3} s   {}", big.whole_s, verdict(big.whole_s < 1.0));
     println!("  {m} keys: resume to first event < 1 s: {:>6} ms  {}", big.resume_ms, verdict(big.resume_ms < 1000));
@@ -296,7 +252,7 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     );
     println!("  {m} keys: upgrade pause < 50 ms:   {:>9.1} ms  {}", upgrade.swap_ms, verdict(upgrade.swap_ms < 50.0));
     println!("  {m} keys: upgrade pause migrating every key: {:>9.1} ms (no target)", upgrade.migrating_ms);
-    rocksdb::print_targets(rocksdb1, flink_rocksdb, m, &rocksdb_upgrade, &rocksdb_keys);
+    rocksdb::print_targets(m, &rocksdb_upgrade, &rocksdb_keys);
     timers::print_targets(&timer_figures, args.timers);
     println!(
         "  PostgreSQL upserts, p=2, exactly-once, checkpoints every 1 s >= 100,000/s: {:>10.0}  {} ({} rows)",

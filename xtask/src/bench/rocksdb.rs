@@ -1,57 +1,16 @@
-//! The RocksDB targets: the keyed count against Flink 2.3's RocksDB backend in the same run (the
-//! anchor in `../shared/anchors/flink`, when it is set up), peak memory with many keys, an
-//! incremental checkpoint after 1% of them changed, a restore of all of them, and the upgrade
-//! pause.
-use std::path::{Path, PathBuf};
-use std::process::Command;
+//! The RocksDB targets beside throughput (which `throughput` measures against Flink's RocksDB
+//! backend): peak memory with many keys, an incremental checkpoint after 1% of them changed, a
+//! restore of all of them, and the upgrade pause.
+use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use super::{CheckpointFigures, CountJob, UpgradePauses, run_job, run_job_with, verdict};
-use crate::{Artifacts, Workspace, step};
+use crate::{Artifacts, step};
 
 /// The `[state]` table of the RocksDB runs.
 pub(super) const STATE: &str =
     "[state]\nbackend = \"rocksdb\"\nlocal-dir = \"rocksdb\"\nmanaged-memory = \"256MiB\"\nincremental = true";
-
-/// Flink's side of the comparison: the anchor's `run.sh`.
-pub(super) struct Flink {
-    run_sh: PathBuf,
-    /// `$FLINKBENCH`: the anchor's FLINK_HOME is `flink-2.3.0` in it.
-    pub(super) home: PathBuf,
-}
-
-impl Flink {
-    /// Why Flink was not measured.
-    pub(super) const MISSING: &str = "set it up once with ../shared/anchors/flink/setup.sh";
-
-    /// The anchor, if it is set up on this machine.
-    pub(super) fn find(ws: &Workspace) -> Option<Flink> {
-        let run_sh = ws.root.join("../shared/anchors/flink/run.sh");
-        let home = std::env::var_os("FLINKBENCH")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/flinkbench")))?;
-        (run_sh.is_file() && home.join("flink-2.3.0").is_dir() && home.join("classes").is_dir())
-            .then_some(Flink { run_sh, home })
-    }
-
-    /// Events per second of Flink's keyed count with RocksDB at parallelism 1, no checkpoints.
-    pub(super) fn rocksdb_rate(&self, round: usize, events: u64, keys: u64) -> Result<f64> {
-        let tag = format!("weir-bench-rdb-{round}");
-        let out = Command::new("bash")
-            .arg(&self.run_sh)
-            .args(["one", &tag, "mode=run", &format!("n={events}"), &format!("k={keys}"), "p=1"])
-            .args(["backend=rocksdb", "ckpt=0"])
-            .output()
-            .context("running Flink's anchor")?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let rate = stdout.split_whitespace().find_map(|w| w.strip_prefix("throughput_eps=")?.parse().ok());
-        match rate {
-            Some(rate) => Ok(rate),
-            None => bail!("Flink's anchor printed no throughput: {stdout}"),
-        }
-    }
-}
 
 /// What the run of many keys measured.
 pub(super) struct ManyKeys {
@@ -106,18 +65,7 @@ fn target(what: &str, figure: String, met: bool) {
 }
 
 /// Prints the RocksDB targets and whether each is met.
-pub(super) fn print_targets(
-    rate: f64,
-    flink: Option<f64>,
-    upgrade_keys: u64,
-    upgrade: &UpgradePauses,
-    many: &ManyKeys,
-) {
-    let ratio = "RocksDB p=1 / Flink RocksDB p=1 >= 3";
-    match flink {
-        Some(flink) => target(ratio, format!("{:.2}", rate / flink), rate / flink >= 3.0),
-        None => println!("  {ratio}: not measured ({})", Flink::MISSING),
-    }
+pub(super) fn print_targets(upgrade_keys: u64, upgrade: &UpgradePauses, many: &ManyKeys) {
     let (k, i) = (many.keys, &many.incremental);
     let share = i.uploaded_mib / many.full.size_mib.max(f64::MIN_POSITIVE);
     target(

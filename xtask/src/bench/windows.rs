@@ -6,7 +6,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use super::rocksdb::Flink;
+use super::flink::Flink;
 use super::{median, run_job, step};
 use crate::Artifacts;
 

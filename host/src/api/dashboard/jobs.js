@@ -169,6 +169,7 @@ export async function mountJob(main, id) {
         fact("Uptime", uptime(job)),
         fact("Submitted", time(job["submitted-at"])),
         fact("Restarts", job.attempt),
+        fact("Guest traps", job["guest-traps"] ?? 0),
         fact("Events written", count(sinkEvents)),
         fact("Savepoints", job.savepoints.length),
         job["ended-at"] ? fact("Ended", time(job["ended-at"])) : null,

@@ -128,6 +128,7 @@ impl RunLoop<'_> {
         let attempt = self.attempt;
         update(self.dir, self.job, |i| {
             i.failures.push(FailureRecord { timestamp: now_ms(), attempt, cause: cause.clone() });
+            i.guest_traps += u64::from(cause.contains(crate::wasm::GUEST_TRAPPED));
             let excess = i.failures.len().saturating_sub(FAILURE_HISTORY);
             i.failures.drain(..excess);
         });

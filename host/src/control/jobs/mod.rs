@@ -179,6 +179,7 @@ impl Jobs {
             failure: None,
             attempt: 0,
             failures: Vec::new(),
+            guest_traps: 0,
             first_checkpoint: 0,
             savepoints: Vec::new(),
             rollback_point: None,

@@ -69,6 +69,9 @@ pub struct JobInfo {
     /// The failures that made it restart (or fail), oldest first, at most 16 (`FAILURE_HISTORY`).
     #[serde(default)]
     pub failures: Vec<FailureRecord>,
+    /// Failures in which a Wasm operator trapped, over the job's life.
+    #[serde(default)]
+    pub guest_traps: u64,
     /// The oldest checkpoint a restart may resume from: the one the job started from, or else
     /// its own first. Older checkpoints under the job's name belong to earlier runs.
     #[serde(default)]
