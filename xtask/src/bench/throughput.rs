@@ -29,6 +29,9 @@ pub(super) struct FlinkThroughput {
     pub(super) rocksdb1: f64,
 }
 
+/// Which of Flink's figures a row of weir's compares with.
+type Pick = fn(&FlinkThroughput) -> f64;
+
 /// Flink's configurations, in the order of [`FlinkThroughput`]'s fields.
 const FLINK: [(&str, FlinkCount); 4] = [
     ("heap state, p=1", FlinkCount { parallelism: 1, backend: "hashmap", checkpoint_ms: 0 }),
@@ -90,7 +93,7 @@ pub(super) fn rates(
 impl Throughput {
     /// The medians, weir's and Flink's side by side.
     pub(super) fn print_results(&self) {
-        let rows: [(&str, f64, fn(&FlinkThroughput) -> f64); 5] = [
+        let rows: [(&str, f64, Pick); 5] = [
             ("Wasm count, p=1", self.wasm1, |f| f.p1),
             ("native count, p=1", self.native1, |f| f.p1),
             ("Wasm count, p=2", self.wasm2, |f| f.p2),
