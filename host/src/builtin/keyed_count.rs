@@ -52,9 +52,38 @@ struct Output<'a> {
     count: u64,
 }
 
+/// How many events ahead of the one being counted its state is prefetched: enough to overlap
+/// the cache misses of a table too large for the caches (a lookup's miss is ~100 ns, the work
+/// per event a few tens), few enough that the lines are still in L1 when their turn comes.
+const PREFETCH_AHEAD: usize = 16;
+
+/// Writes `{"key":…,"count":…}` as serde_json writes [`Output`]: a key of printable ASCII
+/// without quotes or backslashes (the common case) is copied as it is, without serde_json's
+/// escaping pass; any other goes through serde_json.
+fn write_output(buf: &mut Vec<u8>, key: &[u8], count: &str) -> Result<(), String> {
+    if key.iter().all(|&b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\') {
+        buf.extend_from_slice(b"{\"key\":\"");
+        buf.extend_from_slice(key);
+        buf.extend_from_slice(b"\",\"count\":");
+        buf.extend_from_slice(count.as_bytes());
+        buf.push(b'}');
+        return Ok(());
+    }
+    let count = count.parse().map_err(|e| format!("{e}"))?;
+    serde_json::to_writer(buf, &Output { key: &String::from_utf8_lossy(key), count }).map_err(|e| e.to_string())
+}
+
 impl Operator for KeyedCount {
     fn process(&mut self, input: &EventBatch, out: &mut EventBatch) -> Result<(), String> {
-        for event in input.iter() {
+        let max_parallelism = self.max_parallelism;
+        let prefetch = |backend: &dyn StateBackend, i: usize| {
+            if let Some(key) = (i < input.len()).then(|| input.get(i).key).flatten() {
+                backend.value_prefetch(0, key_group(key, max_parallelism), key);
+            }
+        };
+        (0..PREFETCH_AHEAD).for_each(|i| prefetch(&*self.backend, i));
+        for (i, event) in input.iter().enumerate() {
+            prefetch(&*self.backend, i + PREFETCH_AHEAD);
             let key = event.key.ok_or("an event without a key reached a keyed operator")?;
             let kg = key_group(key, self.max_parallelism);
             self.buf.clear();
@@ -64,15 +93,12 @@ impl Operator for KeyedCount {
             } else {
                 0
             } + 1;
-            self.buf.clear();
-            serde_json::to_writer(&mut self.buf, &count).map_err(|e| e.to_string())?;
-            self.backend.value_put(0, kg, key, &self.buf).map_err(state)?;
-            let key_text = String::from_utf8_lossy(key);
+            let mut digits = itoa::Buffer::new();
+            let count_text = digits.format(count);
+            self.backend.value_put(0, kg, key, count_text.as_bytes()).map_err(state)?;
             let mut result = Ok(());
-            out.push_with(Some(key), event.timestamp, |buf| {
-                result = serde_json::to_writer(buf, &Output { key: &key_text, count });
-            });
-            result.map_err(|e| e.to_string())?;
+            out.push_with(Some(key), event.timestamp, |buf| result = write_output(buf, key, count_text));
+            result?;
         }
         Ok(())
     }
@@ -84,5 +110,20 @@ impl Operator for KeyedCount {
 
     fn into_state(self: Box<Self>) -> Option<HandedOverState> {
         Some((self.key_groups, self.backend))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_output_is_serde_jsons_for_plain_and_other_keys() {
+        for key in [&b"k42"[..], b"with \"quotes\"", b"back\\slash", b"tab\there", "é".as_bytes(), b"\xff"] {
+            let mut fast = Vec::new();
+            write_output(&mut fast, key, "7").unwrap();
+            let expected = serde_json::to_vec(&Output { key: &String::from_utf8_lossy(key), count: 7 }).unwrap();
+            assert_eq!(String::from_utf8_lossy(&fast), String::from_utf8_lossy(&expected));
+        }
     }
 }

@@ -196,6 +196,14 @@ impl Route {
                 *next = (i + 1) % self.senders.len();
                 send(&self.senders[i], batch, blocked)
             }
+            // One downstream subtask owns every key group: the batch goes whole, as the source
+            // made it, instead of being copied event by event into a batch of its own.
+            Routing::Hash { .. } if self.senders.len() == 1 => {
+                if !batch.iter().all(|e| e.key.is_some()) {
+                    return Err(StreamError::MissingKey { target: self.target.clone() });
+                }
+                send(&self.senders[0], batch, blocked)
+            }
             Routing::Hash { pending, max_parallelism } => {
                 let parallelism = self.senders.len() as u32;
                 for event in batch.iter() {

@@ -95,9 +95,11 @@ impl KeyedState {
         self.ttl.get(state as usize).copied().flatten()
     }
 
-    /// Hints the backend to load the value states of every key of the batch.
-    pub(crate) fn prefetch_values(&self, value_states: &[u32]) {
-        for &(kg, start, end) in &self.slots {
+    /// Hints the backend to load the value states of the batch's keys in `slots` (those beyond
+    /// the batch's are none).
+    pub(crate) fn prefetch_values(&self, value_states: &[u32], slots: std::ops::Range<usize>) {
+        let slots = slots.start.min(self.slots.len())..slots.end.min(self.slots.len());
+        for &(kg, start, end) in &self.slots[slots] {
             for &state in value_states {
                 self.backend.value_prefetch(state, kg, &self.keys[start as usize..end as usize]);
             }
