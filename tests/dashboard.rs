@@ -43,24 +43,7 @@ fn a_user_watches_savepoints_and_forks_a_job_in_the_browser() {
     assert_eq!(status, 200);
     assert!(page.contains("/dashboard/app.js") && !page.contains(&id), "{page}");
 
-    let screenshots = repo().join("target/dashboard-screenshots");
-    let _ = std::fs::remove_dir_all(&screenshots);
-    std::fs::create_dir_all(&screenshots).unwrap();
-    let driven = Command::new("node")
-        .arg(repo().join("tests/dashboard/drive.mjs"))
-        .env("WEIR_URL", &server.url)
-        .env("WEIR_TOKEN", token)
-        .env("JOB_ID", &id)
-        .env("JOB_NAME", "clickstream")
-        .env("SCREENSHOTS", &screenshots)
-        .env("CHROMIUM", CHROMIUM)
-        .env("COUNT_V2", operator("count_v2"))
-        .output()
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&driven.stdout);
-    assert!(driven.status.success(), "the browser run failed:\n{stdout}\n{}", String::from_utf8_lossy(&driven.stderr));
-    let result: serde_json::Value = serde_json::from_str(stdout.trim()).expect("the driver's result");
-
+    let result = drive("serve", &server.url, Some(token), &id, "clickstream");
     // What the browser did, as the API sees it.
     let (_, library) = server.http("GET", "/v1/savepoints", b"", Some(token));
     let savepoints = library["savepoints"].as_array().unwrap();
@@ -74,10 +57,7 @@ fn a_user_watches_savepoints_and_forks_a_job_in_the_browser() {
     assert_eq!(forked["state"], "running");
     assert_eq!(forked["lineage"]["job"], "clickstream");
     assert_eq!(forked["lineage"]["savepoint"], result["savepoint"]);
-    for name in ["jobs", "job", "checkpoints", "savepoints", "restored", "modules", "upgrades"] {
-        let shot = screenshots.join(format!("{name}.png"));
-        assert!(std::fs::metadata(&shot).map(|m| m.len() > 10_000).unwrap_or(false), "{}", shot.display());
-    }
+    screenshots_taken("serve", &["jobs", "job", "checkpoints", "savepoints", "restored", "modules", "upgrades"]);
     // The savepoint is the fork's way back until it checkpoints on its own: not disposed of yet.
     let location = result["savepoint"].as_str().unwrap();
     let query = format!("/v1/savepoints?location={}", location.replace('/', "%2F"));
@@ -86,6 +66,46 @@ fn a_user_watches_savepoints_and_forks_a_job_in_the_browser() {
     assert!(refused["error"].as_str().unwrap().contains(&format!("job {fork} (clickstream-fork) is running")));
     for job in [&id, fork] {
         assert_eq!(server.cli(&["--token", token, "cancel", job]).code, 0);
+    }
+}
+
+/// Where the browser runs leave their screenshots.
+fn screenshots() -> std::path::PathBuf {
+    repo().join("target/dashboard-screenshots")
+}
+
+/// Runs `tests/dashboard/drive.mjs`'s `flow` against the server at `url` (job `id`, named
+/// `name`); returns what it printed of what it did.
+fn drive(flow: &str, url: &str, token: Option<&str>, id: &str, name: &str) -> serde_json::Value {
+    let screenshots = screenshots();
+    std::fs::create_dir_all(&screenshots).unwrap();
+    for stale in std::fs::read_dir(&screenshots).unwrap().flatten() {
+        if stale.file_name().to_string_lossy().starts_with(&format!("{flow}-")) {
+            let _ = std::fs::remove_file(stale.path());
+        }
+    }
+    let driven = Command::new("node")
+        .arg(repo().join("tests/dashboard/drive.mjs"))
+        .env("FLOW", flow)
+        .env("WEIR_URL", url)
+        .env("WEIR_TOKEN", token.unwrap_or_default())
+        .env("JOB_ID", id)
+        .env("JOB_NAME", name)
+        .env("SCREENSHOTS", &screenshots)
+        .env("CHROMIUM", CHROMIUM)
+        .env("COUNT_V2", operator("count_v2"))
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&driven.stdout);
+    assert!(driven.status.success(), "the browser run failed:\n{stdout}\n{}", String::from_utf8_lossy(&driven.stderr));
+    serde_json::from_str(stdout.trim()).expect("the driver's result")
+}
+
+/// Checks that flow `flow` left a screenshot of each of `pages`.
+fn screenshots_taken(flow: &str, pages: &[&str]) {
+    for name in pages {
+        let shot = screenshots().join(format!("{flow}-{name}.png"));
+        assert!(std::fs::metadata(&shot).map(|m| m.len() > 10_000).unwrap_or(false), "{}", shot.display());
     }
 }
 
@@ -202,4 +222,15 @@ fn weir_run_serves_the_dashboard_for_its_job() {
     assert!(missing.contains("the dashboard has no file nope.js"), "{missing}");
     let (_, jobs) = get_text(&format!("{}/v1/jobs", running.server), None);
     assert!(jobs.contains("\"events-written\""), "{jobs}");
+
+    // In the browser: an upgrade of the one job, and a restore `weir run` refuses as its API says.
+    assert!(Path::new(CHROMIUM).exists(), "{CHROMIUM} is missing: `cargo xtask build` installs Debian's chromium");
+    drive("run", &running.server, None, &running.id, "solo");
+    screenshots_taken("run", &["jobs", "upgrades", "refused"]);
+    let (_, job) = get_text(&format!("{}/v1/jobs/{}", running.server, running.id), None);
+    let job: serde_json::Value = serde_json::from_str(&job).unwrap();
+    let history: Vec<&str> = job["history"].as_array().unwrap().iter().map(|h| h["event"].as_str().unwrap()).collect();
+    assert_eq!(history, ["started", "upgraded"], "{job}");
+    assert!(job["history"][1]["pause-ms"].as_f64().is_some(), "the pause is recorded: {job}");
+    assert_eq!(job["state"], "running");
 }

@@ -1,22 +1,39 @@
-// Drives the dashboard of a running `weir serve` in Debian's headless Chromium (playwright-core,
-// which downloads no browser), as a user would: gives the token, sees the running job, watches
-// checkpoints complete, takes a savepoint from the savepoints page, sees it in the library and
-// forks it into a new job. Writes a screenshot of each page into SCREENSHOTS.
-// Run by tests/dashboard.rs; exits non-zero with what went wrong.
+// Drives the dashboard in Debian's headless Chromium (playwright-core, which downloads no
+// browser) as a user would, in one of two flows (FLOW):
+// - `serve`: a `weir serve` with a token: gives the token, sees the running job, watches
+//   checkpoints complete, takes a savepoint from the savepoints page, sees it in the library,
+//   forks it into a new job, upgrades the original by uploading a module and rolls it back;
+// - `run`: a `weir run`'s one job: upgrades it from its upgrades page, and is told, as the API
+//   says it, that `weir run` starts no other job.
+// Writes a screenshot of each page into SCREENSHOTS. Run by tests/dashboard.rs; exits non-zero
+// with what went wrong, and prints what it did as JSON.
 import { strict as assert } from "node:assert";
 import { chromium } from "playwright-core";
 
-const { WEIR_URL, WEIR_TOKEN, JOB_ID, JOB_NAME, SCREENSHOTS, CHROMIUM, COUNT_V2 } = process.env;
+const { FLOW, WEIR_URL, WEIR_TOKEN, JOB_ID, JOB_NAME, SCREENSHOTS, CHROMIUM, COUNT_V2 } = process.env;
 const TIMEOUT = 30_000;
 
 const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox", "--disable-gpu"] });
 const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-try {
-  page.setDefaultTimeout(TIMEOUT);
-  const errors = [];
-  page.on("pageerror", (e) => errors.push(e.message));
-  const shot = (name) => page.screenshot({ path: `${SCREENSHOTS}/${name}.png`, fullPage: true });
+page.setDefaultTimeout(TIMEOUT);
+const errors = [];
+page.on("pageerror", (e) => errors.push(e.message));
+const shot = (name) => page.screenshot({ path: `${SCREENSHOTS}/${FLOW}-${name}.png`, fullPage: true });
 
+/** Uploads count_v2.wasm for operator `count` on the job's upgrades page and confirms. */
+async function upgrade() {
+  await page.goto(`${WEIR_URL}/#/jobs/${JOB_ID}/upgrades`);
+  await page.setInputFiles('input[name="count-file"]', COUNT_V2);
+  await page.locator('[data-action="upgrade"]').click();
+  await page.locator("dialog li", { hasText: "count → sha256:" }).waitFor();
+  await page.locator("dialog [data-confirm]").click();
+  await page.locator('[data-outcome="ok"]', { hasText: "upgraded job" }).waitFor();
+  const upgraded = page.locator("tr", { hasText: "upgraded" });
+  await upgraded.getByText("count: count 1.0.0").waitFor();
+  await upgraded.getByText(/ms$/).waitFor();
+}
+
+async function serve() {
   // Without the token, the dashboard asks for it (and shows the API's answer).
   await page.goto(`${WEIR_URL}/`);
   await page.getByRole("heading", { name: "This server needs a token" }).waitFor();
@@ -85,15 +102,7 @@ try {
   await page.locator("p", { hasText: "Jobs started from its savepoints" }).getByRole("link", { name: `${JOB_NAME}-fork` }).waitFor();
 
   // Upgrade the original by uploading count_v2.wasm on its upgrades page, then roll it back.
-  await page.getByRole("link", { name: "Upgrades" }).click();
-  await page.setInputFiles('input[name="count-file"]', COUNT_V2);
-  await page.locator('[data-action="upgrade"]').click();
-  await page.locator("dialog li", { hasText: "count → sha256:" }).waitFor();
-  await page.locator("dialog [data-confirm]").click();
-  await page.locator('[data-outcome="ok"]', { hasText: "upgraded job" }).waitFor();
-  const upgraded = page.locator("tr", { hasText: "upgraded" });
-  await upgraded.getByText("count: count 1.0.0").waitFor();
-  await upgraded.getByText(/ms$/).waitFor();
+  await upgrade();
   await shot("upgrades");
   await page.locator('[data-action="rollback"]:not([disabled])').click();
   await page.locator("dialog [data-confirm]").click();
@@ -106,12 +115,34 @@ try {
   await running.first().waitFor();
   await page.locator("tr", { hasText: "2.0.0" }).waitFor();
   await shot("modules");
+  return { savepoint: location, fork: forkId };
+}
 
+async function run() {
+  await page.goto(`${WEIR_URL}/`);
+  await page.locator("tr", { hasText: JOB_NAME }).locator(".badge.running").waitFor();
+  await shot("jobs");
+  await upgrade();
+  await shot("upgrades");
+  // A savepoint, then a restore that `weir run` refuses: the dashboard says what the API said.
+  await page.getByRole("link", { name: "Savepoints" }).click();
+  await page.locator("tr", { hasText: JOB_NAME }).locator('[data-action="savepoint"]').click();
+  await page.locator("dialog [data-confirm]").click();
+  await page.locator('[data-outcome="ok"]', { hasText: "stored at" }).waitFor();
+  await page.locator('[data-action="restore"]').first().click();
+  await page.locator("dialog [data-confirm]").click();
+  await page.locator('[data-outcome="error"]', { hasText: "this is `weir run`'s API for one job; submit jobs to `weir serve`" }).waitFor();
+  await shot("refused");
+  return {};
+}
+
+try {
+  const done = FLOW === "run" ? await run() : await serve();
   assert.deepEqual(errors, [], "the page raised no script errors");
-  console.log(JSON.stringify({ savepoint: location, fork: forkId }));
+  console.log(JSON.stringify(done));
 } catch (e) {
-  await page.screenshot({ path: `${SCREENSHOTS}/failed.png`, fullPage: true }).catch(() => {});
-  console.error(`at ${page.url()}: see ${SCREENSHOTS}/failed.png`);
+  await page.screenshot({ path: `${SCREENSHOTS}/${FLOW}-failed.png`, fullPage: true }).catch(() => {});
+  console.error(`at ${page.url()}: see ${SCREENSHOTS}/${FLOW}-failed.png`);
   throw e;
 } finally {
   await browser.close();
