@@ -2,6 +2,7 @@
 //! value `{"seq":i}` and, with an event-time step, timestamp i × step (in whole milliseconds: a
 //! step of 1µs puts 1,000 events in each millisecond). Subtask s of
 //! p produces the indices i with i mod p = s. Unbounded when no count is given.
+use crate::runtime::batch::extend_short;
 use crate::runtime::{EventBatch, Position, Source, SourceFactory, SubtaskInfo};
 
 /// Creates generator subtasks.
@@ -60,14 +61,14 @@ impl Source for Generator {
             let i = self.next;
             self.key.clear();
             self.key.push(b'k');
-            self.key.extend_from_slice(self.digits.format(i % self.keys).as_bytes());
+            extend_short(&mut self.key, self.digits.format(i % self.keys).as_bytes());
             let digits = &mut self.digits;
             let timestamp = self
                 .event_time_step
                 .map(|step| (u128::from(i) * u128::from(step) / 1_000_000).min(i64::MAX as u128) as i64);
             out.push_with(Some(&self.key), timestamp, |buf| {
                 buf.extend_from_slice(b"{\"seq\":");
-                buf.extend_from_slice(digits.format(i).as_bytes());
+                extend_short(buf, digits.format(i).as_bytes());
                 buf.push(b'}');
             });
             self.next += self.step;

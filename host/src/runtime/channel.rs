@@ -212,7 +212,7 @@ impl Route {
                     let i = subtask_for_key_group(*max_parallelism, parallelism, kg);
                     pending[i].push(event);
                     if pending[i].is_full() {
-                        send(&self.senders[i], std::mem::take(&mut pending[i]), blocked)?;
+                        send(&self.senders[i], pending[i].take_sized(), blocked)?;
                     }
                 }
                 Ok(())

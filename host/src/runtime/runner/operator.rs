@@ -88,7 +88,7 @@ pub(crate) fn run_operator(
         if output.is_empty() {
             out.clear();
         } else {
-            output_time.send(std::mem::take(out), output)?;
+            output_time.send(out.take_sized(), output)?;
         }
         Ok(())
     };

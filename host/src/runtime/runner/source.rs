@@ -152,7 +152,7 @@ pub(crate) fn run_source(
         sent += batch.len() as u64;
         counters.events_out.fetch_add(batch.len() as u64, Ordering::Relaxed);
         let watermark = generator.as_mut().and_then(|g| g.observe(&batch));
-        output.send(std::mem::take(&mut batch))?;
+        output.send(batch.take_sized())?;
         if let Some(watermark) = watermark {
             counters.watermark.set(watermark);
             output.time(EventTime::Watermark(watermark))?;
