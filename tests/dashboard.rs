@@ -5,7 +5,7 @@
 //! comparing two jobs, the jobs running each module; and the page on `weir run`.
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use weir_e2e::{
     Running, Server, blackhole_sink, file_sink, generator_source, get_text, job, operator, repo, wasm_operator,
@@ -109,19 +109,6 @@ fn screenshots_taken(flow: &str, pages: &[&str]) {
     }
 }
 
-/// Waits until job `id` on `server` has ended.
-fn ended(server: &Server, id: &str) -> serde_json::Value {
-    let started = Instant::now();
-    loop {
-        let (_, job) = server.http("GET", &format!("/v1/jobs/{id}"), b"", None);
-        if ["finished", "canceled", "failed"].contains(&job["state"].as_str().unwrap_or("")) {
-            return job;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "job {id} did not end: {job}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn the_api_behind_the_dashboard_disposes_compares_and_lists_module_users() {
     let dir = tempfile::tempdir().unwrap();
@@ -148,15 +135,15 @@ fn the_api_behind_the_dashboard_disposes_compares_and_lists_module_users() {
     };
     assert!(Path::new(&location).join("_metadata").exists());
     server.cli(&["cancel", &a]);
-    ended(&server, &a);
+    server.wait_for_job(&a);
 
     // Two finished jobs of different lengths compared: the shorter's keys differ.
     let a_done = slow_job(dir.path(), "green", 3_000, file_sink("out", &a_out.with_extension("done")));
     let b_done = slow_job(dir.path(), "red", 2_000, file_sink("out", &b_out));
     let x = server.cli(&["submit", &a_done]).stdout.trim().to_string();
     let y = server.cli(&["submit", &b_done]).stdout.trim().to_string();
-    assert_eq!(ended(&server, &x)["state"], "finished");
-    assert_eq!(ended(&server, &y)["state"], "finished");
+    assert_eq!(server.wait_for_job(&x)["state"], "finished");
+    assert_eq!(server.wait_for_job(&y)["state"], "finished");
     let (status, comparison) = server.http("GET", &format!("/v1/compare?a={x}&b={y}"), b"", None);
     assert_eq!(status, 200, "{comparison}");
     assert_eq!(comparison["matching-keys"].as_u64().unwrap() + comparison["differing-keys"].as_u64().unwrap(), 50);

@@ -2,7 +2,7 @@
 //! Same state layout (a JSON number in value state 0) and same output lines.
 use serde::Serialize;
 
-use crate::key_group::{key_group, key_group_range};
+use crate::key_group::{KeyGroup, key_group, key_group_range};
 use crate::runtime::{EventBatch, HandedOverState, Operator, OperatorFactory, StateSnapshot, SubtaskInfo};
 use crate::state::{Backends, StateBackend, StateDescriptor, StateKind, StateRestore};
 
@@ -35,7 +35,8 @@ impl OperatorFactory for KeyedCountFactory {
                 restore().map_err(|e| format!("cannot restore its state: {e}"))?
             }
         };
-        Ok(Box::new(KeyedCount { backend, key_groups: range, max_parallelism: info.max_parallelism, buf: Vec::new() }))
+        let max_parallelism = info.max_parallelism;
+        Ok(Box::new(KeyedCount { backend, key_groups: range, max_parallelism, buf: Vec::new(), kgs: Vec::new() }))
     }
 }
 
@@ -44,6 +45,9 @@ struct KeyedCount {
     key_groups: std::ops::Range<u32>,
     max_parallelism: u32,
     buf: Vec<u8>,
+    /// The key group of each event of the batch being counted, computed once for the prefetch
+    /// ahead and the count.
+    kgs: Vec<KeyGroup>,
 }
 
 #[derive(Serialize)]
@@ -75,27 +79,31 @@ fn write_output(buf: &mut Vec<u8>, key: &[u8], count: &str) -> Result<(), String
 
 impl Operator for KeyedCount {
     fn process(&mut self, input: &EventBatch, out: &mut EventBatch) -> Result<(), String> {
-        let max_parallelism = self.max_parallelism;
+        self.kgs.clear();
+        for event in input.iter() {
+            let key = event.key.ok_or("an event without a key reached a keyed operator")?;
+            self.kgs.push(key_group(key, self.max_parallelism));
+        }
+        let (backend, kgs) = (&mut self.backend, &self.kgs);
         let prefetch = |backend: &dyn StateBackend, i: usize| {
-            if let Some(key) = (i < input.len()).then(|| input.get(i).key).flatten() {
-                backend.value_prefetch(0, key_group(key, max_parallelism), key);
+            if let Some(&kg) = kgs.get(i) {
+                backend.value_prefetch(0, kg, input.get(i).key.unwrap_or_default());
             }
         };
-        (0..PREFETCH_AHEAD).for_each(|i| prefetch(&*self.backend, i));
+        (0..PREFETCH_AHEAD).for_each(|i| prefetch(&**backend, i));
         for (i, event) in input.iter().enumerate() {
-            prefetch(&*self.backend, i + PREFETCH_AHEAD);
-            let key = event.key.ok_or("an event without a key reached a keyed operator")?;
-            let kg = key_group(key, self.max_parallelism);
+            prefetch(&**backend, i + PREFETCH_AHEAD);
+            let (key, kg) = (event.key.unwrap_or_default(), kgs[i]);
             self.buf.clear();
             let state = |e| format!("state backend: {e}");
-            let count = if self.backend.value_get(0, kg, key, &mut self.buf).map_err(state)? {
+            let count = if backend.value_get(0, kg, key, &mut self.buf).map_err(state)? {
                 serde_json::from_slice::<u64>(&self.buf).map_err(|e| format!("stored count is not a number: {e}"))?
             } else {
                 0
             } + 1;
             let mut digits = itoa::Buffer::new();
             let count_text = digits.format(count);
-            self.backend.value_put(0, kg, key, count_text.as_bytes()).map_err(state)?;
+            backend.value_put(0, kg, key, count_text.as_bytes()).map_err(state)?;
             let mut result = Ok(());
             out.push_with(Some(key), event.timestamp, |buf| result = write_output(buf, key, count_text));
             result?;

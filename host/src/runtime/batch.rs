@@ -196,17 +196,17 @@ pub(crate) fn extend_short(buf: &mut Vec<u8>, bytes: &[u8]) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn short_copies_append_exactly_the_bytes() {
         let source: Vec<u8> = (1..=40).collect();
         for n in 0..=40 {
             let mut buf = b"ab".to_vec();
-            super::extend_short(&mut buf, &source[..n]);
+            extend_short(&mut buf, &source[..n]);
             assert_eq!(buf, [&b"ab"[..], &source[..n]].concat(), "{n} bytes");
         }
     }
-
-    use super::*;
 
     #[test]
     fn events_round_trip_in_order() {

@@ -233,16 +233,21 @@ impl Route {
     fn broadcast(&mut self, message: impl Fn() -> Message, blocked: &AtomicU64) -> Result<(), StreamError> {
         self.flush(blocked)?;
         for sender in &self.senders {
-            sender.send(message()).map_err(|_| StreamError::Disconnected)?;
+            send_message(sender, message(), blocked)?;
         }
         Ok(())
     }
 }
 
-/// Sends `batch`, adding the nanoseconds it waited for room downstream to `blocked` (the
-/// subtask's backpressure). It tries first: while the channel has room, no clock is read.
+/// Sends `batch` (see [`send_message`]).
 fn send(sender: &Sender<Message>, batch: EventBatch, blocked: &AtomicU64) -> Result<(), StreamError> {
-    match sender.try_send(Message::Batch(batch)) {
+    send_message(sender, Message::Batch(batch), blocked)
+}
+
+/// Sends `message`, adding the nanoseconds it waited for room downstream to `blocked` (the
+/// subtask's backpressure). It tries first: while the channel has room, no clock is read.
+fn send_message(sender: &Sender<Message>, message: Message, blocked: &AtomicU64) -> Result<(), StreamError> {
+    match sender.try_send(message) {
         Ok(()) => Ok(()),
         Err(TrySendError::Disconnected(_)) => Err(StreamError::Disconnected),
         Err(TrySendError::Full(message)) => {
