@@ -217,8 +217,8 @@ async fn submit_job(
     Ok((StatusCode::CREATED, Json(json!({ "id": info.id, "state": info.state }))).into_response())
 }
 
-/// A job in a listing: everything but the per-subtask counts and the job file; instead, the
-/// events its sinks have written.
+/// A job in a listing: its state, failure and lineage, not its per-subtask counts, history or
+/// job file; instead, the events its sinks have written.
 fn brief(info: &JobInfo) -> serde_json::Value {
     let sinks = info.vertices.iter().filter(|v| v.kind == VertexKind::Sink);
     json!({
@@ -229,6 +229,7 @@ fn brief(info: &JobInfo) -> serde_json::Value {
         "submitted-at": info.submitted_at,
         "ended-at": info.ended_at,
         "failure": info.failure,
+        "lineage": info.lineage,
     })
 }
 

@@ -50,11 +50,24 @@ export const get = (path) => call("GET", path);
 export const post = (path, body) => call("POST", path, body);
 
 /** Polls `path` until its `status` is no longer `in-progress`; returns the last answer. */
-export async function settle(path, { every = 300, limit = 600_000 } = {}) {
+async function settle(path, { every = 300, limit = 600_000 } = {}) {
   const until = Date.now() + limit;
   for (;;) {
     const answer = await get(path);
     if (answer.status !== "in-progress" || Date.now() > until) return answer;
     await new Promise((resolve) => setTimeout(resolve, every));
   }
+}
+
+/**
+ * POSTs `body` to `path`, which starts a request the API answers with a `request-id` (a
+ * savepoint, an upgrade, a rollback); calls `accepted`, then waits at `statusPath(id)` until it
+ * settles. Resolves to its status when that is `expected`; else throws `failed(status)`.
+ */
+export async function awaitRequest({ path, body, statusPath, expected, failed, accepted = () => {} }) {
+  const { "request-id": id } = await post(path, body);
+  accepted();
+  const status = await settle(statusPath(id));
+  if (status.status !== expected) throw new Error(failed(status));
+  return status;
 }

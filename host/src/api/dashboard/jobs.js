@@ -135,13 +135,13 @@ function graph(job) {
 }
 
 /** Where the job came from (the savepoint it started from and the job that took it) and the
- * jobs started from its own savepoints. */
-function lineage(job, all) {
+ * jobs started from its own savepoints, from the job listing and the savepoint library. */
+function lineage(job, jobs, library) {
   const from = job.lineage;
-  const takenBy = (location) => all.find((j) => j.savepoints.some((s) => s.location === location));
+  const taken = from && library.find((s) => s.location === from.savepoint);
+  const parent = taken && jobs.find((j) => j.id === taken["job-id"]);
   const mine = new Set(job.savepoints.map((s) => s.location));
-  const children = all.filter((j) => j.id !== job.id && j.lineage && mine.has(j.lineage.savepoint));
-  const parent = from && takenBy(from.savepoint);
+  const children = jobs.filter((j) => j.id !== job.id && j.lineage && mine.has(j.lineage.savepoint));
   return h(
     "div",
     {},
@@ -157,8 +157,7 @@ export async function mountJob(main, id) {
   const body = h("div");
   fill(main, heading, jobTabs(id, "Overview"), body);
   const refresh = async () => {
-    const [job, { jobs }] = await Promise.all([get(`/v1/jobs/${id}`), get("/v1/jobs")]);
-    const details = await Promise.all(jobs.filter((j) => j.id !== id).map((j) => get(`/v1/jobs/${j.id}`)));
+    const [job, { jobs }, { savepoints }] = await Promise.all([get(`/v1/jobs/${id}`), get("/v1/jobs"), get("/v1/savepoints")]);
     fill(heading, jobHeading(job, refresh));
     const sinkEvents = job.vertices.filter((v) => v.kind === "sink").reduce((n, v) => n + v["events-out"], 0);
     fill(body, 
@@ -188,7 +187,7 @@ export async function mountJob(main, id) {
         "No failures.",
       ),
       h("h2", {}, "Lineage"),
-      lineage(job, [job, ...details]),
+      lineage(job, jobs, savepoints),
       h("h2", {}, "Savepoints"),
       table(
         [

@@ -1,19 +1,21 @@
 // The savepoint library: every savepoint the server's jobs took, with trigger, stop with a
 // savepoint, restore or fork into a new job, and dispose; each asks first and reports how it went.
-import { call, get, post, settle } from "./api.js";
+import { awaitRequest, call, get, post } from "./api.js";
 import { attempt, badge, bytes, confirmDialog, fill, h, outcome, short, table, time } from "./ui.js";
 
 /** Asks job `job` for a savepoint (stopping it with `stop`) and waits until it is stored. */
 async function takeSavepoint(job, stop, drain, onChange) {
   const path = `/v1/jobs/${job.id}/${stop ? "stop" : "savepoints"}`;
   await attempt(
-    async () => {
-      const { "request-id": request } = await post(path, { drain });
-      onChange();
-      const status = await settle(`/v1/jobs/${job.id}/savepoints/${request}`);
-      if (status.status !== "completed") throw new Error(`the savepoint of job ${job.name} failed: ${status.cause}`);
-      return status;
-    },
+    () =>
+      awaitRequest({
+        path,
+        body: { drain },
+        statusPath: (request) => `/v1/jobs/${job.id}/savepoints/${request}`,
+        expected: "completed",
+        failed: (status) => `the savepoint of job ${job.name} failed: ${status.cause}`,
+        accepted: onChange,
+      }),
     (status) => `${stop ? "stopped job " + job.name + " with a savepoint" : "savepoint of job " + job.name + " stored"} at ${status.location}`,
   );
   onChange();

@@ -1,6 +1,6 @@
 // A job's upgrades: the code it ran over time (with each upgrade's pause, the modules that
 // changed and rollbacks), an upgrade started from a stored or uploaded module, and a rollback.
-import { call, get, post, settle } from "./api.js";
+import { awaitRequest, call, get } from "./api.js";
 import { jobHeading, jobTabs } from "./jobs.js";
 import { attempt, confirmDialog, fill, h, ms, outcome, table, time } from "./ui.js";
 
@@ -69,24 +69,33 @@ function upgradeForm(job, modules, onChange) {
     const listed = h("ul", {}, Object.entries(operators).map(([uid, m]) => h("li", {}, `${uid} → ${m}`)));
     const body = h("div", {}, h("p", {}, `Job ${job.name} stops at a savepoint and goes on with:`), listed);
     if (!(await confirmDialog("Upgrade the job?", body, "Upgrade"))) return;
-    await attempt(async () => {
-      const { "request-id": request } = await post(`/v1/jobs/${job.id}/upgrade`, { operators });
-      onChange();
-      const status = await settle(`/v1/jobs/${job.id}/upgrades/${request}`);
-      if (status.status !== "completed") throw new Error(`the upgrade ${status.status}: ${status.cause}`);
-      return status;
-    }, (s) => `upgraded job ${job.name}: paused ${ms(s["pause-ms"])}; rollback savepoint ${s.savepoint}`);
+    await attempt(
+      () =>
+        awaitRequest({
+          path: `/v1/jobs/${job.id}/upgrade`,
+          body: { operators },
+          statusPath: (request) => `/v1/jobs/${job.id}/upgrades/${request}`,
+          expected: "completed",
+          failed: (status) => `the upgrade ${status.status}: ${status.cause}`,
+          accepted: onChange,
+        }),
+      (s) => `upgraded job ${job.name}: paused ${ms(s["pause-ms"])}; rollback savepoint ${s.savepoint}`,
+    );
     onChange();
   };
   const rollback = async () => {
     const body = h("p", {}, `Job ${job.name} goes back to the modules it ran before its last upgrade, from the savepoint taken before the swap.`);
     if (!(await confirmDialog("Roll back the last upgrade?", body, "Roll back"))) return;
-    await attempt(async () => {
-      const { "request-id": request } = await post(`/v1/jobs/${job.id}/rollback`);
-      const status = await settle(`/v1/jobs/${job.id}/upgrades/${request}`);
-      if (status.status !== "rolled-back") throw new Error(`the rollback failed: ${status.cause}`);
-      return status;
-    }, () => `rolled back job ${job.name}`);
+    await attempt(
+      () =>
+        awaitRequest({
+          path: `/v1/jobs/${job.id}/rollback`,
+          statusPath: (request) => `/v1/jobs/${job.id}/upgrades/${request}`,
+          expected: "rolled-back",
+          failed: (status) => `the rollback failed: ${status.cause}`,
+        }),
+      () => `rolled back job ${job.name}`,
+    );
     onChange();
   };
   const running = job.state === "running";
