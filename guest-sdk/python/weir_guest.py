@@ -10,6 +10,7 @@ here; operator authors never see them. Built against weir:operator@0.3.0: events
 timers defines ``on_timer(ctx, timer)``.
 """
 import json
+import json.encoder
 import struct
 
 from wit_world.imports import log as _log
@@ -25,11 +26,46 @@ _U32 = struct.Struct("<I")
 _TS = struct.Struct("<Bq")
 _HEADER = struct.Struct("<IIIqq")
 _TIMER = struct.Struct("<IBq")
+# A keyed event's head: slot, has-timestamp, timestamp, flags, value length; and an unkeyed one's
+# after its key.
+_KEYED_EVENT = struct.Struct("<IBqBI")
+_EVENT_TAIL = struct.Struct("<BqBI")
+# An emitted event after its key: has-timestamp, timestamp, value length.
+_EMIT_TAIL = struct.Struct("<BqI")
+# A state write's head: slot, state, value length.
+_WRITE = struct.Struct("<III")
+
+
+# Same bytes as serde_json: no spaces, UTF-8 kept as is. json.dumps with these options builds a
+# new encoder per call, and JSONEncoder.encode a new C encoder per call through two Python
+# functions; one C encoder made once, called directly, costs a third of json.dumps. It has no
+# table of objects being encoded (`markers`, which a shared encoder could not keep), so a cycle
+# ends in CPython's recursion limit instead, reported as json.dumps reports a cycle.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_C_ENCODE = json.encoder.c_make_encoder and json.encoder.c_make_encoder(
+    None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", False, False, True
+)
 
 
 def _dumps(value):
-    # Same bytes as serde_json: no spaces, UTF-8 kept as is.
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    # An int (not a bool, a subclass) is the commonest state value: %-formatting it costs a tenth
+    # of the encoder's call and writes the same bytes.
+    if type(value) is int:
+        return b"%d" % value
+    if _C_ENCODE is None or type(value) is str:
+        return _ENCODER.encode(value).encode()
+    try:
+        return "".join(_C_ENCODE(value, 0)).encode()
+    except RecursionError:
+        raise ValueError("Circular reference detected (or a value nested too deep for JSON)") from None
+
+
+def _loads(raw):
+    # The JSON of a non-negative integer, as _dumps and serde_json write it (no leading zero),
+    # read by int() at a tenth of json.loads' cost; anything else is JSON's.
+    if raw.isdigit() and (raw[0] != 48 or len(raw) == 1):
+        return int(raw)
+    return json.loads(raw)
 
 
 class Description:
@@ -183,8 +219,7 @@ class Context:
         else:
             out += _U32.pack(len(key))
             out += key
-        out += _TS.pack(timestamp is not None, timestamp or 0)
-        out += _U32.pack(len(value))
+        out += _EMIT_TAIL.pack(timestamp is not None, timestamp or 0, len(value))
         out += value
         self._emitted += 1
 
@@ -196,12 +231,15 @@ class ValueState:
     def __init__(self, name, pos):
         self.name, self.pos = name, pos
 
+    # get and set check the slot inline: a call to Context._slot costs as much as the rest.
     def get(self, ctx):
-        raw = ctx._cells[ctx._slot(self.name)][self.pos][0]
-        return None if raw is None else json.loads(raw)
+        slot = ctx.slot
+        raw = ctx._cells[ctx._slot(self.name) if slot is None else slot][self.pos][0]
+        return None if raw is None else _loads(raw)
 
     def set(self, ctx, value):
-        cell = ctx._cells[ctx._slot(self.name)][self.pos]
+        slot = ctx.slot
+        cell = ctx._cells[ctx._slot(self.name) if slot is None else slot][self.pos]
         cell[0], cell[1] = _dumps(value), True
 
     def clear(self, ctx):
@@ -257,25 +295,27 @@ def warn(message):
 
 
 def _read_header(buf, value_states):
-    """The frame's count of events or timers, key table, cells, watermark and processing time,
-    and where the events or timers start."""
+    """From frame `buf` (bytes): its count of events or timers, key table, cells, watermark and
+    processing time, and where the events or timers start."""
     key_count, value_count, count, watermark, now = _HEADER.unpack_from(buf, 0)
     if value_count != len(value_states):
         raise OperatorError(f"the host sent {value_count} value states but the operator declares {len(value_states)}")
     pos = _HEADER.size
     keys, cells = [], []
+    u32 = _U32.unpack_from
     for _ in range(key_count):
-        (n,) = _U32.unpack_from(buf, pos)
-        keys.append(bytes(buf[pos + 4 : pos + 4 + n]))
-        pos += 4 + n
+        (n,) = u32(buf, pos)
+        pos += 4
+        keys.append(buf[pos : pos + n])
+        pos += n
         row = []
         for _ in range(value_count):
-            (n,) = _U32.unpack_from(buf, pos)
+            (n,) = u32(buf, pos)
             pos += 4
             if n == NONE:
                 row.append([None, False])
             else:
-                row.append([bytes(buf[pos : pos + n]), False])
+                row.append([buf[pos : pos + n], False])
                 pos += n
         cells.append(row)
     return count, keys, cells, Context(cells, value_count, watermark, now), pos
@@ -285,45 +325,51 @@ def _finish(ctx, cells, value_states):
     """The output frame: emits, the write set, the timer operations."""
     out = ctx._out
     out[0:4] = _U32.pack(ctx._emitted)
-    writes = [(s, p) for s, row in enumerate(cells) for p, cell in enumerate(row) if cell[1]]
+    writes = [
+        (slot, value_states[p], cell[0]) for slot, row in enumerate(cells) for p, cell in enumerate(row) if cell[1]
+    ]
     out += _U32.pack(len(writes))
-    for s, p in writes:
-        raw = cells[s][p][0]
-        out += _U32.pack(s) + _U32.pack(value_states[p])
-        out += _U32.pack(NONE) if raw is None else _U32.pack(len(raw)) + raw
+    for slot, state, raw in writes:
+        if raw is None:
+            out += _WRITE.pack(slot, state, NONE)
+        else:
+            out += _WRITE.pack(slot, state, len(raw))
+            out += raw
     out += _U32.pack(ctx._timer_op_count)
     out += ctx._timer_ops
     return bytes(out)
 
 
 def _process_batch(operator, value_states, batch):
-    buf = memoryview(batch)
-    event_count, keys, cells, ctx, pos = _read_header(buf, value_states)
+    # Every step of this loop is an interpreted bytecode or a call, each costing about as much
+    # as the bytes it moves: one unpack reads a keyed event's head, slices of `batch` (bytes)
+    # copy its value in one step.
+    batch = bytes(batch)
+    event_count, keys, cells, ctx, pos = _read_header(batch, value_states)
+    process = operator.process
     for _ in range(event_count):
-        (slot,) = _U32.unpack_from(buf, pos)
-        pos += 4
-        if slot == NONE:
-            (n,) = _U32.unpack_from(buf, pos)
-            pos += 4
-            key = None if n == NONE else bytes(buf[pos : pos + n])
-            pos += 0 if n == NONE else n
-            ctx.slot = None
-        else:
+        slot, has_ts, ts, flags, n = _KEYED_EVENT.unpack_from(batch, pos)
+        if slot != NONE:
             key = keys[slot]
-            ctx.slot = slot
-        has_ts, ts = _TS.unpack_from(buf, pos)
-        late = buf[pos + 9] & LATE != 0
-        pos += 10
-        (n,) = _U32.unpack_from(buf, pos)
-        value = bytes(buf[pos + 4 : pos + 4 + n])
-        pos += 4 + n
-        ctx.key, ctx.timestamp = key, (ts if has_ts else None)
-        operator.process(ctx, Event(key, value, ctx.timestamp, late))
+            pos += _KEYED_EVENT.size
+        else:
+            slot = None
+            (n,) = _U32.unpack_from(batch, pos + 4)
+            pos += 8
+            key = None if n == NONE else batch[pos : pos + n]
+            pos += 0 if n == NONE else n
+            has_ts, ts, flags, n = _EVENT_TAIL.unpack_from(batch, pos)
+            pos += _EVENT_TAIL.size
+        value = batch[pos : pos + n]
+        pos += n
+        ts = ts if has_ts else None
+        ctx.slot, ctx.key, ctx.timestamp = slot, key, ts
+        process(ctx, Event(key, value, ts, flags & LATE != 0))
     return _finish(ctx, cells, value_states)
 
 
 def _on_timers(operator, value_states, frame):
-    buf = memoryview(frame)
+    buf = bytes(frame)
     timer_count, keys, cells, ctx, pos = _read_header(buf, value_states)
     for _ in range(timer_count):
         slot, domain, time = _TIMER.unpack_from(buf, pos)
