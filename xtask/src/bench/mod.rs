@@ -9,6 +9,7 @@ use crate::{Artifacts, Workspace, step};
 
 mod flink;
 mod kafka;
+mod languages;
 mod postgres;
 mod rocksdb;
 mod throughput;
@@ -56,6 +57,8 @@ pub(crate) enum Part {
     Timers,
     /// The window count against Flink's, and the timers.
     Windows,
+    /// The keyed count in each guest language (Rust, Python, JavaScript).
+    Languages,
 }
 
 /// What one `weir run` reported.
@@ -182,7 +185,7 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     let dir = ws.target().join("bench");
     std::fs::create_dir_all(&dir)?;
     let flink = match args.only {
-        Some(Part::Timers) => None,
+        Some(Part::Timers | Part::Languages) => None,
         _ => flink::Flink::find(ws),
     };
     match args.only {
@@ -192,6 +195,14 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
             rates.print_results();
             println!("\ntargets");
             rates.print_targets();
+            return Ok(());
+        }
+        Some(Part::Languages) => {
+            let figures = languages::languages(artifacts, &dir, args.keys, args.rounds)?;
+            println!("\nresults (median of {} rounds)", args.rounds);
+            languages::print_results(&figures);
+            println!("\ntargets");
+            languages::print_targets(&figures);
             return Ok(());
         }
         Some(part) => {
@@ -220,6 +231,7 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     let kafka_reads = kafka::read_rates(artifacts, &dir, &count, args.kafka_events, args.rounds)?;
     let latency = kafka::latency(artifacts, &dir)?;
     let timer_figures = timers::timers(artifacts, &dir, args.timers, args.rounds)?;
+    let language_figures = languages::languages(artifacts, &dir, args.keys, args.rounds)?;
 
     let control = control_plane(artifacts, &dir, args.rounds)?;
 
@@ -227,6 +239,7 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     println!("\nresults ({cores} cores, median of {} rounds)", args.rounds);
     rates.print_results();
     println!("  peak RSS, {m} keys: {:.1} MiB", memory.peak_mib);
+    languages::print_results(&language_figures);
     println!(
         "  checkpoint of {m} keys: {:.1} MiB, synchronous part {:.1} ms, whole {:.3} s; resume to first event {} ms",
         big.size_mib, big.sync_ms, big.whole_s, big.resume_ms
@@ -254,6 +267,7 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     println!("  {m} keys: upgrade pause migrating every key: {:>9.1} ms (no target)", upgrade.migrating_ms);
     rocksdb::print_targets(m, &rocksdb_upgrade, &rocksdb_keys);
     timers::print_targets(&timer_figures, args.timers);
+    languages::print_targets(&language_figures);
     println!(
         "  PostgreSQL upserts, p=2, exactly-once, checkpoints every 1 s >= 100,000/s: {:>10.0}  {} ({} rows)",
         upserts.rate,
