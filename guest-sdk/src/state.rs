@@ -29,6 +29,17 @@ impl<T: Serialize + DeserializeOwned> ValueState<T> {
         }
     }
 
+    /// Reads the value for the current key into `value`, reusing its allocations (a `Vec`'s
+    /// buffer, say) where serde can, instead of building a new one as [`ValueState::get`] does;
+    /// false, with `value` untouched, when there is none. For an operator that reads a
+    /// collection per event: keep one in the operator and read into it.
+    pub fn get_into(&self, ctx: &mut Context, value: &mut T) -> Result<bool> {
+        let Some(bytes) = ctx.value_bytes(&self.name, self.pos)? else { return Ok(false) };
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        T::deserialize_in_place(&mut de, value).and_then(|()| de.end()).map_err(|e| self.corrupt(e))?;
+        Ok(true)
+    }
+
     /// Sets the value for the current key.
     pub fn set(&self, ctx: &mut Context, value: &T) -> Result<()> {
         let cell = ctx.cell(&self.name, self.pos)?;

@@ -12,6 +12,8 @@ struct WindowCount {
     /// The key's open windows: (start, count), in start order. A value state, not a map: it
     /// travels in the batch frames, so an event costs no host call.
     windows: ValueState<Vec<(i64, u64)>>,
+    /// The current key's windows, read into this one list for every event (no allocation).
+    current: Vec<(i64, u64)>,
 }
 
 #[derive(Deserialize)]
@@ -37,7 +39,7 @@ impl Operator for WindowCount {
         let size = weir_guest::duration_ms(&config.size).ok_or_else(|| {
             Error::new(format!("size \"{}\" is not a duration such as \"10s\" or \"500ms\"", config.size))
         })?;
-        Ok(WindowCount { size, windows: ctx.value_state("windows")? })
+        Ok(WindowCount { size, windows: ctx.value_state("windows")?, current: Vec::new() })
     }
 
     fn process(&mut self, ctx: &mut Context, event: &Event) -> Result<()> {
@@ -49,7 +51,10 @@ impl Operator for WindowCount {
         if ctx.current_watermark().is_some_and(|w| last <= w) {
             return Ok(()); // its window has been emitted: late
         }
-        let mut windows = self.windows.get(ctx)?.unwrap_or_default();
+        let windows = &mut self.current;
+        if !self.windows.get_into(ctx, windows)? {
+            windows.clear();
+        }
         match windows.binary_search_by_key(&start, |&(s, _)| s) {
             Ok(i) => windows[i].1 += 1,
             Err(i) => {
@@ -57,7 +62,7 @@ impl Operator for WindowCount {
                 ctx.register_event_time_timer(last)?;
             }
         }
-        self.windows.set(ctx, &windows)
+        self.windows.set(ctx, windows)
     }
 
     fn on_timer(&mut self, ctx: &mut Context, timer: &Timer) -> Result<()> {
