@@ -1,17 +1,15 @@
 //! The host side of the batch frames (`docs/batch-frames.md`): build an input frame with the
 //! batch's key table and prefetched value state, or a timer frame with the due timers' keys; apply
 //! an output frame's emits, writes and (0.3.0) timer operations.
-use std::collections::HashMap;
-
 use weir_frame::{
     LATE, NO_WATERMARK, NONE, Reader, TimeDomain, TimerOp, put_bytes, put_i64, put_opt_bytes, put_opt_bytes_with,
     put_opt_ts, put_u32,
 };
 
 use super::host::KeyedState;
-use crate::key_group::{KeyGroup, key_group};
+use crate::key_group::key_group;
 use crate::runtime::EventBatch;
-use crate::state::{StateKind, Timer, same_bytes, ttl};
+use crate::state::{StateKind, Timer, ttl};
 
 /// What a 0.3.0 frame says of time: the operator's watermark and the host's clock (milliseconds).
 #[derive(Debug, Clone, Copy)]
@@ -19,18 +17,6 @@ pub(crate) struct FrameTime {
     pub(crate) watermark: i64,
     pub(crate) now: i64,
 }
-
-/// A key of the batch's key index, compared without a `memcmp` call when short.
-#[derive(Hash)]
-struct Key<'a>(&'a [u8]);
-
-impl PartialEq for Key<'_> {
-    fn eq(&self, other: &Self) -> bool {
-        same_bytes(self.0, other.0)
-    }
-}
-
-impl Eq for Key<'_> {}
 
 /// Writes the input frame for the events `events` of `input` into `frame`. For a keyed operator
 /// (`max_parallelism` set) the key table holds each distinct key once, in order of first
@@ -49,22 +35,13 @@ pub(crate) fn encode_input(
     event_slots: &mut Vec<u32>,
 ) -> Result<(), String> {
     frame.clear();
-    keyed.slots.clear();
-    keyed.keys.clear();
+    keyed.clear_key_table(if max_parallelism.is_some() { events.len() } else { 0 });
     event_slots.clear();
     if let Some(max_parallelism) = max_parallelism {
-        let mut index: HashMap<Key, u32, foldhash::fast::RandomState> =
-            HashMap::with_capacity_and_hasher(events.len(), Default::default());
         for event in events.clone().map(|i| input.get(i)) {
             // The router only lets keyed events through to a keyed operator.
             let key = event.key.ok_or("an event without a key reached a keyed operator")?;
-            let slot = *index.entry(Key(key)).or_insert_with(|| {
-                let start = keyed.keys.len() as u32;
-                keyed.keys.extend_from_slice(key);
-                keyed.slots.push((key_group(key, max_parallelism), start, keyed.keys.len() as u32));
-                keyed.slots.len() as u32 - 1
-            });
-            event_slots.push(slot);
+            event_slots.push(keyed.slot_of(key, || key_group(key, max_parallelism)));
         }
     }
 
@@ -148,19 +125,9 @@ pub(crate) fn encode_timers(
     frame: &mut Vec<u8>,
 ) -> Result<(), String> {
     frame.clear();
-    keyed.slots.clear();
-    keyed.keys.clear();
-    let mut index: HashMap<(KeyGroup, &[u8]), u32, foldhash::fast::RandomState> = HashMap::default();
-    let mut slots = Vec::with_capacity(due.len());
-    for (_, timer) in due {
-        let slot = *index.entry((timer.key_group, &timer.key)).or_insert_with(|| {
-            let start = keyed.keys.len() as u32;
-            keyed.keys.extend_from_slice(&timer.key);
-            keyed.slots.push((timer.key_group, start, keyed.keys.len() as u32));
-            keyed.slots.len() as u32 - 1
-        });
-        slots.push(slot);
-    }
+    keyed.clear_key_table(due.len());
+    // A key's key group is a function of the key: the key alone tells timers' keys apart.
+    let slots: Vec<u32> = due.iter().map(|(_, timer)| keyed.slot_of(&timer.key, || timer.key_group)).collect();
     put_key_table(keyed, value_states, due.len(), Some(time), frame)?;
     for ((domain, timer), slot) in due.iter().zip(slots) {
         put_u32(frame, slot);

@@ -4,6 +4,7 @@
 //! only keys of events routed to this subtask: a guest cannot name another key, nor a key group
 //! its subtask does not own. Misuse is a trap (the outer error), so it fails the job with a message
 //! instead of being something a guest could ignore.
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
@@ -12,7 +13,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings;
 use crate::key_group::KeyGroup;
-use crate::state::{MemoryBackend, StateBackend, StateKind, TimerQueue, ttl};
+use crate::state::{MemoryBackend, StateBackend, StateKind, TimerQueue, same_bytes, ttl};
 
 /// Memory limit of one instance; exceeding it traps with a message that says so.
 pub(crate) struct MemoryLimit {
@@ -42,6 +43,12 @@ fn mib(bytes: usize) -> String {
     if mib.fract() == 0.0 { format!("{mib:.0} MiB") } else { format!("{mib:.1} MiB") }
 }
 
+/// The key of `slot` in a key table.
+fn key_of<'a>(slots: &[(KeyGroup, u32, u32)], keys: &'a [u8], slot: u32) -> &'a [u8] {
+    let (_, start, end) = slots[slot as usize];
+    &keys[start as usize..end as usize]
+}
+
 /// Keyed state of one operator subtask, and the key table of the batch being processed.
 pub(crate) struct KeyedState {
     pub(crate) backend: Box<dyn StateBackend>,
@@ -56,6 +63,11 @@ pub(crate) struct KeyedState {
     /// Per slot: key group, and the key's byte range in `keys`.
     pub(crate) slots: Vec<(KeyGroup, u32, u32)>,
     pub(crate) keys: Vec<u8>,
+    /// The slots by their key's hash, to find a key already in the table. A table of 4-byte
+    /// slots, kept from batch to batch, stays in L1; a map of (key, slot) made per batch was 48
+    /// KiB of new memory for every 1,024 events, and a tenth of the frame's encoding time.
+    index: hashbrown::HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
     /// The most bytes of state the backend may hold (`state-limit`), when it counts them.
     pub(crate) limit: usize,
 }
@@ -72,8 +84,34 @@ impl KeyedState {
             ttl: vec![None; kinds_len],
             slots: Vec::new(),
             keys: Vec::new(),
+            index: hashbrown::HashTable::new(),
+            hasher: Default::default(),
             limit: usize::MAX,
         }
+    }
+
+    /// Empties the key table for a frame of at most `keys` distinct keys.
+    pub(crate) fn clear_key_table(&mut self, keys: usize) {
+        self.slots.clear();
+        self.keys.clear();
+        self.index.clear();
+        let (slots, all_keys, hasher) = (&self.slots, &self.keys, &self.hasher);
+        self.index.reserve(keys, |&s| hasher.hash_one(key_of(slots, all_keys, s)));
+    }
+
+    /// The slot of `key` in the key table, added with key group `kg()` when it is new.
+    pub(crate) fn slot_of(&mut self, key: &[u8], kg: impl FnOnce() -> KeyGroup) -> u32 {
+        let hash = self.hasher.hash_one(key);
+        let (slots, keys, hasher) = (&mut self.slots, &mut self.keys, &self.hasher);
+        if let Some(&slot) = self.index.find(hash, |&s| same_bytes(key_of(slots, keys, s), key)) {
+            return slot;
+        }
+        let start = keys.len() as u32;
+        keys.extend_from_slice(key);
+        slots.push((kg(), start, keys.len() as u32));
+        let slot = slots.len() as u32 - 1;
+        self.index.insert_unique(hash, slot, |&s| hasher.hash_one(key_of(slots, keys, s)));
+        slot
     }
 
     /// Fails once the state holds more than `state-limit`: a guest must not be able to exhaust
