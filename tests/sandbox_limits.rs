@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use weir_e2e::{
-    assert_failed_with, blackhole_sink, file_source, job, repo, wasm_operator, weir, weir_with_limit, write_job,
+    assert_failed_with, blackhole_sink, file_sink, file_source, generator_source, job, repo, sink_lines, wasm_operator,
+    weir, weir_with_limit, write_job,
 };
 
 fn misbehaving_job(what: &str, limits: &str) -> String {
@@ -233,4 +234,37 @@ fn a_restarted_server_answers_while_it_resumes_a_stuck_job() {
     let record = server.wait_for_job(&id);
     assert_eq!(record["state"], "canceled", "{record}");
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+}
+
+/// componentize-py 0.25.1 keeps every output frame it returns, so a Python operator's memory
+/// grows with the events it handles (about 60 MiB per million for `count_py`) and used to fail
+/// at its memory limit. The host replaces an instance whose memory nears the limit by a fresh
+/// one between batches (all state being the host's): with a limit that 2,000,000 events pass
+/// twice, every key's running count still comes out once per event, in order, from 1 up.
+#[test]
+fn a_guest_whose_memory_grows_continues_in_a_fresh_instance_without_losing_a_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, keys) = (2_000_000u64, 1000u64);
+    let out_dir = dir.path().join("out");
+    let job_text = job(
+        "growing",
+        1,
+        &[
+            generator_source("events", events, keys),
+            wasm_operator("count", "count_py", &["input = \"hash\"", "memory-limit = \"72MiB\""]),
+            file_sink("out", &out_dir),
+        ],
+    );
+    let out = weir_with_limit(&["run", &write_job(dir.path(), &job_text)], Duration::from_secs(300));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let renewals = out.stderr.matches("continuing in a fresh instance").count();
+    assert!(renewals >= 2, "expected the instance to be renewed at least twice:\n{}", out.stderr);
+
+    let mut lines = sink_lines(&out_dir);
+    lines.sort();
+    let mut expected: Vec<String> =
+        (0..events).map(|i| format!("{{\"key\":\"k{}\",\"count\":{}}}", i % keys, i / keys + 1)).collect();
+    expected.sort();
+    assert_eq!(lines.len(), expected.len());
+    assert!(lines == expected, "the counts differ from one per event");
 }

@@ -15,9 +15,12 @@ use super::bindings;
 use crate::key_group::KeyGroup;
 use crate::state::{MemoryBackend, StateBackend, StateKind, TimerQueue, same_bytes, ttl};
 
-/// Memory limit of one instance; exceeding it traps with a message that says so.
+/// Memory limit of one instance (of each of its linear memories); exceeding it traps with a
+/// message that says so.
 pub(crate) struct MemoryLimit {
     pub(crate) bytes: usize,
+    /// The size of its largest memory.
+    pub(crate) largest: usize,
 }
 
 impl ResourceLimiter for MemoryLimit {
@@ -29,6 +32,7 @@ impl ResourceLimiter for MemoryLimit {
                 mib(desired)
             ));
         }
+        self.largest = self.largest.max(desired);
         Ok(true)
     }
 
@@ -38,7 +42,7 @@ impl ResourceLimiter for MemoryLimit {
 }
 
 /// A size in MiB, without decimals when whole.
-fn mib(bytes: usize) -> String {
+pub(crate) fn mib(bytes: usize) -> String {
     let mib = bytes as f64 / f64::from(1 << 20);
     if mib.fract() == 0.0 { format!("{mib:.0} MiB") } else { format!("{mib:.1} MiB") }
 }
@@ -191,7 +195,7 @@ impl HostState {
         // No preopened directories, environment, arguments, network or stdin: guest stdout and
         // stderr go to the host's stderr, for debugging.
         let wasi = WasiCtx::builder().stdout(wasmtime_wasi::cli::stderr()).inherit_stderr().build();
-        let limits = MemoryLimit { bytes: memory_limit };
+        let limits = MemoryLimit { bytes: memory_limit, largest: 0 };
         let interrupt = Default::default();
         HostState { wasi, table: ResourceTable::new(), limits, keyed, subtask, call_deadline: None, interrupt }
     }

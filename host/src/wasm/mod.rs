@@ -9,6 +9,7 @@ mod engine;
 mod frame;
 mod guest;
 mod host;
+mod instance;
 mod operator;
 mod wasi;
 

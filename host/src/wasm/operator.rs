@@ -10,7 +10,8 @@ use weir_frame::{NO_WATERMARK, TimeDomain};
 use super::engine::{EPOCH_TICK, OperatorModule};
 use super::frame::{self, FrameTime};
 use super::guest::Guest;
-use super::host::{HostState, KeyedState};
+use super::host::{HostState, KeyedState, mib};
+use super::instance;
 use crate::key_group::key_group_range;
 use crate::runtime::{
     BATCH_BYTES, BATCH_SIZE, EventBatch, HandedOverState, Operator, OperatorFactory, StateSnapshot, SubtaskInfo, clip,
@@ -152,14 +153,7 @@ impl OperatorFactory for WasmOperatorFactory {
             if self.keyed { key_group_range(info.max_parallelism, info.parallelism, info.index) } else { 0..0 };
         // The instance runs any migration of the restored state, so it comes first, with no state.
         let keyed = KeyedState::new(Box::new(MemoryBackend::new(0..0, &kinds)), kinds.clone());
-        let state = HostState::new(keyed, self.limits.memory_limit, Arc::from(info.to_string()));
-        let mut store = Store::new(&self.module.engine, state);
-        store.data_mut().interrupt = info.interrupt.clone();
-        store.limiter(|s| &mut s.limits);
-        watch(&mut store);
-        arm(&mut store, self.limits.call_deadline);
-        let instance =
-            self.module.pre.instantiate(&mut store).map_err(|e| call_error("instantiation", &e, &self.limits))?;
+        let (mut store, instance) = instance::instantiate(&self.module, keyed, &self.limits, info)?;
         // An operator without state needs no database.
         let memory = Backends::Memory;
         let backends = if kinds.is_empty() { &memory } else { &self.backends };
@@ -186,11 +180,8 @@ impl OperatorFactory for WasmOperatorFactory {
             keyed.timers = Some(timers);
         }
         store.data_mut().keyed = keyed;
-        arm(&mut store, self.limits.call_deadline);
-        instance
-            .open(&mut store, &self.config, info)
-            .map_err(|e| call_error("open", &e, &self.limits))?
-            .map_err(|message| format!("open refused the configuration {}: {}", clip(&self.config), clip(&message)))?;
+        instance::open(&mut store, &instance, &self.config, &self.limits, info)?;
+        let fresh_memory = store.data().limits.largest;
         let value_states = (0..kinds.len() as u32).filter(|&i| kinds[i as usize] == StateKind::Value).collect();
         Ok(Box::new(WasmOperator {
             key_groups,
@@ -206,6 +197,10 @@ impl OperatorFactory for WasmOperatorFactory {
             due: Vec::new(),
             batches: 0,
             swept: 0,
+            module: self.module.clone(),
+            config: self.config.clone(),
+            info: info.clone(),
+            fresh_memory,
         }))
     }
 }
@@ -232,12 +227,44 @@ struct WasmOperator {
     /// Batches processed, and how many key groups have been swept for expired entries.
     batches: u64,
     swept: u32,
+    /// What a fresh instance is made of (see [`WasmOperator::renew_if_grown`]), and the size of
+    /// its largest memory once opened.
+    module: Arc<OperatorModule>,
+    config: String,
+    info: SubtaskInfo,
+    fresh_memory: usize,
 }
 
 /// Batches between two sweeps of a key group for expired entries.
 const SWEEP_EVERY: u64 = 16;
 
 impl WasmOperator {
+    /// Replaces the instance by a fresh one, opened anew, when its memory has grown near the
+    /// limit (see [`instance::worth_renewing`]): between batches, with all state in the host.
+    fn renew_if_grown(&mut self) -> Result<(), String> {
+        let (largest, limit) = (self.store.data().limits.largest, self.limits.memory_limit);
+        if !instance::worth_renewing(largest, self.fresh_memory, limit) {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let kinds = self.store.data().keyed.kinds.clone();
+        let empty = KeyedState::new(Box::new(MemoryBackend::new(0..0, &kinds)), kinds);
+        let keyed = std::mem::replace(&mut self.store.data_mut().keyed, empty);
+        let (mut store, fresh) = instance::instantiate(&self.module, keyed, &self.limits, &self.info)?;
+        instance::open(&mut store, &fresh, &self.config, &self.limits, &self.info)?;
+        self.fresh_memory = store.data().limits.largest;
+        (self.store, self.instance) = (store, fresh);
+        tracing::info!(
+            "{}: its instance's memory grew to {} of its {} limit; continuing in a fresh instance (state and \
+             timers are the host's), started in {:?}",
+            self.info,
+            mib(largest),
+            mib(limit),
+            started.elapsed()
+        );
+        Ok(())
+    }
+
     /// One guest call for the events `events` of `input`.
     fn process_events(
         &mut self,
@@ -317,7 +344,8 @@ impl Operator for WasmOperator {
         let Some(time) = &mut self.time else { return Ok(()) };
         time.watermark = watermark;
         let time = FrameTime { now: ttl::now_ms(), ..*time };
-        self.fire_timers(time, out)
+        self.fire_timers(time, out)?;
+        self.renew_if_grown()
     }
 
     fn next_processing_timer(&self) -> Option<i64> {
@@ -331,7 +359,8 @@ impl Operator for WasmOperator {
         }
         self.sweep()?;
         if input.byte_len() <= BATCH_BYTES {
-            return self.process_events(input, 0..input.len(), out);
+            self.process_events(input, 0..input.len(), out)?;
+            return self.renew_if_grown();
         }
         // A batch of large events (an upstream operator's output) goes to the guest in parts of
         // about BATCH_BYTES: what one call takes and returns stays bounded.
@@ -347,7 +376,7 @@ impl Operator for WasmOperator {
             self.process_events(input, start..end, out)?;
             start = end;
         }
-        Ok(())
+        self.renew_if_grown()
     }
 
     fn into_state(self: Box<Self>) -> Option<HandedOverState> {
