@@ -247,11 +247,13 @@ impl WasmOperator {
             return Ok(());
         }
         let started = std::time::Instant::now();
+        // Opened before it takes the state over (`open` has no key to reach state with): if it
+        // fails, the job fails with the state still where it was.
         let kinds = self.store.data().keyed.kinds.clone();
-        let empty = KeyedState::new(Box::new(MemoryBackend::new(0..0, &kinds)), kinds);
-        let keyed = std::mem::replace(&mut self.store.data_mut().keyed, empty);
-        let (mut store, fresh) = instance::instantiate(&self.module, keyed, &self.limits, &self.info)?;
+        let empty = || KeyedState::new(Box::new(MemoryBackend::new(0..0, &kinds)), kinds.clone());
+        let (mut store, fresh) = instance::instantiate(&self.module, empty(), &self.limits, &self.info)?;
         instance::open(&mut store, &fresh, &self.config, &self.limits, &self.info)?;
+        store.data_mut().keyed = std::mem::replace(&mut self.store.data_mut().keyed, empty());
         self.fresh_memory = store.data().limits.largest;
         (self.store, self.instance) = (store, fresh);
         tracing::info!(
