@@ -1,5 +1,6 @@
 //! The sandbox: a guest that runs forever, allocates without bound or reaches for another key's
-//! state is stopped, and the job fails with a message naming the operator, subtask and cause.
+//! state is stopped, and the job fails with a message naming the operator, subtask and cause; an
+//! instance whose memory only grows is replaced by a fresh one, and nothing is lost.
 use std::time::Duration;
 
 use weir_e2e::{
@@ -240,31 +241,65 @@ fn a_restarted_server_answers_while_it_resumes_a_stuck_job() {
 /// grows with the events it handles (about 60 MiB per million for `count_py`) and used to fail
 /// at its memory limit. The host replaces an instance whose memory nears the limit by a fresh
 /// one between batches (all state being the host's): with a limit that 2,000,000 events pass
-/// twice, every key's running count still comes out once per event, in order, from 1 up.
-#[test]
-fn a_guest_whose_memory_grows_continues_in_a_fresh_instance_without_losing_a_count() {
-    let dir = tempfile::tempdir().unwrap();
-    let (events, keys) = (2_000_000u64, 1000u64);
-    let out_dir = dir.path().join("out");
-    let job_text = job(
+/// twice, every key's running count still comes out once per event, in order, from 1 up; on
+/// `weir run` and on `weir serve`.
+fn growing_job(dir: &std::path::Path) -> (String, std::path::PathBuf) {
+    let out_dir = dir.join("out");
+    let text = job(
         "growing",
         1,
         &[
-            generator_source("events", events, keys),
+            generator_source("events", GROWING_EVENTS, GROWING_KEYS),
             wasm_operator("count", "count_py", &["input = \"hash\"", "memory-limit = \"72MiB\""]),
             file_sink("out", &out_dir),
         ],
     );
-    let out = weir_with_limit(&["run", &write_job(dir.path(), &job_text)], Duration::from_secs(300));
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let renewals = out.stderr.matches("continuing in a fresh instance").count();
-    assert!(renewals >= 2, "expected the instance to be renewed at least twice:\n{}", out.stderr);
+    (write_job(dir, &text), out_dir)
+}
 
-    let mut lines = sink_lines(&out_dir);
-    lines.sort();
-    let mut expected: Vec<String> =
-        (0..events).map(|i| format!("{{\"key\":\"k{}\",\"count\":{}}}", i % keys, i / keys + 1)).collect();
+const GROWING_EVENTS: u64 = 2_000_000;
+const GROWING_KEYS: u64 = 1000;
+
+/// Asserts that the instance was renewed at least twice (per `log`) and the output holds each
+/// key's counts from 1 up, exactly once each.
+fn assert_renewed_without_losing_a_count(log: &str, out_dir: &std::path::Path) {
+    let renewals = log.matches("continuing in a fresh instance").count();
+    assert!(renewals >= 2, "expected the instance to be renewed at least twice:\n{log}");
+    let lines = sink_lines(out_dir);
+    let mut expected: Vec<String> = (0..GROWING_EVENTS)
+        .map(|i| format!("{{\"key\":\"k{}\",\"count\":{}}}", i % GROWING_KEYS, i / GROWING_KEYS + 1))
+        .collect();
     expected.sort();
     assert_eq!(lines.len(), expected.len());
     assert!(lines == expected, "the counts differ from one per event");
+}
+
+#[test]
+fn a_guest_whose_memory_grows_continues_in_a_fresh_instance_on_weir_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (job_file, out_dir) = growing_job(dir.path());
+    let out = weir_with_limit(&["run", &job_file], Duration::from_secs(300));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_renewed_without_losing_a_count(&out.stderr, &out_dir);
+}
+
+#[test]
+fn a_guest_whose_memory_grows_continues_in_a_fresh_instance_on_weir_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let (job_file, out_dir) = growing_job(dir.path());
+    let server = weir_e2e::Server::start(&dir.path().join("data"), &[]);
+    let id = server.cli(&["submit", &job_file]).stdout.trim().to_string();
+    // Longer than `wait_for_job`'s minute: two million events through Python, beside other tests.
+    let started = std::time::Instant::now();
+    let record = loop {
+        let (status, record) = server.http("GET", &format!("/v1/jobs/{id}"), b"", None);
+        assert_eq!(status, 200, "{record}");
+        if ["finished", "canceled", "failed"].contains(&record["state"].as_str().unwrap_or("")) {
+            break record;
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "job {id} did not end: {record}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(record["state"], "finished", "{record}");
+    assert_renewed_without_losing_a_count(&server.log(), &out_dir);
 }
