@@ -290,16 +290,7 @@ fn a_guest_whose_memory_grows_continues_in_a_fresh_instance_on_weir_serve() {
     let server = weir_e2e::Server::start(&dir.path().join("data"), &[]);
     let id = server.cli(&["submit", &job_file]).stdout.trim().to_string();
     // Longer than `wait_for_job`'s minute: two million events through Python, beside other tests.
-    let started = std::time::Instant::now();
-    let record = loop {
-        let (status, record) = server.http("GET", &format!("/v1/jobs/{id}"), b"", None);
-        assert_eq!(status, 200, "{record}");
-        if ["finished", "canceled", "failed"].contains(&record["state"].as_str().unwrap_or("")) {
-            break record;
-        }
-        assert!(started.elapsed() < Duration::from_secs(300), "job {id} did not end: {record}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let record = server.wait_for_job_within(&id, Duration::from_secs(300));
     assert_eq!(record["state"], "finished", "{record}");
     assert_renewed_without_losing_a_count(&server.log(), &out_dir);
 }

@@ -23,7 +23,6 @@ NO_WATERMARK = -(2**63)
 LATE = 1
 EVENT_TIME, PROCESSING_TIME = 0, 1
 _U32 = struct.Struct("<I")
-_TS = struct.Struct("<Bq")
 _HEADER = struct.Struct("<IIIqq")
 _TIMER = struct.Struct("<IBq")
 # A keyed event's head: slot, has-timestamp, timestamp, flags, value length; and an unkeyed one's
@@ -52,7 +51,7 @@ def _dumps(value):
     # of the encoder's call and writes the same bytes.
     if type(value) is int:
         return b"%d" % value
-    if _C_ENCODE is None or type(value) is str:
+    if _C_ENCODE is None:
         return _ENCODER.encode(value).encode()
     try:
         return "".join(_C_ENCODE(value, 0)).encode()

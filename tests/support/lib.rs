@@ -452,6 +452,11 @@ impl Server {
 
     /// Polls a job until it reaches a terminal state, and returns its record.
     pub fn wait_for_job(&self, id: &str) -> serde_json::Value {
+        self.wait_for_job_within(id, Duration::from_secs(60))
+    }
+
+    /// [`Server::wait_for_job`] for a job that may take up to `limit`.
+    pub fn wait_for_job_within(&self, id: &str, limit: Duration) -> serde_json::Value {
         let started = Instant::now();
         loop {
             let (status, job) = self.http("GET", &format!("/v1/jobs/{id}"), b"", None);
@@ -459,7 +464,7 @@ impl Server {
             if ["finished", "canceled", "failed"].contains(&job["state"].as_str().unwrap_or("")) {
                 return job;
             }
-            assert!(started.elapsed() < Duration::from_secs(60), "job {id} did not end: {job}");
+            assert!(started.elapsed() < limit, "job {id} did not end: {job}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -94,6 +94,12 @@ impl KeyedState {
         }
     }
 
+    /// No state yet, of the states of `kinds`: an instance's before it takes its subtask's over
+    /// (it may first migrate it, or be a replacement, see [`super::instance`]).
+    pub(crate) fn empty(kinds: Vec<StateKind>) -> Self {
+        KeyedState::new(Box::new(MemoryBackend::new(0..0, &kinds)), kinds)
+    }
+
     /// Empties the key table for a frame of at most `keys` distinct keys.
     pub(crate) fn clear_key_table(&mut self, keys: usize) {
         self.slots.clear();
@@ -207,8 +213,7 @@ impl HostState {
 
     /// A state for calling `describe` on a fresh instance: no keyed state.
     pub(crate) fn for_describe() -> Self {
-        let backend = Box::new(MemoryBackend::new(0..0, &[]));
-        HostState::new(KeyedState::new(backend, Vec::new()), 256 << 20, Arc::from("describe"))
+        HostState::new(KeyedState::empty(Vec::new()), 256 << 20, Arc::from("describe"))
     }
 }
 

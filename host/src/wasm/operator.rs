@@ -17,8 +17,7 @@ use crate::runtime::{
     BATCH_BYTES, BATCH_SIZE, EventBatch, HandedOverState, Operator, OperatorFactory, StateSnapshot, SubtaskInfo, clip,
 };
 use crate::state::{
-    self, Backends, MemoryBackend, Migration, StateBackend, StateDescriptor, StateKind, StateRestore, Timer,
-    TimerQueue, ttl,
+    self, Backends, Migration, StateBackend, StateDescriptor, StateKind, StateRestore, Timer, TimerQueue, ttl,
 };
 
 /// Limits of the sandbox each instance runs in.
@@ -152,8 +151,8 @@ impl OperatorFactory for WasmOperatorFactory {
         let key_groups =
             if self.keyed { key_group_range(info.max_parallelism, info.parallelism, info.index) } else { 0..0 };
         // The instance runs any migration of the restored state, so it comes first, with no state.
-        let keyed = KeyedState::new(Box::new(MemoryBackend::new(0..0, &kinds)), kinds.clone());
-        let (mut store, instance) = instance::instantiate(&self.module, keyed, &self.limits, info)?;
+        let (mut store, instance) =
+            instance::instantiate(&self.module, KeyedState::empty(kinds.clone()), &self.limits, info)?;
         // An operator without state needs no database.
         let memory = Backends::Memory;
         let backends = if kinds.is_empty() { &memory } else { &self.backends };
@@ -240,7 +239,7 @@ const SWEEP_EVERY: u64 = 16;
 
 impl WasmOperator {
     /// Replaces the instance by a fresh one, opened anew, when its memory has grown near the
-    /// limit (see [`instance::worth_renewing`]): between batches, with all state in the host.
+    /// limit (see [`instance::worth_renewing`]): after a guest call, with all state in the host.
     fn renew_if_grown(&mut self) -> Result<(), String> {
         let (largest, limit) = (self.store.data().limits.largest, self.limits.memory_limit);
         if !instance::worth_renewing(largest, self.fresh_memory, limit) {
@@ -250,10 +249,10 @@ impl WasmOperator {
         // Opened before it takes the state over (`open` has no key to reach state with): if it
         // fails, the job fails with the state still where it was.
         let kinds = self.store.data().keyed.kinds.clone();
-        let empty = || KeyedState::new(Box::new(MemoryBackend::new(0..0, &kinds)), kinds.clone());
-        let (mut store, fresh) = instance::instantiate(&self.module, empty(), &self.limits, &self.info)?;
+        let (mut store, fresh) =
+            instance::instantiate(&self.module, KeyedState::empty(kinds.clone()), &self.limits, &self.info)?;
         instance::open(&mut store, &fresh, &self.config, &self.limits, &self.info)?;
-        store.data_mut().keyed = std::mem::replace(&mut self.store.data_mut().keyed, empty());
+        store.data_mut().keyed = std::mem::replace(&mut self.store.data_mut().keyed, KeyedState::empty(kinds));
         self.fresh_memory = store.data().limits.largest;
         (self.store, self.instance) = (store, fresh);
         tracing::info!(
@@ -293,7 +292,8 @@ impl WasmOperator {
             .process_batch(&mut self.store, &self.frame)
             .map_err(|e| call_error("process-batch", &e, &self.limits))?
             .map_err(|message| format!("the operator failed: {}", clip(&message)))?;
-        frame::apply_output(output, &mut self.store.data_mut().keyed, &self.value_states, time.is_some(), out)
+        frame::apply_output(output, &mut self.store.data_mut().keyed, &self.value_states, time.is_some(), out)?;
+        self.renew_if_grown()
     }
 
     /// Every [`SWEEP_EVERY`] batches, deletes the expired entries of the next of its key groups
@@ -337,6 +337,7 @@ impl WasmOperator {
                 .map_err(|e| call_error("on-timers", &e, &self.limits))?
                 .map_err(|message| format!("the operator failed: {}", clip(&message)))?;
             frame::apply_output(output, &mut self.store.data_mut().keyed, &self.value_states, true, out)?;
+            self.renew_if_grown()?;
         }
     }
 }
@@ -346,8 +347,7 @@ impl Operator for WasmOperator {
         let Some(time) = &mut self.time else { return Ok(()) };
         time.watermark = watermark;
         let time = FrameTime { now: ttl::now_ms(), ..*time };
-        self.fire_timers(time, out)?;
-        self.renew_if_grown()
+        self.fire_timers(time, out)
     }
 
     fn next_processing_timer(&self) -> Option<i64> {
@@ -361,8 +361,7 @@ impl Operator for WasmOperator {
         }
         self.sweep()?;
         if input.byte_len() <= BATCH_BYTES {
-            self.process_events(input, 0..input.len(), out)?;
-            return self.renew_if_grown();
+            return self.process_events(input, 0..input.len(), out);
         }
         // A batch of large events (an upstream operator's output) goes to the guest in parts of
         // about BATCH_BYTES: what one call takes and returns stays bounded.
@@ -378,7 +377,7 @@ impl Operator for WasmOperator {
             self.process_events(input, start..end, out)?;
             start = end;
         }
-        self.renew_if_grown()
+        Ok(())
     }
 
     fn into_state(self: Box<Self>) -> Option<HandedOverState> {
