@@ -100,15 +100,20 @@ impl CheckpointSink for StorageSink {
         };
         checked::put(&self.storage, &paths::metadata(&self.job, id), &metadata)?;
         // Keep the newest `retained` completed checkpoints of this job (as Flink counts them: an
-        // abandoned directory takes no one's place); older directories of this job, complete or
-        // abandoned, go. Checkpoints another job of this name wrote stay: that job may still
-        // resume from them. `_metadata` is read back only of checkpoints this sink did not
+        // abandoned directory takes no one's place); every other directory of this job older than
+        // this one goes, complete or abandoned (one subsumed between two kept ones included: its
+        // snapshots are all stored by now, the uploader stores them in barrier order). Newer
+        // ones are still pending. Checkpoints another job of this name wrote stay: that job may
+        // still resume from them. `_metadata` is read back only of checkpoints this sink did not
         // complete, newest first, until enough are found.
         let mut completed = self.completed.lock().unwrap_or_else(|e| e.into_inner());
         completed.insert(id);
         let stored = self.storage.checkpoints(&self.job).map_err(|e| e.to_string())?;
-        let (mut keep_from, mut kept) = (id, 0);
+        let mut kept = Vec::new();
         for &old in stored.iter().rev().filter(|&&old| old <= id) {
+            if kept.len() == self.retained as usize {
+                break;
+            }
             let intact = match completed.contains(&old) {
                 true => true,
                 false => super::restore::checkpoint_owner(&self.storage, &self.job, old)
@@ -116,14 +121,11 @@ impl CheckpointSink for StorageSink {
                     .is_some_and(|owner| owner.is_empty() || owner == self.job_id),
             };
             if intact {
-                (keep_from, kept) = (old, kept + 1);
-                if kept == self.retained {
-                    break;
-                }
+                kept.push(old);
             }
         }
         let mut deleted = Vec::new();
-        for old in stored.into_iter().filter(|&old| old < keep_from) {
+        for old in stored.into_iter().filter(|old| *old < id && !kept.contains(old)) {
             let own = completed.contains(&old)
                 || super::is_owned(&self.storage, &self.job, &self.job_id, old).map_err(|e| e.to_string())?;
             if own {
@@ -150,8 +152,21 @@ mod tests {
         // Checkpoint 3 was abandoned (a file, no _metadata); 4 and 5 complete.
         storage.put(&paths::state_file("job", 3, "op", 0), b"half".to_vec()).unwrap();
         sink.complete(4, Completed::default()).unwrap();
-        assert_eq!(storage.checkpoints("job").unwrap(), [2, 3, 4], "two completed ones kept, 3 among them");
+        assert_eq!(storage.checkpoints("job").unwrap(), [2, 4], "two completed ones kept, 3 not counted but deleted");
         sink.complete(5, Completed::default()).unwrap();
         assert_eq!(storage.checkpoints("job").unwrap(), [4, 5]);
+    }
+
+    #[test]
+    fn a_checkpoint_abandoned_between_two_retained_ones_is_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open("file://chk", dir.path()).unwrap();
+        let sink = StorageSink::new(storage.clone(), ("job", "id"), 128, 3, false).unwrap();
+        sink.complete(1, Completed::default()).unwrap();
+        // Checkpoint 2 was subsumed by 3 after it stored its snapshots; 4 is still pending.
+        storage.put(&paths::state_file("job", 2, "op", 0), b"whole".to_vec()).unwrap();
+        storage.put(&paths::state_file("job", 4, "op", 0), b"half".to_vec()).unwrap();
+        sink.complete(3, Completed::default()).unwrap();
+        assert_eq!(storage.checkpoints("job").unwrap(), [1, 3, 4]);
     }
 }
