@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use weir_e2e::{
-    assert_failed_with, blackhole_sink, file_sink, file_source, generator_source, job, repo, sink_lines, wasm_operator,
-    weir, weir_with_limit, write_job,
+    assert_failed_with, blackhole_sink, completed_checkpoints, file_sink, file_source, generator_source, job, repo,
+    sink_lines, wasm_operator, weir, weir_bin, weir_with_limit, write_job,
 };
 
 fn misbehaving_job(what: &str, limits: &str) -> String {
@@ -242,10 +242,10 @@ fn a_restarted_server_answers_while_it_resumes_a_stuck_job() {
 /// at its memory limit. The host replaces an instance whose memory nears the limit by a fresh
 /// one between batches (all state being the host's): with a limit that 2,000,000 events pass
 /// twice, every key's running count still comes out once per event, in order, from 1 up; on
-/// `weir run` and on `weir serve`.
-fn growing_job(dir: &std::path::Path) -> (String, std::path::PathBuf) {
+/// `weir run` and on `weir serve`, without checkpoints and with them across a crash.
+fn growing_job(dir: &std::path::Path, checkpointing: bool) -> (String, std::path::PathBuf) {
     let out_dir = dir.join("out");
-    let text = job(
+    let mut text = job(
         "growing",
         1,
         &[
@@ -254,17 +254,21 @@ fn growing_job(dir: &std::path::Path) -> (String, std::path::PathBuf) {
             file_sink("out", &out_dir),
         ],
     );
+    if checkpointing {
+        text.push_str("\n[checkpointing]\ninterval = \"200ms\"\nstorage = \"file://chk\"\n");
+    }
     (write_job(dir, &text), out_dir)
 }
 
 const GROWING_EVENTS: u64 = 2_000_000;
 const GROWING_KEYS: u64 = 1000;
+const RENEWED: &str = "continuing in a fresh instance";
 
-/// Asserts that the instance was renewed at least twice (per `log`) and the output holds each
+/// Asserts that the instance was renewed at least `times` (per `log`) and the output holds each
 /// key's counts from 1 up, exactly once each.
-fn assert_renewed_without_losing_a_count(log: &str, out_dir: &std::path::Path) {
-    let renewals = log.matches("continuing in a fresh instance").count();
-    assert!(renewals >= 2, "expected the instance to be renewed at least twice:\n{log}");
+fn assert_renewed_without_losing_a_count(log: &str, times: usize, out_dir: &std::path::Path) {
+    let renewals = log.matches(RENEWED).count();
+    assert!(renewals >= times, "expected the instance to be renewed at least {times} times:\n{log}");
     let lines = sink_lines(out_dir);
     let mut expected: Vec<String> = (0..GROWING_EVENTS)
         .map(|i| format!("{{\"key\":\"k{}\",\"count\":{}}}", i % GROWING_KEYS, i / GROWING_KEYS + 1))
@@ -274,23 +278,81 @@ fn assert_renewed_without_losing_a_count(log: &str, out_dir: &std::path::Path) {
     assert!(lines == expected, "the counts differ from one per event");
 }
 
+/// Waits, at most five minutes, until `log` shows a renewal and then a checkpoint of the job in
+/// `dir` completes: a crash now restores state a renewed instance updated.
+fn wait_for_a_checkpoint_after_a_renewal(log: impl Fn() -> String, dir: &std::path::Path) {
+    let latest = || completed_checkpoints(&dir.join("chk/growing")).pop();
+    let started = std::time::Instant::now();
+    let mut before_renewal = None;
+    loop {
+        assert!(started.elapsed() < Duration::from_secs(300), "no checkpoint after a renewal:\n{}", log());
+        match &before_renewal {
+            None if log().contains(RENEWED) => before_renewal = Some(latest()),
+            Some(before) if latest().is_some() && latest() != *before => return,
+            _ => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
 #[test]
 fn a_guest_whose_memory_grows_continues_in_a_fresh_instance_on_weir_run() {
     let dir = tempfile::tempdir().unwrap();
-    let (job_file, out_dir) = growing_job(dir.path());
+    let (job_file, out_dir) = growing_job(dir.path(), false);
     let out = weir_with_limit(&["run", &job_file], Duration::from_secs(300));
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_renewed_without_losing_a_count(&out.stderr, &out_dir);
+    assert_renewed_without_losing_a_count(&out.stderr, 2, &out_dir);
 }
 
 #[test]
 fn a_guest_whose_memory_grows_continues_in_a_fresh_instance_on_weir_serve() {
     let dir = tempfile::tempdir().unwrap();
-    let (job_file, out_dir) = growing_job(dir.path());
+    let (job_file, out_dir) = growing_job(dir.path(), false);
     let server = weir_e2e::Server::start(&dir.path().join("data"), &[]);
     let id = server.cli(&["submit", &job_file]).stdout.trim().to_string();
     // Longer than `wait_for_job`'s minute: two million events through Python, beside other tests.
     let record = server.wait_for_job_within(&id, Duration::from_secs(300));
     assert_eq!(record["state"], "finished", "{record}");
-    assert_renewed_without_losing_a_count(&server.log(), &out_dir);
+    assert_renewed_without_losing_a_count(&server.log(), 2, &out_dir);
+}
+
+/// Killed after a renewal and a checkpoint after it, `weir run --from-checkpoint latest` resumes
+/// from state a renewed instance left, renews again, and commits every count exactly once.
+#[test]
+fn a_renewed_guest_killed_and_resumed_from_a_checkpoint_loses_no_count_on_weir_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (job_file, out_dir) = growing_job(dir.path(), true);
+    let log = dir.path().join("first-run.log");
+    let mut first = std::process::Command::new(weir_bin())
+        .args(["run", &job_file, "--listen", "none"])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for_a_checkpoint_after_a_renewal(|| std::fs::read_to_string(&log).unwrap_or_default(), dir.path());
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let resumed = weir_with_limit(
+        &["run", &job_file, "--listen", "none", "--from-checkpoint", "latest"],
+        Duration::from_secs(300),
+    );
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert!(resumed.stderr.contains("resuming job 'growing' from checkpoint"), "{}", resumed.stderr);
+    assert_renewed_without_losing_a_count(&resumed.stderr, 1, &out_dir);
+}
+
+/// The same on `weir serve`: the server is killed (SIGKILL) after a renewal and a checkpoint
+/// after it, and the restarted server resumes the job.
+#[test]
+fn a_renewed_guest_resumed_by_a_restarted_server_loses_no_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let (job_file, out_dir) = growing_job(dir.path(), true);
+    let data = dir.path().join("data");
+    let server = weir_e2e::Server::start(&data, &[]);
+    let id = server.cli(&["submit", &job_file]).stdout.trim().to_string();
+    wait_for_a_checkpoint_after_a_renewal(|| server.log(), dir.path());
+    server.kill();
+    let server = weir_e2e::Server::start(&data, &[]);
+    let record = server.wait_for_job_within(&id, Duration::from_secs(300));
+    assert_eq!(record["state"], "finished", "{record}");
+    assert!(server.log().contains("('growing') from checkpoint"), "{}", server.log());
+    assert_renewed_without_losing_a_count(&server.log(), 1, &out_dir);
 }
