@@ -230,6 +230,7 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     let upserts = postgres::upserts(artifacts, &dir, &count, args.postgres_events, args.postgres_events / 2)?;
     let kafka_reads = kafka::read_rates(artifacts, &dir, &count, args.kafka_events, args.rounds)?;
     let latency = kafka::latency(artifacts, &dir)?;
+    let windows = windows::rates(artifacts, &ws.root, &dir, flink.as_ref(), args.events, args.keys, args.rounds)?;
     let timer_figures = timers::timers(artifacts, &dir, args.timers, args.rounds)?;
     let language_figures = languages::languages(artifacts, &dir, args.keys, args.rounds)?;
 
@@ -266,6 +267,7 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     println!("  {m} keys: upgrade pause < 50 ms:   {:>9.1} ms  {}", upgrade.swap_ms, verdict(upgrade.swap_ms < 50.0));
     println!("  {m} keys: upgrade pause migrating every key: {:>9.1} ms (no target)", upgrade.migrating_ms);
     rocksdb::print_targets(m, &rocksdb_upgrade, &rocksdb_keys);
+    windows::print_targets(&windows);
     timers::print_targets(&timer_figures, args.timers);
     languages::print_targets(&language_figures);
     println!(
