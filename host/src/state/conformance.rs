@@ -122,6 +122,19 @@ fn scan_insert_move_and_drop(make: &Factory<'_>) {
     assert_eq!(upper.len(), 4 * 4, "one value, one map entry, two list elements per key group");
     assert!(upper.iter().all(|(kg, ..)| (4..8).contains(kg)));
     assert!(upper.contains(&(5, LIST, b"key5".to_vec(), "list y".to_string())));
+    // One state's scan is the scan's entries of that state, in the same order.
+    for state in [VALUE, MAP, LIST] {
+        let (mut of_state, mut filtered) = (Vec::new(), Vec::new());
+        a.scan_state(state, 3..7, &mut |e| of_state.push(owned(e))).unwrap();
+        a.scan(3..7, &mut |e| {
+            if e.state == state {
+                filtered.push(owned(e));
+            }
+        })
+        .unwrap();
+        assert_eq!(of_state.len(), if state == LIST { 8 } else { 4 });
+        assert_eq!(of_state, filtered, "state {state}");
+    }
 
     // Moving hands exactly those entries over, list order included, and drops them at the source.
     let mut b = make(4..8, &KINDS);

@@ -206,6 +206,14 @@ pub trait StateBackend: Send + Sync {
 
     /// Calls `visit` with every entry in `key_groups`, key group by key group.
     fn scan(&self, key_groups: Range<u32>, visit: &mut dyn FnMut(StateEntry<'_>)) -> Result<(), StateError>;
+    /// The same, of state `state` only, without reading the others: a subtask's timers are found
+    /// so when it starts, in microseconds however many keys its other states hold.
+    fn scan_state(
+        &self,
+        state: u32,
+        key_groups: Range<u32>,
+        visit: &mut dyn FnMut(StateEntry<'_>),
+    ) -> Result<(), StateError>;
     /// Adds one scanned entry (restore, or the receiving side of a move).
     fn insert(&mut self, entry: StateEntry<'_>) -> Result<(), StateError> {
         let StateEntry { key_group, state, key, item } = entry;

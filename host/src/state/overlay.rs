@@ -99,6 +99,44 @@ impl OverlayBackend {
         }
     }
 
+    /// [`StateBackend::scan`] of every state, or of state `only`.
+    fn scan_where(
+        &self,
+        key_groups: Range<u32>,
+        only: Option<u32>,
+        visit: &mut dyn FnMut(StateEntry<'_>),
+    ) -> Result<(), StateError> {
+        let mut buf = Vec::new();
+        let mut result = Ok(());
+        for kg in key_groups {
+            let key_group = kg as KeyGroup;
+            // The base's entries that still show (a value or map entry written since shows from
+            // the delta instead; list elements appended since follow the base's), then the delta's.
+            scan_of(self.base(), kg..kg + 1, only, &mut |e| {
+                if result.is_err() || self.is_hidden(e.state, key_group, e.key) {
+                    return;
+                }
+                buf.clear();
+                let shadowed = match e.item {
+                    StateItem::Value(_) => self.delta.value_get(e.state, key_group, e.key, &mut buf),
+                    StateItem::MapEntry(k, _) => self
+                        .delta
+                        .map_get(e.state, key_group, e.key, k, &mut buf)
+                        .map(|written| written || self.is_removed(e.state, key_group, e.key, k)),
+                    StateItem::ListElement(_) => Ok(false),
+                };
+                match shadowed {
+                    Ok(false) => visit(e),
+                    Ok(true) => {}
+                    Err(err) => result = Err(err),
+                }
+            })?;
+            std::mem::replace(&mut result, Ok(()))?;
+            scan_of(&self.delta, kg..kg + 1, only, visit)?;
+        }
+        result
+    }
+
     /// Whether the base's entries of `key` in state `state` are hidden.
     fn is_hidden(&self, state: u32, kg: KeyGroup, key: &[u8]) -> bool {
         self.dropped.iter().any(|r| r.contains(&u32::from(kg)))
@@ -150,6 +188,19 @@ impl OverlayBackend {
         move_key_groups(&mut self.delta, &mut *base, self.key_groups.clone())?;
         tracing::debug!("the snapshot let go of the frozen state; folded the writes since in {:?}", started.elapsed());
         Ok(Some(base))
+    }
+}
+
+/// `backend`'s [`StateBackend::scan`] of every state, or of state `only`.
+fn scan_of(
+    backend: &dyn StateBackend,
+    key_groups: Range<u32>,
+    only: Option<u32>,
+    visit: &mut dyn FnMut(StateEntry<'_>),
+) -> Result<(), StateError> {
+    match only {
+        None => backend.scan(key_groups, visit),
+        Some(state) => backend.scan_state(state, key_groups, visit),
     }
 }
 
@@ -248,35 +299,16 @@ impl StateBackend for OverlayBackend {
     }
 
     fn scan(&self, key_groups: Range<u32>, visit: &mut dyn FnMut(StateEntry<'_>)) -> Result<(), StateError> {
-        let mut buf = Vec::new();
-        let mut result = Ok(());
-        for kg in key_groups {
-            let key_group = kg as KeyGroup;
-            // The base's entries that still show (a value or map entry written since shows from
-            // the delta instead; list elements appended since follow the base's), then the delta's.
-            self.base().scan(kg..kg + 1, &mut |e| {
-                if result.is_err() || self.is_hidden(e.state, key_group, e.key) {
-                    return;
-                }
-                buf.clear();
-                let shadowed = match e.item {
-                    StateItem::Value(_) => self.delta.value_get(e.state, key_group, e.key, &mut buf),
-                    StateItem::MapEntry(k, _) => self
-                        .delta
-                        .map_get(e.state, key_group, e.key, k, &mut buf)
-                        .map(|written| written || self.is_removed(e.state, key_group, e.key, k)),
-                    StateItem::ListElement(_) => Ok(false),
-                };
-                match shadowed {
-                    Ok(false) => visit(e),
-                    Ok(true) => {}
-                    Err(err) => result = Err(err),
-                }
-            })?;
-            std::mem::replace(&mut result, Ok(()))?;
-            self.delta.scan(kg..kg + 1, visit)?;
-        }
-        result
+        self.scan_where(key_groups, None, visit)
+    }
+
+    fn scan_state(
+        &self,
+        state: u32,
+        key_groups: Range<u32>,
+        visit: &mut dyn FnMut(StateEntry<'_>),
+    ) -> Result<(), StateError> {
+        self.scan_where(key_groups, Some(state), visit)
     }
 
     fn drop_key_groups(&mut self, key_groups: Range<u32>) -> Result<(), StateError> {
@@ -321,8 +353,13 @@ mod tests {
 
     /// Every entry, sorted, with list elements in their order per key.
     fn contents(b: &dyn StateBackend) -> Vec<(u16, u32, Vec<u8>, String)> {
+        contents_of(b, None)
+    }
+
+    /// The same, of every state or of state `only`.
+    fn contents_of(b: &dyn StateBackend, only: Option<u32>) -> Vec<(u16, u32, Vec<u8>, String)> {
         let mut all = Vec::new();
-        b.scan(0..4, &mut |e| {
+        scan_of(b, 0..4, only, &mut |e| {
             let item = match e.item {
                 StateItem::Value(v) => format!("v={}", String::from_utf8_lossy(v)),
                 StateItem::MapEntry(k, v) => format!("m{}={}", String::from_utf8_lossy(k), String::from_utf8_lossy(v)),
@@ -400,6 +437,9 @@ mod tests {
             assert_eq!(map(&plain), map(&*overlay), "map of {key:?} after op {r:?}");
         }
         assert_eq!(contents(&*overlay), contents(&plain), "a scan through the overlay");
+        for state in 0..3 {
+            assert_eq!(contents_of(&*overlay, Some(state)), contents_of(&plain, Some(state)), "state {state}");
+        }
         assert_eq!(overlay.key_count(), plain.key_count());
         assert_eq!(contents(&**frozen), snapshot_before, "the frozen base did not change");
         assert!(overlay.settled().unwrap().is_none(), "the snapshot still holds the base");

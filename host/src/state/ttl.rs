@@ -51,26 +51,27 @@ pub fn sweep(
         List(u32, KeyGroup, Vec<u8>),
     }
     let mut expired = Vec::new();
-    backend.scan(key_groups, &mut |entry| {
-        if ttl.get(entry.state as usize).is_none_or(Option::is_none) {
-            return;
-        }
-        let (state, kg, key) = (entry.state, entry.key_group, entry.key.to_vec());
-        match entry.item {
-            StateItem::Value(v) if unwrap(v, now).is_none() => expired.push(Expired::Value(state, kg, key)),
-            StateItem::MapEntry(k, v) if unwrap(v, now).is_none() => {
-                expired.push(Expired::MapEntry(state, kg, key, k.to_vec()))
+    let with_ttl = (0..ttl.len() as u32).filter(|&state| ttl[state as usize].is_some());
+    for state in with_ttl {
+        backend.scan_state(state, key_groups.clone(), &mut |entry| {
+            let (state, kg, key) = (entry.state, entry.key_group, entry.key.to_vec());
+            match entry.item {
+                StateItem::Value(v) if unwrap(v, now).is_none() => expired.push(Expired::Value(state, kg, key)),
+                StateItem::MapEntry(k, v) if unwrap(v, now).is_none() => {
+                    expired.push(Expired::MapEntry(state, kg, key, k.to_vec()))
+                }
+                // One rewrite per list, however many of its elements expired.
+                StateItem::ListElement(v) if unwrap(v, now).is_none() => {
+                    let listed =
+                        matches!(expired.last(), Some(Expired::List(s, g, k)) if (*s, *g, k) == (state, kg, &key));
+                    if !listed {
+                        expired.push(Expired::List(state, kg, key));
+                    }
+                }
+                _ => {}
             }
-            // One rewrite per list, however many of its elements expired.
-            StateItem::ListElement(v)
-                if unwrap(v, now).is_none()
-                    && !matches!(expired.last(), Some(Expired::List(s, g, k)) if *s == state && *g == kg && *k == key) =>
-            {
-                expired.push(Expired::List(state, kg, key));
-            }
-            _ => {}
-        }
-    })?;
+        })?;
+    }
     let mut deleted = 0;
     for entry in expired {
         deleted += 1;

@@ -103,15 +103,15 @@ struct ReadOnly {
 
 impl crate::state::canonical::Scan for ReadOnly {
     fn scan_entries(&self, key_groups: Range<u32>, visit: &mut dyn FnMut(StateEntry<'_>)) -> Result<(), StateError> {
-        scan_db(&self.db, &self.kinds, key_groups, visit)
+        scan_db(&self.db, &self.kinds, key_groups, None, visit)
     }
 }
 
 /// Visits every entry of the database whose files are in `dir` (a native snapshot fetched
 /// there), holding states `kinds`, opened read-only.
 pub fn scan_files(dir: &Path, kinds: &[StateKind], visit: &mut dyn FnMut(StateEntry<'_>)) -> Result<(), StateError> {
-    let db = DB::open_for_read_only(&super::record_options(), dir, false).map_err(db_error)?;
-    scan_db(&db, kinds, 0..u32::MAX, visit)
+    let db = DB::open_for_read_only(&super::records::record_options(), dir, false).map_err(db_error)?;
+    scan_db(&db, kinds, 0..u32::MAX, None, visit)
 }
 
 /// Whether `part`'s records mean the same as those of a database of states `kinds`: then it
@@ -140,7 +140,7 @@ impl RocksDbBackend {
         let mut batch = WriteBatch::default();
         let mut written = Ok(());
         let write = |batch| self.write(batch).map_err(|e| e.to_string());
-        scan_db(&db, &part.kinds, range, &mut |e| {
+        scan_db(&db, &part.kinds, range, None, &mut |e| {
             let Some(state) = part.to.get(e.state as usize).copied().flatten() else { return };
             match e.item {
                 StateItem::Value(v) => batch.put(record_key(e.key_group, state, e.key), v),

@@ -3,216 +3,35 @@
 //! job shares one block cache and one write-buffer budget ([`RocksDbBackends`], Flink's managed
 //! memory), so a job's memory is bounded whatever its parallelism.
 //!
-//! Records, key group first so that a range of key groups is one contiguous range of keys
-//! (scanned for snapshots, deleted with one range tombstone when key groups move):
-//! ```text
-//! u16 key group (big-endian) | u32 state | u32 key length | key            value state: the value
-//! u16 key group (big-endian) | u32 state | u32 key length | key | map key  map state: one record per entry
-//! u16 key group (big-endian) | u32 state | u32 key length | key            list state: the elements, each
-//!                                                                          u32-length-prefixed, appended
-//!                                                                          by a merge operator
-//! ```
+//! Records are laid out key group first ([`records`]).
+//!
 //! A checkpoint's synchronous part is a RocksDB checkpoint (a flush, then hard links to the
 //! database's files), so processing goes on at once; the uploader stores its files as they are
 //! (a native checkpoint or savepoint) or reads it and writes the canonical snapshot file, then
 //! deletes it ([`files`]). A restore from native files opens them in place when it can.
+mod databases;
 mod files;
+mod records;
 mod values;
 
+pub use databases::RocksDbBackends;
 pub use files::scan_files;
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rocksdb::{
-    BlockBasedIndexType, BlockBasedOptions, Cache, DB, DBCompressionType, Direction, IteratorMode, MergeOperands,
-    Options, ReadOptions, WriteBatch, WriteBufferManager, WriteOptions,
-};
+use rocksdb::{DB, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions};
 
+use self::records::{ListElements, key_group_start, list_element, map_record, prefix_end, record_key, scan_db};
 use self::values::ValueCache;
-use super::{NativePart, SnapshotBody, StateBackend, StateDescriptor, StateEntry, StateError, StateItem, StateKind};
+use super::{SnapshotBody, StateBackend, StateDescriptor, StateEntry, StateError, StateKind};
 use crate::key_group::KeyGroup;
 
 /// What a native snapshot of a [`RocksDbBackend`] says its format is.
 pub const FORMAT: &str = "rocksdb";
-
-/// The databases of one job's operator subtasks, and the memory they share.
-pub struct RocksDbBackends {
-    /// Where each subtask's database goes (a directory of the job's own).
-    dir: PathBuf,
-    cache: Cache,
-    write_buffers: WriteBufferManager,
-    /// Bytes of each database's value cache ([`ValueCache`]).
-    value_cache: usize,
-}
-
-/// Numbers the databases this process opens, so that no two share a directory: not per job run,
-/// since a run after an upgrade opens its databases beside those handed over to it.
-static OPENED: AtomicU64 = AtomicU64::new(0);
-
-impl RocksDbBackends {
-    /// The databases of job `job_id`, in its directory under `local_dir`, sharing
-    /// `managed_memory` bytes: a block cache of that size, whose budget includes the write buffers
-    /// (memtables), as Flink's managed memory does. Databases under `local_dir` of processes that
-    /// are gone (killed before they could delete them) are deleted first.
-    pub fn new(local_dir: &Path, job_id: &str, managed_memory: usize) -> Result<Self, String> {
-        let dir = local_dir.join(job_id);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        collect_orphans(local_dir);
-        let cache = Cache::new_lru_cache(managed_memory);
-        // Write buffers charge their memory to the cache, and stall writers beyond it.
-        let write_buffers =
-            WriteBufferManager::new_write_buffer_manager_with_cache(managed_memory / 2, true, cache.clone());
-        // Each subtask's value cache: a sixteenth of the managed memory, from 1 to 64 MiB.
-        let value_cache = (managed_memory / 16).clamp(1 << 20, 64 << 20);
-        Ok(RocksDbBackends { dir, cache, write_buffers, value_cache })
-    }
-
-    /// A new, empty database for `key_groups` of states `kinds`.
-    pub fn open(&self, key_groups: Range<u32>, kinds: &[StateKind]) -> Result<RocksDbBackend, String> {
-        self.open_at(self.new_database_dir()?, key_groups, kinds, HashMap::new())
-    }
-
-    /// A new, empty directory for one database of this job, named so that no other database
-    /// (of this process or another) has it: where a restore fetches native files to.
-    pub fn new_database_dir(&self) -> Result<PathBuf, String> {
-        let n = OPENED.fetch_add(1, Ordering::Relaxed);
-        let path = self.dir.join(format!("db-{}-{n}", std::process::id()));
-        // A directory left by an earlier process of the same id is stale: nothing reads it.
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-        Ok(path)
-    }
-
-    /// The database in `path` (empty, or fetched from a native snapshot whose files have the
-    /// shared names `shared_names`); it is deleted with the backend.
-    fn open_at(
-        &self,
-        path: PathBuf,
-        key_groups: Range<u32>,
-        kinds: &[StateKind],
-        shared_names: HashMap<String, String>,
-    ) -> Result<RocksDbBackend, String> {
-        let dir = Removed(path);
-        let db = DB::open(&self.options(), &dir.0)
-            .map_err(|e| format!("cannot open RocksDB at {}: {e}", dir.0.display()))?;
-        // No write-ahead log: a crashed run's database is never read again (a restore reads a
-        // checkpoint), and a checkpoint flushes the memtables before it links the files.
-        let mut writes = WriteOptions::default();
-        writes.disable_wal(true);
-        let values = Mutex::new(ValueCache::new(self.value_cache));
-        Ok(RocksDbBackend {
-            live: Arc::new(Live { db, dir, writes, values, writer: Mutex::new(()) }),
-            key_groups,
-            kinds: kinds.to_vec(),
-            checkpoints: AtomicU64::new(0),
-            unique: unique_name(),
-            shared_names,
-            read_only: self.read_only_options(),
-        })
-    }
-
-    /// A backend for `key_groups` of states `kinds` from native snapshots: the first is opened
-    /// in place when its states are the declared ones in the same order, and clipped to
-    /// `key_groups` with range deletions; every other one (and the first otherwise) is opened
-    /// read-only and its entries in `key_groups` copied in. Their directories are taken over.
-    pub fn restore(
-        &self,
-        parts: Vec<NativePart>,
-        key_groups: Range<u32>,
-        kinds: &[StateKind],
-    ) -> Result<RocksDbBackend, String> {
-        let mut parts = parts.into_iter();
-        let mut backend = match parts.next() {
-            Some(base) if files::keeps_indices(&base, kinds) => {
-                let backend = self.open_at(base.dir, key_groups.clone(), kinds, base.shared_names)?;
-                backend.clip().map_err(|e| e.to_string())?;
-                backend
-            }
-            Some(part) => {
-                let mut backend = self.open(key_groups.clone(), kinds)?;
-                backend.copy_from(part)?;
-                backend
-            }
-            None => self.open(key_groups.clone(), kinds)?,
-        };
-        for part in parts {
-            backend.copy_from(part)?;
-        }
-        Ok(backend)
-    }
-
-    /// Options to read a checkpoint or a fetched snapshot with: the job's block cache.
-    fn read_only_options(&self) -> Options {
-        let mut options = record_options();
-        let mut table = BlockBasedOptions::default();
-        table.set_block_cache(&self.cache);
-        options.set_block_based_table_factory(&table);
-        options
-    }
-
-    fn options(&self) -> Options {
-        let mut options = record_options();
-        options.create_if_missing(true);
-        options.set_compression_type(DBCompressionType::Lz4);
-        options.set_write_buffer_manager(&self.write_buffers);
-        let mut table = BlockBasedOptions::default();
-        table.set_block_cache(&self.cache);
-        table.set_bloom_filter(10.0, false);
-        // Index and filter blocks live in the block cache, inside the budget, partitioned so that
-        // a lookup loads a 4 KiB partition, not a file's whole filter: with whole filters, a job
-        // of millions of new keys (every lookup a miss) spent most of its time re-reading and
-        // checksumming filters the memtables had pushed out of the cache. The top level of each
-        // and L0's stay pinned.
-        table.set_cache_index_and_filter_blocks(true);
-        table.set_partition_filters(true);
-        table.set_index_type(BlockBasedIndexType::TwoLevelIndexSearch);
-        table.set_metadata_block_size(4096);
-        table.set_pin_top_level_index_and_filter(true);
-        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
-        options.set_block_based_table_factory(&table);
-        // One subtask's database: a few files open, little background work.
-        options.set_max_open_files(256);
-        options.set_max_background_jobs(1);
-        options
-    }
-}
-
-/// Deletes the databases (and their checkpoints) in the job directories under `local_dir` whose
-/// process is gone: `db-<pid>-<n>` names the process that opened it.
-fn collect_orphans(local_dir: &Path) {
-    let Ok(jobs) = std::fs::read_dir(local_dir) else { return };
-    for entry in jobs.flatten().flat_map(|job| std::fs::read_dir(job.path()).into_iter().flatten().flatten()) {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix("db-").and_then(|rest| rest.split('-').next()) else { continue };
-        let gone = pid
-            .parse::<u32>()
-            .is_ok_and(|pid| pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists());
-        if gone {
-            tracing::info!("deleting {}, left by a weir process that is gone", entry.path().display());
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-}
-
-/// Options every opening of a database needs to read its records: the list merge operator.
-fn record_options() -> Options {
-    let mut options = Options::default();
-    options.set_merge_operator_associative("weir-list-append", append);
-    options
-}
-
-/// The list merge operator: elements append.
-fn append(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
-    let mut list = existing.map(<[u8]>::to_vec).unwrap_or_default();
-    for operand in operands {
-        list.extend_from_slice(operand);
-    }
-    Some(list)
-}
 
 /// A directory deleted when it is dropped. As a field declared after a database, it is deleted
 /// once the database has closed (fields drop in declaration order).
@@ -297,59 +116,6 @@ impl Live {
     }
 }
 
-/// A name no other database has: from the process, the time and a sequence number.
-fn unique_name() -> String {
-    use sha2::Digest;
-    let n = OPENED.load(Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    hex::encode(&sha2::Sha256::digest(format!("{}/{nanos}/{n}", std::process::id()))[..8])
-}
-
-/// `kg | state | key length | key`: the record of a value or list, the prefix of a map's.
-fn record_key(kg: KeyGroup, state: u32, key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(10 + key.len());
-    out.extend_from_slice(&kg.to_be_bytes());
-    out.extend_from_slice(&state.to_be_bytes());
-    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
-    out.extend_from_slice(key);
-    out
-}
-
-/// `kg | state | key length | key | map key`: one entry of a map.
-fn map_record(kg: KeyGroup, state: u32, key: &[u8], map_key: &[u8]) -> Vec<u8> {
-    let mut record = record_key(kg, state, key);
-    record.extend_from_slice(map_key);
-    record
-}
-
-/// One list element as the merge operator appends it: its length (u32, little-endian), then it.
-fn list_element(value: &[u8]) -> Vec<u8> {
-    let mut element = Vec::with_capacity(4 + value.len());
-    element.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    element.extend_from_slice(value);
-    element
-}
-
-/// The first key after every key that starts with `prefix`.
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < u8::MAX {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![u8::MAX; prefix.len() + 1]
-}
-
-/// The first key of key group `kg` (or, for `kg` past the last, the end of them all).
-fn key_group_start(kg: u32) -> Vec<u8> {
-    match u16::try_from(kg) {
-        Ok(kg) => kg.to_be_bytes().to_vec(),
-        Err(_) => vec![u8::MAX; 3],
-    }
-}
-
 fn db_error(e: rocksdb::Error) -> StateError {
     StateError::Storage { cause: e.into_string() }
 }
@@ -404,67 +170,6 @@ impl RocksDbBackend {
         let mut batch = WriteBatch::default();
         batch.put(record, value);
         self.write(batch)
-    }
-}
-
-/// Visits every entry of `db` in `key_groups`, reading records as [`RocksDbBackend`] lays them out
-/// for states `kinds`.
-fn scan_db(
-    db: &DB,
-    kinds: &[StateKind],
-    key_groups: Range<u32>,
-    visit: &mut dyn FnMut(StateEntry<'_>),
-) -> Result<(), StateError> {
-    let mut options = ReadOptions::default();
-    options.set_iterate_upper_bound(key_group_start(key_groups.end));
-    let start = key_group_start(key_groups.start);
-    for item in db.iterator_opt(IteratorMode::From(&start, Direction::Forward), options) {
-        let (record, value) = item.map_err(db_error)?;
-        let corrupt = || StateError::Storage { cause: format!("a record of {} bytes is not weir's", record.len()) };
-        let (kg, rest) = record.split_first_chunk::<2>().ok_or_else(corrupt)?;
-        let (state, rest) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
-        let (length, rest) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
-        let (kg, state, length) = (u16::from_be_bytes(*kg), u32::from_be_bytes(*state), u32::from_be_bytes(*length));
-        let (key, map_key) = rest.split_at_checked(length as usize).ok_or_else(corrupt)?;
-        let entry = |item| StateEntry { key_group: kg, state, key, item };
-        match kinds.get(state as usize) {
-            Some(StateKind::Value) => visit(entry(StateItem::Value(&value))),
-            Some(StateKind::Map) => visit(entry(StateItem::MapEntry(map_key, &value))),
-            Some(StateKind::List) => {
-                for element in ListElements(&value) {
-                    visit(entry(StateItem::ListElement(element.ok_or_else(corrupt)?)));
-                }
-            }
-            None => return Err(StateError::UnknownState { state }),
-        }
-    }
-    Ok(())
-}
-
-/// The elements of a stored list; `None` for a torn one.
-struct ListElements<'a>(&'a [u8]);
-
-impl<'a> Iterator for ListElements<'a> {
-    type Item = Option<&'a [u8]>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.0.is_empty() {
-            return None;
-        }
-        let Some((length, rest)) = self.0.split_first_chunk::<4>() else {
-            self.0 = &[];
-            return Some(None);
-        };
-        match rest.split_at_checked(u32::from_le_bytes(*length) as usize) {
-            Some((element, rest)) => {
-                self.0 = rest;
-                Some(Some(element))
-            }
-            None => {
-                self.0 = &[];
-                Some(None)
-            }
-        }
     }
 }
 
@@ -572,7 +277,20 @@ impl StateBackend for RocksDbBackend {
 
     fn scan(&self, key_groups: Range<u32>, visit: &mut dyn FnMut(StateEntry<'_>)) -> Result<(), StateError> {
         self.write_back()?;
-        scan_db(&self.live.db, &self.kinds, key_groups, visit)
+        scan_db(&self.live.db, &self.kinds, key_groups, None, visit)
+    }
+
+    /// Value state first goes from the cache to the database; map and list writes are there.
+    fn scan_state(
+        &self,
+        state: u32,
+        key_groups: Range<u32>,
+        visit: &mut dyn FnMut(StateEntry<'_>),
+    ) -> Result<(), StateError> {
+        if self.kinds.get(state as usize) == Some(&StateKind::Value) {
+            self.write_back()?;
+        }
+        scan_db(&self.live.db, &self.kinds, key_groups, Some(state), visit)
     }
 
     fn drop_key_groups(&mut self, key_groups: Range<u32>) -> Result<(), StateError> {
@@ -635,6 +353,7 @@ impl StateBackend for RocksDbBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::NativePart;
 
     #[test]
     fn conformance() {
