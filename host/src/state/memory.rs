@@ -75,37 +75,6 @@ impl MemoryBackend {
         MemoryBackend { key_groups, kinds: kinds.to_vec(), tables, bytes: 0 }
     }
 
-    /// [`StateBackend::scan`] of every state, or of state `only`.
-    fn scan_where(
-        &self,
-        key_groups: Range<u32>,
-        only: Option<u32>,
-        visit: &mut dyn FnMut(StateEntry<'_>),
-    ) -> Result<(), StateError> {
-        for kg in key_groups {
-            let key_group = kg as KeyGroup;
-            let tables = self.tables[self.group_index(key_group)?].iter().enumerate();
-            for (state, table) in tables.filter(|&(state, _)| only.is_none_or(|only| only as usize == state)) {
-                let state = state as u32;
-                let mut emit = |key: &[u8], item| visit(StateEntry { key_group, state, key, item });
-                match table {
-                    Table::Value(t) => t.iter().for_each(|(k, v)| emit(k, StateItem::Value(v))),
-                    Table::Map(t) => {
-                        for (k, m) in t {
-                            m.iter().for_each(|(mk, v)| emit(k, StateItem::MapEntry(mk, v)));
-                        }
-                    }
-                    Table::List(t) => {
-                        for (k, l) in t {
-                            l.iter().for_each(|v| emit(k, StateItem::ListElement(v)));
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// The bytes [`MemoryBackend::bytes`] tracks, counted from the tables.
     fn count_bytes(&self) -> usize {
         let table = |t: &Table| -> usize {
@@ -284,17 +253,34 @@ impl StateBackend for MemoryBackend {
         Ok(())
     }
 
-    fn scan(&self, key_groups: Range<u32>, visit: &mut dyn FnMut(StateEntry<'_>)) -> Result<(), StateError> {
-        self.scan_where(key_groups, None, visit)
-    }
-
-    fn scan_state(
+    fn scan_where(
         &self,
-        state: u32,
         key_groups: Range<u32>,
+        only: Option<u32>,
         visit: &mut dyn FnMut(StateEntry<'_>),
     ) -> Result<(), StateError> {
-        self.scan_where(key_groups, Some(state), visit)
+        for kg in key_groups {
+            let key_group = kg as KeyGroup;
+            let tables = self.tables[self.group_index(key_group)?].iter().enumerate();
+            for (state, table) in tables.filter(|&(state, _)| only.is_none_or(|only| only as usize == state)) {
+                let state = state as u32;
+                let mut emit = |key: &[u8], item| visit(StateEntry { key_group, state, key, item });
+                match table {
+                    Table::Value(t) => t.iter().for_each(|(k, v)| emit(k, StateItem::Value(v))),
+                    Table::Map(t) => {
+                        for (k, m) in t {
+                            m.iter().for_each(|(mk, v)| emit(k, StateItem::MapEntry(mk, v)));
+                        }
+                    }
+                    Table::List(t) => {
+                        for (k, l) in t {
+                            l.iter().for_each(|v| emit(k, StateItem::ListElement(v)));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn drop_key_groups(&mut self, key_groups: Range<u32>) -> Result<(), StateError> {

@@ -204,16 +204,28 @@ pub trait StateBackend: Send + Sync {
     /// Removes whatever state `state` holds for `key` (value, map or list).
     fn clear(&mut self, state: u32, kg: KeyGroup, key: &[u8]) -> Result<(), StateError>;
 
-    /// Calls `visit` with every entry in `key_groups`, key group by key group.
-    fn scan(&self, key_groups: Range<u32>, visit: &mut dyn FnMut(StateEntry<'_>)) -> Result<(), StateError>;
-    /// The same, of state `state` only, without reading the others: a subtask's timers are found
-    /// so when it starts, in microseconds however many keys its other states hold.
+    /// Calls `visit` with every entry in `key_groups`, key group by key group, of every state
+    /// (`only` is `None`) or of state `only` without reading the others.
+    fn scan_where(
+        &self,
+        key_groups: Range<u32>,
+        only: Option<u32>,
+        visit: &mut dyn FnMut(StateEntry<'_>),
+    ) -> Result<(), StateError>;
+    /// Every entry in `key_groups`, key group by key group.
+    fn scan(&self, key_groups: Range<u32>, visit: &mut dyn FnMut(StateEntry<'_>)) -> Result<(), StateError> {
+        self.scan_where(key_groups, None, visit)
+    }
+    /// The entries of state `state` in `key_groups`: a subtask's timers are found so when it
+    /// starts, in microseconds however many keys its other states hold.
     fn scan_state(
         &self,
         state: u32,
         key_groups: Range<u32>,
         visit: &mut dyn FnMut(StateEntry<'_>),
-    ) -> Result<(), StateError>;
+    ) -> Result<(), StateError> {
+        self.scan_where(key_groups, Some(state), visit)
+    }
     /// Adds one scanned entry (restore, or the receiving side of a move).
     fn insert(&mut self, entry: StateEntry<'_>) -> Result<(), StateError> {
         let StateEntry { key_group, state, key, item } = entry;

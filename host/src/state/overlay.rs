@@ -99,44 +99,6 @@ impl OverlayBackend {
         }
     }
 
-    /// [`StateBackend::scan`] of every state, or of state `only`.
-    fn scan_where(
-        &self,
-        key_groups: Range<u32>,
-        only: Option<u32>,
-        visit: &mut dyn FnMut(StateEntry<'_>),
-    ) -> Result<(), StateError> {
-        let mut buf = Vec::new();
-        let mut result = Ok(());
-        for kg in key_groups {
-            let key_group = kg as KeyGroup;
-            // The base's entries that still show (a value or map entry written since shows from
-            // the delta instead; list elements appended since follow the base's), then the delta's.
-            scan_of(self.base(), kg..kg + 1, only, &mut |e| {
-                if result.is_err() || self.is_hidden(e.state, key_group, e.key) {
-                    return;
-                }
-                buf.clear();
-                let shadowed = match e.item {
-                    StateItem::Value(_) => self.delta.value_get(e.state, key_group, e.key, &mut buf),
-                    StateItem::MapEntry(k, _) => self
-                        .delta
-                        .map_get(e.state, key_group, e.key, k, &mut buf)
-                        .map(|written| written || self.is_removed(e.state, key_group, e.key, k)),
-                    StateItem::ListElement(_) => Ok(false),
-                };
-                match shadowed {
-                    Ok(false) => visit(e),
-                    Ok(true) => {}
-                    Err(err) => result = Err(err),
-                }
-            })?;
-            std::mem::replace(&mut result, Ok(()))?;
-            scan_of(&self.delta, kg..kg + 1, only, visit)?;
-        }
-        result
-    }
-
     /// Whether the base's entries of `key` in state `state` are hidden.
     fn is_hidden(&self, state: u32, kg: KeyGroup, key: &[u8]) -> bool {
         self.dropped.iter().any(|r| r.contains(&u32::from(kg)))
@@ -188,19 +150,6 @@ impl OverlayBackend {
         move_key_groups(&mut self.delta, &mut *base, self.key_groups.clone())?;
         tracing::debug!("the snapshot let go of the frozen state; folded the writes since in {:?}", started.elapsed());
         Ok(Some(base))
-    }
-}
-
-/// `backend`'s [`StateBackend::scan`] of every state, or of state `only`.
-fn scan_of(
-    backend: &dyn StateBackend,
-    key_groups: Range<u32>,
-    only: Option<u32>,
-    visit: &mut dyn FnMut(StateEntry<'_>),
-) -> Result<(), StateError> {
-    match only {
-        None => backend.scan(key_groups, visit),
-        Some(state) => backend.scan_state(state, key_groups, visit),
     }
 }
 
@@ -298,17 +247,41 @@ impl StateBackend for OverlayBackend {
         Ok(())
     }
 
-    fn scan(&self, key_groups: Range<u32>, visit: &mut dyn FnMut(StateEntry<'_>)) -> Result<(), StateError> {
-        self.scan_where(key_groups, None, visit)
-    }
-
-    fn scan_state(
+    fn scan_where(
         &self,
-        state: u32,
         key_groups: Range<u32>,
+        only: Option<u32>,
         visit: &mut dyn FnMut(StateEntry<'_>),
     ) -> Result<(), StateError> {
-        self.scan_where(key_groups, Some(state), visit)
+        let mut buf = Vec::new();
+        let mut result = Ok(());
+        for kg in key_groups {
+            let key_group = kg as KeyGroup;
+            // The base's entries that still show (a value or map entry written since shows from
+            // the delta instead; list elements appended since follow the base's), then the delta's.
+            self.base().scan_where(kg..kg + 1, only, &mut |e| {
+                if result.is_err() || self.is_hidden(e.state, key_group, e.key) {
+                    return;
+                }
+                buf.clear();
+                let shadowed = match e.item {
+                    StateItem::Value(_) => self.delta.value_get(e.state, key_group, e.key, &mut buf),
+                    StateItem::MapEntry(k, _) => self
+                        .delta
+                        .map_get(e.state, key_group, e.key, k, &mut buf)
+                        .map(|written| written || self.is_removed(e.state, key_group, e.key, k)),
+                    StateItem::ListElement(_) => Ok(false),
+                };
+                match shadowed {
+                    Ok(false) => visit(e),
+                    Ok(true) => {}
+                    Err(err) => result = Err(err),
+                }
+            })?;
+            std::mem::replace(&mut result, Ok(()))?;
+            self.delta.scan_where(kg..kg + 1, only, visit)?;
+        }
+        result
     }
 
     fn drop_key_groups(&mut self, key_groups: Range<u32>) -> Result<(), StateError> {
@@ -359,7 +332,7 @@ mod tests {
     /// The same, of every state or of state `only`.
     fn contents_of(b: &dyn StateBackend, only: Option<u32>) -> Vec<(u16, u32, Vec<u8>, String)> {
         let mut all = Vec::new();
-        scan_of(b, 0..4, only, &mut |e| {
+        b.scan_where(0..4, only, &mut |e| {
             let item = match e.item {
                 StateItem::Value(v) => format!("v={}", String::from_utf8_lossy(v)),
                 StateItem::MapEntry(k, v) => format!("m{}={}", String::from_utf8_lossy(k), String::from_utf8_lossy(v)),

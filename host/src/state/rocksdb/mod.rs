@@ -275,22 +275,17 @@ impl StateBackend for RocksDbBackend {
         }
     }
 
-    fn scan(&self, key_groups: Range<u32>, visit: &mut dyn FnMut(StateEntry<'_>)) -> Result<(), StateError> {
-        self.write_back()?;
-        scan_db(&self.live.db, &self.kinds, key_groups, None, visit)
-    }
-
     /// Value state first goes from the cache to the database; map and list writes are there.
-    fn scan_state(
+    fn scan_where(
         &self,
-        state: u32,
         key_groups: Range<u32>,
+        only: Option<u32>,
         visit: &mut dyn FnMut(StateEntry<'_>),
     ) -> Result<(), StateError> {
-        if self.kinds.get(state as usize) == Some(&StateKind::Value) {
+        if only.is_none_or(|state| self.kinds.get(state as usize) == Some(&StateKind::Value)) {
             self.write_back()?;
         }
-        scan_db(&self.live.db, &self.kinds, key_groups, Some(state), visit)
+        scan_db(&self.live.db, &self.kinds, key_groups, only, visit)
     }
 
     fn drop_key_groups(&mut self, key_groups: Range<u32>) -> Result<(), StateError> {
