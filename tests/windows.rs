@@ -1,5 +1,6 @@
 //! Windows: the tumbling event-time window count (`examples/window_count`) over out-of-order
-//! events, checked against windows computed here; timers kept by savepoints, fired by `--drain`.
+//! events, checked against windows computed here; timers kept by savepoints, fired by `--drain`,
+//! in memory and in RocksDB.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -103,12 +104,26 @@ fn windows_are_emitted_once_each_with_exact_counts_at_parallelism_1_2_and_4() {
 
 const CHECKPOINTS: &str = "[checkpointing]\ninterval = \"100ms\"\nstorage = \"file://chk\"\n";
 
+/// RocksDB state with incremental (native) checkpoints: timers are found by one seek per key group.
+const ROCKSDB: &str = "[state]\nbackend = \"rocksdb\"\nincremental = true\nmanaged-memory = \"32MiB\"\n";
+
 #[test]
 fn killed_again_and_again_a_windowed_job_emits_every_window_exactly_once() {
+    killed_again_and_again(CHECKPOINTS);
+}
+
+#[test]
+fn killed_again_and_again_a_windowed_job_in_rocksdb_emits_every_window_exactly_once() {
+    killed_again_and_again(&format!("{CHECKPOINTS}\n{ROCKSDB}"));
+}
+
+/// The window job at parallelism 2 with `extra` (its checkpoints, its state), killed up to four
+/// times and resumed from its latest checkpoint: every window once, none lost.
+fn killed_again_and_again(extra: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (input, expected) = clicks(dir.path());
     let out = dir.path().join("out");
-    let job = window_job(dir.path(), &input, 2, &out, "rate = 40000\n", CHECKPOINTS);
+    let job = window_job(dir.path(), &input, 2, &out, "rate = 40000\n", extra);
     let checkpoints = dir.path().join("chk/window-clicks");
     let kills = kill_repeatedly(&job, &[], 4, || !completed_checkpoints(&checkpoints).is_empty());
     assert!(kills >= 2, "the job was killed {kills} times of 4");
@@ -162,7 +177,12 @@ const SAVEPOINTS: &str =
 /// savepoint after 1.5 s (`stop_args` after `--savepoint`); returns the savepoint and where the
 /// source had read to.
 fn stopped_mid_window(dir: &Path, input: &Path, out: &Path, stop_args: &[&str]) -> (PathBuf, u64) {
-    let job = window_job(dir, input, 2, out, "rate = 20000\n", SAVEPOINTS);
+    stopped_mid_window_with(dir, input, out, stop_args, "")
+}
+
+/// The same with `state` (a `[state]` table, or nothing).
+fn stopped_mid_window_with(dir: &Path, input: &Path, out: &Path, stop_args: &[&str], state: &str) -> (PathBuf, u64) {
+    let job = window_job(dir, input, 2, out, "rate = 20000\n", &format!("{SAVEPOINTS}\n{state}"));
     let mut running = Running::start(&job, &[]);
     std::thread::sleep(Duration::from_millis(1500));
     let mut args = vec!["stop", running.id.as_str(), "--savepoint"];
@@ -177,10 +197,21 @@ fn stopped_mid_window(dir: &Path, input: &Path, out: &Path, stop_args: &[&str]) 
 
 #[test]
 fn pending_windows_are_saved_and_fire_after_a_restore_at_another_parallelism() {
+    pending_windows_fire_after_a_restore("");
+}
+
+#[test]
+fn pending_windows_in_rocksdb_are_saved_and_fire_after_a_restore_at_another_parallelism() {
+    pending_windows_fire_after_a_restore(ROCKSDB);
+}
+
+/// Stops the window job with a savepoint mid-window and restores it at parallelism 3, both runs
+/// with `state`: the pending windows fire after the restore with the counts of both runs.
+fn pending_windows_fire_after_a_restore(state: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (input, expected) = clicks(dir.path());
     let out = dir.path().join("out");
-    let (savepoint, position) = stopped_mid_window(dir.path(), &input, &out, &[]);
+    let (savepoint, position) = stopped_mid_window_with(dir.path(), &input, &out, &[], state);
     // Only windows the watermark had passed are out: fewer than those of what was read. The
     // others are pending, with their timers: one per user and open window.
     let before = sink_lines(&out);
@@ -192,7 +223,7 @@ fn pending_windows_are_saved_and_fire_after_a_restore_at_another_parallelism() {
         .collect();
     assert_eq!(timers.len() + before.len(), windows_of(&input, position).len());
     assert!(timers.iter().all(|t| t["map-key"]["timer"] == "event-time" && t["map-key"]["time"].as_i64().unwrap() % SIZE == SIZE - 1));
-    let job = window_job(dir.path(), &input, 3, &out, "", SAVEPOINTS);
+    let job = window_job(dir.path(), &input, 3, &out, "", &format!("{SAVEPOINTS}\n{state}"));
     let run = weir(&["run", &job, "--listen", "none", "--from-savepoint", &savepoint.to_string_lossy()]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(sink_lines(&out), expected, "every window once, with the counts of both runs");
