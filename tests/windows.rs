@@ -145,14 +145,41 @@ fn the_window_operator_upgraded_mid_window_fires_the_old_timers_in_the_new_modul
     let job = window_job(dir.path(), &input, 2, &out, "rate = 40000\n", CHECKPOINTS);
     let id = server.cli(&["submit", &job]).stdout.trim().to_string();
     std::thread::sleep(Duration::from_millis(1200));
-    let v2 = format!("windows={}", operator("window_count_v2").display());
-    let upgraded = server.cli(&["upgrade", &id, "--operator", &v2]);
+    let upgraded = server.cli(&["upgrade", &id, "--operator", &window_count_v2()]);
     assert_eq!(upgraded.code, 0, "{}", upgraded.stderr);
     let finished = server.wait_for_job(&id);
     assert_eq!(finished["state"], "finished", "{finished}");
-    // Every window once with its full count, whichever version emitted it; both did.
+    assert_every_window_once_from_both_versions(&out, &expected);
+}
+
+/// The same on `weir run`, upgraded twice: to the new layout, then to the same module again, so
+/// the timers handed over in place at the first upgrade are handed over once more.
+#[test]
+fn the_window_operator_upgraded_twice_under_weir_run_fires_the_old_timers_in_the_new_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, expected) = clicks(dir.path());
+    let out = dir.path().join("out");
+    let job = window_job(dir.path(), &input, 2, &out, "rate = 40000\n", CHECKPOINTS);
+    let mut running = Running::start(&job, &[]);
+    for wait in [1000, 400] {
+        std::thread::sleep(Duration::from_millis(wait));
+        running.cli(&["upgrade", &running.id, "--operator", &window_count_v2()]);
+    }
+    assert!(running.child.wait().unwrap().success(), "the upgraded job finishes");
+    assert_every_window_once_from_both_versions(&out, &expected);
+}
+
+/// `--operator` for an upgrade of the window operator to `examples/window_count_v2`, which
+/// migrates its state to another layout and marks what it emits with `"v":2`.
+fn window_count_v2() -> String {
+    format!("windows={}", operator("window_count_v2").display())
+}
+
+/// Every window in `out` once with its full count (as `expected` has it), whichever version
+/// emitted it; and both did.
+fn assert_every_window_once_from_both_versions(out: &Path, expected: &[String]) {
     let mut versions = BTreeMap::new();
-    let mut lines: Vec<String> = sink_lines(&out)
+    let mut lines: Vec<String> = sink_lines(out)
         .iter()
         .map(|line| {
             let mut window: serde_json::Value = serde_json::from_str(line).unwrap();

@@ -117,7 +117,7 @@ impl Operator for KeyedCount {
     }
 
     fn into_state(self: Box<Self>) -> Option<HandedOverState> {
-        Some((self.key_groups, self.backend))
+        Some(HandedOverState { key_groups: self.key_groups, backend: self.backend, timers: None })
     }
 }
 

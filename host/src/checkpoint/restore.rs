@@ -377,7 +377,7 @@ impl Restore {
             let to = map_states(&snapshot.states)?;
             snapshot.restore_into(&mut *backend, key_groups.clone(), &to).map_err(|e| e.to_string())?;
         }
-        Ok(RestoredState { backend, saved_versions })
+        Ok(RestoredState { backend, saved_versions, timers: None })
     }
 
     /// Fetches the files of operator `uid`'s native snapshot `state` into a new directory of

@@ -297,9 +297,9 @@ impl Builder<'_> {
         let handover = self.handover.clone().filter(|_| StateDescriptor::same_states(&saved, &declared));
         let uid = uid.to_string();
         Some(Arc::new(move |backends: &Backends, kinds: &[StateKind], range, subtask| {
-            if let Some(backend) = handover.as_ref().and_then(|h| h.take(&uid, subtask, &range)) {
+            if let Some(state) = handover.as_ref().and_then(|h| h.take(&uid, subtask, &range)) {
                 let saved_versions = saved.iter().map(|s| Some(s.schema_version)).collect();
-                return Ok(RestoredState { backend, saved_versions });
+                return Ok(RestoredState { backend: state.backend, saved_versions, timers: state.timers });
             }
             restore.restore_state(&uid, &declared, backends, kinds, range)
         }))

@@ -1,12 +1,13 @@
 //! [`Handover`]: what one run of a job leaves in place for the next when it stops for an upgrade
 //! (operators' state, sources' positions, sinks' committed output), so the next reads nothing back.
 use super::snapshot::{SinkCommitted, SourcePosition};
+use super::task::HandedOverState;
 
 /// Operator state handed over in place from one run of a job to the next (an upgrade): by uid
 /// and subtask, with the key groups it covers.
 #[derive(Default)]
 pub struct Handover {
-    states: std::sync::Mutex<std::collections::HashMap<(String, u32), HandedOver>>,
+    states: std::sync::Mutex<std::collections::HashMap<(String, u32), HandedOverState>>,
     /// The barrier of the stop, where each source stopped at it and what each sink had
     /// committed by it.
     stopped: std::sync::Mutex<Stopped>,
@@ -23,19 +24,11 @@ pub struct Stopped {
     pub sinks: Vec<SinkCommitted>,
 }
 
-type HandedOver = (std::ops::Range<u32>, Box<dyn crate::state::StateBackend>);
-
 impl Handover {
-    /// Leaves subtask `subtask` of operator `uid`'s state, covering `key_groups`.
-    pub fn put(
-        &self,
-        uid: &str,
-        subtask: u32,
-        key_groups: std::ops::Range<u32>,
-        state: Box<dyn crate::state::StateBackend>,
-    ) {
+    /// Leaves subtask `subtask` of operator `uid`'s state.
+    pub fn put(&self, uid: &str, subtask: u32, state: HandedOverState) {
         if let Ok(mut states) = self.states.lock() {
-            states.insert((uid.to_string(), subtask), (key_groups, state));
+            states.insert((uid.to_string(), subtask), state);
         }
     }
 
@@ -60,16 +53,11 @@ impl Handover {
     }
 
     /// Takes what subtask `subtask` of operator `uid` left, if it covers exactly `key_groups`.
-    pub fn take(
-        &self,
-        uid: &str,
-        subtask: u32,
-        key_groups: &std::ops::Range<u32>,
-    ) -> Option<Box<dyn crate::state::StateBackend>> {
+    pub fn take(&self, uid: &str, subtask: u32, key_groups: &std::ops::Range<u32>) -> Option<HandedOverState> {
         let mut states = self.states.lock().ok()?;
         let key = (uid.to_string(), subtask);
-        if states.get(&key).is_some_and(|(range, _)| range == key_groups) {
-            return states.remove(&key).map(|(_, state)| state);
+        if states.get(&key).is_some_and(|state| state.key_groups == *key_groups) {
+            return states.remove(&key);
         }
         None
     }

@@ -156,17 +156,18 @@ impl OperatorFactory for WasmOperatorFactory {
         // An operator without state needs no database.
         let memory = Backends::Memory;
         let backends = if kinds.is_empty() { &memory } else { &self.backends };
-        let backend = match &self.restore {
-            None => backends.open(key_groups.clone(), &kinds)?,
+        let (backend, handed_over_timers) = match &self.restore {
+            None => (backends.open(key_groups.clone(), &kinds)?, None),
             Some(restore) => {
                 let restored = restore(backends, &kinds, key_groups.clone(), info.index)
                     .map_err(|e| format!("cannot restore its state: {e}"))?;
                 let migrations = restored.migrations(&states).map_err(|e| format!("cannot restore its state: {e}"))?;
                 let mut backend = restored.backend;
+                // Migrations rewrite values of the operator's own states, never the timers.
                 for migration in migrations {
                     self.migrate(&mut store, &instance, &mut *backend, key_groups.clone(), migration)?;
                 }
-                backend
+                (backend, restored.timers)
             }
         };
         let mut keyed = KeyedState::new(backend, kinds.clone());
@@ -174,8 +175,11 @@ impl OperatorFactory for WasmOperatorFactory {
         keyed.ttl = states.iter().map(|s| s.time_to_live).collect();
         keyed.limit = self.limits.state_limit;
         if states.len() > description.states.len() {
-            let timers = TimerQueue::restore(&*keyed.backend, keyed.guest_states, key_groups.clone())
-                .map_err(|e| format!("cannot restore its timers: {e}"))?;
+            let timers = match handed_over_timers {
+                Some(timers) => timers,
+                None => TimerQueue::restore(&*keyed.backend, keyed.guest_states, key_groups.clone())
+                    .map_err(|e| format!("cannot restore its timers: {e}"))?,
+            };
             keyed.timers = Some(timers);
         }
         store.data_mut().keyed = keyed;
@@ -381,7 +385,8 @@ impl Operator for WasmOperator {
     }
 
     fn into_state(self: Box<Self>) -> Option<HandedOverState> {
-        Some((self.key_groups.clone(), self.store.into_data().keyed.backend))
+        let keyed = self.store.into_data().keyed;
+        Some(HandedOverState { key_groups: self.key_groups, backend: keyed.backend, timers: keyed.timers })
     }
 
     fn freeze(&mut self) -> Result<Option<StateSnapshot>, String> {

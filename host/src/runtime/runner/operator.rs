@@ -149,9 +149,9 @@ pub(crate) fn run_operator(
                 }
                 output.end()?;
                 if let Some(handover) = ctx.handover().filter(|_| ctx.barriers().handing_over)
-                    && let Some((key_groups, state)) = operator.into_state()
+                    && let Some(state) = operator.into_state()
                 {
-                    handover.put(&info.uid, info.index, key_groups, state);
+                    handover.put(&info.uid, info.index, state);
                 }
                 return Ok(());
             }
