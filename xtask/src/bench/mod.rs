@@ -224,8 +224,9 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     let memory = run_job(&artifacts.weir, &keyed_count_job(&dir, "memory", &count, 1, m, m)?)?;
     let big = checkpoint_of_many_keys(artifacts, &dir, &count, m, args.rounds)?;
     let savepoint = savepoint_of_many_keys(artifacts, &dir, &count, m)?;
-    let upgrade = upgrade_pauses(artifacts, &dir, m, args.rounds, "")?;
-    let rocksdb_upgrade = upgrade_pauses(artifacts, &dir, m, args.rounds, rocksdb::STATE)?;
+    let upgrade = upgrade_pauses(artifacts, &dir, (Upgraded::Count, m), args.rounds, "")?;
+    let rocksdb_upgrade = upgrade_pauses(artifacts, &dir, (Upgraded::Count, m), args.rounds, rocksdb::STATE)?;
+    let window_upgrade = upgrade_pauses(artifacts, &dir, (Upgraded::Windows, m), args.rounds, "")?;
     let rocksdb_keys = rocksdb::many_keys(artifacts, &dir, &count, args.rocksdb_keys)?;
     let upserts = postgres::upserts(artifacts, &dir, &count, args.postgres_events, args.postgres_events / 2)?;
     let kafka_reads = kafka::read_rates(artifacts, &dir, &count, args.kafka_events, args.rounds)?;
@@ -266,6 +267,13 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     );
     println!("  {m} keys: upgrade pause < 50 ms:   {:>9.1} ms  {}", upgrade.swap_ms, verdict(upgrade.swap_ms < 50.0));
     println!("  {m} keys: upgrade pause migrating every key: {:>9.1} ms (no target)", upgrade.migrating_ms);
+    println!(
+        "  {m} keys with a pending timer each (window count): upgrade pause < 50 ms: {:>9.1} ms  {} \
+         (migrating every key: {:.1} ms)",
+        window_upgrade.swap_ms,
+        verdict(window_upgrade.swap_ms < 50.0),
+        window_upgrade.migrating_ms
+    );
     rocksdb::print_targets(m, &rocksdb_upgrade, &rocksdb_keys);
     windows::print_targets(&windows);
     timers::print_targets(&timer_figures, args.timers);
@@ -362,33 +370,78 @@ fn checkpoint_of_many_keys(
 
 /// What the upgrade bench measured, as the server reports the pauses.
 struct UpgradePauses {
-    /// `count` to `count_v2`: every count migrated from schema version 1 to 2.
+    /// To the `_v2` module: every key's state migrated from schema version 1 to 2.
     migrating_ms: f64,
-    /// The median of `count_v2` swapped for itself: the swap alone, no migration.
+    /// The median of the `_v2` module swapped for itself: the swap alone, no migration.
     swap_ms: f64,
 }
 
-/// Upgrades under an unbounded job counting `keys` keys on `weir serve`, once every key is in
-/// state: from `count` to `count_v2` (which migrates every count), then `rounds` times from
-/// `count_v2` to `count_v2` (the same module deployed again: state declared alike, so the swap
-/// alone is timed). `state` is the job's `[state]` table (empty: memory).
-fn upgrade_pauses(artifacts: &Artifacts, dir: &Path, keys: u64, rounds: usize, state: &str) -> Result<UpgradePauses> {
+/// The job an upgrade bench runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Upgraded {
+    /// The keyed count (`count`, then `count_v2`).
+    Count,
+    /// The window count with 1 h windows (`window_count`, then `window_count_v2`): every key has
+    /// an open window and a pending timer, none of which fires during the bench.
+    Windows,
+}
+
+impl Upgraded {
+    /// The operator's uid and its module before the upgrades.
+    fn operator(self) -> (&'static str, &'static str) {
+        match self {
+            Upgraded::Count => ("count", "count"),
+            Upgraded::Windows => ("windows", "window_count"),
+        }
+    }
+
+    /// Writes the unbounded job over `keys` keys that runs `module`, with `extra` after it.
+    fn write(self, dir: &Path, name: &str, module: &str, keys: u64, extra: &str) -> Result<std::path::PathBuf> {
+        let operator = format!("module = {module:?}");
+        if self == Upgraded::Count {
+            let job = CountJob { name, operator: &operator, parallelism: 1, events: None, keys, extra };
+            return job.write(dir, name);
+        }
+        let path = dir.join(format!("{name}.toml"));
+        let job = format!(
+            "name = \"{name}\"\n\n\
+             [[source]]\nuid = \"events\"\ntype = \"generator\"\nkeys = {keys}\nevent-time-step = \"1us\"\n\
+             watermarks = {{ out-of-orderness = \"0s\" }}\n\n\
+             [[operator]]\nuid = \"windows\"\n{operator}\ninput = \"hash\"\nconfig = {{ size = \"1h\" }}\n\n\
+             [[sink]]\nuid = \"discard\"\ntype = \"blackhole\"\n\n{extra}\n"
+        );
+        std::fs::write(&path, job)?;
+        Ok(path)
+    }
+}
+
+/// Upgrades under an unbounded `job` over `keys` keys on `weir serve`, once every key is in
+/// state: to the `_v2` module (which migrates every key's state), then `rounds` times from it to
+/// itself (the same module deployed again: state declared alike, so the swap alone is timed).
+/// `state` is the job's `[state]` table (empty: memory).
+fn upgrade_pauses(
+    artifacts: &Artifacts,
+    dir: &Path,
+    (job, keys): (Upgraded, u64),
+    rounds: usize,
+    state: &str,
+) -> Result<UpgradePauses> {
     let backend = if state.is_empty() { "memory" } else { "rocksdb" };
-    step(&format!("upgrade pause: count -> count_v2 -> count_v2 under a job with {keys} keys in {backend} state"));
-    let served = Served::start(artifacts, &dir.join(format!("upgrade-data-{backend}")))?;
+    let (uid, from) = job.operator();
+    let to = format!("{from}_v2");
+    step(&format!("upgrade pause: {from} -> {to} -> {to} under a job with {keys} keys in {backend} state"));
+    let served = Served::start(artifacts, &dir.join(format!("upgrade-data-{from}-{backend}")))?;
     let server = served.url.clone();
     let result = (|| {
         let module = |name: &str| artifacts.operators.join(format!("{name}.wasm")).to_string_lossy().into_owned();
         let extra = format!(
             "[checkpointing]\ninterval = \"1h\"\nstorage = \"file://checkpoints\"\nsavepoint-dir = \"savepoints\"\n\n{state}"
         );
-        let operator = format!("module = {:?}", module("count"));
-        let name = format!("upgrade-many-keys-{backend}");
-        let job = CountJob { name: &name, operator: &operator, parallelism: 1, events: None, keys, extra: &extra };
-        let job = job.write(dir, &name)?;
+        let name = format!("upgrade-many-keys-{from}-{backend}");
+        let job = job.write(dir, &name, &module(from), keys, &extra)?;
         let id = weir_cli(&artifacts.weir, &server, &["submit", &job.to_string_lossy()])?.trim().to_string();
         wait_until_counted(&artifacts.weir, &server, &id, keys + keys / 5)?;
-        let operator = format!("count={}", module("count_v2"));
+        let operator = format!("{uid}={}", module(&to));
         let swap = |what: &str| -> Result<f64> {
             let upgraded = weir_cli(&artifacts.weir, &server, &["--json", "upgrade", &id, "--operator", &operator])?;
             let status: serde_json::Value = serde_json::from_str(&upgraded)?;
@@ -397,10 +450,10 @@ fn upgrade_pauses(artifacts: &Artifacts, dir: &Path, keys: u64, rounds: usize, s
             std::thread::sleep(std::time::Duration::from_millis(300));
             Ok(pause)
         };
-        let migrating_ms = swap("count -> count_v2, migrating every count")?;
+        let migrating_ms = swap(&format!("{from} -> {to}, migrating every key's state"))?;
         let mut pauses = Vec::new();
         for round in 1..=rounds.max(1) {
-            pauses.push(swap(&format!("round {round}: count_v2 -> count_v2"))?);
+            pauses.push(swap(&format!("round {round}: {to} -> {to}"))?);
         }
         weir_cli(&artifacts.weir, &server, &["cancel", &id])?;
         Ok(UpgradePauses { migrating_ms, swap_ms: median(&mut pauses) })
