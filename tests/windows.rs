@@ -136,13 +136,18 @@ fn killed_again_and_again(extra: &str) {
     assert_eq!(sink_lines(&out), expected, "every window once, none lost");
 }
 
+/// The source's rate in the upgrade tests: 20,000 clicks a second, so that the job runs about 6 s,
+/// long enough for its upgrades even when each compiles the new module first on a busy machine
+/// (at 40,000 a second, CI once saw the job end before the upgrade came).
+const UPGRADED_RATE: &str = "rate = 20000\n";
+
 #[test]
 fn the_window_operator_upgraded_mid_window_fires_the_old_timers_in_the_new_module() {
     let dir = tempfile::tempdir().unwrap();
     let (input, expected) = clicks(dir.path());
     let out = dir.path().join("out");
     let server = Server::start(&dir.path().join("data"), &[]);
-    let job = window_job(dir.path(), &input, 2, &out, "rate = 40000\n", CHECKPOINTS);
+    let job = window_job(dir.path(), &input, 2, &out, UPGRADED_RATE, CHECKPOINTS);
     let id = server.cli(&["submit", &job]).stdout.trim().to_string();
     std::thread::sleep(Duration::from_millis(1200));
     let upgraded = server.cli(&["upgrade", &id, "--operator", &window_count_v2()]);
@@ -159,7 +164,7 @@ fn the_window_operator_upgraded_twice_under_weir_run_fires_the_old_timers_in_the
     let dir = tempfile::tempdir().unwrap();
     let (input, expected) = clicks(dir.path());
     let out = dir.path().join("out");
-    let job = window_job(dir.path(), &input, 2, &out, "rate = 40000\n", CHECKPOINTS);
+    let job = window_job(dir.path(), &input, 2, &out, UPGRADED_RATE, CHECKPOINTS);
     let mut running = Running::start(&job, &[]);
     for wait in [1000, 400] {
         std::thread::sleep(Duration::from_millis(wait));
