@@ -377,7 +377,7 @@ struct UpgradePauses {
 }
 
 /// The job an upgrade bench runs.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Upgraded {
     /// The keyed count (`count`, then `count_v2`).
     Count,
@@ -397,21 +397,13 @@ impl Upgraded {
 
     /// Writes the unbounded job over `keys` keys that runs `module`, with `extra` after it.
     fn write(self, dir: &Path, name: &str, module: &str, keys: u64, extra: &str) -> Result<std::path::PathBuf> {
-        let operator = format!("module = {module:?}");
-        if self == Upgraded::Count {
-            let job = CountJob { name, operator: &operator, parallelism: 1, events: None, keys, extra };
-            return job.write(dir, name);
+        match self {
+            Upgraded::Count => {
+                let operator = format!("module = {module:?}");
+                CountJob { name, operator: &operator, parallelism: 1, events: None, keys, extra }.write(dir, name)
+            }
+            Upgraded::Windows => windows::weir_job(dir, name, Path::new(module), (None, keys), "1h", extra),
         }
-        let path = dir.join(format!("{name}.toml"));
-        let job = format!(
-            "name = \"{name}\"\n\n\
-             [[source]]\nuid = \"events\"\ntype = \"generator\"\nkeys = {keys}\nevent-time-step = \"1us\"\n\
-             watermarks = {{ out-of-orderness = \"0s\" }}\n\n\
-             [[operator]]\nuid = \"windows\"\n{operator}\ninput = \"hash\"\nconfig = {{ size = \"1h\" }}\n\n\
-             [[sink]]\nuid = \"discard\"\ntype = \"blackhole\"\n\n{extra}\n"
-        );
-        std::fs::write(&path, job)?;
-        Ok(path)
     }
 }
 

@@ -68,17 +68,26 @@ impl FlinkWindows {
     }
 }
 
-/// weir's window job.
-fn weir_job(artifacts: &Artifacts, dir: &Path, events: u64, keys: u64) -> Result<PathBuf> {
-    let path = dir.join("windows-p1.toml");
-    let module = artifacts.operators.join("window_count.wasm");
+/// A window count job at parallelism 1, written to `dir/<name>.toml`: `events` generated events
+/// (unbounded: `None`) over `keys` keys, 1 µs of event time apart, watermarks at the highest
+/// timestamp, counted by `module` in windows of `size`, output discarded; `extra` after it.
+pub(super) fn weir_job(
+    dir: &Path,
+    name: &str,
+    module: &Path,
+    (events, keys): (Option<u64>, u64),
+    size: &str,
+    extra: &str,
+) -> Result<PathBuf> {
+    let path = dir.join(format!("{name}.toml"));
+    let count = events.map_or(String::new(), |n| format!("count = {n}\n"));
     let text = format!(
-        "name = \"windows-p1\"\nparallelism = 1\n\n\
-         [[source]]\nuid = \"events\"\ntype = \"generator\"\ncount = {events}\nkeys = {keys}\n\
+        "name = \"{name}\"\nparallelism = 1\n\n\
+         [[source]]\nuid = \"events\"\ntype = \"generator\"\n{count}keys = {keys}\n\
          event-time-step = \"1us\"\nwatermarks = {{ out-of-orderness = \"0s\" }}\n\n\
-         [[operator]]\nuid = \"windows\"\nmodule = \"{}\"\ninput = \"hash\"\nconfig = {{ size = \"10s\" }}\n\n\
-         [[sink]]\nuid = \"discard\"\ntype = \"blackhole\"\n",
-        module.display()
+         [[operator]]\nuid = \"windows\"\nmodule = {:?}\ninput = \"hash\"\nconfig = {{ size = \"{size}\" }}\n\n\
+         [[sink]]\nuid = \"discard\"\ntype = \"blackhole\"\n\n{extra}\n",
+        module.display().to_string()
     );
     std::fs::write(&path, text)?;
     Ok(path)
@@ -93,7 +102,8 @@ pub(super) fn rates(
     keys: u64,
     rounds: usize,
 ) -> Result<WindowRates> {
-    let job = weir_job(artifacts, dir, events, keys)?;
+    let module = artifacts.operators.join("window_count.wasm");
+    let job = weir_job(dir, "windows-p1", &module, (Some(events), keys), "10s", "")?;
     let flink = flink.map(|f| FlinkWindows::compile(f, root, dir)).transpose()?;
     let (mut weir, mut flinks) = (Vec::new(), Vec::new());
     for round in 1..=rounds.max(1) {
