@@ -54,7 +54,7 @@ pub fn sweep(
     let with_ttl = (0..ttl.len() as u32).filter(|&state| ttl[state as usize].is_some());
     for state in with_ttl {
         backend.scan_state(state, key_groups.clone(), &mut |entry| {
-            let (state, kg, key) = (entry.state, entry.key_group, entry.key.to_vec());
+            let (kg, key) = (entry.key_group, entry.key.to_vec());
             match entry.item {
                 StateItem::Value(v) if unwrap(v, now).is_none() => expired.push(Expired::Value(state, kg, key)),
                 StateItem::MapEntry(k, v) if unwrap(v, now).is_none() => {
