@@ -237,3 +237,55 @@ fn a_restart_never_resumes_from_an_earlier_run_of_the_job() {
     second.sort();
     assert_eq!(second, undisturbed_output(dir.path()));
 }
+
+/// One flipped byte in the only checkpoint kept (`retained = 1`, the default): the job refuses
+/// to resume rather than start over and write its committed output again, naming the damaged
+/// file and what to do; on `weir run --from-checkpoint latest` and on a restarted `weir serve`.
+#[test]
+fn a_damaged_only_checkpoint_is_refused_not_taken_for_no_checkpoint() {
+    let flip = |checkpoint: &Path| {
+        let mut metadata = std::fs::read(checkpoint.join("_metadata")).unwrap();
+        metadata[20] ^= 0x20;
+        std::fs::write(checkpoint.join("_metadata"), metadata).unwrap();
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let job = std::fs::read_to_string(job_file(dir.path(), "")).unwrap().replace("retained = 3", "retained = 1");
+    let job = write_job(dir.path(), &job);
+    assert!(run_and_kill(&job, &[], &[], |_| !completed(dir.path()).is_empty()));
+    let done = completed(dir.path());
+    assert_eq!(done.len(), 1, "one checkpoint kept");
+    flip(&done[0]);
+    let before = sink_lines(&dir.path().join("out"));
+    let refused = weir(&["run", &job, "--listen", "none", "--from-checkpoint", "latest"]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    for needle in [
+        "no intact checkpoint of job 'clicks-per-user'",
+        "_metadata does not match its checksum",
+        "--from-savepoint",
+        "without --from-checkpoint",
+    ] {
+        assert!(refused.stderr.contains(needle), "{needle}: {}", refused.stderr);
+    }
+    assert_eq!(sink_lines(&dir.path().join("out")), before, "nothing written again");
+
+    // The same job on a server killed after its first checkpoint, damaged, restarted.
+    let dir = tempfile::tempdir().unwrap();
+    let job = std::fs::read_to_string(job_file(dir.path(), "")).unwrap().replace("retained = 3", "retained = 1");
+    let job = write_job(dir.path(), &job.replace("rate = 4000", "rate = 1000"));
+    let data = dir.path().join("data");
+    let server = weir_e2e::Server::start(&data, &[]);
+    let id = server.cli(&["submit", &job]).stdout.trim().to_string();
+    let started = std::time::Instant::now();
+    while completed(dir.path()).is_empty() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "no checkpoint completed");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    server.kill();
+    let done = completed(dir.path());
+    flip(&done[done.len() - 1]);
+    let server = weir_e2e::Server::start(&data, &[]);
+    let ended = server.wait_for_job(&id);
+    assert_eq!(ended["state"], "failed", "{ended}");
+    let failure = ended["failure"].as_str().unwrap_or_default();
+    assert!(failure.contains("no intact checkpoint of job 'clicks-per-user'"), "{failure}");
+}

@@ -435,3 +435,81 @@ fn an_idle_partition_holds_the_watermark_back_only_until_its_idle_timeout() {
         }
     }
 }
+
+/// Every event entering weir is bounded, key and value together, and a record without a value
+/// (a tombstone) fails the job naming where it is, rather than passing on an empty event.
+#[test]
+fn oversized_records_and_tombstones_are_refused_naming_partition_and_offset() {
+    let kafka = Kafka::start_direct();
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, usize, Option<usize>, &str); 2] = [
+        // 9 MiB of key and 8 MiB of value: neither alone is over 16 MiB, together they are.
+        ("oversized", 9 << 20, Some(8 << 20), "has 17825792 bytes of key and value, more than 16 MiB"),
+        ("deleted", 3, None, "is a tombstone"),
+    ];
+    for (topic, key, value, message) in cases {
+        kafka.create_topic(topic, 1);
+        kafka.produce_sized(topic, 1, Some(10));
+        kafka.produce_sized(topic, key, value);
+        let source = format!(
+            "[[source]]\nuid = \"in\"\ntype = \"kafka\"\nbootstrap-servers = \"{}\"\ntopic = \"{topic}\"\n\
+             stop-at = \"latest\"\n",
+            kafka.bootstrap()
+        );
+        let text = job(topic, 1, &[source, blackhole_sink("out")]);
+        let out = weir(&["run", &write_job(dir.path(), &text), "--listen", "none"]);
+        assert_eq!(out.code, 1, "{topic}: {}", out.stderr);
+        let at = format!("the record at offset 1 of topic '{topic}' partition 0 {message}");
+        assert!(out.stderr.contains("source 'in'") && out.stderr.contains(&at), "{topic}: {}", out.stderr);
+    }
+}
+
+/// A savepoint restored against a topic whose log no longer holds its offsets (recreated here
+/// on another broker with fewer records): refused, naming the partition and both offsets,
+/// rather than waiting past the end for offsets the log never reaches; with `offset-reset` the
+/// partition starts where it says.
+#[test]
+fn restored_offsets_outside_the_log_are_refused_unless_offset_reset_says_where_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Kafka::start_direct();
+    first.create_topic("clicks", 1);
+    let input = dir.path().join("clicks.jsonl");
+    generated_clicks(&input, 200, 10);
+    first.produce_lines("clicks", 1, &input);
+    let out = dir.path().join("out");
+    let reader = |kafka: &Kafka, extra: &str| {
+        let source = format!(
+            "[[source]]\nuid = \"clicks\"\ntype = \"kafka\"\nbootstrap-servers = \"{}\"\ntopic = \"clicks\"\n{extra}\n",
+            kafka.bootstrap()
+        );
+        let by_user = wasm_operator("by-user", "key_by", &["config = { field = \"user\" }"]);
+        let tables = "[checkpointing]\ninterval = \"300ms\"\nstorage = \"file://chk\"\nsavepoint-dir = \"savepoints\"\n\
+             [restart]\nstrategy = \"none\"\n";
+        write_job(dir.path(), &format!("{}\n{tables}", job("reader", 1, &[source, by_user, file_sink("out", &out)])))
+    };
+    let running = Running::start(&reader(&first, ""), &[]);
+    let started = std::time::Instant::now();
+    while sink_lines(&out).len() < 200 {
+        assert!(started.elapsed() < Duration::from_secs(30), "the 200 records were not read");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let savepoint = running.cli(&["stop", &running.id, "--savepoint"]);
+    drop(running);
+
+    let second = Kafka::start_direct();
+    second.create_topic("clicks", 1);
+    let few = dir.path().join("few.jsonl");
+    generated_clicks(&few, 5, 10);
+    second.produce_lines("clicks", 1, &few);
+    let restore = |job: &str| weir(&["run", job, "--listen", "none", "--from-savepoint", &savepoint]);
+    let refused = restore(&reader(&second, "stop-at = \"latest\""));
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    let outside = "the restored offset 200 of topic 'clicks' partition 0 is outside the partition's log, which holds \
+                   offsets 0 to 5";
+    assert!(refused.stderr.contains(outside) && refused.stderr.contains("offset-reset"), "{}", refused.stderr);
+    assert_eq!(sink_lines(&out).len(), 200, "nothing read");
+
+    let reset = restore(&reader(&second, "stop-at = \"latest\"\noffset-reset = \"earliest\""));
+    assert_eq!(reset.code, 0, "{}", reset.stderr);
+    assert_eq!(sink_lines(&out).len(), 205, "the recreated topic's 5 records read once");
+}

@@ -113,3 +113,57 @@ fn weir_run_serves_its_job_metrics_under_its_token() {
     assert_eq!(get_text(&url, Some("wrong")).0, 401);
     scrape_a_running_job(&url, &running.id, Some("m3trics"));
 }
+
+/// Parses a scrape with Prometheus's own Python parsers, the text format's and OpenMetrics's
+/// (both strict where a label value is not escaped), and prints each sample of `metric` as a
+/// JSON object of its labels, a line each.
+fn strict_labels(text: &str, metric: &str) -> Vec<serde_json::Value> {
+    use std::io::Write;
+    let script = format!(
+        r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families as text
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics
+scrape = sys.stdin.read()
+seen = []
+for parse in (text, openmetrics):
+    labels = [s.labels for f in parse(scrape) for s in f.samples if s.name == "{metric}"]
+    seen.append(labels)
+assert seen[0] == seen[1], seen
+for labels in seen[0]:
+    print(json.dumps(labels))
+"#
+    );
+    let mut python = std::process::Command::new(weir_e2e::repo().join(".venv/bin/python"))
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the .venv's python (cargo xtask build installs it)");
+    python.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = python.wait_with_output().unwrap();
+    assert!(out.status.success(), "the parsers rejected the scrape: {}\n{text}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn label_values_are_escaped_so_a_job_name_cannot_forge_a_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    // A name that, written unescaped, closes the label set and forges a second series.
+    let name = r#"forged"} weir_job_running{job_id="x\y"#;
+    let text = std::fs::read_to_string(slow_job(dir.path())).unwrap().replace("name = \"metered\"", &{
+        let quoted = serde_json::to_string(name).unwrap();
+        format!("name = {quoted}")
+    });
+    let job = write_job(dir.path(), &text);
+    let submitted = server.cli(&["submit", &job]);
+    assert_eq!(submitted.code, 0, "{}", submitted.stderr);
+    let id = submitted.stdout.trim().to_string();
+    let (status, scrape) = server.get_text("/metrics", None);
+    assert_eq!(status, 200, "{scrape}");
+    let running = strict_labels(&scrape, "weir_job_running");
+    assert_eq!(running, vec![serde_json::json!({"job_id": id, "job_name": name})], "one series, the name intact");
+    server.cli(&["cancel", &id]);
+}

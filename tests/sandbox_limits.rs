@@ -45,6 +45,12 @@ fn a_guest_that_allocates_without_bound_is_stopped_by_its_memory_limit() {
 }
 
 #[test]
+fn a_guest_cannot_emit_an_event_over_the_event_limit() {
+    let over = "value 17825792), over the 16 MiB an event may have: emit smaller events";
+    assert_stopped("emit-huge", "", &["the operator emitted an event of", over]);
+}
+
+#[test]
 fn a_guest_cannot_address_state_of_a_key_it_was_not_given() {
     assert_stopped("foreign-slot", "", &["the guest used state slot 99, but the batch has"]);
 }
@@ -116,7 +122,8 @@ fn modules_that_misbehave_in_describe_are_refused_in_bounded_time() {
     let upload = std::thread::spawn(move || {
         let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
         let started = std::time::Instant::now();
-        let response = agent.post(format!("{url}/v1/modules")).send(&sleepy[..]).unwrap();
+        let upload = agent.post(format!("{url}/v1/modules")).header("Content-Type", "application/wasm");
+        let response = upload.send(&sleepy[..]).unwrap();
         (response.status().as_u16(), started.elapsed())
     });
     std::thread::sleep(Duration::from_millis(500));

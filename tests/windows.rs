@@ -324,3 +324,86 @@ fn a_key_idle_for_its_timeout_of_processing_time_is_emitted_once() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(sink_lines(&out), [r#"{"key":"early","events":200}"#]);
 }
+
+/// The resident memory of process `pid`, in MiB.
+fn resident_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or("VmRSS: 0 kB");
+    line.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()).unwrap_or(0) / 1024
+}
+
+/// A guest whose timers set themselves again for a time already reached, from `on_timer`
+/// (`test/rearm`): event-time ones at the time they fired at, processing-time ones at now. The
+/// job keeps flowing with bounded memory, fires each such timer once per advance of time, and
+/// stops with a savepoint (event time) or is canceled (processing time) at once.
+#[test]
+fn timers_that_set_themselves_again_neither_hang_the_job_nor_eat_memory() {
+    for domain in ["event", "processing"] {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("clicks.jsonl");
+        generated_clicks(&input, 40_000, 2000);
+        let source = file_source("clicks", &input).replacen("type = \"file\"\n", "type = \"file\"\nrate = 8000\n", 1)
+            + "timestamp-field = \"ts\"\nwatermarks = { out-of-orderness = \"0s\" }\n";
+        let config = format!("config = {{ domain = \"{domain}\" }}");
+        let text = job(
+            "rearming",
+            1,
+            &[
+                source,
+                wasm_operator("by-user", "key_by", &["config = { field = \"user\" }"]),
+                wasm_operator("rearm", "test/rearm", &["input = \"hash\"", &config]),
+                file_sink("fired", &dir.path().join("out")),
+            ],
+        );
+        let text = format!("{text}\n[checkpointing]\ninterval = \"500ms\"\nstorage = \"file://chk\"\n");
+        let running = Running::start(&write_job(dir.path(), &text), &[]);
+        std::thread::sleep(Duration::from_millis(2500));
+        let pid = running.child.id();
+        let memory = resident_mib(pid);
+        assert!(memory < 400, "{domain}: {memory} MiB resident after 2.5 s");
+        let asked = std::time::Instant::now();
+        match domain {
+            "event" => drop(running.cli(&["stop", &running.id, "--savepoint"])),
+            _ => drop(running.cli(&["cancel", &running.id])),
+        }
+        let ended = running.wait_for_end(Duration::from_secs(10));
+        assert!(ended.is_some(), "{domain}: still running 10 s after it was asked to end");
+        assert!(asked.elapsed() < Duration::from_secs(5), "{domain}: ended {:?} after it was asked", asked.elapsed());
+        let fired = sink_lines(&dir.path().join("out"));
+        assert!(fired.len() > 2000, "{domain}: the timers' output flowed to the sink: {} lines", fired.len());
+    }
+}
+
+/// A guest that sets 2,000 far-future timers per event fills the host's timer queue: in memory
+/// and in RocksDB alike, the queue counts against `state-limit`, and the job fails saying so
+/// instead of growing without bound.
+#[test]
+fn pending_timers_count_against_the_state_limit_in_both_backends() {
+    for backend in ["memory", "rocksdb"] {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("clicks.jsonl");
+        generated_clicks(&input, 40_000, 2000);
+        let source = file_source("clicks", &input) + "timestamp-field = \"ts\"\n";
+        let text = job(
+            "far-timers",
+            1,
+            &[
+                source,
+                wasm_operator("by-user", "key_by", &["config = { field = \"user\" }"]),
+                wasm_operator(
+                    "rearm",
+                    "test/rearm",
+                    &["input = \"hash\"", "config = { domain = \"far\" }", "state-limit = \"64MiB\""],
+                ),
+                blackhole_sink("out"),
+            ],
+        );
+        let text = format!("{text}\n[state]\nbackend = \"{backend}\"\n");
+        let out =
+            weir_with_limit(&["run", &write_job(dir.path(), &text), "--listen", "none"], Duration::from_secs(120));
+        assert_eq!(out.code, 1, "{backend}: {}", out.stderr);
+        for needle in ["grew past `state-limit` (64.0 MiB)", "pending timers"] {
+            assert!(out.stderr.contains(needle), "{backend}: {needle}: {}", out.stderr);
+        }
+    }
+}

@@ -59,7 +59,8 @@ fn unhex(text: &str) -> Vec<u8> {
 }
 
 fn run<O: Operator>(call: &str, input: &[u8]) -> Vec<u8> {
-    let context = types::Context { uid: "t".into(), subtask_index: 0, parallelism: 1, max_parallelism: 128, attempt: 0 };
+    let context =
+        types::Context { uid: "t".into(), subtask_index: 0, parallelism: 1, max_parallelism: 128, attempt: 0 };
     let mut runtime = Runtime::<O>::open("{}".into(), context).expect("open");
     match call {
         "on-timers" => runtime.on_timers(input),

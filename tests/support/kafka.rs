@@ -96,6 +96,14 @@ impl Kafka {
         assert!(out.status.success(), "producing to {topic}: {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// Produces one record to partition 0 of `topic`: a key of `key` bytes and a value of `value`
+    /// bytes (`None`: a tombstone).
+    pub fn produce_sized(&self, topic: &str, key: usize, value: Option<usize>) {
+        let value = value.map_or("none".to_string(), |v| v.to_string());
+        let out = client(&["sized", &self.bootstrap(), topic, &key.to_string(), &value]);
+        assert!(out.status.success(), "producing to {topic}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     /// Every record value of `topic`, partition by partition.
     pub fn consume(&self, topic: &str) -> Vec<String> {
         let out = client(&["consume", &self.bootstrap(), topic]);

@@ -11,6 +11,8 @@
   read-rate BOOTSTRAP TOPIC                 reads the topic to its end; prints records a second
   consume BOOTSTRAP TOPIC                   every record's value, one per line, read until
                                             nothing more comes for 3 seconds
+  sized BOOTSTRAP TOPIC KEY VALUE           one record to partition 0 with a key of KEY bytes
+                                            and a value of VALUE bytes ("none": a tombstone)
 
 Records are produced one per batch: tansu 0.6 answers ListOffsets(latest) with the base offset
 of the last batch plus one, so only single-record batches give the true end offsets that
@@ -45,6 +47,14 @@ def produce(bootstrap, topic, partitions, path):
             producer.poll(0)
     if producer.flush(60) != 0:
         sys.exit("not every record was delivered")
+
+
+def sized(bootstrap, topic, key_bytes, value_bytes):
+    producer = Producer({"bootstrap.servers": bootstrap, "message.max.bytes": 100_000_000})
+    value = None if value_bytes == "none" else b"v" * int(value_bytes)
+    producer.produce(topic, key=b"k" * int(key_bytes), value=value, partition=0)
+    if producer.flush(60) != 0:
+        sys.exit("the record was not delivered")
 
 
 def consume(bootstrap, topic):
@@ -112,5 +122,7 @@ if __name__ == "__main__":
         delivery(sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5]))
     elif sys.argv[1] == "read-rate":
         read_rate(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "sized":
+        sized(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])
     else:
         consume(sys.argv[2], sys.argv[3])

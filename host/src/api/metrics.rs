@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelValue, EncodeMetric, LabelValueEncoder};
 use prometheus_client::metrics::TypedMetric;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -48,7 +48,34 @@ fn partition_lags(status: Option<&serde_json::Value>) -> Vec<(String, i64, i64)>
 #[derive(Debug)]
 struct Jobs(Arc<Vec<(JobInfo, CheckpointStats)>>);
 
-type Labels = Vec<(&'static str, String)>;
+type Labels = Vec<(&'static str, Label)>;
+
+/// A label value, escaped as the exposition format requires (`\\`, `\"`, `\n`): job names, uids
+/// and topics are the user's, and prometheus-client writes label values as they are, so a `"` in
+/// one would forge a series and make parsers reject the whole scrape.
+#[derive(Clone, Debug)]
+struct Label(String);
+
+impl From<String> for Label {
+    fn from(value: String) -> Self {
+        Label(value)
+    }
+}
+
+impl EncodeLabelValue for Label {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        for c in self.0.chars() {
+            match c {
+                '\\' => encoder.write_str("\\\\")?,
+                '"' => encoder.write_str("\\\"")?,
+                '\n' => encoder.write_str("\\n")?,
+                c => encoder.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
 
 /// One metric family: its name, help, and a value per label set.
 struct Family<T> {
@@ -124,7 +151,7 @@ impl Collector for Jobs {
         );
         let now = now_ms();
         for (info, stats) in self.0.iter() {
-            let job = vec![("job_id", info.id.clone()), ("job_name", info.name.clone())];
+            let job: Labels = vec![("job_id", info.id.clone().into()), ("job_name", info.name.clone().into())];
             let live = matches!(info.state, JobState::Running | JobState::Restarting | JobState::Upgrading);
             running.rows.push((job.clone(), ConstGauge::new(if live { 1.0 } else { 0.0 })));
             let end = info.ended_at.unwrap_or(now);
@@ -143,15 +170,15 @@ impl Collector for Jobs {
                 pause.rows.push((job.clone(), ConstGauge::new(ms)));
             }
             for (uid, task) in stats.latest.completed.iter().flat_map(|c| &c.tasks) {
-                let labels = [job.clone(), vec![("operator", uid.clone())]].concat();
+                let labels = [job.clone(), vec![("operator", uid.clone().into())]].concat();
                 state_size.rows.push((labels, ConstGauge::new(task.state_size as f64)));
             }
             for vertex in &info.vertices {
                 for (subtask, counts) in vertex.subtasks.iter().enumerate() {
                     let mut labels = job.clone();
-                    labels.push(("operator", vertex.uid.clone()));
-                    labels.push(("kind", vertex.kind.to_string()));
-                    labels.push(("subtask", subtask.to_string()));
+                    labels.push(("operator", vertex.uid.clone().into()));
+                    labels.push(("kind", vertex.kind.to_string().into()));
+                    labels.push(("subtask", subtask.to_string().into()));
                     records_in.rows.push((labels.clone(), ConstCounter::new(counts.events_in)));
                     records_out.rows.push((labels.clone(), ConstCounter::new(counts.events_out)));
                     late.rows.push((labels.clone(), ConstCounter::new(counts.late_events)));
@@ -160,7 +187,7 @@ impl Collector for Jobs {
                         busy.rows.push((labels.clone(), ConstCounter::new(counts.busy_ms)));
                     }
                     for (topic, partition, records) in partition_lags(counts.status.as_ref()) {
-                        let partition = [("topic", topic), ("partition", partition.to_string())];
+                        let partition = [("topic", topic.into()), ("partition", partition.to_string().into())];
                         lag.rows.push(([labels.clone(), partition.to_vec()].concat(), ConstGauge::new(records as f64)));
                     }
                     if let Some(w) = counts.watermark {

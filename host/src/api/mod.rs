@@ -2,9 +2,11 @@
 //! Handlers are thin: they call the control plane and turn its errors into statuses.
 //!
 //! Layering: the top of the library beside `cli`; uses `control`.
+pub mod connections;
 mod dashboard;
 mod error;
 mod metrics;
+mod same_origin;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,6 +43,8 @@ pub struct ApiState {
     pub token: Option<String>,
     /// Where relative source and sink paths of submitted jobs start (the server's directory).
     pub base: PathBuf,
+    /// Host names the server answers for besides IP addresses and `localhost` (`--allowed-host`).
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Request bodies larger than this are refused with 413 unless configured otherwise.
@@ -68,8 +72,9 @@ pub fn router(state: Arc<ApiState>, body_limit: usize) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(middleware::from_fn(json_errors))
         .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(state)
+        .with_state(state.clone())
         .merge(dashboard::router())
+        .layer(middleware::from_fn_with_state(state, same_origin::same_origin))
 }
 
 async fn authorize(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {

@@ -7,6 +7,7 @@
 mod checked;
 pub mod paths;
 mod restore;
+mod resume_points;
 pub mod savepoint;
 mod shared;
 mod sink;
@@ -15,6 +16,11 @@ mod stored;
 
 pub use restore::Restore;
 pub use shared::delete_unreferenced_shared_files;
+
+/// Deletes the resume points (savepoints it went on from) of the job of id `job_id` named `job`.
+pub fn delete_resume_points(storage: &storage::Storage, job: &str, job_id: &str) -> Result<(), String> {
+    resume_points::delete_older(storage, job, job_id, u64::MAX)
+}
 pub use sink::StorageSink;
 
 /// The checkpoint directories of job `job` (by name) that belong to the job of id `job_id`: those

@@ -6,6 +6,7 @@
 //! <job-name>/chk-<n>/<uid>-<subtask>.state     one operator subtask's keyed state (canonical)
 //! <job-name>/chk-<n>/<uid>-<subtask>/<file>    or its database's files (native, RocksDB)
 //! <job-name>/shared/<name>.sst                 SST files incremental checkpoints share
+//! <job-name>/savepoint-<n>                     a savepoint the job went on from (resume_points.rs)
 //! ```
 //! and for savepoints, relative to the savepoint directory (see `docs/savepoint-format.md`):
 //! ```text
@@ -65,6 +66,17 @@ pub fn is_plain_file_name(name: &str) -> bool {
 /// The directory of a savepoint of job `job`, inside the savepoint directory it goes to.
 pub fn savepoint_dir(job: &str, suffix: &str) -> String {
     format!("savepoint-{}-{suffix}", escape(job))
+}
+
+/// The resume point of job `job` recording the savepoint it went on from at barrier `id`.
+pub fn resume_point(job: &str, id: u64) -> String {
+    format!("{}/savepoint-{id:010}", job_dir(job))
+}
+
+/// The barrier id of a resume point's file name (`savepoint-<n>`), if it is one.
+pub fn parse_resume_point(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("savepoint-")?;
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
 }
 
 /// The checkpoint id of a `chk-<n>` directory name, if it is one.

@@ -3,11 +3,12 @@
 //! sources their positions and operators the key groups they own, state matched by name.
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::checked::{self, Unusable};
-use super::savepoint::{SavepointLocation, SavepointMetadata, SavepointOperator};
+use super::savepoint::{SavepointLocation, SavepointMetadata, SavepointOperator, SavepointSink};
 use super::storage::Storage;
-use super::{paths, stored};
+use super::{paths, resume_points, stored};
 use crate::runtime::checkpoint_stats::RestoredCheckpoint;
 use crate::runtime::{NativeState, SinkCommitted, SourcePosition, StateFile, StoredState};
 use crate::state::{Backends, NATIVE_NEEDS_ROCKSDB, NativePart, RestoredState, StateDescriptor, StateKind};
@@ -83,17 +84,58 @@ pub struct Restore {
     in_place: bool,
     /// Start even though some of its state has no operator to go to.
     allow_non_restored_state: bool,
+    /// A fork starts from it: a new job beside the one it was taken of, which may still run.
+    fork: bool,
+    /// In place: the savepoint being stored behind the run that goes on from it.
+    storing: Option<Arc<SavepointSink>>,
 }
 
 impl Restore {
-    /// The newest intact checkpoint of `job` in `storage` with an id of at least `since`,
-    /// written by the job of id `owner` when given; older ones are tried, with a warning, when a
-    /// newer one is torn or corrupt or another job's. `None` when there is none.
+    /// The newest intact checkpoint of `job` in `storage` with an id of at least `since`, or a
+    /// newer savepoint the job went on from (see `resume_points.rs`), written by the job of id
+    /// `owner` when given; older checkpoints are tried, with a warning, when a newer one is
+    /// damaged or another job's. `None` when there is none; an error when there are some but
+    /// none is intact (starting over would write their output again), or when the savepoint of
+    /// a resume point cannot be read (going back behind it would write again what its stop
+    /// committed).
     pub fn latest(storage: Storage, job: &str, since: u64, owner: Option<&str>) -> Result<Option<Restore>, String> {
-        let ids = storage.checkpoints(job).map_err(|e| e.to_string())?;
-        for id in ids.into_iter().rev().take_while(|&id| id >= since) {
+        let checkpoints = storage.checkpoints(job).map_err(|e| e.to_string())?;
+        let savepoints = resume_points::ids(&storage, job).map_err(|e| e.to_string())?;
+        let mut candidates: Vec<(u64, bool)> =
+            checkpoints.into_iter().map(|id| (id, false)).chain(savepoints.into_iter().map(|id| (id, true))).collect();
+        candidates.sort_unstable();
+        let foreign = |id: &str| owner.is_some_and(|o| !id.is_empty() && id != o);
+        let mut damaged = Vec::new();
+        for (id, savepoint) in candidates.into_iter().rev().take_while(|&(id, _)| id >= since) {
+            if savepoint {
+                let point = match resume_points::read(&storage, job, id) {
+                    Ok(point) if foreign(&point.job_id) => continue,
+                    Ok(point) => point,
+                    Err(Unusable::Torn(cause)) => {
+                        tracing::warn!("skipping resume point {id}: {cause}");
+                        continue;
+                    }
+                    Err(Unusable::Storage(e)) => return Err(e.to_string()),
+                };
+                return match Restore::savepoint(&point.location, Path::new("/")) {
+                    Ok(restore) => Ok(Some(restore)),
+                    Err(cause) => Err(format!(
+                        "job '{job}' went on from savepoint {} (barrier {id}: the stop of an upgrade), and it cannot be \
+                         read: {cause}. Bring it back to resume from it; resuming from an older checkpoint instead \
+                         (--from-checkpoint <storage>/<job>/chk-<n>) writes again what the job committed since",
+                        point.location
+                    )),
+                };
+            }
             match Self::checkpoint(storage.clone(), job, id) {
-                Ok(restore) if owner.is_some_and(|o| !restore.job_id.is_empty() && restore.job_id != o) => {
+                Ok(restore) if restore.held_output().is_some() => {
+                    tracing::info!(
+                        "not resuming from checkpoint {id}: sink '{}' held its output back at it (an upgrade's \
+                         rollback window)",
+                        restore.held_output().unwrap_or_default()
+                    );
+                }
+                Ok(restore) if foreign(&restore.job_id) => {
                     tracing::warn!(
                         "not resuming from checkpoint {id} of '{job}': it was written by job {}, not by this job ({})",
                         restore.job_id,
@@ -101,19 +143,48 @@ impl Restore {
                     );
                 }
                 Ok(restore) => return Ok(Some(restore)),
-                Err(Unusable::Torn(cause)) => tracing::warn!("skipping checkpoint {id}: {cause}"),
+                // A directory without `_metadata` never completed: it is no checkpoint.
+                Err(Unusable::Torn(_)) if storage.get(&paths::metadata(job, id)).is_err_and(|e| e.is_not_found()) => {}
+                Err(Unusable::Torn(cause)) => {
+                    tracing::warn!("skipping checkpoint {id}: it is damaged: {cause}");
+                    damaged.push(format!("checkpoint {id}: {cause}"));
+                }
                 // Storage that cannot be reached says nothing about this checkpoint: falling back
                 // to older ones (or to none, and a fresh start) would be wrong.
                 Err(Unusable::Storage(e)) => return Err(e.to_string()),
             }
         }
-        Ok(None)
+        match damaged.is_empty() {
+            true => Ok(None),
+            false => Err(format!(
+                "no intact checkpoint of job '{job}' to resume from ({}): starting over would write its output \
+                 again. Restore a copy of the damaged file, keep more checkpoints (`retained`) so that an older one \
+                 can be taken, start from a savepoint (--from-savepoint), or start the job anew on purpose (weir run \
+                 without --from-checkpoint; on weir serve, submit it again)",
+                damaged.join("; ")
+            )),
+        }
     }
 
     /// Checkpoint `id` of `job`, after checking that its `_metadata` and every state file it
     /// lists are intact: a torn or altered file is found here, before anything runs, and named.
     pub fn at(storage: Storage, job: &str, id: u64) -> Result<Restore, String> {
-        Ok(Self::checkpoint(storage, job, id)?)
+        let restore = Self::checkpoint(storage, job, id)?;
+        if let Some(sink) = restore.held_output() {
+            return Err(format!(
+                "checkpoint {id} of job '{job}' was taken while sink '{sink}' held its output back (in the rollback \
+                 window after an upgrade), so it cannot be resumed from: resume from the upgrade's savepoint \
+                 (--from-checkpoint latest) or a later checkpoint"
+            ));
+        }
+        Ok(restore)
+    }
+
+    /// The first sink that held output back at its barrier (see [`crate::runtime::HELD_OUTPUT`]).
+    fn held_output(&self) -> Option<&str> {
+        let held =
+            |s: &&SinkCommitted| s.committed.get(crate::runtime::HELD_OUTPUT) == Some(&serde_json::Value::Bool(true));
+        self.sinks.iter().find(held).map(|s| s.uid.as_str())
     }
 
     fn checkpoint(storage: Storage, job: &str, id: u64) -> Result<Restore, Unusable> {
@@ -132,6 +203,8 @@ impl Restore {
             operators: None,
             in_place: false,
             allow_non_restored_state: false,
+            fork: false,
+            storing: None,
         };
         restore.verify()?;
         Ok(restore)
@@ -162,6 +235,8 @@ impl Restore {
             operators: Some(m.operators),
             in_place: false,
             allow_non_restored_state: false,
+            fork: false,
+            storing: None,
         }
     }
 
@@ -169,12 +244,13 @@ impl Restore {
     /// is stored: the sources' positions, and the operators (with their declared states) whose
     /// state is handed over in place.
     pub fn in_place(
-        at: SavepointLocation,
+        storing: Arc<SavepointSink>,
         (job, job_id): (&str, &str),
         max_parallelism: u32,
         stopped: crate::runtime::Stopped,
         operators: Vec<SavepointOperator>,
     ) -> Restore {
+        let at = storing.at();
         let crate::runtime::Stopped { id, positions: sources, sinks } = stopped;
         Restore {
             storage: at.storage,
@@ -189,6 +265,8 @@ impl Restore {
             operators: Some(operators),
             in_place: true,
             allow_non_restored_state: false,
+            fork: false,
+            storing: Some(storing),
         }
     }
 
@@ -196,6 +274,24 @@ impl Restore {
     pub fn allowing_non_restored_state(mut self, allow: bool) -> Self {
         self.allow_non_restored_state = allow;
         self
+    }
+
+    /// Marks it as what a fork starts from (a new job beside the one it was taken of).
+    pub fn forked(mut self, fork: bool) -> Self {
+        self.fork = fork;
+        self
+    }
+
+    /// Whether a fork starts from it: the job it was taken of may still run, and its output is
+    /// that job's to commit.
+    pub fn is_fork(&self) -> bool {
+        self.fork
+    }
+
+    /// For a job going on in place from a stop whose savepoint is still being stored: that
+    /// savepoint, to wait for before committing output its stop covers.
+    pub fn storing(&self) -> Option<Arc<SavepointSink>> {
+        self.storing.clone()
     }
 
     /// Checks every stored snapshot against the checksums `_metadata` records.

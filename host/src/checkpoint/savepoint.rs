@@ -4,6 +4,7 @@
 //! Reading one back for a restore is [`super::Restore::savepoint`].
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -299,6 +300,8 @@ pub struct SavepointSink {
     /// Its `_metadata` once stored, or why it failed; with a condition to wait for either.
     outcome: std::sync::Mutex<Option<Result<SavepointMetadata, String>>>,
     settled: std::sync::Condvar,
+    /// The job's checkpoint storage, when the job goes on from it (see [`SavepointSink::resumed_from`]).
+    resume_point: Option<Storage>,
 }
 
 impl SavepointSink {
@@ -323,6 +326,7 @@ impl SavepointSink {
             operators,
             outcome: Default::default(),
             settled: Default::default(),
+            resume_point: None,
         }
     }
 
@@ -338,9 +342,21 @@ impl SavepointSink {
 
     /// Where the job goes on from at once after a stop at barrier `id` for an upgrade, the
     /// sources having stopped at `sources` and every operator's state handed over in place.
-    pub fn in_place(&self, stopped: crate::runtime::Stopped) -> super::Restore {
-        let at = SavepointLocation { storage: self.location.storage.clone(), dir: self.location.dir.clone() };
-        super::Restore::in_place(at, (&self.job, &self.job_id), self.max_parallelism, stopped, self.operators.clone())
+    pub fn in_place(self: &Arc<Self>, stopped: crate::runtime::Stopped) -> super::Restore {
+        let (job, operators) = ((self.job.as_str(), self.job_id.as_str()), self.operators.clone());
+        super::Restore::in_place(self.clone(), job, self.max_parallelism, stopped, operators)
+    }
+
+    /// Where it goes.
+    pub(super) fn at(&self) -> SavepointLocation {
+        SavepointLocation { storage: self.location.storage.clone(), dir: self.location.dir.clone() }
+    }
+
+    /// The job goes on from it (the stop of an upgrade or a rollback): once stored, it is
+    /// recorded as a point to resume from in the job's checkpoint storage `checkpoints`.
+    pub fn resumed_from(mut self, checkpoints: Option<&Storage>) -> Self {
+        self.resume_point = checkpoints.cloned();
+        self
     }
 
     /// Records that the savepoint will not be stored, and why.
@@ -414,6 +430,10 @@ impl CheckpointSink for SavepointSink {
             sinks,
         };
         checked::put(&self.location.storage, &self.location.file("_metadata"), &metadata)?;
+        // Recorded before anyone waiting for it commits what its stop covers.
+        if let Some(checkpoints) = &self.resume_point {
+            super::resume_points::record(checkpoints, &self.job, &self.job_id, id, &self.location())?;
+        }
         self.settle(Ok(metadata));
         Ok(())
     }

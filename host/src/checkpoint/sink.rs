@@ -9,7 +9,7 @@ use super::shared::SharedFiles;
 use super::storage::Storage;
 use super::stored::{self, Form};
 use super::{checked, paths};
-use crate::runtime::{CheckpointSink, Completed, SinkCommitted, SourcePosition, StateFile, StateSnapshot};
+use crate::runtime::{CheckpointSink, Completed, HELD_OUTPUT, SinkCommitted, SourcePosition, StateFile, StateSnapshot};
 
 /// Version of the `_metadata` layout: 2 stores source positions as opaque hex, 1 as numbers.
 pub const METADATA_FORMAT: u32 = 2;
@@ -86,6 +86,7 @@ impl CheckpointSink for StorageSink {
 
     fn complete(&self, id: u64, completed: Completed) -> Result<(), String> {
         let Completed { sources, states, sinks } = completed;
+        let held = sinks.iter().any(|s| s.committed.get(HELD_OUTPUT) == Some(&serde_json::Value::Bool(true)));
         let completed_at = crate::runtime::now_ms();
         let metadata = Metadata {
             format: METADATA_FORMAT,
@@ -133,6 +134,12 @@ impl CheckpointSink for StorageSink {
                 completed.remove(&old);
                 deleted.push(old);
             }
+        }
+        // Savepoints the job went on from are resume points until a kept checkpoint is newer, one
+        // that holds no output back (a checkpoint that does is never resumed from).
+        if !held {
+            let oldest_kept = kept.iter().min().copied().unwrap_or(id);
+            super::resume_points::delete_older(&self.storage, &self.job, &self.job_id, oldest_kept)?;
         }
         self.shared.completed(id, &states, &deleted)
     }

@@ -115,7 +115,11 @@ fn run_beside(dir: &Path, name: &str, operator: &str, args: &CheckArgs) -> anyho
     );
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, job)?;
-    super::run::run(&super::run::RunArgs::quiet(&path), None).with_context(|| format!("the {name} run failed"))?;
+    super::run::run(
+        &super::run::RunArgs::quiet(&path),
+        super::serve::Access { token: None, allowed_hosts: Vec::new() },
+    )
+    .with_context(|| format!("the {name} run failed"))?;
     Ok(out)
 }
 

@@ -31,6 +31,16 @@ struct Cli {
     /// Print JSON instead of tables (client verbs).
     #[arg(long, global = true)]
     json: bool,
+    /// A host name `serve` and `run` answer requests for besides IP addresses and localhost
+    /// (requests naming any other host are refused, against DNS rebinding); repeatable.
+    #[arg(
+        long = "allowed-host",
+        value_name = "NAME",
+        global = true,
+        env = "WEIR_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    allowed_hosts: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -214,15 +224,20 @@ pub fn main() -> ExitCode {
         .init();
     // A client verb piped into `head` ends quietly when the reader goes, as Unix tools do. (Not
     // `run` and `serve`: a client hanging up must never end them.)
-    if !matches!(cli.command, Command::Run(_) | Command::Serve(_) | Command::Fork { submit: false, .. }) {
+    let hosts_jobs = matches!(cli.command, Command::Run(_) | Command::Serve(_) | Command::Fork { submit: false, .. });
+    if hosts_jobs {
+        crate::api::connections::raise_descriptor_limit();
+    }
+    if !hosts_jobs {
         // SAFETY: restores the default disposition of SIGPIPE before any thread is started.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     let client = || client::Client::new(&cli.server, cli.token.clone(), cli.json);
+    let access = || serve::Access { token: cli.token.clone(), allowed_hosts: cli.allowed_hosts.clone() };
     let result = match &cli.command {
-        Command::Run(args) => run::run(args, cli.token.clone()),
+        Command::Run(args) => run::run(args, access()),
         Command::Check(args) => check::check(args),
-        Command::Serve(args) => serve::serve(args, cli.token.clone()),
+        Command::Serve(args) => serve::serve(args, access()),
         Command::Modules(command) => client().modules(command),
         Command::Submit { job, from_savepoint, allow_non_restored_state } => {
             client().submit(job, from_savepoint.as_deref(), *allow_non_restored_state, false)
@@ -231,7 +246,7 @@ pub fn main() -> ExitCode {
             client().submit(job, Some(savepoint), *allow_non_restored_state, true)
         }
         Command::Fork { savepoint, job, allow_non_restored_state, .. } => {
-            run::run(&run::RunArgs::fork(savepoint, job, *allow_non_restored_state), cli.token.clone())
+            run::run(&run::RunArgs::fork(savepoint, job, *allow_non_restored_state), access())
         }
         Command::Jobs => client().jobs(),
         Command::Status { job_id } => client().status(job_id),

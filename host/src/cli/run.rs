@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use super::serve::{check_exposure, serve_api};
+use super::serve::{Access, check_exposure, serve_api};
 use crate::api::{ApiState, DEFAULT_BODY_LIMIT};
 use crate::checkpoint::storage::Storage;
 use crate::checkpoint::{Restore, paths};
@@ -133,7 +133,7 @@ fn listener(args: &RunArgs, token: &Option<String>) -> anyhow::Result<Option<Tcp
     }
 }
 
-pub(super) fn run(args: &RunArgs, token: Option<String>) -> anyhow::Result<()> {
+pub(super) fn run(args: &RunArgs, Access { token, allowed_hosts }: Access) -> anyhow::Result<()> {
     let text = job::read(&args.job)?;
     let engine = Arc::new(WasmEngine::new(super::module_cache_dir()).map_err(anyhow::Error::msg)?);
     let base = args.job.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -151,7 +151,7 @@ pub(super) fn run(args: &RunArgs, token: Option<String>) -> anyhow::Result<()> {
     let (plan, restore) = match (&args.from_checkpoint, &args.from_savepoint) {
         (Some(from), _) => {
             let restore = checkpoint_to_resume(from, &plan, &base)?;
-            eprintln!("weir run: resuming job '{name}' from checkpoint {}", restore.id());
+            eprintln!("weir run: resuming job '{name}' from {}", restore.describe());
             // The run goes on as the job that wrote the checkpoint.
             let plan = match restore.job_id() {
                 "" => plan,
@@ -160,7 +160,7 @@ pub(super) fn run(args: &RunArgs, token: Option<String>) -> anyhow::Result<()> {
             (plan, Some(Arc::new(restore)))
         }
         (None, Some(path)) => {
-            let restore = Restore::savepoint(path, Path::new(".")).map_err(anyhow::Error::msg)?;
+            let restore = Restore::savepoint(path, Path::new(".")).map_err(anyhow::Error::msg)?.forked(args.fork);
             if args.fork {
                 restore.check_fork(&name).map_err(anyhow::Error::msg)?;
             }
@@ -177,7 +177,7 @@ pub(super) fn run(args: &RunArgs, token: Option<String>) -> anyhow::Result<()> {
     if let Some(listener) = listener {
         eprintln!("weir run: job {} API at http://{}/v1/jobs/{}", info.id, listener.local_addr()?, info.id);
         let modules = Some(Arc::new(modules));
-        let state = Arc::new(ApiState { jobs: jobs.clone(), modules, single_job: true, token, base });
+        let state = Arc::new(ApiState { jobs: jobs.clone(), modules, single_job: true, token, base, allowed_hosts });
         std::thread::Builder::new()
             .name("weir-api".into())
             .spawn(move || {

@@ -31,6 +31,12 @@ pub(super) struct ServeArgs {
     allow_dirs: Vec<PathBuf>,
 }
 
+/// Who the API answers: the token it requires, and the host names it answers for.
+pub(super) struct Access {
+    pub(super) token: Option<String>,
+    pub(super) allowed_hosts: Vec<String>,
+}
+
 /// Refuses to expose the API beyond this machine without a token, unless told to.
 pub(super) fn check_exposure(addr: SocketAddr, token: &Option<String>, insecure: bool) -> anyhow::Result<()> {
     if !addr.ip().is_loopback() && token.is_none() && !insecure {
@@ -57,16 +63,17 @@ pub(super) fn serve_api(
     runtime.block_on(async move {
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        axum::serve(listener, api::router(state, body_limit))
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        let limit = api::connections::connection_limit();
+        api::connections::serve(listener, api::router(state, body_limit), limit, shutdown).await;
+        Ok::<(), std::io::Error>(())
     })?;
     Ok(())
 }
 
-pub(super) fn serve(args: &ServeArgs, token: Option<String>) -> anyhow::Result<()> {
+pub(super) fn serve(args: &ServeArgs, Access { token, allowed_hosts }: Access) -> anyhow::Result<()> {
     check_exposure(args.listen, &token, args.insecure)?;
     let data = &args.data_dir;
     let engine = Arc::new(WasmEngine::new(Some(data.join("compiled"))).map_err(anyhow::Error::msg)?);
@@ -100,6 +107,6 @@ pub(super) fn serve(args: &ServeArgs, token: Option<String>) -> anyhow::Result<(
         .spawn(move || resumer.resume_interrupted(&mut StoreModules(&store), &from))
         .context("cannot start the thread that resumes jobs")?;
     eprintln!("weir serve: listening on http://{} (data in {})", listener.local_addr()?, data.display());
-    let state = Arc::new(ApiState { jobs, modules: Some(modules), single_job: false, token, base });
+    let state = Arc::new(ApiState { jobs, modules: Some(modules), single_job: false, token, base, allowed_hosts });
     serve_api(listener, state, args.body_limit.as_u64() as usize)
 }

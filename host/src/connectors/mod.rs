@@ -15,5 +15,5 @@ pub use file_sink::{FileCommit, FileSinkFactory, Restored};
 pub use file_source::FileSourceFactory;
 pub use generator::GeneratorSourceFactory;
 pub use kafka::{KafkaClient, KafkaSinkConfig, KafkaSinkFactory, KafkaSourceConfig, KafkaSourceFactory, StartFrom};
-pub use postgres_sink::{PostgresMode, PostgresSinkConfig, PostgresSinkFactory};
+pub use postgres_sink::{DEFAULT_STATEMENT_TIMEOUT, PostgresMode, PostgresSinkConfig, PostgresSinkFactory, TwoPhase};
 pub use stdout::StdoutSinkFactory;

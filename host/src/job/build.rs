@@ -33,6 +33,8 @@ pub(super) struct Start<'a> {
     pub(super) handover: Option<Arc<Handover>>,
     /// Where operators keep their keyed state (the job's `[state]`).
     pub(super) state: &'a StateSettings,
+    /// After an upgrade: how long sinks that cannot take output back hold it back.
+    pub(super) hold_output: Option<std::time::Duration>,
 }
 
 /// Builds a checked job's graph: sources and sinks opened, modules from `modules` (resolved
@@ -46,7 +48,7 @@ pub(super) fn build(
     storage: Option<&Storage>,
     start: Start,
 ) -> Result<JobGraph, JobError> {
-    let Start { job_id, attempt, restore, handover, state } = start;
+    let Start { job_id, attempt, restore, handover, state, hold_output } = start;
     let invalid = |message: String| JobError::Invalid { file: label.to_string(), message };
     if let Some(r) = &restore
         && r.max_parallelism() != spec.max_parallelism
@@ -86,6 +88,7 @@ pub(super) fn build(
         restore,
         handover,
         two_phase_sinks: checkpointing.is_some(),
+        hold_output,
         job_id,
         backends: state.backends(job_id).map_err(invalid)?,
     };
@@ -177,6 +180,8 @@ pub(super) struct Builder<'a> {
     handover: Option<Arc<Handover>>,
     /// File sinks publish by two-phase commit: the job checkpoints.
     two_phase_sinks: bool,
+    /// After an upgrade: how long sinks that cannot take output back hold it back.
+    hold_output: Option<std::time::Duration>,
     /// The job's id: its file sinks name their files by it.
     job_id: &'a str,
     /// Where operators keep their keyed state.
@@ -306,7 +311,13 @@ impl Builder<'_> {
     }
 
     fn sink(&self, s: &SinkSpec, parallelism: u32) -> Result<Vertex<dyn SinkFactory>, String> {
-        let factory = connectors::sink(s, &self.base, self.two_phase_sinks, self.restore.as_deref(), self.job_id)?;
+        let exactly = connectors::Exactly {
+            two_phase: self.two_phase_sinks,
+            restore: self.restore.as_deref(),
+            job_id: self.job_id,
+            hold_output: self.hold_output,
+        };
+        let factory = connectors::sink(s, &self.base, &exactly)?;
         Ok(Vertex {
             uid: Arc::from(s.uid.as_str()),
             parallelism,

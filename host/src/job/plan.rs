@@ -263,20 +263,24 @@ impl JobPlan {
     /// The graph of attempt `attempt` (from 0), resuming from `restore` if given. Opens the
     /// sinks: a fresh start clears their output, a resumed one keeps what `restore` covers.
     pub fn build(&self, attempt: u32, restore: Option<Arc<Restore>>) -> Result<JobGraph, JobError> {
-        self.build_after_upgrade(attempt, restore, None)
+        self.build_after_upgrade(attempt, restore, None, false)
     }
 
     /// Like [`JobPlan::build`], for the run after an upgrade: operators take the state their
-    /// predecessors left in `handover` where it fits, else read it from `restore`.
+    /// predecessors left in `handover` where it fits, else read it from `restore`. With
+    /// `swapped` (the new modules run), sinks that cannot take output back hold it back for the
+    /// rollback window.
     pub fn build_after_upgrade(
         &self,
         attempt: u32,
         restore: Option<Arc<Restore>>,
         handover: Option<Arc<Handover>>,
+        swapped: bool,
     ) -> Result<JobGraph, JobError> {
         let spec: JobSpec = parse(&self.text, &self.label)?;
         let storage = self.checkpoints.as_ref().map(|c| &c.storage);
-        let start = Start { job_id: &self.id, attempt, restore, handover, state: &self.state };
+        let hold_output = swapped.then_some(self.rollback.time).filter(|window| !window.is_zero());
+        let start = Start { job_id: &self.id, attempt, restore, handover, state: &self.state, hold_output };
         build(spec, &self.label, &self.base, &self.modules, storage, start)
     }
 
@@ -391,6 +395,7 @@ impl JobPlan {
         let deleted = crate::checkpoint::owned_checkpoints(&c.storage, &self.name, &self.id)
             .and_then(|ids| ids.into_iter().try_for_each(|id| c.storage.delete_checkpoint(&self.name, id)))
             .map_err(|e| e.to_string())
+            .and_then(|()| crate::checkpoint::delete_resume_points(&c.storage, &self.name, &self.id))
             .and_then(|()| crate::checkpoint::delete_unreferenced_shared_files(&c.storage, &self.name));
         if let Err(e) = deleted {
             tracing::warn!("cannot delete the checkpoints of canceled job '{}': {e}", self.name);

@@ -231,6 +231,9 @@ pub struct SourceSpec {
     pub start_from: Option<String>,
     /// Kafka: `latest` makes the source bounded, ending at the offsets it finds when it starts.
     pub stop_at: Option<String>,
+    /// Kafka: where a partition whose restored offset is outside its log starts, `earliest` or
+    /// `latest` (Flink's `OffsetResetStrategy`); unset, such an offset fails the job.
+    pub offset_reset: Option<String>,
     /// Kafka: the consumer group offsets are committed to when checkpoints complete.
     pub group_id: Option<String>,
     /// Kafka: how often new partitions are looked for (default "30s"; "0s": never).
@@ -346,6 +349,8 @@ pub struct SinkSpec {
     pub mode: Option<PostgresModeSpec>,
     /// Postgres sinks, upsert: the columns of the table's primary key or unique constraint.
     pub key_columns: Option<Vec<String>>,
+    /// Postgres sinks: the longest one statement may run or wait for a lock (default 30s).
+    pub statement_timeout: Option<String>,
     /// Kafka sinks: the brokers to first connect to.
     pub bootstrap_servers: Option<String>,
     /// Kafka sinks: the topic written to.

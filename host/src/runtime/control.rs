@@ -31,6 +31,9 @@ pub(crate) struct Control {
     pub(crate) uploads: crossbeam_channel::Sender<Option<Upload>>,
     /// Where each checkpoint or savepoint in progress is stored, by barrier id.
     pub(crate) targets: Mutex<HashMap<u64, Arc<dyn CheckpointSink>>>,
+    /// The barriers in progress that must not leave output held back: savepoints (a restore or a
+    /// fork starts from them) and a bounded job's final checkpoint.
+    pub(crate) lasting: Mutex<std::collections::HashSet<u64>>,
     /// The barrier of a stop-with-savepoint in progress (0: none): sources stop after it.
     pub(crate) stop_at: AtomicU64,
     /// That stop drains: sources send the end of time before its barrier.
@@ -134,6 +137,10 @@ impl TaskContext for Control {
 
     fn handover(&self) -> Option<&Handover> {
         self.handover.as_deref()
+    }
+
+    fn lasting(&self, id: u64) -> bool {
+        self.lasting.lock().is_ok_and(|lasting| lasting.contains(&id))
     }
 }
 

@@ -39,8 +39,8 @@ pub use snapshot::{
     SinkCommitted, SourcePosition, StateFile, StateSnapshot, StoredState,
 };
 pub use task::{
-    HandedOverState, Interrupt, JobFailure, Operator, OperatorFactory, Sink, SinkFactory, Source, SourceFactory,
-    SubtaskInfo, TaskError, VertexKind,
+    HELD_OUTPUT, HandedOverState, Interrupt, JobFailure, Operator, OperatorFactory, Sink, SinkFactory, Source,
+    SourceFactory, SubtaskInfo, TaskError, VertexKind,
 };
 pub use wakeup::Wakeup;
 pub use watermarks::WatermarkSpec;

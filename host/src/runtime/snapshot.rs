@@ -136,7 +136,8 @@ impl Position {
     pub fn to_u64(&self, source: &SubtaskInfo) -> Result<u64, String> {
         let bytes: [u8; 8] = self.0.as_slice().try_into().map_err(|_| {
             format!(
-                "{source} cannot resume at the stored position {self}: it is not a position of this kind of                  source (did the source's type change? then start it without the checkpoint's positions)"
+                "{source} cannot resume at the stored position {self}: it is not a position of this kind of \
+                 source (did the source's type change? then start it without the checkpoint's positions)"
             )
         })?;
         Ok(u64::from_le_bytes(bytes))

@@ -132,10 +132,13 @@ pub trait Operator: Send {
     /// Processes a batch, appending what it emits to `out`.
     fn process(&mut self, input: &EventBatch, out: &mut EventBatch) -> Result<(), String>;
     /// Its input watermark is `watermark` now (milliseconds; it has advanced, or a processing-time
-    /// timer is due): fires the timers due, appending what they emit to `out`. An operator
-    /// without timers only notes it.
-    fn advance_time(&mut self, _watermark: i64, _out: &mut EventBatch) -> Result<(), String> {
-        Ok(())
+    /// timer is due): fires timers due, appending what they emit to `out`, a batch of them at a
+    /// time. True when more of those due when this advance began are left: the caller sends
+    /// `out` on and calls again with the same watermark. Timers set while firing for a time
+    /// already reached wait for the next advance, so that no operator can keep the host firing.
+    /// An operator without timers only notes it.
+    fn advance_time(&mut self, _watermark: i64, _out: &mut EventBatch) -> Result<bool, String> {
+        Ok(false)
     }
     /// When its earliest processing-time timer is due (milliseconds since the Unix epoch).
     fn next_processing_timer(&self) -> Option<i64> {
@@ -179,8 +182,10 @@ pub trait Sink: Send {
     /// the factory's [`SinkFactory::commit`] is to publish then (a pending file's name, a
     /// prepared transaction's id), in the sink's own form; it travels with the barrier's
     /// acknowledgement to the checkpoint coordinator. Sinks that cannot hold output back (stdout)
-    /// return nothing: they are at-least-once.
-    fn pre_commit(&mut self, _id: u64) -> Result<Option<serde_json::Value>, String> {
+    /// return nothing: they are at-least-once. `lasting`: the barrier is a savepoint's or the
+    /// job's final one, which a restore or the job's end relies on: a sink that holds output back
+    /// for a while (see the postgres sink) makes it durable at it.
+    fn pre_commit(&mut self, _id: u64, _lasting: bool) -> Result<Option<serde_json::Value>, String> {
         Ok(None)
     }
     /// Flushes everything once the input has ended.
@@ -210,6 +215,11 @@ pub trait OperatorFactory: Send + Sync {
     /// Opens subtask `info` (for a Wasm operator: instantiates the module and calls `open`).
     fn create(&self, info: &SubtaskInfo) -> Result<Box<dyn Operator>, String>;
 }
+
+/// The key of a sink's record of a barrier ([`SinkFactory::committed`]) that says it held output
+/// back at that barrier (in transactions the barrier does not cover): a checkpoint with such a
+/// record is no point to resume from.
+pub const HELD_OUTPUT: &str = "held";
 
 /// Creates sink subtasks.
 pub trait SinkFactory: Send + Sync {

@@ -63,17 +63,24 @@ fn parse_map_key(bytes: &[u8]) -> Option<(TimeDomain, i64)> {
 pub struct TimerQueue {
     state: u32,
     queues: [BTreeSet<Timer>; 2],
+    /// Bytes of memory the queues take, about: counted against the operator's `state-limit`.
+    bytes: usize,
 }
+
+/// Bytes a timer takes in a queue besides its key: the timer itself and its share of a B-tree
+/// node.
+const TIMER_BYTES: usize = std::mem::size_of::<Timer>() + 24;
 
 impl TimerQueue {
     /// The timers stored in `backend`'s map state `state` for `key_groups`.
     pub fn restore(backend: &dyn StateBackend, state: u32, key_groups: Range<u32>) -> Result<Self, StateError> {
-        let mut queue = TimerQueue { state, queues: Default::default() };
+        let mut queue = TimerQueue { state, queues: Default::default(), bytes: 0 };
         let mut malformed = None;
         backend.scan_state(state, key_groups, &mut |entry| match entry.item {
             StateItem::MapEntry(map_key, _) => match parse_map_key(map_key) {
                 Some((domain, time)) => {
                     let timer = Timer { time, key_group: entry.key_group, key: entry.key.into() };
+                    queue.bytes += TIMER_BYTES + timer.key.len();
                     queue.queues[domain as usize].insert(timer);
                 }
                 None => malformed = Some(map_key.len()),
@@ -91,6 +98,11 @@ impl TimerQueue {
     /// How many timers are pending.
     pub fn len(&self) -> usize {
         self.queues.iter().map(BTreeSet::len).sum()
+    }
+
+    /// Bytes of memory the pending timers take, about.
+    pub fn approximate_bytes(&self) -> usize {
+        self.bytes
     }
 
     /// True when no timer is pending.
@@ -113,9 +125,11 @@ impl TimerQueue {
         let stored = map_key(op.domain, time);
         if op.delete {
             if queue.remove(&timer) {
+                self.bytes -= TIMER_BYTES + key.len();
                 return backend.map_remove(self.state, key_group, key, &stored);
             }
         } else if queue.insert(timer) {
+            self.bytes += TIMER_BYTES + key.len();
             return backend.map_put(self.state, key_group, key, &stored, &[]);
         }
         Ok(())
@@ -124,6 +138,15 @@ impl TimerQueue {
     /// The time of the earliest timer of `domain`, if any.
     pub fn next(&self, domain: TimeDomain) -> Option<i64> {
         self.queues[domain as usize].first().map(|t| t.time)
+    }
+
+    /// How many timers are due: event-time ones at or before `watermark`, processing-time ones at
+    /// or before `now`.
+    pub fn due_count(&self, watermark: i64, now: i64) -> usize {
+        let due = |domain: TimeDomain, until: i64| {
+            self.queues[domain as usize].iter().take_while(|t| t.time <= until).count()
+        };
+        due(TimeDomain::EventTime, watermark) + due(TimeDomain::ProcessingTime, now)
     }
 
     /// Takes the timers of `domain` due at `time` (at or before it), earliest first, out of the
@@ -139,6 +162,7 @@ impl TimerQueue {
         let queue = &mut self.queues[domain as usize];
         while due.len() < max && queue.first().is_some_and(|t| t.time <= time) {
             let Some(timer) = queue.pop_first() else { break };
+            self.bytes -= TIMER_BYTES + timer.key.len();
             backend.map_remove(self.state, timer.key_group, &timer.key, &map_key(domain, timer.time))?;
             due.push((domain, timer));
         }

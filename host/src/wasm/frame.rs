@@ -8,7 +8,7 @@ use weir_frame::{
 
 use super::host::KeyedState;
 use crate::key_group::key_group;
-use crate::runtime::EventBatch;
+use crate::runtime::{EventBatch, MAX_EVENT_BYTES};
 use crate::state::{StateKind, Timer, ttl};
 
 /// What a 0.3.0 frame says of time: the operator's watermark and the host's clock (milliseconds).
@@ -178,6 +178,15 @@ fn read_output(
         let key = r.opt_bytes()?.map(|k| range(&r, k.len()));
         let timestamp = r.opt_ts()?;
         let value = r.bytes()?.len();
+        let key_len = key.as_ref().map_or(0, |k| k.len());
+        if key_len + value > MAX_EVENT_BYTES {
+            return Err(format!(
+                "the operator emitted an event of {} bytes (key {key_len}, value {value}), over the {} MiB an event \
+                 may have: emit smaller events",
+                key_len + value,
+                MAX_EVENT_BYTES >> 20
+            ));
+        }
         out.push_ranges(key, range(&r, value), timestamp);
     }
     let writes = r.u32()?;

@@ -126,16 +126,21 @@ impl KeyedState {
 
     /// Fails once the state holds more than `state-limit`: a guest must not be able to exhaust
     /// the host's memory through host-owned state.
+    /// Its pending timers count too: with either backend the host keeps their queue in memory.
     pub(crate) fn check_limit(&self) -> Result<(), String> {
-        match self.backend.approximate_bytes() {
-            Some(bytes) if bytes > self.limit => Err(format!(
-                "its keyed state grew past `state-limit` ({}): this subtask holds about {} in memory; raise \
-                 `state-limit`, or keep less state per key",
-                bytesize::ByteSize(self.limit as u64),
-                bytesize::ByteSize(bytes as u64)
-            )),
-            _ => Ok(()),
+        let timers = self.timers.as_ref().map_or(0, TimerQueue::approximate_bytes);
+        let bytes = self.backend.approximate_bytes().unwrap_or(0) + timers;
+        if bytes <= self.limit {
+            return Ok(());
         }
+        let pending = self.timers.as_ref().map_or(0, TimerQueue::len);
+        Err(format!(
+            "its keyed state grew past `state-limit` ({}): this subtask holds about {} in memory ({} of it the \
+             queue of its {pending} pending timers); raise `state-limit`, or keep less state or fewer timers per key",
+            bytesize::ByteSize(self.limit as u64),
+            bytesize::ByteSize(bytes as u64),
+            bytesize::ByteSize(timers as u64)
+        ))
     }
 
     /// State `state`'s time-to-live, if it has one.

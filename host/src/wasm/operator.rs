@@ -198,6 +198,7 @@ impl OperatorFactory for WasmOperatorFactory {
             frame: Vec::new(),
             event_slots: Vec::new(),
             due: Vec::new(),
+            firing: None,
             batches: 0,
             swept: 0,
             module: self.module.clone(),
@@ -227,6 +228,8 @@ struct WasmOperator {
     event_slots: Vec<u32>,
     /// The timers being fired, reused.
     due: Vec<(TimeDomain, Timer)>,
+    /// Within an advance of time: how many of the timers due when it began are still to fire.
+    firing: Option<usize>,
     /// Batches processed, and how many key groups have been swept for expired entries.
     batches: u64,
     swept: u32,
@@ -316,39 +319,47 @@ impl WasmOperator {
             .map_err(|e| format!("state backend: {e}"))
     }
 
-    /// Fires the timers due at `time`, a batch of up to [`BATCH_SIZE`] per guest call, event time
-    /// first, until none is due (timers the guest sets while they fire may be due too).
-    fn fire_timers(&mut self, time: FrameTime, out: &mut EventBatch) -> Result<(), String> {
-        loop {
-            let keyed = &mut self.store.data_mut().keyed;
-            let Some(timers) = keyed.timers.as_mut() else { return Ok(()) };
-            for (domain, until) in [(TimeDomain::EventTime, time.watermark), (TimeDomain::ProcessingTime, time.now)] {
-                timers
-                    .take_due(&mut *keyed.backend, domain, until, BATCH_SIZE, &mut self.due)
-                    .map_err(|e| format!("state backend: {e}"))?;
-            }
-            if self.due.is_empty() {
-                return Ok(());
-            }
-            frame::encode_timers(&self.due, keyed, &self.value_states, time, &mut self.frame)?;
-            let fired = self.due.len();
-            self.due.clear();
-            arm(&mut self.store, self.limits.call_deadline);
-            let _call = tracing::trace_span!("guest_call", call = "on-timers", timers = fired).entered();
-            let output = self
-                .instance
-                .on_timers(&mut self.store, &self.frame)
-                .map_err(|e| call_error("on-timers", &e, &self.limits))?
-                .map_err(|message| format!("the operator failed: {}", clip(&message)))?;
-            frame::apply_output(output, &mut self.store.data_mut().keyed, &self.value_states, true, out)?;
-            self.renew_if_grown()?;
+    /// Fires a batch of the timers due at `time` (event time up to its watermark, processing time
+    /// up to its now), of those that were due when this advance of time began; true when more of
+    /// those are left. Timers the guest sets meanwhile for a time already reached fire at the
+    /// next advance: counted at the start, an advance ends, whatever the guest does.
+    fn fire_timers(&mut self, time: FrameTime, out: &mut EventBatch) -> Result<bool, String> {
+        let keyed = &mut self.store.data_mut().keyed;
+        let Some(timers) = keyed.timers.as_mut() else { return Ok(false) };
+        let left = match self.firing.take() {
+            Some(left) => left,
+            None => timers.due_count(time.watermark, time.now),
+        };
+        let max = left.min(BATCH_SIZE);
+        for (domain, until) in [(TimeDomain::EventTime, time.watermark), (TimeDomain::ProcessingTime, time.now)] {
+            timers
+                .take_due(&mut *keyed.backend, domain, until, max, &mut self.due)
+                .map_err(|e| format!("state backend: {e}"))?;
         }
+        if self.due.is_empty() {
+            return Ok(false);
+        }
+        frame::encode_timers(&self.due, keyed, &self.value_states, time, &mut self.frame)?;
+        let fired = self.due.len();
+        self.due.clear();
+        arm(&mut self.store, self.limits.call_deadline);
+        let _call = tracing::trace_span!("guest_call", call = "on-timers", timers = fired).entered();
+        let output = self
+            .instance
+            .on_timers(&mut self.store, &self.frame)
+            .map_err(|e| call_error("on-timers", &e, &self.limits))?
+            .map_err(|message| format!("the operator failed: {}", clip(&message)))?;
+        frame::apply_output(output, &mut self.store.data_mut().keyed, &self.value_states, true, out)?;
+        self.renew_if_grown()?;
+        let left = left.saturating_sub(fired);
+        self.firing = (left > 0).then_some(left);
+        Ok(left > 0)
     }
 }
 
 impl Operator for WasmOperator {
-    fn advance_time(&mut self, watermark: i64, out: &mut EventBatch) -> Result<(), String> {
-        let Some(time) = &mut self.time else { return Ok(()) };
+    fn advance_time(&mut self, watermark: i64, out: &mut EventBatch) -> Result<bool, String> {
+        let Some(time) = &mut self.time else { return Ok(false) };
         time.watermark = watermark;
         let time = FrameTime { now: ttl::now_ms(), ..*time };
         self.fire_timers(time, out)

@@ -19,14 +19,24 @@ export function setToken(value) {
   else sessionStorage.removeItem(TOKEN_KEY);
 }
 
-/** Calls the API; `body` is sent as is (a string or bytes) or as JSON (an object). */
+/**
+ * Calls the API; `body` is sent as is (a string: a job file; bytes: a module) or as JSON (an
+ * object). Every request that changes something names its content type: the server refuses the
+ * types a page on another site could send without asking (text/plain among them).
+ */
 export async function call(method, path, body) {
   const headers = {};
   const saved = token();
   if (saved) headers.Authorization = `Bearer ${saved}`;
   let payload = body;
-  if (body !== undefined && !(typeof body === "string" || body instanceof ArrayBuffer || ArrayBuffer.isView(body))) {
+  if (typeof body === "string") {
+    headers["Content-Type"] = "application/toml";
+  } else if (body instanceof ArrayBuffer || ArrayBuffer.isView(body)) {
+    headers["Content-Type"] = "application/wasm";
+  } else if (body !== undefined) {
     payload = JSON.stringify(body);
+    headers["Content-Type"] = "application/json";
+  } else if (method !== "GET") {
     headers["Content-Type"] = "application/json";
   }
   let response;

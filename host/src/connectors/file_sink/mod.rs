@@ -267,7 +267,7 @@ impl Sink for FileSink {
     }
 
     /// Syncs the in-progress file and renames it pending; its name is what to commit.
-    fn pre_commit(&mut self, id: u64) -> Result<Option<serde_json::Value>, String> {
+    fn pre_commit(&mut self, id: u64, _lasting: bool) -> Result<Option<serde_json::Value>, String> {
         if self.direct {
             return Ok(None);
         }

@@ -150,7 +150,7 @@ impl Sink for KafkaSink {
         self.check_delivered()
     }
 
-    fn pre_commit(&mut self, _id: u64) -> Result<Option<serde_json::Value>, String> {
+    fn pre_commit(&mut self, _id: u64, _lasting: bool) -> Result<Option<serde_json::Value>, String> {
         self.flush()?;
         Ok(None)
     }

@@ -42,6 +42,9 @@ pub struct KafkaSourceConfig {
     pub topics: Vec<String>,
     /// Where partitions no checkpoint has an offset for start.
     pub start_from: StartFrom,
+    /// Where a partition whose restored offset is outside its log starts ([`StartFrom::Earliest`]
+    /// or [`StartFrom::Latest`]); `None`: such an offset fails the job.
+    pub offset_reset: Option<StartFrom>,
     /// Bounded: stop at the end offsets seen when the job first started.
     pub bounded: bool,
     /// `group.id`: where offsets are committed back for monitoring.
@@ -290,11 +293,11 @@ impl KafkaSource {
             _ => None,
         };
         for (i, partition) in partitions.iter().enumerate() {
+            let (low, high) = self.watermarks(partition)?;
             if let Some(offset) = resumed.and_then(|r| Offsets::get(&r.next, partition)) {
-                starts.push(offset);
+                starts.push(self.checked_resume(partition, offset, (low, high))?);
                 continue;
             }
-            let (low, high) = self.watermarks(partition)?;
             starts.push(match (start_from, committed.as_ref().map(|c| c[i])) {
                 (StartFrom::Latest, _) => high,
                 (_, Some(Offset::Offset(n))) => n.clamp(low, high),
@@ -305,6 +308,39 @@ impl KafkaSource {
             });
         }
         Ok(starts)
+    }
+
+    /// Where `partition` resumes, restored at `offset`: there when it is within the partition's
+    /// log (`low` to `high`); else where `offset-reset` says, or an error. An offset past the end
+    /// would wait for records the log never numbers so (the topic was recreated, or its records
+    /// deleted), skipping every record produced meanwhile; one before the start has lost records.
+    fn checked_resume(
+        &self,
+        (topic, partition): &Partition,
+        offset: i64,
+        (low, high): (i64, i64),
+    ) -> Result<i64, String> {
+        if (low..=high).contains(&offset) {
+            return Ok(offset);
+        }
+        let uid = self.uid();
+        let reset = match &self.config.offset_reset {
+            Some(StartFrom::Latest) => high,
+            Some(_) => low,
+            None => {
+                return Err(format!(
+                    "source '{uid}': the restored offset {offset} of topic '{topic}' partition {partition} is outside \
+                     the partition's log, which holds offsets {low} to {high} (the topic was recreated, or records \
+                     were deleted, since the checkpoint or savepoint was taken); set offset-reset = \"earliest\" or \
+                     \"latest\" on the source to start such a partition there, or restore from a snapshot of this log"
+                ));
+            }
+        };
+        tracing::warn!(
+            "source '{uid}': the restored offset {offset} of topic '{topic}' partition {partition} is outside its log \
+             ({low} to {high}); starting at {reset}, as offset-reset says"
+        );
+        Ok(reset)
     }
 
     /// Offsets of `partitions` answered by `request` (committed offsets, offsets for times).
@@ -383,15 +419,29 @@ impl Source for KafkaSource {
                 continue; // fetched before a seek; already read
             }
             *next = message.offset() + 1;
-            let value = message.payload().unwrap_or_default();
-            if value.len() > MAX_EVENT_BYTES {
-                return Err(format!(
-                    "source '{}': the record at offset {} of topic '{}' partition {} is larger than {} MiB, the \
-                     largest event weir passes on",
-                    self.uid(),
+            let at = || {
+                format!(
+                    "the record at offset {} of topic '{}' partition {}",
                     message.offset(),
                     partition.0,
-                    partition.1,
+                    partition.1
+                )
+            };
+            let Some(value) = message.payload() else {
+                return Err(format!(
+                    "source '{}': {} is a tombstone (a key without a value, which compacted topics use to delete \
+                     the key): weir passes on events with values; leave tombstones out of the topics a job reads",
+                    self.uid(),
+                    at()
+                ));
+            };
+            let size = value.len() + message.key().map_or(0, <[u8]>::len);
+            if size > MAX_EVENT_BYTES {
+                return Err(format!(
+                    "source '{}': {} has {size} bytes of key and value, more than {} MiB, the largest event weir \
+                     passes on",
+                    self.uid(),
+                    at(),
                     MAX_EVENT_BYTES >> 20
                 ));
             }
@@ -500,6 +550,7 @@ mod tests {
             client: KafkaClient { uid: "k".into(), bootstrap_servers: String::new(), properties: BTreeMap::new() },
             topics: vec!["t".into()],
             start_from: StartFrom::Earliest,
+            offset_reset: None,
             bounded: true,
             group_id: "g".into(),
             discovery: None,

@@ -155,7 +155,8 @@ impl Jobs {
             Some(from) => {
                 let allowed = &self.placement.allowed;
                 allowed.check_url("from-savepoint", &from.savepoint, base).map_err(SubmitError::Savepoint)?;
-                let restore = Restore::savepoint(&from.savepoint, base).map_err(SubmitError::Savepoint)?;
+                let restore =
+                    Restore::savepoint(&from.savepoint, base).map_err(SubmitError::Savepoint)?.forked(from.fork);
                 if from.fork {
                     restore.check_fork(plan.name()).map_err(SubmitError::Savepoint)?;
                 }
@@ -187,6 +188,7 @@ impl Jobs {
                 savepoint: r.location(),
                 job: r.job().to_string(),
                 savepoint_id: r.id(),
+                fork: r.is_fork(),
             }),
             history: vec![HistoryEntry::new(
                 HistoryEvent::Started,

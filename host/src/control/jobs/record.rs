@@ -115,6 +115,9 @@ pub struct Lineage {
     pub job: String,
     /// Its barrier id in that job.
     pub savepoint_id: u64,
+    /// A fork: a new job beside that one (which commits its own output), not a restore of it.
+    #[serde(default)]
+    pub fork: bool,
 }
 
 /// What a rollback of a job's last upgrade goes back to.

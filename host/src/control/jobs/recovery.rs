@@ -35,7 +35,10 @@ impl Jobs {
                         (info.first_checkpoint, info.lineage.clone(), info.attempt + 1)
                     };
                     let restore = resume_point(&plan, first_checkpoint, || match lineage {
-                        Some(lineage) => Restore::savepoint(&lineage.savepoint, base).map(|r| Some(Arc::new(r))),
+                        Some(lineage) => {
+                            let restore = Restore::savepoint(&lineage.savepoint, base)?.forked(lineage.fork);
+                            Ok(Some(Arc::new(restore)))
+                        }
                         None => Ok(None),
                     })?;
                     let graph = plan.build(attempt, restore.clone()).map_err(|e| e.to_string())?;

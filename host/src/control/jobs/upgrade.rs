@@ -116,7 +116,7 @@ pub(super) fn upgraded(
     };
     let handover = Some(job.handles.handover.clone());
     let savepoint = sink.location();
-    let (plan, graph, status) = match plan.build_after_upgrade(attempt, Some(restore.clone()), handover.clone()) {
+    let (plan, graph, status) = match plan.build_after_upgrade(attempt, Some(restore.clone()), handover.clone(), true) {
         Ok(graph) => {
             update(dir, job, |i| {
                 i.job = plan.text().to_string();
@@ -131,7 +131,7 @@ pub(super) fn upgraded(
             (plan, Ok(graph), UpgradeProgress::Restarted { savepoint, run, last_batches })
         }
         Err(e) => {
-            let graph = old.build_after_upgrade(attempt, Some(restore), handover).map_err(|e| e.to_string());
+            let graph = old.build_after_upgrade(attempt, Some(restore), handover, false).map_err(|e| e.to_string());
             (old, graph, UpgradeProgress::Failed { cause: format!("the upgraded job cannot start: {e}") })
         }
     };
@@ -252,7 +252,11 @@ impl Jobs {
         uids: Vec<String>,
         rollback: Option<Arc<Restore>>,
     ) -> Result<String, UpgradeError> {
-        let sink = Arc::new(plan.savepoint_sink(None, SavepointFormat::Canonical).map_err(SavepointError::Target)?);
+        let sink = plan.savepoint_sink(None, SavepointFormat::Canonical).map_err(SavepointError::Target)?;
+        // An upgrade goes on from it: a resume never goes back behind it (a rollback goes on
+        // from the earlier savepoint it returns to, a resume point already).
+        let resumed = plan.checkpoint_storage().filter(|_| rollback.is_none());
+        let sink = Arc::new(sink.resumed_from(resumed));
         let request_id = self.request_id(id);
         // In place when every operator of the next run declares the states of the one it
         // replaces: then nothing needs reading back, and the job goes on before the savepoint is

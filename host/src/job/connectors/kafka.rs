@@ -18,6 +18,7 @@ pub(super) fn refuse_kafka_settings(s: &SourceSpec) -> Result<(), String> {
         ("topics", s.topics.is_some()),
         ("start-from", s.start_from.is_some()),
         ("stop-at", s.stop_at.is_some()),
+        ("offset-reset", s.offset_reset.is_some()),
         ("group-id", s.group_id.is_some()),
         ("partition-discovery", s.partition_discovery.is_some()),
         ("properties", s.properties.is_some()),
@@ -103,6 +104,14 @@ pub(super) fn source(s: &SourceSpec) -> Result<Box<dyn SourceFactory>, String> {
         Some("latest") => true,
         Some(other) => return Err(format!("source '{uid}': stop-at \"{other}\" is not \"latest\" (the only bound)")),
     };
+    let offset_reset = match s.offset_reset.as_deref() {
+        None => None,
+        Some("earliest") => Some(StartFrom::Earliest),
+        Some("latest") => Some(StartFrom::Latest),
+        Some(other) => {
+            return Err(format!("source '{uid}': offset-reset \"{other}\" is not \"earliest\" or \"latest\""));
+        }
+    };
     let discovery_text = s.partition_discovery.as_deref().unwrap_or(DEFAULT_DISCOVERY);
     let discovery = duration(discovery_text)
         .ok_or_else(|| format!("source '{uid}': partition-discovery \"{discovery_text}\" is not a duration"))?;
@@ -110,6 +119,7 @@ pub(super) fn source(s: &SourceSpec) -> Result<Box<dyn SourceFactory>, String> {
         client,
         topics,
         start_from,
+        offset_reset,
         bounded,
         group_id: s.group_id.clone().unwrap_or_else(|| format!("weir-{uid}")),
         discovery: (!discovery.is_zero()).then_some(discovery),

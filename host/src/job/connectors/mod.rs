@@ -87,22 +87,30 @@ pub(super) fn source(
     })
 }
 
-/// Sink `s`'s factory; relative paths start at `base`. With `two_phase`, a file sink publishes
-/// by two-phase commit and brings its directory to the output of `restore`, the checkpoint or
-/// savepoint job `job_id` resumes from.
-pub(super) fn sink(
-    s: &SinkSpec,
-    base: &Path,
-    two_phase: bool,
-    restore: Option<&Restore>,
-    job_id: &str,
-) -> Result<Box<dyn SinkFactory>, String> {
+/// How a job's sinks keep their output exactly once.
+pub(super) struct Exactly<'a> {
+    /// The job checkpoints: sinks publish by two-phase commit.
+    pub(super) two_phase: bool,
+    /// The checkpoint or savepoint the job resumes from: sinks bring their output to what it
+    /// records.
+    pub(super) restore: Option<&'a Restore>,
+    /// The running job's id.
+    pub(super) job_id: &'a str,
+    /// After an upgrade: how long sinks that cannot take output back hold it back.
+    pub(super) hold_output: Option<std::time::Duration>,
+}
+
+/// Sink `s`'s factory; relative paths start at `base`. With two-phase commit, a file sink
+/// brings its directory to the output of the checkpoint or savepoint the job resumes from.
+pub(super) fn sink(s: &SinkSpec, base: &Path, exactly: &Exactly) -> Result<Box<dyn SinkFactory>, String> {
+    let Exactly { two_phase, restore, job_id, .. } = *exactly;
     let postgres_only = [
         ("url", s.url.is_some()),
         ("table", s.table.is_some()),
         ("columns", s.columns.is_some()),
         ("mode", s.mode.is_some()),
         ("key-columns", s.key_columns.is_some()),
+        ("statement-timeout", s.statement_timeout.is_some()),
     ];
     only_for("sink", &s.uid, "postgres sinks", s.kind == SinkType::Postgres, &postgres_only)?;
     let kafka_only = [
@@ -119,13 +127,7 @@ pub(super) fn sink(
             let dir = base.join(path);
             let commit = match two_phase {
                 false => FileCommit::Direct,
-                true => FileCommit::TwoPhase {
-                    restored: restore.map(|r| Restored {
-                        job_id: r.job_id().to_string(),
-                        id: r.id(),
-                        committed: r.sink_committed(&s.uid).cloned(),
-                    }),
-                },
+                true => FileCommit::TwoPhase { restored: restore.map(|r| restored(r, &s.uid)) },
             };
             let factory = FileSinkFactory::new(dir, commit, job_id);
             Box::new(factory.map_err(|e| format!("sink '{}': {e}", s.uid))?)
@@ -133,10 +135,16 @@ pub(super) fn sink(
         (SinkType::File, None) => return Err(format!("sink '{}': `path` is required for a file sink", s.uid)),
         (SinkType::Stdout, None) => Box::new(StdoutSinkFactory),
         (SinkType::Blackhole, None) => Box::new(BlackholeSinkFactory),
-        (SinkType::Postgres, None) => postgres::sink(s, two_phase, restore, job_id)?,
+        (SinkType::Postgres, None) => postgres::sink(s, exactly)?,
         (SinkType::Kafka, None) => kafka::sink(s)?,
         (_, Some(_)) => return Err(format!("sink '{}': `path` is a setting of file sinks only", s.uid)),
     })
+}
+
+/// What sink `uid` resumes from of `restore`: who took it, at which barrier, and what the sink
+/// had committed then.
+fn restored(restore: &Restore, uid: &str) -> Restored {
+    Restored { job_id: restore.job_id().to_string(), id: restore.id(), committed: restore.sink_committed(uid).cloned() }
 }
 
 /// Refuses the first of `settings` (its key, whether the table sets it) when the settings belong

@@ -1,17 +1,13 @@
 //! The `postgres` sink's table of a job file.
 use crate::checkpoint::Restore;
-use crate::connectors::{PostgresMode, PostgresSinkConfig, PostgresSinkFactory};
+use crate::connectors::{DEFAULT_STATEMENT_TIMEOUT, PostgresMode, PostgresSinkConfig, PostgresSinkFactory, TwoPhase};
 use crate::job::spec::{PostgresModeSpec, SinkSpec};
 use crate::runtime::SinkFactory;
 
 /// A `postgres` sink: exactly-once (two-phase) with checkpointing, resolving what an earlier run
 /// of the job left prepared up to the barrier it resumes from.
-pub(super) fn sink(
-    s: &SinkSpec,
-    two_phase: bool,
-    restore: Option<&Restore>,
-    job_id: &str,
-) -> Result<Box<dyn SinkFactory>, String> {
+pub(super) fn sink(s: &SinkSpec, exactly: &super::Exactly) -> Result<Box<dyn SinkFactory>, String> {
+    let super::Exactly { two_phase, restore, job_id, hold_output } = *exactly;
     let uid = &s.uid;
     let required = |key: &str, value: &Option<String>| {
         value.clone().ok_or_else(|| format!("sink '{uid}': `{key}` is required for a postgres sink"))
@@ -47,7 +43,23 @@ pub(super) fn sink(
             PostgresMode::Upsert { key_columns: keys.clone() }
         }
     };
-    let config = PostgresSinkConfig { uid: uid.clone(), url, password, table, columns, mode };
-    let restored = restore.map(Restore::id);
-    Ok(Box::new(PostgresSinkFactory::new(config, two_phase, job_id, restored)?))
+    let statement_timeout = match &s.statement_timeout {
+        None => DEFAULT_STATEMENT_TIMEOUT,
+        Some(text) => crate::job::spec::duration(text).filter(|d| d.as_millis() >= 1).ok_or_else(|| {
+            format!(
+                "sink '{uid}': statement-timeout \"{text}\" is not a duration from 1ms to 365 days, such as \"30s\""
+            )
+        })?,
+    };
+    let config = PostgresSinkConfig { uid: uid.clone(), url, password, table, columns, mode, statement_timeout };
+    let two_phase = two_phase.then(|| TwoPhase {
+        job_id: job_id.to_string(),
+        restored: restore.map(|r| super::restored(r, uid)),
+        fork: restore.is_some_and(Restore::is_fork),
+        until_stored: restore.and_then(Restore::storing).map(|savepoint| {
+            Box::new(move || savepoint.stored().map(drop)) as Box<dyn FnOnce() -> Result<(), String> + Send>
+        }),
+        hold_for: hold_output,
+    });
+    Ok(Box::new(PostgresSinkFactory::new(config, two_phase)?))
 }

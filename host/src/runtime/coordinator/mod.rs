@@ -170,6 +170,13 @@ impl<'a> Coordinator<'a> {
         if let Ok(mut targets) = self.control.targets.lock() {
             targets.insert(id, sink.clone());
         }
+        // A savepoint, or the final checkpoint once every source is exhausted: sinks commit
+        // everything at it, holding nothing back.
+        if (savepoint.is_some() || self.sources_finished == self.sources)
+            && let Ok(mut lasting) = self.control.lasting.lock()
+        {
+            lasting.insert(id);
+        }
         // Stored before the barrier is requested (subtasks read them in the reverse order).
         if let Some(request) = savepoint.as_ref().filter(|s| s.stop) {
             self.control.draining.store(request.drain, Ordering::SeqCst);
@@ -209,6 +216,9 @@ impl<'a> Coordinator<'a> {
     fn end(&mut self, id: u64) -> Option<Pending> {
         if let Ok(mut targets) = self.control.targets.lock() {
             targets.remove(&id);
+        }
+        if let Ok(mut lasting) = self.control.lasting.lock() {
+            lasting.remove(&id);
         }
         self.pending.remove(&id)
     }

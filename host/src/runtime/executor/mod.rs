@@ -45,6 +45,7 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
         acks,
         uploads,
         targets: Mutex::default(),
+        lasting: Mutex::default(),
         stop_at: AtomicU64::new(0),
         draining: AtomicBool::new(false),
         final_checkpoint_done: AtomicBool::new(false),

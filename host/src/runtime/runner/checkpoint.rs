@@ -49,7 +49,7 @@ pub(super) fn at_sink_barrier(
 ) -> Result<(), String> {
     let _phase = tracing::debug_span!("checkpoint_pre_commit", id, sink = %info.uid, subtask = info.index).entered();
     let started = Instant::now();
-    let committable = sink.pre_commit(id)?;
+    let committable = sink.pre_commit(id, ctx.lasting(id))?;
     let stats = SubtaskCheckpoint { alignment, sync: started.elapsed(), ..Default::default() };
     ctx.report(Report::Ack(id, TaskAck { stats, committable, ..TaskAck::new(info) }));
     Ok(())

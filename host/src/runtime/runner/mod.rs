@@ -38,6 +38,9 @@ pub(crate) trait TaskContext: Send + Sync {
     fn report(&self, report: Report);
     /// Where a stop that hands over leaves operator state and source positions.
     fn handover(&self) -> Option<&Handover>;
+    /// Whether barrier `id` is a savepoint's or the job's final one: a sink holds nothing back
+    /// at it.
+    fn lasting(&self, id: u64) -> bool;
 }
 
 /// What the checkpoint coordinator asks of subtasks at one moment.
@@ -185,6 +188,9 @@ mod tests {
         }
         fn handover(&self) -> Option<&Handover> {
             None
+        }
+        fn lasting(&self, _id: u64) -> bool {
+            false
         }
     }
 

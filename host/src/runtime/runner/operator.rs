@@ -53,6 +53,25 @@ fn late_events(batch: &EventBatch, watermark: i64) -> u64 {
     batch.iter().filter(|e| e.timestamp.is_some_and(|t| t <= watermark)).count() as u64
 }
 
+/// Advances `operator`'s time to `watermark`: fires the timers due when this advance began, a
+/// batch at a time, sending what each batch emitted on (`emit`) before the next, so that a
+/// million due timers neither pile their output up in memory nor keep a cancel waiting.
+fn advance(
+    operator: &mut dyn Operator,
+    watermark: i64,
+    out: &mut EventBatch,
+    info: &SubtaskInfo,
+    mut emit: impl FnMut(&mut EventBatch) -> Result<(), Stop>,
+) -> Result<(), Stop> {
+    while operator.advance_time(watermark, out)? {
+        emit(out)?;
+        if info.interrupt.is_raised() {
+            return Err(Stop::Quiet);
+        }
+    }
+    Ok(())
+}
+
 /// Runs operator subtask `info` until every input has ended or the run stops. With `watermarks`,
 /// it generates its own from what it emits.
 #[allow(clippy::too_many_arguments)] // each is one of the subtask's own; bundling them hides nothing
@@ -101,7 +120,9 @@ pub(crate) fn run_operator(
         let Some(received) = received else {
             if block {
                 // Waited until a processing-time timer was due.
-                operator.advance_time(watermark, &mut out)?;
+                advance(&mut *operator, watermark, &mut out, info, |out| {
+                    emit(out, &mut sinks, &mut output_time, output)
+                })?;
                 emit(&mut out, &mut sinks, &mut output_time, output)?;
             }
             // Nothing waiting: send what routing held back before blocking for more.
@@ -117,7 +138,9 @@ pub(crate) fn run_operator(
                 let start = clock_ns();
                 operator.process(&batch, &mut out)?;
                 if operator.next_processing_timer().is_some_and(|due| due <= now_ms() as i64) {
-                    operator.advance_time(watermark, &mut out)?;
+                    advance(&mut *operator, watermark, &mut out, info, |out| {
+                        emit(out, &mut sinks, &mut output_time, output)
+                    })?;
                 }
                 let now = clock_ns();
                 counters.busy_ns.fetch_add(now - start, Ordering::Relaxed);
@@ -131,7 +154,7 @@ pub(crate) fn run_operator(
                     counters.watermark.set(w);
                     // Timers fire before the watermark goes on: what they emit is not late.
                     let start = clock_ns();
-                    operator.advance_time(w, &mut out)?;
+                    advance(&mut *operator, w, &mut out, info, |out| emit(out, &mut sinks, &mut output_time, output))?;
                     counters.busy_ns.fetch_add(clock_ns() - start, Ordering::Relaxed);
                     emit(&mut out, &mut sinks, &mut output_time, output)?;
                 }

@@ -3,7 +3,7 @@
 //! entries of 1 MB each per event into host state, `line-break` emits a value with a line break
 //! in it, `huge-error` fails with a 20 MiB message, `foreign-slot` asks the host for state of a
 //! key it was not given, `dawdle` passes every event on after 100 ms (a slow operator that
-//! barriers queue behind).
+//! barriers queue behind), `emit-huge` emits a value of 17 MiB (once).
 use serde::Deserialize;
 use weir_guest::{Context, Description, Event, MapState, OpenContext, Operator, Result};
 
@@ -15,6 +15,7 @@ struct Config {
 struct Misbehave {
     what: String,
     hoard: MapState<u32, String>,
+    emitted: bool,
 }
 
 impl Operator for Misbehave {
@@ -23,7 +24,7 @@ impl Operator for Misbehave {
     }
 
     fn open(ctx: &OpenContext) -> Result<Self> {
-        Ok(Misbehave { what: ctx.config::<Config>()?.r#do, hoard: ctx.map_state("m")? })
+        Ok(Misbehave { what: ctx.config::<Config>()?.r#do, hoard: ctx.map_state("m")?, emitted: false })
     }
 
     fn process(&mut self, _ctx: &mut Context, _event: &Event) -> Result<()> {
@@ -40,6 +41,12 @@ impl Operator for Misbehave {
                 }
             }
             "huge-error" => Err(weir_guest::Error::new("e".repeat(20 << 20))),
+            "emit-huge" if !self.emitted => {
+                self.emitted = true;
+                _ctx.emit(&vec![b'x'; 17 << 20]);
+                Ok(())
+            }
+            "emit-huge" => Ok(()),
             "line-break" => {
                 _ctx.emit(b"one event\nthat reads as two");
                 Ok(())
