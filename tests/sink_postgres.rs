@@ -71,18 +71,22 @@ fn assert_every_line_once(pg: &Postgres, dir: &Path) {
     assert_eq!(rows, expected_lines(&expected_counts(&dir.join("clicks.jsonl"))), "every line once");
 }
 
+/// Runs `job` from `from` (`--from-checkpoint latest`, `--from-savepoint PATH`) to its end and
+/// checks that it succeeded and left no prepared transaction; returns what it printed.
+fn resumed_to_the_end(job: &str, from: &[&str], pg: &Postgres) -> String {
+    let args = [&["run", job, "--listen", "none"], from].concat();
+    let resumed = weir_with_env(&args, &pg.env(), Duration::from_secs(120));
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert_eq!(pg.psql("SELECT count(*) FROM pg_prepared_xacts"), "0", "no prepared transaction is left");
+    resumed.stderr
+}
+
 /// Kills the job three times at random moments and resumes it to the end.
 fn killed_and_resumed(dir: &Path, job: &str, pg: &Postgres) {
     let job_dir = dir.join("chk/clicks-per-user");
     let kills = kill_repeatedly(job, &pg.env(), 3, || !completed_checkpoints(&job_dir).is_empty());
     assert!(kills >= 2, "the job was killed {kills} times of 3");
-    let resumed = weir_with_env(
-        &["run", job, "--listen", "none", "--from-checkpoint", "latest"],
-        &pg.env(),
-        Duration::from_secs(120),
-    );
-    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
-    assert_eq!(pg.psql("SELECT count(*) FROM pg_prepared_xacts"), "0", "no prepared transaction is left");
+    resumed_to_the_end(job, &["--from-checkpoint", "latest"], pg);
 }
 
 #[test]
@@ -238,14 +242,8 @@ fn a_savepoint_restored_after_a_cancel_or_a_kill_commits_exactly_what_it_covers(
             _ => drop(running),
         }
         // Its transactions stay prepared: the savepoint covers them, no checkpoint completed.
-        let restored = weir_with_env(
-            &["run", &job, "--listen", "none", "--from-savepoint", &savepoint],
-            &pg.env(),
-            Duration::from_secs(60),
-        );
-        assert_eq!(restored.code, 0, "{end}: {}", restored.stderr);
+        resumed_to_the_end(&job, &["--from-savepoint", &savepoint], &pg);
         assert_every_line_once(&pg, dir.path());
-        assert_eq!(pg.psql("SELECT count(*) FROM pg_prepared_xacts"), "0", "{end}: no prepared transaction is left");
     }
 }
 
@@ -310,14 +308,8 @@ fn killed_right_after_upgrades_a_resumed_job_writes_every_line_once() {
         std::thread::sleep(Duration::from_millis(300));
         drop(running);
     }
-    let resumed = weir_with_env(
-        &["run", &job, "--listen", "none", "--from-checkpoint", "latest"],
-        &pg.env(),
-        Duration::from_secs(120),
-    );
-    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    resumed_to_the_end(&job, &["--from-checkpoint", "latest"], &pg);
     assert_every_line_once(&pg, dir.path());
-    assert_eq!(pg.psql("SELECT count(*) FROM pg_prepared_xacts"), "0", "no prepared transaction is left");
 }
 
 #[test]
@@ -420,13 +412,7 @@ fn output_after_an_upgrade_waits_for_its_rollback_window_and_a_kill_meanwhile_wr
     std::thread::sleep(Duration::from_millis(2000));
     assert_eq!(rows(), early, "the new module's rows are held back during the rollback window");
     drop(running);
-    let resumed = weir_with_env(
-        &["run", &job, "--listen", "none", "--from-checkpoint", "latest"],
-        &pg.env(),
-        Duration::from_secs(120),
-    );
-    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
-    assert!(resumed.stderr.contains("from savepoint"), "resumed from the upgrade's savepoint: {}", resumed.stderr);
+    let stderr = resumed_to_the_end(&job, &["--from-checkpoint", "latest"], &pg);
+    assert!(stderr.contains("from savepoint"), "resumed from the upgrade's savepoint: {stderr}");
     assert_every_line_once(&pg, dir.path());
-    assert_eq!(pg.psql("SELECT count(*) FROM pg_prepared_xacts"), "0", "no prepared transaction is left");
 }

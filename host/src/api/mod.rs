@@ -69,12 +69,13 @@ pub fn router(state: Arc<ApiState>, body_limit: usize) -> Router {
         .route("/v1/compare", get(compare_jobs))
         .route("/metrics", get(prometheus_metrics))
         .fallback(not_found)
+        .layer(middleware::from_fn(same_origin::same_site))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(middleware::from_fn(json_errors))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state.clone())
         .merge(dashboard::router())
-        .layer(middleware::from_fn_with_state(state, same_origin::same_origin))
+        .layer(middleware::from_fn_with_state(state, same_origin::known_host))
 }
 
 async fn authorize(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
