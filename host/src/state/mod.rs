@@ -51,7 +51,7 @@ pub use memory::MemoryBackend;
 pub use migration::{Migration, RestoredState, StateRestore, rewrite_items};
 pub use rocksdb::{RocksDbBackend, RocksDbBackends};
 pub use snapshot::{NativeFile, NativeFiles, NativePart, SnapshotBody};
-pub use timers::{TIMERS_STATE, Timer, TimerQueue, timer_of, timers_descriptor};
+pub use timers::{SPILL_AFTER, TIMERS_STATE, Timer, TimerQueue, timer_of, timers_descriptor};
 pub(crate) use value_table::same_bytes;
 
 use crate::key_group::KeyGroup;

@@ -60,9 +60,29 @@ fn parse_map_key(bytes: &[u8]) -> Option<(TimeDomain, i64)> {
 
 /// The timers of one subtask, ordered by time per domain, mirrored in the backend's map state
 /// `state`.
+///
+/// With a backend that keeps its state on disk (RocksDB) the queue keeps at most
+/// [`SPILL_AFTER`] timers of a domain in memory, its earliest ones, as Flink keeps a bounded
+/// cache of the head of its RocksDB timer queue; the rest stay in the backend alone (*spilled*),
+/// every one of them at or after the latest in memory, and the queue refills itself from the
+/// backend when it runs dry (a scan of the timers' state, keeping the next earliest). With the
+/// memory backend every timer is in the queue (the backend holds them in memory anyway).
+///
+/// During an advance of time ([`TimerQueue::begin_advance`]) a timer set for a time the advance
+/// reaches waits for the next one: it is stored at once but enters the queue only when the
+/// advance ends, so that an advance fires only timers that were due when it began.
 pub struct TimerQueue {
     state: u32,
+    key_groups: Range<u32>,
     queues: [BTreeSet<Timer>; 2],
+    /// Per domain: some of its timers are in the backend alone, each at or after the queue's
+    /// latest; the queue is never empty while they are.
+    spilled: [bool; 2],
+    /// Timers a domain keeps in memory at most (`None`: all).
+    capacity: Option<usize>,
+    /// During an advance: how far it reaches per domain, and the timers set meanwhile for a time
+    /// it reaches.
+    advance: Option<([i64; 2], Vec<(TimeDomain, Timer)>)>,
     /// Bytes of memory the queues take, about: counted against the operator's `state-limit`.
     bytes: usize,
 }
@@ -71,43 +91,92 @@ pub struct TimerQueue {
 /// node.
 const TIMER_BYTES: usize = std::mem::size_of::<Timer>() + 24;
 
+/// Timers of a domain a queue over a backend on disk keeps in memory at most.
+pub const SPILL_AFTER: usize = 100_000;
+
 impl TimerQueue {
-    /// The timers stored in `backend`'s map state `state` for `key_groups`.
-    pub fn restore(backend: &dyn StateBackend, state: u32, key_groups: Range<u32>) -> Result<Self, StateError> {
-        let mut queue = TimerQueue { state, queues: Default::default(), bytes: 0 };
-        let mut malformed = None;
-        backend.scan_state(state, key_groups, &mut |entry| match entry.item {
+    /// The timers stored in `backend`'s map state `state` for `key_groups`: all of them, or each
+    /// domain's earliest `capacity` (a backend on disk: [`SPILL_AFTER`]).
+    pub fn restore(
+        backend: &dyn StateBackend,
+        state: u32,
+        key_groups: Range<u32>,
+        capacity: Option<usize>,
+    ) -> Result<Self, StateError> {
+        let mut queue = TimerQueue {
+            state,
+            key_groups,
+            queues: Default::default(),
+            spilled: [false; 2],
+            capacity,
+            advance: None,
+            bytes: 0,
+        };
+        for domain in [TimeDomain::EventTime, TimeDomain::ProcessingTime] {
+            queue.refill(backend, domain)?;
+        }
+        Ok(queue)
+    }
+
+    /// Loads `domain`'s earliest stored timers into its queue (up to the capacity), but those
+    /// waiting for the end of an advance; notes whether more are stored.
+    fn refill(&mut self, backend: &dyn StateBackend, domain: TimeDomain) -> Result<(), StateError> {
+        let capacity = self.capacity.unwrap_or(usize::MAX);
+        let waiting = self.advance.as_ref().map(|(_, waiting)| waiting);
+        let queue = &mut self.queues[domain as usize];
+        let (mut malformed, mut more) = (None, false);
+        backend.scan_state(self.state, self.key_groups.clone(), &mut |entry| match entry.item {
             StateItem::MapEntry(map_key, _) => match parse_map_key(map_key) {
-                Some((domain, time)) => {
+                Some((d, time)) if d == domain => {
                     let timer = Timer { time, key_group: entry.key_group, key: entry.key.into() };
-                    queue.bytes += TIMER_BYTES + timer.key.len();
-                    queue.queues[domain as usize].insert(timer);
+                    if waiting.is_some_and(|w| w.iter().any(|(d, t)| *d == domain && *t == timer)) {
+                        return;
+                    }
+                    if queue.len() < capacity {
+                        queue.insert(timer);
+                    } else if queue.last().is_some_and(|last| timer < *last) {
+                        queue.pop_last();
+                        queue.insert(timer);
+                        more = true;
+                    } else if !queue.contains(&timer) {
+                        more = true;
+                    }
                 }
+                Some(_) => {}
                 None => malformed = Some(map_key.len()),
             },
             _ => malformed = Some(0),
         })?;
-        match malformed {
-            Some(len) => {
-                Err(StateError::Storage { cause: format!("a stored timer of {len} bytes is not a domain and a time") })
-            }
-            None => Ok(queue),
+        if let Some(len) = malformed {
+            return Err(StateError::Storage {
+                cause: format!("a stored timer of {len} bytes is not a domain and a time"),
+            });
         }
+        self.spilled[domain as usize] = more;
+        self.count_bytes();
+        Ok(())
     }
 
-    /// How many timers are pending.
+    /// Recounts the bytes the queues and the waiting timers take (after a refill: rare).
+    fn count_bytes(&mut self) {
+        let waiting = self.advance.iter().flat_map(|(_, waiting)| waiting.iter().map(|(_, t)| t));
+        let timers = self.queues.iter().flatten().chain(waiting);
+        self.bytes = timers.map(|t| TIMER_BYTES + t.key.len()).sum();
+    }
+
+    /// How many timers are in memory.
     pub fn len(&self) -> usize {
-        self.queues.iter().map(BTreeSet::len).sum()
+        self.queues.iter().map(BTreeSet::len).sum::<usize>() + self.advance.as_ref().map_or(0, |(_, w)| w.len())
     }
 
-    /// Bytes of memory the pending timers take, about.
+    /// Bytes of memory the timers in memory take, about.
     pub fn approximate_bytes(&self) -> usize {
         self.bytes
     }
 
     /// True when no timer is pending.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len() == 0 && !self.spilled.iter().any(|&s| s)
     }
 
     /// Registers the timer `op` names for `key` at `time` (a second time: no change), or deletes
@@ -121,18 +190,61 @@ impl TimerQueue {
         key: &[u8],
     ) -> Result<(), StateError> {
         let timer = Timer { time, key_group, key: key.into() };
-        let queue = &mut self.queues[op.domain as usize];
+        let d = op.domain as usize;
         let stored = map_key(op.domain, time);
         if op.delete {
-            if queue.remove(&timer) {
+            if let Some((_, waiting)) = &mut self.advance
+                && let Some(i) = waiting.iter().position(|(domain, t)| *domain == op.domain && *t == timer)
+            {
+                waiting.swap_remove(i);
                 self.bytes -= TIMER_BYTES + key.len();
-                return backend.map_remove(self.state, key_group, key, &stored);
+            } else if self.queues[d].remove(&timer) {
+                self.bytes -= TIMER_BYTES + key.len();
             }
-        } else if queue.insert(timer) {
-            self.bytes += TIMER_BYTES + key.len();
+            backend.map_remove(self.state, key_group, key, &stored)?;
+            if self.queues[d].is_empty() && self.spilled[d] {
+                self.refill(backend, op.domain)?;
+            }
+            return Ok(());
+        }
+        if self.queues[d].contains(&timer) {
+            return Ok(());
+        }
+        // Set already, in the backend alone (spilled): no change.
+        if self.spilled[d] && backend.map_get(self.state, key_group, key, &stored, &mut Vec::new())? {
+            return Ok(());
+        }
+        if let Some((until, waiting)) = &mut self.advance
+            && time <= until[d]
+        {
+            if !waiting.iter().any(|(domain, t)| *domain == op.domain && *t == timer) {
+                self.bytes += TIMER_BYTES + key.len();
+                waiting.push((op.domain, timer));
+            }
             return backend.map_put(self.state, key_group, key, &stored, &[]);
         }
-        Ok(())
+        self.enqueue(op.domain, timer);
+        backend.map_put(self.state, key_group, key, &stored, &[])
+    }
+
+    /// Puts a stored timer into `domain`'s queue: at or before the queue's latest, or when none
+    /// is spilled; else it stays in the backend alone. Over the capacity, the latest spills.
+    fn enqueue(&mut self, domain: TimeDomain, timer: Timer) {
+        let d = domain as usize;
+        let queue = &mut self.queues[d];
+        if self.spilled[d] && queue.last().is_some_and(|last| timer > *last) {
+            return;
+        }
+        let len = timer.key.len();
+        if queue.insert(timer) {
+            self.bytes += TIMER_BYTES + len;
+        }
+        if self.capacity.is_some_and(|capacity| queue.len() > capacity)
+            && let Some(spilled) = queue.pop_last()
+        {
+            self.bytes -= TIMER_BYTES + spilled.key.len();
+            self.spilled[d] = true;
+        }
     }
 
     /// The time of the earliest timer of `domain`, if any.
@@ -140,17 +252,27 @@ impl TimerQueue {
         self.queues[domain as usize].first().map(|t| t.time)
     }
 
-    /// How many timers are due: event-time ones at or before `watermark`, processing-time ones at
-    /// or before `now`.
-    pub fn due_count(&self, watermark: i64, now: i64) -> usize {
-        let due = |domain: TimeDomain, until: i64| {
-            self.queues[domain as usize].iter().take_while(|t| t.time <= until).count()
-        };
-        due(TimeDomain::EventTime, watermark) + due(TimeDomain::ProcessingTime, now)
+    /// Starts an advance of time to `watermark` (event time) and `now` (processing time): until
+    /// it ends, timers set for a time it reaches wait (see the type's docs).
+    pub fn begin_advance(&mut self, watermark: i64, now: i64) {
+        let mut until = [0; 2];
+        until[TimeDomain::EventTime as usize] = watermark;
+        until[TimeDomain::ProcessingTime as usize] = now;
+        self.advance = Some((until, Vec::new()));
+    }
+
+    /// Ends the advance: the timers that waited enter the queue.
+    pub fn end_advance(&mut self) {
+        let Some((_, waiting)) = self.advance.take() else { return };
+        for (domain, timer) in waiting {
+            self.bytes -= TIMER_BYTES + timer.key.len();
+            self.enqueue(domain, timer);
+        }
     }
 
     /// Takes the timers of `domain` due at `time` (at or before it), earliest first, out of the
-    /// queue and the backend, into `due`, until `due` holds `max`.
+    /// queue and the backend, into `due`, until `due` holds `max`; refills the queue from the
+    /// backend when it runs dry.
     pub fn take_due(
         &mut self,
         backend: &mut dyn StateBackend,
@@ -159,12 +281,15 @@ impl TimerQueue {
         max: usize,
         due: &mut Vec<(TimeDomain, Timer)>,
     ) -> Result<(), StateError> {
-        let queue = &mut self.queues[domain as usize];
-        while due.len() < max && queue.first().is_some_and(|t| t.time <= time) {
-            let Some(timer) = queue.pop_first() else { break };
+        let d = domain as usize;
+        while due.len() < max && self.queues[d].first().is_some_and(|t| t.time <= time) {
+            let Some(timer) = self.queues[d].pop_first() else { break };
             self.bytes -= TIMER_BYTES + timer.key.len();
             backend.map_remove(self.state, timer.key_group, &timer.key, &map_key(domain, timer.time))?;
             due.push((domain, timer));
+            if self.queues[d].is_empty() && self.spilled[d] {
+                self.refill(backend, domain)?;
+            }
         }
         Ok(())
     }
@@ -195,7 +320,7 @@ mod tests {
     #[test]
     fn timers_fire_in_time_order_once_and_survive_a_restore() {
         let mut backend = backend();
-        let mut queue = TimerQueue::restore(&backend, 1, 0..4).unwrap();
+        let mut queue = TimerQueue::restore(&backend, 1, 0..4, None).unwrap();
         let event = TimeDomain::EventTime;
         let set = TimerOp { domain: event, delete: false };
         let delete = TimerOp { domain: event, delete: true };
@@ -211,7 +336,7 @@ mod tests {
         assert_eq!(queue.next(event), Some(10));
 
         // A restore finds exactly what is pending.
-        let restored = TimerQueue::restore(&backend, 1, 0..4).unwrap();
+        let restored = TimerQueue::restore(&backend, 1, 0..4, None).unwrap();
         assert_eq!(restored.queues, queue.queues);
 
         let mut due = Vec::new();
@@ -222,8 +347,72 @@ mod tests {
         assert_eq!(due.iter().map(|(_, t)| t.time).collect::<Vec<_>>(), [30]);
         assert_eq!(queue.next(event), None);
         assert_eq!(queue.next(TimeDomain::ProcessingTime), Some(5));
-        let restored = TimerQueue::restore(&backend, 1, 0..4).unwrap();
+        let restored = TimerQueue::restore(&backend, 1, 0..4, None).unwrap();
         assert_eq!(restored.len(), 1, "fired timers are gone from the backend too");
-        assert_eq!(TimerQueue::restore(&backend, 1, 0..1).unwrap().len(), 0, "key group 1 only");
+        assert_eq!(TimerQueue::restore(&backend, 1, 0..1, None).unwrap().len(), 0, "key group 1 only");
+    }
+
+    /// A queue keeping 3 timers of a domain in memory fires exactly what one keeping all of them
+    /// fires, in the same order, under random sets, deletes and advances of time, and timers set
+    /// during an advance for a time it reaches wait for the next one.
+    #[test]
+    fn a_queue_that_spills_fires_what_one_that_keeps_everything_fires() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let (mut small, mut all) = (backend(), backend());
+        let mut spilling = TimerQueue::restore(&small, 1, 0..4, Some(3)).unwrap();
+        let mut keeping = TimerQueue::restore(&all, 1, 0..4, None).unwrap();
+        let (mut now, mut spills) = (0, 0);
+        for _ in 0..5_000 {
+            let domain = if next(2) == 0 { TimeDomain::EventTime } else { TimeDomain::ProcessingTime };
+            match next(10) {
+                0..=5 => {
+                    let (time, key) = (now + next(40) as i64, [next(8) as u8]);
+                    let op = TimerOp { domain, delete: next(5) == 0 };
+                    spilling.apply(&mut small, op, time, u16::from(key[0] % 4), &key).unwrap();
+                    keeping.apply(&mut all, op, time, u16::from(key[0] % 4), &key).unwrap();
+                }
+                _ => {
+                    now += next(15) as i64;
+                    let fire = |queue: &mut TimerQueue, backend: &mut MemoryBackend, rearm: bool| {
+                        queue.begin_advance(now, now);
+                        let mut fired = Vec::new();
+                        loop {
+                            let mut due = Vec::new();
+                            for d in [TimeDomain::EventTime, TimeDomain::ProcessingTime] {
+                                queue.take_due(backend, d, now, 2, &mut due).unwrap();
+                            }
+                            if due.is_empty() {
+                                break;
+                            }
+                            for (d, timer) in due {
+                                // Set again at a time this advance reached: waits for the next.
+                                if rearm {
+                                    let op = TimerOp { domain: d, delete: false };
+                                    queue.apply(backend, op, timer.time, timer.key_group, &timer.key).unwrap();
+                                }
+                                fired.push((d, timer));
+                            }
+                        }
+                        queue.end_advance();
+                        fired
+                    };
+                    let rearm = next(3) == 0;
+                    let fired = fire(&mut spilling, &mut small, rearm);
+                    assert_eq!(fired, fire(&mut keeping, &mut all, rearm), "at {now}");
+                }
+            }
+            assert!(spilling.queues.iter().all(|q| q.len() <= 3), "at most 3 in memory a domain");
+            spills += usize::from(spilling.spilled.iter().any(|&s| s));
+            for d in [TimeDomain::EventTime, TimeDomain::ProcessingTime] {
+                assert_eq!(spilling.next(d), keeping.next(d), "the earliest of {d:?} at {now}");
+            }
+        }
+        assert!(spills > 1000, "the queue spilled often: {spills}");
     }
 }

@@ -177,8 +177,14 @@ impl OperatorFactory for WasmOperatorFactory {
         if states.len() > description.states.len() {
             let timers = match handed_over_timers {
                 Some(timers) => timers,
-                None => TimerQueue::restore(&*keyed.backend, keyed.guest_states, key_groups.clone())
-                    .map_err(|e| format!("cannot restore its timers: {e}"))?,
+                // A backend on disk keeps most timers there (see `TimerQueue`).
+                None => TimerQueue::restore(
+                    &*keyed.backend,
+                    keyed.guest_states,
+                    key_groups.clone(),
+                    keyed.backend.approximate_bytes().is_none().then_some(crate::state::SPILL_AFTER),
+                )
+                .map_err(|e| format!("cannot restore its timers: {e}"))?,
             };
             keyed.timers = Some(timers);
         }
@@ -228,8 +234,8 @@ struct WasmOperator {
     event_slots: Vec<u32>,
     /// The timers being fired, reused.
     due: Vec<(TimeDomain, Timer)>,
-    /// Within an advance of time: how many of the timers due when it began are still to fire.
-    firing: Option<usize>,
+    /// Within an advance of time: the time it fires timers up to, the same for all its batches.
+    firing: Option<FrameTime>,
     /// Batches processed, and how many key groups have been swept for expired entries.
     batches: u64,
     swept: u32,
@@ -320,23 +326,25 @@ impl WasmOperator {
     }
 
     /// Fires a batch of the timers due at `time` (event time up to its watermark, processing time
-    /// up to its now), of those that were due when this advance of time began; true when more of
-    /// those are left. Timers the guest sets meanwhile for a time already reached fire at the
-    /// next advance: counted at the start, an advance ends, whatever the guest does.
+    /// up to its now); true when it fired some, and the caller is to call again. The first call
+    /// of an advance of time fixes its time, and timers the guest sets meanwhile for a time it
+    /// reaches wait for the next advance (`TimerQueue::begin_advance`): an advance ends, whatever
+    /// the guest does.
     fn fire_timers(&mut self, time: FrameTime, out: &mut EventBatch) -> Result<bool, String> {
         let keyed = &mut self.store.data_mut().keyed;
         let Some(timers) = keyed.timers.as_mut() else { return Ok(false) };
-        let left = match self.firing.take() {
-            Some(left) => left,
-            None => timers.due_count(time.watermark, time.now),
-        };
-        let max = left.min(BATCH_SIZE);
+        let time = *self.firing.get_or_insert_with(|| {
+            timers.begin_advance(time.watermark, time.now);
+            time
+        });
         for (domain, until) in [(TimeDomain::EventTime, time.watermark), (TimeDomain::ProcessingTime, time.now)] {
             timers
-                .take_due(&mut *keyed.backend, domain, until, max, &mut self.due)
+                .take_due(&mut *keyed.backend, domain, until, BATCH_SIZE, &mut self.due)
                 .map_err(|e| format!("state backend: {e}"))?;
         }
         if self.due.is_empty() {
+            timers.end_advance();
+            self.firing = None;
             return Ok(false);
         }
         frame::encode_timers(&self.due, keyed, &self.value_states, time, &mut self.frame)?;
@@ -351,9 +359,7 @@ impl WasmOperator {
             .map_err(|message| format!("the operator failed: {}", clip(&message)))?;
         frame::apply_output(output, &mut self.store.data_mut().keyed, &self.value_states, true, out)?;
         self.renew_if_grown()?;
-        let left = left.saturating_sub(fired);
-        self.firing = (left > 0).then_some(left);
-        Ok(left > 0)
+        Ok(true)
     }
 }
 
