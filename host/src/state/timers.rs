@@ -80,11 +80,18 @@ pub struct TimerQueue {
     spilled: [bool; 2],
     /// Timers a domain keeps in memory at most (`None`: all).
     capacity: Option<usize>,
-    /// During an advance: how far it reaches per domain, and the timers set meanwhile for a time
-    /// it reaches.
-    advance: Option<([i64; 2], Vec<(TimeDomain, Timer)>)>,
+    /// During an advance of time: how far it reaches, and the timers that wait for its end.
+    advance: Option<Advance>,
     /// Bytes of memory the queues take, about: counted against the operator's `state-limit`.
     bytes: usize,
+}
+
+/// An advance of time under way.
+struct Advance {
+    /// How far it reaches, per domain.
+    until: [i64; 2],
+    /// The timers set meanwhile for a time it reaches: stored, and out of the queue until it ends.
+    waiting: Vec<(TimeDomain, Timer)>,
 }
 
 /// Bytes a timer takes in a queue besides its key: the timer itself and its share of a B-tree
@@ -122,7 +129,7 @@ impl TimerQueue {
     /// waiting for the end of an advance; notes whether more are stored.
     fn refill(&mut self, backend: &dyn StateBackend, domain: TimeDomain) -> Result<(), StateError> {
         let capacity = self.capacity.unwrap_or(usize::MAX);
-        let waiting = self.advance.as_ref().map(|(_, waiting)| waiting);
+        let waiting = self.advance.as_ref().map(|a| &a.waiting);
         let queue = &mut self.queues[domain as usize];
         let (mut malformed, mut more) = (None, false);
         backend.scan_state(self.state, self.key_groups.clone(), &mut |entry| match entry.item {
@@ -159,14 +166,14 @@ impl TimerQueue {
 
     /// Recounts the bytes the queues and the waiting timers take (after a refill: rare).
     fn count_bytes(&mut self) {
-        let waiting = self.advance.iter().flat_map(|(_, waiting)| waiting.iter().map(|(_, t)| t));
+        let waiting = self.advance.iter().flat_map(|a| a.waiting.iter().map(|(_, t)| t));
         let timers = self.queues.iter().flatten().chain(waiting);
         self.bytes = timers.map(|t| TIMER_BYTES + t.key.len()).sum();
     }
 
     /// How many timers are in memory.
     pub fn len(&self) -> usize {
-        self.queues.iter().map(BTreeSet::len).sum::<usize>() + self.advance.as_ref().map_or(0, |(_, w)| w.len())
+        self.queues.iter().map(BTreeSet::len).sum::<usize>() + self.advance.as_ref().map_or(0, |a| a.waiting.len())
     }
 
     /// Bytes of memory the timers in memory take, about.
@@ -193,7 +200,7 @@ impl TimerQueue {
         let d = op.domain as usize;
         let stored = map_key(op.domain, time);
         if op.delete {
-            if let Some((_, waiting)) = &mut self.advance
+            if let Some(Advance { waiting, .. }) = &mut self.advance
                 && let Some(i) = waiting.iter().position(|(domain, t)| *domain == op.domain && *t == timer)
             {
                 waiting.swap_remove(i);
@@ -214,7 +221,7 @@ impl TimerQueue {
         if self.spilled[d] && backend.map_get(self.state, key_group, key, &stored, &mut Vec::new())? {
             return Ok(());
         }
-        if let Some((until, waiting)) = &mut self.advance
+        if let Some(Advance { until, waiting }) = &mut self.advance
             && time <= until[d]
         {
             if !waiting.iter().any(|(domain, t)| *domain == op.domain && *t == timer) {
@@ -258,12 +265,12 @@ impl TimerQueue {
         let mut until = [0; 2];
         until[TimeDomain::EventTime as usize] = watermark;
         until[TimeDomain::ProcessingTime as usize] = now;
-        self.advance = Some((until, Vec::new()));
+        self.advance = Some(Advance { until, waiting: Vec::new() });
     }
 
     /// Ends the advance: the timers that waited enter the queue.
     pub fn end_advance(&mut self) {
-        let Some((_, waiting)) = self.advance.take() else { return };
+        let Some(Advance { waiting, .. }) = self.advance.take() else { return };
         for (domain, timer) in waiting {
             self.bytes -= TIMER_BYTES + timer.key.len();
             self.enqueue(domain, timer);
