@@ -214,44 +214,48 @@ impl TimerQueue {
             }
             return Ok(());
         }
-        if self.queues[d].contains(&timer) {
-            return Ok(());
-        }
-        // Set already, in the backend alone (spilled): no change.
-        if self.spilled[d] && backend.map_get(self.state, key_group, key, &stored, &mut Vec::new())? {
-            return Ok(());
-        }
         if let Some(Advance { until, waiting }) = &mut self.advance
             && time <= until[d]
         {
-            if !waiting.iter().any(|(domain, t)| *domain == op.domain && *t == timer) {
+            // Set already (in the queue, waiting, or in the backend alone): no change.
+            let set = self.queues[d].contains(&timer)
+                || waiting.iter().any(|(domain, t)| *domain == op.domain && *t == timer)
+                || (self.spilled[d] && backend.map_get(self.state, key_group, key, &stored, &mut Vec::new())?);
+            if !set {
                 self.bytes += TIMER_BYTES + key.len();
                 waiting.push((op.domain, timer));
+                backend.map_put(self.state, key_group, key, &stored, &[])?;
             }
-            return backend.map_put(self.state, key_group, key, &stored, &[]);
+            return Ok(());
         }
-        self.enqueue(op.domain, timer);
-        backend.map_put(self.state, key_group, key, &stored, &[])
+        match self.enqueue(op.domain, timer) {
+            true => backend.map_put(self.state, key_group, key, &stored, &[]),
+            false => Ok(()),
+        }
     }
 
-    /// Puts a stored timer into `domain`'s queue: at or before the queue's latest, or when none
-    /// is spilled; else it stays in the backend alone. Over the capacity, the latest spills.
-    fn enqueue(&mut self, domain: TimeDomain, timer: Timer) {
+    /// Puts a timer into `domain`'s queue: at or before the queue's latest, or when none is
+    /// spilled; else it goes to the backend alone. Over the capacity, the latest spills. False
+    /// when the queue had it already (nothing to store).
+    fn enqueue(&mut self, domain: TimeDomain, timer: Timer) -> bool {
         let d = domain as usize;
         let queue = &mut self.queues[d];
+        // Later than every timer in memory while some are spilled: it joins them on disk.
         if self.spilled[d] && queue.last().is_some_and(|last| timer > *last) {
-            return;
+            return true;
         }
         let len = timer.key.len();
-        if queue.insert(timer) {
-            self.bytes += TIMER_BYTES + len;
+        if !queue.insert(timer) {
+            return false;
         }
+        self.bytes += TIMER_BYTES + len;
         if self.capacity.is_some_and(|capacity| queue.len() > capacity)
             && let Some(spilled) = queue.pop_last()
         {
             self.bytes -= TIMER_BYTES + spilled.key.len();
             self.spilled[d] = true;
         }
+        true
     }
 
     /// The time of the earliest timer of `domain`, if any.
@@ -273,6 +277,7 @@ impl TimerQueue {
         let Some(Advance { waiting, .. }) = self.advance.take() else { return };
         for (domain, timer) in waiting {
             self.bytes -= TIMER_BYTES + timer.key.len();
+            // Stored when it was set.
             self.enqueue(domain, timer);
         }
     }
