@@ -180,11 +180,9 @@ impl Restore {
         Ok(restore)
     }
 
-    /// The first sink that held output back at its barrier (see [`crate::runtime::HELD_OUTPUT`]).
+    /// The first sink that held output back at its barrier.
     fn held_output(&self) -> Option<&str> {
-        let held =
-            |s: &&SinkCommitted| s.committed.get(crate::runtime::HELD_OUTPUT) == Some(&serde_json::Value::Bool(true));
-        self.sinks.iter().find(held).map(|s| s.uid.as_str())
+        self.sinks.iter().find(|s| s.held_output()).map(|s| s.uid.as_str())
     }
 
     fn checkpoint(storage: Storage, job: &str, id: u64) -> Result<Restore, Unusable> {

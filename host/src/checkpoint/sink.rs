@@ -9,7 +9,7 @@ use super::shared::SharedFiles;
 use super::storage::Storage;
 use super::stored::{self, Form};
 use super::{checked, paths};
-use crate::runtime::{CheckpointSink, Completed, HELD_OUTPUT, SinkCommitted, SourcePosition, StateFile, StateSnapshot};
+use crate::runtime::{CheckpointSink, Completed, SinkCommitted, SourcePosition, StateFile, StateSnapshot};
 
 /// Version of the `_metadata` layout: 2 stores source positions as opaque hex, 1 as numbers.
 pub const METADATA_FORMAT: u32 = 2;
@@ -86,7 +86,7 @@ impl CheckpointSink for StorageSink {
 
     fn complete(&self, id: u64, completed: Completed) -> Result<(), String> {
         let Completed { sources, states, sinks } = completed;
-        let held = sinks.iter().any(|s| s.committed.get(HELD_OUTPUT) == Some(&serde_json::Value::Bool(true)));
+        let held = sinks.iter().any(SinkCommitted::held_output);
         let completed_at = crate::runtime::now_ms();
         let metadata = Metadata {
             format: METADATA_FORMAT,

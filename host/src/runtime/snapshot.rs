@@ -184,6 +184,14 @@ pub struct SinkCommitted {
     pub committed: serde_json::Value,
 }
 
+impl SinkCommitted {
+    /// Whether the sink held output back at this barrier ([`crate::runtime::HELD_OUTPUT`]): the
+    /// checkpoint is no point to resume from.
+    pub fn held_output(&self) -> bool {
+        self.committed.get(crate::runtime::HELD_OUTPUT) == Some(&serde_json::Value::Bool(true))
+    }
+}
+
 /// What a completed checkpoint or savepoint holds.
 #[derive(Default)]
 pub struct Completed {
