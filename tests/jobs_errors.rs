@@ -1,7 +1,9 @@
 //! Bad input gets a clear error naming the thing at fault, exit code 1, and no panic.
 use std::path::Path;
 
-use weir_e2e::{Output, clicks_job, operator, repo, toml_path, weir, write_job};
+use weir_e2e::{
+    Output, Server, clicks_job, file_sink, file_source, job, operator, repo, toml_path, wasm_operator, weir, write_job,
+};
 
 fn run_job(toml: &str) -> (tempfile::TempDir, Output) {
     let dir = tempfile::tempdir().unwrap();
@@ -117,8 +119,106 @@ fn a_javascript_operator_that_throws_fails_the_job_with_its_message() {
         &[
             "operator 'count-per-user' subtask 1/1",
             "the operator failed: TypeError: event 6 of key ",
-            "is one too many",
+            // Its stack through the operator's own code follows, the SDK's frames left out.
+            "is one too many\n  at process@throws.js:",
         ],
+    );
+}
+
+/// A Rust operator's panic fails the job with the panic's message and where in the source it
+/// was, not a wasm trap and unnamed wasm functions.
+#[test]
+fn a_rust_panic_fails_the_job_with_its_message_and_location() {
+    let (_dir, out) = run_job(&clicks_job(&clicks(), "count_broken", 1, Path::new("out")));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let cause = out.stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_default();
+    assert_eq!(
+        cause,
+        "error: job 'clicks-per-user' failed: operator 'count-per-user' subtask 1/1: the guest trapped in \
+         process-batch: panicked at count_broken/src/lib.rs:21:9: count_broken traps on every event, as it was built to"
+    );
+    assert!(out.stderr.contains("guest backtrace:\n  at weir:operator/operator@0.3.0#process-batch"), "{}", out.stderr);
+    assert!(!out.stderr.contains("<wasm function"), "{}", out.stderr);
+}
+
+/// Pages viewed per site, counted by `tests/guests/py/pages.py`, which fails on the third page
+/// (a null one) with a TypeError of its own.
+fn pages_job(dir: &Path, restart: &str) -> String {
+    let input = dir.join("pages.jsonl");
+    let pages = ["\"a\"", "\"b\"", "null", "\"c\""];
+    let lines: Vec<String> = pages.iter().map(|p| format!("{{\"site\":\"x\",\"page\":{p}}}\n")).collect();
+    std::fs::write(&input, lines.concat()).unwrap();
+    job(
+        "pages",
+        1,
+        &[
+            restart.to_string(),
+            file_source("views", &input),
+            wasm_operator("by-site", "key_by", &["config = { field = \"site\" }"]),
+            wasm_operator("pages", "test/pages_py", &["input = \"hash\""]),
+            file_sink("out", &dir.join("out")),
+        ],
+    )
+}
+
+/// What a Python operator's exception fails the job with: its type, message and traceback
+/// through the operator's own file, and the lines it printed before; on `weir run` and, for each
+/// failed attempt, in `weir status` and the API of `weir serve`.
+#[test]
+fn a_python_exception_fails_the_job_with_its_traceback_on_run_and_serve() {
+    let expected = ["the operator failed: TypeError: can only concatenate str (not \"NoneType\") to str\n\
+         Traceback (most recent call last):\n  File \"/0/pages.py\", line 24, in process\n  File \"/0/pages.py\", \
+         line 8, in path_length\nthe guest's last output:\n  | page 'a'\n  | page 'b'\n  | page None"];
+    let dir = tempfile::tempdir().unwrap();
+    let out = weir(&["run", &write_job(dir.path(), &pages_job(dir.path(), ""))]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains(expected[0]), "{}", out.stderr);
+
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let restart = "[restart]\nstrategy = \"fixed-delay\"\nattempts = 1\ndelay = \"10ms\"\n";
+    let submitted = server.cli(&["submit", &write_job(dir.path(), &pages_job(dir.path(), restart))]);
+    assert_eq!(submitted.code, 0, "{}", submitted.stderr);
+    let id = submitted.stdout.trim().to_string();
+    let record = server.wait_for_job(&id);
+    assert_eq!(record["state"], "failed", "{record}");
+    let failures = record["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 2, "both attempts are in the history: {record}");
+    for (attempt, failure) in failures.iter().enumerate() {
+        assert_eq!(failure["attempt"], attempt as u64);
+        let cause = failure["cause"].as_str().unwrap();
+        assert!(cause.starts_with("operator 'pages' subtask 1/1: "), "{cause}");
+        assert!(cause.ends_with(expected[0]), "{cause}");
+    }
+    let status = server.cli(&["status", &id]);
+    assert!(status.stdout.contains(expected[0]), "{}", status.stdout);
+    assert!(status.stdout.contains("attempt 1 (2 failures):"), "{}", status.stdout);
+}
+
+/// What a guest writes to stdout and stderr before it fails is in the failure's cause (and only
+/// what it wrote since the last failure).
+#[test]
+fn what_a_guest_wrote_before_it_failed_is_in_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("one.jsonl");
+    std::fs::write(&input, "{\"user\":\"u7\"}\n").unwrap();
+    let (_dir, out) = run_job(&job(
+        "chatter",
+        1,
+        &[
+            file_source("one", &input),
+            wasm_operator("by-user", "key_by", &["config = { field = \"user\" }"]),
+            wasm_operator("chatter", "test/misbehave", &["input = \"hash\"", "config = { do = \"chatter\" }"]),
+            file_sink("out", &dir.path().join("out")),
+        ],
+    ));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "operator 'chatter' subtask 1/1: the operator failed: gave up on this key\nthe guest's last output:\n  \
+             | looking at key u7\n  | this key looks wrong"
+        ),
+        "{}",
+        out.stderr
     );
 }
 

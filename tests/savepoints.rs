@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use weir_e2e::{
-    Running, Server, expected_counts, expected_lines, file_sink, file_source, generated_clicks, job, position_number,
-    read_metadata, sink_lines, wasm_operator, weir, write_job, write_metadata,
+    Running, Server, expected_counts, expected_lines, file_sink, file_source, generated_clicks, generator_source, job,
+    position_number, read_metadata, sink_lines, wasm_operator, weir, write_job, write_metadata,
 };
 
 const CLICKS: usize = 16000;
@@ -87,7 +87,7 @@ fn saved_counts(savepoint: &str) -> BTreeMap<String, u64> {
         .stdout
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .map(|v| (v["key"].as_str().unwrap().to_string(), v["value"].as_str().unwrap().parse().unwrap()))
+        .map(|v| (v["key"].as_str().unwrap().to_string(), v["value"].as_u64().unwrap()))
         .collect()
 }
 
@@ -160,6 +160,61 @@ fn assert_same(actual: &[String], expected: &[String], what: &str) {
         first.map(|i| &actual[i]),
         first.map(|i| &expected[i]),
     );
+}
+
+/// Sources rescale as operators do: a file source read by two subtasks and a generator whose
+/// parallelism follows the job's, stopped with a savepoint at parallelism 2, go on at 3 and at 1
+/// (their positions merged and cut anew), every event counted once.
+#[test]
+fn file_and_generator_sources_rescale_from_a_savepoint_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("clicks.jsonl");
+    generated_clicks(&input, CLICKS, 40);
+    let checkpointing =
+        "\n[checkpointing]\ninterval = \"200ms\"\nstorage = \"file://chk\"\nsavepoint-dir = \"savepoints\"\n";
+    let file_job = |parallelism: u32, rate: &str, out: &Path| {
+        let job = clicks_job(dir.path(), parallelism, "count", "count-per-user", out, false);
+        let source = format!("type = \"file\"\nparallelism = {parallelism}\n{rate}");
+        job.replacen("type = \"file\"\n", &source, 1)
+    };
+    let generated = 20_000;
+    let generator_job = |parallelism: u32, rate: &str, out: &Path| {
+        let source = generator_source("events", generated, 50) + rate;
+        let count = wasm_operator("count", "count", &["input = \"hash\""]);
+        job("generated", parallelism, &[source, count, file_sink("out", out)]) + checkpointing
+    };
+    let expected_generated: Vec<String> = {
+        let counts = (0..50).map(|k| (format!("k{k}"), generated / 50)).collect();
+        expected_lines(&counts)
+    };
+    let expected_clicks = expected_lines(&expected_counts(&input));
+    let jobs: [(&str, &dyn Fn(u32, &str, &Path) -> String, &[String]); 2] =
+        [("file", &file_job, &expected_clicks), ("generator", &generator_job, &expected_generated)];
+    for (which, make, expected) in jobs {
+        let first = dir.path().join(format!("{which}-out"));
+        let mut running = Running::start(&write_job(dir.path(), &make(2, "rate = 4000\n", &first)), &[]);
+        std::thread::sleep(Duration::from_millis(1500));
+        let stopped = running.cli(&["stop", &running.id, "--savepoint"]);
+        assert!(running.child.wait().unwrap().success(), "the stopped {which} job finishes");
+        let before = sink_lines(&first);
+        assert!(
+            !before.is_empty() && before.len() < expected.len(),
+            "{which}: stopped midway ({} lines)",
+            before.len()
+        );
+        for parallelism in [3, 1] {
+            let out = dir.path().join(format!("{which}-out-{parallelism}"));
+            std::fs::create_dir_all(&out).unwrap();
+            for part in std::fs::read_dir(&first).unwrap().flatten() {
+                std::fs::copy(part.path(), out.join(part.file_name())).unwrap();
+            }
+            let job = write_job(dir.path(), &make(parallelism, "", &out));
+            let run = weir(&["run", &job, "--listen", "none", "--from-savepoint", &stopped]);
+            assert_eq!(run.code, 0, "{which} at parallelism {parallelism}: {}", run.stderr);
+            assert!(run.stderr.contains("from savepoint"), "{}", run.stderr);
+            assert_same(&sink_lines(&out), expected, &format!("the {which} source rescaled from 2 to {parallelism}"));
+        }
+    }
 }
 
 /// `count_v2` declares the `count` state with schema version 2 (`{"count":n}` instead of `n`)
@@ -252,7 +307,7 @@ fn inspect_shows_the_state_and_dispose_deletes_it() {
     for line in inspected.stdout.lines() {
         assert!(line.starts_with(r#"{"operator":"count-per-user","state":"count","key":""#), "{line}");
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        counts.insert(v["key"].as_str().unwrap().to_string(), v["value"].as_str().unwrap().parse::<u64>().unwrap());
+        counts.insert(v["key"].as_str().unwrap().to_string(), v["value"].as_u64().unwrap());
     }
     assert_eq!(counts, final_counts(&sink_lines(&dir.path().join("out"))), "the counts the job emitted");
     let everything = weir(&["savepoint", "inspect", &savepoint]);

@@ -184,7 +184,7 @@ fn a_native_savepoint_moves_to_rocksdb_at_another_parallelism_and_the_memory_bac
         .stdout
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .map(|v| (v["key"].as_str().unwrap().to_string(), v["value"].as_str().unwrap().parse().unwrap()))
+        .map(|v| (v["key"].as_str().unwrap().to_string(), v["value"].as_u64().unwrap()))
         .collect();
     read.sort();
     assert_eq!(read, expected.into_iter().collect::<Vec<_>>());

@@ -44,16 +44,27 @@ export function bindHost(state, log) {
 /// message.
 export class OperatorError extends Error {}
 
-/// The message the host shows for a thrown value of any kind.
+/// The message the host shows for a thrown value of any kind: an OperatorError's message; for
+/// any other error its name and message, then its stack through the operator's code (the SDK's
+/// own frames left out).
 export function messageOf(thrown) {
   if (typeof thrown === 'string') return thrown;
   if (thrown !== null && typeof thrown === 'object' && typeof thrown.message === 'string') {
     const name = typeof thrown.name === 'string' && thrown.name !== 'Error' && thrown.name !== 'OperatorError'
       ? `${thrown.name}: `
       : '';
-    return name + thrown.message;
+    return [name + thrown.message, ...operatorFrames(thrown).map((f) => `  at ${f}`)].join('\n');
   }
   return `the operator threw ${String(thrown)}`;
+}
+
+/// The frames of an error's stack inside the operator's own code: those before the first of the
+/// SDK's (which bundling puts in the operator's file, so they are known by their names).
+function operatorFrames(thrown) {
+  if (thrown instanceof OperatorError || typeof thrown.stack !== 'string') return [];
+  const frames = thrown.stack.split('\n').map((f) => f.trim().replace(/^at /, '')).filter(Boolean);
+  const sdk = frames.findIndex((f) => /^(processBatch|onTimers|guarded|exportOperator)\b|(core|weir-guest)\.js:/.test(f));
+  return sdk < 0 ? frames : frames.slice(0, sdk);
 }
 
 /// The bytes of `value`: a string is encoded as UTF-8, bytes are taken as they are.

@@ -12,6 +12,7 @@ timers defines ``on_timer(ctx, timer)``.
 import json
 import json.encoder
 import struct
+import traceback
 
 from wit_world.imports import log as _log
 from wit_world.imports import state as _state
@@ -128,6 +129,20 @@ class Timer:
 
 class OperatorError(Exception):
     """Raise to fail the job (or refuse it, from ``__init__``) with this message."""
+
+
+def _failure(e):
+    """What the host shows for an exception out of the operator: an ``OperatorError``'s message; for
+    any other exception its type and message, then the traceback through the operator's code
+    (this module's frames left out), as Python prints it."""
+    if isinstance(e, OperatorError):
+        return str(e)
+    failure = traceback.TracebackException.from_exception(e)
+    frames = [f for f in failure.stack if not f.filename.endswith("weir_guest.py")]
+    text = "".join(failure.format_exception_only()).rstrip()
+    if frames:
+        text += "\nTraceback (most recent call last):\n" + "".join(traceback.StackSummary.from_list(frames).format()).rstrip()
+    return text
 
 
 class OpenContext:
@@ -395,8 +410,8 @@ def export(operator_class):
             states = operator_class.describe().states
             try:
                 Operator.instance = operator_class(OpenContext(config, context, states))
-            except (OperatorError, ValueError, KeyError) as e:
-                raise Err(str(e))
+            except Exception as e:
+                raise Err(_failure(e))
             Operator.value_states = [i for i, s in enumerate(states) if s.kind == _types.StateKind.VALUE]
 
         def migrate(self, state, from_version, items):
@@ -406,16 +421,16 @@ def export(operator_class):
             name = states[state].name
             try:
                 return [operator_class.migrate(name, from_version, item) for item in items]
-            except (OperatorError, ValueError, KeyError, TypeError) as e:
-                raise Err(f"state '{name}' cannot be migrated from schema version {from_version}: {e}")
+            except Exception as e:
+                raise Err(f"state '{name}' cannot be migrated from schema version {from_version}: {_failure(e)}")
 
         def process_batch(self, batch):
             if Operator.instance is None:
                 raise Err("process-batch called before open")
             try:
                 return _process_batch(Operator.instance, Operator.value_states, batch)
-            except (OperatorError, ValueError, KeyError) as e:
-                raise Err(str(e))
+            except Exception as e:
+                raise Err(_failure(e))
 
         def on_timers(self, timers):
             if Operator.instance is None:
@@ -424,7 +439,7 @@ def export(operator_class):
                 raise Err("the operator set timers but has no on_timer method")
             try:
                 return _on_timers(Operator.instance, Operator.value_states, timers)
-            except (OperatorError, ValueError, KeyError) as e:
-                raise Err(str(e))
+            except Exception as e:
+                raise Err(_failure(e))
 
     return Operator

@@ -122,9 +122,16 @@ impl Workspace {
         }
 
         step("building the Python example operators (componentize-py)");
-        self.build_python_guest("count_py", "count", &operators)?;
-        self.build_python_guest("count_v2_py", "count_v2", &operators)?;
-        self.build_python_guest("window_count_py", "window_count", &operators)?;
+        for (example, module) in
+            [("count_py", "count"), ("count_v2_py", "count_v2"), ("window_count_py", "window_count")]
+        {
+            self.build_python_guest(
+                &format!("examples/{example}"),
+                module,
+                &operators.join(format!("{example}.wasm")),
+            )?;
+        }
+        self.build_python_guest("tests/guests/py", "pages", &operators.join("test/pages_py.wasm"))?;
         self.venv_tool("moto_server", MOTO)?;
         self.venv_tool("st", SCHEMATHESIS)?;
         self.install_tansu()?;
@@ -180,14 +187,12 @@ impl Workspace {
         Ok(())
     }
 
-    /// Builds Python module `module` of `examples/<example>` into `<into>/<example>.wasm` with
-    /// componentize-py from the project's `.venv`, installing it there first if needed. Skipped
-    /// when the component is newer than all its inputs.
-    fn build_python_guest(&self, example: &str, module: &str, into: &Path) -> Result<()> {
-        let source = format!("examples/{example}");
-        let out = into.join(format!("{example}.wasm"));
-        let inputs = [self.root.join(&source), self.root.join("guest-sdk/python"), self.root.join("wit")];
-        if newer_than_all(&out, &inputs) {
+    /// Builds Python module `module` of directory `source` (relative to the repository) into
+    /// component `out` with componentize-py from the project's `.venv`, installing it there first
+    /// if needed. Skipped when the component is newer than all its inputs.
+    fn build_python_guest(&self, source: &str, module: &str, out: &Path) -> Result<()> {
+        let inputs = [self.root.join(source), self.root.join("guest-sdk/python"), self.root.join("wit")];
+        if newer_than_all(out, &inputs) {
             println!("  up to date: {}", out.display());
             return Ok(());
         }
@@ -195,7 +200,7 @@ impl Workspace {
         run(Command::new(componentize)
             .current_dir(&self.root)
             .args(["-d", "wit", "-w", "weir:operator/operator-world@0.3.0", "componentize", module])
-            .args(["-p", &source, "-p", "guest-sdk/python", "-o"])
+            .args(["-p", source, "-p", "guest-sdk/python", "-o"])
             .arg(out))
     }
 

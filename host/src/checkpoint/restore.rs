@@ -351,6 +351,7 @@ impl Restore {
             id: self.id(),
             restore_timestamp: crate::runtime::now_ms(),
             external_path: self.location(),
+            is_savepoint: self.is_savepoint(),
         }
     }
 

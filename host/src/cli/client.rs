@@ -229,7 +229,8 @@ impl Client {
             c["total"], c["completed"], c["failed"], c["in-progress"], c["restored"]
         );
         if let Some(r) = stats["latest"]["restored"].as_object() {
-            println!("restored from checkpoint {} ({})", r["id"], str(&r["external-path"]));
+            let kind = if r["is-savepoint"].as_bool() == Some(true) { "savepoint" } else { "checkpoint" };
+            println!("restored from {kind} {} ({})", r["id"], str(&r["external-path"]));
         }
         if let Some(f) = stats["latest"]["failed"]["failure-message"].as_str() {
             println!("latest failure (checkpoint {}): {f}", stats["latest"]["failed"]["id"]);

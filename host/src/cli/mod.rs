@@ -209,11 +209,20 @@ pub(crate) fn module_cache_dir() -> Option<PathBuf> {
     Some(base.join("weir").join("modules"))
 }
 
+/// Whether log lines get ANSI colours: only when stderr is a terminal and `NO_COLOR` is unset or
+/// empty (<https://no-color.org>).
+fn log_in_colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Runs the CLI and returns its exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal: a log file or journal gets plain text.
+        .with_ansi(log_in_colour())
         // Spans (checkpoint phases at debug, guest calls at trace) log their time when they
         // close, when RUST_LOG enables their level.
         .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)

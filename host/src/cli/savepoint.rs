@@ -20,7 +20,12 @@ struct Line<'a> {
     key: serde_json::Value,
     #[serde(rename = "map-key", skip_serializing_if = "Option::is_none")]
     map_key: Option<serde_json::Value>,
-    value: serde_json::Value,
+    /// The value, when it is JSON (what the SDKs store): as that JSON.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<serde_json::Value>,
+    /// A value that is no JSON, losslessly: a string when it is UTF-8, else `{"base64": "…"}`.
+    #[serde(rename = "raw-value", skip_serializing_if = "Option::is_none")]
+    raw_value: Option<serde_json::Value>,
     /// For a state with a time-to-live: when the entry expires (ms since the Unix epoch).
     #[serde(rename = "expires-at", skip_serializing_if = "Option::is_none")]
     expires_at: Option<i64>,
@@ -35,8 +40,9 @@ fn bytes_json(bytes: &[u8]) -> serde_json::Value {
 }
 
 /// Prints the state of the savepoint at `path` as JSON lines, one per value, map entry or list
-/// element: `{"operator":…,"state":…,"key":…,"value":…}` (map entries also have `map-key`; a
-/// pending timer's is `{"timer":"event-time"|"processing-time","time":<ms>}`).
+/// element: `{"operator":…,"state":…,"key":…,"value":…}`, the value as the JSON it is, or as
+/// `raw-value` when it is no JSON (map entries also have `map-key`; a pending timer's is
+/// `{"timer":"event-time"|"processing-time","time":<ms>}`, with an empty `raw-value`).
 pub(super) fn inspect(path: &str, operator: Option<&str>, state: Option<&str>) -> anyhow::Result<()> {
     let at = SavepointLocation::parse(path, Path::new(".")).map_err(anyhow::Error::msg)?;
     let metadata = at.metadata().map_err(anyhow::Error::msg)?;
@@ -70,12 +76,15 @@ pub(super) fn inspect(path: &str, operator: Option<&str>, state: Option<&str>) -
                     true => (value.get(ttl::EXPIRY_BYTES..).unwrap_or_default(), ttl::expiry(value)),
                     false => (value, None),
                 };
+                let json = serde_json::from_slice::<serde_json::Value>(value).ok();
+                let raw_value = json.is_none().then(|| bytes_json(value));
                 let line = Line {
                     operator: &op.uid,
                     state: name,
                     key: bytes_json(entry.key),
                     map_key,
-                    value: bytes_json(value),
+                    value: json,
+                    raw_value,
                     expires_at,
                 };
                 Ok(writeln!(out, "{}", serde_json::to_string(&line)?)?)

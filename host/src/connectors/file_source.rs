@@ -1,7 +1,14 @@
 //! The `file` source: one event per line (the line without its line break), no key, and with
-//! `timestamp-field` the event time a JSON field of the line holds. Its position is the byte
-//! offset of the next unread line, so a restore can seek straight to it.
+//! `timestamp-field` the event time a JSON field of the line holds.
+//!
+//! It reads in parallel and rescales as Flink's file source does with splits: each subtask reads
+//! byte ranges of the file, a line belonging to the range its first byte lies in (a range that
+//! starts inside a line begins at the next one). Its position is the ranges it has left, the
+//! first starting at its next unread line, so a restore can seek straight to it; a restore at
+//! another parallelism merges every subtask's ranges and cuts them anew into as many parts of
+//! equal bytes. The last range runs to the end of the file, whatever it is when read.
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
@@ -10,7 +17,7 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use crate::runtime::{EventBatch, MAX_EVENT_BYTES, Position, Source, SourceFactory, SubtaskInfo};
 
-/// Creates file source subtasks (the source has parallelism 1).
+/// Creates file source subtasks.
 pub struct FileSourceFactory {
     path: PathBuf,
     rate: Option<f64>,
@@ -23,32 +30,104 @@ impl FileSourceFactory {
     pub fn new(path: PathBuf, rate: Option<f64>, timestamp_field: Option<String>) -> Self {
         FileSourceFactory { path, rate, timestamp_field }
     }
+
+    fn ranges_of(&self, position: &Position, uid: &str) -> Result<Vec<Range>, String> {
+        // Before it rescaled, the source read in one subtask and kept the offset it was at.
+        if let Some(offset) = position.legacy_number() {
+            return Ok(vec![Range { from: offset, to: u64::MAX }]);
+        }
+        Ok(position.read_json::<Ranges>(uid, "a file source's")?.ranges)
+    }
+}
+
+/// Bytes `from..to` of the file: the lines that start there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Range {
+    from: u64,
+    to: u64,
+}
+
+/// A file source's position: the ranges left to read, in order.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Ranges {
+    ranges: Vec<Range>,
 }
 
 impl SourceFactory for FileSourceFactory {
     fn create(&self, info: &SubtaskInfo, resume: Option<&Position>) -> Result<Box<dyn Source>, String> {
-        let start = resume.map_or(Ok(0), |p| p.to_u64(info))?;
-        let mut file = File::open(&self.path).map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
+        let file = File::open(&self.path).map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
         let length = file.metadata().map(|m| m.len()).unwrap_or(0);
-        if start > length {
+        let ranges = match resume {
+            Some(position) => self.ranges_of(position, &info.uid)?,
+            None => vec![Range { from: 0, to: u64::MAX }],
+        };
+        if let Some(range) = ranges.iter().find(|r| r.from > length) {
             return Err(format!(
                 "cannot resume {} at byte {}: the file has only {length} bytes now",
                 self.path.display(),
-                start
+                range.from
             ));
         }
-        file.seek(SeekFrom::Start(start)).map_err(|e| format!("cannot seek in {}: {e}", self.path.display()))?;
-        Ok(Box::new(FileSource {
+        let mine = part(&ranges, length, info.parallelism, info.index);
+        let mut source = FileSource {
             path: self.path.clone(),
             reader: BufReader::with_capacity(1 << 16, file),
-            position: start,
+            position: 0,
+            end: 0,
+            left: mine.into(),
             timestamp_field: self.timestamp_field.clone(),
-        }))
+        };
+        source.next_range()?;
+        Ok(Box::new(source))
     }
 
     fn rate(&self) -> Option<f64> {
         self.rate
     }
+
+    fn merge_positions(&self, recorded: &[Position]) -> Result<Position, String> {
+        let mut ranges = Vec::new();
+        for position in recorded {
+            ranges.extend(self.ranges_of(position, &self.path.display().to_string())?);
+        }
+        ranges.sort_by_key(|r| (r.from, r.to));
+        Ok(Position::json(&Ranges { ranges }))
+    }
+}
+
+/// Part `index` of `parts` of `ranges`: the ranges cut into parts of (nearly) equal bytes, as they
+/// lie in a file of `length` bytes; a range's last piece keeps its end (so the one to the end of
+/// the file still reads what is appended), and an empty range goes with the part it lies in (the
+/// last part when it lies after the last byte).
+fn part(ranges: &[Range], length: u64, parts: u32, index: u32) -> Vec<Range> {
+    let bytes = |r: &Range| r.to.min(length).saturating_sub(r.from);
+    let total: u64 = ranges.iter().map(bytes).sum();
+    let share = total.div_ceil(u64::from(parts.max(1))).max(1);
+    let last = u64::from(parts.max(1)) - 1;
+    // Empty ranges after the last byte (the end of the file, to watch) go to the last part.
+    let part_at = |offset: u64| if offset >= total { last } else { (offset / share).min(last) };
+    let mut mine = Vec::new();
+    let mut at = 0;
+    for range in ranges {
+        let (mut from, end) = (range.from, range.from + bytes(range));
+        loop {
+            let owner = part_at(at);
+            let room = (owner + 1) * share - at;
+            let last_part = owner == last;
+            if last_part || end - from <= room {
+                if owner == u64::from(index) {
+                    mine.push(Range { from, to: range.to });
+                }
+                at += end - from;
+                break;
+            }
+            if owner == u64::from(index) {
+                mine.push(Range { from, to: from + room });
+            }
+            (from, at) = (from + room, at + room);
+        }
+    }
+    mine
 }
 
 struct FileSource {
@@ -56,13 +135,46 @@ struct FileSource {
     reader: BufReader<File>,
     /// Byte offset of the next line to read.
     position: u64,
+    /// Lines that start before this offset are this subtask's.
+    end: u64,
+    /// The ranges after the current one.
+    left: VecDeque<Range>,
     timestamp_field: Option<String>,
+}
+
+impl FileSource {
+    /// Moves to the first line of the next range: the line that starts at its first byte, or else
+    /// the one after the line it starts inside. False when no range is left.
+    fn next_range(&mut self) -> Result<bool, String> {
+        let Some(range) = self.left.pop_front() else {
+            (self.position, self.end) = (0, 0);
+            return Ok(false);
+        };
+        let seek = range.from.saturating_sub(1);
+        self.reader.seek(SeekFrom::Start(seek)).map_err(|e| format!("cannot seek in {}: {e}", self.path.display()))?;
+        self.position = seek;
+        if range.from > 0 {
+            let skipped = self
+                .reader
+                .skip_until(b'\n')
+                .map_err(|e| format!("cannot read {} at byte {seek}: {e}", self.path.display()))?;
+            self.position += skipped as u64;
+        }
+        self.end = range.to;
+        Ok(true)
+    }
 }
 
 impl Source for FileSource {
     fn poll(&mut self, out: &mut EventBatch, max: usize) -> Result<bool, String> {
         let mut line = Vec::with_capacity(256);
         while out.len() < max && !out.is_full() {
+            if self.position >= self.end && !self.next_range()? {
+                return Ok(false);
+            }
+            if self.position >= self.end {
+                continue;
+            }
             line.clear();
             // At most one event's worth: a file without line breaks must not fill the memory.
             let limit = MAX_EVENT_BYTES as u64 + 2;
@@ -71,7 +183,13 @@ impl Source for FileSource {
                 .read_until(b'\n', &mut line)
                 .map_err(|e| format!("cannot read {} at byte {}: {e}", self.path.display(), self.position))?;
             if n == 0 {
-                return Ok(false);
+                // The end of the file. The range to its end is the last one, and stays in the
+                // position: a restore reads what is appended meanwhile.
+                if self.end == u64::MAX {
+                    return Ok(false);
+                }
+                self.end = self.position;
+                continue;
             }
             if n as u64 == limit && !line.ends_with(b"\n") {
                 return Err(format!(
@@ -101,7 +219,8 @@ impl Source for FileSource {
     }
 
     fn position(&self) -> Position {
-        Position::from_u64(self.position)
+        let current = (self.position < self.end).then_some(Range { from: self.position, to: self.end });
+        Position::json(&Ranges { ranges: current.into_iter().chain(self.left.iter().copied()).collect() })
     }
 }
 
@@ -150,7 +269,65 @@ impl<'de> Visitor<'de> for FieldMillis<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::millis_in;
+    use super::*;
+
+    fn range(from: u64, to: u64) -> Range {
+        Range { from, to }
+    }
+
+    #[test]
+    fn ranges_are_cut_into_parts_of_equal_bytes() {
+        let whole = [range(0, u64::MAX)];
+        assert_eq!(part(&whole, 100, 1, 0), [range(0, u64::MAX)]);
+        assert_eq!(part(&whole, 100, 3, 0), [range(0, 34)]);
+        assert_eq!(part(&whole, 100, 3, 1), [range(34, 68)]);
+        assert_eq!(part(&whole, 100, 3, 2), [range(68, u64::MAX)]);
+        // What two subtasks left: 30 and 10 bytes, cut into two parts of 20.
+        let left = [range(20, 50), range(90, u64::MAX)];
+        assert_eq!(part(&left, 100, 2, 0), [range(20, 40)]);
+        assert_eq!(part(&left, 100, 2, 1), [range(40, 50), range(90, u64::MAX)]);
+        // Nothing left but the end of the file: the last part watches it.
+        assert_eq!(part(&[range(100, u64::MAX)], 100, 3, 2), [range(100, u64::MAX)]);
+        assert!(part(&[range(100, u64::MAX)], 100, 3, 0).is_empty());
+    }
+
+    /// Every line is read once, whatever the parallelism and wherever the subtasks stop and go
+    /// on at another parallelism.
+    #[test]
+    fn every_line_is_read_once_across_rescales() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lines.txt");
+        let lines: Vec<String> = (0..500).map(|i| format!("line {i} {}", "x".repeat(i % 37))).collect();
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let factory = FileSourceFactory::new(path, None, None);
+        let mut read = Vec::new();
+        let mut resume: Option<Position> = None;
+        for (round, parallelism) in [2u32, 3, 1, 4].into_iter().enumerate() {
+            let mut positions = Vec::new();
+            for index in 0..parallelism {
+                let info = SubtaskInfo {
+                    uid: "lines".into(),
+                    index,
+                    parallelism,
+                    max_parallelism: 128,
+                    attempt: 0,
+                    interrupt: Default::default(),
+                };
+                let mut source = factory.create(&info, resume.as_ref()).unwrap();
+                let mut batch = EventBatch::default();
+                // Each round reads a few events per subtask, the last round everything.
+                let max = if round == 3 { usize::MAX } else { 7 + index as usize };
+                while source.poll(&mut batch, max).unwrap() && batch.len() < max {}
+                read.extend(batch.iter().map(|e| String::from_utf8(e.value.to_vec()).unwrap()));
+                positions.push(source.position());
+            }
+            resume = Some(factory.merge_positions(&positions).unwrap());
+        }
+        read.sort();
+        let mut expected = lines.clone();
+        expected.sort();
+        assert_eq!(read, expected);
+    }
 
     #[test]
     fn a_field_of_a_json_line_is_its_event_time() {

@@ -1,9 +1,20 @@
 //! The `generator` source, for demos, tests and benchmarks: event i has key `k<i mod keys>`,
 //! value `{"seq":i}` and, with an event-time step, timestamp i × step (in whole milliseconds: a
-//! step of 1µs puts 1,000 events in each millisecond). Subtask s of
-//! p produces the indices i with i mod p = s. Unbounded when no count is given.
+//! step of 1µs puts 1,000 events in each millisecond). Subtask s of p produces the indices i with
+//! i mod p = s. Unbounded when no count is given.
+//!
+//! It rescales: a subtask's position is the indices it has left, a few listed (`pending`) and the
+//! rest a progression (`next`, `next + step`, …). A restore merges every subtask's into one, the
+//! indices below the furthest subtask's next listed and every index from it on left, and each
+//! new subtask takes every p-th listed index and every p-th of the rest.
+use std::collections::VecDeque;
+
 use crate::runtime::batch::extend_short;
 use crate::runtime::{EventBatch, Position, Source, SourceFactory, SubtaskInfo};
+
+/// The most indices a merged position lists: more means the subtasks were further apart than
+/// backpressure lets them drift.
+const MAX_PENDING: usize = 10_000_000;
 
 /// Creates generator subtasks.
 pub struct GeneratorSourceFactory {
@@ -24,14 +35,69 @@ impl GeneratorSourceFactory {
         self.event_time_step = Some(step);
         self
     }
+
+    fn left_of(&self, position: &Position, uid: &str, subtasks: usize) -> Result<Left, String> {
+        // Before it rescaled, a subtask kept its next index, stepping by the parallelism.
+        if let Some(next) = position.legacy_number() {
+            return Ok(Left { pending: Vec::new(), next, step: subtasks as u64 });
+        }
+        position.read_json(uid, "a generator source's")
+    }
+}
+
+/// The indices a generator subtask has left: `pending` in order, then `next`, `next + step`, ….
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Left {
+    pending: Vec<u64>,
+    next: u64,
+    step: u64,
+}
+
+impl Left {
+    /// Part `index` of `parts`: every `parts`-th pending index, and every `parts`-th of the rest.
+    fn part(&self, parts: u32, index: u32) -> Left {
+        let (parts, index) = (u64::from(parts.max(1)), u64::from(index));
+        Left {
+            pending: self.pending.iter().copied().skip(index as usize).step_by(parts as usize).collect(),
+            next: self.next.saturating_add(index.saturating_mul(self.step)),
+            step: self.step.saturating_mul(parts),
+        }
+    }
+
+    /// What `recorded` (every subtask's position, `recorded.len()` subtasks) have left, as one.
+    fn merge(recorded: &[Left]) -> Result<Left, String> {
+        let next = recorded.iter().map(|l| l.next).max().unwrap_or(0);
+        let mut pending: Vec<u64> = Vec::new();
+        for left in recorded {
+            pending.extend(&left.pending);
+            let mut i = left.next;
+            while i < next && left.step > 0 {
+                if pending.len() >= MAX_PENDING {
+                    return Err(format!(
+                        "the generator's subtasks were more than {MAX_PENDING} events apart at this checkpoint; \
+                         restore it at the parallelism it was taken at"
+                    ));
+                }
+                pending.push(i);
+                i = i.saturating_add(left.step);
+            }
+        }
+        pending.sort_unstable();
+        Ok(Left { pending, next, step: 1 })
+    }
 }
 
 impl SourceFactory for GeneratorSourceFactory {
     fn create(&self, info: &SubtaskInfo, resume: Option<&Position>) -> Result<Box<dyn Source>, String> {
+        let all = match resume {
+            Some(position) => self.left_of(position, &info.uid, 1)?,
+            None => Left { pending: Vec::new(), next: 0, step: 1 },
+        };
+        let Left { pending, next, step } = all.part(info.parallelism, info.index);
         Ok(Box::new(Generator {
-            // Its position is the index it goes on from.
-            next: resume.map_or(Ok(u64::from(info.index)), |p| p.to_u64(info))?,
-            step: u64::from(info.parallelism),
+            pending: pending.into(),
+            next,
+            step,
             end: self.count.unwrap_or(u64::MAX),
             keys: self.keys,
             event_time_step: self.event_time_step,
@@ -43,9 +109,17 @@ impl SourceFactory for GeneratorSourceFactory {
     fn rate(&self) -> Option<f64> {
         self.rate
     }
+
+    fn merge_positions(&self, recorded: &[Position]) -> Result<Position, String> {
+        let left =
+            recorded.iter().map(|p| self.left_of(p, "generator", recorded.len())).collect::<Result<Vec<_>, _>>()?;
+        Ok(Position::json(&Left::merge(&left)?))
+    }
 }
 
 struct Generator {
+    /// Indices before `next` still to produce, in order.
+    pending: VecDeque<u64>,
     next: u64,
     step: u64,
     end: u64,
@@ -55,10 +129,24 @@ struct Generator {
     digits: itoa::Buffer,
 }
 
+impl Generator {
+    /// The next index to produce, if any is left.
+    fn take(&mut self) -> Option<u64> {
+        if let Some(i) = self.pending.pop_front() {
+            return (i < self.end).then_some(i).or_else(|| self.take());
+        }
+        let i = self.next;
+        (i < self.end).then(|| {
+            self.next = self.next.saturating_add(self.step);
+            i
+        })
+    }
+}
+
 impl Source for Generator {
     fn poll(&mut self, out: &mut EventBatch, max: usize) -> Result<bool, String> {
-        while out.len() < max && self.next < self.end {
-            let i = self.next;
+        while out.len() < max {
+            let Some(i) = self.take() else { return Ok(false) };
             self.key.clear();
             self.key.push(b'k');
             extend_short(&mut self.key, self.digits.format(i % self.keys).as_bytes());
@@ -71,12 +159,60 @@ impl Source for Generator {
                 extend_short(buf, digits.format(i).as_bytes());
                 buf.push(b'}');
             });
-            self.next += self.step;
         }
-        Ok(self.next < self.end)
+        Ok(!self.pending.is_empty() || self.next < self.end)
     }
 
     fn position(&self) -> Position {
-        Position::from_u64(self.next)
+        Position::json(&Left { pending: self.pending.iter().copied().collect(), next: self.next, step: self.step })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every index is produced once, whatever the parallelism and wherever the subtasks stop and
+    /// go on at another parallelism; an index at or past the count never.
+    #[test]
+    fn every_index_is_produced_once_across_rescales() {
+        let factory = GeneratorSourceFactory::new(Some(1000), 10, None);
+        let mut produced = Vec::new();
+        let mut resume: Option<Position> = None;
+        for (round, parallelism) in [2u32, 3, 1, 4].into_iter().enumerate() {
+            let mut positions = Vec::new();
+            for index in 0..parallelism {
+                let info = SubtaskInfo {
+                    uid: "gen".into(),
+                    index,
+                    parallelism,
+                    max_parallelism: 128,
+                    attempt: 0,
+                    interrupt: Default::default(),
+                };
+                let mut source = factory.create(&info, resume.as_ref()).unwrap();
+                let mut batch = EventBatch::default();
+                let max = if round == 3 { usize::MAX } else { 50 * (index as usize + 1) };
+                source.poll(&mut batch, max).unwrap();
+                produced.extend(batch.iter().map(|e| {
+                    let value = std::str::from_utf8(e.value).unwrap();
+                    value.trim_start_matches("{\"seq\":").trim_end_matches('}').parse::<u64>().unwrap()
+                }));
+                positions.push(source.position());
+            }
+            resume = Some(factory.merge_positions(&positions).unwrap());
+        }
+        produced.sort_unstable();
+        assert_eq!(produced, (0..1000).collect::<Vec<_>>());
+    }
+
+    /// A position of the 8-byte form (a subtask's next index, stepping by the parallelism)
+    /// merges as the progressions it stands for.
+    #[test]
+    fn positions_from_before_rescaling_merge() {
+        let factory = GeneratorSourceFactory::new(None, 10, None);
+        let old = [Position(10u64.to_le_bytes().to_vec()), Position(5u64.to_le_bytes().to_vec())];
+        let merged: Left = factory.merge_positions(&old).unwrap().read_json("g", "").unwrap();
+        assert_eq!(merged, Left { pending: vec![5, 7, 9], next: 10, step: 1 });
     }
 }

@@ -200,9 +200,6 @@ impl Builder<'_> {
             ));
         }
         check_parallelism(&format!("source '{}'", s.uid), parallelism, self.max_parallelism)?;
-        if !factory.rescalable() {
-            self.check_positions(&s.uid, parallelism)?;
-        }
         let watermarks = super::event_time::watermarks(&format!("source '{}'", s.uid), s.watermarks.as_ref(), true)?;
         Ok(Vertex { uid: Arc::from(s.uid.as_str()), parallelism, input: Partitioning::Forward, factory, watermarks })
     }
@@ -274,21 +271,6 @@ impl Builder<'_> {
         let Some(saved) = restore.saved_operator(uid) else { return Ok(()) };
         let has_state = !saved.files.is_empty() && !restore.allows_non_restored_state();
         check_states(uid, saved, has_state, code, declared)
-    }
-
-    /// Refuses to resume source `uid`, which is not rescalable, at another parallelism than its
-    /// positions were recorded at (a source the job starts from no position for starts from the
-    /// beginning).
-    fn check_positions(&self, uid: &str, parallelism: u32) -> Result<(), String> {
-        let Some(restore) = self.restore.as_ref().filter(|r| r.source_parallelism(uid) > 0) else { return Ok(()) };
-        if restore.source_parallelism(uid) != parallelism as usize {
-            return Err(format!(
-                "source '{uid}' had {} subtasks in checkpoint {} and has {parallelism} now; resuming needs the same",
-                restore.source_parallelism(uid),
-                restore.id()
-            ));
-        }
-        Ok(())
     }
 
     /// Fills operator `uid`'s state, which it declares as `declared`, from the checkpoint or

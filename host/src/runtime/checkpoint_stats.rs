@@ -100,6 +100,8 @@ pub struct RestoredCheckpoint {
     pub restore_timestamp: u64,
     /// Where it is stored.
     pub external_path: String,
+    /// Whether it is a savepoint (Flink's `is_savepoint`).
+    pub is_savepoint: bool,
 }
 
 /// Where a checkpoint is.

@@ -126,21 +126,26 @@ pub struct SourcePosition {
 pub struct Position(pub Vec<u8>);
 
 impl Position {
-    /// A position that is one number (what the file and generator sources keep).
-    pub fn from_u64(n: u64) -> Self {
-        Position(n.to_le_bytes().to_vec())
+    /// A position that is a JSON value (the form sources keep now).
+    pub fn json<T: serde::Serialize>(value: &T) -> Self {
+        Position(serde_json::to_vec(value).unwrap_or_default())
     }
 
-    /// The number of a position made by [`Position::from_u64`]; `source` names the source that
-    /// reads it, in the error for anything else.
-    pub fn to_u64(&self, source: &SubtaskInfo) -> Result<u64, String> {
-        let bytes: [u8; 8] = self.0.as_slice().try_into().map_err(|_| {
+    /// Reads a position made by [`Position::json`]; `uid` and `kind` ("a kafka source's") name
+    /// the source in the error for anything else.
+    pub fn read_json<T: serde::de::DeserializeOwned>(&self, uid: &str, kind: &str) -> Result<T, String> {
+        serde_json::from_slice(&self.0).map_err(|_| {
             format!(
-                "{source} cannot resume at the stored position {self}: it is not a position of this kind of \
-                 source (did the source's type change? then start it without the checkpoint's positions)"
+                "source '{uid}' cannot resume at the stored position {self}: it is not {kind} (did the \
+                 source's type change? then start it without the checkpoint's positions)"
             )
-        })?;
-        Ok(u64::from_le_bytes(bytes))
+        })
+    }
+
+    /// The number of an 8-byte position, the form file and generator sources kept before they
+    /// rescaled (and `format-version` 1 savepoints stored): a byte offset, an index.
+    pub fn legacy_number(&self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.0.as_slice().try_into().ok()?))
     }
 }
 
@@ -165,7 +170,7 @@ impl<'de> serde::Deserialize<'de> for Position {
             Number(u64),
         }
         match Stored::deserialize(deserializer)? {
-            Stored::Number(n) => Ok(Position::from_u64(n)),
+            Stored::Number(n) => Ok(Position(n.to_le_bytes().to_vec())),
             Stored::Hex(text) => hex::decode(&text)
                 .map(Position)
                 .map_err(|_| serde::de::Error::custom(format!("source position \"{text}\" is not hex"))),

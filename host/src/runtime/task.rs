@@ -199,15 +199,9 @@ pub trait SourceFactory: Send + Sync {
     fn create(&self, info: &SubtaskInfo, resume: Option<&Position>) -> Result<Box<dyn Source>, String>;
     /// Events per second for the whole source (all subtasks), if limited.
     fn rate(&self) -> Option<f64>;
-    /// Whether positions recorded at another parallelism can be resumed from: they are then
-    /// merged by [`SourceFactory::merge_positions`] and every subtask gets the merged one.
-    fn rescalable(&self) -> bool {
-        false
-    }
-    /// The positions every subtask of a checkpoint recorded, as one that any subtask resumes from.
-    fn merge_positions(&self, _recorded: &[Position]) -> Result<Position, String> {
-        Err("this source resumes only at the parallelism its positions were recorded at".to_string())
-    }
+    /// The positions every subtask of a checkpoint recorded, as one that any subtask resumes from
+    /// (each taking its own part): so a source resumes at any parallelism.
+    fn merge_positions(&self, recorded: &[Position]) -> Result<Position, String>;
 }
 
 /// Creates operator subtasks.

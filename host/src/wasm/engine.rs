@@ -291,8 +291,9 @@ impl WasmEngine {
         super::operator::arm(&mut store, DESCRIBE_DEADLINE);
         let limits = super::SandboxLimits { call_deadline: DESCRIBE_DEADLINE, ..Default::default() };
         // Shown as "failed in describe(): …", which names the call already.
+        let output = store.data().output.clone();
         let failed = |e: wasmtime::Error| {
-            let message = super::operator::call_error("describe()", &e, &limits);
+            let message = super::operator::call_error("describe()", &e, &limits, &output);
             message.strip_prefix("describe() failed: ").map(str::to_string).unwrap_or(message)
         };
         let instance = pre.instantiate(&mut store).map_err(failed)?;

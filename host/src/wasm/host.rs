@@ -199,16 +199,19 @@ pub(crate) struct HostState {
     pub(crate) call_deadline: Option<super::wasi::CallDeadline>,
     /// Raised when the subtask must stop: guest calls end at once.
     pub(crate) interrupt: crate::runtime::Interrupt,
+    /// What the guest wrote to its stdout and stderr lately, for a failure's cause.
+    pub(crate) output: super::guest_output::GuestOutput,
 }
 
 impl HostState {
     pub(crate) fn new(keyed: KeyedState, memory_limit: usize, subtask: Arc<str>) -> Self {
         // No preopened directories, environment, arguments, network or stdin: guest stdout and
-        // stderr go to the host's stderr, for debugging.
-        let wasi = WasiCtx::builder().stdout(wasmtime_wasi::cli::stderr()).inherit_stderr().build();
+        // stderr are logged, and their last lines kept for a failure's cause.
+        let output = super::guest_output::GuestOutput::new(subtask.clone());
+        let wasi = WasiCtx::builder().stdout(output.clone()).stderr(output.clone()).build();
         let limits = MemoryLimit { bytes: memory_limit, largest: 0 };
         let interrupt = Default::default();
-        HostState { wasi, table: ResourceTable::new(), limits, keyed, subtask, call_deadline: None, interrupt }
+        HostState { wasi, table: ResourceTable::new(), limits, keyed, subtask, call_deadline: None, interrupt, output }
     }
 
     /// The resources WASI hands the guest.

@@ -29,7 +29,10 @@ pub(crate) fn instantiate(
     store.limiter(|s| &mut s.limits);
     watch(&mut store);
     arm(&mut store, limits.call_deadline);
-    let instance = module.pre.instantiate(&mut store).map_err(|e| call_error("instantiation", &e, limits))?;
+    let instance = module
+        .pre
+        .instantiate(&mut store)
+        .map_err(|e| call_error("instantiation", &e, limits, &store.data().output))?;
     Ok((store, instance))
 }
 
@@ -44,7 +47,7 @@ pub(crate) fn open(
     arm(store, limits.call_deadline);
     instance
         .open(store, config, info)
-        .map_err(|e| call_error("open", &e, limits))?
+        .map_err(|e| call_error("open", &e, limits, &store.data().output))?
         .map_err(|message| format!("open refused the configuration {}: {}", clip(config), clip(&message)))
 }
 

@@ -8,6 +8,7 @@ mod contract;
 mod engine;
 mod frame;
 mod guest;
+mod guest_output;
 mod host;
 mod instance;
 mod operator;

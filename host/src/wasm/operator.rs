@@ -10,6 +10,7 @@ use weir_frame::{NO_WATERMARK, TimeDomain};
 use super::engine::{EPOCH_TICK, OperatorModule};
 use super::frame::{self, FrameTime};
 use super::guest::Guest;
+use super::guest_output::{self, GuestOutput};
 use super::host::{HostState, KeyedState, mib};
 use super::instance;
 use crate::key_group::key_group_range;
@@ -123,7 +124,7 @@ impl WasmOperatorFactory {
                 .unzip();
             let migrated = instance
                 .migrate(&mut *store, state, from_version, &items)
-                .map_err(|e| call_error("migrate", &e, &self.limits))??;
+                .map_err(|e| call_error("migrate", &e, &self.limits, &store.data().output))??;
             Ok(expiries
                 .into_iter()
                 .zip(migrated)
@@ -303,8 +304,8 @@ impl WasmOperator {
         let output = self
             .instance
             .process_batch(&mut self.store, &self.frame)
-            .map_err(|e| call_error("process-batch", &e, &self.limits))?
-            .map_err(|message| format!("the operator failed: {}", clip(&message)))?;
+            .map_err(|e| call_error("process-batch", &e, &self.limits, &self.store.data().output))?
+            .map_err(|message| operator_error(&message, &self.store.data().output))?;
         frame::apply_output(output, &mut self.store.data_mut().keyed, &self.value_states, time.is_some(), out)?;
         self.renew_if_grown()
     }
@@ -355,8 +356,8 @@ impl WasmOperator {
         let output = self
             .instance
             .on_timers(&mut self.store, &self.frame)
-            .map_err(|e| call_error("on-timers", &e, &self.limits))?
-            .map_err(|message| format!("the operator failed: {}", clip(&message)))?;
+            .map_err(|e| call_error("on-timers", &e, &self.limits, &self.store.data().output))?
+            .map_err(|message| operator_error(&message, &self.store.data().output))?;
         frame::apply_output(output, &mut self.store.data_mut().keyed, &self.value_states, true, out)?;
         self.renew_if_grown()?;
         Ok(true)
@@ -428,8 +429,9 @@ impl Operator for WasmOperator {
 pub const GUEST_TRAPPED: &str = "the guest trapped in";
 
 /// Describes a failed guest call: the deadline, or the cause (a trap, or a host limit such as the
-/// memory limit) followed by the guest's backtrace.
-pub(crate) fn call_error(call: &str, error: &wasmtime::Error, limits: &SandboxLimits) -> String {
+/// memory limit), followed by what the guest wrote last (a Rust panic's message and location
+/// become the cause) and the named frames of its backtrace.
+pub(crate) fn call_error(call: &str, error: &wasmtime::Error, limits: &SandboxLimits, output: &GuestOutput) -> String {
     if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
         let hint = match call {
             "describe()" => "describe() only returns the operator's description",
@@ -440,25 +442,39 @@ pub(crate) fn call_error(call: &str, error: &wasmtime::Error, limits: &SandboxLi
             humantime::format_duration(limits.call_deadline)
         );
     }
-    let cause = match error.downcast_ref::<Trap>() {
+    let mut recent = output.take_recent();
+    let trap = error.downcast_ref::<Trap>();
+    // Rust's panic hook writes the message and location to stderr, then the guest aborts.
+    let panic = match trap {
+        Some(Trap::UnreachableCodeReached) => guest_output::take_panic(&mut recent),
+        _ => None,
+    };
+    let cause = match (trap, panic) {
+        (_, Some(panic)) => format!("{GUEST_TRAPPED} {call}: {panic}"),
         // A Rust or C guest keeps its stack in linear memory: deep recursion runs it off the
         // bottom of memory, which wasm reports as an out-of-bounds access.
-        Some(Trap::MemoryOutOfBounds) => format!(
+        (Some(Trap::MemoryOutOfBounds), _) => format!(
             "{GUEST_TRAPPED} {call}: out of bounds memory access (in a guest compiled from Rust, C or \
              the like, most often a stack overflow: recursion too deep for its stack)"
         ),
-        Some(Trap::StackOverflow) => format!("{GUEST_TRAPPED} {call}: stack overflow (recursion too deep)"),
-        Some(trap) => format!("{GUEST_TRAPPED} {call}: {trap}"),
+        (Some(Trap::StackOverflow), _) => format!("{GUEST_TRAPPED} {call}: stack overflow (recursion too deep)"),
+        (Some(trap), _) => format!("{GUEST_TRAPPED} {call}: {trap}"),
         // wasmtime's bound on what one call may hand the host (128 MiB).
-        None if error.root_cause().to_string().contains("fuel allocated for hostcalls") => format!(
+        (None, _) if error.root_cause().to_string().contains("fuel allocated for hostcalls") => format!(
             "{call} handed the host more than 128 MiB at once (what it emitted for one batch, or one \
              state value): emit less per event"
         ),
-        None => format!("{call} failed: {}", error.root_cause()),
+        (None, _) => format!("{call} failed: {}", error.root_cause()),
     };
-    let described = match error.downcast_ref::<WasmBacktrace>() {
-        Some(backtrace) => format!("{cause}\n{backtrace}"),
-        None => cause,
-    };
+    let mut described = guest_output::with_lines(cause, &recent);
+    if let Some(backtrace) = error.downcast_ref::<WasmBacktrace>() {
+        described.push_str(&guest_output::backtrace(backtrace));
+    }
     clip(&described).into_owned()
+}
+
+/// The error a guest returned from `call`, with what it wrote last.
+pub(crate) fn operator_error(message: &str, output: &GuestOutput) -> String {
+    let recent = output.take_recent();
+    clip(&guest_output::with_lines(format!("the operator failed: {message}"), &recent)).into_owned()
 }

@@ -50,7 +50,7 @@ export async function mount(main, id) {
         last ? fact("Latest alignment", ms(last["alignment-duration-ms"])) : null,
       ),
       latest.restored
-        ? h("p", {}, `Restored from checkpoint ${latest.restored.id} (`, h("code", {}, latest.restored["external-path"] || ""), `) at ${time(latest.restored["restore-timestamp"])}.`)
+        ? h("p", {}, `Restored from ${latest.restored["is-savepoint"] ? "savepoint" : "checkpoint"} ${latest.restored.id} (`, h("code", {}, latest.restored["external-path"] || ""), `) at ${time(latest.restored["restore-timestamp"])}.`)
         : null,
       latest.failed ? h("p", { class: "error-text" }, `Checkpoint ${latest.failed.id} failed: ${latest.failed["failure-message"] || ""}`) : null,
       h(

@@ -81,12 +81,7 @@ struct Offsets {
 
 impl Offsets {
     fn read(position: &Position, uid: &str) -> Result<Self, String> {
-        serde_json::from_slice(&position.0).map_err(|_| {
-            format!(
-                "source '{uid}' cannot resume at the stored position {position}: it is not a kafka source's \
-                 (did the source's type change? then start it without the checkpoint's positions)"
-            )
-        })
+        position.read_json(uid, "a kafka source's")
     }
 
     fn get(map: &BTreeMap<String, BTreeMap<i32, i64>>, (topic, partition): &Partition) -> Option<i64> {
@@ -144,10 +139,6 @@ impl SourceFactory for KafkaSourceFactory {
         self.config.rate
     }
 
-    fn rescalable(&self) -> bool {
-        true
-    }
-
     fn merge_positions(&self, recorded: &[Position]) -> Result<Position, String> {
         let mut merged = Offsets::default();
         for position in recorded {
@@ -159,7 +150,7 @@ impl SourceFactory for KafkaSourceFactory {
                 merged.stop.entry(topic).or_default().extend(partitions);
             }
         }
-        serde_json::to_vec(&merged).map(Position).map_err(|e| e.to_string())
+        Ok(Position::json(&merged))
     }
 }
 
@@ -464,7 +455,7 @@ impl Source for KafkaSource {
         for (partition, stop) in &self.stop {
             Offsets::set(&mut offsets.stop, partition, *stop);
         }
-        Position(serde_json::to_vec(&offsets).unwrap_or_default())
+        Position::json(&offsets)
     }
 
     fn checkpoint_completed(&mut self, position: &Position) {
@@ -560,7 +551,7 @@ mod tests {
         let merged = Offsets::read(&merged, "k").unwrap();
         assert_eq!(merged.next["t"], BTreeMap::from([(0, 5), (1, 9), (2, 7)]));
         assert_eq!(merged.stop["t"].len(), 3);
-        let error = factory.merge_positions(&[Position::from_u64(3)]).unwrap_err();
+        let error = factory.merge_positions(&[Position(3u64.to_le_bytes().to_vec())]).unwrap_err();
         assert!(error.contains("source 'k' cannot resume") && error.contains("not a kafka source's"), "{error}");
     }
 }

@@ -36,12 +36,6 @@ pub(super) fn source(
                     s.uid
                 ));
             }
-            if s.parallelism.is_some_and(|p| p != 1) {
-                return Err(format!(
-                    "source '{}': a file source reads its file in one subtask; remove `parallelism`",
-                    s.uid
-                ));
-            }
             let path = base.join(path);
             match std::fs::metadata(&path) {
                 Ok(m) if m.is_file() => {}
@@ -60,7 +54,8 @@ pub(super) fn source(
                 }
                 Err(e) => return Err(format!("source '{}': cannot read {}: {e}", s.uid, path.display())),
             }
-            (Box::new(FileSourceFactory::new(path, s.rate, s.timestamp_field.clone())), 1)
+            // One subtask unless told otherwise: the lines then come in the file's order.
+            (Box::new(FileSourceFactory::new(path, s.rate, s.timestamp_field.clone())), s.parallelism.unwrap_or(1))
         }
         SourceType::Generator => {
             if s.path.is_some() {

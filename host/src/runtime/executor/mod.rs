@@ -110,15 +110,13 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
         let rate = factory.rate().map(|r| r / f64::from(vertex.parallelism));
         let watermarks = vertex.watermarks;
         let recorded: Vec<_> = positions.iter().filter(|p| *p.uid == *vertex.uid).collect();
-        // A rescalable source resumes every subtask from all positions merged (each takes its
-        // own part), so that it may run at another parallelism than they were recorded at.
-        let resume: Vec<Result<Option<Position>, String>> = if factory.rescalable() && !recorded.is_empty() {
-            let all: Vec<Position> = recorded.iter().map(|p| p.position.clone()).collect();
-            vec![factory.merge_positions(&all).map(Some); vertex.parallelism as usize]
-        } else {
-            (0..vertex.parallelism)
-                .map(|i| Ok(recorded.iter().find(|p| p.subtask == i).map(|p| p.position.clone())))
-                .collect()
+        // Every subtask resumes from all positions merged, each taking its own part, so that a
+        // source may run at another parallelism than they were recorded at.
+        let resume: Result<Option<Position>, String> = match recorded.is_empty() {
+            true => Ok(None),
+            false => {
+                factory.merge_positions(&recorded.iter().map(|p| p.position.clone()).collect::<Vec<_>>()).map(Some)
+            }
         };
         runner.vertex(
             VertexKind::Source,
@@ -127,7 +125,7 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
             vertex_routes.into_iter().map(|r| (Vec::new(), r)),
             {
                 move |info, _inputs, mut output, control, counters| {
-                    let resume = resume[info.index as usize].clone()?;
+                    let resume = resume.clone()?;
                     let source = factory.create(info, resume.as_ref())?;
                     run_source(source, info, &mut output, SourceSettings { rate, watermarks }, control, counters)
                 }

@@ -3,7 +3,8 @@
 //! entries of 1 MB each per event into host state, `line-break` emits a value with a line break
 //! in it, `huge-error` fails with a 20 MiB message, `foreign-slot` asks the host for state of a
 //! key it was not given, `dawdle` passes every event on after 100 ms (a slow operator that
-//! barriers queue behind), `emit-huge` emits a value of 17 MiB (once).
+//! barriers queue behind), `emit-huge` emits a value of 17 MiB (once), `chatter` writes a line to
+//! stdout and one to stderr, then fails with an error of its own.
 use serde::Deserialize;
 use weir_guest::{Context, Description, Event, MapState, OpenContext, Operator, Result};
 
@@ -71,6 +72,11 @@ impl Operator for Misbehave {
             "foreign-slot" => {
                 weir_guest::bindings::weir::operator::state::map_get(99, 0, b"x");
                 Ok(())
+            }
+            "chatter" => {
+                println!("looking at key {}", String::from_utf8_lossy(_event.key.unwrap_or_default()));
+                eprintln!("this key looks wrong");
+                Err("gave up on this key".into())
             }
             other => Err(format!("unknown misbehaviour '{other}'").into()),
         }
