@@ -102,7 +102,7 @@ fn stop_with_savepoint_and_restore_into_the_same_directory_loses_nothing() {
         let taken = format!("savepoint {moved} was taken with max-parallelism 128");
         assert_failed_with(&refused, &[&taken, "set max-parallelism = 128"]);
         std::fs::write(Path::new(&moved).join("notes.txt"), "mine").unwrap();
-        let disposed = weir(&["savepoint", "dispose", &moved]);
+        let disposed = weir(&["savepoint", "dispose", "--force", &moved]);
         assert_eq!(disposed.code, 0, "{}", disposed.stderr);
         let left: Vec<String> =
             std::fs::read_dir(&moved).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();

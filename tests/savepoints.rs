@@ -322,10 +322,10 @@ fn inspect_shows_the_state_and_dispose_deletes_it() {
     assert_eq!(ops, ["logged-in", "by-user", "count-per-user"]);
     assert_eq!(metadata["operators"][2]["module"]["name"], "count");
 
-    let disposed = weir(&["savepoint", "dispose", &during.to_string_lossy()]);
+    let disposed = weir(&["savepoint", "dispose", "--force", &during.to_string_lossy()]);
     assert_eq!(disposed.code, 0, "{}", disposed.stderr);
     assert!(!during.exists());
-    let refused = weir(&["savepoint", "dispose", &dir.path().join("out").to_string_lossy()]);
+    let refused = weir(&["savepoint", "dispose", "--force", &dir.path().join("out").to_string_lossy()]);
     assert_eq!(refused.code, 1);
     assert!(refused.stderr.contains("is not a savepoint directory"), "{}", refused.stderr);
 }
@@ -456,6 +456,86 @@ fn a_savepoint_forks_into_two_jobs_whose_outputs_compare() {
     }
     let same = weir(&["compare", &v1_out.to_string_lossy(), &copy.to_string_lossy()]);
     assert!(same.stdout.starts_with(&format!("{keys} keys match, 0 differ")), "{}", same.stdout);
+}
+
+/// The library lists every savepoint a server's jobs took, tagged by why (asked for, stop,
+/// upgrade, rollback, and the forks started from one); `weir savepoint dispose` goes through the
+/// server's rules: it refuses a savepoint a running fork may go back to, disposes of a library's
+/// savepoint through the server, deletes one the server does not know, and without a server to
+/// ask only with --force. A savepoint deleted by hand leaves the library.
+#[test]
+fn the_library_lists_every_savepoint_and_dispose_follows_the_servers_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    generated_clicks(&dir.path().join("clicks.jsonl"), 40_000, 40);
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let job =
+        write_job(dir.path(), &clicks_job(dir.path(), 2, "count", "count-per-user", &dir.path().join("out"), true));
+    let submitted = server.cli(&["submit", &job]);
+    let id = submitted.stdout.trim().to_string();
+    std::thread::sleep(Duration::from_millis(500));
+    let cli = |args: &[&str]| {
+        let out = server.cli(args);
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+        out.stdout
+    };
+    let asked = cli(&["savepoint", &id]).trim().to_string();
+    let v2 = weir_e2e::operator("count_v2").to_string_lossy().into_owned();
+    cli(&["upgrade", &id, "--operator", &format!("count-per-user={v2}")]);
+    cli(&["upgrade", &id, "--rollback"]);
+    let stopped = cli(&["stop", &id, "--savepoint"]).trim().to_string();
+    assert_eq!(server.wait_for_job(&id)["state"], "finished");
+
+    let fork = clicks_job(dir.path(), 2, "count", "count-per-user", &dir.path().join("out-fork"), true).replacen(
+        "name = \"clicks-per-user\"",
+        "name = \"clicks-fork\"",
+        1,
+    );
+    let fork = server.cli(&["fork", &asked, &write_job(dir.path(), &fork), "--submit"]);
+    let fork = fork.stdout.trim().to_string();
+
+    let library: serde_json::Value = serde_json::from_str(&cli(&["savepoints", "--json"])).unwrap();
+    let library = library["savepoints"].as_array().unwrap().clone();
+    let reasons: Vec<&str> = library.iter().map(|s| s["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons, ["user", "upgrade", "rollback", "stop"], "{library:?}");
+    assert_eq!(library[0]["location"], asked.as_str());
+    assert_eq!(library[0]["forks"], serde_json::json!([fork]));
+    assert_eq!(library[3]["location"], stopped.as_str());
+    let listed = cli(&["savepoints"]);
+    assert!(listed.lines().any(|l| l.contains(" user+fork ") && l.ends_with(&asked)), "{listed}");
+
+    // The running fork may still go back to the savepoint it started from.
+    let refused = server.cli(&["savepoint", "dispose", &asked]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains(&format!("may still go back to savepoint {asked} (a restart)")),
+        "{}",
+        refused.stderr
+    );
+    assert!(std::path::Path::new(&asked).join("_metadata").is_file());
+    cli(&["cancel", &fork]);
+    assert_eq!(server.wait_for_job(&fork)["state"], "canceled");
+    let disposed = server.cli(&["savepoint", "dispose", &asked]);
+    assert!(disposed.stderr.contains("through the server"), "{}", disposed.stderr);
+    assert!(!std::path::Path::new(&asked).exists());
+
+    // Deleted by hand: the library drops it.
+    std::fs::remove_dir_all(library[1]["location"].as_str().unwrap()).unwrap();
+    let left: serde_json::Value = serde_json::from_str(&cli(&["savepoints", "--json"])).unwrap();
+    let left: Vec<&str> =
+        left["savepoints"].as_array().unwrap().iter().map(|s| s["reason"].as_str().unwrap()).collect();
+    assert_eq!(left, ["rollback", "stop"]);
+
+    // Without a server to ask, only with --force; one the server does not know, through it.
+    std::fs::create_dir_all(dir.path().join("elsewhere")).unwrap();
+    let (_, elsewhere) = take_savepoints(&dir.path().join("elsewhere"));
+    let elsewhere = elsewhere.to_string_lossy().into_owned();
+    let nobody = format!("http://127.0.0.1:{}", weir_e2e::free_port());
+    let unreachable = weir(&["--server", &nobody, "savepoint", "dispose", &elsewhere]);
+    assert_eq!(unreachable.code, 1);
+    assert!(unreachable.stderr.contains("cannot reach the weir server") && unreachable.stderr.contains("--force"));
+    let unknown = server.cli(&["savepoint", "dispose", &elsewhere]);
+    assert_eq!(unknown.code, 0, "{}", unknown.stderr);
+    assert!(!std::path::Path::new(&elsewhere).exists());
 }
 
 #[test]

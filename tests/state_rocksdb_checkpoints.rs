@@ -199,7 +199,7 @@ fn a_native_savepoint_moves_to_rocksdb_at_another_parallelism_and_the_memory_bac
     assert_eq!(resumed.code, 0, "{}", resumed.stderr);
     assert_eq!(sink_lines(&dir.path().join("out")), undisturbed_output(dir.path()), "every line once, none twice");
     // Disposing of it deletes its files, the databases' directories and itself.
-    let disposed = weir(&["savepoint", "dispose", &savepoint]);
+    let disposed = weir(&["savepoint", "dispose", "--force", &savepoint]);
     assert_eq!(disposed.code, 0, "{}", disposed.stderr);
     assert!(!Path::new(&savepoint).exists(), "{}", disposed.stderr);
 }

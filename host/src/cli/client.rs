@@ -42,6 +42,16 @@ impl Client {
     /// Sends a request and returns the JSON answer; a non-2xx answer is an error carrying the
     /// server's message, a connection failure a [`CliError::Unreachable`].
     fn call(&self, method: &str, path: &str, body: Option<(&str, Vec<u8>)>) -> anyhow::Result<Value> {
+        let (status, value) = self.answer(method, path, body)?;
+        if !(200..300).contains(&status) {
+            let message = value["error"].as_str().map(str::to_string).unwrap_or_else(|| value.to_string());
+            bail!("{message} (HTTP {status})");
+        }
+        Ok(value)
+    }
+
+    /// Sends a request and returns the answer's status and JSON, whatever the status.
+    fn answer(&self, method: &str, path: &str, body: Option<(&str, Vec<u8>)>) -> anyhow::Result<(u16, Value)> {
         let url = format!("{}{path}", self.server);
         let mut request = ureq::http::Request::builder().method(method).uri(&url);
         if let Some(token) = &self.token {
@@ -61,11 +71,24 @@ impl Client {
         let status = response.status();
         let text = response.into_body().read_to_string().context("reading the server's answer")?;
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        if !status.is_success() {
-            let message = value["error"].as_str().map(str::to_string).unwrap_or_else(|| value.to_string());
-            bail!("{message} (HTTP {})", status.as_u16());
+        Ok((status.as_u16(), value))
+    }
+
+    /// Disposes of savepoint `location` (absolute, or a URL) through the server's rules: the
+    /// server disposes of one in its library, and refuses one a job that has not ended may still
+    /// go back to. True when the server disposed of it, false when it knows no such savepoint
+    /// (then it is the caller's to delete).
+    pub(super) fn dispose_savepoint(&self, location: &str) -> anyhow::Result<bool> {
+        let (status, answer) =
+            self.answer("DELETE", &format!("/v1/savepoints?location={}", query_value(location)), None)?;
+        match status {
+            200..300 => Ok(true),
+            404 => Ok(false),
+            _ => {
+                let message = answer["error"].as_str().map(str::to_string).unwrap_or_else(|| answer.to_string());
+                bail!("{message} (HTTP {status})")
+            }
         }
-        Ok(value)
     }
 
     fn print_json(&self, value: &Value) -> anyhow::Result<bool> {
@@ -368,7 +391,7 @@ impl Client {
         if self.print_json(&list)? {
             return Ok(());
         }
-        println!("{:<20} {:<24} {:>10}  {:<40} PATH", "TAKEN (UTC)", "JOB", "BYTES", "MODULES");
+        println!("{:<20} {:<24} {:<14} {:>10}  {:<40} PATH", "TAKEN (UTC)", "JOB", "WHY", "BYTES", "MODULES");
         for s in list["savepoints"].as_array().into_iter().flatten() {
             let modules: Vec<String> = s["operators"]
                 .as_array()
@@ -376,8 +399,11 @@ impl Client {
                 .flatten()
                 .map(|op| format!("{}={}", str(&op[0]), str(&op[1])))
                 .collect();
+            // Why it was taken, and "+fork" when jobs were forked from it.
+            let forked = s["forks"].as_array().is_some_and(|f| !f.is_empty());
+            let why = format!("{}{}", str(&s["reason"]), if forked { "+fork" } else { "" });
             println!(
-                "{:<20} {:<24} {:>10}  {:<40} {}",
+                "{:<20} {:<24} {why:<14} {:>10}  {:<40} {}",
                 time(&s["taken-at"]),
                 str(&s["job-name"]),
                 s["size"].to_string(),

@@ -177,10 +177,15 @@ enum SavepointAction {
         #[arg(long, value_name = "NAME")]
         state: Option<String>,
     },
-    /// Delete a savepoint (weir never deletes savepoints by itself).
+    /// Delete a savepoint (weir never deletes savepoints by itself). The server (--server) is
+    /// asked first: it refuses a savepoint one of its jobs may still go back to, and drops one of
+    /// its library from the list.
     Dispose {
         /// The savepoint's directory (or URL).
         path: String,
+        /// Delete it without asking a server (when none runs jobs from it).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -265,7 +270,7 @@ pub fn main() -> ExitCode {
             SavepointAction::Inspect { path, operator, state } => {
                 savepoint::inspect(path, operator.as_deref(), state.as_deref())
             }
-            SavepointAction::Dispose { path } => savepoint::dispose(path),
+            SavepointAction::Dispose { path, force } => savepoint::dispose(path, *force, &client()),
         },
         Command::Savepoint(SavepointArgs { job_id: Some(job_id), dir, format, .. }) => {
             client().savepoint(job_id, dir.as_deref(), *format, None)

@@ -123,9 +123,30 @@ pub(super) fn inspect(path: &str, operator: Option<&str>, state: Option<&str>) -
     Ok(out.flush()?)
 }
 
-/// Deletes the savepoint at `path` (see [`SavepointLocation::dispose`]).
-pub(super) fn dispose(path: &str) -> anyhow::Result<()> {
+/// Deletes the savepoint at `path` (see [`SavepointLocation::dispose`]) through the server's
+/// rules: the server disposes of one of its library, refuses one that a job may still go back to,
+/// and leaves any other to be deleted here. Without a server to ask, only with `force`.
+pub(super) fn dispose(path: &str, force: bool, server: &super::client::Client) -> anyhow::Result<()> {
     let at = SavepointLocation::parse(path, Path::new(".")).map_err(anyhow::Error::msg)?;
+    // The server knows a local savepoint by its absolute path.
+    let location = match path.contains("://") {
+        true => path.to_string(),
+        false => std::fs::canonicalize(path).map_or_else(|_| at.display(), |p| p.display().to_string()),
+    };
+    if !force {
+        match server.dispose_savepoint(&location) {
+            Ok(true) => {
+                eprintln!("disposed of savepoint {location} (through the server, which drops it from its library)");
+                return Ok(());
+            }
+            Ok(false) => {}
+            Err(e) if e.downcast_ref::<super::CliError>().is_some() => bail!(
+                "{e:#}: it is needed to check that no job may still go back to savepoint {location}. Start it, \
+                 point --server (or WEIR_SERVER) at the server that runs jobs from it, or pass --force if none does"
+            ),
+            Err(e) => return Err(e.context(format!("savepoint {location} was not disposed of"))),
+        }
+    }
     match at.dispose().map_err(anyhow::Error::msg)? {
         true => eprintln!("disposed of savepoint {}", at.display()),
         false => eprintln!("disposed of savepoint {} (the directory holds other files, which stay)", at.display()),

@@ -3,6 +3,14 @@
 import { awaitRequest, call, get, post } from "./api.js";
 import { attempt, badge, bytes, confirmDialog, fill, h, outcome, short, table, time } from "./ui.js";
 
+/** What each reason a savepoint was taken for reads as. */
+const REASONS = {
+  user: "asked for",
+  stop: "stopped the job",
+  upgrade: "before an upgrade",
+  rollback: "before a rollback",
+};
+
 /** Asks job `job` for a savepoint (stopping it with `stop`) and waits until it is stored. */
 async function takeSavepoint(job, stop, drain, onChange) {
   const path = `/v1/jobs/${job.id}/${stop ? "stop" : "savepoints"}`;
@@ -118,7 +126,8 @@ export async function mount(main) {
           ["Size", (s) => bytes(s.size), { num: true }],
           ["Format", (s) => `${s.format || "canonical"} v${s["format-version"] || "?"}`],
           ["Modules", (s) => s.operators.map(([uid, code]) => h("div", {}, `${uid}: ${code}`))],
-          ["Stopped the job", (s) => (s.stopped ? "yes" : "no")],
+          ["Why", (s) => h("span", { "data-reason": s.reason }, REASONS[s.reason] || s.reason)],
+          ["Forks", (s) => (s.forks || []).map((id) => h("div", {}, h("a", { href: `#/jobs/${id}` }, short(id))))],
           [
             "",
             (s) =>

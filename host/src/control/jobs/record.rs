@@ -242,6 +242,21 @@ pub enum SavepointStatus {
     },
 }
 
+/// Why a savepoint was taken.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SavepointReason {
+    /// Asked for while the job runs on (`weir savepoint`).
+    #[default]
+    User,
+    /// Asked for to stop the job (`weir stop`).
+    Stop,
+    /// Taken before an upgrade swapped modules (what a rollback goes back to).
+    Upgrade,
+    /// Taken before a rollback went back to the modules of before the last upgrade.
+    Rollback,
+}
+
 /// A completed savepoint, as the job's record keeps it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -258,6 +273,9 @@ pub struct SavepointRecord {
     pub size: u64,
     /// Whether it stopped the job.
     pub stopped: bool,
+    /// Why it was taken.
+    #[serde(default)]
+    pub reason: SavepointReason,
     /// The form of its state (`canonical` or `native`).
     #[serde(default)]
     pub format: crate::checkpoint::savepoint::SavepointFormat,

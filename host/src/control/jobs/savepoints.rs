@@ -5,7 +5,7 @@ use super::Jobs;
 use super::record::*;
 use super::store::update;
 use super::{DisposeError, SavepointError};
-use crate::checkpoint::savepoint::{SavepointFormat, SavepointLocation};
+use crate::checkpoint::savepoint::{SavepointFormat, SavepointLocation, SavepointSink};
 use crate::control::lock;
 use crate::runtime::SavepointRequest;
 
@@ -27,26 +27,12 @@ impl Jobs {
         let trigger = self.request_id(id);
         lock(&job.triggers).insert(trigger.clone(), SavepointStatus::InProgress);
         let (runner, dir, key, written) = (job.clone(), self.dir.clone(), trigger.clone(), sink.clone());
+        let reason = if stop { SavepointReason::Stop } else { SavepointReason::User };
         let done = Box::new(move |result: Result<u64, String>| {
             let status = match result {
                 Ok(_) => {
-                    let location = written.location();
-                    if let Some(m) = written.metadata() {
-                        update(dir.as_deref(), &runner, |i| {
-                            i.savepoints.push(SavepointRecord {
-                                location: location.clone(),
-                                job_id: i.id.clone(),
-                                job_name: i.name.clone(),
-                                taken_at: m.taken_at,
-                                size: m.size(),
-                                stopped: stop,
-                                format: m.state_format,
-                                format_version: m.format_version,
-                                operators: m.operators.iter().map(|o| (o.uid.clone(), o.module.to_string())).collect(),
-                            })
-                        });
-                    }
-                    SavepointStatus::Completed { location }
+                    record_savepoint(dir.as_deref(), &runner, &written, reason);
+                    SavepointStatus::Completed { location: written.location() }
                 }
                 Err(cause) => SavepointStatus::Failed { cause },
             };
@@ -65,21 +51,31 @@ impl Jobs {
         lock(&job.triggers).get(trigger).cloned()
     }
 
-    /// Every completed savepoint of every job, oldest first.
-    pub fn savepoints(&self) -> Vec<SavepointRecord> {
-        let mut all: Vec<SavepointRecord> = self.list().into_iter().flat_map(|j| j.savepoints).collect();
-        all.sort_by_key(|s| s.taken_at);
+    /// Every completed savepoint of every job that is still there, oldest first (a local one whose
+    /// `_metadata` is gone, deleted by hand, is left out).
+    pub fn savepoints(&self) -> Vec<LibraryEntry> {
+        let jobs = self.list();
+        let forks_of = |location: &str| {
+            let forked = jobs.iter().filter(|j| j.lineage.as_ref().is_some_and(|l| l.fork && l.savepoint == location));
+            forked.map(|j| j.id.clone()).collect()
+        };
+        let mut all: Vec<LibraryEntry> = jobs
+            .iter()
+            .flat_map(|j| &j.savepoints)
+            .filter(|s| still_there(&s.location))
+            .map(|s| LibraryEntry { forks: forks_of(&s.location), savepoint: s.clone() })
+            .collect();
+        all.sort_by_key(|s| s.savepoint.taken_at);
         all
     }
 
     /// Deletes savepoint `location` of the library (see [`SavepointLocation::dispose`]) and drops
-    /// it from its job's record. Refused while a job that has not ended may still go back to it:
-    /// the savepoint a job started from (its restarts before a first checkpoint do), or the one
-    /// a rollback of its last upgrade would resume from.
+    /// it from its job's record. Refused, whether the library has it or not, while a job that has
+    /// not ended may still go back to it: the savepoint a job started from (its restarts before a
+    /// first checkpoint do), or the one a rollback of its last upgrade would resume from. One
+    /// whose `_metadata` is gone already is only dropped.
     pub fn dispose_savepoint(&self, location: &str) -> Result<(), DisposeError> {
         let jobs: Vec<Arc<super::Job>> = lock(&self.jobs).values().cloned().collect();
-        let owner = jobs.iter().find(|j| lock(&j.info).savepoints.iter().any(|s| s.location == location));
-        let owner = owner.ok_or_else(|| DisposeError::NotFound(location.to_string()))?;
         for job in &jobs {
             let info = lock(&job.info);
             let started_from = info.lineage.as_ref().is_some_and(|l| l.savepoint == location);
@@ -92,9 +88,56 @@ impl Jobs {
                 )));
             }
         }
-        let at = SavepointLocation::parse(location, std::path::Path::new("/")).map_err(DisposeError::Failed)?;
-        at.dispose().map_err(DisposeError::Failed)?;
+        let owner = jobs.iter().find(|j| lock(&j.info).savepoints.iter().any(|s| s.location == location));
+        let owner = owner.ok_or_else(|| DisposeError::NotFound(location.to_string()))?;
+        if still_there(location) {
+            let at = SavepointLocation::parse(location, std::path::Path::new("/")).map_err(DisposeError::Failed)?;
+            at.dispose().map_err(DisposeError::Failed)?;
+        }
         update(self.dir.as_deref(), owner, |i| i.savepoints.retain(|s| s.location != location));
         Ok(())
     }
+}
+
+/// A savepoint of the library, as the API lists it.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct LibraryEntry {
+    /// The savepoint.
+    #[serde(flatten)]
+    pub savepoint: SavepointRecord,
+    /// The jobs forked from it.
+    pub forks: Vec<String>,
+}
+
+/// Whether savepoint `location` is still there: a URL is taken to be (asking the store on every
+/// listing would cost a request per savepoint), a local directory if it holds a `_metadata`.
+fn still_there(location: &str) -> bool {
+    location.contains("://") || std::path::Path::new(location).join("_metadata").is_file()
+}
+
+/// Records in `job`'s library the savepoint `sink` wrote, taken for `reason`.
+pub(super) fn record_savepoint(
+    dir: Option<&std::path::Path>,
+    job: &super::Job,
+    sink: &SavepointSink,
+    reason: SavepointReason,
+) {
+    let Some(m) = sink.metadata() else { return };
+    let location = sink.location();
+    update(dir, job, |i| {
+        i.savepoints.push(SavepointRecord {
+            location,
+            job_id: i.id.clone(),
+            job_name: i.name.clone(),
+            taken_at: m.taken_at,
+            size: m.size(),
+            // Every savepoint but one asked for while the job runs on stops it.
+            stopped: reason != SavepointReason::User,
+            reason,
+            format: m.state_format,
+            format_version: m.format_version,
+            operators: m.operators.iter().map(|o| (o.uid.clone(), o.module.to_string())).collect(),
+        })
+    });
 }

@@ -256,6 +256,7 @@ impl Jobs {
         // An upgrade goes on from it: a resume never goes back behind it (a rollback goes on
         // from the earlier savepoint it returns to, a resume point already).
         let resumed = plan.checkpoint_storage().filter(|_| rollback.is_none());
+        let reason = if rollback.is_some() { SavepointReason::Rollback } else { SavepointReason::Upgrade };
         let sink = Arc::new(sink.resumed_from(resumed));
         let request_id = self.request_id(id);
         // In place when every operator of the next run declares the states of the one it
@@ -278,7 +279,10 @@ impl Jobs {
         });
         let (runner, key, stored, dir) = (job.clone(), request_id.clone(), sink.clone(), self.dir.clone());
         let done = Box::new(move |result: Result<u64, String>| {
-            let Err(cause) = result else { return };
+            let Err(cause) = result else {
+                super::savepoints::record_savepoint(dir.as_deref(), &runner, &stored, reason);
+                return;
+            };
             stored.failed(cause.clone());
             if lock(&runner.upgrade).take().is_some() {
                 let cause = format!("the savepoint before the swap failed: {cause}");
