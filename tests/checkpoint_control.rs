@@ -70,7 +70,7 @@ fn statistics_count_checkpoints_and_show_the_latest_and_a_history() {
     let missing = server.cli(&["checkpoints", "0123"]);
     assert_eq!(missing.code, 1);
     assert!(
-        missing.stderr.contains("no job with id 0123") && missing.stderr.contains("HTTP 404"),
+        missing.stderr.contains("no job with an id starting with 0123 (`weir jobs` lists them)"),
         "{}",
         missing.stderr
     );

@@ -143,6 +143,54 @@ fn bad_requests_get_their_status_and_message_and_the_server_keeps_serving() {
     }
 }
 
+/// Every verb that names a job, a module or a savepoint takes the start of its id, as lists and
+/// the dashboard show them; an ambiguous start is refused with the candidates.
+#[test]
+fn ids_may_be_shortened_to_any_unique_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    // Seventeen jobs: two of them share the first of their 16 possible hex digits.
+    let bounded = "[[source]]\nuid = \"events\"\ntype = \"generator\"\ncount = 10\nkeys = 2\n".to_string();
+    let bounded = write_job(dir.path(), &job("short", 1, &[bounded, weir_e2e::blackhole_sink("out")]));
+    let ids: Vec<String> = (0..17).map(|_| server.cli(&["submit", &bounded]).stdout.trim().to_string()).collect();
+    for id in &ids {
+        server.wait_for_job(id);
+    }
+    let shared =
+        (0..17).find_map(|i| ids[i + 1..].iter().find(|o| o[..1] == ids[i][..1]).map(|_| &ids[i][..1])).unwrap();
+    let ambiguous = server.cli(&["status", shared]);
+    assert_eq!(ambiguous.code, 1);
+    assert!(ambiguous.stderr.contains(&format!("{shared} is the start of ")), "{}", ambiguous.stderr);
+    let listed = ids.iter().filter(|id| id.starts_with(shared)).count();
+    assert_eq!(
+        ambiguous.stderr.lines().filter(|l| l.contains("(short, finished)")).count(),
+        listed,
+        "{}",
+        ambiguous.stderr
+    );
+    let unique = &ids[0][..8];
+    let status = server.cli(&["status", unique]);
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    assert!(status.stdout.starts_with(&format!("job {} 'short': finished", ids[0])), "{}", status.stdout);
+
+    // A running job upgraded by short ids: the job's, and the stored module's.
+    let forever = server.cli(&["submit", &write_job(dir.path(), &forever_job())]).stdout.trim().to_string();
+    let count = server.cli(&["modules", "upload", &operator("count").to_string_lossy()]);
+    let module = format!("count=sha256:{}", &sha256_of(&count.stdout)[..10]);
+    let upgraded = server.cli(&["upgrade", &forever[..8], "--operator", &module]);
+    assert_eq!(upgraded.code, 0, "{}", upgraded.stderr);
+    assert!(upgraded.stdout.starts_with(&format!("upgraded job {forever}")), "{}", upgraded.stdout);
+    let unknown = server.cli(&["upgrade", &forever[..8], "--operator", "count=sha256:ffffffffff"]);
+    assert!(unknown.stderr.contains("no module with an id starting with ffffffffff"), "{}", unknown.stderr);
+
+    // A savepoint by the start of the hex its directory name ends with.
+    let savepoint = server.cli(&["stop", &forever[..6]]).stdout.trim().to_string();
+    let hex = savepoint.rsplit('-').next().unwrap();
+    let inspected = server.cli(&["savepoint", "inspect", &hex[..6]]);
+    assert_eq!(inspected.code, 0, "{}", inspected.stderr);
+    assert!(inspected.stdout.lines().count() >= 10, "{}", inspected.stdout);
+}
+
 #[test]
 fn a_token_is_required_when_configured() {
     let dir = tempfile::tempdir().unwrap();

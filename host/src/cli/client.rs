@@ -91,6 +91,58 @@ impl Client {
         }
     }
 
+    /// The id of the job `given` names: a whole id, or the start of exactly one job's id (as
+    /// lists and the dashboard show them shortened).
+    pub(super) fn job_id(&self, given: &str) -> anyhow::Result<String> {
+        if given.len() == 32 {
+            return Ok(given.to_string());
+        }
+        let jobs = self.call("GET", "/v1/jobs", None)?;
+        let matching = jobs["jobs"].as_array().into_iter().flatten().filter(|j| str(&j["id"]).starts_with(given));
+        let matching = matching.map(|j| {
+            let id = str(&j["id"]).to_string();
+            (id.clone(), format!("{id} ({}, {})", str(&j["name"]), str(&j["state"])))
+        });
+        one_of(given, "job", "weir jobs", matching.collect())
+    }
+
+    /// The module `sha256:<hex>` names: itself, or the one stored module whose hash starts with
+    /// `<hex>`.
+    fn module_reference(&self, given: &str) -> anyhow::Result<String> {
+        let Some(prefix) = given.strip_prefix("sha256:").filter(|hex| hex.len() < 64) else {
+            return Ok(given.to_string());
+        };
+        let modules = self.call("GET", "/v1/modules", None)?;
+        let matching = modules["modules"].as_array().into_iter().flatten();
+        let matching = matching.filter(|m| str(&m["sha256"]).starts_with(prefix)).map(|m| {
+            let hash = str(&m["sha256"]).to_string();
+            (hash.clone(), format!("sha256:{hash} ({} {})", str(&m["name"]), str(&m["version"])))
+        });
+        Ok(format!("sha256:{}", one_of(prefix, "module", "weir modules list", matching.collect())?))
+    }
+
+    /// The savepoint `given` names: a path that exists or a URL as it is, else the one savepoint
+    /// of the server's library whose directory name, or the hex at its end, starts with `given`.
+    /// Anything else (no server, no match) is left as given, for the caller to report.
+    pub(super) fn savepoint_location(&self, given: &str) -> anyhow::Result<String> {
+        if given.contains("://") || Path::new(given).exists() || given.contains('/') {
+            return Ok(given.to_string());
+        }
+        let Ok(library) = self.call("GET", "/v1/savepoints", None) else { return Ok(given.to_string()) };
+        let matching = library["savepoints"].as_array().into_iter().flatten().filter_map(|s| {
+            let location = str(&s["location"]);
+            let name = location.rsplit('/').next().unwrap_or(location);
+            let hex = name.rsplit('-').next().unwrap_or(name);
+            (name.starts_with(given) || hex.starts_with(given))
+                .then(|| (location.to_string(), format!("{location} ({})", str(&s["job-name"]))))
+        });
+        let matching: Vec<(String, String)> = matching.collect();
+        match matching.is_empty() {
+            true => Ok(given.to_string()),
+            false => one_of(given, "savepoint", "weir savepoints", matching),
+        }
+    }
+
     fn print_json(&self, value: &Value) -> anyhow::Result<bool> {
         if self.json {
             println!("{}", serde_json::to_string_pretty(value)?);
@@ -359,7 +411,7 @@ impl Client {
                 .split_once('=')
                 .with_context(|| format!("--operator {pair}: expected UID=MODULE (a .wasm file or sha256:<hex>)"))?;
             let reference = match module.strip_prefix("sha256:") {
-                Some(_) => module.to_string(),
+                Some(_) => self.module_reference(module)?,
                 None => format!("sha256:{}", str(&self.upload(Path::new(module))?["sha256"])),
             };
             replacements.insert(uid.to_string(), Value::String(reference));
@@ -420,6 +472,23 @@ impl Client {
             println!("canceling job {} '{}'", str(&job["id"]), str(&job["name"]));
         }
         Ok(())
+    }
+}
+
+/// The one of `matching` (id, how to show it), the ids that start with `given`; `what` and
+/// `list` ("weir jobs") name them in errors.
+fn one_of(given: &str, what: &str, list: &str, matching: Vec<(String, String)>) -> anyhow::Result<String> {
+    if given.is_empty() {
+        bail!("name a {what}: an empty id matches every one");
+    }
+    match matching.as_slice() {
+        [(id, _)] => Ok(id.clone()),
+        [] => bail!("no {what} with an id starting with {given} (`{list}` lists them)"),
+        many => bail!(
+            "{given} is the start of {} {what} ids; give more of it:\n  {}",
+            many.len(),
+            many.iter().map(|(_, label)| label.as_str()).collect::<Vec<_>>().join("\n  ")
+        ),
     }
 }
 

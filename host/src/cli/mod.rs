@@ -247,6 +247,8 @@ pub fn main() -> ExitCode {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     let client = || client::Client::new(&cli.server, cli.token.clone(), cli.json);
+    // Every verb that names a job takes the start of its id, as lists show it.
+    let job = |id: &str| client().job_id(id);
     let access = || serve::Access { token: cli.token.clone(), allowed_hosts: cli.allowed_hosts.clone() };
     let result = match &cli.command {
         Command::Run(args) => run::run(args, access()),
@@ -254,43 +256,46 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::serve(args, access()),
         Command::Modules(command) => client().modules(command),
         Command::Submit { job, from_savepoint, allow_non_restored_state } => {
-            client().submit(job, from_savepoint.as_deref(), *allow_non_restored_state, false)
+            let savepoint = from_savepoint.as_deref().map(|s| client().savepoint_location(s)).transpose();
+            savepoint.and_then(|s| client().submit(job, s.as_deref(), *allow_non_restored_state, false))
         }
-        Command::Fork { savepoint, job, submit: true, allow_non_restored_state } => {
-            client().submit(job, Some(savepoint), *allow_non_restored_state, true)
-        }
+        Command::Fork { savepoint, job, submit: true, allow_non_restored_state } => client()
+            .savepoint_location(savepoint)
+            .and_then(|s| client().submit(job, Some(&s), *allow_non_restored_state, true)),
         Command::Fork { savepoint, job, allow_non_restored_state, .. } => {
             run::run(&run::RunArgs::fork(savepoint, job, *allow_non_restored_state), access())
         }
         Command::Jobs => client().jobs(),
-        Command::Status { job_id } => client().status(job_id),
-        Command::Cancel { job_id } => client().cancel(job_id),
-        Command::Checkpoints { job_id } => client().checkpoints(job_id),
+        Command::Status { job_id } => job(job_id).and_then(|id| client().status(&id)),
+        Command::Cancel { job_id } => job(job_id).and_then(|id| client().cancel(&id)),
+        Command::Checkpoints { job_id } => job(job_id).and_then(|id| client().checkpoints(&id)),
         Command::Savepoint(SavepointArgs { action: Some(action), .. }) => match action {
-            SavepointAction::Inspect { path, operator, state } => {
-                savepoint::inspect(path, operator.as_deref(), state.as_deref())
+            SavepointAction::Inspect { path, operator, state } => client()
+                .savepoint_location(path)
+                .and_then(|path| savepoint::inspect(&path, operator.as_deref(), state.as_deref())),
+            SavepointAction::Dispose { path, force } => {
+                client().savepoint_location(path).and_then(|path| savepoint::dispose(&path, *force, &client()))
             }
-            SavepointAction::Dispose { path, force } => savepoint::dispose(path, *force, &client()),
         },
         Command::Savepoint(SavepointArgs { job_id: Some(job_id), dir, format, .. }) => {
-            client().savepoint(job_id, dir.as_deref(), *format, None)
+            job(job_id).and_then(|id| client().savepoint(&id, dir.as_deref(), *format, None))
         }
         Command::Savepoint(SavepointArgs { .. }) => {
             Err(anyhow::anyhow!("name a running job (weir savepoint JOB_ID), or use `savepoint inspect|dispose PATH`"))
         }
         Command::Stop { job_id, drain, dir, format, .. } => {
-            client().savepoint(job_id, dir.as_deref(), *format, Some(*drain))
+            job(job_id).and_then(|id| client().savepoint(&id, dir.as_deref(), *format, Some(*drain)))
         }
         Command::Savepoints => client().savepoints(),
         Command::Compare { a, b } => {
             let dir = |side: &str| match Path::new(side).is_dir() {
                 true => Ok(PathBuf::from(side)),
-                false => client().output_dir(side),
+                false => job(side).and_then(|id| client().output_dir(&id)),
             };
             dir(a).and_then(|a| Ok((a, dir(b)?))).and_then(|(a, b)| compare::compare(&a, &b, cli.json))
         }
-        Command::Upgrade { job_id, rollback: true, .. } => client().rollback(job_id),
-        Command::Upgrade { job_id, operators, .. } => client().upgrade(job_id, operators),
+        Command::Upgrade { job_id, rollback: true, .. } => job(job_id).and_then(|id| client().rollback(&id)),
+        Command::Upgrade { job_id, operators, .. } => job(job_id).and_then(|id| client().upgrade(&id, operators)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
