@@ -538,6 +538,40 @@ fn the_library_lists_every_savepoint_and_dispose_follows_the_servers_rules() {
     assert!(!std::path::Path::new(&elsewhere).exists());
 }
 
+/// `weir compare` of a fork and the job it was forked from compares from the fork's savepoint
+/// on: the parent's output before it is left out (each savepoint records what each sink had
+/// committed), so the same code on the same input matches key for key.
+#[test]
+fn a_fork_compares_with_its_parent_from_the_fork_on() {
+    let dir = tempfile::tempdir().unwrap();
+    generated_clicks(&dir.path().join("clicks.jsonl"), CLICKS, 40);
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let parent =
+        write_job(dir.path(), &clicks_job(dir.path(), 2, "count", "count-per-user", &dir.path().join("out"), true));
+    let parent = server.cli(&["submit", &parent]).stdout.trim().to_string();
+    std::thread::sleep(Duration::from_millis(1500));
+    let savepoint = server.cli(&["savepoint", &parent]).stdout.trim().to_string();
+    let fork = server.cli(&[
+        "fork",
+        &savepoint,
+        &fork_job(dir.path(), "clicks-fork", "count", &dir.path().join("out-fork")),
+        "--submit",
+    ]);
+    let fork = fork.stdout.trim().to_string();
+    for id in [&parent, &fork] {
+        assert_eq!(server.wait_for_job(id)["state"], "finished");
+    }
+    let keys = expected_counts(&dir.path().join("clicks.jsonl")).len();
+    let compared = server.cli(&["compare", &parent[..8], &fork[..8]]);
+    assert_eq!(compared.code, 0, "{}", compared.stderr);
+    assert!(compared.stdout.starts_with(&format!("{keys} keys match, 0 differ")), "{}", compared.stdout);
+    assert!(compared.stdout.contains(&format!("from savepoint {savepoint} on")), "{}", compared.stdout);
+    // The directories themselves: the whole outputs, the parent's before the fork included.
+    let whole =
+        weir(&["compare", &dir.path().join("out").to_string_lossy(), &dir.path().join("out-fork").to_string_lossy()]);
+    assert!(whole.stdout.starts_with(&format!("0 keys match, {keys} differ")), "{}", whole.stdout);
+}
+
 #[test]
 fn two_jobs_cannot_write_one_sink() {
     let dir = tempfile::tempdir().unwrap();

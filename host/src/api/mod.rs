@@ -23,7 +23,7 @@ pub use error::ApiError;
 use serde_json::json;
 
 use crate::checkpoint::savepoint::SavepointFormat;
-use crate::control::compare::{Comparison, compare_outputs, output_dir};
+use crate::control::compare::{Comparison, compare_outputs, fork_point, output_dir};
 use crate::control::{
     CancelError, DisposeError, JobInfo, Jobs, ModuleStore, SavepointError, SavepointStatus, StartFrom, StoreModules,
     UpgradeError, UpgradeStatus,
@@ -434,12 +434,19 @@ async fn compare_jobs(
     State(state): State<Arc<ApiState>>,
     Query(query): Query<CompareQuery>,
 ) -> Result<Json<Comparison>, ApiError> {
-    let dir = |id: &str| {
-        let job = state.jobs.get(id).ok_or_else(|| unknown_job(id))?;
-        output_dir(&job.job, &state.base)
-            .map_err(|cause| ApiError::new(StatusCode::BAD_REQUEST, format!("job {id} cannot be compared: {cause}")))
+    let job = |id: &str| state.jobs.get(id).ok_or_else(|| unknown_job(id));
+    let (a, b) = (job(&query.a)?, job(&query.b)?);
+    let dir = |job: &JobInfo| {
+        output_dir(&job.job, &state.base).map_err(|cause| {
+            ApiError::new(StatusCode::BAD_REQUEST, format!("job {} cannot be compared: {cause}", job.id))
+        })
     };
-    let (a, b) = (dir(&query.a)?, dir(&query.b)?);
-    let compared = blocking(move || compare_outputs(&a, &b)).await?;
+    let (a_dir, b_dir) = (dir(&a)?, dir(&b)?);
+    let base = state.base.clone();
+    let compared = blocking(move || {
+        let since = fork_point(&a, &b, &base).map_err(anyhow::Error::msg)?;
+        compare_outputs(&a_dir, &b_dir, since.as_ref())
+    })
+    .await?;
     compared.map(Json).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("{e:#}")))
 }

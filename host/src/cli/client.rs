@@ -375,6 +375,12 @@ impl Client {
             .map_err(|cause| anyhow::anyhow!("job {id} cannot be compared: {cause}"))
     }
 
+    /// The server's comparison of jobs `a` and `b`'s committed outputs.
+    pub(super) fn compare(&self, a: &str, b: &str) -> anyhow::Result<crate::control::compare::Comparison> {
+        let comparison = self.call("GET", &format!("/v1/compare?a={a}&b={b}"), None)?;
+        serde_json::from_value(comparison).context("the server's comparison is unreadable")
+    }
+
     /// Rolls job `id` back from its last upgrade and waits for it.
     pub(super) fn rollback(&self, id: &str) -> anyhow::Result<()> {
         let answer = self.call("POST", &format!("/v1/jobs/{id}/rollback"), None)?;

@@ -9,7 +9,7 @@ mod run;
 mod savepoint;
 mod serve;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -287,13 +287,7 @@ pub fn main() -> ExitCode {
             job(job_id).and_then(|id| client().savepoint(&id, dir.as_deref(), *format, Some(*drain)))
         }
         Command::Savepoints => client().savepoints(),
-        Command::Compare { a, b } => {
-            let dir = |side: &str| match Path::new(side).is_dir() {
-                true => Ok(PathBuf::from(side)),
-                false => job(side).and_then(|id| client().output_dir(&id)),
-            };
-            dir(a).and_then(|a| Ok((a, dir(b)?))).and_then(|(a, b)| compare::compare(&a, &b, cli.json))
-        }
+        Command::Compare { a, b } => compare::compare(a, b, &client(), cli.json),
         Command::Upgrade { job_id, rollback: true, .. } => job(job_id).and_then(|id| client().rollback(&id)),
         Command::Upgrade { job_id, operators, .. } => job(job_id).and_then(|id| client().upgrade(&id, operators)),
     };

@@ -11,7 +11,7 @@ mod postgres_sink;
 mod stdout;
 
 pub use blackhole::BlackholeSinkFactory;
-pub use file_sink::{FileCommit, FileSinkFactory, Restored};
+pub use file_sink::{FileCommit, FileSinkFactory, Restored, recorded_in};
 pub use file_source::FileSourceFactory;
 pub use generator::GeneratorSourceFactory;
 pub use kafka::{KafkaClient, KafkaSinkConfig, KafkaSinkFactory, KafkaSourceConfig, KafkaSourceFactory, StartFrom};

@@ -16,6 +16,9 @@ export async function mount(main) {
     if (!comparison) return;
     fill(result, 
       h("p", {}, `${count(comparison["matching-keys"])} keys match, ${count(comparison["differing-keys"])} differ.`),
+      comparison.since
+        ? h("p", { class: "muted", "data-since": true }, "From savepoint ", h("code", {}, comparison.since), " on, where the fork started: output committed before it is left out.")
+        : null,
       table(
         [
           ["Key", (d) => d.key],

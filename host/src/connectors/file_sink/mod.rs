@@ -62,6 +62,15 @@ pub struct Restored {
 /// What a run's output is made of: per run token, the highest barrier id covered.
 type Runs = std::collections::BTreeMap<String, u64>;
 
+/// Whether part file `name` belongs to the output a file sink's record `committed` describes
+/// (what [`SinkFactory::committed`] returned at a barrier): a file of a run the record lists, of
+/// a barrier at or before the one it covers. What a comparison from a savepoint on leaves out.
+pub fn recorded_in(committed: &serde_json::Value, name: &str) -> bool {
+    let Some(file) = PartFile::parse(name) else { return false };
+    let covered = committed["runs"][&file.run].as_u64();
+    file.kind.checkpoint().is_some_and(|n| covered.is_some_and(|last| n <= last))
+}
+
 /// Where superseded committed files are moved, inside the sink's directory.
 const SUPERSEDED: &str = ".superseded";
 /// Creates file sink subtasks writing into one directory. The directory is the job's alone while
