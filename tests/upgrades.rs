@@ -201,6 +201,30 @@ fn upgrades_under_a_running_job_migrate_the_state_and_keep_counts_and_exactly_on
     }
 }
 
+/// After an in-place upgrade, the job's counts go on: the totals over its runs sum the old run's
+/// and the new one's (which `weir status` shows beside them), and with nothing replayed, the
+/// sink's total is exactly the lines it committed.
+#[test]
+fn counts_go_on_across_an_upgrade() {
+    let (dir, server, id) = submitted();
+    std::thread::sleep(Duration::from_millis(700));
+    swap(&server, &id, &[&count_per_user("count_v2")]);
+    let job = server.wait_for_job(&id);
+    assert_eq!(job["state"], "finished", "{job}");
+    let sink = job["vertices"].as_array().unwrap().iter().find(|v| v["kind"] == "sink").unwrap().clone();
+    let (total, run) = (sink["total-events-out"].as_u64().unwrap(), sink["events-out"].as_u64().unwrap());
+    assert_eq!(total as usize, sink_lines(&dir.path().join("out")).len(), "{sink}");
+    assert!(run > 0 && run < total, "the new run wrote {run} of {total}");
+    let source = &job["vertices"][0];
+    assert_eq!(source["total-events-out"], 16000, "{source}");
+    let (_, listed) = server.http("GET", "/v1/jobs", b"", None);
+    assert_eq!(listed["jobs"][0]["events-written"], total);
+    let status = server.cli(&["status", &id]).stdout;
+    let row = status.lines().find(|l| l.starts_with("sink")).unwrap_or_default();
+    let numbers: Vec<&str> = row.split_whitespace().skip(3).take(4).collect();
+    assert_eq!(numbers, [total.to_string(), total.to_string(), run.to_string(), run.to_string()], "{status}");
+}
+
 /// `weir serve` killed right after a swap to v2 (its savepoint possibly not stored yet, no
 /// checkpoint of the new run yet) resumes the job with v2 from whatever it has: v2's checkpoint,
 /// the upgrade's savepoint, or the last checkpoint of v1, whose counts v2 migrates. Either way the

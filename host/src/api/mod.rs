@@ -228,7 +228,8 @@ async fn submit_job(
 fn brief(info: &JobInfo) -> serde_json::Value {
     let sinks = info.vertices.iter().filter(|v| v.kind == VertexKind::Sink);
     json!({
-        "events-written": sinks.map(|v| v.events_out).sum::<u64>(),
+        // Over all the job's runs, as the dashboard's list shows it.
+        "events-written": sinks.map(|v| v.total_events_out).sum::<u64>(),
         "id": info.id,
         "name": info.name,
         "state": info.state,

@@ -270,7 +270,12 @@ impl Client {
                 println!("  {} attempt {}: {}", time(&f["timestamp"]), f["attempt"], str(&f["cause"]));
             }
         }
-        println!("{:<8} {:<24} {:>11} {:>12} {:>12}  per subtask in/out", "KIND", "UID", "PARALLELISM", "IN", "OUT");
+        // IN and OUT over all the job's runs (attempts, upgrades, rollbacks); the current run's
+        // beside them, and per subtask.
+        println!(
+            "{:<8} {:<24} {:>11} {:>12} {:>12} {:>12} {:>12}  this run per subtask in/out",
+            "KIND", "UID", "PARALLELISM", "IN", "OUT", "RUN IN", "RUN OUT"
+        );
         for v in job["vertices"].as_array().into_iter().flatten() {
             let subtasks: Vec<String> = v["subtasks"]
                 .as_array()
@@ -279,10 +284,11 @@ impl Client {
                 .map(|s| format!("{}/{}", s["events-in"], s["events-out"]))
                 .collect();
             // `Value`'s Display ignores width: format the numbers as strings first.
-            let [parallelism, events_in, events_out] =
-                [&v["parallelism"], &v["events-in"], &v["events-out"]].map(Value::to_string);
+            let [parallelism, total_in, total_out, run_in, run_out] =
+                [&v["parallelism"], &v["total-events-in"], &v["total-events-out"], &v["events-in"], &v["events-out"]]
+                    .map(Value::to_string);
             println!(
-                "{:<8} {:<24} {parallelism:>11} {events_in:>12} {events_out:>12}  {}",
+                "{:<8} {:<24} {parallelism:>11} {total_in:>12} {total_out:>12} {run_in:>12} {run_out:>12}  {}",
                 str(&v["kind"]),
                 str(&v["uid"]),
                 subtasks.join(" ")

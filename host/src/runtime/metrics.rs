@@ -51,6 +51,13 @@ pub struct VertexSummary {
     pub events_in: u64,
     /// Events sent downstream (sinks: events written).
     pub events_out: u64,
+    /// Events received over every run of the job so far (its attempts, and the runs after its
+    /// upgrades and rollbacks), this one included: events replayed after a restart count again.
+    #[serde(default)]
+    pub total_events_in: u64,
+    /// Events sent downstream over every run of the job so far.
+    #[serde(default)]
+    pub total_events_out: u64,
     /// The lowest watermark of its subtasks (absent until each has one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watermark: Option<i64>,
@@ -82,6 +89,8 @@ pub struct JobMetrics {
     pub(crate) checkpoints: Mutex<CheckpointStats>,
     /// Runs of the job's graph so far (attempts, and restarts after upgrades).
     pub(crate) runs: AtomicU64,
+    /// Events in and out of each vertex (by kind and uid) over the job's earlier runs.
+    earlier: Mutex<std::collections::HashMap<(VertexKind, Arc<str>), (u64, u64)>>,
 }
 
 impl JobMetrics {
@@ -97,12 +106,29 @@ impl JobMetrics {
         }
     }
 
-    /// A new attempt starts: the vertices' counts start again (checkpoint statistics go on).
+    /// A new attempt starts: the vertices' counts start again, added to the totals of the job's
+    /// runs (checkpoint statistics go on).
     pub(crate) fn begin_attempt(&self) {
-        if let Ok(mut vertices) = self.vertices.lock() {
-            vertices.clear();
+        if let (Ok(mut vertices), Ok(mut earlier)) = (self.vertices.lock(), self.earlier.lock()) {
+            for v in vertices.drain(..) {
+                let total = earlier.entry((v.kind, v.uid.clone())).or_default();
+                for c in &v.subtasks {
+                    total.0 += c.events_in.load(Ordering::Relaxed);
+                    total.1 += c.events_out.load(Ordering::Relaxed);
+                }
+            }
         }
         self.runs.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Takes the totals of a job's earlier runs from their summaries (a job a restarted server
+    /// resumes goes on counting from what its record says).
+    pub fn carry_over(&self, vertices: &[VertexSummary]) {
+        if let Ok(mut earlier) = self.earlier.lock() {
+            for v in vertices {
+                earlier.insert((v.kind, Arc::from(v.uid.as_str())), (v.total_events_in, v.total_events_out));
+            }
+        }
     }
 
     /// How many times the job's graph has started running: the counts are those of the latest.
@@ -131,6 +157,7 @@ impl JobMetrics {
     /// The counts so far: sources, then operators, then sinks.
     pub fn snapshot(&self) -> Vec<VertexSummary> {
         let Ok(vertices) = self.vertices.lock() else { return Vec::new() };
+        let earlier = self.earlier.lock().map(|e| e.clone()).unwrap_or_default();
         vertices
             .iter()
             .map(|v| {
@@ -148,12 +175,17 @@ impl JobMetrics {
                         busy_ms: load(&c.busy_ns) / 1_000_000,
                     })
                     .collect();
+                let (events_in, events_out) =
+                    (subtasks.iter().map(|c| c.events_in).sum(), subtasks.iter().map(|c| c.events_out).sum());
+                let (before_in, before_out) = earlier.get(&(v.kind, v.uid.clone())).copied().unwrap_or_default();
                 VertexSummary {
                     kind: v.kind,
                     uid: v.uid.to_string(),
                     parallelism: v.parallelism,
-                    events_in: subtasks.iter().map(|c| c.events_in).sum(),
-                    events_out: subtasks.iter().map(|c| c.events_out).sum(),
+                    events_in,
+                    events_out,
+                    total_events_in: before_in + events_in,
+                    total_events_out: before_out + events_out,
                     // Flink's "low watermark": none until every subtask has one.
                     watermark: subtasks.iter().map(|c| c.watermark).min().flatten(),
                     late_events: subtasks.iter().map(|c| c.late_events).sum(),

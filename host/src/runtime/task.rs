@@ -49,7 +49,7 @@ impl fmt::Display for SubtaskInfo {
 }
 
 /// What a vertex is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum VertexKind {
     /// It reads events from outside.

@@ -85,15 +85,26 @@ export function jobHeading(job, onChange) {
   );
 }
 
+/** A vertex's events in or out over all the job's runs (attempts, upgrades, rollbacks). */
+function total(vertex, way) {
+  return vertex[`total-events-${way}`] ?? vertex[`events-${way}`];
+}
+
+/** Whether the vertex's counts span more than the current run. */
+function runs(vertex) {
+  return total(vertex, "in") !== vertex["events-in"] || total(vertex, "out") !== vertex["events-out"];
+}
+
 function vertexCard(vertex, live) {
   const busy = vertex.kind === "operator" ? `${Math.min(100, (live.busy || 0) / 10 / vertex.parallelism).toFixed(0)} %` : null;
   const pressure = (live.blocked || 0) / 10 / vertex.parallelism;
   const rows = [
     ["parallelism", vertex.parallelism],
-    vertex.kind !== "source" && ["events in", count(vertex["events-in"])],
+    vertex.kind !== "source" && ["events in", count(total(vertex, "in"))],
     vertex.kind !== "source" && ["in", rate(live.in)],
-    ["events out", count(vertex["events-out"])],
+    ["events out", count(total(vertex, "out"))],
     ["out", rate(live.out)],
+    runs(vertex) && ["this run in / out", `${count(vertex["events-in"])} / ${count(vertex["events-out"])}`],
     vertex.kind !== "sink" && ["backpressured", h("span", { class: `pressure ${pressure > 50 ? "high" : ""}` }, `${Math.min(100, pressure).toFixed(0)} %`)],
     busy && ["busy", busy],
     vertex.watermark !== undefined && ["watermark", watermark(vertex.watermark)],
@@ -159,7 +170,7 @@ export async function mountJob(main, id) {
   const refresh = async () => {
     const [job, { jobs }, { savepoints }] = await Promise.all([get(`/v1/jobs/${id}`), get("/v1/jobs"), get("/v1/savepoints")]);
     fill(heading, jobHeading(job, refresh));
-    const sinkEvents = job.vertices.filter((v) => v.kind === "sink").reduce((n, v) => n + v["events-out"], 0);
+    const sinkEvents = job.vertices.filter((v) => v.kind === "sink").reduce((n, v) => n + total(v, "out"), 0);
     fill(body, 
       h(
         "div",

@@ -71,9 +71,11 @@ impl Job {
 
     fn new(info: JobInfo) -> Job {
         let (savepoint_requests, savepoints) = crossbeam_channel::unbounded();
+        let metrics = Arc::new(crate::runtime::JobMetrics::default());
+        metrics.carry_over(&info.vertices);
         let handles = RunHandles {
             cancel: Arc::default(),
-            metrics: Arc::default(),
+            metrics,
             savepoints,
             handover: Arc::default(),
             wakeup: Arc::default(),
