@@ -247,3 +247,114 @@ fn compiling_a_module_is_reported_apart_from_the_run() {
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(!stderr.contains("compiling "), "the second run takes the compiled code from the cache: {stderr}");
 }
+
+/// Every example's `job.toml` runs as its comment says, from a copy of the repository's layout
+/// (its relative paths to `../clicks/clicks.jsonl` and `../../target/operators/` kept).
+#[test]
+fn every_example_job_file_runs_and_writes_what_its_comment_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let examples = dir.path().join("examples");
+    std::fs::create_dir_all(dir.path().join("target")).unwrap();
+    let operators = weir_e2e::operator("count").parent().unwrap().to_path_buf();
+    std::os::unix::fs::symlink(&operators, dir.path().join("target/operators")).unwrap();
+    let clicks: Vec<serde_json::Value> = std::fs::read_to_string(repo().join("examples/clicks/clicks.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    std::fs::create_dir_all(examples.join("clicks")).unwrap();
+    std::fs::copy(repo().join("examples/clicks/clicks.jsonl"), examples.join("clicks/clicks.jsonl")).unwrap();
+
+    // Running counts per value of `field` over every click, with `tail` inside each line.
+    let counts = |field: &str, tail: &str| {
+        let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+        let mut lines: Vec<String> = clicks
+            .iter()
+            .map(|c| {
+                let key = c[field].as_str().unwrap().to_string();
+                let n = seen.entry(key.clone()).or_default();
+                *n += 1;
+                format!(r#"{{"key":"{key}","count":{n}{tail}}}"#)
+            })
+            .collect();
+        lines.sort();
+        lines
+    };
+    let windows = |tail: &str| {
+        let mut per: BTreeMap<(String, u64), u64> = BTreeMap::new();
+        for c in &clicks {
+            let start = c["ts"].as_u64().unwrap() / 10_000 * 10_000;
+            *per.entry((c["user"].as_str().unwrap().to_string(), start)).or_default() += 1;
+        }
+        let mut lines: Vec<String> = per
+            .iter()
+            .map(|((user, start), n)| {
+                format!(r#"{{"key":"{user}","start":{start},"end":{},"count":{n}{tail}}}"#, start + 10_000)
+            })
+            .collect();
+        lines.sort();
+        lines
+    };
+    let mut logged_in: Vec<String> = std::fs::read_to_string(repo().join("examples/clicks/clicks.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(r#""logged_in":true"#))
+        .map(str::to_string)
+        .collect();
+    logged_in.sort();
+    let expected: Vec<(&str, Vec<String>)> = vec![
+        ("count", counts("user", "")),
+        ("count_js", counts("user", "")),
+        ("count_py", counts("user", "")),
+        ("recent_count", counts("user", "")),
+        ("count_v2", counts("user", r#","v":2"#)),
+        ("count_v2_js", counts("user", r#","v":2"#)),
+        ("count_v2_py", counts("user", r#","v":2"#)),
+        ("key_by", counts("page", "")),
+        ("filter", logged_in),
+        ("window_count", windows("")),
+        ("window_count_js", windows("")),
+        ("window_count_py", windows("")),
+        ("window_count_v2", windows(r#","v":2"#)),
+        ("idle_timeout", vec![r#"{"key":"early","events":20}"#.to_string()]),
+        ("count_broken", Vec::new()),
+    ];
+    let mut with_job_files: Vec<String> = std::fs::read_dir(repo().join("examples"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("job.toml").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with("clicks"))
+        .collect();
+    with_job_files.sort();
+    let mut tested: Vec<String> = expected.iter().map(|(name, _)| name.to_string()).collect();
+    tested.sort();
+    assert_eq!(with_job_files, tested, "every example with a job file is run here");
+    let mut without: Vec<String> = std::fs::read_dir(repo().join("examples"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir() && !e.path().join("job.toml").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    without.retain(|name| !name.starts_with(".") && name != "target");
+    assert!(without.is_empty(), "examples without a job file: {without:?}");
+
+    for (example, lines) in expected {
+        let from = repo().join("examples").join(example);
+        let to = examples.join(example);
+        std::fs::create_dir_all(&to).unwrap();
+        for file in ["job.toml", "sessions.jsonl"] {
+            if from.join(file).is_file() {
+                std::fs::copy(from.join(file), to.join(file)).unwrap();
+            }
+        }
+        let run = weir(&["run", &to.join("job.toml").to_string_lossy(), "--listen", "none"]);
+        if example == "count_broken" {
+            assert_eq!(run.code, 1, "{}", run.stderr);
+            assert!(run.stderr.contains("panicked at count_broken/src/lib.rs:21:9"), "{}", run.stderr);
+            continue;
+        }
+        assert_eq!(run.code, 0, "{example}: {}", run.stderr);
+        assert_eq!(sink_lines(&to.join("out")), lines, "{example}");
+    }
+}
