@@ -43,13 +43,22 @@ fn upload_submit_watch_cancel_and_restart() {
 
     // `weir submit` uploads the job's modules and submits it; the job finishes with the counts.
     let out = dir.path().join("out");
-    let job_file = write_job(dir.path(), &clicks_job(&repo().join("examples/clicks/clicks.jsonl"), "count", 2, &out));
+    let text = clicks_job(&repo().join("examples/clicks/clicks.jsonl"), "count", 2, &out);
+    // Written with comments, a relative sink path and the module by path: the server keeps the
+    // file as written but for the module reference and the paths, rewritten in place.
+    let text =
+        format!("# Clicks per user.\n{}", text.replace(&weir_e2e::toml_path(&out), "\"out\"   # beside the job file"));
+    let job_file = write_job(dir.path(), &text);
     let submitted = server.cli(&["submit", &job_file]);
     assert_eq!(submitted.code, 0, "{}", submitted.stderr);
     let id = submitted.stdout.trim().to_string();
     assert_eq!(id.len(), 32, "{id}");
     let done = server.wait_for_job(&id);
     assert_eq!(done["state"], "finished", "{done}");
+    let stored = done["job"].as_str().unwrap();
+    assert!(stored.starts_with("# Clicks per user.\nname = \"clicks-per-user\"\n"), "{stored}");
+    let sink_path = format!("path = {}   # beside the job file", weir_e2e::toml_path(&out));
+    assert!(stored.contains(&sink_path) && stored.contains(&format!("module = \"sha256:{hash}\"")), "{stored}");
     let [submitted, first, ended] = ["submitted-at", "first-event-at", "ended-at"].map(|k| done[k].as_u64().unwrap());
     assert!(submitted <= first && first <= ended, "{done}");
     let counts = &done["vertices"][3];

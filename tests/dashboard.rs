@@ -33,9 +33,29 @@ fn a_user_watches_savepoints_and_forks_a_job_in_the_browser() {
     let allowed = dir.path().to_string_lossy().into_owned();
     let server = Server::start(&dir.path().join("data"), &["--token", token, "--allow-dir", &allowed]);
     let job = slow_job(dir.path(), "clickstream", 1_000_000, blackhole_sink("out"));
+    // A comment the restore dialog must keep: `weir submit` sends the job file as written.
+    let text = std::fs::read_to_string(&job).unwrap();
+    std::fs::write(&job, format!("# clickstream: events counted per key\n{text}")).unwrap();
     let submitted = server.cli(&["--token", token, "submit", &job]);
     assert_eq!(submitted.code, 0, "{}", submitted.stderr);
     let id = submitted.stdout.trim().to_string();
+    // A job that fails twice (once, then its one restart), what its guest wrote in each cause.
+    let failing = weir_e2e::job(
+        "chatter",
+        1,
+        &[
+            generator_source("events", 10, 2),
+            wasm_operator("chatter", "test/misbehave", &["input = \"hash\"", "config = { do = \"chatter\" }"]),
+            blackhole_sink("out"),
+        ],
+    );
+    let failing = write_job(
+        dir.path(),
+        &format!("{failing}\n[restart]\nstrategy = \"fixed-delay\"\nattempts = 1\ndelay = \"10ms\"\n"),
+    );
+    let failed = server.cli(&["--token", token, "submit", &failing]).stdout.trim().to_string();
+    let record = wait_for_job(&server, &failed, token);
+    assert_eq!(record["failures"].as_array().map(Vec::len), Some(2), "{record}");
 
     // Without the token, the API refuses; the page itself holds no data and asks for it.
     assert_eq!(server.get_text("/v1/jobs", None).0, 401);
@@ -43,21 +63,27 @@ fn a_user_watches_savepoints_and_forks_a_job_in_the_browser() {
     assert_eq!(status, 200);
     assert!(page.contains("/dashboard/app.js") && !page.contains(&id), "{page}");
 
-    let result = drive("serve", &server.url, Some(token), &id, "clickstream");
+    let result = drive("serve", &server.url, Some(token), &[("JOB_ID", &id), ("FAILED_ID", &failed)], "clickstream");
     // What the browser did, as the API sees it.
     let (_, library) = server.http("GET", "/v1/savepoints", b"", Some(token));
     let savepoints = library["savepoints"].as_array().unwrap();
-    assert_eq!(savepoints.len(), 1, "{library}");
+    // The one taken in the browser, and the upgrade's and the rollback's.
+    let reasons: Vec<&str> = savepoints.iter().map(|s| s["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons, ["user", "upgrade", "rollback"], "{library}");
     assert_eq!(savepoints[0]["location"], result["savepoint"]);
     assert_eq!(savepoints[0]["job-id"], id.as_str());
     assert_eq!(savepoints[0]["format"], "canonical");
     let fork = result["fork"].as_str().unwrap();
+    assert_eq!(savepoints[0]["forks"], serde_json::json!([fork]));
     let (_, forked) = server.http("GET", &format!("/v1/jobs/{fork}"), b"", Some(token));
     assert_eq!(forked["name"], "clickstream-fork");
     assert_eq!(forked["state"], "running");
     assert_eq!(forked["lineage"]["job"], "clickstream");
     assert_eq!(forked["lineage"]["savepoint"], result["savepoint"]);
-    screenshots_taken("serve", &["jobs", "job", "checkpoints", "savepoints", "restored", "modules", "upgrades"]);
+    screenshots_taken(
+        "serve",
+        &["jobs", "job", "subtasks", "exceptions", "checkpoints", "savepoints", "restored", "modules", "upgrades"],
+    );
     // The savepoint is the fork's way back until it checkpoints on its own: not disposed of yet.
     let location = result["savepoint"].as_str().unwrap();
     let query = format!("/v1/savepoints?location={}", location.replace('/', "%2F"));
@@ -69,6 +95,19 @@ fn a_user_watches_savepoints_and_forks_a_job_in_the_browser() {
     }
 }
 
+/// Polls job `id` until it ends; returns its record.
+fn wait_for_job(server: &Server, id: &str, token: &str) -> serde_json::Value {
+    let started = std::time::Instant::now();
+    loop {
+        let (_, record) = server.http("GET", &format!("/v1/jobs/{id}"), b"", Some(token));
+        if ["finished", "canceled", "failed"].contains(&record["state"].as_str().unwrap_or("")) {
+            return record;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "job {id} did not end: {record}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Where the browser runs leave their screenshots.
 fn screenshots() -> std::path::PathBuf {
     repo().join("target/dashboard-screenshots")
@@ -76,7 +115,7 @@ fn screenshots() -> std::path::PathBuf {
 
 /// Runs `tests/dashboard/drive.mjs`'s `flow` against the server at `url` (job `id`, named
 /// `name`); returns what it printed of what it did.
-fn drive(flow: &str, url: &str, token: Option<&str>, id: &str, name: &str) -> serde_json::Value {
+fn drive(flow: &str, url: &str, token: Option<&str>, ids: &[(&str, &str)], name: &str) -> serde_json::Value {
     let screenshots = screenshots();
     std::fs::create_dir_all(&screenshots).unwrap();
     for stale in std::fs::read_dir(&screenshots).unwrap().flatten() {
@@ -89,7 +128,7 @@ fn drive(flow: &str, url: &str, token: Option<&str>, id: &str, name: &str) -> se
         .env("FLOW", flow)
         .env("WEIR_URL", url)
         .env("WEIR_TOKEN", token.unwrap_or_default())
-        .env("JOB_ID", id)
+        .envs(ids.iter().copied())
         .env("JOB_NAME", name)
         .env("SCREENSHOTS", &screenshots)
         .env("CHROMIUM", CHROMIUM)
@@ -212,7 +251,7 @@ fn weir_run_serves_the_dashboard_for_its_job() {
 
     // In the browser: an upgrade of the one job, and a restore `weir run` refuses as its API says.
     assert!(Path::new(CHROMIUM).exists(), "{CHROMIUM} is missing: `cargo xtask build` installs Debian's chromium");
-    drive("run", &running.server, None, &running.id, "solo");
+    drive("run", &running.server, None, &[("JOB_ID", &running.id)], "solo");
     screenshots_taken("run", &["jobs", "upgrades", "refused"]);
     let (_, job) = get_text(&format!("{}/v1/jobs/{}", running.server, running.id), None);
     let job: serde_json::Value = serde_json::from_str(&job).unwrap();

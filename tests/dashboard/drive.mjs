@@ -1,8 +1,10 @@
 // Drives the dashboard in Debian's headless Chromium (playwright-core, which downloads no
 // browser) as a user would, in one of two flows (FLOW):
-// - `serve`: a `weir serve` with a token: gives the token, sees the running job, watches
-//   checkpoints complete, takes a savepoint from the savepoints page, sees it in the library,
-//   forks it into a new job, upgrades the original by uploading a module and rolls it back;
+// - `serve`: a `weir serve` with a token: gives the token, sees the running job and a vertex's
+//   subtasks, reads a failed job's exceptions, watches checkpoints complete on charts with time
+//   axes, takes a savepoint from the savepoints page, sees it in the library, forks it into a new
+//   job from its job file as written, upgrades the original by uploading a module and rolls it
+//   back;
 // - `run`: a `weir run`'s one job: upgrades it from its upgrades page, and is told, as the API
 //   says it, that `weir run` starts no other job.
 // Writes a screenshot of each page into SCREENSHOTS. Run by tests/dashboard.rs; exits non-zero
@@ -10,7 +12,8 @@
 import { strict as assert } from "node:assert";
 import { chromium } from "playwright-core";
 
-const { FLOW, WEIR_URL, WEIR_TOKEN, JOB_ID, JOB_NAME, SCREENSHOTS, CHROMIUM, COUNT_V2 } = process.env;
+const { FLOW, WEIR_URL, WEIR_TOKEN, JOB_ID, FAILED_ID, JOB_NAME, SCREENSHOTS, CHROMIUM, COUNT_V2 } = process.env;
+const CLOCK = /^\d\d:\d\d:\d\d$/;
 const TIMEOUT = 30_000;
 
 const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox", "--disable-gpu"] });
@@ -56,8 +59,29 @@ async function serve() {
   // Rates need two samples: the page refreshes itself.
   await page.waitForFunction(() => /[0-9.]+ ?[kM]?\/s/.test(document.querySelector('.vertex[data-uid="out"] dl').textContent));
   await shot("job");
+  // A vertex's subtasks: counts, rates, time busy, and their part of the latest checkpoint.
+  await page.locator('.vertex[data-uid="count"]').click();
+  const subtasks = page.locator('[data-subtasks="count"]');
+  await subtasks.locator("th", { hasText: /^Checkpoint \d+ ack$/ }).waitFor();
+  assert.equal(await subtasks.locator("tbody tr").count(), 2, "one row per subtask");
+  await subtasks.locator("tbody tr", { hasText: "2/2" }).locator("td", { hasText: /^\d+(\.\d)? (B|KiB)$/ }).first().waitFor();
+  // The throughput chart's time axis reads as clock times.
+  await page.waitForFunction(() => document.querySelectorAll(".chart [data-tick]").length > 1);
+  for (const tick of await page.locator(".chart [data-tick]").allTextContents()) assert.match(tick, CLOCK);
+  await shot("subtasks");
 
-  // Its checkpoints: completed ones appear while the page is open, without a reload.
+  // A failed job's exceptions: the root cause and each failed attempt, what its guest wrote.
+  await page.goto(`${WEIR_URL}/#/jobs/${FAILED_ID}`);
+  await page.locator("[data-failure]", { hasText: "gave up on this key" }).getByRole("link").click();
+  await page.waitForURL(`**/#/jobs/${FAILED_ID}/exceptions`);
+  const root = await page.locator("pre[data-root]").textContent();
+  assert.match(root, /the operator failed: gave up on this key\nthe guest's last output:\n {2}\| looking at key k\d\n {2}\| this key looks wrong/);
+  assert.equal(await page.locator("details.exception").count(), 2, "both failed attempts");
+  assert.equal(await page.locator("details.exception[open]").count(), 1, "the newest is open");
+  await shot("exceptions");
+
+  // The running job's checkpoints: completed ones appear while the page is open, without a reload.
+  await page.goto(`${WEIR_URL}/#/jobs/${JOB_ID}`);
   await page.getByRole("link", { name: "Checkpoints" }).click();
   const completed = page.locator('[data-count="completed"]');
   await completed.waitFor();
@@ -68,6 +92,7 @@ async function serve() {
   );
   await page.locator("table", { hasText: "Sync part" }).waitFor();
   await page.locator(".chart polyline").first().waitFor();
+  for (const tick of await page.locator(".chart [data-tick]").allTextContents()) assert.match(tick, CLOCK);
   await shot("checkpoints");
 
   // The savepoints page: take one (confirmed in a dialog), see the outcome and the library row.
@@ -87,6 +112,7 @@ async function serve() {
   await page.check("dialog input[name=fork]");
   const text = await page.inputValue("dialog textarea");
   assert.match(text, new RegExp(`name = "${JOB_NAME}-fork"`), "the fork is named apart");
+  assert.match(text, /^# clickstream: events counted per key\n/, "the job file as written, its comment kept");
   await page.locator('dialog [data-confirm]').click();
   await page.locator('[data-outcome="ok"]', { hasText: "started from the savepoint" }).waitFor();
   await page.waitForURL(/#\/jobs\/[0-9a-f]+$/);
@@ -96,6 +122,10 @@ async function serve() {
   await page.locator("h1 .badge.running").waitFor();
   await page.getByText("Started from savepoint").waitFor();
   await shot("restored");
+  // The outcome stays on the page it was reported on: gone once the user moves on.
+  await page.getByRole("link", { name: "Compare" }).click();
+  await page.waitForURL("**/#/compare");
+  await page.waitForFunction(() => document.getElementById("outcome").children.length === 0);
 
   // The original's page names the fork among the jobs started from its savepoints.
   await page.goto(`${WEIR_URL}/#/jobs/${JOB_ID}`);

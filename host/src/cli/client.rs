@@ -189,41 +189,42 @@ impl Client {
         fork: bool,
     ) -> anyhow::Result<()> {
         let text = std::fs::read_to_string(job).with_context(|| format!("cannot read job file {}", job.display()))?;
-        let mut table: toml::Table =
-            toml::from_str(&text).with_context(|| format!("job file {} is not valid TOML", job.display()))?;
+        // Edited in place: the server keeps the job file as written, its comments and order
+        // with it, only module references and relative paths rewritten.
+        let mut doc: toml_edit::DocumentMut =
+            text.parse().with_context(|| format!("job file {} is not valid TOML", job.display()))?;
         let base = job.parent().map(Path::to_path_buf).unwrap_or_default();
         let base = std::path::absolute(&base).unwrap_or(base);
-        for operator in tables(&mut table, "operator") {
-            if let Some(toml::Value::String(module)) = operator.get("module")
+        for operator in tables(&mut doc, "operator") {
+            if let Some(module) = operator.get("module").and_then(|m| m.as_str())
                 && !module.starts_with("sha256:")
             {
                 let info = self.upload(&base.join(module))?;
-                let reference = format!("sha256:{}", str(&info["sha256"]));
-                operator.insert("module".into(), toml::Value::String(reference));
+                replace_string(operator, "module", format!("sha256:{}", str(&info["sha256"])));
             }
         }
         for kind in ["source", "sink"] {
-            for vertex in tables(&mut table, kind) {
-                if let Some(toml::Value::String(path)) = vertex.get("path") {
+            for vertex in tables(&mut doc, kind) {
+                if let Some(path) = vertex.get("path").and_then(|p| p.as_str()) {
                     let absolute = base.join(path).to_string_lossy().into_owned();
-                    vertex.insert("path".into(), toml::Value::String(absolute));
+                    replace_string(vertex, "path", absolute);
                 }
             }
         }
         // Relative checkpoint and savepoint directories are relative to the job file too, not
         // to the server (a savepoint directory may be written without `file://`).
-        if let Some(toml::Value::Table(checkpointing)) = table.get_mut("checkpointing") {
+        if let Some(checkpointing) = doc.get_mut("checkpointing").and_then(toml_edit::Item::as_table_like_mut) {
             for key in ["storage", "savepoint-dir"] {
-                let Some(toml::Value::String(url)) = checkpointing.get(key) else { continue };
+                let Some(url) = checkpointing.get(key).and_then(|u| u.as_str()) else { continue };
                 let path = url.strip_prefix("file://").unwrap_or(url);
                 if url.contains("://") && !url.starts_with("file://") || Path::new(path).is_absolute() {
                     continue;
                 }
                 let absolute = format!("file://{}", base.join(path).display());
-                checkpointing.insert(key.into(), toml::Value::String(absolute));
+                replace_string(checkpointing, key, absolute);
             }
         }
-        let body = toml::to_string(&table).context("rewriting the job file")?;
+        let body = doc.to_string();
         let mut path = "/v1/jobs".to_string();
         if let Some(savepoint) = from_savepoint {
             path = format!("{path}?from-savepoint={}", query_value(&local_or_url(savepoint)));
@@ -505,8 +506,17 @@ fn one_of(given: &str, what: &str, list: &str, matching: Vec<(String, String)>) 
 }
 
 /// The `[[kind]]` tables of a job file.
-fn tables<'a>(table: &'a mut toml::Table, kind: &str) -> impl Iterator<Item = &'a mut toml::Table> {
-    table.get_mut(kind).and_then(toml::Value::as_array_mut).into_iter().flatten().filter_map(toml::Value::as_table_mut)
+fn tables<'a>(doc: &'a mut toml_edit::DocumentMut, kind: &str) -> impl Iterator<Item = &'a mut toml_edit::Table> {
+    doc.get_mut(kind).and_then(toml_edit::Item::as_array_of_tables_mut).into_iter().flat_map(|a| a.iter_mut())
+}
+
+/// Sets string `key` of `table` to `value`, keeping the comment and spacing around the old one.
+fn replace_string(table: &mut dyn toml_edit::TableLike, key: &str, value: String) {
+    let Some(item) = table.get_mut(key) else { return };
+    let decor = item.as_value().map(|v| v.decor().clone()).unwrap_or_default();
+    let mut new = toml_edit::Value::from(value);
+    *new.decor_mut() = decor;
+    *item = toml_edit::Item::Value(new);
 }
 
 /// A savepoint path as the server should see it: URLs as they are, local paths made absolute.

@@ -163,6 +163,28 @@ pub struct TaskCheckpointStats {
     pub sync_duration_ms: f64,
     /// The asynchronous part (storing the snapshot), in milliseconds.
     pub async_duration_ms: f64,
+    /// Each subtask that acknowledged, in the order they did (Flink's per-subtask details).
+    pub subtasks: Vec<SubtaskAckStats>,
+}
+
+/// One subtask's acknowledgement of a checkpoint.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SubtaskAckStats {
+    /// Its index, from 0.
+    pub index: u32,
+    /// When it acknowledged, in milliseconds since the Unix epoch.
+    pub ack_timestamp: u64,
+    /// Bytes of state it holds.
+    pub state_size: u64,
+    /// Bytes it uploaded.
+    pub checkpointed_size: u64,
+    /// Its barrier alignment, in milliseconds.
+    pub alignment_duration_ms: f64,
+    /// Its synchronous part, in milliseconds.
+    pub sync_duration_ms: f64,
+    /// Its asynchronous part, in milliseconds.
+    pub async_duration_ms: f64,
 }
 
 /// What one subtask reports for a checkpoint.
@@ -210,8 +232,8 @@ impl CheckpointStats {
         self.history.truncate(HISTORY);
     }
 
-    /// Subtask of vertex `uid` acknowledged checkpoint `id`.
-    pub fn acknowledged(&mut self, id: u64, uid: &str, now: u64, subtask: &SubtaskCheckpoint) {
+    /// Subtask `index` of vertex `uid` acknowledged checkpoint `id`.
+    pub fn acknowledged(&mut self, id: u64, (uid, index): (&str, u32), now: u64, subtask: &SubtaskCheckpoint) {
         let Some(record) = self.record(id) else { return };
         record.latest_ack_timestamp = Some(now);
         record.num_acknowledged_subtasks += 1;
@@ -225,6 +247,15 @@ impl CheckpointStats {
         task.alignment_duration_ms = task.alignment_duration_ms.max(ms(subtask.alignment));
         task.sync_duration_ms = task.sync_duration_ms.max(ms(subtask.sync));
         task.async_duration_ms = task.async_duration_ms.max(ms(subtask.upload));
+        task.subtasks.push(SubtaskAckStats {
+            index,
+            ack_timestamp: now,
+            state_size: subtask.state_size,
+            checkpointed_size: subtask.checkpointed_size,
+            alignment_duration_ms: ms(subtask.alignment),
+            sync_duration_ms: ms(subtask.sync),
+            async_duration_ms: ms(subtask.upload),
+        });
     }
 
     /// Checkpoint `id` completed after `duration`.
@@ -282,7 +313,7 @@ mod tests {
         for id in 1..=12 {
             stats.triggered(id, 1000 * id, 3);
             let ack = SubtaskCheckpoint { state_size: 100 * id, sync: Duration::from_millis(id), ..Default::default() };
-            stats.acknowledged(id, "count", 1000 * id + 5, &ack);
+            stats.acknowledged(id, ("count", 0), 1000 * id + 5, &ack);
             if id == 4 {
                 stats.failed(id, Duration::from_millis(9), "storage down");
             } else {

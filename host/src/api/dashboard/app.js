@@ -3,10 +3,11 @@
 import { ApiError, setToken } from "./api.js";
 import * as checkpoints from "./checkpoints.js";
 import * as compare from "./compare.js";
+import * as exceptions from "./exceptions.js";
 import * as jobs from "./jobs.js";
 import * as modules from "./modules.js";
 import * as savepoints from "./savepoints.js";
-import { fill, h } from "./ui.js";
+import { clearStaleOutcome, fill, h } from "./ui.js";
 import * as upgrades from "./upgrades.js";
 
 const REFRESH_MS = 2000;
@@ -15,6 +16,7 @@ const REFRESH_MS = 2000;
 const routes = [
   [/^#\/jobs\/([0-9a-f]+)\/checkpoints$/, checkpoints.mount, "jobs"],
   [/^#\/jobs\/([0-9a-f]+)\/upgrades$/, upgrades.mount, "jobs"],
+  [/^#\/jobs\/([0-9a-f]+)\/exceptions$/, exceptions.mount, "jobs"],
   [/^#\/jobs\/([0-9a-f]+)$/, jobs.mountJob, "jobs"],
   [/^#\/savepoints$/, savepoints.mount, "savepoints"],
   [/^#\/modules$/, modules.mount, "modules"],
@@ -52,6 +54,7 @@ async function show() {
   refresh = null;
   const main = document.getElementById("page");
   const hash = location.hash;
+  clearStaleOutcome();
   const [pattern, mount, section] = routes.find(([pattern]) => pattern.test(hash)) || [];
   for (const link of document.querySelectorAll("header nav a")) {
     link.classList.toggle("current", link.dataset.section === section);

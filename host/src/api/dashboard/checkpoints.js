@@ -56,8 +56,8 @@ export async function mount(main, id) {
       h(
         "div",
         { class: "charts" },
-        chart("Duration (end to end)", series.map((c) => [c.id, c["end-to-end-duration-ms"]]), ms),
-        chart("Size (full state)", series.map((c) => [c.id, c["state-size"]]), bytes),
+        chart("Duration (end to end), by trigger time", series.map((c) => [c["trigger-timestamp"], c["end-to-end-duration-ms"]]), ms),
+        chart("Size (full state), by trigger time", series.map((c) => [c["trigger-timestamp"], c["state-size"]]), bytes),
       ),
       h("h2", {}, "Latest checkpoints"),
       table(

@@ -2,7 +2,7 @@
 // failures, lineage, and the actions on a running job.
 import { get, post } from "./api.js";
 import { savepointActions } from "./savepoints.js";
-import { attempt, badge, bytes, confirmDialog, count, fact, fill, h, rate, seconds, short, table, time, watermark } from "./ui.js";
+import { attempt, badge, bytes, chart, confirmDialog, count, fact, fill, h, headline, ms, rate, seconds, short, table, time, watermark } from "./ui.js";
 
 /** The previous sample of each job's counts, to turn counters into rates. */
 const samples = new Map();
@@ -46,7 +46,7 @@ export async function mountList(main) {
           ["Uptime", uptime, { num: true }],
           ["Events written", (j) => count(j["events-written"]), { num: true }],
           ["Throughput", (j) => (j.state === "running" ? rate(throughput[j.id]) : "–"), { num: true }],
-          ["Failure", (j) => j.failure || ""],
+          ["Failure", (j) => headline(j.failure)],
         ],
         rows,
         "No jobs yet: start one with `weir run JOB.toml` or submit one to `weir serve`.",
@@ -60,7 +60,14 @@ export async function mountList(main) {
 /** The tabs of a job's page, `current` marked. */
 export function jobTabs(id, current) {
   const tab = (path, label) => h("a", { href: `#/jobs/${id}${path}`, class: current === label && "current" }, label);
-  return h("nav", { class: "tabs" }, tab("", "Overview"), tab("/checkpoints", "Checkpoints"), tab("/upgrades", "Upgrades"));
+  return h(
+    "nav",
+    { class: "tabs" },
+    tab("", "Overview"),
+    tab("/exceptions", "Exceptions"),
+    tab("/checkpoints", "Checkpoints"),
+    tab("/upgrades", "Upgrades"),
+  );
 }
 
 /** A job's heading: name, state, and what can be done with it. */
@@ -95,7 +102,7 @@ function runs(vertex) {
   return total(vertex, "in") !== vertex["events-in"] || total(vertex, "out") !== vertex["events-out"];
 }
 
-function vertexCard(vertex, live) {
+function vertexCard(vertex, live, onSelect, selected) {
   const busy = vertex.kind === "operator" ? `${Math.min(100, (live.busy || 0) / 10 / vertex.parallelism).toFixed(0)} %` : null;
   const pressure = (live.blocked || 0) / 10 / vertex.parallelism;
   const rows = [
@@ -113,15 +120,21 @@ function vertexCard(vertex, live) {
   ].filter(Boolean);
   return h(
     "div",
-    { class: `vertex ${vertex.kind}`, "data-uid": vertex.uid },
+    {
+      class: `vertex ${vertex.kind} ${selected ? "selected" : ""}`,
+      "data-uid": vertex.uid,
+      title: "Show its subtasks",
+      onclick: () => onSelect(vertex.uid),
+    },
     h("div", { class: "kind" }, vertex.kind),
     h("div", { class: "title" }, vertex.uid),
     h("dl", {}, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
   );
 }
 
-/** Sources → operators → sinks, each vertex with its counts and live rates. */
-function graph(job) {
+/** Sources → operators → sinks, each vertex with its counts and live rates; a click on one
+ * selects it (`onSelect`) for the subtask view. */
+function graph(job, onSelect, selected) {
   const columns = ["source", "operator", "sink"].map((kind) => job.vertices.filter((v) => v.kind === kind));
   const cards = columns
     .filter((c) => c.length)
@@ -136,13 +149,57 @@ function graph(job) {
             blocked: v["backpressured-ms"] || 0,
             busy: v["busy-ms"] || 0,
           });
-          return vertexCard(v, live);
+          return vertexCard(v, live, onSelect, v.uid === selected);
         }),
       ),
     );
   const withArrows = cards.flatMap((c, i) => (i ? [h("div", { class: "arrow" }, "→"), c] : [c]));
   if (!withArrows.length) return h("p", { class: "muted" }, "The job's subtasks are not running.");
   return h("div", { class: "graph" }, withArrows);
+}
+
+/** The vertex each job's page shows the subtasks of, by job id. */
+const selectedVertex = new Map();
+/** Each job's events written over time while its page is open: [time, per second]. */
+const written = new Map();
+
+/** The subtasks of `vertex`: counts and live rates, time backpressured and busy, watermark, and
+ * their part of the latest completed checkpoint. */
+function subtasks(job, vertex, checkpoint) {
+  const acks = new Map(((checkpoint && checkpoint.tasks[vertex.uid]) || { subtasks: [] }).subtasks.map((s) => [s.index, s]));
+  const rows = vertex.subtasks.map((s, index) => {
+    const live = rates(`${job.id}/${vertex.uid}/${index}`, {
+      in: s["events-in"],
+      out: s["events-out"],
+      blocked: s["backpressured-ms"] || 0,
+      busy: s["busy-ms"] || 0,
+    });
+    return { index, s, live, ack: acks.get(index) };
+  });
+  const percent = (msPerSecond) => (msPerSecond === undefined ? "–" : `${Math.min(100, msPerSecond / 10).toFixed(0)} %`);
+  return h(
+    "div",
+    { "data-subtasks": vertex.uid },
+    h("h2", {}, `Subtasks of ${vertex.uid} (${vertex.kind}, parallelism ${vertex.parallelism})`),
+    table(
+      [
+        ["Subtask", (r) => `${r.index + 1}/${vertex.parallelism}`],
+        ["Events in", (r) => count(r.s["events-in"]), { num: true }],
+        ["In", (r) => rate(r.live.in), { num: true }],
+        ["Events out", (r) => count(r.s["events-out"]), { num: true }],
+        ["Out", (r) => rate(r.live.out), { num: true }],
+        ["Backpressured", (r) => percent(r.live.blocked), { num: true }],
+        ["Busy", (r) => (vertex.kind === "operator" ? percent(r.live.busy) : "–"), { num: true }],
+        ["Watermark", (r) => watermark(r.s.watermark)],
+        ["Late events", (r) => count(r.s["late-events"] || 0), { num: true }],
+        [checkpoint ? `Checkpoint ${checkpoint.id} ack` : "Checkpoint ack", (r) => (r.ack ? time(r.ack["ack-timestamp"]) : "–")],
+        ["State size", (r) => (r.ack ? bytes(r.ack["state-size"]) : "–"), { num: true }],
+        ["Sync / async", (r) => (r.ack ? `${ms(r.ack["sync-duration-ms"])} / ${ms(r.ack["async-duration-ms"])}` : "–"), { num: true }],
+      ],
+      rows,
+      "Its subtasks are not running.",
+    ),
+  );
 }
 
 /** Where the job came from (the savepoint it started from and the job that took it) and the
@@ -168,9 +225,24 @@ export async function mountJob(main, id) {
   const body = h("div");
   fill(main, heading, jobTabs(id, "Overview"), body);
   const refresh = async () => {
-    const [job, { jobs }, { savepoints }] = await Promise.all([get(`/v1/jobs/${id}`), get("/v1/jobs"), get("/v1/savepoints")]);
+    const [job, { jobs }, { savepoints }, checkpoints] = await Promise.all([
+      get(`/v1/jobs/${id}`),
+      get("/v1/jobs"),
+      get("/v1/savepoints"),
+      get(`/v1/jobs/${id}/checkpoints`),
+    ]);
     fill(heading, jobHeading(job, refresh));
     const sinkEvents = job.vertices.filter((v) => v.kind === "sink").reduce((n, v) => n + total(v, "out"), 0);
+    if (!written.has(id)) written.set(id, []);
+    const series = written.get(id);
+    const perSecond = rates(`${id}/written`, { out: sinkEvents }).out;
+    if (perSecond !== undefined) series.push([Date.now(), perSecond]);
+    series.splice(0, Math.max(0, series.length - 150));
+    const select = (uid) => {
+      selectedVertex.set(id, uid);
+      refresh();
+    };
+    const selected = job.vertices.find((v) => v.uid === selectedVertex.get(id));
     fill(body, 
       h(
         "div",
@@ -184,15 +256,19 @@ export async function mountJob(main, id) {
         fact("Savepoints", job.savepoints.length),
         job["ended-at"] ? fact("Ended", time(job["ended-at"])) : null,
       ),
-      job.failure ? h("p", { class: "error-text", "data-failure": true }, job.failure) : null,
+      job.failure ? h("p", { class: "error-text", "data-failure": true }, headline(job.failure), " ", h("a", { href: `#/jobs/${id}/exceptions` }, "(the whole cause)")) : null,
       h("h2", {}, "Operator graph"),
-      graph(job),
+      graph(job, select, selectedVertex.get(id)),
+      selected
+        ? subtasks(job, selected, checkpoints.latest.completed)
+        : h("p", { class: "muted" }, "Click a vertex to see its subtasks."),
+      h("div", { class: "charts" }, chart("Events written per second, while this page is open", series, rate)),
       h("h2", {}, "Failures"),
       table(
         [
           ["When", (f) => time(f.timestamp)],
           ["Attempt", (f) => f.attempt, { num: true }],
-          ["Cause", (f) => h("span", { class: "error-text" }, f.cause)],
+          ["Cause", (f) => h("a", { class: "error-text", href: `#/jobs/${id}/exceptions` }, headline(f.cause))],
         ],
         job.failures.slice().reverse(),
         "No failures.",

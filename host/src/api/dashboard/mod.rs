@@ -22,6 +22,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("upgrades.js", JS, include_str!("upgrades.js")),
     ("modules.js", JS, include_str!("modules.js")),
     ("compare.js", JS, include_str!("compare.js")),
+    ("exceptions.js", JS, include_str!("exceptions.js")),
 ];
 
 const JS: &str = "text/javascript; charset=utf-8";

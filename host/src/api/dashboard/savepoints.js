@@ -87,8 +87,14 @@ async function restore(savepoint) {
   const query = new URLSearchParams({ "from-savepoint": savepoint.location });
   if (fork.checked) query.set("fork", "true");
   if (allow.checked) query.set("allow-non-restored-state", "true");
-  const started = await attempt(() => post(`/v1/jobs?${query}`, text.value), (j) => `job ${j.id} started from the savepoint`);
-  if (started) location.hash = `#/jobs/${started.id}`;
+  try {
+    const started = await post(`/v1/jobs?${query}`, text.value);
+    // Reported on the new job's page, where it stays until the user moves on.
+    location.hash = `#/jobs/${started.id}`;
+    outcome(`job ${started.id} started from the savepoint`, "ok");
+  } catch (e) {
+    outcome(e.message, "error");
+  }
 }
 
 async function dispose(savepoint, onChange) {

@@ -84,6 +84,11 @@ export function time(epochMs) {
   return epochMs ? new Date(epochMs).toLocaleString("sv-SE") : "–";
 }
 
+/** The first line of a failure's cause: what lists show of it. */
+export function headline(cause) {
+  return (cause || "").split("\n")[0];
+}
+
 export function short(id) {
   return id ? id.slice(0, 8) : "";
 }
@@ -95,10 +100,20 @@ export function watermark(w) {
   return new Date(w).toISOString().replace("T", " ").replace("Z", "");
 }
 
-/** Reports the outcome of an action at the top of the page. */
+/**
+ * Reports the outcome of an action at the top of the page, until the user goes to another page
+ * (an outcome reported right after a move to a new page stays on it).
+ */
 export function outcome(message, kind = "ok") {
   const area = document.getElementById("outcome");
+  area.dataset.page = location.hash;
   area.replaceChildren(h("div", { class: kind, "data-outcome": kind }, message));
+}
+
+/** Clears an outcome reported on another page than the one shown now. */
+export function clearStaleOutcome() {
+  const area = document.getElementById("outcome");
+  if (area.dataset.page !== location.hash) area.replaceChildren();
 }
 
 /** Runs `action`, reporting what it resolves to, or the error the API stated. */
@@ -139,11 +154,19 @@ export function confirmDialog(title, body, confirmLabel) {
   });
 }
 
-/** A line chart of `points` ([x, y]) as SVG, `format` labelling the y axis. */
+/** A clock time (hours, minutes, seconds) for a chart's time axis. */
+function clock(epochMs) {
+  return new Date(epochMs).toLocaleTimeString("sv-SE");
+}
+
+/**
+ * A line chart of `points` ([time in ms since the epoch, y]) as SVG: `format` labels the y axis,
+ * the x axis shows the time of the first, middle and last point.
+ */
 export function chart(title, points, format) {
   const width = 600;
-  const height = 160;
-  const pad = { left: 70, right: 10, top: 10, bottom: 20 };
+  const height = 170;
+  const pad = { left: 70, right: 14, top: 10, bottom: 30 };
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   const add = (tag, attributes, text) => {
@@ -152,6 +175,7 @@ export function chart(title, points, format) {
     if (text !== undefined) node.textContent = text;
     svg.append(node);
   };
+  const label = { "font-size": 11, fill: "#5b6678" };
   if (points.length) {
     const xs = points.map((p) => p[0]);
     const ys = points.map((p) => p[1]);
@@ -160,8 +184,14 @@ export function chart(title, points, format) {
     const x = (v) => pad.left + ((v - x0) / (x1 - x0 || 1)) * (width - pad.left - pad.right);
     const y = (v) => height - pad.bottom - (v / y1) * (height - pad.top - pad.bottom);
     add("line", { x1: pad.left, y1: y(0), x2: width - pad.right, y2: y(0), stroke: "#d8dde6" });
-    add("text", { x: pad.left - 6, y: y(y1) + 4, "text-anchor": "end", "font-size": 11, fill: "#5b6678" }, format(y1));
-    add("text", { x: pad.left - 6, y: y(0), "text-anchor": "end", "font-size": 11, fill: "#5b6678" }, format(0));
+    add("line", { x1: pad.left, y1: y(0), x2: pad.left, y2: y(y1), stroke: "#d8dde6" });
+    add("text", { x: pad.left - 6, y: y(y1) + 4, "text-anchor": "end", ...label }, format(y1));
+    add("text", { x: pad.left - 6, y: y(0), "text-anchor": "end", ...label }, format(0));
+    const ticks = x1 > x0 ? [[x0, "start"], [(x0 + x1) / 2, "middle"], [x1, "end"]] : [[x0, "start"]];
+    for (const [at, anchor] of ticks) {
+      add("line", { x1: x(at), y1: y(0), x2: x(at), y2: y(0) + 4, stroke: "#5b6678" });
+      add("text", { x: x(at), y: height - 8, "text-anchor": anchor, "data-tick": true, ...label }, clock(at));
+    }
     add("polyline", {
       points: points.map(([a, b]) => `${x(a)},${y(b)}`).join(" "),
       fill: "none",
@@ -169,6 +199,8 @@ export function chart(title, points, format) {
       "stroke-width": 2,
     });
     for (const [a, b] of points) add("circle", { cx: x(a), cy: y(b), r: 3, fill: "#2f6fdb" });
+  } else {
+    add("text", { x: width / 2, y: height / 2, "text-anchor": "middle", ...label }, "no data yet");
   }
   return h("div", { class: "chart" }, h("div", { class: "muted" }, title), svg);
 }

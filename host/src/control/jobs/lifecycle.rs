@@ -139,7 +139,12 @@ impl RunLoop<'_> {
         let Some(delay) = self.restarts.next_delay(self.started, Instant::now()) else {
             let cause = match self.plan.restart_strategy() {
                 RestartStrategy::None => cause,
-                strategy => format!("{cause} (not restarted again: the {strategy} allows no more restarts)"),
+                // After the cause's first line: the rest is a guest's output and backtrace.
+                strategy => {
+                    let end = cause.find('\n').unwrap_or(cause.len());
+                    let (head, rest) = cause.split_at(end);
+                    format!("{head} (not restarted again: the {strategy} allows no more restarts){rest}")
+                }
             };
             return Phase::Done(JobState::Failed, Some(cause));
         };

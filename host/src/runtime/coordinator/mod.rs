@@ -229,7 +229,7 @@ impl<'a> Coordinator<'a> {
         }
         // Acknowledgements of a checkpoint that is no longer pending are ignored.
         let Some(pending) = self.pending.get_mut(&id) else { return Ok(()) };
-        self.metrics.checkpoint_stats(|s| s.acknowledged(id, &ack.uid, now_ms(), &ack.stats));
+        self.metrics.checkpoint_stats(|s| s.acknowledged(id, (&ack.uid, ack.subtask), now_ms(), &ack.stats));
         pending.acknowledge(ack);
         if pending.acks() < self.expected {
             return Ok(());
