@@ -188,7 +188,9 @@ fn file_and_generator_sources_rescale_from_a_savepoint_exactly_once() {
         expected_lines(&counts)
     };
     let expected_clicks = expected_lines(&expected_counts(&input));
-    let jobs: [(&str, &dyn Fn(u32, &str, &Path) -> String, &[String]); 2] =
+    // Each job's text at a parallelism, with a `rate` line or none, writing to a directory.
+    type MakeJob<'a> = &'a dyn Fn(u32, &str, &Path) -> String;
+    let jobs: [(&str, MakeJob, &[String]); 2] =
         [("file", &file_job, &expected_clicks), ("generator", &generator_job, &expected_generated)];
     for (which, make, expected) in jobs {
         let first = dir.path().join(format!("{which}-out"));

@@ -300,29 +300,9 @@ mod tests {
         let lines: Vec<String> = (0..500).map(|i| format!("line {i} {}", "x".repeat(i % 37))).collect();
         std::fs::write(&path, lines.join("\n") + "\n").unwrap();
         let factory = FileSourceFactory::new(path, None, None);
-        let mut read = Vec::new();
-        let mut resume: Option<Position> = None;
-        for (round, parallelism) in [2u32, 3, 1, 4].into_iter().enumerate() {
-            let mut positions = Vec::new();
-            for index in 0..parallelism {
-                let info = SubtaskInfo {
-                    uid: "lines".into(),
-                    index,
-                    parallelism,
-                    max_parallelism: 128,
-                    attempt: 0,
-                    interrupt: Default::default(),
-                };
-                let mut source = factory.create(&info, resume.as_ref()).unwrap();
-                let mut batch = EventBatch::default();
-                // Each round reads a few events per subtask, the last round everything.
-                let max = if round == 3 { usize::MAX } else { 7 + index as usize };
-                while source.poll(&mut batch, max).unwrap() && batch.len() < max {}
-                read.extend(batch.iter().map(|e| String::from_utf8(e.value.to_vec()).unwrap()));
-                positions.push(source.position());
-            }
-            resume = Some(factory.merge_positions(&positions).unwrap());
-        }
+        // Each round reads a few lines per subtask.
+        let read = super::super::read_across_rescales(&factory, &[2, 3, 1, 4], |index| 7 + index as usize);
+        let mut read: Vec<String> = read.into_iter().map(|v| String::from_utf8(v).unwrap()).collect();
         read.sort();
         let mut expected = lines.clone();
         expected.sort();

@@ -177,31 +177,14 @@ mod tests {
     #[test]
     fn every_index_is_produced_once_across_rescales() {
         let factory = GeneratorSourceFactory::new(Some(1000), 10, None);
-        let mut produced = Vec::new();
-        let mut resume: Option<Position> = None;
-        for (round, parallelism) in [2u32, 3, 1, 4].into_iter().enumerate() {
-            let mut positions = Vec::new();
-            for index in 0..parallelism {
-                let info = SubtaskInfo {
-                    uid: "gen".into(),
-                    index,
-                    parallelism,
-                    max_parallelism: 128,
-                    attempt: 0,
-                    interrupt: Default::default(),
-                };
-                let mut source = factory.create(&info, resume.as_ref()).unwrap();
-                let mut batch = EventBatch::default();
-                let max = if round == 3 { usize::MAX } else { 50 * (index as usize + 1) };
-                source.poll(&mut batch, max).unwrap();
-                produced.extend(batch.iter().map(|e| {
-                    let value = std::str::from_utf8(e.value).unwrap();
-                    value.trim_start_matches("{\"seq\":").trim_end_matches('}').parse::<u64>().unwrap()
-                }));
-                positions.push(source.position());
-            }
-            resume = Some(factory.merge_positions(&positions).unwrap());
-        }
+        let read = super::super::read_across_rescales(&factory, &[2, 3, 1, 4], |index| 50 * (index as usize + 1));
+        let mut produced: Vec<u64> = read
+            .iter()
+            .map(|v| {
+                let value = std::str::from_utf8(v).unwrap();
+                value.trim_start_matches("{\"seq\":").trim_end_matches('}').parse::<u64>().unwrap()
+            })
+            .collect();
         produced.sort_unstable();
         assert_eq!(produced, (0..1000).collect::<Vec<_>>());
     }

@@ -79,6 +79,9 @@ pub struct VertexSummary {
     pub chained_into: Option<String>,
 }
 
+/// A vertex by its kind and uid.
+type VertexKey = (VertexKind, Arc<str>);
+
 /// Live event counts of a job, readable from any thread while it runs and after it ends.
 #[derive(Default)]
 pub struct JobMetrics {
@@ -89,8 +92,8 @@ pub struct JobMetrics {
     pub(crate) checkpoints: Mutex<CheckpointStats>,
     /// Runs of the job's graph so far (attempts, and restarts after upgrades).
     pub(crate) runs: AtomicU64,
-    /// Events in and out of each vertex (by kind and uid) over the job's earlier runs.
-    earlier: Mutex<std::collections::HashMap<(VertexKind, Arc<str>), (u64, u64)>>,
+    /// Events in and out of each vertex over the job's earlier runs.
+    earlier: Mutex<std::collections::HashMap<VertexKey, (u64, u64)>>,
 }
 
 impl JobMetrics {

@@ -199,7 +199,7 @@ impl Pollable for GuestOutput {
 
 impl tokio::io::AsyncWrite for GuestOutput {
     fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        GuestOutput::write(&*self, buf);
+        GuestOutput::write(&self, buf);
         Poll::Ready(Ok(buf.len()))
     }
 
