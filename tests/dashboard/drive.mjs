@@ -75,7 +75,11 @@ async function serve() {
   await page.locator("[data-failure]", { hasText: "gave up on this key" }).getByRole("link").click();
   await page.waitForURL(`**/#/jobs/${FAILED_ID}/exceptions`);
   const root = await page.locator("pre[data-root]").textContent();
-  assert.match(root, /the operator failed: gave up on this key\nthe guest's last output:\n {2}\| looking at key k\d\n {2}\| this key looks wrong/);
+  // Why it was not restarted again follows the cause's first line.
+  assert.match(
+    root,
+    /the operator failed: gave up on this key \(not restarted again: the fixed-delay restart strategy \(attempts 1, delay 10ms\) allows no more restarts\)\nthe guest's last output:\n {2}\| looking at key k\d\n {2}\| this key looks wrong$/,
+  );
   assert.equal(await page.locator("details.exception").count(), 2, "both failed attempts");
   assert.equal(await page.locator("details.exception[open]").count(), 1, "the newest is open");
   await shot("exceptions");
