@@ -1,7 +1,7 @@
-//! `cargo xtask`: build orchestration for weir. Installs what is missing (the `wasm32-wasip2`
-//! target; componentize-py, and moto's S3 server and schemathesis, which the tests use, in a
-//! project-local virtual environment), builds the host and every guest, and runs the demo, the
-//! tests and the benchmarks.
+//! `cargo xtask`: build orchestration for weir. Installs what is missing and builds what a task
+//! needs (see [`Scope`]: the demo only the host and the Rust examples; the tests and benchmarks
+//! every guest in every language and the test tools, in a project-local virtual environment and
+//! `node_modules/`), timing each step, and runs the demo, the tests and the benchmarks.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::SystemTime;
@@ -60,11 +60,11 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let ws = Workspace::locate()?;
     match cli.command {
-        Task::Build => ws.build().map(drop),
+        Task::Build => ws.build(Scope::Everything).map(drop),
         Task::Demo => ws.demo(),
         Task::DemoKafka => ws.demo_kafka(),
         Task::Test => ws.test(),
-        Task::Bench(args) => bench::run(&ws, &ws.build()?, &args),
+        Task::Bench(args) => bench::run(&ws, &ws.build(Scope::Everything)?, &args),
     }
 }
 
@@ -102,51 +102,16 @@ impl Workspace {
         self.root.join("target")
     }
 
-    fn build(&self) -> Result<Artifacts> {
-        self.ensure_wasm_target()?;
-        ensure_debian_packages(&DEBIAN_PACKAGES)?;
+    /// Builds and installs what `scope` needs (see [`Scope::steps`]), each step timed.
+    fn build(&self, scope: Scope) -> Result<Artifacts> {
         let operators = self.target().join("operators");
-        std::fs::create_dir_all(&operators)?;
-        let guests_target = self.cargo_target.join("guests");
-
-        step("building the example operators (Rust, wasm32-wasip2)");
-        self.build_guests(&self.root.join("examples"), &guests_target, &operators)?;
-        step("building the test operators (tests/guests)");
-        self.build_guests(&self.root.join("tests/guests"), &guests_target, &operators.join("test"))?;
-        // Modules kept as they were built against older contracts, which this weir still serves.
-        for fixture in std::fs::read_dir(self.root.join("tests/fixtures"))? {
-            let path = fixture?.path();
-            if let Some(name) = path.file_name().filter(|_| path.extension().is_some_and(|e| e == "wasm")) {
-                std::fs::copy(&path, operators.join("test").join(name))?;
-            }
+        std::fs::create_dir_all(operators.join("test"))?;
+        for need in scope.steps() {
+            let started = std::time::Instant::now();
+            step(need.describe());
+            self.make(need, &operators)?;
+            println!("    done in {:.1} s", started.elapsed().as_secs_f64());
         }
-
-        step("building the Python example operators (componentize-py)");
-        for (example, module) in
-            [("count_py", "count"), ("count_v2_py", "count_v2"), ("window_count_py", "window_count")]
-        {
-            self.build_python_guest(
-                &format!("examples/{example}"),
-                module,
-                &operators.join(format!("{example}.wasm")),
-            )?;
-        }
-        self.build_python_guest("tests/guests/py", "pages", &operators.join("test/pages_py.wasm"))?;
-        self.venv_tool("moto_server", MOTO)?;
-        self.venv_tool("st", SCHEMATHESIS)?;
-        self.install_tansu()?;
-        self.venv_module("prometheus_client", PROMETHEUS_CLIENT)?;
-
-        step("building the JavaScript example operators (componentize-js)");
-        self.build_js_guest("count_js", "count", &operators)?;
-        self.build_js_guest("count_v2_js", "count_v2", &operators)?;
-        self.build_js_guest("window_count_js", "window_count", &operators)?;
-        for module in ["throws", "forgetful"] {
-            self.build_js_guest_from(&self.root.join("tests/guests/js"), module, &operators.join("test"))?;
-        }
-
-        step("building the weir host (release)");
-        run(Command::new(cargo()).current_dir(&self.root).args(["build", "--release", "--locked", "-p", "weir"]))?;
         let built = self.cargo_target.join("release/weir");
         let weir = self.target().join("release/weir");
         if built != weir {
@@ -156,6 +121,58 @@ impl Workspace {
         }
         println!("weir binary: {}\noperators:   {}", weir.display(), operators.display());
         Ok(Artifacts { weir, operators })
+    }
+
+    /// Does one step of a build.
+    fn make(&self, need: Step, operators: &Path) -> Result<()> {
+        let guests_target = self.cargo_target.join("guests");
+        match need {
+            Step::WasmTarget => self.ensure_wasm_target(),
+            Step::DebianPackages(packages) => ensure_debian_packages(packages),
+            Step::RustExamples => self.build_guests(&self.root.join("examples"), &guests_target, operators),
+            Step::TestGuests => {
+                self.build_guests(&self.root.join("tests/guests"), &guests_target, &operators.join("test"))?;
+                // Modules kept as they were built against older contracts, which this weir still serves.
+                for fixture in std::fs::read_dir(self.root.join("tests/fixtures"))? {
+                    let path = fixture?.path();
+                    if let Some(name) = path.file_name().filter(|_| path.extension().is_some_and(|e| e == "wasm")) {
+                        std::fs::copy(&path, operators.join("test").join(name))?;
+                    }
+                }
+                Ok(())
+            }
+            Step::PythonGuests => {
+                for (example, module) in
+                    [("count_py", "count"), ("count_v2_py", "count_v2"), ("window_count_py", "window_count")]
+                {
+                    let out = operators.join(format!("{example}.wasm"));
+                    self.build_python_guest(&format!("examples/{example}"), module, &out)?;
+                }
+                self.build_python_guest("tests/guests/py", "pages", &operators.join("test/pages_py.wasm"))
+            }
+            Step::JsGuests => {
+                self.build_js_guest("count_js", "count", operators)?;
+                self.build_js_guest("count_v2_js", "count_v2", operators)?;
+                self.build_js_guest("window_count_js", "window_count", operators)?;
+                for module in ["throws", "forgetful"] {
+                    self.build_js_guest_from(&self.root.join("tests/guests/js"), module, &operators.join("test"))?;
+                }
+                Ok(())
+            }
+            Step::Tansu => self.install_tansu(),
+            Step::TestTools => {
+                self.venv_tool("moto_server", MOTO)?;
+                self.venv_tool("st", SCHEMATHESIS)?;
+                self.venv_module("prometheus_client", PROMETHEUS_CLIENT).map(drop)
+            }
+            Step::Host => run(Command::new(cargo()).current_dir(&self.root).args([
+                "build",
+                "--release",
+                "--locked",
+                "-p",
+                "weir",
+            ])),
+        }
     }
 
     fn ensure_wasm_target(&self) -> Result<()> {
@@ -343,7 +360,7 @@ impl Workspace {
     }
 
     fn demo(&self) -> Result<()> {
-        let artifacts = self.build()?;
+        let artifacts = self.build(Scope::Demo)?;
         let job = self.root.join("examples/clicks/job.toml");
         step(&format!("running {}", job.display()));
         run(Command::new(&artifacts.weir).arg("run").arg(&job))?;
@@ -378,7 +395,7 @@ impl Workspace {
     fn demo_kafka(&self) -> Result<()> {
         use weir_e2e::kafka::Kafka;
         use weir_e2e::postgres::{PASSWORD, Postgres};
-        let artifacts = self.build()?;
+        let artifacts = self.build(Scope::DemoKafka)?;
         step("starting a Kafka broker (tansu) and PostgreSQL on loopback");
         let (kafka, pg) = (Kafka::start_direct(), Postgres::start(10));
         kafka.create_topic("clicks", 3);
@@ -408,7 +425,7 @@ SELECT user_id, clicks FROM clicks_per_user ORDER BY user_id;"
     }
 
     fn test(&self) -> Result<()> {
-        let artifacts = self.build()?;
+        let artifacts = self.build(Scope::Everything)?;
         step("running the guest SDK's unit tests (natively)");
         run(Command::new(cargo())
             .current_dir(self.root.join("guest-sdk"))
@@ -434,10 +451,78 @@ fn step(what: &str) {
     println!("==> {what}");
 }
 
-/// Debian packages the build and the tests need: libclang for RocksDB's bindings, PostgreSQL for
-/// the postgres tests, OpenSSL and zlib headers for librdkafka (TLS and compressed topics),
-/// Chromium for the dashboard's browser test.
-const DEBIAN_PACKAGES: [&str; 5] = ["libclang-dev", "postgresql", "libssl-dev", "zlib1g-dev", "chromium"];
+/// Debian packages the host's build needs: libclang for RocksDB's bindings, OpenSSL and zlib
+/// headers for librdkafka (TLS and compressed topics).
+const BUILD_PACKAGES: &[&str] = &["libclang-dev", "libssl-dev", "zlib1g-dev"];
+/// The same and what the tests need besides: PostgreSQL for the postgres tests, Chromium for the
+/// dashboard's browser test.
+const TEST_PACKAGES: &[&str] = &["libclang-dev", "libssl-dev", "zlib1g-dev", "postgresql", "chromium"];
+/// What `demo-kafka` needs: the build's and PostgreSQL.
+const DEMO_KAFKA_PACKAGES: &[&str] = &["libclang-dev", "libssl-dev", "zlib1g-dev", "postgresql"];
+
+/// How much a task builds and installs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// `demo`: the host and the Rust example operators the clicks job runs, nothing else (a
+    /// newcomer's first run must not wait for test tools).
+    Demo,
+    /// `demo-kafka`: the demo's and a broker and PostgreSQL.
+    DemoKafka,
+    /// `build`, `test`, `bench`: every operator in every language and every test tool.
+    Everything,
+}
+
+/// One step of a build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    WasmTarget,
+    DebianPackages(&'static [&'static str]),
+    RustExamples,
+    TestGuests,
+    PythonGuests,
+    JsGuests,
+    Tansu,
+    TestTools,
+    Host,
+}
+
+impl Scope {
+    /// The steps, in order.
+    fn steps(self) -> Vec<Step> {
+        use Step::*;
+        match self {
+            Scope::Demo => vec![WasmTarget, DebianPackages(BUILD_PACKAGES), RustExamples, Host],
+            Scope::DemoKafka => vec![WasmTarget, DebianPackages(DEMO_KAFKA_PACKAGES), RustExamples, Tansu, Host],
+            Scope::Everything => vec![
+                WasmTarget,
+                DebianPackages(TEST_PACKAGES),
+                RustExamples,
+                TestGuests,
+                PythonGuests,
+                TestTools,
+                Tansu,
+                JsGuests,
+                Host,
+            ],
+        }
+    }
+}
+
+impl Step {
+    fn describe(self) -> &'static str {
+        match self {
+            Step::WasmTarget => "checking the wasm32-wasip2 Rust target",
+            Step::DebianPackages(_) => "checking the Debian packages",
+            Step::RustExamples => "building the example operators (Rust, wasm32-wasip2)",
+            Step::TestGuests => "building the test operators (tests/guests)",
+            Step::PythonGuests => "building the Python operators (componentize-py)",
+            Step::JsGuests => "building the JavaScript operators (componentize-js)",
+            Step::Tansu => "installing the Kafka broker the tests use (tansu)",
+            Step::TestTools => "installing the test tools (moto, schemathesis, prometheus-client)",
+            Step::Host => "building the weir host (release)",
+        }
+    }
+}
 
 /// Installs the Debian `packages` that are missing (as root, with apt-get), or says how to.
 fn ensure_debian_packages(packages: &[&str]) -> Result<()> {
@@ -491,4 +576,31 @@ fn newer_than_all(file: &Path, inputs: &[PathBuf]) -> bool {
     }
     let Some(built) = std::fs::metadata(file).and_then(|m| m.modified()).ok() else { return false };
     inputs.iter().filter_map(|i| newest(i)).all(|t| t < built)
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+
+    /// A newcomer's `cargo xtask demo` builds the host and the Rust examples and installs none of
+    /// the test tools: no browser, database, broker, Python or JavaScript toolchain.
+    #[test]
+    fn the_demo_builds_only_what_it_runs() {
+        assert_eq!(
+            Scope::Demo.steps(),
+            [Step::WasmTarget, Step::DebianPackages(BUILD_PACKAGES), Step::RustExamples, Step::Host]
+        );
+        for test_only in ["chromium", "postgresql"] {
+            assert!(!BUILD_PACKAGES.contains(&test_only), "{test_only}");
+            assert!(TEST_PACKAGES.contains(&test_only), "{test_only}");
+        }
+        let everything = Scope::Everything.steps();
+        for step in Scope::Demo.steps().into_iter().chain(Scope::DemoKafka.steps()) {
+            let covered = match step {
+                Step::DebianPackages(packages) => packages.iter().all(|p| TEST_PACKAGES.contains(p)),
+                step => everything.contains(&step),
+            };
+            assert!(covered, "the full build covers {step:?}");
+        }
+    }
 }
