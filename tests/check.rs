@@ -68,10 +68,54 @@ fn what_is_not_a_usable_module_is_named() {
     let refused = check(&[&text.to_string_lossy()]);
     assert_eq!(refused.code, 1, "{}", refused.stdout);
     assert!(refused.stderr.contains("count.js") && refused.stderr.contains("not a WebAssembly"), "{}", refused.stderr);
+    // A core module, and a component that exports nothing (an empty one: the world not
+    // embedded): each refusal says how to make one that works.
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let refused = check(&[&core.to_string_lossy()]);
+    assert_eq!(refused.code, 1, "{}", refused.stdout);
+    assert!(refused.stderr.contains("`wasm-tools component embed wit --world operator-world"), "{}", refused.stderr);
+    assert!(refused.stderr.contains("`wasm-component-ld --component-type`"), "{}", refused.stderr);
+    let empty = dir.path().join("empty.wasm");
+    std::fs::write(&empty, b"\0asm\x0d\0\x01\0").unwrap();
+    let refused = check(&[&empty.to_string_lossy()]);
+    assert_eq!(refused.code, 1, "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("is not a weir operator: it exports nothing, as a component made of a core module"),
+        "{}",
+        refused.stderr
+    );
     let missing = check(&[&path("count"), "--like", "/nowhere/reference.wasm"]);
     assert_eq!(missing.code, 1);
     assert!(missing.stderr.contains("module /nowhere/reference.wasm cannot be read"), "{}", missing.stderr);
     let config = check(&[&path("count"), "--like", "builtin:keyed-count", "--config", "[1]"]);
     assert_eq!(config.code, 1);
     assert!(config.stderr.contains("--config [1] is not a JSON object"), "{}", config.stderr);
+}
+
+/// Operators with event-time windows and timers compare too, over generated events with
+/// timestamps and watermarks: the window count in Python and JavaScript against Rust's.
+#[test]
+fn window_operators_compare_over_event_time() {
+    for module in ["window_count_py", "window_count_js"] {
+        let (checked, reference) = (path(module), path("window_count"));
+        let config = r#"{"size":"1s"}"#;
+        let checked = check(&[
+            checked.as_str(),
+            "--like",
+            &reference,
+            "--config",
+            config,
+            "--event-time-step",
+            "1ms",
+            "--events",
+            "5000",
+            "--keys",
+            "10",
+        ]);
+        assert_eq!(checked.code, 0, "{module}: {}", checked.stderr);
+        // 5 seconds of event time: five 1 s windows for each of the 10 keys.
+        let said = format!("same output as {reference}: 50 lines from 5000 events over 10 keys");
+        assert!(checked.stdout.contains(&said), "{}", checked.stdout);
+    }
 }

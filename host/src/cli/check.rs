@@ -21,12 +21,18 @@ pub(super) struct CheckArgs {
     /// The operators' `config`, as a JSON object.
     #[arg(long, value_name = "JSON", default_value = "{}")]
     config: String,
-    /// How many events to generate (the generator's: value `{"i":n}`, key `k<n % keys>`).
+    /// How many events to generate (the generator's: event i has value `{"seq":i}` and key
+    /// `k<i mod keys>`).
     #[arg(long, default_value_t = 5_000)]
     events: u64,
     /// Over how many keys.
     #[arg(long, default_value_t = 100)]
     keys: u64,
+    /// Give event i the timestamp i × this (a duration, "1ms"; "1us" puts 1,000 events in a
+    /// millisecond) and watermarks that follow them, so that operators with event-time windows
+    /// and timers can be compared (the end of the events fires every timer).
+    #[arg(long, value_name = "DURATION")]
+    event_time_step: Option<String>,
 }
 
 pub(super) fn check(args: &CheckArgs) -> anyhow::Result<()> {
@@ -103,9 +109,16 @@ fn operator_line(path: &str) -> anyhow::Result<String> {
 /// parallelism 1 into a file sink under `dir/name`; returns the sink's directory.
 fn run_beside(dir: &Path, name: &str, operator: &str, args: &CheckArgs) -> anyhow::Result<PathBuf> {
     let out = dir.join(format!("{name}-out"));
+    let event_time = match &args.event_time_step {
+        Some(step) => format!(
+            "event-time-step = {}\nwatermarks = {{ out-of-orderness = \"0s\" }}\n",
+            toml::Value::String(step.clone())
+        ),
+        None => String::new(),
+    };
     let job = format!(
         "name = \"check-{name}\"\nparallelism = 1\n\n\
-         [[source]]\nuid = \"events\"\ntype = \"generator\"\ncount = {}\nkeys = {}\n\n\
+         [[source]]\nuid = \"events\"\ntype = \"generator\"\ncount = {}\nkeys = {}\n{event_time}\n\
          [[operator]]\nuid = \"checked\"\n{operator}\ninput = \"hash\"\n\n\
          [[sink]]\nuid = \"out\"\ntype = \"file\"\npath = {}\n\n\
          [checkpointing]\ninterval = \"0s\"\n",

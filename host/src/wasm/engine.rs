@@ -88,8 +88,12 @@ pub enum ModuleProblem {
     NotWasm,
     /// A core module, not a component.
     #[error(
-        "is a core WebAssembly module, not a component: build it for the wasm32-wasip2 target \
-         (or wrap it with `wasm-tools component new`)"
+        "is a core WebAssembly module, not a component: build it for the wasm32-wasip2 target, or make \
+         it a component with weir's world in it: `wasm-tools component embed wit --world operator-world \
+         MODULE.wasm -o embedded.wasm`, then `wasm-tools component new embedded.wasm -o COMPONENT.wasm` \
+         (a wasip1 module also needs `--adapt wasi_snapshot_preview1.reactor.wasm`); or link it with \
+         `wasm-component-ld --component-type` and the world's component-type object (README: \
+         \"In any other language\")"
     )]
     CoreModule,
     /// Malformed or truncated.
@@ -104,6 +108,13 @@ pub enum ModuleProblem {
     /// Not a weir operator; lists what it exports.
     #[error("is not a weir operator: it does not export {CONTRACT}/operator@{CONTRACT_VERSION} (it exports: {0})")]
     NotAnOperator(String),
+    /// A component that exports nothing: what a core module made a component without its world.
+    #[error(
+        "is not a weir operator: it exports nothing, as a component made of a core module without weir's \
+         world embedded does: `wasm-tools component embed wit --world operator-world` the core module first, \
+         or link it with `wasm-component-ld --component-type wit/operator.wit`"
+    )]
+    ExportsNothing,
     /// Imports something the host does not provide.
     #[error("cannot be linked: {0}")]
     Link(String),
@@ -234,8 +245,10 @@ impl WasmEngine {
                 return Err(fail(ModuleProblem::ContractVersion(version)));
             }
             ContractCheck::NotAnOperator(exports) => {
-                let exports = if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") };
-                return Err(fail(ModuleProblem::NotAnOperator(exports)));
+                if exports.is_empty() {
+                    return Err(fail(ModuleProblem::ExportsNothing));
+                }
+                return Err(fail(ModuleProblem::NotAnOperator(exports.join(", "))));
             }
         };
         let link = |e: wasmtime::Error| fail(ModuleProblem::Link(link_error(&e)));
