@@ -14,7 +14,7 @@ fn path(module: &str) -> String {
 
 #[test]
 fn the_count_in_every_language_matches_the_native_keyed_count() {
-    for module in ["count", "count_py", "count_js"] {
+    for module in ["count", "count_py", "count_js", "count_c"] {
         let checked = check(&[&path(module), "--like", "builtin:keyed-count"]);
         assert_eq!(checked.code, 0, "{module}: {}", checked.stderr);
         assert!(
@@ -31,9 +31,11 @@ fn the_count_in_every_language_matches_the_native_keyed_count() {
         );
     }
     // Two modules, more events and keys.
-    let checked = check(&[&path("count_js"), "--like", &path("count"), "--events", "20000", "--keys", "3000"]);
-    assert_eq!(checked.code, 0, "{}", checked.stderr);
-    assert!(checked.stdout.contains("20000 lines from 20000 events over 3000 keys"), "{}", checked.stdout);
+    for module in ["count_js", "count_c"] {
+        let checked = check(&[&path(module), "--like", &path("count"), "--events", "20000", "--keys", "3000"]);
+        assert_eq!(checked.code, 0, "{module}: {}", checked.stderr);
+        assert!(checked.stdout.contains("20000 lines from 20000 events over 3000 keys"), "{}", checked.stdout);
+    }
 }
 
 #[test]

@@ -67,7 +67,7 @@ fn large_clicks_give_the_same_counts_at_every_parallelism() {
 /// byte; above it, subtasks interleave upstream batches differently run to run, so the lines must
 /// be equal as sorted lists.
 #[test]
-fn python_and_javascript_count_write_the_same_bytes_as_rust_count() {
+fn python_javascript_and_c_count_write_the_same_bytes_as_rust_count() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("clicks.jsonl");
     generate_clicks(&input, 5_000, 101);
@@ -75,7 +75,7 @@ fn python_and_javascript_count_write_the_same_bytes_as_rust_count() {
     let only_part = |out: &str| std::fs::read(&part_files(&dir.path().join(out))[0]).unwrap();
     let rust = only_part("out-count-p1");
     assert_eq!(rust.iter().filter(|&&b| b == b'\n').count(), expected_counts(&input).values().sum::<u64>() as usize);
-    for module in ["count_py", "count_js"] {
+    for module in ["count_py", "count_js", "count_c"] {
         run_clicks(&input, module, 1, dir.path());
         assert!(rust == only_part(&format!("out-{module}-p1")), "count and {module} wrote different bytes");
     }
@@ -83,6 +83,27 @@ fn python_and_javascript_count_write_the_same_bytes_as_rust_count() {
     let rust = run_clicks(&input, "count", 2, dir.path());
     assert_eq!(run_clicks(&input, "count_py", 2, dir.path()), rust);
     assert_eq!(run_clicks(&input, "count_js", 2, dir.path()), rust);
+    assert_eq!(run_clicks(&input, "count_c", 2, dir.path()), rust);
+}
+
+/// Keys that JSON must escape (quotes, backslashes, control characters, DEL) and keys beyond
+/// ASCII come out of the C count as they do out of the Rust one, escaped byte for byte alike.
+/// (Keys that are not UTF-8, which only a Kafka source can bring, the C count replaces as Rust's
+/// `from_utf8_lossy` does, maximal invalid prefix by prefix: `weir_put_json_string`.)
+#[test]
+fn hostile_keys_come_out_of_the_c_count_as_out_of_the_rust_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("hostile.jsonl");
+    let users =
+        ["quote\\\"d", "back\\\\slash", "tab\\there", "new\\nline", "\\u0001ctl", "\\u007fdel", "é", "日本", "🦀", ""];
+    let lines: Vec<String> = (0..2000)
+        .map(|i| format!("{{\"ts\":{i},\"user\":\"{}\",\"logged_in\":true}}", users[i % users.len()]))
+        .collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let rust = run_clicks(&input, "count", 1, dir.path());
+    assert_eq!(rust.len(), 2000);
+    assert!(rust.iter().any(|l| l.contains(r#""key":"quote\"d""#)), "{:?}", &rust[..3]);
+    assert_eq!(run_clicks(&input, "count_c", 1, dir.path()), rust);
 }
 
 /// The same over 200,000 generated events on 10,000 keys: about 200 batches, each key's count
@@ -306,6 +327,7 @@ fn every_example_job_file_runs_and_writes_what_its_comment_says() {
         ("count", counts("user", "")),
         ("count_js", counts("user", "")),
         ("count_py", counts("user", "")),
+        ("count_c", counts("user", "")),
         ("recent_count", counts("user", "")),
         ("count_v2", counts("user", r#","v":2"#)),
         ("count_v2_js", counts("user", r#","v":2"#)),

@@ -159,6 +159,7 @@ impl Workspace {
                 }
                 Ok(())
             }
+            Step::CGuests => self.build_c_guest("count_c", "count", operators),
             Step::Tansu => self.install_tansu(),
             Step::TestTools => {
                 self.venv_tool("moto_server", MOTO)?;
@@ -219,6 +220,42 @@ impl Workspace {
             .args(["-d", "wit", "-w", "weir:operator/operator-world@0.3.0", "componentize", module])
             .args(["-p", source, "-p", "guest-sdk/python", "-o"])
             .arg(out))
+    }
+
+    /// Builds `examples/<example>/<module>.c` into `<into>/<example>.wasm` as a C author would
+    /// without an SDK (`guest-sdk/c/weir_operator.h` says how): Debian's clang for wasm32 against
+    /// WASI's libc, linked into a component by rustup's `wasm-component-ld`, which embeds
+    /// weir's world from `wit/operator.wit` and adapts the WASI imports.
+    fn build_c_guest(&self, example: &str, module: &str, into: &Path) -> Result<()> {
+        let source = self.root.join("examples").join(example).join(format!("{module}.c"));
+        let object = self.cargo_target.join("guests").join(format!("{example}.o"));
+        std::fs::create_dir_all(object.parent().context("no parent")?)?;
+        run(Command::new("clang-19")
+            .args(["--target=wasm32-wasi", "--sysroot=/usr", "-O2", "-Wall", "-Werror", "-I"])
+            .arg(self.root.join("guest-sdk/c"))
+            .arg("-c")
+            .arg(&source)
+            .arg("-o")
+            .arg(&object))?;
+        let host = output(Command::new("rustc").arg("-vV"))?
+            .lines()
+            .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+            .context("rustc -vV names no host")?;
+        let sysroot = output(Command::new("rustc").args(["--print", "sysroot"]))?;
+        let linker = Path::new(sysroot.trim()).join("lib/rustlib").join(host).join("bin/wasm-component-ld");
+        run(Command::new(linker)
+            .args(["--wasm-ld-path", "/usr/lib/llvm-19/bin/wasm-ld", "--no-entry", "--wasi-adapter", "reactor"])
+            .arg("--component-type")
+            .arg(self.root.join("wit/operator.wit"))
+            .arg("-o")
+            .arg(into.join(format!("{example}.wasm")))
+            .args(["/usr/lib/wasm32-wasi/crt1-reactor.o"])
+            .arg(&object)
+            .args([
+                "-L/usr/lib/wasm32-wasi",
+                "-lc",
+                "/usr/lib/llvm-19/lib/clang/19/lib/wasi/libclang_rt.builtins-wasm32.a",
+            ]))
     }
 
     /// Builds `examples/<example>/<module>.js` into `<into>/<example>.wasm`.
@@ -456,7 +493,18 @@ fn step(what: &str) {
 const BUILD_PACKAGES: &[&str] = &["libclang-dev", "libssl-dev", "zlib1g-dev"];
 /// The same and what the tests need besides: PostgreSQL for the postgres tests, Chromium for the
 /// dashboard's browser test.
-const TEST_PACKAGES: &[&str] = &["libclang-dev", "libssl-dev", "zlib1g-dev", "postgresql", "chromium"];
+const TEST_PACKAGES: &[&str] = &[
+    "libclang-dev",
+    "libssl-dev",
+    "zlib1g-dev",
+    "postgresql",
+    "chromium",
+    // The C example operator: clang for wasm32, its wasm-ld and builtins, and WASI's libc.
+    "clang-19",
+    "lld-19",
+    "libclang-rt-19-dev-wasm32",
+    "wasi-libc",
+];
 /// What `demo-kafka` needs: the build's and PostgreSQL.
 const DEMO_KAFKA_PACKAGES: &[&str] = &["libclang-dev", "libssl-dev", "zlib1g-dev", "postgresql"];
 
@@ -481,6 +529,7 @@ enum Step {
     TestGuests,
     PythonGuests,
     JsGuests,
+    CGuests,
     Tansu,
     TestTools,
     Host,
@@ -502,6 +551,7 @@ impl Scope {
                 TestTools,
                 Tansu,
                 JsGuests,
+                CGuests,
                 Host,
             ],
         }
@@ -517,6 +567,7 @@ impl Step {
             Step::TestGuests => "building the test operators (tests/guests)",
             Step::PythonGuests => "building the Python operators (componentize-py)",
             Step::JsGuests => "building the JavaScript operators (componentize-js)",
+            Step::CGuests => "building the C operator (clang-19, wasm-component-ld)",
             Step::Tansu => "installing the Kafka broker the tests use (tansu)",
             Step::TestTools => "installing the test tools (moto, schemathesis, prometheus-client)",
             Step::Host => "building the weir host (release)",
