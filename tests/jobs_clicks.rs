@@ -89,7 +89,7 @@ fn python_javascript_and_c_count_write_the_same_bytes_as_rust_count() {
 /// Keys that JSON must escape (quotes, backslashes, control characters, DEL) and keys beyond
 /// ASCII come out of the C count as they do out of the Rust one, escaped byte for byte alike.
 /// (Keys that are not UTF-8, which only a Kafka source can bring, the C count replaces as Rust's
-/// `from_utf8_lossy` does, maximal invalid prefix by prefix: `weir_put_json_string`.)
+/// `from_utf8_lossy` does, maximal invalid prefix by prefix: `tests/kafka.rs` checks it.)
 #[test]
 fn hostile_keys_come_out_of_the_c_count_as_out_of_the_rust_one() {
     let dir = tempfile::tempdir().unwrap();

@@ -513,3 +513,39 @@ fn restored_offsets_outside_the_log_are_refused_unless_offset_reset_says_where_t
     assert_eq!(reset.code, 0, "{}", reset.stderr);
     assert_eq!(sink_lines(&out).len(), 205, "the recreated topic's 5 records read once");
 }
+
+/// Kafka keys are any bytes: keys that are not UTF-8 (a lone continuation byte, a sequence cut
+/// short, a surrogate's encoding, an overlong one) reach the count as they are, and the C count
+/// shows them as the Rust one does, each invalid part replaced by U+FFFD as `from_utf8_lossy`
+/// replaces it, line for line.
+#[test]
+fn keys_that_are_not_utf8_come_out_of_the_c_count_as_out_of_the_rust_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = Kafka::start();
+    let keys = ["ff", "80", "61ff62", "c328", "e282", "f09f92", "eda080", "c0af", "f4908080", "e282ac", "f09f9280"];
+    let lines: Vec<String> =
+        (0..500).map(|i| format!("{{\"key-hex\":\"{}\",\"seq\":{i}}}", keys[i % keys.len()])).collect();
+    let input = dir.path().join("raw-keys.jsonl");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    kafka.create_topic("clicks", 1);
+    kafka.produce_lines("clicks", 1, &input);
+    let mut outputs = Vec::new();
+    for module in ["count", "count_c"] {
+        let out = dir.path().join(format!("out-{module}"));
+        let sections = [
+            kafka_source(&kafka, "stop-at = \"latest\""),
+            wasm_operator("count", module, &["input = \"hash\""]),
+            file_sink("counts", &out),
+        ];
+        let job_dir = dir.path().join(module);
+        std::fs::create_dir_all(&job_dir).unwrap();
+        let job = write_job(&job_dir, &job("raw-keys", 1, &sections));
+        let run = weir(&["run", &job, "--listen", "none"]);
+        assert_eq!(run.code, 0, "{module}: {}", run.stderr);
+        outputs.push(sink_lines(&out));
+    }
+    assert_eq!(outputs[0].len(), 500);
+    assert!(outputs[0].iter().any(|l| l == "{\"key\":\"a\u{FFFD}b\",\"count\":1}"), "{:?}", &outputs[0][..5]);
+    assert!(outputs[0].iter().any(|l| l.starts_with("{\"key\":\"€\"")), "a valid key stays as it is");
+    assert_eq!(outputs[1], outputs[0]);
+}

@@ -1,6 +1,7 @@
 """The tests' Kafka client (confluent-kafka, installed into .venv by `cargo xtask build`).
 
-  produce BOOTSTRAP TOPIC PARTITIONS FILE   each line of FILE a record (key: its JSON "user",
+  produce BOOTSTRAP TOPIC PARTITIONS FILE   each line of FILE a record (key: its JSON "key-hex"
+                                            decoded, else its "user",
                                             timestamp: its JSON "ts" in milliseconds if above
                                             0, which librdkafka takes for "now"),
                                             line i to partition i mod PARTITIONS
@@ -33,7 +34,8 @@ def produce(bootstrap, topic, partitions, path):
             value = line.rstrip(b"\n")
             try:
                 fields = json.loads(value)
-                key = fields.get("user", "").encode()
+                # "key-hex": a key of any bytes (not UTF-8, say); else the "user" field's text.
+                key = bytes.fromhex(fields["key-hex"]) if "key-hex" in fields else fields.get("user", "").encode()
                 ts = fields.get("ts")
             except (ValueError, AttributeError):
                 key, ts = None, None
