@@ -358,14 +358,20 @@ fn corrupt_savepoint_files_are_named() {
     assert!(run.stderr.contains("_metadata"), "the torn file is named: {}", run.stderr);
 }
 
+/// A server on `dir/data` running the slow clicks job (its clicks in `dir`, its output in
+/// `dir/out`); the server and the job's id.
+fn slow_job_on_a_server(dir: &Path) -> (Server, String) {
+    generated_clicks(&dir.join("clicks.jsonl"), CLICKS, 40);
+    let server = Server::start(&dir.join("data"), &[]);
+    let job = write_job(dir, &clicks_job(dir, 2, "count", "count-per-user", &dir.join("out"), true));
+    let id = server.cli(&["submit", &job]).stdout.trim().to_string();
+    (server, id)
+}
+
 #[test]
 fn a_server_takes_savepoints_and_starts_jobs_from_them() {
     let dir = tempfile::tempdir().unwrap();
-    generated_clicks(&dir.path().join("clicks.jsonl"), CLICKS, 40);
-    let server = Server::start(&dir.path().join("data"), &[]);
-    let job =
-        write_job(dir.path(), &clicks_job(dir.path(), 2, "count", "count-per-user", &dir.path().join("out"), true));
-    let id = server.cli(&["submit", &job]).stdout.trim().to_string();
+    let (server, id) = slow_job_on_a_server(dir.path());
     std::thread::sleep(Duration::from_millis(700));
     let stop =
         server.cli(&["stop", &id, "--savepoint", "--drain", "--dir", &dir.path().join("mine").to_string_lossy()]);
@@ -546,11 +552,7 @@ fn the_library_lists_every_savepoint_and_dispose_follows_the_servers_rules() {
 #[test]
 fn a_fork_compares_with_its_parent_from_the_fork_on() {
     let dir = tempfile::tempdir().unwrap();
-    generated_clicks(&dir.path().join("clicks.jsonl"), CLICKS, 40);
-    let server = Server::start(&dir.path().join("data"), &[]);
-    let parent =
-        write_job(dir.path(), &clicks_job(dir.path(), 2, "count", "count-per-user", &dir.path().join("out"), true));
-    let parent = server.cli(&["submit", &parent]).stdout.trim().to_string();
+    let (server, parent) = slow_job_on_a_server(dir.path());
     std::thread::sleep(Duration::from_millis(1500));
     let savepoint = server.cli(&["savepoint", &parent]).stdout.trim().to_string();
     let fork = server.cli(&[

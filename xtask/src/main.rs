@@ -128,7 +128,7 @@ impl Workspace {
         let guests_target = self.cargo_target.join("guests");
         match need {
             Step::WasmTarget => self.ensure_wasm_target(),
-            Step::DebianPackages(packages) => ensure_debian_packages(packages),
+            Step::DebianPackages(groups) => ensure_debian_packages(&groups.concat()),
             Step::RustExamples => self.build_guests(&self.root.join("examples"), &guests_target, operators),
             Step::TestGuests => {
                 self.build_guests(&self.root.join("tests/guests"), &guests_target, &operators.join("test"))?;
@@ -491,22 +491,11 @@ fn step(what: &str) {
 /// Debian packages the host's build needs: libclang for RocksDB's bindings, OpenSSL and zlib
 /// headers for librdkafka (TLS and compressed topics).
 const BUILD_PACKAGES: &[&str] = &["libclang-dev", "libssl-dev", "zlib1g-dev"];
-/// The same and what the tests need besides: PostgreSQL for the postgres tests, Chromium for the
-/// dashboard's browser test.
-const TEST_PACKAGES: &[&str] = &[
-    "libclang-dev",
-    "libssl-dev",
-    "zlib1g-dev",
-    "postgresql",
-    "chromium",
-    // The C example operator: clang for wasm32, its wasm-ld and builtins, and WASI's libc.
-    "clang-19",
-    "lld-19",
-    "libclang-rt-19-dev-wasm32",
-    "wasi-libc",
-];
-/// What `demo-kafka` needs: the build's and PostgreSQL.
-const DEMO_KAFKA_PACKAGES: &[&str] = &["libclang-dev", "libssl-dev", "zlib1g-dev", "postgresql"];
+/// The database `demo-kafka` writes to and the postgres tests start.
+const DATABASE_PACKAGES: &[&str] = &["postgresql"];
+/// What the tests need besides: Chromium for the dashboard's browser test, and for the C example
+/// operator clang for wasm32, its wasm-ld and builtins, and WASI's libc.
+const TEST_PACKAGES: &[&str] = &["chromium", "clang-19", "lld-19", "libclang-rt-19-dev-wasm32", "wasi-libc"];
 
 /// How much a task builds and installs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -524,7 +513,8 @@ enum Scope {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
     WasmTarget,
-    DebianPackages(&'static [&'static str]),
+    /// Groups of Debian packages, installed together.
+    DebianPackages(&'static [&'static [&'static str]]),
     RustExamples,
     TestGuests,
     PythonGuests,
@@ -540,11 +530,13 @@ impl Scope {
     fn steps(self) -> Vec<Step> {
         use Step::*;
         match self {
-            Scope::Demo => vec![WasmTarget, DebianPackages(BUILD_PACKAGES), RustExamples, Host],
-            Scope::DemoKafka => vec![WasmTarget, DebianPackages(DEMO_KAFKA_PACKAGES), RustExamples, Tansu, Host],
+            Scope::Demo => vec![WasmTarget, DebianPackages(&[BUILD_PACKAGES]), RustExamples, Host],
+            Scope::DemoKafka => {
+                vec![WasmTarget, DebianPackages(&[BUILD_PACKAGES, DATABASE_PACKAGES]), RustExamples, Tansu, Host]
+            }
             Scope::Everything => vec![
                 WasmTarget,
-                DebianPackages(TEST_PACKAGES),
+                DebianPackages(&[BUILD_PACKAGES, DATABASE_PACKAGES, TEST_PACKAGES]),
                 RustExamples,
                 TestGuests,
                 PythonGuests,
@@ -639,16 +631,22 @@ mod plan_tests {
     fn the_demo_builds_only_what_it_runs() {
         assert_eq!(
             Scope::Demo.steps(),
-            [Step::WasmTarget, Step::DebianPackages(BUILD_PACKAGES), Step::RustExamples, Step::Host]
+            [Step::WasmTarget, Step::DebianPackages(&[BUILD_PACKAGES]), Step::RustExamples, Step::Host]
         );
-        for test_only in ["chromium", "postgresql"] {
+        for test_only in ["chromium", "postgresql", "clang-19"] {
             assert!(!BUILD_PACKAGES.contains(&test_only), "{test_only}");
-            assert!(TEST_PACKAGES.contains(&test_only), "{test_only}");
         }
         let everything = Scope::Everything.steps();
+        let every_package: Vec<&str> = everything
+            .iter()
+            .flat_map(|step| match step {
+                Step::DebianPackages(groups) => groups.concat(),
+                _ => Vec::new(),
+            })
+            .collect();
         for step in Scope::Demo.steps().into_iter().chain(Scope::DemoKafka.steps()) {
             let covered = match step {
-                Step::DebianPackages(packages) => packages.iter().all(|p| TEST_PACKAGES.contains(p)),
+                Step::DebianPackages(groups) => groups.concat().iter().all(|p| every_package.contains(p)),
                 step => everything.contains(&step),
             };
             assert!(covered, "the full build covers {step:?}");

@@ -389,11 +389,6 @@ impl Restore {
         &self.sources
     }
 
-    /// How many subtasks source `uid` had.
-    pub fn source_parallelism(&self, uid: &str) -> usize {
-        self.sources.iter().filter(|s| s.uid == uid).count()
-    }
-
     /// Operator `uid`'s state in `key_groups`, in a backend of `backends` for states of `kinds`,
     /// from the snapshots of that operator that cover any of those key groups (at any
     /// parallelism), each saved state going to the declared state of the same name (a saved

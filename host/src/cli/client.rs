@@ -43,11 +43,10 @@ impl Client {
     /// server's message, a connection failure a [`CliError::Unreachable`].
     fn call(&self, method: &str, path: &str, body: Option<(&str, Vec<u8>)>) -> anyhow::Result<Value> {
         let (status, value) = self.answer(method, path, body)?;
-        if !(200..300).contains(&status) {
-            let message = value["error"].as_str().map(str::to_string).unwrap_or_else(|| value.to_string());
-            bail!("{message} (HTTP {status})");
+        match status {
+            200..300 => Ok(value),
+            _ => Err(refusal(status, &value)),
         }
-        Ok(value)
     }
 
     /// Sends a request and returns the answer's status and JSON, whatever the status.
@@ -84,10 +83,7 @@ impl Client {
         match status {
             200..300 => Ok(true),
             404 => Ok(false),
-            _ => {
-                let message = answer["error"].as_str().map(str::to_string).unwrap_or_else(|| answer.to_string());
-                bail!("{message} (HTTP {status})")
-            }
+            _ => Err(refusal(status, &answer)),
         }
     }
 
@@ -125,7 +121,8 @@ impl Client {
     /// of the server's library whose directory name, or the hex at its end, starts with `given`.
     /// Anything else (no server, no match) is left as given, for the caller to report.
     pub(super) fn savepoint_location(&self, given: &str) -> anyhow::Result<String> {
-        if given.contains("://") || Path::new(given).exists() || given.contains('/') {
+        // A path with a directory in it, or a URL, is no name's start.
+        if given.contains('/') || Path::new(given).exists() {
             return Ok(given.to_string());
         }
         let Ok(library) = self.call("GET", "/v1/savepoints", None) else { return Ok(given.to_string()) };
@@ -486,6 +483,12 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// The error a server's answer of HTTP `status` states: its message, or the whole answer.
+fn refusal(status: u16, answer: &Value) -> anyhow::Error {
+    let message = answer["error"].as_str().map(str::to_string).unwrap_or_else(|| answer.to_string());
+    anyhow::anyhow!("{message} (HTTP {status})")
 }
 
 /// The one of `matching` (id, how to show it), the ids that start with `given`; `what` and

@@ -85,10 +85,10 @@ impl SourceFactory for FileSourceFactory {
         self.rate
     }
 
-    fn merge_positions(&self, recorded: &[Position]) -> Result<Position, String> {
+    fn merge_positions(&self, uid: &str, recorded: &[Position]) -> Result<Position, String> {
         let mut ranges = Vec::new();
         for position in recorded {
-            ranges.extend(self.ranges_of(position, &self.path.display().to_string())?);
+            ranges.extend(self.ranges_of(position, uid)?);
         }
         ranges.sort_by_key(|r| (r.from, r.to));
         Ok(Position::json(&Ranges { ranges }))

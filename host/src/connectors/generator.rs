@@ -110,9 +110,8 @@ impl SourceFactory for GeneratorSourceFactory {
         self.rate
     }
 
-    fn merge_positions(&self, recorded: &[Position]) -> Result<Position, String> {
-        let left =
-            recorded.iter().map(|p| self.left_of(p, "generator", recorded.len())).collect::<Result<Vec<_>, _>>()?;
+    fn merge_positions(&self, uid: &str, recorded: &[Position]) -> Result<Position, String> {
+        let left = recorded.iter().map(|p| self.left_of(p, uid, recorded.len())).collect::<Result<Vec<_>, _>>()?;
         Ok(Position::json(&Left::merge(&left)?))
     }
 }
@@ -132,8 +131,11 @@ struct Generator {
 impl Generator {
     /// The next index to produce, if any is left.
     fn take(&mut self) -> Option<u64> {
-        if let Some(i) = self.pending.pop_front() {
-            return (i < self.end).then_some(i).or_else(|| self.take());
+        // Listed indices at or past the count (a restore with a smaller one) are skipped.
+        while let Some(i) = self.pending.pop_front() {
+            if i < self.end {
+                return Some(i);
+            }
         }
         let i = self.next;
         (i < self.end).then(|| {
@@ -189,13 +191,33 @@ mod tests {
         assert_eq!(produced, (0..1000).collect::<Vec<_>>());
     }
 
+    /// Restored with a smaller count, a subtask skips the listed indices at or past it (a million
+    /// of them, one after the other, without growing its stack).
+    #[test]
+    fn listed_indices_past_a_smaller_count_are_skipped() {
+        let left = Left { pending: (5..1_000_005).collect(), next: 2_000_000, step: 1 };
+        let factory = GeneratorSourceFactory::new(Some(5), 10, None);
+        let info = SubtaskInfo {
+            uid: "g".into(),
+            index: 0,
+            parallelism: 1,
+            max_parallelism: 128,
+            attempt: 0,
+            interrupt: Default::default(),
+        };
+        let mut source = factory.create(&info, Some(&Position::json(&left))).unwrap();
+        let mut batch = EventBatch::default();
+        assert!(!source.poll(&mut batch, 100).unwrap(), "nothing is left below the count");
+        assert_eq!(batch.len(), 0);
+    }
+
     /// A position of the 8-byte form (a subtask's next index, stepping by the parallelism)
     /// merges as the progressions it stands for.
     #[test]
     fn positions_from_before_rescaling_merge() {
         let factory = GeneratorSourceFactory::new(None, 10, None);
         let old = [Position(10u64.to_le_bytes().to_vec()), Position(5u64.to_le_bytes().to_vec())];
-        let merged: Left = factory.merge_positions(&old).unwrap().read_json("g", "").unwrap();
+        let merged: Left = factory.merge_positions("g", &old).unwrap().read_json("g", "").unwrap();
         assert_eq!(merged, Left { pending: vec![5, 7, 9], next: 10, step: 1 });
     }
 }

@@ -48,7 +48,7 @@ pub(crate) fn read_across_rescales(
             read.extend(batch.iter().map(|e| e.value.to_vec()));
             positions.push(source.position());
         }
-        resume = Some(factory.merge_positions(&positions).unwrap());
+        resume = Some(factory.merge_positions("rescaled", &positions).unwrap());
     }
     read
 }

@@ -160,7 +160,7 @@ impl JobMetrics {
     /// The counts so far: sources, then operators, then sinks.
     pub fn snapshot(&self) -> Vec<VertexSummary> {
         let Ok(vertices) = self.vertices.lock() else { return Vec::new() };
-        let earlier = self.earlier.lock().map(|e| e.clone()).unwrap_or_default();
+        let earlier = self.earlier.lock();
         vertices
             .iter()
             .map(|v| {
@@ -180,7 +180,8 @@ impl JobMetrics {
                     .collect();
                 let (events_in, events_out) =
                     (subtasks.iter().map(|c| c.events_in).sum(), subtasks.iter().map(|c| c.events_out).sum());
-                let (before_in, before_out) = earlier.get(&(v.kind, v.uid.clone())).copied().unwrap_or_default();
+                let before = earlier.as_ref().ok().and_then(|e| e.get(&(v.kind, v.uid.clone())).copied());
+                let (before_in, before_out) = before.unwrap_or_default();
                 VertexSummary {
                     kind: v.kind,
                     uid: v.uid.to_string(),

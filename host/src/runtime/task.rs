@@ -199,9 +199,10 @@ pub trait SourceFactory: Send + Sync {
     fn create(&self, info: &SubtaskInfo, resume: Option<&Position>) -> Result<Box<dyn Source>, String>;
     /// Events per second for the whole source (all subtasks), if limited.
     fn rate(&self) -> Option<f64>;
-    /// The positions every subtask of a checkpoint recorded, as one that any subtask resumes from
-    /// (each taking its own part): so a source resumes at any parallelism.
-    fn merge_positions(&self, recorded: &[Position]) -> Result<Position, String>;
+    /// The positions every subtask of source `uid` recorded at a checkpoint, as one that any
+    /// subtask resumes from (each taking its own part): so a source resumes at any parallelism.
+    /// `uid` names the source in errors.
+    fn merge_positions(&self, uid: &str, recorded: &[Position]) -> Result<Position, String>;
 }
 
 /// Creates operator subtasks.

@@ -40,7 +40,7 @@ impl GuestOutput {
         let mut lines = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if !lines.partial.is_empty() {
             let partial = std::mem::take(&mut lines.partial);
-            lines.keep(&partial);
+            lines.keep(String::from_utf8_lossy(&partial).into_owned());
         }
         lines.last.drain(..).collect()
     }
@@ -75,14 +75,14 @@ impl Lines {
         }
         let subtask = &*self.subtask;
         tracing::info!(target: "weir::guest", %subtask, "{line}");
-        self.keep(line.as_bytes());
+        self.keep(line.into_owned());
     }
 
-    fn keep(&mut self, line: &[u8]) {
+    fn keep(&mut self, line: String) {
         if self.last.len() == KEPT_LINES {
             self.last.pop_front();
         }
-        self.last.push_back(String::from_utf8_lossy(line).into_owned());
+        self.last.push_back(line);
     }
 }
 

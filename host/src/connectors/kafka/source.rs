@@ -139,10 +139,10 @@ impl SourceFactory for KafkaSourceFactory {
         self.config.rate
     }
 
-    fn merge_positions(&self, recorded: &[Position]) -> Result<Position, String> {
+    fn merge_positions(&self, uid: &str, recorded: &[Position]) -> Result<Position, String> {
         let mut merged = Offsets::default();
         for position in recorded {
-            let offsets = Offsets::read(position, &self.config.client.uid)?;
+            let offsets = Offsets::read(position, uid)?;
             for (topic, partitions) in offsets.next {
                 merged.next.entry(topic).or_default().extend(partitions);
             }
@@ -547,11 +547,11 @@ mod tests {
             discovery: None,
             rate: None,
         });
-        let merged = factory.merge_positions(&[position(&[(0, 5), (2, 7)]), position(&[(1, 9)])]).unwrap();
+        let merged = factory.merge_positions("k", &[position(&[(0, 5), (2, 7)]), position(&[(1, 9)])]).unwrap();
         let merged = Offsets::read(&merged, "k").unwrap();
         assert_eq!(merged.next["t"], BTreeMap::from([(0, 5), (1, 9), (2, 7)]));
         assert_eq!(merged.stop["t"].len(), 3);
-        let error = factory.merge_positions(&[Position(3u64.to_le_bytes().to_vec())]).unwrap_err();
+        let error = factory.merge_positions("k", &[Position(3u64.to_le_bytes().to_vec())]).unwrap_err();
         assert!(error.contains("source 'k' cannot resume") && error.contains("not a kafka source's"), "{error}");
     }
 }

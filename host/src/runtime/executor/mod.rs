@@ -115,7 +115,8 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
         let resume: Result<Option<Position>, String> = match recorded.is_empty() {
             true => Ok(None),
             false => {
-                factory.merge_positions(&recorded.iter().map(|p| p.position.clone()).collect::<Vec<_>>()).map(Some)
+                let all: Vec<Position> = recorded.iter().map(|p| p.position.clone()).collect();
+                factory.merge_positions(&vertex.uid, &all).map(Some)
             }
         };
         runner.vertex(
