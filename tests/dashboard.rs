@@ -260,3 +260,49 @@ fn weir_run_serves_the_dashboard_for_its_job() {
     assert!(job["history"][1]["pause-ms"].as_f64().is_some(), "the pause is recorded: {job}");
     assert_eq!(job["state"], "running");
 }
+
+#[test]
+fn the_dashboard_draws_a_branching_job_in_topological_order_with_labelled_edges() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = generator_source("events", 10_000_000, 10).replace("keys = 10\n", "keys = 10\nrate = 5000\n");
+    // Written out of order: the graph is drawn by what reads what, not by the file's order.
+    let text = job(
+        "branches",
+        2,
+        &[
+            source,
+            wasm_operator("count", "count", &["inputs = [{ from = \"filtered\", partitioning = \"hash\" }]"]),
+            wasm_operator(
+                "filtered",
+                "filter",
+                &["config = { field = \"seq\" }", "inputs = [{ from = \"events\", partitioning = \"rebalance\" }]"],
+            ),
+            format!("{}inputs = [{{ from = \"count\" }}]\n", blackhole_sink("counts")),
+            format!("{}inputs = [{{ from = \"events\" }}]\n", blackhole_sink("raw")),
+        ],
+    );
+    let running = Running::start(&write_job(dir.path(), &text), &[]);
+    let (_, job) = get_text(&format!("{}/v1/jobs/{}", running.server, running.id), None);
+    let job: serde_json::Value = serde_json::from_str(&job).unwrap();
+    let count = job["vertices"].as_array().unwrap().iter().find(|v| v["uid"] == "count").unwrap().clone();
+    assert_eq!(count["inputs"], serde_json::json!([{ "from": "filtered", "partitioning": "hash" }]), "{job}");
+
+    let drawn = drive("graph", &running.server, None, &[("JOB_ID", &running.id)], "branches");
+    assert_eq!(
+        drawn["columns"],
+        serde_json::json!([["events"], ["filtered", "raw"], ["count"], ["counts"]]),
+        "{drawn}"
+    );
+    assert_eq!(
+        drawn["edges"],
+        serde_json::json!({
+            "events": [],
+            "filtered": ["← events REBALANCE"],
+            "raw": ["← events FORWARD"],
+            "count": ["← filtered HASH"],
+            "counts": ["← count FORWARD"],
+        }),
+        "{drawn}"
+    );
+    screenshots_taken("graph", &["job"]);
+}

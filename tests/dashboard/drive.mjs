@@ -6,7 +6,8 @@
 //   job from its job file as written, upgrades the original by uploading a module and rolls it
 //   back;
 // - `run`: a `weir run`'s one job: upgrades it from its upgrades page, and is told, as the API
-//   says it, that `weir run` starts no other job.
+//   says it, that `weir run` starts no other job;
+// - `graph`: a branching job's page: its graph's columns and the edges each vertex lists.
 // Writes a screenshot of each page into SCREENSHOTS. Run by tests/dashboard.rs; exits non-zero
 // with what went wrong, and prints what it did as JSON.
 import { strict as assert } from "node:assert";
@@ -170,8 +171,22 @@ async function run() {
   return {};
 }
 
+async function graph() {
+  await page.goto(`${WEIR_URL}/#/jobs/${JOB_ID}`);
+  await page.locator('.vertex[data-uid="counts"] .edges li').waitFor();
+  const columns = await page.$$eval(".graph .column", (cs) =>
+    cs.map((c) => [...c.querySelectorAll(".vertex")].map((v) => v.dataset.uid)),
+  );
+  const edges = await page.$$eval(".vertex", (vs) =>
+    Object.fromEntries(vs.map((v) => [v.dataset.uid, [...v.querySelectorAll(".edges li")].map((li) => li.textContent)])),
+  );
+  await shot("job");
+  return { columns, edges };
+}
+
 try {
-  const done = FLOW === "run" ? await run() : await serve();
+  const flows = { run, serve, graph };
+  const done = await flows[FLOW]();
   assert.deepEqual(errors, [], "the page raised no script errors");
   console.log(JSON.stringify(done));
 } catch (e) {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::spec::JobSpec;
-use super::spec::{CheckpointMode, CheckpointingSpec, InputSpec, OperatorSpec, SinkSpec, SourceSpec};
+use super::spec::{CheckpointMode, CheckpointingSpec, OperatorSpec, SinkSpec, SourceSpec};
 
 use super::state::StateSettings;
 use crate::checkpoint::savepoint::OperatorCode;
@@ -16,7 +16,7 @@ use crate::checkpoint::{Restore, StorageSink};
 use crate::state::{Backends, NATIVE_NEEDS_ROCKSDB, RestoredState, StateDescriptor, StateKind, StateRestore};
 
 use crate::runtime::{
-    CheckpointConfig, Handover, JobGraph, OperatorFactory, Partitioning, SinkFactory, SourceFactory, Vertex,
+    CheckpointConfig, Handover, JobGraph, OperatorFactory, SinkFactory, SourceFactory, Vertex, VertexInput,
 };
 use crate::wasm::{OperatorModule, SandboxLimits, WasmOperatorFactory};
 
@@ -92,18 +92,50 @@ pub(super) fn build(
         job_id,
         backends: state.backends(job_id).map_err(invalid)?,
     };
+    let dataflow = super::graph::resolve(&spec).map_err(invalid)?;
     let sources = spec.sources.iter().map(|s| ctx.source(s).map_err(invalid)).collect::<Result<Vec<_>, _>>()?;
-    let operators = spec.operators.iter().map(|op| ctx.operator(op)).collect::<Result<Vec<_>, _>>()?;
-    // Sinks run at the parallelism of what feeds them, each subtask writing its own part.
-    let sink_parallelism = operators.last().map_or(spec.parallelism, |v| v.parallelism);
+    let mut operators = Vec::with_capacity(spec.operators.len());
+    for &i in &dataflow.order {
+        let mut vertex = ctx.operator(&spec.operators[i])?;
+        vertex.inputs = vertex_inputs(&dataflow.operators[i]);
+        operators.push(vertex);
+    }
+    // A sink runs at the parallelism of what it reads (the first input, when several), each
+    // subtask writing its own part; on the straight line, at the last operator's.
+    let parallelism: HashMap<&str, u32> = sources
+        .iter()
+        .map(|v| (&*v.uid, v.parallelism))
+        .chain(operators.iter().map(|v| (&*v.uid, v.parallelism)))
+        .collect();
+    let line =
+        spec.operators.last().map_or(spec.parallelism, |op| parallelism.get(op.uid.as_str()).copied().unwrap_or(1));
+    let sink_shapes: Vec<(Arc<str>, u32, Vec<VertexInput>)> = spec
+        .sinks
+        .iter()
+        .zip(&dataflow.sinks)
+        .map(|(sink, inputs)| {
+            let first = inputs.first().and_then(|i| parallelism.get(i.from.as_str()).copied());
+            let p = if sink.inputs.is_some() { first.unwrap_or(line) } else { line };
+            (Arc::from(sink.uid.as_str()), p, vertex_inputs(inputs))
+        })
+        .collect();
     // Every refusal before any sink is opened: opening one brings its directory to the output the
     // job resumes from, which a refused job must not do.
-    let sink_shapes = spec.sinks.iter().map(|s| (Arc::from(s.uid.as_str()), sink_parallelism));
-    crate::runtime::check_size(&sources, &operators, sink_shapes).map_err(invalid)?;
+    let vertices = sources
+        .iter()
+        .map(|v| (&v.uid, v.parallelism, &v.inputs[..]))
+        .chain(operators.iter().map(|v| (&v.uid, v.parallelism, &v.inputs[..])))
+        .chain(sink_shapes.iter().map(|(uid, p, inputs)| (uid, *p, &inputs[..])));
+    crate::runtime::check_size(vertices).map_err(invalid)?;
     if let Some(restore) = &ctx.restore {
         check_all_state_restored(&spec, restore).map_err(invalid)?;
     }
-    let sinks = spec.sinks.iter().map(|s| ctx.sink(s, sink_parallelism).map_err(invalid)).collect::<Result<_, _>>()?;
+    let sinks = spec
+        .sinks
+        .iter()
+        .zip(sink_shapes)
+        .map(|(s, (_, parallelism, inputs))| ctx.sink(s, parallelism, inputs).map_err(invalid))
+        .collect::<Result<_, _>>()?;
     Ok(JobGraph {
         name: spec.name,
         max_parallelism: spec.max_parallelism,
@@ -201,7 +233,7 @@ impl Builder<'_> {
         }
         check_parallelism(&format!("source '{}'", s.uid), parallelism, self.max_parallelism)?;
         let watermarks = super::event_time::watermarks(&format!("source '{}'", s.uid), s.watermarks.as_ref(), true)?;
-        Ok(Vertex { uid: Arc::from(s.uid.as_str()), parallelism, input: Partitioning::Forward, factory, watermarks })
+        Ok(Vertex { uid: Arc::from(s.uid.as_str()), parallelism, inputs: Vec::new(), factory, watermarks })
     }
 
     fn operator(&mut self, op: &OperatorSpec) -> Result<Vertex<dyn OperatorFactory>, JobError> {
@@ -209,7 +241,7 @@ impl Builder<'_> {
         let invalid = |message: String| JobError::Invalid { file: file.clone(), message };
         let parallelism = op.parallelism.unwrap_or(self.parallelism);
         check_parallelism(&format!("operator '{}'", op.uid), parallelism, self.max_parallelism).map_err(invalid)?;
-        let keyed = op.input == InputSpec::Hash;
+        let keyed = op.keyed();
         let (code, declared) = operator_code(op, self.modules).ok_or_else(|| match (&op.module, &op.builtin) {
             (Some(module), None) => {
                 invalid(format!("operator '{}': module {module} was not resolved (a weir bug)", op.uid))
@@ -256,10 +288,10 @@ impl Builder<'_> {
             }
             _ => return Err(invalid(format!("operator '{}': neither a module nor a builtin", op.uid))),
         };
-        let input = if keyed { Partitioning::Hash } else { Partitioning::Forward };
         let owner = format!("operator '{}'", op.uid);
         let watermarks = super::event_time::watermarks(&owner, op.watermarks.as_ref(), false).map_err(invalid)?;
-        Ok(Vertex { uid: Arc::from(op.uid.as_str()), parallelism, input, factory, watermarks })
+        // Its inputs come from the job's graph.
+        Ok(Vertex { uid: Arc::from(op.uid.as_str()), parallelism, inputs: Vec::new(), factory, watermarks })
     }
 
     /// A savepoint's state for operator `uid` must be readable by the code the operator runs now:
@@ -292,7 +324,12 @@ impl Builder<'_> {
         }))
     }
 
-    fn sink(&self, s: &SinkSpec, parallelism: u32) -> Result<Vertex<dyn SinkFactory>, String> {
+    fn sink(
+        &self,
+        s: &SinkSpec,
+        parallelism: u32,
+        inputs: Vec<VertexInput>,
+    ) -> Result<Vertex<dyn SinkFactory>, String> {
         let exactly = connectors::Exactly {
             two_phase: self.two_phase_sinks,
             restore: self.restore.as_deref(),
@@ -300,14 +337,13 @@ impl Builder<'_> {
             hold_output: self.hold_output,
         };
         let factory = connectors::sink(s, &self.base, &exactly)?;
-        Ok(Vertex {
-            uid: Arc::from(s.uid.as_str()),
-            parallelism,
-            input: Partitioning::Forward,
-            factory,
-            watermarks: None,
-        })
+        Ok(Vertex { uid: Arc::from(s.uid.as_str()), parallelism, inputs, factory, watermarks: None })
     }
+}
+
+/// The runtime's inputs of a vertex the job's graph resolved.
+fn vertex_inputs(inputs: &[super::graph::Input]) -> Vec<VertexInput> {
+    inputs.iter().map(|i| VertexInput { from: Arc::from(i.from.as_str()), partitioning: i.partitioning }).collect()
 }
 
 /// State the job starts from must all go somewhere: positions to sources, state to operators,

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::spec::JobSpec;
-use super::spec::{InputSpec, OperatorSpec};
+use super::spec::OperatorSpec;
 
 use crate::checkpoint::savepoint::{OperatorCode, SavepointOperator};
 use crate::state::StateDescriptor;
@@ -28,7 +28,7 @@ pub(crate) fn operator_code(
                 version: d.version.clone(),
             };
             // The states its snapshots hold: the host's timers too, when it can set them.
-            Some((code, module.states(op.input == InputSpec::Hash)))
+            Some((code, module.states(op.keyed())))
         }
         (None, Some(name)) => Some((OperatorCode::Builtin { builtin: name.clone() }, crate::builtin::states(name)?)),
         _ => None,
@@ -96,7 +96,7 @@ pub(crate) fn check_states(
     Ok(())
 }
 
-/// Checks that hold before anything is opened: names, uids, counts.
+/// Checks that hold before anything is opened: names, uids, counts, the graph.
 pub(crate) fn check_shape(spec: &JobSpec) -> Result<(), String> {
     if spec.name.trim().is_empty() {
         return Err("`name` must not be empty".to_string());
@@ -131,7 +131,7 @@ pub(crate) fn check_shape(spec: &JobSpec) -> Result<(), String> {
             return Err(format!("uid '{uid}' is used twice; every source, operator and sink needs its own uid"));
         }
     }
-    Ok(())
+    super::graph::resolve(spec).map(drop)
 }
 
 /// The longest job name or uid, in bytes.

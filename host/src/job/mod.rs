@@ -7,6 +7,7 @@ mod checks;
 mod claims;
 mod connectors;
 mod event_time;
+mod graph;
 mod modules;
 mod placement;
 mod plan;

@@ -30,7 +30,7 @@ pub struct JobSpec {
     /// `[[source]]` tables.
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceSpec>,
-    /// `[[operator]]` tables, in pipeline order.
+    /// `[[operator]]` tables: the straight line's order, unless `inputs` say otherwise.
     #[serde(default, rename = "operator")]
     pub operators: Vec<OperatorSpec>,
     /// `[[sink]]` tables.
@@ -272,6 +272,32 @@ pub enum InputSpec {
     Hash,
 }
 
+/// One input of an operator or sink: `{ from = "clicks", partitioning = "hash" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EdgeSpec {
+    /// A source's or an operator's uid, or an operator's side output (`"uid.output"`).
+    pub from: String,
+    /// How the stream is spread over the reader's subtasks (default `forward`).
+    #[serde(default)]
+    pub partitioning: PartitioningSpec,
+}
+
+/// How a stream is spread over the subtasks that read it (Flink's partitioners).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PartitioningSpec {
+    /// Subtask i feeds subtask i; round-robin when the parallelisms differ.
+    #[default]
+    Forward,
+    /// By key group of the event key (Flink's keyBy); gives an operator keyed state.
+    Hash,
+    /// Whole batches to each reading subtask in turn.
+    Rebalance,
+    /// Every event to every reading subtask.
+    Broadcast,
+}
+
 /// An `[[operator]]` table.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -284,9 +310,10 @@ pub struct OperatorSpec {
     pub builtin: Option<String>,
     /// Passed to the operator's `open` as a JSON object.
     pub config: Option<toml::Table>,
-    /// Input partitioning.
-    #[serde(default)]
-    pub input: InputSpec,
+    /// Input partitioning of the straight line's input (instead of `inputs`; default `forward`).
+    pub input: Option<InputSpec>,
+    /// What it reads, each stream with its partitioning (default: the straight line).
+    pub inputs: Option<Vec<EdgeSpec>>,
     /// Subtasks (default: the job's parallelism).
     pub parallelism: Option<u32>,
     /// Longest one guest call may run, e.g. "500ms" (default 10s).
@@ -297,6 +324,14 @@ pub struct OperatorSpec {
     pub state_limit: Option<String>,
     /// Watermarks generated from the timestamps of the events it emits, instead of its inputs'.
     pub watermarks: Option<WatermarksSpec>,
+}
+
+impl OperatorSpec {
+    /// Whether it reads a stream by key, which gives it keyed state.
+    pub fn keyed(&self) -> bool {
+        self.input == Some(InputSpec::Hash)
+            || self.inputs.iter().flatten().any(|edge| edge.partitioning == PartitioningSpec::Hash)
+    }
 }
 
 /// Sink types.
@@ -359,4 +394,6 @@ pub struct SinkSpec {
     pub delivery: Option<String>,
     /// Kafka sinks: librdkafka properties passed through as they are.
     pub properties: Option<std::collections::BTreeMap<String, toml::Value>>,
+    /// What it writes (default: what the last operator emits, or the sources without operators).
+    pub inputs: Option<Vec<EdgeSpec>>,
 }

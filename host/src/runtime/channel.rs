@@ -1,6 +1,6 @@
 //! Bounded channels between subtasks, weir's implementation of the runner's streams: [`Inputs`]
 //! merges a subtask's input channels, [`Downstream`] routes a subtask's batches to the downstream
-//! subtasks (forward, round-robin or by key group).
+//! subtasks (forward, round-robin, by key group or to all).
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -165,6 +165,8 @@ enum Routing {
     RoundRobin { next: usize },
     /// Event by event, to the subtask owning the event key's key group.
     Hash { pending: Vec<EventBatch>, max_parallelism: u32 },
+    /// Every batch to every downstream subtask.
+    Broadcast,
 }
 
 /// The channels from one subtask to the subtasks of one downstream vertex.
@@ -183,6 +185,10 @@ impl Route {
         Route { target, senders, routing: Routing::RoundRobin { next: 0 } }
     }
 
+    pub(crate) fn to_all(target: Arc<str>, senders: Vec<Sender<Message>>) -> Self {
+        Route { target, senders, routing: Routing::Broadcast }
+    }
+
     pub(crate) fn hash(target: Arc<str>, senders: Vec<Sender<Message>>, max_parallelism: u32) -> Self {
         let pending = senders.iter().map(|_| EventBatch::default()).collect();
         Route { target, senders, routing: Routing::Hash { pending, max_parallelism } }
@@ -195,6 +201,13 @@ impl Route {
                 let i = *next;
                 *next = (i + 1) % self.senders.len();
                 send(&self.senders[i], batch, blocked)
+            }
+            Routing::Broadcast => {
+                let Some((last, rest)) = self.senders.split_last() else { return Ok(()) };
+                for sender in rest {
+                    send(sender, batch.clone(), blocked)?;
+                }
+                send(last, batch, blocked)
             }
             // One downstream subtask owns every key group: the batch goes whole, as the source
             // made it, instead of being copied event by event into a batch of its own.

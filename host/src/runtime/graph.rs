@@ -6,7 +6,7 @@ use super::handover::Handover;
 use super::snapshot::{CheckpointConfig, SavepointRequest, SourcePosition};
 use super::task::{OperatorFactory, SinkFactory, SourceFactory};
 
-/// How a vertex's input is distributed over its subtasks.
+/// How a stream is spread over the subtasks of a vertex that reads it (Flink's partitioners).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Partitioning {
     /// Subtask i of the upstream feeds subtask i; when parallelisms differ, batches are spread
@@ -14,6 +14,31 @@ pub enum Partitioning {
     Forward,
     /// By key group of the event key (Flink's keyBy).
     Hash,
+    /// Whole batches to each subtask in turn, whatever the parallelisms.
+    Rebalance,
+    /// Every event to every subtask.
+    Broadcast,
+}
+
+impl Partitioning {
+    /// Its name in job files, and in the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Partitioning::Forward => "forward",
+            Partitioning::Hash => "hash",
+            Partitioning::Rebalance => "rebalance",
+            Partitioning::Broadcast => "broadcast",
+        }
+    }
+}
+
+/// One input of a vertex: the vertex it reads, and how that stream reaches its subtasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VertexInput {
+    /// The uid of the source or operator read.
+    pub from: Arc<str>,
+    /// How its events are spread over the subtasks.
+    pub partitioning: Partitioning,
 }
 
 /// One vertex of the graph.
@@ -22,16 +47,17 @@ pub struct Vertex<F: ?Sized> {
     pub uid: Arc<str>,
     /// Number of subtasks.
     pub parallelism: u32,
-    /// How input reaches the subtasks (ignored for sources).
-    pub input: Partitioning,
+    /// What it reads (none for sources).
+    pub inputs: Vec<VertexInput>,
     /// Creates the subtasks.
     pub factory: Box<F>,
     /// Sources and operators: generate watermarks from the timestamps of what they send.
     pub watermarks: Option<super::WatermarkSpec>,
 }
 
-/// A job: sources feed the first operator, each operator feeds the next, the last feeds every
-/// sink. Several sources are a union; several sinks each get the whole stream.
+/// A job: a directed acyclic graph of sources, operators and sinks, each operator and sink reading
+/// the vertices its inputs name. A vertex read by several gives each the whole stream; one reading
+/// several reads their union.
 pub struct JobGraph {
     /// The job's name.
     pub name: String,
@@ -41,7 +67,7 @@ pub struct JobGraph {
     pub attempt: u32,
     /// Sources.
     pub sources: Vec<Vertex<dyn SourceFactory>>,
-    /// Operators, in order.
+    /// Operators, each after every operator it reads.
     pub operators: Vec<Vertex<dyn OperatorFactory>>,
     /// Sinks.
     pub sinks: Vec<Vertex<dyn SinkFactory>>,

@@ -77,6 +77,19 @@ pub struct VertexSummary {
     /// For a sink chained into its upstream operator's threads: that operator's uid (its CPU
     /// time then includes the sink's).
     pub chained_into: Option<String>,
+    /// What it reads: the job graph's edges into it (none for a source).
+    #[serde(default)]
+    pub inputs: Vec<InputSummary>,
+}
+
+/// An edge of the job's graph, as the vertex reading it lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct InputSummary {
+    /// The uid of the vertex read.
+    pub from: String,
+    /// `forward`, `hash`, `rebalance` or `broadcast`.
+    pub partitioning: String,
 }
 
 /// A vertex by its kind and uid.
@@ -198,6 +211,14 @@ impl JobMetrics {
                     subtasks,
                     cpu_seconds: v.subtasks.iter().map(|c| load(&c.cpu_ns)).sum::<u64>() as f64 / 1e9,
                     chained_into: v.chained_into.as_ref().map(|uid| uid.to_string()),
+                    inputs: v
+                        .inputs
+                        .iter()
+                        .map(|i| InputSummary {
+                            from: i.from.to_string(),
+                            partitioning: i.partitioning.name().to_string(),
+                        })
+                        .collect(),
                 }
             })
             .collect()
@@ -273,4 +294,5 @@ pub(crate) struct VertexCounters {
     pub(crate) parallelism: u32,
     pub(crate) subtasks: Vec<Arc<Counters>>,
     pub(crate) chained_into: Option<Arc<str>>,
+    pub(crate) inputs: Vec<super::VertexInput>,
 }

@@ -31,9 +31,9 @@ pub mod watermarks;
 
 pub use batch::{Event, EventBatch};
 pub use executor::{MAX_CHANNELS, MAX_SUBTASKS, check_size, execute, panic_message};
-pub use graph::{JobGraph, Partitioning, RunHandles, Vertex};
+pub use graph::{JobGraph, Partitioning, RunHandles, Vertex, VertexInput};
 pub use handover::{Handover, Stopped};
-pub use metrics::{JobMetrics, SubtaskSummary, VertexSummary};
+pub use metrics::{InputSummary, JobMetrics, SubtaskSummary, VertexSummary};
 pub use snapshot::{
     CheckpointConfig, CheckpointSink, Completed, NativeState, NativeStoredFile, Position, SavepointRequest,
     SinkCommitted, SourcePosition, StateFile, StateSnapshot, StoredState,

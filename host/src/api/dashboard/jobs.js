@@ -129,15 +129,38 @@ function vertexCard(vertex, live, onSelect, selected) {
     h("div", { class: "kind" }, vertex.kind),
     h("div", { class: "title" }, vertex.uid),
     h("dl", {}, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+    (vertex.inputs || []).length
+      ? h(
+          "ul",
+          { class: "edges" },
+          vertex.inputs.map((i) =>
+            h("li", { "data-from": i.from }, "← ", h("span", { class: "from" }, i.from), " ", h("span", { class: "partitioning" }, i.partitioning.toUpperCase())),
+          ),
+        )
+      : null,
   );
 }
 
-/** Sources → operators → sinks, each vertex with its counts and live rates; a click on one
- * selects it (`onSelect`) for the subtask view. */
+/** The job's graph in topological order: a column per depth (sources first, each vertex one
+ * column right of the deepest vertex it reads), each card listing the edges into it with their
+ * partitioning, as Flink's job graph labels them. Each vertex shows its counts and live rates; a
+ * click on one selects it (`onSelect`) for the subtask view. */
 function graph(job, onSelect, selected) {
-  const columns = ["source", "operator", "sink"].map((kind) => job.vertices.filter((v) => v.kind === kind));
+  const byUid = new Map(job.vertices.map((v) => [v.uid, v]));
+  const depths = new Map();
+  const depth = (v, seen = new Set()) => {
+    if (depths.has(v.uid)) return depths.get(v.uid);
+    seen.add(v.uid);
+    const upstream = (v.inputs || []).map((i) => byUid.get(i.from)).filter((u) => u && !seen.has(u.uid));
+    const d = upstream.length ? 1 + Math.max(...upstream.map((u) => depth(u, seen))) : 0;
+    depths.set(v.uid, d);
+    return d;
+  };
+  job.vertices.forEach((v) => depth(v));
+  const columns = [];
+  for (const v of job.vertices) (columns[depths.get(v.uid)] ||= []).push(v);
   const cards = columns
-    .filter((c) => c.length)
+    .filter((c) => c && c.length)
     .map((vertices) =>
       h(
         "div",

@@ -17,9 +17,11 @@ use crate::runtime::control::{Ack, Control};
 use crate::runtime::coordinator::{Coordinator, upload};
 use crate::runtime::metrics::{Counters, JobMetrics, VertexCounters, thread_cpu_time};
 use crate::runtime::runner::{SinkDriver, SourceSettings, Stop, run_operator, run_sink, run_source};
-use crate::runtime::{Interrupt, JobFailure, JobGraph, Position, RunHandles, SubtaskInfo, TaskError, VertexKind};
+use crate::runtime::{
+    Interrupt, JobFailure, JobGraph, Position, RunHandles, SubtaskInfo, TaskError, VertexInput, VertexKind,
+};
 pub use wiring::{MAX_CHANNELS, MAX_SUBTASKS, check_size};
-use wiring::{Shape, SinkVertex, stages, wire};
+use wiring::{SinkVertex, Wiring, chained_sinks, wire};
 
 /// Runs the job until its sources are exhausted and the sinks have flushed, or until it is
 /// cancelled (through `handles`) or a subtask fails. Its metrics fill in as subtasks start, so
@@ -72,40 +74,30 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
         (uploader, coordinator)
     };
 
-    // Stages: all sources, then each operator, then all sinks. Stage k feeds every vertex of k+1.
-    // Sinks after an operator are chained into its threads instead (as Flink chains forward edges
-    // of equal parallelism): a channel hop and a cross-thread wake-up per batch buy nothing there.
-    let shape = |uid: &Arc<str>, parallelism, input| Shape { uid: uid.clone(), parallelism, input };
-    let (stages, chain_sinks) = stages(
-        sources.iter().map(|v| shape(&v.uid, v.parallelism, v.input)).collect(),
-        operators.iter().map(|v| shape(&v.uid, v.parallelism, v.input)).collect(),
-        sinks.iter().map(|v| shape(&v.uid, v.parallelism, v.input)).collect(),
-    );
-
-    // routes[stage][vertex][subtask], inputs[stage][vertex][subtask]
-    let mut routes: Vec<Vec<Vec<Vec<Route>>>> =
-        stages.iter().map(|s| s.iter().map(|v| (0..v.parallelism).map(|_| Vec::new()).collect()).collect()).collect();
-    let mut inputs: Vec<Vec<Vec<Vec<Receiver<Message>>>>> = vec![Vec::new()];
-    for k in 1..stages.len() {
-        let mut stage_inputs = Vec::new();
-        for down in &stages[k] {
-            let (stage_routes, receivers) = wire(&stages[k - 1], down, max_parallelism);
-            for (v, per_subtask) in stage_routes.into_iter().enumerate() {
-                for (s, route) in per_subtask.into_iter().enumerate() {
-                    routes[k - 1][v][s].push(route);
-                }
-            }
-            stage_inputs.push(receivers);
+    // Channels for every edge; sinks chained into an operator's threads need none.
+    let vertices = sources
+        .iter()
+        .map(|v| (&v.uid, v.parallelism, &v.inputs[..]))
+        .chain(operators.iter().map(|v| (&v.uid, v.parallelism, &v.inputs[..])))
+        .chain(sinks.iter().map(|v| (&v.uid, v.parallelism, &v.inputs[..])));
+    let mut shapes = wiring::shapes(vertices);
+    let first_operator = sources.len();
+    let first_sink = first_operator + operators.len();
+    let chained_into = chained_sinks(&shapes, first_operator..first_sink, first_sink..shapes.len());
+    for (shape, chained) in shapes[first_sink..].iter_mut().zip(&chained_into) {
+        if chained.is_some() {
+            shape.inputs.clear();
         }
-        inputs.push(stage_inputs);
     }
-    let mut routes = routes.into_iter();
-    let mut inputs = inputs.into_iter().skip(1);
+    let Wiring { mut routes, mut receivers } = wire(&shapes, max_parallelism);
+    let sink_receivers = receivers.split_off(first_sink);
+    let mut operator_receivers = receivers.split_off(first_operator).into_iter();
+    routes.truncate(first_sink);
+    let mut operator_routes = routes.split_off(first_operator).into_iter();
 
     let mut runner =
         Runner { control: control.clone(), threads: Vec::new(), metrics: metrics.clone(), max_parallelism, attempt };
-    let source_routes = routes.next().unwrap_or_default();
-    for (vertex, vertex_routes) in sources.into_iter().zip(source_routes) {
+    for (vertex, vertex_routes) in sources.into_iter().zip(routes) {
         let factory: Arc<dyn crate::runtime::SourceFactory> = Arc::from(vertex.factory);
         let rate = factory.rate().map(|r| r / f64::from(vertex.parallelism));
         let watermarks = vertex.watermarks;
@@ -121,8 +113,7 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
         };
         runner.vertex(
             VertexKind::Source,
-            &vertex.uid,
-            vertex.parallelism,
+            (&vertex.uid, vertex.parallelism, &[]),
             vertex_routes.into_iter().map(|r| (Vec::new(), r)),
             {
                 move |info, _inputs, mut output, control, counters| {
@@ -133,39 +124,38 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
             },
         );
     }
-    // Chained sinks: each sink's factory and per-subtask counters, shared by the last operator's
-    // subtask threads, which open their own sink instances.
-    let mut chained_sinks = Vec::new();
+    // Chained sinks, per operator: each sink's factory and per-subtask counters, shared by the
+    // operator's subtask threads, which open their own sink instances.
+    let mut chained: Vec<Vec<ChainedSink>> = operators.iter().map(|_| Vec::new()).collect();
     let mut sink_counters = Vec::new();
-    let last_operator_uid = operators.last().map(|v| v.uid.clone());
     let mut sink_threads = Vec::new();
-    for vertex in sinks {
-        if chain_sinks {
-            let subtasks: Vec<Arc<Counters>> = (0..vertex.parallelism).map(|_| Arc::default()).collect();
-            chained_sinks.push((vertex.factory, vertex.uid.clone(), subtasks.clone()));
-            sink_counters.push(VertexCounters {
-                kind: VertexKind::Sink,
-                uid: vertex.uid,
-                parallelism: vertex.parallelism,
-                subtasks,
-                chained_into: last_operator_uid.clone(),
-            });
-        } else {
-            sink_threads.push(vertex);
+    for ((vertex, into), inputs) in sinks.into_iter().zip(chained_into).zip(sink_receivers) {
+        match into {
+            Some(operator) => {
+                let subtasks: Vec<Arc<Counters>> = (0..vertex.parallelism).map(|_| Arc::default()).collect();
+                let into_uid = shapes[operator].uid.clone();
+                chained[operator - first_operator].push((vertex.factory, vertex.uid.clone(), subtasks.clone()));
+                sink_counters.push(VertexCounters {
+                    kind: VertexKind::Sink,
+                    uid: vertex.uid,
+                    parallelism: vertex.parallelism,
+                    subtasks,
+                    chained_into: Some(into_uid),
+                    inputs: vertex.inputs.clone(),
+                });
+            }
+            None => sink_threads.push((vertex, inputs)),
         }
     }
-    let chained_sinks = Arc::new(chained_sinks);
-    let last_operator = operators.len().checked_sub(1);
-    for (i, vertex) in operators.into_iter().enumerate() {
-        let vertex_inputs = inputs.next().and_then(|mut v| v.pop()).unwrap_or_default();
-        let vertex_routes = routes.next().and_then(|mut v| v.pop()).unwrap_or_default();
+    for (vertex, chained) in operators.into_iter().zip(chained) {
+        let vertex_inputs = operator_receivers.next().unwrap_or_default();
+        let vertex_routes = operator_routes.next().unwrap_or_default();
         let factory: Arc<dyn crate::runtime::OperatorFactory> = Arc::from(vertex.factory);
-        let chained = if Some(i) == last_operator { chained_sinks.clone() } else { Arc::default() };
+        let chained = Arc::new(chained);
         let (metrics, watermarks) = (metrics.clone(), vertex.watermarks);
         runner.vertex(
             VertexKind::Operator,
-            &vertex.uid,
-            vertex.parallelism,
+            (&vertex.uid, vertex.parallelism, &vertex.inputs),
             vertex_inputs.into_iter().zip(vertex_routes),
             {
                 move |info, mut inputs, mut output, control, counters| {
@@ -186,11 +176,11 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
     for vertex in sink_counters {
         runner.metrics.push(vertex);
     }
-    let sink_inputs = inputs.next().unwrap_or_default();
-    for (vertex, vertex_inputs) in sink_threads.into_iter().zip(sink_inputs) {
+    for (vertex, vertex_inputs) in sink_threads {
         let no_routes = std::iter::repeat_with(Vec::new);
         let (metrics, factory) = (metrics.clone(), vertex.factory);
-        runner.vertex(VertexKind::Sink, &vertex.uid, vertex.parallelism, vertex_inputs.into_iter().zip(no_routes), {
+        let shape = (&vertex.uid, vertex.parallelism, &vertex.inputs[..]);
+        runner.vertex(VertexKind::Sink, shape, vertex_inputs.into_iter().zip(no_routes), {
             move |info, mut inputs, _output, control, counters| {
                 let sink = SinkDriver::open(&*factory, info.clone(), counters.clone(), metrics.clone(), control)?;
                 run_sink(sink, &mut inputs, control)
@@ -259,6 +249,9 @@ fn failing_on_panic(thread: &str, control: &Control, body: impl FnOnce()) {
     }
 }
 
+/// A sink run in an operator's threads: its factory, uid and per-subtask counters.
+type ChainedSink = (Arc<dyn crate::runtime::SinkFactory>, Arc<str>, Vec<Arc<Counters>>);
+
 /// Spawns subtask threads and keeps their handles and counters.
 struct Runner {
     control: Arc<Control>,
@@ -269,12 +262,12 @@ struct Runner {
 }
 
 impl Runner {
-    /// Spawns one thread per subtask of a vertex, each running `body` with its inputs and output.
+    /// Spawns one thread per subtask of a vertex (its uid, parallelism and inputs), each running
+    /// `body` with its input channels and output routes.
     fn vertex<B>(
         &mut self,
         kind: VertexKind,
-        uid: &Arc<str>,
-        parallelism: u32,
+        (uid, parallelism, inputs): (&Arc<str>, u32, &[VertexInput]),
         wiring: impl Iterator<Item = (Vec<Receiver<Message>>, Vec<Route>)>,
         body: B,
     ) where
@@ -323,6 +316,7 @@ impl Runner {
             parallelism,
             subtasks: vertex_counters,
             chained_into: None,
+            inputs: inputs.to_vec(),
         });
     }
 }

@@ -1,55 +1,76 @@
-//! How a run's vertices become stages and channels: which edges are direct, how many inputs each
-//! subtask reads, how deep each channel is, and whether one host can run the graph at all.
+//! How a run's vertices become channels: which edges are direct, which sinks run chained into an
+//! operator, how many inputs each subtask reads, how deep each channel is, and whether one host
+//! can run the graph at all.
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 
 use crate::runtime::channel::{self, Message, Route};
-use crate::runtime::{OperatorFactory, Partitioning, SinkFactory, SourceFactory, Vertex};
+use crate::runtime::{Partitioning, SinkFactory, Vertex, VertexInput};
 
 /// A sink vertex whose factory is shared: subtasks open sinks with it, the checkpoint
 /// coordinator has it commit.
 pub(super) struct SinkVertex {
     pub(super) uid: Arc<str>,
     pub(super) parallelism: u32,
-    pub(super) input: Partitioning,
+    pub(super) inputs: Vec<VertexInput>,
     pub(super) factory: Arc<dyn SinkFactory>,
 }
 
 impl From<Vertex<dyn SinkFactory>> for SinkVertex {
     fn from(v: Vertex<dyn SinkFactory>) -> Self {
-        SinkVertex { uid: v.uid, parallelism: v.parallelism, input: v.input, factory: Arc::from(v.factory) }
+        SinkVertex { uid: v.uid, parallelism: v.parallelism, inputs: v.inputs, factory: Arc::from(v.factory) }
     }
 }
 
-/// A vertex's shape, enough to wire channels.
+/// A vertex's shape, enough to wire channels: its inputs are indices of the run's vertices.
 #[derive(Clone)]
 pub(super) struct Shape {
     pub(super) uid: Arc<str>,
     pub(super) parallelism: u32,
-    pub(super) input: Partitioning,
+    pub(super) inputs: Vec<(usize, Partitioning)>,
 }
 
-/// Channels from every subtask of the upstream vertices to one downstream vertex. Returns, per
-/// upstream vertex and subtask, the route to it, and per downstream subtask, its receivers.
-pub(super) fn wire(
-    upstream: &[Shape],
-    down: &Shape,
-    max_parallelism: u32,
-) -> (Vec<Vec<Route>>, Vec<Vec<Receiver<Message>>>) {
-    let mut receivers: Vec<Vec<_>> = (0..down.parallelism).map(|_| Vec::new()).collect();
-    let capacity = channel::capacity(fan_in(upstream, down));
-    let routes = upstream
-        .iter()
-        .map(|up| {
-            (0..up.parallelism as usize)
-                .map(|i| {
-                    if direct(up, down) {
-                        let (tx, rx) = channel::channel(capacity);
-                        receivers[i].push(rx);
-                        return Route::direct(down.uid.clone(), tx);
-                    }
-                    let senders = receivers
+/// The shapes of a run's vertices (sources, operators, sinks, in this order), with each input
+/// resolved to the index of the vertex it reads.
+pub(super) fn shapes<'a>(vertices: impl Iterator<Item = (&'a Arc<str>, u32, &'a [VertexInput])> + Clone) -> Vec<Shape> {
+    let index: HashMap<&str, usize> = vertices.clone().enumerate().map(|(i, (uid, ..))| (&**uid, i)).collect();
+    vertices
+        .map(|(uid, parallelism, inputs)| Shape {
+            uid: uid.clone(),
+            parallelism,
+            // The job checked every input names a vertex.
+            inputs: inputs.iter().filter_map(|i| Some((*index.get(&*i.from)?, i.partitioning))).collect(),
+        })
+        .collect()
+}
+
+/// The channels of a run, per vertex and subtask: its routes (one per vertex it feeds, in the
+/// order of `shapes`) and the receivers of its input channels.
+pub(super) struct Wiring {
+    pub(super) routes: Vec<Vec<Vec<Route>>>,
+    pub(super) receivers: Vec<Vec<Vec<Receiver<Message>>>>,
+}
+
+/// Channels for every edge of `shapes`, from every subtask of the vertex read to the subtasks of
+/// the vertex reading it as its partitioning says.
+pub(super) fn wire(shapes: &[Shape], max_parallelism: u32) -> Wiring {
+    fn per_subtask<T>(shapes: &[Shape]) -> Vec<Vec<Vec<T>>> {
+        shapes.iter().map(|s| (0..s.parallelism).map(|_| Vec::new()).collect()).collect()
+    }
+    let mut routes: Vec<Vec<Vec<Route>>> = per_subtask(shapes);
+    let mut receivers: Vec<Vec<Vec<Receiver<Message>>>> = per_subtask(shapes);
+    for (d, down) in shapes.iter().enumerate() {
+        let capacity = channel::capacity(fan_in(shapes, down));
+        for &(u, partitioning) in &down.inputs {
+            for i in 0..shapes[u].parallelism as usize {
+                let route = if direct(&shapes[u], down, partitioning) {
+                    let (tx, rx) = channel::channel(capacity);
+                    receivers[d][i].push(rx);
+                    Route::direct(down.uid.clone(), tx)
+                } else {
+                    let senders = receivers[d]
                         .iter_mut()
                         .map(|r| {
                             let (tx, rx) = channel::channel(capacity);
@@ -57,41 +78,53 @@ pub(super) fn wire(
                             tx
                         })
                         .collect();
-                    match down.input {
-                        Partitioning::Forward => Route::round_robin(down.uid.clone(), senders),
+                    match partitioning {
+                        Partitioning::Forward | Partitioning::Rebalance => {
+                            Route::round_robin(down.uid.clone(), senders)
+                        }
                         Partitioning::Hash => Route::hash(down.uid.clone(), senders, max_parallelism),
+                        Partitioning::Broadcast => Route::to_all(down.uid.clone(), senders),
                     }
-                })
-                .collect()
-        })
-        .collect();
-    (routes, receivers)
+                };
+                routes[u][i].push(route);
+            }
+        }
+    }
+    Wiring { routes, receivers }
 }
 
 /// An edge where subtask i feeds subtask i alone.
-pub(super) fn direct(up: &Shape, down: &Shape) -> bool {
-    down.input == Partitioning::Forward && up.parallelism == down.parallelism
+pub(super) fn direct(up: &Shape, down: &Shape, partitioning: Partitioning) -> bool {
+    partitioning == Partitioning::Forward && up.parallelism == down.parallelism
 }
 
 /// How many input channels each subtask of `down` has.
-pub(super) fn fan_in(upstream: &[Shape], down: &Shape) -> usize {
-    upstream.iter().map(|up| if direct(up, down) { 1 } else { up.parallelism as usize }).sum()
+pub(super) fn fan_in(shapes: &[Shape], down: &Shape) -> usize {
+    down.inputs
+        .iter()
+        .map(
+            |&(u, partitioning)| {
+                if direct(&shapes[u], down, partitioning) { 1 } else { shapes[u].parallelism as usize }
+            },
+        )
+        .sum()
 }
 
-/// The stages a job runs as: its sources, each operator, then its sinks, unless those are chained
-/// into the last operator's threads (then the flag says so). Stage k feeds every vertex of k+1.
-pub(super) fn stages(sources: Vec<Shape>, operators: Vec<Shape>, sinks: Vec<Shape>) -> (Vec<Vec<Shape>>, bool) {
-    // As Flink chains forward edges of equal parallelism: a channel hop and a cross-thread wake-up
-    // per batch buy nothing there.
-    let chain_sinks = operators.last().is_some_and(|last| {
-        sinks.iter().all(|s| s.input == Partitioning::Forward && s.parallelism == last.parallelism)
-    });
-    let mut stages = vec![sources];
-    stages.extend(operators.into_iter().map(|op| vec![op]));
-    if !chain_sinks {
-        stages.push(sinks);
-    }
-    (stages, chain_sinks)
+/// The operator each sink is chained into, if any: a sink reading one operator alone, forward at
+/// its parallelism, runs in that operator's threads (as Flink chains forward edges of equal
+/// parallelism: a channel hop and a cross-thread wake-up per batch buy nothing there).
+pub(super) fn chained_sinks(
+    shapes: &[Shape],
+    operators: std::ops::Range<usize>,
+    sinks: std::ops::Range<usize>,
+) -> Vec<Option<usize>> {
+    shapes[sinks]
+        .iter()
+        .map(|sink| match sink.inputs[..] {
+            [(u, partitioning)] if operators.contains(&u) && direct(&shapes[u], sink, partitioning) => Some(u),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The most subtask threads one job may run.
@@ -101,40 +134,29 @@ pub const MAX_SUBTASKS: usize = 4096;
 pub const MAX_CHANNELS: usize = 1 << 17;
 
 /// Refuses a graph one host cannot run, saying why: more subtasks than [`MAX_SUBTASKS`], or more
-/// channels than [`MAX_CHANNELS`]. Given its vertices' uids and parallelisms (and the operators'
-/// inputs; sources and sinks read forward), so that it runs before any sink is opened.
-pub fn check_size(
-    sources: &[Vertex<dyn SourceFactory>],
-    operators: &[Vertex<dyn OperatorFactory>],
-    sinks: impl Iterator<Item = (Arc<str>, u32)>,
+/// channels than [`MAX_CHANNELS`]. Given its vertices' uids, parallelisms and inputs, so that it
+/// runs before any sink is opened.
+pub fn check_size<'a>(
+    vertices: impl Iterator<Item = (&'a Arc<str>, u32, &'a [VertexInput])> + Clone,
 ) -> Result<(), String> {
-    let shape = |uid: &Arc<str>, parallelism, input| Shape { uid: uid.clone(), parallelism, input };
-    let sources: Vec<Shape> = sources.iter().map(|v| shape(&v.uid, v.parallelism, v.input)).collect();
-    let operators: Vec<Shape> = operators.iter().map(|v| shape(&v.uid, v.parallelism, v.input)).collect();
-    let sinks: Vec<Shape> = sinks.map(|(uid, parallelism)| shape(&uid, parallelism, Partitioning::Forward)).collect();
-    let subtasks: usize = sources.iter().chain(&operators).chain(&sinks).map(|s| s.parallelism as usize).sum();
+    let shapes = shapes(vertices);
+    let subtasks: usize = shapes.iter().map(|s| s.parallelism as usize).sum();
     if subtasks > MAX_SUBTASKS {
         return Err(format!(
             "the job has {subtasks} subtasks, and one host runs at most {MAX_SUBTASKS} per job: lower its parallelism"
         ));
     }
-    let (stages, _) = stages(sources, operators, sinks);
     let mut channels = 0;
-    for pair in stages.windows(2) {
-        for down in &pair[1] {
-            let edge = fan_in(&pair[0], down) * down.parallelism as usize;
-            channels += edge;
-            if channels > MAX_CHANNELS {
-                return Err(format!(
-                    "'{}' at parallelism {} reads from {} upstream subtasks: the job needs more than {MAX_CHANNELS} \
-                     channels between subtasks, the most one host runs; lower the parallelism of '{}' or of what \
-                     feeds it",
-                    down.uid,
-                    down.parallelism,
-                    fan_in(&pair[0], down),
-                    down.uid
-                ));
-            }
+    for down in &shapes {
+        let fan_in = fan_in(&shapes, down);
+        channels += fan_in * down.parallelism as usize;
+        if channels > MAX_CHANNELS {
+            return Err(format!(
+                "'{}' at parallelism {} reads from {fan_in} upstream subtasks: the job needs more than \
+                 {MAX_CHANNELS} channels between subtasks, the most one host runs; lower the parallelism of '{}' or \
+                 of what feeds it",
+                down.uid, down.parallelism, down.uid
+            ));
         }
     }
     Ok(())

@@ -1,0 +1,288 @@
+//! Jobs as dataflow graphs: operators and sinks name their `inputs`, a stream read by several
+//! feeds each whole, partitionings forward, hash, rebalance and broadcast. Outputs are compared
+//! line by line with what the test computes from the input, after kills, through savepoints and
+//! on `weir serve`; bad graphs are refused naming the vertex at fault.
+use std::path::Path;
+use std::time::Duration;
+
+use weir_e2e::{
+    Running, Server, assert_failed_with, completed_checkpoints, expected_counts, expected_lines, file_sink,
+    file_source, generated_clicks, job, kill_repeatedly, sink_lines, wasm_operator, weir, write_job,
+};
+
+const CLICKS: usize = 6000;
+
+/// The input lines of `clicks`, sorted; only the logged-in ones with `logged_in`.
+fn clicks_lines(clicks: &Path, logged_in: bool) -> Vec<String> {
+    let text = std::fs::read_to_string(clicks).unwrap();
+    let mut lines: Vec<String> =
+        text.lines().filter(|l| !logged_in || l.contains("\"logged_in\":true")).map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+/// A branching job: the clicks feed a sink as they are and a filter; the logged-in clicks feed a
+/// sink and, keyed by user, a count, which feeds a third sink. `rate` limits the source.
+fn branching_job(dir: &Path, parallelism: u32, rate: Option<u32>, checkpointing: &str) -> String {
+    let clicks = dir.join("clicks.jsonl");
+    if !clicks.exists() {
+        generated_clicks(&clicks, CLICKS, 50);
+    }
+    let mut source = file_source("clicks", &clicks);
+    if let Some(rate) = rate {
+        source.push_str(&format!("rate = {rate}\n"));
+    }
+    let text = job(
+        "branches",
+        parallelism,
+        &[
+            source,
+            wasm_operator(
+                "logged-in",
+                "filter",
+                &["config = { field = \"logged_in\" }", "inputs = [{ from = \"clicks\" }]"],
+            ),
+            wasm_operator(
+                "by-user",
+                "key_by",
+                &["config = { field = \"user\" }", "inputs = [{ from = \"logged-in\" }]"],
+            ),
+            wasm_operator("count", "count", &["inputs = [{ from = \"by-user\", partitioning = \"hash\" }]"]),
+            format!("{}inputs = [{{ from = \"clicks\" }}]\n", file_sink("all", &dir.join("all"))),
+            format!(
+                "{}inputs = [{{ from = \"logged-in\", partitioning = \"rebalance\" }}]\n",
+                file_sink("logged", &dir.join("logged"))
+            ),
+            format!("{}inputs = [{{ from = \"count\" }}]\n", file_sink("counts", &dir.join("counts"))),
+        ],
+    );
+    write_job(dir, &format!("{text}\n{checkpointing}"))
+}
+
+/// Every sink of the branching job holds exactly what the input makes it.
+fn assert_branches_exact(dir: &Path, what: &str) {
+    let clicks = dir.join("clicks.jsonl");
+    assert_eq!(sink_lines(&dir.join("all")), clicks_lines(&clicks, false), "{what}: sink 'all'");
+    assert_eq!(sink_lines(&dir.join("logged")), clicks_lines(&clicks, true), "{what}: sink 'logged'");
+    assert_eq!(sink_lines(&dir.join("counts")), expected_lines(&expected_counts(&clicks)), "{what}: sink 'counts'");
+}
+
+#[test]
+fn a_branching_job_writes_each_sink_what_its_branch_makes() {
+    for parallelism in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let job = branching_job(dir.path(), parallelism, None, "");
+        let run = weir(&["run", &job, "--listen", "none"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_branches_exact(dir.path(), &format!("parallelism {parallelism}"));
+        // `weir run` reports every sink's count.
+        let logged = clicks_lines(&dir.path().join("clicks.jsonl"), true).len();
+        assert!(run.stderr.contains(&format!("events in {logged}")), "{}", run.stderr);
+    }
+}
+
+#[test]
+fn killed_again_and_again_every_branch_commits_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpointing = "[checkpointing]\ninterval = \"100ms\"\nretained = 3\nstorage = \"file://chk\"\n";
+    let job = branching_job(dir.path(), 2, Some(3000), checkpointing);
+    let checkpointed = || !completed_checkpoints(&dir.path().join("chk/branches")).is_empty();
+    let kills = kill_repeatedly(&job, &[], 3, checkpointed);
+    assert!(kills >= 2, "the job was killed {kills} times of 3");
+    let resumed = weir(&["run", &job, "--listen", "none", "--from-checkpoint", "latest"]);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert_branches_exact(dir.path(), "after kills");
+}
+
+#[test]
+fn a_straight_line_savepoint_restores_into_a_job_with_a_branch_added() {
+    let dir = tempfile::tempdir().unwrap();
+    let clicks = dir.path().join("clicks.jsonl");
+    generated_clicks(&clicks, CLICKS, 50);
+    let line = |extra: &[String]| {
+        let mut sections = vec![
+            format!("{}rate = 3000\n", file_source("clicks", &clicks)),
+            wasm_operator("logged-in", "filter", &["config = { field = \"logged_in\" }"]),
+            wasm_operator("by-user", "key_by", &["config = { field = \"user\" }"]),
+            wasm_operator("count", "count", &["input = \"hash\""]),
+            file_sink("counts", &dir.path().join("counts")),
+        ];
+        sections.extend_from_slice(extra);
+        write_job(dir.path(), &job("branches", 2, &sections))
+    };
+    let running = Running::start(&line(&[]), &[]);
+    std::thread::sleep(Duration::from_millis(700));
+    let savepoint = running.cli(&["stop", &running.id, "--savepoint"]);
+    drop(running);
+    let before = sink_lines(&dir.path().join("counts")).len();
+    assert!(before > 0 && before < expected_lines(&expected_counts(&clicks)).len(), "stopped midway: {before} lines");
+
+    // The same job with a branch: the logged-in clicks also go to a sink of their own, which
+    // starts empty and sees only what comes after the savepoint.
+    let branched =
+        line(&[format!("{}inputs = [{{ from = \"logged-in\" }}]\n", file_sink("logged", &dir.path().join("logged")))]);
+    let branched =
+        branched.replace("[[sink]]\nuid = \"counts\"", "[[sink]]\nuid = \"counts\"\ninputs = [{ from = \"count\" }]");
+    let run = weir(&["run", &branched, "--listen", "none", "--from-savepoint", &savepoint]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        sink_lines(&dir.path().join("counts")),
+        expected_lines(&expected_counts(&clicks)),
+        "counts exactly once"
+    );
+    let logged = sink_lines(&dir.path().join("logged"));
+    let all_logged = clicks_lines(&clicks, true);
+    assert!(!logged.is_empty() && logged.len() < all_logged.len(), "{} of {}", logged.len(), all_logged.len());
+    assert!(logged.iter().all(|l| all_logged.binary_search(l).is_ok()));
+
+    // Without the count, its state has nowhere to go.
+    let no_count = write_job(
+        dir.path(),
+        &job("branches", 2, &[file_source("clicks", &clicks), file_sink("other", &dir.path().join("other"))]),
+    );
+    let refused = weir(&["run", &no_count, "--listen", "none", "--from-savepoint", &savepoint]);
+    assert_failed_with(&refused, &["holds state of operator 'count'", "--allow-non-restored-state"]);
+}
+
+#[test]
+fn rebalance_and_broadcast_spread_a_stream_as_they_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let clicks = dir.path().join("clicks.jsonl");
+    generated_clicks(&clicks, 2000, 20);
+    let spread = |partitioning: &str| {
+        write_job(
+            dir.path(),
+            &job(
+                "spread",
+                3,
+                &[
+                    file_source("clicks", &clicks),
+                    wasm_operator(
+                        "logged-in",
+                        "filter",
+                        &[
+                            "config = { field = \"logged_in\" }",
+                            &format!("inputs = [{{ from = \"clicks\", partitioning = \"{partitioning}\" }}]"),
+                        ],
+                    ),
+                    file_sink(partitioning, &dir.path().join(partitioning)),
+                ],
+            ),
+        )
+    };
+    for partitioning in ["rebalance", "broadcast"] {
+        let run = weir(&["run", &spread(partitioning), "--listen", "none"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let copies = if partitioning == "broadcast" { 3 } else { 1 };
+        let mut expected: Vec<String> =
+            clicks_lines(&clicks, true).into_iter().flat_map(|l| std::iter::repeat_n(l, copies)).collect();
+        expected.sort();
+        assert_eq!(sink_lines(&dir.path().join(partitioning)), expected, "{partitioning}");
+    }
+}
+
+#[test]
+fn a_server_runs_a_branching_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = branching_job(dir.path(), 2, None, "");
+    let server = Server::start(&dir.path().join("server"), &[]);
+    let submitted = server.cli(&["submit", &job]);
+    assert_eq!(submitted.code, 0, "{}", submitted.stderr);
+    let ended = server.wait_for_job(submitted.stdout.trim());
+    assert_eq!(ended["state"], "finished", "{ended}");
+    assert_branches_exact(dir.path(), "on weir serve");
+}
+
+#[test]
+fn bad_graphs_are_refused_naming_the_vertex_at_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let clicks = dir.path().join("clicks.jsonl");
+    generated_clicks(&clicks, 10, 2);
+    let source = file_source("clicks", &clicks);
+    let filter = |uid: &str, inputs: &str| {
+        wasm_operator(uid, "filter", &["config = { field = \"logged_in\" }", &format!("inputs = {inputs}")])
+    };
+    let sink = |inputs: &str| format!("{}inputs = {inputs}\n", file_sink("out", &dir.path().join("out")));
+    let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
+        (
+            vec![
+                source.clone(),
+                filter("a", "[{ from = \"clicks\" }, { from = \"b\" }]"),
+                filter("b", "[{ from = \"a\" }]"),
+                sink("[{ from = \"b\" }]"),
+            ],
+            vec!["cycle", "a → b → a"],
+        ),
+        (
+            vec![source.clone(), filter("a", "[{ from = \"click\" }]"), sink("[{ from = \"a\" }]")],
+            vec!["operator 'a'", "'click'", "no source or operator", "known: 'a', 'clicks'"],
+        ),
+        (
+            vec![source.clone(), filter("a", "[{ from = \"clicks.late\" }]"), sink("[{ from = \"a\" }]")],
+            vec!["operator 'a'", "side output 'late' of 'clicks'"],
+        ),
+        (
+            vec![source.clone(), filter("a", "[{ from = \"out\" }]"), sink("[{ from = \"clicks\" }]")],
+            vec!["operator 'a'", "'out', which is a sink"],
+        ),
+        (
+            vec![source.clone(), filter("a", "[{ from = \"clicks\" }]"), sink("[{ from = \"clicks\" }]")],
+            vec!["operator 'a' feeds nothing"],
+        ),
+        (
+            vec![source.clone(), filter("a", "[]"), sink("[{ from = \"clicks\" }]")],
+            vec!["operator 'a'", "`inputs` is empty"],
+        ),
+        (
+            vec![
+                source.clone(),
+                filter("a", "[{ from = \"clicks\" }]"),
+                wasm_operator(
+                    "c",
+                    "count",
+                    &["inputs = [{ from = \"clicks\", partitioning = \"hash\" }, { from = \"a\" }]"],
+                ),
+                sink("[{ from = \"c\" }]"),
+            ],
+            vec!["operator 'c'", "reads 'clicks' by hash and 'a' by forward", "partitioning = \"hash\" on 'a'"],
+        ),
+        (
+            vec![source.clone(), sink("[{ from = \"clicks\", partitioning = \"broadcast\" }]")],
+            vec!["sink 'out'", "by broadcast"],
+        ),
+        (
+            vec![
+                source.clone(),
+                wasm_operator(
+                    "c",
+                    "count",
+                    &["input = \"hash\"", "inputs = [{ from = \"clicks\", partitioning = \"hash\" }]"],
+                ),
+                sink("[{ from = \"c\" }]"),
+            ],
+            vec!["operator 'c'", "set `input` or `inputs`, not both"],
+        ),
+        (
+            vec![
+                source.clone(),
+                filter("a", "[{ from = \"clicks\" }, { from = \"clicks\" }]"),
+                sink("[{ from = \"a\" }]"),
+            ],
+            vec!["operator 'a'", "reads 'clicks' twice"],
+        ),
+        (
+            vec![
+                source,
+                filter("a", "[{ from = \"clicks\", partitioning = \"sideways\" }]"),
+                sink("[{ from = \"a\" }]"),
+            ],
+            vec!["unknown variant `sideways`", "forward", "broadcast"],
+        ),
+    ];
+    for (sections, needles) in cases {
+        let job = write_job(dir.path(), &job("bad", 1, &sections));
+        let run = weir(&["run", &job, "--listen", "none"]);
+        assert_failed_with(&run, &needles);
+        assert!(!dir.path().join("out").exists(), "a refused job opened its sink: {needles:?}");
+    }
+}
