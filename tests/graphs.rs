@@ -2,12 +2,13 @@
 //! feeds each whole, partitionings forward, hash, rebalance and broadcast. Outputs are compared
 //! line by line with what the test computes from the input, after kills, through savepoints and
 //! on `weir serve`; bad graphs are refused naming the vertex at fault.
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use weir_e2e::{
     Running, Server, assert_failed_with, completed_checkpoints, expected_counts, expected_lines, file_sink,
-    file_source, generated_clicks, job, kill_repeatedly, sink_lines, wasm_operator, weir, write_job,
+    file_source, generated_clicks, job, kill_repeatedly, operator, sink_lines, wasm_operator, weir, write_job,
 };
 
 const CLICKS: usize = 6000;
@@ -285,4 +286,100 @@ fn bad_graphs_are_refused_naming_the_vertex_at_fault() {
         assert_failed_with(&run, &needles);
         assert!(!dir.path().join("out").exists(), "a refused job opened its sink: {needles:?}");
     }
+}
+
+/// Per (user, count) in the counts sink `out`, the versions of `count` that emitted it (`"v":2`
+/// marks count_v2's lines).
+fn counts_by_version(out: &Path) -> BTreeMap<(String, u64), Vec<u64>> {
+    let mut emitted: BTreeMap<(String, u64), Vec<u64>> = BTreeMap::new();
+    for line in sink_lines(out) {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let key = (v["key"].as_str().unwrap().to_string(), v["count"].as_u64().unwrap());
+        emitted.entry(key).or_default().push(v["v"].as_u64().unwrap_or(1));
+    }
+    emitted
+}
+
+#[test]
+fn an_upgrade_of_one_branch_under_load_leaves_the_others_untouched_and_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpointing = "[checkpointing]\ninterval = \"100ms\"\nstorage = \"file://chk\"\n";
+    let job = branching_job(dir.path(), 2, Some(3000), checkpointing);
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let id = server.cli(&["submit", &job]).stdout.trim().to_string();
+    std::thread::sleep(Duration::from_millis(700));
+    let count_v2 = format!("count={}", operator("count_v2").display());
+    let swapped = server.cli(&["upgrade", &id, "--operator", &count_v2]);
+    assert_eq!(swapped.code, 0, "{}", swapped.stderr);
+    let ended = server.wait_for_job(&id);
+    assert_eq!(ended["state"], "finished", "{ended}");
+    let history: Vec<&str> =
+        ended["history"].as_array().unwrap().iter().map(|h| h["event"].as_str().unwrap()).collect();
+    assert_eq!(history, ["started", "upgraded"], "{ended}");
+
+    // The other branches wrote their streams exactly once, as if nothing had happened.
+    let clicks = dir.path().join("clicks.jsonl");
+    assert_eq!(sink_lines(&dir.path().join("all")), clicks_lines(&clicks, false), "sink 'all'");
+    assert_eq!(sink_lines(&dir.path().join("logged")), clicks_lines(&clicks, true), "sink 'logged'");
+    // The upgraded branch: every count once, v1's before the swap and v2's after.
+    let emitted = counts_by_version(&dir.path().join("counts"));
+    let expected: Vec<(String, u64)> =
+        expected_counts(&clicks).iter().flat_map(|(user, &n)| (1..=n).map(move |c| (user.clone(), c))).collect();
+    assert_eq!(emitted.keys().cloned().collect::<Vec<_>>(), expected, "every count of every user");
+    assert!(emitted.values().all(|versions| versions.len() == 1), "a count emitted twice");
+    let v2 = emitted.values().filter(|versions| versions[0] == 2).count();
+    assert!(v2 > 0 && v2 < emitted.len(), "{v2} of {} counts from v2", emitted.len());
+}
+
+#[test]
+fn a_fork_of_a_branching_job_goes_on_in_every_branch_from_the_savepoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = branching_job(dir.path(), 2, Some(3000), "");
+    let running = Running::start(&job, &[]);
+    std::thread::sleep(Duration::from_millis(700));
+    let savepoint = running.cli(&["savepoint", &running.id]);
+    drop(running);
+    let inspected = weir(&["savepoint", "inspect", &savepoint, "--operator", "count"]);
+    assert_eq!(inspected.code, 0, "{}", inspected.stderr);
+    let saved: BTreeMap<String, u64> = inspected
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| (v["key"].as_str().unwrap().to_string(), v["value"].as_u64().unwrap()))
+        .collect();
+    assert!(!saved.is_empty());
+
+    // The fork: a job of its own name, writing elsewhere, without a rate limit.
+    let fork_dir = dir.path().join("fork");
+    std::fs::create_dir_all(&fork_dir).unwrap();
+    std::fs::copy(dir.path().join("clicks.jsonl"), fork_dir.join("clicks.jsonl")).unwrap();
+    let fork = branching_job(&fork_dir, 2, None, "");
+    let text = std::fs::read_to_string(&fork).unwrap().replace("name = \"branches\"", "name = \"branches-fork\"");
+    std::fs::write(&fork, text).unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let forked = server.cli(&["fork", &savepoint, &fork, "--submit"]);
+    assert_eq!(forked.code, 0, "{}", forked.stderr);
+    let ended = server.wait_for_job(forked.stdout.trim());
+    assert_eq!(ended["state"], "finished", "{ended}");
+    assert_eq!(ended["lineage"]["job"], "branches");
+
+    // The count branch goes on from the saved counts: each user's counts after them, once.
+    let clicks = dir.path().join("clicks.jsonl");
+    let mut expected: Vec<String> = expected_counts(&clicks)
+        .iter()
+        .flat_map(|(user, &n)| {
+            let from = saved.get(user).copied().unwrap_or(0) + 1;
+            (from..=n).map(move |c| format!(r#"{{"key":"{user}","count":{c}}}"#))
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(sink_lines(&fork_dir.join("counts")), expected, "the fork's counts");
+    // The other branches go on from the same source position: the clicks after it, once each.
+    let all = sink_lines(&fork_dir.join("all"));
+    let every = clicks_lines(&clicks, false);
+    assert!(!all.is_empty() && all.len() < every.len(), "{} of {}", all.len(), every.len());
+    assert!(all.iter().all(|l| every.binary_search(l).is_ok()));
+    let logged = sink_lines(&fork_dir.join("logged"));
+    let logged_after: Vec<String> = all.iter().filter(|l| l.contains("\"logged_in\":true")).cloned().collect();
+    assert_eq!(logged, logged_after, "the fork's logged-in clicks are those of its clicks");
 }
