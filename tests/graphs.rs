@@ -383,3 +383,38 @@ fn a_fork_of_a_branching_job_goes_on_in_every_branch_from_the_savepoint() {
     let logged_after: Vec<String> = all.iter().filter(|l| l.contains("\"logged_in\":true")).cloned().collect();
     assert_eq!(logged, logged_after, "the fork's logged-in clicks are those of its clicks");
 }
+
+#[test]
+fn backpressure_is_told_per_edge() {
+    let dir = tempfile::tempdir().unwrap();
+    // One stream to a slow operator (100 ms an event) and to a sink that keeps up.
+    let text = job(
+        "pressure",
+        1,
+        &[
+            weir_e2e::generator_source("events", 1_000_000, 10),
+            wasm_operator(
+                "slow",
+                "test/misbehave",
+                &["config = { do = \"dawdle\" }", "inputs = [{ from = \"events\" }]"],
+            ),
+            format!("{}inputs = [{{ from = \"slow\" }}]\n", weir_e2e::blackhole_sink("after-slow")),
+            format!("{}inputs = [{{ from = \"events\" }}]\n", weir_e2e::blackhole_sink("raw")),
+        ],
+    );
+    let running = Running::start(&write_job(dir.path(), &text), &[]);
+    let edge = |vertex: &str| {
+        let (_, job) = weir_e2e::get_text(&format!("{}/v1/jobs/{}", running.server, running.id), None);
+        let job: serde_json::Value = serde_json::from_str(&job).unwrap();
+        let v = job["vertices"].as_array().unwrap().iter().find(|v| v["uid"] == vertex).unwrap().clone();
+        v["inputs"][0].clone()
+    };
+    let started = std::time::Instant::now();
+    while edge("slow")["backpressured-ms"].as_u64().unwrap() < 500 {
+        assert!(started.elapsed() < Duration::from_secs(20), "{}", edge("slow"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(edge("raw"), serde_json::json!({ "from": "events", "partitioning": "forward", "backpressured-ms": 0 }));
+    let chained = edge("after-slow");
+    assert_eq!(chained["backpressured-ms"], 0, "a chained sink's edge has no channel: {chained}");
+}

@@ -178,7 +178,12 @@ async function graph() {
     cs.map((c) => [...c.querySelectorAll(".vertex")].map((v) => v.dataset.uid)),
   );
   const edges = await page.$$eval(".vertex", (vs) =>
-    Object.fromEntries(vs.map((v) => [v.dataset.uid, [...v.querySelectorAll(".edges li")].map((li) => li.textContent)])),
+    Object.fromEntries(
+      vs.map((v) => [
+        v.dataset.uid,
+        [...v.querySelectorAll(".edges li")].map((li) => `${li.querySelector(".from").textContent} ${li.querySelector(".partitioning").textContent}`),
+      ]),
+    ),
   );
   await shot("job");
   return { columns, edges };

@@ -3,9 +3,9 @@
 //! subtasks (forward, round-robin, by key group or to all).
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Select, SendTimeoutError, Sender, TryRecvError, TrySendError};
 
 use super::CHANNEL_CAPACITY;
 use super::alignment::BarrierAligner;
@@ -169,32 +169,41 @@ enum Routing {
     Broadcast,
 }
 
-/// The channels from one subtask to the subtasks of one downstream vertex.
+/// The channels from one subtask to the subtasks of one downstream vertex: one edge of the job's
+/// graph, whose time waiting for room it counts (with every other subtask sending on it).
 pub(crate) struct Route {
     target: Arc<str>,
     senders: Vec<Sender<Message>>,
     routing: Routing,
+    /// Nanoseconds the edge's senders waited for room in it.
+    edge_blocked: Arc<AtomicU64>,
 }
 
 impl Route {
-    pub(crate) fn direct(target: Arc<str>, sender: Sender<Message>) -> Self {
-        Route { target, senders: vec![sender], routing: Routing::Direct }
+    pub(crate) fn direct(target: Arc<str>, sender: Sender<Message>, edge_blocked: Arc<AtomicU64>) -> Self {
+        Route { target, senders: vec![sender], routing: Routing::Direct, edge_blocked }
     }
 
-    pub(crate) fn round_robin(target: Arc<str>, senders: Vec<Sender<Message>>) -> Self {
-        Route { target, senders, routing: Routing::RoundRobin { next: 0 } }
+    pub(crate) fn round_robin(target: Arc<str>, senders: Vec<Sender<Message>>, edge_blocked: Arc<AtomicU64>) -> Self {
+        Route { target, senders, routing: Routing::RoundRobin { next: 0 }, edge_blocked }
     }
 
-    pub(crate) fn to_all(target: Arc<str>, senders: Vec<Sender<Message>>) -> Self {
-        Route { target, senders, routing: Routing::Broadcast }
+    pub(crate) fn to_all(target: Arc<str>, senders: Vec<Sender<Message>>, edge_blocked: Arc<AtomicU64>) -> Self {
+        Route { target, senders, routing: Routing::Broadcast, edge_blocked }
     }
 
-    pub(crate) fn hash(target: Arc<str>, senders: Vec<Sender<Message>>, max_parallelism: u32) -> Self {
+    pub(crate) fn hash(
+        target: Arc<str>,
+        senders: Vec<Sender<Message>>,
+        max_parallelism: u32,
+        edge_blocked: Arc<AtomicU64>,
+    ) -> Self {
         let pending = senders.iter().map(|_| EventBatch::default()).collect();
-        Route { target, senders, routing: Routing::Hash { pending, max_parallelism } }
+        Route { target, senders, routing: Routing::Hash { pending, max_parallelism }, edge_blocked }
     }
 
-    fn send(&mut self, batch: EventBatch, blocked: &AtomicU64) -> Result<(), StreamError> {
+    fn send(&mut self, batch: EventBatch, subtask_blocked: &AtomicU64) -> Result<(), StreamError> {
+        let blocked = [subtask_blocked, &*self.edge_blocked];
         match &mut self.routing {
             Routing::Direct => send(&self.senders[0], batch, blocked),
             Routing::RoundRobin { next } => {
@@ -233,8 +242,9 @@ impl Route {
         }
     }
 
-    fn flush(&mut self, blocked: &AtomicU64) -> Result<(), StreamError> {
+    fn flush(&mut self, subtask_blocked: &AtomicU64) -> Result<(), StreamError> {
         if let Routing::Hash { pending, .. } = &mut self.routing {
+            let blocked = [subtask_blocked, &*self.edge_blocked];
             for (i, batch) in pending.iter_mut().enumerate().filter(|(_, b)| !b.is_empty()) {
                 send(&self.senders[i], std::mem::take(batch), blocked)?;
             }
@@ -243,31 +253,44 @@ impl Route {
     }
 
     /// Flushes, then sends `message` to every downstream subtask.
-    fn broadcast(&mut self, message: impl Fn() -> Message, blocked: &AtomicU64) -> Result<(), StreamError> {
-        self.flush(blocked)?;
+    fn broadcast(&mut self, message: impl Fn() -> Message, subtask_blocked: &AtomicU64) -> Result<(), StreamError> {
+        self.flush(subtask_blocked)?;
         for sender in &self.senders {
-            send_message(sender, message(), blocked)?;
+            send_message(sender, message(), [subtask_blocked, &*self.edge_blocked])?;
         }
         Ok(())
     }
 }
 
 /// Sends `batch` (see [`send_message`]).
-fn send(sender: &Sender<Message>, batch: EventBatch, blocked: &AtomicU64) -> Result<(), StreamError> {
+fn send(sender: &Sender<Message>, batch: EventBatch, blocked: [&AtomicU64; 2]) -> Result<(), StreamError> {
     send_message(sender, Message::Batch(batch), blocked)
 }
 
-/// Sends `message`, adding the nanoseconds it waited for room downstream to `blocked` (the
-/// subtask's backpressure). It tries first: while the channel has room, no clock is read.
-fn send_message(sender: &Sender<Message>, message: Message, blocked: &AtomicU64) -> Result<(), StreamError> {
-    match sender.try_send(message) {
-        Ok(()) => Ok(()),
-        Err(TrySendError::Disconnected(_)) => Err(StreamError::Disconnected),
-        Err(TrySendError::Full(message)) => {
-            let waiting = Instant::now();
-            let sent = sender.send(message).map_err(|_| StreamError::Disconnected);
-            blocked.fetch_add(waiting.elapsed().as_nanos() as u64, Ordering::Relaxed);
-            sent
+/// How often a sender waiting for room counts the time it waited: the backpressure shown stays
+/// current while a slow reader holds it up.
+const COUNT_WAITS_EVERY: Duration = Duration::from_millis(50);
+
+/// Sends `message`, adding the nanoseconds it waited for room downstream to both of `blocked`
+/// (the subtask's backpressure and the edge's), as it waits. It tries first: while the channel
+/// has room, no clock is read.
+fn send_message(sender: &Sender<Message>, message: Message, blocked: [&AtomicU64; 2]) -> Result<(), StreamError> {
+    let mut message = match sender.try_send(message) {
+        Ok(()) => return Ok(()),
+        Err(TrySendError::Disconnected(_)) => return Err(StreamError::Disconnected),
+        Err(TrySendError::Full(message)) => message,
+    };
+    loop {
+        let waiting = Instant::now();
+        let sent = sender.send_timeout(message, COUNT_WAITS_EVERY);
+        let waited = waiting.elapsed().as_nanos() as u64;
+        blocked.iter().for_each(|b| {
+            b.fetch_add(waited, Ordering::Relaxed);
+        });
+        match sent {
+            Ok(()) => return Ok(()),
+            Err(SendTimeoutError::Timeout(back)) => message = back,
+            Err(SendTimeoutError::Disconnected(_)) => return Err(StreamError::Disconnected),
         }
     }
 }

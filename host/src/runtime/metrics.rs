@@ -90,6 +90,10 @@ pub struct InputSummary {
     pub from: String,
     /// `forward`, `hash`, `rebalance` or `broadcast`.
     pub partitioning: String,
+    /// Milliseconds the subtasks sending on it waited for room in it, summed over them (the
+    /// edge's share of their backpressure; 0 for a sink chained into the operator it reads).
+    #[serde(default)]
+    pub backpressured_ms: u64,
 }
 
 /// A vertex by its kind and uid.
@@ -215,8 +219,9 @@ impl JobMetrics {
                         .inputs
                         .iter()
                         .map(|i| InputSummary {
-                            from: i.from.to_string(),
-                            partitioning: i.partitioning.name().to_string(),
+                            from: i.input.from.to_string(),
+                            partitioning: i.input.partitioning.name().to_string(),
+                            backpressured_ms: load(&i.blocked_ns) / 1_000_000,
                         })
                         .collect(),
                 }
@@ -294,5 +299,11 @@ pub(crate) struct VertexCounters {
     pub(crate) parallelism: u32,
     pub(crate) subtasks: Vec<Arc<Counters>>,
     pub(crate) chained_into: Option<Arc<str>>,
-    pub(crate) inputs: Vec<super::VertexInput>,
+    pub(crate) inputs: Vec<InputCounters>,
+}
+
+/// One input edge of a vertex and the time its senders waited for room in it.
+pub(crate) struct InputCounters {
+    pub(crate) input: super::VertexInput,
+    pub(crate) blocked_ns: Arc<AtomicU64>,
 }

@@ -102,7 +102,9 @@ function runs(vertex) {
   return total(vertex, "in") !== vertex["events-in"] || total(vertex, "out") !== vertex["events-out"];
 }
 
-function vertexCard(vertex, live, onSelect, selected) {
+/** A vertex's card; `edgePressure` holds, per input edge, the share of its senders' time spent
+ * waiting for room in it (percent). */
+function vertexCard(vertex, live, onSelect, selected, edgePressure = []) {
   const busy = vertex.kind === "operator" ? `${Math.min(100, (live.busy || 0) / 10 / vertex.parallelism).toFixed(0)} %` : null;
   const pressure = (live.blocked || 0) / 10 / vertex.parallelism;
   const rows = [
@@ -133,9 +135,18 @@ function vertexCard(vertex, live, onSelect, selected) {
       ? h(
           "ul",
           { class: "edges" },
-          vertex.inputs.map((i) =>
-            h("li", { "data-from": i.from }, "← ", h("span", { class: "from" }, i.from), " ", h("span", { class: "partitioning" }, i.partitioning.toUpperCase())),
-          ),
+          vertex.inputs.map((i, n) => {
+            const pressure = edgePressure[n] || 0;
+            return h(
+              "li",
+              { "data-from": i.from },
+              "← ",
+              h("span", { class: "from" }, i.from),
+              " ",
+              h("span", { class: "partitioning" }, i.partitioning.toUpperCase()),
+              pressure >= 1 && h("span", { class: `pressure ${pressure > 50 ? "high" : ""}` }, ` · ${Math.min(100, pressure).toFixed(0)} % backpressured`),
+            );
+          }),
         )
       : null,
   );
@@ -172,7 +183,12 @@ function graph(job, onSelect, selected) {
             blocked: v["backpressured-ms"] || 0,
             busy: v["busy-ms"] || 0,
           });
-          return vertexCard(v, live, onSelect, v.uid === selected);
+          const edgePressure = (v.inputs || []).map((i) => {
+            const sender = byUid.get(i.from);
+            const blocked = rates(`${job.id}/${v.uid}<-${i.from}`, { blocked: i["backpressured-ms"] || 0 }).blocked || 0;
+            return sender ? blocked / 10 / sender.parallelism : 0;
+          });
+          return vertexCard(v, live, onSelect, v.uid === selected, edgePressure);
         }),
       ),
     );

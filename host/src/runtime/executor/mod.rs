@@ -15,10 +15,10 @@ use crossbeam_channel::Receiver;
 use crate::runtime::channel::{Downstream, Inputs, Message, Route};
 use crate::runtime::control::{Ack, Control};
 use crate::runtime::coordinator::{Coordinator, upload};
-use crate::runtime::metrics::{Counters, JobMetrics, VertexCounters, thread_cpu_time};
+use crate::runtime::metrics::{Counters, InputCounters, JobMetrics, VertexCounters, thread_cpu_time};
 use crate::runtime::runner::{SinkDriver, SourceSettings, Stop, run_operator, run_sink, run_source};
 use crate::runtime::{
-    Interrupt, JobFailure, JobGraph, Position, RunHandles, SubtaskInfo, TaskError, VertexInput, VertexKind,
+    Interrupt, JobFailure, JobGraph, Position, RunHandles, SubtaskInfo, TaskError, Vertex, VertexKind,
 };
 pub use wiring::{MAX_CHANNELS, MAX_SUBTASKS, check_size};
 use wiring::{SinkVertex, Wiring, chained_sinks, wire};
@@ -89,7 +89,11 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
             shape.inputs.clear();
         }
     }
-    let Wiring { mut routes, mut receivers } = wire(&shapes, max_parallelism);
+    let Wiring { mut routes, mut receivers, edges_blocked } = wire(&shapes, max_parallelism);
+    // Each vertex's inputs with the time its edges waited; a chained sink's edge has no channel.
+    let mut source_edges = vertex_inputs(&sources, &operators, &sinks, edges_blocked);
+    let sink_edges = source_edges.split_off(first_sink);
+    let operator_edges = source_edges.split_off(first_operator);
     let sink_receivers = receivers.split_off(first_sink);
     let mut operator_receivers = receivers.split_off(first_operator).into_iter();
     routes.truncate(first_sink);
@@ -97,7 +101,7 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
 
     let mut runner =
         Runner { control: control.clone(), threads: Vec::new(), metrics: metrics.clone(), max_parallelism, attempt };
-    for (vertex, vertex_routes) in sources.into_iter().zip(routes) {
+    for ((vertex, vertex_routes), inputs) in sources.into_iter().zip(routes).zip(source_edges) {
         let factory: Arc<dyn crate::runtime::SourceFactory> = Arc::from(vertex.factory);
         let rate = factory.rate().map(|r| r / f64::from(vertex.parallelism));
         let watermarks = vertex.watermarks;
@@ -113,7 +117,7 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
         };
         runner.vertex(
             VertexKind::Source,
-            (&vertex.uid, vertex.parallelism, &[]),
+            (&vertex.uid, vertex.parallelism, inputs),
             vertex_routes.into_iter().map(|r| (Vec::new(), r)),
             {
                 move |info, _inputs, mut output, control, counters| {
@@ -129,7 +133,7 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
     let mut chained: Vec<Vec<ChainedSink>> = operators.iter().map(|_| Vec::new()).collect();
     let mut sink_counters = Vec::new();
     let mut sink_threads = Vec::new();
-    for ((vertex, into), inputs) in sinks.into_iter().zip(chained_into).zip(sink_receivers) {
+    for (((vertex, into), inputs), edges) in sinks.into_iter().zip(chained_into).zip(sink_receivers).zip(sink_edges) {
         match into {
             Some(operator) => {
                 let subtasks: Vec<Arc<Counters>> = (0..vertex.parallelism).map(|_| Arc::default()).collect();
@@ -141,13 +145,13 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
                     parallelism: vertex.parallelism,
                     subtasks,
                     chained_into: Some(into_uid),
-                    inputs: vertex.inputs.clone(),
+                    inputs: edges,
                 });
             }
-            None => sink_threads.push((vertex, inputs)),
+            None => sink_threads.push((vertex, inputs, edges)),
         }
     }
-    for (vertex, chained) in operators.into_iter().zip(chained) {
+    for ((vertex, chained), inputs) in operators.into_iter().zip(chained).zip(operator_edges) {
         let vertex_inputs = operator_receivers.next().unwrap_or_default();
         let vertex_routes = operator_routes.next().unwrap_or_default();
         let factory: Arc<dyn crate::runtime::OperatorFactory> = Arc::from(vertex.factory);
@@ -155,7 +159,7 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
         let (metrics, watermarks) = (metrics.clone(), vertex.watermarks);
         runner.vertex(
             VertexKind::Operator,
-            (&vertex.uid, vertex.parallelism, &vertex.inputs),
+            (&vertex.uid, vertex.parallelism, inputs),
             vertex_inputs.into_iter().zip(vertex_routes),
             {
                 move |info, mut inputs, mut output, control, counters| {
@@ -176,10 +180,10 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
     for vertex in sink_counters {
         runner.metrics.push(vertex);
     }
-    for (vertex, vertex_inputs) in sink_threads {
+    for (vertex, vertex_inputs, edges) in sink_threads {
         let no_routes = std::iter::repeat_with(Vec::new);
         let (metrics, factory) = (metrics.clone(), vertex.factory);
-        let shape = (&vertex.uid, vertex.parallelism, &vertex.inputs[..]);
+        let shape = (&vertex.uid, vertex.parallelism, edges);
         runner.vertex(VertexKind::Sink, shape, vertex_inputs.into_iter().zip(no_routes), {
             move |info, mut inputs, _output, control, counters| {
                 let sink = SinkDriver::open(&*factory, info.clone(), counters.clone(), metrics.clone(), control)?;
@@ -249,6 +253,32 @@ fn failing_on_panic(thread: &str, control: &Control, body: impl FnOnce()) {
     }
 }
 
+/// Each vertex's inputs (sources, operators, sinks, in the run's order), with its edges' waits.
+fn vertex_inputs(
+    sources: &[Vertex<dyn crate::runtime::SourceFactory>],
+    operators: &[Vertex<dyn crate::runtime::OperatorFactory>],
+    sinks: &[SinkVertex],
+    edges_blocked: Vec<Vec<Arc<AtomicU64>>>,
+) -> Vec<Vec<InputCounters>> {
+    let inputs = sources
+        .iter()
+        .map(|v| &v.inputs)
+        .chain(operators.iter().map(|v| &v.inputs))
+        .chain(sinks.iter().map(|v| &v.inputs));
+    inputs
+        .zip(edges_blocked)
+        .map(|(inputs, blocked)| {
+            // A chained sink's edge has no channel: nothing ever waits on it.
+            let blocked = blocked.into_iter().chain(std::iter::repeat_with(Arc::default));
+            inputs
+                .iter()
+                .zip(blocked)
+                .map(|(input, blocked_ns)| InputCounters { input: input.clone(), blocked_ns })
+                .collect()
+        })
+        .collect()
+}
+
 /// A sink run in an operator's threads: its factory, uid and per-subtask counters.
 type ChainedSink = (Arc<dyn crate::runtime::SinkFactory>, Arc<str>, Vec<Arc<Counters>>);
 
@@ -267,7 +297,7 @@ impl Runner {
     fn vertex<B>(
         &mut self,
         kind: VertexKind,
-        (uid, parallelism, inputs): (&Arc<str>, u32, &[VertexInput]),
+        (uid, parallelism, inputs): (&Arc<str>, u32, Vec<InputCounters>),
         wiring: impl Iterator<Item = (Vec<Receiver<Message>>, Vec<Route>)>,
         body: B,
     ) where
@@ -316,7 +346,7 @@ impl Runner {
             parallelism,
             subtasks: vertex_counters,
             chained_into: None,
-            inputs: inputs.to_vec(),
+            inputs,
         });
     }
 }

@@ -3,6 +3,7 @@
 //! can run the graph at all.
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use crossbeam_channel::Receiver;
 
@@ -47,10 +48,12 @@ pub(super) fn shapes<'a>(vertices: impl Iterator<Item = (&'a Arc<str>, u32, &'a 
 }
 
 /// The channels of a run, per vertex and subtask: its routes (one per vertex it feeds, in the
-/// order of `shapes`) and the receivers of its input channels.
+/// order of `shapes`) and the receivers of its input channels; and per vertex, the time each of
+/// its input edges waited for room (in nanoseconds, over the subtasks sending on it).
 pub(super) struct Wiring {
     pub(super) routes: Vec<Vec<Vec<Route>>>,
     pub(super) receivers: Vec<Vec<Vec<Receiver<Message>>>>,
+    pub(super) edges_blocked: Vec<Vec<Arc<AtomicU64>>>,
 }
 
 /// Channels for every edge of `shapes`, from every subtask of the vertex read to the subtasks of
@@ -61,14 +64,17 @@ pub(super) fn wire(shapes: &[Shape], max_parallelism: u32) -> Wiring {
     }
     let mut routes: Vec<Vec<Vec<Route>>> = per_subtask(shapes);
     let mut receivers: Vec<Vec<Vec<Receiver<Message>>>> = per_subtask(shapes);
+    let mut edges_blocked = Vec::with_capacity(shapes.len());
     for (d, down) in shapes.iter().enumerate() {
         let capacity = channel::capacity(fan_in(shapes, down));
-        for &(u, partitioning) in &down.inputs {
+        let blocked: Vec<Arc<AtomicU64>> = down.inputs.iter().map(|_| Arc::default()).collect();
+        for (&(u, partitioning), edge) in down.inputs.iter().zip(&blocked) {
             for i in 0..shapes[u].parallelism as usize {
+                let edge = edge.clone();
                 let route = if direct(&shapes[u], down, partitioning) {
                     let (tx, rx) = channel::channel(capacity);
                     receivers[d][i].push(rx);
-                    Route::direct(down.uid.clone(), tx)
+                    Route::direct(down.uid.clone(), tx, edge)
                 } else {
                     let senders = receivers[d]
                         .iter_mut()
@@ -78,19 +84,19 @@ pub(super) fn wire(shapes: &[Shape], max_parallelism: u32) -> Wiring {
                             tx
                         })
                         .collect();
+                    let target = down.uid.clone();
                     match partitioning {
-                        Partitioning::Forward | Partitioning::Rebalance => {
-                            Route::round_robin(down.uid.clone(), senders)
-                        }
-                        Partitioning::Hash => Route::hash(down.uid.clone(), senders, max_parallelism),
-                        Partitioning::Broadcast => Route::to_all(down.uid.clone(), senders),
+                        Partitioning::Forward | Partitioning::Rebalance => Route::round_robin(target, senders, edge),
+                        Partitioning::Hash => Route::hash(target, senders, max_parallelism, edge),
+                        Partitioning::Broadcast => Route::to_all(target, senders, edge),
                     }
                 };
                 routes[u][i].push(route);
             }
         }
+        edges_blocked.push(blocked);
     }
-    Wiring { routes, receivers }
+    Wiring { routes, receivers, edges_blocked }
 }
 
 /// An edge where subtask i feeds subtask i alone.
