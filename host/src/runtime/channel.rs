@@ -16,7 +16,8 @@ use crate::key_group::{key_group, subtask_for_key_group};
 
 /// What flows through a channel.
 pub(crate) enum Message {
-    Batch(EventBatch),
+    /// Shared: a stream read by several vertices sends each the same batch, not a copy.
+    Batch(Arc<EventBatch>),
     /// Checkpoint barrier n: everything before it belongs to checkpoint n, everything after to n+1.
     Barrier(u64),
     /// The sender's event time advanced, or it went idle.
@@ -202,7 +203,7 @@ impl Route {
         Route { target, senders, routing: Routing::Hash { pending, max_parallelism }, edge_blocked }
     }
 
-    fn send(&mut self, batch: EventBatch, subtask_blocked: &AtomicU64) -> Result<(), StreamError> {
+    fn send(&mut self, batch: Arc<EventBatch>, subtask_blocked: &AtomicU64) -> Result<(), StreamError> {
         let blocked = [subtask_blocked, &*self.edge_blocked];
         match &mut self.routing {
             Routing::Direct => send(&self.senders[0], batch, blocked),
@@ -234,7 +235,7 @@ impl Route {
                     let i = subtask_for_key_group(*max_parallelism, parallelism, kg);
                     pending[i].push(event);
                     if pending[i].is_full() {
-                        send(&self.senders[i], pending[i].take_sized(), blocked)?;
+                        send(&self.senders[i], Arc::new(pending[i].take_sized()), blocked)?;
                     }
                 }
                 Ok(())
@@ -246,7 +247,7 @@ impl Route {
         if let Routing::Hash { pending, .. } = &mut self.routing {
             let blocked = [subtask_blocked, &*self.edge_blocked];
             for (i, batch) in pending.iter_mut().enumerate().filter(|(_, b)| !b.is_empty()) {
-                send(&self.senders[i], std::mem::take(batch), blocked)?;
+                send(&self.senders[i], Arc::new(std::mem::take(batch)), blocked)?;
             }
         }
         Ok(())
@@ -263,7 +264,7 @@ impl Route {
 }
 
 /// Sends `batch` (see [`send_message`]).
-fn send(sender: &Sender<Message>, batch: EventBatch, blocked: [&AtomicU64; 2]) -> Result<(), StreamError> {
+fn send(sender: &Sender<Message>, batch: Arc<EventBatch>, blocked: [&AtomicU64; 2]) -> Result<(), StreamError> {
     send_message(sender, Message::Batch(batch), blocked)
 }
 
@@ -317,13 +318,12 @@ impl Output for Downstream {
         if batch.is_empty() {
             return Ok(());
         }
-        let Some((last, rest)) = self.routes.split_last_mut() else {
-            return Ok(());
-        };
-        for route in rest {
+        // Every vertex reading the stream gets the same batch.
+        let batch = Arc::new(batch);
+        for route in &mut self.routes {
             route.send(batch.clone(), &self.blocked)?;
         }
-        last.send(batch, &self.blocked)
+        Ok(())
     }
 
     fn flush(&mut self) -> Result<(), StreamError> {

@@ -91,7 +91,8 @@ pub(crate) trait Input {
 
 /// What an [`Input`] delivers.
 pub(crate) enum Received {
-    Batch(EventBatch),
+    /// A batch, shared with the other vertices reading the same stream (read-only).
+    Batch(std::sync::Arc<EventBatch>),
     /// Barrier n has arrived on every live input (aligned).
     Barrier(u64),
     /// The subtask's watermark over its inputs advanced, or every input is idle.
@@ -262,7 +263,7 @@ mod tests {
     fn batch(values: &[&str]) -> Received {
         let mut batch = EventBatch::default();
         values.iter().for_each(|v| batch.push_with(None, None, |b| b.extend_from_slice(v.as_bytes())));
-        Received::Batch(batch)
+        Received::Batch(std::sync::Arc::new(batch))
     }
 
     fn subtask(uid: &str) -> SubtaskInfo {
