@@ -122,8 +122,12 @@ fn a_straight_line_savepoint_restores_into_a_job_with_a_branch_added() {
     // starts empty and sees only what comes after the savepoint.
     let branched =
         line(&[format!("{}inputs = [{{ from = \"logged-in\" }}]\n", file_sink("logged", &dir.path().join("logged")))]);
-    let branched =
-        branched.replace("[[sink]]\nuid = \"counts\"", "[[sink]]\nuid = \"counts\"\ninputs = [{ from = \"count\" }]");
+    // Its counts sink names its input, and it runs at another parallelism: a graph rescales from
+    // the savepoint as a straight line does.
+    let text = std::fs::read_to_string(&branched).unwrap();
+    let text =
+        text.replace("[[sink]]\nuid = \"counts\"", "[[sink]]\nuid = \"counts\"\ninputs = [{ from = \"count\" }]");
+    let branched = write_job(dir.path(), &text.replace("parallelism = 2", "parallelism = 3"));
     let run = weir(&["run", &branched, "--listen", "none", "--from-savepoint", &savepoint]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(
@@ -417,4 +421,36 @@ fn backpressure_is_told_per_edge() {
     assert_eq!(edge("raw"), serde_json::json!({ "from": "events", "partitioning": "forward", "backpressured-ms": 0 }));
     let chained = edge("after-slow");
     assert_eq!(chained["backpressured-ms"], 0, "a chained sink's edge has no channel: {chained}");
+}
+
+#[test]
+fn compare_takes_the_sink_of_a_branch() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    // Two runs of the branching job, the second counting with count_v2 (`"v":2` on each line).
+    let submit = |name: &str, count: &str| {
+        let jobs = dir.path().join(name);
+        std::fs::create_dir_all(&jobs).unwrap();
+        let job = branching_job(&jobs, 2, None, "");
+        let text = std::fs::read_to_string(&job).unwrap().replace("name = \"branches\"", &format!("name = \"{name}\""));
+        let text = text.replace("operators/count.wasm", &format!("operators/{count}.wasm"));
+        std::fs::write(&job, text).unwrap();
+        let id = server.cli(&["submit", &job]).stdout.trim().to_string();
+        assert_eq!(server.wait_for_job(&id)["state"], "finished");
+        id
+    };
+    let (v1, v2) = (submit("branches-v1", "count"), submit("branches-v2", "count_v2"));
+    let users = expected_counts(&dir.path().join("branches-v1/clicks.jsonl")).len();
+    let compare = |sink: &str| server.cli(&["compare", &v1, &v2, "--sink", sink]);
+    let counts = compare("counts");
+    assert_eq!(counts.code, 0, "{}", counts.stderr);
+    assert!(counts.stdout.starts_with(&format!("0 keys match, {users} differ")), "{}", counts.stdout);
+    let all = compare("all");
+    assert_eq!(all.code, 0, "{}", all.stderr);
+    assert!(all.stdout.starts_with("1 keys match, 0 differ"), "the clicks have no key: {}", all.stdout);
+    let unknown = compare("nope");
+    assert_failed_with(&unknown, &["has no file sink 'nope'", "its file sinks: 'all', 'logged', 'counts'"]);
+    // The API takes it as a parameter.
+    let (status, api) = server.http("GET", &format!("/v1/compare?a={v1}&b={v2}&sink=counts"), b"", None);
+    assert_eq!((status, api["differing-keys"].as_u64()), (200, Some(users as u64)), "{api}");
 }

@@ -427,10 +427,12 @@ struct CompareQuery {
     a: String,
     /// Another job id.
     b: String,
+    /// The file sink compared, by uid (default: each job's first file sink).
+    sink: Option<String>,
 }
 
-/// `GET /v1/compare?a=ID&b=ID`: where the committed outputs of two jobs' file sinks diverge,
-/// key by key (what `weir compare` prints).
+/// `GET /v1/compare?a=ID&b=ID[&sink=UID]`: where the committed outputs of two jobs' file sinks
+/// diverge, key by key (what `weir compare` prints).
 async fn compare_jobs(
     State(state): State<Arc<ApiState>>,
     Query(query): Query<CompareQuery>,
@@ -438,14 +440,14 @@ async fn compare_jobs(
     let job = |id: &str| state.jobs.get(id).ok_or_else(|| unknown_job(id));
     let (a, b) = (job(&query.a)?, job(&query.b)?);
     let dir = |job: &JobInfo| {
-        output_dir(&job.job, &state.base).map_err(|cause| {
+        output_dir(&job.job, &state.base, query.sink.as_deref()).map_err(|cause| {
             ApiError::new(StatusCode::BAD_REQUEST, format!("job {} cannot be compared: {cause}", job.id))
         })
     };
     let (a_dir, b_dir) = (dir(&a)?, dir(&b)?);
-    let base = state.base.clone();
+    let (base, sink) = (state.base.clone(), query.sink.clone());
     let compared = blocking(move || {
-        let since = fork_point(&a, &b, &base).map_err(anyhow::Error::msg)?;
+        let since = fork_point(&a, &b, &base, sink.as_deref()).map_err(anyhow::Error::msg)?;
         compare_outputs(&a_dir, &b_dir, since.as_ref())
     })
     .await?;

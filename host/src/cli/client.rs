@@ -372,16 +372,24 @@ impl Client {
         }
     }
 
-    /// The directory job `id`'s first file sink writes to, from its job file on the server.
-    pub(super) fn output_dir(&self, id: &str) -> anyhow::Result<PathBuf> {
+    /// The directory job `id`'s file sink `sink` (or its first) writes to, from its job file on
+    /// the server.
+    pub(super) fn output_dir(&self, id: &str, sink: Option<&str>) -> anyhow::Result<PathBuf> {
         let job = self.call("GET", &format!("/v1/jobs/{id}"), None)?;
-        crate::control::compare::output_dir(str(&job["job"]), Path::new(""))
+        crate::control::compare::output_dir(str(&job["job"]), Path::new(""), sink)
             .map_err(|cause| anyhow::anyhow!("job {id} cannot be compared: {cause}"))
     }
 
-    /// The server's comparison of jobs `a` and `b`'s committed outputs.
-    pub(super) fn compare(&self, a: &str, b: &str) -> anyhow::Result<crate::control::compare::Comparison> {
-        let comparison = self.call("GET", &format!("/v1/compare?a={a}&b={b}"), None)?;
+    /// The server's comparison of jobs `a` and `b`'s committed outputs (of file sink `sink`, or
+    /// each job's first).
+    pub(super) fn compare(
+        &self,
+        a: &str,
+        b: &str,
+        sink: Option<&str>,
+    ) -> anyhow::Result<crate::control::compare::Comparison> {
+        let sink = sink.map(|uid| format!("&sink={}", query_value(uid))).unwrap_or_default();
+        let comparison = self.call("GET", &format!("/v1/compare?a={a}&b={b}{sink}"), None)?;
         serde_json::from_value(comparison).context("the server's comparison is unreadable")
     }
 

@@ -8,15 +8,16 @@ use crate::control::compare::compare_outputs;
 /// Compares the committed outputs of `a` and `b`, each an output directory or a job on `server`,
 /// and prints, per key that differs, where; `json` prints the whole comparison as JSON. Two jobs
 /// are compared by the server, which knows their lineage: a fork and its parent (or two forks
-/// of one savepoint) are compared from the fork's savepoint on.
-pub(super) fn compare(a: &str, b: &str, server: &Client, json: bool) -> anyhow::Result<()> {
+/// of one savepoint) are compared from the fork's savepoint on. A job's output is that of its
+/// file sink `sink`, or of its first file sink.
+pub(super) fn compare(a: &str, b: &str, sink: Option<&str>, server: &Client, json: bool) -> anyhow::Result<()> {
     let is_dir = |side: &str| Path::new(side).is_dir();
     let comparison = match is_dir(a) || is_dir(b) {
-        false => server.compare(&server.job_id(a)?, &server.job_id(b)?)?,
+        false => server.compare(&server.job_id(a)?, &server.job_id(b)?, sink)?,
         true => {
             let dir = |side: &str| match is_dir(side) {
                 true => Ok(PathBuf::from(side)),
-                false => server.job_id(side).and_then(|id| server.output_dir(&id)),
+                false => server.job_id(side).and_then(|id| server.output_dir(&id, sink)),
             };
             compare_outputs(&dir(a)?, &dir(b)?, None)?
         }

@@ -115,6 +115,9 @@ enum Command {
         a: String,
         /// A job id, or an output directory.
         b: String,
+        /// The file sink whose output is compared, by uid (default: each job's first file sink).
+        #[arg(long)]
+        sink: Option<String>,
     },
     /// Start a second, independent job from an existing savepoint, with the modules and sinks its
     /// job file names (which must give it a name of its own), while the original runs on: in the
@@ -287,7 +290,7 @@ pub fn main() -> ExitCode {
             job(job_id).and_then(|id| client().savepoint(&id, dir.as_deref(), *format, Some(*drain)))
         }
         Command::Savepoints => client().savepoints(),
-        Command::Compare { a, b } => compare::compare(a, b, &client(), cli.json),
+        Command::Compare { a, b, sink } => compare::compare(a, b, sink.as_deref(), &client(), cli.json),
         Command::Upgrade { job_id, rollback: true, .. } => job(job_id).and_then(|id| client().rollback(&id)),
         Command::Upgrade { job_id, operators, .. } => job(job_id).and_then(|id| client().upgrade(&id, operators)),
     };

@@ -113,25 +113,34 @@ pub fn compare_outputs(a: &Path, b: &Path, since: Option<&Since>) -> anyhow::Res
     Ok(comparison)
 }
 
-/// The output directory of job file `text`'s first file sink, relative paths taken from `base`.
-pub fn output_dir(text: &str, base: &Path) -> Result<PathBuf, String> {
-    file_sink(text, base).map(|(_, dir)| dir)
+/// The output directory of job file `text`'s file sink `sink`, or its first file sink; relative
+/// paths taken from `base`.
+pub fn output_dir(text: &str, base: &Path, sink: Option<&str>) -> Result<PathBuf, String> {
+    file_sink(text, base, sink).map(|(_, dir)| dir)
 }
 
-/// The uid and directory of job file `text`'s first file sink.
-fn file_sink(text: &str, base: &Path) -> Result<(String, PathBuf), String> {
+/// The uid and directory of job file `text`'s file sink `sink`, or its first file sink.
+fn file_sink(text: &str, base: &Path, sink: Option<&str>) -> Result<(String, PathBuf), String> {
     let spec = parse(text, "the job file").map_err(|e| e.to_string())?;
-    spec.sinks
-        .iter()
-        .filter(|s| s.kind == SinkType::File)
-        .find_map(|s| Some((s.uid.clone(), base.join(s.path.as_deref()?))))
-        .ok_or_else(|| "it has no file sink to compare".to_string())
+    let files = || spec.sinks.iter().filter(|s| s.kind == SinkType::File);
+    let dir = |s: &super::super::job::spec::SinkSpec| Some((s.uid.clone(), base.join(s.path.as_deref()?)));
+    match sink {
+        None => files().find_map(dir).ok_or_else(|| "it has no file sink to compare".to_string()),
+        Some(uid) => files().filter(|s| s.uid == uid).find_map(dir).ok_or_else(|| {
+            let names: Vec<String> = files().map(|s| format!("'{}'", s.uid)).collect();
+            match names.is_empty() {
+                true => "it has no file sink to compare".to_string(),
+                false => format!("it has no file sink '{uid}' (its file sinks: {})", names.join(", ")),
+            }
+        }),
+    }
 }
 
 /// Where a comparison of jobs `a` and `b` (their records) starts: when one was forked from a
 /// savepoint of the other, or both from the same savepoint, that savepoint, with what the
-/// parent's file sink had committed at it; else none (the whole outputs are compared).
-pub fn fork_point(a: &JobInfo, b: &JobInfo, base: &Path) -> Result<Option<Since>, String> {
+/// parent's file sink (`sink`, or its first) had committed at it; else none (the whole outputs
+/// are compared).
+pub fn fork_point(a: &JobInfo, b: &JobInfo, base: &Path, sink: Option<&str>) -> Result<Option<Since>, String> {
     let forked_from = |j: &JobInfo| j.lineage.as_ref().filter(|l| l.fork).map(|l| l.savepoint.clone());
     let Some(savepoint) = forked_from(b).or_else(|| forked_from(a)) else { return Ok(None) };
     let unreadable = |e: String| format!("cannot read savepoint {savepoint}, where the fork started: {e}");
@@ -141,7 +150,7 @@ pub fn fork_point(a: &JobInfo, b: &JobInfo, base: &Path) -> Result<Option<Since>
         return Ok(None);
     };
     // The parent's sink (forks keep its uid, or name another sink).
-    let (uid, _) = file_sink(&parent.job, base)?;
+    let (uid, _) = file_sink(&parent.job, base, sink)?;
     let committed = metadata.sinks.iter().find(|s| s.uid == uid).map(|s| s.committed.clone());
     let committed = committed.ok_or_else(|| {
         format!(
