@@ -62,7 +62,9 @@ fn resume(job: &str, from: &str) -> weir_e2e::Output {
 #[test]
 fn killed_again_and_again_the_job_commits_exactly_the_undisturbed_output() {
     let dir = tempfile::tempdir().unwrap();
-    let job = job_file(dir.path(), "");
+    // About 4 s of input: four kills at up to 750 ms each (and a start each) fit in it, so
+    // that the fourth run, too, is still running at its moment.
+    let job = clicks_job_file(dir.path(), (CLICKS, 40), 2000, 2, "");
     let kills = kill_repeatedly(&job, &[], 4, || !completed(dir.path()).is_empty());
     assert!(kills >= 3, "the job was killed {kills} times of 4");
     let resumed = resume(&job, "latest");
