@@ -2,13 +2,13 @@
 //! feeds each whole, partitionings forward, hash, rebalance and broadcast. Outputs are compared
 //! line by line with what the test computes from the input, after kills, through savepoints and
 //! on `weir serve`; bad graphs are refused naming the vertex at fault.
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use weir_e2e::{
-    Running, Server, assert_failed_with, completed_checkpoints, expected_counts, expected_lines, file_sink,
-    file_source, generated_clicks, job, kill_repeatedly, operator, sink_lines, wasm_operator, weir, write_job,
+    Running, Server, assert_failed_with, completed_checkpoints, counts_by_version, expected_counts, expected_lines,
+    expected_lines_after, file_sink, file_source, generated_clicks, job, kill_repeatedly, operator, saved_counts,
+    sink_lines, wasm_operator, weir, write_job,
 };
 
 const CLICKS: usize = 6000;
@@ -292,18 +292,6 @@ fn bad_graphs_are_refused_naming_the_vertex_at_fault() {
     }
 }
 
-/// Per (user, count) in the counts sink `out`, the versions of `count` that emitted it (`"v":2`
-/// marks count_v2's lines).
-fn counts_by_version(out: &Path) -> BTreeMap<(String, u64), Vec<u64>> {
-    let mut emitted: BTreeMap<(String, u64), Vec<u64>> = BTreeMap::new();
-    for line in sink_lines(out) {
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        let key = (v["key"].as_str().unwrap().to_string(), v["count"].as_u64().unwrap());
-        emitted.entry(key).or_default().push(v["v"].as_u64().unwrap_or(1));
-    }
-    emitted
-}
-
 #[test]
 fn an_upgrade_of_one_branch_under_load_leaves_the_others_untouched_and_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -326,7 +314,7 @@ fn an_upgrade_of_one_branch_under_load_leaves_the_others_untouched_and_exactly_o
     assert_eq!(sink_lines(&dir.path().join("all")), clicks_lines(&clicks, false), "sink 'all'");
     assert_eq!(sink_lines(&dir.path().join("logged")), clicks_lines(&clicks, true), "sink 'logged'");
     // The upgraded branch: every count once, v1's before the swap and v2's after.
-    let emitted = counts_by_version(&dir.path().join("counts"));
+    let emitted = counts_by_version(&sink_lines(&dir.path().join("counts")));
     let expected: Vec<(String, u64)> =
         expected_counts(&clicks).iter().flat_map(|(user, &n)| (1..=n).map(move |c| (user.clone(), c))).collect();
     assert_eq!(emitted.keys().cloned().collect::<Vec<_>>(), expected, "every count of every user");
@@ -343,14 +331,7 @@ fn a_fork_of_a_branching_job_goes_on_in_every_branch_from_the_savepoint() {
     std::thread::sleep(Duration::from_millis(700));
     let savepoint = running.cli(&["savepoint", &running.id]);
     drop(running);
-    let inspected = weir(&["savepoint", "inspect", &savepoint, "--operator", "count"]);
-    assert_eq!(inspected.code, 0, "{}", inspected.stderr);
-    let saved: BTreeMap<String, u64> = inspected
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .map(|v| (v["key"].as_str().unwrap().to_string(), v["value"].as_u64().unwrap()))
-        .collect();
+    let saved = saved_counts(&savepoint, "count");
     assert!(!saved.is_empty());
 
     // The fork: a job of its own name, writing elsewhere, without a rate limit.
@@ -369,14 +350,7 @@ fn a_fork_of_a_branching_job_goes_on_in_every_branch_from_the_savepoint() {
 
     // The count branch goes on from the saved counts: each user's counts after them, once.
     let clicks = dir.path().join("clicks.jsonl");
-    let mut expected: Vec<String> = expected_counts(&clicks)
-        .iter()
-        .flat_map(|(user, &n)| {
-            let from = saved.get(user).copied().unwrap_or(0) + 1;
-            (from..=n).map(move |c| format!(r#"{{"key":"{user}","count":{c}}}"#))
-        })
-        .collect();
-    expected.sort();
+    let expected = expected_lines_after(&expected_counts(&clicks), &saved);
     assert_eq!(sink_lines(&fork_dir.join("counts")), expected, "the fork's counts");
     // The other branches go on from the same source position: the clicks after it, once each.
     let all = sink_lines(&fork_dir.join("all"));

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use weir_e2e::{
-    Running, Server, expected_counts, expected_lines, file_sink, file_source, generated_clicks, generator_source, job,
-    position_number, read_metadata, sink_lines, wasm_operator, weir, write_job, write_metadata,
+    Running, Server, expected_counts, expected_lines, expected_lines_after, file_sink, file_source, generated_clicks,
+    generator_source, job, position_number, read_metadata, saved_counts, sink_lines, wasm_operator, weir, write_job,
+    write_metadata,
 };
 
 const CLICKS: usize = 16000;
@@ -77,18 +78,6 @@ fn restore(
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stderr.contains("from savepoint"), "{}", run.stderr);
     sink_lines(&out)
-}
-
-/// Per user, the count a savepoint holds (read with `weir savepoint inspect`).
-fn saved_counts(savepoint: &str) -> BTreeMap<String, u64> {
-    let inspected = weir(&["savepoint", "inspect", savepoint, "--operator", "count-per-user"]);
-    assert_eq!(inspected.code, 0, "{}", inspected.stderr);
-    inspected
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .map(|v| (v["key"].as_str().unwrap().to_string(), v["value"].as_u64().unwrap()))
-        .collect()
 }
 
 /// For each user, the highest count in `lines`.
@@ -226,7 +215,7 @@ fn file_and_generator_sources_rescale_from_a_savepoint_exactly_once() {
 fn a_new_schema_version_migrates_the_saved_state_on_restore() {
     let dir = tempfile::tempdir().unwrap();
     let (_, stopped) = take_savepoints(dir.path());
-    let saved = saved_counts(&stopped.to_string_lossy());
+    let saved = saved_counts(&stopped.to_string_lossy(), "count-per-user");
     let lines = restore(dir.path(), &stopped, "count_v2", 2, Some(3), "out-v2");
     let python = restore(dir.path(), &stopped, "count_v2_py", 2, Some(3), "out-v2-py");
     assert_same(&python, &lines, "the Python count_v2 against the Rust one");
@@ -435,7 +424,7 @@ fn a_savepoint_forks_into_two_jobs_whose_outputs_compare() {
     }
 
     // Both went on from the savepoint's counts.
-    let saved = saved_counts(&savepoint);
+    let saved = saved_counts(&savepoint, "count-per-user");
     let first_counts = |out: &Path| {
         let mut first: BTreeMap<String, u64> = BTreeMap::new();
         for line in sink_lines(out) {
@@ -607,14 +596,7 @@ fn a_fork_that_fails_before_its_first_checkpoint_restarts_from_its_savepoint() {
     let run = weir(&["fork", &savepoint, &job]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stderr.contains(&format!("attempt 1 resumes from savepoint {savepoint}")), "{}", run.stderr);
-    let saved = saved_counts(&savepoint);
-    let mut expected: Vec<String> = expected_counts(&dir.path().join("clicks.jsonl"))
-        .iter()
-        .flat_map(|(user, &n)| {
-            let from = saved.get(user).copied().unwrap_or(0) + 1;
-            (from..=n).map(move |c| format!(r#"{{"key":"{user}","count":{c}}}"#))
-        })
-        .collect();
-    expected.sort();
+    let saved = saved_counts(&savepoint, "count-per-user");
+    let expected = expected_lines_after(&expected_counts(&dir.path().join("clicks.jsonl")), &saved);
     assert_same(&sink_lines(&out), &expected, "the fork's output: from the savepoint's counts on, once");
 }

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use weir_e2e::{
-    Running, Server, expected_counts, file_sink, file_source, generated_clicks, job, operator, sink_lines,
-    wasm_operator, weir, write_job,
+    Running, Server, counts_by_version, expected_counts, file_sink, file_source, generated_clicks, job, operator,
+    sink_lines, wasm_operator, weir, write_job,
 };
 
 /// The clicks job at parallelism 2 reading 16000 clicks at 4000 per second (4 s), checkpointing.
@@ -45,22 +45,11 @@ fn slow_clicks_counted_by(dir: &Path, count_module: &str) -> String {
     )
 }
 
-/// Per (user, count), the versions that emitted it: 1 for lines without `v`.
-fn emitted(lines: &[String]) -> BTreeMap<(String, u64), Vec<u64>> {
-    let mut by_count: BTreeMap<(String, u64), Vec<u64>> = BTreeMap::new();
-    for line in lines {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        let key = (v["key"].as_str().unwrap().to_string(), v["count"].as_u64().unwrap());
-        by_count.entry(key).or_default().push(v["v"].as_u64().unwrap_or(1));
-    }
-    by_count
-}
-
 /// Checks that the committed output has every user's counts from 1 to their total, each once;
 /// returns which versions emitted each.
 fn every_count_once(dir: &Path) -> BTreeMap<(String, u64), Vec<u64>> {
     let counts = expected_counts(&dir.join("clicks.jsonl"));
-    let emitted = emitted(&sink_lines(&dir.join("out")));
+    let emitted = counts_by_version(&sink_lines(&dir.join("out")));
     let expected: Vec<(String, u64)> = counts.iter().flat_map(|(u, &n)| (1..=n).map(move |c| (u.clone(), c))).collect();
     assert_eq!(emitted.keys().cloned().collect::<Vec<_>>(), expected, "every count of every user");
     let twice: Vec<_> = emitted.iter().filter(|(_, versions)| versions.len() != 1).collect();

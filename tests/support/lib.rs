@@ -200,12 +200,45 @@ pub fn expected_counts(input: &Path) -> BTreeMap<String, u64> {
 
 /// The lines a running count must emit: for a user with n clicks, counts 1 to n, once each.
 pub fn expected_lines(counts: &BTreeMap<String, u64>) -> Vec<String> {
+    expected_lines_after(counts, &BTreeMap::new())
+}
+
+/// The lines a running count restored with `saved` counts must emit: for a user with n clicks,
+/// the counts after their saved one up to n, once each.
+pub fn expected_lines_after(counts: &BTreeMap<String, u64>, saved: &BTreeMap<String, u64>) -> Vec<String> {
     let mut lines: Vec<String> = counts
         .iter()
-        .flat_map(|(user, &n)| (1..=n).map(move |c| format!(r#"{{"key":"{user}","count":{c}}}"#)))
+        .flat_map(|(user, &n)| {
+            let from = saved.get(user).copied().unwrap_or(0) + 1;
+            (from..=n).map(move |c| format!(r#"{{"key":"{user}","count":{c}}}"#))
+        })
         .collect();
     lines.sort();
     lines
+}
+
+/// The per-user counts count operator `operator` holds in `savepoint` (`weir savepoint inspect`).
+pub fn saved_counts(savepoint: &str, operator: &str) -> BTreeMap<String, u64> {
+    let inspected = weir(&["savepoint", "inspect", savepoint, "--operator", operator]);
+    assert_eq!(inspected.code, 0, "{}", inspected.stderr);
+    inspected
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| (v["key"].as_str().unwrap().to_string(), v["value"].as_u64().unwrap()))
+        .collect()
+}
+
+/// Per (user, count) in count output `lines`, the versions of `count` that emitted it (`"v":2`
+/// marks count_v2's lines, none v1's).
+pub fn counts_by_version(lines: &[String]) -> BTreeMap<(String, u64), Vec<u64>> {
+    let mut by_count: BTreeMap<(String, u64), Vec<u64>> = BTreeMap::new();
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let key = (v["key"].as_str().unwrap().to_string(), v["count"].as_u64().unwrap());
+        by_count.entry(key).or_default().push(v["v"].as_u64().unwrap_or(1));
+    }
+    by_count
 }
 
 /// `n` clicks by `users` users, one JSON object a line, 70% of them logged in (deterministic).

@@ -212,13 +212,8 @@ impl Route {
                 *next = (i + 1) % self.senders.len();
                 send(&self.senders[i], batch, blocked)
             }
-            Routing::Broadcast => {
-                let Some((last, rest)) = self.senders.split_last() else { return Ok(()) };
-                for sender in rest {
-                    send(sender, batch.clone(), blocked)?;
-                }
-                send(last, batch, blocked)
-            }
+            // The batch is shared: each subtask gets the same one.
+            Routing::Broadcast => self.senders.iter().try_for_each(|sender| send(sender, batch.clone(), blocked)),
             // One downstream subtask owns every key group: the batch goes whole, as the source
             // made it, instead of being copied event by event into a batch of its own.
             Routing::Hash { .. } if self.senders.len() == 1 => {

@@ -18,7 +18,7 @@ use crate::runtime::coordinator::{Coordinator, upload};
 use crate::runtime::metrics::{Counters, InputCounters, JobMetrics, VertexCounters, thread_cpu_time};
 use crate::runtime::runner::{SinkDriver, SourceSettings, Stop, run_operator, run_sink, run_source};
 use crate::runtime::{
-    Interrupt, JobFailure, JobGraph, Position, RunHandles, SubtaskInfo, TaskError, Vertex, VertexKind,
+    Interrupt, JobFailure, JobGraph, Position, RunHandles, SubtaskInfo, TaskError, VertexInput, VertexKind,
 };
 pub use wiring::{MAX_CHANNELS, MAX_SUBTASKS, check_size};
 use wiring::{SinkVertex, Wiring, chained_sinks, wire};
@@ -80,7 +80,7 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
         .map(|v| (&v.uid, v.parallelism, &v.inputs[..]))
         .chain(operators.iter().map(|v| (&v.uid, v.parallelism, &v.inputs[..])))
         .chain(sinks.iter().map(|v| (&v.uid, v.parallelism, &v.inputs[..])));
-    let mut shapes = wiring::shapes(vertices);
+    let mut shapes = wiring::shapes(vertices.clone());
     let first_operator = sources.len();
     let first_sink = first_operator + operators.len();
     let chained_into = chained_sinks(&shapes, first_operator..first_sink, first_sink..shapes.len());
@@ -91,7 +91,7 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
     }
     let Wiring { mut routes, mut receivers, edges_blocked } = wire(&shapes, max_parallelism);
     // Each vertex's inputs with the time its edges waited; a chained sink's edge has no channel.
-    let mut source_edges = vertex_inputs(&sources, &operators, &sinks, edges_blocked);
+    let mut source_edges = input_counters(vertices.map(|(.., inputs)| inputs), edges_blocked);
     let sink_edges = source_edges.split_off(first_sink);
     let operator_edges = source_edges.split_off(first_operator);
     let sink_receivers = receivers.split_off(first_sink);
@@ -253,18 +253,11 @@ fn failing_on_panic(thread: &str, control: &Control, body: impl FnOnce()) {
     }
 }
 
-/// Each vertex's inputs (sources, operators, sinks, in the run's order), with its edges' waits.
-fn vertex_inputs(
-    sources: &[Vertex<dyn crate::runtime::SourceFactory>],
-    operators: &[Vertex<dyn crate::runtime::OperatorFactory>],
-    sinks: &[SinkVertex],
+/// Each vertex's inputs (`inputs`, in the run's order), with the counters of its edges' waits.
+fn input_counters<'a>(
+    inputs: impl Iterator<Item = &'a [VertexInput]>,
     edges_blocked: Vec<Vec<Arc<AtomicU64>>>,
 ) -> Vec<Vec<InputCounters>> {
-    let inputs = sources
-        .iter()
-        .map(|v| &v.inputs)
-        .chain(operators.iter().map(|v| &v.inputs))
-        .chain(sinks.iter().map(|v| &v.inputs));
     inputs
         .zip(edges_blocked)
         .map(|(inputs, blocked)| {
