@@ -6,9 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use weir_e2e::{
-    Running, Server, assert_failed_with, completed_checkpoints, counts_by_version, expected_counts, expected_lines,
-    expected_lines_after, file_sink, file_source, generated_clicks, job, kill_repeatedly, operator, saved_counts,
-    sink_lines, wasm_operator, weir, write_job,
+    Running, Server, assert_failed_with, completed_checkpoints, counts_by_version, expected_counts, expected_join,
+    expected_lines, expected_lines_after, expected_rules, file_sink, file_source, generated_clicks, job,
+    kill_repeatedly, operator, saved_counts, sink_lines, wasm_operator, weir, write_job,
 };
 
 const CLICKS: usize = 6000;
@@ -256,6 +256,32 @@ fn bad_graphs_are_refused_naming_the_vertex_at_fault() {
             vec!["sink 'out'", "by broadcast"],
         ),
         (
+            vec![source.clone(), filter("a", "[{ from = \"clicks\" }]"), sink("[{ from = \"a.late\" }]")],
+            vec!["sink 'out'", "side output 'late' of operator 'a'", "it declares none in its `describe`"],
+        ),
+        (
+            vec![
+                source.clone(),
+                wasm_operator("e", "enrich", &["inputs = [{ from = \"clicks\", partitioning = \"hash\" }]"]),
+                sink("[{ from = \"e.unmatch\" }]"),
+            ],
+            vec!["operator 'e'", "declares 2 inputs ('clicks', 'profiles')", "gives it 1 ('clicks')"],
+        ),
+        (
+            vec![
+                source.clone(),
+                filter("a", "[{ from = \"clicks\" }]"),
+                wasm_operator(
+                    "c",
+                    "test/count-0.3.0",
+                    &["inputs = [{ from = \"clicks\", partitioning = \"hash\" }, { from = \"a\", partitioning = \
+                       \"broadcast\" }]"],
+                ),
+                sink("[{ from = \"c\" }]"),
+            ],
+            vec!["operator 'c'", "reads 'a' by broadcast", "built against weir:operator@0.3.0", "0.4.0"],
+        ),
+        (
             vec![
                 source.clone(),
                 wasm_operator(
@@ -427,4 +453,322 @@ fn compare_takes_the_sink_of_a_branch() {
     // The API takes it as a parameter.
     let (status, api) = server.http("GET", &format!("/v1/compare?a={v1}&b={v2}&sink=counts"), b"", None);
     assert_eq!((status, api["differing-keys"].as_u64()), (200, Some(users as u64)), "{api}");
+}
+
+/// `n` clicks by `users` users at 10 ms apart (`{"ts":…,"user":…,"page":…}`), and the profile
+/// versions of those users (`{"ts":…,"user":…,"plan":…}`): most users have one from the start,
+/// every third only from halfway, every second a newer one from halfway. Returns both paths.
+fn join_data(dir: &Path, n: usize, users: usize) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (clicks, profiles) = (dir.join("join-clicks.jsonl"), dir.join("profiles.jsonl"));
+    let mut text = String::new();
+    for i in 0..n {
+        text.push_str(&format!("{{\"ts\":{},\"user\":\"u{}\",\"page\":\"/p{}\"}}\n", i * 10, (i * 31) % users, i % 7));
+    }
+    std::fs::write(&clicks, text).unwrap();
+    let half = (n * 5) as i64;
+    let mut versions: Vec<(i64, usize, &str)> = Vec::new();
+    for k in 0..users {
+        versions.push(if k % 3 == 0 { (half, k, "late") } else { (k as i64, k, "free") });
+        if k % 2 == 0 {
+            versions.push((half + k as i64, k, "pro"));
+        }
+    }
+    versions.sort();
+    let text: String = versions
+        .iter()
+        .map(|(ts, k, plan)| format!("{{\"ts\":{ts},\"user\":\"u{k}\",\"plan\":\"{plan}\"}}\n"))
+        .collect();
+    std::fs::write(&profiles, text).unwrap();
+    (clicks, profiles)
+}
+
+/// The `enrich` example's job over `join_data`, at `parallelism`, with extra lines for the
+/// clicks source (a rate) and the job (checkpointing).
+fn join_job(dir: &Path, parallelism: u32, clicks_extra: &str, job_extra: &str) -> String {
+    let (clicks, profiles) = join_data(dir, 3000, 40);
+    let timed = "timestamp-field = \"ts\"\nwatermarks = { out-of-orderness = \"0s\" }\n";
+    let text = job(
+        "enrich",
+        parallelism,
+        &[
+            format!("{}{timed}{clicks_extra}", file_source("clicks", &clicks)),
+            format!("{}{timed}", file_source("profiles", &profiles)),
+            wasm_operator(
+                "clicks-by-user",
+                "key_by",
+                &["config = { field = \"user\" }", "inputs = [{ from = \"clicks\" }]"],
+            ),
+            wasm_operator(
+                "profiles-by-user",
+                "key_by",
+                &["config = { field = \"user\" }", "inputs = [{ from = \"profiles\" }]"],
+            ),
+            wasm_operator(
+                "enrich",
+                "enrich",
+                &["inputs = [{ from = \"clicks-by-user\", partitioning = \"hash\" }, { from = \"profiles-by-user\", \
+                   partitioning = \"hash\" }]"],
+            ),
+            format!("{}inputs = [{{ from = \"enrich\" }}]\n", file_sink("enriched", &dir.join("enriched"))),
+            format!("{}inputs = [{{ from = \"enrich.unmatched\" }}]\n", file_sink("unmatched", &dir.join("unmatched"))),
+        ],
+    );
+    write_job(dir, &format!("{text}\n{job_extra}"))
+}
+
+fn assert_join_exact(dir: &Path, what: &str) {
+    let (enriched, unmatched) = expected_join(&dir.join("join-clicks.jsonl"), &dir.join("profiles.jsonl"));
+    assert!(!enriched.is_empty() && !unmatched.is_empty());
+    weir_e2e::assert_lines(&sink_lines(&dir.join("enriched")), &enriched, &format!("{what}: sink 'enriched'"));
+    let side = format!("{what}: sink 'unmatched' (the side output)");
+    weir_e2e::assert_lines(&sink_lines(&dir.join("unmatched")), &unmatched, &side);
+}
+
+#[test]
+fn a_temporal_join_of_two_keyed_streams_enriches_every_click_once() {
+    for parallelism in [1, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let job = join_job(dir.path(), parallelism, "", "");
+        let run = weir(&["run", &job, "--listen", "none"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_join_exact(dir.path(), &format!("parallelism {parallelism}"));
+    }
+}
+
+#[test]
+fn killed_again_and_again_a_join_and_its_side_output_commit_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpointing = "[checkpointing]\ninterval = \"100ms\"\nretained = 3\nstorage = \"file://chk\"\n";
+    let job = join_job(dir.path(), 2, "rate = 1500\n", checkpointing);
+    let checkpointed = || !completed_checkpoints(&dir.path().join("chk/enrich")).is_empty();
+    let kills = kill_repeatedly(&job, &[], 3, checkpointed);
+    assert!(kills >= 2, "the job was killed {kills} times of 3");
+    let resumed = weir(&["run", &job, "--listen", "none", "--from-checkpoint", "latest"]);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert_join_exact(dir.path(), "after kills");
+}
+
+#[test]
+fn a_server_runs_a_join_and_shows_its_side_output_edge() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = join_job(dir.path(), 2, "", "");
+    let server = Server::start(&dir.path().join("server"), &[]);
+    let submitted = server.cli(&["submit", &job]);
+    assert_eq!(submitted.code, 0, "{}", submitted.stderr);
+    let ended = server.wait_for_job(submitted.stdout.trim());
+    assert_eq!(ended["state"], "finished", "{ended}");
+    assert_join_exact(dir.path(), "on weir serve");
+    let vertex = |uid: &str| ended["vertices"].as_array().unwrap().iter().find(|v| v["uid"] == uid).unwrap().clone();
+    let inputs = |uid: &str| -> Vec<String> {
+        let v = vertex(uid);
+        v["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| format!("{} {} {}", i["from"], i["output"], i["partitioning"]))
+            .collect()
+    };
+    assert_eq!(inputs("unmatched"), ["\"enrich\" \"unmatched\" \"forward\""], "{ended}");
+    assert_eq!(inputs("enriched"), ["\"enrich\" null \"forward\""]);
+    assert_eq!(inputs("enrich"), ["\"clicks-by-user\" null \"hash\"", "\"profiles-by-user\" null \"hash\""]);
+}
+
+/// Two rules for `n` clicks: 20 clicks from the start, 40 from halfway.
+fn rules_file(dir: &Path, n: usize) -> std::path::PathBuf {
+    let rules = dir.join("rules.jsonl");
+    std::fs::write(&rules, format!("{{\"ts\":0,\"max_clicks\":20}}\n{{\"ts\":{},\"max_clicks\":40}}\n", n / 2))
+        .unwrap();
+    rules
+}
+
+/// The `rules` example's job over `n` generated clicks and two rules (20 clicks from the start,
+/// 40 from halfway), at `parallelism`, the clicks source limited to `rate`.
+fn rules_job(dir: &Path, n: usize, parallelism: u32, rate: Option<u32>) -> String {
+    let clicks = dir.join("clicks.jsonl");
+    if !clicks.exists() {
+        generated_clicks(&clicks, n, 50);
+    }
+    let rules = dir.join("rules.jsonl");
+    std::fs::write(&rules, format!("{{\"ts\":0,\"max_clicks\":20}}\n{{\"ts\":{},\"max_clicks\":40}}\n", n / 2))
+        .unwrap();
+    let timed = "timestamp-field = \"ts\"\nwatermarks = { out-of-orderness = \"0s\" }\n";
+    let rate = rate.map_or(String::new(), |r| format!("rate = {r}\n"));
+    let text = job(
+        "rules",
+        parallelism,
+        &[
+            format!("{}{timed}{rate}", file_source("clicks", &clicks)),
+            format!("{}{timed}", file_source("rules", &rules)),
+            wasm_operator("by-user", "key_by", &["config = { field = \"user\" }", "inputs = [{ from = \"clicks\" }]"]),
+            wasm_operator(
+                "count",
+                "rules",
+                &["inputs = [{ from = \"by-user\", partitioning = \"hash\" }, { from = \"rules\", partitioning = \
+                   \"broadcast\" }]"],
+            ),
+            format!("{}inputs = [{{ from = \"count\" }}]\n", file_sink("counts", &dir.join("counts"))),
+            format!("{}inputs = [{{ from = \"count.alerts\" }}]\n", file_sink("alerts", &dir.join("alerts"))),
+        ],
+    );
+    write_job(dir, &text)
+}
+
+#[test]
+fn broadcast_rules_reach_every_subtask_and_are_restored_into_each_at_another_parallelism() {
+    const N: usize = 6000;
+    let dir = tempfile::tempdir().unwrap();
+    generated_clicks(&dir.path().join("clicks.jsonl"), N, 50);
+    let rules = rules_file(dir.path(), N);
+    let (counts, alerts) = expected_rules(&dir.path().join("clicks.jsonl"), &rules);
+    assert!(!alerts.is_empty());
+    // All at once, at parallelism 1 and 3: every subtask applies the rules it was broadcast.
+    for parallelism in [1, 3] {
+        let sub = dir.path().join(format!("p{parallelism}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::copy(dir.path().join("clicks.jsonl"), sub.join("clicks.jsonl")).unwrap();
+        let run = weir(&["run", &rules_job(&sub, N, parallelism, None), "--listen", "none"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        weir_e2e::assert_lines(
+            &sink_lines(&sub.join("counts")),
+            &counts,
+            &format!("parallelism {parallelism}: counts"),
+        );
+        weir_e2e::assert_lines(
+            &sink_lines(&sub.join("alerts")),
+            &alerts,
+            &format!("parallelism {parallelism}: alerts"),
+        );
+    }
+    // Stopped with a savepoint at parallelism 2 once the rules were read, and resumed at 3: the
+    // third subtask never read a rule, and applies them from the savepoint's broadcast state.
+    let job = rules_job(dir.path(), N, 2, Some(3000));
+    let running = Running::start(&job, &[]);
+    std::thread::sleep(Duration::from_millis(800));
+    let savepoint = running.cli(&["stop", &running.id, "--savepoint"]);
+    drop(running);
+    let before = sink_lines(&dir.path().join("counts")).len();
+    assert!(before > 0 && before < counts.len(), "stopped midway: {before} lines");
+    // The savepoint holds the rules once, for every subtask.
+    let inspected = weir(&["savepoint", "inspect", &savepoint, "--operator", "count", "--state", "rules"]);
+    assert_eq!(inspected.code, 0, "{}", inspected.stderr);
+    assert_eq!(
+        inspected.stdout.lines().collect::<Vec<_>>(),
+        [
+            r#"{"operator":"count","state":"rules","key":null,"map-key":"0","value":20}"#.to_string(),
+            format!(r#"{{"operator":"count","state":"rules","key":null,"map-key":"{}","value":40}}"#, N / 2),
+        ]
+    );
+    let rescaled = std::fs::read_to_string(&job).unwrap().replace("parallelism = 2", "parallelism = 3");
+    let rescaled = write_job(dir.path(), &rescaled);
+    let run = weir(&["run", &rescaled, "--listen", "none", "--from-savepoint", &savepoint]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    weir_e2e::assert_lines(&sink_lines(&dir.path().join("counts")), &counts, "restored: counts exactly once");
+    weir_e2e::assert_lines(&sink_lines(&dir.path().join("alerts")), &alerts, "restored: alerts exactly once");
+}
+
+#[test]
+fn a_module_built_against_0_3_0_runs_unchanged_and_upgrades_to_0_4_0_through_a_savepoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let clicks = dir.path().join("clicks.jsonl");
+    generated_clicks(&clicks, CLICKS, 50);
+    let out = dir.path().join("counts");
+    let line = |count: &str, rate: &str| {
+        let text = weir_e2e::clicks_job(&clicks, count, 2, &out);
+        write_job(dir.path(), &text.replacen("path = ", &format!("{rate}path = "), 1))
+    };
+    let old = weir(&["run", &line("test/count-0.3.0", ""), "--listen", "none"]);
+    assert_eq!(old.code, 0, "{}", old.stderr);
+    assert_eq!(sink_lines(&out), expected_lines(&expected_counts(&clicks)), "0.3.0 count");
+    std::fs::remove_dir_all(&out).unwrap();
+
+    let running = Running::start(&line("test/count-0.3.0", "rate = 3000\n"), &[]);
+    std::thread::sleep(Duration::from_millis(700));
+    let savepoint = running.cli(&["stop", &running.id, "--savepoint"]);
+    drop(running);
+    let new = weir(&["run", &line("count", ""), "--listen", "none", "--from-savepoint", &savepoint]);
+    assert_eq!(new.code, 0, "{}", new.stderr);
+    assert_eq!(sink_lines(&out), expected_lines(&expected_counts(&clicks)), "0.3.0, then 0.4.0 from its savepoint");
+}
+
+#[test]
+fn broadcast_state_is_written_only_from_a_broadcast_input_and_only_so_much() {
+    let dir = tempfile::tempdir().unwrap();
+    let misbehaving = |uid: &str, partitioning: &str| {
+        let inputs = format!("inputs = [{{ from = \"events\", partitioning = \"{partitioning}\" }}]");
+        let text = job(
+            uid,
+            2,
+            &[
+                weir_e2e::generator_source("events", 100, 10),
+                wasm_operator("shared", "test/misbehave", &["config = { do = \"hoard-broadcast\" }", &inputs]),
+                format!("{}inputs = [{{ from = \"shared\" }}]\n", weir_e2e::blackhole_sink("out")),
+            ],
+        );
+        weir(&["run", &write_job(dir.path(), &text), "--listen", "none"])
+    };
+    // A stream each subtask reads a part of would leave the subtasks' copies different.
+    let forward = misbehaving("forward", "forward");
+    assert_failed_with(
+        &forward,
+        &["operator 'shared'", "wrote broadcast state #1 while processing an input that is not broadcast"],
+    );
+    // Every subtask holds a copy: 16 MiB at most.
+    let broadcast = misbehaving("broadcast", "broadcast");
+    assert_failed_with(&broadcast, &["operator 'shared'", "broadcast state would grow past 16 MiB"]);
+}
+
+/// The rules job on `weir serve`, its two-input operator swapped for a copy of its module under
+/// load and then rolled back by hand: its broadcast state (read once, before the swap, from a
+/// source that has ended) goes over with the keyed state each time, and every count and alert
+/// is committed once.
+#[test]
+fn a_two_input_operator_upgraded_and_rolled_back_keeps_its_broadcast_state() {
+    const N: usize = 6000;
+    let dir = tempfile::tempdir().unwrap();
+    let job = rules_job(dir.path(), N, 2, Some(2000));
+    let text = std::fs::read_to_string(&job).unwrap();
+    let job =
+        write_job(dir.path(), &format!("{text}\n[checkpointing]\ninterval = \"200ms\"\nstorage = \"file://chk\"\n"));
+    let (counts, alerts) = expected_rules(&dir.path().join("clicks.jsonl"), &dir.path().join("rules.jsonl"));
+    let copy = dir.path().join("rules-copy.wasm");
+    std::fs::copy(operator("rules"), &copy).unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let id = server.cli(&["submit", &job]).stdout.trim().to_string();
+    std::thread::sleep(Duration::from_millis(700));
+    let swapped = server.cli(&["upgrade", &id, "--operator", &format!("count={}", copy.display())]);
+    assert_eq!(swapped.code, 0, "{}", swapped.stderr);
+    std::thread::sleep(Duration::from_millis(500));
+    let rolled = server.cli(&["upgrade", &id, "--rollback"]);
+    assert_eq!(rolled.code, 0, "{}", rolled.stderr);
+    let ended = server.wait_for_job(&id);
+    assert_eq!(ended["state"], "finished", "{ended}");
+    let history: Vec<&str> =
+        ended["history"].as_array().unwrap().iter().map(|h| h["event"].as_str().unwrap()).collect();
+    assert_eq!(history, ["started", "upgraded", "rolled-back"], "{ended}");
+    weir_e2e::assert_lines(&sink_lines(&dir.path().join("counts")), &counts, "counts");
+    weir_e2e::assert_lines(&sink_lines(&dir.path().join("alerts")), &alerts, "alerts");
+}
+
+/// A second run of the enrich job into the same directories adds its output beside the first's,
+/// which stays as it was; the side output's sink too.
+#[test]
+fn a_second_run_of_a_join_adds_to_each_sink_beside_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = join_job(dir.path(), 2, "", "");
+    let first = weir(&["run", &job, "--listen", "none"]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let parts = |sink: &str| weir_e2e::part_files(&dir.path().join(sink));
+    let (enriched, unmatched) = (parts("enriched"), parts("unmatched"));
+    let second = weir(&["run", &job, "--listen", "none"]);
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    let (expected_enriched, expected_unmatched) =
+        expected_join(&dir.path().join("join-clicks.jsonl"), &dir.path().join("profiles.jsonl"));
+    for (sink, before, expected) in
+        [("enriched", enriched, expected_enriched), ("unmatched", unmatched, expected_unmatched)]
+    {
+        let after = parts(sink);
+        assert!(before.iter().all(|p| after.contains(p)), "{sink}: the first run's files stay");
+        let twice: Vec<String> = expected.iter().flat_map(|l| [l.clone(), l.clone()]).collect();
+        weir_e2e::assert_lines(&sink_lines(&dir.path().join(sink)), &twice, &format!("{sink}: both runs"));
+    }
 }

@@ -1,6 +1,6 @@
 //! The clicks job end to end: filter logged-in users, key by user, count per user.
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use weir_e2e::{
     clicks_job, expected_counts, expected_lines, file_sink, generator_source, job, part_files, repo, sink_lines,
@@ -149,7 +149,7 @@ fn every_language_counts_many_batches_identically() {
 }
 
 /// A module built against `weir:operator@0.2.0` (today's `count` as it was built then, kept in
-/// `tests/fixtures/`) runs unchanged on this host and writes what the 0.3.0 build writes.
+/// `tests/fixtures/`) runs unchanged on this host and writes what the current build writes.
 #[test]
 fn a_module_built_against_contract_0_2_0_runs_unchanged() {
     let dir = tempfile::tempdir().unwrap();
@@ -301,9 +301,9 @@ fn every_example_job_file_runs_and_writes_what_its_comment_says() {
         lines.sort();
         lines
     };
-    let windows = |tail: &str| {
+    let windows_of = |clicks: &[serde_json::Value], tail: &str| {
         let mut per: BTreeMap<(String, u64), u64> = BTreeMap::new();
-        for c in &clicks {
+        for c in clicks {
             let start = c["ts"].as_u64().unwrap() / 10_000 * 10_000;
             *per.entry((c["user"].as_str().unwrap().to_string(), start)).or_default() += 1;
         }
@@ -316,6 +316,14 @@ fn every_example_job_file_runs_and_writes_what_its_comment_says() {
         lines.sort();
         lines
     };
+    let windows = |tail: &str| windows_of(&clicks, tail);
+    // late_events: the clicks to "/late" come after their windows were emitted.
+    let late_text = std::fs::read_to_string(repo().join("examples/late_events/clicks.jsonl")).unwrap();
+    let (mut late, in_time): (Vec<&str>, Vec<&str>) = late_text.lines().partition(|l| l.contains(r#""page":"/late""#));
+    late.sort();
+    let in_time: Vec<serde_json::Value> = in_time.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let late_events =
+        by_sink(&[("counts", &windows_of(&in_time, "")), ("late", &late.iter().map(|l| l.to_string()).collect())]);
     let mut logged_in: Vec<String> = std::fs::read_to_string(repo().join("examples/clicks/clicks.jsonl"))
         .unwrap()
         .lines()
@@ -323,6 +331,9 @@ fn every_example_job_file_runs_and_writes_what_its_comment_says() {
         .map(str::to_string)
         .collect();
     logged_in.sort();
+    let clicks_file = repo().join("examples/clicks/clicks.jsonl");
+    let join = weir_e2e::expected_join(&clicks_file, &repo().join("examples/enrich/profiles.jsonl"));
+    let rules = weir_e2e::expected_rules(&clicks_file, &repo().join("examples/rules/rules.jsonl"));
     let expected: Vec<(&str, Vec<String>)> = vec![
         ("count", counts("user", "")),
         ("count_js", counts("user", "")),
@@ -340,6 +351,9 @@ fn every_example_job_file_runs_and_writes_what_its_comment_says() {
         ("window_count_v2", windows(r#","v":2"#)),
         ("idle_timeout", vec![r#"{"key":"early","events":20}"#.to_string()]),
         ("count_broken", Vec::new()),
+        ("enrich", by_sink(&[("enriched", &join.0), ("unmatched", &join.1)])),
+        ("rules", by_sink(&[("alerts", &rules.1), ("counts", &rules.0)])),
+        ("late_events", late_events),
     ];
     let mut with_job_files: Vec<String> = std::fs::read_dir(repo().join("examples"))
         .unwrap()
@@ -365,7 +379,7 @@ fn every_example_job_file_runs_and_writes_what_its_comment_says() {
         let from = repo().join("examples").join(example);
         let to = examples.join(example);
         std::fs::create_dir_all(&to).unwrap();
-        for file in ["job.toml", "sessions.jsonl"] {
+        for file in ["job.toml", "clicks.jsonl", "sessions.jsonl", "profiles.jsonl", "rules.jsonl"] {
             if from.join(file).is_file() {
                 std::fs::copy(from.join(file), to.join(file)).unwrap();
             }
@@ -377,6 +391,25 @@ fn every_example_job_file_runs_and_writes_what_its_comment_says() {
             continue;
         }
         assert_eq!(run.code, 0, "{example}: {}", run.stderr);
-        assert_eq!(sink_lines(&to.join("out")), lines, "{example}");
+        assert_eq!(written(&to.join("out")), lines, "{example}");
     }
+}
+
+/// The lines of several sinks as [`written`] shows them: each prefixed with its sink's name.
+fn by_sink(sinks: &[(&str, &Vec<String>)]) -> Vec<String> {
+    sinks.iter().flat_map(|(sink, lines)| lines.iter().map(move |l| format!("{sink}: {l}"))).collect()
+}
+
+/// What an example's sinks wrote under `out`: its one sink's lines, or, when its sinks write to
+/// directories of their own under it, each one's lines prefixed with its name, in name order.
+fn written(out: &Path) -> Vec<String> {
+    let mut sinks: Vec<PathBuf> =
+        std::fs::read_dir(out).unwrap().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    if sinks.is_empty() {
+        return sink_lines(out);
+    }
+    sinks.sort();
+    let named: Vec<(String, Vec<String>)> =
+        sinks.iter().map(|s| (s.file_name().unwrap().to_string_lossy().into_owned(), sink_lines(s))).collect();
+    by_sink(&named.iter().map(|(sink, lines)| (sink.as_str(), lines)).collect::<Vec<_>>())
 }

@@ -92,7 +92,7 @@ fn another_contract_version_names_both_versions() {
         &clicks_with_count_module(&future),
         &[
             "future_contract.wasm was built against weir:operator@0.9.0",
-            "this weir supports weir:operator@0.3.0 and @0.2.0",
+            "this weir supports weir:operator@0.4.0, @0.3.0 and @0.2.0",
         ],
     );
 }
@@ -137,7 +137,7 @@ fn a_rust_panic_fails_the_job_with_its_message_and_location() {
         "error: job 'clicks-per-user' failed: operator 'count-per-user' subtask 1/1: the guest trapped in \
          process-batch: panicked at count_broken/src/lib.rs:21:9: count_broken traps on every event, as it was built to"
     );
-    assert!(out.stderr.contains("guest backtrace:\n  at weir:operator/operator@0.3.0#process-batch"), "{}", out.stderr);
+    assert!(out.stderr.contains("guest backtrace:\n  at weir:operator/operator@0.4.0#process-batch"), "{}", out.stderr);
     assert!(!out.stderr.contains("<wasm function"), "{}", out.stderr);
 }
 

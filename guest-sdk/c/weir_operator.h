@@ -5,7 +5,7 @@
  *
  *   clang-19 --target=wasm32-wasi --sysroot=/usr -O2 -I guest-sdk/c -c count.c -o count.o
  *   wasm-component-ld --wasm-ld-path /usr/lib/llvm-19/bin/wasm-ld --no-entry \
- *       --component-type wit/operator.wit --wasi-adapter reactor -o count_c.wasm \
+ *       --component-type wit/v0.3.0/operator.wit --wasi-adapter reactor -o count_c.wasm \
  *       /usr/lib/wasm32-wasi/crt1-reactor.o count.o -L/usr/lib/wasm32-wasi -lc \
  *       /usr/lib/llvm-19/lib/clang/19/lib/wasi/libclang_rt.builtins-wasm32.a
  *

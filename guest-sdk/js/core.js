@@ -86,6 +86,25 @@ export class Description {
     this.name = name;
     this.version = version;
     this.states = [];
+    this.inputs = [];
+    this.sideOutputs = [];
+  }
+  /// Names its next input: the job file gives the operator one input per declared input, in this
+  /// order, and `ctx.input` names the one an event came from.
+  input(name) {
+    this.inputs.push(name);
+    return this;
+  }
+  /// Declares a side output: a stream of its own that `ctx.emitTo(name, …)` writes and job files
+  /// read as "uid.name".
+  sideOutput(name) {
+    this.sideOutputs.push(name);
+    return this;
+  }
+  /// Declares a broadcast state: a map that is not keyed, the same in every subtask, written only
+  /// while processing a broadcast input.
+  broadcastState(name, schemaVersion) {
+    return this.#state(name, 'broadcast', schemaVersion);
   }
   valueState(name, schemaVersion) {
     return this.#state(name, 'value', schemaVersion);
@@ -124,7 +143,7 @@ export class Description {
       migratesFrom: s.migratesFrom,
       timeToLive: s.timeToLive === undefined ? undefined : BigInt(s.timeToLive),
     }));
-    return { name: this.name, version: this.version, states };
+    return { name: this.name, version: this.version, states, inputs: this.inputs, sideOutputs: this.sideOutputs };
   }
 }
 
@@ -155,6 +174,9 @@ export class OpenContext {
   }
   listState(name) {
     return new ListState(name, this.#declared(name, 'list'));
+  }
+  broadcastState(name) {
+    return new BroadcastState(this.#declared(name, 'broadcast'));
   }
 }
 
@@ -259,6 +281,8 @@ export class Event {
     this.unkeyed = null;
     this.timestamp = null;
     this.late = false;
+    /// The index of the operator's input it came from (`ctx.input` names it).
+    this.input = 0;
     this.start = 0;
     this.end = 0;
   }
@@ -306,8 +330,12 @@ export class Timer {
 export class Context {
   /// Loads frame `input` and reads its header and key table; `pos` is then where its events or
   /// timers start. Keys and value states are kept as offsets and decoded when first asked for.
-  constructor(input, valueStateCount) {
+  constructor(input, valueStateCount, streams) {
     if (input.length < 28) throw truncated();
+    /// The operator's declared input and side output names.
+    this.streams = streams;
+    /// The input of the current event (-1 in `onTimer`).
+    this.inputIndex = -1;
     load(input);
     const end = input.length;
     const keyCount = u32(0);
@@ -383,9 +411,29 @@ export class Context {
     return value;
   }
 
+  /// The name of the input the current event came from, as `describe` declares it ('' when it
+  /// declares none, or in `onTimer`).
+  get input() {
+    return this.streams.inputs[this.inputIndex] ?? '';
+  }
+
+  /// Emits `value` to side output `side` (declared with `sideOutput`), with the current key and
+  /// timestamp, or those given.
+  emitTo(side, value, key = CURRENT, timestamp = CURRENT) {
+    const output = this.streams.sideOutputs.indexOf(side) + 1;
+    if (output === 0) throw new OperatorError(`side output '${side}' is not declared in describe(): declare it with .sideOutput('${side}')`);
+    this.emit(value, key, timestamp, output);
+  }
+
+  /// Emits `value` as JSON to side output `side`.
+  emitJsonTo(side, value) {
+    this.emitTo(side, toJson(value));
+  }
+
   /// Emits `value` (a string, or bytes) with the current key and timestamp, or those given.
-  emit(value, key = CURRENT, timestamp = CURRENT) {
+  emit(value, key = CURRENT, timestamp = CURRENT, output = 0) {
     const f = frame;
+    f.u8(output);
     if (key !== CURRENT) {
       if (key === null || key === undefined) f.u32(NONE);
       else f.bytes(bytesOf(key, 'an emitted key'));
@@ -553,6 +601,28 @@ export class ListState {
   }
 }
 
+/// A broadcast state: one map every subtask holds the same, written (`insert`, `remove`) only
+/// while processing a broadcast input, read anywhere.
+export class BroadcastState {
+  constructor(index) {
+    this.index = index;
+  }
+  get(ctx, mapKey) {
+    const raw = host.state.broadcastGet(this.index, jsonBytes(mapKey));
+    return raw === undefined ? undefined : parse(raw);
+  }
+  /// Every [mapKey, value], ordered by the map keys' JSON bytes.
+  entries(ctx) {
+    return host.state.broadcastEntries(this.index).map(([k, v]) => [parse(k), parse(v)]);
+  }
+  insert(ctx, mapKey, value) {
+    host.state.broadcastPut(this.index, jsonBytes(mapKey), jsonBytes(value));
+  }
+  remove(ctx, mapKey) {
+    host.state.broadcastRemove(this.index, jsonBytes(mapKey));
+  }
+}
+
 /// Logs through the host's structured logs; `level` is 'trace', 'debug', 'info', 'warn' or 'error'.
 export function log(level, message) {
   host.log.log(level, String(message));
@@ -561,15 +631,15 @@ export const info = (message) => log('info', message);
 export const warn = (message) => log('warn', message);
 
 /// Runs `operator.process` over the events of input frame `batch`; returns the output frame.
-export function processBatch(operator, valueStates, batch) {
-  const ctx = new Context(batch, valueStates.length);
+export function processBatch(operator, valueStates, batch, streams = NO_STREAMS) {
+  const ctx = new Context(batch, valueStates.length, streams);
   const event = new Event(ctx);
   const dv = frame.dv;
   const end = ctx.end;
   const keys = ctx.keyAt.length;
   let p = ctx.pos;
   for (let i = 0; i < ctx.count; i++) {
-    if (p + 18 > end) throw truncated();
+    if (p + 19 > end) throw truncated();
     const slot = dv.getUint32(p, true);
     p += 4;
     if (slot === NONE) {
@@ -586,9 +656,11 @@ export function processBatch(operator, valueStates, batch) {
     ctx.timestampAt = p;
     event.timestamp = frame.buf[p] === 0 ? null : i64(p + 1);
     event.late = (frame.buf[p + 9] & LATE) !== 0;
-    event.start = p + 14;
-    p = event.end = p + 14 + dv.getUint32(p + 10, true);
+    event.input = frame.buf[p + 10];
+    event.start = p + 15;
+    p = event.end = p + 15 + dv.getUint32(p + 11, true);
     if (p > end) throw truncated();
+    ctx.inputIndex = event.input;
     ctx.slot = event.slot;
     ctx.unkeyed = event.unkeyed;
     ctx.timestamp = event.timestamp;
@@ -598,8 +670,8 @@ export function processBatch(operator, valueStates, batch) {
 }
 
 /// Runs `operator.onTimer` over the timers of timer frame `input`; returns the output frame.
-export function onTimers(operator, valueStates, input) {
-  const ctx = new Context(input, valueStates.length);
+export function onTimers(operator, valueStates, input, streams = NO_STREAMS) {
+  const ctx = new Context(input, valueStates.length, streams);
   let p = ctx.pos;
   for (let i = 0; i < ctx.count; i++) {
     if (p + 13 > ctx.end) throw truncated();
@@ -617,6 +689,9 @@ export function onTimers(operator, valueStates, input) {
   return ctx.finish(valueStates);
 }
 
+/// An operator's streams when it declares no inputs and no side outputs.
+const NO_STREAMS = { inputs: [], sideOutputs: [] };
+
 /// Calls `f`, turning whatever it throws into the string the host shows.
 function guarded(f) {
   try {
@@ -631,6 +706,7 @@ function guarded(f) {
 export function exportOperator(Operator) {
   let instance = null;
   let valueStates = [];
+  let streams = NO_STREAMS;
   const described = () => {
     const d = Operator.describe();
     if (!(d && Array.isArray(d.states))) throw new OperatorError('describe() must return a Description');
@@ -642,7 +718,9 @@ export function exportOperator(Operator) {
     },
     open(config, context) {
       guarded(() => {
-        const states = described().states;
+        const d = described();
+        const states = d.states;
+        streams = { inputs: d.inputs ?? [], sideOutputs: d.sideOutputs ?? [] };
         instance = new Operator(new OpenContext(config, context, states));
         valueStates = states.flatMap((s, i) => (s.kind === 'value' ? [i] : []));
       });
@@ -664,14 +742,14 @@ export function exportOperator(Operator) {
     processBatch(batch) {
       return guarded(() => {
         if (instance === null) throw new OperatorError('process-batch called before open');
-        return processBatch(instance, valueStates, batch);
+        return processBatch(instance, valueStates, batch, streams);
       });
     },
     onTimers(frame) {
       return guarded(() => {
         if (instance === null) throw new OperatorError('on-timers called before open');
         if (typeof instance.onTimer !== 'function') throw new OperatorError('the operator set timers but has no onTimer method');
-        return onTimers(instance, valueStates, frame);
+        return onTimers(instance, valueStates, frame, streams);
       });
     },
   };

@@ -2,8 +2,8 @@
 // componentize-js. See README.md ("In JavaScript") and examples/count_js.
 //
 // The component's imports are bound here; everything else is in core.js.
-import * as state from 'weir:operator/state@0.3.0';
-import * as log from 'weir:operator/log@0.3.0';
+import * as state from 'weir:operator/state@0.4.0';
+import * as log from 'weir:operator/log@0.4.0';
 import { bindHost } from './core.js';
 
 bindHost(state, log);

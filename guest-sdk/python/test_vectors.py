@@ -15,6 +15,7 @@ def _stand_ins():
         VALUE = 0
         MAP = 1
         LIST = 2
+        BROADCAST = 3
 
     class Level(enum.Enum):
         TRACE, DEBUG, INFO, WARN, ERROR = range(5)
@@ -25,8 +26,9 @@ def _stand_ins():
             self.migrates_from, self.time_to_live = migrates_from, time_to_live
 
     class Description:
-        def __init__(self, name, version, states):
+        def __init__(self, name, version, states, inputs, side_outputs):
             self.name, self.version, self.states = name, version, states
+            self.inputs, self.side_outputs = inputs, side_outputs
 
     world = types.ModuleType("wit_world")
     imports = types.ModuleType("wit_world.imports")
@@ -70,13 +72,28 @@ class TimerEcho:
         ctx.emit(f"fired {timer.key.decode()} at {timer.time} wm {ctx.watermark}".encode())
 
 
+class Split:
+    @staticmethod
+    def describe():
+        return weir_guest.Description("split", "1.0.0").input("main").input("other").side_output("other")
+
+    def __init__(self, ctx):
+        pass
+
+    def process(self, ctx, event):
+        if ctx.input == "other":
+            ctx.emit_to("other", event.value)
+        else:
+            ctx.emit(event.value)
+
+
 def main():
     path = ROOT / "docs" / "frame-vectors.json"
     cases = json.loads(path.read_text())["cases"]
     context = types.SimpleNamespace(uid="t", subtask_index=0, parallelism=1, max_parallelism=128, attempt=0)
     failed = 0
     for case in cases:
-        operator = weir_guest.export({"count": Count, "timer-echo": TimerEcho}[case["operator"]])()
+        operator = weir_guest.export({"count": Count, "timer-echo": TimerEcho, "split": Split}[case["operator"]])()
         operator.open("{}", context)
         frame = bytes.fromhex(case["input"])
         out = operator.on_timers(frame) if case["call"] == "on-timers" else operator.process_batch(frame)

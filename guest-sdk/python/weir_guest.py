@@ -5,9 +5,10 @@ The Python twin of the Rust SDK in guest-sdk/: declare state in ``describe``, ta
 ``Operator = weir_guest.export(MyOperator)`` in the module componentize-py builds; see
 examples/count_py/count.py. State values are JSON, so state written by the Rust version of an
 operator reads the same here. The batch frames (docs/batch-frames.md) are decoded and encoded
-here; operator authors never see them. Built against weir:operator@0.3.0: events carry
-``late``, the context the watermark, the host's processing time and timers, and an operator with
-timers defines ``on_timer(ctx, timer)``.
+here; operator authors never see them. Built against weir:operator@0.4.0: events carry
+``late`` and ``input``, the context the watermark, the host's processing time, timers, the name
+of the event's input and side outputs (``emit_to``), an operator with timers defines
+``on_timer(ctx, timer)``, and broadcast state is shared by every subtask.
 """
 import json
 import json.encoder
@@ -26,10 +27,10 @@ EVENT_TIME, PROCESSING_TIME = 0, 1
 _U32 = struct.Struct("<I")
 _HEADER = struct.Struct("<IIIqq")
 _TIMER = struct.Struct("<IBq")
-# A keyed event's head: slot, has-timestamp, timestamp, flags, value length; and an unkeyed one's
-# after its key.
-_KEYED_EVENT = struct.Struct("<IBqBI")
-_EVENT_TAIL = struct.Struct("<BqBI")
+# A keyed event's head: slot, has-timestamp, timestamp, flags, input, value length; and an
+# unkeyed one's after its key.
+_KEYED_EVENT = struct.Struct("<IBqBBI")
+_EVENT_TAIL = struct.Struct("<BqBBI")
 # An emitted event after its key: has-timestamp, timestamp, value length.
 _EMIT_TAIL = struct.Struct("<BqI")
 # A state write's head: slot, state, value length.
@@ -69,10 +70,28 @@ def _loads(raw):
 
 
 class Description:
-    """Name, version and declared states, in order."""
+    """Name, version, declared states, inputs and side outputs, each in order."""
 
     def __init__(self, name, version):
         self.name, self.version, self.states = name, version, []
+        self.inputs, self.side_outputs = [], []
+
+    def input(self, name):
+        """Names its next input: the job file gives the operator one input per declared input, in
+        this order, and ``ctx.input`` names the one an event came from."""
+        self.inputs.append(name)
+        return self
+
+    def side_output(self, name):
+        """Declares a side output: a stream of its own that ``ctx.emit_to(name, …)`` writes and job
+        files read as ``"uid.name"``."""
+        self.side_outputs.append(name)
+        return self
+
+    def broadcast_state(self, name, schema_version):
+        """Declares a broadcast state: a map that is not keyed, the same in every subtask, written
+        only while processing a broadcast input."""
+        return self._state(name, _types.StateKind.BROADCAST, schema_version)
 
     def value_state(self, name, schema_version):
         return self._state(name, _types.StateKind.VALUE, schema_version)
@@ -106,13 +125,14 @@ class Description:
 
 
 class Event:
-    """One event: ``key`` (bytes or None), ``value`` (bytes), ``timestamp`` (ms or None), and
-    ``late``: it came at or before the operator's watermark (the operator's choice what to do)."""
+    """One event: ``key`` (bytes or None), ``value`` (bytes), ``timestamp`` (ms or None),
+    ``late``: it came at or before the operator's watermark (the operator's choice what to do),
+    and ``input``: the index of the operator's input it came from (``ctx.input`` names it)."""
 
-    __slots__ = ("key", "value", "timestamp", "late")
+    __slots__ = ("key", "value", "timestamp", "late", "input")
 
-    def __init__(self, key, value, timestamp, late=False):
-        self.key, self.value, self.timestamp, self.late = key, value, timestamp, late
+    def __init__(self, key, value, timestamp, late=False, input=0):
+        self.key, self.value, self.timestamp, self.late, self.input = key, value, timestamp, late, input
 
     def json(self):
         return json.loads(self.value)
@@ -174,14 +194,19 @@ class OpenContext:
     def list_state(self, name):
         return ListState(name, self._declared(name, _types.StateKind.LIST))
 
+    def broadcast_state(self, name):
+        return BroadcastState(self._declared(name, _types.StateKind.BROADCAST))
+
 
 class Context:
     """The keyed context of the event or timer being handled: its key's state and timers, time
     (``watermark``: None before the first; ``processing_time``: the host's clock, in ms), and the
     output frame."""
 
-    def __init__(self, cells, value_count, watermark, processing_time):
+    def __init__(self, cells, value_count, watermark, processing_time, streams):
         self._cells = cells  # per slot: list of [bytes or None, dirty]
+        self._inputs, self._side_outputs = streams
+        self._input = None
         self._value_count = value_count
         self._out = bytearray(4)
         self._emitted = 0
@@ -223,11 +248,32 @@ class Context:
             )
         return self.slot
 
-    def emit(self, value, key=..., timestamp=...):
+    @property
+    def input(self):
+        """The name of the input the current event came from, as ``describe`` declares it ("" when
+        it declares none, or in ``on_timer``)."""
+        i = self._input
+        return self._inputs[i] if i is not None and i < len(self._inputs) else ""
+
+    def emit_to(self, side, value, key=..., timestamp=...):
+        """Emits ``value`` (bytes) to side output ``side``, declared with ``side_output``."""
+        try:
+            output = self._side_outputs.index(side) + 1
+        except ValueError:
+            raise OperatorError(
+                f"side output '{side}' is not declared in describe(): declare it with .side_output(\"{side}\")"
+            ) from None
+        self.emit(value, key, timestamp, output)
+
+    def emit_json_to(self, side, value):
+        self.emit_to(side, _dumps(value))
+
+    def emit(self, value, key=..., timestamp=..., _output=0):
         """Emits ``value`` (bytes) with the current key and timestamp unless given."""
         key = self.key if key is ... else key
         timestamp = self.timestamp if timestamp is ... else timestamp
         out = self._out
+        out.append(_output)
         if key is None:
             out += _U32.pack(NONE)
         else:
@@ -296,6 +342,27 @@ class ListState:
         _state.clear(ctx._slot(self.name), self.index)
 
 
+class BroadcastState:
+    """A map every subtask holds the same: written (``insert``, ``remove``) only while processing a
+    broadcast input, read anywhere."""
+
+    def __init__(self, index):
+        self.index = index
+
+    def get(self, ctx, map_key):
+        raw = _state.broadcast_get(self.index, _dumps(map_key))
+        return None if raw is None else json.loads(raw)
+
+    def entries(self, ctx):
+        return [(json.loads(k), json.loads(v)) for k, v in _state.broadcast_entries(self.index)]
+
+    def insert(self, ctx, map_key, value):
+        _state.broadcast_put(self.index, _dumps(map_key), _dumps(value))
+
+    def remove(self, ctx, map_key):
+        _state.broadcast_remove(self.index, _dumps(map_key))
+
+
 def log(level, message):
     _log.log(level, message)
 
@@ -308,9 +375,10 @@ def warn(message):
     _log.log(_types.Level.WARN, message)
 
 
-def _read_header(buf, value_states):
-    """From frame `buf` (bytes): its count of events or timers, key table, cells, watermark and
-    processing time, and where the events or timers start."""
+def _read_header(buf, value_states, streams):
+    """From frame `buf` (bytes): its count of events or timers, key table, cells, the context
+    (with the watermark, processing time and the operator's `streams`: its input and side output
+    names), and where the events or timers start."""
     key_count, value_count, count, watermark, now = _HEADER.unpack_from(buf, 0)
     if value_count != len(value_states):
         raise OperatorError(f"the host sent {value_count} value states but the operator declares {len(value_states)}")
@@ -332,7 +400,7 @@ def _read_header(buf, value_states):
                 row.append([buf[pos : pos + n], False])
                 pos += n
         cells.append(row)
-    return count, keys, cells, Context(cells, value_count, watermark, now), pos
+    return count, keys, cells, Context(cells, value_count, watermark, now, streams), pos
 
 
 def _finish(ctx, cells, value_states):
@@ -354,15 +422,15 @@ def _finish(ctx, cells, value_states):
     return bytes(out)
 
 
-def _process_batch(operator, value_states, batch):
+def _process_batch(operator, value_states, streams, batch):
     # Every step of this loop is an interpreted bytecode or a call, each costing about as much
     # as the bytes it moves: one unpack reads a keyed event's head, slices of `batch` (bytes)
     # copy its value in one step.
     batch = bytes(batch)
-    event_count, keys, cells, ctx, pos = _read_header(batch, value_states)
+    event_count, keys, cells, ctx, pos = _read_header(batch, value_states, streams)
     process = operator.process
     for _ in range(event_count):
-        slot, has_ts, ts, flags, n = _KEYED_EVENT.unpack_from(batch, pos)
+        slot, has_ts, ts, flags, input, n = _KEYED_EVENT.unpack_from(batch, pos)
         if slot != NONE:
             key = keys[slot]
             pos += _KEYED_EVENT.size
@@ -372,19 +440,19 @@ def _process_batch(operator, value_states, batch):
             pos += 8
             key = None if n == NONE else batch[pos : pos + n]
             pos += 0 if n == NONE else n
-            has_ts, ts, flags, n = _EVENT_TAIL.unpack_from(batch, pos)
+            has_ts, ts, flags, input, n = _EVENT_TAIL.unpack_from(batch, pos)
             pos += _EVENT_TAIL.size
         value = batch[pos : pos + n]
         pos += n
         ts = ts if has_ts else None
-        ctx.slot, ctx.key, ctx.timestamp = slot, key, ts
-        process(ctx, Event(key, value, ts, flags & LATE != 0))
+        ctx.slot, ctx.key, ctx.timestamp, ctx._input = slot, key, ts, input
+        process(ctx, Event(key, value, ts, flags & LATE != 0, input))
     return _finish(ctx, cells, value_states)
 
 
-def _on_timers(operator, value_states, frame):
+def _on_timers(operator, value_states, streams, frame):
     buf = bytes(frame)
-    timer_count, keys, cells, ctx, pos = _read_header(buf, value_states)
+    timer_count, keys, cells, ctx, pos = _read_header(buf, value_states, streams)
     for _ in range(timer_count):
         slot, domain, time = _TIMER.unpack_from(buf, pos)
         pos += _TIMER.size
@@ -401,13 +469,16 @@ def export(operator_class):
     class Operator:
         instance = None
         value_states = []
+        streams = ([], [])
 
         def describe(self):
             d = operator_class.describe()
-            return _types.Description(d.name, d.version, d.states)
+            return _types.Description(d.name, d.version, d.states, d.inputs, d.side_outputs)
 
         def open(self, config, context):
-            states = operator_class.describe().states
+            d = operator_class.describe()
+            states = d.states
+            Operator.streams = (d.inputs, d.side_outputs)
             try:
                 Operator.instance = operator_class(OpenContext(config, context, states))
             except Exception as e:
@@ -428,7 +499,7 @@ def export(operator_class):
             if Operator.instance is None:
                 raise Err("process-batch called before open")
             try:
-                return _process_batch(Operator.instance, Operator.value_states, batch)
+                return _process_batch(Operator.instance, Operator.value_states, Operator.streams, batch)
             except Exception as e:
                 raise Err(_failure(e))
 
@@ -438,7 +509,7 @@ def export(operator_class):
             if not hasattr(Operator.instance, "on_timer"):
                 raise Err("the operator set timers but has no on_timer method")
             try:
-                return _on_timers(Operator.instance, Operator.value_states, timers)
+                return _on_timers(Operator.instance, Operator.value_states, Operator.streams, timers)
             except Exception as e:
                 raise Err(_failure(e))
 

@@ -3,7 +3,7 @@ use serde::de::DeserializeOwned;
 
 use crate::bindings::weir::operator::types;
 use crate::describe::DeclaredState;
-use crate::state::{ListState, MapState, ValueState};
+use crate::state::{BroadcastState, ListState, MapState, ValueState};
 use crate::{Error, Result, StateKind};
 pub use weir_frame::TimeDomain;
 use weir_frame::{self as frame, TimerOp};
@@ -20,6 +20,9 @@ pub struct Event<'a> {
     /// It came at or before the operator's watermark: windows it belongs to may have closed. Up
     /// to the operator to drop, count or use it.
     pub late: bool,
+    /// The index of the operator's input it came from, in the job file's order (the order of
+    /// [`crate::Description::input`]); see [`Context::input`] for its name.
+    pub input: usize,
 }
 
 /// A due timer handed to [`crate::Operator::on_timer`].
@@ -53,6 +56,13 @@ pub struct OpenContext {
     pub(crate) context: types::Context,
     pub(crate) states: Vec<DeclaredState>,
     pub(crate) value_states: Vec<u32>,
+}
+
+/// The names of an operator's inputs and side outputs, as it declares them.
+#[derive(Debug, Default)]
+pub(crate) struct Streams {
+    pub(crate) inputs: Vec<String>,
+    pub(crate) side_outputs: Vec<String>,
 }
 
 impl OpenContext {
@@ -111,6 +121,14 @@ impl OpenContext {
         Ok(ListState::new(name, self.declared(name, StateKind::List)?))
     }
 
+    /// A handle to the declared broadcast state `name`.
+    pub fn broadcast_state<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<BroadcastState<K, V>> {
+        Ok(BroadcastState::new(self.declared(name, StateKind::Broadcast)?))
+    }
+
     fn declared(&self, name: &str, kind: StateKind) -> Result<u32> {
         match self.states.iter().position(|s| s.name == name) {
             Some(i) if self.states[i].kind == kind => Ok(i as u32),
@@ -145,13 +163,16 @@ pub(crate) enum CellValue {
 /// The keyed context of the event or timer being handled: its key's state and timers, time, and
 /// the output.
 pub struct Context<'a> {
-    pub(crate) input: &'a [u8],
+    pub(crate) frame: &'a [u8],
     /// `key-count × value-state-count` cells, slot-major.
     pub(crate) cells: &'a mut [Cell],
     pub(crate) value_state_count: usize,
     pub(crate) slot: Option<u32>,
     pub(crate) key: Option<&'a [u8]>,
     pub(crate) timestamp: Option<i64>,
+    /// The input of the event being processed.
+    pub(crate) input: usize,
+    pub(crate) streams: &'a Streams,
     pub(crate) out: &'a mut Vec<u8>,
     pub(crate) emitted: u32,
     pub(crate) time: Time,
@@ -162,20 +183,23 @@ pub struct Context<'a> {
 
 impl<'a> Context<'a> {
     pub(crate) fn new(
-        input: &'a [u8],
+        frame: &'a [u8],
         cells: &'a mut [Cell],
         value_state_count: usize,
+        streams: &'a Streams,
         out: &'a mut Vec<u8>,
         timer_ops: &'a mut Vec<u8>,
         time: Time,
     ) -> Self {
         Context {
-            input,
+            frame,
             cells,
             value_state_count,
             slot: None,
             key: None,
             timestamp: None,
+            input: usize::MAX,
+            streams,
             out,
             emitted: 0,
             time,
@@ -205,6 +229,12 @@ impl Context<'_> {
     /// The key of the current event or timer, if keyed.
     pub fn current_key(&self) -> Option<&[u8]> {
         self.key
+    }
+
+    /// The name of the input the current event came from, as [`crate::Description::input`]
+    /// declares it (`""` when the operator declares no inputs, or in `on_timer`).
+    pub fn input(&self) -> &str {
+        self.streams.inputs.get(self.input).map_or("", String::as_str)
     }
 
     /// Sets an event-time timer for the current key at `time`: [`crate::Operator::on_timer`] is
@@ -247,6 +277,36 @@ impl Context<'_> {
 
     /// Emits `value` serialized as JSON, with the current event's key and timestamp.
     pub fn emit_json<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        self.emit_json_on(0, value)
+    }
+
+    /// Emits `value` to side output `side` (declared with [`crate::Description::side_output`]),
+    /// with the current event's key and timestamp.
+    pub fn emit_to(&mut self, side: &str, value: &[u8]) -> Result<()> {
+        let output = self.side_output(side)?;
+        self.emit_on(output, self.key, value, self.timestamp);
+        Ok(())
+    }
+
+    /// Emits `value` serialized as JSON to side output `side`, with the current event's key and
+    /// timestamp.
+    pub fn emit_json_to<T: Serialize + ?Sized>(&mut self, side: &str, value: &T) -> Result<()> {
+        let output = self.side_output(side)?;
+        self.emit_json_on(output, value)
+    }
+
+    /// The output number of side output `side`: 1 + its index among the declared ones.
+    fn side_output(&self, side: &str) -> Result<u8> {
+        match self.streams.side_outputs.iter().position(|s| s == side) {
+            Some(i) => Ok(i as u8 + 1),
+            None => Err(Error::new(format!(
+                "side output '{side}' is not declared in describe(): declare it with .side_output(\"{side}\")"
+            ))),
+        }
+    }
+
+    fn emit_json_on<T: Serialize + ?Sized>(&mut self, output: u8, value: &T) -> Result<()> {
+        self.out.push(output);
         frame::put_opt_bytes(self.out, self.key);
         frame::put_opt_ts(self.out, self.timestamp);
         let len_at = self.out.len();
@@ -260,6 +320,11 @@ impl Context<'_> {
 
     /// Emits an event with an explicit key and timestamp.
     pub fn emit_event(&mut self, key: Option<&[u8]>, value: &[u8], timestamp: Option<i64>) {
+        self.emit_on(0, key, value, timestamp);
+    }
+
+    fn emit_on(&mut self, output: u8, key: Option<&[u8]>, value: &[u8], timestamp: Option<i64>) {
+        self.out.push(output);
         frame::put_opt_bytes(self.out, key);
         frame::put_opt_ts(self.out, timestamp);
         frame::put_bytes(self.out, value);
@@ -286,11 +351,11 @@ impl Context<'_> {
 
     #[inline]
     pub(crate) fn value_bytes(&mut self, state: &str, pos: usize) -> Result<Option<&[u8]>> {
-        let input = self.input;
+        let frame = self.frame;
         let cell = self.cell(state, pos)?;
         Ok(match cell.value {
             CellValue::Absent => None,
-            CellValue::Input(start, end) => Some(&input[start..end]),
+            CellValue::Input(start, end) => Some(&frame[start..end]),
             CellValue::Written => Some(&cell.buf[..]),
         })
     }

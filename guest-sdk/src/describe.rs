@@ -7,14 +7,20 @@ pub enum StateKind {
     Map,
     /// A list per key.
     List,
+    /// A map that is not keyed, the same in every subtask: written only while processing a
+    /// broadcast input, read from any (Flink's broadcast state).
+    Broadcast,
 }
 
-/// What an operator says about itself: name, version and declared states, in order.
+/// What an operator says about itself: name, version, declared states, inputs and side outputs,
+/// each in order.
 #[derive(Debug, Clone)]
 pub struct Description {
     pub(crate) name: String,
     pub(crate) version: String,
     pub(crate) states: Vec<DeclaredState>,
+    pub(crate) inputs: Vec<String>,
+    pub(crate) side_outputs: Vec<String>,
 }
 
 /// One declared state.
@@ -30,7 +36,28 @@ pub(crate) struct DeclaredState {
 impl Description {
     /// A description with no state.
     pub fn new(name: impl Into<String>, version: impl Into<String>) -> Self {
-        Description { name: name.into(), version: version.into(), states: Vec::new() }
+        Description {
+            name: name.into(),
+            version: version.into(),
+            states: Vec::new(),
+            inputs: Vec::new(),
+            side_outputs: Vec::new(),
+        }
+    }
+
+    /// Names its next input: the job file gives the operator one input per declared input, in
+    /// this order, and [`crate::Context::input`] tells which one an event came from. An operator
+    /// declaring none reads all its inputs as one stream.
+    pub fn input(mut self, name: &str) -> Self {
+        self.inputs.push(name.to_string());
+        self
+    }
+
+    /// Declares a side output (Flink's `OutputTag`): a stream of its own that
+    /// [`crate::Context::emit_to`] writes and job files read as `"uid.name"`.
+    pub fn side_output(mut self, name: &str) -> Self {
+        self.side_outputs.push(name.to_string());
+        self
     }
 
     /// Declares a value state. Bump `schema_version` whenever its stored layout changes.
@@ -46,6 +73,11 @@ impl Description {
     /// Declares a list state.
     pub fn list_state(self, name: &str, schema_version: u32) -> Self {
         self.state(name, StateKind::List, schema_version)
+    }
+
+    /// Declares a broadcast state (see [`StateKind::Broadcast`]).
+    pub fn broadcast_state(self, name: &str, schema_version: u32) -> Self {
+        self.state(name, StateKind::Broadcast, schema_version)
     }
 
     /// Says that the state declared last can be read when it was saved under one of the older

@@ -50,14 +50,14 @@ pub use context::{Context, Event, OpenContext, TimeDomain, Timer};
 pub use describe::{Description, StateKind};
 pub use duration::duration_ms;
 pub use error::{Error, Result};
-pub use state::{ListState, MapState, ValueState};
+pub use state::{BroadcastState, ListState, MapState, ValueState};
 
 /// Generated bindings for `wit/operator.wit`; used by [`export_operator!`].
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "weir:operator/operator-world@0.3.0",
+        world: "weir:operator/operator-world@0.4.0",
         pub_export_macro: true,
         export_macro_name: "export_raw",
         default_bindings_module: "weir_guest::bindings",

@@ -2,7 +2,7 @@
 //! the operator per event or timer, encodes output frames. Called only by
 //! [`crate::export_operator!`].
 use crate::bindings::weir::operator::types;
-use crate::context::{Cell, CellValue, Context, OpenContext, Time};
+use crate::context::{Cell, CellValue, Context, OpenContext, Streams, Time};
 use crate::{Event, Operator, StateKind, Timer};
 use weir_frame::{self as frame, LATE, NO_WATERMARK, NONE, Reader, TimeDomain};
 
@@ -14,6 +14,7 @@ pub struct Runtime<O> {
     cells: Vec<Cell>,
     /// Byte range of each slot's key in the input frame.
     keys: Vec<(usize, usize)>,
+    streams: Streams,
 }
 
 /// Converts the operator's description to the WIT record.
@@ -31,12 +32,15 @@ pub fn describe<O: Operator>() -> types::Description {
                     StateKind::Value => types::StateKind::Value,
                     StateKind::Map => types::StateKind::Map,
                     StateKind::List => types::StateKind::List,
+                    StateKind::Broadcast => types::StateKind::Broadcast,
                 },
                 schema_version: s.schema_version,
                 migrates_from: s.migrates_from,
                 time_to_live: s.time_to_live,
             })
             .collect(),
+        inputs: d.inputs,
+        side_outputs: d.side_outputs,
     }
 }
 
@@ -51,11 +55,13 @@ pub fn migrate<O: Operator>(state: u32, from_version: u32, items: Vec<Vec<u8>>) 
 impl<O: Operator> Runtime<O> {
     /// Builds the operator from its configuration.
     pub fn open(config: String, context: types::Context) -> Result<Self, String> {
-        let states = O::describe().states;
+        let d = O::describe();
+        let states = d.states;
         let value_states = (0..states.len() as u32).filter(|&i| states[i as usize].kind == StateKind::Value).collect();
         let open = OpenContext { config, context, states, value_states };
         let operator = O::open(&open).map_err(|e| e.to_string())?;
-        Ok(Runtime { operator, value_states: open.value_states, cells: Vec::new(), keys: Vec::new() })
+        let streams = Streams { inputs: d.inputs, side_outputs: d.side_outputs };
+        Ok(Runtime { operator, value_states: open.value_states, cells: Vec::new(), keys: Vec::new(), streams })
     }
 
     /// Reads a frame's header and key table, filling the cells with the prefetched values;
@@ -98,11 +104,11 @@ impl<O: Operator> Runtime<O> {
     pub fn process_batch(&mut self, input: &[u8]) -> Result<Vec<u8>, String> {
         let mut r = Reader::new(input);
         let (event_count, cell_count, time) = self.read_header(&mut r)?;
-        let Runtime { operator, value_states, cells, keys } = self;
+        let Runtime { operator, value_states, cells, keys, streams } = self;
         let (mut out, mut timer_ops) = (Vec::with_capacity(input.len() + 64), Vec::new());
         frame::put_u32(&mut out, 0); // emit count, patched in `finish`
         let cells = &mut cells[..cell_count];
-        let mut ctx = Context::new(input, cells, value_states.len(), &mut out, &mut timer_ops, time);
+        let mut ctx = Context::new(input, cells, value_states.len(), streams, &mut out, &mut timer_ops, time);
         for _ in 0..event_count {
             let slot = r.u32()?;
             let key = match slot {
@@ -111,11 +117,13 @@ impl<O: Operator> Runtime<O> {
             };
             let timestamp = r.opt_ts()?;
             let late = r.u8()? & LATE != 0;
+            let input = r.u8()? as usize;
             let value = r.bytes()?;
             ctx.slot = (slot != NONE).then_some(slot);
             ctx.key = key;
             ctx.timestamp = timestamp;
-            let event = Event { key, value, timestamp, late };
+            ctx.input = input;
+            let event = Event { key, value, timestamp, late, input };
             operator.process(&mut ctx, &event).map_err(|e| e.to_string())?;
         }
         let counts = ctx.finish();
@@ -126,11 +134,11 @@ impl<O: Operator> Runtime<O> {
     pub fn on_timers(&mut self, input: &[u8]) -> Result<Vec<u8>, String> {
         let mut r = Reader::new(input);
         let (timer_count, cell_count, time) = self.read_header(&mut r)?;
-        let Runtime { operator, value_states, cells, keys } = self;
+        let Runtime { operator, value_states, cells, keys, streams } = self;
         let (mut out, mut timer_ops) = (Vec::with_capacity(64), Vec::new());
         frame::put_u32(&mut out, 0); // emit count, patched in `finish`
         let cells = &mut cells[..cell_count];
-        let mut ctx = Context::new(input, cells, value_states.len(), &mut out, &mut timer_ops, time);
+        let mut ctx = Context::new(input, cells, value_states.len(), streams, &mut out, &mut timer_ops, time);
         for _ in 0..timer_count {
             let slot = r.u32()?;
             let key = key_of(keys, input, slot)?;

@@ -151,6 +151,48 @@ impl<T: Serialize + DeserializeOwned> ListState<T> {
     }
 }
 
+/// A broadcast state: one map, not keyed, the same in every subtask (Flink's broadcast state).
+/// Written only while processing a broadcast input (the host refuses writes anywhere else), read
+/// while processing any input or timer.
+pub struct BroadcastState<K, V> {
+    index: u32,
+    _entry: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> BroadcastState<K, V> {
+    pub(crate) fn new(index: u32) -> Self {
+        BroadcastState { index, _entry: PhantomData }
+    }
+
+    /// The value under `map_key`.
+    pub fn get(&self, _ctx: &Context, map_key: &K) -> Result<Option<V>> {
+        match host::broadcast_get(self.index, &serde_json::to_vec(map_key)?) {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every entry, ordered by the map key's JSON bytes.
+    pub fn entries(&self, _ctx: &Context) -> Result<Vec<(K, V)>> {
+        host::broadcast_entries(self.index)
+            .into_iter()
+            .map(|(k, v)| Ok((serde_json::from_slice(&k)?, serde_json::from_slice(&v)?)))
+            .collect()
+    }
+
+    /// Stores `value` under `map_key` (only while processing a broadcast input).
+    pub fn insert(&self, _ctx: &Context, map_key: &K, value: &V) -> Result<()> {
+        host::broadcast_put(self.index, &serde_json::to_vec(map_key)?, &serde_json::to_vec(value)?);
+        Ok(())
+    }
+
+    /// Removes `map_key` (only while processing a broadcast input).
+    pub fn remove(&self, _ctx: &Context, map_key: &K) -> Result<()> {
+        host::broadcast_remove(self.index, &serde_json::to_vec(map_key)?);
+        Ok(())
+    }
+}
+
 /// The host's `state` imports.
 pub(crate) mod host {
     pub(crate) use crate::bindings::weir::operator::state::*;

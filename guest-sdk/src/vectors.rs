@@ -54,6 +54,26 @@ impl Operator for TimerEcho {
     }
 }
 
+struct Split;
+
+impl Operator for Split {
+    fn describe() -> Description {
+        Description::new("split", "1.0.0").input("main").input("other").side_output("other")
+    }
+    fn open(_ctx: &OpenContext) -> Result<Self> {
+        Ok(Split)
+    }
+    fn process(&mut self, ctx: &mut Context, event: &Event) -> Result<()> {
+        match ctx.input() {
+            "other" => ctx.emit_to("other", event.value),
+            _ => {
+                ctx.emit(event.value);
+                Ok(())
+            }
+        }
+    }
+}
+
 fn unhex(text: &str) -> Vec<u8> {
     (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex")).collect()
 }
@@ -74,13 +94,14 @@ fn the_frame_test_vectors() {
     let text = include_str!("../../docs/frame-vectors.json");
     let vectors: serde_json::Value = serde_json::from_str(text).expect("JSON");
     let cases = vectors["cases"].as_array().expect("cases");
-    assert!(cases.len() >= 4);
+    assert!(cases.len() >= 6);
     for case in cases {
         let (name, call) = (case["name"].as_str().unwrap(), case["call"].as_str().unwrap());
         let input = unhex(case["input"].as_str().unwrap());
         let output = match case["operator"].as_str().unwrap() {
             "count" => run::<Count>(call, &input),
             "timer-echo" => run::<TimerEcho>(call, &input),
+            "split" => run::<Split>(call, &input),
             other => panic!("{name}: unknown operator {other}"),
         };
         assert_eq!(output, unhex(case["output"].as_str().unwrap()), "{name}");

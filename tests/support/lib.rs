@@ -122,6 +122,31 @@ pub fn sink_lines(dir: &Path) -> Vec<String> {
     lines
 }
 
+/// Asserts that sorted `lines` are `expected`, naming, when they are not, up to ten of the lines
+/// missing and of those that should not be there (with their counts), rather than printing both.
+pub fn assert_lines(lines: &[String], expected: &[String], what: &str) {
+    if lines == expected {
+        return;
+    }
+    fn count(all: &[String]) -> BTreeMap<&str, usize> {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        all.iter().for_each(|l| *counts.entry(l.as_str()).or_default() += 1);
+        counts
+    }
+    let (got, want) = (count(lines), count(expected));
+    let differ = |a: &BTreeMap<&str, usize>, b: &BTreeMap<&str, usize>| -> Vec<String> {
+        let over = a.iter().filter(|(l, n)| b.get(*l).copied().unwrap_or(0) < **n);
+        over.take(10).map(|(l, n)| format!("{l} ×{n}")).collect()
+    };
+    panic!(
+        "{what}: {} lines where {} were expected\n  missing: {:?}\n  unexpected: {:?}",
+        lines.len(),
+        expected.len(),
+        differ(&want, &got),
+        differ(&got, &want)
+    );
+}
+
 /// The part files of a file sink's directory, sorted by name.
 pub fn part_files(dir: &Path) -> Vec<PathBuf> {
     let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -239,6 +264,67 @@ pub fn counts_by_version(lines: &[String]) -> BTreeMap<(String, u64), Vec<u64>> 
         by_count.entry(key).or_default().push(v["v"].as_u64().unwrap_or(1));
     }
     by_count
+}
+
+/// What the `enrich` example writes for `clicks` and `profiles` (JSON lines with `ts` and
+/// `user`): each click with the `plan` of its user's newest profile at or before it
+/// (`{"ts":…,"user":…,"page":…,"plan":…}`), or, with none, the click as it came to its side
+/// output `unmatched`; both sorted.
+pub fn expected_join(clicks: &Path, profiles: &Path) -> (Vec<String>, Vec<String>) {
+    let profiles = json_lines(profiles);
+    let (mut enriched, mut unmatched) = (Vec::new(), Vec::new());
+    for (line, click) in json_lines(clicks) {
+        let ts = click["ts"].as_i64().expect("ts");
+        let plan = profiles
+            .iter()
+            .filter(|(_, p)| p["user"] == click["user"] && p["ts"].as_i64().expect("ts") <= ts)
+            .max_by_key(|(_, p)| p["ts"].as_i64())
+            .map(|(_, p)| p["plan"].as_str().expect("plan").to_string());
+        match plan {
+            Some(plan) => enriched.push(format!(
+                "{{\"ts\":{ts},\"user\":{},\"page\":{},\"plan\":\"{plan}\"}}",
+                click["user"], click["page"]
+            )),
+            None => unmatched.push(line),
+        }
+    }
+    enriched.sort();
+    unmatched.sort();
+    (enriched, unmatched)
+}
+
+/// What the `rules` example writes for `clicks` and `rules` (`{"ts":…,"max_clicks":n}`): each
+/// user's running count per click in time order (`{"key":…,"ts":…,"count":n}`), and an alert
+/// where a count is over the `max_clicks` of the latest rule at or before the click; both sorted.
+pub fn expected_rules(clicks: &Path, rules: &Path) -> (Vec<String>, Vec<String>) {
+    let rules: Vec<(i64, u64)> = json_lines(rules)
+        .iter()
+        .map(|(_, r)| (r["ts"].as_i64().expect("ts"), r["max_clicks"].as_u64().expect("max_clicks")))
+        .collect();
+    let mut clicks: Vec<(i64, String)> = json_lines(clicks)
+        .iter()
+        .map(|(_, c)| (c["ts"].as_i64().expect("ts"), c["user"].as_str().expect("user").to_string()))
+        .collect();
+    clicks.sort();
+    let (mut counts, mut alerts, mut seen) = (Vec::new(), Vec::new(), BTreeMap::new());
+    for (ts, user) in clicks {
+        let count = seen.entry(user.clone()).or_insert(0u64);
+        *count += 1;
+        counts.push(format!("{{\"key\":\"{user}\",\"ts\":{ts},\"count\":{count}}}"));
+        let in_force = rules.iter().filter(|(from, _)| *from <= ts).max_by_key(|(from, _)| *from);
+        if let Some((_, max)) = in_force.filter(|(_, max)| *count > *max) {
+            alerts.push(format!("{{\"key\":\"{user}\",\"ts\":{ts},\"count\":{count},\"max_clicks\":{max}}}"));
+        }
+    }
+    counts.sort();
+    alerts.sort();
+    (counts, alerts)
+}
+
+/// Each line of a file of JSON lines, with its value.
+fn json_lines(path: &Path) -> Vec<(String, serde_json::Value)> {
+    let text = std::fs::read_to_string(path).expect("read JSON lines");
+    text.lines().map(|l| (l.to_string(), serde_json::from_str(l).expect("a JSON line"))).collect()
 }
 
 /// `n` clicks by `users` users, one JSON object a line, 70% of them logged in (deterministic).

@@ -32,7 +32,11 @@ const WASM_TARGET: &str = "wasm32-wasip2";
 const WEVAL: &str = "0.5.0";
 /// The contract's interfaces a JavaScript operator imports: the component provides them, the
 /// bundler leaves them alone.
-const JS_IMPORTS: [&str; 2] = ["weir:operator/state@0.3.0", "weir:operator/log@0.3.0"];
+const JS_IMPORTS: [&str; 2] = ["weir:operator/state@0.4.0", "weir:operator/log@0.4.0"];
+
+/// The WIT the C example is built against: `weir:operator@0.3.0`, which the host keeps serving
+/// unchanged (`guest-sdk/c/weir_operator.h` speaks its frames; the SDKs speak 0.4.0's).
+const C_GUEST_WIT: &str = "wit/v0.3.0/operator.wit";
 
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
@@ -217,7 +221,7 @@ impl Workspace {
         let componentize = self.venv_tool("componentize-py", COMPONENTIZE_PY)?;
         run(Command::new(componentize)
             .current_dir(&self.root)
-            .args(["-d", "wit", "-w", "weir:operator/operator-world@0.3.0", "componentize", module])
+            .args(["-d", "wit", "-w", "weir:operator/operator-world@0.4.0", "componentize", module])
             .args(["-p", source, "-p", "guest-sdk/python", "-o"])
             .arg(out))
     }
@@ -225,7 +229,7 @@ impl Workspace {
     /// Builds `examples/<example>/<module>.c` into `<into>/<example>.wasm` as a C author would
     /// without an SDK (`guest-sdk/c/weir_operator.h` says how): Debian's clang for wasm32 against
     /// WASI's libc, linked into a component by rustup's `wasm-component-ld`, which embeds
-    /// weir's world from `wit/operator.wit` and adapts the WASI imports.
+    /// weir's world from `wit/v0.3.0/operator.wit` and adapts the WASI imports.
     fn build_c_guest(&self, example: &str, module: &str, into: &Path) -> Result<()> {
         let source = self.root.join("examples").join(example).join(format!("{module}.c"));
         let object = self.cargo_target.join("guests").join(format!("{example}.o"));
@@ -246,7 +250,7 @@ impl Workspace {
         run(Command::new(linker)
             .args(["--wasm-ld-path", "/usr/lib/llvm-19/bin/wasm-ld", "--no-entry", "--wasi-adapter", "reactor"])
             .arg("--component-type")
-            .arg(self.root.join("wit/operator.wit"))
+            .arg(self.root.join(C_GUEST_WIT))
             .arg("-o")
             .arg(into.join(format!("{example}.wasm")))
             .args(["/usr/lib/wasm32-wasi/crt1-reactor.o"])

@@ -1,8 +1,10 @@
 //! Tumbling event-time window count: counts each key's events per window of `size` (config
 //! `{ size = "10s" }`) and emits `{"key":…,"start":<ms>,"end":<ms>,"count":n}` once the watermark
 //! passes the window's end (an event-time timer at `end - 1`, as Flink's window operator fires
-//! at the window's max timestamp). Events of windows already emitted are late and dropped. Needs
-//! a keyed input (`input = "hash"`) and event timestamps (`timestamp-field` on a file source).
+//! at the window's max timestamp). Events of windows already emitted are late: they go, as they
+//! came, to the side output `late` (Flink's `sideOutputLateData`), which a job may read as
+//! `"<uid>.late"` or leave unread. Needs a keyed input (`input = "hash"`) and event timestamps
+//! (`timestamp-field` on a file source).
 use serde::{Deserialize, Serialize};
 use weir_guest::{Context, Description, Error, Event, OpenContext, Operator, Result, Timer, ValueState};
 
@@ -31,7 +33,7 @@ struct Window<'a> {
 
 impl Operator for WindowCount {
     fn describe() -> Description {
-        Description::new("window_count", env!("CARGO_PKG_VERSION")).value_state("windows", 1)
+        Description::new("window_count", env!("CARGO_PKG_VERSION")).value_state("windows", 1).side_output("late")
     }
 
     fn open(ctx: &OpenContext) -> Result<Self> {
@@ -49,7 +51,7 @@ impl Operator for WindowCount {
         let start = timestamp - timestamp.rem_euclid(self.size);
         let last = start + self.size - 1;
         if ctx.current_watermark().is_some_and(|w| last <= w) {
-            return Ok(()); // its window has been emitted: late
+            return ctx.emit_to("late", event.value); // its window has been emitted
         }
         let windows = &mut self.current;
         if !self.windows.get_into(ctx, windows)? {

@@ -40,11 +40,12 @@ const header = (keys, values, count, watermark = -(2n ** 63n), now = 1000) => [
   ['i64', watermark],
   ['i64', now],
 ];
-const event = (slot, ts, value, flags = 0) => [
+const event = (slot, ts, value, flags = 0, input = 0) => [
   ['u32', slot],
   ['u8', ts === null ? 0 : 1],
   ['i64', ts ?? 0],
   ['u8', flags],
+  ['u8', input],
   ['bytes', value],
 ];
 
@@ -83,7 +84,17 @@ class TimerEcho {
 }
 
 const vectors = JSON.parse(readFileSync(new URL('../../../docs/frame-vectors.json', import.meta.url), 'utf8'));
-const operators = { count: Count, 'timer-echo': TimerEcho };
+class Split {
+  static describe() {
+    return new Description('split', '1.0.0').input('main').input('other').sideOutput('other');
+  }
+  process(ctx, event) {
+    if (ctx.input === 'other') ctx.emitTo('other', event.value);
+    else ctx.emit(event.value);
+  }
+}
+
+const operators = { count: Count, 'timer-echo': TimerEcho, split: Split };
 
 test('the frame test vectors of docs/frame-vectors.json', () => {
   assert.ok(vectors.cases.length >= 4);
@@ -122,7 +133,7 @@ test('whatever is thrown reaches the host as a string with its message', () => {
   }
   const unkeyed = exportOperator(Unkeyed);
   unkeyed.open('{}', context);
-  const noKey = frame([...header(0, 1, 1), ['u32', NONE], ['none'], ['u8', 0], ['i64', 0], ['u8', 0], ['bytes', 'v']]);
+  const noKey = frame([...header(0, 1, 1), ['u32', NONE], ['none'], ['u8', 0], ['i64', 0], ['u8', 0], ['u8', 0], ['bytes', 'v']]);
   assert.throws(() => unkeyed.processBatch(noKey), /state 'count' is keyed state.*input = "hash"/);
 });
 

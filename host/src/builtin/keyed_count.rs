@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::key_group::{KeyGroup, key_group, key_group_range};
-use crate::runtime::{EventBatch, HandedOverState, Operator, OperatorFactory, StateSnapshot, SubtaskInfo};
+use crate::runtime::{Emitted, EventBatch, HandedOverState, Operator, OperatorFactory, StateSnapshot, SubtaskInfo};
 use crate::state::{Backends, StateBackend, StateDescriptor, StateKind, StateRestore};
 
 /// What it declares: like the `count` example, one value state holding a JSON number.
@@ -78,7 +78,8 @@ fn write_output(buf: &mut Vec<u8>, key: &[u8], count: &str) -> Result<(), String
 }
 
 impl Operator for KeyedCount {
-    fn process(&mut self, input: &EventBatch, out: &mut EventBatch) -> Result<(), String> {
+    fn process(&mut self, _input: usize, input: &EventBatch, out: &mut Emitted) -> Result<(), String> {
+        let out = &mut out.main;
         self.kgs.clear();
         for event in input.iter() {
             let key = event.key.ok_or("an event without a key reached a keyed operator")?;
@@ -113,11 +114,11 @@ impl Operator for KeyedCount {
 
     fn snapshot(&mut self) -> Result<Option<StateSnapshot>, String> {
         let body = self.backend.snapshot(self.key_groups.clone(), &states()).map_err(|e| e.to_string())?;
-        Ok(Some(StateSnapshot { key_groups: self.key_groups.clone(), body }))
+        Ok(Some(StateSnapshot { key_groups: self.key_groups.clone(), body, broadcast: None }))
     }
 
     fn into_state(self: Box<Self>) -> Option<HandedOverState> {
-        Some(HandedOverState { key_groups: self.key_groups, backend: self.backend, timers: None })
+        Some(HandedOverState { key_groups: self.key_groups, backend: self.backend, timers: None, broadcast: None })
     }
 }
 

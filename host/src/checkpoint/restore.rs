@@ -467,7 +467,10 @@ impl Restore {
             let to = map_states(&snapshot.states)?;
             snapshot.restore_into(&mut *backend, key_groups.clone(), &to).map_err(|e| e.to_string())?;
         }
-        Ok(RestoredState { backend, saved_versions, timers: None })
+        // Broadcast state is recorded once per operator, whatever key groups a subtask owns.
+        let broadcast =
+            self.states.iter().find(|s| s.uid == uid && s.broadcast.is_some()).and_then(|s| s.broadcast.clone());
+        Ok(RestoredState { backend, saved_versions, timers: None, broadcast })
     }
 
     /// Fetches the files of operator `uid`'s native snapshot `state` into a new directory of

@@ -67,6 +67,9 @@ pub struct SavepointFile {
     /// Its file or files, in the savepoint's directory.
     #[serde(flatten)]
     pub stored: StoredState,
+    /// The operator's broadcast state, recorded by subtask 0 alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broadcast: Option<crate::state::broadcast::SavedBroadcast>,
 }
 
 /// The form of a savepoint's state: canonical (the default: any backend, any parallelism) or
@@ -160,6 +163,7 @@ impl SavepointMetadata {
                 subtask: f.subtask,
                 key_groups: f.key_groups.clone(),
                 stored: f.stored.clone(),
+                broadcast: f.broadcast.clone(),
             })
             .collect()
     }
@@ -407,8 +411,8 @@ impl CheckpointSink for SavepointSink {
         let mut operators = self.operators.clone();
         for state in states {
             if let Some(op) = operators.iter_mut().find(|op| op.uid == state.uid) {
-                let StateFile { subtask, key_groups, stored, .. } = state;
-                op.files.push(SavepointFile { subtask, key_groups, stored });
+                let StateFile { subtask, key_groups, stored, broadcast, .. } = state;
+                op.files.push(SavepointFile { subtask, key_groups, stored, broadcast });
             }
         }
         for op in &mut operators {

@@ -169,7 +169,13 @@ mod tests {
             states: Vec::new(),
             files: names.iter().map(file).collect(),
         };
-        StateFile { uid: "op".into(), subtask: 0, key_groups: 0..1, stored: StoredState::Native(native) }
+        StateFile {
+            uid: "op".into(),
+            subtask: 0,
+            key_groups: 0..1,
+            stored: StoredState::Native(native),
+            broadcast: None,
+        }
     }
 
     #[test]

@@ -37,8 +37,8 @@ pub(crate) fn put(
     form: Form<'_>,
 ) -> Result<(StateFile, u64), String> {
     let _phase = tracing::debug_span!("checkpoint_async", dir, operator = uid, subtask).entered();
-    let StateSnapshot { key_groups, mut body } = snapshot;
-    let state = |stored| StateFile { uid: uid.to_string(), subtask, key_groups, stored };
+    let StateSnapshot { key_groups, mut body, broadcast } = snapshot;
+    let state = |stored| StateFile { uid: uid.to_string(), subtask, key_groups, stored, broadcast };
     if let Form::Native { shared } = form
         && let Some(files) = body.native().map_err(|e| format!("cannot take the snapshot: {e}"))?
     {

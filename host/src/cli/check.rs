@@ -52,6 +52,11 @@ pub(super) fn check(args: &CheckArgs) -> anyhow::Result<()> {
         module.contract_version(),
         if states.is_empty() { "none".to_string() } else { states.join(", ") }
     );
+    for (what, names) in [("inputs", &d.inputs), ("side outputs", &d.side_outputs)] {
+        if !names.is_empty() {
+            println!("  {what}: {}", names.join(", "));
+        }
+    }
     let Some(like) = &args.like else { return Ok(()) };
     let config: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&args.config).with_context(|| format!("--config {} is not a JSON object", args.config))?;
@@ -96,6 +101,7 @@ fn kind(kind: crate::state::StateKind) -> &'static str {
         crate::state::StateKind::Value => "value",
         crate::state::StateKind::Map => "map",
         crate::state::StateKind::List => "list",
+        crate::state::StateKind::Broadcast => "broadcast",
     }
 }
 

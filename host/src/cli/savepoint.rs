@@ -42,7 +42,8 @@ fn bytes_json(bytes: &[u8]) -> serde_json::Value {
 /// Prints the state of the savepoint at `path` as JSON lines, one per value, map entry or list
 /// element: `{"operator":…,"state":…,"key":…,"value":…}`, the value as the JSON it is, or as
 /// `raw-value` when it is no JSON (map entries also have `map-key`; a pending timer's is
-/// `{"timer":"event-time"|"processing-time","time":<ms>}`, with an empty `raw-value`).
+/// `{"timer":"event-time"|"processing-time","time":<ms>}`, with an empty `raw-value`; a broadcast
+/// state's entries have `key` null).
 pub(super) fn inspect(path: &str, operator: Option<&str>, state: Option<&str>) -> anyhow::Result<()> {
     let at = SavepointLocation::parse(path, Path::new(".")).map_err(anyhow::Error::msg)?;
     let metadata = at.metadata().map_err(anyhow::Error::msg)?;
@@ -56,6 +57,26 @@ pub(super) fn inspect(path: &str, operator: Option<&str>, state: Option<&str>) -
             bail!("operator '{}' has no state '{name}' in the savepoint", op.uid);
         }
         for file in &op.files {
+            // Broadcast state, recorded once for the operator, has no key.
+            for saved in file.broadcast.iter().flat_map(|b| &b.states) {
+                if state.is_some_and(|wanted| wanted != saved.name) {
+                    continue;
+                }
+                for [k, v] in &saved.entries {
+                    let (k, v) = (hex::decode(k)?, hex::decode(v)?);
+                    let json = serde_json::from_slice::<serde_json::Value>(&v).ok();
+                    let line = Line {
+                        operator: &op.uid,
+                        state: &saved.name,
+                        key: serde_json::Value::Null,
+                        map_key: Some(bytes_json(&k)),
+                        raw_value: json.is_none().then(|| bytes_json(&v)),
+                        value: json,
+                        expires_at: None,
+                    };
+                    writeln!(out, "{}", serde_json::to_string(&line)?)?;
+                }
+            }
             let mut print = |states: &[StateDescriptor], entry: StateEntry<'_>| -> anyhow::Result<()> {
                 let name = states.get(entry.state as usize).map_or("", |s| s.name.as_str());
                 if state.is_some_and(|wanted| wanted != name) {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::graph::Input;
 use super::spec::JobSpec;
 use super::spec::{CheckpointMode, CheckpointingSpec, OperatorSpec, SinkSpec, SourceSpec};
 
@@ -16,7 +17,8 @@ use crate::checkpoint::{Restore, StorageSink};
 use crate::state::{Backends, NATIVE_NEEDS_ROCKSDB, RestoredState, StateDescriptor, StateKind, StateRestore};
 
 use crate::runtime::{
-    CheckpointConfig, Handover, JobGraph, OperatorFactory, SinkFactory, SourceFactory, Vertex, VertexInput,
+    CheckpointConfig, Handover, JobGraph, OperatorFactory, Partitioning, SideOutput, SinkFactory, SourceFactory,
+    Vertex, VertexInput,
 };
 use crate::wasm::{OperatorModule, SandboxLimits, WasmOperatorFactory};
 
@@ -95,9 +97,12 @@ pub(super) fn build(
     let dataflow = super::graph::resolve(&spec).map_err(invalid)?;
     let sources = spec.sources.iter().map(|s| ctx.source(s).map_err(invalid)).collect::<Result<Vec<_>, _>>()?;
     let mut operators = Vec::with_capacity(spec.operators.len());
+    let side_outputs = declared_side_outputs(&spec, ctx.modules);
     for &i in &dataflow.order {
-        let mut vertex = ctx.operator(&spec.operators[i])?;
-        vertex.inputs = vertex_inputs(&dataflow.operators[i]);
+        let op = &spec.operators[i];
+        let mut vertex = ctx.operator(op, &dataflow.operators[i])?;
+        vertex.inputs =
+            vertex_inputs(&format!("operator '{}'", op.uid), &dataflow.operators[i], &side_outputs).map_err(invalid)?;
         operators.push(vertex);
     }
     // A sink runs at the parallelism of what it reads (the first input, when several), each
@@ -116,9 +121,11 @@ pub(super) fn build(
         .map(|(sink, inputs)| {
             let first = inputs.first().and_then(|i| parallelism.get(i.from.as_str()).copied());
             let p = if sink.inputs.is_some() { first.unwrap_or(line) } else { line };
-            (Arc::from(sink.uid.as_str()), p, vertex_inputs(inputs))
+            let inputs = vertex_inputs(&format!("sink '{}'", sink.uid), inputs, &side_outputs)?;
+            Ok((Arc::from(sink.uid.as_str()), p, inputs))
         })
-        .collect();
+        .collect::<Result<_, String>>()
+        .map_err(invalid)?;
     // Every refusal before any sink is opened: opening one brings its directory to the output the
     // job resumes from, which a refused job must not do.
     let vertices = sources
@@ -236,7 +243,8 @@ impl Builder<'_> {
         Ok(Vertex { uid: Arc::from(s.uid.as_str()), parallelism, inputs: Vec::new(), factory, watermarks })
     }
 
-    fn operator(&mut self, op: &OperatorSpec) -> Result<Vertex<dyn OperatorFactory>, JobError> {
+    /// Operator `op`, reading `inputs`.
+    fn operator(&mut self, op: &OperatorSpec, inputs: &[Input]) -> Result<Vertex<dyn OperatorFactory>, JobError> {
         let file = self.label.clone();
         let invalid = |message: String| JobError::Invalid { file: file.clone(), message };
         let parallelism = op.parallelism.unwrap_or(self.parallelism);
@@ -265,7 +273,9 @@ impl Builder<'_> {
                 })?;
                 let config = serde_json::to_string(&op.config.clone().unwrap_or_default())
                     .map_err(|e| invalid(format!("operator '{}': `config` cannot be passed as JSON: {e}", op.uid)))?;
-                let factory = WasmOperatorFactory::new(module, config, keyed, limits, self.backends.clone());
+                let broadcast = inputs.iter().map(|i| i.partitioning == Partitioning::Broadcast).collect();
+                let factory = WasmOperatorFactory::new(module, config, keyed, limits, self.backends.clone())
+                    .reading_broadcast(broadcast);
                 match restore {
                     Some(restore) => Box::new(factory.restoring(restore)),
                     None => Box::new(factory),
@@ -318,7 +328,8 @@ impl Builder<'_> {
         Some(Arc::new(move |backends: &Backends, kinds: &[StateKind], range, subtask| {
             if let Some(state) = handover.as_ref().and_then(|h| h.take(&uid, subtask, &range)) {
                 let saved_versions = saved.iter().map(|s| Some(s.schema_version)).collect();
-                return Ok(RestoredState { backend: state.backend, saved_versions, timers: state.timers });
+                let (backend, timers, broadcast) = (state.backend, state.timers, state.broadcast);
+                return Ok(RestoredState { backend, saved_versions, timers, broadcast });
             }
             restore.restore_state(&uid, &declared, backends, kinds, range)
         }))
@@ -341,9 +352,94 @@ impl Builder<'_> {
     }
 }
 
-/// The runtime's inputs of a vertex the job's graph resolved.
-fn vertex_inputs(inputs: &[super::graph::Input]) -> Vec<VertexInput> {
-    inputs.iter().map(|i| VertexInput { from: Arc::from(i.from.as_str()), partitioning: i.partitioning }).collect()
+/// The checks of the job's graph that need its operators' modules (the inputs and side outputs
+/// they declare, the contract they were built against), made when the job is planned: before any
+/// directory is claimed.
+pub(super) fn check_graph_modules(
+    spec: &JobSpec,
+    modules: &HashMap<String, Arc<OperatorModule>>,
+) -> Result<(), String> {
+    let dataflow = super::graph::resolve(spec)?;
+    let side_outputs = declared_side_outputs(spec, modules);
+    for (op, inputs) in spec.operators.iter().zip(&dataflow.operators) {
+        if let Some(module) = op.module.as_ref().and_then(|m| modules.get(m)) {
+            check_module_inputs(&op.uid, module, inputs, op.keyed())?;
+        }
+        vertex_inputs(&format!("operator '{}'", op.uid), inputs, &side_outputs)?;
+    }
+    for (sink, inputs) in spec.sinks.iter().zip(&dataflow.sinks) {
+        vertex_inputs(&format!("sink '{}'", sink.uid), inputs, &side_outputs)?;
+    }
+    Ok(())
+}
+
+/// Each operator's side outputs, by its uid, as its module declares them (builtins have none).
+fn declared_side_outputs<'a>(
+    spec: &'a JobSpec,
+    modules: &'a HashMap<String, Arc<OperatorModule>>,
+) -> HashMap<&'a str, &'a [String]> {
+    spec.operators
+        .iter()
+        .filter_map(|op| Some((op.uid.as_str(), &modules.get(op.module.as_ref()?)?.description.side_outputs[..])))
+        .collect()
+}
+
+/// The runtime's inputs of vertex `what`, as the job's graph resolved them, each side output
+/// found among those its operator's module declares (`side_outputs`, by operator uid).
+fn vertex_inputs(
+    what: &str,
+    inputs: &[Input],
+    side_outputs: &HashMap<&str, &[String]>,
+) -> Result<Vec<VertexInput>, String> {
+    let resolve = |i: &Input| {
+        let side_output = match &i.output {
+            None => None,
+            Some(name) => {
+                let declared = side_outputs.get(i.from.as_str()).copied().unwrap_or_default();
+                let k = declared.iter().position(|d| d == name).ok_or_else(|| {
+                    let known = match declared {
+                        [] => "it declares none".to_string(),
+                        names => format!("it declares {}", names.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ")),
+                    };
+                    format!("{what}: reads side output '{name}' of operator '{}', which has no side output '{name}' ({known} in its `describe`)", i.from)
+                })?;
+                Some(SideOutput { index: k as u8 + 1, name: Arc::from(name.as_str()) })
+            }
+        };
+        Ok(VertexInput { from: Arc::from(i.from.as_str()), side_output, partitioning: i.partitioning })
+    };
+    inputs.iter().map(resolve).collect()
+}
+
+/// A module's `describe` may name its inputs (0.4.0): then the job file gives it as many, in that
+/// order. A keyed operator reading a broadcast stream keeps it in broadcast state, which modules
+/// have from 0.4.0.
+fn check_module_inputs(uid: &str, module: &OperatorModule, inputs: &[Input], keyed: bool) -> Result<(), String> {
+    let declared = &module.description.inputs;
+    if module.has_graph_inputs() && inputs.len() > 255 {
+        return Err(format!("operator '{uid}': reads {} inputs; an operator reads at most 255", inputs.len()));
+    }
+    if !declared.is_empty() && declared.len() != inputs.len() {
+        let names = declared.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ");
+        let read = inputs.iter().map(|i| format!("'{}'", i.name())).collect::<Vec<_>>().join(", ");
+        return Err(format!(
+            "operator '{uid}': its module declares {} inputs ({names}) and the job file gives it {} ({read}); \
+             name one input per declared input in `inputs`, in the module's order",
+            declared.len(),
+            inputs.len()
+        ));
+    }
+    if let Some(broadcast) = inputs.iter().find(|i| keyed && i.partitioning == Partitioning::Broadcast)
+        && !module.has_graph_inputs()
+    {
+        return Err(format!(
+            "operator '{uid}': reads '{}' by broadcast beside its keyed inputs, which needs broadcast state, and its \
+             module was built against weir:operator@{}: rebuild it with an SDK for weir:operator@0.4.0",
+            broadcast.name(),
+            module.contract_version()
+        ));
+    }
+    Ok(())
 }
 
 /// State the job starts from must all go somewhere: positions to sources, state to operators,

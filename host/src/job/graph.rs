@@ -8,11 +8,25 @@ use std::collections::{HashMap, HashSet};
 use super::spec::{EdgeSpec, InputSpec, JobSpec, PartitioningSpec};
 use crate::runtime::Partitioning;
 
-/// One input of an operator or sink: the vertex it reads and how.
+/// One input of an operator or sink: the vertex it reads, which of its outputs, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Input {
+    /// The uid of the source or operator read.
     pub(crate) from: String,
+    /// The side output of that operator read (`"uid.name"` in the job file), resolved against
+    /// its module's description when the job is built; `None`: its main output.
+    pub(crate) output: Option<String>,
     pub(crate) partitioning: Partitioning,
+}
+
+impl Input {
+    /// What the job file names: `uid`, or `uid.side-output`.
+    pub(crate) fn name(&self) -> String {
+        match &self.output {
+            Some(output) => format!("{}.{output}", self.from),
+            None => self.from.clone(),
+        }
+    }
 }
 
 /// What every operator and sink reads, and the order operators can be built in.
@@ -65,7 +79,7 @@ pub(crate) fn resolve(spec: &JobSpec) -> Result<Dataflow, String> {
                     0 => sources.clone(),
                     _ => vec![spec.operators[i - 1].uid.as_str()],
                 };
-                upstream.into_iter().map(|from| Input { from: from.to_string(), partitioning }).collect()
+                upstream.into_iter().map(|from| Input { from: from.to_string(), output: None, partitioning }).collect()
             }
         };
         check_keyed(&what, &inputs)?;
@@ -77,17 +91,18 @@ pub(crate) fn resolve(spec: &JobSpec) -> Result<Dataflow, String> {
         let inputs = match &sink.inputs {
             Some(edges) => explicit(&what, edges, &kinds)?,
             None => match spec.operators.last() {
-                Some(last) => vec![Input { from: last.uid.clone(), partitioning: Partitioning::Forward }],
-                None => {
-                    sources.iter().map(|s| Input { from: s.to_string(), partitioning: Partitioning::Forward }).collect()
-                }
+                Some(last) => vec![Input { from: last.uid.clone(), output: None, partitioning: Partitioning::Forward }],
+                None => sources
+                    .iter()
+                    .map(|s| Input { from: s.to_string(), output: None, partitioning: Partitioning::Forward })
+                    .collect(),
             },
         };
         if let Some(input) = inputs.iter().find(|i| i.partitioning == Partitioning::Broadcast) {
             return Err(format!(
                 "{what}: reads '{}' by broadcast, which would write every event once per subtask; use forward, \
                  rebalance or hash",
-                input.from
+                input.name()
             ));
         }
         sinks.push(inputs);
@@ -117,29 +132,39 @@ fn explicit(what: &str, edges: &[EdgeSpec], kinds: &HashMap<&str, Kind>) -> Resu
     }
     let mut inputs: Vec<Input> = Vec::with_capacity(edges.len());
     for edge in edges {
-        match kinds.get(edge.from.as_str()) {
-            Some(Kind::Source | Kind::Operator(_)) => {}
-            Some(Kind::Sink) => {
+        // A uid itself, else `uid.name`: a side output of an operator (the uid wins: uids may
+        // have dots).
+        let (from, output) = match kinds.get(edge.from.as_str()) {
+            Some(_) => (edge.from.as_str(), None),
+            None => match edge.from.rsplit_once('.') {
+                Some((uid, output)) if kinds.contains_key(uid) => (uid, Some(output)),
+                _ => (edge.from.as_str(), None),
+            },
+        };
+        match (kinds.get(from), output) {
+            (Some(Kind::Operator(_)), _) | (Some(Kind::Source), None) => {}
+            (Some(Kind::Source), Some(output)) => {
+                return Err(format!(
+                    "{what}: reads side output '{output}' of '{from}', which is a source; only operators have side \
+                     outputs"
+                ));
+            }
+            (Some(Kind::Sink), _) => {
                 return Err(format!(
                     "{what}: reads '{}', which is a sink; sinks write out of the job and cannot be read",
                     edge.from
                 ));
             }
-            None => {
-                let side = edge.from.rsplit_once('.').filter(|(uid, _)| kinds.contains_key(uid));
-                return Err(match side {
-                    Some((uid, output)) => format!(
-                        "{what}: reads side output '{output}' of '{uid}', which declares no side output '{output}'"
-                    ),
-                    None => format!(
-                        "{what}: reads '{}', which is no source or operator of this job (known: {})",
-                        edge.from,
-                        known(kinds)
-                    ),
-                });
+            (None, _) => {
+                return Err(format!(
+                    "{what}: reads '{}', which is no source or operator of this job (known: {})",
+                    edge.from,
+                    known(kinds)
+                ));
             }
         }
-        if inputs.iter().any(|i| i.from == edge.from) {
+        let output = output.map(str::to_string);
+        if inputs.iter().any(|i| i.from == from && i.output == output) {
             return Err(format!("{what}: reads '{}' twice; name each input once", edge.from));
         }
         let partitioning = match edge.partitioning {
@@ -148,7 +173,7 @@ fn explicit(what: &str, edges: &[EdgeSpec], kinds: &HashMap<&str, Kind>) -> Resu
             PartitioningSpec::Rebalance => Partitioning::Rebalance,
             PartitioningSpec::Broadcast => Partitioning::Broadcast,
         };
-        inputs.push(Input { from: edge.from.clone(), partitioning });
+        inputs.push(Input { from: from.to_string(), output, partitioning });
     }
     Ok(inputs)
 }
@@ -161,23 +186,20 @@ fn known(kinds: &HashMap<&str, Kind>) -> String {
 }
 
 /// An operator reading any stream by hash has keyed state, which every event it processes needs
-/// a key of its own subtask for: then it reads every stream by hash.
+/// a key of its own subtask for: then it reads every stream by hash, except broadcast streams,
+/// which every subtask reads whole into its broadcast state (Flink's broadcast state pattern).
 fn check_keyed(what: &str, inputs: &[Input]) -> Result<(), String> {
     let Some(keyed) = inputs.iter().find(|i| i.partitioning == Partitioning::Hash) else { return Ok(()) };
-    match inputs.iter().find(|i| i.partitioning != Partitioning::Hash) {
+    let other = inputs.iter().find(|i| !matches!(i.partitioning, Partitioning::Hash | Partitioning::Broadcast));
+    match other {
         None => Ok(()),
-        Some(other) if other.partitioning == Partitioning::Broadcast => Err(format!(
-            "{what}: reads '{}' by hash and '{}' by broadcast; an operator with keyed state reads broadcast \
-             streams into broadcast state, which this weir does not have yet: read '{}' by hash as well",
-            keyed.from, other.from, other.from
-        )),
         Some(other) => Err(format!(
             "{what}: reads '{}' by hash and '{}' by {}; an operator with keyed state reads every stream by \
-             hash: set partitioning = \"hash\" on '{}'",
-            keyed.from,
-            other.from,
+             hash, or by broadcast into its broadcast state: set partitioning = \"hash\" on '{}'",
+            keyed.name(),
+            other.name(),
             other.partitioning.name(),
-            other.from
+            other.name()
         )),
     }
 }
@@ -273,7 +295,10 @@ mod tests {
         let line = spec(&[("a", None), ("b", None)], "[{ from = \"b\" }]");
         let dataflow = resolve(&line).unwrap();
         assert_eq!(dataflow.order, [0, 1]);
-        assert_eq!(dataflow.operators[1], [Input { from: "a".into(), partitioning: Partitioning::Forward }]);
+        assert_eq!(
+            dataflow.operators[1],
+            [Input { from: "a".into(), output: None, partitioning: Partitioning::Forward }]
+        );
     }
 
     #[test]

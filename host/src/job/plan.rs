@@ -174,6 +174,7 @@ impl JobPlan {
             })?;
             resolved.insert(reference.clone(), module);
         }
+        super::build::check_graph_modules(&spec, &resolved).map_err(invalid)?;
         let checkpoints = match &spec.checkpointing {
             Some(c) if !checkpoint_interval(c).map_err(invalid)?.is_zero() => {
                 let url = c.storage.as_deref().unwrap_or(&placement.checkpoints);

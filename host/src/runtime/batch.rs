@@ -156,6 +156,43 @@ impl EventBatch {
     }
 }
 
+/// What an operator emits for one batch or one advance of time: its main output, and the events
+/// of each side output it declares (Flink's `OutputTag`), which only the vertices reading
+/// `"uid.name"` receive.
+#[derive(Default, Debug)]
+pub struct Emitted {
+    /// The main output, read by the vertices naming the operator itself.
+    pub main: EventBatch,
+    /// Side output k+1's events at index k (grown as the operator emits to them).
+    pub side: Vec<EventBatch>,
+}
+
+impl Emitted {
+    /// The batch of output `output`: 0 the main one, k side output k.
+    pub fn to(&mut self, output: u8) -> &mut EventBatch {
+        match output {
+            0 => &mut self.main,
+            k => {
+                let k = k as usize;
+                if self.side.len() < k {
+                    self.side.resize_with(k, EventBatch::default);
+                }
+                &mut self.side[k - 1]
+            }
+        }
+    }
+
+    /// Events emitted to all outputs.
+    pub fn len(&self) -> usize {
+        self.main.len() + self.side.iter().map(EventBatch::len).sum::<usize>()
+    }
+
+    /// Nothing emitted.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Appends `bytes` to `buf`. Keys and small values are a few bytes long, and for a length not
 /// known at compile time `extend_from_slice` calls `memcpy`, whose call and dispatch cost more
 /// than such a copy (a quarter of a generator thread's time in profiles). Up to 16 bytes are

@@ -43,6 +43,8 @@ pub(crate) fn capacity(fan_in: usize) -> usize {
 /// blocked by alignment is not read, so its watermarks stay behind its barrier).
 pub(crate) struct Inputs {
     live: Vec<Receiver<Message>>,
+    /// The vertex input each live channel belongs to (its index in the vertex's inputs).
+    input_of: Vec<usize>,
     aligner: BarrierAligner,
     valve: WatermarkValve,
     /// Indices of the inputs to select from, rebuilt per call (kept to reuse its allocation).
@@ -50,10 +52,12 @@ pub(crate) struct Inputs {
 }
 
 impl Inputs {
-    pub(crate) fn new(receivers: Vec<Receiver<Message>>, exactly_once: bool) -> Self {
+    /// `receivers`: each input channel with the index of the vertex input it belongs to.
+    pub(crate) fn new(receivers: Vec<(usize, Receiver<Message>)>, exactly_once: bool) -> Self {
         let aligner = BarrierAligner::new(receivers.len(), exactly_once);
         let valve = WatermarkValve::new(receivers.len());
-        Inputs { live: receivers, aligner, valve, readable: Vec::new() }
+        let (input_of, live) = receivers.into_iter().unzip();
+        Inputs { live, input_of, aligner, valve, readable: Vec::new() }
     }
 
     /// The next batch, aligned barrier or change of event time from any input, waiting for one
@@ -114,13 +118,14 @@ impl Inputs {
             match message {
                 Message::Batch(batch) => {
                     self.valve.active(i);
-                    return Ok(Some(Received::Batch(batch)));
+                    return Ok(Some(Received::Batch(batch, self.input_of[i])));
                 }
                 Message::Barrier(id) => self.aligner.arrived(i, id),
                 Message::Time(EventTime::Watermark(watermark)) => self.valve.watermark(i, watermark),
                 Message::Time(EventTime::Idle) => self.valve.idle(i),
                 Message::End => {
                     self.live.swap_remove(i);
+                    self.input_of.swap_remove(i);
                     self.aligner.ended(i);
                     self.valve.ended(i);
                 }
@@ -174,6 +179,8 @@ enum Routing {
 /// graph, whose time waiting for room it counts (with every other subtask sending on it).
 pub(crate) struct Route {
     target: Arc<str>,
+    /// The output of the sending operator it carries: 0 its main output, k its side output k.
+    output: u8,
     senders: Vec<Sender<Message>>,
     routing: Routing,
     /// Nanoseconds the edge's senders waited for room in it.
@@ -182,15 +189,15 @@ pub(crate) struct Route {
 
 impl Route {
     pub(crate) fn direct(target: Arc<str>, sender: Sender<Message>, edge_blocked: Arc<AtomicU64>) -> Self {
-        Route { target, senders: vec![sender], routing: Routing::Direct, edge_blocked }
+        Route { target, output: 0, senders: vec![sender], routing: Routing::Direct, edge_blocked }
     }
 
     pub(crate) fn round_robin(target: Arc<str>, senders: Vec<Sender<Message>>, edge_blocked: Arc<AtomicU64>) -> Self {
-        Route { target, senders, routing: Routing::RoundRobin { next: 0 }, edge_blocked }
+        Route { target, output: 0, senders, routing: Routing::RoundRobin { next: 0 }, edge_blocked }
     }
 
     pub(crate) fn to_all(target: Arc<str>, senders: Vec<Sender<Message>>, edge_blocked: Arc<AtomicU64>) -> Self {
-        Route { target, senders, routing: Routing::Broadcast, edge_blocked }
+        Route { target, output: 0, senders, routing: Routing::Broadcast, edge_blocked }
     }
 
     pub(crate) fn hash(
@@ -200,7 +207,12 @@ impl Route {
         edge_blocked: Arc<AtomicU64>,
     ) -> Self {
         let pending = senders.iter().map(|_| EventBatch::default()).collect();
-        Route { target, senders, routing: Routing::Hash { pending, max_parallelism }, edge_blocked }
+        Route { target, output: 0, senders, routing: Routing::Hash { pending, max_parallelism }, edge_blocked }
+    }
+
+    /// The same route, carrying the sender's output `output` (see [`Route::output`]).
+    pub(crate) fn of_output(self, output: u8) -> Self {
+        Route { output, ..self }
     }
 
     fn send(&mut self, batch: Arc<EventBatch>, subtask_blocked: &AtomicU64) -> Result<(), StreamError> {
@@ -310,12 +322,16 @@ impl Output for Downstream {
     }
 
     fn send(&mut self, batch: EventBatch) -> Result<(), StreamError> {
+        self.send_side(0, batch)
+    }
+
+    fn send_side(&mut self, output: u8, batch: EventBatch) -> Result<(), StreamError> {
         if batch.is_empty() {
             return Ok(());
         }
         // Every vertex reading the stream gets the same batch.
         let batch = Arc::new(batch);
-        for route in &mut self.routes {
+        for route in self.routes.iter_mut().filter(|r| r.output == output) {
             route.send(batch.clone(), &self.blocked)?;
         }
         Ok(())

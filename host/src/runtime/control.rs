@@ -23,8 +23,6 @@ pub(crate) struct Control {
     pub(crate) before_run: u64,
     /// Align barriers before snapshotting.
     pub(crate) exactly_once: bool,
-    /// Periodic checkpoints are on: exhausted sources wait for a final checkpoint.
-    pub(crate) checkpointing: bool,
     /// Acknowledgements to the checkpoint coordinator.
     pub(crate) acks: crossbeam_channel::Sender<Ack>,
     /// Snapshots to the uploader.
@@ -39,7 +37,8 @@ pub(crate) struct Control {
     /// That stop drains: sources send the end of time before its barrier.
     pub(crate) draining: AtomicBool,
     /// Set once the checkpoint or savepoint that ends the job has completed (a final checkpoint
-    /// taken after every source finished, or a stop's savepoint): the waiting sources end then.
+    /// taken after every source finished, a stop's savepoint, or, without checkpoints, the last
+    /// source finishing): the waiting sources end then.
     pub(crate) final_checkpoint_done: AtomicBool,
     /// The latest checkpoint that completed (0: none in this run): sources learn of it between
     /// polls, with no wakeup of their own.
@@ -108,7 +107,6 @@ impl TaskContext for Control {
             handing_over: self.handing_over.load(Ordering::SeqCst),
             ended: self.final_checkpoint_done.load(Ordering::SeqCst),
             completed: self.completed.load(Ordering::Relaxed),
-            checkpointing: self.checkpointing,
         }
     }
 

@@ -37,8 +37,27 @@ impl Partitioning {
 pub struct VertexInput {
     /// The uid of the source or operator read.
     pub from: Arc<str>,
+    /// The side output of it read, if not its main output.
+    pub side_output: Option<SideOutput>,
     /// How its events are spread over the subtasks.
     pub partitioning: Partitioning,
+}
+
+/// An operator's side output, as an input names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SideOutput {
+    /// Its output number: k for the k-th side output its `describe` declares (0 is the main
+    /// output).
+    pub index: u8,
+    /// Its name.
+    pub name: Arc<str>,
+}
+
+impl VertexInput {
+    /// The output of `from` read: 0 its main output, k its side output k.
+    pub fn output(&self) -> u8 {
+        self.side_output.as_ref().map_or(0, |s| s.index)
+    }
 }
 
 /// One vertex of the graph.

@@ -88,6 +88,9 @@ pub struct VertexSummary {
 pub struct InputSummary {
     /// The uid of the vertex read.
     pub from: String,
+    /// The side output of it read (job files name it `"from.output"`); absent: its main output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
     /// `forward`, `hash`, `rebalance` or `broadcast`.
     pub partitioning: String,
     /// Milliseconds the subtasks sending on it waited for room in it, summed over them (the
@@ -220,6 +223,7 @@ impl JobMetrics {
                         .iter()
                         .map(|i| InputSummary {
                             from: i.input.from.to_string(),
+                            output: i.input.side_output.as_ref().map(|s| s.name.to_string()),
                             partitioning: i.input.partitioning.name().to_string(),
                             backpressured_ms: load(&i.blocked_ns) / 1_000_000,
                         })

@@ -29,9 +29,9 @@ mod task;
 mod wakeup;
 pub mod watermarks;
 
-pub use batch::{Event, EventBatch};
+pub use batch::{Emitted, Event, EventBatch};
 pub use executor::{MAX_CHANNELS, MAX_SUBTASKS, check_size, execute, panic_message};
-pub use graph::{JobGraph, Partitioning, RunHandles, Vertex, VertexInput};
+pub use graph::{JobGraph, Partitioning, RunHandles, SideOutput, Vertex, VertexInput};
 pub use handover::{Handover, Stopped};
 pub use metrics::{InputSummary, JobMetrics, SubtaskSummary, VertexSummary};
 pub use snapshot::{

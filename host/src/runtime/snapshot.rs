@@ -10,6 +10,8 @@ pub struct StateSnapshot {
     pub key_groups: std::ops::Range<u32>,
     /// What is stored, in the form of the backend that made it.
     pub body: Box<dyn crate::state::SnapshotBody>,
+    /// The operator's broadcast state: subtask 0 records it for all (see [`crate::state::broadcast`]).
+    pub broadcast: Option<crate::state::broadcast::SavedBroadcast>,
 }
 
 /// Checkpointing settings of a job run.
@@ -46,6 +48,9 @@ pub struct StateFile {
     /// What is stored, and where.
     #[serde(flatten)]
     pub stored: StoredState,
+    /// The operator's broadcast state, recorded by subtask 0 alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broadcast: Option<crate::state::broadcast::SavedBroadcast>,
 }
 
 /// How a snapshot is stored: one file in the canonical form, or a disk backend's own files.

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::batch::EventBatch;
+use super::batch::{Emitted, EventBatch};
 use super::snapshot::{Position, StateSnapshot};
 
 /// Where a subtask runs; passed to factories.
@@ -129,15 +129,16 @@ pub trait Source: Send {
 
 /// A running operator subtask.
 pub trait Operator: Send {
-    /// Processes a batch, appending what it emits to `out`.
-    fn process(&mut self, input: &EventBatch, out: &mut EventBatch) -> Result<(), String>;
+    /// Processes a batch of its input `input` (the index of the job file's `inputs` it came
+    /// from; 0 when it reads one stream), appending what it emits to `out`.
+    fn process(&mut self, input: usize, batch: &EventBatch, out: &mut Emitted) -> Result<(), String>;
     /// Its input watermark is `watermark` now (milliseconds; it has advanced, or a processing-time
     /// timer is due): fires timers due, appending what they emit to `out`, a batch of them at a
     /// time. True when more of those due when this advance began are left: the caller sends
     /// `out` on and calls again with the same watermark. Timers set while firing for a time
     /// already reached wait for the next advance, so that no operator can keep the host firing.
     /// An operator without timers only notes it.
-    fn advance_time(&mut self, _watermark: i64, _out: &mut EventBatch) -> Result<bool, String> {
+    fn advance_time(&mut self, _watermark: i64, _out: &mut Emitted) -> Result<bool, String> {
         Ok(false)
     }
     /// When its earliest processing-time timer is due (milliseconds since the Unix epoch).
@@ -171,6 +172,8 @@ pub struct HandedOverState {
     /// Its timers in time order, when it has any state for them: the next run takes the queue
     /// as it is rather than rebuild it from the backend (a second for 1,000,000 timers).
     pub timers: Option<crate::state::TimerQueue>,
+    /// Its broadcast state, if the operator has any.
+    pub broadcast: Option<crate::state::broadcast::SavedBroadcast>,
 }
 
 /// A running sink subtask.

@@ -94,9 +94,14 @@ struct InputTime {
 /// A subtask's watermark over its inputs (Flink's `StatusWatermarkValve`): the minimum of the
 /// watermarks of the inputs that are not idle. It only advances. When every input is idle, it
 /// advances to the highest of their watermarks (nothing holds it back any more) and the subtask
-/// is idle too.
+/// is idle too. An input that ended before the end of time (its source stopped at a savepoint
+/// without draining) holds the watermark where it left it: what the other inputs bring after a
+/// stop's barrier must not fire timers that the savepoint has as pending (Flink's stop without
+/// drain fires nothing either).
 pub(crate) struct WatermarkValve {
     inputs: Vec<InputTime>,
+    /// The least watermark of the inputs that ended before the end of time.
+    held: Option<i64>,
     current: i64,
     idle: bool,
     /// What the subtask has to pass on, oldest first.
@@ -107,6 +112,7 @@ impl WatermarkValve {
     pub(crate) fn new(inputs: usize) -> Self {
         WatermarkValve {
             inputs: vec![InputTime { watermark: NO_WATERMARK, idle: false }; inputs],
+            held: None,
             current: NO_WATERMARK,
             idle: false,
             outputs: VecDeque::new(),
@@ -140,13 +146,16 @@ impl WatermarkValve {
 
     /// Input `i` has ended, and is removed as the subtask's inputs swap-remove it.
     pub(crate) fn ended(&mut self, i: usize) {
-        self.inputs.swap_remove(i);
+        let ended = self.inputs.swap_remove(i);
+        if ended.watermark < END_OF_TIME {
+            self.held = Some(self.held.map_or(ended.watermark, |held| held.min(ended.watermark)));
+        }
         self.advance();
     }
 
     fn advance(&mut self) {
-        let active = self.inputs.iter().filter(|input| !input.idle);
-        let (watermark, all_idle) = match active.map(|input| input.watermark).min() {
+        let active = self.inputs.iter().filter(|input| !input.idle).map(|input| input.watermark);
+        let (watermark, all_idle) = match active.chain(self.held).min() {
             Some(min) => (min, false),
             None => (self.inputs.iter().map(|input| input.watermark).max().unwrap_or(NO_WATERMARK), true),
         };
@@ -216,8 +225,28 @@ mod tests {
         assert_eq!(step(&|v| v.idle(1)), [Idle], "every input idle: the subtask is idle");
         assert_eq!(step(&|v| v.idle(1)), []);
         assert_eq!(step(&|v| v.watermark(1, 400)), [Watermark(400)]);
-        assert_eq!(step(&|v| v.ended(1)), [Idle], "input 0, the one left, is idle");
-        assert_eq!(step(&|v| v.watermark(0, END_OF_TIME)), [Watermark(END_OF_TIME)]);
+        assert_eq!(step(&|v| v.ended(1)), [], "input 1 ended at 400, not at the end of time: it holds 400");
+        assert_eq!(step(&|v| v.watermark(0, END_OF_TIME)), [], "held");
+    }
+
+    #[test]
+    fn an_input_that_ends_before_the_end_of_time_holds_the_watermark_where_it_left_it() {
+        // A stop without drain: one input's source stopped at the savepoint's barrier, the
+        // other's had ended (at the end of time). Nothing may fire after the barrier.
+        let mut valve = WatermarkValve::new(2);
+        valve.watermark(0, 100);
+        valve.watermark(1, END_OF_TIME);
+        assert_eq!(valve.output(), Some(EventTime::Watermark(100)));
+        valve.ended(0);
+        assert_eq!(valve.output(), None, "not the end of time of input 1");
+        valve.ended(0);
+        assert_eq!(valve.output(), None);
+        // Inputs that end at the end of time hold nothing back.
+        let mut valve = WatermarkValve::new(2);
+        valve.watermark(0, END_OF_TIME);
+        valve.ended(0);
+        valve.watermark(0, 7);
+        assert_eq!(valve.output(), Some(EventTime::Watermark(7)));
     }
 
     #[test]

@@ -52,6 +52,7 @@ fn kind_code(kind: StateKind) -> u8 {
         StateKind::Value => 0,
         StateKind::Map => 1,
         StateKind::List => 2,
+        StateKind::Broadcast => 3,
     }
 }
 
@@ -180,6 +181,7 @@ pub fn read<'a>(bytes: &'a [u8], file: &str) -> Result<Snapshot<'a>, SnapshotErr
             0 => StateKind::Value,
             1 => StateKind::Map,
             2 => StateKind::List,
+            3 => StateKind::Broadcast,
             other => return Err(corrupt(format!("state '{name}' has unknown kind {other}"))),
         };
         states.push(StateDescriptor::new(&name, kind, r.u32().map_err(truncated)?));

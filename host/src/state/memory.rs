@@ -21,7 +21,7 @@ impl Table {
     fn new(kind: StateKind) -> Self {
         match kind {
             StateKind::Value => Table::Value(ValueTable::new(Default::default())),
-            StateKind::Map => Table::Map(Map::default()),
+            StateKind::Map | StateKind::Broadcast => Table::Map(Map::default()),
             StateKind::List => Table::List(Map::default()),
         }
     }

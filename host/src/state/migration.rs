@@ -24,6 +24,8 @@ pub struct RestoredState {
     pub saved_versions: Vec<Option<u32>>,
     /// The timers, when handed over with the backend (else they are found in the backend).
     pub timers: Option<super::timers::TimerQueue>,
+    /// The operator's broadcast state, the same for every subtask, if it recorded any.
+    pub broadcast: Option<super::broadcast::SavedBroadcast>,
 }
 
 /// A declared state whose restored entries are in an older layout.
@@ -195,7 +197,12 @@ mod tests {
         let mut declared =
             vec![StateDescriptor::new("count", StateKind::Value, 3), StateDescriptor::new("seen", StateKind::Map, 1)];
         declared[0].migrates_from = vec![1];
-        let restored = |saved_versions| RestoredState { backend: Box::new(filled()), saved_versions, timers: None };
+        let restored = |saved_versions| RestoredState {
+            backend: Box::new(filled()),
+            saved_versions,
+            timers: None,
+            broadcast: None,
+        };
         assert_eq!(restored(vec![Some(3), None]).migrations(&declared).unwrap(), []);
         assert_eq!(
             restored(vec![Some(1), Some(1)]).migrations(&declared).unwrap(),

@@ -34,6 +34,7 @@ macro_rules! in_memory_snapshots {
 }
 use in_memory_snapshots;
 
+pub mod broadcast;
 pub mod canonical;
 #[cfg(test)]
 pub(crate) mod conformance;
@@ -66,6 +67,9 @@ pub enum StateKind {
     Map,
     /// A list of values per key.
     List,
+    /// A map of map keys to values that is not keyed: the same in every subtask, held beside the
+    /// keyed backend (see [`broadcast`]); a backend keeps nothing of it.
+    Broadcast,
 }
 
 /// A state an operator declares: what its entries mean, as recorded in snapshots and savepoints.

@@ -6,10 +6,10 @@ use wasmtime::component::Component;
 /// The contract package this host implements.
 pub const CONTRACT: &str = "weir:operator";
 /// Its version.
-pub const CONTRACT_VERSION: &str = "0.3.0";
+pub const CONTRACT_VERSION: &str = "0.4.0";
 /// The versions this host serves, newest first: modules built against an older one keep running
 /// unchanged (see the README's compatibility promise).
-pub const SERVED_VERSIONS: &[&str] = &["0.3.0", "0.2.0"];
+pub const SERVED_VERSIONS: &[&str] = &["0.4.0", "0.3.0", "0.2.0"];
 
 /// A contract version this host serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -18,6 +18,8 @@ pub(crate) enum Contract {
     V2,
     /// `weir:operator@0.3.0`: watermarks, timers, state TTL.
     V3,
+    /// `weir:operator@0.4.0`: inputs told apart, side outputs, broadcast state.
+    V4,
 }
 
 impl Contract {
@@ -26,6 +28,7 @@ impl Contract {
         match self {
             Contract::V2 => "0.2.0",
             Contract::V3 => "0.3.0",
+            Contract::V4 => "0.4.0",
         }
     }
 }
@@ -61,7 +64,8 @@ pub(crate) fn check(engine: &Engine, component: &Component) -> ContractCheck {
             continue;
         };
         let served = match SERVED_VERSIONS.iter().position(|served| compatible(version, served)) {
-            Some(0) => Contract::V3,
+            Some(0) => Contract::V4,
+            Some(1) => Contract::V3,
             Some(_) => Contract::V2,
             None => return ContractCheck::OtherVersion(version.to_string()),
         };

@@ -61,6 +61,9 @@ fn check_described(what: &str, text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The most inputs, and the most side outputs, an operator declares: frames name them in a byte.
+const MAX_STREAMS: usize = 255;
+
 /// The longest `describe` may take: it only returns a description.
 const DESCRIBE_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -101,7 +104,7 @@ pub enum ModuleProblem {
     Invalid(String),
     /// Built against another contract version.
     #[error(
-        "was built against {CONTRACT}@{0}, but this weir supports {CONTRACT}@{CONTRACT_VERSION} and @0.2.0; \
+        "was built against {CONTRACT}@{0}, but this weir supports {CONTRACT}@{CONTRACT_VERSION}, @0.3.0 and @0.2.0; \
          rebuild it against this weir's wit/"
     )]
     ContractVersion(String),
@@ -132,6 +135,11 @@ pub struct Description {
     pub version: String,
     /// Declared states, in order.
     pub states: Vec<StateDescriptor>,
+    /// The names of its inputs, matched by position to the job file's (0.4.0; empty: its inputs
+    /// are one stream to it).
+    pub inputs: Vec<String>,
+    /// The names of its side outputs (0.4.0), read in job files as `"uid.name"`.
+    pub side_outputs: Vec<String>,
 }
 
 impl Description {
@@ -160,6 +168,12 @@ impl OperatorModule {
     /// Whether it can set timers: built against 0.3.0 or later.
     pub fn has_timers(&self) -> bool {
         self.pre.contract() >= Contract::V3
+    }
+
+    /// Whether its frames tell its inputs apart and it has side outputs and broadcast state:
+    /// built against 0.4.0 or later.
+    pub fn has_graph_inputs(&self) -> bool {
+        self.pre.contract() >= Contract::V4
     }
 
     /// The states its subtasks keep: the declared ones, then, when its input is `keyed` and it can
@@ -337,6 +351,24 @@ impl WasmEngine {
                 ));
             }
         }
-        Ok(Description { name: d.name, version: d.version, states })
+        if let Some(s) = states.iter().find(|s| s.kind == StateKind::Broadcast && s.time_to_live.is_some()) {
+            return Err(format!("broadcast state '{}' declares a time-to-live; only keyed state expires", s.name));
+        }
+        for (what, names) in [("inputs", &d.inputs), ("side outputs", &d.side_outputs)] {
+            if names.len() > MAX_STREAMS {
+                return Err(format!("it declares {} {what}; an operator declares at most {MAX_STREAMS}", names.len()));
+            }
+            let mut seen = std::collections::HashSet::new();
+            for name in names {
+                check_described(what, name)?;
+                if name.is_empty() || name.contains('.') || !seen.insert(name) {
+                    return Err(format!(
+                        "{what}: '{name}' is empty, has a '.' in it or is declared twice; name each once, without dots"
+                    ));
+                }
+            }
+        }
+        let (inputs, side_outputs) = (d.inputs, d.side_outputs);
+        Ok(Description { name: d.name, version: d.version, states, inputs, side_outputs })
     }
 }

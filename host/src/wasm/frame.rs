@@ -8,7 +8,7 @@ use weir_frame::{
 
 use super::host::KeyedState;
 use crate::key_group::key_group;
-use crate::runtime::{EventBatch, MAX_EVENT_BYTES};
+use crate::runtime::{Emitted, Event, EventBatch, MAX_EVENT_BYTES};
 use crate::state::{StateKind, Timer, ttl};
 
 /// What a 0.3.0 frame says of time: the operator's watermark and the host's clock (milliseconds).
@@ -22,11 +22,12 @@ pub(crate) struct FrameTime {
 /// (`max_parallelism` set) the key table holds each distinct key once, in order of first
 /// appearance, with the current value of every value state; `keyed` remembers the table so that
 /// host calls can resolve slots. With `time` (0.3.0), the frame carries it and each event's late
-/// flag.
+/// flag; with `stream` (0.4.0), each event the index of the operator's input it came from.
 #[allow(clippy::too_many_arguments)] // the frame's parts, and the buffers reused from batch to batch
 pub(crate) fn encode_input(
     input: &EventBatch,
     events: std::ops::Range<usize>,
+    stream: Option<u8>,
     keyed: &mut KeyedState,
     value_states: &[u32],
     max_parallelism: Option<u32>,
@@ -58,6 +59,9 @@ pub(crate) fn encode_input(
         if let Some(time) = time {
             let late = time.watermark != NO_WATERMARK && event.timestamp.is_some_and(|t| t <= time.watermark);
             frame.push(if late { LATE } else { 0 });
+        }
+        if let Some(stream) = stream {
+            frame.push(stream);
         }
         put_bytes(frame, event.value);
     }
@@ -137,26 +141,40 @@ pub(crate) fn encode_timers(
     Ok(())
 }
 
+/// What an output frame may carry beyond 0.2.0's.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OutputShape {
+    /// Timer operations (0.3.0).
+    pub(crate) timers: bool,
+    /// Each emitted event's output (0.4.0): the number of side outputs the operator declares.
+    pub(crate) side_outputs: Option<usize>,
+}
+
 /// Appends the output frame's emitted events to `out` and applies its value-state writes and, with
-/// `timers` (0.3.0), its timer operations. The events keep pointing into the frame, which `out`
-/// takes over: no per-event copy.
+/// timers (0.3.0), its timer operations. Events of the main output keep pointing into the frame,
+/// which `out.main` takes over: no per-event copy. Side outputs' events (0.4.0) are copied.
 pub(crate) fn apply_output(
     output: Vec<u8>,
     keyed: &mut KeyedState,
     value_states: &[u32],
-    timers: bool,
-    out: &mut EventBatch,
+    shape: OutputShape,
+    out: &mut Emitted,
 ) -> Result<(), String> {
-    let events_before = out.len();
+    let before: Vec<usize> = std::iter::once(&out.main).chain(&out.side).map(EventBatch::len).collect();
     // Malformed-frame errors, the reader's and `read_output`'s own, are said to be the guest's here.
     let result =
-        read_output(&output, keyed, value_states, timers, out).map_err(|e| match e.strip_prefix("malformed frame: ") {
+        read_output(&output, keyed, value_states, shape, out).map_err(|e| match e.strip_prefix("malformed frame: ") {
             Some(what) => format!("the guest returned a malformed output frame: {what}"),
             None => e,
         });
     match result {
-        Ok(()) => out.append_buffer(output),
-        Err(_) => out.truncate(events_before),
+        Ok(()) => out.main.append_buffer(output),
+        Err(_) => {
+            out.main.truncate(before[0]);
+            for (k, side) in out.side.iter_mut().enumerate() {
+                side.truncate(before.get(k + 1).copied().unwrap_or(0));
+            }
+        }
     }
     result
 }
@@ -165,29 +183,41 @@ fn read_output(
     output: &[u8],
     keyed: &mut KeyedState,
     value_states: &[u32],
-    timers: bool,
-    out: &mut EventBatch,
+    shape: OutputShape,
+    out: &mut Emitted,
 ) -> Result<(), String> {
     let malformed = |what: String| format!("malformed frame: {what}");
-    let base = out.next_buffer_offset();
+    let base = out.main.next_buffer_offset();
     let mut r = Reader::new(output);
     // Where `bytes` just read lie in `output`, shifted to where `out` will hold them.
     let range = |r: &Reader, len: usize| base + r.position() - len..base + r.position();
     let emitted = r.u32()?;
     for _ in 0..emitted {
+        let to = match shape.side_outputs {
+            Some(declared) => match r.u8()? {
+                k if k as usize > declared => {
+                    return Err(format!(
+                        "the operator emitted to side output #{k}, and it declares {declared} side outputs in its \
+                         `describe`: declare each side output it emits to"
+                    ));
+                }
+                k => k,
+            },
+            None => 0,
+        };
+        if to > 0 {
+            let key = r.opt_bytes()?;
+            let timestamp = r.opt_ts()?;
+            let value = r.bytes()?;
+            check_event_size(key.map_or(0, <[u8]>::len), value.len())?;
+            out.to(to).push(Event { key, value, timestamp });
+            continue;
+        }
         let key = r.opt_bytes()?.map(|k| range(&r, k.len()));
         let timestamp = r.opt_ts()?;
         let value = r.bytes()?.len();
-        let key_len = key.as_ref().map_or(0, |k| k.len());
-        if key_len + value > MAX_EVENT_BYTES {
-            return Err(format!(
-                "the operator emitted an event of {} bytes (key {key_len}, value {value}), over the {} MiB an event \
-                 may have: emit smaller events",
-                key_len + value,
-                MAX_EVENT_BYTES >> 20
-            ));
-        }
-        out.push_ranges(key, range(&r, value), timestamp);
+        check_event_size(key.as_ref().map_or(0, |k| k.len()), value)?;
+        out.main.push_ranges(key, range(&r, value), timestamp);
     }
     let writes = r.u32()?;
     if writes > 0 {
@@ -219,14 +249,27 @@ fn read_output(
         }
         .map_err(|e| format!("state backend: {e}"))?;
     }
-    if timers {
+    if shape.timers {
         apply_timer_ops(&mut r, keyed)?;
     }
     if !r.is_at_end() {
-        let what = if timers { "timer operations" } else { "write set" };
+        let what = if shape.timers { "timer operations" } else { "write set" };
         return Err(malformed(format!("{} bytes after the {what}", output.len() - r.position())));
     }
     keyed.check_limit()
+}
+
+/// Refuses an emitted event larger than an event may be.
+fn check_event_size(key_len: usize, value: usize) -> Result<(), String> {
+    if key_len + value > MAX_EVENT_BYTES {
+        return Err(format!(
+            "the operator emitted an event of {} bytes (key {key_len}, value {value}), over the {} MiB an event may \
+             have: emit smaller events",
+            key_len + value,
+            MAX_EVENT_BYTES >> 20
+        ));
+    }
+    Ok(())
 }
 
 /// Registers and deletes the timers an output frame names.

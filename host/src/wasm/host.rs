@@ -13,6 +13,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings;
 use crate::key_group::KeyGroup;
+use crate::state::broadcast::BroadcastState;
 use crate::state::{MemoryBackend, StateBackend, StateKind, TimerQueue, same_bytes, ttl};
 
 /// Memory limit of one instance (of each of its linear memories); exceeding it traps with a
@@ -74,6 +75,10 @@ pub(crate) struct KeyedState {
     hasher: foldhash::fast::RandomState,
     /// The most bytes of state the backend may hold (`state-limit`), when it counts them.
     pub(crate) limit: usize,
+    /// Its broadcast state (0.4.0), and whether the call in progress may write it: only while
+    /// it processes a broadcast input, which every subtask reads alike.
+    pub(crate) broadcast: BroadcastState,
+    pub(crate) broadcast_writable: bool,
 }
 
 impl KeyedState {
@@ -91,6 +96,8 @@ impl KeyedState {
             index: hashbrown::HashTable::new(),
             hasher: Default::default(),
             limit: usize::MAX,
+            broadcast: BroadcastState::default(),
+            broadcast_writable: false,
         }
     }
 
@@ -231,14 +238,15 @@ impl WasiView for HostState {
     }
 }
 
-/// Adds the imports of both served contract versions (their interfaces have different names, so
-/// one linker serves modules of either).
+/// Adds the imports of every served contract version (their interfaces have different names, so
+/// one linker serves modules of any).
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    bindings::v4::OperatorWorld::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     bindings::v3::OperatorWorld::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     bindings::v2::OperatorWorld::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
 }
 
-/// The `state` functions, for both contract versions (their signatures are the same).
+/// The `state` functions, for every contract version (their signatures are the same).
 impl KeyedState {
     fn map_get(&mut self, slot: u32, state: u32, map_key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
         let ttl = self.ttl_of(state);
@@ -313,6 +321,37 @@ impl KeyedState {
     fn clear(&mut self, slot: u32, state: u32) -> wasmtime::Result<()> {
         self.with_key(slot, state, None, |b, kg, key| b.clear(state, kg, key))
     }
+
+    /// Fails unless the call in progress processes a broadcast input (see `broadcast-put`).
+    fn check_broadcast_writable(&self, state: u32) -> wasmtime::Result<()> {
+        if self.broadcast_writable {
+            return Ok(());
+        }
+        Err(format_err!(
+            "the guest wrote broadcast state #{state} while processing an input that is not broadcast (or a \
+             timer); broadcast state is written only from a broadcast input, which every subtask reads alike, \
+             so that every subtask's copy stays the same"
+        ))
+    }
+
+    fn broadcast_get(&mut self, state: u32, map_key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.broadcast.get(state, &map_key).map_err(|e| format_err!("{e}"))?.map(<[u8]>::to_vec))
+    }
+
+    fn broadcast_entries(&mut self, state: u32) -> wasmtime::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let entries = self.broadcast.entries(state).map_err(|e| format_err!("{e}"))?;
+        Ok(entries.map(|(k, v)| (k.to_vec(), v.to_vec())).collect())
+    }
+
+    fn broadcast_put(&mut self, state: u32, map_key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
+        self.check_broadcast_writable(state)?;
+        self.broadcast.put(state, map_key, value).map_err(|e| format_err!("{e}"))
+    }
+
+    fn broadcast_remove(&mut self, state: u32, map_key: Vec<u8>) -> wasmtime::Result<()> {
+        self.check_broadcast_writable(state)?;
+        self.broadcast.remove(state, &map_key).map_err(|e| format_err!("{e}"))
+    }
 }
 
 impl HostState {
@@ -329,9 +368,10 @@ impl HostState {
     }
 }
 
-/// The `types`, `state` and `log` imports of contract version `$v` (a module of `bindings`).
+/// The `types`, `state` and `log` imports of contract version `$v` (a module of `bindings`);
+/// `$more` adds the functions later versions have.
 macro_rules! imports {
-    ($v:ident) => {
+    ($v:ident $(, $more:item)*) => {
         impl bindings::$v::weir::operator::types::Host for HostState {}
 
         impl bindings::$v::weir::operator::state::Host for HostState {
@@ -356,6 +396,7 @@ macro_rules! imports {
             fn clear(&mut self, slot: u32, state: u32) -> wasmtime::Result<()> {
                 self.keyed.clear(slot, state)
             }
+            $($more)*
         }
 
         impl bindings::$v::weir::operator::log::Host for HostState {
@@ -381,3 +422,18 @@ macro_rules! imports {
 
 imports!(v2);
 imports!(v3);
+imports!(
+    v4,
+    fn broadcast_get(&mut self, state: u32, map_key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
+        self.keyed.broadcast_get(state, map_key)
+    },
+    fn broadcast_entries(&mut self, state: u32) -> wasmtime::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.keyed.broadcast_entries(state)
+    },
+    fn broadcast_put(&mut self, state: u32, map_key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
+        self.keyed.broadcast_put(state, map_key, value)
+    },
+    fn broadcast_remove(&mut self, state: u32, map_key: Vec<u8>) -> wasmtime::Result<()> {
+        self.keyed.broadcast_remove(state, map_key)
+    }
+);

@@ -8,15 +8,17 @@ use wasmtime::{Store, Trap, WasmBacktrace};
 use weir_frame::{NO_WATERMARK, TimeDomain};
 
 use super::engine::{EPOCH_TICK, OperatorModule};
-use super::frame::{self, FrameTime};
+use super::frame::{self, FrameTime, OutputShape};
 use super::guest::Guest;
 use super::guest_output::{self, GuestOutput};
 use super::host::{HostState, KeyedState, mib};
 use super::instance;
 use crate::key_group::key_group_range;
 use crate::runtime::{
-    BATCH_BYTES, BATCH_SIZE, EventBatch, HandedOverState, Operator, OperatorFactory, StateSnapshot, SubtaskInfo, clip,
+    BATCH_BYTES, BATCH_SIZE, Emitted, EventBatch, HandedOverState, Operator, OperatorFactory, StateSnapshot,
+    SubtaskInfo, clip,
 };
+use crate::state::broadcast::{BroadcastState, SavedBroadcast};
 use crate::state::{
     self, Backends, Migration, StateBackend, StateDescriptor, StateKind, StateRestore, Timer, TimerQueue, ttl,
 };
@@ -75,6 +77,9 @@ pub struct WasmOperatorFactory {
     limits: SandboxLimits,
     restore: Option<StateRestore>,
     backends: Backends,
+    /// Per input, in the job file's order: whether it is read by broadcast (its events reach the
+    /// guest without a key, and may write broadcast state).
+    broadcast_inputs: Vec<bool>,
 }
 
 impl WasmOperatorFactory {
@@ -87,7 +92,13 @@ impl WasmOperatorFactory {
         limits: SandboxLimits,
         backends: Backends,
     ) -> Self {
-        WasmOperatorFactory { module, config, keyed, limits, restore: None, backends }
+        WasmOperatorFactory { module, config, keyed, limits, restore: None, backends, broadcast_inputs: Vec::new() }
+    }
+
+    /// Which of its inputs, in order, are read by broadcast.
+    pub fn reading_broadcast(mut self, broadcast_inputs: Vec<bool>) -> Self {
+        self.broadcast_inputs = broadcast_inputs;
+        self
     }
 
     /// Fills each subtask's state from a checkpoint before `open`.
@@ -141,6 +152,40 @@ impl WasmOperatorFactory {
         );
         Ok(())
     }
+
+    /// The broadcast states of the declared `states`, holding what `saved` recorded of them and
+    /// migrated through the guest's `migrate` when saved under another schema version.
+    fn restore_broadcast(
+        &self,
+        store: &mut Store<HostState>,
+        instance: &Guest,
+        states: &[StateDescriptor],
+        saved: Option<&SavedBroadcast>,
+    ) -> Result<BroadcastState, String> {
+        let Some(saved) = saved else { return Ok(BroadcastState::new(states)) };
+        let restoring = |e: String| format!("cannot restore its broadcast state: {e}");
+        let (mut broadcast, versions) =
+            BroadcastState::restore(states, saved, "the state restored").map_err(restoring)?;
+        for (state, (d, saved)) in (0u32..).zip(states.iter().zip(versions)) {
+            let Some(from_version) = saved.filter(|&v| v != d.schema_version) else { continue };
+            if !d.migrates_from.contains(&from_version) {
+                return Err(restoring(format!(
+                    "state '{}' was saved with schema version {from_version}, and this code declares schema version \
+                     {} without a migration from it",
+                    d.name, d.schema_version
+                )));
+            }
+            broadcast
+                .migrate(state, |items| {
+                    arm(store, self.limits.call_deadline);
+                    instance
+                        .migrate(&mut *store, state, from_version, &items)
+                        .map_err(|e| call_error("migrate", &e, &self.limits, &store.data().output))?
+                })
+                .map_err(|e| format!("cannot migrate state '{}' from schema version {from_version}: {e}", d.name))?;
+        }
+        Ok(broadcast)
+    }
 }
 
 impl OperatorFactory for WasmOperatorFactory {
@@ -157,8 +202,8 @@ impl OperatorFactory for WasmOperatorFactory {
         // An operator without state needs no database.
         let memory = Backends::Memory;
         let backends = if kinds.is_empty() { &memory } else { &self.backends };
-        let (backend, handed_over_timers) = match &self.restore {
-            None => (backends.open(key_groups.clone(), &kinds)?, None),
+        let (backend, handed_over_timers, broadcast) = match &self.restore {
+            None => (backends.open(key_groups.clone(), &kinds)?, None, BroadcastState::new(&states)),
             Some(restore) => {
                 let restored = restore(backends, &kinds, key_groups.clone(), info.index)
                     .map_err(|e| format!("cannot restore its state: {e}"))?;
@@ -168,10 +213,12 @@ impl OperatorFactory for WasmOperatorFactory {
                 for migration in migrations {
                     self.migrate(&mut store, &instance, &mut *backend, key_groups.clone(), migration)?;
                 }
-                (backend, restored.timers)
+                let broadcast = self.restore_broadcast(&mut store, &instance, &states, restored.broadcast.as_ref())?;
+                (backend, restored.timers, broadcast)
             }
         };
         let mut keyed = KeyedState::new(backend, kinds.clone());
+        keyed.broadcast = broadcast;
         keyed.guest_states = description.states.len() as u32;
         keyed.ttl = states.iter().map(|s| s.time_to_live).collect();
         keyed.limit = self.limits.state_limit;
@@ -201,6 +248,11 @@ impl OperatorFactory for WasmOperatorFactory {
             instance,
             value_states,
             max_parallelism: self.keyed.then_some(info.max_parallelism),
+            output: OutputShape {
+                timers: self.module.has_timers(),
+                side_outputs: self.module.has_graph_inputs().then_some(description.side_outputs.len()),
+            },
+            broadcast_inputs: self.broadcast_inputs.clone(),
             limits: self.limits,
             frame: Vec::new(),
             event_slots: Vec::new(),
@@ -229,6 +281,10 @@ struct WasmOperator {
     value_states: Vec<u32>,
     /// Set for a keyed operator.
     max_parallelism: Option<u32>,
+    /// What its output frames carry.
+    output: OutputShape,
+    /// Per input: whether it is read by broadcast (see [`WasmOperatorFactory::reading_broadcast`]).
+    broadcast_inputs: Vec<bool>,
     limits: SandboxLimits,
     /// The input frame and each event's slot, reused from batch to batch.
     frame: Vec<u8>,
@@ -246,6 +302,14 @@ struct WasmOperator {
     config: String,
     info: SubtaskInfo,
     fresh_memory: usize,
+}
+
+impl WasmOperator {
+    /// What a snapshot records of its broadcast state: subtask 0's copy stands for every
+    /// subtask's, which are the same.
+    fn saved_broadcast(&self) -> Option<SavedBroadcast> {
+        (self.info.index == 0).then(|| self.store.data().keyed.broadcast.save(&self.states)).flatten()
+    }
 }
 
 /// Batches between two sweeps of a key group for expired entries.
@@ -280,33 +344,40 @@ impl WasmOperator {
         Ok(())
     }
 
-    /// One guest call for the events `events` of `input`.
+    /// One guest call for the events `events` of `batch`, from its input `input`. Events of a
+    /// broadcast input reach it without a key (every subtask gets them all), and only then may it
+    /// write its broadcast state.
     fn process_events(
         &mut self,
-        input: &EventBatch,
+        input: usize,
+        batch: &EventBatch,
         events: std::ops::Range<usize>,
-        out: &mut EventBatch,
+        out: &mut Emitted,
     ) -> Result<(), String> {
         let time = self.time.map(|t| FrameTime { now: ttl::now_ms(), ..t });
         let count = events.len();
+        let broadcast = self.broadcast_inputs.get(input).copied().unwrap_or(false);
+        let keyed = &mut self.store.data_mut().keyed;
         frame::encode_input(
-            input,
+            batch,
             events,
-            &mut self.store.data_mut().keyed,
+            self.output.side_outputs.map(|_| input as u8),
+            keyed,
             &self.value_states,
-            self.max_parallelism,
+            self.max_parallelism.filter(|_| !broadcast),
             time,
             &mut self.frame,
             &mut self.event_slots,
         )?;
+        keyed.broadcast_writable = broadcast;
         arm(&mut self.store, self.limits.call_deadline);
         let _call = tracing::trace_span!("guest_call", call = "process-batch", events = count).entered();
-        let output = self
-            .instance
-            .process_batch(&mut self.store, &self.frame)
+        let output = self.instance.process_batch(&mut self.store, &self.frame);
+        self.store.data_mut().keyed.broadcast_writable = false;
+        let output = output
             .map_err(|e| call_error("process-batch", &e, &self.limits, &self.store.data().output))?
             .map_err(|message| operator_error(&message, &self.store.data().output))?;
-        frame::apply_output(output, &mut self.store.data_mut().keyed, &self.value_states, time.is_some(), out)?;
+        frame::apply_output(output, &mut self.store.data_mut().keyed, &self.value_states, self.output, out)?;
         self.renew_if_grown()
     }
 
@@ -331,7 +402,7 @@ impl WasmOperator {
     /// of an advance of time fixes its time, and timers the guest sets meanwhile for a time it
     /// reaches wait for the next advance (`TimerQueue::begin_advance`): an advance ends, whatever
     /// the guest does.
-    fn fire_timers(&mut self, time: FrameTime, out: &mut EventBatch) -> Result<bool, String> {
+    fn fire_timers(&mut self, time: FrameTime, out: &mut Emitted) -> Result<bool, String> {
         let keyed = &mut self.store.data_mut().keyed;
         let Some(timers) = keyed.timers.as_mut() else { return Ok(false) };
         let time = *self.firing.get_or_insert_with(|| {
@@ -358,14 +429,14 @@ impl WasmOperator {
             .on_timers(&mut self.store, &self.frame)
             .map_err(|e| call_error("on-timers", &e, &self.limits, &self.store.data().output))?
             .map_err(|message| operator_error(&message, &self.store.data().output))?;
-        frame::apply_output(output, &mut self.store.data_mut().keyed, &self.value_states, true, out)?;
+        frame::apply_output(output, &mut self.store.data_mut().keyed, &self.value_states, self.output, out)?;
         self.renew_if_grown()?;
         Ok(true)
     }
 }
 
 impl Operator for WasmOperator {
-    fn advance_time(&mut self, watermark: i64, out: &mut EventBatch) -> Result<bool, String> {
+    fn advance_time(&mut self, watermark: i64, out: &mut Emitted) -> Result<bool, String> {
         let Some(time) = &mut self.time else { return Ok(false) };
         time.watermark = watermark;
         let time = FrameTime { now: ttl::now_ms(), ..*time };
@@ -376,27 +447,27 @@ impl Operator for WasmOperator {
         self.store.data().keyed.timers.as_ref()?.next(TimeDomain::ProcessingTime)
     }
 
-    fn process(&mut self, input: &EventBatch, out: &mut EventBatch) -> Result<(), String> {
+    fn process(&mut self, input: usize, batch: &EventBatch, out: &mut Emitted) -> Result<(), String> {
         let keyed = &mut self.store.data_mut().keyed;
         if let Some(backend) = keyed.backend.settled().map_err(|e| format!("cannot settle its state: {e}"))? {
             keyed.backend = backend;
         }
         self.sweep()?;
-        if input.byte_len() <= BATCH_BYTES {
-            return self.process_events(input, 0..input.len(), out);
+        if batch.byte_len() <= BATCH_BYTES {
+            return self.process_events(input, batch, 0..batch.len(), out);
         }
         // A batch of large events (an upstream operator's output) goes to the guest in parts of
         // about BATCH_BYTES: what one call takes and returns stays bounded.
         let mut start = 0;
-        while start < input.len() {
+        while start < batch.len() {
             let mut end = start;
             let mut bytes = 0;
-            while end < input.len() && (end == start || bytes < BATCH_BYTES) {
-                let event = input.get(end);
+            while end < batch.len() && (end == start || bytes < BATCH_BYTES) {
+                let event = batch.get(end);
                 bytes += event.value.len() + event.key.map_or(0, <[u8]>::len);
                 end += 1;
             }
-            self.process_events(input, start..end, out)?;
+            self.process_events(input, batch, start..end, out)?;
             start = end;
         }
         Ok(())
@@ -404,7 +475,8 @@ impl Operator for WasmOperator {
 
     fn into_state(self: Box<Self>) -> Option<HandedOverState> {
         let keyed = self.store.into_data().keyed;
-        Some(HandedOverState { key_groups: self.key_groups, backend: keyed.backend, timers: keyed.timers })
+        let broadcast = keyed.broadcast.save(&self.states);
+        Some(HandedOverState { key_groups: self.key_groups, backend: keyed.backend, timers: keyed.timers, broadcast })
     }
 
     fn freeze(&mut self) -> Result<Option<StateSnapshot>, String> {
@@ -412,16 +484,17 @@ impl Operator for WasmOperator {
             return Ok(None);
         }
         let body = state::freeze(&mut self.store.data_mut().keyed.backend, self.key_groups.clone(), &self.states);
-        Ok(Some(StateSnapshot { key_groups: self.key_groups.clone(), body }))
+        Ok(Some(StateSnapshot { key_groups: self.key_groups.clone(), body, broadcast: self.saved_broadcast() }))
     }
 
     fn snapshot(&mut self) -> Result<Option<StateSnapshot>, String> {
         if self.states.is_empty() {
             return Ok(None);
         }
+        let broadcast = self.saved_broadcast();
         let backend = &mut self.store.data_mut().keyed.backend;
         let body = state::checkpoint(backend, self.key_groups.clone(), &self.states).map_err(|e| e.to_string())?;
-        Ok(Some(StateSnapshot { key_groups: self.key_groups.clone(), body }))
+        Ok(Some(StateSnapshot { key_groups: self.key_groups.clone(), body, broadcast }))
     }
 }
 

@@ -142,6 +142,7 @@ function vertexCard(vertex, live, onSelect, selected, edgePressure = []) {
               { "data-from": i.from },
               "← ",
               h("span", { class: "from" }, i.from),
+              i.output && h("span", { class: "side-output", title: "a side output" }, `.${i.output}`),
               " ",
               h("span", { class: "partitioning" }, i.partitioning.toUpperCase()),
               pressure >= 1 && h("span", { class: `pressure ${pressure > 50 ? "high" : ""}` }, ` · ${Math.min(100, pressure).toFixed(0)} % backpressured`),
@@ -154,7 +155,7 @@ function vertexCard(vertex, live, onSelect, selected, edgePressure = []) {
 
 /** The job's graph in topological order: a column per depth (sources first, each vertex one
  * column right of the deepest vertex it reads), each card listing the edges into it with their
- * partitioning, as Flink's job graph labels them. Each vertex shows its counts and live rates; a
+ * partitioning and, for an edge from a side output, its name, as Flink's job graph labels them. Each vertex shows its counts and live rates; a
  * click on one selects it (`onSelect`) for the subtask view. */
 function graph(job, onSelect, selected) {
   const byUid = new Map(job.vertices.map((v) => [v.uid, v]));
@@ -185,7 +186,8 @@ function graph(job, onSelect, selected) {
           });
           const edgePressure = (v.inputs || []).map((i) => {
             const sender = byUid.get(i.from);
-            const blocked = rates(`${job.id}/${v.uid}<-${i.from}`, { blocked: i["backpressured-ms"] || 0 }).blocked || 0;
+            const edge = `${job.id}/${v.uid}<-${i.from}${i.output ? `.${i.output}` : ""}`;
+            const blocked = rates(edge, { blocked: i["backpressured-ms"] || 0 }).blocked || 0;
             return sender ? blocked / 10 / sender.parallelism : 0;
           });
           return vertexCard(v, live, onSelect, v.uid === selected, edgePressure);

@@ -150,8 +150,13 @@ impl<'a> Coordinator<'a> {
             let cause = format!("expired after {timeout} with {acks} of {} acknowledgements", self.expected);
             self.failed(id, cause)?;
         }
+        let all_finished = self.sources_finished == self.sources;
+        if self.config.is_none() && all_finished && !self.control.final_checkpoint_done.swap(true, Ordering::SeqCst) {
+            // Without checkpoints there is no final one to wait for: the sources end together.
+            self.control.announce();
+        }
         let Some(config) = self.config.filter(|_| !self.control.cancelled()) else { return Ok(()) };
-        if self.sources_finished == self.sources {
+        if all_finished {
             if self.final_pending.is_none() {
                 self.final_pending = Some(self.trigger(config.sink.clone(), None));
             }

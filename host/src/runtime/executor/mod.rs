@@ -10,9 +10,7 @@ mod wiring;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crossbeam_channel::Receiver;
-
-use crate::runtime::channel::{Downstream, Inputs, Message, Route};
+use crate::runtime::channel::{Downstream, Inputs, Route};
 use crate::runtime::control::{Ack, Control};
 use crate::runtime::coordinator::{Coordinator, upload};
 use crate::runtime::metrics::{Counters, InputCounters, JobMetrics, VertexCounters, thread_cpu_time};
@@ -20,8 +18,8 @@ use crate::runtime::runner::{SinkDriver, SourceSettings, Stop, run_operator, run
 use crate::runtime::{
     Interrupt, JobFailure, JobGraph, Position, RunHandles, SubtaskInfo, TaskError, VertexInput, VertexKind,
 };
+use wiring::{InputChannel, SinkVertex, Wiring, chained_sinks, wire};
 pub use wiring::{MAX_CHANNELS, MAX_SUBTASKS, check_size};
-use wiring::{SinkVertex, Wiring, chained_sinks, wire};
 
 /// Runs the job until its sources are exhausted and the sinks have flushed, or until it is
 /// cancelled (through `handles`) or a subtask fails. Its metrics fill in as subtasks start, so
@@ -43,7 +41,6 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
         requested: AtomicU64::new(before_run),
         before_run,
         exactly_once: checkpointing.as_ref().is_none_or(|c| c.exactly_once),
-        checkpointing: checkpointing.is_some(),
         acks,
         uploads,
         targets: Mutex::default(),
@@ -291,7 +288,7 @@ impl Runner {
         &mut self,
         kind: VertexKind,
         (uid, parallelism, inputs): (&Arc<str>, u32, Vec<InputCounters>),
-        wiring: impl Iterator<Item = (Vec<Receiver<Message>>, Vec<Route>)>,
+        wiring: impl Iterator<Item = (Vec<InputChannel>, Vec<Route>)>,
         body: B,
     ) where
         B: Fn(&SubtaskInfo, Inputs, Downstream, &Control, &Arc<Counters>) -> Result<(), Stop> + Send + Sync + 'static,

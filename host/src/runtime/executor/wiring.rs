@@ -30,7 +30,9 @@ impl From<Vertex<dyn SinkFactory>> for SinkVertex {
 pub(super) struct Shape {
     pub(super) uid: Arc<str>,
     pub(super) parallelism: u32,
-    pub(super) inputs: Vec<(usize, Partitioning)>,
+    /// Per input: the vertex read, the output of it read (0 the main one, k its side output k),
+    /// and the partitioning.
+    pub(super) inputs: Vec<(usize, u8, Partitioning)>,
 }
 
 /// The shapes of a run's vertices (sources, operators, sinks, in this order), with each input
@@ -42,17 +44,21 @@ pub(super) fn shapes<'a>(vertices: impl Iterator<Item = (&'a Arc<str>, u32, &'a 
             uid: uid.clone(),
             parallelism,
             // The job checked every input names a vertex.
-            inputs: inputs.iter().filter_map(|i| Some((*index.get(&*i.from)?, i.partitioning))).collect(),
+            inputs: inputs.iter().filter_map(|i| Some((*index.get(&*i.from)?, i.output(), i.partitioning))).collect(),
         })
         .collect()
 }
 
+/// One input channel of a subtask, with the index of the vertex input it belongs to.
+pub(super) type InputChannel = (usize, Receiver<Message>);
+
 /// The channels of a run, per vertex and subtask: its routes (one per vertex it feeds, in the
-/// order of `shapes`) and the receivers of its input channels; and per vertex, the time each of
-/// its input edges waited for room (in nanoseconds, over the subtasks sending on it).
+/// order of `shapes`) and the receivers of its input channels, each with the index of the input
+/// it belongs to; and per vertex, the time each of its input edges waited for room (in
+/// nanoseconds, over the subtasks sending on it).
 pub(super) struct Wiring {
     pub(super) routes: Vec<Vec<Vec<Route>>>,
-    pub(super) receivers: Vec<Vec<Vec<Receiver<Message>>>>,
+    pub(super) receivers: Vec<Vec<Vec<InputChannel>>>,
     pub(super) edges_blocked: Vec<Vec<Arc<AtomicU64>>>,
 }
 
@@ -63,24 +69,24 @@ pub(super) fn wire(shapes: &[Shape], max_parallelism: u32) -> Wiring {
         shapes.iter().map(|s| (0..s.parallelism).map(|_| Vec::new()).collect()).collect()
     }
     let mut routes: Vec<Vec<Vec<Route>>> = per_subtask(shapes);
-    let mut receivers: Vec<Vec<Vec<Receiver<Message>>>> = per_subtask(shapes);
+    let mut receivers: Vec<Vec<Vec<InputChannel>>> = per_subtask(shapes);
     let mut edges_blocked = Vec::with_capacity(shapes.len());
     for (d, down) in shapes.iter().enumerate() {
         let capacity = channel::capacity(fan_in(shapes, down));
         let blocked: Vec<Arc<AtomicU64>> = down.inputs.iter().map(|_| Arc::default()).collect();
-        for (&(u, partitioning), edge) in down.inputs.iter().zip(&blocked) {
+        for (input, (&(u, output, partitioning), edge)) in down.inputs.iter().zip(&blocked).enumerate() {
             for i in 0..shapes[u].parallelism as usize {
                 let edge = edge.clone();
                 let route = if direct(&shapes[u], down, partitioning) {
                     let (tx, rx) = channel::channel(capacity);
-                    receivers[d][i].push(rx);
+                    receivers[d][i].push((input, rx));
                     Route::direct(down.uid.clone(), tx, edge)
                 } else {
                     let senders = receivers[d]
                         .iter_mut()
                         .map(|r| {
                             let (tx, rx) = channel::channel(capacity);
-                            r.push(rx);
+                            r.push((input, rx));
                             tx
                         })
                         .collect();
@@ -91,7 +97,7 @@ pub(super) fn wire(shapes: &[Shape], max_parallelism: u32) -> Wiring {
                         Partitioning::Broadcast => Route::to_all(target, senders, edge),
                     }
                 };
-                routes[u][i].push(route);
+                routes[u][i].push(route.of_output(output));
             }
         }
         edges_blocked.push(blocked);
@@ -109,15 +115,15 @@ pub(super) fn fan_in(shapes: &[Shape], down: &Shape) -> usize {
     down.inputs
         .iter()
         .map(
-            |&(u, partitioning)| {
+            |&(u, _, partitioning)| {
                 if direct(&shapes[u], down, partitioning) { 1 } else { shapes[u].parallelism as usize }
             },
         )
         .sum()
 }
 
-/// The operator each sink is chained into, if any: a sink reading one operator alone, forward at
-/// its parallelism, runs in that operator's threads (as Flink chains forward edges of equal
+/// The operator each sink is chained into, if any: a sink reading one operator's main output
+/// alone, forward at its parallelism, runs in that operator's threads (as Flink chains forward edges of equal
 /// parallelism: a channel hop and a cross-thread wake-up per batch buy nothing there).
 pub(super) fn chained_sinks(
     shapes: &[Shape],
@@ -127,7 +133,7 @@ pub(super) fn chained_sinks(
     shapes[sinks]
         .iter()
         .map(|sink| match sink.inputs[..] {
-            [(u, partitioning)] if operators.contains(&u) && direct(&shapes[u], sink, partitioning) => Some(u),
+            [(u, 0, partitioning)] if operators.contains(&u) && direct(&shapes[u], sink, partitioning) => Some(u),
             _ => None,
         })
         .collect()

@@ -61,8 +61,6 @@ pub(crate) struct BarrierRequests {
     pub(crate) ended: bool,
     /// The latest checkpoint that completed (0: none yet).
     pub(crate) completed: u64,
-    /// Checkpoints are on: an exhausted source waits for a final one.
-    pub(crate) checkpointing: bool,
 }
 
 /// What a subtask tells the coordinator.
@@ -91,8 +89,9 @@ pub(crate) trait Input {
 
 /// What an [`Input`] delivers.
 pub(crate) enum Received {
-    /// A batch, shared with the other vertices reading the same stream (read-only).
-    Batch(std::sync::Arc<EventBatch>),
+    /// A batch, shared with the other vertices reading the same stream (read-only), and the
+    /// index of the subtask's input it came from (its vertex's inputs, in the job file's order).
+    Batch(std::sync::Arc<EventBatch>, usize),
     /// Barrier n has arrived on every live input (aligned).
     Barrier(u64),
     /// The subtask's watermark over its inputs advanced, or every input is idle.
@@ -103,8 +102,12 @@ pub(crate) enum Received {
 
 /// Where one subtask sends its output.
 pub(crate) trait Output {
-    /// Sends a batch downstream.
+    /// Sends a batch of its main output downstream.
     fn send(&mut self, batch: EventBatch) -> Result<(), StreamError>;
+    /// Sends a batch of side output `output` (1 and up) to the vertices reading it.
+    fn send_side(&mut self, _output: u8, _batch: EventBatch) -> Result<(), StreamError> {
+        Ok(())
+    }
     /// Sends what routing has held back to fill batches.
     fn flush(&mut self) -> Result<(), StreamError>;
     /// Flushes, then sends barrier `id` on.
@@ -161,7 +164,7 @@ mod tests {
 
     use super::*;
     use crate::runtime::metrics::Counters;
-    use crate::runtime::{Operator, Position, Source, SubtaskInfo};
+    use crate::runtime::{Emitted, Operator, Position, Source, SubtaskInfo};
 
     /// Records what subtasks report; asks for the barriers in `.1`.
     #[derive(Default)]
@@ -248,10 +251,10 @@ mod tests {
     struct Twice;
 
     impl Operator for Twice {
-        fn process(&mut self, input: &EventBatch, out: &mut EventBatch) -> Result<(), String> {
-            for event in input.iter() {
-                out.push(event);
-                out.push(event);
+        fn process(&mut self, _input: usize, batch: &EventBatch, out: &mut Emitted) -> Result<(), String> {
+            for event in batch.iter() {
+                out.main.push(event);
+                out.main.push(event);
             }
             Ok(())
         }
@@ -263,7 +266,7 @@ mod tests {
     fn batch(values: &[&str]) -> Received {
         let mut batch = EventBatch::default();
         values.iter().for_each(|v| batch.push_with(None, None, |b| b.extend_from_slice(v.as_bytes())));
-        Received::Batch(std::sync::Arc::new(batch))
+        Received::Batch(std::sync::Arc::new(batch), 0)
     }
 
     fn subtask(uid: &str) -> SubtaskInfo {
@@ -309,13 +312,14 @@ mod tests {
     /// forever (seen under load as a Kafka job that never completed a checkpoint).
     #[test]
     fn a_source_started_late_injects_the_barriers_requested_before_it_started() {
-        let asked = BarrierRequests { requested: 9, before_run: 7, ..BarrierRequests::default() };
+        // The job has ended: an exhausted source waits for nothing more.
+        let asked = BarrierRequests { requested: 9, before_run: 7, ended: true, ..BarrierRequests::default() };
         let (mut output, ctx) = (Collected::default(), Recorder(Mutex::default(), asked));
         let settings = SourceSettings::default();
         let result =
             run_source(Box::new(Counting(2)), &subtask("late"), &mut output, settings, &ctx, &Counters::default());
         assert!(result.is_ok());
         assert_eq!(output.0, format!("|8|921@{}.", i64::MAX), "an exhausted source sends the end of time");
-        assert_eq!(*ctx.0.lock().unwrap(), ["ack 8 by late", "ack 9 by late"]);
+        assert_eq!(*ctx.0.lock().unwrap(), ["ack 8 by late", "ack 9 by late", "source finished"]);
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::{Input, Output, Received, SinkDriver, Stop, StreamError, TaskContext, checkpoint};
 use crate::runtime::metrics::{Counters, clock_ns};
 use crate::runtime::watermarks::{END_OF_TIME, EventTime, NO_WATERMARK, WatermarkGenerator};
-use crate::runtime::{EventBatch, Operator, SubtaskInfo, WatermarkSpec, now_ms};
+use crate::runtime::{Emitted, EventBatch, Operator, SubtaskInfo, WatermarkSpec, now_ms};
 
 /// The watermarks an operator subtask sends: those of its inputs, or, when the job file asks it
 /// to generate its own, those of the events it emits (Flink's timestamp assigner after an
@@ -59,9 +59,9 @@ fn late_events(batch: &EventBatch, watermark: i64) -> u64 {
 fn advance(
     operator: &mut dyn Operator,
     watermark: i64,
-    out: &mut EventBatch,
+    out: &mut Emitted,
     info: &SubtaskInfo,
-    mut emit: impl FnMut(&mut EventBatch) -> Result<(), Stop>,
+    mut emit: impl FnMut(&mut Emitted) -> Result<(), Stop>,
 ) -> Result<(), Stop> {
     while operator.advance_time(watermark, out)? {
         emit(out)?;
@@ -85,18 +85,23 @@ pub(crate) fn run_operator(
     ctx: &dyn TaskContext,
     counters: &Counters,
 ) -> Result<(), Stop> {
-    let mut out = EventBatch::default();
+    let mut out = Emitted::default();
     let mut block = false;
     let mut watermark = NO_WATERMARK;
     let mut output_time =
         watermarks.map_or(OutputTime::Forwarded, |spec| OutputTime::Generated(WatermarkGenerator::new(spec)));
     // Sends what the operator emitted to its chained sinks and downstream (after every watermark:
-    // most emit nothing, and then nothing is done).
-    let emit = |out: &mut EventBatch,
+    // most emit nothing, and then nothing is done). Chained sinks read the main output only.
+    let emit = |out: &mut Emitted,
                 sinks: &mut Vec<SinkDriver>,
                 output_time: &mut OutputTime,
                 output: &mut dyn Output|
      -> Result<(), Stop> {
+        for (k, side) in (1u8..).zip(&mut out.side).filter(|(_, side)| !side.is_empty()) {
+            counters.events_out.fetch_add(side.len() as u64, Ordering::Relaxed);
+            output.send_side(k, side.take_sized())?;
+        }
+        let out = &mut out.main;
         if out.is_empty() {
             return Ok(());
         }
@@ -131,12 +136,12 @@ pub(crate) fn run_operator(
             continue;
         };
         match received {
-            Received::Batch(batch) => {
+            Received::Batch(batch, input) => {
                 block = false;
                 counters.events_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 counters.late_events.fetch_add(late_events(&batch, watermark), Ordering::Relaxed);
                 let start = clock_ns();
-                operator.process(&batch, &mut out)?;
+                operator.process(input, &batch, &mut out)?;
                 if operator.next_processing_timer().is_some_and(|due| due <= now_ms() as i64) {
                     advance(&mut *operator, watermark, &mut out, info, |out| {
                         emit(out, &mut sinks, &mut output_time, output)

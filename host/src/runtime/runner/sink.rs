@@ -65,7 +65,7 @@ fn failed(ctx: &dyn TaskContext, subtask: SubtaskInfo, cause: String) -> Stop {
 pub(crate) fn run_sink(mut sink: SinkDriver, inputs: &mut dyn Input, ctx: &dyn TaskContext) -> Result<(), Stop> {
     loop {
         match inputs.recv()? {
-            Received::Batch(batch) => sink.write(&batch, ctx)?,
+            Received::Batch(batch, _) => sink.write(&batch, ctx)?,
             Received::Barrier(id) => sink.pre_commit(id, inputs.alignment(), ctx)?,
             // A sink has no timers: event time ends here.
             Received::Time(_) => {}

@@ -95,8 +95,8 @@ pub(crate) struct SourceSettings {
     pub(crate) watermarks: Option<WatermarkSpec>,
 }
 
-/// Runs source subtask `info` until it is exhausted (and, with checkpoints, a final one has
-/// completed), it stops at a stop-with-savepoint's barrier, or the run ends. A rate-limited
+/// Runs source subtask `info` until it and every other source are exhausted (and, with
+/// checkpoints, a final one has completed), it stops at a stop-with-savepoint's barrier, or the run ends. A rate-limited
 /// source sends small batches (about 50 per second) on a schedule. An exhausted source sends the
 /// end of time as its watermark, so that every event-time timer downstream fires before the end.
 pub(crate) fn run_source(
@@ -160,13 +160,13 @@ pub(crate) fn run_source(
         if !more {
             counters.watermark.set(END_OF_TIME);
             output.time(EventTime::Watermark(END_OF_TIME))?;
-            if asked.checkpointing {
-                // Exhausted, it still takes part in checkpoints until one taken after every
-                // source finished has completed: that one commits the sinks' last output.
-                ctx.report(Report::SourceFinished);
-                if !barriers.wait_for_the_end(output, &*source, false)? {
-                    return Ok(());
-                }
+            // Exhausted, it still takes part in checkpoints and savepoints while other sources
+            // run, and, with checkpoints, until one taken after every source finished has
+            // completed: that one commits the sinks' last output. (Ending at once left a
+            // savepoint of a job whose other sources ran waiting for its acknowledgement.)
+            ctx.report(Report::SourceFinished);
+            if !barriers.wait_for_the_end(output, &*source, false)? {
+                return Ok(());
             }
             return Ok(output.end()?);
         }

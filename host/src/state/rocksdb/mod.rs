@@ -262,7 +262,7 @@ impl StateBackend for RocksDbBackend {
         self.check_key_group(kg)?;
         let record = record_key(kg, state, key);
         match kind {
-            StateKind::Map => self.delete_range(&record, &prefix_end(&record)),
+            StateKind::Map | StateKind::Broadcast => self.delete_range(&record, &prefix_end(&record)),
             StateKind::List => {
                 let mut batch = WriteBatch::default();
                 batch.delete(record);

@@ -154,7 +154,7 @@ fn visit_record(
     let entry = |item| StateEntry { key_group: kg, state, key, item };
     match kinds.get(state as usize) {
         Some(StateKind::Value) => visit(entry(StateItem::Value(value))),
-        Some(StateKind::Map) => visit(entry(StateItem::MapEntry(map_key, value))),
+        Some(StateKind::Map | StateKind::Broadcast) => visit(entry(StateItem::MapEntry(map_key, value))),
         Some(StateKind::List) => {
             for element in ListElements(value) {
                 visit(entry(StateItem::ListElement(element.ok_or_else(corrupt)?)));

@@ -4,9 +4,10 @@
 //! in it, `huge-error` fails with a 20 MiB message, `foreign-slot` asks the host for state of a
 //! key it was not given, `dawdle` passes every event on after 100 ms (a slow operator that
 //! barriers queue behind), `emit-huge` emits a value of 17 MiB (once), `chatter` writes a line to
-//! stdout and one to stderr, then fails with an error of its own.
+//! stdout and one to stderr, then fails with an error of its own, `hoard-broadcast` writes 1 MB
+//! entries into broadcast state for every event (from any input: the host says which it may).
 use serde::Deserialize;
-use weir_guest::{Context, Description, Event, MapState, OpenContext, Operator, Result};
+use weir_guest::{BroadcastState, Context, Description, Event, MapState, OpenContext, Operator, Result};
 
 #[derive(Deserialize)]
 struct Config {
@@ -16,16 +17,19 @@ struct Config {
 struct Misbehave {
     what: String,
     hoard: MapState<u32, String>,
+    shared: BroadcastState<u64, String>,
     emitted: bool,
+    events: u64,
 }
 
 impl Operator for Misbehave {
     fn describe() -> Description {
-        Description::new("misbehave", "0.1.0").map_state("m", 1)
+        Description::new("misbehave", "0.1.0").map_state("m", 1).broadcast_state("b", 1)
     }
 
     fn open(ctx: &OpenContext) -> Result<Self> {
-        Ok(Misbehave { what: ctx.config::<Config>()?.r#do, hoard: ctx.map_state("m")?, emitted: false })
+        let what = ctx.config::<Config>()?.r#do;
+        Ok(Misbehave { what, hoard: ctx.map_state("m")?, shared: ctx.broadcast_state("b")?, emitted: false, events: 0 })
     }
 
     fn process(&mut self, _ctx: &mut Context, _event: &Event) -> Result<()> {
@@ -72,6 +76,10 @@ impl Operator for Misbehave {
             "foreign-slot" => {
                 weir_guest::bindings::weir::operator::state::map_get(99, 0, b"x");
                 Ok(())
+            }
+            "hoard-broadcast" => {
+                self.events += 1;
+                self.shared.insert(_ctx, &self.events, &"x".repeat(1 << 20))
             }
             "chatter" => {
                 println!("looking at key {}", String::from_utf8_lossy(_event.key.unwrap_or_default()));
