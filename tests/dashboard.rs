@@ -264,7 +264,10 @@ fn weir_run_serves_the_dashboard_for_its_job() {
 #[test]
 fn the_dashboard_draws_a_branching_job_in_topological_order_with_labelled_edges() {
     let dir = tempfile::tempdir().unwrap();
-    let source = generator_source("events", 10_000_000, 10).replace("keys = 10\n", "keys = 10\nrate = 5000\n");
+    let source = generator_source("events", 10_000_000, 10).replace(
+        "keys = 10\n",
+        "keys = 10\nrate = 5000\nevent-time-step = \"1ms\"\nwatermarks = { out-of-orderness = \"0s\" }\n",
+    );
     // Written out of order: the graph is drawn by what reads what, not by the file's order.
     let text = job(
         "branches",
@@ -277,8 +280,14 @@ fn the_dashboard_draws_a_branching_job_in_topological_order_with_labelled_edges(
                 "filter",
                 &["config = { field = \"seq\" }", "inputs = [{ from = \"events\", partitioning = \"rebalance\" }]"],
             ),
+            wasm_operator(
+                "windows",
+                "window_count",
+                &["config = { size = \"10s\" }", "inputs = [{ from = \"events\", partitioning = \"hash\" }]"],
+            ),
             format!("{}inputs = [{{ from = \"count\" }}]\n", blackhole_sink("counts")),
             format!("{}inputs = [{{ from = \"events\" }}]\n", blackhole_sink("raw")),
+            format!("{}inputs = [{{ from = \"windows.late\" }}]\n", blackhole_sink("late")),
         ],
     );
     let running = Running::start(&write_job(dir.path(), &text), &[]);
@@ -291,10 +300,17 @@ fn the_dashboard_draws_a_branching_job_in_topological_order_with_labelled_edges(
         "{job}"
     );
 
+    let late = job["vertices"].as_array().unwrap().iter().find(|v| v["uid"] == "late").unwrap().clone();
+    assert_eq!(
+        late["inputs"],
+        serde_json::json!([{ "from": "windows", "output": "late", "partitioning": "forward", "backpressured-ms": 0 }]),
+        "{job}"
+    );
+
     let drawn = drive("graph", &running.server, None, &[("JOB_ID", &running.id)], "branches");
     assert_eq!(
         drawn["columns"],
-        serde_json::json!([["events"], ["filtered", "raw"], ["count"], ["counts"]]),
+        serde_json::json!([["events"], ["filtered", "windows", "raw"], ["count", "late"], ["counts"]]),
         "{drawn}"
     );
     assert_eq!(
@@ -302,7 +318,9 @@ fn the_dashboard_draws_a_branching_job_in_topological_order_with_labelled_edges(
         serde_json::json!({
             "events": [],
             "filtered": ["events REBALANCE"],
+            "windows": ["events HASH"],
             "raw": ["events FORWARD"],
+            "late": ["windows.late FORWARD"],
             "count": ["filtered HASH"],
             "counts": ["count FORWARD"],
         }),

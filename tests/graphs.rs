@@ -526,13 +526,39 @@ fn assert_join_exact(dir: &Path, what: &str) {
 
 #[test]
 fn a_temporal_join_of_two_keyed_streams_enriches_every_click_once() {
-    for parallelism in [1, 3] {
+    for (module, parallelism) in [("enrich", 1), ("enrich", 2), ("enrich", 4), ("enrich_py", 2)] {
         let dir = tempfile::tempdir().unwrap();
         let job = join_job(dir.path(), parallelism, "", "");
+        let job = write_job(dir.path(), &in_module(&job, module));
         let run = weir(&["run", &job, "--listen", "none"]);
         assert_eq!(run.code, 0, "{}", run.stderr);
-        assert_join_exact(dir.path(), &format!("parallelism {parallelism}"));
+        assert_join_exact(dir.path(), &format!("{module} at parallelism {parallelism}"));
     }
+}
+
+/// The job file at `job` with its join done by `module`.
+fn in_module(job: &str, module: &str) -> String {
+    std::fs::read_to_string(job).unwrap().replace("operators/enrich.wasm", &format!("operators/{module}.wasm"))
+}
+
+/// The join stopped with a savepoint midway at parallelism 2 and resumed at 3 with the join in
+/// Python: its pending clicks and profile versions (the same layout in both) go on, and every
+/// click is enriched or set aside once.
+#[test]
+fn a_join_stopped_with_a_savepoint_goes_on_rescaled_and_in_python() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = join_job(dir.path(), 2, "rate = 1500\n", "");
+    let running = Running::start(&job, &[]);
+    std::thread::sleep(Duration::from_millis(700));
+    let savepoint = running.cli(&["stop", &running.id, "--savepoint"]);
+    drop(running);
+    let before = sink_lines(&dir.path().join("enriched")).len();
+    assert!(before > 0, "stopped midway: {before} lines");
+    let resumed =
+        in_module(&job, "enrich_py").replace("parallelism = 2", "parallelism = 3").replace("rate = 1500\n", "");
+    let run = weir(&["run", &write_job(dir.path(), &resumed), "--listen", "none", "--from-savepoint", &savepoint]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_join_exact(dir.path(), "resumed in Python at parallelism 3");
 }
 
 #[test]
@@ -573,24 +599,28 @@ fn a_server_runs_a_join_and_shows_its_side_output_edge() {
     assert_eq!(inputs("enrich"), ["\"clicks-by-user\" null \"hash\"", "\"profiles-by-user\" null \"hash\""]);
 }
 
-/// Two rules for `n` clicks: 20 clicks from the start, 40 from halfway.
+/// Rules for `n` clicks: 20 clicks for every user and 5 for u7 from the start, 10 for u3 from a
+/// third of the way, 40 for every user from halfway.
 fn rules_file(dir: &Path, n: usize) -> std::path::PathBuf {
     let rules = dir.join("rules.jsonl");
-    std::fs::write(&rules, format!("{{\"ts\":0,\"max_clicks\":20}}\n{{\"ts\":{},\"max_clicks\":40}}\n", n / 2))
-        .unwrap();
+    let text = format!(
+        "{{\"ts\":0,\"max_clicks\":20}}\n{{\"ts\":0,\"key\":\"u7\",\"max_clicks\":5}}\n\
+         {{\"ts\":{},\"key\":\"u3\",\"max_clicks\":10}}\n{{\"ts\":{},\"max_clicks\":40}}\n",
+        n / 3,
+        n / 2
+    );
+    std::fs::write(&rules, text).unwrap();
     rules
 }
 
-/// The `rules` example's job over `n` generated clicks and two rules (20 clicks from the start,
-/// 40 from halfway), at `parallelism`, the clicks source limited to `rate`.
+/// The `rules` example's job over `n` generated clicks keyed by user and the rules of
+/// [`rules_file`], at `parallelism`, the clicks source limited to `rate`.
 fn rules_job(dir: &Path, n: usize, parallelism: u32, rate: Option<u32>) -> String {
     let clicks = dir.join("clicks.jsonl");
     if !clicks.exists() {
         generated_clicks(&clicks, n, 50);
     }
-    let rules = dir.join("rules.jsonl");
-    std::fs::write(&rules, format!("{{\"ts\":0,\"max_clicks\":20}}\n{{\"ts\":{},\"max_clicks\":40}}\n", n / 2))
-        .unwrap();
+    let rules = rules_file(dir, n);
     let timed = "timestamp-field = \"ts\"\nwatermarks = { out-of-orderness = \"0s\" }\n";
     let rate = rate.map_or(String::new(), |r| format!("rate = {r}\n"));
     let text = job(
@@ -619,7 +649,7 @@ fn broadcast_rules_reach_every_subtask_and_are_restored_into_each_at_another_par
     let dir = tempfile::tempdir().unwrap();
     generated_clicks(&dir.path().join("clicks.jsonl"), N, 50);
     let rules = rules_file(dir.path(), N);
-    let (counts, alerts) = expected_rules(&dir.path().join("clicks.jsonl"), &rules);
+    let (counts, alerts) = expected_rules(&dir.path().join("clicks.jsonl"), "user", &rules);
     assert!(!alerts.is_empty());
     // All at once, at parallelism 1 and 3: every subtask applies the rules it was broadcast.
     for parallelism in [1, 3] {
@@ -641,29 +671,51 @@ fn broadcast_rules_reach_every_subtask_and_are_restored_into_each_at_another_par
     }
     // Stopped with a savepoint at parallelism 2 once the rules were read, and resumed at 3: the
     // third subtask never read a rule, and applies them from the savepoint's broadcast state.
-    let job = rules_job(dir.path(), N, 2, Some(3000));
+    rescaled_from_a_savepoint(dir.path(), "", &[], (&counts, &alerts));
+}
+
+/// The same with RocksDB state and a native savepoint: the broadcast state is beside the
+/// database's files, once for the operator.
+#[test]
+fn broadcast_state_is_restored_from_a_native_savepoint_of_rocksdb_at_another_parallelism() {
+    const N: usize = 6000;
+    let dir = tempfile::tempdir().unwrap();
+    generated_clicks(&dir.path().join("clicks.jsonl"), N, 50);
+    let rules = rules_file(dir.path(), N);
+    let expected = expected_rules(&dir.path().join("clicks.jsonl"), "user", &rules);
+    let rocksdb = "[state]\nbackend = \"rocksdb\"\n";
+    rescaled_from_a_savepoint(dir.path(), rocksdb, &["--format", "native"], (&expected.0, &expected.1));
+}
+
+/// Runs the rules job over 6,000 clicks in `dir` at parallelism 2 (with `extra` after its
+/// tables), stops it with a savepoint (`stop_args` added) once the rules were read, checks that
+/// the savepoint holds them once, and resumes it at parallelism 3: every count and alert once.
+fn rescaled_from_a_savepoint(dir: &Path, extra: &str, stop_args: &[&str], (counts, alerts): (&[String], &[String])) {
+    const N: usize = 6000;
+    let text = std::fs::read_to_string(rules_job(dir, N, 2, Some(3000))).unwrap();
+    let job = write_job(dir, &format!("{text}\n{extra}"));
     let running = Running::start(&job, &[]);
     std::thread::sleep(Duration::from_millis(800));
-    let savepoint = running.cli(&["stop", &running.id, "--savepoint"]);
+    let savepoint = running.cli(&[&["stop", running.id.as_str(), "--savepoint"][..], stop_args].concat());
     drop(running);
-    let before = sink_lines(&dir.path().join("counts")).len();
+    let before = sink_lines(&dir.join("counts")).len();
     assert!(before > 0 && before < counts.len(), "stopped midway: {before} lines");
     // The savepoint holds the rules once, for every subtask.
     let inspected = weir(&["savepoint", "inspect", &savepoint, "--operator", "count", "--state", "rules"]);
     assert_eq!(inspected.code, 0, "{}", inspected.stderr);
+    let entry = |key: &str, from: usize, max: u64| {
+        format!(r#"{{"operator":"count","state":"rules","key":null,"map-key":"[\"{key}\",{from}]","value":{max}}}"#)
+    };
     assert_eq!(
         inspected.stdout.lines().collect::<Vec<_>>(),
-        [
-            r#"{"operator":"count","state":"rules","key":null,"map-key":"0","value":20}"#.to_string(),
-            format!(r#"{{"operator":"count","state":"rules","key":null,"map-key":"{}","value":40}}"#, N / 2),
-        ]
+        [entry("*", 0, 20), entry("*", N / 2, 40), entry("u3", N / 3, 10), entry("u7", 0, 5)]
     );
-    let rescaled = std::fs::read_to_string(&job).unwrap().replace("parallelism = 2", "parallelism = 3");
-    let rescaled = write_job(dir.path(), &rescaled);
+    let rescaled =
+        write_job(dir, &std::fs::read_to_string(&job).unwrap().replace("parallelism = 2", "parallelism = 3"));
     let run = weir(&["run", &rescaled, "--listen", "none", "--from-savepoint", &savepoint]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    weir_e2e::assert_lines(&sink_lines(&dir.path().join("counts")), &counts, "restored: counts exactly once");
-    weir_e2e::assert_lines(&sink_lines(&dir.path().join("alerts")), &alerts, "restored: alerts exactly once");
+    weir_e2e::assert_lines(&sink_lines(&dir.join("counts")), counts, "restored: counts exactly once");
+    weir_e2e::assert_lines(&sink_lines(&dir.join("alerts")), alerts, "restored: alerts exactly once");
 }
 
 #[test]
@@ -729,7 +781,7 @@ fn a_two_input_operator_upgraded_and_rolled_back_keeps_its_broadcast_state() {
     let text = std::fs::read_to_string(&job).unwrap();
     let job =
         write_job(dir.path(), &format!("{text}\n[checkpointing]\ninterval = \"200ms\"\nstorage = \"file://chk\"\n"));
-    let (counts, alerts) = expected_rules(&dir.path().join("clicks.jsonl"), &dir.path().join("rules.jsonl"));
+    let (counts, alerts) = expected_rules(&dir.path().join("clicks.jsonl"), "user", &dir.path().join("rules.jsonl"));
     let copy = dir.path().join("rules-copy.wasm");
     std::fs::copy(operator("rules"), &copy).unwrap();
     let server = Server::start(&dir.path().join("data"), &[]);
@@ -771,4 +823,25 @@ fn a_second_run_of_a_join_adds_to_each_sink_beside_the_first() {
         let twice: Vec<String> = expected.iter().flat_map(|l| [l.clone(), l.clone()]).collect();
         weir_e2e::assert_lines(&sink_lines(&dir.path().join(sink)), &twice, &format!("{sink}: both runs"));
     }
+}
+
+/// The rules job killed again and again, its keyed state in RocksDB with incremental checkpoints
+/// and its broadcast state beside them, then resumed from its latest checkpoint: every count and
+/// alert once.
+#[test]
+fn killed_again_and_again_broadcast_rules_in_rocksdb_commit_exactly_once() {
+    const N: usize = 6000;
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(rules_job(dir.path(), N, 2, Some(2000))).unwrap();
+    let settings = "[checkpointing]\ninterval = \"100ms\"\nretained = 3\nstorage = \"file://chk\"\n\n[state]\nbackend = \
+                    \"rocksdb\"\nincremental = true\n";
+    let job = write_job(dir.path(), &format!("{text}\n{settings}"));
+    let checkpointed = || !completed_checkpoints(&dir.path().join("chk/rules")).is_empty();
+    let kills = kill_repeatedly(&job, &[], 3, checkpointed);
+    assert!(kills >= 2, "the job was killed {kills} times of 3");
+    let resumed = weir(&["run", &job, "--listen", "none", "--from-checkpoint", "latest"]);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    let (counts, alerts) = expected_rules(&dir.path().join("clicks.jsonl"), "user", &dir.path().join("rules.jsonl"));
+    weir_e2e::assert_lines(&sink_lines(&dir.path().join("counts")), &counts, "counts after kills");
+    weir_e2e::assert_lines(&sink_lines(&dir.path().join("alerts")), &alerts, "alerts after kills");
 }

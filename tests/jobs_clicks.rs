@@ -333,7 +333,7 @@ fn every_example_job_file_runs_and_writes_what_its_comment_says() {
     logged_in.sort();
     let clicks_file = repo().join("examples/clicks/clicks.jsonl");
     let join = weir_e2e::expected_join(&clicks_file, &repo().join("examples/enrich/profiles.jsonl"));
-    let rules = weir_e2e::expected_rules(&clicks_file, &repo().join("examples/rules/rules.jsonl"));
+    let rules = weir_e2e::expected_rules(&clicks_file, "page", &repo().join("examples/rules/rules.jsonl"));
     let expected: Vec<(&str, Vec<String>)> = vec![
         ("count", counts("user", "")),
         ("count_js", counts("user", "")),
@@ -352,6 +352,7 @@ fn every_example_job_file_runs_and_writes_what_its_comment_says() {
         ("idle_timeout", vec![r#"{"key":"early","events":20}"#.to_string()]),
         ("count_broken", Vec::new()),
         ("enrich", by_sink(&[("enriched", &join.0), ("unmatched", &join.1)])),
+        ("enrich_py", by_sink(&[("enriched", &join.0), ("unmatched", &join.1)])),
         ("rules", by_sink(&[("alerts", &rules.1), ("counts", &rules.0)])),
         ("late_events", late_events),
     ];

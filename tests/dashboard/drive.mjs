@@ -181,7 +181,9 @@ async function graph() {
     Object.fromEntries(
       vs.map((v) => [
         v.dataset.uid,
-        [...v.querySelectorAll(".edges li")].map((li) => `${li.querySelector(".from").textContent} ${li.querySelector(".partitioning").textContent}`),
+        [...v.querySelectorAll(".edges li")].map(
+          (li) => `${li.querySelector(".from").textContent}${li.querySelector(".side-output")?.textContent ?? ""} ${li.querySelector(".partitioning").textContent}`,
+        ),
       ]),
     ),
   );

@@ -293,27 +293,35 @@ pub fn expected_join(clicks: &Path, profiles: &Path) -> (Vec<String>, Vec<String
     (enriched, unmatched)
 }
 
-/// What the `rules` example writes for `clicks` and `rules` (`{"ts":…,"max_clicks":n}`): each
-/// user's running count per click in time order (`{"key":…,"ts":…,"count":n}`), and an alert
-/// where a count is over the `max_clicks` of the latest rule at or before the click; both sorted.
-pub fn expected_rules(clicks: &Path, rules: &Path) -> (Vec<String>, Vec<String>) {
-    let rules: Vec<(i64, u64)> = json_lines(rules)
+/// What the `rules` example writes for `clicks` keyed by their field `key_field`, and `rules`
+/// (`{"ts":…,"key":…,"max_clicks":n}`, `key` absent: for every key): each key's running count per
+/// click in time order (`{"key":…,"ts":…,"count":n}`), and an alert where a count is over the
+/// `max_clicks` of the latest rule for its key at or before the click (at the same time, the
+/// key's own over the one for every key); both sorted.
+pub fn expected_rules(clicks: &Path, key_field: &str, rules: &Path) -> (Vec<String>, Vec<String>) {
+    let rules: Vec<(Option<String>, i64, u64)> = json_lines(rules)
         .iter()
-        .map(|(_, r)| (r["ts"].as_i64().expect("ts"), r["max_clicks"].as_u64().expect("max_clicks")))
+        .map(|(_, r)| {
+            let key = r["key"].as_str().map(str::to_string);
+            (key, r["ts"].as_i64().expect("ts"), r["max_clicks"].as_u64().expect("max_clicks"))
+        })
         .collect();
     let mut clicks: Vec<(i64, String)> = json_lines(clicks)
         .iter()
-        .map(|(_, c)| (c["ts"].as_i64().expect("ts"), c["user"].as_str().expect("user").to_string()))
+        .map(|(_, c)| (c["ts"].as_i64().expect("ts"), c[key_field].as_str().expect("key field").to_string()))
         .collect();
     clicks.sort();
     let (mut counts, mut alerts, mut seen) = (Vec::new(), Vec::new(), BTreeMap::new());
-    for (ts, user) in clicks {
-        let count = seen.entry(user.clone()).or_insert(0u64);
+    for (ts, key) in clicks {
+        let count = seen.entry(key.clone()).or_insert(0u64);
         *count += 1;
-        counts.push(format!("{{\"key\":\"{user}\",\"ts\":{ts},\"count\":{count}}}"));
-        let in_force = rules.iter().filter(|(from, _)| *from <= ts).max_by_key(|(from, _)| *from);
-        if let Some((_, max)) = in_force.filter(|(_, max)| *count > *max) {
-            alerts.push(format!("{{\"key\":\"{user}\",\"ts\":{ts},\"count\":{count},\"max_clicks\":{max}}}"));
+        counts.push(format!("{{\"key\":\"{key}\",\"ts\":{ts},\"count\":{count}}}"));
+        let in_force = rules
+            .iter()
+            .filter(|(for_key, from, _)| for_key.as_ref().is_none_or(|k| *k == key) && *from <= ts)
+            .max_by_key(|(for_key, from, _)| (*from, for_key.is_some()));
+        if let Some((_, _, max)) = in_force.filter(|(.., max)| *count > *max) {
+            alerts.push(format!("{{\"key\":\"{key}\",\"ts\":{ts},\"count\":{count},\"max_clicks\":{max}}}"));
         }
     }
     counts.sort();

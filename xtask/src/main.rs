@@ -146,9 +146,12 @@ impl Workspace {
                 Ok(())
             }
             Step::PythonGuests => {
-                for (example, module) in
-                    [("count_py", "count"), ("count_v2_py", "count_v2"), ("window_count_py", "window_count")]
-                {
+                for (example, module) in [
+                    ("count_py", "count"),
+                    ("count_v2_py", "count_v2"),
+                    ("window_count_py", "window_count"),
+                    ("enrich_py", "enrich"),
+                ] {
                     let out = operators.join(format!("{example}.wasm"));
                     self.build_python_guest(&format!("examples/{example}"), module, &out)?;
                 }
