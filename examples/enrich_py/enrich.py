@@ -2,7 +2,6 @@
 event-time temporal join of two keyed streams as examples/enrich, with the same state layout
 (a savepoint of one restores into the other) and identical output lines."""
 import bisect
-import json
 
 import weir_guest
 
@@ -21,7 +20,7 @@ class Enrich:
 
     def __init__(self, ctx):
         # The key's profile versions, [valid from, plan], oldest first; its clicks waiting for
-        # the watermark, [time, click as it came], in arrival order.
+        # the watermark, [time, click], in arrival order (the click as the JSON object it is).
         self.profiles = ctx.value_state("profiles")
         self.pending = ctx.value_state("pending")
 
@@ -38,7 +37,7 @@ class Enrich:
             self.profiles.set(ctx, versions)
         else:
             pending = self.pending.get(ctx) or []
-            pending.append([ts, event.value.decode()])
+            pending.append([ts, event.json()])
             self.pending.set(ctx, pending)
             ctx.register_event_time_timer(ts)
 
@@ -49,11 +48,10 @@ class Enrich:
         for ts, click in (p for p in pending if p[0] <= timer.time):
             valid = bisect.bisect_right(starts, ts)
             if valid:
-                fields = json.loads(click)
                 plan = versions[valid - 1][1]
-                ctx.emit_json({"ts": ts, "user": fields["user"], "page": fields["page"], "plan": plan})
+                ctx.emit_json({"ts": ts, "user": click["user"], "page": click["page"], "plan": plan})
             else:
-                ctx.emit_to("unmatched", click.encode())
+                ctx.emit_json_to("unmatched", click)
         waiting = [p for p in pending if p[0] > timer.time]
         if waiting:
             self.pending.set(ctx, waiting)

@@ -9,13 +9,17 @@
 //! both inputs hold the watermark back, every profile version up to a click's time has arrived
 //! when it is joined: the output does not depend on how the two streams interleave.
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 use weir_guest::{Context, Description, Error, Event, OpenContext, Operator, Result, Timer, ValueState};
 
 struct Enrich {
     /// The key's profile versions, (valid from, plan), oldest first.
     profiles: ValueState<Vec<(i64, String)>>,
-    /// The key's clicks waiting for the watermark, (time, click as it came), in arrival order.
-    pending: ValueState<Vec<(i64, String)>>,
+    /// The key's clicks waiting for the watermark, (time, click as it came), in arrival order:
+    /// each click is kept as its JSON text, not as a string holding it (no escaping to store it,
+    /// no unescaping to read it back).
+    pending: ValueState<Vec<(i64, Box<RawValue>)>>,
 }
 
 #[derive(Deserialize)]
@@ -24,9 +28,11 @@ struct Profile {
 }
 
 #[derive(Deserialize)]
-struct Click {
-    user: String,
-    page: String,
+struct Click<'a> {
+    #[serde(borrow)]
+    user: Cow<'a, str>,
+    #[serde(borrow)]
+    page: Cow<'a, str>,
 }
 
 #[derive(Serialize)]
@@ -65,8 +71,9 @@ impl Operator for Enrich {
             }
             _ => {
                 let click = std::str::from_utf8(event.value).map_err(|_| Error::new("a click that is not UTF-8 text"))?;
+                let click = RawValue::from_string(click.to_string())?;
                 let mut pending = self.pending.get(ctx)?.unwrap_or_default();
-                pending.push((ts, click.to_string()));
+                pending.push((ts, click));
                 self.pending.set(ctx, &pending)?;
                 ctx.register_event_time_timer(ts)
             }
@@ -81,10 +88,10 @@ impl Operator for Enrich {
             let valid = versions.partition_point(|(from, _)| from <= ts);
             match valid.checked_sub(1).map(|i| &versions[i].1) {
                 Some(plan) => {
-                    let Click { user, page } = serde_json::from_str(click)?;
+                    let Click { user, page } = serde_json::from_str(click.get())?;
                     ctx.emit_json(&Enriched { ts: *ts, user: &user, page: &page, plan })?
                 }
-                None => ctx.emit_to("unmatched", click.as_bytes())?,
+                None => ctx.emit_to("unmatched", click.get().as_bytes())?,
             }
         }
         match waiting.is_empty() {

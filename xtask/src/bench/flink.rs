@@ -2,7 +2,7 @@
 //! rounds so that weir's figures are compared as ratios measured in one run (these machines are
 //! shared and noisy: absolute figures from another hour mean little). The bench sets the anchor
 //! up itself (Flink from PyPI, its job compiled with `javac`) when Java 17 is on the machine.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -80,6 +80,59 @@ impl Flink {
         match rate {
             Some(rate) => Ok(rate),
             None => bail!("Flink's anchor printed no throughput: {stdout}"),
+        }
+    }
+}
+
+/// A job of `xtask/flink/` (the bench's own Flink jobs, beside the anchor's keyed count), compiled
+/// once per bench into the bench's directory against the anchor's FLINK_HOME, and the `java`
+/// arguments that run it as the anchor's `run.sh` runs its job.
+pub(super) struct FlinkJob {
+    java: Vec<String>,
+    name: String,
+}
+
+impl FlinkJob {
+    pub(super) fn compile(flink: &Flink, root: &Path, dir: &Path, class: &str) -> Result<FlinkJob> {
+        let home = flink.home.join("flink-2.3.0");
+        let classes = dir.join(format!("{class}-classes"));
+        std::fs::create_dir_all(&classes)?;
+        let source = root.join(format!("xtask/flink/{class}.java"));
+        let status = Command::new("javac")
+            .arg("-cp")
+            .arg(format!("{}/lib/*", home.display()))
+            .arg("-d")
+            .arg(&classes)
+            .arg(&source)
+            .status()
+            .context("running javac")?;
+        anyhow::ensure!(status.success(), "javac could not compile {}", source.display());
+        let lib = |jar: &str| home.join("lib").join(jar).display().to_string();
+        let jars = ["flink-dist-2.3.0.jar", "flink-connector-files-2.3.0.jar", "log4j-api-2.25.3.jar"]
+            .into_iter()
+            .chain(["log4j-core-2.25.3.jar", "log4j-slf4j-impl-2.25.3.jar", "log4j-1.2-api-2.25.3.jar"]);
+        let classpath =
+            std::iter::once(classes.display().to_string()).chain(jars.map(lib)).collect::<Vec<_>>().join(":");
+        // The anchor's Java 17 options (its run.sh does the same).
+        let config = std::fs::read_to_string(home.join("conf/config.yaml"))?;
+        let options = config.lines().find_map(|l| l.trim().strip_prefix("all:")).unwrap_or_default();
+        let mut java: Vec<String> = options.split_whitespace().map(str::to_string).collect();
+        java.push("-Xmx4g".into());
+        java.push(format!("-Dlog4j.configurationFile={}", flink.home.join("log4j2-bench.properties").display()));
+        java.push(format!("-Dlog.file={}", dir.join(format!("{class}.log")).display()));
+        java.extend(["-cp".to_string(), classpath, class.to_string()]);
+        Ok(FlinkJob { java, name: class.to_string() })
+    }
+
+    /// Runs it with `args` (`key=value`); the `throughput_eps` it printed.
+    pub(super) fn rate(&self, args: &[String]) -> Result<f64> {
+        let out = Command::new("java").args(&self.java).args(args).output().context("running java")?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        match stdout.split_whitespace().find_map(|w| w.strip_prefix("throughput_eps=")?.parse().ok()) {
+            Some(rate) => Ok(rate),
+            None => {
+                bail!("Flink's {} printed no throughput: {stdout}{}", self.name, String::from_utf8_lossy(&out.stderr))
+            }
         }
     }
 }

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use crate::{Artifacts, Workspace, step};
 
 mod flink;
+mod graphs;
 mod kafka;
 mod languages;
 mod postgres;
@@ -59,6 +60,8 @@ pub(crate) enum Part {
     Windows,
     /// The keyed count in each guest language (Rust, Python, JavaScript).
     Languages,
+    /// Jobs as graphs: the `enrich` join against Flink's, and checkpoints aligned over two inputs.
+    Graphs,
 }
 
 /// What one `weir run` reported.
@@ -197,6 +200,12 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
             rates.print_targets();
             return Ok(());
         }
+        Some(Part::Graphs) => {
+            let figures = graphs::figures(artifacts, &ws.root, &dir, flink.as_ref(), args.keys, args.rounds)?;
+            println!("\ntargets (median of {} rounds)", args.rounds);
+            graphs::print_targets(&figures);
+            return Ok(());
+        }
         Some(Part::Languages) => {
             let figures = languages::languages(artifacts, &dir, args.keys, args.rounds)?;
             println!("\nresults (median of {} rounds)", args.rounds);
@@ -234,6 +243,7 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     let windows = windows::rates(artifacts, &ws.root, &dir, flink.as_ref(), args.events, args.keys, args.rounds)?;
     let timer_figures = timers::timers(artifacts, &dir, args.timers, args.rounds)?;
     let language_figures = languages::languages(artifacts, &dir, args.keys, args.rounds)?;
+    let graph_figures = graphs::figures(artifacts, &ws.root, &dir, flink.as_ref(), args.keys, args.rounds)?;
 
     let control = control_plane(artifacts, &dir, args.rounds)?;
 
@@ -276,6 +286,7 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     );
     rocksdb::print_targets(m, &rocksdb_upgrade, &rocksdb_keys);
     windows::print_targets(&windows);
+    graphs::print_targets(&graph_figures);
     timers::print_targets(&timer_figures, args.timers);
     languages::print_targets(&language_figures);
     println!(
@@ -465,6 +476,33 @@ struct BigSavepoint {
     fork_ms: u64,
 }
 
+/// Starts `weir run JOB` serving its API on a free loopback port; returns the process, the API's
+/// address and the job's id once it answers.
+fn run_serving(weir: &Path, job: &Path) -> Result<(std::process::Child, String, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let server = format!("http://127.0.0.1:{port}");
+    let mut child = Command::new(weir)
+        .arg("run")
+        .arg(job)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(out) = weir_cli(weir, &server, &["--json", "jobs"]) {
+            let jobs: serde_json::Value = serde_json::from_str(&out)?;
+            if let Some(id) = jobs["jobs"][0]["id"].as_str() {
+                return Ok((child, server, id.to_string()));
+            }
+        }
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = child.kill();
+            bail!("weir run did not serve its API");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Runs an unbounded count over `keys` keys until every key is in state, stops it with a
 /// savepoint (timed by the job's statistics), then restores a run of the same job from it and
 /// times spawn to first event.
@@ -474,28 +512,8 @@ fn savepoint_of_many_keys(artifacts: &Artifacts, dir: &Path, count: &str, keys: 
     let unbounded =
         CountJob { name: "savepoint-many-keys", operator: count, parallelism: 1, events: None, keys, extra };
     let job = unbounded.write(dir, "savepoint-many-keys")?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let server = format!("http://127.0.0.1:{port}");
-    let mut child = Command::new(&artifacts.weir)
-        .arg("run")
-        .arg(&job)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    let result = (|| {
-        let started = std::time::Instant::now();
-        let id = loop {
-            if let Ok(out) = weir_cli(&artifacts.weir, &server, &["--json", "jobs"]) {
-                let jobs: serde_json::Value = serde_json::from_str(&out)?;
-                if let Some(id) = jobs["jobs"][0]["id"].as_str() {
-                    break id.to_string();
-                }
-            }
-            if started.elapsed() > std::time::Duration::from_secs(30) {
-                bail!("weir run did not serve its API");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        };
+    let (mut child, server, id) = run_serving(&artifacts.weir, &job)?;
+    let result = (|| -> Result<(String, f64, f64)> {
         wait_until_counted(&artifacts.weir, &server, &id, keys + keys / 5)?;
         let location = weir_cli(&artifacts.weir, &server, &["stop", &id, "--savepoint"])?.trim().to_string();
         let stats: serde_json::Value =
