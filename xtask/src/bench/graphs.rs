@@ -101,12 +101,18 @@ fn join_job(dir: &Path, operators: &Path, (clicks, profiles): (&Path, &Path)) ->
 const CHECKPOINTS: usize = 8;
 
 /// The checkpoints of a keyed count (the Wasm `count`) of unbounded generated events over `keys`
-/// keys, from one generator or from `sources` (the same keys in each) read by hash, taken every
-/// 300 ms while the events flow (read from the statistics of the job's API).
+/// keys, taken every 300 ms while the events flow (read from the statistics of the job's API).
+/// Its input is two source subtasks either way, so that both jobs run as many threads on the
+/// machine's cores: one generator at parallelism 2 (one input), or two generators at
+/// parallelism 1 with the same keys (`sources` = 2: two inputs), read by hash.
 fn checkpoints_while_flowing(artifacts: &Artifacts, dir: &Path, keys: u64, sources: u64) -> Result<CheckpointTimes> {
     let mut text = format!("name = \"inputs-{sources}\"\nparallelism = 1\n\n");
     for s in 0..sources {
-        let _ = write!(text, "[[source]]\nuid = \"events-{s}\"\ntype = \"generator\"\nkeys = {keys}\n\n");
+        let parallelism = 2 / sources;
+        let _ = write!(
+            text,
+            "[[source]]\nuid = \"events-{s}\"\ntype = \"generator\"\nkeys = {keys}\nparallelism = {parallelism}\n\n"
+        );
     }
     let inputs: Vec<String> =
         (0..sources).map(|s| format!("{{ from = \"events-{s}\", partitioning = \"hash\" }}")).collect();
