@@ -651,23 +651,19 @@ fn broadcast_rules_reach_every_subtask_and_are_restored_into_each_at_another_par
     let rules = rules_file(dir.path(), N);
     let (counts, alerts) = expected_rules(&dir.path().join("clicks.jsonl"), "user", &rules);
     assert!(!alerts.is_empty());
-    // All at once, at parallelism 1 and 3: every subtask applies the rules it was broadcast.
-    for parallelism in [1, 3] {
-        let sub = dir.path().join(format!("p{parallelism}"));
+    // All at once, at parallelism 1 and 3, and in Python at 2: every subtask applies the rules it
+    // was broadcast.
+    for (module, parallelism) in [("rules", 1), ("rules", 3), ("rules_py", 2)] {
+        let sub = dir.path().join(format!("{module}-p{parallelism}"));
         std::fs::create_dir_all(&sub).unwrap();
         std::fs::copy(dir.path().join("clicks.jsonl"), sub.join("clicks.jsonl")).unwrap();
-        let run = weir(&["run", &rules_job(&sub, N, parallelism, None), "--listen", "none"]);
+        let job = std::fs::read_to_string(rules_job(&sub, N, parallelism, None)).unwrap();
+        let job = write_job(&sub, &job.replace("operators/rules.wasm", &format!("operators/{module}.wasm")));
+        let run = weir(&["run", &job, "--listen", "none"]);
         assert_eq!(run.code, 0, "{}", run.stderr);
-        weir_e2e::assert_lines(
-            &sink_lines(&sub.join("counts")),
-            &counts,
-            &format!("parallelism {parallelism}: counts"),
-        );
-        weir_e2e::assert_lines(
-            &sink_lines(&sub.join("alerts")),
-            &alerts,
-            &format!("parallelism {parallelism}: alerts"),
-        );
+        let what = |sink: &str| format!("{module} at parallelism {parallelism}: {sink}");
+        weir_e2e::assert_lines(&sink_lines(&sub.join("counts")), &counts, &what("counts"));
+        weir_e2e::assert_lines(&sink_lines(&sub.join("alerts")), &alerts, &what("alerts"));
     }
     // Stopped with a savepoint at parallelism 2 once the rules were read, and resumed at 3: the
     // third subtask never read a rule, and applies them from the savepoint's broadcast state.

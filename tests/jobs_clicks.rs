@@ -354,6 +354,7 @@ fn every_example_job_file_runs_and_writes_what_its_comment_says() {
         ("enrich", by_sink(&[("enriched", &join.0), ("unmatched", &join.1)])),
         ("enrich_py", by_sink(&[("enriched", &join.0), ("unmatched", &join.1)])),
         ("rules", by_sink(&[("alerts", &rules.1), ("counts", &rules.0)])),
+        ("rules_py", by_sink(&[("alerts", &rules.1), ("counts", &rules.0)])),
         ("late_events", late_events),
     ];
     let mut with_job_files: Vec<String> = std::fs::read_dir(repo().join("examples"))

@@ -151,6 +151,7 @@ impl Workspace {
                     ("count_v2_py", "count_v2"),
                     ("window_count_py", "window_count"),
                     ("enrich_py", "enrich"),
+                    ("rules_py", "rules"),
                 ] {
                     let out = operators.join(format!("{example}.wasm"));
                     self.build_python_guest(&format!("examples/{example}"), module, &out)?;
