@@ -82,16 +82,25 @@ fn a_branching_job_writes_each_sink_what_its_branch_makes() {
     }
 }
 
+/// The checkpointing of the jobs the tests kill: every 100 ms, the last three kept, in `chk/`.
+const KILLED_CHECKPOINTING: &str = "[checkpointing]\ninterval = \"100ms\"\nretained = 3\nstorage = \"file://chk\"\n";
+
+/// Runs `job` (named `name`, with [`KILLED_CHECKPOINTING`] in `dir`) and kills it at random
+/// moments, three times once it has completed a checkpoint, then resumes it from its latest
+/// checkpoint to the end.
+fn killed_then_resumed(dir: &Path, name: &str, job: &str) {
+    let checkpointed = || !completed_checkpoints(&dir.join("chk").join(name)).is_empty();
+    let kills = kill_repeatedly(job, &[], 3, checkpointed);
+    assert!(kills >= 2, "the job was killed {kills} times of 3");
+    let resumed = weir(&["run", job, "--listen", "none", "--from-checkpoint", "latest"]);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+}
+
 #[test]
 fn killed_again_and_again_every_branch_commits_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let checkpointing = "[checkpointing]\ninterval = \"100ms\"\nretained = 3\nstorage = \"file://chk\"\n";
-    let job = branching_job(dir.path(), 2, Some(3000), checkpointing);
-    let checkpointed = || !completed_checkpoints(&dir.path().join("chk/branches")).is_empty();
-    let kills = kill_repeatedly(&job, &[], 3, checkpointed);
-    assert!(kills >= 2, "the job was killed {kills} times of 3");
-    let resumed = weir(&["run", &job, "--listen", "none", "--from-checkpoint", "latest"]);
-    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    let job = branching_job(dir.path(), 2, Some(3000), KILLED_CHECKPOINTING);
+    killed_then_resumed(dir.path(), "branches", &job);
     assert_branches_exact(dir.path(), "after kills");
 }
 
@@ -564,13 +573,8 @@ fn a_join_stopped_with_a_savepoint_goes_on_rescaled_and_in_python() {
 #[test]
 fn killed_again_and_again_a_join_and_its_side_output_commit_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let checkpointing = "[checkpointing]\ninterval = \"100ms\"\nretained = 3\nstorage = \"file://chk\"\n";
-    let job = join_job(dir.path(), 2, "rate = 1500\n", checkpointing);
-    let checkpointed = || !completed_checkpoints(&dir.path().join("chk/enrich")).is_empty();
-    let kills = kill_repeatedly(&job, &[], 3, checkpointed);
-    assert!(kills >= 2, "the job was killed {kills} times of 3");
-    let resumed = weir(&["run", &job, "--listen", "none", "--from-checkpoint", "latest"]);
-    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    let job = join_job(dir.path(), 2, "rate = 1500\n", KILLED_CHECKPOINTING);
+    killed_then_resumed(dir.path(), "enrich", &job);
     assert_join_exact(dir.path(), "after kills");
 }
 
@@ -829,14 +833,9 @@ fn killed_again_and_again_broadcast_rules_in_rocksdb_commit_exactly_once() {
     const N: usize = 6000;
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(rules_job(dir.path(), N, 2, Some(2000))).unwrap();
-    let settings = "[checkpointing]\ninterval = \"100ms\"\nretained = 3\nstorage = \"file://chk\"\n\n[state]\nbackend = \
-                    \"rocksdb\"\nincremental = true\n";
-    let job = write_job(dir.path(), &format!("{text}\n{settings}"));
-    let checkpointed = || !completed_checkpoints(&dir.path().join("chk/rules")).is_empty();
-    let kills = kill_repeatedly(&job, &[], 3, checkpointed);
-    assert!(kills >= 2, "the job was killed {kills} times of 3");
-    let resumed = weir(&["run", &job, "--listen", "none", "--from-checkpoint", "latest"]);
-    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    let rocksdb = "[state]\nbackend = \"rocksdb\"\nincremental = true\n";
+    let job = write_job(dir.path(), &format!("{text}\n{KILLED_CHECKPOINTING}\n{rocksdb}"));
+    killed_then_resumed(dir.path(), "rules", &job);
     let (counts, alerts) = expected_rules(&dir.path().join("clicks.jsonl"), "user", &dir.path().join("rules.jsonl"));
     weir_e2e::assert_lines(&sink_lines(&dir.path().join("counts")), &counts, "counts after kills");
     weir_e2e::assert_lines(&sink_lines(&dir.path().join("alerts")), &alerts, "alerts after kills");

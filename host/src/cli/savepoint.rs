@@ -39,6 +39,14 @@ fn bytes_json(bytes: &[u8]) -> serde_json::Value {
     }
 }
 
+/// A stored value as `inspect` shows it: `value` when it is JSON, else `raw-value`.
+fn value_fields(bytes: &[u8]) -> (Option<serde_json::Value>, Option<serde_json::Value>) {
+    match serde_json::from_slice(bytes) {
+        Ok(json) => (Some(json), None),
+        Err(_) => (None, Some(bytes_json(bytes))),
+    }
+}
+
 /// Prints the state of the savepoint at `path` as JSON lines, one per value, map entry or list
 /// element: `{"operator":…,"state":…,"key":…,"value":…}`, the value as the JSON it is, or as
 /// `raw-value` when it is no JSON (map entries also have `map-key`; a pending timer's is
@@ -64,14 +72,14 @@ pub(super) fn inspect(path: &str, operator: Option<&str>, state: Option<&str>) -
                 }
                 for [k, v] in &saved.entries {
                     let (k, v) = (hex::decode(k)?, hex::decode(v)?);
-                    let json = serde_json::from_slice::<serde_json::Value>(&v).ok();
+                    let (value, raw_value) = value_fields(&v);
                     let line = Line {
                         operator: &op.uid,
                         state: &saved.name,
                         key: serde_json::Value::Null,
                         map_key: Some(bytes_json(&k)),
-                        raw_value: json.is_none().then(|| bytes_json(&v)),
-                        value: json,
+                        value,
+                        raw_value,
                         expires_at: None,
                     };
                     writeln!(out, "{}", serde_json::to_string(&line)?)?;
@@ -97,14 +105,13 @@ pub(super) fn inspect(path: &str, operator: Option<&str>, state: Option<&str>) -
                     true => (value.get(ttl::EXPIRY_BYTES..).unwrap_or_default(), ttl::expiry(value)),
                     false => (value, None),
                 };
-                let json = serde_json::from_slice::<serde_json::Value>(value).ok();
-                let raw_value = json.is_none().then(|| bytes_json(value));
+                let (value, raw_value) = value_fields(value);
                 let line = Line {
                     operator: &op.uid,
                     state: name,
                     key: bytes_json(entry.key),
                     map_key,
-                    value: json,
+                    value,
                     raw_value,
                     expires_at,
                 };

@@ -352,14 +352,14 @@ impl Builder<'_> {
     }
 }
 
-/// The checks of the job's graph that need its operators' modules (the inputs and side outputs
-/// they declare, the contract they were built against), made when the job is planned: before any
-/// directory is claimed.
+/// The checks of the job's graph (`dataflow`, resolved from `spec`) that need its operators'
+/// modules (the inputs and side outputs they declare, the contract they were built against), made
+/// when the job is planned: before any directory is claimed.
 pub(super) fn check_graph_modules(
     spec: &JobSpec,
+    dataflow: &super::graph::Dataflow,
     modules: &HashMap<String, Arc<OperatorModule>>,
 ) -> Result<(), String> {
-    let dataflow = super::graph::resolve(spec)?;
     let side_outputs = declared_side_outputs(spec, modules);
     for (op, inputs) in spec.operators.iter().zip(&dataflow.operators) {
         if let Some(module) = op.module.as_ref().and_then(|m| modules.get(m)) {

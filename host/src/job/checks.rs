@@ -96,8 +96,9 @@ pub(crate) fn check_states(
     Ok(())
 }
 
-/// Checks that hold before anything is opened: names, uids, counts, the graph.
-pub(crate) fn check_shape(spec: &JobSpec) -> Result<(), String> {
+/// Checks that hold before anything is opened: names, uids, counts, the graph; returns the graph
+/// resolved.
+pub(crate) fn check_shape(spec: &JobSpec) -> Result<super::graph::Dataflow, String> {
     if spec.name.trim().is_empty() {
         return Err("`name` must not be empty".to_string());
     }
@@ -131,7 +132,7 @@ pub(crate) fn check_shape(spec: &JobSpec) -> Result<(), String> {
             return Err(format!("uid '{uid}' is used twice; every source, operator and sink needs its own uid"));
         }
     }
-    super::graph::resolve(spec).map(drop)
+    super::graph::resolve(spec)
 }
 
 /// The longest job name or uid, in bytes.

@@ -161,7 +161,7 @@ impl JobPlan {
     ) -> Result<(JobPlan, JobSpec), JobError> {
         let invalid = |message: String| JobError::Invalid { file: label.to_string(), message };
         let spec = parse(&text, label)?;
-        check_shape(&spec).map_err(invalid)?;
+        let dataflow = check_shape(&spec).map_err(invalid)?;
         placement.check_paths(&spec, base).map_err(invalid)?;
         let mut resolved = HashMap::new();
         for op in &spec.operators {
@@ -174,7 +174,7 @@ impl JobPlan {
             })?;
             resolved.insert(reference.clone(), module);
         }
-        super::build::check_graph_modules(&spec, &resolved).map_err(invalid)?;
+        super::build::check_graph_modules(&spec, &dataflow, &resolved).map_err(invalid)?;
         let checkpoints = match &spec.checkpointing {
             Some(c) if !checkpoint_interval(c).map_err(invalid)?.is_zero() => {
                 let url = c.storage.as_deref().unwrap_or(&placement.checkpoints);

@@ -181,16 +181,6 @@ impl Emitted {
             }
         }
     }
-
-    /// Events emitted to all outputs.
-    pub fn len(&self) -> usize {
-        self.main.len() + self.side.iter().map(EventBatch::len).sum::<usize>()
-    }
-
-    /// Nothing emitted.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Appends `bytes` to `buf`. Keys and small values are a few bytes long, and for a length not

@@ -191,6 +191,19 @@ mod tests {
     }
 
     #[test]
+    fn migrated_values_keep_their_keys_and_a_wrong_count_is_refused() {
+        let mut b = BroadcastState::new(&declared());
+        b.put(1, b"a".to_vec(), b"1".to_vec()).unwrap();
+        b.put(1, b"b".to_vec(), b"2".to_vec()).unwrap();
+        let migrated = b.migrate(1, |values| Ok(values.iter().map(|v| [b"{\"n\":", &v[..], b"}"].concat()).collect()));
+        assert_eq!(migrated, Ok(2));
+        let entries: Vec<_> = b.entries(1).unwrap().collect();
+        assert_eq!(entries, vec![(&b"a"[..], &b"{\"n\":1}"[..]), (&b"b"[..], &b"{\"n\":2}"[..])]);
+        assert!(b.migrate(1, |_| Ok(Vec::new())).unwrap_err().contains("migrate returned 0 items for 2"));
+        assert!(b.migrate(0, Ok).unwrap_err().contains("state #0 is not"));
+    }
+
+    #[test]
     fn limited() {
         let mut b = BroadcastState::new(&declared());
         let big = vec![0u8; BROADCAST_LIMIT / 2];

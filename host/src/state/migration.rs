@@ -38,27 +38,37 @@ pub struct Migration {
 }
 
 impl RestoredState {
-    /// The migrations the restored entries need before code declaring `declared` reads them;
-    /// an error names a state saved under a version that code cannot migrate from.
+    /// The migrations the restored entries need before code declaring `declared` reads them
+    /// (see [`migrations_needed`]).
     pub fn migrations(&self, declared: &[StateDescriptor]) -> Result<Vec<Migration>, String> {
-        let mut migrations = Vec::new();
-        for (state, (d, saved)) in (0u32..).zip(declared.iter().zip(&self.saved_versions)) {
-            match *saved {
-                Some(from_version) if from_version != d.schema_version => {
-                    if !d.migrates_from.contains(&from_version) {
-                        return Err(format!(
-                            "state '{}' was saved with schema version {from_version}, and this code declares \
-                             schema version {} without a migration from it",
-                            d.name, d.schema_version
-                        ));
-                    }
-                    migrations.push(Migration { state, from_version });
-                }
-                _ => {}
-            }
-        }
-        Ok(migrations)
+        migrations_needed(declared, &self.saved_versions)
     }
+}
+
+/// The migrations entries saved under `saved_versions` (per declared state, in order; `None`:
+/// nothing saved) need before code declaring `declared` reads them; an error names a state saved
+/// under a version that code cannot migrate from. For keyed and broadcast state alike.
+pub fn migrations_needed(
+    declared: &[StateDescriptor],
+    saved_versions: &[Option<u32>],
+) -> Result<Vec<Migration>, String> {
+    let mut migrations = Vec::new();
+    for (state, (d, saved)) in (0u32..).zip(declared.iter().zip(saved_versions)) {
+        match *saved {
+            Some(from_version) if from_version != d.schema_version => {
+                if !d.migrates_from.contains(&from_version) {
+                    return Err(format!(
+                        "state '{}' was saved with schema version {from_version}, and this code declares schema \
+                         version {} without a migration from it",
+                        d.name, d.schema_version
+                    ));
+                }
+                migrations.push(Migration { state, from_version });
+            }
+            _ => {}
+        }
+    }
+    Ok(migrations)
 }
 
 /// Where [`rewrite_items`] puts a rewritten item back.

@@ -49,7 +49,7 @@ pub mod ttl;
 mod value_table;
 
 pub use memory::MemoryBackend;
-pub use migration::{Migration, RestoredState, StateRestore, rewrite_items};
+pub use migration::{Migration, RestoredState, StateRestore, migrations_needed, rewrite_items};
 pub use rocksdb::{RocksDbBackend, RocksDbBackends};
 pub use snapshot::{NativeFile, NativeFiles, NativePart, SnapshotBody};
 pub use timers::{SPILL_AFTER, TIMERS_STATE, Timer, TimerQueue, timer_of, timers_descriptor};

@@ -160,7 +160,7 @@ pub(crate) fn apply_output(
     shape: OutputShape,
     out: &mut Emitted,
 ) -> Result<(), String> {
-    let before: Vec<usize> = std::iter::once(&out.main).chain(&out.side).map(EventBatch::len).collect();
+    let events_before = out.main.len();
     // Malformed-frame errors, the reader's and `read_output`'s own, are said to be the guest's here.
     let result =
         read_output(&output, keyed, value_states, shape, out).map_err(|e| match e.strip_prefix("malformed frame: ") {
@@ -169,12 +169,9 @@ pub(crate) fn apply_output(
         });
     match result {
         Ok(()) => out.main.append_buffer(output),
-        Err(_) => {
-            out.main.truncate(before[0]);
-            for (k, side) in out.side.iter_mut().enumerate() {
-                side.truncate(before.get(k + 1).copied().unwrap_or(0));
-            }
-        }
+        // The main output's events point into the frame, which it did not take: they go. (Side
+        // outputs' events are copies, and the failed call fails the subtask before they are sent.)
+        Err(_) => out.main.truncate(events_before),
     }
     result
 }

@@ -123,7 +123,6 @@ impl WasmOperatorFactory {
         let failed = |e: String| format!("cannot migrate state '{name}' from schema version {from_version}: {e}");
         let started = std::time::Instant::now();
         let migrated = state::rewrite_items(backend, state, key_groups, &mut |items| {
-            arm(store, self.limits.call_deadline);
             // Items with a time-to-live keep their expiry: the guest migrates what follows it.
             let split = if expires { ttl::EXPIRY_BYTES } else { 0 };
             let (expiries, items): (Vec<Vec<u8>>, Vec<Vec<u8>>) = items
@@ -133,9 +132,7 @@ impl WasmOperatorFactory {
                     (item[..at].to_vec(), item[at..].to_vec())
                 })
                 .unzip();
-            let migrated = instance
-                .migrate(&mut *store, state, from_version, &items)
-                .map_err(|e| call_error("migrate", &e, &self.limits, &store.data().output))??;
+            let migrated = self.call_migrate(store, instance, migration, &items)?;
             Ok(expiries
                 .into_iter()
                 .zip(migrated)
@@ -153,6 +150,21 @@ impl WasmOperatorFactory {
         Ok(())
     }
 
+    /// The guest's `migrate` of `items` of a state saved under an older schema version, under
+    /// the call deadline.
+    fn call_migrate(
+        &self,
+        store: &mut Store<HostState>,
+        instance: &Guest,
+        Migration { state, from_version }: Migration,
+        items: &[Vec<u8>],
+    ) -> Result<Vec<Vec<u8>>, String> {
+        arm(store, self.limits.call_deadline);
+        instance
+            .migrate(&mut *store, state, from_version, items)
+            .map_err(|e| call_error("migrate", &e, &self.limits, &store.data().output))?
+    }
+
     /// The broadcast states of the declared `states`, holding what `saved` recorded of them and
     /// migrated through the guest's `migrate` when saved under another schema version.
     fn restore_broadcast(
@@ -166,23 +178,11 @@ impl WasmOperatorFactory {
         let restoring = |e: String| format!("cannot restore its broadcast state: {e}");
         let (mut broadcast, versions) =
             BroadcastState::restore(states, saved, "the state restored").map_err(restoring)?;
-        for (state, (d, saved)) in (0u32..).zip(states.iter().zip(versions)) {
-            let Some(from_version) = saved.filter(|&v| v != d.schema_version) else { continue };
-            if !d.migrates_from.contains(&from_version) {
-                return Err(restoring(format!(
-                    "state '{}' was saved with schema version {from_version}, and this code declares schema version \
-                     {} without a migration from it",
-                    d.name, d.schema_version
-                )));
-            }
-            broadcast
-                .migrate(state, |items| {
-                    arm(store, self.limits.call_deadline);
-                    instance
-                        .migrate(&mut *store, state, from_version, &items)
-                        .map_err(|e| call_error("migrate", &e, &self.limits, &store.data().output))?
-                })
-                .map_err(|e| format!("cannot migrate state '{}' from schema version {from_version}: {e}", d.name))?;
+        for migration in state::migrations_needed(states, &versions).map_err(restoring)? {
+            let name = &states[migration.state as usize].name;
+            broadcast.migrate(migration.state, |items| self.call_migrate(store, instance, migration, &items)).map_err(
+                |e| format!("cannot migrate state '{name}' from schema version {}: {e}", migration.from_version),
+            )?;
         }
         Ok(broadcast)
     }
@@ -209,8 +209,11 @@ impl OperatorFactory for WasmOperatorFactory {
                     .map_err(|e| format!("cannot restore its state: {e}"))?;
                 let migrations = restored.migrations(&states).map_err(|e| format!("cannot restore its state: {e}"))?;
                 let mut backend = restored.backend;
-                // Migrations rewrite values of the operator's own states, never the timers.
-                for migration in migrations {
+                // Migrations rewrite values of the operator's own keyed states, never the timers;
+                // broadcast state migrates where it is restored.
+                let keyed_migrations =
+                    migrations.into_iter().filter(|m| kinds[m.state as usize] != StateKind::Broadcast);
+                for migration in keyed_migrations {
                     self.migrate(&mut store, &instance, &mut *backend, key_groups.clone(), migration)?;
                 }
                 let broadcast = self.restore_broadcast(&mut store, &instance, &states, restored.broadcast.as_ref())?;
