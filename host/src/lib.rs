@@ -16,6 +16,8 @@
 //! - [`connectors`]: sources and sinks.
 //! - [`builtin`]: native operators compiled into the host (for benchmarks).
 //! - [`job`]: the job file, and turning it into a runnable graph.
+//! - [`flink`]: Apache Flink as the engine: the runner's plan and jar, Flink's REST API, a local
+//!   cluster.
 //! - [`control`]: the module store and the job registry.
 //! - [`api`]: the REST API.
 //! - [`cli`]: the `weir` command line.
@@ -27,6 +29,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod connectors;
 pub mod control;
+pub mod flink;
 pub mod job;
 pub mod key_group;
 pub mod runtime;

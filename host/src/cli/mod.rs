@@ -5,6 +5,7 @@
 mod check;
 mod client;
 mod compare;
+mod flink;
 mod run;
 mod savepoint;
 mod serve;
@@ -104,6 +105,16 @@ enum Command {
     },
     /// List the savepoints a server has taken: job, time, size, modules, path.
     Savepoints,
+    /// Run job files on an Apache Flink cluster: submit, list, savepoint, stop, cancel, and a
+    /// local cluster to try it.
+    Flink(flink::FlinkArgs),
+    /// Serve an operator module to one subtask of a Flink job over a Unix socket: the Flink
+    /// runner's Wasm operators start one worker per subtask (see `weir flink`).
+    Worker {
+        /// The subtask's socket.
+        #[arg(long, value_name = "PATH")]
+        socket: PathBuf,
+    },
     /// Check an operator module against the contract it targets and show its description; with
     /// --like, run it and a reference over the same generated events and show the first line
     /// where their outputs differ.
@@ -256,6 +267,10 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Run(args) => run::run(args, access()),
         Command::Check(args) => check::check(args),
+        Command::Flink(args) => flink::flink(args),
+        Command::Worker { socket } => {
+            crate::wasm::worker::serve(socket, module_cache_dir()).map_err(anyhow::Error::msg)
+        }
         Command::Serve(args) => serve::serve(args, access()),
         Command::Modules(command) => client().modules(command),
         Command::Submit { job, from_savepoint, allow_non_restored_state } => {

@@ -156,7 +156,7 @@ pub(super) fn build(
 }
 
 /// The checkpoint interval of a `[checkpointing]` table; zero means off.
-pub(super) fn checkpoint_interval(spec: &CheckpointingSpec) -> Result<Duration, String> {
+pub(crate) fn checkpoint_interval(spec: &CheckpointingSpec) -> Result<Duration, String> {
     checkpoint_duration("interval", &spec.interval)
 }
 
@@ -462,7 +462,7 @@ pub(super) fn check_all_state_restored(spec: &JobSpec, restore: &Restore) -> Res
 /// The longest `call-deadline`: a guest call that needs longer is stuck.
 pub(super) const MAX_CALL_DEADLINE: Duration = Duration::from_secs(3600);
 
-pub(super) fn sandbox_limits(op: &OperatorSpec) -> Result<SandboxLimits, String> {
+pub(crate) fn sandbox_limits(op: &OperatorSpec) -> Result<SandboxLimits, String> {
     let mut limits = SandboxLimits::default();
     if let Some(d) = &op.call_deadline {
         limits.call_deadline = super::spec::duration(d).filter(|d| *d > Duration::ZERO && *d <= MAX_CALL_DEADLINE).ok_or_else(|| {

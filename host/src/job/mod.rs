@@ -17,8 +17,10 @@ mod state;
 
 use std::path::Path;
 
-use build::{Start, build, checkpoint_interval};
+use build::{Start, build};
+pub(crate) use build::{checkpoint_interval, sandbox_limits};
 pub(crate) use checks::{check_shape, check_states, operator_code};
+pub(crate) use graph::Input;
 pub use modules::{ModuleFiles, ModuleRefError, Modules};
 pub use placement::{AllowedDirs, Placement};
 pub use plan::{DEFAULT_CHECKPOINT_STORAGE, JobPlan, new_job_id};

@@ -12,8 +12,8 @@ use wasmtime::Store;
 
 use super::engine::OperatorModule;
 use super::guest::Guest;
-use super::host::{HostState, KeyedState};
-use super::operator::{SandboxLimits, arm, call_error, watch};
+use super::host::{HostState, KeyedState, mib};
+use super::operator::{SandboxLimits, arm, call_error, operator_error, watch};
 use crate::runtime::{SubtaskInfo, clip};
 
 /// A new store and instance of `module` for subtask `info`, with keyed state `keyed`, not opened.
@@ -37,7 +37,7 @@ pub(crate) fn instantiate(
 }
 
 /// Calls the guest's `open` with the operator's configuration `config`.
-pub(crate) fn open(
+fn open(
     store: &mut Store<HostState>,
     instance: &Guest,
     config: &str,
@@ -56,6 +56,93 @@ pub(crate) fn open(
 /// as full, and replacing it would only cost time).
 pub(crate) fn worth_renewing(largest_memory: usize, fresh_memory: usize, limit: usize) -> bool {
     largest_memory > limit / 4 * 3 && fresh_memory < limit / 2
+}
+
+/// Which export a frame goes to.
+#[derive(Clone, Copy)]
+pub(crate) enum GuestCall {
+    /// `process-batch`, with an input frame.
+    ProcessBatch,
+    /// `on-timers`, with a timer frame.
+    OnTimers,
+}
+
+/// An opened instance of a module for one subtask, and what a fresh one is made of: the guest
+/// boundary that the embedded runtime's operators and `weir worker` share. One frame in, one
+/// output frame out, under the call deadline and the memory limit.
+pub(crate) struct GuestInstance {
+    pub(crate) store: Store<HostState>,
+    instance: Guest,
+    module: Arc<OperatorModule>,
+    config: String,
+    pub(crate) info: SubtaskInfo,
+    pub(crate) limits: SandboxLimits,
+    /// The size of a fresh instance's largest memory once opened.
+    fresh_memory: usize,
+}
+
+impl GuestInstance {
+    /// Opens `instance` (made by [`instantiate`], its state in `store`) with `config`.
+    pub(crate) fn open(
+        module: Arc<OperatorModule>,
+        (mut store, instance): (Store<HostState>, Guest),
+        config: String,
+        limits: SandboxLimits,
+        info: SubtaskInfo,
+    ) -> Result<Self, String> {
+        open(&mut store, &instance, &config, &limits, &info)?;
+        let fresh_memory = store.data().limits.largest;
+        Ok(GuestInstance { store, instance, module, config, info, limits, fresh_memory })
+    }
+
+    pub(crate) fn keyed(&mut self) -> &mut KeyedState {
+        &mut self.store.data_mut().keyed
+    }
+
+    /// Calls `call` with `frame`; the guest's output frame.
+    pub(crate) fn call(&mut self, call: GuestCall, frame: &[u8]) -> Result<Vec<u8>, String> {
+        arm(&mut self.store, self.limits.call_deadline);
+        let (name, output) = match call {
+            GuestCall::ProcessBatch => {
+                let _call = tracing::trace_span!("guest_call", call = "process-batch").entered();
+                ("process-batch", self.instance.process_batch(&mut self.store, frame))
+            }
+            GuestCall::OnTimers => {
+                let _call = tracing::trace_span!("guest_call", call = "on-timers").entered();
+                ("on-timers", self.instance.on_timers(&mut self.store, frame))
+            }
+        };
+        output
+            .map_err(|e| call_error(name, &e, &self.limits, &self.store.data().output))?
+            .map_err(|message| operator_error(&message, &self.store.data().output))
+    }
+
+    /// Replaces the instance by a fresh one, opened anew, when its memory has grown near the
+    /// limit (see [`worth_renewing`]): after a guest call, with all state in the host.
+    pub(crate) fn renew_if_grown(&mut self) -> Result<(), String> {
+        let (largest, limit) = (self.store.data().limits.largest, self.limits.memory_limit);
+        if !worth_renewing(largest, self.fresh_memory, limit) {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        // Opened before it takes the state over (`open` has no key to reach state with): if it
+        // fails, the job fails with the state still where it was.
+        let kinds = self.store.data().keyed.kinds.clone();
+        let (mut store, fresh) = instantiate(&self.module, KeyedState::empty(kinds.clone()), &self.limits, &self.info)?;
+        open(&mut store, &fresh, &self.config, &self.limits, &self.info)?;
+        store.data_mut().keyed = std::mem::replace(&mut self.store.data_mut().keyed, KeyedState::empty(kinds));
+        self.fresh_memory = store.data().limits.largest;
+        (self.store, self.instance) = (store, fresh);
+        tracing::info!(
+            "{}: its instance's memory grew to {} of its {} limit; continuing in a fresh instance (state and \
+             timers are the host's), started in {:?}",
+            self.info,
+            mib(largest),
+            mib(limit),
+            started.elapsed()
+        );
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ mod host;
 mod instance;
 mod operator;
 mod wasi;
+pub mod worker;
 
 pub use contract::{CONTRACT, CONTRACT_VERSION};
 pub use engine::{Description, ModuleError, ModuleProblem, OperatorModule, WasmEngine};

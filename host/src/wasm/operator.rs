@@ -11,8 +11,8 @@ use super::engine::{EPOCH_TICK, OperatorModule};
 use super::frame::{self, FrameTime, OutputShape};
 use super::guest::Guest;
 use super::guest_output::{self, GuestOutput};
-use super::host::{HostState, KeyedState, mib};
-use super::instance;
+use super::host::{HostState, KeyedState};
+use super::instance::{self, GuestCall, GuestInstance};
 use crate::key_group::key_group_range;
 use crate::runtime::{
     BATCH_BYTES, BATCH_SIZE, Emitted, EventBatch, HandedOverState, Operator, OperatorFactory, StateSnapshot,
@@ -240,15 +240,19 @@ impl OperatorFactory for WasmOperatorFactory {
             keyed.timers = Some(timers);
         }
         store.data_mut().keyed = keyed;
-        instance::open(&mut store, &instance, &self.config, &self.limits, info)?;
-        let fresh_memory = store.data().limits.largest;
+        let guest = GuestInstance::open(
+            self.module.clone(),
+            (store, instance),
+            self.config.clone(),
+            self.limits,
+            info.clone(),
+        )?;
         let value_states = (0..kinds.len() as u32).filter(|&i| kinds[i as usize] == StateKind::Value).collect();
         Ok(Box::new(WasmOperator {
             key_groups,
             states,
-            store,
+            guest,
             time: self.module.has_timers().then_some(FrameTime { watermark: NO_WATERMARK, now: 0 }),
-            instance,
             value_states,
             max_parallelism: self.keyed.then_some(info.max_parallelism),
             output: OutputShape {
@@ -256,17 +260,12 @@ impl OperatorFactory for WasmOperatorFactory {
                 side_outputs: self.module.has_graph_inputs().then_some(description.side_outputs.len()),
             },
             broadcast_inputs: self.broadcast_inputs.clone(),
-            limits: self.limits,
             frame: Vec::new(),
             event_slots: Vec::new(),
             due: Vec::new(),
             firing: None,
             batches: 0,
             swept: 0,
-            module: self.module.clone(),
-            config: self.config.clone(),
-            info: info.clone(),
-            fresh_memory,
         }))
     }
 }
@@ -276,8 +275,7 @@ struct WasmOperator {
     key_groups: std::ops::Range<u32>,
     /// Its states, as snapshots record them: the declared ones, then the host's timers if any.
     states: Vec<StateDescriptor>,
-    store: Store<HostState>,
-    instance: Guest,
+    guest: GuestInstance,
     /// What the frames say of time (a 0.3.0 guest; none for 0.2.0).
     time: Option<FrameTime>,
     /// Indices of the declared value states, in the frames' order.
@@ -288,7 +286,6 @@ struct WasmOperator {
     output: OutputShape,
     /// Per input: whether it is read by broadcast (see [`WasmOperatorFactory::reading_broadcast`]).
     broadcast_inputs: Vec<bool>,
-    limits: SandboxLimits,
     /// The input frame and each event's slot, reused from batch to batch.
     frame: Vec<u8>,
     event_slots: Vec<u32>,
@@ -299,19 +296,13 @@ struct WasmOperator {
     /// Batches processed, and how many key groups have been swept for expired entries.
     batches: u64,
     swept: u32,
-    /// What a fresh instance is made of (see [`WasmOperator::renew_if_grown`]), and the size of
-    /// its largest memory once opened.
-    module: Arc<OperatorModule>,
-    config: String,
-    info: SubtaskInfo,
-    fresh_memory: usize,
 }
 
 impl WasmOperator {
     /// What a snapshot records of its broadcast state: subtask 0's copy stands for every
     /// subtask's, which are the same.
     fn saved_broadcast(&self) -> Option<SavedBroadcast> {
-        (self.info.index == 0).then(|| self.store.data().keyed.broadcast.save(&self.states)).flatten()
+        (self.guest.info.index == 0).then(|| self.guest.store.data().keyed.broadcast.save(&self.states)).flatten()
     }
 }
 
@@ -319,34 +310,6 @@ impl WasmOperator {
 const SWEEP_EVERY: u64 = 16;
 
 impl WasmOperator {
-    /// Replaces the instance by a fresh one, opened anew, when its memory has grown near the
-    /// limit (see [`instance::worth_renewing`]): after a guest call, with all state in the host.
-    fn renew_if_grown(&mut self) -> Result<(), String> {
-        let (largest, limit) = (self.store.data().limits.largest, self.limits.memory_limit);
-        if !instance::worth_renewing(largest, self.fresh_memory, limit) {
-            return Ok(());
-        }
-        let started = std::time::Instant::now();
-        // Opened before it takes the state over (`open` has no key to reach state with): if it
-        // fails, the job fails with the state still where it was.
-        let kinds = self.store.data().keyed.kinds.clone();
-        let (mut store, fresh) =
-            instance::instantiate(&self.module, KeyedState::empty(kinds.clone()), &self.limits, &self.info)?;
-        instance::open(&mut store, &fresh, &self.config, &self.limits, &self.info)?;
-        store.data_mut().keyed = std::mem::replace(&mut self.store.data_mut().keyed, KeyedState::empty(kinds));
-        self.fresh_memory = store.data().limits.largest;
-        (self.store, self.instance) = (store, fresh);
-        tracing::info!(
-            "{}: its instance's memory grew to {} of its {} limit; continuing in a fresh instance (state and \
-             timers are the host's), started in {:?}",
-            self.info,
-            mib(largest),
-            mib(limit),
-            started.elapsed()
-        );
-        Ok(())
-    }
-
     /// One guest call for the events `events` of `batch`, from its input `input`. Events of a
     /// broadcast input reach it without a key (every subtask gets them all), and only then may it
     /// write its broadcast state.
@@ -360,7 +323,7 @@ impl WasmOperator {
         let time = self.time.map(|t| FrameTime { now: ttl::now_ms(), ..t });
         let count = events.len();
         let broadcast = self.broadcast_inputs.get(input).copied().unwrap_or(false);
-        let keyed = &mut self.store.data_mut().keyed;
+        let keyed = self.guest.keyed();
         frame::encode_input(
             batch,
             events,
@@ -373,22 +336,18 @@ impl WasmOperator {
             &mut self.event_slots,
         )?;
         keyed.broadcast_writable = broadcast;
-        arm(&mut self.store, self.limits.call_deadline);
-        let _call = tracing::trace_span!("guest_call", call = "process-batch", events = count).entered();
-        let output = self.instance.process_batch(&mut self.store, &self.frame);
-        self.store.data_mut().keyed.broadcast_writable = false;
-        let output = output
-            .map_err(|e| call_error("process-batch", &e, &self.limits, &self.store.data().output))?
-            .map_err(|message| operator_error(&message, &self.store.data().output))?;
-        frame::apply_output(output, &mut self.store.data_mut().keyed, &self.value_states, self.output, out)?;
-        self.renew_if_grown()
+        let _batch = tracing::trace_span!("batch", events = count).entered();
+        let output = self.guest.call(GuestCall::ProcessBatch, &self.frame);
+        self.guest.keyed().broadcast_writable = false;
+        frame::apply_output(output?, self.guest.keyed(), &self.value_states, self.output, out)?;
+        self.guest.renew_if_grown()
     }
 
     /// Every [`SWEEP_EVERY`] batches, deletes the expired entries of the next of its key groups
     /// (state with a time-to-live is cleaned up as it goes, not only when read or snapshotted).
     fn sweep(&mut self) -> Result<(), String> {
         self.batches += 1;
-        let keyed = &mut self.store.data_mut().keyed;
+        let keyed = self.guest.keyed();
         let expiring = keyed.ttl.iter().any(Option::is_some);
         if !expiring || self.key_groups.is_empty() || !self.batches.is_multiple_of(SWEEP_EVERY) {
             return Ok(());
@@ -406,7 +365,7 @@ impl WasmOperator {
     /// reaches wait for the next advance (`TimerQueue::begin_advance`): an advance ends, whatever
     /// the guest does.
     fn fire_timers(&mut self, time: FrameTime, out: &mut Emitted) -> Result<bool, String> {
-        let keyed = &mut self.store.data_mut().keyed;
+        let keyed = self.guest.keyed();
         let Some(timers) = keyed.timers.as_mut() else { return Ok(false) };
         let time = *self.firing.get_or_insert_with(|| {
             timers.begin_advance(time.watermark, time.now);
@@ -425,15 +384,10 @@ impl WasmOperator {
         frame::encode_timers(&self.due, keyed, &self.value_states, time, &mut self.frame)?;
         let fired = self.due.len();
         self.due.clear();
-        arm(&mut self.store, self.limits.call_deadline);
-        let _call = tracing::trace_span!("guest_call", call = "on-timers", timers = fired).entered();
-        let output = self
-            .instance
-            .on_timers(&mut self.store, &self.frame)
-            .map_err(|e| call_error("on-timers", &e, &self.limits, &self.store.data().output))?
-            .map_err(|message| operator_error(&message, &self.store.data().output))?;
-        frame::apply_output(output, &mut self.store.data_mut().keyed, &self.value_states, self.output, out)?;
-        self.renew_if_grown()?;
+        let _timers = tracing::trace_span!("timers", timers = fired).entered();
+        let output = self.guest.call(GuestCall::OnTimers, &self.frame)?;
+        frame::apply_output(output, self.guest.keyed(), &self.value_states, self.output, out)?;
+        self.guest.renew_if_grown()?;
         Ok(true)
     }
 }
@@ -447,11 +401,11 @@ impl Operator for WasmOperator {
     }
 
     fn next_processing_timer(&self) -> Option<i64> {
-        self.store.data().keyed.timers.as_ref()?.next(TimeDomain::ProcessingTime)
+        self.guest.store.data().keyed.timers.as_ref()?.next(TimeDomain::ProcessingTime)
     }
 
     fn process(&mut self, input: usize, batch: &EventBatch, out: &mut Emitted) -> Result<(), String> {
-        let keyed = &mut self.store.data_mut().keyed;
+        let keyed = self.guest.keyed();
         if let Some(backend) = keyed.backend.settled().map_err(|e| format!("cannot settle its state: {e}"))? {
             keyed.backend = backend;
         }
@@ -477,7 +431,7 @@ impl Operator for WasmOperator {
     }
 
     fn into_state(self: Box<Self>) -> Option<HandedOverState> {
-        let keyed = self.store.into_data().keyed;
+        let keyed = self.guest.store.into_data().keyed;
         let broadcast = keyed.broadcast.save(&self.states);
         Some(HandedOverState { key_groups: self.key_groups, backend: keyed.backend, timers: keyed.timers, broadcast })
     }
@@ -486,7 +440,7 @@ impl Operator for WasmOperator {
         if self.states.is_empty() {
             return Ok(None);
         }
-        let body = state::freeze(&mut self.store.data_mut().keyed.backend, self.key_groups.clone(), &self.states);
+        let body = state::freeze(&mut self.guest.keyed().backend, self.key_groups.clone(), &self.states);
         Ok(Some(StateSnapshot { key_groups: self.key_groups.clone(), body, broadcast: self.saved_broadcast() }))
     }
 
@@ -495,7 +449,7 @@ impl Operator for WasmOperator {
             return Ok(None);
         }
         let broadcast = self.saved_broadcast();
-        let backend = &mut self.store.data_mut().keyed.backend;
+        let backend = &mut self.guest.keyed().backend;
         let body = state::checkpoint(backend, self.key_groups.clone(), &self.states).map_err(|e| e.to_string())?;
         Ok(Some(StateSnapshot { key_groups: self.key_groups.clone(), body, broadcast }))
     }

@@ -1,0 +1,35 @@
+package weir.flink;
+
+import java.io.Serializable;
+import java.util.List;
+
+/** What one Wasm operator of the plan is: its module, configuration, sandbox and shape. */
+final class OperatorSpec implements Serializable {
+    private static final long serialVersionUID = 1L;
+
+    final String uid;
+    final String module;
+    /** Its configuration, a JSON object as text, passed to the guest's {@code open}. */
+    final String config;
+    /** The minor version of weir:operator the module was built against: 2, 3 or 4. */
+    final int contract;
+    final List<String> sideOutputs;
+    /** Whether its input is keyed (a hash input): only then does it have keyed state and timers. */
+    final boolean keyed;
+    final String weir;
+    final long callDeadlineMs;
+    final long memoryLimit;
+
+    OperatorSpec(String uid, String module, String config, int contract, List<String> sideOutputs, boolean keyed,
+            String weir, long callDeadlineMs, long memoryLimit) {
+        this.uid = uid;
+        this.module = module;
+        this.config = config;
+        this.contract = contract;
+        this.sideOutputs = sideOutputs;
+        this.keyed = keyed;
+        this.weir = weir;
+        this.callDeadlineMs = callDeadlineMs;
+        this.memoryLimit = memoryLimit;
+    }
+}

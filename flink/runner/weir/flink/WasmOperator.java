@@ -1,0 +1,350 @@
+package weir.flink;
+
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+
+import org.apache.flink.api.common.state.StateTtlConfig;
+import org.apache.flink.api.common.state.ValueState;
+import org.apache.flink.api.common.state.ValueStateDescriptor;
+import org.apache.flink.api.common.typeutils.base.array.BytePrimitiveArraySerializer;
+import org.apache.flink.runtime.state.VoidNamespace;
+import org.apache.flink.runtime.state.VoidNamespaceSerializer;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.node.ObjectNode;
+import org.apache.flink.streaming.api.operators.AbstractStreamOperator;
+import org.apache.flink.streaming.api.operators.BoundedOneInput;
+import org.apache.flink.streaming.api.operators.InternalTimer;
+import org.apache.flink.streaming.api.operators.InternalTimerService;
+import org.apache.flink.streaming.api.operators.OneInputStreamOperator;
+import org.apache.flink.streaming.api.operators.Triggerable;
+import org.apache.flink.streaming.api.watermark.Watermark;
+import org.apache.flink.streaming.runtime.streamrecord.StreamRecord;
+import org.apache.flink.util.OutputTag;
+
+/**
+ * A weir Wasm operator as a Flink operator. It buffers events (up to weir's batch bounds, or a
+ * bundle timeout), and for each batch builds the input frame from the events and their keys' Flink
+ * value state, has its {@link Worker} run the module on it, and applies the output frame: emits
+ * (main and side outputs), value-state writes, timer operations. Flink owns the state and the
+ * timers, so its checkpoints, savepoints, state backends and rescaling carry them. The buffer is
+ * flushed before every barrier ({@link #prepareSnapshotPreBarrier}), before a watermark advances
+ * timers, and at the end of input: nothing a checkpoint covers is left in it.
+ */
+public final class WasmOperator extends AbstractStreamOperator<Event>
+        implements OneInputStreamOperator<Event, Event>, Triggerable<String, VoidNamespace>, BoundedOneInput {
+    private static final long serialVersionUID = 1L;
+    /** weir's batch bounds (host/src/runtime/mod.rs: BATCH_SIZE, BATCH_BYTES). */
+    static final int BATCH_SIZE = 1024;
+    static final long BATCH_BYTES = 4 << 20;
+    /** Longest an event waits in the buffer when no more come. */
+    static final long BUNDLE_TIMEOUT_MS = 100;
+    private static final int EVENT_TIME = 0, PROCESSING_TIME = 1;
+
+    private final OperatorSpec spec;
+
+    private transient Worker worker;
+    /** Per declared state, its Flink state if it is a value state (null otherwise). */
+    private transient ValueState<byte[]>[] values;
+    /** The declared indices of the value states, in the frames' order. */
+    private transient int[] valueStates;
+    private transient InternalTimerService<VoidNamespace> timers;
+    private transient OutputTag<Event>[] sideTags;
+    private transient List<Event> buffer;
+    private transient long bufferBytes;
+    private transient boolean bundleTimerSet;
+    /** Timers Flink fired, waiting for the next timer frame: key, domain, time. */
+    private transient List<Object[]> due;
+    private transient boolean timerFlushSet;
+    private transient long watermark;
+    private transient Frames.Writer writer;
+
+    WasmOperator(OperatorSpec spec) {
+        this.spec = spec;
+    }
+
+    @Override
+    @SuppressWarnings("unchecked")
+    public void open() throws Exception {
+        super.open();
+        var task = getRuntimeContext().getTaskInfo();
+        String label = "operator '" + spec.uid + "' subtask " + (task.getIndexOfThisSubtask() + 1) + "/"
+                + task.getNumberOfParallelSubtasks();
+        ObjectMapper json = new ObjectMapper();
+        ObjectNode open = json.createObjectNode();
+        open.put("module", spec.module);
+        open.put("config", spec.config);
+        open.put("uid", spec.uid);
+        open.put("index", task.getIndexOfThisSubtask());
+        open.put("parallelism", task.getNumberOfParallelSubtasks());
+        open.put("max-parallelism", task.getMaxNumberOfParallelSubtasks());
+        open.put("attempt", task.getAttemptNumber());
+        open.put("call-deadline-ms", spec.callDeadlineMs);
+        open.put("memory-limit", spec.memoryLimit);
+        worker = new Worker(spec.weir, label, spec.callDeadlineMs);
+        JsonNode opened = json.readTree(worker.call(Worker.OPEN, open.toString().getBytes(StandardCharsets.UTF_8)));
+        JsonNode states = opened.path("description").path("states");
+        values = new ValueState[states.size()];
+        List<Integer> valueIndices = new ArrayList<>();
+        for (int i = 0; i < states.size(); i++) {
+            JsonNode state = states.get(i);
+            String kind = state.path("kind").asText();
+            if (kind.equals("value")) {
+                valueIndices.add(i);
+                if (spec.keyed) {
+                    ValueStateDescriptor<byte[]> descriptor =
+                            new ValueStateDescriptor<>(state.path("name").asText(), BytePrimitiveArraySerializer.INSTANCE);
+                    if (state.hasNonNull("time-to-live")) {
+                        descriptor.enableTimeToLive(StateTtlConfig.newBuilder(
+                                Duration.ofMillis(state.get("time-to-live").asLong())).build());
+                    }
+                    values[i] = getPartitionedState(descriptor);
+                }
+            } else if (spec.keyed || kind.equals("broadcast")) {
+                throw new UnsupportedOperationException("operator '" + spec.uid + "' declares " + kind + " state '"
+                        + state.path("name").asText() + "': the Flink runner serves value state and timers so far;"
+                        + " run this job with `weir run` or `weir serve`");
+            }
+        }
+        valueStates = valueIndices.stream().mapToInt(Integer::intValue).toArray();
+        if (spec.keyed && spec.contract >= 3) {
+            timers = getInternalTimerService("weir-timers", VoidNamespaceSerializer.INSTANCE, this);
+        }
+        sideTags = new OutputTag[spec.sideOutputs.size()];
+        for (int i = 0; i < sideTags.length; i++) {
+            sideTags[i] = sideOutputTag(spec.uid, spec.sideOutputs.get(i));
+        }
+        buffer = new ArrayList<>();
+        due = new ArrayList<>();
+        watermark = Frames.NO_WATERMARK;
+        writer = new Frames.Writer();
+    }
+
+    /** The tag of side output {@code name} of operator {@code uid}. */
+    static OutputTag<Event> sideOutputTag(String uid, String name) {
+        return new OutputTag<>(uid + "." + name, org.apache.flink.api.common.typeinfo.TypeInformation.of(Event.class));
+    }
+
+    @Override
+    public void processElement(StreamRecord<Event> record) throws Exception {
+        Event event = record.getValue();
+        if (spec.keyed && event.key == null) {
+            throw new IllegalArgumentException("operator '" + spec.uid + "' reads by hash, but an event without a key"
+                    + " reached it: give the stream a key first (an operator such as key_by)");
+        }
+        buffer.add(event);
+        bufferBytes += event.value.length + (event.key == null ? 0 : event.key.length);
+        if (buffer.size() >= BATCH_SIZE || bufferBytes >= BATCH_BYTES) {
+            flush();
+        } else if (!bundleTimerSet) {
+            bundleTimerSet = true;
+            long at = getProcessingTimeService().getCurrentProcessingTime() + BUNDLE_TIMEOUT_MS;
+            getProcessingTimeService().registerTimer(at, time -> {
+                bundleTimerSet = false;
+                flush();
+            });
+        }
+    }
+
+    /** One guest call for the buffered events. */
+    private void flush() throws Exception {
+        if (buffer.isEmpty()) {
+            return;
+        }
+        Map<String, Integer> slots = new HashMap<>();
+        List<String> keys = new ArrayList<>();
+        int[] eventSlots = new int[buffer.size()];
+        for (int i = 0; i < buffer.size(); i++) {
+            if (spec.keyed) {
+                String key = Event.flinkKey(buffer.get(i).key);
+                Integer slot = slots.get(key);
+                if (slot == null) {
+                    slot = keys.size();
+                    slots.put(key, slot);
+                    keys.add(key);
+                }
+                eventSlots[i] = slot;
+            } else {
+                eventSlots[i] = -1;
+            }
+        }
+        writer.reset();
+        Frames.header(writer, spec.contract, keys.size(), valueStates.length, buffer.size(), watermark, now());
+        writeKeyTable(keys);
+        for (int i = 0; i < buffer.size(); i++) {
+            Frames.event(writer, spec.contract, eventSlots[i], buffer.get(i), watermark);
+        }
+        buffer.clear();
+        bufferBytes = 0;
+        apply(worker.call(Worker.BATCH, writer.toArray()), keys);
+    }
+
+    private long now() {
+        return getProcessingTimeService().getCurrentProcessingTime();
+    }
+
+    /** The key table: each key with its value states' current values. */
+    private void writeKeyTable(List<String> keys) throws Exception {
+        byte[][] current = new byte[valueStates.length][];
+        for (String key : keys) {
+            setCurrentKey(key);
+            for (int s = 0; s < valueStates.length; s++) {
+                current[s] = values[valueStates[s]].value();
+            }
+            Frames.keyEntry(writer, Event.keyBytes(key), current);
+        }
+    }
+
+    /** Applies an output frame of a call whose key table was {@code keys}. */
+    private void apply(byte[] frame, List<String> keys) throws Exception {
+        Frames.Output out;
+        try {
+            out = Frames.output(frame, spec.contract);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalStateException("operator '" + spec.uid + "' returned a malformed output frame: "
+                    + e.getMessage(), e);
+        }
+        for (Frames.Emit emit : out.emits()) {
+            Event event = emit.event();
+            StreamRecord<Event> record = event.timed ? new StreamRecord<>(event, event.time) : new StreamRecord<>(event);
+            if (emit.output() == 0) {
+                output.collect(record);
+            } else if (emit.output() <= sideTags.length) {
+                output.collect(sideTags[emit.output() - 1], record);
+            } else {
+                throw new IllegalStateException("operator '" + spec.uid + "' emitted to output " + emit.output()
+                        + ", but declares " + sideTags.length + " side outputs");
+            }
+        }
+        for (Frames.Write write : out.writes()) {
+            if (write.slot() < 0 || write.slot() >= keys.size()) {
+                throw new IllegalStateException("operator '" + spec.uid + "' wrote state of slot " + write.slot()
+                        + ", outside its key table of " + keys.size());
+            }
+            if (write.state() < 0 || write.state() >= values.length || values[write.state()] == null) {
+                throw new IllegalStateException("operator '" + spec.uid + "' wrote state " + write.state()
+                        + ", which is not a declared value state");
+            }
+            setCurrentKey(keys.get(write.slot()));
+            if (write.value() == null) {
+                values[write.state()].clear();
+            } else {
+                values[write.state()].update(write.value());
+            }
+        }
+        for (Frames.TimerOp op : out.timerOps()) {
+            if (timers == null) {
+                throw new IllegalStateException("operator '" + spec.uid + "' set a timer, but its input is not keyed:"
+                        + " give it input = \"hash\"");
+            }
+            if (op.slot() < 0 || op.slot() >= keys.size()) {
+                throw new IllegalStateException("operator '" + spec.uid + "' set a timer for slot " + op.slot()
+                        + ", outside its key table of " + keys.size());
+            }
+            setCurrentKey(keys.get(op.slot()));
+            boolean eventTime = op.domain() == EVENT_TIME;
+            if (op.delete()) {
+                if (eventTime) {
+                    timers.deleteEventTimeTimer(VoidNamespace.INSTANCE, op.time());
+                } else {
+                    timers.deleteProcessingTimeTimer(VoidNamespace.INSTANCE, op.time());
+                }
+            } else if (eventTime) {
+                timers.registerEventTimeTimer(VoidNamespace.INSTANCE, op.time());
+            } else {
+                timers.registerProcessingTimeTimer(VoidNamespace.INSTANCE, op.time());
+            }
+        }
+    }
+
+    @Override
+    public void onEventTime(InternalTimer<String, VoidNamespace> timer) throws Exception {
+        due.add(new Object[] {timer.getKey(), EVENT_TIME, timer.getTimestamp()});
+        if (due.size() >= BATCH_SIZE) {
+            flushTimers();
+        }
+    }
+
+    @Override
+    public void onProcessingTime(InternalTimer<String, VoidNamespace> timer) throws Exception {
+        due.add(new Object[] {timer.getKey(), PROCESSING_TIME, timer.getTimestamp()});
+        if (due.size() >= BATCH_SIZE) {
+            flushTimers();
+        } else if (!timerFlushSet) {
+            // Flink fires the due processing-time timers one by one; they go to the guest together,
+            // once Flink has fired them all.
+            timerFlushSet = true;
+            getProcessingTimeService().registerTimer(now(), time -> {
+                timerFlushSet = false;
+                flush();
+                flushTimers();
+            });
+        }
+    }
+
+    /** One guest call for the timers Flink fired. */
+    private void flushTimers() throws Exception {
+        if (due.isEmpty()) {
+            return;
+        }
+        Map<String, Integer> slots = new HashMap<>();
+        List<String> keys = new ArrayList<>();
+        for (Object[] timer : due) {
+            slots.computeIfAbsent((String) timer[0], key -> {
+                keys.add(key);
+                return keys.size() - 1;
+            });
+        }
+        writer.reset();
+        Frames.header(writer, spec.contract, keys.size(), valueStates.length, due.size(), watermark, now());
+        writeKeyTable(keys);
+        for (Object[] timer : due) {
+            Frames.timer(writer, slots.get((String) timer[0]), (Integer) timer[1], (Long) timer[2]);
+        }
+        due.clear();
+        apply(worker.call(Worker.TIMERS, writer.toArray()), keys);
+    }
+
+    @Override
+    public void processWatermark(Watermark mark) throws Exception {
+        flush();
+        watermark = mark.getTimestamp();
+        if (timeServiceManager != null) {
+            timeServiceManager.advanceWatermark(mark);
+            flushTimers();
+        }
+        output.emitWatermark(mark);
+    }
+
+    @Override
+    public void prepareSnapshotPreBarrier(long checkpointId) throws Exception {
+        flush();
+        flushTimers();
+        super.prepareSnapshotPreBarrier(checkpointId);
+    }
+
+    @Override
+    public void endInput() throws Exception {
+        flush();
+        flushTimers();
+    }
+
+    @Override
+    public void finish() throws Exception {
+        flush();
+        flushTimers();
+        super.finish();
+    }
+
+    @Override
+    public void close() throws Exception {
+        if (worker != null) {
+            worker.close();
+        }
+        super.close();
+    }
+}

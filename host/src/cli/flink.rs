@@ -1,0 +1,179 @@
+//! `weir flink …`: the same job files and modules on an Apache Flink cluster, in Flink's verbs.
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow};
+use clap::{Args, Subcommand};
+
+use crate::flink::{self, JobManager, LocalCluster};
+use crate::wasm::WasmEngine;
+
+#[derive(Args)]
+pub(super) struct FlinkArgs {
+    /// The JobManager's REST endpoint.
+    #[arg(long, global = true, env = "WEIR_FLINK_JOBMANAGER", default_value = "http://127.0.0.1:8081")]
+    jobmanager: String,
+    #[command(subcommand)]
+    command: FlinkCommand,
+}
+
+#[derive(Subcommand)]
+enum FlinkCommand {
+    /// Submit a job file to the Flink cluster; prints the Flink job id.
+    Run {
+        /// The job file (TOML).
+        job: PathBuf,
+        /// Parallelism of its vertices (default: the job file's).
+        #[arg(long)]
+        parallelism: Option<u32>,
+        /// Start from this Flink savepoint.
+        #[arg(long, value_name = "PATH")]
+        from_savepoint: Option<String>,
+        /// Start even if some of the savepoint's state has no operator to go to.
+        #[arg(long, requires = "from_savepoint")]
+        allow_non_restored_state: bool,
+        /// The Flink distribution the runner is compiled against (default: $FLINK_HOME, or the
+        /// one `weir flink cluster start` installs).
+        #[arg(long, value_name = "DIR")]
+        flink_home: Option<PathBuf>,
+    },
+    /// List the cluster's jobs.
+    List,
+    /// Take a savepoint of a running job; prints where it is.
+    Savepoint {
+        /// The Flink job id.
+        job_id: String,
+        /// Where it goes (default: the cluster's savepoint directory).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<String>,
+    },
+    /// Stop a job with a savepoint; prints where it is.
+    Stop {
+        /// The Flink job id.
+        job_id: String,
+        /// Take a savepoint (always: stopping is stop-with-savepoint, as in Flink).
+        #[arg(long)]
+        savepoint: bool,
+        /// Where it goes (default: the cluster's savepoint directory).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<String>,
+    },
+    /// Cancel a job without a savepoint.
+    Cancel {
+        /// The Flink job id.
+        job_id: String,
+    },
+    /// A Flink cluster on this machine, on loopback, for trying the Flink runner and for tests.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Install Flink from PyPI if needed, then start a JobManager and TaskManagers.
+    Start {
+        #[command(flatten)]
+        place: ClusterPlace,
+        /// The JobManager's REST port.
+        #[arg(long, default_value_t = 8081)]
+        port: u16,
+        /// How many TaskManagers.
+        #[arg(long, default_value_t = 2)]
+        taskmanagers: u32,
+        /// Task slots per TaskManager.
+        #[arg(long, default_value_t = 2)]
+        slots: u32,
+    },
+    /// Start one more TaskManager (after one was lost).
+    AddTaskmanager {
+        #[command(flatten)]
+        place: ClusterPlace,
+    },
+    /// Stop the cluster's TaskManagers and JobManager.
+    Stop {
+        #[command(flatten)]
+        place: ClusterPlace,
+    },
+}
+
+#[derive(Args)]
+struct ClusterPlace {
+    /// The cluster's directory: configuration, logs, checkpoints, savepoints.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// The Flink distribution (default: $FLINK_HOME, or installed from PyPI).
+    #[arg(long, value_name = "DIR")]
+    flink_home: Option<PathBuf>,
+}
+
+impl ClusterPlace {
+    fn cluster(&self) -> Result<LocalCluster> {
+        let dir = self.dir.clone().unwrap_or_else(|| flink::cluster::home().join("cluster"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let dir = dir.canonicalize()?;
+        let flink_home = flink::flink_home(self.flink_home.as_deref(), true).map_err(anyhow::Error::msg)?;
+        Ok(LocalCluster { dir, flink_home })
+    }
+}
+
+pub(super) fn flink(args: &FlinkArgs) -> Result<()> {
+    let jobmanager = JobManager::new(&args.jobmanager);
+    let msg = anyhow::Error::msg;
+    match &args.command {
+        FlinkCommand::Run { job, parallelism, from_savepoint, allow_non_restored_state, flink_home } => {
+            let engine = WasmEngine::new(super::module_cache_dir()).map_err(msg)?;
+            let weir = std::env::current_exe().context("finding the weir binary (the workers run it)")?;
+            let plan = flink::plan::plan(job, *parallelism, &engine, &weir).map_err(msg)?;
+            jobmanager.version().map_err(msg)?;
+            let flink_home = flink::flink_home(flink_home.as_deref(), true).map_err(msg)?;
+            let jar = flink::runner::jar(&flink_home, &flink::cluster::home().join("runner")).map_err(msg)?;
+            let jar_id = jobmanager.upload(&jar).map_err(msg)?;
+            use base64::Engine;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(plan.to_string());
+            let id = jobmanager
+                .run(
+                    &jar_id,
+                    flink::runner::ENTRY_CLASS,
+                    vec![encoded],
+                    from_savepoint.as_deref(),
+                    *allow_non_restored_state,
+                )
+                .map_err(msg)?;
+            println!("{id}");
+        }
+        FlinkCommand::List => {
+            let jobs = jobmanager.jobs().map_err(msg)?;
+            println!("{:<32}  {:<10}  NAME", "JOB ID", "STATE");
+            for job in jobs {
+                println!("{:<32}  {:<10}  {}", job.id, job.state, job.name);
+            }
+        }
+        FlinkCommand::Savepoint { job_id, dir } => {
+            println!("{}", jobmanager.savepoint(job_id, dir.as_deref(), false).map_err(msg)?);
+        }
+        FlinkCommand::Stop { job_id, savepoint: _, dir } => {
+            println!("{}", jobmanager.savepoint(job_id, dir.as_deref(), true).map_err(msg)?);
+        }
+        FlinkCommand::Cancel { job_id } => {
+            jobmanager.cancel(job_id).map_err(msg)?;
+            println!("canceled {job_id}");
+        }
+        FlinkCommand::Cluster(command) => match command {
+            ClusterCommand::Start { place, port, taskmanagers, slots } => {
+                let cluster = place.cluster()?;
+                let url = cluster.start(*port, *taskmanagers, *slots).map_err(msg)?;
+                println!(
+                    "Flink {} on {url}: a JobManager and {taskmanagers} TaskManagers of {slots} slots; files in {}",
+                    flink::FLINK_VERSION,
+                    cluster.dir.display()
+                );
+            }
+            ClusterCommand::AddTaskmanager { place } => place.cluster()?.add_taskmanager().map_err(msg)?,
+            ClusterCommand::Stop { place } => {
+                let cluster = place.cluster()?;
+                cluster.url().map_err(|e| anyhow!(e))?;
+                cluster.stop().map_err(msg)?;
+            }
+        },
+    }
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! `weir worker`: the guest boundary served over a Unix socket to one subtask of another engine
+//! (the Flink runner's Wasm operator, `flink/runner/`), which owns the keyed state, the timers and
+//! the batching. The worker opens the module in the same sandbox as the embedded runtime (call
+//! deadline, memory limit, instance renewal, no ambient capabilities, the compiled-module cache)
+//! and passes frames through the same [`GuestInstance`]: the input frame (events and their keys'
+//! value state, built by the subtask) in, the output frame (emits, value writes, timer operations,
+//! applied by the subtask) out.
+//!
+//! Messages, both ways: a `u8` tag, a `u32` little-endian length, that many bytes.
+//! ```text
+//! subtask → worker   1 open     JSON: module, config, uid, index, parallelism, max-parallelism,
+//!                               attempt, call-deadline-ms, memory-limit
+//!                    2 batch    an input frame (docs/batch-frames.md)
+//!                    3 timers   a timer frame
+//! worker → subtask   1 opened   JSON: the module's contract version and description
+//!                    2 output   an output frame
+//!                    9 error    text: why the call failed; the subtask fails its task
+//! ```
+//! The subtask listens and the worker connects, so a worker that cannot start is a timeout the
+//! subtask reports, not a hang. The worker ends when the socket closes: its subtask is gone.
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::engine::{OperatorModule, WasmEngine};
+use super::host::KeyedState;
+use super::instance::{self, GuestCall, GuestInstance};
+use super::operator::SandboxLimits;
+use crate::runtime::{Interrupt, SubtaskInfo};
+
+/// Message tags (see the module's documentation).
+mod tag {
+    pub(super) const OPEN: u8 = 1;
+    pub(super) const BATCH: u8 = 2;
+    pub(super) const TIMERS: u8 = 3;
+    pub(super) const OPENED: u8 = 1;
+    pub(super) const OUTPUT: u8 = 2;
+    pub(super) const ERROR: u8 = 9;
+}
+
+/// The most bytes one message may hold: a frame is bounded by the subtask's batch bounds, far
+/// below this; more is a broken peer, not a batch.
+const MAX_MESSAGE: usize = 256 << 20;
+
+/// What `open` says: the module and the subtask it serves.
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct Open {
+    module: String,
+    /// The operator's configuration, a JSON object as text.
+    config: String,
+    uid: String,
+    index: u32,
+    parallelism: u32,
+    max_parallelism: u32,
+    attempt: u32,
+    call_deadline_ms: u64,
+    memory_limit: usize,
+}
+
+/// Serves the subtask listening at `socket` until it closes the connection.
+pub fn serve(socket: &Path, cache_dir: Option<std::path::PathBuf>) -> Result<(), String> {
+    let stream = UnixStream::connect(socket)
+        .map_err(|e| format!("cannot connect to the subtask's socket {}: {e}", socket.display()))?;
+    let mut input = BufReader::with_capacity(1 << 16, stream.try_clone().map_err(|e| e.to_string())?);
+    let mut output = BufWriter::with_capacity(1 << 16, stream);
+    let engine = WasmEngine::new(cache_dir)?;
+    let mut guest: Option<GuestInstance> = None;
+    let mut message = Vec::new();
+    while let Some(kind) = read_message(&mut input, &mut message)? {
+        let reply = match (kind, guest.as_mut()) {
+            (tag::OPEN, _) => open(&engine, &message).map(|(opened, instance)| {
+                guest = Some(instance);
+                (tag::OPENED, opened)
+            }),
+            (tag::BATCH, Some(guest)) => call(guest, GuestCall::ProcessBatch, &message),
+            (tag::TIMERS, Some(guest)) => call(guest, GuestCall::OnTimers, &message),
+            (tag::BATCH | tag::TIMERS, None) => Err("a frame came before `open` (a bug of the subtask)".to_string()),
+            (other, _) => Err(format!("unknown message tag {other} (a bug of the subtask)")),
+        };
+        let (kind, body) = reply.unwrap_or_else(|e| (tag::ERROR, e.into_bytes()));
+        write_message(&mut output, kind, &body).map_err(|e| format!("cannot answer the subtask: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Loads and opens the module; its description for the subtask.
+fn open(engine: &WasmEngine, message: &[u8]) -> Result<(Vec<u8>, GuestInstance), String> {
+    let open: Open = serde_json::from_slice(message).map_err(|e| format!("a malformed `open`: {e}"))?;
+    let module: Arc<OperatorModule> = Arc::new(engine.load_file(Path::new(&open.module)).map_err(|e| e.to_string())?);
+    let limits = SandboxLimits {
+        call_deadline: Duration::from_millis(open.call_deadline_ms.max(1)),
+        memory_limit: open.memory_limit,
+        ..SandboxLimits::default()
+    };
+    let info = SubtaskInfo {
+        uid: Arc::from(open.uid.as_str()),
+        index: open.index,
+        parallelism: open.parallelism,
+        max_parallelism: open.max_parallelism,
+        attempt: open.attempt,
+        interrupt: Interrupt::default(),
+    };
+    // The subtask owns every state; the instance holds only the frames' view of it.
+    let kinds = module.description.kinds();
+    let instantiated = instance::instantiate(&module, KeyedState::empty(kinds), &limits, &info)?;
+    let described = serde_json::json!({
+        "contract": module.contract_version(),
+        "sha256": module.sha256,
+        "description": module.description,
+    });
+    let guest = GuestInstance::open(module, instantiated, open.config, limits, info)?;
+    Ok((described.to_string().into_bytes(), guest))
+}
+
+fn call(guest: &mut GuestInstance, call: GuestCall, frame: &[u8]) -> Result<(u8, Vec<u8>), String> {
+    let output = guest.call(call, frame)?;
+    guest.renew_if_grown()?;
+    Ok((tag::OUTPUT, output))
+}
+
+/// Reads one message into `body`; its tag, or `None` when the peer closed the connection.
+fn read_message(input: &mut impl Read, body: &mut Vec<u8>) -> Result<Option<u8>, String> {
+    let mut header = [0u8; 5];
+    match input.read_exact(&mut header) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(format!("cannot read from the subtask: {e}")),
+    }
+    let length = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    if length > MAX_MESSAGE {
+        return Err(format!("the subtask sent a message of {length} bytes, more than the {MAX_MESSAGE} allowed"));
+    }
+    body.resize(length, 0);
+    input.read_exact(body).map_err(|e| format!("cannot read from the subtask: {e}"))?;
+    Ok(Some(header[0]))
+}
+
+fn write_message(output: &mut impl Write, kind: u8, body: &[u8]) -> std::io::Result<()> {
+    output.write_all(&[kind])?;
+    output.write_all(&(body.len() as u32).to_le_bytes())?;
+    output.write_all(body)?;
+    output.flush()
+}
