@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod flink;
 pub mod kafka;
 pub mod postgres;
 pub mod proxy;

@@ -35,6 +35,10 @@ enum FlinkCommand {
         /// one `weir flink cluster start` installs).
         #[arg(long, value_name = "DIR")]
         flink_home: Option<PathBuf>,
+        /// The `weir` binary the TaskManagers run as workers (default: this one, which must then
+        /// be at the same path on every TaskManager's machine).
+        #[arg(long, value_name = "PATH", env = "WEIR_FLINK_WORKER")]
+        worker: Option<PathBuf>,
     },
     /// List the cluster's jobs.
     List,
@@ -69,6 +73,12 @@ enum FlinkCommand {
 
 #[derive(Subcommand)]
 enum ClusterCommand {
+    /// Install Flink from PyPI (if it is not yet) and print its directory (a FLINK_HOME).
+    Install {
+        /// The Flink distribution (default: $FLINK_HOME, or installed from PyPI).
+        #[arg(long, value_name = "DIR")]
+        flink_home: Option<PathBuf>,
+    },
     /// Install Flink from PyPI if needed, then start a JobManager and TaskManagers.
     Start {
         #[command(flatten)]
@@ -119,9 +129,12 @@ pub(super) fn flink(args: &FlinkArgs) -> Result<()> {
     let jobmanager = JobManager::new(&args.jobmanager);
     let msg = anyhow::Error::msg;
     match &args.command {
-        FlinkCommand::Run { job, parallelism, from_savepoint, allow_non_restored_state, flink_home } => {
+        FlinkCommand::Run { job, parallelism, from_savepoint, allow_non_restored_state, flink_home, worker } => {
             let engine = WasmEngine::new(super::module_cache_dir()).map_err(msg)?;
-            let weir = std::env::current_exe().context("finding the weir binary (the workers run it)")?;
+            let weir = match worker {
+                Some(worker) => worker.clone(),
+                None => std::env::current_exe().context("finding the weir binary (the workers run it)")?,
+            };
             let plan = flink::plan::plan(job, *parallelism, &engine, &weir).map_err(msg)?;
             jobmanager.version().map_err(msg)?;
             let flink_home = flink::flink_home(flink_home.as_deref(), true).map_err(msg)?;
@@ -158,6 +171,9 @@ pub(super) fn flink(args: &FlinkArgs) -> Result<()> {
             println!("canceled {job_id}");
         }
         FlinkCommand::Cluster(command) => match command {
+            ClusterCommand::Install { flink_home } => {
+                println!("{}", flink::flink_home(flink_home.as_deref(), true).map_err(msg)?.display());
+            }
             ClusterCommand::Start { place, port, taskmanagers, slots } => {
                 let cluster = place.cluster()?;
                 let url = cluster.start(*port, *taskmanagers, *slots).map_err(msg)?;

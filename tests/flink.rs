@@ -1,0 +1,287 @@
+//! The Flink runner end to end: a real Flink 2.3 cluster on loopback (`weir flink cluster start`,
+//! two TaskManagers), job files submitted with `weir flink run`, each Wasm operator's subtasks
+//! served by `weir worker` processes, output compared line by line with what the embedded runtime
+//! (or arithmetic) says it must be.
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use weir_e2e::flink::{FlinkCluster, flink_home, worker_pids};
+use weir_e2e::*;
+
+const LONG: Duration = Duration::from_secs(600);
+
+/// The job's output lines once it has finished on Flink.
+fn finished_lines(cluster: &FlinkCluster, id: &str, out: &Path) -> Vec<String> {
+    cluster.wait_for(id, "FINISHED", LONG);
+    sink_lines(out)
+}
+
+/// `weir run` of `job`: its output lines.
+fn embedded_lines(job: &str, out: &Path) -> Vec<String> {
+    let run = weir_with_limit(&["run", job], LONG);
+    assert_eq!(run.code, 0, "weir run: {}", run.stderr);
+    sink_lines(out)
+}
+
+/// The window_count job of `examples/window_count` reading `input`, at `parallelism`.
+fn window_job(input: &Path, parallelism: u32, out: &Path) -> String {
+    let source = format!(
+        "{}timestamp-field = \"ts\"\nwatermarks = {{ out-of-orderness = \"2s\" }}\n",
+        file_source("clicks", input)
+    );
+    job(
+        "window-count",
+        parallelism,
+        &[
+            source,
+            wasm_operator("by-user", "key_by", &["config = { field = \"user\" }"]),
+            wasm_operator("windows", "window_count", &["input = \"hash\"", "config = { size = \"10s\" }"]),
+            file_sink("out", out),
+        ],
+    )
+}
+
+/// A keyed count of `count` generated events over `keys` keys at `rate` events a second, with
+/// checkpoints every 300 ms: long enough to be killed, stopped and moved while it runs.
+fn generated_count_job(count: u64, keys: u64, rate: u64, parallelism: u32, out: &Path, backend: &str) -> String {
+    let source = format!("{}rate = {rate}\n", generator_source("events", count, keys));
+    let mut text = job(
+        "generated-count",
+        parallelism,
+        &[source, wasm_operator("count", "count", &["input = \"hash\""]), file_sink("out", out)],
+    );
+    text.push_str(&format!("\n[checkpointing]\ninterval = \"300ms\"\n\n[state]\nbackend = \"{backend}\"\n"));
+    text
+}
+
+/// What a keyed count of generator events 0..count over `keys` keys emits: each key's counts.
+fn generated_count_lines(count: u64, keys: u64) -> Vec<String> {
+    let mut counts = std::collections::BTreeMap::new();
+    for i in 0..count {
+        *counts.entry(format!("k{}", i % keys)).or_insert(0) += 1;
+    }
+    expected_lines(&counts)
+}
+
+#[test]
+fn the_same_jobs_and_modules_on_flink_give_the_embedded_runtimes_output() {
+    let cluster = FlinkCluster::start(2);
+    let dir = tempfile::tempdir().unwrap();
+    let clicks = repo().join("examples/clicks/clicks.jsonl");
+    let expected = expected_lines(&expected_counts(&clicks));
+
+    // The clicks job at parallelism 4 over two TaskManagers, with the count module in each
+    // language, unchanged.
+    for module in ["count", "count_py", "count_js"] {
+        let out = dir.path().join(format!("out-{module}"));
+        let job_dir = dir.path().join(module);
+        std::fs::create_dir_all(&job_dir).unwrap();
+        let job = write_job(&job_dir, &clicks_job(&clicks, module, 4, &out));
+        let id = cluster.run(&job, &[]);
+        assert_eq!(id.len(), 32, "a Flink job id: {id}");
+        assert_lines(&finished_lines(&cluster, &id, &out), &expected, module);
+    }
+    let listed = cluster.cli(&["flink", "list"]);
+    assert_eq!(listed.stdout.lines().filter(|l| l.contains("FINISHED") && l.contains("clicks-per-user")).count(), 3);
+
+    // Event-time timers: window_count's windows, at parallelism 4 on Flink and 2 embedded.
+    let (flink_out, embedded_out) = (dir.path().join("windows-flink"), dir.path().join("windows-embedded"));
+    let on_flink = write_job(&dir.path().join("windows-flink-job").tap_mkdir(), &window_job(&clicks, 4, &flink_out));
+    let embedded = write_job(&dir.path().join("windows-job").tap_mkdir(), &window_job(&clicks, 2, &embedded_out));
+    let id = cluster.run(&on_flink, &[]);
+    let windows = embedded_lines(&embedded, &embedded_out);
+    assert_eq!(windows.len(), 30, "window_count's windows: {windows:?}");
+    assert_lines(&finished_lines(&cluster, &id, &flink_out), &windows, "window_count on Flink");
+
+    // Processing-time timers: idle_timeout over its paced sessions.
+    let sessions = repo().join("examples/idle_timeout/sessions.jsonl");
+    let idle_job = |out: &Path| {
+        let source = format!("{}rate = 50\n", file_source("sessions", &sessions));
+        job(
+            "idle-sessions",
+            1,
+            &[
+                source,
+                wasm_operator("by-user", "key_by", &["config = { field = \"user\" }"]),
+                wasm_operator("idle", "idle_timeout", &["input = \"hash\"", "config = { timeout = \"500ms\" }"]),
+                file_sink("out", out),
+            ],
+        )
+    };
+    let (flink_out, embedded_out) = (dir.path().join("idle-flink"), dir.path().join("idle-embedded"));
+    let id = cluster.run(&write_job(&dir.path().join("idle-flink-job").tap_mkdir(), &idle_job(&flink_out)), &[]);
+    let idle =
+        embedded_lines(&write_job(&dir.path().join("idle-job").tap_mkdir(), &idle_job(&embedded_out)), &embedded_out);
+    assert!(!idle.is_empty(), "idle_timeout emitted nothing");
+    assert_lines(&finished_lines(&cluster, &id, &flink_out), &idle, "idle_timeout on Flink");
+
+    // A worker binary that cannot start fails the task, naming it.
+    let out = dir.path().join("no-worker-out");
+    let job = write_job(&dir.path().join("no-worker").tap_mkdir(), &clicks_job(&clicks, "count", 1, &out));
+    let id = cluster.run(&job, &["--worker", "/nonexistent/weir"]);
+    let started = Instant::now();
+    let exceptions = loop {
+        let exceptions = cluster.get(&format!("/jobs/{id}/exceptions")).to_string();
+        if exceptions.contains("cannot start the weir worker") || started.elapsed() > Duration::from_secs(120) {
+            break exceptions;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(exceptions.contains("cannot start the weir worker '/nonexistent/weir'"), "{exceptions}");
+    let canceled = cluster.cli(&["flink", "cancel", &id]);
+    assert_eq!(canceled.code, 0, "{}", canceled.stderr);
+}
+
+#[test]
+fn killed_taskmanager_and_killed_worker_leave_exactly_once_output() {
+    let cluster = FlinkCluster::start(2);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (count, keys) = (240_000, 100);
+    let job = write_job(dir.path(), &generated_count_job(count, keys, 20_000, 4, &out, "memory"));
+    let id = cluster.run(&job, &[]);
+    let checkpoints = |n| {
+        let started = Instant::now();
+        while cluster.completed_checkpoints(&id) < n {
+            assert!(started.elapsed() < LONG, "no {n} checkpoints");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    cluster.wait_for(&id, "RUNNING", LONG);
+    checkpoints(3);
+    // A TaskManager killed mid-run, another started in its place.
+    let taskmanagers = cluster.taskmanager_pids();
+    assert_eq!(taskmanagers.len(), 2, "two TaskManagers: {taskmanagers:?}");
+    let status = Command::new("kill").args(["-9", &taskmanagers[0].to_string()]).status().unwrap();
+    assert!(status.success());
+    let added = cluster.cli(&["flink", "cluster", "add-taskmanager"]);
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    let after_kill = cluster.completed_checkpoints(&id);
+    checkpoints(after_kill + 3);
+    // A worker killed mid-run.
+    let workers = worker_pids(&cluster.taskmanager_pids());
+    assert!(!workers.is_empty(), "the count's workers run under the TaskManagers");
+    let status = Command::new("kill").args(["-9", &workers[0].to_string()]).status().unwrap();
+    assert!(status.success());
+    let job_after = finished_lines(&cluster, &id, &out);
+    let restarts =
+        cluster.get(&format!("/jobs/{id}/exceptions"))["exceptionHistory"]["entries"].as_array().map_or(0, Vec::len);
+    assert!(restarts >= 2, "Flink restarted the job after each kill: {restarts} exceptions");
+    assert_lines(&job_after, &generated_count_lines(count, keys), "the count after two kills");
+}
+
+#[test]
+fn a_job_stopped_with_a_savepoint_resumes_at_another_parallelism_and_backend() {
+    let cluster = FlinkCluster::start(2);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (count, keys) = (160_000, 50);
+    let job =
+        write_job(&dir.path().join("first").tap_mkdir(), &generated_count_job(count, keys, 20_000, 2, &out, "memory"));
+    let id = cluster.run(&job, &[]);
+    cluster.wait_for(&id, "RUNNING", LONG);
+    std::thread::sleep(Duration::from_secs(3));
+    let stopped = cluster.cli(&["flink", "stop", "--savepoint", &id]);
+    assert_eq!(stopped.code, 0, "{}", stopped.stderr);
+    let savepoint = stopped.stdout.trim().to_string();
+    assert!(savepoint.contains("savepoint-"), "a savepoint's location: {savepoint}");
+    assert_eq!(cluster.state(&id), "FINISHED");
+    let before = sink_lines(&out).len();
+    assert!(before > 0 && before < count as usize, "stopped midway: {before} lines");
+    // On RocksDB, at parallelism 3, into the same directory.
+    let resumed = write_job(
+        &dir.path().join("second").tap_mkdir(),
+        &generated_count_job(count, keys, 40_000, 2, &out, "rocksdb"),
+    );
+    let id = cluster.run(&resumed, &["--parallelism", "3", "--from-savepoint", &savepoint]);
+    let vertices = cluster.get(&format!("/jobs/{id}"))["vertices"].clone();
+    assert!(
+        vertices
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"].as_str().unwrap_or_default().contains("count") && v["parallelism"] == 3),
+        "{vertices}"
+    );
+    assert_lines(&finished_lines(&cluster, &id, &out), &generated_count_lines(count, keys), "the count resumed");
+}
+
+#[test]
+fn the_java_frame_codec_writes_the_frame_vectors_byte_for_byte() {
+    let installed = weir_with_limit(&["flink", "cluster", "install"], Duration::from_secs(1200));
+    assert_eq!(installed.code, 0, "{}", installed.stderr);
+    let home = flink_home();
+    let classes = tempfile::tempdir().unwrap();
+    let sources: Vec<_> = std::fs::read_dir(repo().join("flink/runner/weir/flink"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .chain([repo().join("flink/test/FrameVectors.java")])
+        .collect();
+    let classpath = format!("{}/lib/*", home.display());
+    let javac = Command::new("javac")
+        .arg("-nowarn")
+        .args(["-cp", &classpath, "-d"])
+        .arg(classes.path())
+        .args(&sources)
+        .output()
+        .unwrap();
+    assert!(javac.status.success(), "javac: {}", String::from_utf8_lossy(&javac.stderr));
+    for (vectors, contract, cases) in [("docs/frame-vectors.json", "4", 6), ("docs/frame-vectors-0.3.0.json", "3", 5)] {
+        let run = Command::new("java")
+            .arg("-cp")
+            .arg(format!("{}:{classpath}", classes.path().display()))
+            .args(["weir.flink.FrameVectors"])
+            .arg(repo().join(vectors))
+            .arg(contract)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        assert!(run.status.success(), "{vectors}: {stdout}{}", String::from_utf8_lossy(&run.stderr));
+        assert_eq!(stdout.lines().filter(|l| l.starts_with("ok: ")).count(), cases, "{stdout}");
+    }
+}
+
+#[test]
+fn bad_input_is_refused_before_flink_sees_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let clicks = repo().join("examples/clicks/clicks.jsonl");
+    let out = dir.path().join("out");
+    let unreachable = format!("http://127.0.0.1:{}", free_port());
+    let clicks_file = write_job(dir.path(), &clicks_job(&clicks, "count", 1, &out));
+    let refused = weir(&["flink", "run", &clicks_file, "--jobmanager", &unreachable]);
+    assert_failed_with(&refused, &["cannot reach Flink's JobManager at", &unreachable, "weir flink cluster start"]);
+    let refused = weir(&["flink", "list", "--jobmanager", &unreachable]);
+    assert_failed_with(&refused, &["cannot reach Flink's JobManager at"]);
+
+    let kafka = job(
+        "from-kafka",
+        1,
+        &[
+            "[[source]]\nuid = \"clicks\"\ntype = \"kafka\"\nbootstrap-servers = \"127.0.0.1:9\"\ntopic = \"t\"\n"
+                .to_string(),
+            wasm_operator("count", "count", &["input = \"hash\""]),
+            file_sink("out", &out),
+        ],
+    );
+    let kafka = write_job(&dir.path().join("kafka").tap_mkdir(), &kafka);
+    let refused = weir(&["flink", "run", &kafka, "--jobmanager", &unreachable]);
+    assert_failed_with(&refused, &["source 'clicks' is a kafka source", "`file` and `generator` sources", "weir run"]);
+
+    let missing = clicks_job(&clicks, "count", 1, &out).replace("count.wasm", "no_such_module.wasm");
+    let missing = write_job(&dir.path().join("missing").tap_mkdir(), &missing);
+    let refused = weir(&["flink", "run", &missing, "--jobmanager", &unreachable]);
+    assert_failed_with(&refused, &["operator 'count-per-user'", "no_such_module.wasm"]);
+}
+
+/// `path`, created.
+trait TapMkdir {
+    fn tap_mkdir(self) -> std::path::PathBuf;
+}
+
+impl TapMkdir for std::path::PathBuf {
+    fn tap_mkdir(self) -> std::path::PathBuf {
+        std::fs::create_dir_all(&self).unwrap();
+        self
+    }
+}
