@@ -116,6 +116,26 @@ fn the_same_jobs_and_modules_on_flink_give_the_embedded_runtimes_output() {
     assert!(!idle.is_empty(), "idle_timeout emitted nothing");
     assert_lines(&finished_lines(&cluster, &id, &flink_out), &idle, "idle_timeout on Flink");
 
+    // Map and list state, asked of Flink's state by the worker during each guest call.
+    let pages_job = |out: &Path| {
+        job(
+            "pages-seen",
+            1,
+            &[
+                file_source("clicks", &clicks),
+                wasm_operator("by-user", "key_by", &["config = { field = \"user\" }"]),
+                wasm_operator("pages", "test/pages_seen", &["input = \"hash\""]),
+                file_sink("out", out),
+            ],
+        )
+    };
+    let (flink_out, embedded_out) = (dir.path().join("pages-flink"), dir.path().join("pages-embedded"));
+    let id = cluster.run(&write_job(&dir.path().join("pages-flink-job").tap_mkdir(), &pages_job(&flink_out)), &[]);
+    let pages =
+        embedded_lines(&write_job(&dir.path().join("pages-job").tap_mkdir(), &pages_job(&embedded_out)), &embedded_out);
+    assert!(pages.iter().any(|l| l.contains(r#""distinct":3"#)), "pages_seen's map grew: {pages:?}");
+    assert_lines(&finished_lines(&cluster, &id, &flink_out), &pages, "map and list state on Flink");
+
     // A worker binary that cannot start fails the task, naming it.
     let out = dir.path().join("no-worker-out");
     let job = write_job(&dir.path().join("no-worker").tap_mkdir(), &clicks_job(&clicks, "count", 1, &out));

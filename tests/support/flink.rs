@@ -86,7 +86,8 @@ impl FlinkCluster {
                 return job;
             }
             if ["FAILED", "CANCELED", "FINISHED"].contains(&now) || started.elapsed() > limit {
-                panic!("job {id} is {now}, not {state}: {}", self.get(&format!("/jobs/{id}/exceptions")));
+                let exceptions = self.get(&format!("/jobs/{id}/exceptions")).to_string();
+                panic!("job {id} is {now}, not {state}: {}", exceptions.chars().take(4000).collect::<String>());
             }
             std::thread::sleep(Duration::from_millis(200));
         }

@@ -45,7 +45,8 @@ pub fn flink_home(given: Option<&Path>, install: bool) -> Result<PathBuf, String
 /// FLINK_HOME from them at `dir` (what Flink's own binary tarball holds: bin, conf, lib, opt,
 /// plugins).
 fn install_from_pypi(dir: &Path) -> Result<(), String> {
-    let work = dir.with_extension("partial");
+    // Two commands may install at once (tests do): each in a directory of its own.
+    let work = dir.with_extension(format!("partial-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     let pkgs = work.join("pkgs");
     eprintln!("installing Flink {FLINK_VERSION} from PyPI into {} (once; about 400 MB)", dir.display());
@@ -96,9 +97,14 @@ fn install_from_pypi(dir: &Path) -> Result<(), String> {
     if !home.join("lib").join(format!("flink-dist-{FLINK_VERSION}.jar")).is_file() {
         return Err(format!("the Flink wheels held no lib/flink-dist-{FLINK_VERSION}.jar"));
     }
-    std::fs::rename(&home, dir).map_err(|e| format!("cannot move Flink into {}: {e}", dir.display()))?;
+    let moved = std::fs::rename(&home, dir);
     let _ = std::fs::remove_dir_all(&work);
-    Ok(())
+    match moved {
+        Ok(()) => Ok(()),
+        // Another install finished first.
+        Err(_) if dir.join("lib").join(format!("flink-dist-{FLINK_VERSION}.jar")).is_file() => Ok(()),
+        Err(e) => Err(format!("cannot move Flink into {}: {e}", dir.display())),
+    }
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {

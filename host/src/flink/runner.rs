@@ -33,7 +33,8 @@ pub fn jar(flink_home: &Path, cache: &Path) -> Result<PathBuf, String> {
     if jar.is_file() {
         return Ok(jar);
     }
-    let work = cache.join(format!("build-{tag}"));
+    // Two commands may build it at once: each in a directory of its own, the first to finish wins.
+    let work = cache.join(format!("build-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     let (src, classes) = (work.join("src"), work.join("classes"));
     for (path, text) in SOURCES {
@@ -54,7 +55,7 @@ pub fn jar(flink_home: &Path, cache: &Path) -> Result<PathBuf, String> {
     javac.arg("-nowarn").arg("-cp").arg(format!("{}/*", lib.display())).arg("-d").arg(&classes);
     javac.args(SOURCES.iter().map(|(path, _)| src.join(path)));
     run(&mut javac, "javac", "compile the Flink runner")?;
-    let partial = cache.join(format!(".weir-flink-runner-{tag}.jar"));
+    let partial = work.join(format!("weir-flink-runner-{tag}.jar"));
     let mut pack = Command::new("jar");
     pack.arg("--create")
         .arg("--file")

@@ -7,9 +7,16 @@ import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 
+import org.apache.flink.api.common.state.ListState;
+import org.apache.flink.api.common.state.ListStateDescriptor;
+import org.apache.flink.api.common.state.MapState;
+import org.apache.flink.api.common.state.MapStateDescriptor;
+import org.apache.flink.api.common.state.State;
+import org.apache.flink.api.common.state.StateDescriptor;
 import org.apache.flink.api.common.state.StateTtlConfig;
 import org.apache.flink.api.common.state.ValueState;
 import org.apache.flink.api.common.state.ValueStateDescriptor;
+import org.apache.flink.api.common.typeutils.base.StringSerializer;
 import org.apache.flink.api.common.typeutils.base.array.BytePrimitiveArraySerializer;
 import org.apache.flink.runtime.state.VoidNamespace;
 import org.apache.flink.runtime.state.VoidNamespaceSerializer;
@@ -48,8 +55,12 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
     private final OperatorSpec spec;
 
     private transient Worker worker;
-    /** Per declared state, its Flink state if it is a value state (null otherwise). */
+    /** Per declared state, its Flink state by kind (null where it is of another kind). */
     private transient ValueState<byte[]>[] values;
+    private transient MapState<String, byte[]>[] maps;
+    private transient ListState<byte[]>[] lists;
+    /** Answers the guest's map and list calls from {@link #maps} and {@link #lists}. */
+    private transient Worker.StateRequests stateRequests;
     /** The declared indices of the value states, in the frames' order. */
     private transient int[] valueStates;
     private transient InternalTimerService<VoidNamespace> timers;
@@ -89,27 +100,37 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
         JsonNode opened = json.readTree(worker.call(Worker.OPEN, open.toString().getBytes(StandardCharsets.UTF_8)));
         JsonNode states = opened.path("description").path("states");
         values = new ValueState[states.size()];
+        maps = new MapState[states.size()];
+        lists = new ListState[states.size()];
         List<Integer> valueIndices = new ArrayList<>();
         for (int i = 0; i < states.size(); i++) {
             JsonNode state = states.get(i);
             String kind = state.path("kind").asText();
+            String name = state.path("name").asText();
             if (kind.equals("value")) {
                 valueIndices.add(i);
-                if (spec.keyed) {
-                    ValueStateDescriptor<byte[]> descriptor =
-                            new ValueStateDescriptor<>(state.path("name").asText(), BytePrimitiveArraySerializer.INSTANCE);
-                    if (state.hasNonNull("time-to-live")) {
-                        descriptor.enableTimeToLive(StateTtlConfig.newBuilder(
-                                Duration.ofMillis(state.get("time-to-live").asLong())).build());
-                    }
-                    values[i] = getPartitionedState(descriptor);
-                }
-            } else if (spec.keyed || kind.equals("broadcast")) {
-                throw new UnsupportedOperationException("operator '" + spec.uid + "' declares " + kind + " state '"
-                        + state.path("name").asText() + "': the Flink runner serves value state and timers so far;"
-                        + " run this job with `weir run` or `weir serve`");
+            }
+            if (kind.equals("broadcast")) {
+                throw new UnsupportedOperationException("operator '" + spec.uid + "' declares broadcast state '" + name
+                        + "': the Flink runner does not serve broadcast state yet; run this job with `weir run` or"
+                        + " `weir serve`");
+            }
+            if (!spec.keyed) {
+                continue;
+            }
+            switch (kind) {
+                case "value" -> values[i] = getPartitionedState(
+                        withTtl(new ValueStateDescriptor<>(name, BytePrimitiveArraySerializer.INSTANCE), state));
+                case "map" -> maps[i] = getPartitionedState(withTtl(
+                        new MapStateDescriptor<>(name, StringSerializer.INSTANCE, BytePrimitiveArraySerializer.INSTANCE),
+                        state));
+                case "list" -> lists[i] = getPartitionedState(
+                        withTtl(new ListStateDescriptor<>(name, BytePrimitiveArraySerializer.INSTANCE), state));
+                default -> throw new UnsupportedOperationException("operator '" + spec.uid + "' declares state '"
+                        + name + "' of kind " + kind + ", which this runner does not know");
             }
         }
+        stateRequests = this::answer;
         valueStates = valueIndices.stream().mapToInt(Integer::intValue).toArray();
         if (spec.keyed && spec.contract >= 3) {
             timers = getInternalTimerService("weir-timers", VoidNamespaceSerializer.INSTANCE, this);
@@ -122,6 +143,73 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
         due = new ArrayList<>();
         watermark = Frames.NO_WATERMARK;
         writer = new Frames.Writer();
+    }
+
+    /** {@code descriptor}, with the time-to-live its declaration {@code state} gives, if any. */
+    private static <S extends State, D extends StateDescriptor<S, ?>> D withTtl(D descriptor, JsonNode state) {
+        if (state.hasNonNull("time-to-live")) {
+            descriptor.enableTimeToLive(
+                    StateTtlConfig.newBuilder(Duration.ofMillis(state.get("time-to-live").asLong())).build());
+        }
+        return descriptor;
+    }
+
+    /** One of the guest's map or list state calls (host/src/wasm/worker/remote.rs); the reply. */
+    private byte[] answer(byte[] request) throws Exception {
+        Frames.Reader r = new Frames.Reader(request);
+        int op = r.u8();
+        int state = r.u32();
+        setCurrentKey(Event.flinkKey(r.bytes()));
+        Frames.Writer reply = new Frames.Writer();
+        MapState<String, byte[]> map = state >= 0 && state < maps.length ? maps[state] : null;
+        ListState<byte[]> list = state >= 0 && state < lists.length ? lists[state] : null;
+        if (op <= 4 && map == null || (op == 5 || op == 6) && list == null) {
+            throw new IllegalArgumentException("state #" + state + " is not a declared " + (op <= 4 ? "map" : "list")
+                    + " state of keyed operator '" + spec.uid + "'");
+        }
+        switch (op) {
+            case 1 -> reply.optBytes(map.get(Event.flinkKey(r.bytes())));
+            case 2 -> map.put(Event.flinkKey(r.bytes()), r.bytes());
+            case 3 -> map.remove(Event.flinkKey(r.bytes()));
+            case 4 -> {
+                List<Map.Entry<String, byte[]>> entries = new ArrayList<>();
+                for (Map.Entry<String, byte[]> entry : map.entries()) {
+                    entries.add(Map.entry(entry.getKey(), entry.getValue()));
+                }
+                // ISO-8859-1 text compares as its bytes do, unsigned: map-key byte order.
+                entries.sort(Map.Entry.comparingByKey());
+                reply.u32(entries.size());
+                for (Map.Entry<String, byte[]> entry : entries) {
+                    reply.bytes(Event.keyBytes(entry.getKey()));
+                    reply.bytes(entry.getValue());
+                }
+            }
+            case 5 -> {
+                List<byte[]> items = new ArrayList<>();
+                Iterable<byte[]> stored = list.get();
+                // Flink's heap backend has null for an empty list.
+                if (stored != null) {
+                    stored.forEach(items::add);
+                }
+                reply.u32(items.size());
+                items.forEach(reply::bytes);
+            }
+            case 6 -> list.add(r.bytes());
+            case 7 -> {
+                if (state < 0 || state >= values.length) {
+                    throw new IllegalArgumentException("state #" + state + " is not declared by '" + spec.uid + "'");
+                }
+                if (values[state] != null) {
+                    values[state].clear();
+                } else if (maps[state] != null) {
+                    maps[state].clear();
+                } else if (lists[state] != null) {
+                    lists[state].clear();
+                }
+            }
+            default -> throw new IllegalArgumentException("unknown state operation " + op + " (a weir bug)");
+        }
+        return reply.toArray();
     }
 
     /** The tag of side output {@code name} of operator {@code uid}. */
@@ -180,7 +268,7 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
         }
         buffer.clear();
         bufferBytes = 0;
-        apply(worker.call(Worker.BATCH, writer.toArray()), keys);
+        apply(worker.call(Worker.BATCH, writer.toArray(), stateRequests), keys);
     }
 
     private long now() {
@@ -306,7 +394,7 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
             Frames.timer(writer, slots.get((String) timer[0]), (Integer) timer[1], (Long) timer[2]);
         }
         due.clear();
-        apply(worker.call(Worker.TIMERS, writer.toArray()), keys);
+        apply(worker.call(Worker.TIMERS, writer.toArray(), stateRequests), keys);
     }
 
     @Override

@@ -21,7 +21,8 @@ import java.nio.file.Path;
  */
 final class Worker implements AutoCloseable {
     static final int OPEN = 1, BATCH = 2, TIMERS = 3;
-    private static final int OPENED = 1, OUTPUT = 2, ERROR = 9;
+    private static final int STATE_REPLY = 4;
+    private static final int OPENED = 1, OUTPUT = 2, STATE = 3, ERROR = 9;
     /** How long a worker may take to start and connect (it compiles the module, once per machine). */
     private static final long CONNECT_MS = 120_000;
 
@@ -95,12 +96,50 @@ final class Worker implements AutoCloseable {
         }
     }
 
+    /** Answers the guest's map and list state requests during a call (host/src/wasm/worker/remote.rs). */
+    interface StateRequests {
+        byte[] answer(byte[] request) throws Exception;
+    }
+
     /** Sends one message and returns the reply's body; a worker's error is a {@link WorkerError}. */
     byte[] call(int tag, byte[] body) throws IOException {
+        return call(tag, body, null);
+    }
+
+    /**
+     * Sends one message and returns the reply's body, answering the state requests the guest
+     * makes meanwhile with {@code state}.
+     */
+    byte[] call(int tag, byte[] body, StateRequests state) throws IOException {
+        send(tag, body);
+        while (true) {
+            byte[] reply = receive();
+            if (lastKind != STATE) {
+                return checked(tag, reply);
+            }
+            try {
+                if (state == null) {
+                    throw new IllegalStateException("a state request outside a batch (a weir bug)");
+                }
+                send(STATE_REPLY, state.answer(reply));
+            } catch (IOException e) {
+                throw e;
+            } catch (Exception e) {
+                send(ERROR, String.valueOf(e.getMessage()).getBytes(StandardCharsets.UTF_8));
+            }
+        }
+    }
+
+    private int lastKind;
+
+    private void send(int tag, byte[] body) throws IOException {
         ByteBuffer out = ByteBuffer.allocate(5).order(ByteOrder.LITTLE_ENDIAN);
         out.put((byte) tag).putInt(body.length).flip();
         write(out);
         write(ByteBuffer.wrap(body));
+    }
+
+    private byte[] receive() throws IOException {
         header.clear();
         read(header);
         header.flip();
@@ -111,7 +150,12 @@ final class Worker implements AutoCloseable {
         }
         ByteBuffer reply = ByteBuffer.allocate(length);
         read(reply);
-        byte[] bytes = reply.array();
+        lastKind = kind;
+        return reply.array();
+    }
+
+    private byte[] checked(int tag, byte[] bytes) throws IOException {
+        int kind = lastKind;
         if (kind == ERROR) {
             throw new WorkerError(label + ": " + new String(bytes, StandardCharsets.UTF_8));
         }

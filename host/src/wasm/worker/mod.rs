@@ -12,8 +12,10 @@
 //!                               attempt, call-deadline-ms, memory-limit
 //!                    2 batch    an input frame (docs/batch-frames.md)
 //!                    3 timers   a timer frame
+//!                    4 state-reply  (see [`remote`])
 //! worker → subtask   1 opened   JSON: the module's contract version and description
 //!                    2 output   an output frame
+//!                    3 state    during a call: a map or list state request (see [`remote`])
 //!                    9 error    text: why the call failed; the subtask fails its task
 //! ```
 //! The subtask listens and the worker connects, so a worker that cannot start is a timeout the
@@ -21,10 +23,12 @@
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+mod remote;
 
 use super::engine::{OperatorModule, WasmEngine};
 use super::host::KeyedState;
@@ -37,9 +41,44 @@ mod tag {
     pub(super) const OPEN: u8 = 1;
     pub(super) const BATCH: u8 = 2;
     pub(super) const TIMERS: u8 = 3;
+    pub(super) const STATE_REPLY: u8 = 4;
     pub(super) const OPENED: u8 = 1;
     pub(super) const OUTPUT: u8 = 2;
+    pub(super) const STATE: u8 = 3;
     pub(super) const ERROR: u8 = 9;
+}
+
+/// The connection to the subtask: the serving loop's, and during a guest call its state
+/// requests' (see [`remote`]).
+struct Channel {
+    input: BufReader<UnixStream>,
+    output: BufWriter<UnixStream>,
+}
+
+impl Channel {
+    /// Reads one message into `body`; its tag, or `None` when the peer closed the connection.
+    fn receive(&mut self, body: &mut Vec<u8>) -> Result<Option<u8>, String> {
+        let mut header = [0u8; 5];
+        match self.input.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(format!("cannot read from the subtask: {e}")),
+        }
+        let length = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        if length > MAX_MESSAGE {
+            return Err(format!("the subtask sent a message of {length} bytes, more than the {MAX_MESSAGE} allowed"));
+        }
+        body.resize(length, 0);
+        self.input.read_exact(body).map_err(|e| format!("cannot read from the subtask: {e}"))?;
+        Ok(Some(header[0]))
+    }
+
+    fn send(&mut self, kind: u8, body: &[u8]) -> std::io::Result<()> {
+        self.output.write_all(&[kind])?;
+        self.output.write_all(&(body.len() as u32).to_le_bytes())?;
+        self.output.write_all(body)?;
+        self.output.flush()
+    }
 }
 
 /// The most bytes one message may hold: a frame is bounded by the subtask's batch bounds, far
@@ -66,30 +105,40 @@ struct Open {
 pub fn serve(socket: &Path, cache_dir: Option<std::path::PathBuf>) -> Result<(), String> {
     let stream = UnixStream::connect(socket)
         .map_err(|e| format!("cannot connect to the subtask's socket {}: {e}", socket.display()))?;
-    let mut input = BufReader::with_capacity(1 << 16, stream.try_clone().map_err(|e| e.to_string())?);
-    let mut output = BufWriter::with_capacity(1 << 16, stream);
+    let input = BufReader::with_capacity(1 << 16, stream.try_clone().map_err(|e| e.to_string())?);
+    let channel = Arc::new(Mutex::new(Channel { input, output: BufWriter::with_capacity(1 << 16, stream) }));
     let engine = WasmEngine::new(cache_dir)?;
-    let mut guest: Option<GuestInstance> = None;
+    // The opened instance, and whether its frames' header has time (contract 0.3.0 and later).
+    let mut guest: Option<(GuestInstance, bool)> = None;
     let mut message = Vec::new();
-    while let Some(kind) = read_message(&mut input, &mut message)? {
+    loop {
+        let received = lock(&channel)?.receive(&mut message)?;
+        let Some(kind) = received else { return Ok(()) };
         let reply = match (kind, guest.as_mut()) {
-            (tag::OPEN, _) => open(&engine, &message).map(|(opened, instance)| {
+            (tag::OPEN, _) => open(&engine, &message, &channel).map(|(opened, instance)| {
                 guest = Some(instance);
                 (tag::OPENED, opened)
             }),
-            (tag::BATCH, Some(guest)) => call(guest, GuestCall::ProcessBatch, &message),
-            (tag::TIMERS, Some(guest)) => call(guest, GuestCall::OnTimers, &message),
+            (tag::BATCH, Some((guest, timed))) => call(guest, *timed, GuestCall::ProcessBatch, &message),
+            (tag::TIMERS, Some((guest, timed))) => call(guest, *timed, GuestCall::OnTimers, &message),
             (tag::BATCH | tag::TIMERS, None) => Err("a frame came before `open` (a bug of the subtask)".to_string()),
             (other, _) => Err(format!("unknown message tag {other} (a bug of the subtask)")),
         };
         let (kind, body) = reply.unwrap_or_else(|e| (tag::ERROR, e.into_bytes()));
-        write_message(&mut output, kind, &body).map_err(|e| format!("cannot answer the subtask: {e}"))?;
+        lock(&channel)?.send(kind, &body).map_err(|e| format!("cannot answer the subtask: {e}"))?;
     }
-    Ok(())
+}
+
+fn lock(channel: &Mutex<Channel>) -> Result<std::sync::MutexGuard<'_, Channel>, String> {
+    channel.lock().map_err(|_| "the subtask's connection is poisoned".to_string())
 }
 
 /// Loads and opens the module; its description for the subtask.
-fn open(engine: &WasmEngine, message: &[u8]) -> Result<(Vec<u8>, GuestInstance), String> {
+fn open(
+    engine: &WasmEngine,
+    message: &[u8],
+    channel: &Arc<Mutex<Channel>>,
+) -> Result<(Vec<u8>, (GuestInstance, bool)), String> {
     let open: Open = serde_json::from_slice(message).map_err(|e| format!("a malformed `open`: {e}"))?;
     let module: Arc<OperatorModule> = Arc::new(engine.load_file(Path::new(&open.module)).map_err(|e| e.to_string())?);
     let limits = SandboxLimits {
@@ -105,44 +154,46 @@ fn open(engine: &WasmEngine, message: &[u8]) -> Result<(Vec<u8>, GuestInstance),
         attempt: open.attempt,
         interrupt: Interrupt::default(),
     };
-    // The subtask owns every state; the instance holds only the frames' view of it.
+    // The subtask owns every state: value state comes in the frames, map and list state is
+    // asked of it (time-to-live included: its engine applies it).
     let kinds = module.description.kinds();
-    let instantiated = instance::instantiate(&module, KeyedState::empty(kinds), &limits, &info)?;
+    let mut keyed = KeyedState::empty(kinds.clone());
+    keyed.backend = Box::new(remote::RemoteState { channel: channel.clone() });
+    let instantiated = instance::instantiate(&module, keyed, &limits, &info)?;
     let described = serde_json::json!({
         "contract": module.contract_version(),
         "sha256": module.sha256,
         "description": module.description,
     });
+    let timed = module.has_timers();
     let guest = GuestInstance::open(module, instantiated, open.config, limits, info)?;
-    Ok((described.to_string().into_bytes(), guest))
+    Ok((described.to_string().into_bytes(), (guest, timed)))
 }
 
-fn call(guest: &mut GuestInstance, call: GuestCall, frame: &[u8]) -> Result<(u8, Vec<u8>), String> {
+fn call(guest: &mut GuestInstance, timed: bool, call: GuestCall, frame: &[u8]) -> Result<(u8, Vec<u8>), String> {
+    load_key_table(guest.keyed(), frame, timed).map_err(|_| "a truncated frame (a bug of the subtask)".to_string())?;
     let output = guest.call(call, frame)?;
     guest.renew_if_grown()?;
     Ok((tag::OUTPUT, output))
 }
 
-/// Reads one message into `body`; its tag, or `None` when the peer closed the connection.
-fn read_message(input: &mut impl Read, body: &mut Vec<u8>) -> Result<Option<u8>, String> {
-    let mut header = [0u8; 5];
-    match input.read_exact(&mut header) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(format!("cannot read from the subtask: {e}")),
+/// Fills the instance's key table with the frame's, so that the guest's map and list calls by
+/// slot name the keys the subtask knows them by.
+fn load_key_table(keyed: &mut KeyedState, frame: &[u8], timed: bool) -> Result<(), weir_frame::Truncated> {
+    let mut reader = weir_frame::Reader::new(frame);
+    let (keys, values) = (reader.u32()?, reader.u32()?);
+    reader.u32()?;
+    if timed {
+        reader.i64()?;
+        reader.i64()?;
     }
-    let length = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
-    if length > MAX_MESSAGE {
-        return Err(format!("the subtask sent a message of {length} bytes, more than the {MAX_MESSAGE} allowed"));
+    keyed.clear_key_table(keys as usize);
+    for _ in 0..keys {
+        let key = reader.bytes()?;
+        keyed.slot_of(key, || 0);
+        for _ in 0..values {
+            reader.opt_bytes()?;
+        }
     }
-    body.resize(length, 0);
-    input.read_exact(body).map_err(|e| format!("cannot read from the subtask: {e}"))?;
-    Ok(Some(header[0]))
-}
-
-fn write_message(output: &mut impl Write, kind: u8, body: &[u8]) -> std::io::Result<()> {
-    output.write_all(&[kind])?;
-    output.write_all(&(body.len() as u32).to_le_bytes())?;
-    output.write_all(body)?;
-    output.flush()
+    Ok(())
 }
