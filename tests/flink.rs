@@ -305,3 +305,114 @@ impl TapMkdir for std::path::PathBuf {
         self
     }
 }
+
+#[test]
+fn a_jobs_state_moves_from_weir_to_flink_and_back_keeping_every_count() {
+    let cluster = FlinkCluster::start(2);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (count, keys) = (150_000, 40);
+    let expected = generated_count_lines(count, keys);
+    // On one machine with `weir run`, stopped with a savepoint.
+    let on_weir =
+        write_job(&dir.path().join("weir").tap_mkdir(), &generated_count_job(count, keys, 15_000, 2, &out, "memory"));
+    let mut running = Running::start(&on_weir, &[]);
+    std::thread::sleep(Duration::from_secs(2));
+    let first = running.cli(&["stop", &running.id, "--savepoint"]);
+    assert!(running.child.wait().unwrap().success(), "the stopped job finishes");
+    let after_weir = sink_lines(&out).len();
+    assert!(after_weir > 0 && after_weir < expected.len(), "stopped midway: {after_weir} lines");
+
+    // On Flink at parallelism 3 from that savepoint, stopped with a savepoint again.
+    let on_flink =
+        write_job(&dir.path().join("flink").tap_mkdir(), &generated_count_job(count, keys, 15_000, 2, &out, "memory"));
+    let id = cluster.run(&on_flink, &["--from-savepoint", &first, "--parallelism", "3"]);
+    cluster.wait_for(&id, "RUNNING", LONG);
+    let started = Instant::now();
+    while sink_lines(&out).len() < after_weir + 10_000 {
+        assert!(started.elapsed() < LONG, "the job made no progress on Flink");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stopped = cluster.cli(&["flink", "stop", "--savepoint", &id]);
+    assert_eq!(stopped.code, 0, "{}", stopped.stderr);
+    let locations: Vec<&str> = stopped.stdout.lines().collect();
+    assert_eq!(locations.len(), 2, "Flink's savepoint, then weir's: {}", stopped.stdout);
+    assert!(Path::new(locations[1]).join("_metadata").is_file(), "{}", locations[1]);
+    let after_flink = sink_lines(&out).len();
+    assert!(after_flink > after_weir + 10_000 && after_flink < expected.len(), "stopped midway: {after_flink} lines");
+    let inspected = weir(&["savepoint", "inspect", locations[1], "--operator", "count"]);
+    assert_eq!(inspected.code, 0, "{}", inspected.stderr);
+    assert_eq!(inspected.stdout.lines().count(), keys as usize, "every key's count: {}", inspected.stdout);
+
+    // Back on one machine, from the weir savepoint the Flink stop left.
+    let back =
+        write_job(&dir.path().join("back").tap_mkdir(), &generated_count_job(count, keys, 100_000, 2, &out, "memory"));
+    let run = weir_with_limit(&["run", &back, "--from-savepoint", locations[1]], LONG);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_lines(&sink_lines(&out), &expected, "the count across weir, Flink and weir again");
+}
+
+/// A windowed count over generated event time (window_count: its windows are pending event-time
+/// timers), at parallelism 2, with checkpoints.
+fn generated_windows_job(rate: u64, out: &Path) -> String {
+    let source = format!(
+        "{}rate = {rate}\nevent-time-step = \"1ms\"\nwatermarks = {{ out-of-orderness = \"0s\" }}\n",
+        generator_source("events", 40_000, 20)
+    );
+    let mut text = job(
+        "generated-windows",
+        2,
+        &[
+            source,
+            wasm_operator("windows", "window_count", &["input = \"hash\"", "config = { size = \"1s\" }"]),
+            file_sink("out", out),
+        ],
+    );
+    text.push_str("\n[checkpointing]\ninterval = \"300ms\"\n");
+    text
+}
+
+#[test]
+fn pending_windows_move_from_weir_to_flink_and_back() {
+    let cluster = FlinkCluster::start(2);
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole");
+    let expected = embedded_lines(
+        &write_job(&dir.path().join("uninterrupted").tap_mkdir(), &generated_windows_job(1_000_000, &whole)),
+        &whole,
+    );
+    assert_eq!(expected.len(), 40 * 20, "a window a second per key: {}", expected.len());
+
+    let out = dir.path().join("out");
+    let mut running =
+        Running::start(&write_job(&dir.path().join("weir").tap_mkdir(), &generated_windows_job(8_000, &out)), &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let first = running.cli(&["stop", &running.id, "--savepoint"]);
+    assert!(running.child.wait().unwrap().success());
+    let pending = weir(&["savepoint", "inspect", &first, "--operator", "windows", "--state", "weir.timers"]);
+    assert!(pending.stdout.lines().count() >= 20, "every key has a window open: {}", pending.stdout);
+
+    let id = cluster.run(
+        &write_job(&dir.path().join("flink").tap_mkdir(), &generated_windows_job(8_000, &out)),
+        &["--from-savepoint", &first],
+    );
+    cluster.wait_for(&id, "RUNNING", LONG);
+    std::thread::sleep(Duration::from_secs(2));
+    let stopped = cluster.cli(&["flink", "stop", "--savepoint", &id]);
+    assert_eq!(stopped.code, 0, "{}", stopped.stderr);
+    let back = stopped.stdout.lines().nth(1).expect("a weir savepoint").to_string();
+    let pending = weir(&["savepoint", "inspect", &back, "--operator", "windows", "--state", "weir.timers"]);
+    assert!(pending.stdout.lines().count() >= 20, "the windows' timers came back: {}", pending.stdout);
+
+    let run = weir_with_limit(
+        &[
+            "run",
+            &write_job(&dir.path().join("back").tap_mkdir(), &generated_windows_job(1_000_000, &out)),
+            "--from-savepoint",
+            &back,
+        ],
+        LONG,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_lines(&sink_lines(&out), &expected, "the windows across weir, Flink and weir again");
+}

@@ -442,3 +442,56 @@ impl CheckpointSink for SavepointSink {
         Ok(())
     }
 }
+
+/// What a savepoint written from state at hand (not taken of a running job) is of.
+pub struct WrittenSavepoint {
+    /// The job's name.
+    pub job: String,
+    /// The id of the job the state comes from.
+    pub job_id: String,
+    /// The checkpoint or savepoint id it stands for.
+    pub savepoint_id: u64,
+    /// Number of key groups.
+    pub max_parallelism: u32,
+    /// Where each source resumes.
+    pub sources: Vec<SourcePosition>,
+    /// Every operator (its `files` empty), with its keyed state in all key groups, if it has any.
+    pub operators: Vec<(SavepointOperator, Option<Box<dyn crate::state::StateBackend>>)>,
+}
+
+/// Writes `savepoint` as a canonical savepoint at `location`: one state file per operator with
+/// state, covering every key group (a restore at any parallelism takes the key groups it owns).
+pub fn write(location: &SavepointLocation, savepoint: WrittenSavepoint) -> Result<SavepointMetadata, String> {
+    let WrittenSavepoint { job, job_id, savepoint_id, max_parallelism, sources, operators } = savepoint;
+    let key_groups = 0..max_parallelism;
+    let mut written = Vec::new();
+    for (mut op, backend) in operators {
+        if let Some(backend) = backend {
+            let body = backend.snapshot(key_groups.clone(), &op.states).map_err(|e| e.to_string())?;
+            let snapshot = StateSnapshot { key_groups: key_groups.clone(), body, broadcast: None };
+            let (file, _) = stored::put(&location.storage, &location.dir, (&op.uid, 0), snapshot, Form::Canonical)?;
+            op.files.push(SavepointFile {
+                subtask: 0,
+                key_groups: file.key_groups,
+                stored: file.stored,
+                broadcast: None,
+            });
+        }
+        written.push(op);
+    }
+    let metadata = SavepointMetadata {
+        format: FORMAT.to_string(),
+        format_version: FORMAT_VERSION,
+        job,
+        job_id,
+        savepoint_id,
+        taken_at: crate::runtime::now_ms(),
+        max_parallelism,
+        state_format: SavepointFormat::Canonical,
+        sources,
+        operators: written,
+        sinks: Vec::new(),
+    };
+    checked::put(&location.storage, &location.file("_metadata"), &metadata)?;
+    Ok(metadata)
+}

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, anyhow};
 use clap::{Args, Subcommand};
 
+use crate::checkpoint::savepoint::SavepointLocation;
 use crate::flink::{self, JobManager, LocalCluster};
 use crate::wasm::WasmEngine;
 
@@ -12,6 +13,11 @@ pub(super) struct FlinkArgs {
     /// The JobManager's REST endpoint.
     #[arg(long, global = true, env = "WEIR_FLINK_JOBMANAGER", default_value = "http://127.0.0.1:8081")]
     jobmanager: String,
+    /// Where the runner's subtasks write what a savepoint holds, for `weir flink savepoint` and
+    /// `stop` to leave a weir savepoint beside Flink's (every TaskManager must reach it: one
+    /// machine, or a shared file system). Default: ~/.cache/weir/flink/exports.
+    #[arg(long, global = true, env = "WEIR_FLINK_EXPORTS", value_name = "DIR")]
+    export_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: FlinkCommand,
 }
@@ -25,7 +31,8 @@ enum FlinkCommand {
         /// Parallelism of its vertices (default: the job file's).
         #[arg(long)]
         parallelism: Option<u32>,
-        /// Start from this Flink savepoint.
+        /// Start from this savepoint: a Flink savepoint, or a weir savepoint (of `weir run`,
+        /// `weir serve`, or the `weir/` one `weir flink stop` leaves).
         #[arg(long, value_name = "PATH")]
         from_savepoint: Option<String>,
         /// Start even if some of the savepoint's state has no operator to go to.
@@ -42,7 +49,8 @@ enum FlinkCommand {
     },
     /// List the cluster's jobs.
     List,
-    /// Take a savepoint of a running job; prints where it is.
+    /// Take a savepoint of a running job; prints where it is, then where the weir savepoint of
+    /// the same state is.
     Savepoint {
         /// The Flink job id.
         job_id: String,
@@ -50,7 +58,8 @@ enum FlinkCommand {
         #[arg(long, value_name = "DIR")]
         dir: Option<String>,
     },
-    /// Stop a job with a savepoint; prints where it is.
+    /// Stop a job with a savepoint; prints where it is, then where the weir savepoint of the same
+    /// state is (`weir run --from-savepoint` goes on from it).
     Stop {
         /// The Flink job id.
         job_id: String,
@@ -128,6 +137,9 @@ impl ClusterPlace {
 pub(super) fn flink(args: &FlinkArgs) -> Result<()> {
     let jobmanager = JobManager::new(&args.jobmanager);
     let msg = anyhow::Error::msg;
+    let exports = args.export_dir.clone().unwrap_or_else(|| flink::cluster::home().join("exports"));
+    std::fs::create_dir_all(&exports).with_context(|| format!("creating {}", exports.display()))?;
+    let exports = exports.canonicalize()?;
     match &args.command {
         FlinkCommand::Run { job, parallelism, from_savepoint, allow_non_restored_state, flink_home, worker } => {
             let engine = WasmEngine::new(super::module_cache_dir()).map_err(msg)?;
@@ -135,22 +147,34 @@ pub(super) fn flink(args: &FlinkArgs) -> Result<()> {
                 Some(worker) => worker.clone(),
                 None => std::env::current_exe().context("finding the weir binary (the workers run it)")?,
             };
-            let plan = flink::plan::plan(job, *parallelism, &engine, &weir).map_err(msg)?;
+            let mut plan = flink::plan::plan(job, *parallelism, &engine, &weir, &exports).map_err(msg)?;
             jobmanager.version().map_err(msg)?;
+            // A weir savepoint is loaded by the runner's subtasks on a fresh start; a Flink one is Flink's.
+            let weir_savepoint = from_savepoint.as_deref().filter(|p| {
+                SavepointLocation::parse(p, std::path::Path::new(".")).is_ok_and(|at| at.metadata().is_ok())
+            });
+            if let Some(savepoint) = weir_savepoint {
+                let dir = flink::cluster::home().join("bootstrap").join(format!(
+                    "{}-{}",
+                    plan["name"].as_str().unwrap_or("job"),
+                    crate::runtime::now_ms()
+                ));
+                flink::savepoints::bootstrap(savepoint, &mut plan, &engine, &dir, *allow_non_restored_state)
+                    .map_err(msg)?;
+            }
+            let flink_savepoint = from_savepoint.as_deref().filter(|_| weir_savepoint.is_none());
             let flink_home = flink::flink_home(flink_home.as_deref(), true).map_err(msg)?;
             let jar = flink::runner::jar(&flink_home, &flink::cluster::home().join("runner")).map_err(msg)?;
             let jar_id = jobmanager.upload(&jar).map_err(msg)?;
             use base64::Engine;
             let encoded = base64::engine::general_purpose::STANDARD.encode(plan.to_string());
             let id = jobmanager
-                .run(
-                    &jar_id,
-                    flink::runner::ENTRY_CLASS,
-                    vec![encoded],
-                    from_savepoint.as_deref(),
-                    *allow_non_restored_state,
-                )
+                .run(&jar_id, flink::runner::ENTRY_CLASS, vec![encoded], flink_savepoint, *allow_non_restored_state)
                 .map_err(msg)?;
+            // What `savepoint` and `stop` need to write a weir savepoint of this job.
+            let plan_file = exports.join(&id).join("plan.json");
+            std::fs::create_dir_all(exports.join(&id))?;
+            std::fs::write(&plan_file, plan.to_string()).with_context(|| format!("writing {}", plan_file.display()))?;
             println!("{id}");
         }
         FlinkCommand::List => {
@@ -160,11 +184,9 @@ pub(super) fn flink(args: &FlinkArgs) -> Result<()> {
                 println!("{:<32}  {:<10}  {}", job.id, job.state, job.name);
             }
         }
-        FlinkCommand::Savepoint { job_id, dir } => {
-            println!("{}", jobmanager.savepoint(job_id, dir.as_deref(), false).map_err(msg)?);
-        }
+        FlinkCommand::Savepoint { job_id, dir } => savepoint(&jobmanager, &exports, job_id, dir.as_deref(), false)?,
         FlinkCommand::Stop { job_id, savepoint: _, dir } => {
-            println!("{}", jobmanager.savepoint(job_id, dir.as_deref(), true).map_err(msg)?);
+            savepoint(&jobmanager, &exports, job_id, dir.as_deref(), true)?
         }
         FlinkCommand::Cancel { job_id } => {
             jobmanager.cancel(job_id).map_err(msg)?;
@@ -191,5 +213,45 @@ pub(super) fn flink(args: &FlinkArgs) -> Result<()> {
             }
         },
     }
+    Ok(())
+}
+
+/// Takes (or stops with) a savepoint of Flink job `job_id`, prints its location, then writes the
+/// weir savepoint of the same state into its directory as `weir/` and prints that (for a job the
+/// runner runs, whose plan `weir flink run` left in `exports`).
+fn savepoint(
+    jobmanager: &JobManager,
+    exports: &std::path::Path,
+    job_id: &str,
+    dir: Option<&str>,
+    stop: bool,
+) -> Result<()> {
+    let msg = anyhow::Error::msg;
+    let job_exports = exports.join(job_id);
+    let plan: Option<serde_json::Value> =
+        std::fs::read(job_exports.join("plan.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let marker = job_exports.join("exporting");
+    if plan.is_some() {
+        std::fs::write(&marker, b"").with_context(|| format!("writing {}", marker.display()))?;
+    }
+    let taken = jobmanager.savepoint(job_id, dir, stop);
+    let _ = std::fs::remove_file(&marker);
+    let location = taken.map_err(msg)?;
+    println!("{location}");
+    let Some(plan) = plan else {
+        eprintln!("(job {job_id} was not submitted by `weir flink run`: no weir savepoint of it)");
+        return Ok(());
+    };
+    let id = jobmanager.savepoint_id(job_id, &location).map_err(msg)?;
+    let exported = job_exports.join(id.to_string());
+    let Some(local) = location.strip_prefix("file:") else {
+        eprintln!("(the savepoint is not on a file system weir writes to: no weir savepoint of it)");
+        return Ok(());
+    };
+    let engine = WasmEngine::new(super::module_cache_dir()).map_err(msg)?;
+    let at = std::path::Path::new(local.trim_start_matches("//")).join("weir");
+    let written = flink::savepoints::weir_savepoint(&exported, &plan, &engine, (job_id, id), &at).map_err(msg)?;
+    let _ = std::fs::remove_dir_all(&exported);
+    println!("{written}");
     Ok(())
 }

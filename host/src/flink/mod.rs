@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod plan;
 pub mod rest;
 pub mod runner;
+pub mod savepoints;
 
 pub use cluster::{FLINK_VERSION, LocalCluster, flink_home};
 pub use rest::{FlinkJob, JobManager};

@@ -22,8 +22,14 @@ const SUPPORTED: &str = "the Flink runner reads `file` and `generator` sources a
 pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The plan of the job file at `path`, at `parallelism` when given; operators' workers are the
-/// `weir` binary at `worker`.
-pub fn plan(path: &Path, parallelism: Option<u32>, engine: &WasmEngine, worker: &Path) -> Result<Value, String> {
+/// `weir` binary at `worker`, savepoints' exports go to `export_dir` (see [`super::savepoints`]).
+pub fn plan(
+    path: &Path,
+    parallelism: Option<u32>,
+    engine: &WasmEngine,
+    worker: &Path,
+    export_dir: &Path,
+) -> Result<Value, String> {
     let text = job::read(path).map_err(|e| e.to_string())?;
     let mut spec: JobSpec = job::parse(&text, &path.display().to_string()).map_err(|e| e.to_string())?;
     if let Some(p) = parallelism {
@@ -120,6 +126,7 @@ pub fn plan(path: &Path, parallelism: Option<u32>, engine: &WasmEngine, worker: 
         let limits = sandbox_limits(op)?;
         operators.push(json!({
             "uid": op.uid,
+            "keyed": op.keyed(),
             "module": module_path.canonicalize().unwrap_or(module_path).display().to_string(),
             "config": config,
             "contract": contract,
@@ -163,6 +170,7 @@ pub fn plan(path: &Path, parallelism: Option<u32>, engine: &WasmEngine, worker: 
         "state-backend": match spec.state.backend { BackendType::Memory => "hashmap", BackendType::Rocksdb => "rocksdb" },
         "incremental": spec.state.incremental.unwrap_or(false),
         "worker": worker.display().to_string(),
+        "export-dir": export_dir.display().to_string(),
         "sources": sources,
         "operators": operators,
         "sinks": sinks,

@@ -158,6 +158,18 @@ impl JobManager {
         self.call("PATCH", &format!("/jobs/{id}?mode=cancel"), "application/json", Vec::new()).map(drop)
     }
 
+    /// The checkpoint id of job `id`'s savepoint at `location`, from its checkpoint history.
+    pub fn savepoint_id(&self, id: &str, location: &str) -> Result<u64, String> {
+        let checkpoints = self.get(&format!("/jobs/{id}/checkpoints"))?;
+        let history = checkpoints["history"].as_array().into_iter().flatten();
+        let latest = std::iter::once(&checkpoints["latest"]["savepoint"]);
+        latest
+            .chain(history)
+            .find(|c| c["external_path"].as_str() == Some(location))
+            .and_then(|c| c["id"].as_u64())
+            .ok_or_else(|| format!("Flink's checkpoint history of job {id} does not list the savepoint {location}"))
+    }
+
     /// Takes a canonical savepoint of job `id` into `dir` (the cluster's default when `None`);
     /// with `stop`, stops the job with it. Its location once complete.
     pub fn savepoint(&self, id: &str, dir: Option<&str>, stop: bool) -> Result<String, String> {

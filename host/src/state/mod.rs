@@ -52,7 +52,10 @@ pub use memory::MemoryBackend;
 pub use migration::{Migration, RestoredState, StateRestore, migrations_needed, rewrite_items};
 pub use rocksdb::{RocksDbBackend, RocksDbBackends};
 pub use snapshot::{NativeFile, NativeFiles, NativePart, SnapshotBody};
-pub use timers::{SPILL_AFTER, TIMERS_STATE, Timer, TimerQueue, timer_of, timers_descriptor};
+pub use timers::{
+    SPILL_AFTER, TIMERS_STATE, Timer, TimerQueue, map_key as timer_map_key, parse_map_key as parse_timer_map_key,
+    timer_of, timers_descriptor,
+};
 pub(crate) use value_table::same_bytes;
 
 use crate::key_group::KeyGroup;

@@ -44,7 +44,7 @@ pub fn timer_of(map_key: &[u8]) -> Option<(&'static str, i64)> {
 
 /// The map key of a timer: its domain, then its time as big-endian bytes with the sign bit
 /// flipped, so that byte order is time order.
-fn map_key(domain: TimeDomain, time: i64) -> [u8; 9] {
+pub fn map_key(domain: TimeDomain, time: i64) -> [u8; 9] {
     let mut out = [0u8; 9];
     out[0] = domain as u8;
     out[1..].copy_from_slice(&((time as u64) ^ (1 << 63)).to_be_bytes());
@@ -52,7 +52,7 @@ fn map_key(domain: TimeDomain, time: i64) -> [u8; 9] {
 }
 
 /// A stored timer's domain and time, from its map key.
-fn parse_map_key(bytes: &[u8]) -> Option<(TimeDomain, i64)> {
+pub fn parse_map_key(bytes: &[u8]) -> Option<(TimeDomain, i64)> {
     let (&domain, time) = bytes.split_first()?;
     let time: [u8; 8] = time.try_into().ok()?;
     Some((TimeDomain::from_byte(domain)?, (u64::from_be_bytes(time) ^ (1 << 63)) as i64))

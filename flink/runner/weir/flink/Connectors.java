@@ -31,6 +31,38 @@ final class Connectors {
         return new ListStateDescriptor<>("weir-position", PrimitiveArrayTypeInfo.LONG_PRIMITIVE_ARRAY_TYPE_INFO);
     }
 
+    /**
+     * What a source subtask starts from on a fresh start: its share of the positions a weir
+     * savepoint gave ({@code bootstrap}, every p-th part), or {@code fresh}.
+     */
+    private static List<long[]> start(List<long[]> bootstrap, org.apache.flink.api.common.TaskInfo task,
+            java.util.function.Supplier<long[]> fresh) {
+        List<long[]> parts = new ArrayList<>();
+        if (bootstrap == null) {
+            parts.add(fresh.get());
+            return parts;
+        }
+        for (int i = task.getIndexOfThisSubtask(); i < bootstrap.size(); i += task.getNumberOfParallelSubtasks()) {
+            parts.add(bootstrap.get(i).clone());
+        }
+        return parts;
+    }
+
+    /** At a savepoint that `weir flink` exports, writes this subtask's position parts as JSON. */
+    private static void export(String root, org.apache.flink.api.common.functions.RuntimeContext context, String uid,
+            long checkpointId, List<long[]> parts) throws IOException {
+        String job = context.getJobInfo().getJobId().toString();
+        if (!Exchange.exporting(root, job)) {
+            return;
+        }
+        StringBuilder json = new StringBuilder("[");
+        for (long[] part : parts) {
+            json.append(json.length() > 1 ? "," : "").append('[').append(part[0]).append(',').append(part[1]).append(']');
+        }
+        String name = "source-" + uid + "-" + context.getTaskInfo().getIndexOfThisSubtask() + ".json";
+        Exchange.writeText(Exchange.exportDir(root, job, checkpointId).resolve(name), json.append(']').toString());
+    }
+
     /** Paces a subtask to {@code rate} events per second (0: unpaced). */
     private static final class Pace {
         private final double perMs;
@@ -56,18 +88,25 @@ final class Connectors {
     /** The {@code file} source: bytes {@code [from, to)} of the file are the lines that start there. */
     static final class FileSource extends RichParallelSourceFunction<Event> implements CheckpointedFunction {
         private static final long serialVersionUID = 1L;
+        private final String uid;
         private final String path;
         private final String timestampField;
         private final double rate;
+        private final List<long[]> bootstrap;
+        private final String exportRoot;
         private transient ListState<long[]> state;
         private transient List<long[]> ranges;
         private transient ObjectMapper json;
         private volatile boolean running = true;
 
-        FileSource(String path, String timestampField, double rate) {
+        FileSource(String uid, String path, String timestampField, double rate, List<long[]> bootstrap,
+                String exportRoot) {
+            this.uid = uid;
             this.path = path;
             this.timestampField = timestampField;
             this.rate = rate;
+            this.bootstrap = bootstrap;
+            this.exportRoot = exportRoot;
         }
 
         @Override
@@ -84,13 +123,14 @@ final class Connectors {
                 int p = task.getNumberOfParallelSubtasks();
                 int i = task.getIndexOfThisSubtask();
                 long to = i == p - 1 ? Long.MAX_VALUE : length * (i + 1) / p;
-                ranges.add(new long[] {length * i / p, to});
+                ranges.addAll(start(bootstrap, task, () -> new long[] {length * i / p, to}));
             }
         }
 
         @Override
         public void snapshotState(FunctionSnapshotContext context) throws Exception {
             state.update(ranges);
+            export(exportRoot, getRuntimeContext(), uid, context.getCheckpointId(), ranges);
         }
 
         @Override
@@ -196,21 +236,28 @@ final class Connectors {
     /** The {@code generator} source: subtask s of p makes the indices i ≡ s (mod p) below count. */
     static final class Generator extends RichParallelSourceFunction<Event> implements CheckpointedFunction {
         private static final long serialVersionUID = 1L;
+        private final String uid;
         private final long count;
         private final long keys;
         /** Event i's timestamp is i × this in nanoseconds, in whole milliseconds (0: none). */
         private final long stepNs;
         private final double rate;
+        private final List<long[]> bootstrap;
+        private final String exportRoot;
         private transient ListState<long[]> state;
         /** Progressions {next, step} this subtask makes. */
         private transient List<long[]> progressions;
         private volatile boolean running = true;
 
-        Generator(long count, long keys, long stepNs, double rate) {
+        Generator(String uid, long count, long keys, long stepNs, double rate, List<long[]> bootstrap,
+                String exportRoot) {
+            this.uid = uid;
             this.count = count;
             this.keys = Math.max(1, keys);
             this.stepNs = stepNs;
             this.rate = rate;
+            this.bootstrap = bootstrap;
+            this.exportRoot = exportRoot;
         }
 
         @Override
@@ -223,13 +270,15 @@ final class Connectors {
                 }
             } else {
                 var task = getRuntimeContext().getTaskInfo();
-                progressions.add(new long[] {task.getIndexOfThisSubtask(), task.getNumberOfParallelSubtasks()});
+                progressions.addAll(start(bootstrap, task,
+                        () -> new long[] {task.getIndexOfThisSubtask(), task.getNumberOfParallelSubtasks()}));
             }
         }
 
         @Override
         public void snapshotState(FunctionSnapshotContext context) throws Exception {
             state.update(progressions);
+            export(exportRoot, getRuntimeContext(), uid, context.getCheckpointId(), progressions);
         }
 
         @Override
@@ -257,7 +306,7 @@ final class Connectors {
                         } else {
                             ctx.collect(new Event(key, false, 0, value));
                         }
-                        progression[0] = i + progression[1];
+                        progression[0] = i > Long.MAX_VALUE - progression[1] ? Long.MAX_VALUE : i + progression[1];
                     }
                     pace.one();
                 }

@@ -19,9 +19,13 @@ final class OperatorSpec implements Serializable {
     final String weir;
     final long callDeadlineMs;
     final long memoryLimit;
+    /** A state exchange file to load on a fresh start (the job starts from a weir savepoint), or null. */
+    final String bootstrap;
+    /** Where savepoints' exports go (host/src/flink/savepoints.rs). */
+    final String exportRoot;
 
     OperatorSpec(String uid, String module, String config, int contract, List<String> sideOutputs, boolean keyed,
-            String weir, long callDeadlineMs, long memoryLimit) {
+            String weir, long callDeadlineMs, long memoryLimit, String bootstrap, String exportRoot) {
         this.uid = uid;
         this.module = module;
         this.config = config;
@@ -31,5 +35,7 @@ final class OperatorSpec implements Serializable {
         this.weir = weir;
         this.callDeadlineMs = callDeadlineMs;
         this.memoryLimit = memoryLimit;
+        this.bootstrap = bootstrap;
+        this.exportRoot = exportRoot;
     }
 }

@@ -17,6 +17,11 @@ import org.apache.flink.api.common.state.StateTtlConfig;
 import org.apache.flink.api.common.state.ValueState;
 import org.apache.flink.api.common.state.ValueStateDescriptor;
 import org.apache.flink.api.common.typeutils.base.StringSerializer;
+import org.apache.flink.runtime.checkpoint.CheckpointOptions;
+import org.apache.flink.runtime.state.CheckpointStreamFactory;
+import org.apache.flink.runtime.state.KeyGroupRangeAssignment;
+import org.apache.flink.runtime.state.StateInitializationContext;
+import org.apache.flink.streaming.api.operators.OperatorSnapshotFutures;
 import org.apache.flink.api.common.typeutils.base.array.BytePrimitiveArraySerializer;
 import org.apache.flink.runtime.state.VoidNamespace;
 import org.apache.flink.runtime.state.VoidNamespaceSerializer;
@@ -73,9 +78,19 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
     private transient boolean timerFlushSet;
     private transient long watermark;
     private transient Frames.Writer writer;
+    /** Whether it started from a Flink checkpoint or savepoint (else: fresh, maybe from a weir savepoint). */
+    private transient boolean restored;
+    /** The declared states' names. */
+    private transient String[] stateNames;
 
     WasmOperator(OperatorSpec spec) {
         this.spec = spec;
+    }
+
+    @Override
+    public void initializeState(StateInitializationContext context) throws Exception {
+        super.initializeState(context);
+        restored = context.isRestored();
     }
 
     @Override
@@ -100,6 +115,7 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
         JsonNode opened = json.readTree(worker.call(Worker.OPEN, open.toString().getBytes(StandardCharsets.UTF_8)));
         JsonNode states = opened.path("description").path("states");
         values = new ValueState[states.size()];
+        stateNames = new String[states.size()];
         maps = new MapState[states.size()];
         lists = new ListState[states.size()];
         List<Integer> valueIndices = new ArrayList<>();
@@ -107,6 +123,7 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
             JsonNode state = states.get(i);
             String kind = state.path("kind").asText();
             String name = state.path("name").asText();
+            stateNames[i] = name;
             if (kind.equals("value")) {
                 valueIndices.add(i);
             }
@@ -143,6 +160,119 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
         due = new ArrayList<>();
         watermark = Frames.NO_WATERMARK;
         writer = new Frames.Writer();
+        if (!restored && spec.bootstrap != null && spec.keyed) {
+            loadBootstrap();
+        }
+    }
+
+    /** Loads the keys Flink assigns to this subtask from the weir savepoint's exchange file. */
+    private void loadBootstrap() throws Exception {
+        byte[] bytes = java.nio.file.Files.readAllBytes(java.nio.file.Path.of(spec.bootstrap));
+        if (!java.util.Arrays.equals(java.util.Arrays.copyOf(bytes, 8), Exchange.MAGIC)) {
+            throw new IllegalStateException(spec.bootstrap + " is not a state exchange file");
+        }
+        var task = getRuntimeContext().getTaskInfo();
+        Frames.Reader r = new Frames.Reader(java.util.Arrays.copyOfRange(bytes, 8, bytes.length));
+        while (!r.done()) {
+            int item = r.u8();
+            String key = Event.flinkKey(r.bytes());
+            boolean mine = KeyGroupRangeAssignment.assignKeyToParallelOperator(key, task.getMaxNumberOfParallelSubtasks(),
+                    task.getNumberOfParallelSubtasks()) == task.getIndexOfThisSubtask();
+            if (item == Exchange.TIMER) {
+                int domain = r.u8();
+                long time = r.i64();
+                if (mine && timers != null) {
+                    setCurrentKey(key);
+                    if (domain == EVENT_TIME) {
+                        timers.registerEventTimeTimer(VoidNamespace.INSTANCE, time);
+                    } else {
+                        timers.registerProcessingTimeTimer(VoidNamespace.INSTANCE, time);
+                    }
+                }
+                continue;
+            }
+            int state = r.u32();
+            byte[] mapKey = item == Exchange.MAP_ENTRY ? r.bytes() : null;
+            byte[] value = r.bytes();
+            if (!mine) {
+                continue;
+            }
+            setCurrentKey(key);
+            if (item == Exchange.VALUE && values[state] != null) {
+                values[state].update(value);
+            } else if (item == Exchange.MAP_ENTRY && maps[state] != null) {
+                maps[state].put(Event.flinkKey(mapKey), value);
+            } else if (item == Exchange.LIST_ELEMENT && lists[state] != null) {
+                lists[state].add(value);
+            } else {
+                throw new IllegalStateException(spec.bootstrap + ": an entry of state #" + state + " of kind " + item
+                        + ", which operator '" + spec.uid + "' does not declare so");
+            }
+        }
+    }
+
+    /** At a savepoint, writes this subtask's keys and timers into the export directory as well. */
+    @Override
+    public OperatorSnapshotFutures snapshotState(long checkpointId, long timestamp, CheckpointOptions options,
+            CheckpointStreamFactory factory) throws Exception {
+        if (options.getCheckpointType().isSavepoint() && spec.keyed && spec.exportRoot != null) {
+            export(checkpointId);
+        }
+        return super.snapshotState(checkpointId, timestamp, options, factory);
+    }
+
+    private void export(long checkpointId) throws Exception {
+        var task = getRuntimeContext().getTaskInfo();
+        String job = getRuntimeContext().getJobInfo().getJobId().toString();
+        java.nio.file.Path file = Exchange.exportDir(spec.exportRoot, job, checkpointId)
+                .resolve(spec.uid + "-" + task.getIndexOfThisSubtask() + ".state");
+        try (Exchange.Writer out = new Exchange.Writer(file)) {
+            for (int s = 0; s < stateNames.length; s++) {
+                if (values[s] == null && maps[s] == null && lists[s] == null) {
+                    continue;
+                }
+                List<String> keys = new ArrayList<>();
+                try (var stream = getKeyedStateBackend().<VoidNamespace>getKeys(stateNames[s], VoidNamespace.INSTANCE)) {
+                    stream.forEach(key -> keys.add((String) key));
+                }
+                for (String key : keys) {
+                    setCurrentKey(key);
+                    byte[] keyBytes = Event.keyBytes(key);
+                    if (values[s] != null) {
+                        byte[] value = values[s].value();
+                        if (value != null) {
+                            out.entry(Exchange.VALUE, keyBytes);
+                            out.u32(s);
+                            out.bytes(value);
+                        }
+                    } else if (maps[s] != null) {
+                        for (Map.Entry<String, byte[]> entry : maps[s].entries()) {
+                            out.entry(Exchange.MAP_ENTRY, keyBytes);
+                            out.u32(s);
+                            out.bytes(Event.keyBytes(entry.getKey()));
+                            out.bytes(entry.getValue());
+                        }
+                    } else {
+                        Iterable<byte[]> items = lists[s].get();
+                        for (byte[] item : items == null ? List.<byte[]>of() : items) {
+                            out.entry(Exchange.LIST_ELEMENT, keyBytes);
+                            out.u32(s);
+                            out.bytes(item);
+                        }
+                    }
+                }
+            }
+            if (timers != null) {
+                timers.forEachEventTimeTimer((namespace, time) -> exportTimer(out, EVENT_TIME, time));
+                timers.forEachProcessingTimeTimer((namespace, time) -> exportTimer(out, PROCESSING_TIME, time));
+            }
+        }
+    }
+
+    private void exportTimer(Exchange.Writer out, int domain, long time) throws java.io.IOException {
+        out.entry(Exchange.TIMER, Event.keyBytes((String) getCurrentKey()));
+        out.out.writeByte(domain);
+        out.i64(time);
     }
 
     /** {@code descriptor}, with the time-to-live its declaration {@code state} gives, if any. */

@@ -54,7 +54,7 @@ public final class WeirFlinkJob {
 
         Map<String, DataStream<Event>> streams = new HashMap<>();
         for (JsonNode source : plan.get("sources")) {
-            streams.put(source.get("uid").asText(), source(env, source));
+            streams.put(source.get("uid").asText(), source(env, source, text(plan, "export-dir")));
         }
         String weir = plan.get("worker").asText();
         for (JsonNode operator : plan.get("operators")) {
@@ -67,7 +67,8 @@ public final class WeirFlinkJob {
             }
             OperatorSpec spec = new OperatorSpec(uid, operator.get("module").asText(), operator.get("config").asText(),
                     operator.get("contract").asInt(), sideOutputs, keyed, weir,
-                    operator.get("call-deadline-ms").asLong(), operator.get("memory-limit").asLong());
+                    operator.get("call-deadline-ms").asLong(), operator.get("memory-limit").asLong(),
+                    text(operator, "bootstrap"), text(plan, "export-dir"));
             int parallelism = operator.get("parallelism").asInt();
             DataStream<Event> input = inputs(operator, streams, operator.get("contract").asInt() >= 4);
             SingleOutputStreamOperator<Event> out = keyed
@@ -89,6 +90,21 @@ public final class WeirFlinkJob {
             sink(inputs(sink, streams, false), sink);
         }
         env.execute(plan.get("name").asText());
+    }
+
+    /** A text field, or null. */
+    private static String text(JsonNode node, String field) {
+        return node.hasNonNull(field) ? node.get(field).asText() : null;
+    }
+
+    /** A source's positions from a weir savepoint ([from, to] ranges, or [next, step] progressions), or null. */
+    private static List<long[]> parts(JsonNode source) {
+        if (!source.hasNonNull("bootstrap")) {
+            return null;
+        }
+        List<long[]> parts = new ArrayList<>();
+        source.get("bootstrap").forEach(p -> parts.add(new long[] {p.get(0).asLong(), p.get(1).asLong()}));
+        return parts;
     }
 
     /** What a vertex reads: its inputs, each tagged with its index when the reader tells them apart. */
@@ -120,15 +136,16 @@ public final class WeirFlinkJob {
         return strategy;
     }
 
-    private static DataStream<Event> source(StreamExecutionEnvironment env, JsonNode source) {
+    private static DataStream<Event> source(StreamExecutionEnvironment env, JsonNode source, String exportRoot) {
         String uid = source.get("uid").asText();
         double rate = source.path("rate").asDouble(0);
         SingleOutputStreamOperator<Event> stream = switch (source.get("type").asText()) {
-            case "file" -> env.addSource(new Connectors.FileSource(source.get("path").asText(),
-                    source.hasNonNull("timestamp-field") ? source.get("timestamp-field").asText() : null, rate), uid,
-                    EVENTS);
-            case "generator" -> env.addSource(new Connectors.Generator(source.path("count").asLong(Long.MAX_VALUE),
-                    source.path("keys").asLong(1000), source.path("event-time-step-ns").asLong(0), rate), uid, EVENTS);
+            case "file" -> env.addSource(new Connectors.FileSource(uid, source.get("path").asText(),
+                    text(source, "timestamp-field"), rate, parts(source), exportRoot), uid, EVENTS);
+            case "generator" -> env.addSource(new Connectors.Generator(uid,
+                    source.hasNonNull("count") ? source.get("count").asLong() : Long.MAX_VALUE,
+                    source.path("keys").asLong(1000), source.path("event-time-step-ns").asLong(0), rate, parts(source),
+                    exportRoot), uid, EVENTS);
             default -> throw new IllegalArgumentException("source '" + uid + "': unsupported type");
         };
         stream.uid(uid).setParallelism(source.get("parallelism").asInt());
