@@ -416,3 +416,93 @@ fn pending_windows_move_from_weir_to_flink_and_back() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_lines(&sink_lines(&out), &expected, "the windows across weir, Flink and weir again");
 }
+
+/// Each key's counts 1..n appear exactly once across both versions; the versions that emitted
+/// each key's counts, in count order.
+fn assert_counted_once(lines: &[String], count: u64, keys: u64) -> std::collections::BTreeMap<String, Vec<u64>> {
+    let by_count = counts_by_version(lines);
+    let mut versions: std::collections::BTreeMap<String, Vec<u64>> = std::collections::BTreeMap::new();
+    for ((key, _), emitted) in &by_count {
+        assert_eq!(emitted.len(), 1, "key {key} counted more than once: {emitted:?}");
+        versions.entry(key.clone()).or_default().push(emitted[0]);
+    }
+    assert_eq!(by_count.len() as u64, count, "every event counted once");
+    assert_eq!(versions.len() as u64, keys);
+    versions
+}
+
+#[test]
+fn an_upgrade_on_flink_switches_every_subtask_at_one_checkpoint_without_a_restart() {
+    let cluster = FlinkCluster::start(2);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (count, keys) = (240_000, 50);
+    let id = cluster.run(&write_job(dir.path(), &generated_count_job(count, keys, 12_000, 4, &out, "memory")), &[]);
+    cluster.wait_for(&id, "RUNNING", LONG);
+    while cluster.completed_checkpoints(&id) < 3 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let count_v2 = operator("count_v2");
+    let upgraded = cluster.cli(&["flink", "upgrade", &id, "--operator", &format!("count={}", count_v2.display())]);
+    assert_eq!(upgraded.code, 0, "{}{}", upgraded.stdout, upgraded.stderr);
+    assert!(upgraded.stdout.contains("every subtask switched at checkpoint"), "{}", upgraded.stdout);
+    // The same job, never restarted.
+    assert_eq!(cluster.state(&id), "RUNNING");
+    let failures =
+        || cluster.get(&format!("/jobs/{id}/exceptions"))["exceptionHistory"]["entries"].as_array().map_or(0, Vec::len);
+    assert_eq!(failures(), 0, "the upgrade restarted nothing");
+    // Killed after the switch, the job comes back on v2.
+    let taskmanagers = cluster.taskmanager_pids();
+    Command::new("kill").args(["-9", &taskmanagers[0].to_string()]).status().unwrap();
+    assert_eq!(cluster.cli(&["flink", "cluster", "add-taskmanager"]).code, 0);
+    let lines = finished_lines(&cluster, &id, &out);
+    assert!(failures() >= 1, "the kill restarted the job");
+    let versions = assert_counted_once(&lines, count, keys);
+    for (key, emitted) in &versions {
+        let first_v2 =
+            emitted.iter().position(|&v| v == 2).unwrap_or_else(|| panic!("{key}: no v2 count: {emitted:?}"));
+        assert!(
+            emitted[..first_v2].iter().all(|&v| v == 1) && emitted[first_v2..].iter().all(|&v| v == 2),
+            "{key}: {emitted:?}"
+        );
+        assert!(first_v2 > 0, "{key} was counted by v1 before the upgrade");
+    }
+}
+
+#[test]
+fn a_module_that_traps_after_the_switch_is_rolled_back_in_the_same_job() {
+    let cluster = FlinkCluster::start(2);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (count, keys) = (120_000, 30);
+    let id = cluster.run(&write_job(dir.path(), &generated_count_job(count, keys, 12_000, 2, &out, "memory")), &[]);
+    cluster.wait_for(&id, "RUNNING", LONG);
+    while cluster.completed_checkpoints(&id) < 3 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let broken = operator("count_broken");
+    let refused = cluster.cli(&["flink", "upgrade", &id, "--operator", &format!("count={}", broken.display())]);
+    assert_eq!(refused.code, 1, "{}{}", refused.stdout, refused.stderr);
+    assert!(refused.stderr.contains("count_broken traps on every event"), "{}", refused.stderr);
+    assert!(refused.stderr.contains(&format!("rolled back: job {id} goes on")), "{}", refused.stderr);
+    let versions = assert_counted_once(&finished_lines(&cluster, &id, &out), count, keys);
+    assert!(versions.values().flatten().all(|&v| v == 1));
+
+    // A module whose state does not fit is refused before anything changes.
+    let id = cluster.run(
+        &write_job(
+            &dir.path().join("again").tap_mkdir(),
+            &generated_count_job(count, keys, 12_000, 2, &dir.path().join("out2"), "memory"),
+        ),
+        &[],
+    );
+    cluster.wait_for(&id, "RUNNING", LONG);
+    let window = operator("window_count");
+    let refused = cluster.cli(&["flink", "upgrade", &id, "--operator", &format!("count={}", window.display())]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(refused.stderr.contains("operator 'count'"), "{}", refused.stderr);
+    let refused = cluster.cli(&["flink", "upgrade", &id, "--operator", "nope=/x.wasm"]);
+    assert!(refused.stderr.contains("the job has no operator 'nope' (it has: count)"), "{}", refused.stderr);
+    assert_eq!(cluster.state(&id), "RUNNING");
+    assert_eq!(cluster.cli(&["flink", "cancel", &id]).code, 0);
+}

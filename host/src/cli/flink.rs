@@ -70,6 +70,16 @@ enum FlinkCommand {
         #[arg(long, value_name = "DIR")]
         dir: Option<String>,
     },
+    /// Swap operators' modules under a running job without restarting it: the new modules are
+    /// checked against the state first, then every subtask switches at the same checkpoint.
+    /// Prints the checkpoint and the pause; a module that fails after the switch is rolled back.
+    Upgrade {
+        /// The Flink job id.
+        job_id: String,
+        /// `UID=MODULE`: the operator and its new module (repeatable).
+        #[arg(long = "operator", value_name = "UID=MODULE", required = true)]
+        operators: Vec<String>,
+    },
     /// Cancel a job without a savepoint.
     Cancel {
         /// The Flink job id.
@@ -171,10 +181,9 @@ pub(super) fn flink(args: &FlinkArgs) -> Result<()> {
             let id = jobmanager
                 .run(&jar_id, flink::runner::ENTRY_CLASS, vec![encoded], flink_savepoint, *allow_non_restored_state)
                 .map_err(msg)?;
-            // What `savepoint` and `stop` need to write a weir savepoint of this job.
-            let plan_file = exports.join(&id).join("plan.json");
-            std::fs::create_dir_all(exports.join(&id))?;
-            std::fs::write(&plan_file, plan.to_string()).with_context(|| format!("writing {}", plan_file.display()))?;
+            // What `savepoint`, `stop` and `upgrade` need of this job.
+            plan["jar-id"] = serde_json::json!(jar_id);
+            write_plan(&exports, &id, &plan)?;
             println!("{id}");
         }
         FlinkCommand::List => {
@@ -187,6 +196,41 @@ pub(super) fn flink(args: &FlinkArgs) -> Result<()> {
         FlinkCommand::Savepoint { job_id, dir } => savepoint(&jobmanager, &exports, job_id, dir.as_deref(), false)?,
         FlinkCommand::Stop { job_id, savepoint: _, dir } => {
             savepoint(&jobmanager, &exports, job_id, dir.as_deref(), true)?
+        }
+        FlinkCommand::Upgrade { job_id, operators } => {
+            let replacements = operators
+                .iter()
+                .map(|o| {
+                    let (uid, module) =
+                        o.split_once('=').ok_or_else(|| anyhow!("--operator {o}: expected UID=MODULE"))?;
+                    Ok((uid.to_string(), PathBuf::from(module)))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let engine = WasmEngine::new(super::module_cache_dir()).map_err(msg)?;
+            let plan = flink::upgrade::read_plan(&exports, job_id).map_err(msg)?;
+            let upgraded = flink::upgrade::check(&plan, &replacements, &engine).map_err(msg)?;
+            let uids: Vec<String> = replacements.iter().map(|(uid, _)| uid.clone()).collect();
+            match flink::upgrade::upgrade(&jobmanager, &exports, job_id, (&plan, &upgraded), &uids).map_err(msg)? {
+                flink::upgrade::Upgraded::Switched { checkpoint, pause_ms, savepoint } => println!(
+                    "upgraded {} in job {job_id} (no restart): every subtask switched at checkpoint {checkpoint}; \
+                     pause {pause_ms:.1} ms; savepoint before the switch: {savepoint}",
+                    uids.join(", ")
+                ),
+                flink::upgrade::Upgraded::RolledBack { cause, job_id: going_on } => {
+                    if going_on != *job_id {
+                        write_plan(&exports, &going_on, &plan)?;
+                    }
+                    return Err(anyhow!(
+                        "the new module failed after the switch ({cause}); rolled back: job {going_on} goes on with \
+                         the modules it ran before{}",
+                        if going_on == *job_id {
+                            " (in place, from the switch's checkpoint)"
+                        } else {
+                            " (resubmitted from the savepoint taken before the switch)"
+                        }
+                    ));
+                }
+            }
         }
         FlinkCommand::Cancel { job_id } => {
             jobmanager.cancel(job_id).map_err(msg)?;
@@ -254,4 +298,11 @@ fn savepoint(
     let _ = std::fs::remove_dir_all(&exported);
     println!("{written}");
     Ok(())
+}
+
+/// Records the plan of Flink job `id` for the verbs that need it later.
+fn write_plan(exports: &std::path::Path, id: &str, plan: &serde_json::Value) -> Result<()> {
+    let file = exports.join(id).join("plan.json");
+    std::fs::create_dir_all(exports.join(id))?;
+    std::fs::write(&file, plan.to_string()).with_context(|| format!("writing {}", file.display()))
 }

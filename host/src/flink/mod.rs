@@ -11,6 +11,7 @@ pub mod plan;
 pub mod rest;
 pub mod runner;
 pub mod savepoints;
+pub mod upgrade;
 
 pub use cluster::{FLINK_VERSION, LocalCluster, flink_home};
 pub use rest::{FlinkJob, JobManager};

@@ -158,6 +158,24 @@ impl JobManager {
         self.call("PATCH", &format!("/jobs/{id}?mode=cancel"), "application/json", Vec::new()).map(drop)
     }
 
+    /// Job `id`'s failures (`GET /jobs/:id/exceptions`).
+    pub fn exceptions(&self, id: &str) -> Result<Value, String> {
+        self.get(&format!("/jobs/{id}/exceptions"))
+    }
+
+    /// The id of job `id`'s latest checkpoint or savepoint, triggered or completed (0: none yet).
+    pub fn latest_checkpoint_id(&self, id: &str) -> Result<u64, String> {
+        let checkpoints = self.get(&format!("/jobs/{id}/checkpoints"))?;
+        let history = checkpoints["history"].as_array().into_iter().flatten().filter_map(|c| c["id"].as_u64());
+        Ok(history.max().unwrap_or(0).max(checkpoints["latest"]["completed"]["id"].as_u64().unwrap_or(0)))
+    }
+
+    /// The id of job `id`'s latest completed checkpoint (0: none yet).
+    pub fn latest_completed_checkpoint_id(&self, id: &str) -> Result<u64, String> {
+        let checkpoints = self.get(&format!("/jobs/{id}/checkpoints"))?;
+        Ok(checkpoints["latest"]["completed"]["id"].as_u64().unwrap_or(0))
+    }
+
     /// The checkpoint id of job `id`'s savepoint at `location`, from its checkpoint history.
     pub fn savepoint_id(&self, id: &str, location: &str) -> Result<u64, String> {
         let checkpoints = self.get(&format!("/jobs/{id}/checkpoints"))?;

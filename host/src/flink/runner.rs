@@ -9,10 +9,11 @@ use sha2::{Digest, Sha256};
 /// The runner's sources, by their path under `flink/runner/`.
 const SOURCES: &[(&str, &str)] = &[
     ("weir/flink/Connectors.java", include_str!("../../../flink/runner/weir/flink/Connectors.java")),
-    ("weir/flink/Exchange.java", include_str!("../../../flink/runner/weir/flink/Exchange.java")),
     ("weir/flink/Event.java", include_str!("../../../flink/runner/weir/flink/Event.java")),
+    ("weir/flink/Exchange.java", include_str!("../../../flink/runner/weir/flink/Exchange.java")),
     ("weir/flink/Frames.java", include_str!("../../../flink/runner/weir/flink/Frames.java")),
     ("weir/flink/OperatorSpec.java", include_str!("../../../flink/runner/weir/flink/OperatorSpec.java")),
+    ("weir/flink/Upgrade.java", include_str!("../../../flink/runner/weir/flink/Upgrade.java")),
     ("weir/flink/WasmOperator.java", include_str!("../../../flink/runner/weir/flink/WasmOperator.java")),
     ("weir/flink/WeirFlinkJob.java", include_str!("../../../flink/runner/weir/flink/WeirFlinkJob.java")),
     ("weir/flink/Worker.java", include_str!("../../../flink/runner/weir/flink/Worker.java")),
@@ -85,4 +86,19 @@ fn run(command: &mut Command, tool: &str, to: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_binary_carries_every_source_of_the_runner() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../flink/runner/weir/flink");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| format!("weir/flink/{}", e.unwrap().file_name().to_string_lossy()))
+            .collect();
+        on_disk.sort();
+        let carried: Vec<String> = super::SOURCES.iter().map(|(path, _)| path.to_string()).collect();
+        assert_eq!(carried, on_disk, "SOURCES must list every file of flink/runner/weir/flink, sorted");
+    }
 }

@@ -37,11 +37,20 @@ const MAGIC: &[u8; 8] = b"WEIRXCH1";
 
 /// The module an operator of the plan runs, and the states its subtasks keep (its declared
 /// ones, then the timers when it is keyed and can set them).
-fn module_of(op: &Value, engine: &WasmEngine) -> Result<(OperatorModule, Vec<StateDescriptor>), String> {
+pub(super) fn module_of(op: &Value, engine: &WasmEngine) -> Result<(OperatorModule, Vec<StateDescriptor>), String> {
     let path = op["module"].as_str().unwrap_or_default();
     let module = engine.load_file(Path::new(path)).map_err(|e| e.to_string())?;
     let states = module.states(op["keyed"].as_bool().unwrap_or(false));
     Ok((module, states))
+}
+
+/// What savepoints record of the code a module is.
+pub(super) fn code_of(module: &OperatorModule) -> OperatorCode {
+    OperatorCode::Module {
+        sha256: module.sha256.clone(),
+        name: module.description.name.clone(),
+        version: module.description.version.clone(),
+    }
 }
 
 /// Loads the weir savepoint at `location` into `plan`: a state exchange file in `dir` for each
@@ -188,11 +197,7 @@ pub fn weir_savepoint(
     for op in plan["operators"].as_array().into_iter().flatten() {
         let uid = op["uid"].as_str().unwrap_or_default();
         let (module, states) = module_of(op, engine).map_err(|e| format!("operator '{uid}': {e}"))?;
-        let code = OperatorCode::Module {
-            sha256: module.sha256.clone(),
-            name: module.description.name.clone(),
-            version: module.description.version.clone(),
-        };
+        let code = code_of(&module);
         let parallelism = op["parallelism"].as_u64().unwrap_or(1) as u32;
         let saved = SavepointOperator {
             uid: uid.to_string(),

@@ -117,6 +117,14 @@ impl GuestInstance {
             .map_err(|message| operator_error(&message, &self.store.data().output))
     }
 
+    /// The guest's `migrate` of `items` of state `state` saved under schema version `from_version`.
+    pub(crate) fn migrate(&mut self, state: u32, from_version: u32, items: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, String> {
+        arm(&mut self.store, self.limits.call_deadline);
+        self.instance
+            .migrate(&mut self.store, state, from_version, items)
+            .map_err(|e| call_error("migrate", &e, &self.limits, &self.store.data().output))?
+    }
+
     /// Replaces the instance by a fresh one, opened anew, when its memory has grown near the
     /// limit (see [`worth_renewing`]): after a guest call, with all state in the host.
     pub(crate) fn renew_if_grown(&mut self) -> Result<(), String> {

@@ -55,6 +55,8 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
     static final long BATCH_BYTES = 4 << 20;
     /** Longest an event waits in the buffer when no more come. */
     static final long BUNDLE_TIMEOUT_MS = 100;
+    /** How often a subtask looks for an upgrade request. */
+    static final long CONTROL_POLL_MS = 200;
     private static final int EVENT_TIME = 0, PROCESSING_TIME = 1;
 
     private final OperatorSpec spec;
@@ -80,8 +82,20 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
     private transient Frames.Writer writer;
     /** Whether it started from a Flink checkpoint or savepoint (else: fresh, maybe from a weir savepoint). */
     private transient boolean restored;
-    /** The declared states' names. */
+    /** The declared states' names and schema versions. */
     private transient String[] stateNames;
+    private transient int[] schemaVersions;
+    /** The contract minor version of the module the worker runs: 2, 3 or 4. */
+    private transient int contract;
+    /** The module running, and the number of the upgrade that made it so (0: the job file's). */
+    private transient String activeModule;
+    private transient long activeN;
+    /** Operator state: the active module, so that a restore runs the module its state is of. */
+    private transient ListState<String> activeState;
+    /** The worker of an upgrade's module, started ahead of its switch. */
+    private transient java.util.concurrent.CompletableFuture<Worker> pendingWorker;
+    /** When the last batch before a switch ended ({@link System#nanoTime}). */
+    private transient long lastBatchEnd;
 
     WasmOperator(OperatorSpec spec) {
         this.spec = spec;
@@ -91,18 +105,59 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
     public void initializeState(StateInitializationContext context) throws Exception {
         super.initializeState(context);
         restored = context.isRestored();
+        activeState = context.getOperatorStateStore()
+                .getUnionListState(new ListStateDescriptor<>("weir-active-module", String.class));
+        activeModule = spec.module;
+        activeN = 0;
+        ObjectMapper json = new ObjectMapper();
+        for (String saved : activeState.get()) {
+            JsonNode active = json.readTree(saved);
+            if (active.path("n").asLong() > activeN) {
+                activeN = active.path("n").asLong();
+                activeModule = active.path("module").asText();
+            }
+        }
     }
 
     @Override
-    @SuppressWarnings("unchecked")
+    public void snapshotState(org.apache.flink.runtime.state.StateSnapshotContext context) throws Exception {
+        super.snapshotState(context);
+        ObjectNode active = new ObjectMapper().createObjectNode();
+        active.put("n", activeN);
+        active.put("module", activeModule);
+        activeState.update(List.of(active.toString()));
+    }
+
+    @Override
     public void open() throws Exception {
         super.open();
+        worker = startWorker(activeModule);
+        adopt(worker.opened);
+        stateRequests = this::answer;
+        sideTags = new OutputTag[spec.sideOutputs.size()];
+        for (int i = 0; i < sideTags.length; i++) {
+            sideTags[i] = sideOutputTag(spec.uid, spec.sideOutputs.get(i));
+        }
+        buffer = new ArrayList<>();
+        due = new ArrayList<>();
+        watermark = Frames.NO_WATERMARK;
+        writer = new Frames.Writer();
+        if (!restored && spec.bootstrap != null && spec.keyed) {
+            loadBootstrap();
+        }
+        if (spec.exportRoot != null) {
+            pollControl(now());
+        }
+    }
+
+    /** Starts a worker for {@code module} and opens it. */
+    private Worker startWorker(String module) throws Exception {
         var task = getRuntimeContext().getTaskInfo();
         String label = "operator '" + spec.uid + "' subtask " + (task.getIndexOfThisSubtask() + 1) + "/"
                 + task.getNumberOfParallelSubtasks();
         ObjectMapper json = new ObjectMapper();
         ObjectNode open = json.createObjectNode();
-        open.put("module", spec.module);
+        open.put("module", module);
         open.put("config", spec.config);
         open.put("uid", spec.uid);
         open.put("index", task.getIndexOfThisSubtask());
@@ -111,11 +166,25 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
         open.put("attempt", task.getAttemptNumber());
         open.put("call-deadline-ms", spec.callDeadlineMs);
         open.put("memory-limit", spec.memoryLimit);
-        worker = new Worker(spec.weir, label, spec.callDeadlineMs);
-        JsonNode opened = json.readTree(worker.call(Worker.OPEN, open.toString().getBytes(StandardCharsets.UTF_8)));
+        Worker started = new Worker(spec.weir, label, spec.callDeadlineMs);
+        try {
+            started.opened = json.readTree(started.call(Worker.OPEN, open.toString().getBytes(StandardCharsets.UTF_8)));
+        } catch (Exception e) {
+            started.close();
+            throw e;
+        }
+        return started;
+    }
+
+    /** Takes up what an opened worker's module says: its contract, its states and their Flink handles. */
+    @SuppressWarnings("unchecked")
+    private void adopt(JsonNode opened) throws Exception {
+        String version = opened.path("contract").asText("0.4.0");
+        contract = Integer.parseInt(version.split("\\.")[1]);
         JsonNode states = opened.path("description").path("states");
         values = new ValueState[states.size()];
         stateNames = new String[states.size()];
+        schemaVersions = new int[states.size()];
         maps = new MapState[states.size()];
         lists = new ListState[states.size()];
         List<Integer> valueIndices = new ArrayList<>();
@@ -124,6 +193,7 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
             String kind = state.path("kind").asText();
             String name = state.path("name").asText();
             stateNames[i] = name;
+            schemaVersions[i] = state.path("schema-version").asInt();
             if (kind.equals("value")) {
                 valueIndices.add(i);
             }
@@ -147,22 +217,104 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
                         + name + "' of kind " + kind + ", which this runner does not know");
             }
         }
-        stateRequests = this::answer;
         valueStates = valueIndices.stream().mapToInt(Integer::intValue).toArray();
-        if (spec.keyed && spec.contract >= 3) {
+        if (spec.keyed && contract >= 3 && timers == null) {
             timers = getInternalTimerService("weir-timers", VoidNamespaceSerializer.INSTANCE, this);
         }
-        sideTags = new OutputTag[spec.sideOutputs.size()];
-        for (int i = 0; i < sideTags.length; i++) {
-            sideTags[i] = sideOutputTag(spec.uid, spec.sideOutputs.get(i));
+    }
+
+    /**
+     * Looks for an upgrade request every {@link #CONTROL_POLL_MS}: a new one starts its module's
+     * worker in the background (compiling it), so that the switch at the barrier only swaps.
+     */
+    private void pollControl(long time) throws Exception {
+        Upgrade request = Upgrade.read(spec.exportRoot, jobId(), spec.uid);
+        if (request != null && request.n() > activeN && !request.rolledBack() && pendingWorker == null) {
+            String module = request.module();
+            pendingWorker = java.util.concurrent.CompletableFuture.supplyAsync(() -> {
+                try {
+                    return startWorker(module);
+                } catch (Exception e) {
+                    throw new java.util.concurrent.CompletionException(e);
+                }
+            });
         }
-        buffer = new ArrayList<>();
-        due = new ArrayList<>();
-        watermark = Frames.NO_WATERMARK;
-        writer = new Frames.Writer();
-        if (!restored && spec.bootstrap != null && spec.keyed) {
-            loadBootstrap();
+        getProcessingTimeService().registerTimer(time + CONTROL_POLL_MS, this::pollControl);
+    }
+
+    private String jobId() {
+        return getRuntimeContext().getJobInfo().getJobId().toString();
+    }
+
+    /** Switches to the requested module just after the barrier of checkpoint {@code checkpointId}. */
+    private void switchTo(Upgrade request, long checkpointId) throws Exception {
+        Worker next = pendingWorker != null ? pendingWorker.get() : startWorker(request.module());
+        pendingWorker = null;
+        JsonNode states = next.opened.path("description").path("states");
+        java.util.Map<String, Integer> oldVersions = new HashMap<>();
+        for (int i = 0; i < stateNames.length; i++) {
+            oldVersions.put(stateNames[i], schemaVersions[i]);
         }
+        Worker old = worker;
+        worker = next;
+        old.close();
+        adopt(next.opened);
+        for (int i = 0; i < states.size(); i++) {
+            Integer from = oldVersions.get(stateNames[i]);
+            if (from != null && from != schemaVersions[i] && spec.keyed) {
+                migrate(i, from);
+            }
+        }
+        activeN = request.n();
+        activeModule = request.module();
+        var task = getRuntimeContext().getTaskInfo();
+        double pauseMs = (System.nanoTime() - lastBatchEnd) / 1e6;
+        request.acknowledge(spec.exportRoot, jobId(), spec.uid, task.getIndexOfThisSubtask(), checkpointId, pauseMs);
+    }
+
+    /** Rewrites every key's entries of state {@code state}, saved under {@code fromVersion}, through the new module. */
+    private void migrate(int state, int fromVersion) throws Exception {
+        List<String> keys = new ArrayList<>();
+        try (var stream = getKeyedStateBackend().<VoidNamespace>getKeys(stateNames[state], VoidNamespace.INSTANCE)) {
+            stream.forEach(key -> keys.add((String) key));
+        }
+        for (String key : keys) {
+            setCurrentKey(key);
+            if (values[state] != null) {
+                byte[] value = values[state].value();
+                if (value != null) {
+                    values[state].update(migrated(state, fromVersion, List.of(value)).get(0));
+                }
+            } else if (maps[state] != null) {
+                List<Map.Entry<String, byte[]>> entries = new ArrayList<>();
+                maps[state].entries().forEach(e -> entries.add(Map.entry(e.getKey(), e.getValue())));
+                List<byte[]> rewritten = migrated(state, fromVersion, entries.stream().map(Map.Entry::getValue).toList());
+                for (int e = 0; e < entries.size(); e++) {
+                    maps[state].put(entries.get(e).getKey(), rewritten.get(e));
+                }
+            } else if (lists[state] != null) {
+                List<byte[]> items = new ArrayList<>();
+                Iterable<byte[]> stored = lists[state].get();
+                if (stored != null) {
+                    stored.forEach(items::add);
+                }
+                lists[state].update(migrated(state, fromVersion, items));
+            }
+        }
+    }
+
+    private List<byte[]> migrated(int state, int fromVersion, List<byte[]> items) throws Exception {
+        Frames.Writer w = new Frames.Writer();
+        w.u32(state);
+        w.u32(fromVersion);
+        w.u32(items.size());
+        items.forEach(w::bytes);
+        Frames.Reader r = new Frames.Reader(worker.call(Worker.MIGRATE, w.toArray()));
+        List<byte[]> out = new ArrayList<>();
+        for (int i = r.u32(); i > 0; i--) {
+            out.add(r.bytes());
+        }
+        return out;
     }
 
     /** Loads the keys Flink assigns to this subtask from the weir savepoint's exchange file. */
@@ -215,10 +367,18 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
     @Override
     public OperatorSnapshotFutures snapshotState(long checkpointId, long timestamp, CheckpointOptions options,
             CheckpointStreamFactory factory) throws Exception {
-        if (options.getCheckpointType().isSavepoint() && spec.keyed && spec.exportRoot != null) {
+        if (options.getCheckpointType().isSavepoint() && spec.keyed && Exchange.exporting(spec.exportRoot, jobId())) {
             export(checkpointId);
         }
-        return super.snapshotState(checkpointId, timestamp, options, factory);
+        OperatorSnapshotFutures snapshot = super.snapshotState(checkpointId, timestamp, options, factory);
+        // An upgrade switches just after its barrier's snapshot, which keeps the old module's state:
+        // a failure of the new module before the next checkpoint restores that, and a rollback goes on
+        // from it with the old module in the same job.
+        Upgrade request = Upgrade.read(spec.exportRoot, jobId(), spec.uid);
+        if (request != null && request.n() > activeN && !request.rolledBack() && checkpointId >= request.at()) {
+            switchTo(request, checkpointId);
+        }
+        return snapshot;
     }
 
     private void export(long checkpointId) throws Exception {
@@ -391,14 +551,15 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
             }
         }
         writer.reset();
-        Frames.header(writer, spec.contract, keys.size(), valueStates.length, buffer.size(), watermark, now());
+        Frames.header(writer, contract, keys.size(), valueStates.length, buffer.size(), watermark, now());
         writeKeyTable(keys);
         for (int i = 0; i < buffer.size(); i++) {
-            Frames.event(writer, spec.contract, eventSlots[i], buffer.get(i), watermark);
+            Frames.event(writer, contract, eventSlots[i], buffer.get(i), watermark);
         }
         buffer.clear();
         bufferBytes = 0;
         apply(worker.call(Worker.BATCH, writer.toArray(), stateRequests), keys);
+        lastBatchEnd = System.nanoTime();
     }
 
     private long now() {
@@ -421,7 +582,7 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
     private void apply(byte[] frame, List<String> keys) throws Exception {
         Frames.Output out;
         try {
-            out = Frames.output(frame, spec.contract);
+            out = Frames.output(frame, contract);
         } catch (IllegalArgumentException e) {
             throw new IllegalStateException("operator '" + spec.uid + "' returned a malformed output frame: "
                     + e.getMessage(), e);
@@ -518,7 +679,7 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
             });
         }
         writer.reset();
-        Frames.header(writer, spec.contract, keys.size(), valueStates.length, due.size(), watermark, now());
+        Frames.header(writer, contract, keys.size(), valueStates.length, due.size(), watermark, now());
         writeKeyTable(keys);
         for (Object[] timer : due) {
             Frames.timer(writer, slots.get((String) timer[0]), (Integer) timer[1], (Long) timer[2]);
@@ -562,6 +723,9 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
     public void close() throws Exception {
         if (worker != null) {
             worker.close();
+        }
+        if (pendingWorker != null) {
+            pendingWorker.thenAccept(Worker::close);
         }
         super.close();
     }

@@ -20,7 +20,9 @@ import java.nio.file.Path;
  * then restarts it from its last checkpoint.
  */
 final class Worker implements AutoCloseable {
-    static final int OPEN = 1, BATCH = 2, TIMERS = 3;
+    static final int OPEN = 1, BATCH = 2, TIMERS = 3, MIGRATE = 5;
+    /** What the worker's module said of itself when opened. */
+    org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode opened;
     private static final int STATE_REPLY = 4;
     private static final int OPENED = 1, OUTPUT = 2, STATE = 3, ERROR = 9;
     /** How long a worker may take to start and connect (it compiles the module, once per machine). */

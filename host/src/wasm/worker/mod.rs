@@ -13,8 +13,10 @@
 //!                    2 batch    an input frame (docs/batch-frames.md)
 //!                    3 timers   a timer frame
 //!                    4 state-reply  (see [`remote`])
+//!                    5 migrate  u32 state, u32 from-version, u32 n, n × bytes: items of a state
+//!                               saved under an older schema version (an upgrade on Flink)
 //! worker → subtask   1 opened   JSON: the module's contract version and description
-//!                    2 output   an output frame
+//!                    2 output   an output frame; to `migrate`: u32 n, n × bytes, the items rewritten
 //!                    3 state    during a call: a map or list state request (see [`remote`])
 //!                    9 error    text: why the call failed; the subtask fails its task
 //! ```
@@ -42,6 +44,7 @@ mod tag {
     pub(super) const BATCH: u8 = 2;
     pub(super) const TIMERS: u8 = 3;
     pub(super) const STATE_REPLY: u8 = 4;
+    pub(super) const MIGRATE: u8 = 5;
     pub(super) const OPENED: u8 = 1;
     pub(super) const OUTPUT: u8 = 2;
     pub(super) const STATE: u8 = 3;
@@ -121,7 +124,10 @@ pub fn serve(socket: &Path, cache_dir: Option<std::path::PathBuf>) -> Result<(),
             }),
             (tag::BATCH, Some((guest, timed))) => call(guest, *timed, GuestCall::ProcessBatch, &message),
             (tag::TIMERS, Some((guest, timed))) => call(guest, *timed, GuestCall::OnTimers, &message),
-            (tag::BATCH | tag::TIMERS, None) => Err("a frame came before `open` (a bug of the subtask)".to_string()),
+            (tag::MIGRATE, Some((guest, _))) => migrate(guest, &message),
+            (tag::BATCH | tag::TIMERS | tag::MIGRATE, None) => {
+                Err("a frame came before `open` (a bug of the subtask)".to_string())
+            }
             (other, _) => Err(format!("unknown message tag {other} (a bug of the subtask)")),
         };
         let (kind, body) = reply.unwrap_or_else(|e| (tag::ERROR, e.into_bytes()));
@@ -175,6 +181,26 @@ fn call(guest: &mut GuestInstance, timed: bool, call: GuestCall, frame: &[u8]) -
     let output = guest.call(call, frame)?;
     guest.renew_if_grown()?;
     Ok((tag::OUTPUT, output))
+}
+
+/// Rewrites the items of a `migrate` message through the guest's `migrate`.
+fn migrate(guest: &mut GuestInstance, message: &[u8]) -> Result<(u8, Vec<u8>), String> {
+    let truncated = |_| "a truncated `migrate` (a bug of the subtask)".to_string();
+    let mut reader = weir_frame::Reader::new(message);
+    let (state, from_version, count) =
+        (reader.u32().map_err(truncated)?, reader.u32().map_err(truncated)?, reader.u32().map_err(truncated)?);
+    let items =
+        (0..count).map(|_| reader.bytes().map(<[u8]>::to_vec)).collect::<Result<Vec<_>, _>>().map_err(truncated)?;
+    let migrated = guest.migrate(state, from_version, &items)?;
+    if migrated.len() != items.len() {
+        return Err(format!("migrate returned {} items for {}", migrated.len(), items.len()));
+    }
+    let mut out = Vec::new();
+    weir_frame::put_u32(&mut out, migrated.len() as u32);
+    for item in &migrated {
+        weir_frame::put_bytes(&mut out, item);
+    }
+    Ok((tag::OUTPUT, out))
 }
 
 /// Fills the instance's key table with the frame's, so that the guest's map and list calls by
