@@ -373,7 +373,7 @@ fn generated_windows_job(rate: u64, out: &Path) -> String {
 }
 
 #[test]
-fn pending_windows_move_from_weir_to_flink_and_back() {
+fn pending_windows_move_from_weir_to_flink_rescale_there_and_come_back() {
     let cluster = FlinkCluster::start(2);
     let dir = tempfile::tempdir().unwrap();
     let whole = dir.path().join("whole");
@@ -395,6 +395,17 @@ fn pending_windows_move_from_weir_to_flink_and_back() {
     let id = cluster.run(
         &write_job(&dir.path().join("flink").tap_mkdir(), &generated_windows_job(8_000, &out)),
         &["--from-savepoint", &first],
+    );
+    cluster.wait_for(&id, "RUNNING", LONG);
+    std::thread::sleep(Duration::from_secs(2));
+    let stopped = cluster.cli(&["flink", "stop", "--savepoint", &id]);
+    assert_eq!(stopped.code, 0, "{}", stopped.stderr);
+    // From Flink's own savepoint, on RocksDB at parallelism 3.
+    let flink_savepoint = stopped.stdout.lines().next().expect("Flink's savepoint").to_string();
+    let on_rocksdb = generated_windows_job(8_000, &out) + "\n[state]\nbackend = \"rocksdb\"\n";
+    let id = cluster.run(
+        &write_job(&dir.path().join("rocksdb").tap_mkdir(), &on_rocksdb),
+        &["--from-savepoint", &flink_savepoint, "--parallelism", "3"],
     );
     cluster.wait_for(&id, "RUNNING", LONG);
     std::thread::sleep(Duration::from_secs(2));

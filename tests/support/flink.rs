@@ -21,12 +21,27 @@ pub struct FlinkCluster {
 impl FlinkCluster {
     /// Starts a JobManager and `taskmanagers` TaskManagers of two slots each.
     pub fn start(taskmanagers: u32) -> FlinkCluster {
+        FlinkCluster::start_with(taskmanagers, 2)
+    }
+
+    /// Starts a JobManager and `taskmanagers` TaskManagers of `slots` slots each.
+    pub fn start_with(taskmanagers: u32, slots: u32) -> FlinkCluster {
         let lock = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let cluster = FlinkCluster { url: format!("http://127.0.0.1:{port}"), dir, _lock: lock };
         let out = cluster.cli_with_limit(
-            &["flink", "cluster", "start", "--port", &port.to_string(), "--taskmanagers", &taskmanagers.to_string()],
+            &[
+                "flink",
+                "cluster",
+                "start",
+                "--port",
+                &port.to_string(),
+                "--taskmanagers",
+                &taskmanagers.to_string(),
+                "--slots",
+                &slots.to_string(),
+            ],
             Duration::from_secs(1200),
         );
         assert_eq!(out.code, 0, "weir flink cluster start: {}{}", out.stdout, out.stderr);

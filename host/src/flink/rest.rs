@@ -177,15 +177,22 @@ impl JobManager {
     }
 
     /// The checkpoint id of job `id`'s savepoint at `location`, from its checkpoint history.
+    /// (The statistics of a job that just finished may take a moment to list it.)
     pub fn savepoint_id(&self, id: &str, location: &str) -> Result<u64, String> {
-        let checkpoints = self.get(&format!("/jobs/{id}/checkpoints"))?;
-        let history = checkpoints["history"].as_array().into_iter().flatten();
-        let latest = std::iter::once(&checkpoints["latest"]["savepoint"]);
-        latest
-            .chain(history)
-            .find(|c| c["external_path"].as_str() == Some(location))
-            .and_then(|c| c["id"].as_u64())
-            .ok_or_else(|| format!("Flink's checkpoint history of job {id} does not list the savepoint {location}"))
+        let started = Instant::now();
+        loop {
+            let checkpoints = self.get(&format!("/jobs/{id}/checkpoints"))?;
+            let history = checkpoints["history"].as_array().into_iter().flatten();
+            let latest = std::iter::once(&checkpoints["latest"]["savepoint"]);
+            let found = latest.chain(history).find(|c| c["external_path"].as_str() == Some(location));
+            if let Some(id) = found.and_then(|c| c["id"].as_u64()) {
+                return Ok(id);
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                return Err(format!("Flink's checkpoint history of job {id} does not list the savepoint {location}"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Takes a canonical savepoint of job `id` into `dir` (the cluster's default when `None`);

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 const SOURCES: &[(&str, &str)] = &[
     ("weir/flink/Connectors.java", include_str!("../../../flink/runner/weir/flink/Connectors.java")),
     ("weir/flink/Event.java", include_str!("../../../flink/runner/weir/flink/Event.java")),
+    ("weir/flink/EventSerializer.java", include_str!("../../../flink/runner/weir/flink/EventSerializer.java")),
     ("weir/flink/Exchange.java", include_str!("../../../flink/runner/weir/flink/Exchange.java")),
     ("weir/flink/Frames.java", include_str!("../../../flink/runner/weir/flink/Frames.java")),
     ("weir/flink/OperatorSpec.java", include_str!("../../../flink/runner/weir/flink/OperatorSpec.java")),

@@ -11,6 +11,7 @@ mod flink;
 mod graphs;
 mod kafka;
 mod languages;
+mod on_flink;
 mod postgres;
 mod rocksdb;
 mod throughput;
@@ -62,6 +63,9 @@ pub(crate) enum Part {
     Languages,
     /// Jobs as graphs: the `enrich` join against Flink's, and checkpoints aligned over two inputs.
     Graphs,
+    /// Flink as the engine: the Wasm count on a Flink cluster against Flink's own, the upgrade's
+    /// pause against a resubmit, two TaskManagers against one.
+    Flink,
 }
 
 /// What one `weir run` reported.
@@ -188,7 +192,7 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     let dir = ws.target().join("bench");
     std::fs::create_dir_all(&dir)?;
     let flink = match args.only {
-        Some(Part::Timers | Part::Languages) => None,
+        Some(Part::Timers | Part::Languages | Part::Flink) => None,
         _ => flink::Flink::find(ws),
     };
     match args.only {
@@ -204,6 +208,12 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
             let figures = graphs::figures(artifacts, &ws.root, &dir, flink.as_ref(), args.keys, args.rounds)?;
             println!("\ntargets (median of {} rounds)", args.rounds);
             graphs::print_targets(&figures);
+            return Ok(());
+        }
+        Some(Part::Flink) => {
+            let figures = on_flink::figures(artifacts, &ws.root, &dir, args.rounds)?;
+            println!("\ntargets (median of {} rounds)", args.rounds);
+            on_flink::print_targets(&figures);
             return Ok(());
         }
         Some(Part::Languages) => {

@@ -5,8 +5,10 @@ import java.nio.charset.StandardCharsets;
 /**
  * One event between the job's vertices, as weir's runtime carries it: an optional key, an optional
  * event time (milliseconds), the value, and which input of the reading operator it is on (set just
- * before an operator whose inputs are told apart). A Flink POJO, so Flink serializes it itself.
+ * before an operator whose inputs are told apart). Never changed once emitted (see
+ * {@link EventSerializer}, which Flink serializes it with).
  */
+@org.apache.flink.api.common.typeinfo.TypeInfo(EventSerializer.Factory.class)
 public class Event {
     public byte[] key;
     public boolean timed;

@@ -278,14 +278,31 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
         try (var stream = getKeyedStateBackend().<VoidNamespace>getKeys(stateNames[state], VoidNamespace.INSTANCE)) {
             stream.forEach(key -> keys.add((String) key));
         }
+        if (values[state] != null) {
+            // Values in batches of weir's batch size: one call per batch, not per key.
+            for (int from = 0; from < keys.size(); from += BATCH_SIZE) {
+                List<String> batch = keys.subList(from, Math.min(keys.size(), from + BATCH_SIZE));
+                List<String> present = new ArrayList<>();
+                List<byte[]> items = new ArrayList<>();
+                for (String key : batch) {
+                    setCurrentKey(key);
+                    byte[] value = values[state].value();
+                    if (value != null) {
+                        present.add(key);
+                        items.add(value);
+                    }
+                }
+                List<byte[]> rewritten = migrated(state, fromVersion, items);
+                for (int i = 0; i < present.size(); i++) {
+                    setCurrentKey(present.get(i));
+                    values[state].update(rewritten.get(i));
+                }
+            }
+            return;
+        }
         for (String key : keys) {
             setCurrentKey(key);
-            if (values[state] != null) {
-                byte[] value = values[state].value();
-                if (value != null) {
-                    values[state].update(migrated(state, fromVersion, List.of(value)).get(0));
-                }
-            } else if (maps[state] != null) {
+            if (maps[state] != null) {
                 List<Map.Entry<String, byte[]>> entries = new ArrayList<>();
                 maps[state].entries().forEach(e -> entries.add(Map.entry(e.getKey(), e.getValue())));
                 List<byte[]> rewritten = migrated(state, fromVersion, entries.stream().map(Map.Entry::getValue).toList());
