@@ -204,7 +204,7 @@ fn a_job_stopped_with_a_savepoint_resumes_at_another_parallelism_and_backend() {
     std::thread::sleep(Duration::from_secs(3));
     let stopped = cluster.cli(&["flink", "stop", "--savepoint", &id]);
     assert_eq!(stopped.code, 0, "{}", stopped.stderr);
-    let savepoint = stopped.stdout.trim().to_string();
+    let savepoint = stopped.stdout.lines().next().unwrap_or_default().to_string();
     assert!(savepoint.contains("savepoint-"), "a savepoint's location: {savepoint}");
     assert_eq!(cluster.state(&id), "FINISHED");
     let before = sink_lines(&out).len();

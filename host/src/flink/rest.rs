@@ -5,6 +5,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+/// What a Java stack trace says went wrong: its first line and every `Caused by:` line (Flink's
+/// REST errors are whole traces, the cause at the bottom).
+fn causes(trace: &str) -> String {
+    let first = trace.lines().next().unwrap_or_default();
+    let caused = trace.lines().filter(|l| l.starts_with("Caused by: ")).map(|l| format!("\n  {l}"));
+    std::iter::once(first.to_string()).chain(caused).collect()
+}
+
 /// A connection to a JobManager's REST endpoint.
 pub struct JobManager {
     url: String,
@@ -55,12 +63,9 @@ impl JobManager {
         let text = response.into_body().read_to_string().map_err(|e| format!("reading {url}: {e}"))?;
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if !(200..300).contains(&status) {
-            let errors = value["errors"].as_array().map(|e| {
-                e.iter()
-                    .map(|m| m.as_str().unwrap_or_default().lines().take(12).collect::<Vec<_>>().join("\n"))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            });
+            let errors = value["errors"]
+                .as_array()
+                .map(|e| e.iter().map(|m| causes(m.as_str().unwrap_or_default())).collect::<Vec<_>>().join("; "));
             return Err(format!(
                 "Flink answered {method} {path} with {status}: {}",
                 errors.unwrap_or(value.to_string())

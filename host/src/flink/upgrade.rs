@@ -214,7 +214,7 @@ fn root_cause(trace: &str) -> String {
         let message = &trace[at + WORKER.len()..];
         return message.lines().take_while(|l| !l.starts_with('\t')).collect::<Vec<_>>().join("\n");
     }
-    let caused = trace.lines().filter_map(|l| l.strip_prefix("Caused by: ")).last();
+    let caused = trace.lines().rev().find_map(|l| l.strip_prefix("Caused by: "));
     caused.or_else(|| trace.lines().next()).unwrap_or_default().to_string()
 }
 
