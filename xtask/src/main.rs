@@ -503,9 +503,17 @@ const BUILD_PACKAGES: &[&str] = &["libclang-dev", "libssl-dev", "zlib1g-dev"];
 const DATABASE_PACKAGES: &[&str] = &["postgresql"];
 /// What the tests need besides: Chromium for the dashboard's browser test, for the C example
 /// operator clang for wasm32, its wasm-ld and builtins, and WASI's libc, and for the Flink
-/// runner's tests a JDK 17 (Flink itself comes from PyPI when a test first starts a cluster).
-const TEST_PACKAGES: &[&str] =
-    &["chromium", "clang-19", "lld-19", "libclang-rt-19-dev-wasm32", "wasi-libc", "openjdk-17-jdk-headless"];
+/// runner's tests a JDK 17 and pip (`weir flink cluster install` downloads Flink from PyPI with
+/// it when a test first starts a cluster).
+const TEST_PACKAGES: &[&str] = &[
+    "chromium",
+    "clang-19",
+    "lld-19",
+    "libclang-rt-19-dev-wasm32",
+    "wasi-libc",
+    "openjdk-17-jdk-headless",
+    "python3-pip",
+];
 
 /// How much a task builds and installs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

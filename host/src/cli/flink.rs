@@ -176,11 +176,7 @@ pub(super) fn flink(args: &FlinkArgs) -> Result<()> {
             let flink_home = flink::flink_home(flink_home.as_deref(), true).map_err(msg)?;
             let jar = flink::runner::jar(&flink_home, &flink::cluster::home().join("runner")).map_err(msg)?;
             let jar_id = jobmanager.upload(&jar).map_err(msg)?;
-            use base64::Engine;
-            let encoded = base64::engine::general_purpose::STANDARD.encode(plan.to_string());
-            let id = jobmanager
-                .run(&jar_id, flink::runner::ENTRY_CLASS, vec![encoded], flink_savepoint, *allow_non_restored_state)
-                .map_err(msg)?;
+            let id = jobmanager.run_plan(&jar_id, &plan, flink_savepoint, *allow_non_restored_state).map_err(msg)?;
             // What `savepoint`, `stop` and `upgrade` need of this job.
             plan["jar-id"] = serde_json::json!(jar_id);
             write_plan(&exports, &id, &plan)?;

@@ -49,7 +49,7 @@ fn install_from_pypi(dir: &Path) -> Result<(), String> {
     let work = dir.with_extension(format!("partial-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     let pkgs = work.join("pkgs");
-    eprintln!("installing Flink {FLINK_VERSION} from PyPI into {} (once; about 400 MB)", dir.display());
+    eprintln!("installing Flink {FLINK_VERSION} from PyPI into {} (once; about 330 MB)", dir.display());
     let out = Command::new("python3")
         .args(["-m", "pip", "download", "--quiet", "--no-deps"])
         .arg(format!("apache-flink=={FLINK_VERSION}"))

@@ -114,16 +114,18 @@ impl JobManager {
         Ok(Path::new(file).file_name().and_then(|n| n.to_str()).unwrap_or(file).to_string())
     }
 
-    /// Runs `entry` of the uploaded jar `jar_id` with `args`; the new job's id.
-    pub fn run(
+    /// Runs the runner of the uploaded jar `jar_id` with `plan` (from `savepoint`, a Flink one,
+    /// when given); the new job's id.
+    pub fn run_plan(
         &self,
         jar_id: &str,
-        entry: &str,
-        args: Vec<String>,
+        plan: &Value,
         savepoint: Option<&str>,
         allow_non_restored_state: bool,
     ) -> Result<String, String> {
-        let mut body = json!({ "entryClass": entry, "programArgsList": args });
+        use base64::Engine;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(plan.to_string());
+        let mut body = json!({ "entryClass": super::runner::ENTRY_CLASS, "programArgsList": [encoded] });
         if let Some(savepoint) = savepoint {
             body["savepointPath"] = json!(savepoint);
             body["allowNonRestoredState"] = json!(allow_non_restored_state);

@@ -245,9 +245,7 @@ fn roll_back(
     // The new module's state was checkpointed: from the savepoint before the switch, anew.
     jobmanager.cancel(job_id)?;
     let jar = plan["jar-id"].as_str().ok_or("the plan does not name the runner's jar")?;
-    use base64::Engine;
-    let encoded = base64::engine::general_purpose::STANDARD.encode(plan.to_string());
-    let resubmitted = jobmanager.run(jar, super::runner::ENTRY_CLASS, vec![encoded], Some(savepoint), false)?;
+    let resubmitted = jobmanager.run_plan(jar, plan, Some(savepoint), false)?;
     Ok(Upgraded::RolledBack { cause, job_id: resubmitted })
 }
 
