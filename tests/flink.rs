@@ -517,3 +517,37 @@ fn a_module_that_traps_after_the_switch_is_rolled_back_in_the_same_job() {
     assert_eq!(cluster.state(&id), "RUNNING");
     assert_eq!(cluster.cli(&["flink", "cancel", &id]).code, 0);
 }
+
+#[test]
+fn a_hung_worker_fails_its_task_and_the_job_goes_on_exactly_once() {
+    let cluster = FlinkCluster::start(2);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (count, keys) = (100_000, 20);
+    // A call deadline of 1 s: a worker that does not answer within it and 30 s more is stopped.
+    let text = generated_count_job(count, keys, 2_000, 2, &out, "memory")
+        .replace("input = \"hash\"\n", "input = \"hash\"\ncall-deadline = \"1s\"\n");
+    let id = cluster.run(&write_job(dir.path(), &text), &[]);
+    cluster.wait_for(&id, "RUNNING", LONG);
+    while cluster.completed_checkpoints(&id) < 2 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let workers = worker_pids(&cluster.taskmanager_pids());
+    assert!(!workers.is_empty(), "the count's workers run under the TaskManagers");
+    let status = Command::new("kill").args(["-STOP", &workers[0].to_string()]).status().unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    let exceptions = loop {
+        let exceptions = cluster.get(&format!("/jobs/{id}/exceptions")).to_string();
+        if exceptions.contains("did not answer within 31 s") || started.elapsed() > Duration::from_secs(120) {
+            break exceptions;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(exceptions.contains("did not answer within 31 s"), "{}", exceptions.chars().take(3000).collect::<String>());
+    assert_lines(
+        &finished_lines(&cluster, &id, &out),
+        &generated_count_lines(count, keys),
+        "the count after a hung worker",
+    );
+}
