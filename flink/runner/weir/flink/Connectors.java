@@ -3,6 +3,7 @@ package weir.flink;
 import java.io.IOException;
 import java.io.RandomAccessFile;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 
@@ -26,41 +27,80 @@ import org.apache.flink.streaming.api.functions.source.legacy.RichParallelSource
 final class Connectors {
     private Connectors() {}
 
-    /** The position state both sources keep: ranges, as {@code long[2]}. */
+    /** The position state both sources keep: their parts, as {@code long[2]}. */
     private static ListStateDescriptor<long[]> positions() {
         return new ListStateDescriptor<>("weir-position", PrimitiveArrayTypeInfo.LONG_PRIMITIVE_ARRAY_TYPE_INFO);
     }
 
     /**
-     * What a source subtask starts from on a fresh start: its share of the positions a weir
-     * savepoint gave ({@code bootstrap}, every p-th part), or {@code fresh}.
+     * What both sources share: their position is a list of parts ({@code long[2]}: a file's byte
+     * ranges, a generator's progressions) in operator list state, which Flink redistributes when
+     * the job rescales; a fresh start takes its share of a weir savepoint's parts, or its own; a
+     * savepoint that `weir flink` exports writes them as JSON too.
      */
-    private static List<long[]> start(List<long[]> bootstrap, org.apache.flink.api.common.TaskInfo task,
-            java.util.function.Supplier<long[]> fresh) {
-        List<long[]> parts = new ArrayList<>();
-        if (bootstrap == null) {
-            parts.add(fresh.get());
-            return parts;
-        }
-        for (int i = task.getIndexOfThisSubtask(); i < bootstrap.size(); i += task.getNumberOfParallelSubtasks()) {
-            parts.add(bootstrap.get(i).clone());
-        }
-        return parts;
-    }
+    abstract static class PositionedSource extends RichParallelSourceFunction<Event> implements CheckpointedFunction {
+        private static final long serialVersionUID = 1L;
+        final String uid;
+        final double rate;
+        private final List<long[]> bootstrap;
+        private final String exportRoot;
+        private transient ListState<long[]> state;
+        /** The parts left, updated under the checkpoint lock. */
+        transient List<long[]> parts;
+        volatile boolean running = true;
 
-    /** At a savepoint that `weir flink` exports, writes this subtask's position parts as JSON. */
-    private static void export(String root, org.apache.flink.api.common.functions.RuntimeContext context, String uid,
-            long checkpointId, List<long[]> parts) throws IOException {
-        String job = context.getJobInfo().getJobId().toString();
-        if (!Exchange.exporting(root, job)) {
-            return;
+        PositionedSource(String uid, double rate, List<long[]> bootstrap, String exportRoot) {
+            this.uid = uid;
+            this.rate = rate;
+            this.bootstrap = bootstrap;
+            this.exportRoot = exportRoot;
         }
-        StringBuilder json = new StringBuilder("[");
-        for (long[] part : parts) {
-            json.append(json.length() > 1 ? "," : "").append('[').append(part[0]).append(',').append(part[1]).append(']');
+
+        /** The part subtask {@code task} starts from when the job starts afresh. */
+        abstract long[] fresh(org.apache.flink.api.common.TaskInfo task);
+
+        @Override
+        public void initializeState(FunctionInitializationContext context) throws Exception {
+            state = context.getOperatorStateStore().getListState(positions());
+            parts = new ArrayList<>();
+            var task = getRuntimeContext().getTaskInfo();
+            if (context.isRestored()) {
+                state.get().forEach(parts::add);
+            } else if (bootstrap == null) {
+                parts.add(fresh(task));
+            } else {
+                // Every p-th of a weir savepoint's parts.
+                for (int i = task.getIndexOfThisSubtask(); i < bootstrap.size(); i += task.getNumberOfParallelSubtasks()) {
+                    parts.add(bootstrap.get(i).clone());
+                }
+            }
         }
-        String name = "source-" + uid + "-" + context.getTaskInfo().getIndexOfThisSubtask() + ".json";
-        Exchange.writeText(Exchange.exportDir(root, job, checkpointId).resolve(name), json.append(']').toString());
+
+        @Override
+        public void snapshotState(FunctionSnapshotContext context) throws Exception {
+            state.update(parts);
+            String job = getRuntimeContext().getJobInfo().getJobId().toString();
+            if (!Exchange.exporting(exportRoot, job)) {
+                return;
+            }
+            StringBuilder json = new StringBuilder("[");
+            for (long[] part : parts) {
+                json.append(json.length() > 1 ? "," : "").append('[').append(part[0]).append(',').append(part[1]).append(']');
+            }
+            String name = "source-" + uid + "-" + getRuntimeContext().getTaskInfo().getIndexOfThisSubtask() + ".json";
+            Path file = Exchange.exportDir(exportRoot, job, context.getCheckpointId()).resolve(name);
+            Exchange.writeText(file, json.append(']').toString());
+        }
+
+        /** Paces this subtask to its share of {@link #rate}. */
+        Pace pace() {
+            return new Pace(rate / getRuntimeContext().getTaskInfo().getNumberOfParallelSubtasks());
+        }
+
+        @Override
+        public void cancel() {
+            running = false;
+        }
     }
 
     /** Paces a subtask to {@code rate} events per second (0: unpaced). */
@@ -86,60 +126,35 @@ final class Connectors {
     }
 
     /** The {@code file} source: bytes {@code [from, to)} of the file are the lines that start there. */
-    static final class FileSource extends RichParallelSourceFunction<Event> implements CheckpointedFunction {
+    static final class FileSource extends PositionedSource {
         private static final long serialVersionUID = 1L;
-        private final String uid;
         private final String path;
         private final String timestampField;
-        private final double rate;
-        private final List<long[]> bootstrap;
-        private final String exportRoot;
-        private transient ListState<long[]> state;
-        private transient List<long[]> ranges;
         private transient ObjectMapper json;
-        private volatile boolean running = true;
 
         FileSource(String uid, String path, String timestampField, double rate, List<long[]> bootstrap,
                 String exportRoot) {
-            this.uid = uid;
+            super(uid, rate, bootstrap, exportRoot);
             this.path = path;
             this.timestampField = timestampField;
-            this.rate = rate;
-            this.bootstrap = bootstrap;
-            this.exportRoot = exportRoot;
         }
 
+        /** Bytes {@code [i/p, (i+1)/p)} of the file; the last subtask's to its end, whatever it is then. */
         @Override
-        public void initializeState(FunctionInitializationContext context) throws Exception {
-            state = context.getOperatorStateStore().getListState(positions());
-            ranges = new ArrayList<>();
-            if (context.isRestored()) {
-                for (long[] range : state.get()) {
-                    ranges.add(range);
-                }
-            } else {
-                var task = getRuntimeContext().getTaskInfo();
-                long length = new java.io.File(path).length();
-                int p = task.getNumberOfParallelSubtasks();
-                int i = task.getIndexOfThisSubtask();
-                long to = i == p - 1 ? Long.MAX_VALUE : length * (i + 1) / p;
-                ranges.addAll(start(bootstrap, task, () -> new long[] {length * i / p, to}));
-            }
-        }
-
-        @Override
-        public void snapshotState(FunctionSnapshotContext context) throws Exception {
-            state.update(ranges);
-            export(exportRoot, getRuntimeContext(), uid, context.getCheckpointId(), ranges);
+        long[] fresh(org.apache.flink.api.common.TaskInfo task) {
+            long length = new java.io.File(path).length();
+            int p = task.getNumberOfParallelSubtasks();
+            int i = task.getIndexOfThisSubtask();
+            return new long[] {length * i / p, i == p - 1 ? Long.MAX_VALUE : length * (i + 1) / p};
         }
 
         @Override
         public void run(SourceContext<Event> ctx) throws Exception {
             json = new ObjectMapper();
-            Pace pace = new Pace(rate / getRuntimeContext().getTaskInfo().getNumberOfParallelSubtasks());
+            Pace pace = pace();
             try (RandomAccessFile file = new RandomAccessFile(path, "r")) {
-                while (running && !ranges.isEmpty()) {
-                    long[] range = ranges.get(0);
+                while (running && !parts.isEmpty()) {
+                    long[] range = parts.get(0);
                     long at = lineStart(file, range[0]);
                     file.seek(at);
                     java.io.ByteArrayOutputStream line = new java.io.ByteArrayOutputStream();
@@ -163,7 +178,7 @@ final class Connectors {
                     }
                     if (running) {
                         synchronized (ctx.getCheckpointLock()) {
-                            ranges.remove(0);
+                            parts.remove(0);
                         }
                     }
                 }
@@ -227,72 +242,43 @@ final class Connectors {
             return new Event(null, false, 0, line);
         }
 
-        @Override
-        public void cancel() {
-            running = false;
-        }
     }
 
     /** The {@code generator} source: subtask s of p makes the indices i ≡ s (mod p) below count. */
-    static final class Generator extends RichParallelSourceFunction<Event> implements CheckpointedFunction {
+    static final class Generator extends PositionedSource {
         private static final long serialVersionUID = 1L;
-        private final String uid;
         private final long count;
         private final long keys;
         /** Event i's timestamp is i × this in nanoseconds, in whole milliseconds (0: none). */
         private final long stepNs;
-        private final double rate;
-        private final List<long[]> bootstrap;
-        private final String exportRoot;
-        private transient ListState<long[]> state;
-        /** Progressions {next, step} this subtask makes. */
-        private transient List<long[]> progressions;
-        private volatile boolean running = true;
 
+        /** Its parts are progressions {next, step}. */
         Generator(String uid, long count, long keys, long stepNs, double rate, List<long[]> bootstrap,
                 String exportRoot) {
-            this.uid = uid;
+            super(uid, rate, bootstrap, exportRoot);
             this.count = count;
             this.keys = Math.max(1, keys);
             this.stepNs = stepNs;
-            this.rate = rate;
-            this.bootstrap = bootstrap;
-            this.exportRoot = exportRoot;
         }
 
+        /** The indices i ≡ index (mod parallelism). */
         @Override
-        public void initializeState(FunctionInitializationContext context) throws Exception {
-            state = context.getOperatorStateStore().getListState(positions());
-            progressions = new ArrayList<>();
-            if (context.isRestored()) {
-                for (long[] progression : state.get()) {
-                    progressions.add(progression);
-                }
-            } else {
-                var task = getRuntimeContext().getTaskInfo();
-                progressions.addAll(start(bootstrap, task,
-                        () -> new long[] {task.getIndexOfThisSubtask(), task.getNumberOfParallelSubtasks()}));
-            }
-        }
-
-        @Override
-        public void snapshotState(FunctionSnapshotContext context) throws Exception {
-            state.update(progressions);
-            export(exportRoot, getRuntimeContext(), uid, context.getCheckpointId(), progressions);
+        long[] fresh(org.apache.flink.api.common.TaskInfo task) {
+            return new long[] {task.getIndexOfThisSubtask(), task.getNumberOfParallelSubtasks()};
         }
 
         @Override
         public void run(SourceContext<Event> ctx) throws Exception {
-            Pace pace = new Pace(rate / getRuntimeContext().getTaskInfo().getNumberOfParallelSubtasks());
-            while (running && !progressions.isEmpty()) {
+            Pace pace = pace();
+            while (running && !parts.isEmpty()) {
                 // Round robin over its progressions, so that one restored from several subtasks
                 // advances them alike.
-                for (int p = 0; p < progressions.size() && running; p++) {
-                    long[] progression = progressions.get(p);
+                for (int p = 0; p < parts.size() && running; p++) {
+                    long[] progression = parts.get(p);
                     long i = progression[0];
                     synchronized (ctx.getCheckpointLock()) {
                         if (i >= count) {
-                            progressions.remove(p);
+                            parts.remove(p);
                             p--;
                             continue;
                         }
@@ -311,11 +297,6 @@ final class Connectors {
                     pace.one();
                 }
             }
-        }
-
-        @Override
-        public void cancel() {
-            running = false;
         }
     }
 

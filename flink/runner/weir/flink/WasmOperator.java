@@ -274,10 +274,7 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
 
     /** Rewrites every key's entries of state {@code state}, saved under {@code fromVersion}, through the new module. */
     private void migrate(int state, int fromVersion) throws Exception {
-        List<String> keys = new ArrayList<>();
-        try (var stream = getKeyedStateBackend().<VoidNamespace>getKeys(stateNames[state], VoidNamespace.INSTANCE)) {
-            stream.forEach(key -> keys.add((String) key));
-        }
+        List<String> keys = keysOf(state);
         if (values[state] != null) {
             // Values in batches of weir's batch size: one call per batch, not per key.
             for (int from = 0; from < keys.size(); from += BATCH_SIZE) {
@@ -310,12 +307,7 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
                     maps[state].put(entries.get(e).getKey(), rewritten.get(e));
                 }
             } else if (lists[state] != null) {
-                List<byte[]> items = new ArrayList<>();
-                Iterable<byte[]> stored = lists[state].get();
-                if (stored != null) {
-                    stored.forEach(items::add);
-                }
-                lists[state].update(migrated(state, fromVersion, items));
+                lists[state].update(migrated(state, fromVersion, items(lists[state])));
             }
         }
     }
@@ -408,11 +400,7 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
                 if (values[s] == null && maps[s] == null && lists[s] == null) {
                     continue;
                 }
-                List<String> keys = new ArrayList<>();
-                try (var stream = getKeyedStateBackend().<VoidNamespace>getKeys(stateNames[s], VoidNamespace.INSTANCE)) {
-                    stream.forEach(key -> keys.add((String) key));
-                }
-                for (String key : keys) {
+                for (String key : keysOf(s)) {
                     setCurrentKey(key);
                     byte[] keyBytes = Event.keyBytes(key);
                     if (values[s] != null) {
@@ -430,8 +418,7 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
                             out.bytes(entry.getValue());
                         }
                     } else {
-                        Iterable<byte[]> items = lists[s].get();
-                        for (byte[] item : items == null ? List.<byte[]>of() : items) {
+                        for (byte[] item : items(lists[s])) {
                             out.entry(Exchange.LIST_ELEMENT, keyBytes);
                             out.u32(s);
                             out.bytes(item);
@@ -459,6 +446,25 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
                     StateTtlConfig.newBuilder(Duration.ofMillis(state.get("time-to-live").asLong())).build());
         }
         return descriptor;
+    }
+
+    /** The keys of this subtask that state {@code state} holds entries of. */
+    private List<String> keysOf(int state) {
+        List<String> keys = new ArrayList<>();
+        try (var stream = getKeyedStateBackend().<VoidNamespace>getKeys(stateNames[state], VoidNamespace.INSTANCE)) {
+            stream.forEach(key -> keys.add((String) key));
+        }
+        return keys;
+    }
+
+    /** The current key's items of {@code list} (Flink's heap backend has null for an empty list). */
+    private static List<byte[]> items(ListState<byte[]> list) throws Exception {
+        List<byte[]> items = new ArrayList<>();
+        Iterable<byte[]> stored = list.get();
+        if (stored != null) {
+            stored.forEach(items::add);
+        }
+        return items;
     }
 
     /** One of the guest's map or list state calls (host/src/wasm/worker/remote.rs); the reply. */
@@ -492,12 +498,7 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
                 }
             }
             case 5 -> {
-                List<byte[]> items = new ArrayList<>();
-                Iterable<byte[]> stored = list.get();
-                // Flink's heap backend has null for an empty list.
-                if (stored != null) {
-                    stored.forEach(items::add);
-                }
+                List<byte[]> items = items(list);
                 reply.u32(items.size());
                 items.forEach(reply::bytes);
             }
