@@ -161,13 +161,7 @@ fn killed_taskmanager_and_killed_worker_leave_exactly_once_output() {
     let (count, keys) = (240_000, 100);
     let job = write_job(dir.path(), &generated_count_job(count, keys, 20_000, 4, &out, "memory"));
     let id = cluster.run(&job, &[]);
-    let checkpoints = |n| {
-        let started = Instant::now();
-        while cluster.completed_checkpoints(&id) < n {
-            assert!(started.elapsed() < LONG, "no {n} checkpoints");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
+    let checkpoints = |n| cluster.wait_for_checkpoints(&id, n);
     cluster.wait_for(&id, "RUNNING", LONG);
     checkpoints(3);
     // A TaskManager killed mid-run, another started in its place.
@@ -450,9 +444,7 @@ fn an_upgrade_on_flink_switches_every_subtask_at_one_checkpoint_without_a_restar
     let (count, keys) = (240_000, 50);
     let id = cluster.run(&write_job(dir.path(), &generated_count_job(count, keys, 12_000, 4, &out, "memory")), &[]);
     cluster.wait_for(&id, "RUNNING", LONG);
-    while cluster.completed_checkpoints(&id) < 3 {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    cluster.wait_for_checkpoints(&id, 3);
     let count_v2 = operator("count_v2");
     let upgraded = cluster.cli(&["flink", "upgrade", &id, "--operator", &format!("count={}", count_v2.display())]);
     assert_eq!(upgraded.code, 0, "{}{}", upgraded.stdout, upgraded.stderr);
@@ -488,9 +480,7 @@ fn a_module_that_traps_after_the_switch_is_rolled_back_in_the_same_job() {
     let (count, keys) = (120_000, 30);
     let id = cluster.run(&write_job(dir.path(), &generated_count_job(count, keys, 12_000, 2, &out, "memory")), &[]);
     cluster.wait_for(&id, "RUNNING", LONG);
-    while cluster.completed_checkpoints(&id) < 3 {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    cluster.wait_for_checkpoints(&id, 3);
     let broken = operator("count_broken");
     let refused = cluster.cli(&["flink", "upgrade", &id, "--operator", &format!("count={}", broken.display())]);
     assert_eq!(refused.code, 1, "{}{}", refused.stdout, refused.stderr);
@@ -529,9 +519,7 @@ fn a_hung_worker_fails_its_task_and_the_job_goes_on_exactly_once() {
         .replace("input = \"hash\"\n", "input = \"hash\"\ncall-deadline = \"1s\"\n");
     let id = cluster.run(&write_job(dir.path(), &text), &[]);
     cluster.wait_for(&id, "RUNNING", LONG);
-    while cluster.completed_checkpoints(&id) < 2 {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    cluster.wait_for_checkpoints(&id, 2);
     let workers = worker_pids(&cluster.taskmanager_pids());
     assert!(!workers.is_empty(), "the count's workers run under the TaskManagers");
     let status = Command::new("kill").args(["-STOP", &workers[0].to_string()]).status().unwrap();
@@ -550,4 +538,162 @@ fn a_hung_worker_fails_its_task_and_the_job_goes_on_exactly_once() {
         &generated_count_lines(count, keys),
         "the count after a hung worker",
     );
+}
+
+/// Waits until the file sink at `out` has more than `n` lines.
+fn wait_for_lines(out: &Path, n: usize) -> usize {
+    let started = Instant::now();
+    loop {
+        let lines = if out.exists() { sink_lines(out).len() } else { 0 };
+        if lines > n {
+            return lines;
+        }
+        assert!(started.elapsed() < LONG, "no more than {n} lines at {}", out.display());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The `rules` example (clicks keyed by user, rules read by broadcast into broadcast state) gives
+/// the embedded runtime's output on Flink, and moves between the runtimes: stopped under `weir
+/// run` once the rules were read, it goes on on Flink at
+/// parallelism 3 (the third subtask never read a rule: it gets them from the savepoint), is
+/// upgraded there (the new module takes the broadcast state over), stopped with a savepoint and
+/// resumed on Flink from it at parallelism 2, stopped again and finished under `weir run`: every
+/// count and every alert exactly once.
+#[test]
+fn broadcast_state_on_flink_survives_moves_rescales_restores_and_upgrades() {
+    const N: usize = 30_000;
+    let cluster = FlinkCluster::start(2);
+    let dir = tempfile::tempdir().unwrap();
+    let clicks = dir.path().join("clicks.jsonl");
+    generated_clicks(&clicks, N, 50);
+    let job = rules_job(dir.path(), N, 2, Some(1000));
+    let (counts, alerts) = expected_rules(&clicks, "user", &dir.path().join("rules.jsonl"));
+    let (out, alerts_out) = (dir.path().join("counts"), dir.path().join("alerts"));
+    // From the start on Flink: every subtask reads the rules into its broadcast state.
+    let fresh = dir.path().join("fresh").tap_mkdir();
+    std::fs::copy(&clicks, fresh.join("clicks.jsonl")).unwrap();
+    let id = cluster.run(&rules_job(&fresh, N, 2, None), &[]);
+    assert_lines(&finished_lines(&cluster, &id, &fresh.join("counts")), &counts, "counts on Flink");
+    assert_lines(&sink_lines(&fresh.join("alerts")), &alerts, "alerts on Flink");
+    // A stream read by broadcast by an operator without keyed state: each subtask gets it all.
+    let spread = |out: &Path| spread_job(&clicks, "broadcast", out);
+    let (flink_out, embedded_out) = (dir.path().join("spread-flink"), dir.path().join("spread-embedded"));
+    let id = cluster.run(&write_job(&dir.path().join("spread-flink-job").tap_mkdir(), &spread(&flink_out)), &[]);
+    let spread =
+        embedded_lines(&write_job(&dir.path().join("spread-job").tap_mkdir(), &spread(&embedded_out)), &embedded_out);
+    assert_eq!(spread.len(), 3 * N * 7 / 10, "three copies of each logged-in click");
+    assert_lines(&finished_lines(&cluster, &id, &flink_out), &spread, "a broadcast stream on Flink");
+
+    let stop_on_flink = |id: &str| -> (String, String) {
+        let stopped = cluster.cli(&["flink", "stop", "--savepoint", id]);
+        assert_eq!(stopped.code, 0, "{}", stopped.stderr);
+        let locations: Vec<&str> = stopped.stdout.lines().collect();
+        assert_eq!(locations.len(), 2, "Flink's savepoint, then weir's: {}", stopped.stdout);
+        (locations[0].to_string(), locations[1].to_string())
+    };
+
+    let mut running = Running::start(&job, &[]);
+    std::thread::sleep(Duration::from_millis(2000));
+    let on_weir = running.cli(&["stop", &running.id, "--savepoint"]);
+    assert!(running.child.wait().unwrap().success(), "the stopped job finishes");
+    let lines = sink_lines(&out).len();
+    assert!(lines < counts.len(), "stopped midway: {lines} lines");
+
+    let id = cluster.run(&job, &["--from-savepoint", &on_weir, "--parallelism", "3"]);
+    cluster.wait_for(&id, "RUNNING", LONG);
+    let lines = wait_for_lines(&out, lines + 2000);
+    let copy = dir.path().join("rules-copy.wasm");
+    std::fs::copy(operator("rules"), &copy).unwrap();
+    let upgraded = cluster.cli(&["flink", "upgrade", &id, "--operator", &format!("count={}", copy.display())]);
+    assert_eq!(upgraded.code, 0, "{}{}", upgraded.stdout, upgraded.stderr);
+    wait_for_lines(&out, lines + 2000);
+    let (on_flink, _) = stop_on_flink(&id);
+
+    let id = cluster.run(&job, &["--from-savepoint", &on_flink, "--parallelism", "2"]);
+    cluster.wait_for(&id, "RUNNING", LONG);
+    let lines = wait_for_lines(&out, sink_lines(&out).len() + 2000);
+    let (_, back) = stop_on_flink(&id);
+    assert!(lines < counts.len(), "stopped midway: {lines} lines");
+    // The weir savepoint holds the rules once, for every subtask.
+    let inspected = weir(&["savepoint", "inspect", &back, "--operator", "count", "--state", "rules"]);
+    assert_eq!(inspected.code, 0, "{}", inspected.stderr);
+    assert_eq!(inspected.stdout.lines().count(), 4, "the four rules: {}", inspected.stdout);
+
+    let run = weir_with_limit(&["run", &job, "--listen", "none", "--from-savepoint", &back], LONG);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_lines(&sink_lines(&out), &counts, "counts across weir, Flink, Flink again and weir");
+    assert_lines(&sink_lines(&alerts_out), &alerts, "alerts across weir, Flink, Flink again and weir");
+}
+
+/// After an upgrade that changes the state's schema, each key is migrated when it is next read,
+/// not at the switch: keys read again (`b…`) and keys never read again (`a…`, migrated in the
+/// background or when a savepoint exports them) alike end up in the new layout, and a weir
+/// savepoint of the Flink job goes on under `weir run` with the new module, every count once.
+#[test]
+fn an_upgrades_migrations_reach_keys_read_again_and_keys_never_read_again() {
+    let cluster = FlinkCluster::start(2);
+    let dir = tempfile::tempdir().unwrap();
+    let (out, events) = (dir.path().join("out"), dir.path().join("events.jsonl"));
+    let mut text = String::new();
+    for i in 0..10_000 {
+        text.push_str(&format!("{{\"user\":\"a{}\"}}\n", i % 2000));
+    }
+    for i in 0..30_000 {
+        text.push_str(&format!("{{\"user\":\"b{}\"}}\n", i % 10));
+    }
+    std::fs::write(&events, text).unwrap();
+    let counting = |module: &str, rate: Option<u32>| {
+        let mut text = job(
+            "migrating",
+            2,
+            &[
+                format!(
+                    "{}{}",
+                    file_source("events", &events),
+                    // One reader: every `a` event comes before the `b` ones.
+                    rate.map_or("parallelism = 1\n".to_string(), |r| format!("parallelism = 1\nrate = {r}\n"))
+                ),
+                wasm_operator("by-user", "key_by", &["config = { field = \"user\" }"]),
+                wasm_operator("count", module, &["input = \"hash\""]),
+                file_sink("out", &out),
+            ],
+        );
+        text.push_str("\n[checkpointing]\ninterval = \"300ms\"\n");
+        text
+    };
+    let id = cluster.run(&write_job(&dir.path().join("v1").tap_mkdir(), &counting("count", Some(3000))), &[]);
+    cluster.wait_for(&id, "RUNNING", LONG);
+    wait_for_lines(&out, 14_000);
+    let count_v2 = operator("count_v2");
+    let upgraded = cluster.cli(&["flink", "upgrade", &id, "--operator", &format!("count={}", count_v2.display())]);
+    assert_eq!(upgraded.code, 0, "{}{}", upgraded.stdout, upgraded.stderr);
+    wait_for_lines(&out, sink_lines(&out).len() + 2000);
+    let stopped = cluster.cli(&["flink", "stop", "--savepoint", &id]);
+    assert_eq!(stopped.code, 0, "{}", stopped.stderr);
+    let weir_savepoint = stopped.stdout.lines().nth(1).unwrap_or_default().to_string();
+    let lines = sink_lines(&out).len();
+    assert!(lines < 40_000, "stopped midway: {lines} lines");
+
+    // Every key in version 2's layout, the `a` keys too, which no event reached after the switch.
+    let inspected = weir(&["savepoint", "inspect", &weir_savepoint, "--operator", "count"]);
+    assert_eq!(inspected.code, 0, "{}", inspected.stderr);
+    let entries: Vec<&str> = inspected.stdout.lines().collect();
+    assert_eq!(entries.len(), 2010, "every key's count");
+    let a_keys: Vec<&&str> = entries.iter().filter(|l| l.contains(r#""key":"a"#)).collect();
+    assert_eq!(a_keys.len(), 2000);
+    assert!(a_keys.iter().all(|l| l.ends_with(r#""value":{"count":5}}"#)), "{:?}", &a_keys[..3]);
+
+    let back = write_job(&dir.path().join("v2").tap_mkdir(), &counting("count_v2", None));
+    let run = weir_with_limit(&["run", &back, "--from-savepoint", &weir_savepoint], LONG);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let versions = assert_counted_once(&sink_lines(&out), 40_000, 2010);
+    assert!(versions.iter().filter(|(k, _)| k.starts_with('a')).all(|(_, v)| v.iter().all(|&v| v == 1)));
+    for (key, emitted) in versions.iter().filter(|(k, _)| k.starts_with('b')) {
+        let first_v2 = emitted.iter().position(|&v| v == 2).unwrap_or(emitted.len());
+        assert!(
+            first_v2 > 0 && first_v2 < emitted.len() && emitted[first_v2..].iter().all(|&v| v == 2),
+            "{key}: v1, then v2 from the switch on: {emitted:?}"
+        );
+    }
 }

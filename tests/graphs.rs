@@ -8,7 +8,8 @@ use std::time::Duration;
 use weir_e2e::{
     Running, Server, assert_failed_with, completed_checkpoints, counts_by_version, expected_counts, expected_join,
     expected_lines, expected_lines_after, expected_rules, file_sink, file_source, generated_clicks, job,
-    kill_repeatedly, operator, saved_counts, sink_lines, wasm_operator, weir, write_job,
+    kill_repeatedly, operator, rules_file, rules_job, saved_counts, sink_lines, spread_job, wasm_operator, weir,
+    write_job,
 };
 
 const CLICKS: usize = 6000;
@@ -163,27 +164,8 @@ fn rebalance_and_broadcast_spread_a_stream_as_they_say() {
     let dir = tempfile::tempdir().unwrap();
     let clicks = dir.path().join("clicks.jsonl");
     generated_clicks(&clicks, 2000, 20);
-    let spread = |partitioning: &str| {
-        write_job(
-            dir.path(),
-            &job(
-                "spread",
-                3,
-                &[
-                    file_source("clicks", &clicks),
-                    wasm_operator(
-                        "logged-in",
-                        "filter",
-                        &[
-                            "config = { field = \"logged_in\" }",
-                            &format!("inputs = [{{ from = \"clicks\", partitioning = \"{partitioning}\" }}]"),
-                        ],
-                    ),
-                    file_sink(partitioning, &dir.path().join(partitioning)),
-                ],
-            ),
-        )
-    };
+    let spread =
+        |partitioning: &str| write_job(dir.path(), &spread_job(&clicks, partitioning, &dir.path().join(partitioning)));
     for partitioning in ["rebalance", "broadcast"] {
         let run = weir(&["run", &spread(partitioning), "--listen", "none"]);
         assert_eq!(run.code, 0, "{}", run.stderr);
@@ -601,50 +583,6 @@ fn a_server_runs_a_join_and_shows_its_side_output_edge() {
     assert_eq!(inputs("unmatched"), ["\"enrich\" \"unmatched\" \"forward\""], "{ended}");
     assert_eq!(inputs("enriched"), ["\"enrich\" null \"forward\""]);
     assert_eq!(inputs("enrich"), ["\"clicks-by-user\" null \"hash\"", "\"profiles-by-user\" null \"hash\""]);
-}
-
-/// Rules for `n` clicks: 20 clicks for every user and 5 for u7 from the start, 10 for u3 from a
-/// third of the way, 40 for every user from halfway.
-fn rules_file(dir: &Path, n: usize) -> std::path::PathBuf {
-    let rules = dir.join("rules.jsonl");
-    let text = format!(
-        "{{\"ts\":0,\"max_clicks\":20}}\n{{\"ts\":0,\"key\":\"u7\",\"max_clicks\":5}}\n\
-         {{\"ts\":{},\"key\":\"u3\",\"max_clicks\":10}}\n{{\"ts\":{},\"max_clicks\":40}}\n",
-        n / 3,
-        n / 2
-    );
-    std::fs::write(&rules, text).unwrap();
-    rules
-}
-
-/// The `rules` example's job over `n` generated clicks keyed by user and the rules of
-/// [`rules_file`], at `parallelism`, the clicks source limited to `rate`.
-fn rules_job(dir: &Path, n: usize, parallelism: u32, rate: Option<u32>) -> String {
-    let clicks = dir.join("clicks.jsonl");
-    if !clicks.exists() {
-        generated_clicks(&clicks, n, 50);
-    }
-    let rules = rules_file(dir, n);
-    let timed = "timestamp-field = \"ts\"\nwatermarks = { out-of-orderness = \"0s\" }\n";
-    let rate = rate.map_or(String::new(), |r| format!("rate = {r}\n"));
-    let text = job(
-        "rules",
-        parallelism,
-        &[
-            format!("{}{timed}{rate}", file_source("clicks", &clicks)),
-            format!("{}{timed}", file_source("rules", &rules)),
-            wasm_operator("by-user", "key_by", &["config = { field = \"user\" }", "inputs = [{ from = \"clicks\" }]"]),
-            wasm_operator(
-                "count",
-                "rules",
-                &["inputs = [{ from = \"by-user\", partitioning = \"hash\" }, { from = \"rules\", partitioning = \
-                   \"broadcast\" }]"],
-            ),
-            format!("{}inputs = [{{ from = \"count\" }}]\n", file_sink("counts", &dir.join("counts"))),
-            format!("{}inputs = [{{ from = \"count.alerts\" }}]\n", file_sink("alerts", &dir.join("alerts"))),
-        ],
-    );
-    write_job(dir, &text)
 }
 
 #[test]

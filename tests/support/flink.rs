@@ -113,6 +113,15 @@ impl FlinkCluster {
         self.get(&format!("/jobs/{id}/checkpoints"))["counts"]["completed"].as_u64().unwrap_or(0)
     }
 
+    /// Waits until job `id` has completed `n` checkpoints (ten minutes at most).
+    pub fn wait_for_checkpoints(&self, id: &str, n: u64) {
+        let started = Instant::now();
+        while self.completed_checkpoints(id) < n {
+            assert!(started.elapsed() < Duration::from_secs(600), "job {id} completed no {n} checkpoints");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Process ids of its TaskManagers.
     pub fn taskmanager_pids(&self) -> Vec<u32> {
         pids_in(&self.dir.path().join("pid"), "taskexecutor")

@@ -330,6 +330,65 @@ pub fn expected_rules(clicks: &Path, key_field: &str, rules: &Path) -> (Vec<Stri
     (counts, alerts)
 }
 
+/// Rules for `n` clicks: 20 clicks for every user and 5 for u7 from the start, 10 for u3 from a
+/// third of the way, 40 for every user from halfway.
+pub fn rules_file(dir: &Path, n: usize) -> PathBuf {
+    let rules = dir.join("rules.jsonl");
+    let text = format!(
+        "{{\"ts\":0,\"max_clicks\":20}}\n{{\"ts\":0,\"key\":\"u7\",\"max_clicks\":5}}\n\
+         {{\"ts\":{},\"key\":\"u3\",\"max_clicks\":10}}\n{{\"ts\":{},\"max_clicks\":40}}\n",
+        n / 3,
+        n / 2
+    );
+    std::fs::write(&rules, text).unwrap();
+    rules
+}
+
+/// The `rules` example's job over `n` generated clicks keyed by user and the rules of
+/// [`rules_file`], at `parallelism`, the clicks source limited to `rate`.
+pub fn rules_job(dir: &Path, n: usize, parallelism: u32, rate: Option<u32>) -> String {
+    let clicks = dir.join("clicks.jsonl");
+    if !clicks.exists() {
+        generated_clicks(&clicks, n, 50);
+    }
+    let rules = rules_file(dir, n);
+    let timed = "timestamp-field = \"ts\"\nwatermarks = { out-of-orderness = \"0s\" }\n";
+    let rate = rate.map_or(String::new(), |r| format!("rate = {r}\n"));
+    let text = job(
+        "rules",
+        parallelism,
+        &[
+            format!("{}{timed}{rate}", file_source("clicks", &clicks)),
+            format!("{}{timed}", file_source("rules", &rules)),
+            wasm_operator("by-user", "key_by", &["config = { field = \"user\" }", "inputs = [{ from = \"clicks\" }]"]),
+            wasm_operator(
+                "count",
+                "rules",
+                &["inputs = [{ from = \"by-user\", partitioning = \"hash\" }, { from = \"rules\", partitioning = \
+                   \"broadcast\" }]"],
+            ),
+            format!("{}inputs = [{{ from = \"count\" }}]\n", file_sink("counts", &dir.join("counts"))),
+            format!("{}inputs = [{{ from = \"count.alerts\" }}]\n", file_sink("alerts", &dir.join("alerts"))),
+        ],
+    );
+    write_job(dir, &text)
+}
+
+/// A job at parallelism 3 that keeps the logged-in ones of `clicks`, its filter reading them by
+/// `partitioning` (`rebalance`: each click once; `broadcast`: once per subtask), written to `out`.
+pub fn spread_job(clicks: &Path, partitioning: &str, out: &Path) -> String {
+    let inputs = format!("inputs = [{{ from = \"clicks\", partitioning = \"{partitioning}\" }}]");
+    job(
+        "spread",
+        3,
+        &[
+            file_source("clicks", clicks),
+            wasm_operator("logged-in", "filter", &["config = { field = \"logged_in\" }", &inputs]),
+            file_sink("out", out),
+        ],
+    )
+}
+
 /// Each line of a file of JSON lines, with its value.
 fn json_lines(path: &Path) -> Vec<(String, serde_json::Value)> {
     let text = std::fs::read_to_string(path).expect("read JSON lines");

@@ -455,8 +455,18 @@ pub struct WrittenSavepoint {
     pub max_parallelism: u32,
     /// Where each source resumes.
     pub sources: Vec<SourcePosition>,
-    /// Every operator (its `files` empty), with its keyed state in all key groups, if it has any.
-    pub operators: Vec<(SavepointOperator, Option<Box<dyn crate::state::StateBackend>>)>,
+    /// Every operator, with its state.
+    pub operators: Vec<WrittenOperator>,
+}
+
+/// One operator of a [`WrittenSavepoint`].
+pub struct WrittenOperator {
+    /// The operator, its `files` empty.
+    pub operator: SavepointOperator,
+    /// Its keyed state in all key groups, if it has any.
+    pub keyed: Option<Box<dyn crate::state::StateBackend>>,
+    /// Its broadcast state, if it has any.
+    pub broadcast: Option<crate::state::broadcast::SavedBroadcast>,
 }
 
 /// Writes `savepoint` as a canonical savepoint at `location`: one state file per operator with
@@ -465,17 +475,20 @@ pub fn write(location: &SavepointLocation, savepoint: WrittenSavepoint) -> Resul
     let WrittenSavepoint { job, job_id, savepoint_id, max_parallelism, sources, operators } = savepoint;
     let key_groups = 0..max_parallelism;
     let mut written = Vec::new();
-    for (mut op, backend) in operators {
-        if let Some(backend) = backend {
+    for WrittenOperator { operator: mut op, keyed, broadcast } in operators {
+        // Broadcast state is recorded beside a state file, as subtask 0 records it.
+        let keyed = match (keyed, &broadcast) {
+            (None, Some(_)) => {
+                let kinds: Vec<_> = op.states.iter().map(|s| s.kind).collect();
+                Some(Box::new(crate::state::MemoryBackend::new(key_groups.clone(), &kinds)) as Box<_>)
+            }
+            (keyed, _) => keyed,
+        };
+        if let Some(backend) = keyed {
             let body = backend.snapshot(key_groups.clone(), &op.states).map_err(|e| e.to_string())?;
             let snapshot = StateSnapshot { key_groups: key_groups.clone(), body, broadcast: None };
             let (file, _) = stored::put(&location.storage, &location.dir, (&op.uid, 0), snapshot, Form::Canonical)?;
-            op.files.push(SavepointFile {
-                subtask: 0,
-                key_groups: file.key_groups,
-                stored: file.stored,
-                broadcast: None,
-            });
+            op.files.push(SavepointFile { subtask: 0, key_groups: file.key_groups, stored: file.stored, broadcast });
         }
         written.push(op);
     }

@@ -10,7 +10,6 @@ use serde_json::{Value, json};
 
 use crate::job::spec::{BackendType, SinkType, SourceType, WatermarksSpec};
 use crate::job::{self, Input, JobSpec, check_shape, checkpoint_interval, sandbox_limits};
-use crate::runtime::Partitioning;
 use crate::wasm::WasmEngine;
 
 /// What the Flink runner supports, for refusals.
@@ -91,24 +90,12 @@ pub fn plan(
         sources.push(planned);
     }
 
-    let inputs = |what: &str, inputs: &[Input]| -> Result<Value, String> {
+    let inputs = |inputs: &[Input]| -> Value {
         let planned = inputs
             .iter()
-            .map(|input| {
-                let partitioning = match input.partitioning {
-                    Partitioning::Broadcast => {
-                        return Err(format!(
-                            "{what} reads '{}' by broadcast: the Flink runner does not run broadcast inputs yet; \
-                             run this job with `weir run` or `weir serve`",
-                            input.name()
-                        ));
-                    }
-                    other => other.name(),
-                };
-                Ok(json!({ "from": input.name(), "partitioning": partitioning }))
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        Ok(Value::Array(planned))
+            .map(|input| json!({ "from": input.name(), "partitioning": input.partitioning.name() }))
+            .collect();
+        Value::Array(planned)
     };
 
     let mut operators = Vec::new();
@@ -134,7 +121,7 @@ pub fn plan(
             "parallelism": op.parallelism.unwrap_or(spec.parallelism),
             "call-deadline-ms": ms(limits.call_deadline),
             "memory-limit": limits.memory_limit,
-            "inputs": inputs(&what, &dataflow.operators[i])?,
+            "inputs": inputs(&dataflow.operators[i]),
             "watermarks": watermarks(&what, &op.watermarks)?,
         }));
     }
@@ -142,7 +129,7 @@ pub fn plan(
     let mut sinks = Vec::new();
     for (sink, reads) in spec.sinks.iter().zip(&dataflow.sinks) {
         let what = format!("sink '{}'", sink.uid);
-        let mut planned = json!({ "uid": sink.uid, "inputs": inputs(&what, reads)? });
+        let mut planned = json!({ "uid": sink.uid, "inputs": inputs(reads) });
         match sink.kind {
             SinkType::File => {
                 planned["type"] = json!("file");

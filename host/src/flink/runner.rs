@@ -13,6 +13,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("weir/flink/EventSerializer.java", include_str!("../../../flink/runner/weir/flink/EventSerializer.java")),
     ("weir/flink/Exchange.java", include_str!("../../../flink/runner/weir/flink/Exchange.java")),
     ("weir/flink/Frames.java", include_str!("../../../flink/runner/weir/flink/Frames.java")),
+    ("weir/flink/Migration.java", include_str!("../../../flink/runner/weir/flink/Migration.java")),
     ("weir/flink/OperatorSpec.java", include_str!("../../../flink/runner/weir/flink/OperatorSpec.java")),
     ("weir/flink/Upgrade.java", include_str!("../../../flink/runner/weir/flink/Upgrade.java")),
     ("weir/flink/WasmOperator.java", include_str!("../../../flink/runner/weir/flink/WasmOperator.java")),

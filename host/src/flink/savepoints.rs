@@ -3,14 +3,15 @@
 //! weir → Flink: `weir flink run --from-savepoint` of a weir savepoint restores each operator's
 //! keyed state (and timers) into a *state exchange file* per operator and the sources' positions
 //! into the plan; the job starts on Flink without a Flink savepoint, and each Wasm operator subtask
-//! loads the keys Flink assigns to it before its first event (`WasmOperator.open`), each source
-//! subtask its share of the positions. From its first checkpoint on, the state is Flink's.
+//! loads the keys Flink assigns to it before its first event (`WasmOperator.open`) and every
+//! subtask the operator's broadcast state (`<uid>.broadcast.json`), each source subtask its share
+//! of the positions. From its first checkpoint on, the state is Flink's.
 //!
 //! Flink → weir: while `weir flink savepoint` or `stop` runs, the runner's subtasks write what the
 //! savepoint holds into an export directory (each Wasm operator subtask its keys at the
-//! savepoint's barrier, each source subtask its position); the verb then writes a weir canonical
-//! savepoint from them into the Flink savepoint's directory, as `weir/`, which `weir run
-//! --from-savepoint` restores.
+//! savepoint's barrier, subtask 0 its broadcast state, each source subtask its position); the
+//! verb then writes a weir canonical savepoint from them into the Flink savepoint's directory, as
+//! `weir/`, which `weir run --from-savepoint` restores.
 //!
 //! A state exchange file: magic `WEIRXCH1`, then entries to its end, each a `u8` item, the key as
 //! `bytes`, then per item: 0 value (`u32` state, `bytes` value), 1 map entry (`u32` state, `bytes`
@@ -24,7 +25,9 @@ use serde_json::{Value, json};
 use weir_frame::{Reader, TimeDomain, put_bytes, put_u32};
 
 use crate::checkpoint::Restore;
-use crate::checkpoint::savepoint::{self, OperatorCode, SavepointLocation, SavepointOperator, WrittenSavepoint};
+use crate::checkpoint::savepoint::{
+    self, OperatorCode, SavepointLocation, SavepointOperator, WrittenOperator, WrittenSavepoint,
+};
 use crate::key_group::key_group;
 use crate::runtime::{Position, SourcePosition};
 use crate::state::{
@@ -101,6 +104,12 @@ pub fn bootstrap(
         }
         let kinds: Vec<StateKind> = states.iter().map(|s| s.kind).collect();
         let restored = restore.restore_state(&uid, &states, &Backends::Memory, &kinds, 0..max_parallelism)?;
+        if let Some(broadcast) = &restored.broadcast {
+            let file = dir.join(format!("{uid}.broadcast.json"));
+            let json = serde_json::to_vec(broadcast).map_err(|e| e.to_string())?;
+            std::fs::write(&file, json).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+            op["bootstrap-broadcast"] = json!(file.display().to_string());
+        }
         let mut out = MAGIC.to_vec();
         let mut failed = None;
         restored
@@ -199,16 +208,24 @@ pub fn weir_savepoint(
         let (module, states) = module_of(op, engine).map_err(|e| format!("operator '{uid}': {e}"))?;
         let code = code_of(&module);
         let parallelism = op["parallelism"].as_u64().unwrap_or(1) as u32;
-        let saved = SavepointOperator {
+        let operator = SavepointOperator {
             uid: uid.to_string(),
             parallelism,
             module: code,
             states: states.clone(),
             files: Vec::new(),
         };
+        // Subtask 0's copy of the broadcast state stands for every subtask's.
+        let broadcast = match exported(export, &format!("{uid}.broadcast"), ".json")?.first() {
+            Some(file) => {
+                let text = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+                serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", file.display()))?
+            }
+            None => None,
+        };
         let files = exported(export, &format!("{uid}-"), ".state")?;
         if files.is_empty() {
-            operators.push((saved, None));
+            operators.push(WrittenOperator { operator, keyed: None, broadcast });
             continue;
         }
         let kinds: Vec<StateKind> = states.iter().map(|s| s.kind).collect();
@@ -219,7 +236,11 @@ pub fn weir_savepoint(
             load_exchange(&bytes, &states, timers, max_parallelism, &mut backend)
                 .map_err(|e| format!("{}: {e}", file.display()))?;
         }
-        operators.push((saved, Some(Box::new(backend) as Box<dyn StateBackend>)));
+        operators.push(WrittenOperator {
+            operator,
+            keyed: Some(Box::new(backend) as Box<dyn StateBackend>),
+            broadcast,
+        });
     }
     let mut sources = Vec::new();
     for source in plan["sources"].as_array().into_iter().flatten() {

@@ -136,6 +136,27 @@ impl BroadcastState {
         Ok((restored, versions))
     }
 
+    /// Broadcast states for the declared `states` holding what `saved` recorded of them (empty
+    /// without it), each state saved under another schema version rewritten through `migrate`
+    /// (the guest's `migrate` export: the migration, values in, as many values out).
+    pub fn restore_migrated(
+        states: &[StateDescriptor],
+        saved: Option<&SavedBroadcast>,
+        mut migrate: impl FnMut(super::Migration, &[Vec<u8>]) -> Result<Vec<Vec<u8>>, String>,
+    ) -> Result<Self, String> {
+        let Some(saved) = saved else { return Ok(BroadcastState::new(states)) };
+        let restoring = |e: String| format!("cannot restore its broadcast state: {e}");
+        let (mut broadcast, versions) =
+            BroadcastState::restore(states, saved, "the state restored").map_err(restoring)?;
+        for migration in super::migrations_needed(states, &versions).map_err(restoring)? {
+            let name = &states[migration.state as usize].name;
+            broadcast.migrate(migration.state, |items| migrate(migration, &items)).map_err(|e| {
+                format!("cannot migrate state '{name}' from schema version {}: {e}", migration.from_version)
+            })?;
+        }
+        Ok(broadcast)
+    }
+
     /// Rewrites every value of broadcast state `state` through `migrate` (values in, as many
     /// values out, in the same order): the entries of a state saved under an older schema version.
     pub fn migrate(

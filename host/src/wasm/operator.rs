@@ -164,28 +164,6 @@ impl WasmOperatorFactory {
             .migrate(&mut *store, state, from_version, items)
             .map_err(|e| call_error("migrate", &e, &self.limits, &store.data().output))?
     }
-
-    /// The broadcast states of the declared `states`, holding what `saved` recorded of them and
-    /// migrated through the guest's `migrate` when saved under another schema version.
-    fn restore_broadcast(
-        &self,
-        store: &mut Store<HostState>,
-        instance: &Guest,
-        states: &[StateDescriptor],
-        saved: Option<&SavedBroadcast>,
-    ) -> Result<BroadcastState, String> {
-        let Some(saved) = saved else { return Ok(BroadcastState::new(states)) };
-        let restoring = |e: String| format!("cannot restore its broadcast state: {e}");
-        let (mut broadcast, versions) =
-            BroadcastState::restore(states, saved, "the state restored").map_err(restoring)?;
-        for migration in state::migrations_needed(states, &versions).map_err(restoring)? {
-            let name = &states[migration.state as usize].name;
-            broadcast.migrate(migration.state, |items| self.call_migrate(store, instance, migration, &items)).map_err(
-                |e| format!("cannot migrate state '{name}' from schema version {}: {e}", migration.from_version),
-            )?;
-        }
-        Ok(broadcast)
-    }
 }
 
 impl OperatorFactory for WasmOperatorFactory {
@@ -216,7 +194,10 @@ impl OperatorFactory for WasmOperatorFactory {
                 for migration in keyed_migrations {
                     self.migrate(&mut store, &instance, &mut *backend, key_groups.clone(), migration)?;
                 }
-                let broadcast = self.restore_broadcast(&mut store, &instance, &states, restored.broadcast.as_ref())?;
+                let broadcast =
+                    BroadcastState::restore_migrated(&states, restored.broadcast.as_ref(), |migration, items| {
+                        self.call_migrate(&mut store, &instance, migration, items)
+                    })?;
                 (backend, restored.timers, broadcast)
             }
         };

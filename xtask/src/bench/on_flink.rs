@@ -136,9 +136,7 @@ pub(super) fn figures(artifacts: &Artifacts, root: &Path, dir: &Path, rounds: us
         ));
         let id = cluster.run(&paced, &["--parallelism", "2"]);
         cluster.wait_for(&id, "RUNNING", Duration::from_secs(300));
-        while cluster.completed_checkpoints(&id) < 2 {
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        cluster.wait_for_checkpoints(&id, 2);
         let upgraded = cluster.cli(&["flink", "upgrade", &id, "--operator", &format!("count={count_v2}")]);
         anyhow::ensure!(upgraded.code == 0, "weir flink upgrade: {}", upgraded.stderr);
         let pause =

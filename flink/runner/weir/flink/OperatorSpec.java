@@ -21,11 +21,14 @@ final class OperatorSpec implements Serializable {
     final long memoryLimit;
     /** A state exchange file to load on a fresh start (the job starts from a weir savepoint), or null. */
     final String bootstrap;
+    /** The weir savepoint's broadcast state of the operator (JSON) to load on a fresh start, or null. */
+    final String bootstrapBroadcast;
     /** Where savepoints' exports go (host/src/flink/savepoints.rs). */
     final String exportRoot;
 
     OperatorSpec(String uid, String module, String config, int contract, List<String> sideOutputs, boolean keyed,
-            String weir, long callDeadlineMs, long memoryLimit, String bootstrap, String exportRoot) {
+            String weir, long callDeadlineMs, long memoryLimit, String bootstrap, String bootstrapBroadcast,
+            String exportRoot) {
         this.uid = uid;
         this.module = module;
         this.config = config;
@@ -36,6 +39,7 @@ final class OperatorSpec implements Serializable {
         this.callDeadlineMs = callDeadlineMs;
         this.memoryLimit = memoryLimit;
         this.bootstrap = bootstrap;
+        this.bootstrapBroadcast = bootstrapBroadcast;
         this.exportRoot = exportRoot;
     }
 }

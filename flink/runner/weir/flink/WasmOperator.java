@@ -29,11 +29,13 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.node.ObjectNode;
 import org.apache.flink.streaming.api.operators.AbstractStreamOperator;
+import org.apache.flink.streaming.api.operators.BoundedMultiInput;
 import org.apache.flink.streaming.api.operators.BoundedOneInput;
 import org.apache.flink.streaming.api.operators.InternalTimer;
 import org.apache.flink.streaming.api.operators.InternalTimerService;
 import org.apache.flink.streaming.api.operators.OneInputStreamOperator;
 import org.apache.flink.streaming.api.operators.Triggerable;
+import org.apache.flink.streaming.api.operators.TwoInputStreamOperator;
 import org.apache.flink.streaming.api.watermark.Watermark;
 import org.apache.flink.streaming.runtime.streamrecord.StreamRecord;
 import org.apache.flink.util.OutputTag;
@@ -43,12 +45,16 @@ import org.apache.flink.util.OutputTag;
  * bundle timeout), and for each batch builds the input frame from the events and their keys' Flink
  * value state, has its {@link Worker} run the module on it, and applies the output frame: emits
  * (main and side outputs), value-state writes, timer operations. Flink owns the state and the
- * timers, so its checkpoints, savepoints, state backends and rescaling carry them. The buffer is
+ * timers, so its checkpoints, savepoints, state backends and rescaling carry them. A keyed
+ * operator reading broadcast inputs is a two-input operator (keyed events on the first, broadcast
+ * events on the second); its broadcast state is its worker's, saved into Flink's broadcast
+ * operator state at each checkpoint and handed to every subtask's worker on restore. The buffer is
  * flushed before every barrier ({@link #prepareSnapshotPreBarrier}), before a watermark advances
  * timers, and at the end of input: nothing a checkpoint covers is left in it.
  */
-public final class WasmOperator extends AbstractStreamOperator<Event>
-        implements OneInputStreamOperator<Event, Event>, Triggerable<String, VoidNamespace>, BoundedOneInput {
+public final class WasmOperator extends AbstractStreamOperator<Event> implements OneInputStreamOperator<Event, Event>,
+        TwoInputStreamOperator<Event, Event, Event>, Triggerable<String, VoidNamespace>, BoundedOneInput,
+        BoundedMultiInput {
     private static final long serialVersionUID = 1L;
     /** weir's batch bounds (host/src/runtime/mod.rs: BATCH_SIZE, BATCH_BYTES). */
     static final int BATCH_SIZE = 1024;
@@ -63,9 +69,13 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
 
     private transient Worker worker;
     /** Per declared state, its Flink state by kind (null where it is of another kind). */
-    private transient ValueState<byte[]>[] values;
-    private transient MapState<String, byte[]>[] maps;
-    private transient ListState<byte[]>[] lists;
+    transient ValueState<byte[]>[] values;
+    transient MapState<String, byte[]>[] maps;
+    transient ListState<byte[]>[] lists;
+    /** The migrations of the last upgrade still to be applied to some keys, or null. */
+    private transient Migration migration;
+    /** The migration the operator's state recorded (JSON), until the worker's module is known. */
+    private transient String savedMigration;
     /** Answers the guest's map and list calls from {@link #maps} and {@link #lists}. */
     private transient Worker.StateRequests stateRequests;
     /** The declared indices of the value states, in the frames' order. */
@@ -74,6 +84,12 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
     private transient OutputTag<Event>[] sideTags;
     private transient List<Event> buffer;
     private transient long bufferBytes;
+    /** Whether the buffer holds events of broadcast inputs (a batch is of one kind or the other). */
+    private transient boolean bufferBroadcast;
+    /** Whether the module declares broadcast state. */
+    private transient boolean declaresBroadcast;
+    /** The broadcast state restored, to hand to the worker when it opens; or null. */
+    private transient String restoredBroadcast;
     private transient boolean bundleTimerSet;
     /** Timers Flink fired, waiting for the next timer frame: key, domain, time. */
     private transient List<Object[]> due;
@@ -90,8 +106,16 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
     /** The module running, and the number of the upgrade that made it so (0: the job file's). */
     private transient String activeModule;
     private transient long activeN;
-    /** Operator state: the active module, so that a restore runs the module its state is of. */
-    private transient ListState<String> activeState;
+    /**
+     * Operator state, the same in every subtask: the active module (so that a restore runs the
+     * module its state is of) and the broadcast state. Flink's broadcast operator state, each
+     * subtask's copy restored into the subtasks of any parallelism; not union list state, which
+     * Flink refuses to checkpoint once some of an operator's subtasks have finished (a source
+     * subtask with nothing left to read finishes early).
+     */
+    private transient org.apache.flink.api.common.state.BroadcastState<String, String> operatorState;
+    private static final MapStateDescriptor<String, String> OPERATOR_STATE =
+            new MapStateDescriptor<>("weir-operator", StringSerializer.INSTANCE, StringSerializer.INSTANCE);
     /** The worker of an upgrade's module, started ahead of its switch. */
     private transient java.util.concurrent.CompletableFuture<Worker> pendingWorker;
     /** When the last batch before a switch ended ({@link System#nanoTime}). */
@@ -105,18 +129,13 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
     public void initializeState(StateInitializationContext context) throws Exception {
         super.initializeState(context);
         restored = context.isRestored();
-        activeState = context.getOperatorStateStore()
-                .getUnionListState(new ListStateDescriptor<>("weir-active-module", String.class));
-        activeModule = spec.module;
-        activeN = 0;
-        ObjectMapper json = new ObjectMapper();
-        for (String saved : activeState.get()) {
-            JsonNode active = json.readTree(saved);
-            if (active.path("n").asLong() > activeN) {
-                activeN = active.path("n").asLong();
-                activeModule = active.path("module").asText();
-            }
-        }
+        operatorState = context.getOperatorStateStore().getBroadcastState(OPERATOR_STATE);
+        restoredBroadcast = operatorState.get("broadcast");
+        savedMigration = operatorState.get("migration");
+        String saved = operatorState.get("active-module");
+        JsonNode active = saved == null ? null : new ObjectMapper().readTree(saved);
+        activeN = active == null ? 0 : active.path("n").asLong();
+        activeModule = active == null ? spec.module : active.path("module").asText();
     }
 
     @Override
@@ -125,7 +144,22 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
         ObjectNode active = new ObjectMapper().createObjectNode();
         active.put("n", activeN);
         active.put("module", activeModule);
-        activeState.update(List.of(active.toString()));
+        operatorState.put("active-module", active.toString());
+        if (declaresBroadcast) {
+            operatorState.put("broadcast", savedBroadcast());
+        } else {
+            operatorState.remove("broadcast");
+        }
+        if (migration != null) {
+            operatorState.put("migration", migration.toJson(stateNames));
+        } else {
+            operatorState.remove("migration");
+        }
+    }
+
+    /** The worker's broadcast state, as weir's checkpoints record it (JSON). */
+    private String savedBroadcast() throws Exception {
+        return new String(worker.call(Worker.SAVE_BROADCAST, new byte[0]), StandardCharsets.UTF_8);
     }
 
     @Override
@@ -133,6 +167,15 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
         super.open();
         worker = startWorker(activeModule);
         adopt(worker.opened);
+        if (restoredBroadcast == null && !restored && spec.bootstrapBroadcast != null) {
+            restoredBroadcast = java.nio.file.Files.readString(java.nio.file.Path.of(spec.bootstrapBroadcast));
+        }
+        if (restoredBroadcast != null && declaresBroadcast) {
+            worker.call(Worker.LOAD_BROADCAST, restoredBroadcast.getBytes(StandardCharsets.UTF_8));
+        }
+        if (savedMigration != null && spec.keyed) {
+            migration = Migration.fromJson(savedMigration, stateNames, this);
+        }
         stateRequests = this::answer;
         sideTags = new OutputTag[spec.sideOutputs.size()];
         for (int i = 0; i < sideTags.length; i++) {
@@ -187,6 +230,7 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
         schemaVersions = new int[states.size()];
         maps = new MapState[states.size()];
         lists = new ListState[states.size()];
+        declaresBroadcast = false;
         List<Integer> valueIndices = new ArrayList<>();
         for (int i = 0; i < states.size(); i++) {
             JsonNode state = states.get(i);
@@ -198,11 +242,9 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
                 valueIndices.add(i);
             }
             if (kind.equals("broadcast")) {
-                throw new UnsupportedOperationException("operator '" + spec.uid + "' declares broadcast state '" + name
-                        + "': the Flink runner does not serve broadcast state yet; run this job with `weir run` or"
-                        + " `weir serve`");
+                declaresBroadcast = true;
             }
-            if (!spec.keyed) {
+            if (!spec.keyed || kind.equals("broadcast")) {
                 continue;
             }
             switch (kind) {
@@ -225,9 +267,13 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
 
     /**
      * Looks for an upgrade request every {@link #CONTROL_POLL_MS}: a new one starts its module's
-     * worker in the background (compiling it), so that the switch at the barrier only swaps.
+     * worker in the background (compiling it), so that the switch at the barrier only swaps. Each
+     * time, it also migrates some of the keys an upgrade's migrations have not reached yet.
      */
     private void pollControl(long time) throws Exception {
+        if (migration != null) {
+            migration.sweep();
+        }
         Upgrade request = Upgrade.read(spec.exportRoot, jobId(), spec.uid);
         if (request != null && request.n() > activeN && !request.rolledBack() && pendingWorker == null) {
             String module = request.module();
@@ -250,21 +296,25 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
     private void switchTo(Upgrade request, long checkpointId) throws Exception {
         Worker next = pendingWorker != null ? pendingWorker.get() : startWorker(request.module());
         pendingWorker = null;
-        JsonNode states = next.opened.path("description").path("states");
+        if (migration != null) {
+            // The new module migrates from the running one's layout: the keys the last upgrade's
+            // migrations have not reached yet get them first.
+            migration.all();
+        }
         java.util.Map<String, Integer> oldVersions = new HashMap<>();
         for (int i = 0; i < stateNames.length; i++) {
             oldVersions.put(stateNames[i], schemaVersions[i]);
         }
         Worker old = worker;
+        if (declaresBroadcast) {
+            // The new module takes the broadcast state over, migrated by it where its schema changed.
+            next.call(Worker.LOAD_BROADCAST, old.call(Worker.SAVE_BROADCAST, new byte[0]));
+        }
         worker = next;
         old.close();
         adopt(next.opened);
-        for (int i = 0; i < states.size(); i++) {
-            Integer from = oldVersions.get(stateNames[i]);
-            if (from != null && from != schemaVersions[i] && spec.keyed) {
-                migrate(i, from);
-            }
-        }
+        // Migrations are applied to each key when it is next read, not here: the pause stays short.
+        migration = spec.keyed ? Migration.between(oldVersions, stateNames, schemaVersions, request.n(), this) : null;
         activeN = request.n();
         activeModule = request.module();
         var task = getRuntimeContext().getTaskInfo();
@@ -272,47 +322,8 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
         request.acknowledge(spec.exportRoot, jobId(), spec.uid, task.getIndexOfThisSubtask(), checkpointId, pauseMs);
     }
 
-    /** Rewrites every key's entries of state {@code state}, saved under {@code fromVersion}, through the new module. */
-    private void migrate(int state, int fromVersion) throws Exception {
-        List<String> keys = keysOf(state);
-        if (values[state] != null) {
-            // Values in batches of weir's batch size: one call per batch, not per key.
-            for (int from = 0; from < keys.size(); from += BATCH_SIZE) {
-                List<String> batch = keys.subList(from, Math.min(keys.size(), from + BATCH_SIZE));
-                List<String> present = new ArrayList<>();
-                List<byte[]> items = new ArrayList<>();
-                for (String key : batch) {
-                    setCurrentKey(key);
-                    byte[] value = values[state].value();
-                    if (value != null) {
-                        present.add(key);
-                        items.add(value);
-                    }
-                }
-                List<byte[]> rewritten = migrated(state, fromVersion, items);
-                for (int i = 0; i < present.size(); i++) {
-                    setCurrentKey(present.get(i));
-                    values[state].update(rewritten.get(i));
-                }
-            }
-            return;
-        }
-        for (String key : keys) {
-            setCurrentKey(key);
-            if (maps[state] != null) {
-                List<Map.Entry<String, byte[]>> entries = new ArrayList<>();
-                maps[state].entries().forEach(e -> entries.add(Map.entry(e.getKey(), e.getValue())));
-                List<byte[]> rewritten = migrated(state, fromVersion, entries.stream().map(Map.Entry::getValue).toList());
-                for (int e = 0; e < entries.size(); e++) {
-                    maps[state].put(entries.get(e).getKey(), rewritten.get(e));
-                }
-            } else if (lists[state] != null) {
-                lists[state].update(migrated(state, fromVersion, items(lists[state])));
-            }
-        }
-    }
-
-    private List<byte[]> migrated(int state, int fromVersion, List<byte[]> items) throws Exception {
+    /** The module's {@code migrate} of {@code items} of state {@code state}, saved under {@code fromVersion}. */
+    List<byte[]> migrated(int state, int fromVersion, List<byte[]> items) throws Exception {
         Frames.Writer w = new Frames.Writer();
         w.u32(state);
         w.u32(fromVersion);
@@ -377,7 +388,14 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
     public OperatorSnapshotFutures snapshotState(long checkpointId, long timestamp, CheckpointOptions options,
             CheckpointStreamFactory factory) throws Exception {
         if (options.getCheckpointType().isSavepoint() && spec.keyed && Exchange.exporting(spec.exportRoot, jobId())) {
+            if (migration != null) {
+                migration.all();
+            }
             export(checkpointId);
+            if (declaresBroadcast && getRuntimeContext().getTaskInfo().getIndexOfThisSubtask() == 0) {
+                Exchange.writeText(Exchange.exportDir(spec.exportRoot, jobId(), checkpointId)
+                        .resolve(spec.uid + ".broadcast.json"), savedBroadcast());
+            }
         }
         OperatorSnapshotFutures snapshot = super.snapshotState(checkpointId, timestamp, options, factory);
         // An upgrade switches just after its barrier's snapshot, which keeps the old module's state:
@@ -448,8 +466,13 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
         return descriptor;
     }
 
+    /** Flink keyed state of this operator. */
+    <S extends State> S keyedState(StateDescriptor<S, ?> descriptor) throws Exception {
+        return getPartitionedState(descriptor);
+    }
+
     /** The keys of this subtask that state {@code state} holds entries of. */
-    private List<String> keysOf(int state) {
+    List<String> keysOf(int state) {
         List<String> keys = new ArrayList<>();
         try (var stream = getKeyedStateBackend().<VoidNamespace>getKeys(stateNames[state], VoidNamespace.INSTANCE)) {
             stream.forEach(key -> keys.add((String) key));
@@ -458,7 +481,7 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
     }
 
     /** The current key's items of {@code list} (Flink's heap backend has null for an empty list). */
-    private static List<byte[]> items(ListState<byte[]> list) throws Exception {
+    static List<byte[]> items(ListState<byte[]> list) throws Exception {
         List<byte[]> items = new ArrayList<>();
         Iterable<byte[]> stored = list.get();
         if (stored != null) {
@@ -532,6 +555,26 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
             throw new IllegalArgumentException("operator '" + spec.uid + "' reads by hash, but an event without a key"
                     + " reached it: give the stream a key first (an operator such as key_by)");
         }
+        buffered(event, false);
+    }
+
+    @Override
+    public void processElement1(StreamRecord<Event> record) throws Exception {
+        processElement(record);
+    }
+
+    /** An event of a broadcast input: every subtask gets them all, in the same order. */
+    @Override
+    public void processElement2(StreamRecord<Event> record) throws Exception {
+        buffered(record.getValue(), true);
+    }
+
+    /** Buffers {@code event}, of a broadcast input if {@code broadcast}, flushing when the buffer is full. */
+    private void buffered(Event event, boolean broadcast) throws Exception {
+        if (broadcast != bufferBroadcast) {
+            flush();
+            bufferBroadcast = broadcast;
+        }
         buffer.add(event);
         bufferBytes += event.value.length + (event.key == null ? 0 : event.key.length);
         if (buffer.size() >= BATCH_SIZE || bufferBytes >= BATCH_BYTES) {
@@ -555,7 +598,7 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
         List<String> keys = new ArrayList<>();
         int[] eventSlots = new int[buffer.size()];
         for (int i = 0; i < buffer.size(); i++) {
-            if (spec.keyed) {
+            if (spec.keyed && !bufferBroadcast) {
                 String key = Event.flinkKey(buffer.get(i).key);
                 Integer slot = slots.get(key);
                 if (slot == null) {
@@ -576,7 +619,7 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
         }
         buffer.clear();
         bufferBytes = 0;
-        apply(worker.call(Worker.BATCH, writer.toArray(), stateRequests), keys);
+        apply(worker.call(bufferBroadcast ? Worker.BROADCAST : Worker.BATCH, writer.toArray(), stateRequests), keys);
         lastBatchEnd = System.nanoTime();
     }
 
@@ -584,8 +627,11 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
         return getProcessingTimeService().getCurrentProcessingTime();
     }
 
-    /** The key table: each key with its value states' current values. */
+    /** The key table: each key with its value states' current values (migrated first, after an upgrade). */
     private void writeKeyTable(List<String> keys) throws Exception {
+        if (migration != null) {
+            migration.keys(keys);
+        }
         byte[][] current = new byte[valueStates.length][];
         for (String key : keys) {
             setCurrentKey(key);
@@ -728,6 +774,11 @@ public final class WasmOperator extends AbstractStreamOperator<Event>
     public void endInput() throws Exception {
         flush();
         flushTimers();
+    }
+
+    @Override
+    public void endInput(int inputId) throws Exception {
+        endInput();
     }
 
     @Override

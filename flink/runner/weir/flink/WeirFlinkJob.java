@@ -16,6 +16,7 @@ import org.apache.flink.core.fs.Path;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
 import org.apache.flink.streaming.api.datastream.DataStream;
+import org.apache.flink.streaming.api.datastream.KeyedStream;
 import org.apache.flink.streaming.api.datastream.SingleOutputStreamOperator;
 import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
 import org.apache.flink.streaming.api.functions.sink.PrintSink;
@@ -68,13 +69,21 @@ public final class WeirFlinkJob {
             OperatorSpec spec = new OperatorSpec(uid, operator.get("module").asText(), operator.get("config").asText(),
                     operator.get("contract").asInt(), sideOutputs, keyed, weir,
                     operator.get("call-deadline-ms").asLong(), operator.get("memory-limit").asLong(),
-                    text(operator, "bootstrap"), text(plan, "export-dir"));
+                    text(operator, "bootstrap"), text(operator, "bootstrap-broadcast"), text(plan, "export-dir"));
             int parallelism = operator.get("parallelism").asInt();
-            DataStream<Event> input = inputs(operator, streams, operator.get("contract").asInt() >= 4);
-            SingleOutputStreamOperator<Event> out = keyed
-                    ? input.keyBy(event -> Event.flinkKey(event.key), TypeInformation.of(String.class))
-                            .transform(uid, EVENTS, new WasmOperator(spec))
-                    : input.transform(uid, EVENTS, new WasmOperator(spec));
+            boolean tagged = operator.get("contract").asInt() >= 4;
+            SingleOutputStreamOperator<Event> out;
+            if (keyed) {
+                // Keyed inputs go through keyBy; broadcast ones reach every subtask beside them
+                // (Flink's broadcast state pattern: the two inputs of one operator).
+                KeyedStream<Event, String> input = inputs(operator, streams, tagged, false)
+                        .keyBy(event -> Event.flinkKey(event.key), TypeInformation.of(String.class));
+                DataStream<Event> broadcast = inputs(operator, streams, tagged, true);
+                out = broadcast == null ? input.transform(uid, EVENTS, new WasmOperator(spec))
+                        : input.connect(broadcast.broadcast()).transform(uid, EVENTS, new WasmOperator(spec));
+            } else {
+                out = inputs(operator, streams, tagged, null).transform(uid, EVENTS, new WasmOperator(spec));
+            }
             out.uid(uid).setParallelism(parallelism);
             DataStream<Event> main = out;
             if (operator.hasNonNull("watermarks")) {
@@ -87,7 +96,7 @@ public final class WeirFlinkJob {
             }
         }
         for (JsonNode sink : plan.get("sinks")) {
-            sink(inputs(sink, streams, false), sink);
+            sink(inputs(sink, streams, false, null), sink);
         }
         env.execute(plan.get("name").asText());
     }
@@ -107,19 +116,30 @@ public final class WeirFlinkJob {
         return parts;
     }
 
-    /** What a vertex reads: its inputs, each tagged with its index when the reader tells them apart. */
-    private static DataStream<Event> inputs(JsonNode vertex, Map<String, DataStream<Event>> streams, boolean tagged) {
+    /**
+     * What a vertex reads, as one stream: its inputs read by broadcast ({@code broadcast} true),
+     * the others (false), or all (null), each tagged with its index when the reader tells them
+     * apart; null when there are none.
+     */
+    private static DataStream<Event> inputs(JsonNode vertex, Map<String, DataStream<Event>> streams, boolean tagged,
+            Boolean broadcast) {
         DataStream<Event> all = null;
         int index = 0;
         for (JsonNode input : vertex.get("inputs")) {
-            DataStream<Event> stream = streams.get(input.get("from").asText());
             final int i = index++;
+            String partitioning = input.get("partitioning").asText();
+            if (broadcast != null && broadcast != partitioning.equals("broadcast")) {
+                continue;
+            }
+            DataStream<Event> stream = streams.get(input.get("from").asText());
             if (tagged && i > 0) {
                 stream = stream.map(event -> event.onInput(i)).returns(EVENTS)
                         .name(vertex.get("uid").asText() + "-input-" + i);
             }
-            if (input.get("partitioning").asText().equals("rebalance")) {
+            if (partitioning.equals("rebalance")) {
                 stream = stream.rebalance();
+            } else if (partitioning.equals("broadcast") && broadcast == null) {
+                stream = stream.broadcast();
             }
             all = all == null ? stream : all.union(stream);
         }

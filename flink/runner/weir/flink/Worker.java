@@ -20,7 +20,8 @@ import java.nio.file.Path;
  * then restarts it from its last checkpoint.
  */
 final class Worker implements AutoCloseable {
-    static final int OPEN = 1, BATCH = 2, TIMERS = 3, MIGRATE = 5;
+    static final int OPEN = 1, BATCH = 2, TIMERS = 3, MIGRATE = 5, BROADCAST = 6, SAVE_BROADCAST = 7,
+            LOAD_BROADCAST = 8;
     /** What the worker's module said of itself when opened. */
     org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode opened;
     private static final int STATE_REPLY = 4;

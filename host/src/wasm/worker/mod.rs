@@ -15,8 +15,16 @@
 //!                    4 state-reply  (see [`remote`])
 //!                    5 migrate  u32 state, u32 from-version, u32 n, n × bytes: items of a state
 //!                               saved under an older schema version (an upgrade on Flink)
+//!                    6 broadcast  an input frame of events of broadcast inputs, the only ones
+//!                               that may write broadcast state
+//!                    7 save-broadcast    (empty): its broadcast state
+//!                    8 load-broadcast    JSON as `save-broadcast` answers (a checkpoint's, a weir
+//!                               savepoint's, the replaced module's), migrated where it was saved
+//!                               under another schema version; answered with an empty `output`
 //! worker → subtask   1 opened   JSON: the module's contract version and description
-//!                    2 output   an output frame; to `migrate`: u32 n, n × bytes, the items rewritten
+//!                    2 output   an output frame; to `migrate`: u32 n, n × bytes, the items rewritten;
+//!                               to `save-broadcast`: JSON, as checkpoints record broadcast state
+//!                               (`null` when the module declares none)
 //!                    3 state    during a call: a map or list state request (see [`remote`])
 //!                    9 error    text: why the call failed; the subtask fails its task
 //! ```
@@ -37,6 +45,8 @@ use super::host::KeyedState;
 use super::instance::{self, GuestCall, GuestInstance};
 use super::operator::SandboxLimits;
 use crate::runtime::{Interrupt, SubtaskInfo};
+use crate::state::StateDescriptor;
+use crate::state::broadcast::{BroadcastState, SavedBroadcast};
 
 /// Message tags (see the module's documentation).
 mod tag {
@@ -45,6 +55,9 @@ mod tag {
     pub(super) const TIMERS: u8 = 3;
     pub(super) const STATE_REPLY: u8 = 4;
     pub(super) const MIGRATE: u8 = 5;
+    pub(super) const BROADCAST: u8 = 6;
+    pub(super) const SAVE_BROADCAST: u8 = 7;
+    pub(super) const LOAD_BROADCAST: u8 = 8;
     pub(super) const OPENED: u8 = 1;
     pub(super) const OUTPUT: u8 = 2;
     pub(super) const STATE: u8 = 3;
@@ -111,22 +124,24 @@ pub fn serve(socket: &Path, cache_dir: Option<std::path::PathBuf>) -> Result<(),
     let input = BufReader::with_capacity(1 << 16, stream.try_clone().map_err(|e| e.to_string())?);
     let channel = Arc::new(Mutex::new(Channel { input, output: BufWriter::with_capacity(1 << 16, stream) }));
     let engine = WasmEngine::new(cache_dir)?;
-    // The opened instance, and whether its frames' header has time (contract 0.3.0 and later).
-    let mut guest: Option<(GuestInstance, bool)> = None;
+    let mut served: Option<Served> = None;
     let mut message = Vec::new();
     loop {
         let received = lock(&channel)?.receive(&mut message)?;
         let Some(kind) = received else { return Ok(()) };
-        let reply = match (kind, guest.as_mut()) {
+        let reply = match (kind, served.as_mut()) {
             (tag::OPEN, _) => open(&engine, &message, &channel).map(|(opened, instance)| {
-                guest = Some(instance);
+                served = Some(instance);
                 (tag::OPENED, opened)
             }),
-            (tag::BATCH, Some((guest, timed))) => call(guest, *timed, GuestCall::ProcessBatch, &message),
-            (tag::TIMERS, Some((guest, timed))) => call(guest, *timed, GuestCall::OnTimers, &message),
-            (tag::MIGRATE, Some((guest, _))) => migrate(guest, &message),
-            (tag::BATCH | tag::TIMERS | tag::MIGRATE, None) => {
-                Err("a frame came before `open` (a bug of the subtask)".to_string())
+            (tag::BATCH, Some(served)) => served.call(GuestCall::ProcessBatch, &message, false),
+            (tag::BROADCAST, Some(served)) => served.call(GuestCall::ProcessBatch, &message, true),
+            (tag::TIMERS, Some(served)) => served.call(GuestCall::OnTimers, &message, false),
+            (tag::MIGRATE, Some(served)) => migrate(&mut served.guest, &message),
+            (tag::SAVE_BROADCAST, Some(served)) => Ok((tag::OUTPUT, served.save_broadcast())),
+            (tag::LOAD_BROADCAST, Some(served)) => served.load_broadcast(&message).map(|()| (tag::OUTPUT, Vec::new())),
+            (tag::OPEN..=tag::LOAD_BROADCAST, None) => {
+                Err("a message came before `open` (a bug of the subtask)".to_string())
             }
             (other, _) => Err(format!("unknown message tag {other} (a bug of the subtask)")),
         };
@@ -139,12 +154,48 @@ fn lock(channel: &Mutex<Channel>) -> Result<std::sync::MutexGuard<'_, Channel>, 
     channel.lock().map_err(|_| "the subtask's connection is poisoned".to_string())
 }
 
+/// The opened module a worker serves.
+struct Served {
+    guest: GuestInstance,
+    /// Whether its frames' header has time (contract 0.3.0 and later).
+    timed: bool,
+    /// Its declared states.
+    states: Vec<StateDescriptor>,
+}
+
+impl Served {
+    /// One guest call with `frame`, of events of broadcast inputs if `broadcast`.
+    fn call(&mut self, call: GuestCall, frame: &[u8], broadcast: bool) -> Result<(u8, Vec<u8>), String> {
+        let guest = &mut self.guest;
+        load_key_table(guest.keyed(), frame, self.timed)
+            .map_err(|_| "a truncated frame (a bug of the subtask)".to_string())?;
+        guest.keyed().broadcast_writable = broadcast;
+        let output = guest.call(call, frame);
+        guest.keyed().broadcast_writable = false;
+        let output = output?;
+        guest.renew_if_grown()?;
+        Ok((tag::OUTPUT, output))
+    }
+
+    fn save_broadcast(&mut self) -> Vec<u8> {
+        let saved = self.guest.keyed().broadcast.save(&self.states);
+        serde_json::to_vec(&saved).unwrap_or_default()
+    }
+
+    fn load_broadcast(&mut self, message: &[u8]) -> Result<(), String> {
+        let saved: Option<SavedBroadcast> =
+            serde_json::from_slice(message).map_err(|e| format!("a malformed `load-broadcast`: {e}"))?;
+        let guest = &mut self.guest;
+        let broadcast = BroadcastState::restore_migrated(&self.states, saved.as_ref(), |migration, items| {
+            guest.migrate(migration.state, migration.from_version, items)
+        })?;
+        guest.keyed().broadcast = broadcast;
+        Ok(())
+    }
+}
+
 /// Loads and opens the module; its description for the subtask.
-fn open(
-    engine: &WasmEngine,
-    message: &[u8],
-    channel: &Arc<Mutex<Channel>>,
-) -> Result<(Vec<u8>, (GuestInstance, bool)), String> {
+fn open(engine: &WasmEngine, message: &[u8], channel: &Arc<Mutex<Channel>>) -> Result<(Vec<u8>, Served), String> {
     let open: Open = serde_json::from_slice(message).map_err(|e| format!("a malformed `open`: {e}"))?;
     let module: Arc<OperatorModule> = Arc::new(engine.load_file(Path::new(&open.module)).map_err(|e| e.to_string())?);
     let limits = SandboxLimits {
@@ -165,6 +216,10 @@ fn open(
     let kinds = module.description.kinds();
     let mut keyed = KeyedState::empty(kinds.clone());
     keyed.backend = Box::new(remote::RemoteState { channel: channel.clone() });
+    // Broadcast state is the worker's own (every subtask's copy is the same); the subtask saves it
+    // into its checkpoints and hands it back with `load-broadcast`.
+    let states = module.description.states.clone();
+    keyed.broadcast = BroadcastState::new(&states);
     let instantiated = instance::instantiate(&module, keyed, &limits, &info)?;
     let described = serde_json::json!({
         "contract": module.contract_version(),
@@ -173,14 +228,7 @@ fn open(
     });
     let timed = module.has_timers();
     let guest = GuestInstance::open(module, instantiated, open.config, limits, info)?;
-    Ok((described.to_string().into_bytes(), (guest, timed)))
-}
-
-fn call(guest: &mut GuestInstance, timed: bool, call: GuestCall, frame: &[u8]) -> Result<(u8, Vec<u8>), String> {
-    load_key_table(guest.keyed(), frame, timed).map_err(|_| "a truncated frame (a bug of the subtask)".to_string())?;
-    let output = guest.call(call, frame)?;
-    guest.renew_if_grown()?;
-    Ok((tag::OUTPUT, output))
+    Ok((described.to_string().into_bytes(), Served { guest, timed, states }))
 }
 
 /// Rewrites the items of a `migrate` message through the guest's `migrate`.
