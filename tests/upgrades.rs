@@ -31,7 +31,7 @@ fn slow_clicks(dir: &Path) -> String {
 fn slow_clicks_counted_by(dir: &Path, count_module: &str) -> String {
     let input = dir.join("clicks.jsonl");
     generated_clicks(&input, 16000, 40);
-    let source = file_source("clicks", &input).replacen("type = \"file\"\n", "type = \"file\"\nrate = 4000\n", 1);
+    let source = paced_clicks(&input, 4000);
     job(
         "clicks-per-user",
         2,
@@ -43,6 +43,11 @@ fn slow_clicks_counted_by(dir: &Path, count_module: &str) -> String {
             file_sink("counts", &dir.join("out")),
         ],
     )
+}
+
+/// A file source `clicks` reading `input` at `rate` events a second.
+fn paced_clicks(input: &Path, rate: u32) -> String {
+    format!("{}rate = {rate}\n", file_source("clicks", input))
 }
 
 /// Checks that the committed output has every user's counts from 1 to their total, each once;
@@ -87,14 +92,32 @@ fn submitted_with(extra: &str) -> (tempfile::TempDir, Server, String) {
     (dir, server, id)
 }
 
+/// The slow clicks job, submitted to a server of its own, its clicks led by 820 that give user
+/// `uK` K + 1 more: counts that differ from user to user, odd and even alike, whenever the state
+/// is taken.
+fn submitted_skewed() -> (tempfile::TempDir, Server, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let job = slow_clicks_job(dir.path());
+    let input = dir.path().join("clicks.jsonl");
+    let mut text = String::new();
+    for k in 0..40 {
+        text.push_str(&format!("{{\"ts\":0,\"user\":\"u{k}\",\"logged_in\":true}}\n").repeat(k + 1));
+    }
+    text.push_str(&std::fs::read_to_string(&input).unwrap());
+    std::fs::write(&input, text).unwrap();
+    let id = server.cli(&["submit", &job]).stdout.trim().to_string();
+    (dir, server, id)
+}
+
 /// Swaps `module` in under a running job: it fails right after the swap, the upgrade is rolled
 /// back with a cause holding `cause`, and the output is exactly-once, all from v1, the job's
 /// record naming the modules it ran before.
-fn rolled_back(module: &str, cause: &str) {
-    let (dir, server, id) = submitted();
+fn rolled_back(module: &str, cause: &str, args: &[&str]) {
+    let (dir, server, id) = submitted_skewed();
     std::thread::sleep(Duration::from_millis(700));
     let before = server.http("GET", &format!("/v1/jobs/{id}"), b"", None).1["job"].clone();
-    let swapped = upgrade(&server, &id, module);
+    let swapped = server.cli(&[&["upgrade", id.as_str(), "--operator", &count_per_user(module)], args].concat());
     assert_eq!(swapped.code, 1, "{}", swapped.stderr);
     assert!(
         swapped.stderr.contains(&format!("the upgrade of job {id} was rolled back: the new module failed"))
@@ -260,12 +283,85 @@ fn a_module_that_cannot_read_the_state_is_refused_and_the_job_runs_on() {
 
 #[test]
 fn a_module_that_fails_right_after_the_swap_is_rolled_back() {
-    rolled_back("count_broken", "the guest trapped");
+    rolled_back("count_broken", "the guest trapped", &[]);
 }
 
+/// Without its trial (`--no-trial`), an upgrade whose migration fails fails at the restore, and is
+/// rolled back.
 #[test]
 fn a_failing_migration_is_rolled_back_with_its_message() {
-    rolled_back("test/bad_migration", "cannot migrate state 'count' from schema version 1: this build cannot read ");
+    let cause = "cannot migrate state 'count' from schema version 1: this build cannot read ";
+    rolled_back("test/bad_migration", cause, &["--no-trial"]);
+}
+
+/// A module whose migration fails on some entries (`bad_migration`: on odd counts): its trial,
+/// while the job runs on, names the entries it fails on, and an upgrade to it is refused by its
+/// trial before anything changes.
+#[test]
+fn a_trial_names_the_entries_a_migration_fails_on_and_refuses_the_upgrade() {
+    let (dir, server, id) = submitted_skewed();
+    std::thread::sleep(Duration::from_millis(700));
+    let bad = count_per_user("test/bad_migration");
+    let tried = server.cli(&["--json", "upgrade", &id, "--trial", "--sample", "64", "--operator", &bad]);
+    assert_eq!(tried.code, 1, "{}", tried.stderr);
+    assert!(tried.stderr.contains("the new modules failed their trial; the job runs on untouched"), "{}", tried.stderr);
+    let report: serde_json::Value = serde_json::from_str(&tried.stdout).unwrap();
+    assert_eq!(report["passed"], false, "{report}");
+    assert!(report["state-from"].as_str().unwrap().contains("chk"), "from the latest checkpoint: {report}");
+    let op = &report["operators"][0];
+    assert_eq!(op["key-groups"].as_array().unwrap().len(), 128, "64 key groups of each of 2 subtasks: {op}");
+    let failures = op["failures"].as_array().unwrap();
+    assert!(!failures.is_empty() && failures.len() <= 5, "{op}");
+    for failure in failures {
+        let count: u64 = failure["entry"].as_str().unwrap().parse().unwrap();
+        assert_eq!(count % 2, 1, "only odd counts fail: {failure}");
+        assert!(failure["key"].as_str().unwrap().starts_with('u'), "{failure}");
+        assert_eq!(failure["error"], format!("this build cannot read {count}"), "{failure}");
+    }
+    let refused = server.cli(&["upgrade", &id, "--operator", &bad]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("the new modules failed their trial: operator 'count-per-user': count 2.0.0-bad")
+            && refused.stderr.contains("this build cannot read")
+            && refused.stderr.contains("HTTP 400"),
+        "{}",
+        refused.stderr
+    );
+    let job = server.wait_for_job(&id);
+    let history: Vec<&str> = job["history"].as_array().unwrap().iter().map(|h| h["event"].as_str().unwrap()).collect();
+    assert_eq!((job["state"].as_str(), history), (Some("finished"), vec!["started"]), "{job}");
+    assert!(every_count_once(dir.path()).values().all(|versions| versions == &[1]), "only v1 ran");
+}
+
+/// Under `weir run`, without checkpoints: the trial of `count_v2` takes a savepoint of its own
+/// (disposed of after), migrates every count of the sample, and the upgrade, tried first by
+/// default, goes ahead.
+#[test]
+fn a_trial_on_weir_run_without_checkpoints_passes_and_the_upgrade_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut running = Running::start(&slow_clicks_job_without_checkpoints(dir.path()), &[]);
+    std::thread::sleep(Duration::from_millis(700));
+    let v2 = count_per_user("count_v2");
+    let tried = running.cli(&["--json", "upgrade", &running.id, "--trial", "--sample", "64", "--operator", &v2]);
+    let report: serde_json::Value = serde_json::from_str(&tried).unwrap();
+    assert_eq!(report["passed"], true, "{report}");
+    let op = &report["operators"][0];
+    let (entries, migrated) = (op["entries"].as_u64().unwrap(), op["migrated"].as_u64().unwrap());
+    assert!(entries > 0 && migrated == entries, "every count of the sample migrated: {op}");
+    assert_eq!(op["projected-entries"], entries, "the whole state was sampled: {op}");
+    assert!(op["memory-bytes"].as_u64().unwrap() > 0, "{op}");
+    let scratch = report["state-from"].as_str().unwrap();
+    assert!(scratch.contains("savepoints"), "{scratch}");
+    assert!(
+        !Path::new(scratch.trim_start_matches("file://")).exists(),
+        "the trial's savepoint {scratch} is disposed of"
+    );
+    let human = running.cli(&["upgrade", &running.id, "--trial", "--operator", &v2]);
+    assert!(human.contains("operator 'count-per-user': count 2.0.0"), "{human}");
+    let upgraded = running.cli(&["upgrade", &running.id, "--operator", &v2]);
+    assert!(upgraded.contains("paused"), "{upgraded}");
+    assert!(running.child.wait().unwrap().success());
+    versions_by_user(dir.path());
 }
 
 #[test]
@@ -381,7 +477,7 @@ fn a_job_shows_upgrading_until_the_new_module_runs() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("clicks.jsonl");
     generated_clicks(&input, 80, 10);
-    let source = file_source("clicks", &input).replacen("type = \"file\"\n", "type = \"file\"\nrate = 20\n", 1);
+    let source = paced_clicks(&input, 20);
     // Barriers queue behind a slow operator: the stop takes several hundred milliseconds.
     let text = job(
         "dawdling-clicks",
@@ -507,4 +603,46 @@ fn a_javascript_operator_is_upgraded_with_a_migration_under_a_running_job() {
         let changes = versions.windows(2).filter(|w| w[0] != w[1]).count();
         assert!(versions[0] == 1 && changes <= 1, "{user}: v1, then v2 once swapped: {versions:?}");
     }
+}
+
+/// The number after `before` and up to `after` in `text`.
+fn number_between(text: &str, before: &str, after: &str) -> f64 {
+    let start = text.find(before).unwrap_or_else(|| panic!("no '{before}' in {text}")) + before.len();
+    let end = start + text[start..].find(after).unwrap_or_else(|| panic!("no '{after}' in {text}"));
+    text[start..end].trim().parse().unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// With 100,000 keys in state, the pause a trial projects for `count_v2`'s migration is within
+/// 3× of the pause the upgrade then takes.
+#[test]
+fn a_trials_projected_pause_is_within_three_times_the_upgrades() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("clicks.jsonl");
+    let text: String = (0..600_000u64).map(|i| format!("{{\"user\":\"u{}\"}}\n", i * 7919 % 100_000)).collect();
+    std::fs::write(&input, text).unwrap();
+    let source = paced_clicks(&input, 60000);
+    let text = job(
+        "many-keys",
+        2,
+        &[
+            source,
+            wasm_operator("by-user", "key_by", &["config = { field = \"user\" }"]),
+            wasm_operator("count-per-user", "count", &["input = \"hash\""]),
+            "[[sink]]\nuid = \"out\"\ntype = \"blackhole\"\n".to_string(),
+        ],
+    );
+    let job = write_job(dir.path(), &format!("{text}\n[checkpointing]\ninterval = \"1s\"\n"));
+    let mut running = Running::start(&job, &[]);
+    // Every user has a count by then (100,000 of the 600,000 clicks), and a checkpoint holds them.
+    std::thread::sleep(Duration::from_millis(4000));
+    let v2 = count_per_user("count_v2");
+    let tried = running.cli(&["upgrade", &running.id, "--trial", "--sample", "8", "--operator", &v2]);
+    let projected = number_between(&tried, "a pause of ", " ms");
+    let upgraded = running.cli(&["upgrade", &running.id, "--no-trial", "--operator", &v2]);
+    let paused = number_between(&upgraded, "paused ", " ms");
+    assert!(
+        projected * 3.0 >= paused && projected <= paused * 3.0,
+        "projected {projected} ms, paused {paused} ms:\n{tried}\n{upgraded}"
+    );
+    assert!(running.child.wait().unwrap().success());
 }

@@ -334,10 +334,18 @@ async fn stop_job(
 
 /// The body of `POST /v1/jobs/{id}/upgrade`.
 #[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct UpgradeBody {
     /// Operator uid to the module it runs from now on (`sha256:<hex>` of an uploaded module).
     operators: std::collections::BTreeMap<String, String>,
+    /// Only try the new modules on a sample of the state, and report (200), changing nothing.
+    #[serde(default)]
+    trial: bool,
+    /// Upgrade without trying the new modules first.
+    #[serde(default)]
+    no_trial: bool,
+    /// Key groups a trial takes per operator subtask.
+    sample: Option<u32>,
 }
 
 async fn upgrade_job(
@@ -354,10 +362,31 @@ async fn upgrade_job(
     if body.operators.is_empty() {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "name at least one operator to upgrade"));
     }
+    if body.trial && body.no_trial {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "`trial` and `no-trial` exclude each other"));
+    }
     let store = store(&state)?;
     let replacements: Vec<(String, String)> = body.operators.into_iter().collect();
     let jobs = state.jobs.clone();
-    upgrade_accepted(blocking(move || jobs.upgrade(&id, &replacements, &mut StoreModules(&store))).await?)
+    let (trial, only_trial, sample) =
+        (!body.no_trial, body.trial, body.sample.unwrap_or(crate::control::TRIAL_SAMPLE).max(1));
+    let upgraded = blocking(move || {
+        let mut modules = StoreModules(&store);
+        let tried = trial.then(|| jobs.trial(&id, &replacements, &mut modules, sample)).transpose()?;
+        match tried {
+            Some(report) if only_trial => Ok(Err(report)),
+            Some(report) if !report.passed => Err(UpgradeError::Refused(format!(
+                "the new modules failed their trial: {report} (upgrade with `no-trial` to skip it)"
+            ))),
+            _ => jobs.upgrade(&id, &replacements, &mut modules).map(Ok),
+        }
+    })
+    .await?;
+    match upgraded {
+        Ok(Err(report)) => Ok(Json(report).into_response()),
+        Ok(Ok(request)) => upgrade_accepted(Ok(request)),
+        Err(e) => upgrade_accepted(Err(e)),
+    }
 }
 
 async fn rollback_job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<Response, ApiError> {

@@ -22,6 +22,17 @@ pub(super) enum ModulesCommand {
 }
 
 /// A connection to a weir server.
+/// Whether an upgrade tries its modules first.
+#[derive(Clone, Copy)]
+pub(super) enum Trial {
+    /// Only the trial, with this many key groups per operator subtask.
+    Only(u32),
+    /// The trial, then the upgrade if it passed.
+    First(u32),
+    /// The upgrade alone.
+    Skip,
+}
+
 pub(super) struct Client {
     server: String,
     token: Option<String>,
@@ -421,8 +432,9 @@ impl Client {
         }
     }
 
-    /// Uploads the modules named by path, asks for the upgrade, waits for it and reports it.
-    pub(super) fn upgrade(&self, id: &str, operators: &[String]) -> anyhow::Result<()> {
+    /// Uploads the modules named by path, asks for the upgrade (or only its trial), waits for it
+    /// and reports it.
+    pub(super) fn upgrade(&self, id: &str, operators: &[String], trial: Trial) -> anyhow::Result<()> {
         let mut replacements = serde_json::Map::new();
         for pair in operators {
             let (uid, module) = pair
@@ -434,8 +446,17 @@ impl Client {
             };
             replacements.insert(uid.to_string(), Value::String(reference));
         }
-        let body = serde_json::json!({ "operators": replacements }).to_string().into_bytes();
+        let mut body = serde_json::json!({ "operators": replacements });
+        match trial {
+            Trial::Only(sample) => (body["trial"], body["sample"]) = (Value::Bool(true), sample.into()),
+            Trial::First(sample) => body["sample"] = sample.into(),
+            Trial::Skip => body["no-trial"] = Value::Bool(true),
+        }
+        let body = body.to_string().into_bytes();
         let answer = self.call("POST", &format!("/v1/jobs/{id}/upgrade"), Some(("application/json", body)))?;
+        if let Trial::Only(_) = trial {
+            return self.print_trial(&answer);
+        }
         let status = self.wait_for(&format!("/v1/jobs/{id}/upgrades/{}", str(&answer["request-id"])))?;
         if self.print_json(&status)? {
             return Ok(());
@@ -454,6 +475,44 @@ impl Client {
             ),
             _ => bail!("the upgrade of job {id} failed: {}", str(&status["cause"])),
         }
+    }
+
+    /// Prints a trial's report; fails when the trial did.
+    fn print_trial(&self, report: &Value) -> anyhow::Result<()> {
+        if !self.print_json(report)? {
+            println!("trial on the state of {}", str(&report["state-from"]));
+            for op in report["operators"].as_array().into_iter().flatten() {
+                let groups: Vec<String> =
+                    op["key-groups"].as_array().into_iter().flatten().map(|g| g.to_string()).collect();
+                println!("operator '{}': {}, key groups {}", str(&op["uid"]), str(&op["module"]), groups.join(", "));
+                println!(
+                    "  migrated {} of {} entries ({:.2} µs each to read, {:.2} µs to migrate)",
+                    op["migrated"],
+                    op["entries"],
+                    op["read-us-per-entry"].as_f64().unwrap_or(0.0),
+                    op["migrate-us-per-entry"].as_f64().unwrap_or(0.0)
+                );
+                println!(
+                    "  projected: {} entries in all, a pause of {:.1} ms to migrate them; memory {:.1} MiB",
+                    op["projected-entries"],
+                    op["projected-pause-ms"].as_f64().unwrap_or(0.0),
+                    op["memory-bytes"].as_f64().unwrap_or(0.0) / f64::from(1 << 20)
+                );
+                for f in op["failures"].as_array().into_iter().flatten() {
+                    println!(
+                        "  FAILED: state '{}' of key '{}' ({}): {}",
+                        str(&f["state"]),
+                        str(&f["key"]),
+                        str(&f["entry"]),
+                        str(&f["error"])
+                    );
+                }
+            }
+        }
+        if report["passed"] != Value::Bool(true) {
+            bail!("the new modules failed their trial; the job runs on untouched");
+        }
+        Ok(())
     }
 
     pub(super) fn savepoints(&self) -> anyhow::Result<()> {

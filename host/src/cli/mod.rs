@@ -159,6 +159,18 @@ enum Command {
         /// savepoint taken before the swap.
         #[arg(long, conflicts_with = "operators")]
         rollback: bool,
+        /// Only try the new modules, changing nothing: each migrates the state of a sample of its
+        /// operator's key groups (from the latest checkpoint, or a savepoint taken for it) in a
+        /// scratch sandbox; prints what migrated, what failed, the projected pause and memory.
+        /// Every upgrade runs this trial first and is refused if it fails.
+        #[arg(long, conflicts_with_all = ["rollback", "no_trial"])]
+        trial: bool,
+        /// Upgrade without the trial.
+        #[arg(long, conflicts_with = "rollback")]
+        no_trial: bool,
+        /// Key groups the trial takes per operator subtask.
+        #[arg(long, value_name = "N", default_value_t = crate::control::TRIAL_SAMPLE)]
+        sample: u32,
     },
 }
 
@@ -307,7 +319,14 @@ pub fn main() -> ExitCode {
         Command::Savepoints => client().savepoints(),
         Command::Compare { a, b, sink } => compare::compare(a, b, sink.as_deref(), &client(), cli.json),
         Command::Upgrade { job_id, rollback: true, .. } => job(job_id).and_then(|id| client().rollback(&id)),
-        Command::Upgrade { job_id, operators, .. } => job(job_id).and_then(|id| client().upgrade(&id, operators)),
+        Command::Upgrade { job_id, operators, trial, no_trial, sample, .. } => {
+            let trial = match (trial, no_trial) {
+                (true, _) => client::Trial::Only(*sample),
+                (_, true) => client::Trial::Skip,
+                _ => client::Trial::First(*sample),
+            };
+            job(job_id).and_then(|id| client().upgrade(&id, operators, trial))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

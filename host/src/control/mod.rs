@@ -9,7 +9,7 @@ mod modules;
 
 pub use jobs::{
     CancelError, DisposeError, HistoryEvent, JobInfo, JobState, Jobs, RollbackPoint, SavepointError, SavepointRecord,
-    SavepointStatus, StartFrom, SubmitError, UpgradeError, UpgradeStatus,
+    SavepointStatus, StartFrom, SubmitError, TRIAL_SAMPLE, TrialReport, UpgradeError, UpgradeStatus,
 };
 pub(crate) use modules::StoreModules;
 pub use modules::{ModuleInfo, ModuleStore};

@@ -362,6 +362,31 @@ impl JobPlan {
         Ok(upgraded)
     }
 
+    /// Operator `uid` as this plan runs it, for a trial of its module (see [`crate::wasm::trial`]).
+    pub fn trial_target(&self, uid: &str) -> Result<crate::wasm::trial::TrialTarget, String> {
+        let spec = parse(&self.text, &self.label).map_err(|e| e.to_string())?;
+        let op = spec.operators.iter().find(|op| op.uid == uid).ok_or(format!("the job has no operator '{uid}'"))?;
+        let module = op.module.as_ref().and_then(|m| self.modules.get(m)).cloned();
+        let module = module.ok_or(format!("operator '{uid}' does not run a module"))?;
+        let config = serde_json::to_string(&op.config.clone().unwrap_or_default())
+            .map_err(|e| format!("operator '{uid}': `config` cannot be passed as JSON: {e}"))?;
+        Ok(crate::wasm::trial::TrialTarget {
+            uid: uid.to_string(),
+            module,
+            config,
+            keyed: op.keyed(),
+            limits: super::build::sandbox_limits(op)?,
+            parallelism: op.parallelism.unwrap_or(spec.parallelism),
+            max_parallelism: spec.max_parallelism,
+        })
+    }
+
+    /// Whether its checkpoints hold state in RocksDB's native form, which only a RocksDB backend
+    /// restores.
+    pub fn checkpoints_native(&self) -> bool {
+        self.state.reads_native()
+    }
+
     /// The job's checkpoint storage, when it checkpoints.
     pub fn checkpoint_storage(&self) -> Option<&Storage> {
         self.checkpoints.as_ref().map(|c| &c.storage)

@@ -133,14 +133,7 @@ impl GuestInstance {
             return Ok(());
         }
         let started = std::time::Instant::now();
-        // Opened before it takes the state over (`open` has no key to reach state with): if it
-        // fails, the job fails with the state still where it was.
-        let kinds = self.store.data().keyed.kinds.clone();
-        let (mut store, fresh) = instantiate(&self.module, KeyedState::empty(kinds.clone()), &self.limits, &self.info)?;
-        open(&mut store, &fresh, &self.config, &self.limits, &self.info)?;
-        store.data_mut().keyed = std::mem::replace(&mut self.store.data_mut().keyed, KeyedState::empty(kinds));
-        self.fresh_memory = store.data().limits.largest;
-        (self.store, self.instance) = (store, fresh);
+        self.renew()?;
         tracing::info!(
             "{}: its instance's memory grew to {} of its {} limit; continuing in a fresh instance (state and \
              timers are the host's), started in {:?}",
@@ -149,6 +142,22 @@ impl GuestInstance {
             mib(limit),
             started.elapsed()
         );
+        Ok(())
+    }
+}
+
+impl GuestInstance {
+    /// Replaces the instance by a fresh one, opened anew, which takes the state over (after a
+    /// trap, an instance cannot be entered again).
+    pub(crate) fn renew(&mut self) -> Result<(), String> {
+        // Opened before it takes the state over (`open` has no key to reach state with): if it
+        // fails, the job fails with the state still where it was.
+        let kinds = self.store.data().keyed.kinds.clone();
+        let (mut store, fresh) = instantiate(&self.module, KeyedState::empty(kinds.clone()), &self.limits, &self.info)?;
+        open(&mut store, &fresh, &self.config, &self.limits, &self.info)?;
+        store.data_mut().keyed = std::mem::replace(&mut self.store.data_mut().keyed, KeyedState::empty(kinds));
+        self.fresh_memory = store.data().limits.largest;
+        (self.store, self.instance) = (store, fresh);
         Ok(())
     }
 }

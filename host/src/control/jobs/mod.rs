@@ -12,6 +12,7 @@ mod record;
 mod recovery;
 mod savepoints;
 mod store;
+mod trial;
 mod upgrade;
 
 pub use errors::{CancelError, DisposeError, SavepointError, SubmitError, UpgradeError};
@@ -20,6 +21,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+pub use trial::{TRIAL_SAMPLE, TrialReport};
 
 use sha2::{Digest, Sha256};
 

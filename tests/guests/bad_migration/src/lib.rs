@@ -1,6 +1,7 @@
 //! Declares the `count` example's state with schema version 2 and a migration from version 1
-//! that fails on every item: swapped in for `count`, the restore fails, and the upgrade is rolled
-//! back with the migration's message.
+//! that fails on every odd count (and writes even ones as version 2's `{"count":n}`): swapped in
+//! for `count`, its trial names the odd counts it cannot read, and without the trial the restore
+//! fails and the upgrade is rolled back with the migration's message.
 use weir_guest::{Context, Description, Error, Event, OpenContext, Operator, Result};
 
 struct BadMigration;
@@ -19,7 +20,11 @@ impl Operator for BadMigration {
     }
 
     fn migrate(_state: &str, _from_version: u32, item: &[u8]) -> Result<Vec<u8>> {
-        Err(Error::new(format!("this build cannot read {}", String::from_utf8_lossy(item))))
+        let text = String::from_utf8_lossy(item);
+        match text.parse::<u64>() {
+            Ok(n) if n % 2 == 0 => Ok(format!("{{\"count\":{n}}}").into_bytes()),
+            _ => Err(Error::new(format!("this build cannot read {text}"))),
+        }
     }
 }
 

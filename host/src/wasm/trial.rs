@@ -1,0 +1,225 @@
+//! The trial of a new module against a running operator's state, before an upgrade changes
+//! anything: in a scratch sandbox (its own instance, the operator's call deadline and memory
+//! limit, state in memory that nothing else sees), the new module migrates the state of a sample
+//! of key groups as the upgrade would, entry by entry where a batch fails, so that a failure names
+//! the key and the entry. What it measures (time to read and to migrate an entry, the module's
+//! memory) projects the pause of the whole migration.
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::engine::OperatorModule;
+use super::host::KeyedState;
+use super::instance::{self, GuestInstance};
+use super::operator::SandboxLimits;
+use crate::checkpoint::Restore;
+use crate::key_group::key_group_range;
+use crate::runtime::{Interrupt, SubtaskInfo, clip};
+use crate::state::{Backends, StateItem, StateKind, ttl};
+
+/// Most failing entries a trial reports per operator (it stops looking once it has them).
+pub const MOST_FAILURES: usize = 5;
+/// Entries per `migrate` call, as a restore migrates them (a key group's at most).
+const MIGRATE_BATCH: usize = 1024;
+
+/// The operator a trial is of, and the module it would run.
+pub struct TrialTarget {
+    /// The operator's uid.
+    pub uid: String,
+    /// The module it would run.
+    pub module: Arc<OperatorModule>,
+    /// Its configuration, a JSON object as text.
+    pub config: String,
+    /// Whether it has keyed state.
+    pub keyed: bool,
+    /// Its sandbox: the trial's too.
+    pub limits: SandboxLimits,
+    /// Its parallelism, and the job's max parallelism.
+    pub parallelism: u32,
+    /// The job's number of key groups.
+    pub max_parallelism: u32,
+}
+
+/// What the trial of one operator found.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct OperatorTrial {
+    /// The operator's uid.
+    pub uid: String,
+    /// The new module: name, version and the start of its SHA-256.
+    pub module: String,
+    /// The key groups whose state it took.
+    pub key_groups: Vec<u32>,
+    /// Entries of states whose schema changes, read from the sample.
+    pub entries: u64,
+    /// How many of them migrated.
+    pub migrated: u64,
+    /// The entries the new module's `migrate` failed on (at most [`MOST_FAILURES`]).
+    pub failures: Vec<MigrationFailure>,
+    /// Microseconds to read an entry of the sample from the checkpoint.
+    pub read_us_per_entry: f64,
+    /// Microseconds to migrate one.
+    pub migrate_us_per_entry: f64,
+    /// The entries of the whole state, projected from the sample.
+    pub projected_entries: u64,
+    /// The pause reading and migrating them would cost: the subtask with the most key groups,
+    /// subtasks migrating together.
+    pub projected_pause_ms: f64,
+    /// The new module's largest linear memory during the trial.
+    pub memory_bytes: u64,
+}
+
+/// An entry the new module could not migrate.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct MigrationFailure {
+    /// The state.
+    pub state: String,
+    /// The event key (text where it is UTF-8).
+    pub key: String,
+    /// The entry as saved (text where it is UTF-8).
+    pub entry: String,
+    /// What `migrate` said.
+    pub error: String,
+}
+
+/// The `per_subtask` first key groups of each subtask of `target` (all of them when there are
+/// fewer): the state a trial takes, a range per subtask.
+pub fn sample_key_groups(target: &TrialTarget, per_subtask: u32) -> Vec<Range<u32>> {
+    if !target.keyed {
+        return Vec::new();
+    }
+    (0..target.parallelism)
+        .map(|i| key_group_range(target.max_parallelism, target.parallelism, i))
+        .map(|r| r.start..r.end.min(r.start + per_subtask))
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
+/// Tries `target`'s new module on the state `restore` holds of `key_groups`.
+pub fn trial(target: &TrialTarget, restore: &Restore, sample: &[Range<u32>]) -> Result<OperatorTrial, String> {
+    let module = &target.module;
+    let states = module.states(target.keyed);
+    let kinds: Vec<StateKind> = states.iter().map(|s| s.kind).collect();
+    let info = SubtaskInfo {
+        uid: Arc::from(format!("{} (trial)", target.uid).as_str()),
+        index: 0,
+        parallelism: 1,
+        max_parallelism: target.max_parallelism,
+        attempt: 0,
+        interrupt: Interrupt::default(),
+    };
+    let instantiated = instance::instantiate(module, KeyedState::empty(kinds.clone()), &target.limits, &info)?;
+    let mut guest = GuestInstance::open(module.clone(), instantiated, target.config.clone(), target.limits, info)
+        .map_err(|e| format!("the new module of operator '{}' does not open: {e}", target.uid))?;
+    let mut report = OperatorTrial {
+        uid: target.uid.clone(),
+        module: format!(
+            "{} {} ({})",
+            module.description.name,
+            module.description.version,
+            &module.sha256[..12.min(module.sha256.len())]
+        ),
+        key_groups: sample.iter().flat_map(Range::clone).collect(),
+        entries: 0,
+        migrated: 0,
+        failures: Vec::new(),
+        read_us_per_entry: 0.0,
+        migrate_us_per_entry: 0.0,
+        projected_entries: 0,
+        projected_pause_ms: 0.0,
+        memory_bytes: 0,
+    };
+    let (mut reading, mut migrating) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    let mut read_entries = 0u64;
+    for key_groups in sample {
+        let started = Instant::now();
+        let restored = restore.restore_state(&target.uid, &states, &Backends::Memory, &kinds, key_groups.clone())?;
+        let migrations = restored.migrations(&states)?;
+        let mut entries: Vec<(u32, Vec<u8>, Vec<u8>)> = Vec::new();
+        restored
+            .backend
+            .scan(key_groups.clone(), &mut |e| {
+                read_entries += 1;
+                if !migrations.iter().any(|m| m.state == e.state) {
+                    return;
+                }
+                let item = match e.item {
+                    StateItem::Value(v) | StateItem::MapEntry(_, v) | StateItem::ListElement(v) => v,
+                };
+                // Entries with a time-to-live keep their expiry: the guest migrates what follows it.
+                let skip = if states[e.state as usize].time_to_live.is_some() { ttl::EXPIRY_BYTES } else { 0 };
+                entries.push((e.state, e.key.to_vec(), item.get(skip..).unwrap_or_default().to_vec()));
+            })
+            .map_err(|e| e.to_string())?;
+        reading += started.elapsed();
+        let started = Instant::now();
+        for migration in &migrations {
+            let of_state: Vec<&(u32, Vec<u8>, Vec<u8>)> = entries.iter().filter(|e| e.0 == migration.state).collect();
+            for batch in of_state.chunks(MIGRATE_BATCH) {
+                report.entries += batch.len() as u64;
+                let name = &states[migration.state as usize].name;
+                report.migrated +=
+                    migrate_isolating(&mut guest, name, migration.from_version, batch, &mut report.failures);
+            }
+        }
+        migrating += started.elapsed();
+    }
+    let per_entry = |d: std::time::Duration, n: u64| if n == 0 { 0.0 } else { d.as_secs_f64() * 1e6 / n as f64 };
+    report.read_us_per_entry = per_entry(reading, read_entries);
+    report.migrate_us_per_entry = per_entry(migrating, report.entries);
+    let sampled = report.key_groups.len();
+    if sampled > 0 {
+        let scale = |n: u64| n as f64 * f64::from(target.max_parallelism) / sampled as f64;
+        report.projected_entries = scale(read_entries) as u64;
+        // The subtask with the most key groups reads its entries and migrates its share.
+        let busiest = f64::from(target.max_parallelism.div_ceil(target.parallelism.max(1)));
+        let per_key_group = |n: u64| n as f64 / sampled as f64;
+        report.projected_pause_ms = busiest
+            * (per_key_group(read_entries) * report.read_us_per_entry
+                + per_key_group(report.entries) * report.migrate_us_per_entry)
+            / 1e3;
+    }
+    report.memory_bytes = guest.store.data().limits.largest as u64;
+    Ok(report)
+}
+
+/// Migrates `batch` (state index, key, entry) of state `name` from `from_version`; where the
+/// call fails, halves the batch until the failing entries are alone, and records them in
+/// `failures` (up to [`MOST_FAILURES`]). How many entries migrated.
+fn migrate_isolating(
+    guest: &mut GuestInstance,
+    name: &str,
+    from_version: u32,
+    batch: &[&(u32, Vec<u8>, Vec<u8>)],
+    failures: &mut Vec<MigrationFailure>,
+) -> u64 {
+    if batch.is_empty() || failures.len() >= MOST_FAILURES {
+        return 0;
+    }
+    let items: Vec<Vec<u8>> = batch.iter().map(|e| e.2.clone()).collect();
+    let error = match guest.migrate(batch[0].0, from_version, &items) {
+        Ok(migrated) if migrated.len() == items.len() => return items.len() as u64,
+        Ok(migrated) => format!("migrate returned {} items for {}", migrated.len(), items.len()),
+        Err(e) => e,
+    };
+    // After a trap the instance cannot be entered again: what follows runs in a fresh one.
+    let renewed = guest.renew();
+    if let [(_, key, entry)] = batch {
+        failures.push(MigrationFailure {
+            state: name.to_string(),
+            key: String::from_utf8_lossy(key).into_owned(),
+            entry: clip(&String::from_utf8_lossy(entry)).to_string(),
+            error,
+        });
+        return 0;
+    }
+    if renewed.is_err() {
+        return 0;
+    }
+    let (first, second) = batch.split_at(batch.len() / 2);
+    migrate_isolating(guest, name, from_version, first, failures)
+        + migrate_isolating(guest, name, from_version, second, failures)
+}
