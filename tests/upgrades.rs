@@ -281,9 +281,10 @@ fn a_module_that_cannot_read_the_state_is_refused_and_the_job_runs_on() {
     assert!(emitted.values().all(|versions| versions == &[1]), "only v1 ran");
 }
 
+/// Without its trial (which would refuse it: see below).
 #[test]
 fn a_module_that_fails_right_after_the_swap_is_rolled_back() {
-    rolled_back("count_broken", "the guest trapped", &[]);
+    rolled_back("count_broken", "the guest trapped", &["--no-trial"]);
 }
 
 /// Without its trial (`--no-trial`), an upgrade whose migration fails fails at the restore, and is
@@ -327,6 +328,16 @@ fn a_trial_names_the_entries_a_migration_fails_on_and_refuses_the_upgrade() {
         "{}",
         refused.stderr
     );
+    // A module that traps on events: the trial replays recent input through it and refuses it.
+    let broken = server.cli(&["upgrade", &id, "--operator", &count_per_user("count_broken")]);
+    assert_eq!(broken.code, 1, "{}", broken.stderr);
+    assert!(
+        broken.stderr.contains("the new modules failed their trial: operator 'count-per-user': count 2.0.1")
+            && broken.stderr.contains("fails on event {\"ts\":")
+            && broken.stderr.contains("count_broken traps on every event"),
+        "{}",
+        broken.stderr
+    );
     let job = server.wait_for_job(&id);
     let history: Vec<&str> = job["history"].as_array().unwrap().iter().map(|h| h["event"].as_str().unwrap()).collect();
     assert_eq!((job["state"].as_str(), history), (Some("finished"), vec!["started"]), "{job}");
@@ -350,6 +361,14 @@ fn a_trial_on_weir_run_without_checkpoints_passes_and_the_upgrade_follows() {
     assert!(entries > 0 && migrated == entries, "every count of the sample migrated: {op}");
     assert_eq!(op["projected-entries"], entries, "the whole state was sampled: {op}");
     assert!(op["memory-bytes"].as_u64().unwrap() > 0, "{op}");
+    // Recent events of the sample's keys, through both: v2 writes v1's line with its version.
+    let replayed = op["replayed"].as_array().unwrap();
+    assert!(!replayed.is_empty(), "{op}");
+    for r in replayed {
+        let old = r["old"][0].as_str().unwrap();
+        assert_eq!(r["new"][0].as_str().unwrap(), format!("{},\"v\":2}}", old.trim_end_matches('}')), "{r}");
+        assert!(old.starts_with(&format!("{{\"key\":\"{}\",\"count\":", r["key"].as_str().unwrap())), "{r}");
+    }
     let scratch = report["state-from"].as_str().unwrap();
     assert!(scratch.contains("savepoints"), "{scratch}");
     assert!(

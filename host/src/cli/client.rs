@@ -498,6 +498,24 @@ impl Client {
                     op["projected-pause-ms"].as_f64().unwrap_or(0.0),
                     op["memory-bytes"].as_f64().unwrap_or(0.0) / f64::from(1 << 20)
                 );
+                let replayed = op["replayed"].as_array().cloned().unwrap_or_default();
+                let differing = replayed.iter().filter(|r| r["old"] != r["new"]).count();
+                println!(
+                    "  replayed {} recent events through both modules: {differing} gave other output",
+                    replayed.len()
+                );
+                for r in replayed.iter().take(3) {
+                    let lines = |v: &Value| {
+                        let lines: Vec<&str> = v.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                        if lines.is_empty() { "(nothing)".to_string() } else { lines.join(" ") }
+                    };
+                    println!("    key '{}', event {}", str(&r["key"]), str(&r["event"]));
+                    println!("      old: {}", lines(&r["old"]));
+                    println!("      new: {}", lines(&r["new"]));
+                    if let Some(error) = r["error"].as_str() {
+                        println!("      FAILED: {error}");
+                    }
+                }
                 for f in op["failures"].as_array().into_iter().flatten() {
                     println!(
                         "  FAILED: state '{}' of key '{}' ({}): {}",

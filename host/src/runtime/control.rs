@@ -50,6 +50,8 @@ pub(crate) struct Control {
     /// What a waiting source wakes up for (a barrier requested, the end reached, a stop called
     /// off, a failure, a cancel): the job's, so that a cancel from outside wakes it too.
     pub(crate) news: Arc<Wakeup>,
+    /// Where operators' input is recorded for a trial.
+    pub(crate) recent: Arc<super::RecentInput>,
 }
 
 impl Control {
@@ -139,6 +141,10 @@ impl TaskContext for Control {
 
     fn lasting(&self, id: u64) -> bool {
         self.lasting.lock().is_ok_and(|lasting| lasting.contains(&id))
+    }
+
+    fn recent(&self) -> Option<&super::RecentInput> {
+        Some(&self.recent)
     }
 }
 

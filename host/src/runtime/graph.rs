@@ -110,6 +110,8 @@ pub struct RunHandles {
     pub handover: Arc<Handover>,
     /// Wakes the run's waiting threads when the job is canceled.
     pub wakeup: Arc<super::Wakeup>,
+    /// Operators' input, recorded while a trial asks for it.
+    pub recent: Arc<super::RecentInput>,
 }
 
 impl RunHandles {

@@ -23,6 +23,7 @@ mod executor;
 pub mod graph;
 mod handover;
 mod metrics;
+mod recent;
 mod runner;
 mod snapshot;
 mod task;
@@ -34,6 +35,7 @@ pub use executor::{MAX_CHANNELS, MAX_SUBTASKS, check_size, execute, panic_messag
 pub use graph::{JobGraph, Partitioning, RunHandles, SideOutput, Vertex, VertexInput};
 pub use handover::{Handover, Stopped};
 pub use metrics::{InputSummary, JobMetrics, SubtaskSummary, VertexSummary};
+pub use recent::RecentInput;
 pub use snapshot::{
     CheckpointConfig, CheckpointSink, Completed, NativeState, NativeStoredFile, Position, SavepointRequest,
     SinkCommitted, SourcePosition, StateFile, StateSnapshot, StoredState,

@@ -3,7 +3,8 @@
 //! limit, state in memory that nothing else sees), the new module migrates the state of a sample
 //! of key groups as the upgrade would, entry by entry where a batch fails, so that a failure names
 //! the key and the entry. What it measures (time to read and to migrate an entry, the module's
-//! memory) projects the pause of the whole migration.
+//! memory) projects the pause of the whole migration. Then recent input goes through the old
+//! module and the new one, side by side.
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,12 +16,14 @@ use super::host::KeyedState;
 use super::instance::{self, GuestInstance};
 use super::operator::SandboxLimits;
 use crate::checkpoint::Restore;
-use crate::key_group::key_group_range;
-use crate::runtime::{Interrupt, SubtaskInfo, clip};
+use crate::key_group::{key_group, key_group_range};
+use crate::runtime::{EventBatch, Interrupt, SubtaskInfo, clip};
 use crate::state::{Backends, StateItem, StateKind, ttl};
 
 /// Most failing entries a trial reports per operator (it stops looking once it has them).
 pub const MOST_FAILURES: usize = 5;
+/// Most events a trial replays per operator.
+pub const MOST_REPLAYED: usize = 10;
 /// Entries per `migrate` call, as a restore migrates them (a key group's at most).
 const MIGRATE_BATCH: usize = 1024;
 
@@ -69,6 +72,26 @@ pub struct OperatorTrial {
     pub projected_pause_ms: f64,
     /// The new module's largest linear memory during the trial.
     pub memory_bytes: u64,
+    /// Events the operator processed meanwhile, replayed through the old module and the new one
+    /// (at most [`MOST_REPLAYED`]).
+    pub replayed: Vec<ReplayedEvent>,
+}
+
+/// An event replayed through the old module and the new one, each on the sample's state (the
+/// new one's migrated), each going on from its own writes.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ReplayedEvent {
+    /// The event's key and value (text where they are UTF-8).
+    pub key: String,
+    /// The event's value.
+    pub event: String,
+    /// What the old module emitted (a side output's lines after `[side N] `).
+    pub old: Vec<String>,
+    /// What the new module emitted.
+    pub new: Vec<String>,
+    /// Why the new module failed on it, where it did and the old one did not.
+    pub error: Option<String>,
 }
 
 /// An entry the new module could not migrate.
@@ -103,14 +126,7 @@ pub fn trial(target: &TrialTarget, restore: &Restore, sample: &[Range<u32>]) -> 
     let module = &target.module;
     let states = module.states(target.keyed);
     let kinds: Vec<StateKind> = states.iter().map(|s| s.kind).collect();
-    let info = SubtaskInfo {
-        uid: Arc::from(format!("{} (trial)", target.uid).as_str()),
-        index: 0,
-        parallelism: 1,
-        max_parallelism: target.max_parallelism,
-        attempt: 0,
-        interrupt: Interrupt::default(),
-    };
+    let info = trial_subtask(target, 0, 1);
     let instantiated = instance::instantiate(module, KeyedState::empty(kinds.clone()), &target.limits, &info)?;
     let mut guest = GuestInstance::open(module.clone(), instantiated, target.config.clone(), target.limits, info)
         .map_err(|e| format!("the new module of operator '{}' does not open: {e}", target.uid))?;
@@ -131,6 +147,7 @@ pub fn trial(target: &TrialTarget, restore: &Restore, sample: &[Range<u32>]) -> 
         projected_entries: 0,
         projected_pause_ms: 0.0,
         memory_bytes: 0,
+        replayed: Vec::new(),
     };
     let (mut reading, mut migrating) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
     let mut read_entries = 0u64;
@@ -222,4 +239,118 @@ fn migrate_isolating(
     let (first, second) = batch.split_at(batch.len() / 2);
     migrate_isolating(guest, name, from_version, first, failures)
         + migrate_isolating(guest, name, from_version, second, failures)
+}
+
+/// Replays the first [`MOST_REPLAYED`] keyed events of `recorded` (batches with their input's
+/// index) through `old`'s module on the state `restore` holds of their key groups and `new`'s on
+/// it migrated, one event per call, each going on from its own writes. Operators with broadcast
+/// state are not replayed (their broadcast inputs would need telling apart).
+pub fn replay(
+    old: &TrialTarget,
+    new: &TrialTarget,
+    restore: &Arc<Restore>,
+    recorded: &[(usize, EventBatch)],
+) -> Result<Vec<ReplayedEvent>, String> {
+    let broadcast = |t: &TrialTarget| t.module.description.states.iter().any(|s| s.kind == StateKind::Broadcast);
+    if !new.keyed || broadcast(old) || broadcast(new) {
+        return Ok(Vec::new());
+    }
+    let max = new.max_parallelism;
+    let events: Vec<(usize, u32, crate::runtime::Event<'_>)> = recorded
+        .iter()
+        .flat_map(|(input, batch)| batch.iter().map(move |e| (*input, e)))
+        .filter_map(|(input, e)| Some((input, u32::from(key_group(e.key?, max)), e)))
+        .take(MOST_REPLAYED)
+        .collect();
+    // One pair of operators per key group the events fall in, each over that key group's state.
+    let mut operators: std::collections::BTreeMap<u32, [Box<dyn crate::runtime::Operator>; 2]> = Default::default();
+    let text = |bytes: &[u8]| clip(&String::from_utf8_lossy(bytes)).to_string();
+    let mut replayed = Vec::new();
+    for (input, kg, event) in events {
+        let pair = match operators.entry(kg) {
+            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                let old = key_group_operator(old, restore, kg)?;
+                // The new module's restore migrates the key group's state, which may fail.
+                match key_group_operator(new, restore, kg) {
+                    Ok(new) => v.insert([old, new]),
+                    Err(error) => {
+                        replayed.push(ReplayedEvent {
+                            key: text(event.key.unwrap_or_default()),
+                            event: text(event.value),
+                            old: Vec::new(),
+                            new: Vec::new(),
+                            error: Some(error),
+                        });
+                        break;
+                    }
+                }
+            }
+        };
+        let mut batch = EventBatch::default();
+        batch.push(event);
+        let (old_out, new_out) = (emitted(&mut *pair[0], input, &batch), emitted(&mut *pair[1], input, &batch));
+        replayed.push(ReplayedEvent {
+            key: text(event.key.unwrap_or_default()),
+            event: text(event.value),
+            error: match (&old_out, &new_out) {
+                (Ok(_), Err(e)) => Some(e.clone()),
+                _ => None,
+            },
+            old: old_out.unwrap_or_default(),
+            new: new_out.unwrap_or_default(),
+        });
+    }
+    Ok(replayed)
+}
+
+/// An operator of `target`'s module owning key group `kg` alone, its state what `restore` holds
+/// of it (migrated where its schema changed).
+fn key_group_operator(
+    target: &TrialTarget,
+    restore: &Arc<Restore>,
+    kg: u32,
+) -> Result<Box<dyn crate::runtime::Operator>, String> {
+    let info = trial_subtask(target, kg, target.max_parallelism);
+    let states = target.module.states(target.keyed);
+    let (uid, restore) = (target.uid.clone(), restore.clone());
+    let restoring: crate::state::StateRestore = Arc::new(move |backends, kinds, key_groups, _| {
+        restore.restore_state(&uid, &states, backends, kinds, key_groups)
+    });
+    let factory = super::WasmOperatorFactory::new(
+        target.module.clone(),
+        target.config.clone(),
+        target.keyed,
+        target.limits,
+        Backends::Memory,
+    );
+    crate::runtime::OperatorFactory::create(&factory.restoring(restoring), &info)
+}
+
+/// The lines `operator` emits for `batch` of input `input`.
+fn emitted(
+    operator: &mut dyn crate::runtime::Operator,
+    input: usize,
+    batch: &EventBatch,
+) -> Result<Vec<String>, String> {
+    let mut out = crate::runtime::Emitted::default();
+    operator.process(input, batch, &mut out)?;
+    let line = |e: crate::runtime::Event<'_>| String::from_utf8_lossy(e.value).into_owned();
+    let mut lines: Vec<String> = out.main.iter().map(line).collect();
+    for (k, side) in (1..).zip(&out.side) {
+        lines.extend(side.iter().map(|e| format!("[side {k}] {}", line(e))));
+    }
+    Ok(lines)
+}
+
+/// Subtask `index` of `parallelism` of `target`'s operator, as a trial runs it.
+fn trial_subtask(target: &TrialTarget, index: u32, parallelism: u32) -> SubtaskInfo {
+    SubtaskInfo {
+        uid: Arc::from(format!("{} (trial)", target.uid).as_str()),
+        index,
+        parallelism,
+        max_parallelism: target.max_parallelism,
+        attempt: 0,
+        interrupt: Interrupt::default(),
+    }
 }

@@ -81,6 +81,7 @@ impl Job {
             savepoints,
             handover: Arc::default(),
             wakeup: Arc::default(),
+            recent: Arc::default(),
         };
         Job {
             info: Mutex::new(info),

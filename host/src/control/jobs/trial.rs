@@ -16,6 +16,12 @@ use crate::wasm::trial::{self, OperatorTrial};
 
 /// Key groups a trial takes per operator subtask, unless asked otherwise.
 pub const TRIAL_SAMPLE: u32 = 2;
+/// Most bytes of an operator's input a trial records to replay.
+const RECORDED_BYTES: usize = 256 << 10;
+/// Tries from the latest checkpoint before a trial takes a savepoint of its own.
+const CHECKPOINT_ATTEMPTS: u32 = 3;
+/// Longest a trial waits for input to replay, once the sample has migrated.
+const RECORDING_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What the trial of an upgrade found.
 #[derive(Debug, Clone, Serialize)]
@@ -32,14 +38,24 @@ pub struct TrialReport {
 impl std::fmt::Display for TrialReport {
     /// Why it failed, naming each failing entry.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for op in self.operators.iter().filter(|op| !op.failures.is_empty()) {
-            write!(f, "operator '{}': {} cannot migrate its state: ", op.uid, op.module)?;
-            let failures: Vec<String> = op
-                .failures
-                .iter()
-                .map(|x| format!("state '{}' of key '{}' ({}): {}", x.state, x.key, x.entry, x.error))
-                .collect();
-            write!(f, "{}; ", failures.join("; "))?;
+        for op in &self.operators {
+            if !op.failures.is_empty() {
+                write!(f, "operator '{}': {} cannot migrate its state: ", op.uid, op.module)?;
+                let failures: Vec<String> = op
+                    .failures
+                    .iter()
+                    .map(|x| format!("state '{}' of key '{}' ({}): {}", x.state, x.key, x.entry, x.error))
+                    .collect();
+                write!(f, "{}; ", failures.join("; "))?;
+            }
+            for r in op.replayed.iter().filter(|r| r.error.is_some()) {
+                let error = r.error.as_deref().unwrap_or_default();
+                write!(
+                    f,
+                    "operator '{}': {} fails on event {} of key '{}': {error}; ",
+                    op.uid, op.module, r.event, r.key
+                )?;
+            }
         }
         write!(f, "the trial took the state of {}, and the job runs on untouched", self.state_from)
     }
@@ -58,36 +74,47 @@ impl Jobs {
     ) -> Result<TrialReport, UpgradeError> {
         let (job, plan) = self.running(id, "be upgraded")?;
         let upgraded = plan.upgraded(replacements, modules).map_err(UpgradeError::Refused)?;
-        // A RocksDB job's checkpoints are native: a canonical savepoint is read instead.
-        let checkpoint = match plan.checkpoints_native() {
-            true => None,
-            false => plan.latest_checkpoint(0).map_err(UpgradeError::Refused)?,
-        };
-        let (restore, scratch) = match checkpoint {
-            Some(restore) => (restore, None),
-            None => {
-                let restore = self.trial_savepoint(&job, &plan)?;
-                let location = restore.location();
-                (restore, Some(location))
+        // What the operators process from now on is recorded, to replay through both modules.
+        let recent = &job.handles.recent;
+        for (uid, _) in replacements {
+            recent.arm(uid, RECORDED_BYTES);
+        }
+        // The latest checkpoint may be deleted while it is read (a newer one completed): then the
+        // trial starts again from the newest; a RocksDB job's checkpoints are native, and a job
+        // without one gets a canonical savepoint of its own.
+        let mut tried: Result<Vec<OperatorTrial>, String> = Err(String::new());
+        let mut state_from = String::new();
+        for attempt in 0..CHECKPOINT_ATTEMPTS {
+            let checkpoint = match plan.checkpoints_native() || attempt + 1 == CHECKPOINT_ATTEMPTS {
+                true => None,
+                false => plan.latest_checkpoint(0).map_err(UpgradeError::Refused)?,
+            };
+            let (restore, scratch) = match checkpoint {
+                Some(restore) => (restore, false),
+                None => (self.trial_savepoint(&job, &plan)?, true),
+            };
+            state_from = restore.location();
+            let restore = Arc::new(restore);
+            tried = replacements
+                .iter()
+                .map(|(uid, _)| try_operator(&plan, &upgraded, uid, &restore, per_subtask, recent))
+                .collect();
+            if scratch {
+                let disposed =
+                    SavepointLocation::parse(&state_from, std::path::Path::new("/")).and_then(|at| at.dispose());
+                if let Err(e) = disposed {
+                    tracing::warn!("cannot dispose of the trial's savepoint {state_from}: {e}");
+                }
             }
-        };
-        let state_from = restore.location();
-        let tried: Result<Vec<OperatorTrial>, String> = replacements
-            .iter()
-            .map(|(uid, _)| {
-                let target = upgraded.trial_target(uid)?;
-                let key_groups = trial::sample_key_groups(&target, per_subtask);
-                trial::trial(&target, &restore, &key_groups).map_err(|e| format!("operator '{uid}': {e}"))
-            })
-            .collect();
-        if let Some(location) = scratch {
-            let disposed = SavepointLocation::parse(&location, std::path::Path::new("/")).and_then(|at| at.dispose());
-            if let Err(e) = disposed {
-                tracing::warn!("cannot dispose of the trial's savepoint {location}: {e}");
+            if tried.is_ok() || scratch {
+                break;
             }
         }
+        for (uid, _) in replacements {
+            recent.take(uid);
+        }
         let operators = tried.map_err(UpgradeError::Refused)?;
-        let passed = operators.iter().all(|op| op.failures.is_empty());
+        let passed = operators.iter().all(|op| op.failures.is_empty() && op.replayed.iter().all(|r| r.error.is_none()));
         Ok(TrialReport { passed, state_from, operators })
     }
 
@@ -106,4 +133,33 @@ impl Jobs {
         }
         sink.stored().map_err(|e| UpgradeError::Conflict(format!("the trial's savepoint failed: {e}")))
     }
+}
+
+/// The trial of operator `uid`'s module in `upgraded` (running in `plan` now) on the state
+/// `restore` holds: its sample migrated, then the input recorded meanwhile replayed (on the
+/// state of the key groups it falls in, sampled or not).
+fn try_operator(
+    plan: &JobPlan,
+    upgraded: &JobPlan,
+    uid: &str,
+    restore: &Arc<Restore>,
+    per_subtask: u32,
+    recent: &crate::runtime::RecentInput,
+) -> Result<OperatorTrial, String> {
+    let (old, new) = (plan.trial_target(uid)?, upgraded.trial_target(uid)?);
+    let key_groups = trial::sample_key_groups(&new, per_subtask);
+    let mut tried = trial::trial(&new, restore, &key_groups).map_err(|e| format!("operator '{uid}': {e}"))?;
+    if !tried.failures.is_empty() {
+        // Its state cannot be migrated: nothing to replay the input on.
+        return Ok(tried);
+    }
+    let started = std::time::Instant::now();
+    while recent.recorded(uid) == 0 && started.elapsed() < RECORDING_WAIT {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let recorded = recent.take(uid);
+    recent.arm(uid, RECORDED_BYTES);
+    tried.replayed = trial::replay(&old, &new, restore, &recorded)
+        .map_err(|e| format!("operator '{uid}': replaying its input: {e}"))?;
+    Ok(tried)
 }

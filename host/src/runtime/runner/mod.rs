@@ -41,6 +41,10 @@ pub(crate) trait TaskContext: Send + Sync {
     /// Whether barrier `id` is a savepoint's or the job's final one: a sink holds nothing back
     /// at it.
     fn lasting(&self, id: u64) -> bool;
+    /// Where operators' input is recorded when a trial asks for it.
+    fn recent(&self) -> Option<&crate::runtime::RecentInput> {
+        None
+    }
 }
 
 /// What the checkpoint coordinator asks of subtasks at one moment.

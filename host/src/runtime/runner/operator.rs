@@ -140,6 +140,9 @@ pub(crate) fn run_operator(
                 block = false;
                 counters.events_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 counters.late_events.fetch_add(late_events(&batch, watermark), Ordering::Relaxed);
+                if let Some(recent) = ctx.recent() {
+                    recent.record(&info.uid, input, &batch);
+                }
                 let start = clock_ns();
                 operator.process(input, &batch, &mut out)?;
                 if operator.next_processing_timer().is_some_and(|due| due <= now_ms() as i64) {
