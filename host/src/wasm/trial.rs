@@ -270,11 +270,13 @@ pub fn replay(
         let pair = match operators.entry(kg) {
             std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::btree_map::Entry::Vacant(v) => {
-                let old = key_group_operator(old, restore, kg)?;
-                // The new module's restore migrates the key group's state, which may fail.
+                let old_op = key_group_operator(old, restore, kg)?;
+                // The new module's restore migrates the key group's state, which may fail; when
+                // the old one's cannot be made again either, the state is what failed.
                 match key_group_operator(new, restore, kg) {
-                    Ok(new) => v.insert([old, new]),
+                    Ok(new) => v.insert([old_op, new]),
                     Err(error) => {
+                        key_group_operator(old, restore, kg)?;
                         replayed.push(ReplayedEvent {
                             key: text(event.key.unwrap_or_default()),
                             event: text(event.value),

@@ -11,7 +11,7 @@ use super::{Jobs, SavepointError, UpgradeError};
 use crate::checkpoint::Restore;
 use crate::checkpoint::savepoint::{SavepointFormat, SavepointLocation};
 use crate::job::{JobPlan, Modules};
-use crate::runtime::SavepointRequest;
+use crate::runtime::{EventBatch, SavepointRequest};
 use crate::wasm::trial::{self, OperatorTrial};
 
 /// Key groups a trial takes per operator subtask, unless asked otherwise.
@@ -20,7 +20,7 @@ pub const TRIAL_SAMPLE: u32 = 2;
 const RECORDED_BYTES: usize = 256 << 10;
 /// Tries from the latest checkpoint before a trial takes a savepoint of its own.
 const CHECKPOINT_ATTEMPTS: u32 = 3;
-/// Longest a trial waits for input to replay, once the sample has migrated.
+/// Longest a trial waits for input to replay before it reads the state.
 const RECORDING_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What the trial of an upgrade found.
@@ -79,10 +79,38 @@ impl Jobs {
         for (uid, _) in replacements {
             recent.arm(uid, RECORDED_BYTES);
         }
-        // The latest checkpoint may be deleted while it is read (a newer one completed): then the
-        // trial starts again from the newest; a RocksDB job's checkpoints are native, and a job
-        // without one gets a canonical savepoint of its own.
-        let mut tried: Result<Vec<OperatorTrial>, String> = Err(String::new());
+        let tried = self.try_on_state(&job, &plan, &upgraded, replacements, per_subtask);
+        for (uid, _) in replacements {
+            recent.take(uid);
+        }
+        let (state_from, tried) = tried?;
+        let operators = tried.map_err(UpgradeError::Refused)?;
+        let passed = operators.iter().all(|op| op.failures.is_empty() && op.replayed.iter().all(|r| r.error.is_none()));
+        Ok(TrialReport { passed, state_from, operators })
+    }
+
+    /// The trials of `replacements` in `upgraded` (the job runs `plan` now) on the state of the
+    /// latest checkpoint, or of a savepoint taken for them: where the state came from, and what
+    /// each found. The latest checkpoint may be deleted while it is read (a newer one
+    /// completed): then the trial starts again from the newest; a RocksDB job's checkpoints are
+    /// native, and a job without one gets a canonical savepoint of its own.
+    fn try_on_state(
+        &self,
+        job: &super::Job,
+        plan: &JobPlan,
+        upgraded: &JobPlan,
+        replacements: &[(String, String)],
+        per_subtask: u32,
+    ) -> Result<(String, Result<Vec<OperatorTrial>, String>), UpgradeError> {
+        // Some input first (the state is read after, so that no newer checkpoint deletes it
+        // meanwhile).
+        let recent = &job.handles.recent;
+        let started = std::time::Instant::now();
+        while replacements.iter().any(|(uid, _)| recent.recorded(uid) == 0) && started.elapsed() < RECORDING_WAIT {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let recorded: Vec<Vec<(usize, EventBatch)>> = replacements.iter().map(|(uid, _)| recent.take(uid)).collect();
+        let mut tried = Err(String::new());
         let mut state_from = String::new();
         for attempt in 0..CHECKPOINT_ATTEMPTS {
             let checkpoint = match plan.checkpoints_native() || attempt + 1 == CHECKPOINT_ATTEMPTS {
@@ -91,13 +119,14 @@ impl Jobs {
             };
             let (restore, scratch) = match checkpoint {
                 Some(restore) => (restore, false),
-                None => (self.trial_savepoint(&job, &plan)?, true),
+                None => (self.trial_savepoint(job, plan)?, true),
             };
             state_from = restore.location();
             let restore = Arc::new(restore);
             tried = replacements
                 .iter()
-                .map(|(uid, _)| try_operator(&plan, &upgraded, uid, &restore, per_subtask, recent))
+                .zip(&recorded)
+                .map(|((uid, _), recorded)| try_operator(plan, upgraded, uid, &restore, per_subtask, recorded))
                 .collect();
             if scratch {
                 let disposed =
@@ -110,12 +139,7 @@ impl Jobs {
                 break;
             }
         }
-        for (uid, _) in replacements {
-            recent.take(uid);
-        }
-        let operators = tried.map_err(UpgradeError::Refused)?;
-        let passed = operators.iter().all(|op| op.failures.is_empty() && op.replayed.iter().all(|r| r.error.is_none()));
-        Ok(TrialReport { passed, state_from, operators })
+        Ok((state_from, tried))
     }
 
     /// A savepoint of `job` for a trial to take state from, the job running on.
@@ -136,15 +160,15 @@ impl Jobs {
 }
 
 /// The trial of operator `uid`'s module in `upgraded` (running in `plan` now) on the state
-/// `restore` holds: its sample migrated, then the input recorded meanwhile replayed (on the
-/// state of the key groups it falls in, sampled or not).
+/// `restore` holds: its sample migrated, then the input `recorded` replayed (on the state of the
+/// key groups it falls in, sampled or not).
 fn try_operator(
     plan: &JobPlan,
     upgraded: &JobPlan,
     uid: &str,
     restore: &Arc<Restore>,
     per_subtask: u32,
-    recent: &crate::runtime::RecentInput,
+    recorded: &[(usize, EventBatch)],
 ) -> Result<OperatorTrial, String> {
     let (old, new) = (plan.trial_target(uid)?, upgraded.trial_target(uid)?);
     let key_groups = trial::sample_key_groups(&new, per_subtask);
@@ -153,13 +177,7 @@ fn try_operator(
         // Its state cannot be migrated: nothing to replay the input on.
         return Ok(tried);
     }
-    let started = std::time::Instant::now();
-    while recent.recorded(uid) == 0 && started.elapsed() < RECORDING_WAIT {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let recorded = recent.take(uid);
-    recent.arm(uid, RECORDED_BYTES);
-    tried.replayed = trial::replay(&old, &new, restore, &recorded)
+    tried.replayed = trial::replay(&old, &new, restore, recorded)
         .map_err(|e| format!("operator '{uid}': replaying its input: {e}"))?;
     Ok(tried)
 }
