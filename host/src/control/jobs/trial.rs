@@ -74,16 +74,7 @@ impl Jobs {
     ) -> Result<TrialReport, UpgradeError> {
         let (job, plan) = self.running(id, "be upgraded")?;
         let upgraded = plan.upgraded(replacements, modules).map_err(UpgradeError::Refused)?;
-        // What the operators process from now on is recorded, to replay through both modules.
-        let recent = &job.handles.recent;
-        for (uid, _) in replacements {
-            recent.arm(uid, RECORDED_BYTES);
-        }
-        let tried = self.try_on_state(&job, &plan, &upgraded, replacements, per_subtask);
-        for (uid, _) in replacements {
-            recent.take(uid);
-        }
-        let (state_from, tried) = tried?;
+        let (state_from, tried) = self.try_on_state(&job, &plan, &upgraded, replacements, per_subtask)?;
         let operators = tried.map_err(UpgradeError::Refused)?;
         let passed = operators.iter().all(|op| op.failures.is_empty() && op.replayed.iter().all(|r| r.error.is_none()));
         Ok(TrialReport { passed, state_from, operators })
@@ -102,9 +93,12 @@ impl Jobs {
         replacements: &[(String, String)],
         per_subtask: u32,
     ) -> Result<(String, Result<Vec<OperatorTrial>, String>), UpgradeError> {
-        // Some input first (the state is read after, so that no newer checkpoint deletes it
-        // meanwhile).
+        // Some input first, recorded from now on to replay through both modules (the state is
+        // read after, so that no newer checkpoint deletes it meanwhile).
         let recent = &job.handles.recent;
+        for (uid, _) in replacements {
+            recent.arm(uid, RECORDED_BYTES);
+        }
         let started = std::time::Instant::now();
         while replacements.iter().any(|(uid, _)| recent.recorded(uid) == 0) && started.elapsed() < RECORDING_WAIT {
             std::thread::sleep(std::time::Duration::from_millis(20));
