@@ -5,7 +5,8 @@
 //   axes, takes a savepoint from the savepoints page, sees it in the library, forks it into a new
 //   job from its job file as written, upgrades the original by uploading a module and rolls it
 //   back;
-// - `run`: a `weir run`'s one job: upgrades it from its upgrades page, and is told, as the API
+// - `run`: a `weir run`'s one job: runs a shadow beside it and stops it, upgrades it from its
+//   upgrades page, and is told, as the API
 //   says it, that `weir run` starts no other job;
 // - `graph`: a branching job's page: its graph's columns and the edges each vertex lists.
 // Writes a screenshot of each page into SCREENSHOTS. Run by tests/dashboard.rs; exits non-zero
@@ -35,6 +36,24 @@ async function upgrade() {
   const upgraded = page.locator("tr", { hasText: "upgraded" });
   await upgraded.getByText("count: count 1.0.0").waitFor();
   await upgraded.getByText(/ms$/).waitFor();
+}
+
+/**
+ * Runs count_v2.wasm beside operator `count` as a shadow from the upgrades page: the shadow runs
+ * table shows its lines differing from the live ones (v2 adds a field), then it is stopped.
+ */
+async function shadow() {
+  await page.goto(`${WEIR_URL}/#/jobs/${JOB_ID}/upgrades`);
+  await page.setInputFiles('input[name="count-file"]', COUNT_V2);
+  await page.locator('[data-action="shadow"]').click();
+  await page.locator('[data-outcome="ok"]', { hasText: "shadowing count" }).waitFor();
+  const row = page.locator('[data-section="shadows"] tr', { hasText: "count 2.0.0" });
+  await row.getByText("running").waitFor();
+  // The page refreshes itself: the live output and the shadow's differ in v2's field.
+  await page.locator('[data-section="shadows"] code', { hasText: '"v":2' }).first().waitFor();
+  await shot("shadow");
+  await page.locator('[data-action="stop-shadows"]:not([disabled])').click();
+  await row.getByText("stopped: stopped on request").waitFor();
 }
 
 async function serve() {
@@ -157,6 +176,7 @@ async function run() {
   await page.goto(`${WEIR_URL}/`);
   await page.locator("tr", { hasText: JOB_NAME }).locator(".badge.running").waitFor();
   await shot("jobs");
+  await shadow();
   await upgrade();
   await shot("upgrades");
   // A savepoint, then a restore that `weir run` refuses: the dashboard says what the API said.

@@ -149,6 +149,14 @@ impl Collector for Jobs {
             "weir_source_pendingRecords",
             "Kafka sources: records in the partition after the source's position (Flink's pendingRecords)",
         );
+        let mut shadow_lines = Family::new(
+            "weir_shadow_lines",
+            "Output lines of a shadow run compared with the live operator's, by result: equal, differing, missing (the shadow wrote none), extra",
+        );
+        let mut shadow_memory = Family::new(
+            "weir_shadow_memoryBytes",
+            "Bytes of memory a shadow run costs now, about (stops at its limit)",
+        );
         let now = now_ms();
         for (info, stats) in self.0.iter() {
             let job: Labels = vec![("job_id", info.id.clone().into()), ("job_name", info.name.clone().into())];
@@ -168,6 +176,20 @@ impl Collector for Jobs {
             traps.rows.push((job.clone(), ConstCounter::new(info.guest_traps)));
             if let Some(ms) = info.history.iter().rev().find_map(|h| h.pause_ms) {
                 pause.rows.push((job.clone(), ConstGauge::new(ms)));
+            }
+            for shadow in &info.shadows {
+                let labels = [job.clone(), vec![("operator", shadow.uid.clone().into())]].concat();
+                let results = [
+                    ("equal", shadow.equal),
+                    ("differing", shadow.differing),
+                    ("missing", shadow.missing),
+                    ("extra", shadow.extra),
+                ];
+                for (result, lines) in results {
+                    let labels = [labels.clone(), vec![("result", result.to_string().into())]].concat();
+                    shadow_lines.rows.push((labels, ConstCounter::new(lines)));
+                }
+                shadow_memory.rows.push((labels, ConstGauge::new(shadow.memory_bytes as f64)));
             }
             for (uid, task) in stats.latest.completed.iter().flat_map(|c| &c.tasks) {
                 let labels = [job.clone(), vec![("operator", uid.clone().into())]].concat();
@@ -196,11 +218,23 @@ impl Collector for Jobs {
                 }
             }
         }
-        for family in [running, uptime, duration, size, pause, state_size, watermark, lag] {
+        for family in [running, uptime, duration, size, pause, state_size, watermark, lag, shadow_memory] {
             write(&mut encoder, family)?;
         }
-        for family in [restarts, completed, failed, upgrades, traps, records_in, records_out, late, backpressured, busy]
-        {
+        let counters = [
+            restarts,
+            completed,
+            failed,
+            upgrades,
+            traps,
+            records_in,
+            records_out,
+            late,
+            backpressured,
+            busy,
+            shadow_lines,
+        ];
+        for family in counters {
             write(&mut encoder, family)?;
         }
         Ok(())

@@ -7,6 +7,7 @@ mod dashboard;
 mod error;
 mod metrics;
 mod same_origin;
+mod shadow;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -65,6 +66,7 @@ pub fn router(state: Arc<ApiState>, body_limit: usize) -> Router {
         .route("/v1/jobs/{id}/upgrade", post(upgrade_job))
         .route("/v1/jobs/{id}/rollback", post(rollback_job))
         .route("/v1/jobs/{id}/upgrades/{request}", get(upgrade_status))
+        .route("/v1/jobs/{id}/shadow", post(shadow::start).get(shadow::status).delete(shadow::stop))
         .route("/v1/savepoints", get(list_savepoints).delete(dispose_savepoint))
         .route("/v1/compare", get(compare_jobs))
         .route("/metrics", get(prometheus_metrics))
@@ -296,23 +298,32 @@ async fn savepoint_request(state: Arc<ApiState>, id: String, body: Bytes, stop: 
 
 /// The answer to a savepoint request.
 fn accepted(request: Result<String, SavepointError>) -> Result<Response, ApiError> {
-    match request {
-        Ok(request) => Ok((StatusCode::ACCEPTED, Json(json!({ "request-id": request }))).into_response()),
-        Err(SavepointError::NotFound(id)) => Err(unknown_job(&id)),
-        Err(e @ (SavepointError::NotRunning { .. } | SavepointError::Ending { .. })) => {
-            Err(ApiError::new(StatusCode::CONFLICT, e.to_string()))
+    let request = request.map_err(savepoint_refused)?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "request-id": request }))).into_response())
+}
+
+/// Why a request needing a running job was refused.
+fn savepoint_refused(e: SavepointError) -> ApiError {
+    match e {
+        SavepointError::NotFound(id) => unknown_job(&id),
+        e @ (SavepointError::NotRunning { .. } | SavepointError::Ending { .. }) => {
+            ApiError::new(StatusCode::CONFLICT, e.to_string())
         }
-        Err(e @ SavepointError::Target(_)) => Err(ApiError::new(StatusCode::BAD_REQUEST, e.to_string())),
+        e @ SavepointError::Target(_) => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
     }
 }
 
 /// The answer to an upgrade or rollback request.
 fn upgrade_accepted(request: Result<String, UpgradeError>) -> Result<Response, ApiError> {
-    match request {
-        Ok(request) => accepted(Ok(request)),
-        Err(UpgradeError::Job(e)) => accepted(Err(e)),
-        Err(UpgradeError::Refused(cause)) => Err(ApiError::new(StatusCode::BAD_REQUEST, cause)),
-        Err(UpgradeError::Conflict(cause)) => Err(ApiError::new(StatusCode::CONFLICT, cause)),
+    accepted(Ok(request.map_err(upgrade_refused)?))
+}
+
+/// Why an upgrade, a rollback or a shadow run was refused.
+fn upgrade_refused(e: UpgradeError) -> ApiError {
+    match e {
+        UpgradeError::Job(e) => savepoint_refused(e),
+        UpgradeError::Refused(cause) => ApiError::new(StatusCode::BAD_REQUEST, cause),
+        UpgradeError::Conflict(cause) => ApiError::new(StatusCode::CONFLICT, cause),
     }
 }
 

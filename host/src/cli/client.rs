@@ -52,7 +52,7 @@ impl Client {
 
     /// Sends a request and returns the JSON answer; a non-2xx answer is an error carrying the
     /// server's message, a connection failure a [`CliError::Unreachable`].
-    fn call(&self, method: &str, path: &str, body: Option<(&str, Vec<u8>)>) -> anyhow::Result<Value> {
+    pub(super) fn call(&self, method: &str, path: &str, body: Option<(&str, Vec<u8>)>) -> anyhow::Result<Value> {
         let (status, value) = self.answer(method, path, body)?;
         match status {
             200..300 => Ok(value),
@@ -151,7 +151,7 @@ impl Client {
         }
     }
 
-    fn print_json(&self, value: &Value) -> anyhow::Result<bool> {
+    pub(super) fn print_json(&self, value: &Value) -> anyhow::Result<bool> {
         if self.json {
             println!("{}", serde_json::to_string_pretty(value)?);
         }
@@ -434,7 +434,8 @@ impl Client {
 
     /// Uploads the modules named by path, asks for the upgrade (or only its trial), waits for it
     /// and reports it.
-    pub(super) fn upgrade(&self, id: &str, operators: &[String], trial: Trial) -> anyhow::Result<()> {
+    /// `--operator UID=MODULE` arguments as `{uid: "sha256:<hex>"}`, uploading module files.
+    pub(super) fn module_references(&self, operators: &[String]) -> anyhow::Result<serde_json::Map<String, Value>> {
         let mut replacements = serde_json::Map::new();
         for pair in operators {
             let (uid, module) = pair
@@ -446,7 +447,11 @@ impl Client {
             };
             replacements.insert(uid.to_string(), Value::String(reference));
         }
-        let mut body = serde_json::json!({ "operators": replacements });
+        Ok(replacements)
+    }
+
+    pub(super) fn upgrade(&self, id: &str, operators: &[String], trial: Trial) -> anyhow::Result<()> {
+        let mut body = serde_json::json!({ "operators": self.module_references(operators)? });
         match trial {
             Trial::Only(sample) => (body["trial"], body["sample"]) = (Value::Bool(true), sample.into()),
             Trial::First(sample) => body["sample"] = sample.into(),
@@ -626,7 +631,7 @@ fn query_value(value: &str) -> String {
         .collect()
 }
 
-fn str(v: &Value) -> &str {
+pub(super) fn str(v: &Value) -> &str {
     v.as_str().unwrap_or("-")
 }
 

@@ -9,6 +9,7 @@ mod flink;
 mod run;
 mod savepoint;
 mod serve;
+mod shadow;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -145,6 +146,10 @@ enum Command {
         #[arg(long)]
         allow_non_restored_state: bool,
     },
+    /// Run a new module beside a running operator, on the same input and a copy-on-write view of
+    /// its state, comparing the two outputs line by line; the shadow's output reaches no sink.
+    /// `weir shadow status JOB` shows what it found, `--stop` ends it; promoting it is an upgrade.
+    Shadow(shadow::ShadowArgs),
     /// Swap operators' modules under a running job: the new modules are checked against the
     /// state first, then the job stops at a savepoint and goes on with them, its state kept in
     /// place. Prints the savepoint (for a rollback) and the pause.
@@ -318,6 +323,7 @@ pub fn main() -> ExitCode {
         }
         Command::Savepoints => client().savepoints(),
         Command::Compare { a, b, sink } => compare::compare(a, b, sink.as_deref(), &client(), cli.json),
+        Command::Shadow(args) => shadow::shadow(args, &client()),
         Command::Upgrade { job_id, rollback: true, .. } => job(job_id).and_then(|id| client().rollback(&id)),
         Command::Upgrade { job_id, operators, trial, no_trial, sample, .. } => {
             let trial = match (trial, no_trial) {

@@ -370,6 +370,10 @@ impl JobPlan {
         let module = module.ok_or(format!("operator '{uid}' does not run a module"))?;
         let config = serde_json::to_string(&op.config.clone().unwrap_or_default())
             .map_err(|e| format!("operator '{uid}': `config` cannot be passed as JSON: {e}"))?;
+        let dataflow = super::graph::resolve(&spec)?;
+        let inputs = spec.operators.iter().position(|o| o.uid == uid).and_then(|i| dataflow.operators.get(i));
+        let broadcast_inputs =
+            inputs.into_iter().flatten().map(|i| i.partitioning == crate::runtime::Partitioning::Broadcast).collect();
         Ok(crate::wasm::trial::TrialTarget {
             uid: uid.to_string(),
             module,
@@ -378,6 +382,7 @@ impl JobPlan {
             limits: super::build::sandbox_limits(op)?,
             parallelism: op.parallelism.unwrap_or(spec.parallelism),
             max_parallelism: spec.max_parallelism,
+            broadcast_inputs,
         })
     }
 

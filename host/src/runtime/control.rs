@@ -52,6 +52,8 @@ pub(crate) struct Control {
     pub(crate) news: Arc<Wakeup>,
     /// Where operators' input is recorded for a trial.
     pub(crate) recent: Arc<super::RecentInput>,
+    /// The job's shadow runs.
+    pub(crate) shadows: Arc<super::shadow::Shadows>,
 }
 
 impl Control {
@@ -145,6 +147,10 @@ impl TaskContext for Control {
 
     fn recent(&self) -> Option<&super::RecentInput> {
         Some(&self.recent)
+    }
+
+    fn shadows(&self) -> Option<&super::shadow::Shadows> {
+        Some(&self.shadows)
     }
 }
 

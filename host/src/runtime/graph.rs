@@ -112,6 +112,8 @@ pub struct RunHandles {
     pub wakeup: Arc<super::Wakeup>,
     /// Operators' input, recorded while a trial asks for it.
     pub recent: Arc<super::RecentInput>,
+    /// Shadow runs beside its operators.
+    pub shadows: Arc<super::shadow::Shadows>,
 }
 
 impl RunHandles {

@@ -4,7 +4,7 @@
 //! By role: `graph.rs` (the graph, and the handles that connect a run to its job), `task.rs`
 //! (what runs in a subtask: the source, operator and sink traits and their factories),
 //! `snapshot.rs` (what barriers carry), `handover.rs` (what an upgrade's stop leaves the next
-//! run), `metrics.rs` and `checkpoint_stats.rs` (what a run counts), `watermarks.rs` (event time: generating watermarks
+//! run), `recent.rs` and `shadow.rs` (what trials and shadow runs of a new module see), `metrics.rs` and `checkpoint_stats.rs` (what a run counts), `watermarks.rs` (event time: generating watermarks
 //! and combining them over a subtask's inputs), `runner/` (the per-subtask
 //! loops, behind the `TaskContext`, `Input` and `Output` traits), `coordinator/` (triggering,
 //! completing and committing checkpoints), `control.rs` (what one run's threads share: the
@@ -25,6 +25,7 @@ mod handover;
 mod metrics;
 mod recent;
 mod runner;
+pub mod shadow;
 mod snapshot;
 mod task;
 mod wakeup;
@@ -41,8 +42,8 @@ pub use snapshot::{
     SinkCommitted, SourcePosition, StateFile, StateSnapshot, StoredState,
 };
 pub use task::{
-    HELD_OUTPUT, HandedOverState, Interrupt, JobFailure, Operator, OperatorFactory, Sink, SinkFactory, Source,
-    SourceFactory, SubtaskInfo, TaskError, VertexKind,
+    ForkedState, HELD_OUTPUT, HandedOverState, Interrupt, JobFailure, Operator, OperatorFactory, Sink, SinkFactory,
+    Source, SourceFactory, SubtaskInfo, TaskError, VertexKind,
 };
 pub use wakeup::Wakeup;
 pub use watermarks::WatermarkSpec;

@@ -160,6 +160,26 @@ pub trait Operator: Send {
     fn into_state(self: Box<Self>) -> Option<HandedOverState> {
         None
     }
+    /// Forks its state for a shadow run beside it ([`super::shadow`]): it goes on over a
+    /// copy-on-write view of its state, and the shadow gets another, each writing apart.
+    fn fork_state(&mut self) -> Result<ForkedState, String> {
+        Err("it runs no module that a shadow could stand beside".to_string())
+    }
+    /// Bytes of memory it holds beside state it shares with a fork, about: the writes it keeps
+    /// apart from it, its timers, its instance.
+    fn memory_bytes(&self) -> u64 {
+        0
+    }
+}
+
+/// An operator subtask's state as [`Operator::fork_state`] forked it for a shadow.
+pub struct ForkedState {
+    /// The shadow's view of the state (its backend an overlay over the shared one), its timers
+    /// found in it.
+    pub state: HandedOverState,
+    /// The states the operator declares, as it saved them: the shadow's module migrates those
+    /// whose schema it changed.
+    pub states: Vec<crate::state::StateDescriptor>,
 }
 
 /// An operator subtask's keyed state as it hands it over.

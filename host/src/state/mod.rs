@@ -252,6 +252,12 @@ pub trait StateBackend: Send + Sync {
         None
     }
 
+    /// Bytes of writes it holds apart from a frozen base it reads through (an overlay's delta),
+    /// about; 0 for a backend that reads no other.
+    fn bytes_apart(&self) -> usize {
+        0
+    }
+
     /// The synchronous part of a checkpoint: the snapshot of `key_groups`, which hold `states`,
     /// made so that processing can go on at once and the uploader store it meanwhile.
     fn snapshot(&self, key_groups: Range<u32>, states: &[StateDescriptor])

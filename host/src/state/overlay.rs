@@ -28,6 +28,9 @@ use crate::key_group::KeyGroup;
 /// A backend no one writes to any more, shared by a snapshot being encoded and an overlay.
 type FrozenState = Arc<Box<dyn StateBackend>>;
 
+/// What a hidden key or removed map entry costs in the overlay, about, beyond its key bytes.
+const HIDDEN_BYTES: usize = 64;
+
 /// (state, key group, key).
 type Key = (u32, KeyGroup, Box<[u8]>);
 /// (state, key group, key, map key).
@@ -43,6 +46,27 @@ pub fn freeze(
     let kinds: Vec<StateKind> = states.iter().map(|s| s.kind).collect();
     let (base, overlay) = freeze_base(backend, key_groups.clone(), &kinds);
     (Box::new(Frozen { base, key_groups, states: states.to_vec() }), Box::new(overlay))
+}
+
+/// Forks `backend`, which holds `key_groups` of states `kinds`, into two overlays over it frozen:
+/// the one the operator goes on with, and a shadow's (see [`crate::runtime::shadow`]), each
+/// writing apart from the other. The operator's settles (folds its writes into the base) once the
+/// shadow's is dropped and no snapshot reads the base.
+pub fn fork(
+    backend: Box<dyn StateBackend>,
+    key_groups: Range<u32>,
+    kinds: &[StateKind],
+) -> (Box<dyn StateBackend>, Box<dyn StateBackend>) {
+    let (base, live) = freeze_base(backend, key_groups.clone(), kinds);
+    let shadow = OverlayBackend {
+        key_groups: key_groups.clone(),
+        base: Some(base),
+        delta: MemoryBackend::new(key_groups, kinds),
+        hidden: HashSet::new(),
+        removed: HashSet::new(),
+        dropped: Vec::new(),
+    };
+    (Box::new(live), Box::new(shadow))
 }
 
 /// The frozen base of [`freeze`], and the overlay over it.
@@ -298,6 +322,12 @@ impl StateBackend for OverlayBackend {
         keys.len()
     }
 
+    /// The delta's and what hides base entries, and the same of a base that is an overlay too.
+    fn bytes_apart(&self) -> usize {
+        let marks = (self.hidden.len() + self.removed.len()) * HIDDEN_BYTES;
+        self.delta.approximate_bytes().unwrap_or(0) + marks + self.base().bytes_apart()
+    }
+
     fn settled(&mut self) -> Result<Option<Box<dyn StateBackend>>, StateError> {
         OverlayBackend::settled(self)
     }
@@ -419,5 +449,30 @@ mod tests {
         drop(frozen);
         let settled = overlay.settled().unwrap().expect("settles once the base is free");
         assert_eq!(contents(&*settled), contents(&plain), "the settled backend");
+    }
+
+    /// A fork's two overlays read the base as it was and their own writes, never each other's;
+    /// the operator's settles with its writes once the shadow's is gone.
+    #[test]
+    fn a_forks_overlays_write_apart_and_the_operators_settles_once_the_shadows_is_dropped() {
+        let mut base = MemoryBackend::new(0..4, &KINDS);
+        let kg: KeyGroup = 1;
+        base.value_put(0, kg, b"a", b"1").unwrap();
+        base.value_put(0, kg, b"b", b"1").unwrap();
+        let (mut live, mut shadow) = fork(Box::new(base), 0..4, &KINDS);
+        live.value_put(0, kg, b"a", b"2").unwrap();
+        shadow.value_put(0, kg, b"a", b"20").unwrap();
+        shadow.clear(0, kg, b"b").unwrap();
+        let get = |b: &dyn StateBackend, key: &[u8]| {
+            let mut out = Vec::new();
+            b.value_get(0, kg, key, &mut out).unwrap().then(|| String::from_utf8(out).unwrap())
+        };
+        assert_eq!((get(&*live, b"a"), get(&*live, b"b")), (Some("2".into()), Some("1".into())));
+        assert_eq!((get(&*shadow, b"a"), get(&*shadow, b"b")), (Some("20".into()), None));
+        assert!(live.bytes_apart() > 0 && shadow.bytes_apart() > live.bytes_apart());
+        assert!(live.settled().unwrap().is_none(), "the shadow still reads the base");
+        drop(shadow);
+        let settled = live.settled().unwrap().expect("settles once the shadow is gone");
+        assert_eq!((get(&*settled, b"a"), get(&*settled, b"b")), (Some("2".into()), Some("1".into())));
     }
 }

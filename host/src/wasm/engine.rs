@@ -185,6 +185,12 @@ impl OperatorModule {
         }
         states
     }
+
+    /// How reports name it: name, version and the start of its SHA-256.
+    pub fn label(&self) -> String {
+        let d = &self.description;
+        format!("{} {} ({})", d.name, d.version, &self.sha256[..12.min(self.sha256.len())])
+    }
 }
 
 /// The engine shared by every operator of a process, with the thread that advances its epoch.

@@ -12,6 +12,7 @@ mod guest_output;
 mod host;
 mod instance;
 mod operator;
+mod shadow;
 pub mod trial;
 mod wasi;
 pub mod worker;

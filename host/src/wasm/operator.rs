@@ -15,8 +15,8 @@ use super::host::{HostState, KeyedState};
 use super::instance::{self, GuestCall, GuestInstance};
 use crate::key_group::key_group_range;
 use crate::runtime::{
-    BATCH_BYTES, BATCH_SIZE, Emitted, EventBatch, HandedOverState, Operator, OperatorFactory, StateSnapshot,
-    SubtaskInfo, clip,
+    BATCH_BYTES, BATCH_SIZE, Emitted, EventBatch, ForkedState, HandedOverState, Operator, OperatorFactory,
+    StateSnapshot, SubtaskInfo, clip,
 };
 use crate::state::broadcast::{BroadcastState, SavedBroadcast};
 use crate::state::{
@@ -415,6 +415,26 @@ impl Operator for WasmOperator {
         let keyed = self.guest.store.into_data().keyed;
         let broadcast = keyed.broadcast.save(&self.states);
         Some(HandedOverState { key_groups: self.key_groups, backend: keyed.backend, timers: keyed.timers, broadcast })
+    }
+
+    fn fork_state(&mut self) -> Result<ForkedState, String> {
+        let keyed = self.guest.keyed();
+        if let Some(backend) = keyed.backend.settled().map_err(|e| format!("cannot settle its state: {e}"))? {
+            keyed.backend = backend;
+        }
+        let kinds: Vec<StateKind> = self.states.iter().map(|s| s.kind).collect();
+        let backend = std::mem::replace(&mut keyed.backend, Box::new(crate::state::MemoryBackend::new(0..0, &[])));
+        let (live, shadow) = crate::state::overlay::fork(backend, self.key_groups.clone(), &kinds);
+        keyed.backend = live;
+        let broadcast = keyed.broadcast.save(&self.states);
+        let state = HandedOverState { key_groups: self.key_groups.clone(), backend: shadow, timers: None, broadcast };
+        Ok(ForkedState { state, states: self.states.clone() })
+    }
+
+    fn memory_bytes(&self) -> u64 {
+        let data = self.guest.store.data();
+        let timers = data.keyed.timers.as_ref().map_or(0, TimerQueue::approximate_bytes);
+        (data.keyed.backend.bytes_apart() + timers + data.limits.largest) as u64
     }
 
     fn freeze(&mut self) -> Result<Option<StateSnapshot>, String> {

@@ -27,7 +27,7 @@ pub const MOST_REPLAYED: usize = 10;
 /// Entries per `migrate` call, as a restore migrates them (a key group's at most).
 const MIGRATE_BATCH: usize = 1024;
 
-/// The operator a trial is of, and the module it would run.
+/// The operator a trial or a shadow run is of, and the module it would run.
 pub struct TrialTarget {
     /// The operator's uid.
     pub uid: String,
@@ -43,6 +43,8 @@ pub struct TrialTarget {
     pub parallelism: u32,
     /// The job's number of key groups.
     pub max_parallelism: u32,
+    /// Per input, whether it is read by broadcast.
+    pub broadcast_inputs: Vec<bool>,
 }
 
 /// What the trial of one operator found.
@@ -132,12 +134,7 @@ pub fn trial(target: &TrialTarget, restore: &Restore, sample: &[Range<u32>]) -> 
         .map_err(|e| format!("the new module of operator '{}' does not open: {e}", target.uid))?;
     let mut report = OperatorTrial {
         uid: target.uid.clone(),
-        module: format!(
-            "{} {} ({})",
-            module.description.name,
-            module.description.version,
-            &module.sha256[..12.min(module.sha256.len())]
-        ),
+        module: module.label(),
         key_groups: sample.iter().flat_map(Range::clone).collect(),
         entries: 0,
         migrated: 0,

@@ -66,8 +66,13 @@ async function show() {
   try {
     const params = hash.match(pattern).slice(1);
     fill(main, h("p", { class: "muted" }, "Loading…"));
-    const pageRefresh = await mount(main, ...params);
-    if (page === shown) refresh = pageRefresh || null;
+    // Built apart and shown only if it is still the page asked for: a slow page finishing after
+    // the user moved on must not cover the newer one.
+    const content = h("div");
+    const pageRefresh = await mount(content, ...params);
+    if (page !== shown) return;
+    fill(main, content);
+    refresh = pageRefresh || null;
   } catch (e) {
     if (page !== shown) return;
     if (e instanceof ApiError && e.status === 401) askForToken(main, e.message);

@@ -1,8 +1,9 @@
 // A job's upgrades: the code it ran over time (with each upgrade's pause, the modules that
-// changed and rollbacks), an upgrade started from a stored or uploaded module, and a rollback.
-import { awaitRequest, call, get } from "./api.js";
+// changed and rollbacks), an upgrade or a shadow run started from a stored or uploaded module,
+// the shadow runs side by side with the live modules, and a rollback.
+import { awaitRequest, call, get, post } from "./api.js";
 import { jobHeading, jobTabs } from "./jobs.js";
-import { attempt, confirmDialog, fill, h, ms, outcome, table, time } from "./ui.js";
+import { attempt, bytes, confirmDialog, count, fill, h, ms, outcome, table, time } from "./ui.js";
 
 /** What changed from `before` to `entry`: operator uid, old code, new code. */
 function changes(before, entry) {
@@ -39,6 +40,38 @@ async function upload(input) {
   return `sha256:${module.sha256}`;
 }
 
+/** The job's shadow runs beside its live modules: lines compared, memory, the first differences. */
+function shadows(job) {
+  const runs = job.shadows || [];
+  const rows = table(
+    [
+      ["Operator", (r) => r.uid],
+      ["Shadow module", (r) => r.module],
+      ["Status", (r) => (r.status === "stopped" ? `stopped: ${r["stopped-because"] || ""}` : r.status)],
+      ["Equal", (r) => count(r.equal), { num: true }],
+      ["Differing", (r) => count(r.differing), { num: true }],
+      ["Missing", (r) => count(r.missing), { num: true }],
+      ["Extra", (r) => count(r.extra), { num: true }],
+      ["Memory", (r) => `${bytes(r["memory-bytes"])} of ${bytes(r["memory-limit"])}`, { num: true }],
+    ],
+    runs,
+    "no shadow runs: choose modules above and press Shadow… to run them beside the live ones",
+  );
+  const differences = runs.flatMap((r) => r.differences.map((d) => ({ uid: r.uid, ...d })));
+  const sample = differences.length
+    ? table(
+        [
+          ["Operator", (d) => d.uid],
+          ["Key", (d) => d.key || d.output],
+          ["Live", (d) => h("code", {}, d.live ?? "(nothing)")],
+          ["Shadow", (d) => h("code", {}, d.shadow ?? "(nothing)")],
+        ],
+        differences,
+      )
+    : "";
+  return h("div", { "data-section": "shadows" }, rows, sample);
+}
+
 function upgradeForm(job, modules, onChange) {
   const current = job.history.length ? job.history[job.history.length - 1].modules : [];
   const pickers = current.map(([uid, code]) => {
@@ -51,7 +84,8 @@ function upgradeForm(job, modules, onChange) {
     const file = h("input", { type: "file", accept: ".wasm", name: `${uid}-file` });
     return { uid, select, file, row: h("tr", {}, h("td", {}, uid), h("td", {}, select), h("td", {}, "or upload ", file)) };
   });
-  const start = async () => {
+  /** The chosen module per operator, uploaded where a file was chosen; null when none is. */
+  const chosen = async () => {
     const operators = {};
     try {
       for (const p of pickers) {
@@ -60,12 +94,30 @@ function upgradeForm(job, modules, onChange) {
       }
     } catch (e) {
       outcome(`the module was not uploaded: ${e.message}`, "error");
-      return;
+      return null;
     }
     if (!Object.keys(operators).length) {
       outcome("choose a module for at least one operator", "error");
-      return;
+      return null;
     }
+    return operators;
+  };
+  const shadow = async () => {
+    const operators = await chosen();
+    if (!operators) return;
+    await attempt(
+      () => post(`/v1/jobs/${job.id}/shadow`, { operators }),
+      () => `shadowing ${Object.keys(operators).join(", ")}: the shadow's output is compared with the live output and reaches no sink`,
+    );
+    onChange();
+  };
+  const stopShadows = async () => {
+    await attempt(() => call("DELETE", `/v1/jobs/${job.id}/shadow`), () => "the shadow runs stopped");
+    onChange();
+  };
+  const start = async () => {
+    const operators = await chosen();
+    if (!operators) return;
     const listed = h("ul", {}, Object.entries(operators).map(([uid, m]) => h("li", {}, `${uid} → ${m}`)));
     const body = h("div", {}, h("p", {}, `Job ${job.name} stops at a savepoint and goes on with:`), listed);
     if (!(await confirmDialog("Upgrade the job?", body, "Upgrade"))) return;
@@ -107,6 +159,8 @@ function upgradeForm(job, modules, onChange) {
       "div",
       { class: "actions" },
       h("button", { disabled: !running, onclick: start, "data-action": "upgrade" }, "Upgrade…"),
+      h("button", { class: "secondary", disabled: !running, onclick: shadow, "data-action": "shadow" }, "Shadow…"),
+      h("button", { class: "secondary", disabled: !(job.shadows || []).some((r) => r.status === "running"), onclick: stopShadows, "data-action": "stop-shadows" }, "Stop shadows"),
       h("button", { class: "secondary", disabled: !running || !job["rollback-point"], onclick: rollback, "data-action": "rollback" }, "Roll back…"),
     ),
   );
@@ -115,19 +169,22 @@ function upgradeForm(job, modules, onChange) {
 export async function mount(main, id) {
   const heading = h("div");
   const form = h("div");
+  const side = h("div");
   const body = h("div");
-  fill(main, heading, jobTabs(id, "Upgrades"), h("h2", {}, "Upgrade"), form, h("h2", {}, "History"), body);
+  fill(main, heading, jobTabs(id, "Upgrades"), h("h2", {}, "Upgrade"), form, h("h2", {}, "Shadow runs"), side, h("h2", {}, "History"), body);
   const modules = await get("/v1/modules").then((m) => m.modules, () => []);
   let state = null;
   const refresh = async () => {
     const job = await get(`/v1/jobs/${id}`);
     fill(heading, jobHeading(job, refresh));
     // The form keeps what is chosen in it: it is built again only when the job's code or state changes.
-    const shape = JSON.stringify([job.state, job.history.length, Boolean(job["rollback-point"])]);
+    const shadowing = (job.shadows || []).some((r) => r.status === "running");
+    const shape = JSON.stringify([job.state, job.history.length, Boolean(job["rollback-point"]), shadowing]);
     if (shape !== state) {
       state = shape;
       fill(form, upgradeForm(job, modules, refresh));
     }
+    fill(side, shadows(job));
     fill(body, history(job));
   };
   await refresh();

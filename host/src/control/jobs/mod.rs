@@ -4,19 +4,21 @@
 //!
 //! By role: [`record`] is what is recorded and shown, [`errors`] why requests are refused,
 //! [`lifecycle`] the run loop, [`upgrade`] swaps and rollbacks, [`savepoints`] savepoints asked
-//! of a job, [`recovery`] resuming jobs after a restart, [`store`] persistence; this file is the
+//! of a job, [`trial`] and [`shadow`] new modules tried beside the running ones, [`recovery`] resuming jobs after a restart, [`store`] persistence; this file is the
 //! registry itself: opening it, submitting, starting and canceling jobs, and reading them.
 mod errors;
 mod lifecycle;
 mod record;
 mod recovery;
 mod savepoints;
+mod shadow;
 mod store;
 mod trial;
 mod upgrade;
 
 pub use errors::{CancelError, DisposeError, SavepointError, SubmitError, UpgradeError};
 pub use record::*;
+pub use shadow::SHADOW_MEMORY_LIMIT;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,6 +84,7 @@ impl Job {
             handover: Arc::default(),
             wakeup: Arc::default(),
             recent: Arc::default(),
+            shadows: Arc::default(),
         };
         Job {
             info: Mutex::new(info),
@@ -99,6 +102,7 @@ impl Job {
     /// The job is over: nothing can upgrade or roll it back now, and the plans it held go (with
     /// them, the directories it claimed).
     fn release(&self) {
+        self.handles.shadows.stop_all("the job ended");
         *lock(&self.plan) = None;
         lock(&self.swap).take();
         lock(&self.upgrade).take();
@@ -202,6 +206,7 @@ impl Jobs {
                 None,
             )],
             vertices: Vec::new(),
+            shadows: Vec::new(),
             job: plan.text().to_string(),
         };
         let job = Arc::new(Job::new(info.clone()));
@@ -329,6 +334,7 @@ impl Jobs {
     fn info(&self, job: &Job) -> JobInfo {
         self.record_pauses(job);
         let mut info = lock(&job.info).clone();
+        info.shadows = job.handles.shadows.reports();
         if !info.state.is_terminal() {
             info.vertices = job.handles.metrics.snapshot();
             info.first_event_at = job.handles.metrics.first_sink_event_at();

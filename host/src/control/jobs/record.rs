@@ -91,6 +91,9 @@ pub struct JobInfo {
     pub rollback_point: Option<RollbackPoint>,
     /// Per vertex (sources, operators, sinks), events in and out per subtask.
     pub vertices: Vec<VertexSummary>,
+    /// Its shadow runs, running and stopped (held in memory only: not persisted).
+    #[serde(skip_deserializing, skip_serializing_if = "Vec::is_empty")]
+    pub shadows: Vec<crate::runtime::shadow::ShadowReport>,
     /// The job file as submitted.
     pub job: String,
 }

@@ -268,6 +268,12 @@ impl Jobs {
             if pending.is_some() {
                 return Err(UpgradeError::Conflict(format!("job {id} is already being upgraded")));
             }
+            // A shadow compares with the module it stood beside: that of an operator being
+            // upgraded, or of any after a rollback, is gone.
+            match rollback {
+                Some(_) => job.handles.shadows.stop_all("the job was rolled back"),
+                None => uids.iter().for_each(|uid| job.handles.shadows.stop(uid, "the operator was upgraded")),
+            }
             let request = request_id.clone();
             *pending = Some(PendingUpgrade { request, plan: next, sink: sink.clone(), uids, rollback });
         }

@@ -26,7 +26,7 @@ pub use wiring::{MAX_CHANNELS, MAX_SUBTASKS, check_size};
 /// others can watch the job.
 pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> {
     let JobGraph { max_parallelism, attempt, sources, operators, sinks, checkpointing, positions, .. } = graph;
-    let RunHandles { cancel, metrics, savepoints, handover, wakeup, recent } = handles;
+    let RunHandles { cancel, metrics, savepoints, handover, wakeup, recent, shadows } = handles;
     let (cancel, metrics, savepoints) = (cancel.clone(), metrics.clone(), savepoints.clone());
     let handover = Some(handover.clone());
     metrics.begin_attempt();
@@ -53,6 +53,7 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
         handing_over: AtomicBool::new(false),
         news: wakeup.clone(),
         recent: recent.clone(),
+        shadows: shadows.clone(),
     });
     let coordination = {
         let subtasks = |parallelisms: &mut dyn Iterator<Item = u32>| parallelisms.map(|p| p as usize).sum::<usize>();

@@ -45,6 +45,10 @@ pub(crate) trait TaskContext: Send + Sync {
     fn recent(&self) -> Option<&crate::runtime::RecentInput> {
         None
     }
+    /// Where shadow runs of operators are asked for.
+    fn shadows(&self) -> Option<&crate::runtime::shadow::Shadows> {
+        None
+    }
 }
 
 /// What the checkpoint coordinator asks of subtasks at one moment.

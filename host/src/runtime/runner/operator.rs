@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::{Input, Output, Received, SinkDriver, Stop, StreamError, TaskContext, checkpoint};
 use crate::runtime::metrics::{Counters, clock_ns};
+use crate::runtime::shadow::Shadowing;
 use crate::runtime::watermarks::{END_OF_TIME, EventTime, NO_WATERMARK, WatermarkGenerator};
 use crate::runtime::{Emitted, EventBatch, Operator, SubtaskInfo, WatermarkSpec, now_ms};
 
@@ -55,20 +56,29 @@ fn late_events(batch: &EventBatch, watermark: i64) -> u64 {
 
 /// Advances `operator`'s time to `watermark`: fires the timers due when this advance began, a
 /// batch at a time, sending what each batch emitted on (`emit`) before the next, so that a
-/// million due timers neither pile their output up in memory nor keep a cancel waiting.
+/// million due timers neither pile their output up in memory nor keep a cancel waiting. A
+/// shadow fires its own beside it, batch for batch.
 fn advance(
     operator: &mut dyn Operator,
     watermark: i64,
     out: &mut Emitted,
     info: &SubtaskInfo,
+    shadowing: &mut Shadowing,
     mut emit: impl FnMut(&mut Emitted) -> Result<(), Stop>,
 ) -> Result<(), Stop> {
-    while operator.advance_time(watermark, out)? {
+    loop {
+        let marks = shadowing.marks(out);
+        let more = operator.advance_time(watermark, out)?;
+        shadowing.advance(watermark, out, marks, &*operator);
+        if !more {
+            break;
+        }
         emit(out)?;
         if info.interrupt.is_raised() {
             return Err(Stop::Quiet);
         }
     }
+    shadowing.finish_advance(watermark, &*operator);
     Ok(())
 }
 
@@ -86,6 +96,7 @@ pub(crate) fn run_operator(
     counters: &Counters,
 ) -> Result<(), Stop> {
     let mut out = Emitted::default();
+    let mut shadowing = Shadowing::new();
     let mut block = false;
     let mut watermark = NO_WATERMARK;
     let mut output_time =
@@ -125,7 +136,7 @@ pub(crate) fn run_operator(
         let Some(received) = received else {
             if block {
                 // Waited until a processing-time timer was due.
-                advance(&mut *operator, watermark, &mut out, info, |out| {
+                advance(&mut *operator, watermark, &mut out, info, &mut shadowing, |out| {
                     emit(out, &mut sinks, &mut output_time, output)
                 })?;
                 emit(&mut out, &mut sinks, &mut output_time, output)?;
@@ -143,10 +154,13 @@ pub(crate) fn run_operator(
                 if let Some(recent) = ctx.recent() {
                     recent.record(&info.uid, input, &batch);
                 }
+                shadowing.keep_up(ctx.shadows(), &mut *operator, info);
                 let start = clock_ns();
+                let marks = shadowing.marks(&out);
                 operator.process(input, &batch, &mut out)?;
+                shadowing.process(input, &batch, &out, marks, &*operator);
                 if operator.next_processing_timer().is_some_and(|due| due <= now_ms() as i64) {
-                    advance(&mut *operator, watermark, &mut out, info, |out| {
+                    advance(&mut *operator, watermark, &mut out, info, &mut shadowing, |out| {
                         emit(out, &mut sinks, &mut output_time, output)
                     })?;
                 }
@@ -162,7 +176,9 @@ pub(crate) fn run_operator(
                     counters.watermark.set(w);
                     // Timers fire before the watermark goes on: what they emit is not late.
                     let start = clock_ns();
-                    advance(&mut *operator, w, &mut out, info, |out| emit(out, &mut sinks, &mut output_time, output))?;
+                    advance(&mut *operator, w, &mut out, info, &mut shadowing, |out| {
+                        emit(out, &mut sinks, &mut output_time, output)
+                    })?;
                     counters.busy_ns.fetch_add(clock_ns() - start, Ordering::Relaxed);
                     emit(&mut out, &mut sinks, &mut output_time, output)?;
                 }
