@@ -12,6 +12,11 @@ use weir_e2e::{
 /// The clicks job counting with `count` at parallelism 2, reading 16000 clicks at 4000 a second
 /// (4 s), `extra` appended (checkpointing, say).
 fn slow_clicks_job(dir: &Path, extra: &str) -> String {
+    slow_clicks_counted_by(dir, wasm_operator("count-per-user", "count", &["input = \"hash\""]), extra)
+}
+
+/// The same job, counting with `counter` (an `[[operator]]` table).
+fn slow_clicks_counted_by(dir: &Path, counter: String, extra: &str) -> String {
     let input = dir.join("clicks.jsonl");
     generated_clicks(&input, 16000, 40);
     let text = job(
@@ -21,7 +26,7 @@ fn slow_clicks_job(dir: &Path, extra: &str) -> String {
             format!("{}rate = 4000\n", file_source("clicks", &input)),
             wasm_operator("logged-in", "filter", &["config = { field = \"logged_in\" }"]),
             wasm_operator("by-user", "key_by", &["config = { field = \"user\" }"]),
-            wasm_operator("count-per-user", "count", &["input = \"hash\""]),
+            counter,
             file_sink("counts", &dir.join("out")),
         ],
     );
@@ -186,5 +191,36 @@ fn a_shadow_past_its_memory_limit_stops_and_the_job_goes_on() {
         refused.stderr
     );
     assert!(running.child.wait().unwrap().success(), "the job finishes");
+    assert_output_untouched(dir.path());
+}
+
+/// The live module traps once (`flaky_count`, when a user's count reaches 150) and the job
+/// restarts from its latest checkpoint: the shadow (`count`, which writes the same lines) forks
+/// the restored state again and goes on, nothing differing; it ends with the job, and the
+/// output is exactly once.
+#[test]
+fn a_shadow_follows_the_job_through_a_restart_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let flaky = wasm_operator(
+        "count-per-user",
+        "test/flaky_count",
+        &["input = \"hash\"", "config = { trap-at = 150, attempts = 1 }"],
+    );
+    let restart = "[restart]\nstrategy = \"fixed-delay\"\nattempts = 2\ndelay = \"10ms\"\n";
+    let job = slow_clicks_counted_by(dir.path(), flaky, &format!("{CHECKPOINTING}\n{restart}"));
+    let id = server.cli(&["submit", &job]).stdout.trim().to_string();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = server.cli(&["shadow", &id, "--operator", &count_per_user("count")]);
+    assert_eq!(started.code, 0, "{}", started.stderr);
+    let job = server.wait_for_job(&id);
+    assert_eq!((&job["state"], &job["attempt"]), (&"finished".into(), &1.into()), "one restart: {job}");
+    let report = &job["shadows"][0];
+    assert_eq!(report["status"], "stopped", "{report}");
+    assert_eq!(report["stopped-because"], "the job ended", "{report}");
+    assert_eq!(report["subtasks"], 4, "both subtasks joined in both attempts: {report}");
+    assert!(report["equal"].as_u64().unwrap() > 0, "{report}");
+    let (differing, missing, extra) = (&report["differing"], &report["missing"], &report["extra"]);
+    assert_eq!((differing, missing, extra), (&0.into(), &0.into(), &0.into()), "{report}");
     assert_output_untouched(dir.path());
 }

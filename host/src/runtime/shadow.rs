@@ -479,49 +479,82 @@ struct Tally {
 /// Compares what the live call appended to `live` (after `from`) with `shadow`: per output and
 /// output key, line by line in order.
 fn compare(live: &Emitted, from: &Marks, shadow: &Emitted, ignore: &[String]) -> Tally {
+    let live_part = |k: u8, batch: &EventBatch| {
+        let start = if k == 0 { from.main } else { from.side.get(k as usize - 1).copied().unwrap_or(0) };
+        start.min(batch.len())..batch.len()
+    };
+    let mut tally = Tally::default();
+    // The usual case, outputs of the same keys in the same order: the lines pair up as they
+    // stand, and nothing needs grouping.
+    let aligned = (0..=live.side.len().max(shadow.side.len()) as u8).all(|k| {
+        let (l, s) = (stream(live, k), stream(shadow, k));
+        let part = live_part(k, l);
+        part.len() == s.len() && part.zip(0..s.len()).all(|(i, j)| l.get(i).key == s.get(j).key)
+    });
+    if aligned {
+        for k in 0..=live.side.len() as u8 {
+            let (l, s) = (stream(live, k), stream(shadow, k));
+            for (i, j) in live_part(k, l).zip(0..s.len()) {
+                let (l, s) = (l.get(i), s.get(j));
+                tally.note(k, l.key.unwrap_or_default(), Some(l.value), Some(s.value), ignore);
+            }
+        }
+        return tally;
+    }
     type Lines<'a> = (Vec<&'a [u8]>, Vec<&'a [u8]>);
     let mut groups: BTreeMap<(u8, &[u8]), Lines<'_>> = BTreeMap::new();
-    for (k, batch) in streams(live) {
-        let start = if k == 0 { from.main } else { from.side.get(k as usize - 1).copied().unwrap_or(0) };
-        for e in batch.iter().skip(start) {
+    for k in 0..=live.side.len() as u8 {
+        let batch = stream(live, k);
+        for i in live_part(k, batch) {
+            let e = batch.get(i);
             groups.entry((k, e.key.unwrap_or_default())).or_default().0.push(e.value);
         }
     }
-    for (k, batch) in streams(shadow) {
-        for e in batch.iter() {
+    for k in 0..=shadow.side.len() as u8 {
+        for e in stream(shadow, k).iter() {
             groups.entry((k, e.key.unwrap_or_default())).or_default().1.push(e.value);
         }
     }
-    let mut tally = Tally::default();
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     for ((k, key), (live, shadow)) in groups {
         for i in 0..live.len().max(shadow.len()) {
-            let (l, s) = (live.get(i).copied(), shadow.get(i).copied());
-            match (l, s) {
-                (Some(l), Some(s)) if same_line(l, s, ignore) => {
-                    tally.equal += 1;
-                    continue;
-                }
-                (Some(_), Some(_)) => tally.differing += 1,
-                (Some(_), None) => tally.missing += 1,
-                (None, _) => tally.extra += 1,
-            }
-            if tally.samples.len() < MOST_DIFFERENCES {
-                tally.samples.push(Difference {
-                    output: if k == 0 { "main".to_string() } else { format!("side {k}") },
-                    key: text(key),
-                    live: l.map(text),
-                    shadow: s.map(text),
-                });
-            }
+            tally.note(k, key, live.get(i).copied(), shadow.get(i).copied(), ignore);
         }
     }
     tally
 }
 
-/// Each output of `out` (0 the main one, k side output k) with its events.
-fn streams(out: &Emitted) -> impl Iterator<Item = (u8, &EventBatch)> {
-    std::iter::once(&out.main).chain(&out.side).enumerate().map(|(k, b)| (k as u8, b))
+impl Tally {
+    /// Counts one pair of lines of output `k` and key `key` (either missing), keeping a sample
+    /// of a difference.
+    fn note(&mut self, k: u8, key: &[u8], live: Option<&[u8]>, shadow: Option<&[u8]>, ignore: &[String]) {
+        match (live, shadow) {
+            (Some(l), Some(s)) if same_line(l, s, ignore) => {
+                self.equal += 1;
+                return;
+            }
+            (Some(_), Some(_)) => self.differing += 1,
+            (Some(_), None) => self.missing += 1,
+            (None, _) => self.extra += 1,
+        }
+        if self.samples.len() < MOST_DIFFERENCES {
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            self.samples.push(Difference {
+                output: if k == 0 { "main".to_string() } else { format!("side {k}") },
+                key: text(key),
+                live: live.map(text),
+                shadow: shadow.map(text),
+            });
+        }
+    }
+}
+
+/// Output `k` of `out` (0 the main one, k side output k): empty where it emitted nothing there.
+fn stream(out: &Emitted, k: u8) -> &EventBatch {
+    static EMPTY: std::sync::LazyLock<EventBatch> = std::sync::LazyLock::new(EventBatch::default);
+    match k {
+        0 => &out.main,
+        k => out.side.get(k as usize - 1).unwrap_or(&EMPTY),
+    }
 }
 
 /// Whether two output lines are the same, the fields `ignore` names aside when both are JSON
@@ -563,6 +596,9 @@ mod tests {
         let from = Marks { main: 0, side: Vec::new() };
         let tally = compare(&live, &from, &shadow, &["v".to_string()]);
         assert_eq!((tally.equal, tally.differing, tally.missing, tally.extra), (2, 1, 1, 0));
+        // Aligned outputs pair up as they stand.
+        let aligned = compare(&emitted(&[("a", "1"), ("b", "2")]), &from, &emitted(&[("a", "1"), ("b", "3")]), &[]);
+        assert_eq!((aligned.equal, aligned.differing, aligned.samples[0].key.as_str()), (1, 1, "b"));
         assert!("different-ratio > 0.5".parse::<AbortIf>().is_ok());
         assert!("differing>x".parse::<AbortIf>().unwrap_err().contains("`differing>x` is not MEASURE>NUMBER"));
         assert_eq!(tally.samples[0].live.as_deref(), Some(r#"{"n":2}"#));

@@ -192,9 +192,15 @@ impl StateBackend for OverlayBackend {
         self.delta.value_put(state, kg, key, value)
     }
 
+    /// The delta's slot, and the base's while the delta holds a small part of the state: once
+    /// the keys in use have been written since the freeze (a long shadow run), reads find them in
+    /// the delta and a second prefetch would only cost.
     fn value_prefetch(&self, state: u32, kg: KeyGroup, key: &[u8]) {
         self.delta.value_prefetch(state, kg, key);
-        self.base().value_prefetch(state, kg, key);
+        let delta = self.delta.approximate_bytes().unwrap_or(0);
+        if self.base().approximate_bytes().is_none_or(|base| delta < base / 2) {
+            self.base().value_prefetch(state, kg, key);
+        }
     }
 
     fn map_get(
