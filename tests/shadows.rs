@@ -224,3 +224,68 @@ fn a_shadow_follows_the_job_through_a_restart_from_its_checkpoint() {
     assert_eq!((differing, missing, extra), (&0.into(), &0.into(), &0.into()), "{report}");
     assert_output_untouched(dir.path());
 }
+
+/// After an upgrade, a shadow beside the new module; a rollback ends it, and a trial of the
+/// module rolled back from passes on the state the job returned to. The output stays exactly
+/// once.
+#[test]
+fn a_rollback_ends_the_shadow_and_a_trial_after_it_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let id = server.cli(&["submit", &slow_clicks_job(dir.path(), CHECKPOINTING)]).stdout.trim().to_string();
+    std::thread::sleep(Duration::from_millis(500));
+    let v2 = count_per_user("count_v2");
+    let upgraded = server.cli(&["upgrade", &id, "--operator", &v2]);
+    assert_eq!(upgraded.code, 0, "{}", upgraded.stderr);
+    let shadowed = server.cli(&["--json", "shadow", &id, "--operator", &v2]);
+    let answer: serde_json::Value = serde_json::from_str(&shadowed.stdout).unwrap();
+    assert_eq!(answer["shadows"][0]["subtasks"], 2, "the answer waits for the subtasks: {answer}");
+    std::thread::sleep(Duration::from_millis(300));
+    let rolled = server.cli(&["upgrade", &id, "--rollback"]);
+    assert_eq!(rolled.code, 0, "{}", rolled.stderr);
+    let (_, answer) = server.http("GET", &format!("/v1/jobs/{id}/shadow"), b"", None);
+    let report = &answer["shadows"][0];
+    assert_eq!(report["stopped-because"], "the job was rolled back", "{report}");
+    let (differing, missing, extra) = (&report["differing"], &report["missing"], &report["extra"]);
+    assert_eq!((differing, missing, extra), (&0.into(), &0.into(), &0.into()), "the same module: {report}");
+    let tried = server.cli(&["--json", "upgrade", &id, "--trial", "--operator", &v2]);
+    assert_eq!(tried.code, 0, "{}", tried.stderr);
+    let trial: serde_json::Value = serde_json::from_str(&tried.stdout).unwrap();
+    assert_eq!(trial["passed"], true, "{trial}");
+    // The old module it replays events through is the one rolled back to.
+    for r in trial["operators"][0]["replayed"].as_array().unwrap() {
+        let (old, new) = (r["old"][0].as_str().unwrap(), r["new"][0].as_str().unwrap());
+        assert_eq!(new, format!("{},\"v\":2}}", old.trim_end_matches('}')), "{trial}");
+    }
+    let job = server.wait_for_job(&id);
+    assert_eq!(job["state"], "finished", "{job}");
+    let counts = weir_e2e::counts_by_version(&sink_lines(&dir.path().join("out")));
+    let expected = expected_counts(&dir.path().join("clicks.jsonl"));
+    assert_eq!(counts.len() as u64, expected.values().sum::<u64>(), "every count once");
+    assert!(counts.values().all(|versions| versions.len() == 1), "every count once");
+}
+
+/// On `weir serve` with the job file's defaults (no checkpointing): a trial takes a savepoint of
+/// its own, and a shadow runs beside the job as with checkpoints.
+#[test]
+fn a_job_without_checkpointing_on_weir_serve_is_tried_and_shadowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let id = server.cli(&["submit", &slow_clicks_job(dir.path(), "")]).stdout.trim().to_string();
+    std::thread::sleep(Duration::from_millis(500));
+    let v2 = count_per_user("count_v2");
+    let tried = server.cli(&["--json", "upgrade", &id, "--trial", "--operator", &v2]);
+    assert_eq!(tried.code, 0, "{}", tried.stderr);
+    let trial: serde_json::Value = serde_json::from_str(&tried.stdout).unwrap();
+    assert_eq!(trial["passed"], true, "{trial}");
+    let shadowed = server.cli(&["shadow", &id, "--operator", &v2, "--ignore", "v"]);
+    assert_eq!(shadowed.code, 0, "{}", shadowed.stderr);
+    let status = || server.http("GET", &format!("/v1/jobs/{id}/shadow"), b"", None).1;
+    let report = report_after(status, 20);
+    assert!(report["equal"].as_u64().unwrap() > 0, "{report}");
+    let (differing, missing, extra) = (&report["differing"], &report["missing"], &report["extra"]);
+    assert_eq!((differing, missing, extra), (&0.into(), &0.into(), &0.into()), "{report}");
+    let job = server.wait_for_job(&id);
+    assert_eq!(job["state"], "finished", "{job}");
+    assert_output_untouched(dir.path());
+}

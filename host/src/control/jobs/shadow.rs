@@ -9,11 +9,15 @@ use crate::state::StateDescriptor;
 
 /// Bytes of memory a shadow run may cost unless asked otherwise.
 pub const SHADOW_MEMORY_LIMIT: u64 = 256 << 20;
+/// Longest a request waits for the operators' subtasks to join (each does at its next batch),
+/// so that its answer says how they started.
+const JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Jobs {
     /// Starts shadow runs beside running job `id`'s operators, `(uid, module reference)` each
-    /// resolved by `modules`; returns the job's shadow reports. A module that could not take over
-    /// the operator's state in place is refused, and so is a job keeping state in RocksDB.
+    /// resolved by `modules`; returns the job's shadow reports once their subtasks have joined
+    /// (or a second has passed). A module that could not take over the operator's state in place
+    /// is refused, and so is a job keeping state in RocksDB.
     pub fn shadow(
         &self,
         id: &str,
@@ -30,6 +34,7 @@ impl Jobs {
         }
         let upgraded = plan.upgraded(replacements, modules).map_err(UpgradeError::Refused)?;
         let mut runs = Vec::new();
+        let mut subtasks = Vec::new();
         for (uid, _) in replacements {
             let live = plan.trial_target(uid).map_err(UpgradeError::Refused)?;
             let shadow = upgraded.trial_target(uid).map_err(UpgradeError::Refused)?;
@@ -41,10 +46,21 @@ impl Jobs {
                     live.module.label()
                 )));
             }
+            subtasks.push((uid.clone(), shadow.parallelism));
             runs.push(ShadowRun::new(uid, shadow.module.label(), Box::new(shadow), options.clone()));
         }
         runs.into_iter().for_each(|run| job.handles.shadows.start(run));
-        Ok(job.handles.shadows.reports())
+        let started = std::time::Instant::now();
+        loop {
+            let reports = job.handles.shadows.reports();
+            let joined = |(uid, parallelism): &(String, u32)| {
+                reports.iter().any(|r| &r.uid == uid && (r.subtasks >= *parallelism || r.status == "stopped"))
+            };
+            if subtasks.iter().all(joined) || started.elapsed() >= JOIN_WAIT {
+                return Ok(reports);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// Job `id`'s shadow runs, running and stopped; `None` for an unknown job.
