@@ -707,8 +707,8 @@ fn broadcast_state_is_written_only_from_a_broadcast_input_and_only_so_much() {
     assert_failed_with(&broadcast, &["operator 'shared'", "broadcast state would grow past 16 MiB"]);
 }
 
-/// The rules job on `weir serve`, its two-input operator swapped for a copy of its module under
-/// load and then rolled back by hand: its broadcast state (read once, before the swap, from a
+/// The rules job on `weir serve`, its two-input operator tried (recent input replayed through both
+/// modules), swapped for a copy of its module under load and then rolled back by hand: its broadcast state (read once, before the swap, from a
 /// source that has ended) goes over with the keyed state each time, and every count and alert
 /// is committed once.
 #[test]
@@ -725,7 +725,18 @@ fn a_two_input_operator_upgraded_and_rolled_back_keeps_its_broadcast_state() {
     let server = Server::start(&dir.path().join("data"), &[]);
     let id = server.cli(&["submit", &job]).stdout.trim().to_string();
     std::thread::sleep(Duration::from_millis(700));
-    let swapped = server.cli(&["upgrade", &id, "--operator", &format!("count={}", copy.display())]);
+    // The trial replays recent clicks through both modules on their key groups' state, the
+    // rules (broadcast state) included: the same module does the same (the counts come out
+    // with the watermark, which the replay does not advance).
+    let operator = format!("count={}", copy.display());
+    let tried = server.cli(&["--json", "upgrade", &id, "--trial", "--operator", &operator]);
+    assert_eq!(tried.code, 0, "{}", tried.stderr);
+    let trial: serde_json::Value = serde_json::from_str(&tried.stdout).unwrap();
+    assert_eq!(trial["passed"], true, "{trial}");
+    let replayed = trial["operators"][0]["replayed"].as_array().unwrap();
+    assert!(!replayed.is_empty(), "{trial}");
+    assert!(replayed.iter().all(|r| r["old"] == r["new"] && r["error"].is_null()), "{trial}");
+    let swapped = server.cli(&["upgrade", &id, "--operator", &operator]);
     assert_eq!(swapped.code, 0, "{}", swapped.stderr);
     std::thread::sleep(Duration::from_millis(500));
     let rolled = server.cli(&["upgrade", &id, "--rollback"]);

@@ -240,30 +240,40 @@ fn migrate_isolating(
 
 /// Replays the first [`MOST_REPLAYED`] keyed events of `recorded` (batches with their input's
 /// index) through `old`'s module on the state `restore` holds of their key groups and `new`'s on
-/// it migrated, one event per call, each going on from its own writes. Operators with broadcast
-/// state are not replayed (their broadcast inputs would need telling apart).
+/// it migrated, one event per call, each going on from its own writes. Events of broadcast
+/// inputs go, in their place in the recording, to every key group's pair of operators (those
+/// opened later get the earlier ones first), as every subtask gets them; they are reported only
+/// when the new module fails on one.
 pub fn replay(
     old: &TrialTarget,
     new: &TrialTarget,
     restore: &Arc<Restore>,
     recorded: &[(usize, EventBatch)],
 ) -> Result<Vec<ReplayedEvent>, String> {
-    let broadcast = |t: &TrialTarget| t.module.description.states.iter().any(|s| s.kind == StateKind::Broadcast);
-    if !new.keyed || broadcast(old) || broadcast(new) {
+    if !new.keyed {
         return Ok(Vec::new());
     }
     let max = new.max_parallelism;
-    let events: Vec<(usize, u32, crate::runtime::Event<'_>)> = recorded
-        .iter()
-        .flat_map(|(input, batch)| batch.iter().map(move |e| (*input, e)))
-        .filter_map(|(input, e)| Some((input, u32::from(key_group(e.key?, max)), e)))
-        .take(MOST_REPLAYED)
-        .collect();
+    let by_broadcast = |input: usize| new.broadcast_inputs.get(input).copied().unwrap_or(false);
     // One pair of operators per key group the events fall in, each over that key group's state.
     let mut operators: std::collections::BTreeMap<u32, [Box<dyn crate::runtime::Operator>; 2]> = Default::default();
-    let text = |bytes: &[u8]| clip(&String::from_utf8_lossy(bytes)).to_string();
+    let mut broadcasts: Vec<(usize, crate::runtime::Event<'_>)> = Vec::new();
     let mut replayed = Vec::new();
-    for (input, kg, event) in events {
+    let mut keyed = 0;
+    for (input, event) in recorded.iter().flat_map(|(input, batch)| batch.iter().map(move |e| (*input, e))) {
+        if by_broadcast(input) {
+            for pair in operators.values_mut() {
+                replayed.extend(failed(replay_one(pair, input, event)));
+            }
+            broadcasts.push((input, event));
+            continue;
+        }
+        let Some(key) = event.key else { continue };
+        if keyed == MOST_REPLAYED {
+            break;
+        }
+        keyed += 1;
+        let kg = u32::from(key_group(key, max));
         let pair = match operators.entry(kg) {
             std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::btree_map::Entry::Vacant(v) => {
@@ -271,11 +281,18 @@ pub fn replay(
                 // The new module's restore migrates the key group's state, which may fail; when
                 // the old one's cannot be made again either, the state is what failed.
                 match key_group_operator(new, restore, kg) {
-                    Ok(new) => v.insert([old_op, new]),
+                    Ok(new) => {
+                        let pair = v.insert([old_op, new]);
+                        for &(input, earlier) in &broadcasts {
+                            replayed.extend(failed(replay_one(pair, input, earlier)));
+                        }
+                        pair
+                    }
                     Err(error) => {
                         key_group_operator(old, restore, kg)?;
+                        let text = |bytes: &[u8]| clip(&String::from_utf8_lossy(bytes)).to_string();
                         replayed.push(ReplayedEvent {
-                            key: text(event.key.unwrap_or_default()),
+                            key: text(key),
                             event: text(event.value),
                             old: Vec::new(),
                             new: Vec::new(),
@@ -286,25 +303,39 @@ pub fn replay(
                 }
             }
         };
-        let mut batch = EventBatch::default();
-        batch.push(event);
-        let (old_out, new_out) = (emitted(&mut *pair[0], input, &batch), emitted(&mut *pair[1], input, &batch));
-        replayed.push(ReplayedEvent {
-            key: text(event.key.unwrap_or_default()),
-            event: text(event.value),
-            error: match (&old_out, &new_out) {
-                (Ok(_), Err(e)) => Some(e.clone()),
-                _ => None,
-            },
-            old: old_out.unwrap_or_default(),
-            new: new_out.unwrap_or_default(),
-        });
+        replayed.push(replay_one(pair, input, event));
     }
     Ok(replayed)
 }
 
-/// An operator of `target`'s module owning key group `kg` alone, its state what `restore` holds
-/// of it (migrated where its schema changed).
+/// `replayed`, if the new module failed on it (a broadcast event is reported only then).
+fn failed(replayed: ReplayedEvent) -> Option<ReplayedEvent> {
+    replayed.error.is_some().then_some(replayed)
+}
+
+/// `event` of input `input` through a pair of operators, the old module's and the new one's.
+fn replay_one(
+    pair: &mut [Box<dyn crate::runtime::Operator>; 2],
+    input: usize,
+    event: crate::runtime::Event<'_>,
+) -> ReplayedEvent {
+    let text = |bytes: &[u8]| clip(&String::from_utf8_lossy(bytes)).to_string();
+    let mut batch = EventBatch::default();
+    batch.push(event);
+    let (old_out, new_out) = (emitted(&mut *pair[0], input, &batch), emitted(&mut *pair[1], input, &batch));
+    ReplayedEvent {
+        key: text(event.key.unwrap_or_default()),
+        event: text(event.value),
+        error: match (&old_out, &new_out) {
+            (Ok(_), Err(e)) => Some(e.clone()),
+            _ => None,
+        },
+        old: old_out.unwrap_or_default(),
+        new: new_out.unwrap_or_default(),
+    }
+}
+
+/// A subtask of `target` owning key group `kg` alone, its state restored from `restore`.
 fn key_group_operator(
     target: &TrialTarget,
     restore: &Arc<Restore>,
@@ -322,7 +353,8 @@ fn key_group_operator(
         target.keyed,
         target.limits,
         Backends::Memory,
-    );
+    )
+    .reading_broadcast(target.broadcast_inputs.clone());
     crate::runtime::OperatorFactory::create(&factory.restoring(restoring), &info)
 }
 
