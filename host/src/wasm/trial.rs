@@ -7,7 +7,7 @@
 //! module and the new one, side by side.
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -18,7 +18,7 @@ use super::operator::SandboxLimits;
 use crate::checkpoint::Restore;
 use crate::key_group::{key_group, key_group_range};
 use crate::runtime::{EventBatch, Interrupt, SubtaskInfo, clip};
-use crate::state::{Backends, StateItem, StateKind, ttl};
+use crate::state::{self, Backends, StateItem, StateKind, ttl};
 
 /// Most failing entries a trial reports per operator (it stops looking once it has them).
 pub const MOST_FAILURES: usize = 5;
@@ -65,12 +65,14 @@ pub struct OperatorTrial {
     pub failures: Vec<MigrationFailure>,
     /// Microseconds to read an entry of the sample from the checkpoint.
     pub read_us_per_entry: f64,
-    /// Microseconds to migrate one.
+    /// Microseconds to migrate one: the guest's `migrate`, and the entry read and written back
+    /// where it lies.
     pub migrate_us_per_entry: f64,
     /// The entries of the whole state, projected from the sample.
     pub projected_entries: u64,
-    /// The pause reading and migrating them would cost: the subtask with the most key groups,
-    /// subtasks migrating together.
+    /// The pause migrating them would cost (and reading them first, when the upgrade cannot
+    /// hand the state over in place): the subtask with the most key groups, subtasks migrating
+    /// together.
     pub projected_pause_ms: f64,
     /// The new module's largest linear memory during the trial.
     pub memory_bytes: u64,
@@ -123,8 +125,14 @@ pub fn sample_key_groups(target: &TrialTarget, per_subtask: u32) -> Vec<Range<u3
         .collect()
 }
 
-/// Tries `target`'s new module on the state `restore` holds of `key_groups`.
-pub fn trial(target: &TrialTarget, restore: &Restore, sample: &[Range<u32>]) -> Result<OperatorTrial, String> {
+/// Tries `target`'s new module on the state `restore` holds of `key_groups`. `in_place`: the
+/// upgrade would hand the state over in place, so its pause reads nothing back.
+pub fn trial(
+    target: &TrialTarget,
+    restore: &Restore,
+    sample: &[Range<u32>],
+    in_place: bool,
+) -> Result<OperatorTrial, String> {
     let module = &target.module;
     let states = module.states(target.keyed);
     let kinds: Vec<StateKind> = states.iter().map(|s| s.kind).collect();
@@ -146,11 +154,12 @@ pub fn trial(target: &TrialTarget, restore: &Restore, sample: &[Range<u32>]) -> 
         memory_bytes: 0,
         replayed: Vec::new(),
     };
-    let (mut reading, mut migrating) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    let (mut reading, mut migrating, mut rewriting) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let mut read_entries = 0u64;
     for key_groups in sample {
         let started = Instant::now();
-        let restored = restore.restore_state(&target.uid, &states, &Backends::Memory, &kinds, key_groups.clone())?;
+        let mut restored =
+            restore.restore_state(&target.uid, &states, &Backends::Memory, &kinds, key_groups.clone())?;
         let migrations = restored.migrations(&states)?;
         let mut entries: Vec<(u32, Vec<u8>, Vec<u8>)> = Vec::new();
         restored
@@ -180,21 +189,29 @@ pub fn trial(target: &TrialTarget, restore: &Restore, sample: &[Range<u32>]) -> 
             }
         }
         migrating += started.elapsed();
+        // What a migration costs the backend beside the guest's calls: every entry read and
+        // written back where it lies.
+        let started = Instant::now();
+        for migration in &migrations {
+            let backend = &mut *restored.backend;
+            state::rewrite_items(backend, migration.state, key_groups.clone(), &mut |items| Ok(items))?;
+        }
+        rewriting += started.elapsed();
     }
-    let per_entry = |d: std::time::Duration, n: u64| if n == 0 { 0.0 } else { d.as_secs_f64() * 1e6 / n as f64 };
+    let per_entry = |d: Duration, n: u64| if n == 0 { 0.0 } else { d.as_secs_f64() * 1e6 / n as f64 };
     report.read_us_per_entry = per_entry(reading, read_entries);
-    report.migrate_us_per_entry = per_entry(migrating, report.entries);
+    report.migrate_us_per_entry = per_entry(migrating + rewriting, report.entries);
     let sampled = report.key_groups.len();
     if sampled > 0 {
         let scale = |n: u64| n as f64 * f64::from(target.max_parallelism) / sampled as f64;
         report.projected_entries = scale(read_entries) as u64;
-        // The subtask with the most key groups reads its entries and migrates its share.
+        // The subtask with the most key groups migrates its share, and reads its entries first
+        // when the state is not handed over in place.
         let busiest = f64::from(target.max_parallelism.div_ceil(target.parallelism.max(1)));
         let per_key_group = |n: u64| n as f64 / sampled as f64;
-        report.projected_pause_ms = busiest
-            * (per_key_group(read_entries) * report.read_us_per_entry
-                + per_key_group(report.entries) * report.migrate_us_per_entry)
-            / 1e3;
+        let reading = if in_place { 0.0 } else { per_key_group(read_entries) * report.read_us_per_entry };
+        report.projected_pause_ms =
+            busiest * (reading + per_key_group(report.entries) * report.migrate_us_per_entry) / 1e3;
     }
     report.memory_bytes = guest.store.data().limits.largest as u64;
     Ok(report)

@@ -13,8 +13,8 @@ mod kafka;
 mod languages;
 mod on_flink;
 mod postgres;
+mod progressive;
 mod rocksdb;
-mod shadows;
 mod throughput;
 mod timers;
 mod windows;
@@ -67,8 +67,9 @@ pub(crate) enum Part {
     /// Flink as the engine: the Wasm count on a Flink cluster against Flink's own, the upgrade's
     /// pause against a resubmit, two TaskManagers against one.
     Flink,
-    /// Shadow runs: the keyed count with a shadow of the same module beside it against without.
-    Shadows,
+    /// Progressive delivery: a trial's answer time and cost under a job of many keys, and the
+    /// keyed count with a shadow of the same module beside it against without.
+    Progressive,
 }
 
 /// What one `weir run` reported.
@@ -195,7 +196,7 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     let dir = ws.target().join("bench");
     std::fs::create_dir_all(&dir)?;
     let flink = match args.only {
-        Some(Part::Timers | Part::Languages | Part::Flink | Part::Shadows) => None,
+        Some(Part::Timers | Part::Languages | Part::Flink | Part::Progressive) => None,
         _ => flink::Flink::find(ws),
     };
     match args.only {
@@ -219,10 +220,10 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
             on_flink::print_targets(&figures);
             return Ok(());
         }
-        Some(Part::Shadows) => {
-            let figures = shadows::figures(artifacts, &dir, args.keys, args.rounds)?;
+        Some(Part::Progressive) => {
+            let figures = progressive::figures(artifacts, &dir, (args.keys, args.memory_keys), args.rounds)?;
             println!("\ntargets (median of {} rounds)", args.rounds);
-            shadows::print_targets(&figures);
+            progressive::print_targets(&figures);
             return Ok(());
         }
         Some(Part::Languages) => {
@@ -263,7 +264,7 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     let timer_figures = timers::timers(artifacts, &dir, args.timers, args.rounds)?;
     let language_figures = languages::languages(artifacts, &dir, args.keys, args.rounds)?;
     let graph_figures = graphs::figures(artifacts, &ws.root, &dir, flink.as_ref(), args.keys, args.rounds)?;
-    let shadow_figures = shadows::figures(artifacts, &dir, args.keys, args.rounds)?;
+    let progressive_figures = progressive::figures(artifacts, &dir, (args.keys, m), args.rounds)?;
 
     let control = control_plane(artifacts, &dir, args.rounds)?;
 
@@ -307,7 +308,7 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     rocksdb::print_targets(m, &rocksdb_upgrade, &rocksdb_keys);
     windows::print_targets(&windows);
     graphs::print_targets(&graph_figures);
-    shadows::print_targets(&shadow_figures);
+    progressive::print_targets(&progressive_figures);
     timers::print_targets(&timer_figures, args.timers);
     languages::print_targets(&language_figures);
     println!(

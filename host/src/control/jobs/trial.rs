@@ -166,7 +166,8 @@ fn try_operator(
 ) -> Result<OperatorTrial, String> {
     let (old, new) = (plan.trial_target(uid)?, upgraded.trial_target(uid)?);
     let key_groups = trial::sample_key_groups(&new, per_subtask);
-    let mut tried = trial::trial(&new, restore, &key_groups).map_err(|e| format!("operator '{uid}': {e}"))?;
+    let in_place = plan.declares_same_states(upgraded);
+    let mut tried = trial::trial(&new, restore, &key_groups, in_place).map_err(|e| format!("operator '{uid}': {e}"))?;
     if !tried.failures.is_empty() {
         // Its state cannot be migrated: nothing to replay the input on.
         return Ok(tried);
