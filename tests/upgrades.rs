@@ -659,6 +659,7 @@ fn a_trials_projected_pause_is_within_three_times_the_upgrades() {
     let projected = number_between(&tried, "a pause of ", " ms");
     let upgraded = running.cli(&["upgrade", &running.id, "--no-trial", "--operator", &v2]);
     let paused = number_between(&upgraded, "paused ", " ms");
+    eprintln!("projected {projected} ms, paused {paused} ms");
     assert!(
         projected * 3.0 >= paused && projected <= paused * 3.0,
         "projected {projected} ms, paused {paused} ms:\n{tried}\n{upgraded}"

@@ -72,7 +72,7 @@ pub struct OperatorTrial {
     pub projected_entries: u64,
     /// The pause migrating them would cost (and reading them first, when the upgrade cannot
     /// hand the state over in place): the subtask with the most key groups, subtasks migrating
-    /// together.
+    /// together on the machine's cores beside the encoding of the upgrade's savepoint.
     pub projected_pause_ms: f64,
     /// The new module's largest linear memory during the trial.
     pub memory_bytes: u64,
@@ -158,8 +158,7 @@ pub fn trial(
     let mut read_entries = 0u64;
     for key_groups in sample {
         let started = Instant::now();
-        let mut restored =
-            restore.restore_state(&target.uid, &states, &Backends::Memory, &kinds, key_groups.clone())?;
+        let restored = restore.restore_state(&target.uid, &states, &Backends::Memory, &kinds, key_groups.clone())?;
         let migrations = restored.migrations(&states)?;
         let mut entries: Vec<(u32, Vec<u8>, Vec<u8>)> = Vec::new();
         restored
@@ -190,13 +189,20 @@ pub fn trial(
         }
         migrating += started.elapsed();
         // What a migration costs the backend beside the guest's calls: every entry read and
-        // written back where it lies.
+        // written back where it lies; in place, into the overlay over the state the stop froze.
+        let (frozen, mut backend) = match in_place {
+            true => {
+                let (frozen, overlay) = state::overlay::freeze(restored.backend, key_groups.clone(), &states);
+                (Some(frozen), overlay)
+            }
+            false => (None, restored.backend),
+        };
         let started = Instant::now();
         for migration in &migrations {
-            let backend = &mut *restored.backend;
-            state::rewrite_items(backend, migration.state, key_groups.clone(), &mut |items| Ok(items))?;
+            state::rewrite_items(&mut *backend, migration.state, key_groups.clone(), &mut |items| Ok(items))?;
         }
         rewriting += started.elapsed();
+        drop((frozen, backend));
     }
     let per_entry = |d: Duration, n: u64| if n == 0 { 0.0 } else { d.as_secs_f64() * 1e6 / n as f64 };
     report.read_us_per_entry = per_entry(reading, read_entries);
@@ -210,8 +216,12 @@ pub fn trial(
         let busiest = f64::from(target.max_parallelism.div_ceil(target.parallelism.max(1)));
         let per_key_group = |n: u64| n as f64 / sampled as f64;
         let reading = if in_place { 0.0 } else { per_key_group(read_entries) * report.read_us_per_entry };
+        // Subtasks migrate side by side, sharing the machine's cores with each other and with
+        // the encoding of the upgrade's savepoint.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let sharing = ((f64::from(target.parallelism) + 1.0) / cores).max(1.0);
         report.projected_pause_ms =
-            busiest * (reading + per_key_group(report.entries) * report.migrate_us_per_entry) / 1e3;
+            busiest * sharing * (reading + per_key_group(report.entries) * report.migrate_us_per_entry) / 1e3;
     }
     report.memory_bytes = guest.store.data().limits.largest as u64;
     Ok(report)
