@@ -44,7 +44,7 @@ impl Postgres {
         let dir = tempfile::tempdir().unwrap();
         let status = Command::new("chown").args(["postgres:postgres"]).arg(dir.path()).status().unwrap();
         assert!(status.success(), "chown of the server's directory");
-        let (bin, port) = (server_bin(), free_port());
+        let bin = server_bin();
         let data = dir.path().join("data");
         let data_arg = data.to_string_lossy().into_owned();
         let init = as_postgres(&bin.join("initdb"), &["-D", &data_arg, "-A", "trust", "-U", "postgres"]);
@@ -52,13 +52,25 @@ impl Postgres {
         let hba =
             "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n";
         std::fs::write(data.join("pg_hba.conf"), hba).unwrap();
-        let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_prepared_transactions={max_prepared} -c fsync=off",
-            dir.path().display()
-        );
         let log = dir.path().join("log").to_string_lossy().into_owned();
-        let started = as_postgres(&bin.join("pg_ctl"), &["-D", &data_arg, "-l", &log, "-o", &options, "-w", "start"]);
-        assert!(started.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&started.stderr));
+        // A free port can be taken by another test's server between our look and its bind:
+        // then the start fails, and a second port is tried.
+        let mut tries = 0;
+        let port = loop {
+            let port = free_port();
+            let options = format!(
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_prepared_transactions={max_prepared} -c fsync=off",
+                dir.path().display()
+            );
+            let started =
+                as_postgres(&bin.join("pg_ctl"), &["-D", &data_arg, "-l", &log, "-o", &options, "-w", "start"]);
+            if started.status.success() {
+                break port;
+            }
+            tries += 1;
+            let logged = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(tries < 3, "pg_ctl start: {}\n{logged}", String::from_utf8_lossy(&started.stderr));
+        };
         let server = Postgres { dir, bin, port };
         server.psql_as("postgres", "postgres", &format!("CREATE USER weir PASSWORD '{PASSWORD}'"));
         server.psql_as("postgres", "postgres", "CREATE DATABASE weir OWNER weir");
