@@ -47,6 +47,15 @@ fn assert_output_untouched(dir: &Path) {
     assert_lines(&sink_lines(&dir.join("out")), &expected, "committed output with a shadow beside it");
 }
 
+/// Every user's counts from 1 to their total are committed once each, by whichever version
+/// counted them (an upgrade happened).
+fn assert_every_count_once(dir: &Path) {
+    let counts = weir_e2e::counts_by_version(&sink_lines(&dir.join("out")));
+    let expected = expected_counts(&dir.join("clicks.jsonl"));
+    assert_eq!(counts.len() as u64, expected.values().sum::<u64>(), "every count once");
+    assert!(counts.values().all(|versions| versions.len() == 1), "every count once");
+}
+
 /// The job's one shadow report, once it has compared at least `calls` calls.
 fn report_after(status: impl Fn() -> serde_json::Value, calls: u64) -> serde_json::Value {
     let started = Instant::now();
@@ -116,10 +125,7 @@ fn a_shadow_of_count_v2_differs_only_in_its_added_field_and_the_job_output_is_un
     assert_eq!(report["stopped-because"], "the operator was upgraded", "{report}");
     let job = server.wait_for_job(&id);
     assert_eq!(job["state"], "finished", "{job}");
-    let counts = weir_e2e::counts_by_version(&sink_lines(&dir.path().join("out")));
-    let expected = expected_counts(&dir.path().join("clicks.jsonl"));
-    assert_eq!(counts.len() as u64, expected.values().sum::<u64>(), "every count once");
-    assert!(counts.values().all(|versions| versions.len() == 1), "every count once");
+    assert_every_count_once(dir.path());
 }
 
 /// A module with a deliberate off-by-one on user `u7`: exactly u7's lines differ, by one; the
@@ -259,10 +265,7 @@ fn a_rollback_ends_the_shadow_and_a_trial_after_it_passes() {
     }
     let job = server.wait_for_job(&id);
     assert_eq!(job["state"], "finished", "{job}");
-    let counts = weir_e2e::counts_by_version(&sink_lines(&dir.path().join("out")));
-    let expected = expected_counts(&dir.path().join("clicks.jsonl"));
-    assert_eq!(counts.len() as u64, expected.values().sum::<u64>(), "every count once");
-    assert!(counts.values().all(|versions| versions.len() == 1), "every count once");
+    assert_every_count_once(dir.path());
 }
 
 /// On `weir serve` with the job file's defaults (no checkpointing): a trial takes a savepoint of

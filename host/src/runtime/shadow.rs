@@ -423,7 +423,7 @@ impl Shadowing {
     ) {
         let Some(current) = &mut self.current else { return };
         let result = current.operator.process(input, batch, &mut current.out);
-        current.settle(result.map(drop), live_out, marks, live);
+        current.settle(result, live_out, marks, live);
     }
 
     /// The shadow fires a batch of the timers due at `watermark`, as the live operator just did

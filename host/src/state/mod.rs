@@ -317,6 +317,23 @@ pub fn freeze(
     body
 }
 
+/// Forks the backend `backend` holds, which holds `key_groups` of states `kinds`, for a shadow
+/// run ([`overlay::fork`]): what goes on after it takes its place, and the shadow's view is
+/// returned.
+pub fn fork(
+    backend: &mut Box<dyn StateBackend>,
+    key_groups: Range<u32>,
+    kinds: &[StateKind],
+) -> Result<Box<dyn StateBackend>, StateError> {
+    if let Some(settled) = backend.settled()? {
+        *backend = settled;
+    }
+    let forked = std::mem::replace(backend, Box::new(MemoryBackend::new(0..0, &[])));
+    let (goes_on, shadow) = overlay::fork(forked, key_groups, kinds);
+    *backend = goes_on;
+    Ok(shadow)
+}
+
 /// Where a job's operator subtasks keep their keyed state: its `[state] backend`.
 #[derive(Clone, Default)]
 pub enum Backends {

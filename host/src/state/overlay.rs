@@ -58,14 +58,7 @@ pub fn fork(
     kinds: &[StateKind],
 ) -> (Box<dyn StateBackend>, Box<dyn StateBackend>) {
     let (base, live) = freeze_base(backend, key_groups.clone(), kinds);
-    let shadow = OverlayBackend {
-        key_groups: key_groups.clone(),
-        base: Some(base),
-        delta: MemoryBackend::new(key_groups, kinds),
-        hidden: HashSet::new(),
-        removed: HashSet::new(),
-        dropped: Vec::new(),
-    };
+    let shadow = OverlayBackend::over(base, key_groups, kinds);
     (Box::new(live), Box::new(shadow))
 }
 
@@ -76,14 +69,7 @@ fn freeze_base(
     kinds: &[StateKind],
 ) -> (FrozenState, OverlayBackend) {
     let base: FrozenState = Arc::new(backend);
-    let overlay = OverlayBackend {
-        key_groups: key_groups.clone(),
-        base: Some(base.clone()),
-        delta: MemoryBackend::new(key_groups, kinds),
-        hidden: HashSet::new(),
-        removed: HashSet::new(),
-        dropped: Vec::new(),
-    };
+    let overlay = OverlayBackend::over(base.clone(), key_groups, kinds);
     (base, overlay)
 }
 
@@ -116,6 +102,18 @@ pub struct OverlayBackend {
 }
 
 impl OverlayBackend {
+    /// An overlay with nothing written yet over `base`, which holds `key_groups` of states `kinds`.
+    fn over(base: FrozenState, key_groups: Range<u32>, kinds: &[StateKind]) -> Self {
+        OverlayBackend {
+            key_groups: key_groups.clone(),
+            base: Some(base),
+            delta: MemoryBackend::new(key_groups, kinds),
+            hidden: HashSet::new(),
+            removed: HashSet::new(),
+            dropped: Vec::new(),
+        }
+    }
+
     fn base(&self) -> &dyn StateBackend {
         match &self.base {
             Some(base) => &***base,

@@ -418,14 +418,10 @@ impl Operator for WasmOperator {
     }
 
     fn fork_state(&mut self) -> Result<ForkedState, String> {
-        let keyed = self.guest.keyed();
-        if let Some(backend) = keyed.backend.settled().map_err(|e| format!("cannot settle its state: {e}"))? {
-            keyed.backend = backend;
-        }
         let kinds: Vec<StateKind> = self.states.iter().map(|s| s.kind).collect();
-        let backend = std::mem::replace(&mut keyed.backend, Box::new(crate::state::MemoryBackend::new(0..0, &[])));
-        let (live, shadow) = crate::state::overlay::fork(backend, self.key_groups.clone(), &kinds);
-        keyed.backend = live;
+        let keyed = self.guest.keyed();
+        let shadow = state::fork(&mut keyed.backend, self.key_groups.clone(), &kinds)
+            .map_err(|e| format!("cannot fork its state: {e}"))?;
         let broadcast = keyed.broadcast.save(&self.states);
         let state = HandedOverState { key_groups: self.key_groups.clone(), backend: shadow, timers: None, broadcast };
         Ok(ForkedState { state, states: self.states.clone() })

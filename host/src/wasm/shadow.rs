@@ -4,7 +4,6 @@
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
-use super::WasmOperatorFactory;
 use super::trial::TrialTarget;
 use crate::runtime::shadow::ShadowFactory;
 use crate::runtime::{ForkedState, Operator, OperatorFactory, SubtaskInfo};
@@ -22,9 +21,6 @@ impl ShadowFactory for TrialTarget {
         let restore: StateRestore = Arc::new(move |_: &Backends, _: &[StateKind], _: Range<u32>, _: u32| {
             restored.lock().ok().and_then(|mut r| r.take()).ok_or_else(|| "the forked state was taken".to_string())
         });
-        WasmOperatorFactory::new(self.module.clone(), self.config.clone(), self.keyed, self.limits, Backends::Memory)
-            .reading_broadcast(self.broadcast_inputs.clone())
-            .restoring(restore)
-            .create(info)
+        self.factory(restore).create(info)
     }
 }

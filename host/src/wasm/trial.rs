@@ -47,6 +47,21 @@ pub struct TrialTarget {
     pub broadcast_inputs: Vec<bool>,
 }
 
+impl TrialTarget {
+    /// Opens its subtasks as the job does, but in memory and with the state `restore` gives.
+    pub(super) fn factory(&self, restore: crate::state::StateRestore) -> super::WasmOperatorFactory {
+        super::WasmOperatorFactory::new(
+            self.module.clone(),
+            self.config.clone(),
+            self.keyed,
+            self.limits,
+            Backends::Memory,
+        )
+        .reading_broadcast(self.broadcast_inputs.clone())
+        .restoring(restore)
+    }
+}
+
 /// What the trial of one operator found.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -252,7 +267,7 @@ fn migrate_isolating(
         failures.push(MigrationFailure {
             state: name.to_string(),
             key: String::from_utf8_lossy(key).into_owned(),
-            entry: clip(&String::from_utf8_lossy(entry)).to_string(),
+            entry: text(entry),
             error,
         });
         return 0;
@@ -317,7 +332,6 @@ pub fn replay(
                     }
                     Err(error) => {
                         key_group_operator(old, restore, kg)?;
-                        let text = |bytes: &[u8]| clip(&String::from_utf8_lossy(bytes)).to_string();
                         replayed.push(ReplayedEvent {
                             key: text(key),
                             event: text(event.value),
@@ -346,7 +360,6 @@ fn replay_one(
     input: usize,
     event: crate::runtime::Event<'_>,
 ) -> ReplayedEvent {
-    let text = |bytes: &[u8]| clip(&String::from_utf8_lossy(bytes)).to_string();
     let mut batch = EventBatch::default();
     batch.push(event);
     let (old_out, new_out) = (emitted(&mut *pair[0], input, &batch), emitted(&mut *pair[1], input, &batch));
@@ -362,6 +375,11 @@ fn replay_one(
     }
 }
 
+/// An event's key or value as a report shows it: text, clipped.
+fn text(bytes: &[u8]) -> String {
+    clip(&String::from_utf8_lossy(bytes)).to_string()
+}
+
 /// A subtask of `target` owning key group `kg` alone, its state restored from `restore`.
 fn key_group_operator(
     target: &TrialTarget,
@@ -374,15 +392,7 @@ fn key_group_operator(
     let restoring: crate::state::StateRestore = Arc::new(move |backends, kinds, key_groups, _| {
         restore.restore_state(&uid, &states, backends, kinds, key_groups)
     });
-    let factory = super::WasmOperatorFactory::new(
-        target.module.clone(),
-        target.config.clone(),
-        target.keyed,
-        target.limits,
-        Backends::Memory,
-    )
-    .reading_broadcast(target.broadcast_inputs.clone());
-    crate::runtime::OperatorFactory::create(&factory.restoring(restoring), &info)
+    crate::runtime::OperatorFactory::create(&target.factory(restoring), &info)
 }
 
 /// The lines `operator` emits for `batch` of input `input`.
