@@ -252,12 +252,13 @@ fn weir_run_serves_the_dashboard_for_its_job() {
     // In the browser: an upgrade of the one job, and a restore `weir run` refuses as its API says.
     assert!(Path::new(CHROMIUM).exists(), "{CHROMIUM} is missing: `cargo xtask build` installs Debian's chromium");
     drive("run", &running.server, None, &[("JOB_ID", &running.id)], "solo");
-    screenshots_taken("run", &["jobs", "shadow", "upgrades", "refused"]);
+    screenshots_taken("run", &["jobs", "shadow", "canary", "upgrades", "refused"]);
     let (_, job) = get_text(&format!("{}/v1/jobs/{}", running.server, running.id), None);
     let job: serde_json::Value = serde_json::from_str(&job).unwrap();
     let history: Vec<&str> = job["history"].as_array().unwrap().iter().map(|h| h["event"].as_str().unwrap()).collect();
-    assert_eq!(history, ["started", "upgraded"], "{job}");
-    assert!(job["history"][1]["pause-ms"].as_f64().is_some(), "the pause is recorded: {job}");
+    // The canary's start, its abort by rollback, then the upgrade.
+    assert_eq!(history, ["started", "upgraded", "rolled-back", "upgraded"], "{job}");
+    assert!(job["history"][3]["pause-ms"].as_f64().is_some(), "the pause is recorded: {job}");
     assert_eq!(job["state"], "running");
 }
 

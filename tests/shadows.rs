@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use weir_e2e::{
-    Running, Server, assert_lines, expected_counts, expected_lines, file_sink, file_source, generated_clicks, job,
-    operator, sink_lines, wasm_operator, write_job,
+    Running, Server, assert_lines, every_count_once, expected_counts, expected_lines, file_sink, file_source,
+    generated_clicks, job, operator, sink_lines, wasm_operator, write_job,
 };
 
 /// The clicks job counting with `count` at parallelism 2, reading 16000 clicks at 4000 a second
@@ -45,15 +45,6 @@ fn count_per_user(module: &str) -> String {
 fn assert_output_untouched(dir: &Path) {
     let expected = expected_lines(&expected_counts(&dir.join("clicks.jsonl")));
     assert_lines(&sink_lines(&dir.join("out")), &expected, "committed output with a shadow beside it");
-}
-
-/// Every user's counts from 1 to their total are committed once each, by whichever version
-/// counted them (an upgrade happened).
-fn assert_every_count_once(dir: &Path) {
-    let counts = weir_e2e::counts_by_version(&sink_lines(&dir.join("out")));
-    let expected = expected_counts(&dir.join("clicks.jsonl"));
-    assert_eq!(counts.len() as u64, expected.values().sum::<u64>(), "every count once");
-    assert!(counts.values().all(|versions| versions.len() == 1), "every count once");
 }
 
 /// The job's one shadow report, once it has compared at least `calls` calls.
@@ -125,7 +116,7 @@ fn a_shadow_of_count_v2_differs_only_in_its_added_field_and_the_job_output_is_un
     assert_eq!(report["stopped-because"], "the operator was upgraded", "{report}");
     let job = server.wait_for_job(&id);
     assert_eq!(job["state"], "finished", "{job}");
-    assert_every_count_once(dir.path());
+    every_count_once(dir.path());
 }
 
 /// A module with a deliberate off-by-one on user `u7`: exactly u7's lines differ, by one; the
@@ -265,7 +256,7 @@ fn a_rollback_ends_the_shadow_and_a_trial_after_it_passes() {
     }
     let job = server.wait_for_job(&id);
     assert_eq!(job["state"], "finished", "{job}");
-    assert_every_count_once(dir.path());
+    every_count_once(dir.path());
 }
 
 /// On `weir serve` with the job file's defaults (no checkpointing): a trial takes a savepoint of

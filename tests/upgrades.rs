@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use weir_e2e::{
-    Running, Server, counts_by_version, expected_counts, file_sink, file_source, generated_clicks, job, operator,
-    sink_lines, wasm_operator, weir, write_job,
+    Running, Server, every_count_once, file_sink, file_source, generated_clicks, job, operator, sink_lines,
+    wasm_operator, weir, write_job,
 };
 
 /// The clicks job at parallelism 2 reading 16000 clicks at 4000 per second (4 s), checkpointing.
@@ -48,18 +48,6 @@ fn slow_clicks_counted_by(dir: &Path, count_module: &str) -> String {
 /// A file source `clicks` reading `input` at `rate` events a second.
 fn paced_clicks(input: &Path, rate: u32) -> String {
     format!("{}rate = {rate}\n", file_source("clicks", input))
-}
-
-/// Checks that the committed output has every user's counts from 1 to their total, each once;
-/// returns which versions emitted each.
-fn every_count_once(dir: &Path) -> BTreeMap<(String, u64), Vec<u64>> {
-    let counts = expected_counts(&dir.join("clicks.jsonl"));
-    let emitted = counts_by_version(&sink_lines(&dir.join("out")));
-    let expected: Vec<(String, u64)> = counts.iter().flat_map(|(u, &n)| (1..=n).map(move |c| (u.clone(), c))).collect();
-    assert_eq!(emitted.keys().cloned().collect::<Vec<_>>(), expected, "every count of every user");
-    let twice: Vec<_> = emitted.iter().filter(|(_, versions)| versions.len() != 1).collect();
-    assert!(twice.is_empty(), "emitted more than once: {twice:?}");
-    emitted
 }
 
 /// Checks that every count is committed once and that both v1 and v2 emitted some; returns, per

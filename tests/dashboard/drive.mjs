@@ -5,8 +5,9 @@
 //   axes, takes a savepoint from the savepoints page, sees it in the library, forks it into a new
 //   job from its job file as written, upgrades the original by uploading a module and rolls it
 //   back;
-// - `run`: a `weir run`'s one job: runs a shadow beside it and stops it, upgrades it from its
-//   upgrades page, and is told, as the API
+// - `run`: a `weir run`'s one job: runs a shadow beside it and stops it, runs a canary on half
+//   its key groups and watches both module versions on the job's page, aborts the canary by
+//   rolling back, upgrades it from its upgrades page, and is told, as the API
 //   says it, that `weir run` starts no other job;
 // - `graph`: a branching job's page: its graph's columns and the edges each vertex lists.
 // Writes a screenshot of each page into SCREENSHOTS. Run by tests/dashboard.rs; exits non-zero
@@ -33,9 +34,35 @@ async function upgrade() {
   await page.locator("dialog li", { hasText: "count → sha256:" }).waitFor();
   await page.locator("dialog [data-confirm]").click();
   await page.locator('[data-outcome="ok"]', { hasText: "upgraded job" }).waitFor();
-  const upgraded = page.locator("tr", { hasText: "upgraded" });
-  await upgraded.getByText("count: count 1.0.0").waitFor();
+  const upgraded = page.locator("tr", { hasText: "count: count 1.0.0" });
+  await upgraded.getByText("upgraded").waitFor();
   await upgraded.getByText(/ms$/).waitFor();
+}
+
+/**
+ * Runs count_v2.wasm as a canary on half of operator `count`'s key groups from the upgrades page,
+ * sees both module versions counted on the job's page, and aborts it by rolling the job back to
+ * the canary's start.
+ */
+async function canary() {
+  await page.goto(`${WEIR_URL}/#/jobs/${JOB_ID}/upgrades`);
+  await page.setInputFiles('input[name="count-file"]', COUNT_V2);
+  await page.locator('[data-action="canary"]').click();
+  await page.locator('dialog input[name="canary-share"]').fill("50%");
+  await page.locator("dialog [data-confirm]").click();
+  await page.locator('[data-outcome="ok"]', { hasText: "Run the canary: done" }).waitFor();
+  await page.goto(`${WEIR_URL}/#/jobs/${JOB_ID}`);
+  const versions = page.locator("[data-versions] tr", { hasText: "count 2.0.0" });
+  await versions.getByText("canary").waitFor();
+  await versions.getByText("0..64").waitFor();
+  await page.locator("[data-versions] tr", { hasText: "count 1.0.0" }).getByText("64..128").waitFor();
+  await shot("canary");
+  await page.goto(`${WEIR_URL}/#/jobs/${JOB_ID}/upgrades`);
+  await page.locator('[data-action="abort-canary"]:not([disabled])').click();
+  await page.locator('dialog select[name="abort"]').selectOption("rollback");
+  await page.locator("dialog [data-confirm]").click();
+  await page.locator('[data-outcome="ok"]', { hasText: "Abort the canary: done" }).waitFor();
+  await page.locator("tr", { hasText: "rolled-back" }).waitFor();
 }
 
 /**
@@ -177,6 +204,7 @@ async function run() {
   await page.locator("tr", { hasText: JOB_NAME }).locator(".badge.running").waitFor();
   await shot("jobs");
   await shadow();
+  await canary();
   await upgrade();
   await shot("upgrades");
   // A savepoint, then a restore that `weir run` refuses: the dashboard says what the API said.

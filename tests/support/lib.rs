@@ -267,6 +267,18 @@ pub fn counts_by_version(lines: &[String]) -> BTreeMap<(String, u64), Vec<u64>> 
     by_count
 }
 
+/// Checks that the committed output in `dir/out` has every user's counts (of the clicks in
+/// `dir/clicks.jsonl`) from 1 to their total, each once; returns which versions emitted each.
+pub fn every_count_once(dir: &Path) -> BTreeMap<(String, u64), Vec<u64>> {
+    let counts = expected_counts(&dir.join("clicks.jsonl"));
+    let emitted = counts_by_version(&sink_lines(&dir.join("out")));
+    let expected: Vec<(String, u64)> = counts.iter().flat_map(|(u, &n)| (1..=n).map(move |c| (u.clone(), c))).collect();
+    assert_eq!(emitted.keys().cloned().collect::<Vec<_>>(), expected, "every count of every user");
+    let twice: Vec<_> = emitted.iter().filter(|(_, versions)| versions.len() != 1).collect();
+    assert!(twice.is_empty(), "emitted more than once: {twice:?}");
+    emitted
+}
+
 /// What the `enrich` example writes for `clicks` and `profiles` (JSON lines with `ts` and
 /// `user`): each click with the `plan` of its user's newest profile at or before it
 /// (`{"ts":…,"user":…,"page":…,"plan":…}`), or, with none, the click as it came to its side

@@ -16,6 +16,7 @@ use super::ApiState;
 use crate::control::{HistoryEvent, JobInfo, JobState};
 use crate::runtime::VertexKind;
 use crate::runtime::checkpoint_stats::CheckpointStats;
+use crate::runtime::key_ranges::VersionRole;
 use crate::runtime::now_ms;
 
 /// The text a scrape gets.
@@ -157,6 +158,22 @@ impl Collector for Jobs {
             "weir_shadow_memoryBytes",
             "Bytes of memory a shadow run costs now, about (stops at its limit)",
         );
+        let mut version_in = Family::new(
+            "weir_operator_version_numRecordsIn",
+            "Operators running a canary: events each module version processed (role stable or canary)",
+        );
+        let mut version_out = Family::new(
+            "weir_operator_version_numRecordsOut",
+            "Operators running a canary: events each module version emitted; its rate is the version's output rate",
+        );
+        let mut version_busy = Family::new(
+            "weir_operator_version_busyTimeMs",
+            "Operators running a canary: milliseconds spent in each module version's calls",
+        );
+        let mut version_errors = Family::new(
+            "weir_operator_version_numErrors",
+            "Operators running a canary: failed calls of each module version (each failed the job's run)",
+        );
         let now = now_ms();
         for (info, stats) in self.0.iter() {
             let job: Labels = vec![("job_id", info.id.clone().into()), ("job_name", info.name.clone().into())];
@@ -196,6 +213,26 @@ impl Collector for Jobs {
                 state_size.rows.push((labels, ConstGauge::new(task.state_size as f64)));
             }
             for vertex in &info.vertices {
+                for version in &vertex.versions {
+                    let labels = [
+                        job.clone(),
+                        vec![
+                            ("operator", vertex.uid.clone().into()),
+                            (
+                                "role",
+                                if version.role == VersionRole::Canary { "canary" } else { "stable" }
+                                    .to_string()
+                                    .into(),
+                            ),
+                            ("module", version.module.clone().into()),
+                        ],
+                    ]
+                    .concat();
+                    version_in.rows.push((labels.clone(), ConstCounter::new(version.events_in)));
+                    version_out.rows.push((labels.clone(), ConstCounter::new(version.events_out)));
+                    version_busy.rows.push((labels.clone(), ConstCounter::new(version.busy_ms)));
+                    version_errors.rows.push((labels, ConstCounter::new(version.errors)));
+                }
                 for (subtask, counts) in vertex.subtasks.iter().enumerate() {
                     let mut labels = job.clone();
                     labels.push(("operator", vertex.uid.clone().into()));
@@ -233,6 +270,10 @@ impl Collector for Jobs {
             backpressured,
             busy,
             shadow_lines,
+            version_in,
+            version_out,
+            version_busy,
+            version_errors,
         ];
         for family in counters {
             write(&mut encoder, family)?;

@@ -26,8 +26,8 @@ use serde_json::json;
 use crate::checkpoint::savepoint::SavepointFormat;
 use crate::control::compare::{Comparison, compare_outputs, fork_point, output_dir};
 use crate::control::{
-    CancelError, DisposeError, JobInfo, Jobs, ModuleStore, SavepointError, SavepointStatus, StartFrom, StoreModules,
-    UpgradeError, UpgradeStatus,
+    CanaryStep, CancelError, DisposeError, JobInfo, Jobs, ModuleStore, SavepointError, SavepointStatus, StartFrom,
+    StoreModules, UpgradeError, UpgradeStatus,
 };
 use crate::runtime::VertexKind;
 use crate::runtime::checkpoint_stats::CheckpointStats;
@@ -347,8 +347,19 @@ async fn stop_job(
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct UpgradeBody {
-    /// Operator uid to the module it runs from now on (`sha256:<hex>` of an uploaded module).
+    /// Operator uid to the module it runs from now on (`sha256:<hex>` of an uploaded module); with
+    /// `canary`, the module of its canary.
+    #[serde(default)]
     operators: std::collections::BTreeMap<String, String>,
+    /// Run the modules as canaries serving this share of each operator's key groups ("10%"), or,
+    /// with no operators named, give the job's canaries this share.
+    canary: Option<String>,
+    /// Promote the job's canaries: their modules serve every key group.
+    #[serde(default)]
+    promote: bool,
+    /// Abort the job's canaries: `hand-back` (their key groups go back to the operators' modules
+    /// with their state) or `rollback` (the job goes back to the savepoint taken at their start).
+    abort: Option<crate::control::CanaryAbort>,
     /// Only try the new modules on a sample of the state, and report (200), changing nothing.
     #[serde(default)]
     trial: bool,
@@ -370,17 +381,35 @@ async fn upgrade_job(
             format!("the request body is not {{\"operators\": {{uid: module}}}}: {e}"),
         )
     })?;
-    if body.operators.is_empty() {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "name at least one operator to upgrade"));
+    let bad = |message: &str| -> Result<Response, ApiError> {
+        Err(ApiError::new(StatusCode::BAD_REQUEST, message.to_string()))
+    };
+    let step = match (body.canary, body.promote, body.abort) {
+        (None, false, None) => None,
+        (Some(share), false, None) => Some(CanaryStep::Share(share)),
+        (None, true, None) => Some(CanaryStep::Promote),
+        (None, false, Some(abort)) => Some(CanaryStep::Abort(abort)),
+        _ => return bad("`canary`, `promote` and `abort` exclude each other"),
+    };
+    match &step {
+        None if body.operators.is_empty() => return bad("name at least one operator to upgrade"),
+        Some(CanaryStep::Promote | CanaryStep::Abort(_)) if !body.operators.is_empty() => {
+            return bad("`promote` and `abort` apply to every canary of the job: name no operators");
+        }
+        _ => {}
     }
     if body.trial && body.no_trial {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "`trial` and `no-trial` exclude each other"));
+        return bad("`trial` and `no-trial` exclude each other");
     }
     let store = store(&state)?;
     let replacements: Vec<(String, String)> = body.operators.into_iter().collect();
     let jobs = state.jobs.clone();
-    let (trial, only_trial, sample) =
-        (!body.no_trial, body.trial, body.sample.unwrap_or(crate::control::TRIAL_SAMPLE).max(1));
+    // New modules are tried first: those of an upgrade or of a canary's start.
+    let (trial, only_trial, sample) = (
+        !body.no_trial && !replacements.is_empty(),
+        body.trial,
+        body.sample.unwrap_or(crate::control::TRIAL_SAMPLE).max(1),
+    );
     let upgraded = blocking(move || {
         let mut modules = StoreModules(&store);
         let tried = trial.then(|| jobs.trial(&id, &replacements, &mut modules, sample)).transpose()?;
@@ -389,7 +418,10 @@ async fn upgrade_job(
             Some(report) if !report.passed => Err(UpgradeError::Refused(format!(
                 "the new modules failed their trial: {report} (upgrade with `no-trial` to skip it)"
             ))),
-            _ => jobs.upgrade(&id, &replacements, &mut modules).map(Ok),
+            _ => match step {
+                Some(step) => jobs.canary(&id, &step, &replacements, &mut modules).map(Ok),
+                None => jobs.upgrade(&id, &replacements, &mut modules).map(Ok),
+            },
         }
     })
     .await?;

@@ -112,9 +112,9 @@ impl Operator for KeyedCount {
         Ok(())
     }
 
-    fn snapshot(&mut self) -> Result<Option<StateSnapshot>, String> {
+    fn snapshot(&mut self) -> Result<Vec<StateSnapshot>, String> {
         let body = self.backend.snapshot(self.key_groups.clone(), &states()).map_err(|e| e.to_string())?;
-        Ok(Some(StateSnapshot { key_groups: self.key_groups.clone(), body, broadcast: None }))
+        Ok(vec![StateSnapshot { key_groups: self.key_groups.clone(), body, broadcast: None, part: None }])
     }
 
     fn into_state(self: Box<Self>) -> Option<HandedOverState> {

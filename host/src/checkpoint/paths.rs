@@ -33,12 +33,13 @@ pub fn metadata(job: &str, id: u64) -> String {
 
 /// The keyed-state file of one operator subtask in a checkpoint.
 pub fn state_file(job: &str, id: u64, uid: &str, subtask: u32) -> String {
-    format!("{}/{}", checkpoint_dir(job, id), state_file_name(uid, subtask))
+    format!("{}/{}", checkpoint_dir(job, id), state_file_name(&native_dir_name(uid, subtask)))
 }
 
-/// The name of one operator subtask's keyed-state file, in a checkpoint or savepoint directory.
-pub fn state_file_name(uid: &str, subtask: u32) -> String {
-    format!("{}-{subtask}.state", escape(uid))
+/// The name of a keyed-state file, in a checkpoint or savepoint directory, from the name of its
+/// snapshot ([`native_dir_name`], with the first key group of a part after it).
+pub fn state_file_name(snapshot: &str) -> String {
+    format!("{snapshot}.state")
 }
 
 /// The name of the directory of one operator subtask's native snapshot files, in a checkpoint or

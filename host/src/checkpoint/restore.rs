@@ -374,6 +374,14 @@ impl Restore {
         uids
     }
 
+    /// The canary operator `uid` ran when this was taken, if any: the SHA-256 of its module and
+    /// how many key groups it served (the first ones), from the state files it wrote.
+    pub fn canary(&self, uid: &str) -> Option<(&str, u32)> {
+        let files = self.states.iter().filter(|s| s.uid == uid);
+        let canary = files.filter_map(|s| Some((s.canary.as_deref()?, s.key_groups.end)));
+        canary.max_by_key(|(_, end)| *end)
+    }
+
     /// Whether state without an operator to go to may be left behind.
     pub fn allows_non_restored_state(&self) -> bool {
         self.allow_non_restored_state

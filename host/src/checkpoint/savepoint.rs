@@ -70,6 +70,9 @@ pub struct SavepointFile {
     /// The operator's broadcast state, recorded by subtask 0 alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broadcast: Option<crate::state::broadcast::SavedBroadcast>,
+    /// Written by the operator's canary module (its SHA-256; see [`SavedCanary`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<String>,
 }
 
 /// The form of a savepoint's state: canonical (the default: any backend, any parallelism) or
@@ -117,8 +120,25 @@ pub struct SavepointOperator {
     pub module: OperatorCode,
     /// The states it declared, in the order its state files index them.
     pub states: Vec<StateDescriptor>,
-    /// Its state files, one per subtask that held state.
+    /// Its state files, one per subtask that held state (one per part of a subtask's key groups
+    /// while a canary serves some of them).
     pub files: Vec<SavepointFile>,
+    /// The canary that served some of its key groups when the savepoint was taken, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<SavedCanary>,
+}
+
+/// What a savepoint records of an operator's canary (`docs/upgrades.md`, *Canaries*): the key
+/// groups from 0 up to `key_groups` are served by `module`, whose state files say `canary`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SavedCanary {
+    /// The code the canary ran.
+    pub module: OperatorCode,
+    /// The states it declared.
+    pub states: Vec<StateDescriptor>,
+    /// How many key groups it served (the first ones).
+    pub key_groups: u32,
 }
 
 /// A savepoint's `_metadata`.
@@ -164,6 +184,7 @@ impl SavepointMetadata {
                 key_groups: f.key_groups.clone(),
                 stored: f.stored.clone(),
                 broadcast: f.broadcast.clone(),
+                canary: f.canary.clone(),
             })
             .collect()
     }
@@ -411,12 +432,12 @@ impl CheckpointSink for SavepointSink {
         let mut operators = self.operators.clone();
         for state in states {
             if let Some(op) = operators.iter_mut().find(|op| op.uid == state.uid) {
-                let StateFile { subtask, key_groups, stored, broadcast, .. } = state;
-                op.files.push(SavepointFile { subtask, key_groups, stored, broadcast });
+                let StateFile { subtask, key_groups, stored, broadcast, canary, .. } = state;
+                op.files.push(SavepointFile { subtask, key_groups, stored, broadcast, canary });
             }
         }
         for op in &mut operators {
-            op.files.sort_by_key(|f| f.subtask);
+            op.files.sort_by_key(|f| (f.subtask, f.key_groups.start));
         }
         let native = operators.iter().flat_map(|op| &op.files).any(|f| matches!(f.stored, StoredState::Native(_)));
         let state_format = if native { SavepointFormat::Native } else { SavepointFormat::Canonical };
@@ -486,9 +507,10 @@ pub fn write(location: &SavepointLocation, savepoint: WrittenSavepoint) -> Resul
         };
         if let Some(backend) = keyed {
             let body = backend.snapshot(key_groups.clone(), &op.states).map_err(|e| e.to_string())?;
-            let snapshot = StateSnapshot { key_groups: key_groups.clone(), body, broadcast: None };
+            let snapshot = StateSnapshot { key_groups: key_groups.clone(), body, broadcast: None, part: None };
             let (file, _) = stored::put(&location.storage, &location.dir, (&op.uid, 0), snapshot, Form::Canonical)?;
-            op.files.push(SavepointFile { subtask: 0, key_groups: file.key_groups, stored: file.stored, broadcast });
+            let (key_groups, stored) = (file.key_groups, file.stored);
+            op.files.push(SavepointFile { subtask: 0, key_groups, stored, broadcast, canary: None });
         }
         written.push(op);
     }

@@ -175,6 +175,7 @@ mod tests {
             key_groups: 0..1,
             stored: StoredState::Native(native),
             broadcast: None,
+            canary: None,
         }
     }
 

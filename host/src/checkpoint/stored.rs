@@ -37,17 +37,23 @@ pub(crate) fn put(
     form: Form<'_>,
 ) -> Result<(StateFile, u64), String> {
     let _phase = tracing::debug_span!("checkpoint_async", dir, operator = uid, subtask).entered();
-    let StateSnapshot { key_groups, mut body, broadcast } = snapshot;
-    let state = |stored| StateFile { uid: uid.to_string(), subtask, key_groups, stored, broadcast };
+    let StateSnapshot { key_groups, mut body, broadcast, part } = snapshot;
+    // A part of a subtask's key groups is named by where it starts.
+    let name = match &part {
+        Some(_) => format!("{}-{}", paths::native_dir_name(uid, subtask), key_groups.start),
+        None => paths::native_dir_name(uid, subtask),
+    };
+    let canary = part.and_then(|p| p.canary);
+    let state = |stored| StateFile { uid: uid.to_string(), subtask, key_groups, stored, broadcast, canary };
     if let Form::Native { shared } = form
         && let Some(files) = body.native().map_err(|e| format!("cannot take the snapshot: {e}"))?
     {
-        let (native, uploaded) = put_native(storage, dir, paths::native_dir_name(uid, subtask), files, shared)?;
+        let (native, uploaded) = put_native(storage, dir, name, files, shared)?;
         return Ok((state(StoredState::Native(native)), uploaded));
     }
     let mut bytes = body.encode().map_err(|e| format!("cannot encode the snapshot: {e}"))?;
     crate::state::canonical::seal(&mut bytes);
-    let file = paths::state_file_name(uid, subtask);
+    let file = paths::state_file_name(&name);
     let (sha256, size) = (hex::encode(Sha256::digest(&bytes)), bytes.len() as u64);
     storage.put(&format!("{dir}/{file}"), bytes).map_err(|e| e.to_string())?;
     Ok((state(StoredState::Canonical { file, sha256, size }), size))

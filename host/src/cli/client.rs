@@ -303,6 +303,7 @@ impl Client {
                 subtasks.join(" ")
             );
         }
+        print_versions(&job);
         print_connector_status(&job);
         print_event_time(&job);
         Ok(())
@@ -450,8 +451,27 @@ impl Client {
         Ok(replacements)
     }
 
-    pub(super) fn upgrade(&self, id: &str, operators: &[String], trial: Trial) -> anyhow::Result<()> {
+    /// Upgrades job `id`'s `operators` (UID=MODULE each), or carries out a canary `step` (its
+    /// field in the request and its value) on them.
+    pub(super) fn upgrade(
+        &self,
+        id: &str,
+        operators: &[String],
+        trial: Trial,
+        step: Option<(&str, Value)>,
+    ) -> anyhow::Result<()> {
         let mut body = serde_json::json!({ "operators": self.module_references(operators)? });
+        let what = match &step {
+            Some(("canary", share)) => format!("job {id} runs its canaries on {}", share.as_str().unwrap_or("?")),
+            Some(("promote", _)) => format!("job {id} promoted its canaries"),
+            Some(_) => format!("job {id} aborted its canaries"),
+            None => format!("upgraded job {id}"),
+        };
+        // An abort by rollback goes back to the savepoint of the canary's start, as asked.
+        let rolls_back = step.as_ref().is_some_and(|(field, value)| *field == "abort" && *value == "rollback");
+        if let Some((field, value)) = step {
+            body[field] = value;
+        }
         match trial {
             Trial::Only(sample) => (body["trial"], body["sample"]) = (Value::Bool(true), sample.into()),
             Trial::First(sample) => body["sample"] = sample.into(),
@@ -468,8 +488,12 @@ impl Client {
         }
         match str(&status["status"]) {
             "completed" => {
-                println!("upgraded job {id}: paused {:.1} ms", status["pause-ms"].as_f64().unwrap_or(0.0));
+                println!("{what}: paused {:.1} ms", status["pause-ms"].as_f64().unwrap_or(0.0));
                 println!("savepoint before the swap: {}", str(&status["savepoint"]));
+                Ok(())
+            }
+            "rolled-back" if rolls_back => {
+                println!("{what}: it runs from savepoint {} again", str(&status["savepoint"]));
                 Ok(())
             }
             "rolled-back" => bail!(
@@ -643,6 +667,27 @@ fn time(ms: &Value) -> String {
 
 /// What sources report of themselves beside their counts: a Kafka source's offset and lag per
 /// partition, and its client's latest error.
+/// What each module version of the operators running a canary served.
+fn print_versions(job: &Value) {
+    for v in job["vertices"].as_array().into_iter().flatten() {
+        for version in v["versions"].as_array().into_iter().flatten() {
+            println!(
+                "operator '{}' {} {}: key groups {}..{}, events in {} out {} ({:.0}/s), busy {} ms, {} errors",
+                str(&v["uid"]),
+                str(&version["role"]),
+                str(&version["module"]),
+                version["key-groups"]["start"],
+                version["key-groups"]["end"],
+                version["events-in"],
+                version["events-out"],
+                version["events-out-per-second"].as_f64().unwrap_or(0.0),
+                version["busy-ms"],
+                version["errors"]
+            );
+        }
+    }
+}
+
 /// Each vertex's watermark (the lowest of its subtasks', and each subtask's) and late events, for
 /// the vertices that have either.
 fn print_event_time(job: &Value) {

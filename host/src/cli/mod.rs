@@ -152,14 +152,37 @@ enum Command {
     Shadow(shadow::ShadowArgs),
     /// Swap operators' modules under a running job: the new modules are checked against the
     /// state first, then the job stops at a savepoint and goes on with them, its state kept in
-    /// place. Prints the savepoint (for a rollback) and the pause.
+    /// place. Prints the savepoint (for a rollback) and the pause. With --canary, the new module
+    /// serves a share of the key groups beside the old one; --promote and --abort end it.
     Upgrade {
         /// The job's id.
         job_id: String,
         /// UID=MODULE: the operator and its new module, a .wasm file (uploaded first) or
         /// sha256:<hex> of an uploaded one. Repeat for several operators.
-        #[arg(long = "operator", value_name = "UID=MODULE", required_unless_present = "rollback")]
+        #[arg(
+            long = "operator",
+            value_name = "UID=MODULE",
+            required_unless_present_any = ["rollback", "canary", "promote", "abort"]
+        )]
         operators: Vec<String>,
+        /// Run the new modules as canaries beside the old ones, serving this share of the key
+        /// groups (such as 10%); without --operator, give the job's canaries this share.
+        #[arg(long, value_name = "SHARE", conflicts_with = "rollback")]
+        canary: Option<String>,
+        /// Promote the job's canaries: their modules take over every key group.
+        #[arg(long, conflicts_with_all = ["rollback", "canary", "operators", "abort"])]
+        promote: bool,
+        /// Abort the job's canaries: hand-back (the default) gives their key groups back to the
+        /// old modules with their state; rollback returns the whole job to the savepoint taken
+        /// when the canary started (needed when the canary changed the state's layout).
+        #[arg(
+            long,
+            value_name = "hand-back|rollback",
+            num_args = 0..=1,
+            default_missing_value = "hand-back",
+            conflicts_with_all = ["rollback", "canary", "operators"]
+        )]
+        abort: Option<String>,
         /// Go back from the job's last upgrade instead: the modules it ran before, from the
         /// savepoint taken before the swap.
         #[arg(long, conflicts_with = "operators")]
@@ -325,13 +348,19 @@ pub fn main() -> ExitCode {
         Command::Compare { a, b, sink } => compare::compare(a, b, sink.as_deref(), &client(), cli.json),
         Command::Shadow(args) => shadow::shadow(args, &client()),
         Command::Upgrade { job_id, rollback: true, .. } => job(job_id).and_then(|id| client().rollback(&id)),
-        Command::Upgrade { job_id, operators, trial, no_trial, sample, .. } => {
+        Command::Upgrade { job_id, operators, trial, no_trial, sample, canary, promote, abort, .. } => {
             let trial = match (trial, no_trial) {
                 (true, _) => client::Trial::Only(*sample),
                 (_, true) => client::Trial::Skip,
                 _ => client::Trial::First(*sample),
             };
-            job(job_id).and_then(|id| client().upgrade(&id, operators, trial))
+            let step = match (canary, promote, abort) {
+                (Some(share), _, _) => Some(("canary", serde_json::Value::String(share.clone()))),
+                (_, true, _) => Some(("promote", serde_json::Value::Bool(true))),
+                (_, _, Some(abort)) => Some(("abort", serde_json::Value::String(abort.clone()))),
+                _ => None,
+            };
+            job(job_id).and_then(|id| client().upgrade(&id, operators, trial, step))
         }
     };
     match result {

@@ -11,7 +11,7 @@ use super::serve::{Access, check_exposure, serve_api};
 use crate::api::{ApiState, DEFAULT_BODY_LIMIT};
 use crate::checkpoint::storage::Storage;
 use crate::checkpoint::{Restore, paths};
-use crate::control::{JobInfo, JobState, Jobs, ModuleStore};
+use crate::control::{JobInfo, JobState, Jobs, ModuleStore, StoreModules};
 use crate::job::{self, JobPlan, ModuleFiles, Placement};
 use crate::runtime::checkpoint_stats::{CheckpointStats, TaskCheckpointStats};
 use crate::wasm::WasmEngine;
@@ -168,6 +168,16 @@ pub(super) fn run(args: &RunArgs, Access { token, allowed_hosts }: Access) -> an
             (plan, Some(Arc::new(restore.allowing_non_restored_state(args.allow_non_restored_state))))
         }
         (None, None) => (plan, None),
+    };
+    // A canary the checkpoint or savepoint holds goes on (its module is in the module store,
+    // where an upgrade through this run's API put it).
+    let adopted = restore.as_ref().map(|r| plan.with_restored_canaries(r, &mut StoreModules(&modules))).transpose();
+    let plan = match adopted.map_err(anyhow::Error::msg)?.flatten() {
+        Some(adopted) => {
+            eprintln!("weir run: job '{name}' goes on with the canary it ran");
+            adopted
+        }
+        None => plan,
     };
     let graph = plan.build(0, restore.clone())?;
 

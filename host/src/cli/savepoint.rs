@@ -29,6 +29,9 @@ struct Line<'a> {
     /// For a state with a time-to-live: when the entry expires (ms since the Unix epoch).
     #[serde(rename = "expires-at", skip_serializing_if = "Option::is_none")]
     expires_at: Option<i64>,
+    /// For an entry of the key groups a canary served: the canary's module, which saved it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    canary: Option<&'a str>,
 }
 
 /// Bytes as JSON: a string when they are UTF-8, else `{"base64": "…"}`.
@@ -64,7 +67,15 @@ pub(super) fn inspect(path: &str, operator: Option<&str>, state: Option<&str>) -
         if let Some(name) = state.filter(|name| operator.is_some() && !op.states.iter().any(|s| s.name == *name)) {
             bail!("operator '{}' has no state '{name}' in the savepoint", op.uid);
         }
+        let canary_module = op.canary.as_ref().map(|c| c.module.to_string());
+        if let Some(canary) = &op.canary {
+            eprintln!(
+                "operator '{}': key groups 0..{} served by the canary {}, the rest by {}",
+                op.uid, canary.key_groups, canary.module, op.module
+            );
+        }
         for file in &op.files {
+            let canary = file.canary.as_ref().and(canary_module.as_deref());
             // Broadcast state, recorded once for the operator, has no key.
             for saved in file.broadcast.iter().flat_map(|b| &b.states) {
                 if state.is_some_and(|wanted| wanted != saved.name) {
@@ -81,6 +92,7 @@ pub(super) fn inspect(path: &str, operator: Option<&str>, state: Option<&str>) -
                         value,
                         raw_value,
                         expires_at: None,
+                        canary,
                     };
                     writeln!(out, "{}", serde_json::to_string(&line)?)?;
                 }
@@ -100,7 +112,7 @@ pub(super) fn inspect(path: &str, operator: Option<&str>, state: Option<&str>) -
                     StateItem::MapEntry(k, v) => (Some(bytes_json(k)), v),
                 };
                 // A state with a time-to-live stores each entry's expiry before its bytes.
-                let expiring = op.states.iter().any(|s| s.name == name && s.time_to_live.is_some());
+                let expiring = states.iter().any(|s| s.name == name && s.time_to_live.is_some());
                 let (value, expires_at) = match expiring {
                     true => (value.get(ttl::EXPIRY_BYTES..).unwrap_or_default(), ttl::expiry(value)),
                     false => (value, None),
@@ -114,6 +126,7 @@ pub(super) fn inspect(path: &str, operator: Option<&str>, state: Option<&str>) -
                     value,
                     raw_value,
                     expires_at,
+                    canary,
                 };
                 Ok(writeln!(out, "{}", serde_json::to_string(&line)?)?)
             };

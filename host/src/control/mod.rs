@@ -8,9 +8,9 @@ mod jobs;
 mod modules;
 
 pub use jobs::{
-    CancelError, DisposeError, HistoryEvent, JobInfo, JobState, Jobs, RollbackPoint, SHADOW_MEMORY_LIMIT,
-    SavepointError, SavepointRecord, SavepointStatus, StartFrom, SubmitError, TRIAL_SAMPLE, TrialReport, UpgradeError,
-    UpgradeStatus,
+    CanaryAbort, CanaryStep, CancelError, DisposeError, HistoryEvent, JobInfo, JobState, Jobs, RollbackPoint,
+    SHADOW_MEMORY_LIMIT, SavepointError, SavepointRecord, SavepointStatus, StartFrom, SubmitError, TRIAL_SAMPLE,
+    TrialReport, UpgradeError, UpgradeStatus,
 };
 pub(crate) use modules::StoreModules;
 pub use modules::{ModuleInfo, ModuleStore};

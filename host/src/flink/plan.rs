@@ -105,6 +105,11 @@ pub fn plan(
         let Some(module) = &op.module else {
             return Err(format!("{what} is a builtin operator: the Flink runner runs operator modules only"));
         };
+        if op.canary.is_some() {
+            return Err(format!(
+                "{what} runs a canary, which the Flink runner does not run (docs/flink.md): promote or abort it first"
+            ));
+        }
         let module_path = base.join(module);
         let loaded = engine.load_file(&module_path).map_err(|e| format!("{what}: {e}"))?;
         let contract: u32 = loaded.contract_version().split('.').nth(1).and_then(|m| m.parse().ok()).unwrap_or(0);

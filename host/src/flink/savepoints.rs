@@ -214,6 +214,7 @@ pub fn weir_savepoint(
             module: code,
             states: states.clone(),
             files: Vec::new(),
+            canary: None,
         };
         // Subtask 0's copy of the broadcast state stands for every subtask's.
         let broadcast = match exported(export, &format!("{uid}.broadcast"), ".json")?.first() {

@@ -81,6 +81,7 @@ pub fn check(plan: &Value, replacements: &[(String, PathBuf)], engine: &WasmEngi
             module: code_of(&old),
             states: old_states,
             files: Vec::new(),
+            canary: None,
         };
         check_states(uid, &running, true, &code_of(&new), &new_states)?;
         if new.description.side_outputs != old.description.side_outputs {

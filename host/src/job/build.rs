@@ -20,7 +20,7 @@ use crate::runtime::{
     CheckpointConfig, Handover, JobGraph, OperatorFactory, Partitioning, SideOutput, SinkFactory, SourceFactory,
     Vertex, VertexInput,
 };
-use crate::wasm::{OperatorModule, SandboxLimits, WasmOperatorFactory};
+use crate::wasm::{CanaryFactory, OperatorModule, SandboxLimits, WasmOperatorFactory};
 
 use super::JobError;
 use super::checks::{check_parallelism, check_states, operator_code};
@@ -37,6 +37,8 @@ pub(super) struct Start<'a> {
     pub(super) state: &'a StateSettings,
     /// After an upgrade: how long sinks that cannot take output back hold it back.
     pub(super) hold_output: Option<std::time::Duration>,
+    /// What the module versions of operators with a canary served (the plan's).
+    pub(super) versions: &'a super::canary::VersionCounts,
 }
 
 /// Builds a checked job's graph: sources and sinks opened, modules from `modules` (resolved
@@ -50,7 +52,7 @@ pub(super) fn build(
     storage: Option<&Storage>,
     start: Start,
 ) -> Result<JobGraph, JobError> {
-    let Start { job_id, attempt, restore, handover, state, hold_output } = start;
+    let Start { job_id, attempt, restore, handover, state, hold_output, versions } = start;
     let invalid = |message: String| JobError::Invalid { file: label.to_string(), message };
     if let Some(r) = &restore
         && r.max_parallelism() != spec.max_parallelism
@@ -93,6 +95,7 @@ pub(super) fn build(
         hold_output,
         job_id,
         backends: state.backends(job_id).map_err(invalid)?,
+        versions,
     };
     let dataflow = super::graph::resolve(&spec).map_err(invalid)?;
     let sources = spec.sources.iter().map(|s| ctx.source(s).map_err(invalid)).collect::<Result<Vec<_>, _>>()?;
@@ -225,6 +228,8 @@ pub(super) struct Builder<'a> {
     job_id: &'a str,
     /// Where operators keep their keyed state.
     backends: Backends,
+    /// What the module versions of operators with a canary served.
+    versions: &'a super::canary::VersionCounts,
 }
 
 impl Builder<'_> {
@@ -264,21 +269,47 @@ impl Builder<'_> {
             }
         })?;
         self.check_saved_state(&op.uid, &code, &declared).map_err(invalid)?;
+        let stable_code = (code, declared.clone());
         let restore = self.state_restore(&op.uid, declared);
         let factory: Box<dyn OperatorFactory> = match (&op.module, &op.builtin) {
             (Some(module), None) => {
                 let limits = sandbox_limits(op).map_err(invalid)?;
-                let module = self.modules.get(module).cloned().ok_or_else(|| {
-                    invalid(format!("operator '{}': module {module} was not resolved (a weir bug)", op.uid))
-                })?;
                 let config = serde_json::to_string(&op.config.clone().unwrap_or_default())
                     .map_err(|e| invalid(format!("operator '{}': `config` cannot be passed as JSON: {e}", op.uid)))?;
-                let broadcast = inputs.iter().map(|i| i.partitioning == Partitioning::Broadcast).collect();
-                let factory = WasmOperatorFactory::new(module, config, keyed, limits, self.backends.clone())
-                    .reading_broadcast(broadcast);
-                match restore {
-                    Some(restore) => Box::new(factory.restoring(restore)),
-                    None => Box::new(factory),
+                let broadcast: Vec<bool> = inputs.iter().map(|i| i.partitioning == Partitioning::Broadcast).collect();
+                let wasm = |reference: &String, restore: Option<StateRestore>| {
+                    let module = self.modules.get(reference).cloned().ok_or_else(|| {
+                        invalid(format!("operator '{}': module {reference} was not resolved (a weir bug)", op.uid))
+                    })?;
+                    let factory =
+                        WasmOperatorFactory::new(module, config.clone(), keyed, limits, self.backends.clone())
+                            .reading_broadcast(broadcast.clone());
+                    Ok::<_, JobError>(match restore {
+                        Some(restore) => factory.restoring(restore),
+                        None => factory,
+                    })
+                };
+                let stable = wasm(module, restore)?;
+                match self.canary(op, stable_code).map_err(invalid)? {
+                    None => Box::new(stable),
+                    Some((canary, parts)) => {
+                        let canary = match canary {
+                            Some((reference, restore)) => Some(wasm(reference, restore)?),
+                            None => None,
+                        };
+                        let (canary_end, saved) = parts;
+                        let versions = (self.versions.lock())
+                            .unwrap_or_else(|e| e.into_inner())
+                            .entry(op.uid.clone())
+                            .or_insert_with(|| {
+                                let max = self.max_parallelism;
+                                Arc::new(CanaryFactory::versions(&stable, canary.as_ref(), canary_end, max))
+                            })
+                            .clone();
+                        let parts =
+                            Box::new(move |range: std::ops::Range<u32>| super::canary::parts(range, canary_end, saved));
+                        Box::new(CanaryFactory::new(stable, canary, parts, versions))
+                    }
                 }
             }
             (None, Some(name)) => {
@@ -302,6 +333,39 @@ impl Builder<'_> {
         let watermarks = super::event_time::watermarks(&owner, op.watermarks.as_ref(), false).map_err(invalid)?;
         // Its inputs come from the job's graph.
         Ok(Vertex { uid: Arc::from(op.uid.as_str()), parallelism, inputs: Vec::new(), factory, watermarks })
+    }
+
+    /// For operator `op` with a canary, or whose restored state a canary saved in part: the
+    /// canary's module and the restore of its state, if it runs one, and where the canary's key
+    /// groups end now and ended in the restored state. `None` for every other operator. A
+    /// savepoint's state must be readable by the module that takes over each part of it:
+    /// `stable` (the operator's own code and states) for the part its canary saved when that
+    /// part shrank, the canary's for all of it.
+    #[allow(clippy::type_complexity)] // each is named above
+    fn canary<'s>(
+        &self,
+        op: &'s OperatorSpec,
+        stable: (OperatorCode, Vec<StateDescriptor>),
+    ) -> Result<Option<(Option<(&'s String, Option<StateRestore>)>, (u32, u32))>, String> {
+        let canary_end = super::canary::checked(&op.uid, op.canary.as_ref(), self.max_parallelism)?;
+        let saved = self.restore.as_ref().and_then(|r| r.canary(&op.uid)).map_or(0, |(_, end)| end);
+        if canary_end == 0 && saved == 0 {
+            return Ok(None);
+        }
+        let saved_canary = self.restore.as_ref().and_then(|r| r.saved_operator(&op.uid)?.canary.clone());
+        if let Some(saved) = saved_canary.as_ref().filter(|saved| saved.key_groups > canary_end) {
+            let before = (saved.module.clone(), saved.states.clone());
+            super::checks::check_takes_over(&op.uid, before, &stable.0, &stable.1)?;
+        }
+        let Some(canary) = &op.canary else { return Ok(Some((None, (canary_end, saved)))) };
+        let module = self.modules.get(&canary.module).ok_or(format!("operator '{}': canary not resolved", op.uid))?;
+        let (code, declared) = super::checks::module_code(module, true);
+        self.check_saved_state(&op.uid, &code, &declared)?;
+        if let Some(saved) = saved_canary {
+            super::checks::check_takes_over(&op.uid, (saved.module, saved.states), &code, &declared)?;
+        }
+        let restore = self.state_restore(&op.uid, declared);
+        Ok(Some((Some((&canary.module, restore)), (canary_end, saved))))
     }
 
     /// A savepoint's state for operator `uid` must be readable by the code the operator runs now:
@@ -414,7 +478,12 @@ fn vertex_inputs(
 /// A module's `describe` may name its inputs (0.4.0): then the job file gives it as many, in that
 /// order. A keyed operator reading a broadcast stream keeps it in broadcast state, which modules
 /// have from 0.4.0.
-fn check_module_inputs(uid: &str, module: &OperatorModule, inputs: &[Input], keyed: bool) -> Result<(), String> {
+pub(super) fn check_module_inputs(
+    uid: &str,
+    module: &OperatorModule,
+    inputs: &[Input],
+    keyed: bool,
+) -> Result<(), String> {
     let declared = &module.description.inputs;
     if module.has_graph_inputs() && inputs.len() > 255 {
         return Err(format!("operator '{uid}': reads {} inputs; an operator reads at most 255", inputs.len()));

@@ -19,20 +19,31 @@ pub(crate) fn operator_code(
     modules: &HashMap<String, Arc<OperatorModule>>,
 ) -> Option<(OperatorCode, Vec<StateDescriptor>)> {
     match (&op.module, &op.builtin) {
-        (Some(reference), None) => {
-            let module = modules.get(reference)?;
-            let d = &module.description;
-            let code = OperatorCode::Module {
-                sha256: module.sha256.clone(),
-                name: d.name.clone(),
-                version: d.version.clone(),
-            };
-            // The states its snapshots hold: the host's timers too, when it can set them.
-            Some((code, module.states(op.keyed())))
-        }
+        (Some(reference), None) => Some(module_code(modules.get(reference)?, op.keyed())),
         (None, Some(name)) => Some((OperatorCode::Builtin { builtin: name.clone() }, crate::builtin::states(name)?)),
         _ => None,
     }
+}
+
+/// The code of `module` and the states its snapshots hold: the host's timers too, when it can set
+/// them (`keyed`).
+pub(crate) fn module_code(module: &OperatorModule, keyed: bool) -> (OperatorCode, Vec<StateDescriptor>) {
+    let d = &module.description;
+    let code = OperatorCode::Module { sha256: module.sha256.clone(), name: d.name.clone(), version: d.version.clone() };
+    (code, module.states(keyed))
+}
+
+/// Whether `code`, declaring `declared`, can take over the state of operator `uid` that the code
+/// `before` saved, declaring its states (an upgrade, a canary, its promotion or its abort).
+pub(crate) fn check_takes_over(
+    uid: &str,
+    (module, states): (OperatorCode, Vec<StateDescriptor>),
+    code: &OperatorCode,
+    declared: &[StateDescriptor],
+) -> Result<(), String> {
+    let saved =
+        SavepointOperator { uid: uid.to_string(), parallelism: 0, module, states, files: Vec::new(), canary: None };
+    check_states(uid, &saved, true, code, declared)
 }
 
 /// Whether `code`, declaring `declared`, can take over operator `uid`'s state as `saved` records
@@ -147,7 +158,8 @@ pub(super) fn check_identifier(what: &str, text: &str) -> Result<(), String> {
         return Err(format!("{what} \"{shown}\" contains a control character; use printable characters only"));
     }
     let longest_file =
-        paths::state_file_name(text, u32::MAX).len().max(paths::savepoint_dir(text, "0".repeat(12).as_str()).len());
+        // The longest: a part of a subtask's key groups (a canary's).
+        paths::state_file_name(&format!("{}-{}", paths::native_dir_name(text, u32::MAX), u32::MAX)).len().max(paths::savepoint_dir(text, "0".repeat(12).as_str()).len());
     if text.len() > MAX_IDENTIFIER || longest_file > 255 {
         return Err(format!(
             "{what} \"{shown}…\" is too long: at most {MAX_IDENTIFIER} bytes, fewer with characters other than \

@@ -3,6 +3,7 @@
 //!
 //! Layering: the top of the library; uses `runtime`, `wasm`, `connectors` and `builtin`.
 mod build;
+mod canary;
 mod checks;
 mod claims;
 mod connectors;
@@ -19,7 +20,7 @@ use std::path::Path;
 
 use build::{Start, build};
 pub(crate) use build::{checkpoint_interval, sandbox_limits};
-pub(crate) use checks::{check_shape, check_states, operator_code};
+pub(crate) use checks::{check_shape, check_states, check_takes_over, operator_code};
 pub(crate) use graph::Input;
 pub use modules::{ModuleFiles, ModuleRefError, Modules};
 pub use placement::{AllowedDirs, Placement};

@@ -11,7 +11,7 @@ use super::restart::RestartStrategy;
 use super::spec::{JobSpec, Retention, SinkType};
 use super::state::StateSettings;
 use super::{
-    JobError, ModuleRefError, Modules, Start, build, check_shape, check_states, checkpoint_interval, operator_code,
+    JobError, ModuleRefError, Modules, Start, build, check_shape, check_takes_over, checkpoint_interval, operator_code,
     parse,
 };
 use crate::checkpoint::Restore;
@@ -53,6 +53,9 @@ pub struct JobPlan {
     placement: Arc<Placement>,
     /// Where its operators keep their keyed state.
     state: StateSettings,
+    /// What each module version of an operator with a canary served, by operator uid: kept
+    /// across the restarts of this plan (a canary's next step is another plan, counted anew).
+    versions: super::canary::VersionCounts,
 }
 
 /// How soon after an upgrade a failure rolls the job back: within `time` of the swap, and before
@@ -164,8 +167,14 @@ impl JobPlan {
         let dataflow = check_shape(&spec).map_err(invalid)?;
         placement.check_paths(&spec, base).map_err(invalid)?;
         let mut resolved = HashMap::new();
-        for op in &spec.operators {
-            let Some(reference) = op.module.as_ref().filter(|r| !resolved.contains_key(*r)) else { continue };
+        let references = spec.operators.iter().flat_map(|op| {
+            let canary = op.canary.as_ref().map(|c| &c.module);
+            op.module.iter().chain(canary).map(move |reference| (op, reference))
+        });
+        for (op, reference) in references {
+            if resolved.contains_key(reference) {
+                continue;
+            }
             let module = modules.resolve(reference).map_err(|e| match e {
                 ModuleRefError::Module(problem) => {
                     JobError::Module { file: label.to_string(), uid: op.uid.clone(), problem }
@@ -175,6 +184,7 @@ impl JobPlan {
             resolved.insert(reference.clone(), module);
         }
         super::build::check_graph_modules(&spec, &dataflow, &resolved).map_err(invalid)?;
+        super::canary::check(&spec, &dataflow, &resolved).map_err(invalid)?;
         let checkpoints = match &spec.checkpointing {
             Some(c) if !checkpoint_interval(c).map_err(invalid)?.is_zero() => {
                 let url = c.storage.as_deref().unwrap_or(&placement.checkpoints);
@@ -208,6 +218,7 @@ impl JobPlan {
             claims: Arc::default(),
             placement,
             state,
+            versions: Default::default(),
         };
         Ok((plan, spec))
     }
@@ -281,7 +292,8 @@ impl JobPlan {
         let spec: JobSpec = parse(&self.text, &self.label)?;
         let storage = self.checkpoints.as_ref().map(|c| &c.storage);
         let hold_output = swapped.then_some(self.rollback.time).filter(|window| !window.is_zero());
-        let start = Start { job_id: &self.id, attempt, restore, handover, state: &self.state, hold_output };
+        let versions = &self.versions;
+        let start = Start { job_id: &self.id, attempt, restore, handover, state: &self.state, hold_output, versions };
         build(spec, &self.label, &self.base, &self.modules, storage, start)
     }
 
@@ -310,7 +322,8 @@ impl JobPlan {
             .filter_map(|op| {
                 let (module, states) = operator_code(op, &self.modules)?;
                 let parallelism = op.parallelism.unwrap_or(spec.parallelism);
-                Some(SavepointOperator { uid: op.uid.clone(), parallelism, module, states, files: Vec::new() })
+                let canary = super::canary::saved(op, &self.modules, spec.max_parallelism);
+                Some(SavepointOperator { uid: op.uid.clone(), parallelism, module, states, files: Vec::new(), canary })
             })
             .collect();
         Ok(SavepointSink::new(storage, (&self.name, &self.id), spec.max_parallelism, operators, format))
@@ -320,24 +333,13 @@ impl JobPlan {
     /// by `modules` (an upgrade). Refused, saying why, for an unknown or builtin operator, or a
     /// module that cannot take over the state of the one it replaces.
     pub fn upgraded(&self, replacements: &[(String, String)], modules: &mut dyn Modules) -> Result<JobPlan, String> {
-        let mut table: toml::Table = toml::from_str(&self.text).map_err(|e| e.to_string())?;
-        let operators = table.get_mut("operator").and_then(toml::Value::as_array_mut);
-        let mut operators: Vec<&mut toml::Table> =
-            operators.into_iter().flatten().filter_map(toml::Value::as_table_mut).collect();
-        for (uid, reference) in replacements {
-            let op = operators
-                .iter_mut()
-                .find(|op| op.get("uid").and_then(toml::Value::as_str) == Some(uid))
-                .ok_or_else(|| format!("the job has no operator '{uid}'"))?;
-            if op.contains_key("builtin") {
-                return Err(format!("operator '{uid}' is a builtin; only operators running a module can be upgraded"));
+        let upgraded = self.edited(modules, |operators| {
+            for (uid, reference) in replacements {
+                let op = operator_table(operators, uid)?;
+                op.insert("module".to_string(), toml::Value::String(reference.clone()));
             }
-            op.insert("module".to_string(), toml::Value::String(reference.clone()));
-        }
-        let text = toml::to_string(&table).map_err(|e| e.to_string())?;
-        // Modules the job already runs are not resolved again.
-        let mut known = Known { known: &self.modules, others: modules };
-        let upgraded = self.sibling(text, &mut known).map_err(|e| e.to_string())?;
+            Ok(())
+        })?;
         let (old, new) = (parse(&self.text, &self.label), parse(&upgraded.text, &upgraded.label));
         let (old, new) = (old.map_err(|e| e.to_string())?, new.map_err(|e| e.to_string())?);
         for (uid, _) in replacements {
@@ -350,16 +352,37 @@ impl JobPlan {
             else {
                 return Err(format!("operator '{uid}': its module could not be resolved"));
             };
-            let saved = SavepointOperator {
-                uid: uid.clone(),
-                parallelism: 0,
-                module: old_code,
-                states: old_states,
-                files: Vec::new(),
-            };
-            check_states(uid, &saved, true, &new_code, &new_states)?;
+            check_takes_over(uid, (old_code, old_states), &new_code, &new_states)?;
         }
         Ok(upgraded)
+    }
+
+    /// The same job with its `[[operator]]` tables changed by `edit`, modules it does not run yet
+    /// resolved by `modules`.
+    pub(super) fn edited(
+        &self,
+        modules: &mut dyn Modules,
+        edit: impl FnOnce(&mut [&mut toml::Table]) -> Result<(), String>,
+    ) -> Result<JobPlan, String> {
+        let mut table: toml::Table = toml::from_str(&self.text).map_err(|e| e.to_string())?;
+        let operators = table.get_mut("operator").and_then(toml::Value::as_array_mut);
+        let mut operators: Vec<&mut toml::Table> =
+            operators.into_iter().flatten().filter_map(toml::Value::as_table_mut).collect();
+        edit(&mut operators)?;
+        let text = toml::to_string(&table).map_err(|e| e.to_string())?;
+        // Modules the job already runs are not resolved again.
+        let mut known = Known { known: &self.modules, others: modules };
+        self.sibling(text, &mut known).map_err(|e| e.to_string())
+    }
+
+    /// The job file, parsed.
+    pub(super) fn spec(&self) -> Result<JobSpec, String> {
+        parse(&self.text, &self.label).map_err(|e| e.to_string())
+    }
+
+    /// The modules it runs, by reference.
+    pub(super) fn modules(&self) -> &HashMap<String, Arc<OperatorModule>> {
+        &self.modules
     }
 
     /// Operator `uid` as this plan runs it, for a trial of its module (see [`crate::wasm::trial`]).
@@ -446,6 +469,21 @@ pub fn new_job_id(name: &str) -> String {
 }
 
 /// Resolves the modules a job already runs from what it resolved before, others by `others`.
+/// The `[[operator]]` table of operator `uid`, which must run a module, among `operators`.
+pub(super) fn operator_table<'a>(
+    operators: &'a mut [&mut toml::Table],
+    uid: &str,
+) -> Result<&'a mut toml::Table, String> {
+    let op = operators
+        .iter_mut()
+        .find(|op| op.get("uid").and_then(toml::Value::as_str) == Some(uid))
+        .ok_or_else(|| format!("the job has no operator '{uid}'"))?;
+    if op.contains_key("builtin") {
+        return Err(format!("operator '{uid}' is a builtin; only operators running a module can be upgraded"));
+    }
+    Ok(op)
+}
+
 struct Known<'a> {
     known: &'a HashMap<String, Arc<OperatorModule>>,
     others: &'a mut dyn Modules,

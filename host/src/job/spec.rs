@@ -324,6 +324,9 @@ pub struct OperatorSpec {
     pub state_limit: Option<String>,
     /// Watermarks generated from the timestamps of the events it emits, instead of its inputs'.
     pub watermarks: Option<WatermarksSpec>,
+    /// A canary: another module serving a share of the key groups beside `module`
+    /// (`weir upgrade --canary` writes it; `docs/upgrades.md`, *Canaries*).
+    pub canary: Option<CanarySpec>,
 }
 
 impl OperatorSpec {
@@ -332,6 +335,17 @@ impl OperatorSpec {
         self.input == Some(InputSpec::Hash)
             || self.inputs.iter().flatten().any(|edge| edge.partitioning == PartitioningSpec::Hash)
     }
+}
+
+/// `canary = { module = "count_v2.wasm", share = "10%" }` on an operator: `module` serves the
+/// first `share` of the key groups, the operator's own module the rest.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CanarySpec {
+    /// The canary's module, as `module` names one.
+    pub module: String,
+    /// Its share of the key groups: a percentage such as "10%".
+    pub share: String,
 }
 
 /// Sink types.

@@ -129,8 +129,8 @@ impl TaskContext for Control {
     fn report(&self, report: Report) {
         match report {
             Report::Ack(id, ack) => self.ack(Ack::Task(id, Box::new(ack))),
-            Report::Upload(id, snapshot, ack) => {
-                let _ = self.uploads.send(Some(Upload { id, snapshot, ack }));
+            Report::Upload(id, snapshots, ack) => {
+                let _ = self.uploads.send(Some(Upload { id, snapshots, ack }));
             }
             Report::SourceFinished => self.ack(Ack::SourceFinished),
             Report::Failed(error) => self.fail(error),
@@ -158,6 +158,7 @@ impl TaskContext for Control {
 /// uploads channel stops the uploader.
 pub(crate) struct Upload {
     pub(crate) id: u64,
-    pub(crate) snapshot: StateSnapshot,
+    /// One per part of the subtask's key groups (see [`StateSnapshot::part`]).
+    pub(crate) snapshots: Vec<StateSnapshot>,
     pub(crate) ack: TaskAck,
 }

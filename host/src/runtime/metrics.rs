@@ -77,6 +77,10 @@ pub struct VertexSummary {
     /// For a sink chained into its upstream operator's threads: that operator's uid (its CPU
     /// time then includes the sink's).
     pub chained_into: Option<String>,
+    /// Operators running a canary: what each module version served (see
+    /// [`super::key_ranges`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<super::key_ranges::VersionSummary>,
     /// What it reads: the job graph's edges into it (none for a source).
     #[serde(default)]
     pub inputs: Vec<InputSummary>,
@@ -218,6 +222,9 @@ impl JobMetrics {
                     subtasks,
                     cpu_seconds: v.subtasks.iter().map(|c| load(&c.cpu_ns)).sum::<u64>() as f64 / 1e9,
                     chained_into: v.chained_into.as_ref().map(|uid| uid.to_string()),
+                    // One version alone (its restored state split where a canary ended) is no
+                    // comparison.
+                    versions: v.versions.iter().filter(|vs| vs.len() > 1).flat_map(|vs| vs.iter().map(|v| v.summary())).collect(),
                     inputs: v
                         .inputs
                         .iter()
@@ -231,6 +238,20 @@ impl JobMetrics {
                 }
             })
             .collect()
+    }
+
+    /// Whether an operator of the current run splits its subtasks' key groups into parts (it
+    /// runs a canary, or its state was restored from one).
+    pub fn splits_key_groups(&self) -> bool {
+        self.vertices.lock().is_ok_and(|vertices| vertices.iter().any(|v| v.versions.is_some()))
+    }
+
+    /// Operator `uid` of the current run runs the module versions `versions`.
+    pub(crate) fn attach_versions(&self, uid: &str, versions: Arc<super::key_ranges::ModuleVersions>) {
+        if let Ok(mut vertices) = self.vertices.lock() {
+            let operator = vertices.iter_mut().find(|v| v.kind == VertexKind::Operator && &*v.uid == uid);
+            operator.into_iter().for_each(|v| v.versions = Some(versions.clone()));
+        }
     }
 
     pub(crate) fn push(&self, vertex: VertexCounters) {
@@ -304,6 +325,8 @@ pub(crate) struct VertexCounters {
     pub(crate) subtasks: Vec<Arc<Counters>>,
     pub(crate) chained_into: Option<Arc<str>>,
     pub(crate) inputs: Vec<InputCounters>,
+    /// Operators running a canary: the counts of each module version.
+    pub(crate) versions: Option<Arc<super::key_ranges::ModuleVersions>>,
 }
 
 /// One input edge of a vertex and the time its senders waited for room in it.

@@ -4,7 +4,8 @@
 //! By role: `graph.rs` (the graph, and the handles that connect a run to its job), `task.rs`
 //! (what runs in a subtask: the source, operator and sink traits and their factories),
 //! `snapshot.rs` (what barriers carry), `handover.rs` (what an upgrade's stop leaves the next
-//! run), `recent.rs` and `shadow.rs` (what trials and shadow runs of a new module see), `metrics.rs` and `checkpoint_stats.rs` (what a run counts), `watermarks.rs` (event time: generating watermarks
+//! run), `recent.rs` and `shadow.rs` (what trials and shadow runs of a new module see), `key_ranges.rs`
+//! (a subtask whose key groups two modules serve: a canary), `metrics.rs` and `checkpoint_stats.rs` (what a run counts), `watermarks.rs` (event time: generating watermarks
 //! and combining them over a subtask's inputs), `runner/` (the per-subtask
 //! loops, behind the `TaskContext`, `Input` and `Output` traits), `coordinator/` (triggering,
 //! completing and committing checkpoints), `control.rs` (what one run's threads share: the
@@ -22,6 +23,7 @@ mod coordinator;
 mod executor;
 pub mod graph;
 mod handover;
+pub mod key_ranges;
 mod metrics;
 mod recent;
 mod runner;
@@ -39,7 +41,7 @@ pub use metrics::{InputSummary, JobMetrics, SubtaskSummary, VertexSummary};
 pub use recent::RecentInput;
 pub use snapshot::{
     CheckpointConfig, CheckpointSink, Completed, NativeState, NativeStoredFile, Position, SavepointRequest,
-    SinkCommitted, SourcePosition, StateFile, StateSnapshot, StoredState,
+    SinkCommitted, SnapshotPart, SourcePosition, StateFile, StateSnapshot, StoredState,
 };
 pub use task::{
     ForkedState, HELD_OUTPUT, HandedOverState, Interrupt, JobFailure, Operator, OperatorFactory, Sink, SinkFactory,

@@ -12,6 +12,17 @@ pub struct StateSnapshot {
     pub body: Box<dyn crate::state::SnapshotBody>,
     /// The operator's broadcast state: subtask 0 records it for all (see [`crate::state::broadcast`]).
     pub broadcast: Option<crate::state::broadcast::SavedBroadcast>,
+    /// Set when the subtask runs more than one module, each over a part of its key groups (a
+    /// canary, see [`crate::runtime::key_ranges`]): each part is stored in a file of its own, so
+    /// that a restore reads each with the schema versions it was saved under.
+    pub part: Option<SnapshotPart>,
+}
+
+/// What a snapshot of one part of a subtask's key groups records of the module that serves it.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotPart {
+    /// The SHA-256 of the canary module that wrote it (`None`: the operator's own module).
+    pub canary: Option<String>,
 }
 
 /// Checkpointing settings of a job run.
@@ -51,6 +62,10 @@ pub struct StateFile {
     /// The operator's broadcast state, recorded by subtask 0 alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broadcast: Option<crate::state::broadcast::SavedBroadcast>,
+    /// Written by the canary module of the operator (its SHA-256), over the key groups the
+    /// canary serves: the canary's assignment, as checkpoints and savepoints keep it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<String>,
 }
 
 /// How a snapshot is stored: one file in the canonical form, or a disk backend's own files.
@@ -253,8 +268,8 @@ pub(crate) struct TaskAck {
     pub(crate) subtask: u32,
     /// Sources: where they resume.
     pub(crate) position: Option<SourcePosition>,
-    /// Operators with state: the stored snapshot.
-    pub(crate) state: Option<StateFile>,
+    /// Operators with state: the stored snapshots (one, or one per part of its key groups).
+    pub(crate) states: Vec<StateFile>,
     /// Sinks: what they pre-committed, for their factory to commit.
     pub(crate) committable: Option<serde_json::Value>,
     /// Timings and size, for the statistics.
@@ -264,7 +279,7 @@ pub(crate) struct TaskAck {
 impl TaskAck {
     /// An acknowledgement by subtask `info` that carries nothing yet.
     pub(crate) fn new(info: &SubtaskInfo) -> Self {
-        let (position, state, committable, stats) = (None, None, None, Default::default());
-        TaskAck { uid: info.uid.clone(), subtask: info.index, position, state, committable, stats }
+        let (position, states, committable, stats) = (None, Vec::new(), None, Default::default());
+        TaskAck { uid: info.uid.clone(), subtask: info.index, position, states, committable, stats }
     }
 }

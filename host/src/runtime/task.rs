@@ -145,14 +145,15 @@ pub trait Operator: Send {
     fn next_processing_timer(&self) -> Option<i64> {
         None
     }
-    /// The snapshot of its keyed state, or `None` when it keeps no state: what it holds at once,
-    /// so that processing goes on (a copy, or a large state frozen under an overlay: see
+    /// The snapshot of its keyed state (one per part of its key groups, when it runs a module
+    /// over each: see [`crate::runtime::key_ranges`]), none when it keeps no state: what it holds
+    /// at once, so that processing goes on (a copy, or a large state frozen under an overlay: see
     /// [`crate::state::checkpoint`]).
-    fn snapshot(&mut self) -> Result<Option<StateSnapshot>, String>;
+    fn snapshot(&mut self) -> Result<Vec<StateSnapshot>, String>;
     /// The same, at the barrier of a stop whose state is handed over: nothing runs after it but
     /// the next run, so an operator that can freezes its state for the snapshot to be encoded off
     /// this thread and hands over an overlay instead of copying it (see [`crate::state::overlay`]).
-    fn freeze(&mut self) -> Result<Option<StateSnapshot>, String> {
+    fn freeze(&mut self) -> Result<Vec<StateSnapshot>, String> {
         self.snapshot()
     }
     /// Its keyed state itself, when the job stops for an upgrade: handed over in place to the
@@ -232,6 +233,12 @@ pub trait SourceFactory: Send + Sync {
 pub trait OperatorFactory: Send + Sync {
     /// Opens subtask `info` (for a Wasm operator: instantiates the module and calls `open`).
     fn create(&self, info: &SubtaskInfo) -> Result<Box<dyn Operator>, String>;
+    /// The module versions it runs beside each other (a canary's), whose work the job's
+    /// status counts apart; `None` for an operator whose subtasks run one instance each (one
+    /// version alone when they run one per part of their key groups).
+    fn versions(&self) -> Option<Arc<super::key_ranges::ModuleVersions>> {
+        None
+    }
 }
 
 /// The key of a sink's record of a barrier ([`SinkFactory::committed`]) that says it held output

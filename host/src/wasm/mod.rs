@@ -4,6 +4,7 @@
 //!
 //! Layering: depends on `runtime` and `state`. The one `bindgen!` run lives in `bindings`.
 mod bindings;
+mod canary;
 mod contract;
 mod engine;
 mod frame;
@@ -17,6 +18,7 @@ pub mod trial;
 mod wasi;
 pub mod worker;
 
+pub use canary::CanaryFactory;
 pub use contract::{CONTRACT, CONTRACT_VERSION};
 pub use engine::{Description, ModuleError, ModuleProblem, OperatorModule, WasmEngine};
 pub use operator::{GUEST_TRAPPED, SandboxLimits, WasmOperatorFactory};

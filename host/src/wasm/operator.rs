@@ -16,7 +16,7 @@ use super::instance::{self, GuestCall, GuestInstance};
 use crate::key_group::key_group_range;
 use crate::runtime::{
     BATCH_BYTES, BATCH_SIZE, Emitted, EventBatch, ForkedState, HandedOverState, Operator, OperatorFactory,
-    StateSnapshot, SubtaskInfo, clip,
+    SnapshotPart, StateSnapshot, SubtaskInfo, clip,
 };
 use crate::state::broadcast::{BroadcastState, SavedBroadcast};
 use crate::state::{
@@ -168,12 +168,36 @@ impl WasmOperatorFactory {
 
 impl OperatorFactory for WasmOperatorFactory {
     fn create(&self, info: &SubtaskInfo) -> Result<Box<dyn Operator>, String> {
+        let key_groups =
+            if self.keyed { key_group_range(info.max_parallelism, info.parallelism, info.index) } else { 0..0 };
+        Ok(Box::new(self.open(info, key_groups, None)?))
+    }
+}
+
+impl WasmOperatorFactory {
+    /// The module's code, for people.
+    pub fn code(&self) -> String {
+        let d = &self.module.description;
+        format!("{} {} (sha256:{})", d.name, d.version, &self.module.sha256[..self.module.sha256.len().min(12)])
+    }
+
+    /// The module's SHA-256.
+    pub fn sha256(&self) -> &str {
+        &self.module.sha256
+    }
+
+    /// Opens subtask `info` over `key_groups` of its own (all of them, or a `part` of them: see
+    /// [`crate::runtime::key_ranges`]).
+    pub(crate) fn open(
+        &self,
+        info: &SubtaskInfo,
+        key_groups: std::ops::Range<u32>,
+        part: Option<SnapshotPart>,
+    ) -> Result<WasmOperator, String> {
         let description = &self.module.description;
         // The declared states, then the host's timers when it can set them.
         let states = self.module.states(self.keyed);
         let kinds: Vec<StateKind> = states.iter().map(|s| s.kind).collect();
-        let key_groups =
-            if self.keyed { key_group_range(info.max_parallelism, info.parallelism, info.index) } else { 0..0 };
         // The instance runs any migration of the restored state, so it comes first, with no state.
         let (mut store, instance) =
             instance::instantiate(&self.module, KeyedState::empty(kinds.clone()), &self.limits, info)?;
@@ -229,8 +253,9 @@ impl OperatorFactory for WasmOperatorFactory {
             info.clone(),
         )?;
         let value_states = (0..kinds.len() as u32).filter(|&i| kinds[i as usize] == StateKind::Value).collect();
-        Ok(Box::new(WasmOperator {
+        Ok(WasmOperator {
             key_groups,
+            part,
             states,
             guest,
             time: self.module.has_timers().then_some(FrameTime { watermark: NO_WATERMARK, now: 0 }),
@@ -247,13 +272,16 @@ impl OperatorFactory for WasmOperatorFactory {
             firing: None,
             batches: 0,
             swept: 0,
-        }))
+        })
     }
 }
 
-struct WasmOperator {
+/// A Wasm operator subtask (or a part of one's key groups).
+pub(crate) struct WasmOperator {
     /// The key groups this subtask owns (none when its input is not keyed).
     key_groups: std::ops::Range<u32>,
+    /// Set when it serves a part of its subtask's key groups: its snapshots say so.
+    part: Option<SnapshotPart>,
     /// Its states, as snapshots record them: the declared ones, then the host's timers if any.
     states: Vec<StateDescriptor>,
     guest: GuestInstance,
@@ -284,6 +312,12 @@ impl WasmOperator {
     /// subtask's, which are the same.
     fn saved_broadcast(&self) -> Option<SavedBroadcast> {
         (self.guest.info.index == 0).then(|| self.guest.store.data().keyed.broadcast.save(&self.states)).flatten()
+    }
+
+    /// The snapshot of its key groups whose state `body` holds.
+    fn snapshot_of(&self, body: Box<dyn state::SnapshotBody>) -> StateSnapshot {
+        let (key_groups, broadcast, part) = (self.key_groups.clone(), self.saved_broadcast(), self.part.clone());
+        StateSnapshot { key_groups, body, broadcast, part }
     }
 }
 
@@ -433,22 +467,21 @@ impl Operator for WasmOperator {
         (data.keyed.backend.bytes_apart() + timers + data.limits.largest) as u64
     }
 
-    fn freeze(&mut self) -> Result<Option<StateSnapshot>, String> {
+    fn freeze(&mut self) -> Result<Vec<StateSnapshot>, String> {
         if self.states.is_empty() {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let body = state::freeze(&mut self.guest.keyed().backend, self.key_groups.clone(), &self.states);
-        Ok(Some(StateSnapshot { key_groups: self.key_groups.clone(), body, broadcast: self.saved_broadcast() }))
+        Ok(vec![self.snapshot_of(body)])
     }
 
-    fn snapshot(&mut self) -> Result<Option<StateSnapshot>, String> {
+    fn snapshot(&mut self) -> Result<Vec<StateSnapshot>, String> {
         if self.states.is_empty() {
-            return Ok(None);
+            return Ok(Vec::new());
         }
-        let broadcast = self.saved_broadcast();
         let backend = &mut self.guest.keyed().backend;
         let body = state::checkpoint(backend, self.key_groups.clone(), &self.states).map_err(|e| e.to_string())?;
-        Ok(Some(StateSnapshot { key_groups: self.key_groups.clone(), body, broadcast }))
+        Ok(vec![self.snapshot_of(body)])
     }
 }
 

@@ -243,6 +243,33 @@ function subtasks(job, vertex, checkpoint) {
   );
 }
 
+/** What each module version of the operators running a canary served, side by side: key groups,
+ * events in and out, output rate, time in calls and failed calls. Nothing without a canary. */
+function versions(job) {
+  const rows = job.vertices.flatMap((v) => (v.versions || []).map((version) => ({ uid: v.uid, ...version })));
+  if (!rows.length) return null;
+  return h(
+    "div",
+    { "data-versions": true },
+    h("h2", {}, "Module versions (canary)"),
+    table(
+      [
+        ["Operator", (r) => r.uid],
+        ["Role", (r) => badge(r.role)],
+        ["Module", (r) => r.module],
+        ["Key groups", (r) => `${r["key-groups"].start}..${r["key-groups"].end}`],
+        ["Events in", (r) => count(r["events-in"]), { num: true }],
+        ["Events out", (r) => count(r["events-out"]), { num: true }],
+        ["Out", (r) => rate(r["events-out-per-second"]), { num: true }],
+        ["Busy", (r) => ms(r["busy-ms"]), { num: true }],
+        ["Errors", (r) => count(r.errors), { num: true }],
+      ],
+      rows,
+      "",
+    ),
+  );
+}
+
 /** Where the job came from (the savepoint it started from and the job that took it) and the
  * jobs started from its own savepoints, from the job listing and the savepoint library. */
 function lineage(job, jobs, library) {
@@ -303,6 +330,7 @@ export async function mountJob(main, id) {
       selected
         ? subtasks(job, selected, checkpoints.latest.completed)
         : h("p", { class: "muted" }, "Click a vertex to see its subtasks."),
+      versions(job),
       h("div", { class: "charts" }, chart("Events written per second, while this page is open", series, rate)),
       h("h2", {}, "Failures"),
       table(

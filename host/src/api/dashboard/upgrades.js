@@ -1,6 +1,6 @@
 // A job's upgrades: the code it ran over time (with each upgrade's pause, the modules that
-// changed and rollbacks), an upgrade or a shadow run started from a stored or uploaded module,
-// the shadow runs side by side with the live modules, and a rollback.
+// changed and rollbacks), an upgrade, a canary or a shadow run started from a stored or uploaded
+// module, the shadow runs side by side with the live modules, a canary's steps and a rollback.
 import { awaitRequest, call, get, post } from "./api.js";
 import { jobHeading, jobTabs } from "./jobs.js";
 import { attempt, bytes, confirmDialog, count, fill, h, ms, outcome, table, time } from "./ui.js";
@@ -135,6 +135,35 @@ function upgradeForm(job, modules, onChange) {
     );
     onChange();
   };
+  /** Carries out a canary step (`step`: the request's fields), confirmed with `body` first. */
+  const canaryStep = async (title, body, button, step) => {
+    if (!(await confirmDialog(title, body, button))) return;
+    await attempt(
+      () =>
+        awaitRequest({
+          path: `/v1/jobs/${job.id}/upgrade`,
+          body: step(),
+          statusPath: (request) => `/v1/jobs/${job.id}/upgrades/${request}`,
+          expected: step().abort === "rollback" ? "rolled-back" : "completed",
+          failed: (status) => `the canary step ${status.status}: ${status.cause}`,
+          accepted: onChange,
+        }),
+      (s) => `${title.replace("?", "")}: done${s["pause-ms"] !== undefined ? `, paused ${ms(s["pause-ms"])}` : ""}`,
+    );
+    onChange();
+  };
+  const share = h("input", { name: "canary-share", value: "10%", size: 6 });
+  const canary = async () => {
+    const operators = canaryRunning ? {} : await chosen();
+    if (!operators) return;
+    const body = h("div", {}, h("p", {}, canaryRunning ? "The running canary serves this share of the key groups:" : "The chosen modules serve this share of their operators' key groups beside the old ones:"), share);
+    await canaryStep("Run the canary?", body, "Run the canary", () => ({ operators, canary: share.value }));
+  };
+  const promote = () =>
+    canaryStep("Promote the canary?", h("p", {}, "Its module takes over every key group."), "Promote", () => ({ promote: true }));
+  const how = h("select", { name: "abort" }, h("option", { value: "hand-back" }, "hand back its key groups with their state"), h("option", { value: "rollback" }, "roll the job back to the canary's start"));
+  const abort = () =>
+    canaryStep("Abort the canary?", h("div", {}, h("p", {}, "Its key groups go back to the old module:"), how), "Abort", () => ({ abort: how.value }));
   const rollback = async () => {
     const body = h("p", {}, `Job ${job.name} goes back to the modules it ran before its last upgrade, from the savepoint taken before the swap.`);
     if (!(await confirmDialog("Roll back the last upgrade?", body, "Roll back"))) return;
@@ -151,6 +180,7 @@ function upgradeForm(job, modules, onChange) {
     onChange();
   };
   const running = job.state === "running";
+  const canaryRunning = job.vertices.some((v) => (v.versions || []).length);
   return h(
     "div",
     {},
@@ -159,6 +189,9 @@ function upgradeForm(job, modules, onChange) {
       "div",
       { class: "actions" },
       h("button", { disabled: !running, onclick: start, "data-action": "upgrade" }, "Upgrade…"),
+      h("button", { class: "secondary", disabled: !running, onclick: canary, "data-action": "canary" }, "Canary…"),
+      h("button", { class: "secondary", disabled: !running || !canaryRunning, onclick: promote, "data-action": "promote" }, "Promote canary"),
+      h("button", { class: "secondary", disabled: !running || !canaryRunning, onclick: abort, "data-action": "abort-canary" }, "Abort canary…"),
       h("button", { class: "secondary", disabled: !running, onclick: shadow, "data-action": "shadow" }, "Shadow…"),
       h("button", { class: "secondary", disabled: !(job.shadows || []).some((r) => r.status === "running"), onclick: stopShadows, "data-action": "stop-shadows" }, "Stop shadows"),
       h("button", { class: "secondary", disabled: !running || !job["rollback-point"], onclick: rollback, "data-action": "rollback" }, "Roll back…"),
@@ -179,7 +212,8 @@ export async function mount(main, id) {
     fill(heading, jobHeading(job, refresh));
     // The form keeps what is chosen in it: it is built again only when the job's code or state changes.
     const shadowing = (job.shadows || []).some((r) => r.status === "running");
-    const shape = JSON.stringify([job.state, job.history.length, Boolean(job["rollback-point"]), shadowing]);
+    const canaryRunning = job.vertices.some((v) => (v.versions || []).length);
+    const shape = JSON.stringify([job.state, job.history.length, Boolean(job["rollback-point"]), shadowing, canaryRunning]);
     if (shape !== state) {
       state = shape;
       fill(form, upgradeForm(job, modules, refresh));

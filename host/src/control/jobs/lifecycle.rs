@@ -90,6 +90,7 @@ pub(super) fn run_attempts(
         info.state = state;
         info.failure = failure;
         info.rollback_point = None;
+        info.canary_start = None;
     });
     while let Ok(request) = job.handles.savepoints.try_recv() {
         (request.done)(Err("the job ended before the savepoint was taken".to_string()));

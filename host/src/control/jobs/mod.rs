@@ -6,6 +6,7 @@
 //! [`lifecycle`] the run loop, [`upgrade`] swaps and rollbacks, [`savepoints`] savepoints asked
 //! of a job, [`trial`] and [`shadow`] new modules tried beside the running ones, [`recovery`] resuming jobs after a restart, [`store`] persistence; this file is the
 //! registry itself: opening it, submitting, starting and canceling jobs, and reading them.
+mod canary;
 mod errors;
 mod lifecycle;
 mod record;
@@ -16,6 +17,7 @@ mod store;
 mod trial;
 mod upgrade;
 
+pub use canary::{CanaryAbort, CanaryStep};
 pub use errors::{CancelError, DisposeError, SavepointError, SubmitError, UpgradeError};
 pub use record::*;
 pub use shadow::SHADOW_MEMORY_LIMIT;
@@ -57,6 +59,8 @@ struct Job {
     upgrades: Mutex<BTreeMap<String, UpgradeProgress>>,
     /// The last upgrade, until it is rolled back.
     swap: Mutex<Option<Swap>>,
+    /// While it runs a canary: where the canary started.
+    canary_start: Mutex<Option<canary::CanaryStart>>,
 }
 
 impl Job {
@@ -96,6 +100,7 @@ impl Job {
             upgrade: Mutex::default(),
             upgrades: Mutex::default(),
             swap: Mutex::default(),
+            canary_start: Mutex::default(),
         }
     }
 
@@ -105,6 +110,7 @@ impl Job {
         self.handles.shadows.stop_all("the job ended");
         *lock(&self.plan) = None;
         lock(&self.swap).take();
+        lock(&self.canary_start).take();
         lock(&self.upgrade).take();
     }
 }
@@ -173,6 +179,9 @@ impl Jobs {
             }
             None => None,
         };
+        // A canary the savepoint holds goes on.
+        let adopted = restore.as_ref().map(|r| plan.with_restored_canaries(r, modules)).transpose();
+        let plan = adopted.map_err(SubmitError::Savepoint)?.flatten().unwrap_or(plan);
         let graph = plan.build(0, restore.clone())?;
         Ok(self.start(plan, graph, restore))
     }
@@ -193,6 +202,7 @@ impl Jobs {
             first_checkpoint: 0,
             savepoints: Vec::new(),
             rollback_point: None,
+            canary_start: None,
             lineage: restore.as_ref().filter(|r| r.is_savepoint()).map(|r| Lineage {
                 savepoint: r.location(),
                 job: r.job().to_string(),

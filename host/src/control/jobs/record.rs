@@ -89,6 +89,10 @@ pub struct JobInfo {
     /// the record, so that a restarted server can still roll it back).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_point: Option<RollbackPoint>,
+    /// While the job runs a canary: the job file before it started and the savepoint taken then,
+    /// which an abort by rollback goes back to (kept in the record for a restarted server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_start: Option<RollbackPoint>,
     /// Per vertex (sources, operators, sinks), events in and out per subtask.
     pub vertices: Vec<VertexSummary>,
     /// Its shadow runs, running and stopped (held in memory only: not persisted).

@@ -59,6 +59,17 @@ impl Jobs {
                             Err(e) => tracing::warn!("job {id}: its last upgrade can no longer be rolled back: {e}"),
                         }
                     }
+                    let canary_start = lock(&job.info).canary_start.clone();
+                    if let Some(point) = canary_start {
+                        match plan.sibling(point.job, modules) {
+                            Ok(previous) => {
+                                let savepoint = SwapSavepoint::Recorded(point.savepoint);
+                                let start = super::canary::CanaryStart { previous: Arc::new(previous), savepoint };
+                                *lock(&job.canary_start) = Some(start);
+                            }
+                            Err(e) => tracing::warn!("job {id}: its canary can no longer be rolled back: {e}"),
+                        }
+                    }
                     self.launch(job, plan, graph, restore);
                 }
                 Err(cause) => self.update(&job, |i| {

@@ -79,7 +79,9 @@ impl Jobs {
         for job in &jobs {
             let info = lock(&job.info);
             let started_from = info.lineage.as_ref().is_some_and(|l| l.savepoint == location);
-            let rolls_back_to = info.rollback_point.as_ref().is_some_and(|r| r.savepoint == location);
+            let rolls_back_to = [&info.rollback_point, &info.canary_start]
+                .into_iter()
+                .any(|point| point.as_ref().is_some_and(|r| r.savepoint == location));
             if !info.state.is_terminal() && (started_from || rolls_back_to) {
                 let why = if rolls_back_to { "a rollback of its last upgrade" } else { "a restart" };
                 return Err(DisposeError::InUse(format!(

@@ -61,6 +61,14 @@ pub(super) enum SwapSavepoint {
 }
 
 impl SwapSavepoint {
+    /// Where it is.
+    pub(super) fn location(&self) -> String {
+        match self {
+            SwapSavepoint::Taken(sink) => sink.location(),
+            SwapSavepoint::Recorded(location) => location.clone(),
+        }
+    }
+
     /// The savepoint to roll back from, once stored.
     pub(super) fn restore(&self) -> Result<Restore, String> {
         match self {
@@ -118,11 +126,15 @@ pub(super) fn upgraded(
     let savepoint = sink.location();
     let (plan, graph, status) = match plan.build_after_upgrade(attempt, Some(restore.clone()), handover.clone(), true) {
         Ok(graph) => {
+            let canary_start = super::canary::after_swap(job, &old, &plan, Some(SwapSavepoint::Taken(sink.clone())));
             update(dir, job, |i| {
                 i.job = plan.text().to_string();
                 let entry = HistoryEntry::new(HistoryEvent::Upgraded, &plan, Some(savepoint.clone()), None);
                 i.history.push(HistoryEntry { request: Some(request.clone()), ..entry });
                 i.rollback_point = Some(RollbackPoint { job: old.text().to_string(), savepoint: savepoint.clone() });
+                if let Some(start) = canary_start {
+                    i.canary_start = start;
+                }
             });
             let watch = SwapWatch { request: request.clone(), at: Instant::now(), uids };
             let swap = Swap { previous: old, savepoint: SwapSavepoint::Taken(sink), watch: Some(watch) };
@@ -197,11 +209,16 @@ pub(super) fn rolled_back(
     // Checkpoints taken with the failed modules are not restarts' to resume from.
     let first = graph.as_ref().ok().and_then(|g| g.checkpointing.as_ref()).map_or(0, |c| c.first_id);
     let entry = HistoryEntry::new(HistoryEvent::RolledBack, &previous, Some(savepoint), Some(cause.to_string()));
+    // Back to before a canary started, its start is forgotten; back within one, it is kept.
+    let canary_start = super::canary::after_swap(job, &previous, &previous, None);
     update(dir, job, |i| {
         i.job = previous.text().to_string();
         i.first_checkpoint = first;
         i.history.push(entry);
         i.rollback_point = None;
+        if let Some(start) = canary_start {
+            i.canary_start = start;
+        }
     });
     (previous, graph)
 }
@@ -243,7 +260,7 @@ impl Jobs {
 
     /// Stops `job`, now running `plan`, at a savepoint, to go on as `next` (an upgrade, or a
     /// rollback from `rollback`'s savepoint).
-    fn stop_for(
+    pub(super) fn stop_for(
         &self,
         job: &Arc<Job>,
         id: &str,
@@ -261,8 +278,10 @@ impl Jobs {
         let request_id = self.request_id(id);
         // In place when every operator of the next run declares the states of the one it
         // replaces: then nothing needs reading back, and the job goes on before the savepoint is
-        // stored.
-        let handover = rollback.is_none() && plan.declares_same_states(&next);
+        // stored. Not while either run splits an operator's key groups between modules (a
+        // canary): each part's state is read from the savepoint's file of it.
+        let split = job.handles.metrics.splits_key_groups() || next.has_canary();
+        let handover = rollback.is_none() && plan.declares_same_states(&next) && !split;
         {
             let mut pending = lock(&job.upgrade);
             if pending.is_some() {

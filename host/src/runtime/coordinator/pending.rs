@@ -27,7 +27,7 @@ impl Pending {
     pub(super) fn acknowledge(&mut self, ack: TaskAck) {
         self.acks += 1;
         self.sources.extend(ack.position);
-        self.states.extend(ack.state);
+        self.states.extend(ack.states);
     }
 
     /// Acknowledgements so far.

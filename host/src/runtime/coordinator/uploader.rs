@@ -8,19 +8,24 @@ use crate::runtime::control::{Ack, Control, Upload};
 
 /// Stores each snapshot, then acknowledges it for its subtask, until `None` arrives.
 pub(crate) fn upload(uploads: Receiver<Option<Upload>>, control: &Control) {
-    while let Ok(Some(Upload { id, snapshot, mut ack })) = uploads.recv() {
+    'uploads: while let Ok(Some(Upload { id, snapshots, mut ack })) = uploads.recv() {
         // A checkpoint abandoned meanwhile needs nothing stored.
         let Some(sink) = control.target(id) else { continue };
         let started = Instant::now();
-        match sink.write_state(id, &ack.uid, ack.subtask, snapshot) {
-            Ok((file, uploaded)) => {
-                ack.stats.upload = started.elapsed();
-                ack.stats.state_size = file.stored.size();
-                ack.stats.checkpointed_size = uploaded;
-                ack.state = Some(file);
-                control.ack(Ack::Task(id, Box::new(ack)));
+        for snapshot in snapshots {
+            match sink.write_state(id, &ack.uid, ack.subtask, snapshot) {
+                Ok((file, uploaded)) => {
+                    ack.stats.state_size += file.stored.size();
+                    ack.stats.checkpointed_size += uploaded;
+                    ack.states.push(file);
+                }
+                Err(cause) => {
+                    control.ack(Ack::Failed(id, cause));
+                    continue 'uploads;
+                }
             }
-            Err(cause) => control.ack(Ack::Failed(id, cause)),
         }
+        ack.stats.upload = started.elapsed();
+        control.ack(Ack::Task(id, Box::new(ack)));
     }
 }

@@ -145,6 +145,7 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
                     subtasks,
                     chained_into: Some(into_uid),
                     inputs: edges,
+                    versions: None,
                 });
             }
             None => sink_threads.push((vertex, inputs, edges)),
@@ -154,6 +155,8 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
         let vertex_inputs = operator_receivers.next().unwrap_or_default();
         let vertex_routes = operator_routes.next().unwrap_or_default();
         let factory: Arc<dyn crate::runtime::OperatorFactory> = Arc::from(vertex.factory);
+        let versions = factory.versions();
+        let uid = vertex.uid.clone();
         let chained = Arc::new(chained);
         let (metrics, watermarks) = (metrics.clone(), vertex.watermarks);
         runner.vertex(
@@ -175,6 +178,9 @@ pub fn execute(graph: JobGraph, handles: &RunHandles) -> Result<(), JobFailure> 
                 }
             },
         );
+        if let Some(versions) = versions {
+            runner.metrics.attach_versions(&uid, versions);
+        }
     }
     for vertex in sink_counters {
         runner.metrics.push(vertex);
@@ -339,6 +345,7 @@ impl Runner {
             subtasks: vertex_counters,
             chained_into: None,
             inputs,
+            versions: None,
         });
     }
 }

@@ -26,12 +26,12 @@ pub(super) fn at_operator_barrier(
     // for the uploader instead of copied.
     let asked = ctx.barriers();
     let handing_over = asked.handing_over && asked.stop_at == id;
-    let snapshot = if handing_over { operator.freeze()? } else { operator.snapshot()? };
+    let snapshots = if handing_over { operator.freeze()? } else { operator.snapshot()? };
     let stats = SubtaskCheckpoint { alignment, sync: started.elapsed(), ..Default::default() };
     let ack = TaskAck { stats, ..TaskAck::new(info) };
-    ctx.report(match snapshot {
-        Some(snapshot) => Report::Upload(id, snapshot, ack),
-        None => Report::Ack(id, ack),
+    ctx.report(match snapshots.is_empty() {
+        false => Report::Upload(id, snapshots, ack),
+        true => Report::Ack(id, ack),
     });
     for sink in sinks {
         sink.pre_commit(id, alignment, ctx)?;

@@ -75,8 +75,9 @@ pub(crate) struct BarrierRequests {
 pub(crate) enum Report {
     /// It has done its part of barrier n.
     Ack(u64, TaskAck),
-    /// Its snapshot of barrier n, to store, then acknowledge with the ack.
-    Upload(u64, StateSnapshot, TaskAck),
+    /// Its snapshots of barrier n (one per part of its key groups), to store, then acknowledge
+    /// with the ack.
+    Upload(u64, Vec<StateSnapshot>, TaskAck),
     /// A source is exhausted.
     SourceFinished,
     /// It failed (a sink chained into an operator's thread reports its own failures).
@@ -266,8 +267,8 @@ mod tests {
             }
             Ok(())
         }
-        fn snapshot(&mut self) -> Result<Option<StateSnapshot>, String> {
-            Ok(None)
+        fn snapshot(&mut self) -> Result<Vec<StateSnapshot>, String> {
+            Ok(Vec::new())
         }
     }
 
