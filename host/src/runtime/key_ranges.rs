@@ -300,7 +300,8 @@ mod tests {
     #[test]
     fn each_event_goes_to_the_part_of_its_key_group_and_is_counted_for_its_version() {
         let (mut operator, versions) = split(0);
-        let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).filter(|k| key_group(k.as_bytes(), 128) < 64).collect();
+        let keys: Vec<String> =
+            (0..200).map(|i| format!("k{i}")).filter(|k| key_group(k.as_bytes(), 128) < 64).collect();
         let mut batch = EventBatch::default();
         keys.iter().for_each(|k| batch.push_with(Some(k.as_bytes()), None, |b| b.push(b'x')));
         let mut out = Emitted::default();

@@ -224,7 +224,12 @@ impl JobMetrics {
                     chained_into: v.chained_into.as_ref().map(|uid| uid.to_string()),
                     // One version alone (its restored state split where a canary ended) is no
                     // comparison.
-                    versions: v.versions.iter().filter(|vs| vs.len() > 1).flat_map(|vs| vs.iter().map(|v| v.summary())).collect(),
+                    versions: v
+                        .versions
+                        .iter()
+                        .filter(|vs| vs.len() > 1)
+                        .flat_map(|vs| vs.iter().map(|v| v.summary()))
+                        .collect(),
                     inputs: v
                         .inputs
                         .iter()

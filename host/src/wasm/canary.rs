@@ -10,14 +10,16 @@ use crate::key_group::key_group_range;
 use crate::runtime::key_ranges::{KeyRangeOperator, ModuleVersion, ModuleVersions, Part, VersionRole};
 use crate::runtime::{Operator, OperatorFactory, SnapshotPart, SubtaskInfo};
 
+/// The parts of a subtask's key groups, and whether the canary serves each.
+pub type Parts = Box<dyn Fn(Range<u32>) -> Vec<(Range<u32>, bool)> + Send + Sync>;
+
 /// Creates the subtasks of an operator with a canary.
 pub struct CanaryFactory {
     /// The operator's own module.
     stable: WasmOperatorFactory,
     /// The canary's module, if one runs now.
     canary: Option<WasmOperatorFactory>,
-    /// The parts of a subtask's key groups, and whether the canary serves each.
-    parts: Box<dyn Fn(Range<u32>) -> Vec<(Range<u32>, bool)> + Send + Sync>,
+    parts: Parts,
     versions: Arc<ModuleVersions>,
 }
 
@@ -28,7 +30,7 @@ impl CanaryFactory {
     pub fn new(
         stable: WasmOperatorFactory,
         canary: Option<WasmOperatorFactory>,
-        parts: Box<dyn Fn(Range<u32>) -> Vec<(Range<u32>, bool)> + Send + Sync>,
+        parts: Parts,
         versions: Arc<ModuleVersions>,
     ) -> Self {
         CanaryFactory { stable, canary, parts, versions }
@@ -64,7 +66,7 @@ impl OperatorFactory for CanaryFactory {
             };
             // A part's snapshot is stored apart, and says which canary module wrote it.
             let tag = canary.then(|| factory.sha256().to_string());
-            let part = (!single || tag.is_some()).then(|| SnapshotPart { canary: tag });
+            let part = (!single || tag.is_some()).then_some(SnapshotPart { canary: tag });
             let operator: Box<dyn Operator> = Box::new(factory.open(info, key_groups.clone(), part)?);
             opened.push(Part { key_groups, operator, version });
         }

@@ -246,7 +246,13 @@ function subtasks(job, vertex, checkpoint) {
 /** What each module version of the operators running a canary served, side by side: key groups,
  * events in and out, output rate, time in calls and failed calls. Nothing without a canary. */
 function versions(job) {
-  const rows = job.vertices.flatMap((v) => (v.versions || []).map((version) => ({ uid: v.uid, ...version })));
+  const rows = job.vertices.flatMap((v) =>
+    (v.versions || []).map((version) => {
+      // Its output rate while this page is open, else the API's over its last reading.
+      const live = rates(`${job.id}/${v.uid}/${version.role}`, { out: version["events-out"] }).out;
+      return { uid: v.uid, live: live ?? version["events-out-per-second"], ...version };
+    }),
+  );
   if (!rows.length) return null;
   return h(
     "div",
@@ -260,7 +266,7 @@ function versions(job) {
         ["Key groups", (r) => `${r["key-groups"].start}..${r["key-groups"].end}`],
         ["Events in", (r) => count(r["events-in"]), { num: true }],
         ["Events out", (r) => count(r["events-out"]), { num: true }],
-        ["Out", (r) => rate(r["events-out-per-second"]), { num: true }],
+        ["Out", (r) => rate(r.live), { num: true }],
         ["Busy", (r) => ms(r["busy-ms"]), { num: true }],
         ["Errors", (r) => count(r.errors), { num: true }],
       ],
