@@ -301,3 +301,93 @@ fn a_canary_is_rolled_back_and_another_survives_a_rescale() {
         assert_eq!(versions.last() == Some(&2), canary, "{user} (key group {}): {versions:?}", key_group(&user));
     }
 }
+
+/// On `weir serve`: a canary of `count_broken` (it traps on its first event) with `--abort-if
+/// errors>0` is aborted by itself when it traps: its key groups go back to `count` with their
+/// state, from the latest checkpoint, instead of a restart with it; the record says why, and the
+/// committed output is that of `count` alone, exactly once.
+#[test]
+fn a_canary_that_traps_is_aborted_by_its_error_condition() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let job = clicks_job(dir.path(), 2, 24000, CHECKPOINTING);
+    let id = server.cli(&["submit", &job]).stdout.trim().to_string();
+    std::thread::sleep(Duration::from_millis(600));
+    let broken = count_per_user("count_broken");
+    let args = ["upgrade", &id, "--operator", &broken, "--canary", "10%", "--abort-if", "errors>0", "--no-trial"];
+    let started = server.cli(&args);
+    assert_eq!(started.code, 0, "{}", started.stderr);
+    let job = server.wait_for_job(&id);
+    assert_eq!(job["state"], "finished", "{job}");
+    let history: Vec<&str> = job["history"].as_array().unwrap().iter().map(|h| h["event"].as_str().unwrap()).collect();
+    assert_eq!(history, ["started", "upgraded", "canary-aborted"], "{job}");
+    let cause = job["history"][2]["cause"].as_str().unwrap();
+    assert!(cause.starts_with("the canary was aborted: operator 'count-per-user': `errors>0` held (1.000)"), "{cause}");
+    assert!(job["failures"][0]["cause"].as_str().unwrap().contains("count_broken traps on every event"), "{job}");
+    assert!(!job["job"].as_str().unwrap().contains("canary"), "{}", job["job"]);
+    let emitted = every_count_once(dir.path());
+    assert!(emitted.values().all(|versions| versions == &[1]), "all from count");
+}
+
+/// On `weir run` with checkpointing (a rollback sets aside what was committed since only then:
+/// without, files are written directly): a canary whose abort would hand back a layout the old
+/// module cannot read is refused unless it rolls back; `count_v2` with `--abort-if out-ratio<2`
+/// (it emits as much per event as `count`: the ratio is 1 once each processed 1000 events) and
+/// `--abort-by rollback` rolls the job back to the canary's start by itself, and the committed
+/// output is that of `count` alone, exactly once.
+#[test]
+fn a_canary_whose_output_ratio_condition_holds_rolls_the_job_back_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut running = Running::start(&clicks_job(dir.path(), 2, 32000, CHECKPOINTING), &[]);
+    let id = running.id.clone();
+    std::thread::sleep(Duration::from_millis(500));
+    let v2 = count_per_user("count_v2");
+    let refused = weir(&[
+        "--server",
+        &running.server,
+        "upgrade",
+        &id,
+        "--operator",
+        &v2,
+        "--canary",
+        "50%",
+        "--abort-if",
+        "errors>0",
+    ]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(refused.stderr.contains("set `abort-by = \"rollback\"`"), "{}", refused.stderr);
+    let refused = weir(&[
+        "--server",
+        &running.server,
+        "upgrade",
+        &id,
+        "--operator",
+        &v2,
+        "--canary",
+        "50%",
+        "--abort-if",
+        "speed>1",
+    ]);
+    assert!(refused.stderr.contains("canary abort condition `speed>1` is not MEASURE>NUMBER"), "{}", refused.stderr);
+    let started = running.cli(&[
+        "upgrade",
+        &id,
+        "--operator",
+        &v2,
+        "--canary",
+        "50%",
+        "--abort-if",
+        "out-ratio<2",
+        "--abort-by",
+        "rollback",
+    ]);
+    assert!(started.contains("runs its canaries on 50%"), "{started}");
+    let status = || serde_json::from_str(&running.cli(&["--json", "status", &id])).unwrap();
+    let job = wait_until(status, |job| job["history"].as_array().is_some_and(|h| h.len() == 3));
+    assert_eq!(job["history"][2]["event"], "rolled-back", "{job}");
+    let cause = job["history"][2]["cause"].as_str().unwrap();
+    assert!(cause.contains("`out-ratio<2` held (1.000)"), "{cause}");
+    assert!(running.child.wait().unwrap().success(), "the job finishes");
+    let emitted = every_count_once(dir.path());
+    assert!(emitted.values().all(|versions| versions == &[1]), "all from count after the rollback");
+}

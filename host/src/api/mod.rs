@@ -360,6 +360,11 @@ struct UpgradeBody {
     /// Abort the job's canaries: `hand-back` (their key groups go back to the operators' modules
     /// with their state) or `rollback` (the job goes back to the savepoint taken at their start).
     abort: Option<crate::control::CanaryAbort>,
+    /// With `canary`: conditions that abort it by themselves (`errors>0`, `out-ratio<0.5`).
+    #[serde(default)]
+    abort_if: Vec<String>,
+    /// With `canary`: how it aborts when one holds (default `hand-back`).
+    abort_by: Option<crate::control::CanaryAbort>,
     /// Only try the new modules on a sample of the state, and report (200), changing nothing.
     #[serde(default)]
     trial: bool,
@@ -384,9 +389,15 @@ async fn upgrade_job(
     let bad = |message: &str| -> Result<Response, ApiError> {
         Err(ApiError::new(StatusCode::BAD_REQUEST, message.to_string()))
     };
+    if body.canary.is_none() && (!body.abort_if.is_empty() || body.abort_by.is_some()) {
+        return bad("`abort-if` and `abort-by` go with `canary`");
+    }
     let step = match (body.canary, body.promote, body.abort) {
         (None, false, None) => None,
-        (Some(share), false, None) => Some(CanaryStep::Share(share)),
+        (Some(share), false, None) => {
+            let (abort_if, abort_by) = (body.abort_if, body.abort_by);
+            Some(CanaryStep::Share(crate::job::CanarySettings { share, abort_if, abort_by }))
+        }
         (None, true, None) => Some(CanaryStep::Promote),
         (None, false, Some(abort)) => Some(CanaryStep::Abort(abort)),
         _ => return bad("`canary`, `promote` and `abort` exclude each other"),

@@ -462,15 +462,24 @@ impl Client {
     ) -> anyhow::Result<()> {
         let mut body = serde_json::json!({ "operators": self.module_references(operators)? });
         let what = match &step {
-            Some(("canary", share)) => format!("job {id} runs its canaries on {}", share.as_str().unwrap_or("?")),
+            Some(("canary", canary)) => format!("job {id} runs its canaries on {}", str(&canary["share"])),
             Some(("promote", _)) => format!("job {id} promoted its canaries"),
             Some(_) => format!("job {id} aborted its canaries"),
             None => format!("upgraded job {id}"),
         };
         // An abort by rollback goes back to the savepoint of the canary's start, as asked.
         let rolls_back = step.as_ref().is_some_and(|(field, value)| *field == "abort" && *value == "rollback");
-        if let Some((field, value)) = step {
-            body[field] = value;
+        match step {
+            // A canary's settings are fields of the request.
+            Some(("canary", canary)) => {
+                body["canary"] = canary["share"].clone();
+                body["abort-if"] = canary["abort-if"].clone();
+                if !canary["abort-by"].is_null() {
+                    body["abort-by"] = canary["abort-by"].clone();
+                }
+            }
+            Some((field, value)) => body[field] = value,
+            None => {}
         }
         match trial {
             Trial::Only(sample) => (body["trial"], body["sample"]) = (Value::Bool(true), sample.into()),

@@ -169,6 +169,14 @@ enum Command {
         /// groups (such as 10%); without --operator, give the job's canaries this share.
         #[arg(long, value_name = "SHARE", conflicts_with = "rollback")]
         canary: Option<String>,
+        /// With --canary: a condition that aborts the canary by itself as soon as it holds:
+        /// errors>N (failed calls of its module) or out-ratio<R / out-ratio>R (its events out
+        /// per event in over the old module's). Repeat for several.
+        #[arg(long, value_name = "COND", requires = "canary")]
+        abort_if: Vec<String>,
+        /// With --abort-if: how the canary aborts then (hand-back, the default, or rollback).
+        #[arg(long, value_name = "hand-back|rollback", requires = "canary")]
+        abort_by: Option<String>,
         /// Promote the job's canaries: their modules take over every key group.
         #[arg(long, conflicts_with_all = ["rollback", "canary", "operators", "abort"])]
         promote: bool,
@@ -348,14 +356,28 @@ pub fn main() -> ExitCode {
         Command::Compare { a, b, sink } => compare::compare(a, b, sink.as_deref(), &client(), cli.json),
         Command::Shadow(args) => shadow::shadow(args, &client()),
         Command::Upgrade { job_id, rollback: true, .. } => job(job_id).and_then(|id| client().rollback(&id)),
-        Command::Upgrade { job_id, operators, trial, no_trial, sample, canary, promote, abort, .. } => {
+        Command::Upgrade {
+            job_id,
+            operators,
+            trial,
+            no_trial,
+            sample,
+            canary,
+            promote,
+            abort,
+            abort_if,
+            abort_by,
+            ..
+        } => {
             let trial = match (trial, no_trial) {
                 (true, _) => client::Trial::Only(*sample),
                 (_, true) => client::Trial::Skip,
                 _ => client::Trial::First(*sample),
             };
             let step = match (canary, promote, abort) {
-                (Some(share), _, _) => Some(("canary", serde_json::Value::String(share.clone()))),
+                (Some(share), _, _) => {
+                    Some(("canary", serde_json::json!({ "share": share, "abort-if": abort_if, "abort-by": abort_by })))
+                }
                 (_, true, _) => Some(("promote", serde_json::Value::Bool(true))),
                 (_, _, Some(abort)) => Some(("abort", serde_json::Value::String(abort.clone()))),
                 _ => None,

@@ -308,7 +308,8 @@ impl Builder<'_> {
                             .clone();
                         let parts =
                             Box::new(move |range: std::ops::Range<u32>| super::canary::parts(range, canary_end, saved));
-                        Box::new(CanaryFactory::new(stable, canary, parts, versions))
+                        let abort_if = Arc::new(super::canary::conditions(op).map_err(invalid)?);
+                        Box::new(CanaryFactory::new((stable, canary), parts, versions, abort_if))
                     }
                 }
             }

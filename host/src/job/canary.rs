@@ -9,15 +9,32 @@ use super::Modules;
 use super::checks::{check_takes_over, module_code, operator_code};
 use super::graph::Dataflow;
 use super::plan::{JobPlan, operator_table};
-use super::spec::{CanarySpec, JobSpec, OperatorSpec};
+use super::spec::{CanaryAbort, CanarySpec, JobSpec, OperatorSpec};
 use crate::checkpoint::Restore;
 use crate::checkpoint::savepoint::SavedCanary;
 use crate::runtime::Partitioning;
-use crate::runtime::key_ranges::ModuleVersions;
+use crate::runtime::key_ranges::{CanaryAbortIf, ModuleVersions};
 use crate::wasm::OperatorModule;
 
 /// What each module version of the operators with a canary served, by operator uid.
 pub(super) type VersionCounts = Mutex<HashMap<String, Arc<ModuleVersions>>>;
+
+/// A canary as `weir upgrade --canary` asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanarySettings {
+    /// Its share of the key groups ("10%").
+    pub share: String,
+    /// Conditions that abort it by themselves (none given: those of the running canary).
+    pub abort_if: Vec<String>,
+    /// How it aborts then (none given: as the running canary says, else hand-back).
+    pub abort_by: Option<CanaryAbort>,
+}
+
+/// Operator `op`'s canary's abort conditions, parsed.
+pub(super) fn conditions(op: &OperatorSpec) -> Result<Vec<CanaryAbortIf>, String> {
+    let texts = op.canary.iter().flat_map(|c| &c.abort_if);
+    texts.map(|text| text.parse().map_err(|e| format!("operator '{}': canary {e}", op.uid))).collect()
+}
 
 /// The key groups a canary of `share` ("10%") serves out of `max_parallelism`: the first ones,
 /// at least one. Key groups are the unit because state is kept by them: a subtask serves a
@@ -97,6 +114,18 @@ pub(super) fn check(
         }
         let (code, states) = module_code(module, true);
         check_takes_over(uid, module_code(stable, true), &code, &states)?;
+        conditions(op)?;
+        // An abort by itself is carried out as the job file says: one that hands back must be
+        // able to.
+        if !canary.abort_if.is_empty() && canary.abort_by.unwrap_or(CanaryAbort::HandBack) == CanaryAbort::HandBack {
+            let (old_code, old_states) = module_code(stable, true);
+            check_takes_over(uid, (code, states), &old_code, &old_states).map_err(|e| {
+                format!(
+                    "{e}: its canary could not hand its key groups back when an abort condition holds; set \
+                     `abort-by = \"rollback\"` (--abort-by rollback)"
+                )
+            })?;
+        }
     }
     Ok(())
 }
@@ -117,10 +146,9 @@ fn canaries(spec: &JobSpec) -> Vec<(String, String)> {
     spec.operators.iter().filter_map(|op| Some((op.uid.clone(), op.canary.as_ref()?.module.clone()))).collect()
 }
 
-/// The `canary` table of a canary of `module` with `share`.
-fn canary_table(module: &str, share: &str) -> toml::Value {
-    let spec = CanarySpec { module: module.to_string(), share: share.to_string() };
-    toml::Value::try_from(spec).unwrap_or_else(|_| toml::Value::Table(toml::Table::new()))
+/// The `canary` table of `canary`.
+fn canary_table(canary: CanarySpec) -> toml::Value {
+    toml::Value::try_from(canary).unwrap_or_else(|_| toml::Value::Table(toml::Table::new()))
 }
 
 impl JobPlan {
@@ -136,11 +164,11 @@ impl JobPlan {
     pub fn canaried(
         &self,
         replacements: &[(String, String)],
-        share: &str,
+        settings: &CanarySettings,
         modules: &mut dyn Modules,
     ) -> Result<(JobPlan, Vec<String>), String> {
         let spec = self.spec()?;
-        key_groups(share, spec.max_parallelism)?;
+        key_groups(&settings.share, spec.max_parallelism)?;
         let targets = match replacements {
             [] => canaries(&spec),
             named => named.to_vec(),
@@ -150,7 +178,13 @@ impl JobPlan {
         }
         let next = self.edited(modules, |operators| {
             for (uid, module) in &targets {
-                operator_table(operators, uid)?.insert("canary".to_string(), canary_table(module, share));
+                let running = spec.operators.iter().find(|op| op.uid == *uid).and_then(|op| op.canary.clone());
+                let (abort_if, abort_by) = match (&settings.abort_if[..], settings.abort_by, running) {
+                    ([], None, Some(running)) => (running.abort_if, running.abort_by),
+                    (abort_if, abort_by, _) => (abort_if.to_vec(), abort_by),
+                };
+                let canary = CanarySpec { module: module.clone(), share: settings.share.clone(), abort_if, abort_by };
+                operator_table(operators, uid)?.insert("canary".to_string(), canary_table(canary));
             }
             Ok(())
         })?;
@@ -170,6 +204,18 @@ impl JobPlan {
             }
         }
         Ok((next, targets.into_iter().map(|(uid, _)| uid).collect()))
+    }
+
+    /// The first canary whose abort condition holds of what its module versions counted in this
+    /// plan's runs: why, and how it is to abort.
+    pub fn canary_abort_due(&self) -> Option<(String, CanaryAbort)> {
+        let spec = self.spec().ok()?;
+        let counts = self.version_counts().lock().unwrap_or_else(|e| e.into_inner());
+        spec.operators.iter().find_map(|op| {
+            let canary = op.canary.as_ref()?;
+            let why = crate::runtime::key_ranges::judge(&conditions(op).ok()?, counts.get(&op.uid)?)?;
+            Some((format!("operator '{}': {why}", op.uid), canary.abort_by.unwrap_or(CanaryAbort::HandBack)))
+        })
     }
 
     /// The same job with each canary promoted: its module runs the operator's every key group;
@@ -243,7 +289,8 @@ impl JobPlan {
         let plan = self.edited(modules, |operators| {
             for (uid, sha, end) in &found {
                 let share = share(*end, spec.max_parallelism);
-                let table = canary_table(&format!("sha256:{sha}"), &share);
+                let module = format!("sha256:{sha}");
+                let table = canary_table(CanarySpec { module, share, abort_if: Vec::new(), abort_by: None });
                 operator_table(operators, uid)?.insert("canary".to_string(), table);
             }
             Ok(())

@@ -52,3 +52,13 @@ impl Modules for ModuleFiles<'_> {
         Ok(module)
     }
 }
+
+/// No modules beyond those a job already runs: for a change of a running job made without a
+/// request (a canary aborted by its condition), which needs no other.
+pub struct NoOtherModules;
+
+impl Modules for NoOtherModules {
+    fn resolve(&mut self, reference: &str) -> Result<Arc<OperatorModule>, ModuleRefError> {
+        Err(ModuleRefError::Reference(format!("module {reference} is not one the job runs")))
+    }
+}

@@ -385,6 +385,11 @@ impl JobPlan {
         &self.modules
     }
 
+    /// What the module versions of its operators with a canary served in its runs.
+    pub(super) fn version_counts(&self) -> &super::canary::VersionCounts {
+        &self.versions
+    }
+
     /// Operator `uid` as this plan runs it, for a trial of its module (see [`crate::wasm::trial`]).
     pub fn trial_target(&self, uid: &str) -> Result<crate::wasm::trial::TrialTarget, String> {
         let spec = parse(&self.text, &self.label).map_err(|e| e.to_string())?;

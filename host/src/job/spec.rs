@@ -346,6 +346,24 @@ pub struct CanarySpec {
     pub module: String,
     /// Its share of the key groups: a percentage such as "10%".
     pub share: String,
+    /// Conditions that abort it by themselves as soon as one holds (`errors>0`, `out-ratio<0.5`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub abort_if: Vec<String>,
+    /// How it aborts then (default: hand-back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort_by: Option<CanaryAbort>,
+}
+
+/// How an abort gives a canary's key groups back to the operator's own module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CanaryAbort {
+    /// With the state the canary left them (refused when the canary changed a state's layout,
+    /// which the operator's module cannot read).
+    HandBack,
+    /// The whole job goes back to the savepoint taken when the canary started, with the modules
+    /// it ran then (its output since is written again, exactly once).
+    Rollback,
 }
 
 /// Sink types.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::abort_if::AbortIf;
 use super::metrics::clock_ns;
 use super::{Emitted, EventBatch, Operator, StateSnapshot};
 use crate::key_group::key_group;
@@ -114,6 +115,68 @@ impl ModuleVersion {
 /// The module versions of one operator: its own, then its canary's.
 pub type ModuleVersions = Vec<ModuleVersion>;
 
+/// What a canary's `abort-if` condition measures.
+#[derive(Debug, Clone, Copy)]
+pub enum CanaryMeasure {
+    /// Failed calls of the canary's module.
+    Errors,
+    /// The events the canary emits per event it processes, over those of the operator's own
+    /// module (1: alike).
+    OutRatio,
+}
+
+/// A condition that aborts a canary by itself (`abort-if`).
+pub type CanaryAbortIf = AbortIf<CanaryMeasure>;
+
+impl std::str::FromStr for CanaryAbortIf {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let measures = [
+            ("errors", CanaryMeasure::Errors, "failed calls of the canary's module"),
+            ("out-ratio", CanaryMeasure::OutRatio, "its events out per event in, over the old module's"),
+        ];
+        AbortIf::parse(text, &measures)
+    }
+}
+
+/// Events each version processes before the ratio of their outputs is judged.
+pub const RATIO_AFTER_EVENTS: u64 = 1000;
+
+/// The first of `conditions` that holds of what an operator's `versions` (its own module's, then
+/// its canary's) counted, said for people.
+pub fn judge(conditions: &[CanaryAbortIf], versions: &ModuleVersions) -> Option<String> {
+    let [stable, canary] = versions.as_slice() else { return None };
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let (stable_in, stable_out) = (load(&stable.events_in), load(&stable.events_out));
+    let (canary_in, canary_out, errors) = (load(&canary.events_in), load(&canary.events_out), load(&canary.errors));
+    for condition in conditions {
+        let value = match condition.measure {
+            CanaryMeasure::Errors => errors as f64,
+            CanaryMeasure::OutRatio if stable_in < RATIO_AFTER_EVENTS || canary_in < RATIO_AFTER_EVENTS => continue,
+            CanaryMeasure::OutRatio => {
+                let per_event = |out: u64, events: u64| out as f64 / events as f64;
+                match per_event(stable_out, stable_in) {
+                    0.0 if canary_out == 0 => 1.0,
+                    0.0 => f64::INFINITY,
+                    old => per_event(canary_out, canary_in) / old,
+                }
+            }
+        };
+        if condition.holds(value) {
+            return Some(format!(
+                "`{condition}` held ({value:.3}): its canary {} emitted {canary_out} events for {canary_in} with \
+                 {errors} failed calls, its module {} {stable_out} for {stable_in}",
+                canary.module, stable.module
+            ));
+        }
+    }
+    None
+}
+
+/// How a failure that an operator's canary abort condition caused begins.
+pub const CANARY_ABORT_CONDITION: &str = "the canary's abort condition held";
+
 /// One part of a subtask's key groups and the operator instance that serves it.
 pub struct Part {
     /// Its key groups.
@@ -133,12 +196,20 @@ pub struct KeyRangeOperator {
     split: Vec<EventBatch>,
     /// Within an advance of time: the parts that have fired every timer due.
     advanced: Vec<bool>,
+    /// Conditions on what the versions counted that abort the canary.
+    abort_if: Arc<Vec<CanaryAbortIf>>,
 }
 
 impl KeyRangeOperator {
     /// Runs `parts` (in key group order, together the subtask's key groups) of an operator with
-    /// `max_parallelism` key groups, counting each part's work for its version in `versions`.
-    pub fn new(parts: Vec<Part>, max_parallelism: u32, versions: Arc<ModuleVersions>) -> Self {
+    /// `max_parallelism` key groups, counting each part's work for its version in `versions`;
+    /// fails, saying why, once one of `abort_if` holds of them (the job then aborts the canary).
+    pub fn new(
+        parts: Vec<Part>,
+        max_parallelism: u32,
+        versions: Arc<ModuleVersions>,
+        abort_if: Arc<Vec<CanaryAbortIf>>,
+    ) -> Self {
         let n = parts.len();
         KeyRangeOperator {
             parts,
@@ -146,6 +217,15 @@ impl KeyRangeOperator {
             versions,
             split: (0..n).map(|_| EventBatch::default()).collect(),
             advanced: vec![false; n],
+            abort_if,
+        }
+    }
+
+    /// Fails once one of its abort conditions holds.
+    fn judge(&self) -> Result<(), String> {
+        match judge(&self.abort_if, &self.versions) {
+            Some(why) => Err(format!("{CANARY_ABORT_CONDITION}: {why}")),
+            None => Ok(()),
         }
     }
 
@@ -204,7 +284,7 @@ impl Operator for KeyRangeOperator {
             self.split[i].clear();
             result?;
         }
-        Ok(())
+        self.judge()
     }
 
     fn advance_time(&mut self, watermark: i64, out: &mut Emitted) -> Result<bool, String> {
@@ -294,7 +374,7 @@ mod tests {
             Part { key_groups: 0..13, operator: Box::new(Tagging { name: "new", timers }), version: 1 },
             Part { key_groups: 13..64, operator: Box::new(Tagging { name: "old", timers }), version: 0 },
         ];
-        (KeyRangeOperator::new(parts, 128, versions.clone()), versions)
+        (KeyRangeOperator::new(parts, 128, versions.clone(), Arc::default()), versions)
     }
 
     #[test]
@@ -337,5 +417,28 @@ mod tests {
         assert!(err.contains(if role == 1 { "its canary module new" } else { "its own module old" }), "{err}");
         assert!(err.ends_with("poisoned"), "{err}");
         assert_eq!(versions[role].summary().errors, 1);
+    }
+
+    #[test]
+    fn a_canary_is_judged_by_its_errors_and_by_its_output_per_event_against_the_old_module() {
+        let versions = vec![
+            ModuleVersion::new(VersionRole::Stable, "old".to_string(), 13..128),
+            ModuleVersion::new(VersionRole::Canary, "new".to_string(), 0..13),
+        ];
+        let conditions: Vec<CanaryAbortIf> = ["errors>0", "out-ratio<0.5"].iter().map(|c| c.parse().unwrap()).collect();
+        assert_eq!(judge(&conditions, &versions), None);
+        let count = |v: &ModuleVersion, events_in: u64, events_out: u64| {
+            v.events_in.store(events_in, Ordering::Relaxed);
+            v.events_out.store(events_out, Ordering::Relaxed);
+        };
+        // Too few events to judge a ratio; then the canary emits a third as much per event.
+        count(&versions[0], 5000, 5000);
+        count(&versions[1], 999, 0);
+        assert_eq!(judge(&conditions, &versions), None);
+        count(&versions[1], 3000, 1000);
+        let why = judge(&conditions, &versions).unwrap();
+        assert!(why.starts_with("`out-ratio<0.5` held (0.333): its canary new emitted 1000 events for 3000"), "{why}");
+        versions[1].errors.store(1, Ordering::Relaxed);
+        assert!(judge(&conditions, &versions).unwrap().starts_with("`errors>0` held (1.000)"));
     }
 }

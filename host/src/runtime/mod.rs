@@ -14,6 +14,7 @@
 //!
 //! Layering: depends on `state` only. It knows nothing of wasm (operators are [`Operator`] trait
 //! objects), of file formats (connectors implement [`Source`] and [`Sink`]) or of HTTP.
+pub mod abort_if;
 mod alignment;
 pub mod batch;
 mod channel;

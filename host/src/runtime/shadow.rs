@@ -40,17 +40,16 @@ pub struct ShadowOptions {
 
 /// A condition that stops a shadow run by itself (`--abort-if`): a count of its lines, or their
 /// share of the lines compared, over a bound: `differing>0`, `different-ratio>0.01`.
-#[derive(Debug, Clone)]
-pub struct AbortIf {
-    text: String,
-    measure: Measure,
-    bound: f64,
-}
+pub type AbortIf = super::abort_if::AbortIf<Measure>;
 
+/// What a shadow's `--abort-if` condition measures.
 #[derive(Debug, Clone, Copy)]
-enum Measure {
+pub enum Measure {
+    /// Lines both wrote, unequal.
     Differing,
+    /// Lines only the live module wrote.
     Missing,
+    /// Lines only the shadow wrote.
     Extra,
     /// Differing, missing and extra lines.
     Different,
@@ -62,23 +61,14 @@ impl std::str::FromStr for AbortIf {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        let refused = || {
-            format!(
-                "abort condition `{text}` is not MEASURE>NUMBER, MEASURE one of differing, missing, extra, different \
-                 (all three) and different-ratio (their share of the lines compared)"
-            )
-        };
-        let (name, bound) = text.split_once('>').ok_or_else(refused)?;
-        let measure = match name.trim() {
-            "differing" => Measure::Differing,
-            "missing" => Measure::Missing,
-            "extra" => Measure::Extra,
-            "different" => Measure::Different,
-            "different-ratio" => Measure::DifferentRatio,
-            _ => return Err(refused()),
-        };
-        let bound: f64 = bound.trim().parse().ok().filter(|b: &f64| b.is_finite()).ok_or_else(refused)?;
-        Ok(AbortIf { text: text.trim().to_string(), measure, bound })
+        let measures = [
+            ("differing", Measure::Differing, "lines that differ"),
+            ("missing", Measure::Missing, "lines only the live module wrote"),
+            ("extra", Measure::Extra, "lines only the shadow wrote"),
+            ("different", Measure::Different, "all three"),
+            ("different-ratio", Measure::DifferentRatio, "their share of the lines compared"),
+        ];
+        AbortIf::parse(text, &measures)
     }
 }
 
@@ -255,11 +245,10 @@ impl ShadowRun {
                 Measure::Different => different,
                 Measure::DifferentRatio => different / (equal + different).max(1.0),
             };
-            if value > condition.bound {
+            if condition.holds(value) {
                 self.stop(format!(
-                    "`{}` held ({value} after {} lines compared: {differing} differing, {missing} missing, {extra} \
-                     extra); the job goes on",
-                    condition.text,
+                    "`{condition}` held ({value} after {} lines compared: {differing} differing, {missing} missing, \
+                     {extra} extra); the job goes on",
                     equal + different
                 ));
                 return;

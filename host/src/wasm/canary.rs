@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::WasmOperatorFactory;
 use crate::key_group::key_group_range;
-use crate::runtime::key_ranges::{KeyRangeOperator, ModuleVersion, ModuleVersions, Part, VersionRole};
+use crate::runtime::key_ranges::{CanaryAbortIf, KeyRangeOperator, ModuleVersion, ModuleVersions, Part, VersionRole};
 use crate::runtime::{Operator, OperatorFactory, SnapshotPart, SubtaskInfo};
 
 /// The parts of a subtask's key groups, and whether the canary serves each.
@@ -21,19 +21,21 @@ pub struct CanaryFactory {
     canary: Option<WasmOperatorFactory>,
     parts: Parts,
     versions: Arc<ModuleVersions>,
+    /// Conditions that abort the canary by themselves.
+    abort_if: Arc<Vec<CanaryAbortIf>>,
 }
 
 impl CanaryFactory {
-    /// An operator running `stable`, and `canary` over its first `canary_key_groups` key groups
-    /// out of `max_parallelism`; each subtask's key groups split into `parts`. `versions` is
-    /// where the work of each is counted (given, so that the counts go on across restarts).
+    /// An operator running `stable`, and `canary` over some of its key groups; each subtask's
+    /// key groups split into `parts`. `versions` is where the work of each is counted (given, so
+    /// that the counts go on across restarts), `abort_if` what aborts the canary.
     pub fn new(
-        stable: WasmOperatorFactory,
-        canary: Option<WasmOperatorFactory>,
+        (stable, canary): (WasmOperatorFactory, Option<WasmOperatorFactory>),
         parts: Parts,
         versions: Arc<ModuleVersions>,
+        abort_if: Arc<Vec<CanaryAbortIf>>,
     ) -> Self {
-        CanaryFactory { stable, canary, parts, versions }
+        CanaryFactory { stable, canary, parts, versions, abort_if }
     }
 
     /// The module versions of an operator running `stable`, with `canary` over its first
@@ -70,7 +72,8 @@ impl OperatorFactory for CanaryFactory {
             let operator: Box<dyn Operator> = Box::new(factory.open(info, key_groups.clone(), part)?);
             opened.push(Part { key_groups, operator, version });
         }
-        Ok(Box::new(KeyRangeOperator::new(opened, info.max_parallelism, self.versions.clone())))
+        let (versions, abort_if) = (self.versions.clone(), self.abort_if.clone());
+        Ok(Box::new(KeyRangeOperator::new(opened, info.max_parallelism, versions, abort_if)))
     }
 
     fn versions(&self) -> Option<Arc<ModuleVersions>> {

@@ -4,33 +4,28 @@
 //! The savepoint taken when the canary started is kept for an abort that must roll back.
 use std::sync::Arc;
 
+use std::path::Path;
+
+use super::record::{HistoryEntry, HistoryEvent};
+use super::store::update;
 use super::upgrade::SwapSavepoint;
 use super::{Job, Jobs, UpgradeError};
+use crate::checkpoint::Restore;
 use crate::control::lock;
-use crate::job::{JobPlan, Modules};
+pub use crate::job::spec::CanaryAbort;
+use crate::job::{CanarySettings, JobPlan, Modules};
+use crate::runtime::JobGraph;
 
 /// A step of a canary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CanaryStep {
-    /// Start a canary of this share of the key groups ("10%") on the operators named with their
-    /// canary's module, or give the running canaries this share.
-    Share(String),
+    /// Start a canary (its share of the key groups, and how it aborts by itself) on the
+    /// operators named with their canary's module, or give the running canaries this share.
+    Share(CanarySettings),
     /// The canary's module takes over every key group of its operator.
     Promote,
     /// The canary's key groups go back to the operator's module, as the request says.
     Abort(CanaryAbort),
-}
-
-/// How an abort gives a canary's key groups back to the operator's own module.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CanaryAbort {
-    /// With the state the canary left them (refused when the canary changed a state's layout,
-    /// which the operator's module cannot read).
-    HandBack,
-    /// The whole job goes back to the savepoint taken when the canary started, with the modules
-    /// it ran then (its output since is written again, exactly once).
-    Rollback,
 }
 
 /// Where a job's canary started: the job as it ran before it, and the savepoint taken then.
@@ -52,7 +47,7 @@ impl Jobs {
     ) -> Result<String, UpgradeError> {
         let (job, plan) = self.running(id, "run a canary")?;
         let (next, uids) = match step {
-            CanaryStep::Share(share) => plan.canaried(replacements, share, modules),
+            CanaryStep::Share(settings) => plan.canaried(replacements, settings, modules),
             CanaryStep::Promote => plan.promoted(modules),
             CanaryStep::Abort(CanaryAbort::HandBack) => plan.canary_handed_back(modules),
             CanaryStep::Abort(CanaryAbort::Rollback) => return self.canary_rolled_back(&job, id, &plan),
@@ -107,4 +102,58 @@ pub(super) fn after_swap(
         }
         _ => None,
     }
+}
+
+/// After a failure of a run of `plan`: when one of its canaries' abort conditions holds, the run
+/// that aborts it as its job file says, instead of a restart with it (the record says why): with
+/// its key groups handed back, from where a restart would go on (the latest checkpoint, else
+/// `savepoint`, the run's start), or rolled back to the canary's start. `None` when none holds,
+/// or the rollback it asks for cannot be made (the failure is then handled as any).
+pub(super) fn aborted_by_condition(
+    dir: Option<&Path>,
+    job: &Job,
+    plan: &Arc<JobPlan>,
+    attempt: u32,
+    savepoint: Option<Arc<Restore>>,
+) -> Option<(Arc<JobPlan>, Result<JobGraph, String>, Option<Arc<Restore>>)> {
+    let (why, by) = plan.canary_abort_due()?;
+    let cause = format!("the canary was aborted: {why}");
+    tracing::warn!("job '{}': {cause}", plan.name());
+    if by == CanaryAbort::Rollback {
+        let start = lock(&job.canary_start).as_ref().map(|s| (s.previous.clone(), s.savepoint.restore()));
+        let (previous, restore) = match start {
+            Some((previous, Ok(restore))) => (previous, Arc::new(restore)),
+            Some((_, Err(e))) => {
+                tracing::warn!("job '{}': cannot roll its canary back: {e}", plan.name());
+                return None;
+            }
+            None => {
+                tracing::warn!("job '{}': cannot roll its canary back: where it started is not known", plan.name());
+                return None;
+            }
+        };
+        let request = format!("canary-abort-{attempt}");
+        let (next, graph) = super::upgrade::rolled_back(dir, job, request, previous, restore.clone(), &cause, attempt);
+        return Some((next, graph, Some(restore)));
+    }
+    let next = match plan.canary_handed_back(&mut crate::job::NoOtherModules) {
+        Ok((next, _)) => Arc::new(next),
+        Err(e) => {
+            tracing::warn!("job '{}': cannot hand its canary's key groups back: {e}", plan.name());
+            return None;
+        }
+    };
+    lock(&job.swap).take();
+    lock(&job.canary_start).take();
+    *lock(&job.plan) = Some(next.clone());
+    let entry = HistoryEntry::new(HistoryEvent::CanaryAborted, &next, None, Some(cause));
+    update(dir, job, |i| {
+        i.job = next.text().to_string();
+        i.history.push(entry);
+        i.rollback_point = None;
+        i.canary_start = None;
+    });
+    let since = lock(&job.info).first_checkpoint;
+    let graph = super::lifecycle::restart(job, &next, attempt, since, savepoint.clone());
+    Some((next, graph, savepoint))
 }

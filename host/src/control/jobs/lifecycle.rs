@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::Job;
+use super::canary::aborted_by_condition;
 use super::record::*;
 use super::recovery::{resume_point, resumed_from};
 use super::store::update;
@@ -133,6 +134,13 @@ impl RunLoop<'_> {
             let excess = i.failures.len().saturating_sub(FAILURE_HISTORY);
             i.failures.drain(..excess);
         });
+        // A canary whose abort condition holds is aborted as its job file says, not restarted.
+        let savepoint = self.savepoint.clone();
+        if let Some((plan, graph, savepoint)) = aborted_by_condition(self.dir, self.job, &self.plan, attempt, savepoint)
+        {
+            (self.plan, self.savepoint) = (plan, savepoint);
+            return Phase::Running(graph);
+        }
         if let Some(((plan, graph), restore)) = rollback_after(self.dir, self.job, &self.plan, &cause, attempt) {
             (self.plan, self.savepoint) = (plan, Some(restore));
             return Phase::Running(graph);

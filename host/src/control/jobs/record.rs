@@ -147,6 +147,8 @@ pub enum HistoryEvent {
     Upgraded,
     /// An upgrade was rolled back.
     RolledBack,
+    /// A canary's key groups went back to the operator's module when its abort condition held.
+    CanaryAborted,
 }
 
 /// One entry of a job's history.
