@@ -8,13 +8,12 @@ use std::path::Path;
 
 use super::record::{HistoryEntry, HistoryEvent};
 use super::store::update;
-use super::upgrade::SwapSavepoint;
+use super::upgrade::{NextRun, SwapSavepoint};
 use super::{Job, Jobs, UpgradeError};
 use crate::checkpoint::Restore;
 use crate::control::lock;
 pub use crate::job::spec::CanaryAbort;
 use crate::job::{CanarySettings, JobPlan, Modules};
-use crate::runtime::JobGraph;
 
 /// A step of a canary.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,7 +114,7 @@ pub(super) fn aborted_by_condition(
     plan: &Arc<JobPlan>,
     attempt: u32,
     savepoint: Option<Arc<Restore>>,
-) -> Option<(Arc<JobPlan>, Result<JobGraph, String>, Option<Arc<Restore>>)> {
+) -> Option<(NextRun, Option<Arc<Restore>>)> {
     let (why, by) = plan.canary_abort_due()?;
     let cause = format!("the canary was aborted: {why}");
     tracing::warn!("job '{}': {cause}", plan.name());
@@ -133,8 +132,8 @@ pub(super) fn aborted_by_condition(
             }
         };
         let request = format!("canary-abort-{attempt}");
-        let (next, graph) = super::upgrade::rolled_back(dir, job, request, previous, restore.clone(), &cause, attempt);
-        return Some((next, graph, Some(restore)));
+        let next = super::upgrade::rolled_back(dir, job, request, previous, restore.clone(), &cause, attempt);
+        return Some((next, Some(restore)));
     }
     let next = match plan.canary_handed_back(&mut crate::job::NoOtherModules) {
         Ok((next, _)) => Arc::new(next),
@@ -155,5 +154,5 @@ pub(super) fn aborted_by_condition(
     });
     let since = lock(&job.info).first_checkpoint;
     let graph = super::lifecycle::restart(job, &next, attempt, since, savepoint.clone());
-    Some((next, graph, savepoint))
+    Some(((next, graph), savepoint))
 }

@@ -136,7 +136,8 @@ impl RunLoop<'_> {
         });
         // A canary whose abort condition holds is aborted as its job file says, not restarted.
         let savepoint = self.savepoint.clone();
-        if let Some((plan, graph, savepoint)) = aborted_by_condition(self.dir, self.job, &self.plan, attempt, savepoint)
+        if let Some(((plan, graph), savepoint)) =
+            aborted_by_condition(self.dir, self.job, &self.plan, attempt, savepoint)
         {
             (self.plan, self.savepoint) = (plan, savepoint);
             return Phase::Running(graph);
