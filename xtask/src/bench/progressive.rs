@@ -1,7 +1,8 @@
 //! Progressive delivery (issue 31): a trial's answer time under a job of many keys and the
-//! job's throughput meanwhile, and the keyed count's throughput on `weir serve` with a shadow of
+//! job's throughput meanwhile, the keyed count's throughput on `weir serve` with a shadow of
 //! the same module beside it against without (the work doubles), with what the shadow costs in
-//! memory. Each in alternating stretches of one job.
+//! memory, each in alternating stretches of one job; and the pause of each step of a canary
+//! under a job of many keys.
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,13 @@ const STRETCH: Duration = Duration::from_secs(3);
 pub(super) struct Figures {
     trial: TrialFigures,
     shadow: ShadowFigures,
+    canary: CanaryFigures,
+}
+
+/// The pause of each step of a canary, in milliseconds, in order.
+struct CanaryFigures {
+    keys: u64,
+    steps: Vec<(&'static str, f64)>,
 }
 
 struct TrialFigures {
@@ -100,7 +108,41 @@ pub(super) fn figures(
     (keys, trial_keys): (u64, u64),
     rounds: usize,
 ) -> Result<Figures> {
-    Ok(Figures { trial: trials(artifacts, dir, trial_keys, rounds)?, shadow: shadows(artifacts, dir, keys, rounds)? })
+    Ok(Figures {
+        trial: trials(artifacts, dir, trial_keys, rounds)?,
+        shadow: shadows(artifacts, dir, keys, rounds)?,
+        canary: canaries(artifacts, dir, trial_keys)?,
+    })
+}
+
+/// The steps of canaries under the count of `keys` keys: `count_v2` (which migrates each key's
+/// state) on 10%, then 50%, promoted; then `count_v2` again (the same layout) on 50%, aborted by
+/// handing its key groups back.
+fn canaries(artifacts: &Artifacts, dir: &Path, keys: u64) -> Result<CanaryFigures> {
+    step(&format!("canary: the pause of each step under the Wasm keyed count (p=1) of {keys} keys"));
+    let extra =
+        "[checkpointing]\ninterval = \"1h\"\nstorage = \"file://checkpoints\"\nsavepoint-dir = \"savepoints\"\n";
+    let job = CountingJob::start(artifacts, dir, "canaried", keys, extra)?;
+    let module = |name: &str| format!("count={}", artifacts.operators.join(format!("{name}.wasm")).display());
+    let v2 = module("count_v2");
+    let mut steps = Vec::new();
+    let plan: [(&'static str, Vec<&str>); 5] = [
+        ("count_v2 on 10% (migrating 10% of the keys)", vec!["--operator", &v2, "--canary", "10%", "--no-trial"]),
+        ("count_v2 on 50% (migrating 40% more)", vec!["--canary", "50%"]),
+        ("count_v2 promoted (migrating the other 50%)", vec!["--promote"]),
+        ("count_v2 again on 50% (the same layout)", vec!["--operator", &v2, "--canary", "50%", "--no-trial"]),
+        ("its abort, handing back", vec!["--abort"]),
+    ];
+    for (what, args) in plan {
+        let mut all = vec!["--json", "upgrade", job.id.as_str()];
+        all.extend(args);
+        let status: serde_json::Value = serde_json::from_str(&job.cli(&all)?)?;
+        let pause = status["pause-ms"].as_f64().with_context(|| format!("{what} failed: {status}"))?;
+        println!("    {what}: paused {pause:.1} ms");
+        steps.push((what, pause));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Ok(CanaryFigures { keys, steps })
 }
 
 /// `count` -> `count_v2` tried under the count of `keys` keys, checkpointing every 2 s.
@@ -226,4 +268,12 @@ pub(super) fn print_targets(f: &Figures) {
          with it (no target)",
         s.shadow_mib, s.rss_alone_mib, s.rss_shadowed_mib
     );
+    let c = &f.canary;
+    for (what, pause) in &c.steps {
+        println!(
+            "  canary step under {} keys, pause under 10 ms: {what}: {pause:>7.1} ms  {}",
+            c.keys,
+            verdict(*pause < 10.0)
+        );
+    }
 }
