@@ -117,8 +117,8 @@ impl Operator for KeyedCount {
         Ok(vec![StateSnapshot { key_groups: self.key_groups.clone(), body, broadcast: None, part: None }])
     }
 
-    fn into_state(self: Box<Self>) -> Option<HandedOverState> {
-        Some(HandedOverState { key_groups: self.key_groups, backend: self.backend, timers: None, broadcast: None })
+    fn into_state(self: Box<Self>) -> Vec<HandedOverState> {
+        vec![HandedOverState { key_groups: self.key_groups, backend: self.backend, timers: None, broadcast: None }]
     }
 }
 

@@ -379,7 +379,15 @@ impl Restore {
     pub fn canary(&self, uid: &str) -> Option<(&str, u32)> {
         let files = self.states.iter().filter(|s| s.uid == uid);
         let canary = files.filter_map(|s| Some((s.canary.as_deref()?, s.key_groups.end)));
-        canary.max_by_key(|(_, end)| *end)
+        // In place, before the savepoint's files are known: what it records of the canary.
+        let recorded = || {
+            let canary = self.saved_operator(uid)?.canary.as_ref()?;
+            match &canary.module {
+                super::savepoint::OperatorCode::Module { sha256, .. } => Some((sha256.as_str(), canary.key_groups)),
+                super::savepoint::OperatorCode::Builtin { .. } => None,
+            }
+        };
+        canary.max_by_key(|(_, end)| *end).or_else(|| recorded().filter(|_| self.in_place))
     }
 
     /// Whether state without an operator to go to may be left behind.
@@ -413,7 +421,12 @@ impl Restore {
         key_groups: Range<u32>,
     ) -> Result<RestoredState, String> {
         if self.in_place && !declared.is_empty() {
-            return Err(format!("the state of operator '{uid}' was not handed over in place (a weir bug)"));
+            // Not handed over (a subtask whose state could not be split as the next run's parts
+            // needed): read from the savepoint once it is stored.
+            let storing = self.storing.as_ref().ok_or(format!("the state of operator '{uid}' was not handed over"))?;
+            let stored =
+                storing.stored().map_err(|e| format!("the state of operator '{uid}' was not handed over: {e}"))?;
+            return stored.restore_state(uid, declared, backends, kinds, key_groups);
         }
         let mut saved_versions = vec![None; declared.len()];
         // Where each saved state goes, noting the version it was saved with.

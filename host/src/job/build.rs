@@ -384,14 +384,22 @@ impl Builder<'_> {
     /// savepoint the job starts from, or takes the backend its predecessor handed over. In place
     /// only when the code declares the saved states in the same order, so that their indices mean
     /// the same (their schema versions may differ: the operator migrates the entries); otherwise
-    /// the savepoint's files are read, state by state name.
+    /// the savepoint's files are read, state by state name. The key groups a canary served were
+    /// saved with its module's states.
     fn state_restore(&self, uid: &str, declared: Vec<StateDescriptor>) -> Option<StateRestore> {
         let restore = self.restore.clone()?;
-        let saved = restore.saved_operator(uid).map(|saved| saved.states.clone()).unwrap_or_default();
-        let handover = self.handover.clone().filter(|_| StateDescriptor::same_states(&saved, &declared));
+        let saved_operator = restore.saved_operator(uid);
+        let saved = saved_operator.map(|saved| saved.states.clone()).unwrap_or_default();
+        let canary = saved_operator.and_then(|saved| saved.canary.clone());
+        let handover = self.handover.clone();
         let uid = uid.to_string();
-        Some(Arc::new(move |backends: &Backends, kinds: &[StateKind], range, subtask| {
-            if let Some(state) = handover.as_ref().and_then(|h| h.take(&uid, subtask, &range)) {
+        Some(Arc::new(move |backends: &Backends, kinds: &[StateKind], range: std::ops::Range<u32>, subtask| {
+            let saved = match &canary {
+                Some(canary) if range.end <= canary.key_groups => &canary.states,
+                _ => &saved,
+            };
+            let handed_over = handover.as_ref().filter(|_| StateDescriptor::same_states(saved, &declared));
+            if let Some(state) = handed_over.and_then(|h| h.take(&uid, subtask, &range)) {
                 let saved_versions = saved.iter().map(|s| Some(s.schema_version)).collect();
                 let (backend, timers, broadcast) = (state.backend, state.timers, state.broadcast);
                 return Ok(RestoredState { backend, saved_versions, timers, broadcast });

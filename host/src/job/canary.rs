@@ -14,6 +14,7 @@ use crate::checkpoint::Restore;
 use crate::checkpoint::savepoint::SavedCanary;
 use crate::runtime::Partitioning;
 use crate::runtime::key_ranges::{CanaryAbortIf, ModuleVersions};
+use crate::state::StateDescriptor;
 use crate::wasm::OperatorModule;
 
 /// What each module version of the operators with a canary served, by operator uid.
@@ -152,6 +153,38 @@ fn canary_table(canary: CanarySpec) -> toml::Value {
 }
 
 impl JobPlan {
+    /// Where its operators' subtasks' parts begin: per operator with a canary, the end of its key
+    /// groups (the state handed over to its runs is split there).
+    pub fn canary_cuts(&self) -> HashMap<String, Vec<u32>> {
+        let Ok(spec) = self.spec() else { return HashMap::new() };
+        let cut = |op: &OperatorSpec| {
+            Some((op.uid.clone(), vec![key_groups(&op.canary.as_ref()?.share, spec.max_parallelism).ok()?]))
+        };
+        spec.operators.iter().filter_map(cut).collect()
+    }
+
+    /// Whether a step from `previous` to this job (a canary's, or an upgrade of a job running
+    /// one) can hand each part's state over in place: the state is in memory (a RocksDB database
+    /// is not split) and in both, each canary's module declares its operator's states in the same
+    /// order.
+    pub fn hands_canaries_over(&self, previous: &JobPlan) -> bool {
+        let alike = |plan: &JobPlan| {
+            let Ok(spec) = plan.spec() else { return false };
+            spec.operators.iter().all(|op| match (op.module.as_ref(), op.canary.as_ref()) {
+                (Some(module), Some(canary)) => {
+                    match (plan.modules().get(module), plan.modules().get(&canary.module)) {
+                        (Some(stable), Some(canary)) => {
+                            StateDescriptor::same_states(&module_code(stable, true).1, &module_code(canary, true).1)
+                        }
+                        _ => false,
+                    }
+                }
+                _ => true,
+            })
+        };
+        !self.checkpoints_native() && alike(self) && alike(previous)
+    }
+
     /// Whether one of its operators runs a canary.
     pub fn has_canary(&self) -> bool {
         self.spec().is_ok_and(|spec| spec.operators.iter().any(|op| op.canary.is_some()))

@@ -3,11 +3,14 @@
 use super::snapshot::{SinkCommitted, SourcePosition};
 use super::task::HandedOverState;
 
-/// Operator state handed over in place from one run of a job to the next (an upgrade): by uid
-/// and subtask, with the key groups it covers.
+/// Operator state handed over in place from one run of a job to the next (an upgrade): by uid,
+/// subtask and first key group (a subtask hands over one state per part of its key groups when
+/// a canary's step splits them), with the key groups it covers.
 #[derive(Default)]
 pub struct Handover {
-    states: std::sync::Mutex<std::collections::HashMap<(String, u32), HandedOverState>>,
+    states: std::sync::Mutex<std::collections::HashMap<(String, u32, u32), HandedOverState>>,
+    /// Per operator uid: the key groups where the next run's parts begin (a canary's step).
+    cuts: std::sync::Mutex<std::collections::HashMap<String, Vec<u32>>>,
     /// The barrier of the stop, where each source stopped at it and what each sink had
     /// committed by it.
     stopped: std::sync::Mutex<Stopped>,
@@ -25,11 +28,28 @@ pub struct Stopped {
 }
 
 impl Handover {
-    /// Leaves subtask `subtask` of operator `uid`'s state.
+    /// Leaves subtask `subtask` of operator `uid`'s state (of one part of its key groups).
     pub fn put(&self, uid: &str, subtask: u32, state: HandedOverState) {
         if let Ok(mut states) = self.states.lock() {
-            states.insert((uid.to_string(), subtask), state);
+            states.insert((uid.to_string(), subtask, state.key_groups.start), state);
         }
+    }
+
+    /// A stop for an upgrade is about to be asked for: what an earlier one left and no run took
+    /// goes, and the next run's operators `cuts` (per uid, the key groups where its parts begin)
+    /// are where the operators split their state as they hand it over.
+    pub fn prepare(&self, cuts: std::collections::HashMap<String, Vec<u32>>) {
+        if let Ok(mut states) = self.states.lock() {
+            states.clear();
+        }
+        if let Ok(mut slot) = self.cuts.lock() {
+            *slot = cuts;
+        }
+    }
+
+    /// Where operator `uid`'s next run's parts begin.
+    pub fn cuts(&self, uid: &str) -> Vec<u32> {
+        self.cuts.lock().ok().and_then(|cuts| cuts.get(uid).cloned()).unwrap_or_default()
     }
 
     /// Records where a source subtask stopped, at barrier `id`.
@@ -55,7 +75,7 @@ impl Handover {
     /// Takes what subtask `subtask` of operator `uid` left, if it covers exactly `key_groups`.
     pub fn take(&self, uid: &str, subtask: u32, key_groups: &std::ops::Range<u32>) -> Option<HandedOverState> {
         let mut states = self.states.lock().ok()?;
-        let key = (uid.to_string(), subtask);
+        let key = (uid.to_string(), subtask, key_groups.start);
         if states.get(&key).is_some_and(|state| state.key_groups == *key_groups) {
             return states.remove(&key);
         }

@@ -311,12 +311,16 @@ impl Operator for KeyRangeOperator {
         Ok(snapshots)
     }
 
-    fn freeze(&mut self) -> Result<Vec<StateSnapshot>, String> {
+    fn freeze(&mut self, cuts: &[u32]) -> Result<Vec<StateSnapshot>, String> {
         let mut snapshots = Vec::with_capacity(self.parts.len());
         for part in &mut self.parts {
-            snapshots.extend(part.operator.freeze()?);
+            snapshots.extend(part.operator.freeze(cuts)?);
         }
         Ok(snapshots)
+    }
+
+    fn into_state(self: Box<Self>) -> Vec<super::HandedOverState> {
+        self.parts.into_iter().flat_map(|part| part.operator.into_state()).collect()
     }
 
     fn fork_state(&mut self) -> Result<super::ForkedState, String> {

@@ -152,14 +152,16 @@ pub trait Operator: Send {
     fn snapshot(&mut self) -> Result<Vec<StateSnapshot>, String>;
     /// The same, at the barrier of a stop whose state is handed over: nothing runs after it but
     /// the next run, so an operator that can freezes its state for the snapshot to be encoded off
-    /// this thread and hands over an overlay instead of copying it (see [`crate::state::overlay`]).
-    fn freeze(&mut self) -> Result<Vec<StateSnapshot>, String> {
+    /// this thread and hands over an overlay instead of copying it (see [`crate::state::overlay`]),
+    /// split at `cuts`, the key groups where the next run's parts begin (a canary's step).
+    fn freeze(&mut self, _cuts: &[u32]) -> Result<Vec<StateSnapshot>, String> {
         self.snapshot()
     }
     /// Its keyed state itself, when the job stops for an upgrade: handed over in place to the
-    /// subtask that replaces it. `None` when it keeps no state.
-    fn into_state(self: Box<Self>) -> Option<HandedOverState> {
-        None
+    /// subtask that replaces it, one state per part of its key groups. None when it keeps no
+    /// state.
+    fn into_state(self: Box<Self>) -> Vec<HandedOverState> {
+        Vec::new()
     }
     /// Forks its state for a shadow run beside it ([`super::shadow`]): it goes on over a
     /// copy-on-write view of its state, and the shadow gets another, each writing apart.

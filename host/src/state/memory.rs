@@ -293,6 +293,21 @@ impl StateBackend for MemoryBackend {
         Ok(())
     }
 
+    fn split_off(&mut self, at: u32) -> Option<Box<dyn StateBackend>> {
+        if at <= self.key_groups.start || at >= self.key_groups.end {
+            return None;
+        }
+        let tables = self.tables.split_off((at - self.key_groups.start) as usize);
+        let rest = at..self.key_groups.end;
+        self.key_groups.end = at;
+        // Shared by their entries, not counted again (the split is on the stop's path).
+        let entries = |tables: &[Vec<Table>]| tables.iter().flatten().map(Table::len).sum::<usize>();
+        let (kept, moved) = (entries(&self.tables), entries(&tables));
+        let moved_bytes = (self.bytes as f64 * moved as f64 / (kept + moved).max(1) as f64) as usize;
+        self.bytes -= moved_bytes.min(self.bytes);
+        Some(Box::new(MemoryBackend { key_groups: rest, kinds: self.kinds.clone(), tables, bytes: moved_bytes }))
+    }
+
     fn approximate_bytes(&self) -> Option<usize> {
         Some(self.bytes)
     }

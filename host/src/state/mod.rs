@@ -244,6 +244,12 @@ pub trait StateBackend: Send + Sync {
     }
     /// Drops every entry in `key_groups` (the sending side of a move).
     fn drop_key_groups(&mut self, key_groups: Range<u32>) -> Result<(), StateError>;
+    /// Moves its key groups from `at` on into a backend of their own, which it returns, without
+    /// copying entries (a canary's step hands each part of a subtask's key groups over apart);
+    /// `None`, changing nothing, for a backend that cannot.
+    fn split_off(&mut self, _at: u32) -> Option<Box<dyn StateBackend>> {
+        None
+    }
     /// Number of (state, key) pairs held.
     fn key_count(&self) -> usize;
     /// Bytes of memory its entries take, about, for a backend that keeps them in memory: what an

@@ -272,6 +272,7 @@ impl WasmOperatorFactory {
             firing: None,
             batches: 0,
             swept: 0,
+            pieces: Vec::new(),
         })
     }
 }
@@ -305,6 +306,9 @@ pub(crate) struct WasmOperator {
     /// Batches processed, and how many key groups have been swept for expired entries.
     batches: u64,
     swept: u32,
+    /// After a stop that split its state (a canary's step): the parts of its key groups past the
+    /// first, each frozen apart, to hand over.
+    pieces: Vec<(std::ops::Range<u32>, Box<dyn StateBackend>)>,
 }
 
 impl WasmOperator {
@@ -445,10 +449,25 @@ impl Operator for WasmOperator {
         Ok(())
     }
 
-    fn into_state(self: Box<Self>) -> Option<HandedOverState> {
+    fn into_state(self: Box<Self>) -> Vec<HandedOverState> {
         let keyed = self.guest.store.into_data().keyed;
         let broadcast = keyed.broadcast.save(&self.states);
-        Some(HandedOverState { key_groups: self.key_groups, backend: keyed.backend, timers: keyed.timers, broadcast })
+        // A split state's timers are found again in each part.
+        let (timers, split) = (keyed.timers, !self.pieces.is_empty());
+        let first_end = self.pieces.first().map_or(self.key_groups.end, |(range, _)| range.start);
+        let first = HandedOverState {
+            key_groups: self.key_groups.start..first_end,
+            backend: keyed.backend,
+            timers: timers.filter(|_| !split),
+            broadcast,
+        };
+        let pieces = self.pieces.into_iter().map(|(key_groups, backend)| HandedOverState {
+            key_groups,
+            backend,
+            timers: None,
+            broadcast: None,
+        });
+        std::iter::once(first).chain(pieces).collect()
     }
 
     fn fork_state(&mut self) -> Result<ForkedState, String> {
@@ -467,12 +486,42 @@ impl Operator for WasmOperator {
         (data.keyed.backend.bytes_apart() + timers + data.limits.largest) as u64
     }
 
-    fn freeze(&mut self) -> Result<Vec<StateSnapshot>, String> {
+    fn freeze(&mut self, cuts: &[u32]) -> Result<Vec<StateSnapshot>, String> {
         if self.states.is_empty() {
             return Ok(Vec::new());
         }
-        let body = state::freeze(&mut self.guest.keyed().backend, self.key_groups.clone(), &self.states);
-        Ok(vec![self.snapshot_of(body)])
+        let keyed = self.guest.keyed();
+        if let Some(backend) = keyed.backend.settled().map_err(|e| format!("cannot settle its state: {e}"))? {
+            keyed.backend = backend;
+        }
+        // Split where the next run's parts begin, from the last cut: each part is frozen and
+        // handed over apart. A backend that cannot split is handed over whole; the next run's
+        // parts then read theirs from the savepoint.
+        let range = self.key_groups.clone();
+        let mut cuts: Vec<u32> = cuts.iter().copied().filter(|c| *c > range.start && *c < range.end).collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut end = range.end;
+        for &cut in cuts.iter().rev() {
+            let Some(piece) = keyed.backend.split_off(cut) else { break };
+            self.pieces.insert(0, (cut..end, piece));
+            end = cut;
+        }
+        let first = range.start..end;
+        let body = state::freeze(&mut self.guest.keyed().backend, first.clone(), &self.states);
+        let split = !self.pieces.is_empty();
+        let tag = |snapshot: StateSnapshot| match split {
+            true => StateSnapshot { part: Some(self.part.clone().unwrap_or_default()), ..snapshot },
+            false => snapshot,
+        };
+        let mut snapshots = vec![tag(StateSnapshot { key_groups: first, ..self.snapshot_of(body) })];
+        let part = self.part.clone().unwrap_or_default();
+        for (key_groups, backend) in &mut self.pieces {
+            let body = state::freeze(backend, key_groups.clone(), &self.states);
+            let key_groups = key_groups.clone();
+            snapshots.push(StateSnapshot { key_groups, body, broadcast: None, part: Some(part.clone()) });
+        }
+        Ok(snapshots)
     }
 
     fn snapshot(&mut self) -> Result<Vec<StateSnapshot>, String> {

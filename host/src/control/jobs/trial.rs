@@ -109,7 +109,15 @@ impl Jobs {
         for attempt in 0..CHECKPOINT_ATTEMPTS {
             let checkpoint = match plan.checkpoints_native() || attempt + 1 == CHECKPOINT_ATTEMPTS {
                 true => None,
-                false => plan.latest_checkpoint(0).map_err(UpgradeError::Refused)?,
+                false => match plan.latest_checkpoint(0) {
+                    Ok(checkpoint) => checkpoint,
+                    // The newest was being replaced by a newer one (its files deleted as it was
+                    // read): the next attempt takes that one.
+                    Err(e) => {
+                        tried = Err(e);
+                        continue;
+                    }
+                },
             };
             let (restore, scratch) = match checkpoint {
                 Some(restore) => (restore, false),

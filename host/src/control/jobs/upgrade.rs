@@ -278,15 +278,18 @@ impl Jobs {
         let request_id = self.request_id(id);
         // In place when every operator of the next run declares the states of the one it
         // replaces: then nothing needs reading back, and the job goes on before the savepoint is
-        // stored. Not while either run splits an operator's key groups between modules (a
-        // canary): each part's state is read from the savepoint's file of it.
+        // stored. While either run splits an operator's key groups between modules (a canary),
+        // each subtask splits its state where the next run's parts begin and hands each part over
+        // apart, when the state is in memory and the canaries' modules declare the same states.
         let split = job.handles.metrics.splits_key_groups() || next.has_canary();
-        let handover = rollback.is_none() && plan.declares_same_states(&next) && !split;
+        let handover =
+            rollback.is_none() && plan.declares_same_states(&next) && (!split || next.hands_canaries_over(plan));
         {
             let mut pending = lock(&job.upgrade);
             if pending.is_some() {
                 return Err(UpgradeError::Conflict(format!("job {id} is already being upgraded")));
             }
+            job.handles.handover.prepare(next.canary_cuts());
             // A shadow compares with the module it stood beside: that of an operator being
             // upgraded, or of any after a rollback, is gone.
             match rollback {

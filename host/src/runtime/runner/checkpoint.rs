@@ -26,7 +26,11 @@ pub(super) fn at_operator_barrier(
     // for the uploader instead of copied.
     let asked = ctx.barriers();
     let handing_over = asked.handing_over && asked.stop_at == id;
-    let snapshots = if handing_over { operator.freeze()? } else { operator.snapshot()? };
+    let snapshots = match (handing_over, ctx.handover()) {
+        (true, Some(handover)) => operator.freeze(&handover.cuts(&info.uid))?,
+        (true, None) => operator.freeze(&[])?,
+        (false, _) => operator.snapshot()?,
+    };
     let stats = SubtaskCheckpoint { alignment, sync: started.elapsed(), ..Default::default() };
     let ack = TaskAck { stats, ..TaskAck::new(info) };
     ctx.report(match snapshots.is_empty() {

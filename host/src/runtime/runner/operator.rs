@@ -195,10 +195,10 @@ pub(crate) fn run_operator(
                     sink.finish(ctx)?;
                 }
                 output.end()?;
-                if let Some(handover) = ctx.handover().filter(|_| ctx.barriers().handing_over)
-                    && let Some(state) = operator.into_state()
-                {
-                    handover.put(&info.uid, info.index, state);
+                if let Some(handover) = ctx.handover().filter(|_| ctx.barriers().handing_over) {
+                    for state in operator.into_state() {
+                        handover.put(&info.uid, info.index, state);
+                    }
                 }
                 return Ok(());
             }
