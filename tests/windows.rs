@@ -162,14 +162,34 @@ fn the_window_operator_upgraded_mid_window_fires_the_old_timers_in_the_new_modul
 /// the timers handed over in place at the first upgrade are handed over once more.
 #[test]
 fn the_window_operator_upgraded_twice_under_weir_run_fires_the_old_timers_in_the_new_module() {
+    let upgrade = || vec!["--operator".to_string(), window_count_v2()];
+    upgraded_under_weir_run(&[(1000, upgrade()), (400, upgrade())]);
+}
+
+/// On `weir run`: `window_count_v2` as a canary on half the key groups mid-window, then promoted.
+/// Each part of each subtask finds its timers in the state handed over to it (split where the
+/// canary's key groups end) and fires them in its own module, so the windows open when the
+/// canary started are emitted by whichever module serves their key then, each once.
+#[test]
+fn a_canary_of_the_window_operator_fires_each_parts_timers_in_its_own_module() {
+    let canary = ["--operator".to_string(), window_count_v2(), "--canary".to_string(), "50%".to_string()];
+    upgraded_under_weir_run(&[(1000, canary.to_vec()), (500, vec!["--promote".to_string()])]);
+}
+
+/// The window job on `weir run` (20,000 clicks a second, checkpointing) through `upgrades`, each
+/// after its wait in milliseconds (the arguments of `weir upgrade JOB …`): every window once,
+/// from both versions.
+fn upgraded_under_weir_run(upgrades: &[(u64, Vec<String>)]) {
     let dir = tempfile::tempdir().unwrap();
     let (input, expected) = clicks(dir.path());
     let out = dir.path().join("out");
     let job = window_job(dir.path(), &input, 2, &out, UPGRADED_RATE, CHECKPOINTS);
     let mut running = Running::start(&job, &[]);
-    for wait in [1000, 400] {
-        std::thread::sleep(Duration::from_millis(wait));
-        running.cli(&["upgrade", &running.id, "--operator", &window_count_v2()]);
+    for (wait, args) in upgrades {
+        std::thread::sleep(Duration::from_millis(*wait));
+        let mut all = vec!["upgrade", running.id.as_str()];
+        all.extend(args.iter().map(String::as_str));
+        running.cli(&all);
     }
     assert!(running.child.wait().unwrap().success(), "the upgraded job finishes");
     assert_every_window_once_from_both_versions(&out, &expected);

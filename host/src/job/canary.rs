@@ -106,11 +106,23 @@ pub(super) fn check(
         key_groups(&canary.share, spec.max_parallelism).map_err(|e| format!("operator '{uid}': {e}"))?;
         let module = modules.get(&canary.module).ok_or(format!("operator '{uid}': canary module not resolved"))?;
         super::build::check_module_inputs(uid, module, inputs, true)?;
+        // Side outputs are numbered as the operator's module declares them: the canary's must
+        // mean the same at each number, and include every one the job reads.
         let (sides, canary_sides) = (&stable.description.side_outputs, &module.description.side_outputs);
-        if sides != canary_sides {
+        let reads = dataflow.operators.iter().chain(&dataflow.sinks).flatten();
+        let read =
+            reads.filter(|i| i.from == *uid).filter_map(|i| i.output.as_ref()).find(|s| !canary_sides.contains(s));
+        if !sides.starts_with(canary_sides) || read.is_some() {
+            let what = match read {
+                Some(read) => {
+                    format!("the job reads its side output '{read}', which the canary's module does not declare")
+                }
+                None => "a canary's module declares the first of the side outputs its operator's module does, in order"
+                    .to_string(),
+            };
             return Err(format!(
                 "operator '{uid}': its canary's module declares the side outputs {canary_sides:?} and its module \
-                 {sides:?}; a canary must emit what the module it stands beside emits"
+                 {sides:?}: {what}"
             ));
         }
         let (code, states) = module_code(module, true);

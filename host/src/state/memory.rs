@@ -332,6 +332,25 @@ mod tests {
         super::super::conformance::run(&|range, kinds| Box::new(MemoryBackend::new(range, kinds)));
     }
 
+    /// A split moves the key groups from the cut on, with their entries, into a backend of their
+    /// own; each side reads its own, and a cut outside the range changes nothing.
+    #[test]
+    fn a_split_moves_the_key_groups_past_the_cut() {
+        let mut b = MemoryBackend::new(10..20, &[StateKind::Value]);
+        for kg in 10..20u16 {
+            b.value_put(0, kg, format!("k{kg}").as_bytes(), b"v").unwrap();
+        }
+        assert!(b.split_off(10).is_none() && b.split_off(20).is_none());
+        let rest = b.split_off(13).unwrap();
+        assert_eq!((b.key_count(), rest.key_count()), (3, 7));
+        let mut value = Vec::new();
+        assert!(rest.value_get(0, 15, b"k15", &mut value).unwrap());
+        assert!(b.value_get(0, 12, b"k12", &mut value).unwrap());
+        assert!(b.value_get(0, 15, b"k15", &mut value).is_err(), "no longer its key group");
+        assert!(rest.approximate_bytes().unwrap() > b.approximate_bytes().unwrap());
+        assert_eq!(rest.approximate_bytes().unwrap() + b.approximate_bytes().unwrap(), 10 * entry_bytes(4));
+    }
+
     /// The bytes tracked through every kind of write and removal equal a count of the tables.
     #[test]
     fn tracked_bytes_equal_a_count() {
