@@ -76,6 +76,12 @@ pub(super) fn inspect(path: &str, operator: Option<&str>, state: Option<&str>) -
         }
         for file in &op.files {
             let canary = file.canary.as_ref().and(canary_module.as_deref());
+            // What the module that saved it declared (the canary's, for its files): a state's
+            // time-to-live is recorded there, not in the state file.
+            let declared = match (&file.canary, &op.canary) {
+                (Some(_), Some(saved)) => &saved.states,
+                _ => &op.states,
+            };
             // Broadcast state, recorded once for the operator, has no key.
             for saved in file.broadcast.iter().flat_map(|b| &b.states) {
                 if state.is_some_and(|wanted| wanted != saved.name) {
@@ -112,7 +118,7 @@ pub(super) fn inspect(path: &str, operator: Option<&str>, state: Option<&str>) -
                     StateItem::MapEntry(k, v) => (Some(bytes_json(k)), v),
                 };
                 // A state with a time-to-live stores each entry's expiry before its bytes.
-                let expiring = states.iter().any(|s| s.name == name && s.time_to_live.is_some());
+                let expiring = declared.iter().any(|s| s.name == name && s.time_to_live.is_some());
                 let (value, expires_at) = match expiring {
                     true => (value.get(ttl::EXPIRY_BYTES..).unwrap_or_default(), ttl::expiry(value)),
                     false => (value, None),
