@@ -154,9 +154,9 @@ fn a_shadow_with_an_off_by_one_on_one_user_names_exactly_that_users_lines() {
     assert_output_untouched(dir.path());
 }
 
-/// A shadow past its memory limit stops with a message and the job goes on, and so does one whose
-/// `--abort-if` condition holds; a module that cannot read the live state is refused, naming the
-/// operator and the module.
+/// A shadow past its memory limit stops with a message and the job goes on, and so do one whose
+/// `--abort-if` condition holds and one whose module traps; a module that cannot read the live
+/// state is refused, naming the operator and the module.
 #[test]
 fn a_shadow_past_its_memory_limit_stops_and_the_job_goes_on() {
     let dir = tempfile::tempdir().unwrap();
@@ -176,6 +176,12 @@ fn a_shadow_past_its_memory_limit_stops_and_the_job_goes_on() {
     let why = report["stopped-because"].as_str().unwrap();
     assert!(why.starts_with("`differing>0` held (") && why.ends_with("; the job goes on"), "{report}");
     assert_eq!(report["differences"][0]["live"].as_str().map(|l| l.contains("\"u7\"")), Some(true), "{report}");
+    // A module that traps (`count_broken`, on its first event).
+    running.cli(&["shadow", &id, "--operator", &count_per_user("count_broken")]);
+    let report = report_after(status, u64::MAX);
+    let why = report["stopped-because"].as_str().unwrap();
+    assert!(why.starts_with("its module failed in subtask ") && why.ends_with("; the job goes on"), "{why}");
+    assert!(why.contains("count_broken traps on every event"), "{why}");
     let refused =
         weir_e2e::weir(&["--server", &running.server, "shadow", &id, "--operator", &off, "--abort-if", "lots>1"]);
     assert!(refused.stderr.contains("abort condition `lots>1` is not MEASURE>NUMBER"), "{}", refused.stderr);
