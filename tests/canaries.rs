@@ -4,11 +4,11 @@
 //! with and without checkpointing.
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use weir_e2e::{
     Running, Server, every_count_once, expected_counts, file_sink, file_source, generated_clicks, job, operator,
-    sink_lines, wasm_operator, weir, write_job,
+    sink_lines, versions_by_user, wait_until, wasm_operator, weir, write_job,
 };
 
 /// Key groups of the clicks job (the default max parallelism).
@@ -62,27 +62,20 @@ fn versions(job: &serde_json::Value) -> Vec<(String, String, u64)> {
         .collect()
 }
 
-/// Per user, the version that emitted each of their counts, in count order, once every count is
-/// checked to be committed exactly once.
-fn versions_by_user(dir: &Path) -> BTreeMap<String, Vec<u64>> {
-    let mut by_user: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for ((user, _), versions) in every_count_once(dir) {
-        by_user.entry(user).or_default().push(versions[0]);
-    }
-    by_user
-}
-
-/// Polls `status` until `ready` holds of it (for 20 s at most).
-fn wait_until(status: impl Fn() -> serde_json::Value, ready: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-    let started = Instant::now();
-    loop {
-        let answer = status();
-        if ready(&answer) {
-            return answer;
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "never ready: {answer}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// The clicks job (`clicks` clicks, checkpointing) submitted to a `weir serve` of its own and,
+/// after 0.6 s, given a canary: `weir upgrade JOB canary…`. Returns the test's directory, the
+/// server, the job's id and what the upgrade printed.
+fn submitted_with_canary(clicks: usize, canary: &[&str]) -> (tempfile::TempDir, Server, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let job = clicks_job(dir.path(), 2, clicks, CHECKPOINTING);
+    let id = server.cli(&["submit", &job]).stdout.trim().to_string();
+    std::thread::sleep(Duration::from_millis(600));
+    let mut args = vec!["upgrade", id.as_str()];
+    args.extend(canary);
+    let started = server.cli(&args);
+    assert_eq!(started.code, 0, "{}", started.stderr);
+    (dir, server, id, started.stdout)
 }
 
 /// On `weir serve` with checkpointing: `count_v2` serves 10% of the key groups, then 50%; the
@@ -92,15 +85,9 @@ fn wait_until(status: impl Fn() -> serde_json::Value, ready: impl Fn(&serde_json
 /// of the first 10% after one of the rest.
 #[test]
 fn a_canary_grows_survives_a_killed_server_and_is_promoted_exactly_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &[]);
-    let job = clicks_job(dir.path(), 2, 40000, CHECKPOINTING);
-    let id = server.cli(&["submit", &job]).stdout.trim().to_string();
-    std::thread::sleep(Duration::from_millis(600));
     let v2 = count_per_user("count_v2");
-    let started = server.cli(&["upgrade", &id, "--operator", &v2, "--canary", "10%"]);
-    assert_eq!(started.code, 0, "{}", started.stderr);
-    assert!(started.stdout.contains(&format!("job {id} runs its canaries on 10%: paused")), "{}", started.stdout);
+    let (dir, server, id, started) = submitted_with_canary(40000, &["--operator", &v2, "--canary", "10%"]);
+    assert!(started.contains(&format!("job {id} runs its canaries on 10%: paused")), "{started}");
     let status = || server.http("GET", &format!("/v1/jobs/{id}"), b"", None).1;
     let running = wait_until(status, |job| versions(job).iter().all(|(_, _, events)| *events > 0));
     let found = versions(&running);
@@ -264,14 +251,8 @@ fn a_canary_that_changed_the_layout_is_not_handed_back_and_goes_on_after_a_kille
 /// stopped with a savepoint and started again at another parallelism goes on with its canary.
 #[test]
 fn a_canary_is_rolled_back_and_another_survives_a_rescale() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &[]);
-    let job = clicks_job(dir.path(), 2, 24000, CHECKPOINTING);
-    let id = server.cli(&["submit", &job]).stdout.trim().to_string();
-    std::thread::sleep(Duration::from_millis(600));
     let v2 = count_per_user("count_v2");
-    let started = server.cli(&["upgrade", &id, "--operator", &v2, "--canary", "50%"]);
-    assert_eq!(started.code, 0, "{}", started.stderr);
+    let (dir, server, id, _) = submitted_with_canary(24000, &["--operator", &v2, "--canary", "50%"]);
     std::thread::sleep(Duration::from_millis(600));
     let rolled = server.cli(&["upgrade", &id, "--abort", "rollback"]);
     assert_eq!(rolled.code, 0, "{}", rolled.stderr);
@@ -308,15 +289,9 @@ fn a_canary_is_rolled_back_and_another_survives_a_rescale() {
 /// committed output is that of `count` alone, exactly once.
 #[test]
 fn a_canary_that_traps_is_aborted_by_its_error_condition() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &[]);
-    let job = clicks_job(dir.path(), 2, 24000, CHECKPOINTING);
-    let id = server.cli(&["submit", &job]).stdout.trim().to_string();
-    std::thread::sleep(Duration::from_millis(600));
     let broken = count_per_user("count_broken");
-    let args = ["upgrade", &id, "--operator", &broken, "--canary", "10%", "--abort-if", "errors>0", "--no-trial"];
-    let started = server.cli(&args);
-    assert_eq!(started.code, 0, "{}", started.stderr);
+    let canary = ["--operator", &broken, "--canary", "10%", "--abort-if", "errors>0", "--no-trial"];
+    let (dir, server, id, _) = submitted_with_canary(24000, &canary);
     let job = server.wait_for_job(&id);
     assert_eq!(job["state"], "finished", "{job}");
     let history: Vec<&str> = job["history"].as_array().unwrap().iter().map(|h| h["event"].as_str().unwrap()).collect();

@@ -2,11 +2,11 @@
 //! copy-on-write view of its state, compared line by line, its output reaching no sink; on
 //! `weir serve` and on `weir run`, with the default settings and configured ones.
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use weir_e2e::{
     Running, Server, assert_lines, every_count_once, expected_counts, expected_lines, file_sink, file_source,
-    generated_clicks, job, operator, sink_lines, wasm_operator, write_job,
+    generated_clicks, job, operator, sink_lines, wait_until, wasm_operator, write_job,
 };
 
 /// The clicks job counting with `count` at parallelism 2, reading 16000 clicks at 4000 a second
@@ -47,18 +47,13 @@ fn assert_output_untouched(dir: &Path) {
     assert_lines(&sink_lines(&dir.join("out")), &expected, "committed output with a shadow beside it");
 }
 
-/// The job's one shadow report, once it has compared at least `calls` calls.
+/// The job's one shadow report, once it has compared at least `calls` calls (or stopped).
 fn report_after(status: impl Fn() -> serde_json::Value, calls: u64) -> serde_json::Value {
-    let started = Instant::now();
-    loop {
-        let answer = status();
-        let report = answer["shadows"][0].clone();
-        if report["calls"].as_u64().unwrap_or(0) >= calls || report["status"] == "stopped" {
-            return report;
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "the shadow compared nothing: {answer}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let compared = |answer: &serde_json::Value| {
+        let report = &answer["shadows"][0];
+        report["calls"].as_u64().unwrap_or(0) >= calls || report["status"] == "stopped"
+    };
+    wait_until(status, compared)["shadows"][0].clone()
 }
 
 /// `count_v2` writes `count`'s line with `"v":2` added and keeps its count in another layout

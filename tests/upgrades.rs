@@ -53,13 +53,9 @@ fn paced_clicks(input: &Path, rate: u32) -> String {
 /// Checks that every count is committed once and that both v1 and v2 emitted some; returns, per
 /// user, the version that emitted each of their counts, in count order.
 fn versions_by_user(dir: &Path) -> BTreeMap<String, Vec<u64>> {
-    let emitted = every_count_once(dir);
-    let v2 = emitted.values().filter(|versions| versions[0] == 2).count();
-    assert!(v2 > 0 && v2 < emitted.len(), "{v2} of {} lines came from v2", emitted.len());
-    let mut by_user: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for ((user, _), versions) in emitted {
-        by_user.entry(user).or_default().push(versions[0]);
-    }
+    let by_user = weir_e2e::versions_by_user(dir);
+    let (v2, all) = (by_user.values().flatten().filter(|&&v| v == 2).count(), by_user.values().flatten().count());
+    assert!(v2 > 0 && v2 < all, "{v2} of {all} lines came from v2");
     by_user
 }
 

@@ -279,6 +279,32 @@ pub fn every_count_once(dir: &Path) -> BTreeMap<(String, u64), Vec<u64>> {
     emitted
 }
 
+/// Per user, the version that emitted each of their counts, in count order, once
+/// [`every_count_once`] has checked `dir`'s committed output.
+pub fn versions_by_user(dir: &Path) -> BTreeMap<String, Vec<u64>> {
+    let mut by_user: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for ((user, _), versions) in every_count_once(dir) {
+        by_user.entry(user).or_default().push(versions[0]);
+    }
+    by_user
+}
+
+/// Polls `status` until `ready` holds of what it answers (for 20 s at most); returns that answer.
+pub fn wait_until(
+    status: impl Fn() -> serde_json::Value,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        let answer = status();
+        if ready(&answer) {
+            return answer;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "never ready: {answer}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// What the `enrich` example writes for `clicks` and `profiles` (JSON lines with `ts` and
 /// `user`): each click with the `plan` of its user's newest profile at or before it
 /// (`{"ts":…,"user":…,"page":…,"plan":…}`), or, with none, the click as it came to its side

@@ -302,13 +302,20 @@ pub fn checkpoint(
     key_groups: Range<u32>,
     states: &[StateDescriptor],
 ) -> Result<Box<dyn SnapshotBody>, StateError> {
-    if let Some(settled) = backend.settled()? {
-        *backend = settled;
-    }
+    settle(backend)?;
     if backend.freezes_at_checkpoint() {
         return Ok(freeze(backend, key_groups, states));
     }
     backend.snapshot(key_groups, states)
+}
+
+/// Replaces the overlay `backend` holds by the plain backend it stands in for, once it can
+/// ([`StateBackend::settled`]); leaves any other as it is.
+pub fn settle(backend: &mut Box<dyn StateBackend>) -> Result<(), StateError> {
+    if let Some(settled) = backend.settled()? {
+        *backend = settled;
+    }
+    Ok(())
 }
 
 /// [`StateBackend::freeze`] of the backend `backend` holds, which becomes what goes on after it.
@@ -331,9 +338,7 @@ pub fn fork(
     key_groups: Range<u32>,
     kinds: &[StateKind],
 ) -> Result<Box<dyn StateBackend>, StateError> {
-    if let Some(settled) = backend.settled()? {
-        *backend = settled;
-    }
+    settle(backend)?;
     let forked = std::mem::replace(backend, Box::new(MemoryBackend::new(0..0, &[])));
     let (goes_on, shadow) = overlay::fork(forked, key_groups, kinds);
     *backend = goes_on;

@@ -425,9 +425,7 @@ impl Operator for WasmOperator {
 
     fn process(&mut self, input: usize, batch: &EventBatch, out: &mut Emitted) -> Result<(), String> {
         let keyed = self.guest.keyed();
-        if let Some(backend) = keyed.backend.settled().map_err(|e| format!("cannot settle its state: {e}"))? {
-            keyed.backend = backend;
-        }
+        state::settle(&mut keyed.backend).map_err(|e| format!("cannot settle its state: {e}"))?;
         self.sweep()?;
         if batch.byte_len() <= BATCH_BYTES {
             return self.process_events(input, batch, 0..batch.len(), out);
@@ -491,9 +489,7 @@ impl Operator for WasmOperator {
             return Ok(Vec::new());
         }
         let keyed = self.guest.keyed();
-        if let Some(backend) = keyed.backend.settled().map_err(|e| format!("cannot settle its state: {e}"))? {
-            keyed.backend = backend;
-        }
+        state::settle(&mut keyed.backend).map_err(|e| format!("cannot settle its state: {e}"))?;
         // Split where the next run's parts begin, from the last cut: each part is frozen and
         // handed over apart. A backend that cannot split is handed over whole; the next run's
         // parts then read theirs from the savepoint.
