@@ -126,6 +126,10 @@ impl Collector for Jobs {
             "weir_task_numLateRecordsDropped",
             "Events that came at or before the subtask's watermark (Flink's numLateRecordsDropped; the operator decides)",
         );
+        let mut quarantined = Family::new(
+            "weir_task_numRecordsQuarantined",
+            "Events an operator subtask set aside on its `quarantine` side output (`on-error = \"quarantine\"`)",
+        );
         let mut watermark = Family::new(
             "weir_task_currentInputWatermark",
             "The subtask's watermark, ms (Flink's currentInputWatermark)",
@@ -244,6 +248,7 @@ impl Collector for Jobs {
                     backpressured.rows.push((labels.clone(), ConstCounter::new(counts.backpressured_ms)));
                     if vertex.kind == VertexKind::Operator {
                         busy.rows.push((labels.clone(), ConstCounter::new(counts.busy_ms)));
+                        quarantined.rows.push((labels.clone(), ConstCounter::new(counts.quarantined)));
                     }
                     for (topic, partition, records) in partition_lags(counts.status.as_ref()) {
                         let partition = [("topic", topic.into()), ("partition", partition.to_string().into())];
@@ -267,6 +272,7 @@ impl Collector for Jobs {
             records_in,
             records_out,
             late,
+            quarantined,
             backpressured,
             busy,
             shadow_lines,

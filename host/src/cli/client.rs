@@ -306,6 +306,7 @@ impl Client {
         print_versions(&job);
         print_connector_status(&job);
         print_event_time(&job);
+        print_quarantined(&job);
         Ok(())
     }
 
@@ -719,6 +720,15 @@ fn print_event_time(job: &Value) {
             watermark(&v["watermark"]),
             subtasks.join(", ")
         );
+    }
+}
+
+/// The operators that set events aside on their `quarantine` side output, and how many.
+fn print_quarantined(job: &Value) {
+    for v in job["vertices"].as_array().into_iter().flatten() {
+        if let Some(n) = v["quarantined"].as_u64().filter(|n| *n > 0) {
+            println!("operator '{}': {n} quarantined events (on its side output 'quarantine')", str(&v["uid"]));
+        }
     }
 }
 

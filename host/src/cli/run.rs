@@ -254,8 +254,12 @@ fn print_summary(info: &JobInfo, checkpoints: &CheckpointStats, loaded: Duration
             None => format!("cpu {:.3} s", v.cpu_seconds),
         };
         let late = if v.late_events > 0 { format!(", {} late", v.late_events) } else { String::new() };
+        let quarantined = match v.quarantined {
+            0 => String::new(),
+            n => format!(", {n} quarantined"),
+        };
         eprintln!(
-            "  {:<8} {:<24} parallelism {:<3} events in {:<10} out {:<10} {cpu}{late}",
+            "  {:<8} {:<24} parallelism {:<3} events in {:<10} out {:<10} {cpu}{late}{quarantined}",
             v.kind, v.uid, v.parallelism, v.events_in, v.events_out
         );
     }

@@ -1,5 +1,7 @@
 //! The `file` source: one event per line (the line without its line break), no key, and with
-//! `timestamp-field` the event time a JSON field of the line holds.
+//! `timestamp-field` the event time a JSON field of the line holds. With `format = "quarantine"`
+//! each line is a quarantine record (see [`crate::wasm::quarantine`]) and the event the record
+//! holds comes out, its key and timestamp with it.
 //!
 //! It reads in parallel and rescales as Flink's file source does with splits: each subtask reads
 //! byte ranges of the file, a line belonging to the range its first byte lies in (a range that
@@ -22,13 +24,21 @@ pub struct FileSourceFactory {
     path: PathBuf,
     rate: Option<f64>,
     timestamp_field: Option<String>,
+    /// Its lines are quarantine records, whose events it gives back.
+    quarantine: bool,
 }
 
 impl FileSourceFactory {
     /// A source reading `path`, at most `rate` events per second when set, each line's event time
     /// in its JSON field `timestamp_field` when set.
     pub fn new(path: PathBuf, rate: Option<f64>, timestamp_field: Option<String>) -> Self {
-        FileSourceFactory { path, rate, timestamp_field }
+        FileSourceFactory { path, rate, timestamp_field, quarantine: false }
+    }
+
+    /// Reads quarantine records (`format = "quarantine"`), giving back the events they hold.
+    pub fn reading_quarantine(mut self, quarantine: bool) -> Self {
+        self.quarantine = quarantine;
+        self
     }
 
     fn ranges_of(&self, position: &Position, uid: &str) -> Result<Vec<Range>, String> {
@@ -76,6 +86,7 @@ impl SourceFactory for FileSourceFactory {
             end: 0,
             left: mine.into(),
             timestamp_field: self.timestamp_field.clone(),
+            quarantine: self.quarantine,
         };
         source.next_range()?;
         Ok(Box::new(source))
@@ -140,6 +151,7 @@ struct FileSource {
     /// The ranges after the current one.
     left: VecDeque<Range>,
     timestamp_field: Option<String>,
+    quarantine: bool,
 }
 
 impl FileSource {
@@ -212,6 +224,14 @@ impl Source for FileSource {
                 })?),
                 None => None,
             };
+            if self.quarantine {
+                let event = crate::wasm::quarantine::requeued(value)
+                    .map_err(|e| format!("the line at byte {} of {}: {e}", self.position, self.path.display()))?;
+                self.position += n as u64;
+                let (key, value, timestamp) = (event.key.as_deref(), &event.value[..], event.timestamp);
+                out.push(crate::runtime::Event { key, value, timestamp });
+                continue;
+            }
             self.position += n as u64;
             out.push(crate::runtime::Event { key: None, value, timestamp });
         }

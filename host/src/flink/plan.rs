@@ -110,6 +110,12 @@ pub fn plan(
                 "{what} runs a canary, which the Flink runner does not run (docs/flink.md): promote or abort it first"
             ));
         }
+        if op.quarantines() {
+            return Err(format!(
+                "{what} sets failing events aside (`on-error = \"quarantine\"`), which the Flink runner does not do \
+                 (docs/quarantine.md): run the job with `weir run` or `weir serve`, or drop `on-error`"
+            ));
+        }
         let module_path = base.join(module);
         let loaded = engine.load_file(&module_path).map_err(|e| format!("{what}: {e}"))?;
         let contract: u32 = loaded.contract_version().split('.').nth(1).and_then(|m| m.parse().ok()).unwrap_or(0);

@@ -20,6 +20,7 @@ use crate::runtime::{
     CheckpointConfig, Handover, JobGraph, OperatorFactory, Partitioning, SideOutput, SinkFactory, SourceFactory,
     Vertex, VertexInput,
 };
+use crate::wasm::quarantine::Quarantine;
 use crate::wasm::{CanaryFactory, OperatorModule, SandboxLimits, WasmOperatorFactory};
 
 use super::JobError;
@@ -277,13 +278,15 @@ impl Builder<'_> {
                 let config = serde_json::to_string(&op.config.clone().unwrap_or_default())
                     .map_err(|e| invalid(format!("operator '{}': `config` cannot be passed as JSON: {e}", op.uid)))?;
                 let broadcast: Vec<bool> = inputs.iter().map(|i| i.partitioning == Partitioning::Broadcast).collect();
+                let quarantine = self.quarantine(op, module).map_err(invalid)?;
                 let wasm = |reference: &String, restore: Option<StateRestore>| {
                     let module = self.modules.get(reference).cloned().ok_or_else(|| {
                         invalid(format!("operator '{}': module {reference} was not resolved (a weir bug)", op.uid))
                     })?;
                     let factory =
                         WasmOperatorFactory::new(module, config.clone(), keyed, limits, self.backends.clone())
-                            .reading_broadcast(broadcast.clone());
+                            .reading_broadcast(broadcast.clone())
+                            .quarantining(quarantine.clone());
                     Ok::<_, JobError>(match restore {
                         Some(restore) => factory.restoring(restore),
                         None => factory,
@@ -315,13 +318,14 @@ impl Builder<'_> {
             }
             (None, Some(name)) => {
                 if op.config.is_some()
+                    || op.on_error.is_some()
                     || op.call_deadline.is_some()
                     || op.memory_limit.is_some()
                     || op.state_limit.is_some()
                 {
                     return Err(invalid(format!(
-                        "operator '{}': builtin operators take no `config`, `call-deadline`, `memory-limit` or \
-                         `state-limit`",
+                        "operator '{}': builtin operators take no `config`, `on-error`, `call-deadline`, \
+                         `memory-limit` or `state-limit`",
                         op.uid
                     )));
                 }
@@ -334,6 +338,13 @@ impl Builder<'_> {
         let watermarks = super::event_time::watermarks(&owner, op.watermarks.as_ref(), false).map_err(invalid)?;
         // Its inputs come from the job's graph.
         Ok(Vertex { uid: Arc::from(op.uid.as_str()), parallelism, inputs: Vec::new(), factory, watermarks })
+    }
+
+    /// The quarantine of operator `op` running `module`, when it sets failing events aside.
+    fn quarantine(&self, op: &OperatorSpec, module: &str) -> Result<Option<Arc<Quarantine>>, String> {
+        let Some(spec) = op.on_error.as_ref().filter(|_| op.quarantines()) else { return Ok(None) };
+        let side_outputs = self.modules.get(module).map_or(0, |m| m.description.side_outputs.len());
+        Ok(Some(Arc::new(Quarantine::new(&op.uid, side_outputs, spec)?)))
     }
 
     /// For operator `op` with a canary, or whose restored state a canary saved in part: the
@@ -443,17 +454,57 @@ pub(super) fn check_graph_modules(
     for (sink, inputs) in spec.sinks.iter().zip(&dataflow.sinks) {
         vertex_inputs(&format!("sink '{}'", sink.uid), inputs, &side_outputs)?;
     }
+    check_quarantines(spec, dataflow, modules)
+}
+
+/// An operator that sets failing events aside needs a module (a builtin does not fail on an
+/// event), a module that does not name a side output `quarantine` itself, and a reader of its
+/// `quarantine` side output: set-aside events are never dropped unseen.
+fn check_quarantines(
+    spec: &JobSpec,
+    dataflow: &super::graph::Dataflow,
+    modules: &HashMap<String, Arc<OperatorModule>>,
+) -> Result<(), String> {
+    use crate::wasm::quarantine::SIDE_OUTPUT;
+    let readers = dataflow.operators.iter().chain(&dataflow.sinks).flatten();
+    for op in spec.operators.iter().filter(|op| op.quarantines()) {
+        let uid = &op.uid;
+        let Some(module) = op.module.as_ref().and_then(|m| modules.get(m)) else {
+            return Err(format!(
+                "operator '{uid}': `on-error = \"quarantine\"` is for operators with a `module`; a builtin has no \
+                 guest calls to fail"
+            ));
+        };
+        if module.description.side_outputs.iter().any(|s| s == SIDE_OUTPUT) {
+            return Err(format!(
+                "operator '{uid}': its module declares a side output named '{SIDE_OUTPUT}', the name `on-error = \
+                 \"quarantine\"` gives the events it sets aside: rename the module's side output"
+            ));
+        }
+        if !readers.clone().any(|i| &i.from == uid && i.output.as_deref() == Some(SIDE_OUTPUT)) {
+            return Err(format!(
+                "operator '{uid}': `on-error = \"quarantine\"` sets failing events aside on its side output \
+                 '{SIDE_OUTPUT}', and nothing reads it: add a sink with `inputs = [{{ from = \"{uid}.{SIDE_OUTPUT}\" }}]` (a file \
+                 sink, a Kafka topic), so that no event is dropped unseen"
+            ));
+        }
+    }
     Ok(())
 }
 
-/// Each operator's side outputs, by its uid, as its module declares them (builtins have none).
+/// Each operator's side outputs, by its uid, as its module declares them (builtins have none),
+/// then `quarantine` when it sets failing events aside (see [`crate::wasm::quarantine`]).
 fn declared_side_outputs<'a>(
     spec: &'a JobSpec,
     modules: &'a HashMap<String, Arc<OperatorModule>>,
-) -> HashMap<&'a str, &'a [String]> {
+) -> HashMap<&'a str, Vec<&'a str>> {
     spec.operators
         .iter()
-        .filter_map(|op| Some((op.uid.as_str(), &modules.get(op.module.as_ref()?)?.description.side_outputs[..])))
+        .filter_map(|op| {
+            let declared = &modules.get(op.module.as_ref()?)?.description.side_outputs;
+            let quarantine = op.quarantines().then_some(crate::wasm::quarantine::SIDE_OUTPUT);
+            Some((op.uid.as_str(), declared.iter().map(String::as_str).chain(quarantine).collect()))
+        })
         .collect()
 }
 
@@ -462,14 +513,21 @@ fn declared_side_outputs<'a>(
 fn vertex_inputs(
     what: &str,
     inputs: &[Input],
-    side_outputs: &HashMap<&str, &[String]>,
+    side_outputs: &HashMap<&str, Vec<&str>>,
 ) -> Result<Vec<VertexInput>, String> {
     let resolve = |i: &Input| {
         let side_output = match &i.output {
             None => None,
             Some(name) => {
-                let declared = side_outputs.get(i.from.as_str()).copied().unwrap_or_default();
+                let declared = side_outputs.get(i.from.as_str()).map_or(&[][..], Vec::as_slice);
                 let k = declared.iter().position(|d| d == name).ok_or_else(|| {
+                    if name == crate::wasm::quarantine::SIDE_OUTPUT {
+                        return format!(
+                            "{what}: reads side output '{name}' of operator '{}', which sets no events aside: set \
+                             `on-error = \"quarantine\"` on it",
+                            i.from
+                        );
+                    }
                     let known = match declared {
                         [] => "it declares none".to_string(),
                         names => format!("it declares {}", names.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ")),

@@ -244,6 +244,9 @@ pub struct SourceSpec {
     pub password_env: Option<String>,
     /// File: the JSON field of each line holding its event time, in milliseconds.
     pub timestamp_field: Option<String>,
+    /// File: `lines` (default: each line an event's value) or `quarantine` (each line a quarantine
+    /// record, whose event it gives back: key, value and timestamp; `docs/quarantine.md`).
+    pub format: Option<String>,
     /// Generator: event i's timestamp is i times this, in whole milliseconds ("1ms", or "1us" for
     /// 1,000 events a millisecond).
     pub event_time_step: Option<String>,
@@ -327,6 +330,80 @@ pub struct OperatorSpec {
     /// A canary: another module serving a share of the key groups beside `module`
     /// (`weir upgrade --canary` writes it; `docs/upgrades.md`, *Canaries*).
     pub canary: Option<CanarySpec>,
+    /// What a failed guest call does: fail the job (default) or set the failing events aside on
+    /// the side output `quarantine` (`docs/quarantine.md`).
+    pub on_error: Option<OnErrorSpec>,
+}
+
+/// `on-error = "quarantine"`, or `on-error = { action = "quarantine", max-per-minute = 100,
+/// max-total = 1000 }` on an operator.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "toml::Value")]
+pub struct OnErrorSpec {
+    /// What a failed call does.
+    pub action: OnErrorAction,
+    /// Most events set aside in any minute, over all its subtasks (default 100).
+    pub max_per_minute: Option<u64>,
+    /// Most events set aside by one run of the job (default: no bound).
+    pub max_total: Option<u64>,
+}
+
+/// What a failed guest call does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnErrorAction {
+    /// The job fails, and its restart strategy takes over (as in Flink).
+    Fail,
+    /// The events that make the call fail are isolated and set aside; the rest go on.
+    Quarantine,
+}
+
+impl TryFrom<toml::Value> for OnErrorSpec {
+    type Error = String;
+
+    fn try_from(value: toml::Value) -> Result<Self, String> {
+        let action = |text: &str| match text {
+            "fail" => Ok(OnErrorAction::Fail),
+            "quarantine" => Ok(OnErrorAction::Quarantine),
+            other => Err(format!("`on-error` \"{other}\" is not \"fail\" or \"quarantine\"")),
+        };
+        let count = |key: &str, value: &toml::Value| match value.as_integer() {
+            Some(n) if n >= 1 => Ok(n as u64),
+            _ => Err(format!("`on-error`'s `{key}` must be a whole number of events, at least 1")),
+        };
+        match value {
+            toml::Value::String(text) => {
+                Ok(OnErrorSpec { action: action(&text)?, max_per_minute: None, max_total: None })
+            }
+            toml::Value::Table(table) => {
+                let mut spec = OnErrorSpec { action: OnErrorAction::Fail, max_per_minute: None, max_total: None };
+                let mut named = false;
+                for (key, value) in &table {
+                    match key.as_str() {
+                        "action" => {
+                            let text =
+                                value.as_str().ok_or("`on-error`'s `action` must be \"fail\" or \"quarantine\"")?;
+                            spec.action = action(text)?;
+                            named = true;
+                        }
+                        "max-per-minute" => spec.max_per_minute = Some(count(key, value)?),
+                        "max-total" => spec.max_total = Some(count(key, value)?),
+                        other => {
+                            return Err(format!(
+                                "`on-error` has no setting `{other}` (it takes `action`, `max-per-minute` and `max-total`)"
+                            ));
+                        }
+                    }
+                }
+                if !named {
+                    return Err("`on-error` needs `action = \"quarantine\"` (or \"fail\")".to_string());
+                }
+                Ok(spec)
+            }
+            _ => Err("`on-error` is \"fail\", \"quarantine\" or a table such as { action = \"quarantine\", \
+                      max-per-minute = 100 }"
+                .to_string()),
+        }
+    }
 }
 
 impl OperatorSpec {
@@ -334,6 +411,11 @@ impl OperatorSpec {
     pub fn keyed(&self) -> bool {
         self.input == Some(InputSpec::Hash)
             || self.inputs.iter().flatten().any(|edge| edge.partitioning == PartitioningSpec::Hash)
+    }
+
+    /// Whether it sets failing events aside instead of failing the job.
+    pub fn quarantines(&self) -> bool {
+        self.on_error.as_ref().is_some_and(|e| e.action == OnErrorAction::Quarantine)
     }
 }
 

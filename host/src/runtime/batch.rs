@@ -165,6 +165,9 @@ pub struct Emitted {
     pub main: EventBatch,
     /// Side output k+1's events at index k (grown as the operator emits to them).
     pub side: Vec<EventBatch>,
+    /// How many of its input events it set aside on its `quarantine` side output (the runner
+    /// counts them, and resets this).
+    pub quarantined: u64,
 }
 
 impl Emitted {

@@ -28,6 +28,9 @@ pub struct SubtaskSummary {
     /// Operators: events that came at or before their watermark.
     #[serde(default)]
     pub late_events: u64,
+    /// Operators with `on-error = "quarantine"`: events they set aside.
+    #[serde(default)]
+    pub quarantined: u64,
     /// Milliseconds it waited for room downstream, in all (Flink's back-pressured time).
     #[serde(default)]
     pub backpressured_ms: u64,
@@ -64,6 +67,9 @@ pub struct VertexSummary {
     /// Late events over all its subtasks.
     #[serde(default)]
     pub late_events: u64,
+    /// Events its subtasks set aside on its `quarantine` side output, in this run.
+    #[serde(default)]
+    pub quarantined: u64,
     /// Milliseconds its subtasks waited for room downstream, summed over them.
     #[serde(default)]
     pub backpressured_ms: u64,
@@ -198,6 +204,7 @@ impl JobMetrics {
                         status: c.status.lock().ok().and_then(|s| s.clone()),
                         watermark: c.watermark.get(),
                         late_events: load(&c.late_events),
+                        quarantined: load(&c.quarantined),
                         backpressured_ms: load(&c.backpressured_ns) / 1_000_000,
                         busy_ms: load(&c.busy_ns) / 1_000_000,
                     })
@@ -217,6 +224,7 @@ impl JobMetrics {
                     // Flink's "low watermark": none until every subtask has one.
                     watermark: subtasks.iter().map(|c| c.watermark).min().flatten(),
                     late_events: subtasks.iter().map(|c| c.late_events).sum(),
+                    quarantined: subtasks.iter().map(|c| c.quarantined).sum(),
                     backpressured_ms: subtasks.iter().map(|c| c.backpressured_ms).sum(),
                     busy_ms: subtasks.iter().map(|c| c.busy_ms).sum(),
                     subtasks,
@@ -280,6 +288,8 @@ pub(crate) struct Counters {
     pub(crate) watermark: WatermarkGauge,
     /// Operators: events that came at or before their watermark.
     pub(crate) late_events: AtomicU64,
+    /// Operators: events set aside on their `quarantine` side output.
+    pub(crate) quarantined: AtomicU64,
     /// Nanoseconds spent waiting for room in downstream channels (shared with its `Downstream`).
     pub(crate) backpressured_ns: Arc<AtomicU64>,
     /// Operators: nanoseconds spent in the operator's calls (a Wasm operator's guest calls).

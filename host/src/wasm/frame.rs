@@ -161,6 +161,7 @@ pub(crate) fn apply_output(
     out: &mut Emitted,
 ) -> Result<(), String> {
     let events_before = out.main.len();
+    let side_before: Vec<usize> = out.side.iter().map(EventBatch::len).collect();
     // Malformed-frame errors, the reader's and `read_output`'s own, are said to be the guest's here.
     let result =
         read_output(&output, keyed, value_states, shape, out).map_err(|e| match e.strip_prefix("malformed frame: ") {
@@ -169,9 +170,13 @@ pub(crate) fn apply_output(
         });
     match result {
         Ok(()) => out.main.append_buffer(output),
-        // The main output's events point into the frame, which it did not take: they go. (Side
-        // outputs' events are copies, and the failed call fails the subtask before they are sent.)
-        Err(_) => out.main.truncate(events_before),
+        // What the failed call emitted goes: `out` is left as it was (the main output's events
+        // point into the frame, which it did not take).
+        Err(_) => {
+            out.main.truncate(events_before);
+            out.side.truncate(side_before.len());
+            out.side.iter_mut().zip(side_before).for_each(|(side, len)| side.truncate(len));
+        }
     }
     result
 }
@@ -183,7 +188,6 @@ fn read_output(
     shape: OutputShape,
     out: &mut Emitted,
 ) -> Result<(), String> {
-    let malformed = |what: String| format!("malformed frame: {what}");
     let base = out.main.next_buffer_offset();
     let mut r = Reader::new(output);
     // Where `bytes` just read lie in `output`, shifted to where `out` will hold them.
@@ -216,8 +220,32 @@ fn read_output(
         check_event_size(key.as_ref().map_or(0, |k| k.len()), value)?;
         out.main.push_ranges(key, range(&r, value), timestamp);
     }
+    // The write set and the timer operations are checked whole before any is applied: a
+    // malformed frame leaves the state as it was (an operator that sets failing events aside
+    // retries the rest of the call's events from it).
+    let rest = &output[r.position()..];
+    write_set(rest, keyed, value_states, shape, false)?;
+    write_set(rest, keyed, value_states, shape, true)
+}
+
+/// Reads the write set and timer operations at the start of `frame` (the rest of an output frame),
+/// checking them, and with `apply` applying them. An error in applying them is the host's (its
+/// state backend, the state limit), recorded as such in `keyed.host_fault`.
+fn write_set(
+    frame: &[u8],
+    keyed: &mut KeyedState,
+    value_states: &[u32],
+    shape: OutputShape,
+    apply: bool,
+) -> Result<(), String> {
+    let malformed = |what: String| format!("malformed frame: {what}");
+    let host_fault = |keyed: &mut KeyedState, message: String| {
+        keyed.host_fault = Some(message.clone());
+        message
+    };
+    let mut r = Reader::new(frame);
     let writes = r.u32()?;
-    if writes > 0 {
+    if writes > 0 && apply {
         // The guest's call may have pushed the batch's state lines out of L1; they are in L2.
         keyed.prefetch_values(value_states, 0..keyed.slots.len());
     }
@@ -232,6 +260,9 @@ fn read_output(
         if keyed.kinds.get(state as usize) != Some(&StateKind::Value) {
             return Err(malformed(format!("a write to state #{state}, which is not a declared value state")));
         }
+        if !apply {
+            continue;
+        }
         let key = &keyed.keys[start as usize..end as usize];
         let value = match (value, keyed.ttl_of(state)) {
             (Some(value), Some(time_to_live)) => {
@@ -240,20 +271,23 @@ fn read_output(
             }
             (value, _) => value,
         };
-        match value {
+        let written = match value {
             Some(value) => keyed.backend.value_put(state, kg, key, value),
             None => keyed.backend.clear(state, kg, key),
-        }
-        .map_err(|e| format!("state backend: {e}"))?;
+        };
+        written.map_err(|e| host_fault(keyed, format!("state backend: {e}")))?;
     }
     if shape.timers {
-        apply_timer_ops(&mut r, keyed)?;
+        timer_ops(&mut r, keyed, apply)?;
     }
     if !r.is_at_end() {
         let what = if shape.timers { "timer operations" } else { "write set" };
-        return Err(malformed(format!("{} bytes after the {what}", output.len() - r.position())));
+        return Err(malformed(format!("{} bytes after the {what}", frame.len() - r.position())));
     }
-    keyed.check_limit()
+    match apply {
+        true => keyed.check_limit().map_err(|e| host_fault(keyed, e)),
+        false => Ok(()),
+    }
 }
 
 /// Refuses an emitted event larger than an event may be.
@@ -269,13 +303,14 @@ fn check_event_size(key_len: usize, value: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// Registers and deletes the timers an output frame names.
-fn apply_timer_ops(r: &mut Reader, keyed: &mut KeyedState) -> Result<(), String> {
+/// Reads the timer operations an output frame names, checking them, and with `apply` registers
+/// and deletes those timers.
+fn timer_ops(r: &mut Reader, keyed: &mut KeyedState, apply: bool) -> Result<(), String> {
     let ops = r.u32()?;
     if ops == 0 {
         return Ok(());
     }
-    let KeyedState { backend, timers, slots, keys, .. } = keyed;
+    let KeyedState { backend, timers, slots, keys, host_fault, .. } = keyed;
     let Some(timers) = timers.as_mut() else {
         return Err("the operator set a timer, but timers are kept per key: give it a keyed input \
                     (`input = \"hash\"`)"
@@ -289,8 +324,15 @@ fn apply_timer_ops(r: &mut Reader, keyed: &mut KeyedState) -> Result<(), String>
             format!("malformed frame: a timer for slot {slot}, but the batch has {} keys", slots.len())
         })?;
         let op = TimerOp::from_byte(op).ok_or_else(|| format!("malformed frame: timer operation {op}"))?;
+        if !apply {
+            continue;
+        }
         let key = &keys[start as usize..end as usize];
-        timers.apply(&mut **backend, op, time, kg, key).map_err(|e| format!("state backend: {e}"))?;
+        timers.apply(&mut **backend, op, time, kg, key).map_err(|e| {
+            let message = format!("state backend: {e}");
+            *host_fault = Some(message.clone());
+            message
+        })?;
     }
     Ok(())
 }

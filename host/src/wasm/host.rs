@@ -12,9 +12,10 @@ use wasmtime::{ResourceLimiter, format_err};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings;
+use super::undo::UndoLog;
 use crate::key_group::KeyGroup;
 use crate::state::broadcast::BroadcastState;
-use crate::state::{MemoryBackend, StateBackend, StateKind, TimerQueue, same_bytes, ttl};
+use crate::state::{MemoryBackend, StateBackend, StateError, StateKind, TimerQueue, same_bytes, ttl};
 
 /// Memory limit of one instance (of each of its linear memories); exceeding it traps with a
 /// message that says so.
@@ -79,6 +80,12 @@ pub(crate) struct KeyedState {
     /// it processes a broadcast input, which every subtask reads alike.
     pub(crate) broadcast: BroadcastState,
     pub(crate) broadcast_writable: bool,
+    /// While set, what the call in progress changes through the `state` imports is recorded, so
+    /// that a failed call can be taken back (see [`super::quarantine`]).
+    pub(crate) undo: Option<UndoLog>,
+    /// Set when the host itself failed during a call (its state backend, the state limit): a
+    /// failure of the job, never of the events in the call.
+    pub(crate) host_fault: Option<String>,
 }
 
 impl KeyedState {
@@ -98,6 +105,8 @@ impl KeyedState {
             limit: usize::MAX,
             broadcast: BroadcastState::default(),
             broadcast_writable: false,
+            undo: None,
+            host_fault: None,
         }
     }
 
@@ -173,7 +182,7 @@ impl KeyedState {
         slot: u32,
         state: u32,
         kind: Option<StateKind>,
-        f: impl FnOnce(&mut dyn StateBackend, KeyGroup, &[u8]) -> Result<T, crate::state::StateError>,
+        f: impl FnOnce(&mut dyn StateBackend, Option<&mut UndoLog>, KeyGroup, &[u8]) -> Result<T, StateError>,
     ) -> wasmtime::Result<T> {
         let Some(&(kg, start, end)) = self.slots.get(slot as usize) else {
             return Err(format_err!("the guest used state slot {slot}, but the batch has {} keys", self.slots.len()));
@@ -189,8 +198,19 @@ impl KeyedState {
                 return Err(format_err!("the guest used state #{state}, but it declares {} states", self.guest_states));
             }
         }
-        f(&mut *self.backend, kg, &self.keys[start as usize..end as usize])
-            .map_err(|e| format_err!("state backend: {e}"))
+        let result = f(&mut *self.backend, self.undo.as_mut(), kg, &self.keys[start as usize..end as usize]);
+        result.map_err(|e| self.fault(format!("state backend: {e}")))
+    }
+
+    /// The error of a call in which the host failed (see `host_fault`).
+    fn fault(&mut self, message: String) -> wasmtime::Error {
+        self.host_fault = Some(message.clone());
+        format_err!("{message}")
+    }
+
+    /// Fails the call, as the host's fault, past the state limit.
+    fn check_limit_in_call(&mut self) -> wasmtime::Result<()> {
+        self.check_limit().map_err(|e| self.fault(e))
     }
 }
 
@@ -250,7 +270,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 impl KeyedState {
     fn map_get(&mut self, slot: u32, state: u32, map_key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
         let ttl = self.ttl_of(state);
-        self.with_key(slot, state, Some(StateKind::Map), |b, kg, key| {
+        self.with_key(slot, state, Some(StateKind::Map), |b, _, kg, key| {
             let mut out = Vec::new();
             if !b.map_get(state, kg, key, &map_key, &mut out)? {
                 return Ok(None);
@@ -264,8 +284,13 @@ impl KeyedState {
 
     fn map_put(&mut self, slot: u32, state: u32, map_key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
         let value = self.stored(state, value);
-        self.with_key(slot, state, Some(StateKind::Map), |b, kg, key| b.map_put(state, kg, key, &map_key, &value))?;
-        self.check_limit().map_err(|e| format_err!("{e}"))
+        self.with_key(slot, state, Some(StateKind::Map), |b, undo, kg, key| {
+            if let Some(undo) = undo {
+                undo.map_entry(b, (state, kg, key), &map_key)?;
+            }
+            b.map_put(state, kg, key, &map_key, &value)
+        })?;
+        self.check_limit_in_call()
     }
 
     /// What is stored for `value` of state `state`: with its expiry when it has a time-to-live.
@@ -281,12 +306,17 @@ impl KeyedState {
     }
 
     fn map_remove(&mut self, slot: u32, state: u32, map_key: Vec<u8>) -> wasmtime::Result<()> {
-        self.with_key(slot, state, Some(StateKind::Map), |b, kg, key| b.map_remove(state, kg, key, &map_key))
+        self.with_key(slot, state, Some(StateKind::Map), |b, undo, kg, key| {
+            if let Some(undo) = undo {
+                undo.map_entry(b, (state, kg, key), &map_key)?;
+            }
+            b.map_remove(state, kg, key, &map_key)
+        })
     }
 
     fn map_entries(&mut self, slot: u32, state: u32) -> wasmtime::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let live = self.live(state);
-        self.with_key(slot, state, Some(StateKind::Map), |b, kg, key| {
+        self.with_key(slot, state, Some(StateKind::Map), |b, _, kg, key| {
             let mut entries = Vec::new();
             b.map_entries(state, kg, key, &mut |k, v| {
                 if let Some(v) = live(v) {
@@ -299,7 +329,7 @@ impl KeyedState {
 
     fn list_get(&mut self, slot: u32, state: u32) -> wasmtime::Result<Vec<Vec<u8>>> {
         let live = self.live(state);
-        self.with_key(slot, state, Some(StateKind::List), |b, kg, key| {
+        self.with_key(slot, state, Some(StateKind::List), |b, _, kg, key| {
             let mut items = Vec::new();
             b.list_get(state, kg, key, &mut |v| items.extend(live(v).map(<[u8]>::to_vec)))?;
             Ok(items)
@@ -314,12 +344,23 @@ impl KeyedState {
 
     fn list_append(&mut self, slot: u32, state: u32, value: Vec<u8>) -> wasmtime::Result<()> {
         let value = self.stored(state, value);
-        self.with_key(slot, state, Some(StateKind::List), |b, kg, key| b.list_append(state, kg, key, &value))?;
-        self.check_limit().map_err(|e| format_err!("{e}"))
+        self.with_key(slot, state, Some(StateKind::List), |b, undo, kg, key| {
+            if let Some(undo) = undo {
+                undo.list(b, (state, kg, key))?;
+            }
+            b.list_append(state, kg, key, &value)
+        })?;
+        self.check_limit_in_call()
     }
 
     fn clear(&mut self, slot: u32, state: u32) -> wasmtime::Result<()> {
-        self.with_key(slot, state, None, |b, kg, key| b.clear(state, kg, key))
+        let kind = self.kinds.get(state as usize).copied().unwrap_or(StateKind::Value);
+        self.with_key(slot, state, None, |b, undo, kg, key| {
+            if let Some(undo) = undo {
+                undo.clear(b, kind, (state, kg, key))?;
+            }
+            b.clear(state, kg, key)
+        })
     }
 
     /// Fails unless the call in progress processes a broadcast input (see `broadcast-put`).
@@ -345,11 +386,17 @@ impl KeyedState {
 
     fn broadcast_put(&mut self, state: u32, map_key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
         self.check_broadcast_writable(state)?;
+        if let Some(undo) = &mut self.undo {
+            undo.broadcast(&self.broadcast, state, &map_key).map_err(|e| format_err!("{e}"))?;
+        }
         self.broadcast.put(state, map_key, value).map_err(|e| format_err!("{e}"))
     }
 
     fn broadcast_remove(&mut self, state: u32, map_key: Vec<u8>) -> wasmtime::Result<()> {
         self.check_broadcast_writable(state)?;
+        if let Some(undo) = &mut self.undo {
+            undo.broadcast(&self.broadcast, state, &map_key).map_err(|e| format_err!("{e}"))?;
+        }
         self.broadcast.remove(state, &map_key).map_err(|e| format_err!("{e}"))
     }
 }

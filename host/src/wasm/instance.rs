@@ -95,6 +95,11 @@ impl GuestInstance {
         Ok(GuestInstance { store, instance, module, config, info, limits, fresh_memory })
     }
 
+    /// Its module's SHA-256.
+    pub(crate) fn sha256(&self) -> &str {
+        &self.module.sha256
+    }
+
     pub(crate) fn keyed(&mut self) -> &mut KeyedState {
         &mut self.store.data_mut().keyed
     }

@@ -13,8 +13,10 @@ mod guest_output;
 mod host;
 mod instance;
 mod operator;
+pub mod quarantine;
 mod shadow;
 pub mod trial;
+mod undo;
 mod wasi;
 pub mod worker;
 

@@ -13,9 +13,11 @@ use super::guest::Guest;
 use super::guest_output::{self, GuestOutput};
 use super::host::{HostState, KeyedState};
 use super::instance::{self, GuestCall, GuestInstance};
+use super::quarantine::Quarantine;
+use super::undo::UndoLog;
 use crate::key_group::key_group_range;
 use crate::runtime::{
-    BATCH_BYTES, BATCH_SIZE, Emitted, EventBatch, ForkedState, HandedOverState, Operator, OperatorFactory,
+    BATCH_BYTES, BATCH_SIZE, Emitted, Event, EventBatch, ForkedState, HandedOverState, Operator, OperatorFactory,
     SnapshotPart, StateSnapshot, SubtaskInfo, clip,
 };
 use crate::state::broadcast::{BroadcastState, SavedBroadcast};
@@ -80,6 +82,8 @@ pub struct WasmOperatorFactory {
     /// Per input, in the job file's order: whether it is read by broadcast (its events reach the
     /// guest without a key, and may write broadcast state).
     broadcast_inputs: Vec<bool>,
+    /// Set when it sets failing events aside instead of failing (`on-error = "quarantine"`).
+    quarantine: Option<Arc<Quarantine>>,
 }
 
 impl WasmOperatorFactory {
@@ -92,7 +96,22 @@ impl WasmOperatorFactory {
         limits: SandboxLimits,
         backends: Backends,
     ) -> Self {
-        WasmOperatorFactory { module, config, keyed, limits, restore: None, backends, broadcast_inputs: Vec::new() }
+        WasmOperatorFactory {
+            module,
+            config,
+            keyed,
+            limits,
+            restore: None,
+            backends,
+            broadcast_inputs: Vec::new(),
+            quarantine: None,
+        }
+    }
+
+    /// Sets the events that make its guest calls fail aside, in `quarantine`.
+    pub fn quarantining(mut self, quarantine: Option<Arc<Quarantine>>) -> Self {
+        self.quarantine = quarantine;
+        self
     }
 
     /// Which of its inputs, in order, are read by broadcast.
@@ -266,6 +285,7 @@ impl WasmOperatorFactory {
                 side_outputs: self.module.has_graph_inputs().then_some(description.side_outputs.len()),
             },
             broadcast_inputs: self.broadcast_inputs.clone(),
+            quarantine: self.quarantine.clone(),
             frame: Vec::new(),
             event_slots: Vec::new(),
             due: Vec::new(),
@@ -296,6 +316,8 @@ pub(crate) struct WasmOperator {
     output: OutputShape,
     /// Per input: whether it is read by broadcast (see [`WasmOperatorFactory::reading_broadcast`]).
     broadcast_inputs: Vec<bool>,
+    /// Where failing events go (see [`WasmOperatorFactory::quarantining`]).
+    quarantine: Option<Arc<Quarantine>>,
     /// The input frame and each event's slot, reused from batch to batch.
     frame: Vec<u8>,
     event_slots: Vec<u32>,
@@ -329,10 +351,47 @@ impl WasmOperator {
 const SWEEP_EVERY: u64 = 16;
 
 impl WasmOperator {
+    /// Processes the events `events` of `batch`, from its input `input`: one guest call, or with
+    /// quarantine, as many as it takes to set the events that fail aside.
+    fn process_events(
+        &mut self,
+        input: usize,
+        batch: &EventBatch,
+        events: std::ops::Range<usize>,
+        out: &mut Emitted,
+    ) -> Result<(), String> {
+        let Some(quarantine) = self.quarantine.clone() else { return self.call_events(input, batch, events, out) };
+        let keyed = self.guest.keyed();
+        (keyed.undo, keyed.host_fault) = (Some(UndoLog::default()), None);
+        let called = self.call_events(input, batch, events.clone(), out);
+        let keyed = self.guest.keyed();
+        let undo = keyed.undo.take().unwrap_or_default();
+        let Err(error) = called else { return Ok(()) };
+        if keyed.host_fault.take().is_some() {
+            return Err(error);
+        }
+        // The call changed nothing, then: its state writes are taken back, and it emitted
+        // nothing (`frame::apply_output`). A failed instance cannot be entered again.
+        undo.undo(&mut *keyed.backend, &mut keyed.broadcast)?;
+        self.guest.renew()?;
+        if events.len() > 1 {
+            let middle = events.start + events.len() / 2;
+            self.process_events(input, batch, events.start..middle, out)?;
+            return self.process_events(input, batch, middle..events.end, out);
+        }
+        quarantine.admit(&error)?;
+        let event = batch.get(events.start);
+        let record = quarantine.record(&event, &error, self.guest.sha256(), self.guest.info.index);
+        tracing::warn!("{}: set an event aside on its quarantine side output: {error}", self.guest.info);
+        out.to(quarantine.output).push(Event { key: event.key, value: &record, timestamp: event.timestamp });
+        out.quarantined += 1;
+        Ok(())
+    }
+
     /// One guest call for the events `events` of `batch`, from its input `input`. Events of a
     /// broadcast input reach it without a key (every subtask gets them all), and only then may it
     /// write its broadcast state.
-    fn process_events(
+    fn call_events(
         &mut self,
         input: usize,
         batch: &EventBatch,

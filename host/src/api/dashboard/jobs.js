@@ -118,6 +118,7 @@ function vertexCard(vertex, live, onSelect, selected, edgePressure = []) {
     busy && ["busy", busy],
     vertex.watermark !== undefined && ["watermark", watermark(vertex.watermark)],
     vertex.kind === "operator" && ["late events", count(vertex["late-events"])],
+    vertex.quarantined > 0 && ["quarantined", h("span", { class: "pressure high", "data-quarantined": vertex.quarantined }, count(vertex.quarantined))],
     vertex["chained-into"] && ["chained into", vertex["chained-into"]],
   ].filter(Boolean);
   return h(
@@ -233,6 +234,7 @@ function subtasks(job, vertex, checkpoint) {
         ["Busy", (r) => (vertex.kind === "operator" ? percent(r.live.busy) : "–"), { num: true }],
         ["Watermark", (r) => watermark(r.s.watermark)],
         ["Late events", (r) => count(r.s["late-events"] || 0), { num: true }],
+        ["Quarantined", (r) => count(r.s.quarantined || 0), { num: true }],
         [checkpoint ? `Checkpoint ${checkpoint.id} ack` : "Checkpoint ack", (r) => (r.ack ? time(r.ack["ack-timestamp"]) : "–")],
         ["State size", (r) => (r.ack ? bytes(r.ack["state-size"]) : "–"), { num: true }],
         ["Sync / async", (r) => (r.ack ? `${ms(r.ack["sync-duration-ms"])} / ${ms(r.ack["async-duration-ms"])}` : "–"), { num: true }],

@@ -22,7 +22,7 @@ pub(super) fn source(
     default_parallelism: u32,
 ) -> Result<(Box<dyn SourceFactory>, u32), String> {
     kafka::refuse_kafka_settings(s)?;
-    let file_only = [("timestamp-field", s.timestamp_field.is_some())];
+    let file_only = [("timestamp-field", s.timestamp_field.is_some()), ("format", s.format.is_some())];
     only_for("source", &s.uid, "file sources", s.kind == SourceType::File, &file_only)?;
     let generator_only = [("event-time-step", s.event_time_step.is_some())];
     only_for("source", &s.uid, "generator sources", s.kind == SourceType::Generator, &generator_only)?;
@@ -54,8 +54,23 @@ pub(super) fn source(
                 }
                 Err(e) => return Err(format!("source '{}': cannot read {}: {e}", s.uid, path.display())),
             }
+            let quarantine = match s.format.as_deref() {
+                None | Some("lines") => false,
+                Some("quarantine") if s.timestamp_field.is_some() => {
+                    return Err(format!(
+                        "source '{}': a quarantine record carries its event's timestamp: drop `timestamp-field`",
+                        s.uid
+                    ));
+                }
+                Some("quarantine") => true,
+                Some(other) => {
+                    return Err(format!("source '{}': format \"{other}\" is not \"lines\" or \"quarantine\"", s.uid));
+                }
+            };
+            let factory =
+                FileSourceFactory::new(path, s.rate, s.timestamp_field.clone()).reading_quarantine(quarantine);
             // One subtask unless told otherwise: the lines then come in the file's order.
-            (Box::new(FileSourceFactory::new(path, s.rate, s.timestamp_field.clone())), s.parallelism.unwrap_or(1))
+            (Box::new(factory), s.parallelism.unwrap_or(1))
         }
         SourceType::Generator => {
             if s.path.is_some() {

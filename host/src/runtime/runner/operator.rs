@@ -108,6 +108,9 @@ pub(crate) fn run_operator(
                 output_time: &mut OutputTime,
                 output: &mut dyn Output|
      -> Result<(), Stop> {
+        if out.quarantined > 0 {
+            counters.quarantined.fetch_add(std::mem::take(&mut out.quarantined), Ordering::Relaxed);
+        }
         for (k, side) in (1u8..).zip(&mut out.side).filter(|(_, side)| !side.is_empty()) {
             counters.events_out.fetch_add(side.len() as u64, Ordering::Relaxed);
             output.send_side(k, side.take_sized())?;

@@ -1,0 +1,338 @@
+//! Quarantine (`on-error = "quarantine"`): the events that make an operator's guest calls fail
+//! are set aside on its `quarantine` side output, every other event is processed exactly once,
+//! under kills too, and a later run with a fixed module takes the set-aside events back
+//! (`format = "quarantine"`).
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use weir_e2e::{
+    Server, assert_failed_with, file_sink, file_source, job, kill_repeatedly, sink_lines, wasm_operator, weir,
+    weir_with_limit, write_job,
+};
+
+/// `n` clicks `{"ts":i,"user":…,"page":…}` by 40 users, every `every`th by `mallory`.
+fn poison_clicks(path: &Path, n: usize, every: usize) {
+    let mut text = String::new();
+    for i in 0..n {
+        let user = if i % every == every / 2 { "mallory".to_string() } else { format!("u{}", (i * 31) % 40) };
+        text.push_str(&format!("{{\"ts\":{i},\"user\":\"{user}\",\"page\":\"/p{}\"}}\n", i % 7));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+/// The lines of `input` whose user is `user`.
+fn lines_of(input: &Path, user: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(input).unwrap();
+    text.lines().filter(|l| l.contains(&format!("\"user\":\"{user}\""))).map(str::to_string).collect()
+}
+
+/// The job: clicks keyed by user into `module` (with `operator` lines: config, on-error, limits),
+/// its output to `out/counts` and its quarantine side output to `out/quarantine`, with
+/// `tail` appended (checkpointing, restart).
+fn poison_job(dir: &Path, input: &Path, module: &str, operator: &[&str], tail: &str) -> String {
+    let mut lines = vec!["input = \"hash\""];
+    lines.extend_from_slice(operator);
+    let quarantines = operator.iter().any(|l| l.contains("quarantine"));
+    let quarantine = format!(
+        "{}inputs = [{{ from = \"count-per-user.quarantine\" }}]\n",
+        file_sink("quarantine", &dir.join("out/quarantine"))
+    );
+    let text = job(
+        "poisoned-clicks",
+        2,
+        &[
+            file_source("clicks", input),
+            wasm_operator("by-user", "key_by", &["config = { field = \"user\" }"]),
+            wasm_operator("count-per-user", module, &lines),
+            format!("{}inputs = [{{ from = \"count-per-user\" }}]\n", file_sink("counts", &dir.join("out/counts"))),
+            if quarantines { quarantine } else { String::new() },
+        ],
+    );
+    write_job(dir, &format!("{text}\n{tail}"))
+}
+
+const CHECKPOINTS: &str = "[checkpointing]\ninterval = \"100ms\"\nstorage = \"file://chk\"\n";
+
+/// Checks the `poison` module's output in `out/counts`: per user, every count from 1 to the
+/// number of their clicks in `input` once, and per user and page every page count once (a
+/// failed call's map writes applied twice would repeat or skip some); nothing for `mallory`.
+fn assert_counted_once_but_mallory(dir: &Path, input: &Path) {
+    let mut expected: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut pages: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for line in std::fs::read_to_string(input).unwrap().lines() {
+        let click: serde_json::Value = serde_json::from_str(line).unwrap();
+        let user = click["user"].as_str().unwrap().to_string();
+        if user == "mallory" {
+            continue;
+        }
+        let n = expected.get(&user).map_or(0, Vec::len) as u64 + 1;
+        expected.entry(user.clone()).or_default().push(n);
+        *pages.entry((user, click["page"].as_str().unwrap().to_string())).or_default() += 1;
+    }
+    let mut counts: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut page_counts: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
+    for line in sink_lines(&dir.join("out/counts")) {
+        let out: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let user = out["key"].as_str().unwrap().to_string();
+        counts.entry(user.clone()).or_default().push(out["count"].as_u64().unwrap());
+        let page = out["page"].as_str().unwrap().to_string();
+        page_counts.entry((user, page)).or_default().push(out["page-count"].as_u64().unwrap());
+    }
+    counts.values_mut().for_each(|c| c.sort_unstable());
+    page_counts.values_mut().for_each(|c| c.sort_unstable());
+    assert_eq!(counts, expected, "every count once, none for mallory");
+    let pages: BTreeMap<(String, String), Vec<u64>> = pages.into_iter().map(|(k, n)| (k, (1..=n).collect())).collect();
+    assert_eq!(page_counts, pages, "every page count once");
+}
+
+/// Checks `out/quarantine`: exactly mallory's clicks of `input`, each once, with an error that
+/// holds `error`; returns the records.
+fn assert_quarantined_mallory(dir: &Path, input: &Path, error: &str) -> Vec<serde_json::Value> {
+    let records: Vec<serde_json::Value> =
+        sink_lines(&dir.join("out/quarantine")).iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut values: Vec<String> = records.iter().map(|r| r["value"].as_str().unwrap().to_string()).collect();
+    values.sort();
+    let mut expected = lines_of(input, "mallory");
+    expected.sort();
+    assert_eq!(values, expected, "exactly mallory's clicks, once each");
+    for record in &records {
+        assert_eq!(record["operator"], "count-per-user", "{record}");
+        assert_eq!(record["key"], "mallory", "{record}");
+        assert!(record["error"].as_str().unwrap().contains(error), "{record}");
+        assert!(record["module"].as_str().unwrap().starts_with("sha256:"), "{record}");
+    }
+    records
+}
+
+#[test]
+fn a_poisoned_keys_events_are_set_aside_and_the_rest_counted_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("clicks.jsonl");
+    poison_clicks(&input, 100_000, 2_000);
+    let config = "config = { key = \"mallory\" }";
+    let job = poison_job(dir.path(), &input, "test/poison", &[config, "on-error = \"quarantine\""], CHECKPOINTS);
+    let out = weir_with_limit(&["run", &job], Duration::from_secs(120));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains(", 50 quarantined"), "{}", out.stderr);
+    assert_counted_once_but_mallory(dir.path(), &input);
+    let records = assert_quarantined_mallory(dir.path(), &input, "poisoned by key mallory");
+    assert_eq!(records.len(), 50);
+    assert!(records.iter().all(|r| r["timestamp"].is_null() && r["subtask"].is_u64()), "{records:?}");
+}
+
+#[test]
+fn quarantine_is_exactly_once_across_kills() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("clicks.jsonl");
+    poison_clicks(&input, 100_000, 2_000);
+    let config = "config = { key = \"mallory\" }";
+    let job = poison_job(dir.path(), &input, "test/poison", &[config, "on-error = \"quarantine\""], CHECKPOINTS);
+    // 20,000 clicks a second: a run takes 5 s, and the kills land anywhere in it.
+    let text = std::fs::read_to_string(&job).unwrap().replacen("type = \"file\"", "type = \"file\"\nrate = 20000", 1);
+    std::fs::write(&job, text).unwrap();
+    let chk = dir.path().join("chk/poisoned-clicks");
+    let killed = kill_repeatedly(&job, &[], 4, || !weir_e2e::completed_checkpoints(&chk).is_empty());
+    assert!(killed > 0, "no run was killed");
+    let out = weir_with_limit(&["run", &job, "--from-checkpoint", "latest"], Duration::from_secs(120));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_counted_once_but_mallory(dir.path(), &input);
+    assert_quarantined_mallory(dir.path(), &input, "poisoned by key mallory");
+}
+
+#[test]
+fn without_on_error_a_poisoned_event_fails_the_job_after_its_restarts_and_limits_fail_it_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("clicks.jsonl");
+    poison_clicks(&input, 5_000, 500);
+    let restart = "[restart]\nstrategy = \"fixed-delay\"\nattempts = 2\ndelay = \"10ms\"\n";
+    let config = "config = { key = \"mallory\" }";
+    let job = poison_job(dir.path(), &input, "test/poison", &[config], &format!("{CHECKPOINTS}{restart}"));
+    let out = weir(&["run", &job]);
+    assert_failed_with(&out, &["poisoned by key mallory"]);
+    assert_eq!(out.stderr.matches("restarting").count(), 2, "{}", out.stderr);
+
+    // Past max-total: the job fails, naming the limit (its restarts meet it again).
+    std::fs::remove_dir_all(dir.path().join("out")).unwrap();
+    let on_error = "on-error = { action = \"quarantine\", max-total = 3 }";
+    let job = poison_job(dir.path(), &input, "test/poison", &[config, on_error], "");
+    let out = weir(&["run", &job]);
+    assert_failed_with(
+        &out,
+        &[
+            "operator 'count-per-user' set aside 4 events, over its `on-error` max-total of 3",
+            "poisoned by key mallory",
+        ],
+    );
+
+    // And past max-per-minute.
+    let on_error = "on-error = { action = \"quarantine\", max-per-minute = 5 }";
+    let job = poison_job(dir.path(), &input, "test/poison", &[config, on_error], "");
+    let out = weir(&["run", &job]);
+    assert_failed_with(&out, &["set aside 6 events within a minute, over its `on-error` max-per-minute of 5"]);
+}
+
+#[test]
+fn a_quarantine_nothing_reads_and_bad_settings_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("clicks.jsonl");
+    poison_clicks(&input, 10, 5);
+    let unread = job(
+        "unread",
+        1,
+        &[
+            file_source("clicks", &input),
+            wasm_operator("by-user", "key_by", &["config = { field = \"user\" }"]),
+            wasm_operator("count-per-user", "count", &["input = \"hash\"", "on-error = \"quarantine\""]),
+            file_sink("counts", &dir.path().join("out")),
+        ],
+    );
+    let out = weir(&["run", &write_job(dir.path(), &unread)]);
+    assert_failed_with(
+        &out,
+        &[
+            "operator 'count-per-user': `on-error = \"quarantine\"` sets failing events aside on its side output 'quarantine', and nothing reads it: add a sink with `inputs = [{ from = \"count-per-user.quarantine\" }]`",
+        ],
+    );
+    for (on_error, message) in [
+        ("on-error = \"retry\"", "`on-error` \"retry\" is not \"fail\" or \"quarantine\""),
+        (
+            "on-error = { action = \"quarantine\", max-total = 0 }",
+            "`on-error`'s `max-total` must be a whole number of events, at least 1",
+        ),
+        ("on-error = { max-total = 5 }", "`on-error` needs `action = \"quarantine\"`"),
+        ("on-error = { action = \"quarantine\", per-hour = 5 }", "`on-error` has no setting `per-hour`"),
+    ] {
+        let job = poison_job(dir.path(), &input, "count", &[on_error], "");
+        let out = weir(&["run", &job]);
+        assert_failed_with(&out, &[message]);
+    }
+}
+
+#[test]
+fn a_python_operators_bad_events_are_set_aside_with_its_exception() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("clicks.jsonl");
+    let mut text = String::new();
+    for i in 0..3_000 {
+        let page = if i % 1000 == 500 { "null".to_string() } else { format!("\"/p{}\"", i % 3) };
+        text.push_str(&format!("{{\"ts\":{i},\"user\":\"u{}\",\"page\":{page}}}\n", i % 5));
+    }
+    std::fs::write(&input, &text).unwrap();
+    let job = poison_job(dir.path(), &input, "test/pages_py", &["on-error = \"quarantine\""], CHECKPOINTS);
+    let out = weir_with_limit(&["run", &job], Duration::from_secs(120));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains(", 3 quarantined"), "{}", out.stderr);
+    // Views per user count the clicks with a page, once each: u0 lost its three clicks with a
+    // null page, each other user has 600.
+    let mut views: BTreeMap<u64, u64> = BTreeMap::new();
+    for line in sink_lines(&dir.path().join("out/counts")) {
+        let out: serde_json::Value = serde_json::from_str(&line).unwrap();
+        *views.entry(out["views"].as_u64().unwrap()).or_default() += 1;
+    }
+    let expected: BTreeMap<u64, u64> = (1..=600).map(|v| (v, if v <= 597 { 5 } else { 4 })).collect();
+    assert_eq!(views, expected);
+    let records: Vec<serde_json::Value> =
+        sink_lines(&dir.path().join("out/quarantine")).iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), 3);
+    for record in &records {
+        assert!(record["value"].as_str().unwrap().contains("\"page\":null"), "{record}");
+        assert!(record["error"].as_str().unwrap().contains("TypeError"), "{record}");
+    }
+}
+
+#[test]
+fn an_event_past_its_deadline_or_memory_limit_is_set_aside() {
+    for (how, limit, error) in [
+        ("spin", "call-deadline = \"100ms\"", "exceeded its call deadline of 100ms"),
+        ("hog", "memory-limit = \"32MiB\"", "memory limit of 32 MiB exceeded"),
+        ("error", "call-deadline = \"1s\"", "refused key mallory"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("clicks.jsonl");
+        poison_clicks(&input, 3_000, 1_000);
+        let config = format!("config = {{ key = \"mallory\", how = \"{how}\" }}");
+        let operator = [config.as_str(), limit, "on-error = \"quarantine\""];
+        let job = poison_job(dir.path(), &input, "test/poison", &operator, CHECKPOINTS);
+        let out = weir_with_limit(&["run", &job], Duration::from_secs(120));
+        assert_eq!(out.code, 0, "{how}: {}", out.stderr);
+        assert_counted_once_but_mallory(dir.path(), &input);
+        assert_eq!(assert_quarantined_mallory(dir.path(), &input, error).len(), 3, "{how}");
+    }
+}
+
+#[test]
+fn requeued_events_are_counted_exactly_once_after_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("clicks.jsonl");
+    poison_clicks(&input, 20_000, 400);
+    let on_error = "on-error = \"quarantine\"";
+    let job = poison_job(dir.path(), &input, "test/poison", &["config = { key = \"mallory\" }", on_error], CHECKPOINTS);
+    let out = weir(&["run", &job]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(assert_quarantined_mallory(dir.path(), &input, "poisoned by key mallory").len(), 50);
+
+    // The fix (here: the module no longer poisoned by mallory) reads the set-aside events back,
+    // from where the first run's final checkpoint left the job.
+    let requeue = dir.path().join("requeue.jsonl");
+    std::fs::write(&requeue, sink_lines(&dir.path().join("out/quarantine")).join("\n") + "\n").unwrap();
+    let text = std::fs::read_to_string(&job).unwrap();
+    let fixed = text.replace("config = { key = \"mallory\" }", "config = { key = \"nobody\" }").replace(
+        "[[operator]]\nuid = \"count-per-user\"",
+        &format!(
+            "{}format = \"quarantine\"\n\n[[operator]]\nuid = \"count-per-user\"\ninputs = [{{ from = \"by-user\", partitioning = \"hash\" }}, {{ from = \"requeue\", partitioning = \"hash\" }}]",
+            file_source("requeue", &requeue)
+        ),
+    );
+    // by-user reads the clicks only (without `inputs` it would read every source).
+    let fixed = fixed.replacen("input = \"hash\"\n", "", 1).replacen(
+        "uid = \"by-user\"\n",
+        "uid = \"by-user\"\ninputs = [{ from = \"clicks\" }]\n",
+        1,
+    );
+    let fixed_job = dir.path().join("fixed.toml");
+    std::fs::write(&fixed_job, &fixed).unwrap();
+    let out = weir(&["run", fixed_job.to_str().unwrap(), "--from-checkpoint", "latest"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // mallory's counts are 1 to 50, once each, and every other count stays once.
+    let mallory: Vec<u64> = sink_lines(&dir.path().join("out/counts"))
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["key"] == "mallory")
+        .map(|v| v["count"].as_u64().unwrap())
+        .collect();
+    let mut sorted = mallory.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (1..=50).collect::<Vec<u64>>());
+    assert_eq!(sink_lines(&dir.path().join("out/quarantine")).len(), 50, "nothing more set aside");
+}
+
+#[test]
+fn weir_serve_counts_quarantined_events_in_its_api_metrics_and_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("clicks.jsonl");
+    poison_clicks(&input, 10_000, 1_000);
+    let config = "config = { key = \"mallory\" }";
+    let job = poison_job(dir.path(), &input, "test/poison", &[config, "on-error = \"quarantine\""], CHECKPOINTS);
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let id = server.cli(&["submit", &job]).stdout.trim().to_string();
+    let done = server.wait_for_job(&id);
+    assert_eq!(done["state"], "finished", "{done}");
+    let vertices = done["vertices"].as_array().unwrap();
+    let op = vertices.iter().find(|v| v["uid"] == "count-per-user").unwrap();
+    assert_eq!(op["quarantined"], 10, "{op}");
+    let status = server.cli(&["status", &id]);
+    assert!(status.stdout.contains("operator 'count-per-user': 10 quarantined events"), "{}", status.stdout);
+    let (code, metrics) = server.get_text("/metrics", None);
+    assert_eq!(code, 200);
+    let quarantined: u64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("weir_task_numRecordsQuarantined_total{") && l.contains("operator=\"count-per-user\"")
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(quarantined, 10, "{metrics}");
+    assert_counted_once_but_mallory(dir.path(), &input);
+    assert_eq!(assert_quarantined_mallory(dir.path(), &input, "poisoned by key mallory").len(), 10);
+}
