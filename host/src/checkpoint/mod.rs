@@ -5,6 +5,7 @@
 //!
 //! Layering: uses `state` and `runtime` (its checkpoint traits); knows nothing of wasm or HTTP.
 mod checked;
+pub mod edit;
 pub mod paths;
 mod restore;
 mod resume_points;

@@ -247,7 +247,17 @@ impl SavepointLocation {
             checked::Unusable::Torn(cause) => format!("{}: {cause}", self.display()),
             checked::Unusable::Storage(e) => e.to_string(),
         })?;
-        let metadata: SavepointMetadata = serde_json::from_str(&json).map_err(|e| format!("{path}: {e}"))?;
+        let metadata: SavepointMetadata = serde_json::from_str(&json).map_err(|e| {
+            // A checkpoint's metadata says what it is.
+            match serde_json::from_str::<serde_json::Value>(&json).ok().and_then(|v| v.get("checkpoint").cloned()) {
+                Some(_) => format!(
+                    "{} is a checkpoint, not a savepoint (checkpoints belong to their job): take a savepoint with \
+                     `weir savepoint JOB` or `weir stop JOB`",
+                    self.display()
+                ),
+                None => format!("{path}: {e}"),
+            }
+        })?;
         if metadata.format != FORMAT || !FORMAT_VERSIONS_READ.contains(&metadata.format_version) {
             return Err(format!(
                 "{path} is {} version {}; this weir reads {FORMAT} versions 1 to {FORMAT_VERSION}",

@@ -6,8 +6,10 @@ mod check;
 mod client;
 mod compare;
 mod flink;
+mod replay;
 mod run;
 mod savepoint;
+mod savepoint_write;
 mod serve;
 mod shadow;
 
@@ -120,6 +122,10 @@ enum Command {
     /// --like, run it and a reference over the same generated events and show the first line
     /// where their outputs differ.
     Check(check::CheckArgs),
+    /// Replay one key of a savepoint through an operator's module (or a fix to try), event by
+    /// event: prints the key's state before and after each event, the output and the timers set
+    /// and fired, as JSON lines. Offline, on a virtual clock; nothing reaches a sink.
+    Replay(replay::ReplayArgs),
     /// Show, key by key, where the committed outputs of two jobs diverge (job ids on the server,
     /// or two output directories): the result of a blue/green or A/B trial.
     Compare {
@@ -239,6 +245,10 @@ enum SavepointAction {
         #[arg(long, value_name = "NAME")]
         state: Option<String>,
     },
+    /// Write a new savepoint from an existing one (never changed) or from nothing: set or delete
+    /// keys' state, bootstrap an operator's state from a file, drop or rename operators and
+    /// states. The result restores like any savepoint, at any parallelism.
+    Write(Box<savepoint_write::WriteArgs>),
     /// Delete a savepoint (weir never deletes savepoints by itself). The server (--server) is
     /// asked first: it refuses a savepoint one of its jobs may still go back to, and drops one of
     /// its library from the list.
@@ -315,6 +325,7 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Run(args) => run::run(args, access()),
         Command::Check(args) => check::check(args),
+        Command::Replay(args) => replay::replay(args),
         Command::Flink(args) => flink::flink(args),
         Command::Worker { socket } => {
             crate::wasm::worker::serve(socket, module_cache_dir()).map_err(anyhow::Error::msg)
@@ -339,6 +350,12 @@ pub fn main() -> ExitCode {
             SavepointAction::Inspect { path, operator, state } => client()
                 .savepoint_location(path)
                 .and_then(|path| savepoint::inspect(&path, operator.as_deref(), state.as_deref())),
+            SavepointAction::Write(args) => match &args.from {
+                Some(from) => {
+                    client().savepoint_location(from).and_then(|from| savepoint_write::write(args, Some(from)))
+                }
+                None => savepoint_write::write(args, None),
+            },
             SavepointAction::Dispose { path, force } => {
                 client().savepoint_location(path).and_then(|path| savepoint::dispose(&path, *force, &client()))
             }

@@ -35,7 +35,7 @@ struct Line<'a> {
 }
 
 /// Bytes as JSON: a string when they are UTF-8, else `{"base64": "…"}`.
-fn bytes_json(bytes: &[u8]) -> serde_json::Value {
+pub(super) fn bytes_json(bytes: &[u8]) -> serde_json::Value {
     match std::str::from_utf8(bytes) {
         Ok(text) => serde_json::Value::String(text.to_string()),
         Err(_) => serde_json::json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes) }),
@@ -43,7 +43,7 @@ fn bytes_json(bytes: &[u8]) -> serde_json::Value {
 }
 
 /// A stored value as `inspect` shows it: `value` when it is JSON, else `raw-value`.
-fn value_fields(bytes: &[u8]) -> (Option<serde_json::Value>, Option<serde_json::Value>) {
+pub(super) fn value_fields(bytes: &[u8]) -> (Option<serde_json::Value>, Option<serde_json::Value>) {
     match serde_json::from_slice(bytes) {
         Ok(json) => (Some(json), None),
         Err(_) => (None, Some(bytes_json(bytes))),

@@ -12,9 +12,23 @@ use crate::key_group::KeyGroup;
 /// Bytes of the expiry before the operator's bytes.
 pub const EXPIRY_BYTES: usize = 8;
 
-/// Processing time now: milliseconds since the Unix epoch.
+/// Processing time set by [`set_virtual_now`], if it was.
+static VIRTUAL_NOW: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(i64::MIN);
+
+/// Processing time now: milliseconds since the Unix epoch (or the virtual time a replay set).
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    match VIRTUAL_NOW.load(std::sync::atomic::Ordering::Relaxed) {
+        i64::MIN => {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+        }
+        virtual_now => virtual_now,
+    }
+}
+
+/// Makes processing time `ms` for the whole process, from now on: `weir replay` runs an operator
+/// on a virtual clock, so that two replays print the same.
+pub fn set_virtual_now(ms: i64) {
+    VIRTUAL_NOW.store(ms.max(i64::MIN + 1), std::sync::atomic::Ordering::Relaxed);
 }
 
 /// `value` stored with a time-to-live of `ttl` ms from `now`, into `out` (cleared first).

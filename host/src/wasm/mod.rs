@@ -14,6 +14,7 @@ mod host;
 mod instance;
 mod operator;
 pub mod quarantine;
+pub mod replay;
 mod shadow;
 pub mod trial;
 mod undo;

@@ -297,6 +297,10 @@ impl WasmOperatorFactory {
     }
 }
 
+/// An entry of a key's state as stored: its state's index, map key (map states and timers) and
+/// bytes.
+pub(crate) type StoredEntry = (u32, Option<Vec<u8>>, Vec<u8>);
+
 /// A Wasm operator subtask (or a part of one's key groups).
 pub(crate) struct WasmOperator {
     /// The key groups this subtask owns (none when its input is not keyed).
@@ -334,6 +338,32 @@ pub(crate) struct WasmOperator {
 }
 
 impl WasmOperator {
+    /// Its states, as snapshots record them: the declared ones, then the host's timers if any.
+    pub(crate) fn states(&self) -> &[StateDescriptor] {
+        &self.states
+    }
+
+    /// The stored entries of `key`'s state (an expiry first where a state has a time-to-live), in
+    /// its states' order: each state's index, map key (map states and timers) and bytes.
+    pub(crate) fn entries_of(&self, key: &[u8]) -> Result<Vec<StoredEntry>, String> {
+        let mut entries = Vec::new();
+        let backend = &self.guest.store.data().keyed.backend;
+        backend
+            .scan(self.key_groups.clone(), &mut |entry| {
+                if entry.key != key {
+                    return;
+                }
+                let (map_key, bytes) = match entry.item {
+                    state::StateItem::Value(v) | state::StateItem::ListElement(v) => (None, v),
+                    state::StateItem::MapEntry(k, v) => (Some(k.to_vec()), v),
+                };
+                entries.push((entry.state, map_key, bytes.to_vec()));
+            })
+            .map_err(|e| format!("state backend: {e}"))?;
+        entries.sort_by_key(|(state, _, _)| *state);
+        Ok(entries)
+    }
+
     /// What a snapshot records of its broadcast state: subtask 0's copy stands for every
     /// subtask's, which are the same.
     fn saved_broadcast(&self) -> Option<SavedBroadcast> {
