@@ -276,34 +276,13 @@ fn requeued_events_are_counted_exactly_once_after_the_fix() {
     // from where the first run's final checkpoint left the job.
     let requeue = dir.path().join("requeue.jsonl");
     std::fs::write(&requeue, sink_lines(&dir.path().join("out/quarantine")).join("\n") + "\n").unwrap();
-    let text = std::fs::read_to_string(&job).unwrap();
-    let fixed = text.replace("config = { key = \"mallory\" }", "config = { key = \"nobody\" }").replace(
-        "[[operator]]\nuid = \"count-per-user\"",
-        &format!(
-            "{}format = \"quarantine\"\n\n[[operator]]\nuid = \"count-per-user\"\ninputs = [{{ from = \"by-user\", partitioning = \"hash\" }}, {{ from = \"requeue\", partitioning = \"hash\" }}]",
-            file_source("requeue", &requeue)
-        ),
-    );
-    // by-user reads the clicks only (without `inputs` it would read every source).
-    let fixed = fixed.replacen("input = \"hash\"\n", "", 1).replacen(
-        "uid = \"by-user\"\n",
-        "uid = \"by-user\"\ninputs = [{ from = \"clicks\" }]\n",
-        1,
-    );
+    let fixed = fixed_with_requeue(&std::fs::read_to_string(&job).unwrap(), &requeue);
     let fixed_job = dir.path().join("fixed.toml");
     std::fs::write(&fixed_job, &fixed).unwrap();
     let out = weir(&["run", fixed_job.to_str().unwrap(), "--from-checkpoint", "latest"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     // mallory's counts are 1 to 50, once each, and every other count stays once.
-    let mallory: Vec<u64> = sink_lines(&dir.path().join("out/counts"))
-        .iter()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["key"] == "mallory")
-        .map(|v| v["count"].as_u64().unwrap())
-        .collect();
-    let mut sorted = mallory.clone();
-    sorted.sort_unstable();
-    assert_eq!(sorted, (1..=50).collect::<Vec<u64>>());
+    assert_eq!(mallory_counts(dir.path()), (1..=50).collect::<Vec<u64>>());
     assert_eq!(sink_lines(&dir.path().join("out/quarantine")).len(), 50, "nothing more set aside");
 }
 
@@ -335,4 +314,87 @@ fn weir_serve_counts_quarantined_events_in_its_api_metrics_and_status() {
     assert_eq!(quarantined, 10, "{metrics}");
     assert_counted_once_but_mallory(dir.path(), &input);
     assert_eq!(assert_quarantined_mallory(dir.path(), &input, "poisoned by key mallory").len(), 10);
+}
+
+/// The poison job's text after the fix: the module no longer poisoned (by nobody), and a source
+/// `requeue` reading the quarantine records in `requeue`, feeding the operator directly.
+fn fixed_with_requeue(text: &str, requeue: &Path) -> String {
+    let fixed = text.replace("config = { key = \"mallory\" }", "config = { key = \"nobody\" }").replace(
+        "[[operator]]\nuid = \"count-per-user\"",
+        &format!(
+            "{}format = \"quarantine\"\n\n[[operator]]\nuid = \"count-per-user\"\ninputs = [{{ from = \"by-user\", \
+             partitioning = \"hash\" }}, {{ from = \"requeue\", partitioning = \"hash\" }}]",
+            file_source("requeue", requeue)
+        ),
+    );
+    // by-user reads the clicks only (without `inputs` it would read every source).
+    fixed.replacen("input = \"hash\"\n", "", 1).replacen(
+        "uid = \"by-user\"\n",
+        "uid = \"by-user\"\ninputs = [{ from = \"clicks\" }]\n",
+        1,
+    )
+}
+
+/// mallory's counts in `out/counts`, sorted.
+fn mallory_counts(dir: &Path) -> Vec<u64> {
+    let mut counts: Vec<u64> = sink_lines(&dir.join("out/counts"))
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["key"] == "mallory")
+        .map(|v| v["count"].as_u64().unwrap())
+        .collect();
+    counts.sort_unstable();
+    counts
+}
+
+#[test]
+fn on_weir_serve_a_stopped_jobs_quarantine_is_requeued_after_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("clicks.jsonl");
+    poison_clicks(&input, 20_000, 400);
+    let config = "config = { key = \"mallory\" }";
+    let tail = "[checkpointing]\ninterval = \"100ms\"\nstorage = \"file://chk\"\nsavepoint-dir = \"savepoints\"\n";
+    let job = poison_job(dir.path(), &input, "test/poison", &[config, "on-error = \"quarantine\""], tail);
+    let paced = std::fs::read_to_string(&job).unwrap().replacen("type = \"file\"", "type = \"file\"\nrate = 10000", 1);
+    std::fs::write(&job, paced).unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let id = server.cli(&["submit", &job]).stdout.trim().to_string();
+    let quarantined = |job: &serde_json::Value| {
+        let vertices = job["vertices"].as_array().cloned().unwrap_or_default();
+        vertices.iter().find(|v| v["uid"] == "count-per-user").and_then(|v| v["quarantined"].as_u64()).unwrap_or(0)
+    };
+    weir_e2e::wait_until(|| server.http("GET", &format!("/v1/jobs/{id}"), b"", None).1, |job| quarantined(job) >= 5);
+    let stopped = server.cli(&["stop", &id]);
+    assert_eq!(stopped.code, 0, "{}", stopped.stderr);
+    let savepoint = stopped.stdout.trim().to_string();
+    let done = server.wait_for_job(&id);
+    let set_aside = sink_lines(&dir.path().join("out/quarantine"));
+    assert_eq!(set_aside.len() as u64, quarantined(&done), "what the API counted is what the sink committed");
+    assert!(set_aside.len() < 50, "stopped midway: {}", set_aside.len());
+
+    let requeue = dir.path().join("requeue.jsonl");
+    std::fs::write(&requeue, set_aside.join("\n") + "\n").unwrap();
+    let fixed_job = dir.path().join("fixed.toml");
+    std::fs::write(&fixed_job, fixed_with_requeue(&std::fs::read_to_string(&job).unwrap(), &requeue)).unwrap();
+    let submitted = server.cli(&["submit", fixed_job.to_str().unwrap(), "--from-savepoint", &savepoint]);
+    assert_eq!(submitted.code, 0, "{}", submitted.stderr);
+    let fixed_id = submitted.stdout.trim().to_string();
+    let fixed = server.wait_for_job(&fixed_id);
+    assert_eq!(fixed["state"], "finished", "{fixed}");
+    assert_eq!(mallory_counts(dir.path()), (1..=50).collect::<Vec<u64>>(), "every mallory click counted once");
+    assert_eq!(sink_lines(&dir.path().join("out/quarantine")).len(), set_aside.len(), "nothing more set aside");
+}
+
+#[test]
+fn quarantine_takes_back_map_writes_in_rocksdb_state_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("clicks.jsonl");
+    poison_clicks(&input, 20_000, 400);
+    let config = "config = { key = \"mallory\" }";
+    let rocksdb = format!("{CHECKPOINTS}[state]\nbackend = \"rocksdb\"\n");
+    let job = poison_job(dir.path(), &input, "test/poison", &[config, "on-error = \"quarantine\""], &rocksdb);
+    let out = weir(&["run", &job]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_counted_once_but_mallory(dir.path(), &input);
+    assert_eq!(assert_quarantined_mallory(dir.path(), &input, "poisoned by key mallory").len(), 50);
 }

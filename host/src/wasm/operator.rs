@@ -390,6 +390,31 @@ impl WasmOperator {
         events: std::ops::Range<usize>,
         out: &mut Emitted,
     ) -> Result<(), String> {
+        if self.quarantine.is_none() {
+            return self.call_events(input, batch, events, out);
+        }
+        let (started, before, count) = (std::time::Instant::now(), out.quarantined, events.len());
+        self.isolating(input, batch, events, out)?;
+        if out.quarantined > before {
+            tracing::warn!(
+                "{}: set {} of {count} events aside in {:.1} ms",
+                self.guest.info,
+                out.quarantined - before,
+                started.elapsed().as_secs_f64() * 1000.0
+            );
+        }
+        Ok(())
+    }
+
+    /// Calls the guest with `events`; when the call fails, takes it back and calls it again with
+    /// each half, down to single events, which it sets aside (see [`super::quarantine`]).
+    fn isolating(
+        &mut self,
+        input: usize,
+        batch: &EventBatch,
+        events: std::ops::Range<usize>,
+        out: &mut Emitted,
+    ) -> Result<(), String> {
         let Some(quarantine) = self.quarantine.clone() else { return self.call_events(input, batch, events, out) };
         let keyed = self.guest.keyed();
         (keyed.undo, keyed.host_fault) = (Some(UndoLog::default()), None);
@@ -406,8 +431,8 @@ impl WasmOperator {
         self.guest.renew()?;
         if events.len() > 1 {
             let middle = events.start + events.len() / 2;
-            self.process_events(input, batch, events.start..middle, out)?;
-            return self.process_events(input, batch, middle..events.end, out);
+            self.isolating(input, batch, events.start..middle, out)?;
+            return self.isolating(input, batch, middle..events.end, out);
         }
         quarantine.admit(&error)?;
         let event = batch.get(events.start);

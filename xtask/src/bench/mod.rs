@@ -14,6 +14,7 @@ mod languages;
 mod on_flink;
 mod postgres;
 mod progressive;
+mod quarantine;
 mod rocksdb;
 mod throughput;
 mod timers;
@@ -70,6 +71,9 @@ pub(crate) enum Part {
     /// Progressive delivery: a trial's answer time and cost under a job of many keys, and the
     /// keyed count with a shadow of the same module beside it against without.
     Progressive,
+    /// Bad records and state at hand: quarantine's cost with no bad event, the time to set one
+    /// aside, and a replay of one key.
+    Quarantine,
 }
 
 /// What one `weir run` reported.
@@ -196,7 +200,7 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     let dir = ws.target().join("bench");
     std::fs::create_dir_all(&dir)?;
     let flink = match args.only {
-        Some(Part::Timers | Part::Languages | Part::Flink | Part::Progressive) => None,
+        Some(Part::Timers | Part::Languages | Part::Flink | Part::Progressive | Part::Quarantine) => None,
         _ => flink::Flink::find(ws),
     };
     match args.only {
@@ -224,6 +228,12 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
             let figures = progressive::figures(artifacts, &dir, (args.keys, args.memory_keys), args.rounds)?;
             println!("\ntargets (median of {} rounds)", args.rounds);
             progressive::print_targets(&figures);
+            return Ok(());
+        }
+        Some(Part::Quarantine) => {
+            let figures = quarantine::figures(artifacts, &dir, (args.events, args.keys), args.rounds)?;
+            println!("\ntargets (median of {} rounds)", args.rounds);
+            quarantine::print_targets(&figures);
             return Ok(());
         }
         Some(Part::Languages) => {
@@ -265,6 +275,7 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     let language_figures = languages::languages(artifacts, &dir, args.keys, args.rounds)?;
     let graph_figures = graphs::figures(artifacts, &ws.root, &dir, flink.as_ref(), args.keys, args.rounds)?;
     let progressive_figures = progressive::figures(artifacts, &dir, (args.keys, m), args.rounds)?;
+    let quarantine_figures = quarantine::figures(artifacts, &dir, (args.events, args.keys), args.rounds)?;
 
     let control = control_plane(artifacts, &dir, args.rounds)?;
 
@@ -309,6 +320,7 @@ pub(crate) fn run(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs) -> Re
     windows::print_targets(&windows);
     graphs::print_targets(&graph_figures);
     progressive::print_targets(&progressive_figures);
+    quarantine::print_targets(&quarantine_figures);
     timers::print_targets(&timer_figures, args.timers);
     languages::print_targets(&language_figures);
     println!(

@@ -21,6 +21,8 @@ fn panic() -> String {
 
 #[derive(Deserialize)]
 struct Click {
+    /// A generator's events have none.
+    #[serde(default)]
     page: String,
 }
 
