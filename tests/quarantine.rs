@@ -398,3 +398,56 @@ fn quarantine_takes_back_map_writes_in_rocksdb_state_too() {
     assert_counted_once_but_mallory(dir.path(), &input);
     assert_eq!(assert_quarantined_mallory(dir.path(), &input, "poisoned by key mallory").len(), 50);
 }
+
+#[test]
+fn a_timer_whose_firing_fails_is_set_aside_and_the_others_fire() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("clicks.jsonl");
+    poison_clicks(&input, 5_000, 100);
+    let config = "config = { key = \"mallory\", how = \"timer\" }";
+    let job = poison_job(dir.path(), &input, "test/poison", &[config, "on-error = \"quarantine\""], CHECKPOINTS);
+    let text = std::fs::read_to_string(&job).unwrap().replacen(
+        "type = \"file\"",
+        "type = \"file\"\ntimestamp-field = \"ts\"",
+        1,
+    );
+    std::fs::write(&job, text).unwrap();
+    let out = weir(&["run", &job]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // Every event is counted (mallory's too); every timer fires but mallory's.
+    let mut counts: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut fired: Vec<(String, i64)> = Vec::new();
+    for line in sink_lines(&dir.path().join("out/counts")) {
+        let out: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let key = out["key"].as_str().unwrap().to_string();
+        match out["timer"].as_i64() {
+            Some(time) => fired.push((key, time)),
+            None => counts.entry(key).or_default().push(out["count"].as_u64().unwrap()),
+        }
+    }
+    let clicks: Vec<serde_json::Value> =
+        std::fs::read_to_string(&input).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let user = |c: &serde_json::Value| c["user"].as_str().unwrap().to_string();
+    assert_eq!(counts.values().map(Vec::len).sum::<usize>(), 5_000);
+    assert_eq!(counts["mallory"].len(), 50);
+    fired.sort();
+    let mut expected: Vec<(String, i64)> =
+        clicks.iter().filter(|c| user(c) != "mallory").map(|c| (user(c), c["ts"].as_i64().unwrap())).collect();
+    expected.sort();
+    assert_eq!(fired, expected, "every timer but mallory's fired once");
+    let records: Vec<serde_json::Value> =
+        sink_lines(&dir.path().join("out/quarantine")).iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut times: Vec<i64> = records.iter().map(|r| r["timer"]["time"].as_i64().unwrap()).collect();
+    times.sort_unstable();
+    let mallory: Vec<i64> = clicks.iter().filter(|c| user(c) == "mallory").map(|c| c["ts"].as_i64().unwrap()).collect();
+    assert_eq!(times, mallory, "exactly mallory's timers set aside");
+    for record in &records {
+        assert_eq!(
+            (&record["key"], &record["timer"]["domain"]),
+            (&serde_json::json!("mallory"), &serde_json::json!("event-time"))
+        );
+        assert!(
+            record["value"].is_null() && record["error"].as_str().unwrap().contains("poisoned timer of key mallory")
+        );
+    }
+}

@@ -228,8 +228,11 @@ impl Source for FileSource {
                 let event = crate::wasm::quarantine::requeued(value)
                     .map_err(|e| format!("the line at byte {} of {}: {e}", self.position, self.path.display()))?;
                 self.position += n as u64;
-                let (key, value, timestamp) = (event.key.as_deref(), &event.value[..], event.timestamp);
-                out.push(crate::runtime::Event { key, value, timestamp });
+                // A timer's record has no event to give back.
+                if let Some(event) = event {
+                    let (key, value, timestamp) = (event.key.as_deref(), &event.value[..], event.timestamp);
+                    out.push(crate::runtime::Event { key, value, timestamp });
+                }
                 continue;
             }
             self.position += n as u64;

@@ -297,6 +297,11 @@ impl WasmOperatorFactory {
     }
 }
 
+/// One guest call for some of a batch's events or due timers (their indices), under quarantine.
+type GuestCallOf<'a> = dyn FnMut(&mut WasmOperator, std::ops::Range<usize>, &mut Emitted) -> Result<(), String> + 'a;
+/// Records the event or timer of an index on the quarantine side output, with its error.
+type SetAside<'a> = dyn FnMut(&mut WasmOperator, usize, &str, &mut Emitted) + 'a;
+
 /// An entry of a key's state as stored: its state's index, map key (map states and timers) and
 /// bytes.
 pub(crate) type StoredEntry = (u32, Option<Vec<u8>>, Vec<u8>);
@@ -390,14 +395,33 @@ impl WasmOperator {
         events: std::ops::Range<usize>,
         out: &mut Emitted,
     ) -> Result<(), String> {
-        if self.quarantine.is_none() {
-            return self.call_events(input, batch, events, out);
-        }
-        let (started, before, count) = (std::time::Instant::now(), out.quarantined, events.len());
-        self.isolating(input, batch, events, out)?;
+        let Some(quarantine) = self.quarantine.clone() else { return self.call_events(input, batch, events, out) };
+        let call = &mut |op: &mut Self, events, out: &mut Emitted| op.call_events(input, batch, events, out);
+        let set_aside = &mut |op: &mut Self, i: usize, error: &str, out: &mut Emitted| {
+            let event = batch.get(i);
+            let record = quarantine.record(&event, error, op.guest.sha256(), op.guest.info.index);
+            out.to(quarantine.output).push(Event { key: event.key, value: &record, timestamp: event.timestamp });
+        };
+        self.quarantining(&quarantine, events, call, set_aside, out)
+    }
+
+    /// Calls `call` with `items` (indices of events or timers); when the call fails, takes it
+    /// back and calls it again with each half, down to single items, which `set_aside` records
+    /// on the quarantine side output (see [`super::quarantine`]). Logs how long a call that set
+    /// items aside took.
+    fn quarantining(
+        &mut self,
+        quarantine: &Quarantine,
+        items: std::ops::Range<usize>,
+        call: &mut GuestCallOf<'_>,
+        set_aside: &mut SetAside<'_>,
+        out: &mut Emitted,
+    ) -> Result<(), String> {
+        let (started, before, count) = (std::time::Instant::now(), out.quarantined, items.len());
+        self.isolating(quarantine, items, call, set_aside, out)?;
         if out.quarantined > before {
             tracing::warn!(
-                "{}: set {} of {count} events aside in {:.1} ms",
+                "{}: set {} of {count} aside in {:.1} ms",
                 self.guest.info,
                 out.quarantined - before,
                 started.elapsed().as_secs_f64() * 1000.0
@@ -406,19 +430,18 @@ impl WasmOperator {
         Ok(())
     }
 
-    /// Calls the guest with `events`; when the call fails, takes it back and calls it again with
-    /// each half, down to single events, which it sets aside (see [`super::quarantine`]).
+    /// See [`WasmOperator::quarantining`].
     fn isolating(
         &mut self,
-        input: usize,
-        batch: &EventBatch,
-        events: std::ops::Range<usize>,
+        quarantine: &Quarantine,
+        items: std::ops::Range<usize>,
+        call: &mut GuestCallOf<'_>,
+        set_aside: &mut SetAside<'_>,
         out: &mut Emitted,
     ) -> Result<(), String> {
-        let Some(quarantine) = self.quarantine.clone() else { return self.call_events(input, batch, events, out) };
         let keyed = self.guest.keyed();
         (keyed.undo, keyed.host_fault) = (Some(UndoLog::default()), None);
-        let called = self.call_events(input, batch, events.clone(), out);
+        let called = call(self, items.clone(), out);
         let keyed = self.guest.keyed();
         let undo = keyed.undo.take().unwrap_or_default();
         let Err(error) = called else { return Ok(()) };
@@ -429,16 +452,14 @@ impl WasmOperator {
         // nothing (`frame::apply_output`). A failed instance cannot be entered again.
         undo.undo(&mut *keyed.backend, &mut keyed.broadcast)?;
         self.guest.renew()?;
-        if events.len() > 1 {
-            let middle = events.start + events.len() / 2;
-            self.isolating(input, batch, events.start..middle, out)?;
-            return self.isolating(input, batch, middle..events.end, out);
+        if items.len() > 1 {
+            let middle = items.start + items.len() / 2;
+            self.isolating(quarantine, items.start..middle, call, set_aside, out)?;
+            return self.isolating(quarantine, middle..items.end, call, set_aside, out);
         }
         quarantine.admit(&error)?;
-        let event = batch.get(events.start);
-        let record = quarantine.record(&event, &error, self.guest.sha256(), self.guest.info.index);
-        tracing::warn!("{}: set an event aside on its quarantine side output: {error}", self.guest.info);
-        out.to(quarantine.output).push(Event { key: event.key, value: &record, timestamp: event.timestamp });
+        tracing::warn!("{}: set aside on its quarantine side output: {error}", self.guest.info);
+        set_aside(self, items.start, &error, out);
         out.quarantined += 1;
         Ok(())
     }
@@ -514,14 +535,33 @@ impl WasmOperator {
             self.firing = None;
             return Ok(false);
         }
-        frame::encode_timers(&self.due, keyed, &self.value_states, time, &mut self.frame)?;
-        let fired = self.due.len();
+        let due = std::mem::take(&mut self.due);
+        let fired = match self.quarantine.clone() {
+            None => self.call_timers(&due, time, out),
+            Some(quarantine) => {
+                let call = &mut |op: &mut Self, timers: std::ops::Range<usize>, out: &mut Emitted| {
+                    op.call_timers(&due[timers], time, out)
+                };
+                let set_aside = &mut |op: &mut Self, i: usize, error: &str, out: &mut Emitted| {
+                    let (domain, timer) = &due[i];
+                    let record = quarantine.timer_record(*domain, timer, error, op.guest.sha256(), op.guest.info.index);
+                    out.to(quarantine.output).push(Event { key: Some(&timer.key), value: &record, timestamp: None });
+                };
+                self.quarantining(&quarantine, 0..due.len(), call, set_aside, out)
+            }
+        };
+        self.due = due;
         self.due.clear();
-        let _timers = tracing::trace_span!("timers", timers = fired).entered();
+        fired.map(|()| true)
+    }
+
+    /// One guest call firing the timers `due` at `time`.
+    fn call_timers(&mut self, due: &[(TimeDomain, Timer)], time: FrameTime, out: &mut Emitted) -> Result<(), String> {
+        frame::encode_timers(due, self.guest.keyed(), &self.value_states, time, &mut self.frame)?;
+        let _timers = tracing::trace_span!("timers", timers = due.len()).entered();
         let output = self.guest.call(GuestCall::OnTimers, &self.frame)?;
         frame::apply_output(output, self.guest.keyed(), &self.value_states, self.output, out)?;
-        self.guest.renew_if_grown()?;
-        Ok(true)
+        self.guest.renew_if_grown()
     }
 }
 

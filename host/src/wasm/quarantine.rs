@@ -12,8 +12,11 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 
+use weir_frame::TimeDomain;
+
 use crate::job::spec::OnErrorSpec;
 use crate::runtime::Event;
+use crate::state::Timer;
 
 /// The name of the side output that set-aside events leave on.
 pub const SIDE_OUTPUT: &str = "quarantine";
@@ -92,12 +95,48 @@ impl Quarantine {
             value,
             value_base64,
             timestamp: event.timestamp,
+            timer: None,
             error,
             module: format!("sha256:{module}"),
             quarantined_at: crate::state::ttl::now_ms(),
         };
         serde_json::to_vec(&record).unwrap_or_default()
     }
+
+    /// The quarantine record of `timer` of `domain`, whose firing failed with `error`: no event,
+    /// and `timer` (`{"domain": "event-time", "time": …}`) instead.
+    pub(crate) fn timer_record(
+        &self,
+        domain: TimeDomain,
+        timer: &Timer,
+        error: &str,
+        module: &str,
+        subtask: u32,
+    ) -> Vec<u8> {
+        let (key, key_base64) = text_or_base64(Some(&timer.key));
+        let domain = if domain == TimeDomain::EventTime { "event-time" } else { "processing-time" };
+        let record = Record {
+            operator: &self.uid,
+            subtask,
+            key,
+            key_base64,
+            value: None,
+            value_base64: None,
+            timestamp: None,
+            timer: Some(TimerRecord { domain, time: timer.time }),
+            error,
+            module: format!("sha256:{module}"),
+            quarantined_at: crate::state::ttl::now_ms(),
+        };
+        serde_json::to_vec(&record).unwrap_or_default()
+    }
+}
+
+/// A timer in a quarantine record.
+#[derive(serde::Serialize)]
+struct TimerRecord {
+    domain: &'static str,
+    time: i64,
 }
 
 /// A quarantine record, its fields in this order.
@@ -116,6 +155,9 @@ struct Record<'a> {
     value_base64: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     timestamp: Option<i64>,
+    /// For a timer whose firing failed: the timer (there is no event).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timer: Option<TimerRecord>,
     error: &'a str,
     module: String,
     quarantined_at: i64,
@@ -142,10 +184,14 @@ pub struct Requeued {
     pub timestamp: Option<i64>,
 }
 
-/// Reads quarantine record `line`.
-pub fn requeued(line: &[u8]) -> Result<Requeued, String> {
+/// Reads quarantine record `line`: the event it holds, or `None` for a timer's record (a timer's
+/// firing has no event to give back).
+pub fn requeued(line: &[u8]) -> Result<Option<Requeued>, String> {
     let record: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(line).map_err(|e| format!("not a quarantine record (a JSON object): {e}"))?;
+    if record.contains_key("timer") {
+        return Ok(None);
+    }
     let bytes = |name: &str| -> Result<Option<Vec<u8>>, String> {
         if let Some(value) = record.get(name) {
             let text = value.as_str().ok_or_else(|| format!("its `{name}` is not a string"))?;
@@ -167,7 +213,7 @@ pub fn requeued(line: &[u8]) -> Result<Requeued, String> {
         None => None,
         Some(t) => Some(t.as_i64().ok_or("its `timestamp` is not a whole number of milliseconds")?),
     };
-    Ok(Requeued { key: bytes("key")?, value, timestamp })
+    Ok(Some(Requeued { key: bytes("key")?, value, timestamp }))
 }
 
 #[cfg(test)]
@@ -187,12 +233,17 @@ mod tests {
         let record = q.record(&event, "the guest trapped in process-batch: boom", "abc", 1);
         let text = String::from_utf8(record.clone()).unwrap();
         assert!(text.starts_with(r#"{"operator":"count","subtask":1,"key-base64":"/wA=","value":"{\"user\":\"bob\"}","timestamp":7,"error":"the guest trapped in process-batch: boom","module":"sha256:abc","#), "{text}");
-        let back = requeued(&record).unwrap();
+        let back = requeued(&record).unwrap().unwrap();
         assert_eq!(
             (back.key, back.value, back.timestamp),
             (Some(vec![0xff, 0]), b"{\"user\":\"bob\"}".to_vec(), Some(7))
         );
         assert!(requeued(b"{\"key\":\"a\"}").unwrap_err().contains("no `value`"));
+        let timer = Timer { time: 9999, key_group: 3, key: Box::from(&b"alice"[..]) };
+        let record = q.timer_record(TimeDomain::EventTime, &timer, "boom", "abc", 0);
+        let text = String::from_utf8(record.clone()).unwrap();
+        assert!(text.contains(r#""key":"alice","timer":{"domain":"event-time","time":9999},"error":"boom""#), "{text}");
+        assert!(requeued(&record).unwrap().is_none(), "a timer holds no event to requeue");
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //! `error` (an error of its own), `spin` (past its call deadline) or `hog` (past its memory
 //! limit). Otherwise it counts the event in value state `count` and emits
 //! `{"key":…,"count":n,"page":…,"page-count":m}`. A host that applied a failed call's map writes
-//! would count some pages twice.
+//! would count some pages twice. An event with a timestamp sets an event-time timer then, which
+//! emits `{"key":…,"timer":t}` when it fires, or with `how = "timer"` panics for the named key.
 use serde::{Deserialize, Serialize};
-use weir_guest::{Context, Description, Event, MapState, OpenContext, Operator, Result, ValueState};
+use weir_guest::{Context, Description, Event, MapState, OpenContext, Operator, Result, Timer, ValueState};
 
 #[derive(Deserialize)]
 struct Config {
@@ -24,6 +25,12 @@ struct Click {
     /// A generator's events have none.
     #[serde(default)]
     page: String,
+}
+
+#[derive(Serialize)]
+struct Fired<'a> {
+    key: &'a str,
+    timer: i64,
 }
 
 #[derive(Serialize)]
@@ -55,7 +62,7 @@ impl Operator for Poison {
         let page_count = self.pages.get(ctx, &click.page)?.unwrap_or(0) + 1;
         self.pages.insert(ctx, &click.page, &page_count)?;
         let key = String::from_utf8_lossy(event.key.unwrap_or_default());
-        if key == self.config.key {
+        if key == self.config.key && self.config.how != "timer" {
             match self.config.how.as_str() {
                 "error" => return Err(format!("refused key {key}").into()),
                 "spin" => {
@@ -75,7 +82,18 @@ impl Operator for Poison {
         }
         let count = self.count.get(ctx)?.unwrap_or(0) + 1;
         self.count.set(ctx, &count)?;
+        if let Some(time) = event.timestamp {
+            ctx.register_event_time_timer(time)?;
+        }
         ctx.emit_json(&Output { key: &key, count, page: &click.page, page_count })
+    }
+
+    fn on_timer(&mut self, ctx: &mut Context, timer: &Timer) -> Result<()> {
+        let key = String::from_utf8_lossy(timer.key);
+        if key == self.config.key && self.config.how == "timer" {
+            panic!("poisoned timer of key {key}");
+        }
+        ctx.emit_json(&Fired { key: &key, timer: timer.time })
     }
 }
 
