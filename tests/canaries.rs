@@ -304,6 +304,56 @@ fn a_canary_that_traps_is_aborted_by_its_error_condition() {
     assert!(emitted.values().all(|versions| versions == &[1]), "all from count");
 }
 
+/// On `weir serve`, the operator with `on-error = "quarantine"`: a canary of `count_broken` does
+/// not fail the run, its events are set aside, and they count as its errors: `--abort-if
+/// errors>0` aborts it. Every user's committed counts run from 1 once each, and with the events
+/// committed to the quarantine sink they account for every click exactly once.
+#[test]
+fn a_canary_whose_events_are_set_aside_is_aborted_by_its_error_condition() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let job = clicks_job(dir.path(), 2, 24000, CHECKPOINTING);
+    let quarantine = format!(
+        "{}inputs = [{{ from = \"count-per-user.quarantine\" }}]\n",
+        file_sink("quarantine", &dir.path().join("quarantine"))
+    );
+    let text = std::fs::read_to_string(&job).unwrap().replacen(
+        "input = \"hash\"\n",
+        "input = \"hash\"\non-error = \"quarantine\"\n",
+        1,
+    );
+    std::fs::write(&job, format!("{text}\n{quarantine}")).unwrap();
+    let id = server.cli(&["submit", &job]).stdout.trim().to_string();
+    std::thread::sleep(Duration::from_millis(600));
+    let broken = count_per_user("count_broken");
+    let started =
+        server.cli(&["upgrade", &id, "--operator", &broken, "--canary", "10%", "--abort-if", "errors>0", "--no-trial"]);
+    assert_eq!(started.code, 0, "{}", started.stderr);
+    let done = server.wait_for_job(&id);
+    assert_eq!(done["state"], "finished", "{done}");
+    let history: Vec<&str> = done["history"].as_array().unwrap().iter().map(|h| h["event"].as_str().unwrap()).collect();
+    assert_eq!(history, ["started", "upgraded", "canary-aborted"], "{done}");
+    let cause = done["history"][2]["cause"].as_str().unwrap();
+    assert!(cause.contains("`errors>0` held"), "{cause}");
+    let mut set_aside: BTreeMap<String, u64> = BTreeMap::new();
+    for line in sink_lines(&dir.path().join("quarantine")) {
+        let record: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert!(record["error"].as_str().unwrap().contains("count_broken traps on every event"), "{record}");
+        *set_aside.entry(record["key"].as_str().unwrap().to_string()).or_default() += 1;
+    }
+    let mut counted: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for line in sink_lines(&dir.path().join("out")) {
+        let out: serde_json::Value = serde_json::from_str(&line).unwrap();
+        counted.entry(out["key"].as_str().unwrap().to_string()).or_default().push(out["count"].as_u64().unwrap());
+    }
+    for (user, clicks) in expected_counts(&dir.path().join("clicks.jsonl")) {
+        let mut counts = counted.remove(&user).unwrap_or_default();
+        counts.sort_unstable();
+        let aside = set_aside.get(&user).copied().unwrap_or(0);
+        assert_eq!(counts, (1..=clicks - aside).collect::<Vec<u64>>(), "{user}: {aside} set aside");
+    }
+}
+
 /// On `weir run` with checkpointing (a rollback sets aside what was committed since only then:
 /// without, files are written directly): a canary whose abort would hand back a layout the old
 /// module cannot read is refused unless it rolls back; `count_v2` with `--abort-if out-ratio<2`

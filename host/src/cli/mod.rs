@@ -176,7 +176,7 @@ enum Command {
         #[arg(long, value_name = "SHARE", conflicts_with = "rollback")]
         canary: Option<String>,
         /// With --canary: a condition that aborts the canary by itself as soon as it holds:
-        /// errors>N (failed calls of its module) or out-ratio<R / out-ratio>R (its events out
+        /// errors>N (failed calls of its module, or events it set aside) or out-ratio<R / out-ratio>R (its events out
         /// per event in over the old module's). Repeat for several.
         #[arg(long, value_name = "COND", requires = "canary")]
         abort_if: Vec<String>,

@@ -133,7 +133,7 @@ impl std::str::FromStr for CanaryAbortIf {
 
     fn from_str(text: &str) -> Result<Self, String> {
         let measures = [
-            ("errors", CanaryMeasure::Errors, "failed calls of the canary's module"),
+            ("errors", CanaryMeasure::Errors, "failed calls of the canary's module, and the events it set aside"),
             ("out-ratio", CanaryMeasure::OutRatio, "its events out per event in, over the old module's"),
         ];
         AbortIf::parse(text, &measures)
@@ -249,11 +249,14 @@ impl KeyRangeOperator {
     ) -> Result<bool, String> {
         let part = &mut self.parts[i];
         let version = &self.versions[part.version];
-        let before = emitted(out);
+        let (before, quarantined) = (emitted(out), out.quarantined);
         let start = clock_ns();
         let result = call(&mut *part.operator, out);
         version.busy_ns.fetch_add(clock_ns() - start, Ordering::Relaxed);
-        version.events_out.fetch_add((emitted(out) - before) as u64, Ordering::Relaxed);
+        // What it set aside (`on-error = "quarantine"`) failed in its module: errors, not output.
+        let set_aside = out.quarantined - quarantined;
+        version.events_out.fetch_add((emitted(out) - before) as u64 - set_aside, Ordering::Relaxed);
+        version.errors.fetch_add(set_aside, Ordering::Relaxed);
         result.map_err(|e| {
             version.errors.fetch_add(1, Ordering::Relaxed);
             let role = match version.role {
