@@ -282,6 +282,15 @@ fn bad_input_is_refused_before_flink_sees_it() {
     let refused = weir(&["flink", "run", &kafka, "--jobmanager", &unreachable]);
     assert_failed_with(&refused, &["source 'clicks' is a kafka source", "`file` and `generator` sources", "weir run"]);
 
+    let quarantined = clicks_job(&clicks, "count", 1, &out).replace(
+        "input = \"hash\"\n",
+        &format!("input = \"hash\"\non-error = \"quarantine\"\n\n{}", file_sink("set-aside", &out.join("q")))
+            .replace("path =", "inputs = [{ from = \"count-per-user.quarantine\" }]\npath ="),
+    );
+    let quarantined = write_job(&dir.path().join("quarantined").tap_mkdir(), &quarantined);
+    let refused = weir(&["flink", "run", &quarantined, "--jobmanager", &unreachable]);
+    assert_failed_with(&refused, &["operator 'count-per-user' sets failing events aside", "weir run"]);
+
     let missing = clicks_job(&clicks, "count", 1, &out).replace("count.wasm", "no_such_module.wasm");
     let missing = write_job(&dir.path().join("missing").tap_mkdir(), &missing);
     let refused = weir(&["flink", "run", &missing, "--jobmanager", &unreachable]);
