@@ -329,3 +329,25 @@ fn the_dashboard_draws_a_branching_job_in_topological_order_with_labelled_edges(
     );
     screenshots_taken("graph", &["job"]);
 }
+
+#[test]
+fn the_dashboard_shows_the_events_an_operator_set_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = generator_source("events", 10_000_000, 10).replace("keys = 10\n", "keys = 10\nrate = 2000\n");
+    let on_error = "on-error = { action = \"quarantine\", max-per-minute = 100000 }";
+    let text = job(
+        "poisoned",
+        1,
+        &[
+            source,
+            wasm_operator("count", "test/poison", &["input = \"hash\"", "config = { key = \"k3\" }", on_error]),
+            format!("{}inputs = [{{ from = \"count\" }}]\n", blackhole_sink("counts")),
+            format!("{}inputs = [{{ from = \"count.quarantine\" }}]\n", blackhole_sink("set-aside")),
+        ],
+    );
+    let running = Running::start(&write_job(dir.path(), &text), &[]);
+    let shown = drive("quarantine", &running.server, None, &[("JOB_ID", &running.id)], "poisoned");
+    assert!(shown["quarantined"].as_u64().is_some_and(|n| n > 0), "{shown}");
+    assert_eq!(shown["edge"], "count.quarantine FORWARD", "{shown}");
+    screenshots_taken("quarantine", &["quarantine"]);
+}

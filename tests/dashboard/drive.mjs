@@ -10,6 +10,8 @@
 //   rolling back, upgrades it from its upgrades page, and is told, as the API
 //   says it, that `weir run` starts no other job;
 // - `graph`: a branching job's page: its graph's columns and the edges each vertex lists.
+// - `quarantine`: a job whose operator sets events aside: the count on its card, and the edge of
+//   the sink reading its quarantine.
 // Writes a screenshot of each page into SCREENSHOTS. Run by tests/dashboard.rs; exits non-zero
 // with what went wrong, and prints what it did as JSON.
 import { strict as assert } from "node:assert";
@@ -239,8 +241,20 @@ async function graph() {
   return { columns, edges };
 }
 
+async function quarantine() {
+  await page.goto(`${WEIR_URL}/#/jobs/${JOB_ID}`);
+  const counted = page.locator('.vertex[data-uid="count"] [data-quarantined]');
+  await counted.waitFor();
+  const quarantined = Number(await counted.getAttribute("data-quarantined"));
+  const edge = await page.$eval('.vertex[data-uid="set-aside"] .edges li', (li) =>
+    `${li.querySelector(".from").textContent}${li.querySelector(".side-output")?.textContent ?? ""} ${li.querySelector(".partitioning").textContent}`,
+  );
+  await shot("quarantine");
+  return { quarantined, edge };
+}
+
 try {
-  const flows = { run, serve, graph };
+  const flows = { run, serve, graph, quarantine };
   const done = await flows[FLOW]();
   assert.deepEqual(errors, [], "the page raised no script errors");
   console.log(JSON.stringify(done));
