@@ -70,6 +70,21 @@ fn a_replayed_key_ends_at_the_jobs_count_and_replays_print_the_same() {
     }
     let (second, _) = replayed(&[&[savepoint.as_str()][..], &args].concat());
     assert_eq!(first, second, "two replays print the same bytes");
+    // The same events read from the job's own source, from where the savepoint left it, through
+    // logged-in and by-user.
+    let from_source = ["--operator", "count-per-user", "--key", "u5", "--events-from", "clicks", "--job", &job];
+    let (third, _) = replayed(&[&[savepoint.as_str()][..], &from_source].concat());
+    assert_eq!(third, first, "the job's source gives the same events");
+    let none = [&from_source[..], &["--from-byte", "0", "--to-byte", "0"]].concat();
+    let (_, lines) = replayed(&[&[savepoint.as_str()][..], &none].concat());
+    assert_eq!(lines.len(), 1, "an empty range: the restored state only");
+    let whole = [&from_source[..], &["--from-byte", "0"]].concat();
+    let (_, lines) = replayed(&[&[savepoint.as_str()][..], &whole].concat());
+    assert_eq!(lines.len() as u64, 1 + all, "from the file's start: every click of u5");
+    let unknown = weir(
+        &[&["replay", savepoint.as_str()][..], &from_source[..4], &["--events-from", "nope", "--job", &job]].concat(),
+    );
+    assert_failed_with(&unknown, &["the job has no source 'nope'"]);
     // The savepoint is as it was.
     assert_eq!(saved_counts(&savepoint, "count-per-user")["u5"], saved);
 }

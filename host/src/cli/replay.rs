@@ -2,7 +2,7 @@
 //! the key's state before and after each event, what the operator emitted and the timers it set
 //! and fired, as JSON lines. Processing time is virtual (from the savepoint's time, one
 //! millisecond a step), so two replays print the same. Nothing reaches the savepoint or a sink.
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -11,16 +11,21 @@ use serde_json::{Value, json};
 
 use super::savepoint::{bytes_json, value_fields};
 use crate::checkpoint::Restore;
-use crate::checkpoint::savepoint::{OperatorCode, SavepointLocation};
+use crate::checkpoint::savepoint::{OperatorCode, SavepointLocation, SavepointMetadata};
+use crate::job::JobSpec;
+use crate::job::spec::SourceType;
+use crate::runtime::{Emitted, Event, EventBatch, Interrupt, Operator, OperatorFactory, SubtaskInfo};
+use crate::state::Backends;
 use crate::state::{StateKind, ttl};
 use crate::wasm::WasmEngine;
+use crate::wasm::WasmOperatorFactory;
 use crate::wasm::replay::{KeyEntry, KeyReplay, KeyTimer};
 use crate::wasm::trial::TrialTarget;
 
 /// `weir replay`'s arguments.
 #[derive(clap::Args)]
 pub(crate) struct ReplayArgs {
-    /// The savepoint (or checkpoint) directory or URL.
+    /// The savepoint directory or URL.
     savepoint: String,
     /// The operator whose state and module to replay.
     #[arg(long, value_name = "UID")]
@@ -30,8 +35,20 @@ pub(crate) struct ReplayArgs {
     key: String,
     /// The events, one per line, each the value the operator receives (JSON lines, as a file
     /// source reads them).
-    #[arg(long, value_name = "FILE")]
-    events: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "events_from", conflicts_with = "events_from")]
+    events: Option<PathBuf>,
+    /// Instead of --events: the events of the job's file source UID from where the savepoint left
+    /// it (or --from-byte) to its end (or --to-byte), through the operators between it and the
+    /// operator (stateless ones, such as filters and key_by), those of the key. Needs --job.
+    #[arg(long, value_name = "SOURCE", requires = "job")]
+    events_from: Option<String>,
+    /// With --events-from: the byte of the source's file to start at (a line starting there or
+    /// after).
+    #[arg(long, value_name = "BYTE", requires = "events_from")]
+    from_byte: Option<u64>,
+    /// With --events-from: the byte to stop at (the lines starting before it).
+    #[arg(long, value_name = "BYTE", requires = "events_from")]
+    to_byte: Option<u64>,
     /// The job file the savepoint was taken of: the operator's module and config come from it.
     #[arg(long, value_name = "JOB", required_unless_present = "module")]
     job: Option<PathBuf>,
@@ -55,7 +72,8 @@ pub(super) fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
         let known: Vec<&str> = metadata.operators.iter().map(|op| op.uid.as_str()).collect();
         bail!("the savepoint has no operator '{}' (it has: {})", args.operator, known.join(", "));
     };
-    let (module_path, config, limits) = module_of(args)?;
+    let job = job_file(args)?;
+    let (module_path, config, limits) = module_of(args, job.as_ref())?;
     let engine = WasmEngine::new(super::module_cache_dir()).map_err(anyhow::Error::msg)?;
     let module = engine.load_file(&module_path).map_err(|e| anyhow::anyhow!("{}: {e}", module_path.display()))?;
     if let OperatorCode::Module { sha256, .. } = &saved.module
@@ -79,7 +97,6 @@ pub(super) fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
         max_parallelism: metadata.max_parallelism,
         broadcast_inputs: Vec::new(),
     };
-    let events = std::fs::File::open(&args.events).with_context(|| format!("cannot open {}", args.events.display()))?;
     // Processing time starts when the savepoint was taken and moves a millisecond a step.
     let mut now = metadata.taken_at as i64;
     ttl::set_virtual_now(now);
@@ -87,21 +104,20 @@ pub(super) fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let (mut entries, mut timers) = replay.state().map_err(anyhow::Error::msg)?;
     writeln!(out, "{}", json!({ "restored": state_json(&entries), "timers": timers_json(&timers) }))?;
-    let mut watermark = i64::MIN;
-    for (n, line) in std::io::BufReader::new(events).lines().enumerate() {
-        let line = line.with_context(|| format!("cannot read {}", args.events.display()))?;
-        if line.trim().is_empty() {
-            continue;
+    let events = match (&args.events, &args.events_from, &job) {
+        (Some(file), _, _) => file_events(file, args.timestamp_field.as_deref())?,
+        (None, Some(source), Some((base, spec))) => {
+            let from = Upstream { spec, base, engine: &engine, max_parallelism: metadata.max_parallelism };
+            from.events(source, &args.operator, args.key.as_bytes(), source_ranges(args, source, &metadata)?)?
         }
-        let timestamp = match &args.timestamp_field {
-            None => None,
-            Some(field) => Some(millis(&line, field).with_context(|| {
-                format!("line {} of {}: no number of milliseconds in `{field}`", n + 1, args.events.display())
-            })?),
-        };
+        _ => bail!("give the events: --events FILE, or --events-from SOURCE with --job"),
+    };
+    let mut watermark = i64::MIN;
+    for (n, (line, timestamp)) in events.into_iter().enumerate() {
         now += 1;
         ttl::set_virtual_now(now);
-        let output = replay.process(line.as_bytes(), timestamp).map_err(|e| anyhow::anyhow!("event {}: {e}", n + 1))?;
+        let output = replay.process(&line, timestamp).map_err(|e| anyhow::anyhow!("event {}: {e}", n + 1))?;
+        let line = String::from_utf8_lossy(&line);
         let (after, after_timers) = replay.state().map_err(anyhow::Error::msg)?;
         let step = Step {
             event: Some(n + 1),
@@ -250,16 +266,11 @@ fn millis(line: &str, field: &str) -> Option<i64> {
 
 /// The module, config and sandbox of the operator: from `--module`/`--config`, else from the
 /// job file.
-fn module_of(args: &ReplayArgs) -> anyhow::Result<(PathBuf, String, crate::wasm::SandboxLimits)> {
-    let spec = match &args.job {
-        None => None,
-        Some(path) => {
-            let text = crate::job::read(path)?;
-            let spec = crate::job::parse(&text, &format!("job file {}", path.display()))?;
-            Some((path.parent().unwrap_or(Path::new(".")).to_path_buf(), spec))
-        }
-    };
-    let op = match &spec {
+fn module_of(
+    args: &ReplayArgs,
+    spec: Option<&(PathBuf, JobSpec)>,
+) -> anyhow::Result<(PathBuf, String, crate::wasm::SandboxLimits)> {
+    let op = match spec {
         None => None,
         Some((_, spec)) => Some(
             spec.operators
@@ -268,7 +279,7 @@ fn module_of(args: &ReplayArgs) -> anyhow::Result<(PathBuf, String, crate::wasm:
                 .with_context(|| format!("the job file has no operator '{}'", args.operator))?,
         ),
     };
-    let module = match (&args.module, op, &spec) {
+    let module = match (&args.module, op, spec) {
         (Some(module), _, _) => module.clone(),
         (None, Some(op), Some((base, _))) => base.join(
             op.module
@@ -293,4 +304,157 @@ fn module_of(args: &ReplayArgs) -> anyhow::Result<(PathBuf, String, crate::wasm:
         None => crate::wasm::SandboxLimits::default(),
     };
     Ok((module, config, limits))
+}
+
+/// The job file `--job` names, parsed, with the directory its paths start at.
+fn job_file(args: &ReplayArgs) -> anyhow::Result<Option<(PathBuf, JobSpec)>> {
+    let Some(path) = &args.job else { return Ok(None) };
+    let text = crate::job::read(path)?;
+    let spec = crate::job::parse(&text, &format!("job file {}", path.display()))?;
+    Ok(Some((path.parent().unwrap_or(Path::new(".")).to_path_buf(), spec)))
+}
+
+/// The events of `--events`: each line, with its event time in `timestamp_field`.
+fn file_events(file: &Path, timestamp_field: Option<&str>) -> anyhow::Result<Vec<(Vec<u8>, Option<i64>)>> {
+    let reader = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let mut events = Vec::new();
+    for (n, line) in std::io::BufReader::new(reader).lines().enumerate() {
+        let line = line.with_context(|| format!("cannot read {}", file.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let timestamp = match timestamp_field {
+            None => None,
+            Some(field) => Some(millis(&line, field).with_context(|| {
+                format!("line {} of {}: no number of milliseconds in `{field}`", n + 1, file.display())
+            })?),
+        };
+        events.push((line.into_bytes(), timestamp));
+    }
+    Ok(events)
+}
+
+/// The byte ranges of source `uid`'s file to read: --from-byte, else what the savepoint left it
+/// to read (all of it when it recorded nothing), each cut at --to-byte.
+fn source_ranges(args: &ReplayArgs, uid: &str, metadata: &SavepointMetadata) -> anyhow::Result<Vec<(u64, u64)>> {
+    let to = args.to_byte.unwrap_or(u64::MAX);
+    let mut ranges = match args.from_byte {
+        Some(from) => vec![(from, to)],
+        None => {
+            let mut ranges = Vec::new();
+            for position in metadata.sources.iter().filter(|p| p.uid == uid) {
+                ranges.extend(crate::connectors::ranges_left(&position.position, uid).map_err(anyhow::Error::msg)?);
+            }
+            if ranges.is_empty() { vec![(0, u64::MAX)] } else { ranges }
+        }
+    };
+    ranges.sort_unstable();
+    Ok(ranges.into_iter().map(|(from, end)| (from, end.min(to))).filter(|(from, end)| from < end).collect())
+}
+
+/// What reads a job's file source through the operators up to the replayed one.
+struct Upstream<'a> {
+    spec: &'a JobSpec,
+    base: &'a Path,
+    engine: &'a WasmEngine,
+    max_parallelism: u32,
+}
+
+impl Upstream<'_> {
+    /// The events of key `key` that operator `operator` receives from the lines of source
+    /// `source`'s file in `ranges`, through the operators between them (which must keep no
+    /// state: replay has only the replayed operator's).
+    fn events(
+        &self,
+        source: &str,
+        operator: &str,
+        key: &[u8],
+        ranges: Vec<(u64, u64)>,
+    ) -> anyhow::Result<Vec<(Vec<u8>, Option<i64>)>> {
+        let spec = self
+            .spec
+            .sources
+            .iter()
+            .find(|s| s.uid == source)
+            .with_context(|| format!("the job has no source '{source}'"))?;
+        let (SourceType::File, Some(path)) = (&spec.kind, &spec.path) else {
+            bail!(
+                "source '{source}' is not a file source: write the events the operator receives to a file (--events)"
+            );
+        };
+        let chain = crate::job::chain_from(self.spec, source, operator).map_err(anyhow::Error::msg)?;
+        let mut operators = chain.into_iter().map(|i| self.operator(i)).collect::<anyhow::Result<Vec<_>>>()?;
+        let path = self.base.join(path);
+        let mut file = std::io::BufReader::new(
+            std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?,
+        );
+        let mut events = Vec::new();
+        for (from, to) in ranges {
+            // A range starting inside a line begins at the next one, as the source reads it.
+            let mut at = from.saturating_sub(1);
+            file.seek(std::io::SeekFrom::Start(at))?;
+            if from > 0 {
+                at += file.skip_until(b'\n')? as u64;
+            }
+            let mut line = Vec::new();
+            while at < to {
+                line.clear();
+                let n = file.read_until(b'\n', &mut line)?;
+                if n == 0 {
+                    break;
+                }
+                at += n as u64;
+                let value = line.strip_suffix(b"\n").unwrap_or(&line);
+                let timestamp = match &spec.timestamp_field {
+                    None => None,
+                    Some(field) => Some(millis(&String::from_utf8_lossy(value), field).with_context(|| {
+                        format!(
+                            "the line at byte {} of {}: no number of milliseconds in `{field}`",
+                            at - n as u64,
+                            path.display()
+                        )
+                    })?),
+                };
+                let mut batch = EventBatch::default();
+                batch.push(Event { key: None, value, timestamp });
+                for op in &mut operators {
+                    let mut out = Emitted::default();
+                    op.process(0, &batch, &mut out).map_err(anyhow::Error::msg)?;
+                    batch = out.main;
+                }
+                let theirs = batch.iter().filter(|e| e.key == Some(key));
+                events.extend(theirs.map(|e| (e.value.to_vec(), e.timestamp)));
+            }
+        }
+        Ok(events)
+    }
+
+    /// Operator `index` of the job, opened as one subtask owning every key group.
+    fn operator(&self, index: usize) -> anyhow::Result<Box<dyn Operator>> {
+        let op = &self.spec.operators[index];
+        let Some(module) = &op.module else {
+            bail!("operator '{}' is a builtin: replay runs the operators before the replayed one from modules", op.uid);
+        };
+        let path = self.base.join(module);
+        let module = self.engine.load_file(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if !module.description.states.is_empty() {
+            bail!(
+                "operator '{}' keeps state, which replay does not have: give the events the replayed operator \
+                 receives in a file (--events)",
+                op.uid
+            );
+        }
+        let config = serde_json::to_string(&op.config.clone().unwrap_or_default())?;
+        let limits = crate::job::sandbox_limits(op).map_err(anyhow::Error::msg)?;
+        let factory = WasmOperatorFactory::new(Arc::new(module), config, op.keyed(), limits, Backends::Memory);
+        let info = SubtaskInfo {
+            uid: Arc::from(op.uid.as_str()),
+            index: 0,
+            parallelism: 1,
+            max_parallelism: self.max_parallelism,
+            attempt: 0,
+            interrupt: Interrupt::default(),
+        };
+        factory.create(&info).map_err(|e| anyhow::anyhow!("operator '{}': {e}", op.uid))
+    }
 }

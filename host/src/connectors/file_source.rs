@@ -42,12 +42,17 @@ impl FileSourceFactory {
     }
 
     fn ranges_of(&self, position: &Position, uid: &str) -> Result<Vec<Range>, String> {
-        // Before it rescaled, the source read in one subtask and kept the offset it was at.
-        if let Some(offset) = position.legacy_number() {
-            return Ok(vec![Range { from: offset, to: u64::MAX }]);
-        }
-        Ok(position.read_json::<Ranges>(uid, "a file source's")?.ranges)
+        Ok(ranges_left(position, uid)?.into_iter().map(|(from, to)| Range { from, to }).collect())
     }
+}
+
+/// The byte ranges of its file a file source `uid` has left to read at `position` (the lines
+/// that start in each; `u64::MAX`: to the end of the file).
+pub fn ranges_left(position: &Position, uid: &str) -> Result<Vec<(u64, u64)>, String> {
+    if let Some(offset) = position.legacy_number() {
+        return Ok(vec![(offset, u64::MAX)]);
+    }
+    Ok(position.read_json::<Ranges>(uid, "a file source's")?.ranges.into_iter().map(|r| (r.from, r.to)).collect())
 }
 
 /// Bytes `from..to` of the file: the lines that start there.

@@ -22,7 +22,7 @@ use build::{Start, build};
 pub(crate) use build::{checkpoint_interval, sandbox_limits};
 pub use canary::CanarySettings;
 pub(crate) use checks::{check_shape, check_states, check_takes_over, operator_code};
-pub(crate) use graph::Input;
+pub(crate) use graph::{Input, chain_from};
 pub use modules::{ModuleFiles, ModuleRefError, Modules, NoOtherModules};
 pub use placement::{AllowedDirs, Placement};
 pub use plan::{DEFAULT_CHECKPOINT_STORAGE, JobPlan, new_job_id};
