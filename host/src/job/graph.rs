@@ -262,6 +262,42 @@ fn topological_order(
     Ok(order)
 }
 
+/// The operators (indices into `spec.operators`, upstream first) between source `source` and
+/// operator `operator`, when each of them, and `operator`, reads exactly one stream and the first
+/// reads `source`: the chain whose output `operator` receives (`weir replay --events-from`).
+pub(crate) fn chain_from(spec: &JobSpec, source: &str, operator: &str) -> Result<Vec<usize>, String> {
+    let dataflow = resolve(spec)?;
+    let index = |uid: &str| spec.operators.iter().position(|op| op.uid == uid);
+    let mut at = index(operator).ok_or_else(|| format!("the job has no operator '{operator}'"))?;
+    let mut chain = Vec::new();
+    loop {
+        let [input] = &dataflow.operators[at][..] else {
+            return Err(format!(
+                "operator '{}' reads {} streams: replay follows one line of operators from the source",
+                spec.operators[at].uid,
+                dataflow.operators[at].len()
+            ));
+        };
+        if input.from == source && input.output.is_none() {
+            chain.reverse();
+            return Ok(chain);
+        }
+        match (index(&input.from), &input.output) {
+            (Some(upstream), None) if !chain.contains(&upstream) => {
+                chain.push(upstream);
+                at = upstream;
+            }
+            _ => {
+                return Err(format!(
+                    "operator '{operator}' does not read source '{source}' through one line of operators (it reads \
+                     '{}')",
+                    input.name()
+                ));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,41 +349,5 @@ mod tests {
         );
         let error = resolve(&job).unwrap_err();
         assert!(error.contains("cycle: a → c → b → a"), "{error}");
-    }
-}
-
-/// The operators (indices into `spec.operators`, upstream first) between source `source` and
-/// operator `operator`, when each of them, and `operator`, reads exactly one stream and the first
-/// reads `source`: the chain whose output `operator` receives (`weir replay --events-from`).
-pub(crate) fn chain_from(spec: &JobSpec, source: &str, operator: &str) -> Result<Vec<usize>, String> {
-    let dataflow = resolve(spec)?;
-    let index = |uid: &str| spec.operators.iter().position(|op| op.uid == uid);
-    let mut at = index(operator).ok_or_else(|| format!("the job has no operator '{operator}'"))?;
-    let mut chain = Vec::new();
-    loop {
-        let [input] = &dataflow.operators[at][..] else {
-            return Err(format!(
-                "operator '{}' reads {} streams: replay follows one line of operators from the source",
-                spec.operators[at].uid,
-                dataflow.operators[at].len()
-            ));
-        };
-        if input.from == source && input.output.is_none() {
-            chain.reverse();
-            return Ok(chain);
-        }
-        match (index(&input.from), &input.output) {
-            (Some(upstream), None) if !chain.contains(&upstream) => {
-                chain.push(upstream);
-                at = upstream;
-            }
-            _ => {
-                return Err(format!(
-                    "operator '{operator}' does not read source '{source}' through one line of operators (it reads \
-                     '{}')",
-                    input.name()
-                ));
-            }
-        }
     }
 }
