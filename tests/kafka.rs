@@ -549,3 +549,41 @@ fn keys_that_are_not_utf8_come_out_of_the_c_count_as_out_of_the_rust_one() {
     assert!(outputs[0].iter().any(|l| l.starts_with("{\"key\":\"€\"")), "a valid key stays as it is");
     assert_eq!(outputs[1], outputs[0]);
 }
+
+/// `weir replay --events-from` a Kafka source: a key's records of the topic, up to its end when
+/// the replay starts, through the job's filter and key_by, counted from the savepoint's state.
+#[test]
+fn a_replay_reads_a_keys_records_from_the_jobs_kafka_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = Kafka::start();
+    let input = clicks_topic(&kafka, dir.path(), 3000);
+    let source = kafka_source(&kafka, "");
+    let job = seed_job(dir.path(), &source, &file_sink("counts", &dir.path().join("out")), "");
+    // A savepoint written for the job: u5's count at 100, no source positions (from the start).
+    let savepoint = dir.path().join("sp");
+    let sp = savepoint.to_str().unwrap();
+    let written =
+        weir(&["savepoint", "write", sp, "--job", &job, "--operator", "count-per-user", "--set", "u5", "count=100"]);
+    assert_eq!(written.code, 0, "{}", written.stderr);
+    let replay =
+        ["replay", sp, "--job", &job, "--operator", "count-per-user", "--key", "u5", "--events-from", "clicks"];
+    let out = weir(&replay);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lines: Vec<serde_json::Value> = out.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let clicks = expected_counts(&input)["u5"];
+    assert_eq!(lines.len() as u64, 1 + clicks, "{}", out.stdout);
+    assert_eq!(lines[0]["restored"]["count"], 100);
+    assert_eq!(lines.last().unwrap()["after"]["count"], 100 + clicks);
+    assert!(lines[1..].iter().all(|l| l["value"].as_str().unwrap().contains("\"user\":\"u5\"")));
+    // Twice, the same events (their order across the topic's partitions is the broker's).
+    let values = |stdout: &str| {
+        let mut values: Vec<String> = stdout
+            .lines()
+            .skip(1)
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["value"].to_string())
+            .collect();
+        values.sort();
+        values
+    };
+    assert_eq!(values(&weir(&replay).stdout), values(&out.stdout));
+}

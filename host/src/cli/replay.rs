@@ -2,7 +2,7 @@
 //! the key's state before and after each event, what the operator emitted and the timers it set
 //! and fired, as JSON lines. Processing time is virtual (from the savepoint's time, one
 //! millisecond a step), so two replays print the same. Nothing reaches the savepoint or a sink.
-use std::io::{BufRead, Seek, Write};
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -14,7 +14,7 @@ use crate::checkpoint::Restore;
 use crate::checkpoint::savepoint::{OperatorCode, SavepointLocation, SavepointMetadata};
 use crate::job::JobSpec;
 use crate::job::spec::SourceType;
-use crate::runtime::{Emitted, Event, EventBatch, Interrupt, Operator, OperatorFactory, SubtaskInfo};
+use crate::runtime::{BATCH_SIZE, Emitted, EventBatch, Interrupt, Operator, OperatorFactory, Position, SubtaskInfo};
 use crate::state::Backends;
 use crate::state::{StateKind, ttl};
 use crate::wasm::WasmEngine;
@@ -37,16 +37,17 @@ pub(crate) struct ReplayArgs {
     /// source reads them).
     #[arg(long, value_name = "FILE", required_unless_present = "events_from", conflicts_with = "events_from")]
     events: Option<PathBuf>,
-    /// Instead of --events: the events of the job's file source UID from where the savepoint left
-    /// it (or --from-byte) to its end (or --to-byte), through the operators between it and the
-    /// operator (stateless ones, such as filters and key_by), those of the key. Needs --job.
+    /// Instead of --events: the events of the job's source UID (a file, a Kafka topic up to its
+    /// current end, a bounded generator) from where the savepoint left it, through the operators
+    /// between it and the operator (stateless ones, such as filters and key_by), those of the
+    /// key. Needs --job.
     #[arg(long, value_name = "SOURCE", requires = "job")]
     events_from: Option<String>,
-    /// With --events-from: the byte of the source's file to start at (a line starting there or
-    /// after).
+    /// With --events-from a file source: the byte of its file to start at (a line starting there
+    /// or after).
     #[arg(long, value_name = "BYTE", requires = "events_from")]
     from_byte: Option<u64>,
-    /// With --events-from: the byte to stop at (the lines starting before it).
+    /// With --events-from a file source: the byte to stop at (the lines starting before it).
     #[arg(long, value_name = "BYTE", requires = "events_from")]
     to_byte: Option<u64>,
     /// The job file the savepoint was taken of: the operator's module and config come from it.
@@ -108,7 +109,7 @@ pub(super) fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
         (Some(file), _, _) => file_events(file, args.timestamp_field.as_deref())?,
         (None, Some(source), Some((base, spec))) => {
             let from = Upstream { spec, base, engine: &engine, max_parallelism: metadata.max_parallelism };
-            from.events(source, &args.operator, args.key.as_bytes(), source_ranges(args, source, &metadata)?)?
+            from.events(source, &args.operator, args.key.as_bytes(), from.position(args, source, &metadata)?)?
         }
         _ => bail!("give the events: --events FILE, or --events-from SOURCE with --job"),
     };
@@ -361,72 +362,86 @@ struct Upstream<'a> {
 }
 
 impl Upstream<'_> {
-    /// The events of key `key` that operator `operator` receives from the lines of source
-    /// `source`'s file in `ranges`, through the operators between them (which must keep no
-    /// state: replay has only the replayed operator's).
+    /// The events of key `key` that operator `operator` receives from source `source`, read from
+    /// `position` to its end, through the operators between them (which must keep no state:
+    /// replay has only the replayed operator's). A Kafka source reads up to the offsets it finds
+    /// when it starts.
     fn events(
         &self,
         source: &str,
         operator: &str,
         key: &[u8],
-        ranges: Vec<(u64, u64)>,
+        position: Option<Position>,
     ) -> anyhow::Result<Vec<(Vec<u8>, Option<i64>)>> {
-        let spec = self
-            .spec
-            .sources
-            .iter()
-            .find(|s| s.uid == source)
-            .with_context(|| format!("the job has no source '{source}'"))?;
-        let (SourceType::File, Some(path)) = (&spec.kind, &spec.path) else {
-            bail!(
-                "source '{source}' is not a file source: write the events the operator receives to a file (--events)"
-            );
-        };
+        let spec = self.source(source)?;
+        let mut bounded = spec.clone();
+        bounded.rate = None;
+        match bounded.kind {
+            SourceType::Kafka => bounded.stop_at = Some("latest".to_string()),
+            SourceType::Generator if bounded.count.is_none() => {
+                bail!(
+                    "source '{source}' generates events without end: give it a `count`, or the events in a file (--events)"
+                )
+            }
+            _ => {}
+        }
+        let factory = crate::job::source_factory(&bounded, self.base).map_err(anyhow::Error::msg)?;
         let chain = crate::job::chain_from(self.spec, source, operator).map_err(anyhow::Error::msg)?;
         let mut operators = chain.into_iter().map(|i| self.operator(i)).collect::<anyhow::Result<Vec<_>>>()?;
-        let path = self.base.join(path);
-        let mut file = std::io::BufReader::new(
-            std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?,
-        );
+        let mut reader = factory
+            .create(&self.subtask(source), position.as_ref())
+            .map_err(|e| anyhow::anyhow!("source '{source}': {e}"))?;
         let mut events = Vec::new();
-        for (from, to) in ranges {
-            // A range starting inside a line begins at the next one, as the source reads it.
-            let mut at = from.saturating_sub(1);
-            file.seek(std::io::SeekFrom::Start(at))?;
-            if from > 0 {
-                at += file.skip_until(b'\n')? as u64;
+        loop {
+            let mut batch = EventBatch::default();
+            let more = reader.poll(&mut batch, BATCH_SIZE).map_err(|e| anyhow::anyhow!("source '{source}': {e}"))?;
+            for op in &mut operators {
+                let mut out = Emitted::default();
+                op.process(0, &batch, &mut out).map_err(anyhow::Error::msg)?;
+                batch = out.main;
             }
-            let mut line = Vec::new();
-            while at < to {
-                line.clear();
-                let n = file.read_until(b'\n', &mut line)?;
-                if n == 0 {
-                    break;
-                }
-                at += n as u64;
-                let value = line.strip_suffix(b"\n").unwrap_or(&line);
-                let timestamp = match &spec.timestamp_field {
-                    None => None,
-                    Some(field) => Some(millis(&String::from_utf8_lossy(value), field).with_context(|| {
-                        format!(
-                            "the line at byte {} of {}: no number of milliseconds in `{field}`",
-                            at - n as u64,
-                            path.display()
-                        )
-                    })?),
-                };
-                let mut batch = EventBatch::default();
-                batch.push(Event { key: None, value, timestamp });
-                for op in &mut operators {
-                    let mut out = Emitted::default();
-                    op.process(0, &batch, &mut out).map_err(anyhow::Error::msg)?;
-                    batch = out.main;
-                }
-                let theirs = batch.iter().filter(|e| e.key == Some(key));
-                events.extend(theirs.map(|e| (e.value.to_vec(), e.timestamp)));
+            let theirs = batch.iter().filter(|e| e.key == Some(key));
+            events.extend(theirs.map(|e| (e.value.to_vec(), e.timestamp)));
+            if !more {
+                return Ok(events);
             }
         }
-        Ok(events)
+    }
+
+    /// Source `uid` of the job.
+    fn source(&self, uid: &str) -> anyhow::Result<&crate::job::spec::SourceSpec> {
+        self.spec.sources.iter().find(|s| s.uid == uid).with_context(|| format!("the job has no source '{uid}'"))
+    }
+
+    /// Where source `uid` starts: --from-byte and --to-byte for a file source, else where the
+    /// savepoint left it (its subtasks' positions merged), else its beginning.
+    fn position(&self, args: &ReplayArgs, uid: &str, metadata: &SavepointMetadata) -> anyhow::Result<Option<Position>> {
+        let spec = self.source(uid)?;
+        if spec.kind == SourceType::File {
+            return Ok(Some(crate::connectors::file_position(&source_ranges(args, uid, metadata)?)));
+        }
+        if args.from_byte.is_some() || args.to_byte.is_some() {
+            bail!("--from-byte and --to-byte are for file sources; source '{uid}' starts where the savepoint left it");
+        }
+        let recorded: Vec<Position> =
+            metadata.sources.iter().filter(|p| p.uid == uid).map(|p| p.position.clone()).collect();
+        if recorded.is_empty() {
+            return Ok(None);
+        }
+        let factory = crate::job::source_factory(spec, self.base).map_err(anyhow::Error::msg)?;
+        Ok(Some(factory.merge_positions(uid, &recorded).map_err(anyhow::Error::msg)?))
+    }
+
+    /// The one subtask replay opens of vertex `uid`.
+    fn subtask(&self, uid: &str) -> SubtaskInfo {
+        SubtaskInfo {
+            uid: Arc::from(uid),
+            index: 0,
+            parallelism: 1,
+            max_parallelism: self.max_parallelism,
+            attempt: 0,
+            interrupt: Interrupt::default(),
+        }
     }
 
     /// Operator `index` of the job, opened as one subtask owning every key group.
@@ -447,14 +462,6 @@ impl Upstream<'_> {
         let config = serde_json::to_string(&op.config.clone().unwrap_or_default())?;
         let limits = crate::job::sandbox_limits(op).map_err(anyhow::Error::msg)?;
         let factory = WasmOperatorFactory::new(Arc::new(module), config, op.keyed(), limits, Backends::Memory);
-        let info = SubtaskInfo {
-            uid: Arc::from(op.uid.as_str()),
-            index: 0,
-            parallelism: 1,
-            max_parallelism: self.max_parallelism,
-            attempt: 0,
-            interrupt: Interrupt::default(),
-        };
-        factory.create(&info).map_err(|e| anyhow::anyhow!("operator '{}': {e}", op.uid))
+        factory.create(&self.subtask(&op.uid)).map_err(|e| anyhow::anyhow!("operator '{}': {e}", op.uid))
     }
 }

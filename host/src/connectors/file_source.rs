@@ -46,6 +46,11 @@ impl FileSourceFactory {
     }
 }
 
+/// The position of a file source with `ranges` of its file left to read (see [`ranges_left`]).
+pub fn file_position(ranges: &[(u64, u64)]) -> Position {
+    Position::json(&Ranges { ranges: ranges.iter().map(|&(from, to)| Range { from, to }).collect() })
+}
+
 /// The byte ranges of its file a file source `uid` has left to read at `position` (the lines
 /// that start in each; `u64::MAX`: to the end of the file).
 pub fn ranges_left(position: &Position, uid: &str) -> Result<Vec<(u64, u64)>, String> {

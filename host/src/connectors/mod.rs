@@ -12,7 +12,7 @@ mod stdout;
 
 pub use blackhole::BlackholeSinkFactory;
 pub use file_sink::{FileCommit, FileSinkFactory, Restored, recorded_in};
-pub use file_source::{FileSourceFactory, ranges_left};
+pub use file_source::{FileSourceFactory, file_position, ranges_left};
 pub use generator::GeneratorSourceFactory;
 pub use kafka::{KafkaClient, KafkaSinkConfig, KafkaSinkFactory, KafkaSourceConfig, KafkaSourceFactory, StartFrom};
 pub use postgres_sink::{DEFAULT_STATEMENT_TIMEOUT, PostgresMode, PostgresSinkConfig, PostgresSinkFactory, TwoPhase};

@@ -69,6 +69,14 @@ pub enum JobError {
     },
 }
 
+/// The factory of source `spec` of a job file in `base`, as a job builds it.
+pub(crate) fn source_factory(
+    spec: &spec::SourceSpec,
+    base: &Path,
+) -> Result<Box<dyn crate::runtime::SourceFactory>, String> {
+    connectors::source(spec, base, 1).map(|(factory, _)| factory)
+}
+
 /// Reads a job file's text.
 pub fn read(path: &Path) -> Result<String, JobError> {
     std::fs::read_to_string(path).map_err(|e| JobError::Read { file: path.display().to_string(), cause: e.to_string() })

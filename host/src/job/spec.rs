@@ -203,7 +203,7 @@ pub enum SourceType {
 }
 
 /// A `[[source]]` table.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SourceSpec {
     /// Stable id.
@@ -255,7 +255,7 @@ pub struct SourceSpec {
 }
 
 /// `watermarks = { out-of-orderness = "5s", idle-timeout = "1m" }` on a source or an operator.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct WatermarksSpec {
     /// How far behind the latest timestamp an event may come without being late (default "0s").
