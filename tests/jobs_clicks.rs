@@ -389,7 +389,7 @@ fn every_example_job_file_runs_and_writes_what_its_comment_says() {
         let run = weir(&["run", &to.join("job.toml").to_string_lossy(), "--listen", "none"]);
         if example == "count_broken" {
             assert_eq!(run.code, 1, "{}", run.stderr);
-            assert!(run.stderr.contains("panicked at count_broken/src/lib.rs:21:9"), "{}", run.stderr);
+            assert!(run.stderr.contains("panicked at count_broken/src/lib.rs:40:21"), "{}", run.stderr);
             continue;
         }
         assert_eq!(run.code, 0, "{example}: {}", run.stderr);

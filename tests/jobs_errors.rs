@@ -135,7 +135,7 @@ fn a_rust_panic_fails_the_job_with_its_message_and_location() {
     assert_eq!(
         cause,
         "error: job 'clicks-per-user' failed: operator 'count-per-user' subtask 1/1: the guest trapped in \
-         process-batch: panicked at count_broken/src/lib.rs:21:9: count_broken traps on every event, as it was built to"
+         process-batch: panicked at count_broken/src/lib.rs:40:21: count_broken traps on every event, as it was built to"
     );
     assert!(out.stderr.contains("guest backtrace:\n  at weir:operator/operator@0.4.0#process-batch"), "{}", out.stderr);
     assert!(!out.stderr.contains("<wasm function"), "{}", out.stderr);

@@ -485,3 +485,30 @@ fn a_timer_whose_firing_fails_is_set_aside_and_the_others_fire() {
         );
     }
 }
+
+/// `examples/count_broken/quarantine.toml`, run from a copy of the repository's layout: alice's
+/// logged-in clicks set aside, every other user's counted once.
+#[test]
+fn the_quarantine_example_sets_alices_clicks_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let examples = dir.path().join("examples");
+    std::fs::create_dir_all(examples.join("clicks")).unwrap();
+    std::fs::create_dir_all(examples.join("count_broken")).unwrap();
+    std::fs::create_dir_all(dir.path().join("target")).unwrap();
+    let operators = weir_e2e::operator("count").parent().unwrap().to_path_buf();
+    std::os::unix::fs::symlink(&operators, dir.path().join("target/operators")).unwrap();
+    let clicks = weir_e2e::repo().join("examples/clicks/clicks.jsonl");
+    std::fs::copy(&clicks, examples.join("clicks/clicks.jsonl")).unwrap();
+    let job = examples.join("count_broken/quarantine.toml");
+    std::fs::copy(weir_e2e::repo().join("examples/count_broken/quarantine.toml"), &job).unwrap();
+    let out = weir(&["run", job.to_str().unwrap(), "--listen", "none"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let mut counts = weir_e2e::expected_counts(&clicks);
+    let alice = counts.remove("alice").unwrap();
+    let mut lines = weir_e2e::expected_lines(&counts);
+    lines.sort();
+    assert_eq!(sink_lines(&examples.join("count_broken/out/counts")), lines);
+    let set_aside = sink_lines(&examples.join("count_broken/out/quarantine"));
+    assert_eq!(set_aside.len() as u64, alice);
+    assert!(set_aside.iter().all(|l| l.contains("count_broken traps on the events of key alice")), "{set_aside:?}");
+}
