@@ -220,11 +220,14 @@ fn read_output(
         check_event_size(key.as_ref().map_or(0, |k| k.len()), value)?;
         out.main.push_ranges(key, range(&r, value), timestamp);
     }
-    // The write set and the timer operations are checked whole before any is applied: a
-    // malformed frame leaves the state as it was (an operator that sets failing events aside
-    // retries the rest of the call's events from it).
+    // Under quarantine (a call that may be taken back: `keyed.undo` is set), the write set and
+    // the timer operations are checked whole before any is applied, so that a malformed frame
+    // leaves the state as it was for the retry. Otherwise a malformed frame fails the job, whose
+    // state goes with it: one pass checks and applies.
     let rest = &output[r.position()..];
-    write_set(rest, keyed, value_states, shape, false)?;
+    if keyed.undo.is_some() {
+        write_set(rest, keyed, value_states, shape, false)?;
+    }
     write_set(rest, keyed, value_states, shape, true)
 }
 
