@@ -53,8 +53,8 @@ pub use migration::{Migration, RestoredState, StateRestore, migrations_needed, r
 pub use rocksdb::{RocksDbBackend, RocksDbBackends};
 pub use snapshot::{NativeFile, NativeFiles, NativePart, SnapshotBody};
 pub use timers::{
-    SPILL_AFTER, TIMERS_STATE, Timer, TimerQueue, map_key as timer_map_key, parse_map_key as parse_timer_map_key,
-    timer_of, timers_descriptor,
+    SPILL_AFTER, TIMERS_STATE, Timer, TimerQueue, domain_name, map_key as timer_map_key,
+    parse_map_key as parse_timer_map_key, timer_of, timers_descriptor,
 };
 pub(crate) use value_table::same_bytes;
 

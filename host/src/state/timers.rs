@@ -39,7 +39,12 @@ pub struct Timer {
 /// A stored timer's domain, as `inspect` names it, and time.
 pub fn timer_of(map_key: &[u8]) -> Option<(&'static str, i64)> {
     let (domain, time) = parse_map_key(map_key)?;
-    Some((if domain == TimeDomain::EventTime { "event-time" } else { "processing-time" }, time))
+    Some((domain_name(domain), time))
+}
+
+/// A time domain as weir's texts name it: `event-time` or `processing-time`.
+pub fn domain_name(domain: TimeDomain) -> &'static str {
+    if domain == TimeDomain::EventTime { "event-time" } else { "processing-time" }
 }
 
 /// The map key of a timer: its domain, then its time as big-endian bytes with the sign bit

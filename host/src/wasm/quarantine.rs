@@ -85,21 +85,9 @@ impl Quarantine {
     /// The quarantine record of `event`, which failed with `error` in subtask `subtask` of a
     /// module with SHA-256 `module`: one JSON object (see `docs/quarantine.md`).
     pub(crate) fn record(&self, event: &Event<'_>, error: &str, module: &str, subtask: u32) -> Vec<u8> {
-        let (key, key_base64) = text_or_base64(event.key);
         let (value, value_base64) = text_or_base64(Some(event.value));
-        let record = Record {
-            operator: &self.uid,
-            subtask,
-            key,
-            key_base64,
-            value,
-            value_base64,
-            timestamp: event.timestamp,
-            timer: None,
-            error,
-            module: format!("sha256:{module}"),
-            quarantined_at: crate::state::ttl::now_ms(),
-        };
+        let record =
+            Record { value, value_base64, timestamp: event.timestamp, ..self.about(event.key, error, module, subtask) };
         serde_json::to_vec(&record).unwrap_or_default()
     }
 
@@ -113,9 +101,16 @@ impl Quarantine {
         module: &str,
         subtask: u32,
     ) -> Vec<u8> {
-        let (key, key_base64) = text_or_base64(Some(&timer.key));
-        let domain = if domain == TimeDomain::EventTime { "event-time" } else { "processing-time" };
-        let record = Record {
+        let timer_record = TimerRecord { domain: crate::state::domain_name(domain), time: timer.time };
+        let record = Record { timer: Some(timer_record), ..self.about(Some(&timer.key), error, module, subtask) };
+        serde_json::to_vec(&record).unwrap_or_default()
+    }
+
+    /// What every record says: the operator, the subtask, the key, the error and the module;
+    /// no event and no timer yet.
+    fn about<'a>(&'a self, key: Option<&'a [u8]>, error: &'a str, module: &str, subtask: u32) -> Record<'a> {
+        let (key, key_base64) = text_or_base64(key);
+        Record {
             operator: &self.uid,
             subtask,
             key,
@@ -123,12 +118,11 @@ impl Quarantine {
             value: None,
             value_base64: None,
             timestamp: None,
-            timer: Some(TimerRecord { domain, time: timer.time }),
+            timer: None,
             error,
             module: format!("sha256:{module}"),
             quarantined_at: crate::state::ttl::now_ms(),
-        };
-        serde_json::to_vec(&record).unwrap_or_default()
+        }
     }
 }
 
