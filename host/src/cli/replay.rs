@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use super::savepoint::{bytes_json, value_fields};
 use crate::checkpoint::Restore;
 use crate::checkpoint::savepoint::{OperatorCode, SavepointLocation, SavepointMetadata};
-use crate::job::JobSpec;
 use crate::job::spec::SourceType;
+use crate::job::{JobSpec, ModuleFiles, Modules};
 use crate::runtime::{BATCH_SIZE, Emitted, EventBatch, Interrupt, Operator, OperatorFactory, Position, SubtaskInfo};
 use crate::state::Backends;
 use crate::state::{StateKind, ttl};
@@ -108,8 +108,10 @@ pub(super) fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
     let events = match (&args.events, &args.events_from, &job) {
         (Some(file), _, _) => file_events(file, args.timestamp_field.as_deref())?,
         (None, Some(source), Some((base, spec))) => {
-            let from = Upstream { spec, base, engine: &engine, max_parallelism: metadata.max_parallelism };
-            from.events(source, &args.operator, args.key.as_bytes(), from.position(args, source, &metadata)?)?
+            let modules = ModuleFiles::new(base.clone(), &engine);
+            let mut from = Upstream { spec, base, modules, max_parallelism: metadata.max_parallelism };
+            let position = from.position(args, source, &metadata)?;
+            from.events(source, &args.operator, args.key.as_bytes(), position)?
         }
         _ => bail!("give the events: --events FILE, or --events-from SOURCE with --job"),
     };
@@ -357,17 +359,17 @@ fn source_ranges(args: &ReplayArgs, uid: &str, metadata: &SavepointMetadata) -> 
 struct Upstream<'a> {
     spec: &'a JobSpec,
     base: &'a Path,
-    engine: &'a WasmEngine,
+    modules: ModuleFiles<'a>,
     max_parallelism: u32,
 }
 
-impl Upstream<'_> {
+impl<'a> Upstream<'a> {
     /// The events of key `key` that operator `operator` receives from source `source`, read from
     /// `position` to its end, through the operators between them (which must keep no state:
     /// replay has only the replayed operator's). A Kafka source reads up to the offsets it finds
     /// when it starts.
     fn events(
-        &self,
+        &mut self,
         source: &str,
         operator: &str,
         key: &[u8],
@@ -409,7 +411,7 @@ impl Upstream<'_> {
     }
 
     /// Source `uid` of the job.
-    fn source(&self, uid: &str) -> anyhow::Result<&crate::job::spec::SourceSpec> {
+    fn source(&self, uid: &str) -> anyhow::Result<&'a crate::job::spec::SourceSpec> {
         self.spec.sources.iter().find(|s| s.uid == uid).with_context(|| format!("the job has no source '{uid}'"))
     }
 
@@ -445,13 +447,12 @@ impl Upstream<'_> {
     }
 
     /// Operator `index` of the job, opened as one subtask owning every key group.
-    fn operator(&self, index: usize) -> anyhow::Result<Box<dyn Operator>> {
+    fn operator(&mut self, index: usize) -> anyhow::Result<Box<dyn Operator>> {
         let op = &self.spec.operators[index];
         let Some(module) = &op.module else {
             bail!("operator '{}' is a builtin: replay runs the operators before the replayed one from modules", op.uid);
         };
-        let path = self.base.join(module);
-        let module = self.engine.load_file(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let module = self.modules.resolve(module).map_err(|e| anyhow::anyhow!("operator '{}': {e}", op.uid))?;
         if !module.description.states.is_empty() {
             bail!(
                 "operator '{}' keeps state, which replay does not have: give the events the replayed operator \
@@ -461,7 +462,7 @@ impl Upstream<'_> {
         }
         let config = serde_json::to_string(&op.config.clone().unwrap_or_default())?;
         let limits = crate::job::sandbox_limits(op).map_err(anyhow::Error::msg)?;
-        let factory = WasmOperatorFactory::new(Arc::new(module), config, op.keyed(), limits, Backends::Memory);
+        let factory = WasmOperatorFactory::new(module, config, op.keyed(), limits, Backends::Memory);
         factory.create(&self.subtask(&op.uid)).map_err(|e| anyhow::anyhow!("operator '{}': {e}", op.uid))
     }
 }

@@ -3,11 +3,11 @@
 //! [`crate::checkpoint::edit`]).
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, bail};
 
 use crate::checkpoint::edit::{EditOp, SavepointEditor};
+use crate::job::{ModuleFiles, Modules};
 use crate::wasm::WasmEngine;
 
 /// `weir savepoint write`'s arguments. Operations apply in this order: the lines of --ops, then
@@ -103,11 +103,12 @@ pub(super) fn write(args: &WriteArgs, from: Option<String>) -> anyhow::Result<()
 /// Declares the states of every operator of the job file to `editor`.
 fn declare_operators(editor: &mut SavepointEditor, base: &Path, spec: &crate::job::JobSpec) -> anyhow::Result<()> {
     let engine = WasmEngine::new(super::module_cache_dir()).map_err(anyhow::Error::msg)?;
+    let mut files = ModuleFiles::new(base.to_path_buf(), &engine);
     let mut modules = HashMap::new();
-    for reference in spec.operators.iter().filter_map(|op| op.module.as_ref()) {
-        let path = base.join(reference);
-        let module = engine.load_file(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        modules.insert(reference.clone(), Arc::new(module));
+    for op in &spec.operators {
+        let Some(reference) = &op.module else { continue };
+        let module = files.resolve(reference).map_err(|e| anyhow::anyhow!("operator '{}': {e}", op.uid))?;
+        modules.insert(reference.clone(), module);
     }
     for op in &spec.operators {
         let Some((code, states)) = crate::job::operator_code(op, &modules) else { continue };

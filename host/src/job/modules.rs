@@ -14,6 +14,15 @@ pub enum ModuleRefError {
     Reference(String),
 }
 
+impl std::fmt::Display for ModuleRefError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModuleRefError::Module(problem) => write!(f, "{problem}"),
+            ModuleRefError::Reference(message) => f.write_str(message),
+        }
+    }
+}
+
 /// Where the `module = "…"` references of a job are loaded from.
 pub trait Modules {
     /// The module `reference` names.
