@@ -3,7 +3,7 @@
 //! under kills too, and a later run with a fixed module takes the set-aside events back
 //! (`format = "quarantine"`).
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use weir_e2e::{
@@ -50,6 +50,29 @@ fn poison_job(dir: &Path, input: &Path, module: &str, operator: &[&str], tail: &
         ],
     );
     write_job(dir, &format!("{text}\n{tail}"))
+}
+
+/// `n` clicks, every `every`th by mallory, in `dir/clicks.jsonl`, and the poison job over them with
+/// mallory poisoned and `on-error = "quarantine"`, `tail` appended: the input and the job.
+fn quarantined_clicks(dir: &Path, (n, every): (usize, usize), tail: &str) -> (PathBuf, String) {
+    let input = dir.join("clicks.jsonl");
+    poison_clicks(&input, n, every);
+    let operator = ["config = { key = \"mallory\" }", "on-error = \"quarantine\""];
+    let job = poison_job(dir, &input, "test/poison", &operator, tail);
+    (input, job)
+}
+
+/// The quarantined clicks job (20,000 clicks, 50 of them mallory's) run to its end with
+/// checkpoints, and its quarantine records gathered into `dir/requeue.jsonl`: the input, the job
+/// and that file.
+fn quarantined_then_gathered(dir: &Path) -> (PathBuf, String, PathBuf) {
+    let (input, job) = quarantined_clicks(dir, (20_000, 400), CHECKPOINTS);
+    let out = weir(&["run", &job]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(assert_quarantined_mallory(dir, &input, "poisoned by key mallory").len(), 50);
+    let requeue = dir.join("requeue.jsonl");
+    std::fs::write(&requeue, sink_lines(&dir.join("out/quarantine")).join("\n") + "\n").unwrap();
+    (input, job, requeue)
 }
 
 const CHECKPOINTS: &str = "[checkpointing]\ninterval = \"100ms\"\nstorage = \"file://chk\"\n";
@@ -114,10 +137,7 @@ fn assert_quarantined_mallory(dir: &Path, input: &Path, error: &str) -> Vec<serd
 #[test]
 fn a_poisoned_keys_events_are_set_aside_and_the_rest_counted_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("clicks.jsonl");
-    poison_clicks(&input, 100_000, 2_000);
-    let config = "config = { key = \"mallory\" }";
-    let job = poison_job(dir.path(), &input, "test/poison", &[config, "on-error = \"quarantine\""], CHECKPOINTS);
+    let (input, job) = quarantined_clicks(dir.path(), (100_000, 2_000), CHECKPOINTS);
     let out = weir_with_limit(&["run", &job], Duration::from_secs(120));
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains(", 50 quarantined"), "{}", out.stderr);
@@ -130,10 +150,7 @@ fn a_poisoned_keys_events_are_set_aside_and_the_rest_counted_exactly_once() {
 #[test]
 fn quarantine_is_exactly_once_across_kills() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("clicks.jsonl");
-    poison_clicks(&input, 100_000, 2_000);
-    let config = "config = { key = \"mallory\" }";
-    let job = poison_job(dir.path(), &input, "test/poison", &[config, "on-error = \"quarantine\""], CHECKPOINTS);
+    let (input, job) = quarantined_clicks(dir.path(), (100_000, 2_000), CHECKPOINTS);
     // 20,000 clicks a second: a run takes 5 s, and the kills land anywhere in it.
     let text = std::fs::read_to_string(&job).unwrap().replacen("type = \"file\"", "type = \"file\"\nrate = 20000", 1);
     std::fs::write(&job, text).unwrap();
@@ -270,18 +287,9 @@ fn an_event_past_its_deadline_or_memory_limit_is_set_aside() {
 #[test]
 fn requeued_events_are_counted_exactly_once_after_the_fix() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("clicks.jsonl");
-    poison_clicks(&input, 20_000, 400);
-    let on_error = "on-error = \"quarantine\"";
-    let job = poison_job(dir.path(), &input, "test/poison", &["config = { key = \"mallory\" }", on_error], CHECKPOINTS);
-    let out = weir(&["run", &job]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(assert_quarantined_mallory(dir.path(), &input, "poisoned by key mallory").len(), 50);
-
+    let (_, job, requeue) = quarantined_then_gathered(dir.path());
     // The fix (here: the module no longer poisoned by mallory) reads the set-aside events back,
     // from where the first run's final checkpoint left the job.
-    let requeue = dir.path().join("requeue.jsonl");
-    std::fs::write(&requeue, sink_lines(&dir.path().join("out/quarantine")).join("\n") + "\n").unwrap();
     let fixed = fixed_with_requeue(&std::fs::read_to_string(&job).unwrap(), &requeue);
     let fixed_job = dir.path().join("fixed.toml");
     std::fs::write(&fixed_job, &fixed).unwrap();
@@ -295,14 +303,7 @@ fn requeued_events_are_counted_exactly_once_after_the_fix() {
 #[test]
 fn a_requeue_killed_again_and_again_counts_each_event_once() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("clicks.jsonl");
-    poison_clicks(&input, 20_000, 400);
-    let on_error = "on-error = \"quarantine\"";
-    let job = poison_job(dir.path(), &input, "test/poison", &["config = { key = \"mallory\" }", on_error], CHECKPOINTS);
-    let out = weir(&["run", &job]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let requeue = dir.path().join("requeue.jsonl");
-    std::fs::write(&requeue, sink_lines(&dir.path().join("out/quarantine")).join("\n") + "\n").unwrap();
+    let (input, job, requeue) = quarantined_then_gathered(dir.path());
     // The set-aside events come back at 25 a second (2 s): the kills land among them.
     let fixed = fixed_with_requeue(&std::fs::read_to_string(&job).unwrap(), &requeue).replacen(
         "format = \"quarantine\"",
@@ -323,10 +324,7 @@ fn a_requeue_killed_again_and_again_counts_each_event_once() {
 #[test]
 fn weir_serve_counts_quarantined_events_in_its_api_metrics_and_status() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("clicks.jsonl");
-    poison_clicks(&input, 10_000, 1_000);
-    let config = "config = { key = \"mallory\" }";
-    let job = poison_job(dir.path(), &input, "test/poison", &[config, "on-error = \"quarantine\""], CHECKPOINTS);
+    let (input, job) = quarantined_clicks(dir.path(), (10_000, 1_000), CHECKPOINTS);
     let server = Server::start(&dir.path().join("data"), &[]);
     let id = server.cli(&["submit", &job]).stdout.trim().to_string();
     let done = server.wait_for_job(&id);
@@ -384,11 +382,8 @@ fn mallory_counts(dir: &Path) -> Vec<u64> {
 #[test]
 fn on_weir_serve_a_stopped_jobs_quarantine_is_requeued_after_the_fix() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("clicks.jsonl");
-    poison_clicks(&input, 20_000, 400);
-    let config = "config = { key = \"mallory\" }";
     let tail = "[checkpointing]\ninterval = \"100ms\"\nstorage = \"file://chk\"\nsavepoint-dir = \"savepoints\"\n";
-    let job = poison_job(dir.path(), &input, "test/poison", &[config, "on-error = \"quarantine\""], tail);
+    let (_, job) = quarantined_clicks(dir.path(), (20_000, 400), tail);
     let paced = std::fs::read_to_string(&job).unwrap().replacen("type = \"file\"", "type = \"file\"\nrate = 10000", 1);
     std::fs::write(&job, paced).unwrap();
     let server = Server::start(&dir.path().join("data"), &[]);
@@ -422,11 +417,8 @@ fn on_weir_serve_a_stopped_jobs_quarantine_is_requeued_after_the_fix() {
 #[test]
 fn quarantine_takes_back_map_writes_in_rocksdb_state_too() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("clicks.jsonl");
-    poison_clicks(&input, 20_000, 400);
-    let config = "config = { key = \"mallory\" }";
     let rocksdb = format!("{CHECKPOINTS}[state]\nbackend = \"rocksdb\"\n");
-    let job = poison_job(dir.path(), &input, "test/poison", &[config, "on-error = \"quarantine\""], &rocksdb);
+    let (input, job) = quarantined_clicks(dir.path(), (20_000, 400), &rocksdb);
     let out = weir(&["run", &job]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_counted_once_but_mallory(dir.path(), &input);

@@ -105,8 +105,7 @@ fn a_replayed_window_count_sets_and_fires_its_timers_in_order() {
     // A savepoint written for the job, with one other key's (empty) windows.
     let savepoint = dir.path().join("sp");
     let sp = savepoint.to_str().unwrap();
-    let written =
-        weir(&["savepoint", "write", sp, "--job", &job, "--operator", "windows", "--set", "bob", "windows=[]"]);
+    let written = savepoint_write(sp, &["--job", &job, "--operator", "windows", "--set", "bob", "windows=[]"]);
     assert_eq!(written.code, 0, "{}", written.stderr);
     let events = dir.path().join("alice.jsonl");
     let clicks: Vec<String> =
@@ -165,34 +164,20 @@ fn a_bootstrapped_savepoint_restores_at_parallelism_3_and_deleted_keys_start_aga
     let lines: Vec<String> = (0..10_000).map(|i| format!("{{\"key\":\"u{i}\",\"count\":{}}}", 1000 + i)).collect();
     std::fs::write(&boot, lines.join("\n") + "\n").unwrap();
     let bootstrapped = dir.path().join("bootstrapped");
-    let written = weir(&[
-        "savepoint",
-        "write",
+    let written = savepoint_write(
         bootstrapped.to_str().unwrap(),
-        "--job",
-        &job,
-        "--operator",
-        "count-per-user",
-        "--bootstrap",
-        boot.to_str().unwrap(),
-    ]);
+        &["--job", &job, "--operator", "count-per-user", "--bootstrap", boot.to_str().unwrap()],
+    );
     assert_eq!(written.code, 0, "{}", written.stderr);
     let saved = saved_counts(bootstrapped.to_str().unwrap(), "count-per-user");
     assert_eq!(saved.len(), 10_000);
 
     // From it, one key deleted: a new savepoint; the first stays as it was.
     let edited = dir.path().join("edited");
-    let deleted = weir(&[
-        "savepoint",
-        "write",
+    let deleted = savepoint_write(
         edited.to_str().unwrap(),
-        "--from",
-        bootstrapped.to_str().unwrap(),
-        "--operator",
-        "count-per-user",
-        "--delete",
-        "u7",
-    ]);
+        &["--from", bootstrapped.to_str().unwrap(), "--operator", "count-per-user", "--delete", "u7"],
+    );
     assert_eq!(deleted.code, 0, "{}", deleted.stderr);
     assert_eq!(saved_counts(bootstrapped.to_str().unwrap(), "count-per-user").len(), 10_000);
     let mut counts: BTreeMap<String, u64> = saved.clone();
@@ -239,17 +224,10 @@ fn state_an_operator_does_not_declare_is_refused_naming_the_key() {
     ] {
         std::fs::write(&boot, format!("{{\"key\":\"alice\",\"count\":3,\"pages\":{{\"/a\":3}}}}\n{line}\n")).unwrap();
         let out_dir = dir.path().join("refused");
-        let out = weir(&[
-            "savepoint",
-            "write",
+        let out = savepoint_write(
             out_dir.to_str().unwrap(),
-            "--job",
-            &job,
-            "--operator",
-            "count-per-user",
-            "--bootstrap",
-            boot.to_str().unwrap(),
-        ]);
+            &["--job", &job, "--operator", "count-per-user", "--bootstrap", boot.to_str().unwrap()],
+        );
         assert_failed_with(&out, &[message]);
         assert!(!out_dir.exists(), "nothing written");
     }
@@ -283,4 +261,9 @@ fn state_an_operator_does_not_declare_is_refused_naming_the_key() {
         &job,
     ]);
     assert_failed_with(&missing, &["the savepoint has no operator 'nope' (it has: count-per-user)"]);
+}
+
+/// Runs `weir savepoint write OUT ARGS…`.
+fn savepoint_write(out: &str, args: &[&str]) -> weir_e2e::Output {
+    weir(&[&["savepoint", "write", out][..], args].concat())
 }
