@@ -402,17 +402,17 @@ impl WasmOperator {
             let record = quarantine.record(&event, error, op.guest.sha256(), op.guest.info.index);
             out.to(quarantine.output).push(Event { key: event.key, value: &record, timestamp: event.timestamp });
         };
-        self.quarantining(&quarantine, events, call, set_aside, out)
+        self.quarantining(&quarantine, ("events", events), call, set_aside, out)
     }
 
-    /// Calls `call` with `items` (indices of events or timers); when the call fails, takes it
-    /// back and calls it again with each half, down to single items, which `set_aside` records
-    /// on the quarantine side output (see [`super::quarantine`]). Logs how long a call that set
-    /// items aside took.
+    /// Calls `call` with `items` (indices of events or timers, which `what` names); when the call
+    /// fails, takes it back and calls it again with each half, down to single items, which
+    /// `set_aside` records on the quarantine side output (see [`super::quarantine`]). Logs how
+    /// long a call that set items aside took.
     fn quarantining(
         &mut self,
         quarantine: &Quarantine,
-        items: std::ops::Range<usize>,
+        (what, items): (&str, std::ops::Range<usize>),
         call: &mut GuestCallOf<'_>,
         set_aside: &mut SetAside<'_>,
         out: &mut Emitted,
@@ -421,7 +421,7 @@ impl WasmOperator {
         self.isolating(quarantine, items, call, set_aside, out)?;
         if out.quarantined > before {
             tracing::warn!(
-                "{}: set {} of {count} aside in {:.1} ms",
+                "{}: set {} of {count} {what} aside in {:.1} ms",
                 self.guest.info,
                 out.quarantined - before,
                 started.elapsed().as_secs_f64() * 1000.0
@@ -547,7 +547,7 @@ impl WasmOperator {
                     let record = quarantine.timer_record(*domain, timer, error, op.guest.sha256(), op.guest.info.index);
                     out.to(quarantine.output).push(Event { key: Some(&timer.key), value: &record, timestamp: None });
                 };
-                self.quarantining(&quarantine, 0..due.len(), call, set_aside, out)
+                self.quarantining(&quarantine, ("timers", 0..due.len()), call, set_aside, out)
             }
         };
         self.due = due;
