@@ -504,3 +504,15 @@ fn the_quarantine_example_sets_alices_clicks_aside() {
     assert_eq!(set_aside.len() as u64, alice);
     assert!(set_aside.iter().all(|l| l.contains("count_broken traps on the events of key alice")), "{set_aside:?}");
 }
+
+/// Without `[checkpointing]` (sinks write directly): the same events set aside, the rest counted.
+#[test]
+fn without_checkpointing_bad_events_are_set_aside_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, job) = quarantined_clicks(dir.path(), (20_000, 400), "");
+    let out = weir(&["run", &job]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains(", 50 quarantined"), "{}", out.stderr);
+    assert_counted_once_but_mallory(dir.path(), &input);
+    assert_eq!(assert_quarantined_mallory(dir.path(), &input, "poisoned by key mallory").len(), 50);
+}
